@@ -1,0 +1,86 @@
+/** A scheduled callback that can be cancelled. */
+export interface TimerHandle {
+  cancel(): void;
+}
+
+/**
+ * Every time decision of the engine goes through a clock, so tests move time instead of sleeping.
+ * `now()` is milliseconds since the epoch. `setTimer` is optional: without it the engine uses an
+ * unref'ed `setTimeout`, so a clock with only `now()` still works for decisions made on requests.
+ */
+export interface Clock {
+  now(): number;
+  setTimer?(callback: () => void, delayMs: number): TimerHandle;
+}
+
+/** Schedules on the real event loop; timers never keep the process alive. */
+export function realTimer(callback: () => void, delayMs: number): TimerHandle {
+  // setTimeout clamps above 2^31-1 ms to 1 ms; a long timeout is re-armed by its owner when it fires early.
+  const timer = setTimeout(callback, Math.min(Math.max(0, delayMs), 0x7fffffff));
+  timer.unref();
+  return { cancel: () => clearTimeout(timer) };
+}
+
+/** The default clock: wall time and real, unref'ed timers. */
+export const systemClock: Clock = { now: () => Date.now(), setTimer: realTimer };
+
+interface ManualTimer {
+  readonly dueAtMs: number;
+  readonly order: number;
+  readonly callback: () => void;
+  cancelled: boolean;
+}
+
+/**
+ * A clock that moves only when told to. Timers fire inside `advance()`, in due order, so a test can
+ * say "eight hours pass" and then await the consequences.
+ *
+ * @example
+ * const clock = new ManualClock();
+ * const engine = new SessionEngine({ clock, inactiveProcessTimeoutMs: 60_000 });
+ * clock.advance(60_000); // due session timeouts fire now
+ */
+export class ManualClock implements Clock {
+  #nowMs: number;
+  #timers: ManualTimer[] = [];
+  #order = 0;
+
+  constructor(startMs = Date.UTC(2026, 0, 1)) {
+    this.#nowMs = startMs;
+  }
+
+  now(): number {
+    return this.#nowMs;
+  }
+
+  setTimer(callback: () => void, delayMs: number): TimerHandle {
+    const timer: ManualTimer = { dueAtMs: this.#nowMs + Math.max(0, delayMs), order: this.#order++, callback, cancelled: false };
+    this.#timers.push(timer);
+    return { cancel: () => { timer.cancelled = true; } };
+  }
+
+  /** Moves time forward by `ms`, firing every timer that falls due, each at its own time. Returns how many fired. */
+  advance(ms: number): number {
+    const targetMs = this.#nowMs + ms;
+    let fired = 0;
+    for (;;) {
+      this.#timers = this.#timers.filter((t) => !t.cancelled);
+      let next: ManualTimer | undefined;
+      for (const t of this.#timers) {
+        if (t.dueAtMs <= targetMs && (next === undefined || t.dueAtMs < next.dueAtMs || (t.dueAtMs === next.dueAtMs && t.order < next.order))) next = t;
+      }
+      if (next === undefined) break;
+      next.cancelled = true;
+      this.#nowMs = Math.max(this.#nowMs, next.dueAtMs);
+      next.callback();
+      fired++;
+    }
+    this.#nowMs = targetMs;
+    return fired;
+  }
+
+  /** Timers still waiting (for tests that check nothing is left armed). */
+  get pendingTimers(): number {
+    return this.#timers.filter((t) => !t.cancelled).length;
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Every error this package raises, with a stable `code`. The table is the contract: codes never change
+ * meaning, new ones are only added. The README lists them with the same text.
+ */
+export const ERROR_CODES = {
+  /** Option value of the wrong type or out of range (a `TypeError`). */
+  ERR_SESSION_INVALID_OPTION: { httpStatus: 500, message: 'invalid option value' },
+  /** Option name that does not exist (a `TypeError`). */
+  ERR_SESSION_UNKNOWN_OPTION: { httpStatus: 500, message: 'unknown option' },
+  /** A new session is needed, `maxSessions` is reached and every session is busy. */
+  ERR_SESSION_LIMIT: { httpStatus: 503, message: 'session limit reached and every session is busy' },
+  /** `maxConcurrentProcesses` is reached: no process can be started. */
+  ERR_SESSION_PROCESS_LIMIT: { httpStatus: 503, message: 'process limit reached' },
+  /** The session already has `maxQueuedRequests` requests waiting for its process. */
+  ERR_SESSION_QUEUE_FULL: { httpStatus: 503, message: 'too many requests queued for this session' },
+  /** `stop()` was called: no new work is accepted. */
+  ERR_SESSION_STOPPED: { httpStatus: 503, message: 'session engine is stopping' },
+  /** The request comes from another IP address than the one that created the session. */
+  ERR_SESSION_IP_MISMATCH: { httpStatus: 400, message: 'session belongs to another IP address' },
+  /** A process of a closed session was used (lock, spawn) after its teardown. */
+  ERR_SESSION_CLOSED: { httpStatus: 500, message: 'the session of this process is closed' },
+  /** `init` threw or rejected: the new session was discarded. */
+  ERR_SESSION_INIT_FAILED: { httpStatus: 500, message: 'init failed' },
+  /** `onClose` threw or rejected (reported on `'error'`; teardown went on). */
+  ERR_SESSION_HOOK_FAILED: { httpStatus: 500, message: 'onClose failed' },
+  /** `onClose` did not settle within `closeTimeoutMs` (reported on `'error'`; teardown went on). */
+  ERR_SESSION_HOOK_TIMEOUT: { httpStatus: 500, message: 'onClose timed out' },
+  /** A request or spawned task of a closing session did not end within `closeTimeoutMs`. */
+  ERR_SESSION_DRAIN_TIMEOUT: { httpStatus: 500, message: 'in-flight work did not end in time' },
+  /** A request handler threw or rejected (the client got a generic 500). */
+  ERR_SESSION_HANDLER_FAILED: { httpStatus: 500, message: 'request handler failed' },
+  /** A task started with `proc.spawn` threw or rejected. */
+  ERR_SESSION_TASK_FAILED: { httpStatus: 500, message: 'spawned task failed' },
+  /** A request body exceeded the allowed size. */
+  ERR_SESSION_BODY_TOO_LARGE: { httpStatus: 413, message: 'request body too large' },
+} as const satisfies Record<string, { httpStatus: number; message: string }>;
+
+export type SessionErrorCode = keyof typeof ERROR_CODES;
+
+/** Seconds a client is told to wait (`Retry-After`) after a 503. */
+export const RETRY_AFTER_SECONDS = 1;
+
+/**
+ * The one error class of this package. `code` is stable; `httpStatus` is what the HTTP binding answers;
+ * `sessionId` names the session concerned when there is one.
+ */
+export class SessionError extends Error {
+  readonly code: SessionErrorCode;
+  readonly httpStatus: number;
+  readonly sessionId: string | undefined;
+
+  constructor(code: SessionErrorCode, detail?: string, options?: { cause?: unknown; sessionId?: string }) {
+    const base = ERROR_CODES[code].message;
+    super(detail === undefined ? base : `${base}: ${detail}`, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SessionError';
+    this.code = code;
+    this.httpStatus = ERROR_CODES[code].httpStatus;
+    this.sessionId = options?.sessionId;
+  }
+}
+
+/** Option errors are `TypeError`s (as DESIGN.md requires) that still carry a stable `code`. */
+export class SessionOptionError extends TypeError {
+  readonly code: 'ERR_SESSION_INVALID_OPTION' | 'ERR_SESSION_UNKNOWN_OPTION';
+  constructor(code: 'ERR_SESSION_INVALID_OPTION' | 'ERR_SESSION_UNKNOWN_OPTION', detail: string) {
+    super(`${ERROR_CODES[code].message}: ${detail}`);
+    this.name = 'SessionOptionError';
+    this.code = code;
+  }
+}

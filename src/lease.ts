@@ -1,0 +1,76 @@
+import type { AsyncLocalStorage } from 'node:async_hooks';
+import type { SessionVars, WebProcess } from './process.js';
+import type { Session } from './session.js';
+
+/** What a response's session cookie must say, decided when its headers are written. */
+export type CookieDirective =
+  | { readonly action: 'set'; readonly sessionId: string; readonly expiresAtMs: number }
+  | { readonly action: 'clear' }
+  | { readonly action: 'none' };
+
+/** Engine operations a lease calls back into. */
+export interface LeaseHost<Vars extends SessionVars> {
+  readonly als: AsyncLocalStorage<WebProcess<Vars>>;
+  release(lease: RequestLease<Vars>): void;
+  reportHandlerError(error: unknown, sessionId: string): void;
+  cookieExpiresAtMs(session: Session<Vars>): number;
+}
+
+const NO_COOKIE: CookieDirective = Object.freeze({ action: 'none' });
+const CLEAR_COOKIE: CookieDirective = Object.freeze({ action: 'clear' });
+
+/**
+ * One request's hold on a process, from `engine.acquire()` to `release()`. This is the seam every HTTP
+ * adapter uses: run the handler in `run()`, write `cookie()` into the response headers, `release()` once
+ * both the handler and the response are done. Release is idempotent.
+ */
+export class RequestLease<Vars extends SessionVars = Record<string, unknown>> {
+  readonly proc: WebProcess<Vars>;
+  /** The session was created for this request (its cookie is new to the client). */
+  readonly isNewSession: boolean;
+  /** @internal undefined in `'none'` mode (a throw-away process). */
+  readonly session: Session<Vars> | undefined;
+  #host: LeaseHost<Vars>;
+  #released = false;
+
+  constructor(host: LeaseHost<Vars>, session: Session<Vars> | undefined, proc: WebProcess<Vars>, isNewSession: boolean) {
+    this.#host = host;
+    this.session = session;
+    this.proc = proc;
+    this.isNewSession = isNewSession;
+  }
+
+  /** `''` in `'none'` mode. */
+  get sessionId(): string {
+    return this.session === undefined ? '' : this.session.id;
+  }
+
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** The cookie to send now: the session's id with a fresh expiry, a clearing cookie if it closed meanwhile, or none. */
+  cookie(): CookieDirective {
+    const session = this.session;
+    if (session === undefined) return NO_COOKIE;
+    if (session.state !== 'open') return CLEAR_COOKIE;
+    return { action: 'set', sessionId: session.id, expiresAtMs: this.#host.cookieExpiresAtMs(session) };
+  }
+
+  /** Runs `fn` with this request's process as the current one (`engine.currentSessionId()`). */
+  run<T>(fn: () => T): T {
+    return this.#host.als.run(this.proc, fn);
+  }
+
+  /** Reports a handler failure on the engine's `'error'` event (the adapter answers a generic 500). */
+  fail(error: unknown): void {
+    this.#host.reportHandlerError(error, this.sessionId);
+  }
+
+  /** Gives the process back: the next queued request of the session runs, or the session becomes idle. */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#host.release(this);
+  }
+}

@@ -1,0 +1,87 @@
+/** Who holds a record lock: a process of a session. */
+export interface LockOwner {
+  readonly sessionId: string;
+  readonly processId: string;
+}
+
+/** One record: a table name and the record's key. */
+export interface LockRef {
+  readonly table: string;
+  readonly key: string | number;
+}
+
+/**
+ * Record locks shared by every process of an engine (or of several engines sharing one manager).
+ * A record is locked by at most one process; the owner may lock it again (that is a success).
+ * Methods are async because a networked manager needs a round trip.
+ */
+export interface LockManager {
+  /** Locks the record for `owner`; `false` when another process holds it. */
+  tryLock(owner: LockOwner, ref: LockRef): Promise<boolean>;
+  /** Releases the record if `owner` holds it; `false` otherwise (nothing changes). */
+  unlock(owner: LockOwner, ref: LockRef): Promise<boolean>;
+  /** The holder of the record, or `null`. */
+  lockedBy(ref: LockRef): Promise<(LockOwner & { readonly sinceMs: number }) | null>;
+  /** Releases every lock `owner` holds; resolves to how many were released. */
+  releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number>;
+}
+
+/** Map key of a record; the separator cannot appear in a table name check-free, so the key type is kept too. */
+export function lockKey(ref: LockRef): string {
+  return `${ref.table}\u0000${typeof ref.key}\u0000${ref.key}`;
+}
+
+interface Holder extends LockOwner {
+  readonly sinceMs: number;
+}
+
+/**
+ * The in-memory lock manager: one map from record to holder. Every operation is synchronous inside,
+ * so two processes racing for a record cannot both win.
+ */
+export class MemoryLockManager implements LockManager {
+  readonly #holders = new Map<string, Holder>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  async tryLock(owner: LockOwner, ref: LockRef): Promise<boolean> {
+    const key = lockKey(ref);
+    const holder = this.#holders.get(key);
+    if (holder === undefined) {
+      this.#holders.set(key, { sessionId: owner.sessionId, processId: owner.processId, sinceMs: this.#now() });
+      return true;
+    }
+    return holder.processId === owner.processId;
+  }
+
+  async unlock(owner: LockOwner, ref: LockRef): Promise<boolean> {
+    const key = lockKey(ref);
+    if (this.#holders.get(key)?.processId !== owner.processId) return false;
+    this.#holders.delete(key);
+    return true;
+  }
+
+  async lockedBy(ref: LockRef): Promise<Holder | null> {
+    return this.#holders.get(lockKey(ref)) ?? null;
+  }
+
+  async releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number> {
+    let released = 0;
+    for (const ref of refs) {
+      const key = lockKey(ref);
+      if (this.#holders.get(key)?.processId === owner.processId) {
+        this.#holders.delete(key);
+        released++;
+      }
+    }
+    return released;
+  }
+
+  /** Records locked right now, all owners together. */
+  get size(): number {
+    return this.#holders.size;
+  }
+}

@@ -1,0 +1,81 @@
+import type { SessionVars } from './process.js';
+import type { Session } from './session.js';
+
+/**
+ * Live sessions of one engine, in memory: an id map and an intrusive doubly linked list of the idle
+ * ones, least recently active first. Every operation is O(1): eviction takes the head, a request takes
+ * its session out of the list, the end of a request appends it at the tail. Because every idle session
+ * has the same timeout, the head also holds the earliest inactivity deadline, so one timer suffices.
+ */
+export class MemoryStore<Vars extends SessionVars> {
+  readonly #byId = new Map<string, Session<Vars>>();
+  #idleHead: Session<Vars> | undefined;
+  #idleTail: Session<Vars> | undefined;
+  #idleCount = 0;
+
+  get(id: string): Session<Vars> | undefined {
+    return this.#byId.get(id);
+  }
+
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  /** Adds a new session; it starts busy (its first request is running). */
+  add(session: Session<Vars>): void {
+    this.#byId.set(session.id, session);
+  }
+
+  /** Removes a session for good (it is closing): its id is dead from now on. */
+  delete(session: Session<Vars>): void {
+    this.markBusy(session);
+    this.#byId.delete(session.id);
+  }
+
+  /** The session has work again: out of the idle list (so it can be neither evicted nor timed out). */
+  markBusy(session: Session<Vars>): void {
+    if (!session.isIdle) return;
+    const { idlePrev, idleNext } = session;
+    if (idlePrev === undefined) this.#idleHead = idleNext;
+    else idlePrev.idleNext = idleNext;
+    if (idleNext === undefined) this.#idleTail = idlePrev;
+    else idleNext.idlePrev = idlePrev;
+    session.idlePrev = session.idleNext = undefined;
+    session.isIdle = false;
+    this.#idleCount--;
+  }
+
+  /** The session's work is over: it becomes the most recently active idle session. */
+  markIdle(session: Session<Vars>): void {
+    if (session.isIdle) return;
+    session.idlePrev = this.#idleTail;
+    session.idleNext = undefined;
+    if (this.#idleTail === undefined) this.#idleHead = session;
+    else this.#idleTail.idleNext = session;
+    this.#idleTail = session;
+    session.isIdle = true;
+    this.#idleCount++;
+  }
+
+  /** The least recently active idle session: the one to evict, and the next to time out. */
+  oldestIdle(): Session<Vars> | undefined {
+    return this.#idleHead;
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  get idleCount(): number {
+    return this.#idleCount;
+  }
+
+  values(): IterableIterator<Session<Vars>> {
+    return this.#byId.values();
+  }
+
+  /** Idle sessions from least to most recently active (for tests and the admin view). */
+  *idleInOrder(): IterableIterator<Session<Vars>> {
+    for (let s = this.#idleHead; s !== undefined; s = s.idleNext) yield s;
+  }
+}

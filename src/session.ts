@@ -1,0 +1,92 @@
+import type { LockManager } from './locks.js';
+import type { ProcessOwner, SessionVars, WebProcess } from './process.js';
+
+/** Why a session closed: 4D's three cases plus server stop. */
+export type CloseReason = 'evicted' | 'timeout' | 'closed' | 'shutdown';
+export type SessionState = 'open' | 'closing' | 'closed';
+/** Where a closing session is in the pipeline (a caller inside the session must not wait on itself). */
+export type ClosePhase = 'draining' | 'hooks' | 'teardown' | 'done';
+
+/** A request waiting for a process of its busy session (FIFO). */
+export interface Waiter<Vars extends SessionVars> {
+  resolve(proc: WebProcess<Vars>): void;
+  reject(error: Error): void;
+}
+
+/** The engine operations a session delegates to (spawning needs the engine's limits and hooks). */
+export interface SessionHost<Vars extends SessionVars> {
+  readonly lockManager: LockManager;
+  spawn(session: Session<Vars>, parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
+}
+
+/**
+ * One browser's session: its processes and the bookkeeping the engine needs. Plain fields on purpose:
+ * it is internal, hot, and must stay small (a million idle sessions should fit in a few hundred MB).
+ */
+export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
+  readonly id: string;
+  readonly ip: string;
+  readonly createdAtMs: number;
+  /** Start of the last accepted request: the cookie's lifetime counts from here (4D: request time). */
+  lastRequestAtMs: number;
+  /** End of the last request: idle time counts from here. */
+  lastActivityAtMs: number;
+  state: SessionState = 'open';
+  phase: ClosePhase | undefined;
+  closeReason: CloseReason | undefined;
+  /** Every live process: request processes and running spawned ones. */
+  readonly processes: WebProcess<Vars>[] = [];
+  /** Request processes not running a request. */
+  readonly freeProcesses: WebProcess<Vars>[] = [];
+  /** Request processes that exist (free or running), at most `processesPerSession`. */
+  requestProcessCount = 0;
+  /** Processes running a request or a spawned task right now. */
+  readonly running: WebProcess<Vars>[] = [];
+  /** Processes that called `closeSession` on this session from inside and wait for it. */
+  readonly waitingInside: WebProcess<Vars>[] = [];
+  queue: Waiter<Vars>[] | undefined;
+  closed: Promise<void> | undefined;
+  /** Resolves the close pipeline's wait for in-flight work. */
+  onDrained: (() => void) | undefined;
+
+  // Intrusive links of the idle list (least recently active first).
+  idlePrev: Session<Vars> | undefined;
+  idleNext: Session<Vars> | undefined;
+  isIdle = false;
+
+  readonly #host: SessionHost<Vars>;
+
+  constructor(host: SessionHost<Vars>, id: string, ip: string, nowMs: number) {
+    this.#host = host;
+    this.id = id;
+    this.ip = ip;
+    this.createdAtMs = nowMs;
+    this.lastRequestAtMs = nowMs;
+    this.lastActivityAtMs = nowMs;
+  }
+
+  get lockManager(): LockManager {
+    return this.#host.lockManager;
+  }
+
+  spawn(parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+    return this.#host.spawn(this, parent, name, task);
+  }
+
+  get queuedCount(): number {
+    return this.queue === undefined ? 0 : this.queue.length;
+  }
+
+  /** In-flight work the close pipeline must wait for: running processes not waiting inside `closeSession`. */
+  get isDrained(): boolean {
+    return this.running.every((p) => this.waitingInside.includes(p));
+  }
+}
+
+/** Removes `item` from a small array (sessions hold a handful of processes at most). */
+export function removeItem<T>(list: T[], item: T): boolean {
+  const index = list.indexOf(item);
+  if (index < 0) return false;
+  list.splice(index, 1);
+  return true;
+}

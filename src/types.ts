@@ -1,0 +1,88 @@
+import type { Clock } from './clock.js';
+import type { SessionError } from './errors.js';
+import type { LockManager, LockRef } from './locks.js';
+import type { OptionName, RuntimeOptions } from './options.js';
+import type { SessionVars, WebProcess } from './process.js';
+import type { CloseReason } from './session.js';
+
+/** Options of `new SessionEngine(options)`: the run-time options plus the parts fixed at construction. */
+export interface SessionEngineOptions<Vars extends SessionVars = Record<string, unknown>> extends Partial<RuntimeOptions> {
+  /** Time source for every decision; tests pass a `ManualClock`. @default systemClock */
+  clock?: Clock;
+  /** Record lock manager shared by the engine's processes. @default new MemoryLockManager() */
+  locks?: LockManager;
+  /** 4D's Compiler_Web: the variables of a new process (new session, extra parallel process, spawned task). @default () => ({}) */
+  init?(proc: WebProcess<Vars>): Vars | Promise<Vars>;
+  /**
+   * 4D's On Web Legacy Close Session: runs once per process of a closing session, context intact, awaited
+   * and bounded by `closeTimeoutMs`. Never runs in `'scalable'` or `'none'` mode. A throw is reported on
+   * `'error'` and never stops the teardown.
+   */
+  onClose?(proc: WebProcess<Vars>, reason: CloseReason): void | Promise<void>;
+}
+
+/** What `sessions()` tells about one live session. */
+export interface SessionInfo {
+  readonly id: string;
+  readonly ip: string;
+  readonly createdAt: Date;
+  /** End of the last request (start of the current idle period). */
+  readonly lastActivityAt: Date;
+  /** When the cookie expires (last request + `inactiveSessionTimeoutMs`). */
+  readonly expiresAt: Date;
+  readonly processCount: number;
+  /** A request is running or queued, or a spawned task runs. */
+  readonly busy: boolean;
+  readonly queuedRequests: number;
+  readonly locks: LockRef[];
+}
+
+/** Counters (since construction) and gauges (now). */
+export interface EngineStats {
+  /** Open sessions. */
+  readonly sessions: number;
+  readonly idleSessions: number;
+  readonly busySessions: number;
+  /** Sessions whose close pipeline is still running. */
+  readonly closingSessions: number;
+  /** Processes counted against `maxConcurrentProcesses`. */
+  readonly processes: number;
+  readonly queuedRequests: number;
+  readonly created: number;
+  readonly closed: Readonly<Record<CloseReason, number>>;
+  /** Requests refused, by cause (each answered 503, or 400 for `ipMismatch`). */
+  readonly rejected: Readonly<{ sessionLimit: number; processLimit: number; queueFull: number; stopped: number; ipMismatch: number }>;
+  readonly hookErrors: number;
+  readonly hookTimeouts: number;
+  readonly drainTimeouts: number;
+  readonly handlerErrors: number;
+  readonly taskErrors: number;
+}
+
+export interface CreateEvent {
+  readonly sessionId: string;
+  readonly ip: string;
+}
+
+export interface CloseEvent {
+  readonly sessionId: string;
+  readonly reason: CloseReason;
+  readonly processCount: number;
+  /** Hooks that threw or timed out during this close. */
+  readonly hookFailures: number;
+  /** From the start of the close to the end of the teardown. */
+  readonly durationMs: number;
+}
+
+export interface OptionEvent {
+  readonly name: OptionName;
+  readonly value: unknown;
+}
+
+/** The engine's events and their payloads. */
+export interface SessionEngineEvents {
+  create: (event: CreateEvent) => void;
+  close: (event: CloseEvent) => void;
+  error: (error: SessionError) => void;
+  option: (event: OptionEvent) => void;
+}
