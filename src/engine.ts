@@ -8,7 +8,7 @@ import { ExpiryTimer } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import { MemoryLockManager, type LockManager } from './locks.js';
 import { MemoryStore } from './memory-store.js';
-import { describe, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
+import { describe, isOptionName, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
 import { processInternals, WebProcess, type SessionVars } from './process.js';
 import { removeItem, Session, type CloseReason, type SessionHost } from './session.js';
 import { createCounters, type Counters } from './stats.js';
@@ -365,7 +365,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   /** WEB GET OPTION by name. `maxSessions` reads as clamped to `maxConcurrentProcesses`. */
   getOption<K extends OptionName>(name: K): RuntimeOptions[K] {
-    validateOption(name, this.#options[name]); // throws for an unknown name
+    if (!isOptionName(name)) validateOption(name, undefined); // throws ERR_SESSION_UNKNOWN_OPTION
     if (name === 'maxSessions') return Math.min(this.#options.maxSessions, this.#options.maxConcurrentProcesses) as RuntimeOptions[K];
     return this.#options[name];
   }
