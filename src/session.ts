@@ -46,6 +46,8 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   readonly waitingInside: WebProcess<Vars>[] = [];
   queue: Waiter<Vars>[] | undefined;
   closed: Promise<void> | undefined;
+  /** The session that requests queued here moved to when this one closed (they share it). */
+  successor: Session<Vars> | undefined;
   /** Resolves the close pipeline's wait for in-flight work. */
   onDrained: (() => void) | undefined;
 

@@ -33,20 +33,15 @@ export function createServer<Vars extends SessionVars>(engine: SessionEngine<Var
     secure = false;
 
     override writeHead(statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument): this {
-      const lease = this.lease;
-      if (lease !== undefined && !this.headersSent) {
-        const cookie = setCookieFor(engine, lease, this.secure);
-        if (cookie !== undefined) {
-          const headers = typeof reasonOrHeaders === 'string' ? maybeHeaders : reasonOrHeaders;
-          const merged = withSetCookie(headers, cookie);
-          if (merged === undefined) appendSetCookie(this, cookie);
-          else if (typeof reasonOrHeaders === 'string') maybeHeaders = merged;
-          else reasonOrHeaders = merged;
-        }
+      const cookie = this.lease === undefined || this.headersSent ? undefined : setCookieFor(engine, this.lease, this.secure);
+      if (cookie === undefined) {
+        return typeof reasonOrHeaders === 'string' ? super.writeHead(statusCode, reasonOrHeaders, maybeHeaders) : super.writeHead(statusCode, reasonOrHeaders);
       }
-      return typeof reasonOrHeaders === 'string'
-        ? super.writeHead(statusCode, reasonOrHeaders, maybeHeaders)
-        : super.writeHead(statusCode, reasonOrHeaders);
+      // Headers given here would replace a Set-Cookie set earlier: apply them first, adding to Set-Cookie.
+      const headers = typeof reasonOrHeaders === 'string' ? maybeHeaders : reasonOrHeaders;
+      if (headers !== undefined) applyHeaders(this, headers);
+      appendSetCookie(this, cookie);
+      return typeof reasonOrHeaders === 'string' ? super.writeHead(statusCode, reasonOrHeaders) : super.writeHead(statusCode);
     }
   }
 
@@ -89,16 +84,18 @@ async function serve<Vars extends SessionVars>(
   else res.once('close', () => lease.release());
 }
 
-/**
- * Headers given to writeHead(status, headers) that already name Set-Cookie would replace ours: returns a
- * copy with our cookie added (never mutating the caller's object), or undefined when there is no such key.
- */
-function withSetCookie(headers: HeaderArgument, cookie: string): http.OutgoingHttpHeaders | undefined {
-  if (headers === undefined || Array.isArray(headers)) return undefined;
-  const name = Object.keys(headers).find((key) => key.toLowerCase() === 'set-cookie');
-  if (name === undefined) return undefined;
-  const existing = headers[name];
-  return { ...headers, [name]: existing === undefined ? cookie : Array.isArray(existing) ? [...existing, cookie] : [String(existing), cookie] };
+/** Sets headers given to writeHead as an object or a flat [name, value, …] list; Set-Cookie values add up. */
+function applyHeaders(res: http.ServerResponse, headers: http.OutgoingHttpHeaders | http.OutgoingHttpHeader[]): void {
+  const set = (name: string, value: http.OutgoingHttpHeader | undefined): void => {
+    if (value === undefined) return;
+    if (name.toLowerCase() !== 'set-cookie') res.setHeader(name, value);
+    else for (const cookie of Array.isArray(value) ? value : [String(value)]) appendSetCookie(res, cookie);
+  };
+  if (Array.isArray(headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) set(String(headers[i]), headers[i + 1]);
+  } else {
+    for (const name of Object.keys(headers)) set(name, headers[name]);
+  }
 }
 
 function appendSetCookie(res: http.ServerResponse, cookie: string): void {

@@ -1,0 +1,348 @@
+import type { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import type { Clock } from './clock.js';
+import { beginClose, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
+import { SessionError } from './errors.js';
+import { ExpiryTimer } from './expiry.js';
+import { RequestLease, type LeaseHost } from './lease.js';
+import type { LockManager } from './locks.js';
+import { MemoryStore } from './memory-store.js';
+import type { RuntimeOptions } from './options.js';
+import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
+import { removeItem, Session, type CloseReason, type SessionHost } from './session.js';
+import type { Counters } from './stats.js';
+import type { CloseEvent, CreateEvent } from './types.js';
+
+/** Sessions closed per event-loop turn when many time out together; then the loop breathes. */
+const EXPIRY_BATCH = 512;
+
+type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors';
+
+/** What the scheduler needs from its engine. */
+export interface SchedulerContext<Vars extends SessionVars> {
+  /** The engine's live options object: changes through setOption are seen at once. */
+  readonly options: RuntimeOptions;
+  readonly clock: Clock;
+  readonly lockManager: LockManager;
+  readonly als: AsyncLocalStorage<WebProcess<Vars>>;
+  readonly counters: Counters;
+  readonly init: ((proc: WebProcess<Vars>) => Vars | Promise<Vars>) | undefined;
+  readonly onClose: ((proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>) | undefined;
+  report(error: SessionError, counter: ReportCounter): void;
+  created(event: CreateEvent): void;
+  closed(event: CloseEvent): void;
+}
+
+/**
+ * Binds requests to processes: finds or creates the session (evicting at the cap), hands out processes
+ * one request at a time with a FIFO queue, runs spawned tasks, and closes idle sessions at their
+ * deadline with one timer. It owns every session, open or closing.
+ */
+export class Scheduler<Vars extends SessionVars> {
+  readonly store = new MemoryStore<Vars>();
+  readonly closing = new Map<string, Session<Vars>>();
+  readonly closeContext: CloseContext<Vars>;
+  readonly #ctx: SchedulerContext<Vars>;
+  readonly #expiry: ExpiryTimer;
+  readonly #leaseHost: LeaseHost<Vars>;
+  readonly #sessionHost: SessionHost<Vars>;
+  readonly #transientOwner: ProcessOwner<Vars>;
+  /** Processes counted against maxConcurrentProcesses: those of open sessions, plus 'none'-mode requests. */
+  #liveProcesses = 0;
+  readonly #transients: WebProcess<Vars>[] = [];
+  #onTransientDone: (() => void) | undefined;
+  #stopped = false;
+
+  constructor(ctx: SchedulerContext<Vars>) {
+    this.#ctx = ctx;
+    this.#expiry = new ExpiryTimer(ctx.clock, () => this.#expireDue());
+    this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#spawn(session, name, task) };
+    this.#transientOwner = {
+      lockManager: ctx.lockManager,
+      spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
+    };
+    this.#leaseHost = {
+      als: ctx.als,
+      release: (lease) => this.#release(lease),
+      reportHandlerError: (error, sessionId) => ctx.report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors'),
+      cookieExpiresAtMs: (session) => this.cookieExpiresAtMs(session),
+    };
+    this.closeContext = {
+      clock: ctx.clock,
+      als: ctx.als,
+      closeTimeoutMs: () => ctx.options.closeTimeoutMs,
+      hookFor: () => (ctx.options.mode === 'legacy' ? ctx.onClose : undefined),
+      detach: (session, reason) => {
+        this.store.delete(session);
+        this.closing.set(session.id, session);
+        this.#liveProcesses -= session.processes.length;
+        ctx.counters.closed[reason]++;
+      },
+      report: (error, kind) => ctx.report(error, kind === 'hook' ? 'hookErrors' : kind === 'hookTimeout' ? 'hookTimeouts' : 'drainTimeouts'),
+      finished: (session, event) => {
+        this.closing.delete(session.id);
+        ctx.closed(event);
+      },
+    };
+  }
+
+  get liveProcesses(): number {
+    return this.#liveProcesses;
+  }
+
+  cookieExpiresAtMs(session: Session<Vars>): number {
+    return session.lastRequestAtMs + this.#ctx.options.inactiveSessionTimeoutMs;
+  }
+
+  /** An open session whose cookie is still valid, or undefined. */
+  findLive(id: string | undefined): Session<Vars> | undefined {
+    const session = id === undefined ? undefined : this.store.get(id);
+    return session !== undefined && this.#ctx.clock.now() < this.cookieExpiresAtMs(session) ? session : undefined;
+  }
+
+  /** Takes a free process of the session, or waits for one (FIFO). Rejects ERR_SESSION_CLOSED if the session closes meanwhile. */
+  enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
+    const options = this.#ctx.options;
+    const free = session.freeProcesses.pop();
+    const canAddProcess = free === undefined && session.requestProcessCount < options.processesPerSession && this.#liveProcesses < options.maxConcurrentProcesses;
+    if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
+      throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
+    }
+    // Only an accepted request restarts the cookie's lifetime (a refused one must not extend it).
+    session.lastRequestAtMs = this.#ctx.clock.now();
+    if (free !== undefined) return this.#start(session, free);
+    if (canAddProcess) return this.#startNewProcess(session, false);
+    return new Promise<WebProcess<Vars>>((resolve, reject) => (session.queue ??= []).push({ resolve, reject })).then((proc) => {
+      if (session.state === 'open') return new RequestLease(this.#leaseHost, session, proc, false);
+      // Closed between the hand-over and this continuation: this request must not run in the old context.
+      removeItem(session.running, proc);
+      noteProgress(session);
+      throw new SessionError('ERR_SESSION_CLOSED', 'closed while queued', { sessionId: session.id });
+    });
+  }
+
+  /** A new session for this request, evicting the least recently active idle ones while there is no room. */
+  async create(ip: string, onSession?: (session: Session<Vars>) => void): Promise<RequestLease<Vars>> {
+    const options = this.#ctx.options;
+    const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
+    while (this.store.size >= cap || this.#liveProcesses >= options.maxConcurrentProcesses) {
+      const victim = this.store.oldestIdle();
+      if (victim === undefined) {
+        throw this.store.size >= cap
+          ? this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, none idle`))
+          : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
+      }
+      // Not awaited: the newcomer never waits for another session's hook.
+      void beginClose(this.closeContext, victim, 'evicted');
+    }
+    const session = new Session<Vars>(this.#sessionHost, randomUUID(), ip, this.#ctx.clock.now());
+    this.store.add(session);
+    this.#ctx.counters.created++;
+    onSession?.(session);
+    let lease: RequestLease<Vars>;
+    try {
+      lease = await this.#startNewProcess(session, true);
+    } catch (error) {
+      this.#discard(session);
+      throw error;
+    }
+    this.#ctx.created({ sessionId: session.id, ip });
+    return lease;
+  }
+
+  /** 'none' mode: a throw-away process for one request, torn down at release. */
+  async transient(): Promise<RequestLease<Vars>> {
+    if (this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses) {
+      throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
+    }
+    const proc = new WebProcess<Vars>(this.#transientOwner, '', 'web', {} as Vars);
+    this.#liveProcesses++;
+    this.#transients.push(proc);
+    const lease = new RequestLease(this.#leaseHost, undefined, proc, true);
+    try {
+      proc.vars = await this.#initVars(proc);
+    } catch (error) {
+      lease.release();
+      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
+    }
+    return lease;
+  }
+
+  reject(cause: keyof Counters['rejected'], error: SessionError): SessionError {
+    return this.#reject(cause, error);
+  }
+
+  #reject(cause: keyof Counters['rejected'], error: SessionError): SessionError {
+    this.#ctx.counters.rejected[cause]++;
+    return error;
+  }
+
+  #start(session: Session<Vars>, proc: WebProcess<Vars>, isNew = false): RequestLease<Vars> {
+    this.store.markBusy(session);
+    session.running.push(proc);
+    return new RequestLease(this.#leaseHost, session, proc, isNew);
+  }
+
+  async #startNewProcess(session: Session<Vars>, isNewSession: boolean): Promise<RequestLease<Vars>> {
+    const proc = this.#addProcess(session, 'web');
+    session.requestProcessCount++;
+    const lease = this.#start(session, proc, isNewSession);
+    try {
+      proc.vars = await this.#initVars(proc);
+    } catch (error) {
+      // The process never had a context: it leaves the session (the next request runs init again).
+      this.#dropProcess(session, proc);
+      session.requestProcessCount--;
+      void processInternals.teardown(proc, {});
+      this.#settleIfIdle(session);
+      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: session.id });
+    }
+    return lease;
+  }
+
+  /** A session whose init failed: it never existed for the client, so it goes without a hook. */
+  #discard(session: Session<Vars>): void {
+    if (session.state !== 'open') return;
+    this.store.delete(session);
+    this.#liveProcesses -= session.processes.length;
+    session.state = 'closed';
+    for (const proc of session.processes.splice(0)) void processInternals.teardown(proc, {});
+  }
+
+  #release(lease: RequestLease<Vars>): void {
+    const { session, proc } = lease;
+    if (session === undefined) {
+      this.#liveProcesses--;
+      removeItem(this.#transients, proc);
+      void processInternals.teardown(proc, {});
+      this.#onTransientDone?.();
+      return;
+    }
+    session.lastActivityAtMs = this.#ctx.clock.now();
+    if (session.state !== 'open') {
+      removeItem(session.running, proc);
+      noteProgress(session);
+      return;
+    }
+    if (!session.running.includes(proc)) return; // its process was dropped (failed init)
+    const next = session.queue?.shift();
+    if (next !== undefined) return next.resolve(proc); // handed over: the session stays busy
+    removeItem(session.running, proc);
+    session.freeProcesses.push(proc);
+    this.#settleIfIdle(session);
+  }
+
+  #settleIfIdle(session: Session<Vars>): void {
+    if (session.running.length > 0 || session.queuedCount > 0 || session.state !== 'open') return;
+    this.store.markIdle(session);
+    this.scheduleExpiry();
+  }
+
+  #addProcess(session: Session<Vars>, name: string): WebProcess<Vars> {
+    const proc = new WebProcess<Vars>(session, session.id, name, {} as Vars);
+    session.processes.push(proc);
+    this.#liveProcesses++;
+    return proc;
+  }
+
+  #dropProcess(session: Session<Vars>, proc: WebProcess<Vars>): void {
+    removeItem(session.running, proc);
+    if (session.state !== 'open') return; // a closing session's processes are the pipeline's
+    removeItem(session.processes, proc);
+    this.#liveProcesses--;
+  }
+
+  #initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {
+    const init = this.#ctx.init;
+    return init === undefined ? ({} as Vars) : this.#ctx.als.run(proc, () => init(proc));
+  }
+
+  #spawn(session: Session<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+    if (session.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: session.id });
+    if (this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses) {
+      throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `cannot spawn "${name}"`, { sessionId: session.id }));
+    }
+    const proc = this.#addProcess(session, name);
+    this.#start(session, proc);
+    void this.#runTask(session, proc, task);
+    return proc;
+  }
+
+  async #runTask(session: Session<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
+    try {
+      proc.vars = await this.#initVars(proc);
+      await this.#ctx.als.run(proc, () => task(proc));
+    } catch (error) {
+      this.#ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: session.id }), 'taskErrors');
+    }
+    if (session.state !== 'open') {
+      removeItem(session.running, proc);
+      return noteProgress(session); // the close pipeline hooks and tears it down
+    }
+    // A task that ends on its own ends its process: no hook (its session is not closing), locks released.
+    this.#dropProcess(session, proc);
+    session.lastActivityAtMs = this.#ctx.clock.now();
+    this.#settleIfIdle(session);
+    await processInternals.teardown(proc, {});
+  }
+
+  // ---- expiry and stop ------------------------------------------------------------------------------
+
+  scheduleExpiry(): void {
+    const head = this.store.oldestIdle();
+    if (head === undefined || this.#stopped) return;
+    this.#expiry.ensureBy(head.lastActivityAtMs + this.#ctx.options.inactiveProcessTimeoutMs);
+  }
+
+  /** The timeout changed: re-arm on the new earliest deadline (which may be due now). */
+  rescheduleExpiry(): void {
+    this.#expiry.cancel();
+    this.scheduleExpiry();
+  }
+
+  #expireDue(): void {
+    const nowMs = this.#ctx.clock.now();
+    const timeoutMs = this.#ctx.options.inactiveProcessTimeoutMs;
+    let closed = 0;
+    for (let head = this.store.oldestIdle(); head !== undefined && head.lastActivityAtMs + timeoutMs <= nowMs; head = this.store.oldestIdle()) {
+      void beginClose(this.closeContext, head, 'timeout');
+      if (++closed === EXPIRY_BATCH) {
+        // Mass expiry: yield to pending requests between batches.
+        setImmediate(() => this.#expireDue()).unref();
+        return;
+      }
+    }
+    this.scheduleExpiry();
+  }
+
+  /**
+   * Closes every session with 'shutdown' and waits for every close and every 'none'-mode request.
+   * `caller` (a process that called stop() from its own request) is not waited for.
+   */
+  async closeAll(caller: WebProcess<Vars> | undefined): Promise<void> {
+    this.#stopped = true;
+    this.#expiry.cancel();
+    for (const session of [...this.store.values()]) void beginClose(this.closeContext, session, 'shutdown');
+    if (caller !== undefined) this.waitInside(caller);
+    const closes = Promise.all([...this.closing.values()].map((s) => s.closed));
+    const transients = this.#transients.filter((p) => p !== caller);
+    if (transients.length > 0) {
+      const done = new Promise<void>((resolve) => {
+        this.#onTransientDone = () => { if (transients.every((p) => !this.#transients.includes(p))) resolve(); };
+      });
+      const closeTimeoutMs = this.#ctx.options.closeTimeoutMs;
+      if (await within(this.#ctx.clock, closeTimeoutMs, done) === TIMED_OUT) {
+        this.#ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${transients.length} 'none'-mode request(s) still running after ${closeTimeoutMs} ms`), 'drainTimeouts');
+      }
+    }
+    await closes;
+  }
+
+  /** The caller is a process of a closing session waiting for that close: the drain must not wait for it. */
+  waitInside(caller: WebProcess<Vars>): void {
+    const session = this.closing.get(caller.sessionId);
+    if (session === undefined || !session.running.includes(caller) || session.waitingInside.includes(caller)) return;
+    session.waitingInside.push(caller);
+    noteProgress(session);
+  }
+}

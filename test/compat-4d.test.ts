@@ -1,0 +1,402 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DEFAULT_OPTIONS, ManualClock, SessionEngine, type CloseReason, type SessionEngineOptions, type SessionVars } from '../src/index.js';
+import {
+  use4D,
+  Web_inactive_process_timeout,
+  Web_inactive_session_timeout,
+  Web_legacy_session,
+  Web_max_concurrent_processes,
+  Web_max_sessions,
+  Web_scalable_session,
+  Web_session_cookie_domain,
+  Web_session_cookie_name,
+  Web_session_cookie_path,
+  Web_session_enable_IP_address_validation,
+} from '../src/compat-4d.js';
+import { deferred, engineWithErrors, request, sessionIdOf, settle, startServer } from './helpers.js';
+
+const MINUTE = 60_000;
+
+/** A new engine on a manual clock; stopped by `using`-like try/finally in each test. */
+function makeEngine<Vars extends SessionVars = Record<string, unknown>>(options: SessionEngineOptions<Vars> = {}): SessionEngine<Vars> {
+  return engineWithErrors<Vars>({ clock: new ManualClock(), ...options }).engine;
+}
+
+/** One finished request from 127.0.0.1: opens a session (or revisits `sessionId`), returns its id. */
+async function visit<Vars extends SessionVars>(engine: SessionEngine<Vars>, sessionId?: string): Promise<string> {
+  const lease = await engine.acquire({ sessionId, ip: '127.0.0.1' });
+  lease.release();
+  return lease.sessionId;
+}
+
+function isOptionError(code: 'ERR_SESSION_INVALID_OPTION' | 'ERR_SESSION_UNKNOWN_OPTION'): (error: unknown) => boolean {
+  return (error) => {
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${String(error)}`);
+    assert.equal((error as TypeError & { code?: unknown }).code, code);
+    return true;
+  };
+}
+
+test('the selector constants have 4D\'s values', () => {
+  assert.deepEqual(
+    [
+      Web_max_concurrent_processes, Web_legacy_session, Web_max_sessions, Web_inactive_session_timeout, Web_session_cookie_name,
+      Web_inactive_process_timeout, Web_session_cookie_domain, Web_session_cookie_path, Web_session_enable_IP_address_validation, Web_scalable_session,
+    ],
+    [18, 70, 71, 72, 73, 78, 81, 82, 83, 90],
+  );
+});
+
+test('the timeout selectors take and return minutes, stored as milliseconds; 0 restores the 480-minute default', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_SET_OPTION, WEB_GET_OPTION } = use4D(engine);
+    assert.equal(WEB_GET_OPTION(Web_inactive_process_timeout), 480);
+    assert.equal(WEB_GET_OPTION(Web_inactive_session_timeout), 480);
+
+    WEB_SET_OPTION(Web_inactive_process_timeout, 60);
+    assert.equal(engine.getOption('inactiveProcessTimeoutMs'), 3_600_000);
+    assert.equal(WEB_GET_OPTION(Web_inactive_process_timeout), 60);
+
+    WEB_SET_OPTION(Web_inactive_session_timeout, 1_440);
+    assert.equal(engine.getOption('inactiveSessionTimeoutMs'), 86_400_000);
+    assert.equal(WEB_GET_OPTION(Web_inactive_session_timeout), 1_440);
+
+    engine.setOption('inactiveProcessTimeoutMs', 90 * MINUTE);
+    assert.equal(WEB_GET_OPTION(Web_inactive_process_timeout), 90, 'ms set by name read back in minutes');
+
+    WEB_SET_OPTION(Web_inactive_process_timeout, 0);
+    WEB_SET_OPTION(Web_inactive_session_timeout, 0);
+    assert.equal(engine.getOption('inactiveProcessTimeoutMs'), DEFAULT_OPTIONS.inactiveProcessTimeoutMs);
+    assert.equal(engine.getOption('inactiveSessionTimeoutMs'), DEFAULT_OPTIONS.inactiveSessionTimeoutMs);
+    assert.equal(WEB_GET_OPTION(Web_inactive_process_timeout), 480);
+    assert.equal(WEB_GET_OPTION(Web_inactive_session_timeout), 480);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('Web max concurrent processes and Web max sessions set the limits, 0 restores 100, and max sessions reads back clamped to max concurrent processes', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_SET_OPTION, WEB_GET_OPTION } = use4D(engine);
+    assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 100);
+    assert.equal(WEB_GET_OPTION(Web_max_sessions), 100);
+
+    WEB_SET_OPTION(Web_max_sessions, 40);
+    assert.equal(engine.getOption('maxSessions'), 40);
+    assert.equal(WEB_GET_OPTION(Web_max_sessions), 40);
+
+    WEB_SET_OPTION(Web_max_concurrent_processes, 20);
+    assert.equal(engine.getOption('maxConcurrentProcesses'), 20);
+    assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 20);
+    assert.equal(WEB_GET_OPTION(Web_max_sessions), 20, 'clamped to max concurrent processes');
+
+    WEB_SET_OPTION(Web_max_sessions, 500);
+    assert.equal(WEB_GET_OPTION(Web_max_sessions), 20, 'a larger value still reads back clamped');
+
+    WEB_SET_OPTION(Web_max_concurrent_processes, 0);
+    assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 100);
+    assert.equal(WEB_GET_OPTION(Web_max_sessions), 100, '500 clamped to the restored 100');
+
+    WEB_SET_OPTION(Web_max_sessions, 30);
+    WEB_SET_OPTION(Web_max_sessions, 0);
+    assert.equal(WEB_GET_OPTION(Web_max_sessions), 100);
+    assert.equal(engine.getOption('maxSessions'), DEFAULT_OPTIONS.maxSessions);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('the cookie name and path selectors set the options, and "" restores the default', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_SET_OPTION, WEB_GET_OPTION } = use4D(engine);
+    assert.equal(WEB_GET_OPTION(Web_session_cookie_name), '4DSID');
+    assert.equal(WEB_GET_OPTION(Web_session_cookie_path), '/');
+
+    WEB_SET_OPTION(Web_session_cookie_name, '4DSID_MyApp');
+    WEB_SET_OPTION(Web_session_cookie_path, '/4DACTION');
+    assert.equal(engine.getOption('cookieName'), '4DSID_MyApp');
+    assert.equal(engine.getOption('cookiePath'), '/4DACTION');
+    assert.equal(WEB_GET_OPTION(Web_session_cookie_name), '4DSID_MyApp');
+    assert.equal(WEB_GET_OPTION(Web_session_cookie_path), '/4DACTION');
+
+    WEB_SET_OPTION(Web_session_cookie_name, '');
+    WEB_SET_OPTION(Web_session_cookie_path, '');
+    assert.equal(engine.getOption('cookieName'), '4DSID');
+    assert.equal(engine.getOption('cookiePath'), '/');
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('the cookie domain selector turns 4D\'s "/*.4d.fr" into ".4d.fr", and "" restores a host-only cookie', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_SET_OPTION, WEB_GET_OPTION } = use4D(engine);
+    assert.equal(WEB_GET_OPTION(Web_session_cookie_domain), '');
+
+    WEB_SET_OPTION(Web_session_cookie_domain, '/*.4d.fr');
+    assert.equal(engine.getOption('cookieDomain'), '.4d.fr');
+    assert.equal(WEB_GET_OPTION(Web_session_cookie_domain), '.4d.fr');
+
+    WEB_SET_OPTION(Web_session_cookie_domain, 'example.com');
+    assert.equal(engine.getOption('cookieDomain'), 'example.com');
+
+    WEB_SET_OPTION(Web_session_cookie_domain, '');
+    assert.equal(engine.getOption('cookieDomain'), undefined);
+    assert.equal(WEB_GET_OPTION(Web_session_cookie_domain), '');
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('the IP validation selector takes 0 or 1', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_SET_OPTION, WEB_GET_OPTION } = use4D(engine);
+    assert.equal(WEB_GET_OPTION(Web_session_enable_IP_address_validation), 1);
+    WEB_SET_OPTION(Web_session_enable_IP_address_validation, 0);
+    assert.equal(engine.getOption('ipValidation'), false);
+    assert.equal(WEB_GET_OPTION(Web_session_enable_IP_address_validation), 0);
+    WEB_SET_OPTION(Web_session_enable_IP_address_validation, 1);
+    assert.equal(engine.getOption('ipValidation'), true);
+    assert.equal(WEB_GET_OPTION(Web_session_enable_IP_address_validation), 1);
+    assert.throws(() => WEB_SET_OPTION(Web_session_enable_IP_address_validation, 2), isOptionError('ERR_SESSION_INVALID_OPTION'));
+    assert.equal(engine.getOption('ipValidation'), true);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('the mode selectors 70 and 90: setting one clears the other, turning the current one off means no sessions', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_SET_OPTION, WEB_GET_OPTION } = use4D(engine);
+    const modes = (): [number | string, number | string, string] => [WEB_GET_OPTION(Web_legacy_session), WEB_GET_OPTION(Web_scalable_session), engine.getOption('mode')];
+    assert.deepEqual(modes(), [1, 0, 'legacy']);
+
+    WEB_SET_OPTION(Web_scalable_session, 1);
+    assert.deepEqual(modes(), [0, 1, 'scalable']);
+
+    WEB_SET_OPTION(Web_legacy_session, 0); // not the current mode: nothing changes
+    assert.deepEqual(modes(), [0, 1, 'scalable']);
+
+    WEB_SET_OPTION(Web_legacy_session, 1);
+    assert.deepEqual(modes(), [1, 0, 'legacy']);
+
+    WEB_SET_OPTION(Web_scalable_session, 0); // not the current mode
+    assert.deepEqual(modes(), [1, 0, 'legacy']);
+
+    WEB_SET_OPTION(Web_legacy_session, 0);
+    assert.deepEqual(modes(), [0, 0, 'none']);
+
+    WEB_SET_OPTION(Web_scalable_session, 1);
+    WEB_SET_OPTION(Web_scalable_session, 0);
+    assert.deepEqual(modes(), [0, 0, 'none']);
+
+    assert.throws(() => WEB_SET_OPTION(Web_legacy_session, 2), isOptionError('ERR_SESSION_INVALID_OPTION'));
+    assert.throws(() => WEB_SET_OPTION(Web_scalable_session, -1), isOptionError('ERR_SESSION_INVALID_OPTION'));
+    assert.equal(engine.getOption('mode'), 'none');
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('negative, non-integer and wrong-type values throw TypeError ERR_SESSION_INVALID_OPTION and change nothing', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_SET_OPTION } = use4D(engine);
+    const snapshot = (): unknown[] => (['mode', 'maxSessions', 'maxConcurrentProcesses', 'inactiveProcessTimeoutMs', 'inactiveSessionTimeoutMs', 'cookieName', 'cookieDomain', 'cookiePath', 'ipValidation'] as const).map((n) => engine.getOption(n));
+    const before = snapshot();
+    const longintSelectors = [Web_max_concurrent_processes, Web_legacy_session, Web_max_sessions, Web_inactive_session_timeout, Web_inactive_process_timeout, Web_session_enable_IP_address_validation, Web_scalable_session];
+    const textSelectors = [Web_session_cookie_name, Web_session_cookie_domain, Web_session_cookie_path];
+    const badLongints: unknown[] = [-1, -60, 1.5, 0.1, Number.NaN, Number.POSITIVE_INFINITY, '60', '', null, undefined, true, {}, [1]];
+    const badTexts: unknown[] = [0, 5, null, undefined, true, {}, ['/']];
+
+    for (const selector of longintSelectors) {
+      for (const value of badLongints) {
+        assert.throws(() => WEB_SET_OPTION(selector, value as number), isOptionError('ERR_SESSION_INVALID_OPTION'), `selector ${selector} accepted ${String(value)}`);
+      }
+    }
+    for (const selector of textSelectors) {
+      for (const value of badTexts) {
+        assert.throws(() => WEB_SET_OPTION(selector, value as string), isOptionError('ERR_SESSION_INVALID_OPTION'), `selector ${selector} accepted ${String(value)}`);
+      }
+    }
+    // Well-typed but unusable texts, and minutes beyond what a timer can hold, are refused by the engine's validation.
+    assert.throws(() => WEB_SET_OPTION(Web_session_cookie_name, 'bad name;'), isOptionError('ERR_SESSION_INVALID_OPTION'));
+    assert.throws(() => WEB_SET_OPTION(Web_session_cookie_path, 'no-slash'), isOptionError('ERR_SESSION_INVALID_OPTION'));
+    assert.throws(() => WEB_SET_OPTION(Web_session_cookie_domain, 'a b;c'), isOptionError('ERR_SESSION_INVALID_OPTION'));
+    assert.throws(() => WEB_SET_OPTION(Web_inactive_process_timeout, 1_000_000_000), isOptionError('ERR_SESSION_INVALID_OPTION'));
+    assert.deepEqual(snapshot(), before);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('unknown selectors throw TypeError ERR_SESSION_UNKNOWN_OPTION for both WEB SET OPTION and WEB GET OPTION', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_SET_OPTION, WEB_GET_OPTION } = use4D(engine);
+    for (const selector of [0, 1, 17, 19, 74, 84, 91, 999, -72, 72.5, Number.NaN, '72', null]) {
+      assert.throws(() => WEB_SET_OPTION(selector as number, 1), isOptionError('ERR_SESSION_UNKNOWN_OPTION'), `set ${String(selector)}`);
+      assert.throws(() => WEB_GET_OPTION(selector as number), isOptionError('ERR_SESSION_UNKNOWN_OPTION'), `get ${String(selector)}`);
+    }
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('WEB LEGACY CLOSE SESSION closes the session once (hook runs) and returns false for unknown ids', async () => {
+  const hooks: Array<{ id: string; reason: CloseReason; user: unknown }> = [];
+  const engine = makeEngine<{ user?: string }>({
+    init: () => ({}),
+    onClose: (proc, reason) => { hooks.push({ id: proc.sessionId, reason, user: proc.vars.user }); },
+  });
+  try {
+    const { WEB_LEGACY_CLOSE_SESSION, WEB_Get_session_process_count, WEB_LEGACY_GET_SESSION_EXPIRATION } = use4D(engine);
+    const lease = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+    lease.proc.vars.user = 'bob';
+    lease.release();
+    const id = lease.sessionId;
+    const other = await visit(engine);
+
+    const [a, b] = await Promise.all([WEB_LEGACY_CLOSE_SESSION(id), WEB_LEGACY_CLOSE_SESSION(id)]);
+    assert.equal(a, true);
+    assert.equal(b, true);
+    assert.deepEqual(hooks, [{ id, reason: 'closed', user: 'bob' }], 'once, with the context intact');
+    assert.equal(WEB_Get_session_process_count(id), 0);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id), null);
+    assert.deepEqual(engine.sessions().map((s) => s.id), [other]);
+
+    assert.equal(await WEB_LEGACY_CLOSE_SESSION(id), false, 'already closed');
+    assert.equal(await WEB_LEGACY_CLOSE_SESSION('0f8fad5b-d9cb-469f-a165-70867728950e'), false);
+    assert.equal(await WEB_LEGACY_CLOSE_SESSION(''), false);
+    assert.equal(await WEB_LEGACY_CLOSE_SESSION('not an id'), false);
+    assert.equal(hooks.length, 1);
+    assert.equal(engine.sessions().length, 1, 'the other session is untouched');
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('WEB LEGACY CLOSE SESSION returns false in scalable mode and runs no hook', async () => {
+  let hooks = 0;
+  const engine = makeEngine({ mode: 'scalable', onClose: () => { hooks++; } });
+  try {
+    const { WEB_LEGACY_CLOSE_SESSION, WEB_Get_session_process_count } = use4D(engine);
+    const id = await visit(engine);
+    assert.equal(await WEB_LEGACY_CLOSE_SESSION(id), false);
+    assert.equal(WEB_Get_session_process_count(id), 1, 'still there');
+    assert.equal(hooks, 0);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('WEB Get Current Session ID is the session of the running request (also across awaits and in the hook) and "" outside', async () => {
+  const seenInHook: string[] = [];
+  const engine = makeEngine({ onClose: () => { seenInHook.push(use4D(engine).WEB_Get_Current_Session_ID()); } });
+  const { WEB_Get_Current_Session_ID } = use4D(engine);
+  const server = await startServer(engine, async (_req, res) => {
+    const before = WEB_Get_Current_Session_ID();
+    await settle(1);
+    res.end(JSON.stringify([before, WEB_Get_Current_Session_ID()]));
+  });
+  try {
+    assert.equal(WEB_Get_Current_Session_ID(), '');
+    const first = await request(server.url);
+    const id = sessionIdOf(first);
+    assert.ok(id);
+    assert.deepEqual(JSON.parse(first.body), [id, id]);
+
+    const second = await request(server.url);
+    const otherId = sessionIdOf(second);
+    assert.notEqual(otherId, id);
+    assert.deepEqual(JSON.parse(second.body), [otherId, otherId]);
+
+    assert.equal(WEB_Get_Current_Session_ID(), '', 'outside any request');
+    assert.equal(await engine.closeSession(id), true);
+    assert.deepEqual(seenInHook, [id]);
+  } finally {
+    await engine.stop();
+    await server.close();
+  }
+});
+
+test('WEB Get Current Session ID is "" in a request of mode none', async () => {
+  const engine = makeEngine({ mode: 'none' });
+  try {
+    const { WEB_Get_Current_Session_ID } = use4D(engine);
+    const lease = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+    try {
+      assert.equal(lease.run(() => WEB_Get_Current_Session_ID()), '');
+    } finally {
+      lease.release();
+    }
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('WEB LEGACY GET SESSION EXPIRATION is the last request time + inactive session timeout, and null for unknown ids or outside legacy mode', async () => {
+  const clock = new ManualClock();
+  const engine = makeEngine({ clock, inactiveSessionTimeoutMs: 30 * MINUTE });
+  try {
+    const { WEB_LEGACY_GET_SESSION_EXPIRATION, WEB_SET_OPTION } = use4D(engine);
+    const start = clock.now();
+    const id = await visit(engine);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 30 * MINUTE);
+
+    clock.advance(10 * MINUTE);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 30 * MINUTE, 'time alone does not move it');
+    assert.equal(await visit(engine, id), id);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 40 * MINUTE, 'reset by the request');
+
+    WEB_SET_OPTION(Web_inactive_session_timeout, 60);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 70 * MINUTE, 'the current timeout applies');
+
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION('0f8fad5b-d9cb-469f-a165-70867728950e'), null);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(''), null);
+
+    WEB_SET_OPTION(Web_scalable_session, 1);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id), null, 'null in scalable mode');
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('WEB Get session process count is 1 for a session, 0 for an unknown id, and 2 while a spawned task runs', async () => {
+  const engine = makeEngine();
+  try {
+    const { WEB_Get_session_process_count, WEB_Get_Current_Session_ID } = use4D(engine);
+    const id = await visit(engine);
+    assert.equal(WEB_Get_session_process_count(id), 1);
+    assert.equal(WEB_Get_session_process_count('0f8fad5b-d9cb-469f-a165-70867728950e'), 0);
+    assert.equal(WEB_Get_session_process_count(''), 0);
+
+    const gate = deferred();
+    let seenInTask = '';
+    const lease = await engine.acquire({ sessionId: id, ip: '127.0.0.1' });
+    lease.run(() => lease.proc.spawn('export', async () => {
+      seenInTask = WEB_Get_Current_Session_ID();
+      await gate.promise;
+    }));
+    lease.release();
+    await settle();
+    assert.equal(WEB_Get_session_process_count(id), 2, 'the request process and the spawned task');
+    assert.equal(seenInTask, id);
+
+    gate.resolve();
+    await settle();
+    assert.equal(WEB_Get_session_process_count(id), 1, 'the task ended: its process is gone');
+
+    await engine.closeSession(id);
+    assert.equal(WEB_Get_session_process_count(id), 0);
+  } finally {
+    await engine.stop();
+  }
+});

@@ -1,0 +1,611 @@
+import { after, before, test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, type CloseEvent, type CreateEvent, type RequestLease, type SessionEngine, type SessionVars, type WebProcess } from '../src/index.js';
+import { deferred, engineWithErrors, settle } from './helpers.js';
+
+const IP = '203.0.113.5';
+const MINUTE = 60_000;
+/** Every test is bounded: a hang (a deadlock in the engine) fails that test instead of stalling the run. */
+const GUARD = { timeout: 5_000 };
+
+// Engine timers are unref'ed: without this, a hung test would end the event loop and cancel every later test.
+let keepAlive: NodeJS.Timeout | undefined;
+before(() => { keepAlive = setInterval(() => {}, 60_000); });
+after(() => clearInterval(keepAlive));
+
+interface Vars {
+  n: number;
+}
+
+/** Every lease a test acquired, so cleanup can release them even when an assertion failed midway. */
+const leases = new Set<{ release(): void }>();
+
+async function open<V extends SessionVars>(engine: SessionEngine<V>, sessionId?: string, ip = IP): Promise<RequestLease<V>> {
+  const lease = await engine.acquire({ sessionId, ip });
+  leases.add(lease);
+  return lease;
+}
+
+/** One complete request: acquire then release. Returns the session id. */
+async function visit<V extends SessionVars>(engine: SessionEngine<V>, sessionId?: string): Promise<string> {
+  const lease = await open(engine, sessionId);
+  lease.release();
+  return lease.sessionId;
+}
+
+/** Follows a promise without awaiting it (a hang becomes a failed assertion, never a stalled run). */
+function track<T>(promise: Promise<T>): { settled: boolean; value: T | undefined; error: unknown } {
+  const state: { settled: boolean; value: T | undefined; error: unknown } = { settled: false, value: undefined, error: undefined };
+  promise.then((value) => { state.settled = true; state.value = value; }, (error: unknown) => { state.settled = true; state.error = error; });
+  return state;
+}
+
+/** Cleanup: releases every lease, stops the engine, and never waits forever (a broken engine must not stall the file). */
+async function shutdown<V extends SessionVars>(engine: SessionEngine<V>, clock?: ManualClock): Promise<void> {
+  for (const lease of leases) lease.release();
+  leases.clear();
+  const stopped = track(engine.stop());
+  for (let round = 0; round < 5 && !stopped.settled; round++) {
+    await settle();
+    if (!stopped.settled) clock?.advance(engine.getOption('closeTimeoutMs'));
+  }
+}
+
+function record<V extends SessionVars>(engine: SessionEngine<V>): { creates: CreateEvent[]; closes: CloseEvent[] } {
+  const creates: CreateEvent[] = [];
+  const closes: CloseEvent[] = [];
+  engine.on('create', (event) => creates.push(event));
+  engine.on('close', (event) => closes.push(event));
+  return { creates, closes };
+}
+
+function liveIds<V extends SessionVars>(engine: SessionEngine<V>): string[] {
+  return engine.sessions().map((s) => s.id).sort();
+}
+
+describe('eviction (invariant 5)', () => {
+  test('the evicted session is the one whose last request ended longest ago, not the oldest created', GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 3 });
+    const { closes } = record(engine);
+    try {
+      const a = await visit(engine);
+      clock.advance(1_000);
+      const b = await visit(engine);
+      clock.advance(1_000);
+      const c = await visit(engine);
+      clock.advance(1_000);
+      await visit(engine, a); // a is now the most recently active
+      clock.advance(1_000);
+
+      const d = await visit(engine);
+      assert.deepEqual(liveIds(engine), [a, c, d].sort());
+      const e = await visit(engine);
+      assert.deepEqual(liveIds(engine), [a, d, e].sort());
+      await settle();
+      assert.deepEqual(closes.map((x) => [x.sessionId, x.reason]), [[b, 'evicted'], [c, 'evicted']]);
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('the idle order follows the end of the last request, not its start', GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 2 });
+    try {
+      const a = await visit(engine);
+      const b = await visit(engine);
+      const longRequest = await open(engine, a); // starts first...
+      clock.advance(1_000);
+      const shortRequest = await open(engine, b);
+      clock.advance(1_000);
+      shortRequest.release();
+      clock.advance(1_000);
+      longRequest.release(); // ...but ends last: a is the most recently active
+      const c = await visit(engine);
+      assert.deepEqual(liveIds(engine), [a, c].sort());
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('busy sessions are skipped: the least recently active idle session is evicted instead', GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 3 });
+    const { closes } = record(engine);
+    try {
+      const a = await visit(engine);
+      clock.advance(1_000);
+      const b = await visit(engine);
+      clock.advance(1_000);
+      const c = await visit(engine);
+      clock.advance(1_000);
+      const busy = await open(engine, a); // the least recently active, but busy now
+      const d = await open(engine);
+      assert.deepEqual(liveIds(engine), [a, c, d.sessionId].sort());
+      await settle();
+      assert.deepEqual(closes.map((x) => [x.sessionId, x.reason]), [[b, 'evicted']]);
+      busy.release();
+      d.release();
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('with every session busy at the cap, acquire rejects ERR_SESSION_LIMIT (503) and creates nothing', GUARD, async () => {
+    let inits = 0;
+    const { engine } = engineWithErrors<Vars>({ maxSessions: 2, init: () => { inits++; return { n: 0 }; } });
+    const { creates, closes } = record(engine);
+    try {
+      const a = await open(engine);
+      const b = await open(engine);
+      const before = engine.stats();
+      await assert.rejects(open(engine), { name: 'SessionError', code: 'ERR_SESSION_LIMIT', httpStatus: 503 });
+      const after = engine.stats();
+      assert.equal(after.sessions, before.sessions);
+      assert.equal(after.created, before.created);
+      assert.equal(after.processes, before.processes);
+      assert.equal(after.rejected.sessionLimit, 1);
+      assert.equal(creates.length, 2);
+      assert.equal(closes.length, 0);
+      assert.equal(inits, 2);
+      assert.deepEqual(liveIds(engine), [a.sessionId, b.sessionId].sort());
+
+      a.release(); // now there is an idle session to make room
+      const c = await open(engine);
+      assert.deepEqual(liveIds(engine), [b.sessionId, c.sessionId].sort());
+      b.release();
+      c.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+});
+
+describe('busy sessions are never closed (invariant 4)', () => {
+  test('a session with a running request is neither evicted nor timed out however long it runs, and times out once idle', GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 1, inactiveProcessTimeoutMs: MINUTE });
+    const { closes } = record(engine);
+    try {
+      const lease = await open(engine);
+      clock.advance(100 * MINUTE);
+      await settle();
+      assert.equal(closes.length, 0);
+      await assert.rejects(open(engine), { code: 'ERR_SESSION_LIMIT' });
+      assert.deepEqual(liveIds(engine), [lease.sessionId]);
+
+      lease.release(); // idle from now on
+      clock.advance(MINUTE - 1);
+      await settle();
+      assert.equal(closes.length, 0);
+      clock.advance(1);
+      await settle();
+      assert.deepEqual(closes.map((e) => [e.sessionId, e.reason]), [[lease.sessionId, 'timeout']]);
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('a session with a queued request stays open until that request has run too', GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 1, inactiveProcessTimeoutMs: MINUTE });
+    const { closes } = record(engine);
+    try {
+      const first = await open(engine);
+      const id = first.sessionId;
+      const queued = open(engine, id);
+      clock.advance(100 * MINUTE);
+      await settle();
+      assert.equal(closes.length, 0);
+      await assert.rejects(open(engine), { code: 'ERR_SESSION_LIMIT' });
+
+      first.release(); // hands the process to the queued request: the session stays busy
+      const second = await queued;
+      assert.equal(second.sessionId, id);
+      clock.advance(100 * MINUTE);
+      await settle();
+      assert.equal(closes.length, 0);
+      await assert.rejects(open(engine), { code: 'ERR_SESSION_LIMIT' });
+
+      second.release();
+      clock.advance(MINUTE);
+      await settle();
+      assert.deepEqual(closes.map((e) => [e.sessionId, e.reason]), [[id, 'timeout']]);
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('a session whose spawned task runs is neither evicted nor timed out', GUARD, async () => {
+    const clock = new ManualClock();
+    const finish = deferred();
+    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 2, inactiveProcessTimeoutMs: MINUTE });
+    const { closes } = record(engine);
+    try {
+      const lease = await open(engine);
+      const working = lease.sessionId;
+      lease.proc.spawn('report', () => finish.promise);
+      lease.release();
+      clock.advance(1_000);
+      const idle = await visit(engine); // more recently active than `working`
+      const newcomer = await visit(engine); // must evict `idle`, the only idle one
+      assert.deepEqual(liveIds(engine), [working, newcomer].sort());
+      clock.advance(100 * MINUTE);
+      await settle();
+      assert.deepEqual(closes.map((e) => [e.sessionId, e.reason]).sort(), [[idle, 'evicted'], [newcomer, 'timeout']].sort());
+      assert.deepEqual(liveIds(engine), [working]);
+    } finally {
+      finish.resolve();
+      await shutdown(engine, clock);
+    }
+  });
+});
+
+describe('inactivity timeout', () => {
+  test("an idle session closes with 'timeout' at its deadline, counted from the end of its last request, with no request arriving", GUARD, async () => {
+    const clock = new ManualClock();
+    let hooks = 0;
+    const { engine } = engineWithErrors<Vars>({ clock, inactiveProcessTimeoutMs: MINUTE, onClose: () => { hooks++; } });
+    const { closes } = record(engine);
+    try {
+      const lease = await open(engine);
+      clock.advance(20_000); // a long request: idle time starts when it ends
+      lease.release();
+      clock.advance(MINUTE - 1);
+      await settle();
+      assert.equal(closes.length, 0);
+      assert.equal(hooks, 0);
+      assert.equal(engine.stats().sessions, 1);
+      clock.advance(1);
+      await settle();
+      assert.deepEqual(closes.map((e) => [e.sessionId, e.reason]), [[lease.sessionId, 'timeout']]);
+      assert.equal(hooks, 1);
+      assert.equal(engine.stats().sessions, 0);
+      assert.equal(engine.stats().closed.timeout, 1);
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('each idle session times out on its own deadline, and a request before the deadline restarts the clock', GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine } = engineWithErrors<Vars>({ clock, inactiveProcessTimeoutMs: MINUTE });
+    const { closes } = record(engine);
+    try {
+      const a = await visit(engine);
+      clock.advance(20_000);
+      const b = await visit(engine);
+      clock.advance(20_000);
+      const c = await visit(engine);
+      clock.advance(10_000);
+      await visit(engine, a); // t=50s: a's clock restarts, its deadline is now t=110s
+      clock.advance(10_000); // t=60s
+      await settle();
+      assert.equal(closes.length, 0);
+      clock.advance(20_000); // t=80s: b is due
+      await settle();
+      assert.deepEqual(closes.map((e) => e.sessionId), [b]);
+      clock.advance(20_000); // t=100s: c is due
+      await settle();
+      assert.deepEqual(closes.map((e) => e.sessionId), [b, c]);
+      clock.advance(9_999);
+      await settle();
+      assert.equal(closes.length, 2);
+      clock.advance(1); // t=110s
+      await settle();
+      assert.deepEqual(closes.map((e) => [e.sessionId, e.reason]), [[b, 'timeout'], [c, 'timeout'], [a, 'timeout']]);
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+  test("a long request's idle time starts when it ends, even when another session's deadline wakes the timer first", GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine } = engineWithErrors<Vars>({ clock, inactiveProcessTimeoutMs: MINUTE });
+    const { closes } = record(engine);
+    try {
+      const long = await open(engine); // t=0: a long request starts
+      const early = await visit(engine); // t=0: idle, due at t=60s (the timer is armed for it)
+      clock.advance(10_000);
+      const busyAgain = await open(engine, early); // t=10s: early leaves the idle list
+      clock.advance(10_000);
+      long.release(); // t=20s: idle from now, due at t=80s
+      clock.advance(40_000); // t=60s: the timer armed for `early` fires
+      await settle();
+      assert.equal(closes.length, 0, 'the long request ended 40 s ago: not due');
+      clock.advance(20_000); // t=80s
+      await settle();
+      assert.deepEqual(closes.map((e) => [e.sessionId, e.reason]), [[long.sessionId, 'timeout']]);
+      busyAgain.release();
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('a mass expiry closes every due session, in batches, without a request arriving', GUARD, async () => {
+    const clock = new ManualClock();
+    const count = 1_200;
+    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 2 * count, maxConcurrentProcesses: 2 * count, inactiveProcessTimeoutMs: MINUTE });
+    const { closes } = record(engine);
+    try {
+      for (let i = 0; i < count; i++) await visit(engine);
+      clock.advance(MINUTE);
+      await settle();
+      assert.equal(engine.stats().sessions, 0);
+      assert.equal(closes.length, count);
+      assert.ok(closes.every((e) => e.reason === 'timeout'));
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+});
+
+describe('requests of one process never overlap (invariant 7)', () => {
+  test('queued requests of one session run one at a time, in arrival order, all in the same process', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>();
+    try {
+      const first = await open(engine);
+      const id = first.sessionId;
+      let inFlight = 1;
+      let maxInFlight = 1;
+      const order: number[] = [];
+      const runs = [0, 1, 2, 3, 4].map((i) => open(engine, id).then(async (lease) => {
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        order.push(i);
+        assert.equal(lease.proc, first.proc);
+        await lease.run(() => settle(1));
+        inFlight--;
+        lease.release();
+      }));
+      await settle();
+      assert.equal(engine.stats().queuedRequests, 5);
+      assert.deepEqual(order, []);
+      inFlight--;
+      first.release();
+      await Promise.all(runs);
+      assert.deepEqual(order, [0, 1, 2, 3, 4]);
+      assert.equal(maxInFlight, 1);
+      assert.equal(engine.stats().queuedRequests, 0);
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test('the request after maxQueuedRequests waiters is refused with ERR_SESSION_QUEUE_FULL (503)', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ maxQueuedRequests: 2 });
+    try {
+      const first = await open(engine);
+      const id = first.sessionId;
+      const waiting = [open(engine, id), open(engine, id)];
+      await assert.rejects(open(engine, id), { name: 'SessionError', code: 'ERR_SESSION_QUEUE_FULL', httpStatus: 503, sessionId: id });
+      assert.equal(engine.stats().queuedRequests, 2);
+      assert.equal(engine.sessions()[0]?.queuedRequests, 2);
+      assert.equal(engine.stats().rejected.queueFull, 1);
+
+      first.release();
+      const second = await waiting[0]!;
+      // One place freed in the queue: a new waiter is accepted again.
+      const fourth = open(engine, id);
+      second.release();
+      (await waiting[1]!).release();
+      (await fourth).release();
+      assert.equal(engine.stats().rejected.queueFull, 1);
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test("a request refused because the queue is full does not extend the session's cookie", GUARD, async () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    const { engine } = engineWithErrors<Vars>({ clock, maxQueuedRequests: 0, inactiveSessionTimeoutMs: MINUTE, inactiveProcessTimeoutMs: 60 * MINUTE });
+    try {
+      const first = await open(engine);
+      clock.advance(30_000);
+      await assert.rejects(open(engine, first.sessionId), { code: 'ERR_SESSION_QUEUE_FULL' });
+      assert.deepEqual(engine.sessionExpiration(first.sessionId), new Date(t0 + MINUTE), 'only an accepted request restarts the cookie');
+      first.release();
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('processesPerSession: 2 lets two requests of one session run at once, each in its own process, never two in one process', GUARD, async () => {
+    let inits = 0;
+    const { engine } = engineWithErrors<Vars>({ processesPerSession: 2, init: () => { inits++; return { n: 0 }; } });
+    try {
+      const first = await open(engine);
+      const id = first.sessionId;
+      const second = await open(engine, id); // resolves at once: not queued behind `first`
+      assert.equal(second.sessionId, id);
+      assert.notEqual(second.proc, first.proc);
+      assert.equal(second.isNewSession, false);
+      assert.equal(inits, 2);
+      assert.equal(engine.sessionProcessCount(id), 2);
+      first.proc.vars.n = 1;
+      assert.equal(second.proc.vars.n, 0, 'each process has its own variables');
+
+      const busy = new Map<WebProcess<Vars>, number>();
+      let overlap = 0;
+      let maxTotal = 0;
+      const enter = (lease: RequestLease<Vars>): RequestLease<Vars> => {
+        const n = (busy.get(lease.proc) ?? 0) + 1;
+        busy.set(lease.proc, n);
+        if (n > 1) overlap++;
+        maxTotal = Math.max(maxTotal, [...busy.values()].reduce((x, y) => x + y, 0));
+        return lease;
+      };
+      const leave = (lease: RequestLease<Vars>): void => {
+        busy.set(lease.proc, (busy.get(lease.proc) ?? 0) - 1);
+        lease.release();
+      };
+      enter(first);
+      enter(second);
+
+      const third = track(open(engine, id).then(enter));
+      await settle();
+      assert.equal(third.settled, false, 'a third request waits: two processes at most');
+      const runs = [0, 1, 2, 3, 4].map(() => open(engine, id).then(async (lease) => {
+        enter(lease);
+        await lease.run(() => settle(1));
+        leave(lease);
+      }));
+      leave(first);
+      await settle();
+      assert.equal(third.value?.proc, first.proc);
+      leave(second);
+      leave(third.value!);
+      await Promise.all(runs);
+      assert.equal(overlap, 0);
+      assert.equal(maxTotal, 2);
+      assert.equal(inits, 2);
+      assert.equal(engine.sessionProcessCount(id), 2);
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test('maxConcurrentProcesses caps processes across sessions: ERR_SESSION_PROCESS_LIMIT (503), extra requests of a session queue', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ maxConcurrentProcesses: 3, processesPerSession: 2, maxSessions: 10 });
+    try {
+      const a1 = await open(engine);
+      const a2 = await open(engine, a1.sessionId);
+      const b = await open(engine);
+      assert.equal(engine.stats().processes, 3);
+      assert.equal(engine.getOption('maxSessions'), 3);
+
+      await assert.rejects(open(engine), { name: 'SessionError', code: 'ERR_SESSION_PROCESS_LIMIT', httpStatus: 503 });
+      assert.equal(engine.stats().rejected.processLimit, 1);
+      assert.equal(engine.stats().sessions, 2);
+      assert.throws(() => b.proc.spawn('job', async () => {}), { code: 'ERR_SESSION_PROCESS_LIMIT' });
+      assert.equal(engine.stats().rejected.processLimit, 2);
+
+      // b may have two processes, but none is left: its second request waits for its first.
+      const bAgain = track(open(engine, b.sessionId));
+      await settle();
+      assert.equal(bAgain.settled, false);
+      b.release();
+      await settle();
+      assert.equal(bAgain.value?.proc, b.proc);
+      assert.equal(engine.sessionProcessCount(b.sessionId), 1);
+      bAgain.value?.release();
+
+      // b is idle now: a newcomer evicts it to get a process.
+      const c = await open(engine);
+      assert.deepEqual(liveIds(engine), [a1.sessionId, c.sessionId].sort());
+      assert.equal(engine.stats().processes, 3);
+      a1.release();
+      a2.release();
+      c.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+});
+
+describe('record locks', () => {
+  test("a record locked by one session's process cannot be locked by another until it is unlocked", GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine } = engineWithErrors<Vars>({ clock });
+    try {
+      const a = await open(engine);
+      const b = await open(engine);
+      const lockedAt = clock.now();
+      assert.equal(await a.proc.locks.tryLock('Customers', 42), true);
+      clock.advance(5_000);
+      assert.equal(await b.proc.locks.tryLock('Customers', 42), false);
+      assert.deepEqual(await b.proc.locks.lockedBy('Customers', 42), { sessionId: a.sessionId, processId: a.proc.processId, sinceMs: lockedAt });
+      assert.deepEqual(await engine.lockManager.lockedBy({ table: 'Customers', key: 42 }), { sessionId: a.sessionId, processId: a.proc.processId, sinceMs: lockedAt });
+      assert.equal(await b.proc.locks.unlock('Customers', 42), false, 'only the holder can unlock');
+      assert.equal((await b.proc.locks.lockedBy('Customers', 42))?.processId, a.proc.processId);
+      assert.equal(await a.proc.locks.tryLock('Customers', 42), true, 'the holder may lock again');
+      assert.deepEqual(a.proc.locks.held(), [{ table: 'Customers', key: 42 }]);
+      assert.deepEqual(b.proc.locks.held(), []);
+
+      // Locks outlive the request: the session keeps them between requests.
+      a.release();
+      assert.equal(await b.proc.locks.tryLock('Customers', 42), false);
+      assert.deepEqual(engine.sessions().find((s) => s.id === a.sessionId)?.locks, [{ table: 'Customers', key: 42 }]);
+
+      assert.equal(await a.proc.locks.unlock('Customers', 42), true);
+      assert.deepEqual(a.proc.locks.held(), []);
+      assert.equal(await b.proc.locks.tryLock('Customers', 42), true);
+      assert.equal((await a.proc.locks.lockedBy('Customers', 42))?.sessionId, b.sessionId);
+      b.release();
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test("a closed session's locks are released so another session can take them", GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ maxSessions: 2 });
+    try {
+      const a = await open(engine);
+      for (const key of [1, 2, 3]) assert.equal(await a.proc.locks.tryLock('Orders', key), true);
+      a.release();
+      const b = await open(engine);
+      assert.equal(await b.proc.locks.tryLock('Orders', 2), false);
+      b.release();
+
+      assert.equal(await engine.closeSession(a.sessionId), true);
+      const c = await open(engine, b.sessionId);
+      for (const key of [1, 2, 3]) assert.equal(await c.proc.locks.tryLock('Orders', key), true, `Orders ${key}`);
+      c.release();
+
+      // Eviction releases them too.
+      const d = await open(engine);
+      assert.equal(await d.proc.locks.tryLock('Orders', 1), false);
+      d.release();
+      const e = await open(engine); // evicts b (least recently active)
+      await settle();
+      for (const key of [1, 2, 3]) assert.equal(await e.proc.locks.tryLock('Orders', key), true, `Orders ${key} after eviction`);
+      e.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+});
+
+describe('memory is bounded (invariant 6)', () => {
+  test('with maxSessions N, 10×N newcomers leave at most N live sessions and no closing ones', GUARD, async () => {
+    const N = 5;
+    let hooks = 0;
+    const { engine } = engineWithErrors<Vars>({ maxSessions: N, onClose: async () => { await settle(1); hooks++; } });
+    try {
+      for (let i = 0; i < 10 * N; i++) {
+        await visit(engine);
+        assert.ok(engine.stats().sessions <= N, `after newcomer ${i + 1}: ${engine.stats().sessions} sessions`);
+      }
+      await settle();
+      const stats = engine.stats();
+      assert.equal(stats.sessions, N);
+      assert.equal(stats.processes, N);
+      assert.equal(stats.closingSessions, 0);
+      assert.equal(stats.closed.evicted, 9 * N);
+      assert.equal(hooks, 9 * N);
+      assert.equal(engine.sessions().length, N);
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test('sessions whose onClose hangs are dropped after closeTimeoutMs, so closing sessions do not pile up', GUARD, async () => {
+    const N = 3;
+    const clock = new ManualClock();
+    const { engine, errors } = engineWithErrors<Vars>({ clock, maxSessions: N, closeTimeoutMs: 1_000, onClose: () => new Promise<void>(() => {}) });
+    try {
+      for (let i = 0; i < 10 * N; i++) await visit(engine);
+      await settle();
+      assert.equal(engine.stats().sessions, N);
+      assert.equal(engine.stats().closingSessions, 9 * N);
+      clock.advance(1_000);
+      await settle();
+      assert.equal(engine.stats().closingSessions, 0);
+      assert.equal(engine.stats().hookTimeouts, 9 * N);
+      assert.equal(errors.length, 9 * N);
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+});

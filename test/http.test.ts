@@ -1,0 +1,680 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { IncomingMessage, ServerResponse, OutgoingHttpHeaders } from 'node:http';
+import { ManualClock, type CloseReason, type SessionEngine, type SessionVars, type WebProcess } from '../src/index.js';
+import { deferred, engineWithErrors, request, sessionCookie, sessionIdOf, settle, startServer, type TestResponse, type TestServer } from './helpers.js';
+
+// ---- local helpers --------------------------------------------------------------------------------
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const MINUTE = 60_000;
+const EPOCH_EXPIRES = 'Thu, 01 Jan 1970 00:00:00 GMT';
+
+interface ParsedCookie {
+  readonly raw: string;
+  readonly name: string;
+  readonly value: string;
+  /** Attribute names lowercased; flags (HttpOnly, Secure) map to true. */
+  readonly attrs: ReadonlyMap<string, string | true>;
+}
+
+function parseSetCookie(header: string): ParsedCookie {
+  const [pair = '', ...rest] = header.split(';').map((part) => part.trim());
+  const eq = pair.indexOf('=');
+  const attrs = new Map<string, string | true>();
+  for (const part of rest) {
+    const at = part.indexOf('=');
+    if (at < 0) attrs.set(part.toLowerCase(), true);
+    else attrs.set(part.slice(0, at).toLowerCase(), part.slice(at + 1));
+  }
+  return { raw: header, name: pair.slice(0, eq), value: pair.slice(eq + 1), attrs };
+}
+
+/** The one Set-Cookie of `name` in a response (fails if there are none or several). */
+function theCookie(response: TestResponse, name = '4DSID'): ParsedCookie {
+  const found = response.setCookies.filter((c) => c.startsWith(`${name}=`));
+  assert.equal(found.length, 1, `expected exactly one ${name} Set-Cookie, got ${JSON.stringify(response.setCookies)}`);
+  return parseSetCookie(found[0] ?? '');
+}
+
+function assertClearingCookie(response: TestResponse, name = '4DSID'): void {
+  const cookie = theCookie(response, name);
+  assert.equal(cookie.value, '', `clearing cookie expected, got ${cookie.raw}`);
+  assert.equal(cookie.attrs.get('max-age'), '0');
+  assert.equal(cookie.attrs.get('expires'), EPOCH_EXPIRES);
+  assert.ok(cookie.raw.startsWith(`${name}=; Max-Age=0;`), cookie.raw);
+}
+
+/** Lets I/O and continuations run until `condition` holds (event-loop turns only, no wall-clock wait). */
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 5_000; i++) {
+    if (condition()) return;
+    await settle(1);
+  }
+  assert.fail(`never happened: ${what}`);
+}
+
+function path(req: IncomingMessage): string {
+  return req.url ?? '/';
+}
+
+/** Runs `body` with the engine stopped and the server closed afterwards, whatever happens. */
+async function withServer<Vars extends SessionVars>(
+  engine: SessionEngine<Vars>,
+  handler: (req: IncomingMessage, res: ServerResponse, proc: WebProcess<Vars>) => unknown,
+  body: (server: TestServer) => Promise<void>,
+): Promise<void> {
+  const server = await startServer(engine, handler);
+  try {
+    await body(server);
+  } finally {
+    await engine.stop();
+    await server.close();
+  }
+}
+
+// ---- the session cookie ---------------------------------------------------------------------------
+
+test('the first response sets 4DSID=<uuid> with Path=/, HttpOnly, SameSite=Strict, Expires = request time + inactiveSessionTimeoutMs, and no Secure over HTTP', async () => {
+  const clock = new ManualClock();
+  const { engine } = engineWithErrors({ clock, inactiveSessionTimeoutMs: 30 * MINUTE });
+  await withServer(engine, (_req, res) => res.end('ok'), async (server) => {
+    const startedAt = clock.now();
+    const response = await request(server.url);
+    assert.equal(response.status, 200);
+    const cookie = theCookie(response);
+    assert.equal(cookie.name, '4DSID');
+    assert.match(cookie.value, UUID);
+    assert.equal(cookie.attrs.get('path'), '/');
+    assert.equal(cookie.attrs.get('httponly'), true);
+    assert.equal(cookie.attrs.get('samesite'), 'Strict');
+    assert.equal(cookie.attrs.get('expires'), new Date(startedAt + 30 * MINUTE).toUTCString());
+    assert.equal(cookie.attrs.has('secure'), false, `no Secure over plain HTTP: ${cookie.raw}`);
+    assert.equal(cookie.attrs.has('domain'), false, 'host-only cookie by default');
+    assert.deepEqual(engine.sessions().map((s) => s.id), [cookie.value]);
+  });
+});
+
+test('cookieSecure: true marks the cookie Secure even over plain HTTP', async () => {
+  const { engine } = engineWithErrors({ clock: new ManualClock(), cookieSecure: true });
+  await withServer(engine, (_req, res) => res.end('ok'), async (server) => {
+    const cookie = theCookie(await request(server.url));
+    assert.equal(cookie.attrs.get('secure'), true, cookie.raw);
+  });
+});
+
+test('cookieName, cookiePath, cookieDomain and cookieSameSite shape the cookie, and only that name is read back', async () => {
+  const { engine } = engineWithErrors<{ n: number }>({
+    clock: new ManualClock(), init: () => ({ n: 0 }),
+    cookieName: 'APPSID', cookiePath: '/app', cookieDomain: 'example.com', cookieSameSite: 'Lax',
+  });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const first = await request(server.url);
+    assert.equal(first.setCookies.some((c) => c.startsWith('4DSID=')), false, 'no cookie under the default name');
+    const cookie = theCookie(first, 'APPSID');
+    assert.match(cookie.value, UUID);
+    assert.equal(cookie.attrs.get('path'), '/app');
+    assert.equal(cookie.attrs.get('domain'), 'example.com');
+    assert.equal(cookie.attrs.get('samesite'), 'Lax');
+    assert.equal(cookie.attrs.get('httponly'), true);
+
+    const back = await request(server.url, { cookie: `APPSID=${cookie.value}` });
+    assert.equal(sessionIdOf(back, 'APPSID'), cookie.value);
+    assert.equal(back.body, '2');
+
+    const wrongName = await request(server.url, { cookie: `4DSID=${cookie.value}` });
+    assert.notEqual(sessionIdOf(wrongName, 'APPSID'), cookie.value, 'the id under another cookie name is not read');
+    assert.equal(wrongName.body, '1');
+  });
+});
+
+test('a returning browser keeps its session and vars, and every response moves Expires to that request time + inactiveSessionTimeoutMs', async () => {
+  const clock = new ManualClock();
+  const timeout = 20 * MINUTE;
+  const { engine } = engineWithErrors<{ n: number }>({ clock, inactiveSessionTimeoutMs: timeout, init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const first = await request(server.url);
+    const id = sessionIdOf(first);
+    assert.ok(id);
+    assert.equal(theCookie(first).attrs.get('expires'), new Date(clock.now() + timeout).toUTCString());
+
+    for (const step of [7 * MINUTE, 13 * MINUTE, 19 * MINUTE]) {
+      clock.advance(step);
+      const response = await request(server.url, { cookie: `4DSID=${id}` });
+      const cookie = theCookie(response);
+      assert.equal(cookie.value, id, 'same session');
+      assert.equal(cookie.attrs.get('expires'), new Date(clock.now() + timeout).toUTCString(), 'Expires refreshed');
+      assert.equal(engine.sessionExpiration(id)?.getTime(), clock.now() + timeout);
+    }
+    assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, '5');
+    assert.equal(engine.stats().created, 1);
+  });
+});
+
+test('a cookie whose lifetime has passed is treated as unknown: the request gets a new session', async () => {
+  const clock = new ManualClock();
+  const { engine } = engineWithErrors<{ n: number }>({ clock, inactiveSessionTimeoutMs: 10 * MINUTE, init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const id = sessionIdOf(await request(server.url));
+    assert.ok(id);
+    clock.advance(10 * MINUTE);
+    const late = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(late.status, 200);
+    assert.match(sessionIdOf(late) ?? '', UUID);
+    assert.notEqual(sessionIdOf(late), id);
+    assert.equal(late.body, '1', 'fresh vars');
+  });
+});
+
+// ---- malformed, unknown and dead cookies --------------------------------------------------------
+
+const UNKNOWN_A = '0f8fad5b-d9cb-469f-a165-70867728950e';
+const UNKNOWN_B = '7c9e6679-7425-40de-944b-e07fc1f90ae7';
+const MALFORMED: ReadonlyArray<readonly [string, string]> = [
+  ['garbage value', '4DSID=<script>alert(1)</script>'],
+  ['wrong length (one char too many)', `4DSID=${UNKNOWN_A}0`],
+  ['wrong length (truncated)', `4DSID=${UNKNOWN_A.slice(0, 35)}`],
+  ['4DSID twice', `4DSID=${UNKNOWN_A}; 4DSID=${UNKNOWN_B}`],
+  ['4DSID twice, garbage and empty', '4DSID=zzz; other=1; 4DSID='],
+  ['huge header near the 16 KiB limit', `4DSID=${'a'.repeat(15_000)}`],
+  ['huge header of many pairs', `${Array.from({ length: 1_500 }, (_, i) => `c${i}=v`).join('; ')}; 4DSID=${UNKNOWN_A}`],
+  ['non-ASCII value of id length', `4DSID=${'\u00e9'.repeat(36)}`],
+  ['non-ASCII bytes around the name', `\u00ff4DSID\u00fe=${UNKNOWN_A}`],
+  ['percent-encoded junk', '4DSID=%E0%A4%A%ZZ%00%0d%0aSet-Cookie:%20x=1'],
+  ['percent-encoded id-length junk', `4DSID=${'%41'.repeat(12)}`],
+  ['empty value', '4DSID='],
+  ['no = at all', '4DSID'],
+  ['only separators', ';;; ; ='],
+  ['a well-formed but unknown uuid', `4DSID=${UNKNOWN_A}`],
+];
+
+for (const [name, header] of MALFORMED) {
+  test(`a cookie header with ${name} gets 200 and a brand-new session, never the client's id`, async () => {
+    const { engine, errors } = engineWithErrors<{ fresh: boolean }>({ clock: new ManualClock(), init: () => ({ fresh: true }) });
+    await withServer(engine, (_req, res, proc) => {
+      const wasFresh = proc.vars.fresh;
+      proc.vars.fresh = false;
+      res.end(String(wasFresh));
+    }, async (server) => {
+      const response = await request(server.url, { cookie: header });
+      assert.equal(response.status, 200, response.body);
+      assert.equal(response.body, 'true', 'a fresh context (init ran)');
+      const id = sessionIdOf(response);
+      assert.match(id ?? '', UUID);
+      assert.ok(id !== undefined && !header.includes(id), `the client's value was adopted: ${id}`);
+      assert.notEqual(id, UNKNOWN_A);
+      assert.notEqual(id, UNKNOWN_B);
+      assert.deepEqual(engine.sessions().map((s) => s.id), [id]);
+      assert.equal(engine.stats().created, 1);
+      assert.deepEqual(errors, []);
+    });
+  });
+}
+
+test('a cookie naming a session closed with engine.closeSession gets a new id and a fresh context', async () => {
+  const hooks: string[] = [];
+  const { engine } = engineWithErrors<{ n: number }>({ clock: new ManualClock(), init: () => ({ n: 0 }), onClose: (proc) => { hooks.push(proc.sessionId); } });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const id = sessionIdOf(await request(server.url));
+    assert.ok(id);
+    assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, '2');
+    assert.equal(await engine.closeSession(id), true);
+    assert.deepEqual(hooks, [id]);
+
+    const after = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(after.status, 200);
+    assert.match(sessionIdOf(after) ?? '', UUID);
+    assert.notEqual(sessionIdOf(after), id, 'a closed id is never reused');
+    assert.equal(after.body, '1');
+    assert.deepEqual(hooks, [id], 'the dead session is not closed twice');
+  });
+});
+
+// ---- limits ---------------------------------------------------------------------------------------
+
+test('at maxSessions with every session busy a new browser gets 503 with Retry-After, no cookie, and no session is created', async () => {
+  const closes: CloseReason[] = [];
+  const { engine } = engineWithErrors({ clock: new ManualClock(), maxSessions: 1, onClose: (_proc, reason) => { closes.push(reason); } });
+  const started = deferred();
+  const gate = deferred();
+  await withServer(engine, async (req, res) => {
+    if (path(req) === '/hold') {
+      started.resolve();
+      await gate.promise;
+    }
+    res.end('ok');
+  }, async (server) => {
+    const held = request(server.url, { path: '/hold' });
+    await started.promise;
+
+    const refused = await request(server.url);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers['retry-after'], '1');
+    assert.deepEqual(refused.setCookies, [], 'no Set-Cookie on a 503');
+    assert.equal(engine.sessions().length, 1);
+    assert.equal(engine.stats().created, 1, 'nothing created');
+    assert.equal(engine.stats().rejected.sessionLimit, 1);
+    assert.deepEqual(closes, [], 'the busy session was not evicted');
+
+    gate.resolve();
+    const first = await held;
+    assert.equal(first.status, 200);
+    const firstId = sessionIdOf(first);
+    assert.match(firstId ?? '', UUID);
+
+    // Once idle, the session is evictable: the next newcomer gets in.
+    const next = await request(server.url);
+    assert.equal(next.status, 200);
+    assert.notEqual(sessionIdOf(next), firstId);
+    await settle();
+    assert.deepEqual(closes, ['evicted']);
+  });
+});
+
+// ---- IP validation --------------------------------------------------------------------------------
+
+test('a session cookie sent from another IP gets 400 and leaves the session untouched', async () => {
+  const clock = new ManualClock();
+  const { engine } = engineWithErrors<{ n: number }>({ clock, init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const first = await request(server.url, { localAddress: '127.0.0.1' });
+    const id = sessionIdOf(first);
+    assert.ok(id);
+    const [before] = engine.sessions();
+    assert.ok(before);
+
+    clock.advance(5 * MINUTE);
+    const stolen = await request(server.url, { cookie: `4DSID=${id}`, localAddress: '127.0.0.2' });
+    assert.equal(stolen.status, 400);
+    assert.deepEqual(stolen.setCookies, [], 'no cookie on a 400');
+    assert.equal(engine.stats().rejected.ipMismatch, 1);
+
+    const [after] = engine.sessions();
+    assert.ok(after);
+    assert.equal(after.id, id);
+    assert.equal(after.lastActivityAt.getTime(), before.lastActivityAt.getTime(), 'lastActivity not updated');
+    assert.equal(after.expiresAt.getTime(), before.expiresAt.getTime(), 'cookie lifetime not restarted');
+    assert.equal(engine.sessions().length, 1, 'no session created for the other IP');
+
+    const owner = await request(server.url, { cookie: `4DSID=${id}`, localAddress: '127.0.0.1' });
+    assert.equal(owner.status, 200);
+    assert.equal(sessionIdOf(owner), id);
+    assert.equal(owner.body, '2', 'the handler never ran for the rejected request');
+  });
+});
+
+test('with ipValidation: false the session is accepted from a second address', async () => {
+  const { engine } = engineWithErrors<{ n: number }>({ clock: new ManualClock(), ipValidation: false, init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const id = sessionIdOf(await request(server.url, { localAddress: '127.0.0.1' }));
+    assert.ok(id);
+    const other = await request(server.url, { cookie: `4DSID=${id}`, localAddress: '127.0.0.2' });
+    assert.equal(other.status, 200);
+    assert.equal(sessionIdOf(other), id);
+    assert.equal(other.body, '2');
+  });
+});
+
+// ---- closing --------------------------------------------------------------------------------------
+
+test('closeSession from outside during a request: the response clears the cookie, then the hook runs once, and the old id never resurrects', async () => {
+  interface Vars { n: number; x?: string }
+  const hooks: Array<{ reason: CloseReason; x: string | undefined; n: number }> = [];
+  const { engine } = engineWithErrors<Vars>({
+    clock: new ManualClock(), init: () => ({ n: 0 }),
+    onClose: (proc, reason) => { hooks.push({ reason, x: proc.vars.x, n: proc.vars.n }); },
+  });
+  const started = deferred();
+  const gate = deferred();
+  let hooksSeenByHandler = -1;
+  await withServer(engine, async (req, res, proc) => {
+    proc.vars.n++;
+    if (path(req) === '/hold') {
+      proc.vars.x = 'before';
+      started.resolve();
+      await gate.promise;
+      proc.vars.x = 'after'; // written after the close began: the hook sees it, the next session never does
+      hooksSeenByHandler = hooks.length;
+    }
+    res.end(JSON.stringify(proc.vars));
+  }, async (server) => {
+    const id = sessionIdOf(await request(server.url));
+    assert.ok(id);
+    const responseA = request(server.url, { path: '/hold', cookie: `4DSID=${id}` });
+    await started.promise;
+
+    const closing = engine.closeSession(id);
+    await settle();
+    assert.equal(hooks.length, 0, 'onClose must wait for the request in flight');
+    assert.equal(engine.sessions().some((s) => s.id === id), false, 'the id is dead at once');
+
+    // A request arriving while the close waits already gets a new session.
+    const during = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(during.status, 200);
+    assert.notEqual(sessionIdOf(during), id);
+    assert.equal(JSON.parse(during.body).n, 1);
+
+    gate.resolve();
+    const a = await responseA;
+    assert.equal(a.status, 200);
+    assertClearingCookie(a);
+    assert.equal(hooksSeenByHandler, 0);
+
+    assert.equal(await closing, true);
+    assert.deepEqual(hooks, [{ reason: 'closed', x: 'after', n: 2 }], 'hook ran once with the context the request left');
+
+    const later = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(later.status, 200);
+    const laterId = sessionIdOf(later);
+    assert.match(laterId ?? '', UUID);
+    assert.notEqual(laterId, id);
+    assert.deepEqual(JSON.parse(later.body), { n: 1 }, 'fresh vars: nothing written by A after the close');
+    assert.equal(hooks.length, 1);
+  });
+});
+
+test('logout from inside: the hook sees the vars intact, the handler goes on with a reset context, the response clears the cookie', async () => {
+  interface Vars { user?: string }
+  const hooks: Array<{ reason: CloseReason; user: string | undefined; current: string }> = [];
+  const { engine } = engineWithErrors<Vars>({
+    clock: new ManualClock(), init: () => ({}),
+    onClose: (proc, reason) => { hooks.push({ reason, user: proc.vars.user, current: engine.currentSessionId() }); },
+  });
+  await withServer(engine, async (req, res, proc) => {
+    if (path(req) === '/login') proc.vars.user = 'alice';
+    if (path(req) === '/logout') {
+      const closed = await engine.closeSession(proc.sessionId);
+      res.end(JSON.stringify({ closed, hooksBefore: hooks.length, varsAfter: proc.vars }));
+      return;
+    }
+    res.end(JSON.stringify({ user: proc.vars.user ?? null }));
+  }, async (server) => {
+    const login = await request(server.url, { path: '/login' });
+    const id = sessionIdOf(login);
+    assert.ok(id);
+    assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, '{"user":"alice"}');
+
+    const logout = await request(server.url, { path: '/logout', cookie: `4DSID=${id}` });
+    assert.equal(logout.status, 200);
+    assertClearingCookie(logout);
+    assert.deepEqual(JSON.parse(logout.body), { closed: true, hooksBefore: 1, varsAfter: {} });
+    assert.deepEqual(hooks, [{ reason: 'closed', user: 'alice', current: id }]);
+
+    const next = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(next.status, 200);
+    assert.notEqual(sessionIdOf(next), id);
+    assert.match(sessionIdOf(next) ?? '', UUID);
+    assert.equal(next.body, '{"user":null}');
+
+    await engine.stop();
+    assert.equal(hooks.filter((h) => h.current === id).length, 1, 'the logged-out session is never hooked again');
+  });
+});
+
+// ---- handler failures -----------------------------------------------------------------------------
+
+test('a handler that throws or rejects gets a generic 500, an ERR_SESSION_HANDLER_FAILED error event, and its session keeps working', async () => {
+  const { engine, errors } = engineWithErrors<{ n: number }>({ clock: new ManualClock(), init: () => ({ n: 0 }) });
+  await withServer(engine, async (req, res, proc) => {
+    proc.vars.n++;
+    if (path(req) === '/throw') throw new Error('secret-sync-detail password=hunter2');
+    if (path(req) === '/reject') {
+      await settle(1);
+      throw new Error('secret-async-detail token=abc');
+    }
+    res.end(String(proc.vars.n));
+  }, async (server) => {
+    const first = await request(server.url);
+    const id = sessionIdOf(first);
+    assert.ok(id);
+
+    const thrown = await request(server.url, { path: '/throw', cookie: `4DSID=${id}` });
+    assert.equal(thrown.status, 500);
+    assert.doesNotMatch(thrown.body, /secret|hunter2|password/);
+    assert.match(thrown.body, /Internal Server Error/);
+
+    const rejected = await request(server.url, { path: '/reject', cookie: `4DSID=${id}` });
+    assert.equal(rejected.status, 500);
+    assert.doesNotMatch(rejected.body, /secret|token/);
+
+    for (const failed of [thrown, rejected]) {
+      const cookie = sessionCookie(failed);
+      assert.ok(cookie === undefined || cookie === `4DSID=${id}`, 'a failed request never changes the session');
+    }
+
+    const after = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(after.status, 200);
+    assert.equal(sessionIdOf(after), id, 'same session');
+    assert.equal(after.body, '4', 'vars kept across failures');
+
+    assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_HANDLER_FAILED', 'ERR_SESSION_HANDLER_FAILED']);
+    assert.deepEqual(errors.map((e) => (e.cause as Error).message), ['secret-sync-detail password=hunter2', 'secret-async-detail token=abc']);
+    assert.deepEqual(errors.map((e) => e.sessionId), [id, id]);
+    assert.equal(engine.stats().handlerErrors, 2);
+  });
+});
+
+// ---- serialization --------------------------------------------------------------------------------
+
+test('two concurrent requests with one cookie never overlap: the second waits for the first', async () => {
+  const { engine } = engineWithErrors({ clock: new ManualClock() });
+  const gates = [deferred(), deferred()];
+  const starts = [deferred(), deferred()];
+  let calls = 0;
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const order: string[] = [];
+  await withServer(engine, async (req, res) => {
+    if (path(req) !== '/work') return void res.end('ok');
+    const i = calls++;
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    order.push(`start${i}`);
+    starts[i]?.resolve();
+    await gates[i]?.promise;
+    order.push(`end${i}`);
+    inFlight--;
+    res.end(String(i));
+  }, async (server) => {
+    const id = sessionIdOf(await request(server.url));
+    assert.ok(id);
+    const cookie = `4DSID=${id}`;
+
+    const one = request(server.url, { path: '/work', cookie });
+    await starts[0]?.promise;
+    const two = request(server.url, { path: '/work', cookie });
+    await until(() => engine.sessions()[0]?.queuedRequests === 1, 'the second request is queued');
+    assert.equal(calls, 1, 'the second handler has not started');
+
+    gates[0]?.resolve();
+    await starts[1]?.promise;
+    gates[1]?.resolve();
+    const [r1, r2] = await Promise.all([one, two]);
+    assert.equal(r1.body, '0');
+    assert.equal(r2.body, '1');
+    assert.equal(sessionIdOf(r2), id);
+    assert.equal(maxInFlight, 1);
+    assert.deepEqual(order, ['start0', 'end0', 'start1', 'end1']);
+  });
+});
+
+// ---- the application's own headers -----------------------------------------------------------------
+
+test("the application's Set-Cookie headers are kept next to the session cookie, and writeHead never mutates the caller's headers object", async () => {
+  const { engine } = engineWithErrors({ clock: new ManualClock() });
+  const given: OutgoingHttpHeaders[] = [];
+  await withServer(engine, (req, res) => {
+    switch (path(req)) {
+      case '/set-header':
+        res.setHeader('Set-Cookie', ['a=1', 'b=2']);
+        res.end('ok');
+        return;
+      case '/write-head': {
+        const headers: OutgoingHttpHeaders = { 'Set-Cookie': 'a=1', 'Content-Type': 'text/plain' };
+        given.push(headers);
+        res.writeHead(200, headers).end('ok');
+        return;
+      }
+      case '/write-head-reason': {
+        const headers: OutgoingHttpHeaders = { 'set-cookie': ['a=1', 'b=2'] };
+        given.push(headers);
+        res.writeHead(200, 'Fine', headers).end('ok');
+        return;
+      }
+      case '/write-head-other': {
+        const headers: OutgoingHttpHeaders = { 'x-app': 'yes' };
+        given.push(headers);
+        res.writeHead(201, headers).end('ok');
+        return;
+      }
+      default:
+        res.end('ok');
+    }
+  }, async (server) => {
+    const id = sessionIdOf(await request(server.url));
+    assert.ok(id);
+    const cookie = `4DSID=${id}`;
+
+    const viaSetHeader = await request(server.url, { path: '/set-header', cookie });
+    assert.ok(viaSetHeader.setCookies.includes('a=1') && viaSetHeader.setCookies.includes('b=2'), JSON.stringify(viaSetHeader.setCookies));
+    assert.equal(theCookie(viaSetHeader).value, id);
+
+    const viaWriteHead = await request(server.url, { path: '/write-head', cookie });
+    assert.ok(viaWriteHead.setCookies.includes('a=1'), JSON.stringify(viaWriteHead.setCookies));
+    assert.equal(theCookie(viaWriteHead).value, id);
+    assert.equal(viaWriteHead.headers['content-type'], 'text/plain');
+
+    const withReason = await request(server.url, { path: '/write-head-reason', cookie });
+    assert.ok(withReason.setCookies.includes('a=1') && withReason.setCookies.includes('b=2'), JSON.stringify(withReason.setCookies));
+    assert.equal(theCookie(withReason).value, id);
+
+    const other = await request(server.url, { path: '/write-head-other', cookie });
+    assert.equal(other.status, 201);
+    assert.equal(other.headers['x-app'], 'yes');
+    assert.equal(theCookie(other).value, id);
+
+    assert.deepEqual(given, [
+      { 'Set-Cookie': 'a=1', 'Content-Type': 'text/plain' },
+      { 'set-cookie': ['a=1', 'b=2'] },
+      { 'x-app': 'yes' },
+    ], 'headers objects passed to writeHead are not mutated');
+  });
+});
+
+test('writeHead with a flat header array naming Set-Cookie keeps the session cookie', async () => {
+  const { engine } = engineWithErrors({ clock: new ManualClock() });
+  await withServer(engine, (_req, res) => {
+    res.writeHead(200, ['Set-Cookie', 'a=1', 'Content-Type', 'text/plain']).end('ok');
+  }, async (server) => {
+    const response = await request(server.url);
+    assert.equal(response.status, 200);
+    assert.ok(response.setCookies.includes('a=1'), JSON.stringify(response.setCookies));
+    const id = sessionIdOf(response);
+    assert.match(id ?? '', UUID, `session cookie lost: ${JSON.stringify(response.setCookies)}`);
+  });
+});
+
+// ---- modes ----------------------------------------------------------------------------------------
+
+test("mode 'none' sets no cookie, keeps no session, and runs init on every request", async () => {
+  let inits = 0;
+  const hooks: string[] = [];
+  const { engine } = engineWithErrors<{ n: number }>({
+    clock: new ManualClock(), mode: 'none',
+    init: () => { inits++; return { n: 0 }; },
+    onClose: (proc) => { hooks.push(proc.id); },
+  });
+  await withServer(engine, (_req, res, proc) => res.end(`${++proc.vars.n}:${engine.currentSessionId()}`), async (server) => {
+    const first = await request(server.url);
+    assert.equal(first.status, 200);
+    assert.deepEqual(first.setCookies, []);
+    assert.equal(first.body, '1:');
+
+    const second = await request(server.url, { cookie: `4DSID=${UNKNOWN_A}` });
+    assert.equal(second.status, 200);
+    assert.deepEqual(second.setCookies, []);
+    assert.equal(second.body, '1:', 'a throw-away process every time');
+
+    assert.equal(inits, 2);
+    assert.deepEqual(engine.sessions(), []);
+    assert.equal(engine.stats().created, 0);
+    await engine.stop();
+    assert.deepEqual(hooks, []);
+  });
+});
+
+test("mode 'scalable' keeps sessions by cookie, but closeSession resolves false and onClose never runs", async () => {
+  const hooks: CloseReason[] = [];
+  const { engine } = engineWithErrors<{ n: number }>({
+    clock: new ManualClock(), mode: 'scalable', maxSessions: 1,
+    init: () => ({ n: 0 }),
+    onClose: (_proc, reason) => { hooks.push(reason); },
+  });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const first = await request(server.url);
+    const id = sessionIdOf(first);
+    assert.match(id ?? '', UUID);
+    assert.ok(id);
+    assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, '2');
+
+    assert.equal(await engine.closeSession(id), false);
+    const still = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(sessionIdOf(still), id, 'closeSession did nothing');
+    assert.equal(still.body, '3');
+
+    // Eviction (cap of 1) and shutdown close sessions without the hook.
+    const newcomer = await request(server.url);
+    assert.notEqual(sessionIdOf(newcomer), id);
+    await engine.stop();
+    assert.equal(engine.stats().closed.evicted, 1);
+    assert.equal(engine.stats().closed.shutdown, 1);
+    assert.deepEqual(hooks, []);
+  });
+});
+
+// ---- stop -----------------------------------------------------------------------------------------
+
+test('engine.stop() during a request: the request completes with 200, new requests get 503, every session is hooked once with shutdown', async () => {
+  const hooks: Array<{ id: string; reason: CloseReason }> = [];
+  const { engine } = engineWithErrors({ clock: new ManualClock(), onClose: (proc, reason) => { hooks.push({ id: proc.sessionId, reason }); } });
+  const started = deferred();
+  const gate = deferred();
+  await withServer(engine, async (req, res) => {
+    if (path(req) === '/hold') {
+      started.resolve();
+      await gate.promise;
+    }
+    res.end('done');
+  }, async (server) => {
+    const idle = sessionIdOf(await request(server.url));
+    assert.ok(idle);
+    const held = request(server.url, { path: '/hold' });
+    await started.promise;
+    const busy = engine.sessions().find((s) => s.id !== idle)?.id;
+    assert.ok(busy);
+
+    const stopping = engine.stop();
+    await settle();
+    assert.equal(hooks.some((h) => h.id === busy), false, 'the busy session is not hooked while its request runs');
+
+    const refused = await request(server.url);
+    assert.equal(refused.status, 503);
+    assert.ok(refused.headers['retry-after']);
+    assert.deepEqual(refused.setCookies, []);
+    const refusedWithCookie = await request(server.url, { cookie: `4DSID=${idle}` });
+    assert.equal(refusedWithCookie.status, 503);
+
+    gate.resolve();
+    const inFlight = await held;
+    assert.equal(inFlight.status, 200);
+    assert.equal(inFlight.body, 'done');
+    await stopping;
+
+    assert.deepEqual(
+      hooks.slice().sort((a, b) => a.id.localeCompare(b.id)),
+      [{ id: idle, reason: 'shutdown' as const }, { id: busy, reason: 'shutdown' as const }].sort((a, b) => a.id.localeCompare(b.id)),
+    );
+    assert.equal(engine.stats().closed.shutdown, 2);
+    assert.deepEqual(engine.sessions(), []);
+  });
+});
