@@ -68,11 +68,11 @@ function selectorTable<Vars extends SessionVars>(): ReadonlyMap<number, Selector
       set: (e, v) => e.setOption('maxSessions', longint(71, v) || DEFAULT_OPTIONS.maxSessions),
     }],
     [Web_inactive_session_timeout, {
-      get: (e) => e.getOption('inactiveSessionTimeoutMs') / MINUTE_MS,
+      get: (e) => Math.floor(e.getOption('inactiveSessionTimeoutMs') / MINUTE_MS), // a Longint, as in 4D
       set: (e, v) => e.setOption('inactiveSessionTimeoutMs', longint(72, v) * MINUTE_MS || DEFAULT_OPTIONS.inactiveSessionTimeoutMs),
     }],
     [Web_inactive_process_timeout, {
-      get: (e) => e.getOption('inactiveProcessTimeoutMs') / MINUTE_MS,
+      get: (e) => Math.floor(e.getOption('inactiveProcessTimeoutMs') / MINUTE_MS),
       set: (e, v) => e.setOption('inactiveProcessTimeoutMs', longint(78, v) * MINUTE_MS || DEFAULT_OPTIONS.inactiveProcessTimeoutMs),
     }],
     [Web_session_cookie_name, {

@@ -369,8 +369,9 @@ test('WEB LEGACY GET SESSION EXPIRATION is the last request time + inactive sess
   }
 });
 
-test('WEB Get session process count is 1 for a session, 0 for an unknown id, and 2 while a spawned task runs', async () => {
+test('WEB Get session process count is 1 for a session, 0 for an unknown id, and 2 while a spawned task runs', { timeout: 5_000 }, async () => {
   const engine = makeEngine();
+  const gate = deferred();
   try {
     const { WEB_Get_session_process_count, WEB_Get_Current_Session_ID } = use4D(engine);
     const id = await visit(engine);
@@ -378,7 +379,6 @@ test('WEB Get session process count is 1 for a session, 0 for an unknown id, and
     assert.equal(WEB_Get_session_process_count('0f8fad5b-d9cb-469f-a165-70867728950e'), 0);
     assert.equal(WEB_Get_session_process_count(''), 0);
 
-    const gate = deferred();
     let seenInTask = '';
     const lease = await engine.acquire({ sessionId: id, ip: '127.0.0.1' });
     lease.run(() => lease.proc.spawn('export', async () => {
@@ -397,6 +397,7 @@ test('WEB Get session process count is 1 for a session, 0 for an unknown id, and
     await engine.closeSession(id);
     assert.equal(WEB_Get_session_process_count(id), 0);
   } finally {
+    gate.resolve();
     await engine.stop();
   }
 });

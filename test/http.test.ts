@@ -9,6 +9,8 @@ import { deferred, engineWithErrors, request, sessionCookie, sessionIdOf, settle
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MINUTE = 60_000;
 const EPOCH_EXPIRES = 'Thu, 01 Jan 1970 00:00:00 GMT';
+/** Only a guard against a broken engine hanging the run; no test logic depends on wall time. */
+const GUARD = { timeout: 5_000 };
 
 interface ParsedCookie {
   readonly raw: string;
@@ -58,16 +60,21 @@ function path(req: IncomingMessage): string {
   return req.url ?? '/';
 }
 
-/** Runs `body` with the engine stopped and the server closed afterwards, whatever happens. */
+/**
+ * Runs `body` with the engine stopped and the server closed afterwards, whatever happens. `holds` are the
+ * gates the test keeps requests waiting on: released first, so a failed assertion cannot hang stop().
+ */
 async function withServer<Vars extends SessionVars>(
   engine: SessionEngine<Vars>,
   handler: (req: IncomingMessage, res: ServerResponse, proc: WebProcess<Vars>) => unknown,
   body: (server: TestServer) => Promise<void>,
+  holds: ReadonlyArray<{ resolve: (value: void) => void }> = [],
 ): Promise<void> {
   const server = await startServer(engine, handler);
   try {
     await body(server);
   } finally {
+    for (const hold of holds) hold.resolve();
     await engine.stop();
     await server.close();
   }
@@ -232,7 +239,7 @@ test('a cookie naming a session closed with engine.closeSession gets a new id an
 
 // ---- limits ---------------------------------------------------------------------------------------
 
-test('at maxSessions with every session busy a new browser gets 503 with Retry-After, no cookie, and no session is created', async () => {
+test('at maxSessions with every session busy a new browser gets 503 with Retry-After, no cookie, and no session is created', GUARD, async () => {
   const closes: CloseReason[] = [];
   const { engine } = engineWithErrors({ clock: new ManualClock(), maxSessions: 1, onClose: (_proc, reason) => { closes.push(reason); } });
   const started = deferred();
@@ -268,7 +275,7 @@ test('at maxSessions with every session busy a new browser gets 503 with Retry-A
     assert.notEqual(sessionIdOf(next), firstId);
     await settle();
     assert.deepEqual(closes, ['evicted']);
-  });
+  }, [gate]);
 });
 
 // ---- IP validation --------------------------------------------------------------------------------
@@ -317,7 +324,7 @@ test('with ipValidation: false the session is accepted from a second address', a
 
 // ---- closing --------------------------------------------------------------------------------------
 
-test('closeSession from outside during a request: the response clears the cookie, then the hook runs once, and the old id never resurrects', async () => {
+test('closeSession from outside during a request: the response clears the cookie, then the hook runs once, and the old id never resurrects', GUARD, async () => {
   interface Vars { n: number; x?: string }
   const hooks: Array<{ reason: CloseReason; x: string | undefined; n: number }> = [];
   const { engine } = engineWithErrors<Vars>({
@@ -370,10 +377,10 @@ test('closeSession from outside during a request: the response clears the cookie
     assert.notEqual(laterId, id);
     assert.deepEqual(JSON.parse(later.body), { n: 1 }, 'fresh vars: nothing written by A after the close');
     assert.equal(hooks.length, 1);
-  });
+  }, [gate]);
 });
 
-test('logout from inside: the hook sees the vars intact, the handler goes on with a reset context, the response clears the cookie', async () => {
+test('logout from inside: the hook sees the vars intact, the handler goes on with a reset context, the response clears the cookie', GUARD, async () => {
   interface Vars { user?: string }
   const hooks: Array<{ reason: CloseReason; user: string | undefined; current: string }> = [];
   const { engine } = engineWithErrors<Vars>({
@@ -456,10 +463,10 @@ test('a handler that throws or rejects gets a generic 500, an ERR_SESSION_HANDLE
 
 // ---- serialization --------------------------------------------------------------------------------
 
-test('two concurrent requests with one cookie never overlap: the second waits for the first', async () => {
+test('two concurrent requests with one cookie never overlap: the second waits for the first', GUARD, async () => {
   const { engine } = engineWithErrors({ clock: new ManualClock() });
   const gates = [deferred(), deferred()];
-  const starts = [deferred(), deferred()];
+  const started = deferred();
   let calls = 0;
   let inFlight = 0;
   let maxInFlight = 0;
@@ -470,7 +477,7 @@ test('two concurrent requests with one cookie never overlap: the second waits fo
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
     order.push(`start${i}`);
-    starts[i]?.resolve();
+    if (i === 0) started.resolve();
     await gates[i]?.promise;
     order.push(`end${i}`);
     inFlight--;
@@ -481,13 +488,13 @@ test('two concurrent requests with one cookie never overlap: the second waits fo
     const cookie = `4DSID=${id}`;
 
     const one = request(server.url, { path: '/work', cookie });
-    await starts[0]?.promise;
+    await started.promise;
     const two = request(server.url, { path: '/work', cookie });
     await until(() => engine.sessions()[0]?.queuedRequests === 1, 'the second request is queued');
     assert.equal(calls, 1, 'the second handler has not started');
 
     gates[0]?.resolve();
-    await starts[1]?.promise;
+    await until(() => calls === 2, 'the second handler starts once the first is done');
     gates[1]?.resolve();
     const [r1, r2] = await Promise.all([one, two]);
     assert.equal(r1.body, '0');
@@ -495,7 +502,7 @@ test('two concurrent requests with one cookie never overlap: the second waits fo
     assert.equal(sessionIdOf(r2), id);
     assert.equal(maxInFlight, 1);
     assert.deepEqual(order, ['start0', 'end0', 'start1', 'end1']);
-  });
+  }, gates);
 });
 
 // ---- the application's own headers -----------------------------------------------------------------
@@ -574,6 +581,19 @@ test('writeHead with a flat header array naming Set-Cookie keeps the session coo
   });
 });
 
+test('writeHead with a flat header array keeps a repeated header (two Link values), as node:http does', async () => {
+  const { engine } = engineWithErrors({ clock: new ManualClock() });
+  await withServer(engine, (_req, res) => {
+    res.writeHead(200, ['Link', '</a.css>; rel=preload', 'Link', '</b.js>; rel=preload']).end('ok');
+  }, async (server) => {
+    const response = await request(server.url);
+    assert.equal(response.status, 200);
+    assert.match(sessionIdOf(response) ?? '', UUID);
+    // node:http sends both values (joined into one field by the client parser).
+    assert.equal(response.headers.link, '</a.css>; rel=preload, </b.js>; rel=preload');
+  });
+});
+
 // ---- modes ----------------------------------------------------------------------------------------
 
 test("mode 'none' sets no cookie, keeps no session, and runs init on every request", async () => {
@@ -634,7 +654,7 @@ test("mode 'scalable' keeps sessions by cookie, but closeSession resolves false 
 
 // ---- stop -----------------------------------------------------------------------------------------
 
-test('engine.stop() during a request: the request completes with 200, new requests get 503, every session is hooked once with shutdown', async () => {
+test('engine.stop() during a request: the request completes with 200, new requests get 503, every session is hooked once with shutdown', GUARD, async () => {
   const hooks: Array<{ id: string; reason: CloseReason }> = [];
   const { engine } = engineWithErrors({ clock: new ManualClock(), onClose: (proc, reason) => { hooks.push({ id: proc.sessionId, reason }); } });
   const started = deferred();
@@ -676,5 +696,5 @@ test('engine.stop() during a request: the request completes with 200, new reques
     );
     assert.equal(engine.stats().closed.shutdown, 2);
     assert.deepEqual(engine.sessions(), []);
-  });
+  }, [gate]);
 });

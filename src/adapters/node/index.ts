@@ -5,6 +5,8 @@ import { acquireFor, errorAnswer, setCookieFor } from '../../http/binding.js';
 import type { RequestLease } from '../../lease.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
+export { readBody, readForm, DEFAULT_MAX_BODY_BYTES, type BodySource, type ReadBodyOptions } from '../../http/body.js';
+
 /** A request handler: runs in the session's process; its return (or resolution) ends its use of `proc`. */
 export type SessionHandler<Vars extends SessionVars> = (req: http.IncomingMessage, res: http.ServerResponse, proc: WebProcess<Vars>) => unknown;
 
@@ -84,17 +86,24 @@ async function serve<Vars extends SessionVars>(
   else res.once('close', () => lease.release());
 }
 
-/** Sets headers given to writeHead as an object or a flat [name, value, …] list; Set-Cookie values add up. */
+/**
+ * Applies headers given to writeHead as an object or a flat [name, value, …] list with Node's own
+ * meaning: each name given replaces what setHeader put there before, a name repeated in the list adds
+ * up. Only our session cookie is added afterwards, by the caller.
+ */
 function applyHeaders(res: http.ServerResponse, headers: http.OutgoingHttpHeaders | http.OutgoingHttpHeader[]): void {
-  const set = (name: string, value: http.OutgoingHttpHeader | undefined): void => {
+  const seen = new Set<string>();
+  const apply = (name: string, value: http.OutgoingHttpHeader | undefined): void => {
     if (value === undefined) return;
-    if (name.toLowerCase() !== 'set-cookie') res.setHeader(name, value);
-    else for (const cookie of Array.isArray(value) ? value : [String(value)]) appendSetCookie(res, cookie);
+    const key = name.toLowerCase();
+    if (seen.has(key)) res.appendHeader(name, typeof value === 'number' ? String(value) : value);
+    else res.setHeader(name, value);
+    seen.add(key);
   };
   if (Array.isArray(headers)) {
-    for (let i = 0; i + 1 < headers.length; i += 2) set(String(headers[i]), headers[i + 1]);
+    for (let i = 0; i + 1 < headers.length; i += 2) apply(String(headers[i]), headers[i + 1]);
   } else {
-    for (const name of Object.keys(headers)) set(name, headers[name]);
+    for (const name of Object.keys(headers)) apply(name, headers[name]);
   }
 }
 
