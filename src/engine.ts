@@ -133,6 +133,18 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   }
 
   /**
+   * Moves a live session to a fresh random id, context and all (vars, selections, locks, queued
+   * requests): the defence against session fixation, to call right after a login. The old id is dead at
+   * once (a request still carrying it gets a new session); the current response sends the new cookie.
+   * Resolves the new id, or `null` for an unknown or closing session.
+   */
+  regenerate(id: string): Promise<string | null> {
+    if (typeof id !== 'string') return Promise.reject(new TypeError(`regenerate(id): id must be a string, got ${describe(id)}`));
+    const session = this.#scheduler.store.get(id);
+    return Promise.resolve(session === undefined ? null : this.#scheduler.regenerate(session));
+  }
+
+  /**
    * Graceful stop: refuses new work (503), lets running requests finish, then closes every session with
    * `'shutdown'` (hooks run in `'legacy'` mode). Idempotent. Called from a request, it does not wait for
    * that request.

@@ -31,7 +31,9 @@ export function lockKey(ref: LockRef): string {
   return `${ref.table}\u0000${typeof ref.key}\u0000${ref.key}`;
 }
 
-interface Holder extends LockOwner {
+interface Holder {
+  /** The owner itself, not a copy of its ids: a regenerated session id shows at once in lockedBy. */
+  readonly owner: LockOwner;
   readonly sinceMs: number;
 }
 
@@ -51,28 +53,29 @@ export class MemoryLockManager implements LockManager {
     const key = lockKey(ref);
     const holder = this.#holders.get(key);
     if (holder === undefined) {
-      this.#holders.set(key, { sessionId: owner.sessionId, processId: owner.processId, sinceMs: this.#now() });
+      this.#holders.set(key, { owner, sinceMs: this.#now() });
       return true;
     }
-    return holder.processId === owner.processId;
+    return holder.owner.processId === owner.processId;
   }
 
   async unlock(owner: LockOwner, ref: LockRef): Promise<boolean> {
     const key = lockKey(ref);
-    if (this.#holders.get(key)?.processId !== owner.processId) return false;
+    if (this.#holders.get(key)?.owner.processId !== owner.processId) return false;
     this.#holders.delete(key);
     return true;
   }
 
-  async lockedBy(ref: LockRef): Promise<Holder | null> {
-    return this.#holders.get(lockKey(ref)) ?? null;
+  async lockedBy(ref: LockRef): Promise<(LockOwner & { readonly sinceMs: number }) | null> {
+    const holder = this.#holders.get(lockKey(ref));
+    return holder === undefined ? null : { sessionId: holder.owner.sessionId, processId: holder.owner.processId, sinceMs: holder.sinceMs };
   }
 
   async releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number> {
     let released = 0;
     for (const ref of refs) {
       const key = lockKey(ref);
-      if (this.#holders.get(key)?.processId === owner.processId) {
+      if (this.#holders.get(key)?.owner.processId === owner.processId) {
         this.#holders.delete(key);
         released++;
       }

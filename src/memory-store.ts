@@ -26,6 +26,13 @@ export class MemoryStore<Vars extends SessionVars> {
     this.#byId.set(session.id, session);
   }
 
+  /** Gives a session a new id (session fixation defence); the old id no longer finds it. */
+  rename(session: Session<Vars>, newId: string): void {
+    this.#byId.delete(session.id);
+    session.id = newId;
+    this.#byId.set(newId, session);
+  }
+
   /** Removes a session for good (it is closing): its id is dead from now on. */
   delete(session: Session<Vars>): void {
     this.markBusy(session);

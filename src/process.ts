@@ -42,6 +42,8 @@ export class Selections {
 
 /** What a process needs from the session that owns it. */
 export interface ProcessOwner<Vars extends SessionVars> {
+  /** The session's id ('' for a 'none'-mode request); it changes when the session is regenerated. */
+  readonly id: string;
   readonly lockManager: LockManager;
   spawn(parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
 }
@@ -74,9 +76,8 @@ export let processInternals: {
  * selections are cleared, every lock released and `vars` reset to an empty object.
  */
 export class WebProcess<Vars extends SessionVars = Record<string, unknown>> implements LockOwner {
-  /** Unique within this Node process: `<sessionId>:<n>`. */
+  /** Unique within this Node process. It does not contain the session id: it may be shown to other sessions. */
   readonly processId: string;
-  readonly sessionId: string;
   /** `'web'` for a request process, the name given to `spawn` otherwise. */
   readonly name: string;
   /** Process variables, from `init`; the application reads and writes them freely. */
@@ -91,10 +92,9 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   #held: Map<string, LockRef> | undefined;
   #closed = false;
 
-  constructor(owner: ProcessOwner<Vars>, sessionId: string, name: string, vars: Vars) {
+  constructor(owner: ProcessOwner<Vars>, name: string, vars: Vars) {
     this.#owner = owner;
-    this.sessionId = sessionId;
-    this.processId = `${sessionId}:${++processCounter}`;
+    this.processId = `p${++processCounter}`;
     this.name = name;
     this.vars = vars;
   }
@@ -114,7 +114,12 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     });
   }
 
-  /** Same as `processId` (4D calls it the process id; kept short for logs). */
+  /** The id of the session this process belongs to ('' in 'none' mode); follows `engine.regenerate`. */
+  get sessionId(): string {
+    return this.#owner.id;
+  }
+
+  /** Same as `processId`. */
   get id(): string {
     return this.processId;
   }

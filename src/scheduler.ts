@@ -58,6 +58,7 @@ export class Scheduler<Vars extends SessionVars> {
     this.#expiry = new ExpiryTimer(ctx.clock, () => this.#expireDue());
     this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#spawn(session, name, task) };
     this.#transientOwner = {
+      id: '',
       lockManager: ctx.lockManager,
       spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
     };
@@ -155,7 +156,7 @@ export class Scheduler<Vars extends SessionVars> {
     if (this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses) {
       throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
     }
-    const proc = new WebProcess<Vars>(this.#transientOwner, '', 'web', {} as Vars);
+    const proc = new WebProcess<Vars>(this.#transientOwner, 'web', {} as Vars);
     this.#liveProcesses++;
     this.#transients.push(proc);
     const lease = new RequestLease(this.#leaseHost, undefined, proc, true);
@@ -166,6 +167,12 @@ export class Scheduler<Vars extends SessionVars> {
       throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
     }
     return lease;
+  }
+
+  /** Moves an open session to a fresh random id; the old id is dead at once. */
+  regenerate(session: Session<Vars>): string {
+    this.store.rename(session, randomUUID());
+    return session.id;
   }
 
   reject(cause: keyof Counters['rejected'], error: SessionError): SessionError {
@@ -239,7 +246,7 @@ export class Scheduler<Vars extends SessionVars> {
   }
 
   #addProcess(session: Session<Vars>, name: string): WebProcess<Vars> {
-    const proc = new WebProcess<Vars>(session, session.id, name, {} as Vars);
+    const proc = new WebProcess<Vars>(session, name, {} as Vars);
     session.processes.push(proc);
     this.#liveProcesses++;
     return proc;

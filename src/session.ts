@@ -24,7 +24,8 @@ export interface SessionHost<Vars extends SessionVars> {
  * it is internal, hot, and must stay small (a million idle sessions should fit in a few hundred MB).
  */
 export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
-  readonly id: string;
+  /** Changes only through `engine.regenerate` (the store re-keys it in the same step). */
+  id: string;
   readonly ip: string;
   readonly createdAtMs: number;
   /** Start of the last accepted request: the cookie's lifetime counts from here (4D: request time). */
