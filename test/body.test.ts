@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { Socket } from 'node:net';
 import { SessionEngine, SessionError } from '../src/index.js';
 import { readBody, readForm, type ReadBodyOptions } from '../src/adapters/node/index.js';
-import { request, startServer, type TestServer } from './helpers.js';
+import { deferred, request, startServer, type TestServer } from './helpers.js';
 
 const LIMIT = 1024;
 
@@ -104,8 +104,36 @@ test('readForm decodes a UTF-8 urlencoded form', async () => {
   }
 });
 
-test('readBody rejects a negative or fractional maxBytes with a TypeError', () => {
+test('readBody rejects a negative or fractional maxBytes with a TypeError', async () => {
   const fake = new http.IncomingMessage(new Socket());
-  assert.throws(() => readBody(fake, { maxBytes: -1 }), TypeError);
-  assert.throws(() => readBody(fake, { maxBytes: 1.5 }), TypeError);
+  await assert.rejects(readBody(fake, { maxBytes: -1 }), TypeError);
+  await assert.rejects(readBody(fake, { maxBytes: 1.5 }), TypeError);
+});
+
+test('a client that disconnects in the middle of its body makes readBody reject instead of waiting forever', async () => {
+  const engine = new SessionEngine();
+  const outcome = deferred<unknown>();
+  const reading = deferred();
+  const server = await startServer(engine, async (req, res) => {
+    try {
+      const body = readBody(req); // listening from here on
+      reading.resolve();
+      outcome.resolve(await body);
+    } catch (error) {
+      outcome.resolve(error);
+    }
+    res.end();
+  });
+  try {
+    const req = http.request(`${server.url}/`, { method: 'POST', agent: false, headers: { 'content-length': '100' } });
+    req.on('error', () => {});
+    req.write('only part of it');
+    await reading.promise;
+    req.destroy();
+    const error = await outcome.promise;
+    assert.ok(error instanceof Error, String(error));
+    assert.equal((error as NodeJS.ErrnoException).code, 'ECONNRESET');
+  } finally {
+    await stopAll(server, engine);
+  }
 });

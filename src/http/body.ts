@@ -28,7 +28,7 @@ export const DEFAULT_MAX_BODY_BYTES = 100 * 1024;
  */
 export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promise<Buffer> {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_BODY_BYTES;
-  if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw new TypeError(`readBody: maxBytes must be an integer >= 0, got ${String(maxBytes)}`);
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) return Promise.reject(new TypeError(`readBody: maxBytes must be an integer >= 0, got ${String(maxBytes)}`));
 
   const declared = declaredLength(req.headers['content-length']);
   if (declared !== undefined && declared > maxBytes) {
@@ -36,6 +36,8 @@ export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promis
     return Promise.reject(tooLarge(`content-length ${declared} > ${maxBytes}`));
   }
   if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  // Listeners added to a stream that is already gone would wait forever.
+  if (req.destroyed) return Promise.reject(aborted());
 
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -68,7 +70,7 @@ export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promis
     };
     const onClose = (): void => {
       cleanup();
-      reject(Object.assign(new Error('request body aborted by the client'), { code: 'ECONNRESET' }));
+      reject(aborted());
     };
     req.on('data', onData);
     req.on('end', onEnd);
@@ -86,6 +88,10 @@ export async function readForm(req: BodySource, options: ReadBodyOptions = {}): 
 function declaredLength(header: string | undefined): number | undefined {
   // A malformed length is node:http's business (it answers 400 before we run); only a clean number is trusted.
   return header !== undefined && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
+}
+
+function aborted(): Error {
+  return Object.assign(new Error('request body aborted by the client'), { code: 'ECONNRESET' });
 }
 
 function tooLarge(detail: string): SessionError {

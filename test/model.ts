@@ -1,0 +1,87 @@
+// A reference model of the engine for the property test: what must be true after each step, kept as
+// simply as possible (plain maps, no timers). The property test drives the real engine and this model
+// with the same random operations and compares them after every step.
+import assert from 'node:assert/strict';
+import type { RequestLease, WebProcess } from '../src/index.js';
+
+export type Vars = { w?: number };
+
+export interface ModelSession {
+  readonly id: string;
+  readonly ip: string;
+  /** Open leases and running spawned tasks (the engine's "running"). */
+  holders: number;
+  queued: number;
+  tasks: number;
+  /** Order of the end of the last request or task: the idle list's order. */
+  lastActivitySeq: number;
+  lastActivityAtMs: number;
+  readonly processes: Set<WebProcess<Vars>>;
+}
+
+export class Model {
+  readonly sessions = new Map<string, ModelSession>();
+  /** Sessions the engine no longer lists (closing or closed), kept for their processes. */
+  readonly gone = new Map<string, ModelSession>();
+  /** Every id the engine ever issued: a dead one must never come back. */
+  readonly dead = new Set<string>();
+  readonly lastWritten = new Map<WebProcess<Vars>, number>();
+  /** Processes whose task ended on its own (they leave their session without a hook). */
+  readonly endedAlone = new Set<WebProcess<Vars>>();
+  readonly openLeases: RequestLease<Vars>[] = [];
+  #seq = 0;
+
+  session(id: string): ModelSession {
+    const s = this.sessions.get(id);
+    assert.ok(s, `model knows session ${id}`);
+    return s;
+  }
+
+  /** A lease handed out: checks one request per process (invariant 7) and records its holder. */
+  leased(lease: RequestLease<Vars>, ip: string, nowMs: number): void {
+    assert.ok(!this.openLeases.some((l) => l.proc === lease.proc), 'invariant 7: two requests never run in one process at once');
+    assert.ok(!this.dead.has(lease.sessionId), 'invariant 3: a dead id never comes back');
+    let s = this.sessions.get(lease.sessionId);
+    if (s === undefined) {
+      s = { id: lease.sessionId, ip, holders: 0, queued: 0, tasks: 0, lastActivitySeq: this.#seq++, lastActivityAtMs: nowMs, processes: new Set() };
+      this.sessions.set(s.id, s);
+    }
+    s.holders++;
+    s.processes.add(lease.proc);
+    this.openLeases.push(lease);
+  }
+
+  released(lease: RequestLease<Vars>, nowMs: number): void {
+    this.openLeases.splice(this.openLeases.indexOf(lease), 1);
+    const s = this.sessions.get(lease.sessionId);
+    if (s === undefined) return; // its session closed meanwhile
+    s.holders--;
+    this.activity(s, nowMs);
+  }
+
+  activity(s: ModelSession, nowMs: number): void {
+    s.lastActivitySeq = this.#seq++;
+    s.lastActivityAtMs = nowMs;
+  }
+
+  isIdle(s: ModelSession): boolean {
+    return s.holders === 0 && s.queued === 0 && s.tasks === 0;
+  }
+
+  /** Idle sessions, least recently active first: the eviction order. */
+  idleOrder(): ModelSession[] {
+    return [...this.sessions.values()].filter((s) => this.isIdle(s)).sort((a, b) => a.lastActivitySeq - b.lastActivitySeq);
+  }
+
+  /** The engine stopped listing the session: its id is dead from now on. */
+  vanished(id: string): void {
+    const s = this.sessions.get(id);
+    if (s !== undefined) this.gone.set(id, s);
+    this.sessions.delete(id);
+    this.dead.add(id);
+  }
+
+  processesOf(id: string): Set<WebProcess<Vars>> {
+    return (this.sessions.get(id) ?? this.gone.get(id))?.processes ?? new Set();
+  }
+}
