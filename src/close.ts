@@ -56,8 +56,9 @@ export function beginClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, se
   // Queued requests never run in this context: they are refused and rebound to a new session.
   if (queue !== undefined) for (const waiter of queue) waiter.reject(new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id }));
 
-  const abortReason = new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id });
-  for (const proc of session.processes) processInternals.abort(proc, abortReason);
+  let abortReason: SessionError | undefined;
+  const makeAbortReason = (): SessionError => (abortReason ??= new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id }));
+  for (const proc of session.processes) processInternals.abort(proc, makeAbortReason);
 
   session.closed = runPipeline(ctx, session, reason, startedAtMs);
   return session.closed;
@@ -99,13 +100,20 @@ async function runHook<Vars extends SessionVars>(
   reason: CloseReason,
 ): Promise<boolean> {
   try {
-    const outcome = await within(ctx.clock, ctx.closeTimeoutMs(), Promise.resolve(ctx.als.run(proc, () => hook(proc, reason))));
+    const returned = ctx.als.run(proc, () => hook(proc, reason));
+    // A synchronous hook is done already: no deadline timer to arm and clear.
+    if (!isThenable(returned)) return true;
+    const outcome = await within(ctx.clock, ctx.closeTimeoutMs(), Promise.resolve(returned));
     if (outcome !== TIMED_OUT) return true;
     ctx.report(new SessionError('ERR_SESSION_HOOK_TIMEOUT', `${proc.processId} (${reason}) after ${ctx.closeTimeoutMs()} ms`, { sessionId: proc.sessionId }), 'hookTimeout');
   } catch (error) {
     ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hook');
   }
   return false;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
 }
 
 /** Called whenever a process of a closing session stops running: wakes the pipeline once all are done. */

@@ -65,7 +65,8 @@ let processCounter = 0;
 /** Engine-only operations on a process (not exported from the package). */
 // Assigned by WebProcess's static block, which alone can reach the #private fields.
 export let processInternals: {
-  abort(proc: WebProcess<SessionVars>, reason: unknown): void;
+  /** The session is closing: abort the signal, making the reason only if someone holds the signal. */
+  abort(proc: WebProcess<SessionVars>, reason: () => unknown): void;
   /** Marks closed, clears selections, resets vars, releases every lock. */
   teardown(proc: WebProcess<SessionVars>, emptyVars: object): Promise<void>;
 };
@@ -89,6 +90,8 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   #selections: Selections | undefined;
   #locks: ProcessLocks | undefined;
   #controller: AbortController | undefined;
+  /** Set when the session starts closing; a signal first read after that is born aborted. */
+  #abortReason: (() => unknown) | undefined;
   #held: Map<string, LockRef> | undefined;
   #closed = false;
 
@@ -127,7 +130,10 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   /** Aborted when the session starts closing: long work should stop and return. */
   get signal(): AbortSignal {
     // Made on first read: an AbortController is the largest part of an idle process otherwise.
-    this.#controller ??= new AbortController();
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#abortReason !== undefined) this.#controller.abort(this.#abortReason());
+    }
     return this.#controller.signal;
   }
 
@@ -174,7 +180,9 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   static {
     processInternals = {
       abort(proc, reason) {
-        (proc.#controller ??= new AbortController()).abort(reason);
+        // Nobody read the signal, so nobody listens: no controller, no error object (eviction stays cheap).
+        proc.#abortReason = reason;
+        proc.#controller?.abort(reason());
       },
       async teardown(proc, emptyVars) {
         proc.#closed = true;
