@@ -75,10 +75,12 @@ async function runPipeline<Vars extends SessionVars>(ctx: CloseContext<Vars>, se
 
   session.phase = 'hooks';
   let hookFailures = 0;
+  let hooksRun = 0;
   const hook = ctx.hookFor(reason);
   if (hook !== undefined) {
     // One hook at a time per session (4D runs each in its own process; here they share the event loop).
     for (const proc of session.processes.slice()) {
+      hooksRun++;
       if (!(await runHook(ctx, hook, proc, reason))) hookFailures++;
     }
   }
@@ -89,7 +91,7 @@ async function runPipeline<Vars extends SessionVars>(ctx: CloseContext<Vars>, se
   for (const proc of processes) await processInternals.teardown(proc, {});
   session.state = 'closed';
   session.phase = 'done';
-  ctx.finished(session, { sessionId: session.id, reason, processCount: processes.length, hookFailures, durationMs: ctx.clock.now() - startedAtMs });
+  ctx.finished(session, { sessionId: session.id, reason, processCount: processes.length, hooksRun, hookFailures, durationMs: ctx.clock.now() - startedAtMs });
 }
 
 /** Runs one hook inside the process's own async context; true when it settled in time without error. */

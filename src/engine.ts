@@ -216,13 +216,17 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   stats(): EngineStats {
     let queuedRequests = 0;
-    for (const s of this.#scheduler.store.values()) queuedRequests += s.queuedCount;
+    let locksHeld = 0;
+    for (const s of this.#scheduler.store.values()) {
+      queuedRequests += s.queuedCount;
+      for (const proc of s.processes) locksHeld += proc.lockCount;
+    }
     const sessions = this.#scheduler.store.size;
     const idleSessions = this.#scheduler.store.idleCount;
     const c = this.#counters;
     return {
       sessions, idleSessions, busySessions: sessions - idleSessions, closingSessions: this.#scheduler.closing.size,
-      processes: this.#scheduler.liveProcesses, queuedRequests, created: c.created, closed: { ...c.closed }, rejected: { ...c.rejected },
+      processes: this.#scheduler.liveProcesses, queuedRequests, locksHeld, created: c.created, closed: { ...c.closed }, rejected: { ...c.rejected },
       hookErrors: c.hookErrors, hookTimeouts: c.hookTimeouts, drainTimeouts: c.drainTimeouts, handlerErrors: c.handlerErrors, taskErrors: c.taskErrors,
     };
   }

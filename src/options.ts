@@ -30,6 +30,12 @@ export interface RuntimeOptions {
   cookieSecure: CookieSecure;
   /** Reject (400) a request whose IP differs from the session creator's. @default true */
   ipValidation: boolean;
+  /**
+   * Where the client's IP comes from. `false`: the socket's remote address. `true`: the leftmost
+   * X-Forwarded-For entry (only behind a proxy that overwrites the header). A number n: the address n hops
+   * back from the socket in [...X-Forwarded-For, socket] (n = 1 for one proxy you run). @default false
+   */
+  trustProxy: boolean | number;
   /** Requests of one session that may run in parallel, each in its own process. @default 1 */
   processesPerSession: number;
   /** Requests waiting for a busy session, per session; one more gets 503. @default 16 */
@@ -54,6 +60,7 @@ export const DEFAULT_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   cookieSameSite: 'Strict',
   cookieSecure: 'auto',
   ipValidation: true,
+  trustProxy: false,
   processesPerSession: 1,
   maxQueuedRequests: 16,
   closeTimeoutMs: 30_000,
@@ -108,6 +115,7 @@ const VALIDATORS: { [K in OptionName]: (value: unknown) => RuntimeOptions[K] } =
   cookieSameSite: (v) => oneOf('cookieSameSite', v, ['Strict', 'Lax', 'None'] as const),
   cookieSecure: (v) => oneOf<'auto' | boolean>('cookieSecure', v, ['auto', true, false]),
   ipValidation: (v) => oneOf('ipValidation', v, [true, false]),
+  trustProxy: (v) => (typeof v === 'number' ? integer('trustProxy', v, 1, 100) : oneOf('trustProxy', v, [true, false])),
   processesPerSession: (v) => integer('processesPerSession', v, 1, 10_000),
   maxQueuedRequests: (v) => integer('maxQueuedRequests', v, 0, 100_000),
   closeTimeoutMs: (v) => integer('closeTimeoutMs', v, 1, MAX_DURATION_MS),

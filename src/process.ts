@@ -137,6 +137,11 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     return this.#controller.signal;
   }
 
+  /** How many records this process holds locked (cheap: no list is built). */
+  get lockCount(): number {
+    return this.#held === undefined ? 0 : this.#held.size;
+  }
+
   /** `true` once the process has been torn down (its session closed, or its task ended). */
   get closed(): boolean {
     return this.#closed;

@@ -48,6 +48,8 @@ export interface EngineStats {
   /** Processes counted against `maxConcurrentProcesses`. */
   readonly processes: number;
   readonly queuedRequests: number;
+  /** Record locks held by processes of open sessions. */
+  readonly locksHeld: number;
   readonly created: number;
   readonly closed: Readonly<Record<CloseReason, number>>;
   /** Requests refused, by cause (each answered 503, or 400 for `ipMismatch`). */
@@ -68,6 +70,8 @@ export interface CloseEvent {
   readonly sessionId: string;
   readonly reason: CloseReason;
   readonly processCount: number;
+  /** `onClose` calls made for this close: `processCount` in 'legacy' mode with a hook, else 0. */
+  readonly hooksRun: number;
   /** Hooks that threw or timed out during this close. */
   readonly hookFailures: number;
   /** From the start of the close to the end of the teardown. */
