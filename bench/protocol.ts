@@ -1,0 +1,51 @@
+// The messages between bench/http.ts (parent) and bench/server.ts (child), over the Node IPC channel.
+// IPC rather than an HTTP route: a stats request through `createServer` would itself be a session
+// request (a new session, an eviction under churn) and skew what it measures.
+
+import type { EngineStats } from '../src/index.js';
+
+export type ServerKind = 'bare' | 'ours';
+export type WorkloadName = 'returning' | 'churn';
+
+export const SERVER_KINDS: readonly ServerKind[] = ['bare', 'ours'];
+export const WORKLOAD_NAMES: readonly WorkloadName[] = ['returning', 'churn'];
+
+/** Sessions pre-created for the returning-visitors workload (and the engine's caps for it). */
+export const RETURNING_SESSIONS = 1000;
+/** The session cap under churn: every newcomer past it evicts the least recently active idle session. */
+export const CHURN_MAX_SESSIONS = 100;
+
+/** Counters since the child started; the parent takes differences around each round. */
+export interface ServerSnapshot {
+  /** Requests the handler ran. */
+  readonly handled: number;
+  /** onClose hooks run (always 0 for 'bare'). */
+  readonly hooks: number;
+  /** Handler errors and engine 'error' events. */
+  readonly errors: number;
+  /** process.cpuUsage() of the server, microseconds (user + system). */
+  readonly cpuMicros: number;
+  /** performance.now() when the snapshot was taken, ms. */
+  readonly atMs: number;
+  /** engine.stats() ('ours' only). */
+  readonly engine: EngineStats | undefined;
+}
+
+export type ChildMessage = { readonly type: 'ready'; readonly port: number } | { readonly type: 'snapshot'; readonly snapshot: ServerSnapshot };
+export type ParentMessage = { readonly type: 'snapshot' } | { readonly type: 'exit' };
+
+export function isServerKind(value: unknown): value is ServerKind {
+  return SERVER_KINDS.includes(value as ServerKind);
+}
+
+export function isWorkloadName(value: unknown): value is WorkloadName {
+  return WORKLOAD_NAMES.includes(value as WorkloadName);
+}
+
+/** The servers bench/adapters.ts compares, each bare and with sessions (bench/adapter-server.ts). */
+export type FrameworkName = 'node' | 'express' | 'fastify' | 'hono';
+export const FRAMEWORK_NAMES: readonly FrameworkName[] = ['node', 'express', 'fastify', 'hono'];
+
+export function isFrameworkName(value: unknown): value is FrameworkName {
+  return FRAMEWORK_NAMES.includes(value as FrameworkName);
+}
