@@ -7,3 +7,4 @@ export { SessionError, SessionOptionError, ERROR_CODES, RETRY_AFTER_SECONDS, typ
 export { DEFAULT_OPTIONS, OPTION_NAMES, type RuntimeOptions, type OptionName, type SessionMode, type CookieSameSite, type CookieSecure } from './options.js';
 export type { CloseReason } from './session.js';
 export type { SessionEngineOptions, SessionInfo, EngineStats, SessionEngineEvents, CreateEvent, CloseEvent, OptionEvent } from './types.js';
+export type { SessionTypes, RequestVars } from './http/request-vars.js';

@@ -73,8 +73,9 @@ const MAX_DURATION_MS = 366 * 24 * 60 * MINUTE_MS;
 // RFC 6265 token: what a cookie name may contain (no separators, so no header injection).
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const COOKIE_DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
-// A path is printable ASCII without ';' (RFC 6265 path-value), starting with '/'.
-const COOKIE_PATH = /^\/[\x20-\x3A\x3C-\x7E]*$/;
+// A path starting with '/', in the characters the `cookie` package serializes (printable ASCII without
+// ';' and '<'): anything it would refuse at response time is refused here, when the option is set.
+const COOKIE_PATH = /^\/[\x20-\x3A\x3D-\x7E]*$/;
 
 function integer(name: OptionName, value: unknown, min: number, max: number): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -111,7 +112,7 @@ const VALIDATORS: { [K in OptionName]: (value: unknown) => RuntimeOptions[K] } =
   inactiveSessionTimeoutMs: (v) => integer('inactiveSessionTimeoutMs', v, 1, MAX_DURATION_MS),
   cookieName: (v) => pattern('cookieName', v, COOKIE_NAME, 'a cookie-name token (letters, digits, !#$%&\'*+-.^_`|~)'),
   cookieDomain: (v) => (v === undefined ? undefined : pattern('cookieDomain', v, COOKIE_DOMAIN, 'a domain name such as "example.com" or ".example.com"')),
-  cookiePath: (v) => pattern('cookiePath', v, COOKIE_PATH, 'a path starting with "/" without ";" or control characters'),
+  cookiePath: (v) => pattern('cookiePath', v, COOKIE_PATH, 'a path starting with "/" without ";", "<" or control characters'),
   cookieSameSite: (v) => oneOf('cookieSameSite', v, ['Strict', 'Lax', 'None'] as const),
   cookieSecure: (v) => oneOf<'auto' | boolean>('cookieSecure', v, ['auto', true, false]),
   ipValidation: (v) => oneOf('ipValidation', v, [true, false]),

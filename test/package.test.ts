@@ -26,6 +26,13 @@ test('npm run build emits dist/ with declarations, and every entry point exports
   const node = await load<typeof NodeAdapter>('legacy-web-sessions/node');
   assert.equal(typeof node.createServer, 'function');
 
+  // Each framework entry point exports `sessions` (app.use(sessions(engine)) / app.register(sessions, { engine })).
+  for (const framework of ['express', 'fastify', 'hono']) {
+    assert.ok(existsSync(`dist/adapters/${framework}/index.d.ts`), framework);
+    const adapter = await load<{ sessions: unknown }>(`legacy-web-sessions/${framework}`);
+    assert.equal(typeof adapter.sessions, 'function', framework);
+  }
+
   const fourD = await load<typeof FourD>('legacy-web-sessions/4d');
   assert.equal(typeof fourD.use4D, 'function');
   assert.deepEqual(

@@ -1,13 +1,27 @@
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import type { SessionEngine } from '../engine.js';
 import { RETRY_AFTER_SECONDS, SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import type { SessionVars } from '../process.js';
-import { readSessionId, serializeSessionCookie } from './cookie.js';
+import { clientIp } from './client-ip.js';
+import { readSessionId } from './cookie.js';
+import { sessionCookieFormat } from './set-cookie.js';
 
-/** The parts of a request the binding reads; every framework can supply them. */
+/** What the binding uses of an engine: any `SessionEngine<Vars>` has it. */
+export type HttpEngine<Vars extends SessionVars> = Pick<SessionEngine<Vars>, 'acquire' | 'getOption'>;
+/** What writing the cookie uses of an engine and a lease (neither depends on the vars' type). */
+export type CookieEngine = Pick<SessionEngine<SessionVars>, 'getOption'>;
+export type CookieLease = Pick<RequestLease<SessionVars>, 'cookie'>;
+
+/** The parts of a request the binding reads; every framework can supply them (`socketFacts`). */
 export interface HttpRequestFacts {
   readonly cookieHeader: string | undefined;
+  /** The socket's remote address. */
   readonly remoteAddress: string | undefined;
+  /** The X-Forwarded-For header (Node joins repeated ones with commas), read only under `trustProxy`. */
+  readonly forwardedFor?: string | undefined;
+  /** The connection is TLS (`cookieSecure: 'auto'`). */
   readonly secure: boolean;
 }
 
@@ -20,28 +34,35 @@ export interface HttpErrorAnswer {
 
 const STATUS_TEXT: Readonly<Record<number, string>> = { 400: 'Bad Request', 413: 'Payload Too Large', 500: 'Internal Server Error', 503: 'Service Unavailable' };
 
-/** `::ffff:127.0.0.1` and `127.0.0.1` are one client: compare IPv4 clients in one form. */
-export function normalizeIp(address: string | undefined): string {
-  if (address === undefined) return '';
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+export { normalizeIp } from './client-ip.js';
+
+/**
+ * The facts of a request from Node's IncomingMessage, which every adapter has (Express's req, Fastify's
+ * request.raw, Hono's c.env.incoming): frameworks' own views (req.ip, request.ip) are not used, so
+ * every adapter applies the same rules, the engine's `trustProxy` among them.
+ */
+export function socketFacts(req: IncomingMessage): HttpRequestFacts {
+  const forwarded = req.headers['x-forwarded-for'];
+  return {
+    cookieHeader: req.headers.cookie,
+    remoteAddress: req.socket.remoteAddress,
+    forwardedFor: Array.isArray(forwarded) ? forwarded.join(',') : forwarded,
+    secure: (req.socket as TLSSocket).encrypted === true,
+  };
 }
 
-/** Binds a request to a process of `engine`: reads the cookie and IP, acquires the process. */
-export function acquireFor<Vars extends SessionVars>(engine: SessionEngine<Vars>, facts: HttpRequestFacts): Promise<RequestLease<Vars>> {
-  return engine.acquire({ sessionId: readSessionId(facts.cookieHeader, engine.getOption('cookieName')), ip: normalizeIp(facts.remoteAddress) });
+/** Binds a request to a process of `engine`: reads the cookie and the client's IP, acquires the process. */
+export function acquireFor<Vars extends SessionVars>(engine: HttpEngine<Vars>, facts: HttpRequestFacts): Promise<RequestLease<Vars>> {
+  return engine.acquire({
+    sessionId: readSessionId(facts.cookieHeader, engine.getOption('cookieName')),
+    ip: clientIp(facts.remoteAddress, facts.forwardedFor, engine.getOption('trustProxy')),
+  });
 }
 
 /** The Set-Cookie header value for the lease's response, decided now (call it when headers are written). */
-export function setCookieFor<Vars extends SessionVars>(engine: SessionEngine<Vars>, lease: RequestLease<Vars>, secure: boolean): string | undefined {
+export function setCookieFor(engine: CookieEngine, lease: CookieLease, secure: boolean): string | undefined {
   const directive = lease.cookie();
-  if (directive.action === 'none') return undefined;
-  return serializeSessionCookie(directive, {
-    cookieName: engine.getOption('cookieName'),
-    cookieDomain: engine.getOption('cookieDomain'),
-    cookiePath: engine.getOption('cookiePath'),
-    cookieSameSite: engine.getOption('cookieSameSite'),
-    cookieSecure: engine.getOption('cookieSecure'),
-  }, secure);
+  return directive.action === 'none' ? undefined : sessionCookieFormat(engine).format(directive, secure);
 }
 
 /** The answer to a failed acquire or a failed handler: the SessionError's status, else a generic 500. */
@@ -53,4 +74,16 @@ export function errorAnswer(error: unknown): HttpErrorAnswer {
   // Session errors have fixed, safe messages; anything else might carry secrets, so only the status text goes out.
   const body = error instanceof SessionError && status !== 500 ? `${text}: ${error.message}\n` : `${text}\n`;
   return { status, headers, body };
+}
+
+/**
+ * A handler error that names a 4xx status (`status` or `statusCode`, as http-errors, Fastify's errors and
+ * Hono's HTTPException do) is an answer the application chose, not a failure: framework adapters let the
+ * framework answer it as usual and do not report it. Anything else a handler throws is a failure.
+ */
+export function isClientError(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const { status, statusCode } = error as { status?: unknown; statusCode?: unknown };
+  const code = typeof statusCode === 'number' ? statusCode : status;
+  return typeof code === 'number' && code >= 400 && code < 500;
 }

@@ -9,7 +9,7 @@ const MAX_COOKIE_HEADER_LENGTH = 16_384;
 const EPOCH = new Date(0);
 const SAME_SITE = { Strict: 'strict', Lax: 'lax', None: 'none' } as const;
 
-type CookieOptions = Pick<RuntimeOptions, 'cookieName' | 'cookieDomain' | 'cookiePath' | 'cookieSameSite' | 'cookieSecure'>;
+export type CookieOptions = Pick<RuntimeOptions, 'cookieName' | 'cookieDomain' | 'cookiePath' | 'cookieSameSite' | 'cookieSecure'>;
 
 /** The session id a Cookie header carries, or undefined when absent or malformed. */
 export function readSessionId(cookieHeader: string | undefined, cookieName: string): string | undefined {

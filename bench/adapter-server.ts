@@ -1,0 +1,73 @@
+// A server under load for bench/adapters.ts: one framework, bare or with our sessions, in its own
+// process pinned to the server core: `taskset -c 0 node --import tsx bench/adapter-server.ts <framework> <bare|ours>`.
+// Every variant runs the same application code (read a counter, increment it, answer its value), so a
+// ratio ours/bare is what the session layer costs inside that framework.
+
+import * as http from 'node:http';
+import { createAdaptorServer } from '@hono/node-server';
+import express from 'express';
+import Fastify from 'fastify';
+import { Hono } from 'hono';
+import { createServer } from '../src/adapters/node/index.js';
+import { sessions as expressSessions } from '../src/adapters/express/index.js';
+import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
+import { sessions as honoSessions } from '../src/adapters/hono/index.js';
+import { SessionEngine, type WebProcess } from '../src/index.js';
+import { serveOverIpc } from './child.js';
+import { isFrameworkName, isServerKind, RETURNING_SESSIONS, type FrameworkName } from './protocol.js';
+
+const [framework, kind] = process.argv.slice(2);
+if (!isFrameworkName(framework) || !isServerKind(kind) || process.send === undefined) {
+  console.error('usage: node --import tsx bench/adapter-server.ts <node|express|fastify|hono> <bare|ours> (started by bench/adapters.ts, with an IPC channel)');
+  process.exit(2);
+}
+
+interface Vars { hits: number }
+let handled = 0;
+let errors = 0;
+const bareHits: Vars = { hits: 0 };
+
+// Returning visitors only: the caps equal the pre-created sessions, so nothing is ever evicted (checked by the parent).
+const engine = kind === 'ours'
+  ? new SessionEngine<Vars>({ maxSessions: RETURNING_SESSIONS, maxConcurrentProcesses: RETURNING_SESSIONS, init: () => ({ hits: 0 }) })
+  : undefined;
+// A listener, so an error is counted instead of becoming a process warning per request.
+engine?.on('error', () => { errors++; });
+
+/** The application: the same for every server; only where the counter lives differs. */
+function hit(proc: WebProcess<object> | undefined): string {
+  handled++;
+  const vars = proc === undefined ? bareHits : proc.vars as Vars;
+  vars.hits++;
+  return String(vars.hits);
+}
+
+async function build(name: FrameworkName): Promise<http.Server> {
+  switch (name) {
+    case 'node':
+      return engine === undefined
+        ? http.createServer((_req, res) => { res.end(hit(undefined)); })
+        : createServer(engine, (_req, res, proc) => { res.end(hit(proc)); });
+    case 'express': {
+      const app = express();
+      if (engine !== undefined) app.use(expressSessions(engine));
+      app.get('/', (req, res) => { res.send(hit(engine === undefined ? undefined : req.proc)); });
+      return http.createServer(app);
+    }
+    case 'fastify': {
+      const app = Fastify();
+      if (engine !== undefined) await app.register(fastifySessions, { engine });
+      app.get('/', async (request) => hit(engine === undefined ? undefined : request.proc));
+      await app.ready();
+      return app.server;
+    }
+    case 'hono': {
+      const app = new Hono();
+      if (engine !== undefined) app.use(honoSessions(engine));
+      app.get('/', (c) => c.text(hit(engine === undefined ? undefined : c.get('proc'))));
+      return createAdaptorServer({ fetch: app.fetch }) as http.Server;
+    }
+  }
+}
+
+serveOverIpc(await build(framework), () => ({ handled, hooks: 0, errors, engine: engine?.stats() }));

@@ -1,0 +1,172 @@
+// `node --import tsx bench/adapters.ts`: each framework adapter against the same framework without
+// sessions (node:http, Express, Fastify, Hono), returning visitors with cookies, rounds interleaved.
+// Prints per-round figures, the median of the per-round ratios with/without per framework and the
+// target (>= 0.85x: the session layer costs at most 15 % of the framework's own throughput), and writes
+// bench/results/adapters.json. The method is in bench/README.md ("Adapters").
+
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_OPTIONS } from '../src/index.js';
+import { startChild, type ServerChild } from './children.js';
+import { createSessions } from './load.js';
+import { measure, returningChecks } from './measure.js';
+import { CLIENT_CORE, pinningUnavailable, pinSelf, SERVER_CORE } from './pinning.js';
+import { FRAMEWORK_NAMES, isFrameworkName, RETURNING_SESSIONS, type FrameworkName, type ServerKind } from './protocol.js';
+import {
+  CLIENT_BOUND_CPU, isDisturbed, machineInfo, median, ratioText, roundHeader, roundLines, table, writeJson,
+  type Check, type RoundPair, type ServerRound,
+} from './report.js';
+
+const RESULTS_FILE = new URL('./results/adapters.json', import.meta.url);
+const SERVER_SCRIPT = fileURLToPath(new URL('./adapter-server.ts', import.meta.url));
+const TARGET = 0.85;
+const TITLES: Record<FrameworkName, string> = { node: 'node:http', express: 'Express', fastify: 'Fastify', hono: 'Hono (node-server)' };
+
+interface Settings {
+  readonly duration: number;
+  readonly rounds: number;
+  readonly connections: number;
+  readonly pipelining: number;
+  readonly frameworks: readonly FrameworkName[];
+}
+
+interface FrameworkResult {
+  readonly name: FrameworkName;
+  readonly title: string;
+  readonly rounds: readonly RoundPair[];
+  readonly bareReqPerSec: number | undefined;
+  readonly oursReqPerSec: number | undefined;
+  readonly medianRatio: number | undefined;
+  readonly undisturbed: { readonly medianRatio: number | undefined; readonly rounds: number };
+  readonly checks: readonly Check[];
+  readonly met: boolean;
+}
+
+function readSettings(): Settings {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: 'string' },
+      rounds: { type: 'string' },
+      connections: { type: 'string', default: '50' },
+      pipelining: { type: 'string', default: '1' },
+      framework: { type: 'string', multiple: true },
+      quick: { type: 'boolean', default: false },
+    },
+  });
+  const whole = (name: string, text: string | undefined, fallback: number): number => {
+    const value = text === undefined ? fallback : Number(text);
+    if (!Number.isInteger(value) || value <= 0) throw new Error(`--${name} must be a whole number > 0, got ${text}`);
+    return value;
+  };
+  const frameworks = values.framework ?? FRAMEWORK_NAMES;
+  for (const f of frameworks) if (!isFrameworkName(f)) throw new Error(`--framework must be one of ${FRAMEWORK_NAMES.join(', ')}, got ${f}`);
+  const settings: Settings = {
+    duration: whole('duration', values.duration, values.quick ? 2 : 5),
+    rounds: whole('rounds', values.rounds, values.quick ? 1 : 5),
+    connections: whole('connections', values.connections, 50),
+    pipelining: whole('pipelining', values.pipelining, 1),
+    frameworks: frameworks as FrameworkName[],
+  };
+  // Each connection needs sessions of its own (see cookieRotation in load.ts).
+  if (settings.connections > RETURNING_SESSIONS) throw new Error(`--connections must be at most ${RETURNING_SESSIONS}`);
+  return settings;
+}
+
+async function runFramework(name: FrameworkName, settings: Settings, core: number | undefined): Promise<FrameworkResult> {
+  const title = TITLES[name];
+  console.log(`\n== ${title}: without sessions (bare) vs with sessions (ours); ${RETURNING_SESSIONS} returning visitors`);
+  const start = (kind: ServerKind): Promise<ServerChild> => startChild(kind, `${name}/${kind}`, [SERVER_SCRIPT, name, kind], { core, nodeFlags: [] });
+  const servers = { bare: await start('bare'), ours: await start('ours') };
+  try {
+    // The bare server gets the very same requests (cookie headers included) so both parse the same bytes.
+    const cookies = await createSessions(servers.ours.port, RETURNING_SESSIONS, DEFAULT_OPTIONS.cookieName);
+    const load = { connections: settings.connections, pipelining: settings.pipelining, duration: settings.duration, cookies };
+
+    process.stdout.write(`warm-up (${settings.duration} s per server, discarded)…`);
+    const warmups = [await measure(servers.bare, load), await measure(servers.ours, load)];
+    console.log(' done');
+    for (const w of warmups) if (w.problems.length > 0) console.log(`note: warm-up of ${w.kind}: ${w.problems.join(', ')}`);
+
+    console.log(roundHeader());
+    const rounds: RoundPair[] = [];
+    for (let round = 1; round <= settings.rounds; round++) {
+      // Alternating which side goes first keeps a slow drift from always favouring the same one.
+      const order: ServerKind[] = round % 2 === 1 ? ['bare', 'ours'] : ['ours', 'bare'];
+      const measured = new Map<ServerKind, ServerRound>();
+      for (const kind of order) measured.set(kind, await measure(servers[kind], load));
+      const bare = measured.get('bare')!;
+      const ours = measured.get('ours')!;
+      const pair: RoundPair = { round, order, bare, ours, ratio: ours.client.reqPerSec / bare.client.reqPerSec, valid: bare.problems.length === 0 && ours.problems.length === 0 };
+      rounds.push(pair);
+      console.log(roundLines(pair));
+    }
+
+    const checks = returningChecks(await servers.ours.snapshot());
+    for (const check of checks) console.log(`check: ${check.name}: ${check.ok ? 'ok' : 'FAILED'} (${check.detail})`);
+    const valid = rounds.filter((p) => p.valid);
+    const quiet = valid.filter((p) => !isDisturbed(p.bare) && !isDisturbed(p.ours));
+    const medianRatio = median(valid.map((p) => p.ratio));
+    const met = medianRatio !== undefined && medianRatio >= TARGET && checks.every((c) => c.ok);
+    console.log(`median of ratios with/without sessions: ${ratioText(medianRatio)} (target >= ${TARGET.toFixed(2)}x: ${met ? 'met' : 'NOT MET'})`);
+    return {
+      name, title, rounds, checks, met, medianRatio,
+      bareReqPerSec: median(valid.map((p) => p.bare.client.reqPerSec)),
+      oursReqPerSec: median(valid.map((p) => p.ours.client.reqPerSec)),
+      undisturbed: { medianRatio: median(quiet.map((p) => p.ratio)), rounds: quiet.length },
+    };
+  } finally {
+    await Promise.all([servers.bare.stop(), servers.ours.stop()]);
+  }
+}
+
+const integer = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+const perSecond = (value: number | undefined): string => (value === undefined ? 'n/a' : integer.format(value));
+const cost = (ratio: number | undefined): string => (ratio === undefined ? 'n/a' : `${Math.round((1 - ratio) * 100)} %`);
+
+function summary(results: readonly FrameworkResult[]): string {
+  const rows = [['framework', 'req/s without', 'req/s with', 'median with/without', 'min', 'max', 'session cost', 'undisturbed median', 'result']];
+  for (const r of results) {
+    const ratios = r.rounds.filter((p) => p.valid).map((p) => p.ratio);
+    rows.push([
+      r.title, perSecond(r.bareReqPerSec), perSecond(r.oursReqPerSec), ratioText(r.medianRatio),
+      ratioText(ratios.length > 0 ? Math.min(...ratios) : undefined), ratioText(ratios.length > 0 ? Math.max(...ratios) : undefined),
+      cost(r.medianRatio), `${ratioText(r.undisturbed.medianRatio)} (${r.undisturbed.rounds}/${r.rounds.length})`,
+      r.met ? 'met' : r.checks.every((c) => c.ok) ? 'NOT MET' : 'NOT MET (checks failed)',
+    ]);
+  }
+  return table(rows);
+}
+
+async function main(): Promise<void> {
+  const settings = readSettings();
+  const machine = machineInfo();
+  const warnings: string[] = [];
+  const pinError = pinningUnavailable() ?? pinSelf(CLIENT_CORE);
+  if (pinError !== undefined) warnings.push(`running UNPINNED (${pinError}): server and load generator share cores, figures are noisier`);
+
+  console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, node ${machine.node}, ${machine.date}`);
+  console.log(`load: autocannon, ${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} round(s) of ${settings.duration} s per server after a warm-up, 127.0.0.1, ${RETURNING_SESSIONS} cookies`);
+  console.log(pinError === undefined ? `pinning: servers on core ${SERVER_CORE}, load generator on core ${CLIENT_CORE}` : `WARNING: ${warnings[0]}`);
+
+  const results: FrameworkResult[] = [];
+  for (const name of settings.frameworks) results.push(await runFramework(name, settings, pinError === undefined ? SERVER_CORE : undefined));
+
+  const runs = results.flatMap((r) => r.rounds.flatMap((p) => [p.bare, p.ours].map((run) => ({ run, name: `${r.title} round ${p.round} ${run.kind}` }))));
+  const clientBound = runs.filter(({ run }) => run.client.clientCpu >= CLIENT_BOUND_CPU).map(({ name }) => name);
+  if (clientBound.length > 0) warnings.push(`load generator at >= ${CLIENT_BOUND_CPU * 100}% of its core in ${clientBound.length} run(s) (${clientBound.join('; ')}): those may be client-bound`);
+  const disturbed = runs.filter(({ run }) => isDisturbed(run)).map(({ name }) => name);
+  if (disturbed.length > 0) warnings.push(`other programs used CPU during ${disturbed.length} run(s) (${disturbed.join('; ')}): noisy figures`);
+  const invalid = results.flatMap((r) => r.rounds.filter((p) => !p.valid).map((p) => `${r.title} round ${p.round}`));
+  if (invalid.length > 0) warnings.push(`invalid rounds (errors or non-2xx), left out of the medians: ${invalid.join('; ')}`);
+
+  console.log(`\n== summary: returning visitors, ${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} x ${settings.duration} s, ${pinError === undefined ? 'pinned' : 'UNPINNED'}; target >= ${TARGET.toFixed(2)}x; ${machine.cpuModel}, node ${machine.node}`);
+  console.log(summary(results));
+  for (const warning of warnings) console.log(`WARNING: ${warning}`);
+
+  writeJson(RESULTS_FILE, { machine, settings: { ...settings, pinned: pinError === undefined, loadGenerator: 'autocannon', target: TARGET }, warnings, frameworks: results });
+  console.log(`\nresults written to ${fileURLToPath(RESULTS_FILE)}`);
+  // A round with errors is not a measurement: fail so a script notices. A missed target is a result, not a failure.
+  if (invalid.length > 0 || results.some((r) => r.checks.some((c) => !c.ok))) process.exitCode = 1;
+}
+
+await main();

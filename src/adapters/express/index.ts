@@ -1,0 +1,90 @@
+import type { Express as ExpressApp, NextFunction, Request, RequestHandler, Response } from 'express';
+import type { SessionEngine } from '../../engine.js';
+import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
+import { runRequestEventsIn } from '../../http/context.js';
+import type { RequestVars } from '../../http/request-vars.js';
+import { bindSession, sessionOf } from '../../http/release.js';
+import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
+import type { SessionVars, WebProcess } from '../../process.js';
+
+declare global {
+  // Express types its request through this global namespace: declaration merging is its idiom.
+  namespace Express {
+    interface Request {
+      /**
+       * The session's process this request runs in, set by `sessions(engine)` before the next middleware.
+       * Type its `vars` once with `SessionTypes` (see `legacy-web-sessions`).
+       */
+      proc: WebProcess<RequestVars>;
+    }
+  }
+}
+
+/** Apps (and mounted sub-apps) that already have the error handler appended. */
+const withErrorHandler = new WeakSet<object>();
+
+/**
+ * Express middleware: every request after it runs in its browser's session process, `req.proc`, one
+ * request at a time per process. The session cookie is written with the response head (so a session
+ * closed during the request answers with the clearing cookie) and the process is released once the
+ * response is over. Refused requests get 400 (IP mismatch) or 503 (limits) and go no further.
+ *
+ * Errors: on its first request the middleware appends one error handler to the app (after everything
+ * registered so far). An error no handler of yours answered is reported on the engine's `'error'` event
+ * (`ERR_SESSION_HANDLER_FAILED`) and answered with a generic 500 (never the error's text or stack);
+ * an error naming a 4xx status (http-errors) is passed on to Express as usual. Your own error handlers
+ * run first; `next(err)` hands an error on. The session stays usable either way.
+ *
+ * After a client abort the process is released when the handler ends the response (`res.end()`, `send()`…),
+ * so it is never released while the handler may still use it: end the response on every path.
+ *
+ * @example
+ * import express from 'express';
+ * import { SessionEngine } from 'legacy-web-sessions';
+ * import { sessions } from 'legacy-web-sessions/express';
+ *
+ * const engine = new SessionEngine({ init: () => ({ visits: 0 }) });
+ * const app = express();
+ * app.use(sessions(engine));
+ * app.get('/', (req, res) => {
+ *   res.send(`visit ${++(req.proc.vars as { visits: number }).visits}`);
+ * });
+ * app.listen(8080);
+ */
+export function sessions<Vars extends SessionVars = RequestVars>(engine: SessionEngine<Vars>): RequestHandler {
+  if (typeof engine?.acquire !== 'function') throw new TypeError('sessions(engine): engine must be a SessionEngine');
+  return function legacyWebSessions(req: Request, res: Response, next: NextFunction): void {
+    // req.app is the (sub-)app handling the request; Express types it without its response prototype.
+    const app = req.app as ExpressApp;
+    if (!withErrorHandler.has(app)) {
+      withErrorHandler.add(app);
+      app.use(answerHandlerErrors);
+      // app.response is the prototype of the app's responses (Express's extension point): the cookie
+      // is added at writeHead there once, rather than on every response.
+      cookieAtWriteHeadOf(app.response);
+    }
+    // The client's address follows the engine's trustProxy option, as in every adapter (not Express's 'trust proxy').
+    const facts = socketFacts(req);
+    acquireFor(engine, facts).then((lease) => {
+      req.proc = lease.proc as WebProcess<RequestVars>;
+      // A mounted sub-app's prototype is left when the request goes back to its parent: only a
+      // top-level app's can carry the cookie for the whole response.
+      bindSession(res, engine, lease, facts.secure, (app as { parent?: unknown }).parent === undefined && Object.getPrototypeOf(res) === app.response);
+      runRequestEventsIn(req, lease);
+      lease.run(next);
+    }, (error: unknown) => {
+      sendErrorAnswer(res, errorAnswer(error));
+    });
+  };
+}
+
+/** The appended error handler (four parameters: that is how Express knows it handles errors). */
+function answerHandlerErrors(error: unknown, _req: Request, res: Response, next: NextFunction): void {
+  const session = sessionOf(res);
+  if (session === undefined || isClientError(error)) {
+    next(error);
+    return;
+  }
+  session.lease.fail(error);
+  sendErrorAnswer(res, errorAnswer(undefined));
+}

@@ -1,0 +1,143 @@
+import { tracingChannel } from 'node:diagnostics_channel';
+import type { ServerResponse } from 'node:http';
+import type { FastifyError, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
+import fastifyPlugin from 'fastify-plugin';
+import type { SessionEngine } from '../../engine.js';
+import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
+import type { RequestVars } from '../../http/request-vars.js';
+import { bindSession, sessionOf } from '../../http/release.js';
+import type { SessionVars, WebProcess } from '../../process.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The session's process this request runs in, set in `onRequest` (null only in hooks that run
+     * before it, or when the request was refused). Type its `vars` once with `SessionTypes`.
+     */
+    proc: WebProcess<RequestVars>;
+  }
+}
+
+/** Options of `app.register(sessions, { engine })`. */
+export interface SessionsOptions {
+  /**
+   * The engine, of any vars type (`request.proc.vars` is typed by `SessionTypes`): what the plugin
+   * uses of it, since a `SessionEngine<Vars>` is not assignable to one of another vars type.
+   */
+  engine: Pick<SessionEngine<SessionVars>, 'acquire' | 'getOption' | 'stop'>;
+  /**
+   * Installs the error handler of the root scope: a failing handler gets a generic 500 (Fastify's
+   * default answer carries the error's message). `false` if you set your own there (calling
+   * `setErrorHandler` twice in one scope makes Fastify warn).
+   * @default true
+   */
+  errorHandler?: boolean;
+}
+
+const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) => {
+  const { engine, errorHandler = true } = options;
+  if (typeof engine?.acquire !== 'function') {
+    done(new TypeError('register(sessions, { engine }): engine must be a SessionEngine'));
+    return;
+  }
+  watchHandlers();
+  // Declared up front so every request object has the same shape (Fastify's own advice for speed).
+  fastify.decorateRequest('proc', null, []);
+
+  fastify.addHook('onRequest', (request, reply, next) => {
+    // The client's address follows the engine's trustProxy option, as in every adapter (not Fastify's own).
+    const facts = socketFacts(request.raw);
+    acquireFor(engine, facts).then((lease) => {
+      request.proc = lease.proc as WebProcess<RequestVars>;
+      bindSession(reply.raw, engine, lease, facts.secure);
+      // Everything after this hook starts in the process's context (engine.currentSessionId(), a logout
+      // seen as from inside); Fastify's body parser carries the context across the body's stream events.
+      lease.run(next);
+    }, (error: unknown) => {
+      const answer = errorAnswer(error);
+      reply.code(answer.status).headers(answer.headers).send(answer.body);
+    });
+  });
+
+  // onError runs before any error handler, ours or yours: every failure is reported once, whoever answers.
+  fastify.addHook('onError', (_request, reply, error, next) => {
+    if (!isClientError(error)) sessionOf(reply.raw)?.lease.fail(error);
+    next();
+  });
+
+  if (errorHandler) fastify.setErrorHandler(answerErrors);
+
+  fastify.addHook('onClose', (_instance, next) => {
+    engine.stop().then(() => next(), next);
+  });
+  done();
+};
+
+/**
+ * Fastify plugin (wrapped with fastify-plugin, so it applies to the whole app): every request runs in
+ * its browser's session process, `request.proc`, one request at a time per process. The session
+ * cookie is written with the response head (so a session closed during the request answers with the
+ * clearing cookie); the process is released once the handler has settled and the response is over.
+ * Refused requests get 400 (IP mismatch) or 503 (limits) from `onRequest`. `app.close()` stops the
+ * engine (`onClose`), running every session's `onClose` hook with `'shutdown'`.
+ *
+ * Errors: a failing handler is reported on the engine's `'error'` event (`ERR_SESSION_HANDLER_FAILED`)
+ * and, with the default `errorHandler: true`, answered with a generic 500 (logged through
+ * `request.log.error`, never sent). Errors naming a 4xx status (validation, `httpErrors`) get Fastify's
+ * usual answer and are not reported. The session stays usable either way.
+ *
+ * @example
+ * import Fastify from 'fastify';
+ * import { SessionEngine } from 'legacy-web-sessions';
+ * import { sessions } from 'legacy-web-sessions/fastify';
+ *
+ * const engine = new SessionEngine({ init: () => ({ visits: 0 }) });
+ * const app = Fastify();
+ * app.register(sessions, { engine });
+ * app.get('/', async (request) => {
+ *   const vars = request.proc.vars as { visits: number };
+ *   return `visit ${++vars.visits}`;
+ * });
+ * await app.listen({ port: 8080 });
+ */
+export const sessions = fastifyPlugin(plugin, { name: 'legacy-web-sessions', fastify: '5.x' });
+
+function answerErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  if (isClientError(error)) {
+    // Sent from an error handler, the error goes on to the next one up: Fastify's default answer.
+    reply.send(error);
+    return;
+  }
+  request.log.error({ err: error }, 'request handler failed');
+  const answer = errorAnswer(undefined);
+  // Headers the failed handler had set belong to the answer it did not finish.
+  for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name);
+  reply.code(answer.status).headers(answer.headers).send(answer.body);
+}
+
+interface HandlerTrace {
+  readonly reply: { readonly raw: ServerResponse };
+  /** Set by Fastify when the handler returned a promise: it is done at asyncEnd, not at end. */
+  readonly async?: boolean;
+}
+
+let watching = false;
+
+/**
+ * Fastify's documented tracing channel says when a route handler starts and settles, so the process is
+ * held until then even if the client leaves first. Routes without it (the 404 handler) fall back to the
+ * response being ended. One subscription per process, shared by every app.
+ */
+function watchHandlers(): void {
+  if (watching) return;
+  watching = true;
+  tracingChannel<object, HandlerTrace>('fastify.request.handler').subscribe({
+    start: (trace) => sessionOf(trace.reply.raw)?.handlerStarted(),
+    end: (trace) => {
+      if (trace.async !== true) sessionOf(trace.reply.raw)?.handlerSettled();
+    },
+    asyncStart: () => {},
+    asyncEnd: (trace) => sessionOf(trace.reply.raw)?.handlerSettled(),
+    error: () => {},
+  });
+}

@@ -1,0 +1,76 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { MiddlewareHandler } from 'hono';
+import type { SessionEngine } from '../../engine.js';
+import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
+import type { RequestVars } from '../../http/request-vars.js';
+import { releaseAfterResponse } from '../../http/release.js';
+import { cookieAtWriteHead, type WriteHead } from '../../http/response.js';
+import type { SessionVars, WebProcess } from '../../process.js';
+
+declare module 'hono' {
+  interface ContextVariableMap {
+    /** The session's process this request runs in, set by `sessions(engine)`. Type its `vars` once with `SessionTypes`. */
+    proc: WebProcess<RequestVars>;
+  }
+}
+
+/** The Hono environment the middleware provides, for apps that type their variables per app. */
+export interface SessionsEnv<Vars extends SessionVars = RequestVars> {
+  Variables: { proc: WebProcess<Vars> };
+}
+
+/**
+ * Hono middleware for Node (`@hono/node-server`, whose `c.env` carries the Node request and response):
+ * every request after it runs in its browser's session process, `c.get('proc')`, one request at a time
+ * per process. The session cookie is written with the response head (so a session closed during the
+ * request answers with the clearing cookie); the process is released once the handlers have settled
+ * and the response is over. Refused requests get 400 (IP mismatch) or 503 (limits).
+ *
+ * Errors: Hono hands a thrown error to `app.onError`, whose default answers a generic 500 (and logs
+ * with console.error); the middleware reports it on the engine's `'error'` event
+ * (`ERR_SESSION_HANDLER_FAILED`) whatever answered it, except an error naming a 4xx status (an
+ * `HTTPException` such as 401), which is an answer, not a failure. The session stays usable.
+ *
+ * @example
+ * import { Hono } from 'hono';
+ * import { serve } from '@hono/node-server';
+ * import { SessionEngine } from 'legacy-web-sessions';
+ * import { sessions } from 'legacy-web-sessions/hono';
+ *
+ * const engine = new SessionEngine({ init: () => ({ visits: 0 }) });
+ * const app = new Hono();
+ * app.use(sessions(engine));
+ * app.get('/', (c) => c.text(`visit ${++(c.get('proc').vars as { visits: number }).visits}`));
+ * serve({ fetch: app.fetch, port: 8080 });
+ */
+export function sessions<Vars extends SessionVars = RequestVars>(engine: SessionEngine<Vars>): MiddlewareHandler<SessionsEnv<Vars>> {
+  if (typeof engine?.acquire !== 'function') throw new TypeError('sessions(engine): engine must be a SessionEngine');
+  return async function legacyWebSessions(c, next) {
+    const { incoming, outgoing } = (c.env ?? {}) as { incoming?: IncomingMessage; outgoing?: ServerResponse };
+    if (incoming === undefined || outgoing === undefined) {
+      throw new TypeError('legacy-web-sessions/hono needs @hono/node-server: c.env.incoming and c.env.outgoing are missing');
+    }
+    const facts = socketFacts(incoming);
+    let lease;
+    try {
+      lease = await acquireFor(engine, facts);
+    } catch (error) {
+      const answer = errorAnswer(error);
+      return new Response(answer.body, { status: answer.status, headers: answer.headers });
+    }
+    c.set('proc', lease.proc);
+    cookieAtWriteHead(outgoing, { engine, lease, secure: facts.secure, writeHead: outgoing.writeHead as unknown as WriteHead });
+    try {
+      await lease.run(next);
+    } catch (error) {
+      // Hono gives an Error to app.onError before it gets here; what arrives is a thrown non-Error,
+      // which Hono passes on to the server (@hono/node-server answers a bare 500).
+      lease.fail(error);
+      throw error;
+    } finally {
+      releaseAfterResponse(outgoing, lease);
+    }
+    // Set when a handler threw and app.onError answered: the failure is reported whoever answered it.
+    if (c.error !== undefined && !isClientError(c.error)) lease.fail(c.error);
+  };
+}

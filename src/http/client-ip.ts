@@ -1,0 +1,23 @@
+import type { RuntimeOptions } from '../options.js';
+
+/** `::ffff:127.0.0.1` and `127.0.0.1` are one client: compare IPv4 clients in one form. */
+export function normalizeIp(address: string | undefined): string {
+  if (address === undefined) return '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/**
+ * The client's address under the engine's `trustProxy` option, the one rule every adapter uses (a
+ * framework's own proxy settings play no part, so every adapter sees the same client):
+ * `false` the socket's address; `true` the leftmost X-Forwarded-For entry; a number n the address n hops
+ * back from the socket in [...X-Forwarded-For, socket] (the leftmost when the chain is shorter). Without
+ * an X-Forwarded-For header it is the socket's address whatever the option says.
+ */
+export function clientIp(remoteAddress: string | undefined, forwardedFor: string | undefined, trustProxy: RuntimeOptions['trustProxy']): string {
+  if (trustProxy === false || forwardedFor === undefined || forwardedFor === '') return normalizeIp(remoteAddress);
+  const chain = forwardedFor.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+  if (chain.length === 0) return normalizeIp(remoteAddress);
+  if (trustProxy === true) return normalizeIp(chain[0]);
+  chain.push(remoteAddress ?? '');
+  return normalizeIp(chain[Math.max(0, chain.length - 1 - trustProxy)]);
+}

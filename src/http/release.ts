@@ -1,0 +1,124 @@
+import type { ServerResponse } from 'node:http';
+import type { CookieEngine } from './binding.js';
+import { cookieAtWriteHead, responseState, setResponseState, type CookieState, type LeaseHandle, type WriteHead } from './response.js';
+
+// When a request's process goes back: exactly once, after the response is over, never while the
+// handler may still use it.
+
+const kRelease = Symbol('legacy-web-sessions.release');
+type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release'> };
+
+/**
+ * The handler is done with `proc`: release once the response is over too (ended, or the client left).
+ * For adapters that see the handler settle (node:http, Hono).
+ */
+export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandle, 'release'>): void {
+  if (res.writableEnded || res.destroyed) {
+    lease.release();
+  } else {
+    (res as ReleasingResponse)[kRelease] = lease;
+    res.on('close', releaseOnClose);
+  }
+}
+
+function releaseOnClose(this: ReleasingResponse): void {
+  this[kRelease]?.release();
+}
+
+type End = (this: ServerResponse, ...args: unknown[]) => ServerResponse;
+
+/**
+ * A request's session on its response, for frameworks that hand the ServerResponse around (Express,
+ * Fastify): what the cookie needs, and the release rule. The handler's end is not always visible there:
+ * until `handlerStarted()`/`handlerSettled()` say otherwise, the application ending the response marks
+ * the end of its work, and if the client leaves first the release waits for that `end()` (the handler
+ * may still be using `proc`). Found again with `sessionOf(res)` by error handlers and hooks.
+ */
+export class BoundSession implements CookieState {
+  readonly engine: CookieEngine;
+  readonly lease: LeaseHandle;
+  readonly secure: boolean;
+  readonly writeHead: WriteHead | undefined;
+  readonly #res: ServerResponse;
+  #handler: 'unseen' | 'running' | 'settled' = 'unseen';
+  #closed: boolean;
+  #appEnded = false;
+  #watchingEnd = false;
+
+  constructor(res: ServerResponse, engine: CookieEngine, lease: LeaseHandle, secure: boolean, writeHead: WriteHead | undefined) {
+    this.engine = engine;
+    this.lease = lease;
+    this.secure = secure;
+    this.writeHead = writeHead;
+    this.#res = res;
+    this.#closed = false;
+  }
+
+  handlerStarted(): void {
+    this.#handler = 'running';
+  }
+
+  handlerSettled(): void {
+    this.#handler = 'settled';
+    this.#check();
+  }
+
+  /** @internal the response emitted 'close'. */
+  responseClosed(): void {
+    this.#closed = true;
+    this.#check();
+  }
+
+  #check(): void {
+    if (this.lease.released || this.#handler === 'running') return;
+    const res = this.#res;
+    const ended = this.#appEnded || res.writableEnded;
+    if (this.#handler === 'settled' ? ended || this.#closed || res.destroyed : this.#closed && ended) {
+      this.lease.release();
+    } else if (this.#closed && !this.#watchingEnd) {
+      this.#watchEnd();
+    }
+  }
+
+  /** The client left before the application answered: its end() call says it is done with the process. */
+  #watchEnd(): void {
+    this.#watchingEnd = true;
+    const res = this.#res;
+    const end = res.end as unknown as End;
+    const session = this;
+    const watched: End = function (this: ServerResponse, ...args) {
+      res.end = end as unknown as ServerResponse['end'];
+      try {
+        return end.apply(this, args);
+      } finally {
+        session.#appEnded = true;
+        session.#check();
+      }
+    };
+    res.end = watched as unknown as ServerResponse['end'];
+  }
+}
+
+/**
+ * Binds a request's response to its lease (Express, Fastify). `writeHeadOnPrototype`: the framework's
+ * response prototype already adds the cookie (`cookieAtWriteHeadOf`); else it is added on this instance.
+ */
+export function bindSession(res: ServerResponse, engine: CookieEngine, lease: LeaseHandle, secure: boolean, writeHeadOnPrototype = false): BoundSession {
+  const session = new BoundSession(res, engine, lease, secure, writeHeadOnPrototype ? undefined : res.writeHead as unknown as WriteHead);
+  if (writeHeadOnPrototype) setResponseState(res, session);
+  else cookieAtWriteHead(res, session);
+  // A client that left while the request waited for its process has had its 'close' already.
+  if (res.destroyed) session.responseClosed();
+  else res.on('close', sessionOnClose);
+  return session;
+}
+
+function sessionOnClose(this: ServerResponse): void {
+  sessionOf(this)?.responseClosed();
+}
+
+/** The session `bindSession` attached to this response, if the request got one. */
+export function sessionOf(res: ServerResponse): BoundSession | undefined {
+  const state = responseState(res);
+  return state instanceof BoundSession ? state : undefined;
+}

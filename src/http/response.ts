@@ -1,0 +1,140 @@
+import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { RequestLease } from '../lease.js';
+import type { SessionVars } from '../process.js';
+import { setCookieFor, type CookieEngine, type HttpErrorAnswer } from './binding.js';
+
+// Every Node framework (Express, Fastify, @hono/node-server) writes through a node:http ServerResponse,
+// so the rules about the response live here once, on that object: the cookie is decided when the head
+// is written, error answers are written one way. Per-request state sits on the response under one
+// symbol, read by shared functions: no closure per request.
+
+type HeaderArgument = OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined;
+export type WriteHead = (this: ServerResponse, statusCode: number, reasonOrHeaders?: string | HeaderArgument, headers?: HeaderArgument) => ServerResponse;
+
+/** The part of a lease the response rules use (none of it depends on the vars' type). */
+export type LeaseHandle = Pick<RequestLease<SessionVars>, 'run' | 'fail' | 'release' | 'released' | 'cookie'>;
+
+/** What writing the session cookie needs, kept on the response. */
+export interface CookieState {
+  readonly engine: CookieEngine;
+  readonly lease: LeaseHandle;
+  readonly secure: boolean;
+  /** The writeHead an instance-level wrapper replaced; undefined when the wrapper sits on a prototype. */
+  readonly writeHead: WriteHead | undefined;
+}
+
+const kState = Symbol('legacy-web-sessions.response');
+type StatefulResponse = ServerResponse & { [kState]?: CookieState };
+
+/** The state `setResponseState` put on this response. */
+export function responseState<S extends CookieState>(res: ServerResponse): S | undefined {
+  return (res as StatefulResponse)[kState] as S | undefined;
+}
+
+export function setResponseState(res: ServerResponse, state: CookieState): void {
+  (res as StatefulResponse)[kState] = state;
+}
+
+/**
+ * Writes the head through `writeHead` with `cookie` added to Set-Cookie. Headers passed to writeHead
+ * itself keep Node's meaning (a name given replaces what setHeader put there, a name repeated in a list
+ * adds up) and the session cookie is added to whatever Set-Cookie they leave; the caller's headers
+ * object is never mutated.
+ */
+export function writeHeadWithCookie(
+  res: ServerResponse, original: ServerResponse['writeHead'], cookie: string | undefined,
+  statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument,
+): ServerResponse {
+  const writeHead = original as unknown as WriteHead;
+  const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined;
+  if (cookie === undefined) return reason === undefined ? writeHead.call(res, statusCode, reasonOrHeaders) : writeHead.call(res, statusCode, reason, maybeHeaders);
+  const headers = reason === undefined ? reasonOrHeaders as HeaderArgument : maybeHeaders;
+  if (headers !== undefined && !Array.isArray(headers)) {
+    // An object of headers (what frameworks pass): a copy with the cookie in it keeps Node's fast path.
+    const withCookie: OutgoingHttpHeaders = {};
+    let key: string | undefined;
+    for (const name in headers) {
+      withCookie[name] = headers[name];
+      if (key === undefined && name.length === 10 && name.toLowerCase() === 'set-cookie') key = name;
+    }
+    const given = key === undefined ? res.getHeader('set-cookie') : headers[key];
+    withCookie[key ?? 'set-cookie'] = given === undefined ? cookie : [...(Array.isArray(given) ? given : [String(given)]), cookie];
+    return reason === undefined ? writeHead.call(res, statusCode, withCookie) : writeHead.call(res, statusCode, reason, withCookie);
+  }
+  if (headers !== undefined) applyHeaderList(res, headers);
+  appendSetCookie(res, cookie);
+  return reason === undefined ? writeHead.call(res, statusCode) : writeHead.call(res, statusCode, reason);
+}
+
+/**
+ * Makes every way of sending `res`'s head (writeHead, write, end, flushHeaders: all go through
+ * writeHead) carry the session cookie decided at that moment, so a session closed while the response
+ * was being built answers with the clearing cookie. `state.writeHead` must be the writeHead replaced.
+ */
+export function cookieAtWriteHead(res: ServerResponse, state: CookieState): void {
+  setResponseState(res, state);
+  res.writeHead = writeHeadOnInstance as unknown as ServerResponse['writeHead'];
+}
+
+function writeHeadOnInstance(this: StatefulResponse, statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument): ServerResponse {
+  const state = this[kState]!;
+  const cookie = this.headersSent ? undefined : setCookieFor(state.engine, state.lease, state.secure);
+  return writeHeadWithCookie(this, state.writeHead as unknown as ServerResponse['writeHead'], cookie, statusCode, reasonOrHeaders, maybeHeaders);
+}
+
+const withCookieWriteHead = new WeakSet<object>();
+
+/**
+ * The same as `cookieAtWriteHead`, once for every response of a prototype the framework owns (Express's
+ * `app.response`, its documented extension point): a request then only needs `setResponseState`.
+ * Responses without state write their head unchanged.
+ */
+export function cookieAtWriteHeadOf(proto: ServerResponse): void {
+  if (withCookieWriteHead.has(proto)) return;
+  withCookieWriteHead.add(proto);
+  const inherited = (Object.getPrototypeOf(proto) as ServerResponse).writeHead;
+  const writeHead = function (this: StatefulResponse, statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument): ServerResponse {
+    const state = this[kState];
+    const cookie = state === undefined || this.headersSent ? undefined : setCookieFor(state.engine, state.lease, state.secure);
+    return writeHeadWithCookie(this, inherited, cookie, statusCode, reasonOrHeaders, maybeHeaders);
+  };
+  Object.defineProperty(proto, 'writeHead', { value: writeHead, writable: true, configurable: true });
+}
+
+/**
+ * Writes an error answer. Headers the failed handler had set (a Content-Length, a Content-Disposition,
+ * a cookie) belong to the answer it did not finish, so they go; the session cookie is added at
+ * writeHead as on every response. After the head was sent, cutting the connection is the only honest
+ * signal left.
+ */
+export function sendErrorAnswer(res: ServerResponse, answer: HttpErrorAnswer): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  res.writeHead(answer.status, answer.headers).end(answer.body);
+}
+
+/**
+ * Applies headers given to writeHead as a flat [name, value, …] list with Node's own meaning: each name
+ * given replaces what setHeader put there before, a name repeated in the list adds up. Only the session
+ * cookie is added afterwards, by the caller.
+ */
+function applyHeaderList(res: ServerResponse, headers: OutgoingHttpHeader[]): void {
+  const seen = new Set<string>();
+  for (let i = 0; i + 1 < headers.length; i += 2) {
+    const name = String(headers[i]);
+    const value = headers[i + 1];
+    if (value === undefined) continue;
+    const key = name.toLowerCase();
+    if (seen.has(key)) res.appendHeader(name, typeof value === 'number' ? String(value) : value);
+    else res.setHeader(name, value);
+    seen.add(key);
+  }
+}
+
+function appendSetCookie(res: ServerResponse, cookie: string): void {
+  const existing = res.getHeader('set-cookie');
+  res.setHeader('set-cookie', existing === undefined ? cookie : Array.isArray(existing) ? [...existing, cookie] : [String(existing), cookie]);
+}

@@ -1,0 +1,82 @@
+import type { CookieDirective } from '../lease.js';
+import type { CookieEngine } from './binding.js';
+import { serializeSessionCookie, type CookieOptions } from './cookie.js';
+
+// Every response sets the session cookie (its Expires moves with each request), so its serialization
+// is on the hot path. The cookie package serializes and validates the fixed attributes once per set of
+// options; per response only the id and the Expires date are put in. The output is the same, byte for byte.
+
+const MARK_ID = '00000000-0000-4000-8000-000000000000';
+const MARK_MS = Date.UTC(2001, 1, 3, 4, 5, 6);
+const MARK_DATE = new Date(MARK_MS).toUTCString();
+
+const formats = new WeakMap<CookieEngine, SessionCookieFormat>();
+
+/** The format of `engine`'s cookie options as they are now (they change at run time through setOption). */
+export function sessionCookieFormat(engine: CookieEngine): SessionCookieFormat {
+  let format = formats.get(engine);
+  if (format === undefined || !format.matches(engine)) {
+    format = new SessionCookieFormat({
+      cookieName: engine.getOption('cookieName'), cookieDomain: engine.getOption('cookieDomain'), cookiePath: engine.getOption('cookiePath'),
+      cookieSameSite: engine.getOption('cookieSameSite'), cookieSecure: engine.getOption('cookieSecure'),
+    });
+    formats.set(engine, format);
+  }
+  return format;
+}
+
+/** The Set-Cookie values of one set of cookie options. */
+export class SessionCookieFormat {
+  readonly options: CookieOptions;
+  /** Per `secure` (0: plain HTTP, 1: HTTPS): the text before the id, between id and date, after the date. */
+  readonly #parts: Array<readonly [string, string, string] | null | undefined> = [undefined, undefined];
+
+  constructor(options: CookieOptions) {
+    this.options = options;
+  }
+
+  /** Whether `engine`'s options are still these. */
+  matches(engine: CookieEngine): boolean {
+    const o = this.options;
+    return engine.getOption('cookieName') === o.cookieName && engine.getOption('cookiePath') === o.cookiePath
+      && engine.getOption('cookieDomain') === o.cookieDomain && engine.getOption('cookieSameSite') === o.cookieSameSite
+      && engine.getOption('cookieSecure') === o.cookieSecure;
+  }
+
+  format(directive: CookieDirective, secure: boolean): string | undefined {
+    if (directive.action !== 'set') return serializeSessionCookie(directive, this.options, secure);
+    const parts = this.#partsFor(secure);
+    // Ids are crypto.randomUUID(): nothing in them needs encoding, as the template checked for its marker.
+    if (parts === null) return serializeSessionCookie(directive, this.options, secure);
+    return parts[0] + directive.sessionId + parts[1] + expiresText(directive.expiresAtMs) + parts[2];
+  }
+
+  #partsFor(secure: boolean): readonly [string, string, string] | null {
+    const index = secure ? 1 : 0;
+    let parts = this.#parts[index];
+    if (parts === undefined) {
+      const template = serializeSessionCookie({ action: 'set', sessionId: MARK_ID, expiresAtMs: MARK_MS }, this.options, secure) ?? '';
+      const id = template.indexOf(MARK_ID);
+      const date = template.indexOf(MARK_DATE);
+      // Only when each marker appears once, id before date (a path or domain could, in theory, contain one).
+      parts = id >= 0 && date > id && template.lastIndexOf(MARK_ID) === id && template.lastIndexOf(MARK_DATE) === date
+        ? [template.slice(0, id), template.slice(id + MARK_ID.length, date), template.slice(date + MARK_DATE.length)]
+        : null;
+      this.#parts[index] = parts;
+    }
+    return parts;
+  }
+}
+
+let lastSecond = Number.NaN;
+let lastText = '';
+
+/** `Date#toUTCString()` has whole seconds: requests within one second share one string. */
+function expiresText(ms: number): string {
+  const second = Math.floor(ms / 1000);
+  if (second !== lastSecond) {
+    lastText = new Date(ms).toUTCString();
+    lastSecond = second;
+  }
+  return lastText;
+}

@@ -1,0 +1,25 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { clientIp, normalizeIp } from '../src/http/client-ip.js';
+
+test('clientIp follows trustProxy: false the socket, true the leftmost X-Forwarded-For, n hops back from the socket', () => {
+  const cases: Array<[forwardedFor: string | undefined, trust: boolean | number, expected: string]> = [
+    [undefined, false, '10.0.0.1'],
+    ['1.1.1.1', false, '10.0.0.1'],
+    [undefined, true, '10.0.0.1'],
+    ['', 1, '10.0.0.1'],
+    [' , ,', true, '10.0.0.1'],
+    ['1.1.1.1', true, '1.1.1.1'],
+    ['1.1.1.1, 2.2.2.2', true, '1.1.1.1'],
+    ['1.1.1.1, 2.2.2.2', 1, '2.2.2.2'],
+    ['1.1.1.1, 2.2.2.2', 2, '1.1.1.1'],
+    ['1.1.1.1, 2.2.2.2', 5, '1.1.1.1'],
+    ['::ffff:3.3.3.3', 1, '3.3.3.3'],
+    ['1.1.1.1,2.2.2.2,  4.4.4.4 ', 1, '4.4.4.4'],
+  ];
+  for (const [forwardedFor, trust, expected] of cases) {
+    assert.equal(clientIp('::ffff:10.0.0.1', forwardedFor, trust), expected, `${forwardedFor} / ${trust}`);
+  }
+  assert.equal(normalizeIp(undefined), '');
+  assert.equal(normalizeIp('::1'), '::1');
+});

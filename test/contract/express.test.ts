@@ -1,0 +1,100 @@
+// The contract against the Express adapter (app.use(sessions(engine)), req.proc), then what is
+// Express's own: errors with a 4xx status, your error handlers, middlewares reading bodies from events.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { SessionEngine } from '../../src/index.js';
+import { sessions } from '../../src/adapters/express/index.js';
+import { request, sessionIdOf } from '../helpers.js';
+import { listen, type ContractServer } from './app.js';
+import { GUARD, json, slowPost } from './harness.js';
+import { contractSuite } from './suite.js';
+
+contractSuite('express', (engine, app) => {
+  const server = express();
+  server.use(sessions(engine));
+  server.use(express.text());
+  server.use(async (req, res) => {
+    const answer = await app.handle({ path: req.path, proc: req.proc, body: typeof req.body === 'string' ? req.body : '' });
+    for (const cookie of answer.cookies ?? []) res.append('Set-Cookie', cookie);
+    res.type('text/plain').send(answer.body);
+  });
+  return listen(http.createServer(server));
+});
+
+describe('express adapter: the framework idiom', () => {
+  async function withExpress(build: (app: express.Express, engine: SessionEngine) => void, body: (server: ContractServer, engine: SessionEngine, errors: unknown[]) => Promise<void>): Promise<void> {
+    const engine = new SessionEngine();
+    const errors: unknown[] = [];
+    engine.on('error', (error) => errors.push(error));
+    const app = express();
+    app.set('env', 'test'); // Express's default handler logs errors to the console outside 'test'
+    app.use(sessions(engine));
+    build(app, engine);
+    const server = await listen(http.createServer(app));
+    try {
+      await body(server, engine, errors);
+    } finally {
+      await engine.stop();
+      await server.close();
+    }
+  }
+
+  test('an error naming a 4xx status (http-errors style) gets Express\'s usual answer and is not a reported failure', GUARD, async () => {
+    await withExpress((app) => {
+      app.get('/missing', () => { throw Object.assign(new Error('no such page'), { status: 404, expose: true }); });
+    }, async (server, _engine, errors) => {
+      const response = await request(server.url, { path: '/missing' });
+      assert.equal(response.status, 404);
+      assert.deepEqual(errors, []);
+    });
+  });
+
+  test('your own error handler answers first; next(err) hands the error on to the generic 500 and the report', GUARD, async () => {
+    const seen: string[] = [];
+    await withExpress((app) => {
+      app.get('/mine', () => { throw new Error('mine secret'); });
+      app.get('/passed-on', () => { throw new Error('passed secret'); });
+      app.use((error: Error, req: Request, res: Response, next: NextFunction) => {
+        seen.push(error.message);
+        if (req.path === '/mine') res.status(502).send('my own page');
+        else next(error);
+      });
+    }, async (server, _engine, errors) => {
+      const mine = await request(server.url, { path: '/mine' });
+      assert.deepEqual([mine.status, mine.body], [502, 'my own page']);
+      const passed = await request(server.url, { path: '/passed-on' });
+      assert.deepEqual([passed.status, passed.body], [500, 'Internal Server Error\n']);
+      assert.deepEqual(seen, ['mine secret', 'passed secret']);
+      assert.deepEqual(errors.map((e) => ((e as Error).cause as Error).message), ['passed secret'], 'only what reached the sessions handler is reported');
+    });
+  });
+
+  test('a middleware reading the body from stream events keeps the process current: a logout there closes at once', GUARD, async () => {
+    await withExpress((app, engine) => {
+      // Hand-rolled, like many body middlewares: late chunks arrive from the HTTP parser, outside any request context.
+      app.use((req, _res, next) => {
+        let body = '';
+        req.setEncoding('utf8');
+        req.on('data', (chunk: string) => { body += chunk; });
+        req.on('end', () => { req.body = body; next(); });
+      });
+      app.post('/logout', async (req, res) => {
+        const sid = engine.currentSessionId();
+        res.json({ sid, closed: await engine.closeSession(req.proc.sessionId), body: req.body as unknown });
+      });
+      app.get('/', (req, res) => { res.send(req.proc.sessionId); });
+    }, async (server, engine) => {
+      const id = sessionIdOf(await request(server.url));
+      assert.ok(id);
+      const busy = (): boolean => engine.sessions().some((s) => s.id === id && s.busy);
+      const logout = await slowPost(server.url, '/logout', 'bye', `4DSID=${id}`, busy);
+      assert.deepEqual(json(logout), { sid: id, closed: true, body: 'bye' });
+    });
+  });
+
+  test('sessions(engine) refuses anything but an engine', () => {
+    assert.throws(() => sessions({} as SessionEngine), TypeError);
+  });
+});

@@ -1,0 +1,94 @@
+// The contract against the Fastify plugin (app.register(sessions, { engine }), request.proc), then
+// what is Fastify's own: onClose, decorators, errors with a 4xx status, handlers that return nothing.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { ManualClock, SessionEngine, type CloseReason } from '../../src/index.js';
+import { sessions } from '../../src/adapters/fastify/index.js';
+import { deferred, request, sessionIdOf } from '../helpers.js';
+import { listen, type ContractServer } from './app.js';
+import { abandonedRequest, GUARD, until } from './harness.js';
+import { contractSuite } from './suite.js';
+
+contractSuite('fastify', async (engine, app) => {
+  const server = Fastify();
+  await server.register(sessions, { engine });
+  server.all('/*', async (request, reply) => {
+    const answer = await app.handle({ path: request.url.split('?')[0] ?? '/', proc: request.proc, body: typeof request.body === 'string' ? request.body : '' });
+    for (const cookie of answer.cookies ?? []) reply.header('set-cookie', cookie);
+    return reply.type('text/plain; charset=utf-8').send(answer.body);
+  });
+  await server.ready();
+  return listen(server.server, () => server.close());
+});
+
+describe('fastify adapter: the framework idiom', () => {
+  async function withFastify(build: (app: FastifyInstance) => void, body: (server: ContractServer, engine: SessionEngine, errors: unknown[], hooks: CloseReason[]) => Promise<void>): Promise<void> {
+    const hooks: CloseReason[] = [];
+    const engine = new SessionEngine({ clock: new ManualClock(), onClose: (_proc, reason) => { hooks.push(reason); } });
+    const errors: unknown[] = [];
+    engine.on('error', (error) => errors.push(error));
+    const app = Fastify();
+    await app.register(sessions, { engine });
+    build(app);
+    await app.ready();
+    const server = await listen(app.server, () => app.close());
+    try {
+      await body(server, engine, errors, hooks);
+    } finally {
+      await engine.stop();
+      await server.close();
+    }
+  }
+
+  test('request.proc is declared up front, and app.close() stops the engine: every session is hooked with shutdown', GUARD, async () => {
+    await withFastify((app) => {
+      assert.equal(app.hasRequestDecorator('proc'), true);
+      app.get('/', async (request) => request.proc.sessionId);
+    }, async (server, engine, _errors, hooks) => {
+      for (let i = 0; i < 3; i++) assert.equal((await request(server.url)).status, 200);
+      assert.equal(engine.sessions().length, 3);
+      await server.close(); // fastify.close(): its onClose hook runs engine.stop()
+      assert.deepEqual(hooks, ['shutdown', 'shutdown', 'shutdown']);
+      assert.deepEqual(engine.sessions(), []);
+    });
+  });
+
+  test('an error naming a 4xx status gets Fastify\'s usual answer and is not a reported failure', GUARD, async () => {
+    await withFastify((app) => {
+      app.get('/forbidden', async () => { throw Object.assign(new Error('not yours'), { statusCode: 403 }); });
+    }, async (server, _engine, errors) => {
+      const response = await request(server.url, { path: '/forbidden' });
+      assert.equal(response.status, 403);
+      assert.equal((JSON.parse(response.body) as { message: string }).message, 'not yours');
+      assert.deepEqual(errors, []);
+    });
+  });
+
+  test('a handler that returns nothing after its client left still gives the process back once it settles', GUARD, async () => {
+    const started = deferred();
+    const gate = deferred();
+    await withFastify((app) => {
+      app.get('/', async (request) => request.proc.sessionId);
+      // Fastify sends nothing for an aborted request whose handler resolves undefined: only the
+      // handler's own end can free the process.
+      app.get('/quiet', async () => {
+        started.resolve();
+        await gate.promise;
+      });
+    }, async (server, engine) => {
+      const id = sessionIdOf(await request(server.url));
+      assert.ok(id);
+      await abandonedRequest(server, '/quiet', `4DSID=${id}`, started.promise);
+      assert.equal(engine.stats().busySessions, 1, 'held while the handler runs');
+      gate.resolve();
+      await until(() => engine.stats().busySessions === 0, 'the process is given back');
+      assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, id);
+    });
+  });
+
+  test('register(sessions) refuses anything but an engine', async () => {
+    const app = Fastify();
+    await assert.rejects(async () => { await app.register(sessions, { engine: {} as SessionEngine }); }, /engine must be a SessionEngine/);
+  });
+});

@@ -1,0 +1,30 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { serializeSessionCookie, type CookieOptions } from '../src/http/cookie.js';
+import { SessionCookieFormat } from '../src/http/set-cookie.js';
+
+// The fast Set-Cookie writer must say exactly what the cookie package says, for every option set.
+test('the Set-Cookie fast path writes byte for byte what serializeSessionCookie writes, for every option combination', () => {
+  const names = ['4DSID', 'APP_SID'];
+  const domains = [undefined, 'example.com'];
+  const paths = ['/', '/app'];
+  const sameSites = ['Strict', 'Lax', 'None'] as const;
+  const secures = ['auto', true, false] as const;
+  let checked = 0;
+  for (const cookieName of names) for (const cookieDomain of domains) for (const cookiePath of paths) for (const cookieSameSite of sameSites) for (const cookieSecure of secures) {
+    const options: CookieOptions = { cookieName, cookieDomain, cookiePath, cookieSameSite, cookieSecure };
+    const format = new SessionCookieFormat(options);
+    for (const secure of [false, true]) {
+      // Several ids and times, including two in one second and one a second later (the date cache).
+      for (const expiresAtMs of [Date.UTC(2026, 0, 1, 8), Date.UTC(2026, 0, 1, 8) + 999, Date.UTC(2026, 0, 1, 8, 0, 1), Date.UTC(2030, 5, 15, 23, 59, 59, 500)]) {
+        const directive = { action: 'set' as const, sessionId: randomUUID(), expiresAtMs };
+        assert.equal(format.format(directive, secure), serializeSessionCookie(directive, options, secure));
+        checked++;
+      }
+      assert.equal(format.format({ action: 'clear' }, secure), serializeSessionCookie({ action: 'clear' }, options, secure));
+      assert.equal(format.format({ action: 'none' }, secure), undefined);
+    }
+  }
+  assert.equal(checked, 2 * 2 * 2 * 3 * 3 * 2 * 4);
+});
