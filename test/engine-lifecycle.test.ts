@@ -12,8 +12,10 @@ import {
   type SessionVars,
 } from '../src/index.js';
 import { engineWithErrors, settle } from './helpers.js';
+import { leaseTracker, track } from './engine-harness.js';
 
 const IP = '192.0.2.10';
+const { open, shutdown } = leaseTracker(IP);
 const OTHER_IP = '192.0.2.99';
 const MINUTE = 60_000;
 /** Every test is bounded: a hang (a deadlock in the engine) fails that test instead of stalling the run. */
@@ -35,33 +37,6 @@ function untilAborted(signal: AbortSignal): Promise<void> {
 interface Vars {
   n: number;
   user?: string;
-}
-
-/** Every lease a test acquired, so cleanup can release them even when an assertion failed midway. */
-const leases = new Set<{ release(): void }>();
-
-async function open<V extends SessionVars>(engine: SessionEngine<V>, sessionId?: string, ip = IP): Promise<RequestLease<V>> {
-  const lease = await engine.acquire({ sessionId, ip });
-  leases.add(lease);
-  return lease;
-}
-
-/** Follows a promise without awaiting it (a hang becomes a failed assertion, never a stalled run). */
-function track<T>(promise: Promise<T>): { settled: boolean; value: T | undefined; error: unknown } {
-  const state: { settled: boolean; value: T | undefined; error: unknown } = { settled: false, value: undefined, error: undefined };
-  promise.then((value) => { state.settled = true; state.value = value; }, (error: unknown) => { state.settled = true; state.error = error; });
-  return state;
-}
-
-/** Cleanup: releases every lease, stops the engine, and never waits forever (a broken engine must not stall the file). */
-async function shutdown<V extends SessionVars>(engine: SessionEngine<V>, clock?: ManualClock): Promise<void> {
-  for (const lease of leases) lease.release();
-  leases.clear();
-  const stopped = track(engine.stop());
-  for (let round = 0; round < 5 && !stopped.settled; round++) {
-    await settle();
-    if (!stopped.settled) clock?.advance(engine.getOption('closeTimeoutMs'));
-  }
 }
 
 /** One complete request: acquire, optional work on the process, release. Returns the session id. */

@@ -2,8 +2,10 @@ import { after, before, test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type CloseEvent, type CreateEvent, type RequestLease, type SessionEngine, type SessionVars, type WebProcess } from '../src/index.js';
 import { deferred, engineWithErrors, settle } from './helpers.js';
+import { leaseTracker, track } from './engine-harness.js';
 
 const IP = '203.0.113.5';
+const { open, shutdown } = leaseTracker(IP);
 const MINUTE = 60_000;
 /** Every test is bounded: a hang (a deadlock in the engine) fails that test instead of stalling the run. */
 const GUARD = { timeout: 5_000 };
@@ -17,38 +19,11 @@ interface Vars {
   n: number;
 }
 
-/** Every lease a test acquired, so cleanup can release them even when an assertion failed midway. */
-const leases = new Set<{ release(): void }>();
-
-async function open<V extends SessionVars>(engine: SessionEngine<V>, sessionId?: string, ip = IP): Promise<RequestLease<V>> {
-  const lease = await engine.acquire({ sessionId, ip });
-  leases.add(lease);
-  return lease;
-}
-
 /** One complete request: acquire then release. Returns the session id. */
 async function visit<V extends SessionVars>(engine: SessionEngine<V>, sessionId?: string): Promise<string> {
   const lease = await open(engine, sessionId);
   lease.release();
   return lease.sessionId;
-}
-
-/** Follows a promise without awaiting it (a hang becomes a failed assertion, never a stalled run). */
-function track<T>(promise: Promise<T>): { settled: boolean; value: T | undefined; error: unknown } {
-  const state: { settled: boolean; value: T | undefined; error: unknown } = { settled: false, value: undefined, error: undefined };
-  promise.then((value) => { state.settled = true; state.value = value; }, (error: unknown) => { state.settled = true; state.error = error; });
-  return state;
-}
-
-/** Cleanup: releases every lease, stops the engine, and never waits forever (a broken engine must not stall the file). */
-async function shutdown<V extends SessionVars>(engine: SessionEngine<V>, clock?: ManualClock): Promise<void> {
-  for (const lease of leases) lease.release();
-  leases.clear();
-  const stopped = track(engine.stop());
-  for (let round = 0; round < 5 && !stopped.settled; round++) {
-    await settle();
-    if (!stopped.settled) clock?.advance(engine.getOption('closeTimeoutMs'));
-  }
 }
 
 function record<V extends SessionVars>(engine: SessionEngine<V>): { creates: CreateEvent[]; closes: CloseEvent[] } {
