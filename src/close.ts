@@ -60,7 +60,11 @@ export function beginClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, se
   const makeAbortReason = (): SessionError => (abortReason ??= new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id }));
   for (const proc of session.processes) processInternals.abort(proc, makeAbortReason);
 
-  session.closed = runPipeline(ctx, session, reason, startedAtMs);
+  // The promise exists before the pipeline starts: a hook that runs synchronously and closes a session
+  // whose hook closes this one again must find the close already under way (re-entrancy), not start a second.
+  let settle!: { resolve: () => void; reject: (error: unknown) => void };
+  session.closed = new Promise<void>((resolve, reject) => { settle = { resolve, reject }; });
+  runPipeline(ctx, session, reason, startedAtMs).then(settle.resolve, settle.reject);
   return session.closed;
 }
 

@@ -72,7 +72,8 @@ export const OPTION_NAMES = Object.freeze(Object.keys(DEFAULT_OPTIONS) as Option
 const MAX_DURATION_MS = 366 * 24 * 60 * MINUTE_MS;
 // RFC 6265 token: what a cookie name may contain (no separators, so no header injection).
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const COOKIE_DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+// DNS labels of at most 63 characters, as the `cookie` package requires when it serializes the domain.
+const COOKIE_DOMAIN = /^\.?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 // A path starting with '/', in the characters the `cookie` package serializes (printable ASCII without
 // ';' and '<'): anything it would refuse at response time is refused here, when the option is set.
 const COOKIE_PATH = /^\/[\x20-\x3A\x3D-\x7E]*$/;

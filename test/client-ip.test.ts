@@ -16,6 +16,10 @@ test('clientIp follows trustProxy: false the socket, true the leftmost X-Forward
     ['1.1.1.1, 2.2.2.2', 5, '1.1.1.1'],
     ['::ffff:3.3.3.3', 1, '3.3.3.3'],
     ['1.1.1.1,2.2.2.2,  4.4.4.4 ', 1, '4.4.4.4'],
+    ['unknown', true, '10.0.0.1'],
+    ['1.1.1.1:80, 2.2.2.2', true, '10.0.0.1'],
+    ['<script>', 1, '10.0.0.1'],
+    ['2001:db8::1', 1, '2001:db8::1'],
   ];
   for (const [forwardedFor, trust, expected] of cases) {
     assert.equal(clientIp('::ffff:10.0.0.1', forwardedFor, trust), expected, `${forwardedFor} / ${trust}`);

@@ -56,7 +56,8 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('advance' as const), ms: fc.constantFrom(MINUTE, 10 * MINUTE, 31 * MINUTE) }) },
 );
 
-test(`a client-chosen id is never adopted: only a live id from its creator's address binds, anything else gets a fresh random one (${FUZZ.direct} steps)`, guardFor(FUZZ.direct, 2), async () => {
+const SCRIPTS = Math.max(1, Math.round(FUZZ.direct / 5));
+test(`a client-chosen id is never adopted: only a live id from its creator's address binds, anything else gets a fresh random one (${SCRIPTS} scripts of up to 10 steps)`, guardFor(SCRIPTS, 10), async () => {
   const clock = new ManualClock();
   // A small cap (eviction) and a cookie lifetime shorter than the idle timeout (ids that expire while live).
   const engine = new SessionEngine({ clock, maxSessions: 12, inactiveProcessTimeoutMs: 40 * MINUTE, inactiveSessionTimeoutMs: 30 * MINUTE });
@@ -108,7 +109,7 @@ test(`a client-chosen id is never adopted: only a live id from its creator's add
           lease.release();
         }
       }
-    }), params(Math.max(1, Math.round(FUZZ.direct / 5))));
+    }), params(SCRIPTS));
     assert.ok(steps > 0 && issuedSet.size === issued.length);
     assert.equal(engine.stats().busySessions, 0);
   } finally {
@@ -162,3 +163,24 @@ test(`any cookie option value setOption accepts serializes to one well-formed Se
     }
   }), params(FUZZ.direct));
 });
+
+// Counterexamples the property above found, kept as plain regressions (each names the value).
+for (const [name, value] of [
+  ['cookiePath', '/<'], // RFC 6265 allows '<' in a path; the cookie package's serializer refuses it
+  ['cookiePath', '/a<b>'],
+  ['cookieDomain', `${'a'.repeat(64)}.example.com`], // a DNS label is 63 characters at most
+  ['cookieDomain', `.${'b'.repeat(70)}`],
+] as const) {
+  test(`setOption('${name}', ${JSON.stringify(value.length > 30 ? `${value.slice(0, 12)}…(${value.length})` : value)}) is refused, or the cookie it gives serializes`, () => {
+    const engine = new SessionEngine({ clock: new ManualClock() });
+    try {
+      engine.setOption(name, value);
+    } catch (error) {
+      assert.ok(error instanceof TypeError);
+      assert.equal((error as TypeError & { code?: string }).code, 'ERR_SESSION_INVALID_OPTION');
+      return;
+    }
+    const line = setCookieFor(engine, { cookie: () => ({ action: 'set', sessionId: randomUUID(), expiresAtMs: Date.UTC(2026, 0, 1) }) }, false);
+    assert.ok(line?.includes(name === 'cookiePath' ? `Path=${value}` : `Domain=${value}`));
+  });
+}

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import * as net from 'node:net';
 import fc from 'fast-check';
+import type { ManualClock, SessionEngine, SessionVars } from '../src/index.js';
 
 // ---- profile --------------------------------------------------------------------------------------
 
@@ -321,5 +322,18 @@ export async function trapProcessFailures<T>(body: () => Promise<T>): Promise<{ 
   } finally {
     process.off('unhandledRejection', onFailure);
     process.off('uncaughtException', onFailure);
+  }
+}
+
+/**
+ * Cleanup that never hangs: stops the engine, moving a manual clock past `closeTimeoutMs` if something
+ * still holds a close (a failed assertion can leave a request or hook behind).
+ */
+export async function stopWithin(engine: Pick<SessionEngine<SessionVars>, 'stop' | 'getOption'>, clock?: ManualClock): Promise<void> {
+  let stopped = false;
+  void engine.stop().then(() => { stopped = true; });
+  for (let round = 0; round < 50 && !stopped; round++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    if (!stopped && round % 5 === 4) clock?.advance(engine.getOption('closeTimeoutMs'));
   }
 }

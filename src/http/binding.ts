@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { SessionEngine } from '../engine.js';
 import { RETRY_AFTER_SECONDS, SessionError } from '../errors.js';
@@ -65,10 +65,14 @@ export function setCookieFor(engine: CookieEngine, lease: CookieLease, secure: b
   return directive.action === 'none' ? undefined : sessionCookieFormat(engine).format(directive, secure);
 }
 
-/** The answer to a failed acquire or a failed handler: the SessionError's status, else a generic 500. */
+/**
+ * The answer to a failed acquire or to an error a handler let escape: a SessionError's status (with its
+ * fixed message), another error's 4xx status (`isClientError`, with the status text only), else a
+ * generic 500.
+ */
 export function errorAnswer(error: unknown): HttpErrorAnswer {
-  const status = error instanceof SessionError ? error.httpStatus : 500;
-  const text = STATUS_TEXT[status] ?? 'Error';
+  const status = error instanceof SessionError ? error.httpStatus : clientErrorStatus(error) ?? 500;
+  const text = STATUS_TEXT[status] ?? STATUS_CODES[status] ?? 'Error';
   const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
   if (status === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS);
   // Session errors have fixed, safe messages; anything else might carry secrets, so only the status text goes out.
@@ -77,13 +81,18 @@ export function errorAnswer(error: unknown): HttpErrorAnswer {
 }
 
 /**
- * A handler error that names a 4xx status (`status` or `statusCode`, as http-errors, Fastify's errors and
- * Hono's HTTPException do) is an answer the application chose, not a failure: framework adapters let the
- * framework answer it as usual and do not report it. Anything else a handler throws is a failure.
+ * A handler error that names a 4xx status is an answer, not a failure: a SessionError such as
+ * ERR_SESSION_BODY_TOO_LARGE (413), or an error with `status`/`statusCode` as http-errors, Fastify's
+ * errors and Hono's HTTPException have. It is answered with that status and not reported; anything
+ * else a handler throws is a failure (generic 500, `'error'` event).
  */
 export function isClientError(error: unknown): boolean {
-  if (typeof error !== 'object' || error === null) return false;
-  const { status, statusCode } = error as { status?: unknown; statusCode?: unknown };
-  const code = typeof statusCode === 'number' ? statusCode : status;
-  return typeof code === 'number' && code >= 400 && code < 500;
+  return clientErrorStatus(error) !== undefined;
+}
+
+function clientErrorStatus(error: unknown): number | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const { status, statusCode, httpStatus } = error as { status?: unknown; statusCode?: unknown; httpStatus?: unknown };
+  const code = error instanceof SessionError ? httpStatus : typeof statusCode === 'number' ? statusCode : status;
+  return typeof code === 'number' && Number.isInteger(code) && code >= 400 && code < 500 ? code : undefined;
 }

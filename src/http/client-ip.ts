@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { RuntimeOptions } from '../options.js';
 
 /** `::ffff:127.0.0.1` and `127.0.0.1` are one client: compare IPv4 clients in one form. */
@@ -11,13 +12,13 @@ export function normalizeIp(address: string | undefined): string {
  * framework's own proxy settings play no part, so every adapter sees the same client):
  * `false` the socket's address; `true` the leftmost X-Forwarded-For entry; a number n the address n hops
  * back from the socket in [...X-Forwarded-For, socket] (the leftmost when the chain is shorter). Without
- * an X-Forwarded-For header it is the socket's address whatever the option says.
+ * an X-Forwarded-For header, or when the entry chosen is not an IP address (a client can write anything
+ * there: `unknown`, a port, a script), it is the socket's address.
  */
 export function clientIp(remoteAddress: string | undefined, forwardedFor: string | undefined, trustProxy: RuntimeOptions['trustProxy']): string {
   if (trustProxy === false || forwardedFor === undefined || forwardedFor === '') return normalizeIp(remoteAddress);
   const chain = forwardedFor.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
   if (chain.length === 0) return normalizeIp(remoteAddress);
-  if (trustProxy === true) return normalizeIp(chain[0]);
-  chain.push(remoteAddress ?? '');
-  return normalizeIp(chain[Math.max(0, chain.length - 1 - trustProxy)]);
+  const chosen = trustProxy === true ? chain[0] : chain[Math.max(0, chain.length - trustProxy)];
+  return chosen !== undefined && isIP(chosen) !== 0 ? normalizeIp(chosen) : normalizeIp(remoteAddress);
 }

@@ -113,7 +113,13 @@ export function sendErrorAnswer(res: ServerResponse, answer: HttpErrorAnswer): v
     return;
   }
   for (const name of res.getHeaderNames()) res.removeHeader(name);
-  res.writeHead(answer.status, answer.headers).end(answer.body);
+  try {
+    res.writeHead(answer.status, answer.headers).end(answer.body);
+  } catch {
+    // Writing the head failed (it carries the session cookie): the connection is the only signal left,
+    // and a closed response still lets the process go.
+    res.destroy();
+  }
 }
 
 /**

@@ -5,7 +5,7 @@
 import type * as http from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import type { CloseReason, SessionEngine, WebProcess } from '../../src/index.js';
+import { SessionError, type CloseReason, type SessionEngine, type WebProcess } from '../../src/index.js';
 import { deferred, settle } from '../helpers.js';
 
 export interface AppVars {
@@ -41,7 +41,8 @@ type Deferred = ReturnType<typeof deferred<void>>;
 
 /**
  * Routes: `/` counts; `/hold` waits for `gate`; `/logout` closes its own session; `/throw` and `/reject`
- * fail with secrets in the message; `/cookie` sets two cookies of its own; `/login` names a user.
+ * fail with secrets in the message; `/too-large` lets a 413 SessionError escape; `/cookie` sets two
+ * cookies of its own; `/login` names a user.
  */
 export class ContractApp {
   readonly engine: SessionEngine<AppVars>;
@@ -100,6 +101,9 @@ export class ContractApp {
         vars.n++;
         await settle(1);
         throw new Error('secret-async-detail token=abc');
+      case '/too-large':
+        vars.n++;
+        throw new SessionError('ERR_SESSION_BODY_TOO_LARGE', 'as readBody refuses a body');
       case '/cookie':
         return { body: 'ok', cookies: ['app=1; Path=/', 'theme=dark'] };
       default:

@@ -180,6 +180,20 @@ function sessionContract(start: StartServer): void {
     });
   });
 
+  test('a handler that lets a SessionError naming a 4xx status escape answers that status (readBody\'s 413), reports nothing, and keeps the session', GUARD, async () => {
+    await withApp(start, {}, async ({ server, engine, errors }) => {
+      const id = sessionIdOf(await request(server.url));
+      const refused = await request(server.url, { path: '/too-large', cookie: `4DSID=${id}` });
+      assert.equal(refused.status, 413, refused.body);
+      assert.equal(refused.body, 'Payload Too Large: request body too large: as readBody refuses a body\n');
+      assert.deepEqual(errors, [], 'a client sending too much is not a handler failure');
+      assert.equal(engine.stats().handlerErrors, 0);
+      const after = await request(server.url, { cookie: `4DSID=${id}` });
+      assert.equal(sessionIdOf(after), id);
+      assert.equal(json(after).n, 3);
+    });
+  });
+
   test("the application's own Set-Cookie headers go out next to the session cookie", GUARD, async () => {
     await withApp(start, {}, async ({ server }) => {
       const id = sessionIdOf(await request(server.url));

@@ -1,5 +1,6 @@
 import type { Express as ExpressApp, NextFunction, Request, RequestHandler, Response } from 'express';
 import type { SessionEngine } from '../../engine.js';
+import { SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
@@ -81,10 +82,10 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
 /** The appended error handler (four parameters: that is how Express knows it handles errors). */
 function answerHandlerErrors(error: unknown, _req: Request, res: Response, next: NextFunction): void {
   const session = sessionOf(res);
-  if (session === undefined || isClientError(error)) {
-    next(error);
+  if (session === undefined || (isClientError(error) && !(error instanceof SessionError))) {
+    next(error); // Express answers the client errors it knows (http-errors: status, headers, exposed message)
     return;
   }
-  session.lease.fail(error);
-  sendErrorAnswer(res, errorAnswer(undefined));
+  if (!isClientError(error)) session.lease.fail(error);
+  sendErrorAnswer(res, errorAnswer(error));
 }

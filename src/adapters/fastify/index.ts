@@ -3,7 +3,9 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyError, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import type { SessionEngine } from '../../engine.js';
+import { SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
+import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/release.js';
 import type { SessionVars, WebProcess } from '../../process.js';
@@ -50,8 +52,11 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
     acquireFor(engine, facts).then((lease) => {
       request.proc = lease.proc as WebProcess<RequestVars>;
       bindSession(reply.raw, engine, lease, facts.secure);
+      // Fastify's own body parsers carry the context across the body's stream events; this covers a
+      // handler that reads request.raw itself (a pass-through content-type parser).
+      runRequestEventsIn(request.raw, lease);
       // Everything after this hook starts in the process's context (engine.currentSessionId(), a logout
-      // seen as from inside); Fastify's body parser carries the context across the body's stream events.
+      // seen as from inside).
       lease.run(next);
     }, (error: unknown) => {
       const answer = errorAnswer(error);
@@ -103,13 +108,14 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
 export const sessions = fastifyPlugin(plugin, { name: 'legacy-web-sessions', fastify: '5.x' });
 
 function answerErrors(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
-  if (isClientError(error)) {
+  if (isClientError(error) && !(error instanceof SessionError)) {
     // Sent from an error handler, the error goes on to the next one up: Fastify's default answer.
     reply.send(error);
     return;
   }
-  request.log.error({ err: error }, 'request handler failed');
-  const answer = errorAnswer(undefined);
+  if (!isClientError(error)) request.log.error({ err: error }, 'request handler failed');
+  // A SessionError's status is its own (readBody's 413); anything else is the generic 500.
+  const answer = errorAnswer(error);
   // Headers the failed handler had set belong to the answer it did not finish.
   for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name);
   reply.code(answer.status).headers(answer.headers).send(answer.body);

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { MiddlewareHandler } from 'hono';
 import type { SessionEngine } from '../../engine.js';
+import { SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { releaseAfterResponse } from '../../http/release.js';
@@ -70,7 +71,15 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
     } finally {
       releaseAfterResponse(outgoing, lease);
     }
-    // Set when a handler threw and app.onError answered: the failure is reported whoever answered it.
-    if (c.error !== undefined && !isClientError(c.error)) lease.fail(c.error);
+    // Set when a handler threw and app.onError answered: a failure is reported whoever answered it.
+    const error = c.error;
+    if (error === undefined) return;
+    if (!isClientError(error)) {
+      lease.fail(error);
+    } else if (error instanceof SessionError && c.res.status === 500) {
+      // Hono's onError knows nothing of a SessionError's status (readBody's 413): it answers here as in every adapter.
+      const answer = errorAnswer(error);
+      c.res = new Response(answer.body, { status: answer.status, headers: answer.headers });
+    }
   };
 }

@@ -1,6 +1,6 @@
 import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
-import { acquireFor, errorAnswer, setCookieFor, socketFacts } from '../../http/binding.js';
+import { acquireFor, errorAnswer, isClientError, setCookieFor, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import { releaseAfterResponse } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
@@ -69,8 +69,9 @@ async function serve<Vars extends SessionVars>(
   try {
     await lease.run(() => handler(req, res, lease.proc));
   } catch (error) {
-    lease.fail(error);
-    sendErrorAnswer(res, errorAnswer(undefined));
+    // An error naming a 4xx status (readBody's 413) is an answer; anything else is a failure, reported.
+    if (!isClientError(error)) lease.fail(error);
+    sendErrorAnswer(res, errorAnswer(error));
   }
   // The process is free once the handler is done and the response has ended (or the client left).
   releaseAfterResponse(res, lease);
