@@ -100,7 +100,8 @@ async function serverMain(sampleSeconds: number, maxSessions: number, timeoutSec
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const startedAt = Date.now();
-  const send = (message: ToParent): void => { process.send?.(message); };
+  // The parent may go away between a sample's start and its send: a lost sample is fine, a crash is not.
+  const send = (message: ToParent): void => { if (process.connected) process.send?.(message, undefined, undefined, () => {}); };
   send({ type: 'ready', port: (server.address() as AddressInfo).port });
 
   const sample = async (): Promise<void> => {

@@ -126,7 +126,7 @@ test('trustProxy: 1 behind one proxy: the address the proxy appended decides IP 
   }
 });
 
-test(`over real sockets, the session's address and IP validation follow trustProxy for any X-Forwarded-For (${Math.ceil(FUZZ.http / 2)} cases)`, guardFor(FUZZ.http, 20), async () => {
+test(`over real sockets, the session's address and IP validation follow trustProxy for any X-Forwarded-For (${Math.ceil(FUZZ.http / 3)} cases)`, guardFor(FUZZ.http, 20), async () => {
   const engine = new SessionEngine({ maxSessions: 50 });
   const created: string[] = [];
   engine.on('create', (event) => created.push(event.ip));
@@ -166,7 +166,7 @@ test(`over real sockets, the session's address and IP validation follow trustPro
         known.push({ id: response.body, ip: client });
         if (known.length > 40) known.shift();
       },
-    ), params(Math.ceil(FUZZ.http / 2))));
+    ), params(Math.ceil(FUZZ.http / 3))));
     assert.deepEqual(failures, []);
   } finally {
     await engine.stop();
