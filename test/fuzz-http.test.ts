@@ -13,7 +13,7 @@ import { ManualClock, SessionEngine, SessionError } from '../src/index.js';
 import { createServer, readBody } from '../src/adapters/node/index.js';
 import {
   FUZZ, NODE_MAX_HEADER_BYTES, UUID_V4, assertWellFormedSetCookie, cookieHeaderArb, guardFor, hasControlByte, headerValues, joinParts,
-  modelSessionId, params, rawRequest, renderParts, trapProcessFailures, xffHeaderArb, stopWithin, type CookieHeaderShape, type RawResponse,
+  modelSessionId, oneLine, params, rawRequest, renderParts, trapProcessFailures, xffHeaderArb, stopWithin, type CookieHeaderShape, type RawResponse,
 } from './fuzz-support.js';
 
 const MINUTE = 60_000;
@@ -123,13 +123,14 @@ test(`raw HTTP requests with fuzzed Cookie, X-Forwarded-For and bodies get only 
           modelTexts.push(...allTexts.map(latin1));
           modelTargets.push(...extra.map(() => undefined), ...targets.map((t) => (t === undefined ? undefined : latin1(t))));
         });
-        const cookieBytes = lines.map((line) => Buffer.from(line, 'utf8'));
+        const cookieBytes: Buffer[] = lines.map((line) => Buffer.from(line, 'utf8'));
         if (c.control !== null && cookieBytes.length > 0) {
           const target = cookieBytes[c.control.at % cookieBytes.length]!;
           const at = c.control.at % (target.length + 1);
           cookieBytes[c.control.at % cookieBytes.length] = Buffer.concat([target.subarray(0, at), Buffer.from([c.control.byte]), target.subarray(at)]);
         }
-        const xffBytes = c.xff.map((value) => Buffer.from(value, 'utf8'));
+        for (let k = 0; k < cookieBytes.length; k++) cookieBytes[k] = oneLine(cookieBytes[k]!);
+        const xffBytes = c.xff.map((value) => oneLine(Buffer.from(value, 'utf8')));
         const [method, path] = c.route.split(' ') as [string, string];
         const bodyBytes = method === 'POST' ? Buffer.alloc(c.body.size, 'b') : Buffer.alloc(0);
         const head = Buffer.concat([

@@ -201,6 +201,20 @@ export function hasControlByte(bytes: Buffer): boolean {
   return false;
 }
 
+/**
+ * A header value as one line: CR LF inside it would end the header (or the whole head) on the client
+ * side — that is the client splitting its own request, not a value the server receives — so a space goes
+ * between them. Bare CR and bare LF stay, and node:http refuses them (400).
+ */
+export function oneLine(bytes: Buffer): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < bytes.length; i++) {
+    out.push(bytes[i]!);
+    if (bytes[i] === 0x0d && bytes[i + 1] === 0x0a) out.push(0x20);
+  }
+  return out.length === bytes.length ? bytes : Buffer.from(out);
+}
+
 /** node:http answers 431 past 16 KiB of header bytes (the default `maxHeaderSize`). */
 export const NODE_MAX_HEADER_BYTES = 16 * 1024;
 
