@@ -33,6 +33,8 @@ export const ERROR_CODES = {
   ERR_SESSION_TASK_FAILED: { httpStatus: 500, message: 'spawned task failed' },
   /** A request body exceeded the allowed size. */
   ERR_SESSION_BODY_TOO_LARGE: { httpStatus: 413, message: 'request body too large' },
+  /** The session store (Redis) did not answer or refused a command; `cause` holds the client's error. */
+  ERR_SESSION_STORE_UNAVAILABLE: { httpStatus: 503, message: 'session store unavailable' },
 } as const satisfies Record<string, { httpStatus: number; message: string }>;
 
 export type SessionErrorCode = keyof typeof ERROR_CODES;
