@@ -3,7 +3,9 @@
 // ignore their abort signal, and close hooks that fail, hang or close other sessions while a browser
 // waits on the other end. Time moves by ManualClock only; waits are event-loop turns, never sleeps.
 // (Hooks that throw, reject, hang or close their own session at the engine level are in
-// test/engine-close.test.ts; these add what was missing there, over HTTP where a client is involved.)
+// test/engine-close.test.ts; these add what was missing there, over HTTP where a client is involved.
+// test/faults-teardown.test.ts runs every hook fault under every close reason, and the request-side
+// faults with a record lock held, checking teardown, locks and the engine's health after each.)
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
@@ -283,6 +285,17 @@ for (const how of ['closeSession', 'stop'] as const) {
       assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_DRAIN_TIMEOUT', 'ERR_SESSION_TASK_FAILED'], 'the late lock attempt is reported as the task\'s failure');
       assert.equal((errors[1]?.cause as SessionError | undefined)?.code, 'ERR_SESSION_CLOSED');
       assert.deepEqual({ processes: engine.stats().processes, sessions: engine.stats().sessions, closing: engine.stats().closingSessions }, { processes: 0, sessions: 0, closing: 0 });
+
+      // The engine is healthy: a new session takes the record the task held (or, stopped, it refuses cleanly).
+      if (how === 'closeSession') {
+        const next = await engine.acquire({ sessionId: id, ip: '127.0.0.1' });
+        assert.notEqual(next.sessionId, id, 'the dead id gets a new session');
+        assert.equal(await next.proc.locks.tryLock('Jobs', 1), true);
+        next.release();
+        assert.deepEqual({ busy: engine.stats().busySessions, sessions: engine.stats().sessions, processes: engine.stats().processes, locksHeld: engine.stats().locksHeld }, { busy: 0, sessions: 1, processes: 1, locksHeld: 1 });
+      } else {
+        await assert.rejects(engine.acquire({ sessionId: undefined, ip: '127.0.0.1' }), { code: 'ERR_SESSION_STOPPED' });
+      }
     } finally {
       await cleanup(engine, undefined, clock, [finishA, finishB]);
     }
