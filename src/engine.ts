@@ -1,25 +1,19 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
-import { systemClock, type Clock } from './clock.js';
-import { beginClose } from './close.js';
+import { systemClock } from './clock.js';
 import { SessionError, SessionOptionError } from './errors.js';
 import type { RequestLease } from './lease.js';
-import { MemoryLockManager, type LockManager } from './locks.js';
+import type { LockManager } from './locks.js';
+import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
 import type { SessionVars, WebProcess } from './process.js';
-import { Scheduler } from './scheduler.js';
-import type { Session } from './session.js';
 import { createCounters, type Counters } from './stats.js';
+import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
 import type { EngineStats, SessionEngineEvents, SessionEngineOptions, SessionInfo } from './types.js';
 
-const CONSTRUCTION_KEYS = new Set<string>([...OPTION_NAMES, 'clock', 'locks', 'init', 'onClose']);
+export type { RequestIdentity } from './store.js';
 
-/** Where a request comes from, as the HTTP binding read it. */
-export interface RequestIdentity {
-  /** The session id the client's cookie carries, if any (never adopted: an unknown id gets a new session). */
-  readonly sessionId: string | undefined;
-  readonly ip: string;
-}
+const CONSTRUCTION_KEYS = new Set<string>([...OPTION_NAMES, 'clock', 'locks', 'store', 'init', 'onClose']);
 
 export interface SessionEngine<Vars extends SessionVars> {
   on<E extends keyof SessionEngineEvents>(event: E, listener: SessionEngineEvents[E]): this;
@@ -42,11 +36,9 @@ export interface SessionEngine<Vars extends SessionVars> {
  */
 export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> extends EventEmitter {
   readonly #options: RuntimeOptions;
-  readonly #clock: Clock;
-  readonly #lockManager: LockManager;
   readonly #als = new AsyncLocalStorage<WebProcess<Vars>>();
   readonly #counters: Counters = createCounters();
-  readonly #scheduler: Scheduler<Vars>;
+  readonly #store: AttachedStore<Vars>;
   #stopping: Promise<void> | undefined;
 
   constructor(options: SessionEngineOptions<Vars> = {}) {
@@ -59,19 +51,20 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     if (typeof clock?.now !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock must have a now() method');
     if (init !== undefined && typeof init !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'init must be a function');
     if (onClose !== undefined && typeof onClose !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'onClose must be a function');
-    this.#clock = clock;
-    this.#lockManager = locks ?? new MemoryLockManager(() => clock.now());
-    this.#scheduler = new Scheduler<Vars>({
+    const store = options.store ?? memoryStore();
+    if (typeof store?.attach !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'store must be a SessionStore (memoryStore(), createRedisStore())');
+    this.#store = store.attach<Vars>({
       options: this.#options,
       clock,
-      lockManager: this.#lockManager,
       als: this.#als,
       counters: this.#counters,
+      locks,
       init,
       onClose,
       report: (error, counter) => this.#report(error, counter),
       created: (event) => this.emit('create', event),
       closed: (event) => this.emit('close', event),
+      applyOption: (name, value) => this.#apply(name, value),
     });
   }
 
@@ -82,32 +75,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * `httpStatus` is the answer to give: 400 (IP mismatch) or 503 (limits, queue full, stopping).
    * This is the seam adapters use; applications use `createServer` or an adapter instead.
    */
-  async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
-    const scheduler = this.#scheduler;
-    let session = scheduler.findLive(request.sessionId);
-    let closedWhileQueued: Session<Vars> | undefined;
-    for (;;) {
-      if (this.#stopping !== undefined) throw scheduler.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-      const { mode } = this.#options;
-      if (mode === 'none') return scheduler.transient();
-      if (session === undefined) {
-        const predecessor = closedWhileQueued;
-        return scheduler.create(request.ip, predecessor === undefined ? undefined : (created) => { predecessor.successor = created; });
-      }
-      if (mode === 'legacy' && this.#options.ipValidation && session.ip !== request.ip) {
-        throw scheduler.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: session.id }));
-      }
-      try {
-        return await scheduler.enter(session);
-      } catch (error) {
-        if (!(error instanceof SessionError && error.code === 'ERR_SESSION_CLOSED')) throw error;
-        // The session closed while this request waited in its queue. It runs in a new session instead;
-        // the other requests queued with the same cookie join that one rather than each making its own.
-        closedWhileQueued = session;
-        const successor = session.successor;
-        session = successor !== undefined && successor.state === 'open' ? successor : undefined;
-      }
-    }
+  acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
+    return this.#store.acquire(request);
   }
 
   // ---- closing ----------------------------------------------------------------------------------------
@@ -121,15 +90,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   closeSession(id: string): Promise<boolean> {
     if (typeof id !== 'string') return Promise.reject(new TypeError(`closeSession(id): id must be a string, got ${describe(id)}`));
     if (this.#options.mode !== 'legacy') return Promise.resolve(false);
-    const session = this.#scheduler.store.get(id) ?? this.#scheduler.closing.get(id);
-    if (session === undefined) return Promise.resolve(false);
-    const caller = this.#als.getStore();
-    const fromOwnSession = caller !== undefined && caller.sessionId === session.id;
-    // From the session's own hook or teardown: it is closing already, and waiting on itself would deadlock.
-    if (fromOwnSession && session.phase !== undefined && session.phase !== 'draining') return Promise.resolve(true);
-    const closed = beginClose(this.#scheduler.closeContext, session, 'closed');
-    if (fromOwnSession) this.#scheduler.waitInside(caller);
-    return closed.then(() => true);
+    return this.#store.closeSession(id, this.#als.getStore());
   }
 
   /**
@@ -140,8 +101,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    */
   regenerate(id: string): Promise<string | null> {
     if (typeof id !== 'string') return Promise.reject(new TypeError(`regenerate(id): id must be a string, got ${describe(id)}`));
-    const session = this.#scheduler.store.get(id);
-    return Promise.resolve(session === undefined ? null : this.#scheduler.regenerate(session));
+    return this.#store.regenerate(id);
   }
 
   /**
@@ -153,7 +113,10 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     // Once stopped, the engine's async context is released: Node keeps every enabled AsyncLocalStorage
     // in one list that each new promise walks, so engines created and stopped by the thousand (tests,
     // per-tenant engines) would otherwise slow every promise of the process.
-    this.#stopping ??= this.#scheduler.closeAll(this.#als.getStore()).then(() => this.#als.disable());
+    if (this.#stopping === undefined) {
+      this.#store.refuse();
+      this.#stopping = this.#store.stop(this.#als.getStore()).then(() => this.#als.disable());
+    }
     return this.#stopping;
   }
 
@@ -176,11 +139,17 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * evicted before a session is needed), a mode change to the next request and close.
    */
   setOption<K extends OptionName>(name: K, value: RuntimeOptions[K]): void {
+    const validated = this.#apply(name, value);
+    this.#store.optionChanged(name, validated);
+  }
+
+  /** Validates and applies an option, from setOption or from another node of a shared store. */
+  #apply(name: OptionName, value: unknown): unknown {
     const validated = validateOption(name, value);
     validateCombination({ ...this.#options, [name]: validated });
-    this.#options[name] = validated;
-    if (name === 'inactiveProcessTimeoutMs') this.#scheduler.rescheduleExpiry();
+    (this.#options as Record<OptionName, unknown>)[name] = validated;
     this.emit('option', { name, value: validated });
+    return validated;
   }
 
   // ---- reading --------------------------------------------------------------------------------------
@@ -192,54 +161,36 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   /** WEB LEGACY GET SESSION EXPIRATION: when the session's cookie expires; `null` if unknown or not legacy mode. */
   sessionExpiration(id: string): Date | null {
-    const session = typeof id === 'string' ? this.#scheduler.store.get(id) : undefined;
-    if (session === undefined || this.#options.mode !== 'legacy') return null;
-    return new Date(this.#scheduler.cookieExpiresAtMs(session));
+    const expiresAtMs = typeof id === 'string' && this.#options.mode === 'legacy' ? this.#store.expiresAtMs(id) : undefined;
+    return expiresAtMs === undefined ? null : new Date(expiresAtMs);
   }
 
   /** WEB Get session process count: processes of the session (request processes and running tasks); 0 if unknown. */
   sessionProcessCount(id: string): number {
-    return (typeof id === 'string' ? this.#scheduler.store.get(id)?.processes.length : undefined) ?? 0;
+    return typeof id === 'string' ? this.#store.processCount(id) : 0;
   }
 
   /** Live (open) sessions, least recently created first. */
   sessions(): SessionInfo[] {
-    return [...this.#scheduler.store.values()].map((s) => ({
-      id: s.id,
-      ip: s.ip,
-      createdAt: new Date(s.createdAtMs),
-      lastActivityAt: new Date(s.lastActivityAtMs),
-      expiresAt: new Date(this.#scheduler.cookieExpiresAtMs(s)),
-      processCount: s.processes.length,
-      busy: !s.isIdle,
-      queuedRequests: s.queuedCount,
-      locks: s.processes.flatMap((p) => p.locks.held()),
-    }));
+    return this.#store.sessions();
   }
 
   stats(): EngineStats {
-    let queuedRequests = 0;
-    let locksHeld = 0;
-    for (const s of this.#scheduler.store.values()) {
-      queuedRequests += s.queuedCount;
-      for (const proc of s.processes) locksHeld += proc.lockCount;
-    }
-    const sessions = this.#scheduler.store.size;
-    const idleSessions = this.#scheduler.store.idleCount;
+    const g = this.#store.gauges();
     const c = this.#counters;
     return {
-      sessions, idleSessions, busySessions: sessions - idleSessions, closingSessions: this.#scheduler.closing.size,
-      processes: this.#scheduler.liveProcesses, queuedRequests, locksHeld, created: c.created, closed: { ...c.closed }, rejected: { ...c.rejected },
+      sessions: g.sessions, idleSessions: g.idleSessions, busySessions: g.sessions - g.idleSessions, closingSessions: g.closingSessions,
+      processes: g.processes, queuedRequests: g.queuedRequests, locksHeld: g.locksHeld, created: c.created, closed: { ...c.closed }, rejected: { ...c.rejected },
       hookErrors: c.hookErrors, hookTimeouts: c.hookTimeouts, drainTimeouts: c.drainTimeouts, handlerErrors: c.handlerErrors, taskErrors: c.taskErrors,
     };
   }
 
   /** The lock manager of this engine's processes. */
   get lockManager(): LockManager {
-    return this.#lockManager;
+    return this.#store.lockManager;
   }
 
-  #report(error: SessionError, counter: 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors'): void {
+  #report(error: SessionError, counter: ReportCounter): void {
     this.#counters[counter]++;
     // An 'error' event without a listener would throw and crash the server: warn instead.
     if (this.listenerCount('error') > 0) this.emit('error', error);

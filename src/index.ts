@@ -1,4 +1,6 @@
-export { SessionEngine, type RequestIdentity } from './engine.js';
+export { SessionEngine } from './engine.js';
+export { memoryStore } from './memory-sessions.js';
+export type { RequestIdentity, SessionStore, AttachedStore, StoreContext, StoreGauges } from './store.js';
 export { RequestLease, type CookieDirective } from './lease.js';
 export { WebProcess, Selections, type Selection, type ProcessLocks, type SessionVars } from './process.js';
 export { MemoryLockManager, type LockManager, type LockOwner, type LockRef } from './locks.js';

@@ -1,36 +1,21 @@
-import type { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
-import type { Clock } from './clock.js';
 import { beginClose, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
 import { SessionError } from './errors.js';
 import { ExpiryTimer } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
 import { MemoryStore } from './memory-store.js';
-import type { RuntimeOptions } from './options.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
-import { removeItem, Session, type CloseReason, type SessionHost } from './session.js';
+import { removeItem, Session, type SessionHost } from './session.js';
 import type { Counters } from './stats.js';
-import type { CloseEvent, CreateEvent } from './types.js';
+import type { StoreContext } from './store.js';
 
 /** Sessions closed per event-loop turn when many time out together; then the loop breathes. */
 const EXPIRY_BATCH = 512;
 
-type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors';
-
-/** What the scheduler needs from its engine. */
-export interface SchedulerContext<Vars extends SessionVars> {
-  /** The engine's live options object: changes through setOption are seen at once. */
-  readonly options: RuntimeOptions;
-  readonly clock: Clock;
+/** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
+export interface SchedulerContext<Vars extends SessionVars> extends StoreContext<Vars> {
   readonly lockManager: LockManager;
-  readonly als: AsyncLocalStorage<WebProcess<Vars>>;
-  readonly counters: Counters;
-  readonly init: ((proc: WebProcess<Vars>) => Vars | Promise<Vars>) | undefined;
-  readonly onClose: ((proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>) | undefined;
-  report(error: SessionError, counter: ReportCounter): void;
-  created(event: CreateEvent): void;
-  closed(event: CloseEvent): void;
 }
 
 /**

@@ -4,13 +4,16 @@ import type { LockManager, LockRef } from './locks.js';
 import type { OptionName, RuntimeOptions } from './options.js';
 import type { SessionVars, WebProcess } from './process.js';
 import type { CloseReason } from './session.js';
+import type { SessionStore } from './store.js';
 
 /** Options of `new SessionEngine(options)`: the run-time options plus the parts fixed at construction. */
 export interface SessionEngineOptions<Vars extends SessionVars = Record<string, unknown>> extends Partial<RuntimeOptions> {
   /** Time source for every decision; tests pass a `ManualClock`. @default systemClock */
   clock?: Clock;
-  /** Record lock manager shared by the engine's processes. @default new MemoryLockManager() */
+  /** Record lock manager shared by the engine's processes (memory store only: a shared store brings its own). @default new MemoryLockManager() */
   locks?: LockManager;
+  /** Where sessions live: `memoryStore()` or `createRedisStore()` from `legacy-web-sessions/redis`. @default memoryStore() */
+  store?: SessionStore;
   /** 4D's Compiler_Web: the variables of a new process (new session, extra parallel process, spawned task). @default () => ({}) */
   init?(proc: WebProcess<Vars>): Vars | Promise<Vars>;
   /**

@@ -1,0 +1,134 @@
+import { beginClose } from './close.js';
+import { SessionError } from './errors.js';
+import type { RequestLease } from './lease.js';
+import { MemoryLockManager, type LockManager } from './locks.js';
+import type { SessionVars, WebProcess } from './process.js';
+import { Scheduler } from './scheduler.js';
+import type { Session } from './session.js';
+import type { AttachedStore, RequestIdentity, SessionStore, StoreContext, StoreGauges } from './store.js';
+import type { SessionInfo } from './types.js';
+
+/**
+ * The default store: live sessions in this process's memory, no serialization on the hot path. Each
+ * call makes a store for one engine.
+ *
+ * @example
+ * new SessionEngine({ store: memoryStore() }); // the same as new SessionEngine()
+ */
+export function memoryStore(): SessionStore {
+  let attached = false;
+  return {
+    attach<Vars extends SessionVars>(context: StoreContext<Vars>): AttachedStore<Vars> {
+      if (attached) throw new TypeError('a memory store serves one engine: make one memoryStore() per engine');
+      attached = true;
+      return new MemorySessions(context);
+    },
+  };
+}
+
+/** The memory store attached to its engine: request binding, closing and reads over the scheduler. */
+class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
+  readonly lockManager: LockManager;
+  readonly #ctx: StoreContext<Vars>;
+  readonly #scheduler: Scheduler<Vars>;
+  #refusing = false;
+
+  constructor(ctx: StoreContext<Vars>) {
+    this.#ctx = ctx;
+    this.lockManager = ctx.locks ?? new MemoryLockManager(() => ctx.clock.now());
+    this.#scheduler = new Scheduler<Vars>({ ...ctx, lockManager: this.lockManager });
+  }
+
+  async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
+    const scheduler = this.#scheduler;
+    let session = scheduler.findLive(request.sessionId);
+    let closedWhileQueued: Session<Vars> | undefined;
+    for (;;) {
+      if (this.#refusing) throw scheduler.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
+      const { mode } = this.#ctx.options;
+      if (mode === 'none') return scheduler.transient();
+      if (session === undefined) {
+        const predecessor = closedWhileQueued;
+        return scheduler.create(request.ip, predecessor === undefined ? undefined : (created) => { predecessor.successor = created; });
+      }
+      if (mode === 'legacy' && this.#ctx.options.ipValidation && session.ip !== request.ip) {
+        throw scheduler.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: session.id }));
+      }
+      try {
+        return await scheduler.enter(session);
+      } catch (error) {
+        if (!(error instanceof SessionError && error.code === 'ERR_SESSION_CLOSED')) throw error;
+        // The session closed while this request waited in its queue. It runs in a new session instead;
+        // the other requests queued with the same cookie join that one rather than each making its own.
+        closedWhileQueued = session;
+        const successor = session.successor;
+        session = successor !== undefined && successor.state === 'open' ? successor : undefined;
+      }
+    }
+  }
+
+  closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
+    const session = this.#scheduler.store.get(id) ?? this.#scheduler.closing.get(id);
+    if (session === undefined) return Promise.resolve(false);
+    const fromOwnSession = caller !== undefined && caller.sessionId === session.id;
+    // From the session's own hook or teardown: it is closing already, and waiting on itself would deadlock.
+    if (fromOwnSession && session.phase !== undefined && session.phase !== 'draining') return Promise.resolve(true);
+    const closed = beginClose(this.#scheduler.closeContext, session, 'closed');
+    if (fromOwnSession) this.#scheduler.waitInside(caller);
+    return closed.then(() => true);
+  }
+
+  regenerate(id: string): Promise<string | null> {
+    const session = this.#scheduler.store.get(id);
+    return Promise.resolve(session === undefined ? null : this.#scheduler.regenerate(session));
+  }
+
+  refuse(): void {
+    this.#refusing = true;
+  }
+
+  stop(caller: WebProcess<Vars> | undefined): Promise<void> {
+    return this.#scheduler.closeAll(caller);
+  }
+
+  optionChanged(name: string): void {
+    if (name === 'inactiveProcessTimeoutMs') this.#scheduler.rescheduleExpiry();
+  }
+
+  expiresAtMs(id: string): number | undefined {
+    const session = this.#scheduler.store.get(id);
+    return session === undefined ? undefined : this.#scheduler.cookieExpiresAtMs(session);
+  }
+
+  processCount(id: string): number {
+    return this.#scheduler.store.get(id)?.processes.length ?? 0;
+  }
+
+  sessions(): SessionInfo[] {
+    return [...this.#scheduler.store.values()].map((s) => ({
+      id: s.id,
+      ip: s.ip,
+      createdAt: new Date(s.createdAtMs),
+      lastActivityAt: new Date(s.lastActivityAtMs),
+      expiresAt: new Date(this.#scheduler.cookieExpiresAtMs(s)),
+      processCount: s.processes.length,
+      busy: !s.isIdle,
+      queuedRequests: s.queuedCount,
+      locks: s.processes.flatMap((p) => p.locks.held()),
+    }));
+  }
+
+  gauges(): StoreGauges {
+    let queuedRequests = 0;
+    let locksHeld = 0;
+    const store = this.#scheduler.store;
+    for (const s of store.values()) {
+      queuedRequests += s.queuedCount;
+      for (const proc of s.processes) locksHeld += proc.lockCount;
+    }
+    return {
+      sessions: store.size, idleSessions: store.idleCount, closingSessions: this.#scheduler.closing.size,
+      processes: this.#scheduler.liveProcesses, queuedRequests, locksHeld,
+    };
+  }
+}

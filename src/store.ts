@@ -1,0 +1,86 @@
+import type { AsyncLocalStorage } from 'node:async_hooks';
+import type { Clock } from './clock.js';
+import type { SessionError } from './errors.js';
+import type { RequestLease } from './lease.js';
+import type { LockManager } from './locks.js';
+import type { OptionName, RuntimeOptions } from './options.js';
+import type { SessionVars, WebProcess } from './process.js';
+import type { CloseReason } from './session.js';
+import type { Counters } from './stats.js';
+import type { CloseEvent, CreateEvent, SessionInfo } from './types.js';
+
+// The seam between the engine and where sessions live. The engine (options, events, async context, the
+// 4D commands, every HTTP adapter) is the same whatever the store; a store decides how a request finds
+// its process, how a session is created at the cap, and how it is closed: the memory store with live
+// objects and one lock-free event loop, the Redis store with serialized state and atomic scripts.
+
+/** Where a request comes from, as the HTTP binding read it. */
+export interface RequestIdentity {
+  /** The session id the client's cookie carries, if any (never adopted: an unknown id gets a new session). */
+  readonly sessionId: string | undefined;
+  readonly ip: string;
+}
+
+export type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors';
+
+/** What an engine lends the store it runs on. */
+export interface StoreContext<Vars extends SessionVars> {
+  /** The engine's live options object: changes through setOption are seen at once. */
+  readonly options: RuntimeOptions;
+  readonly clock: Clock;
+  readonly als: AsyncLocalStorage<WebProcess<Vars>>;
+  readonly counters: Counters;
+  /** The lock manager the application passed (`locks`), if any. */
+  readonly locks: LockManager | undefined;
+  readonly init: ((proc: WebProcess<Vars>) => Vars | Promise<Vars>) | undefined;
+  readonly onClose: ((proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>) | undefined;
+  report(error: SessionError, counter: ReportCounter): void;
+  created(event: CreateEvent): void;
+  closed(event: CloseEvent): void;
+  /** An option changed elsewhere (another node of a shared store): validate and apply it here. */
+  applyOption(name: OptionName, value: unknown): void;
+}
+
+/** Gauges a store reports for `engine.stats()`. */
+export interface StoreGauges {
+  readonly sessions: number;
+  readonly idleSessions: number;
+  readonly closingSessions: number;
+  readonly processes: number;
+  readonly queuedRequests: number;
+  readonly locksHeld: number;
+}
+
+/**
+ * A store attached to one engine: the operations the engine delegates. Reads (`expiresAtMs`,
+ * `processCount`, `sessions`, `gauges`) are synchronous: a networked store answers them from what this
+ * node knows and offers cluster-wide reads of its own.
+ */
+export interface AttachedStore<Vars extends SessionVars> {
+  readonly lockManager: LockManager;
+  /** Binds a request to a process (see `SessionEngine.acquire`). */
+  acquire(request: RequestIdentity): Promise<RequestLease<Vars>>;
+  /** WEB LEGACY CLOSE SESSION; `caller` is the process running the call, if any. */
+  closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean>;
+  regenerate(id: string): Promise<string | null>;
+  /** Refuses new work from now on (every later acquire rejects ERR_SESSION_STOPPED). */
+  refuse(): void;
+  /** Drains and closes what this store must close at shutdown; `caller` is not waited for. */
+  stop(caller: WebProcess<Vars> | undefined): Promise<void>;
+  /** An option changed on this engine (setOption), already validated and applied to `options`. */
+  optionChanged(name: OptionName, value: unknown): void;
+  /** When the session's cookie expires, or undefined for an unknown session. */
+  expiresAtMs(id: string): number | undefined;
+  processCount(id: string): number;
+  sessions(): SessionInfo[];
+  gauges(): StoreGauges;
+}
+
+/**
+ * Where an engine keeps its sessions: `memoryStore()` (the default) or `createRedisStore()` from
+ * `legacy-web-sessions/redis`. A store object serves one engine.
+ */
+export interface SessionStore {
+  /** @internal Called once by the engine's constructor. */
+  attach<Vars extends SessionVars>(context: StoreContext<Vars>): AttachedStore<Vars>;
+}
