@@ -99,8 +99,8 @@ async function runPipeline<Vars extends SessionVars>(ctx: CloseContext<Vars>, se
 }
 
 /** Runs one hook inside the process's own async context; true when it settled in time without error. */
-async function runHook<Vars extends SessionVars>(
-  ctx: CloseContext<Vars>,
+export async function runHook<Vars extends SessionVars>(
+  ctx: Pick<CloseContext<Vars>, 'clock' | 'als' | 'closeTimeoutMs' | 'report'>,
   hook: (proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>,
   proc: WebProcess<Vars>,
   reason: CloseReason,

@@ -1,6 +1,6 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { SessionVars, WebProcess } from './process.js';
-import type { Session } from './session.js';
+import type { SessionState } from './session.js';
 
 /** What a response's session cookie must say, decided when its headers are written. */
 export type CookieDirective =
@@ -8,12 +8,18 @@ export type CookieDirective =
   | { readonly action: 'clear' }
   | { readonly action: 'none' };
 
-/** Engine operations a lease calls back into. */
-export interface LeaseHost<Vars extends SessionVars> {
+/** What a lease reads of its session, whichever store holds it. */
+export interface LeaseSession {
+  readonly id: string;
+  readonly state: SessionState;
+}
+
+/** Store operations a lease calls back into. */
+export interface LeaseHost<Vars extends SessionVars, S extends LeaseSession = LeaseSession> {
   readonly als: AsyncLocalStorage<WebProcess<Vars>>;
-  release(lease: RequestLease<Vars>): void;
+  release(lease: RequestLease<Vars, S>): void;
   reportHandlerError(error: unknown, sessionId: string): void;
-  cookieExpiresAtMs(session: Session<Vars>): number;
+  cookieExpiresAtMs(session: S): number;
 }
 
 const NO_COOKIE: CookieDirective = Object.freeze({ action: 'none' });
@@ -24,16 +30,16 @@ const CLEAR_COOKIE: CookieDirective = Object.freeze({ action: 'clear' });
  * adapter uses: run the handler in `run()`, write `cookie()` into the response headers, `release()` once
  * both the handler and the response are done. Release is idempotent.
  */
-export class RequestLease<Vars extends SessionVars = Record<string, unknown>> {
+export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S extends LeaseSession = LeaseSession> {
   readonly proc: WebProcess<Vars>;
   /** The session was created for this request (its cookie is new to the client). */
   readonly isNewSession: boolean;
   /** @internal undefined in `'none'` mode (a throw-away process). */
-  readonly session: Session<Vars> | undefined;
-  #host: LeaseHost<Vars>;
+  readonly session: S | undefined;
+  #host: LeaseHost<Vars, S>;
   #released = false;
 
-  constructor(host: LeaseHost<Vars>, session: Session<Vars> | undefined, proc: WebProcess<Vars>, isNewSession: boolean) {
+  constructor(host: LeaseHost<Vars, S>, session: S | undefined, proc: WebProcess<Vars>, isNewSession: boolean) {
     this.#host = host;
     this.session = session;
     this.proc = proc;

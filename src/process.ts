@@ -69,6 +69,10 @@ export let processInternals: {
   abort(proc: WebProcess<SessionVars>, reason: () => unknown): void;
   /** Marks closed, clears selections, resets vars, releases every lock. */
   teardown(proc: WebProcess<SessionVars>, emptyVars: object): Promise<void>;
+  /** The locks a process holds, as a store that serializes processes saves them. */
+  heldLocks(proc: WebProcess<SessionVars>): LockRef[];
+  /** Restores the held-lock list of a process rebuilt from saved state (the locks are still held). */
+  restoreHeldLocks(proc: WebProcess<SessionVars>, held: readonly LockRef[]): void;
 };
 
 /**
@@ -95,9 +99,10 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   #held: Map<string, LockRef> | undefined;
   #closed = false;
 
-  constructor(owner: ProcessOwner<Vars>, name: string, vars: Vars) {
+  /** `processId` is given by stores that share processes between nodes (unique cluster-wide). */
+  constructor(owner: ProcessOwner<Vars>, name: string, vars: Vars, processId?: string) {
     this.#owner = owner;
-    this.processId = `p${++processCounter}`;
+    this.processId = processId ?? `p${++processCounter}`;
     this.name = name;
     this.vars = vars;
   }
@@ -196,6 +201,12 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
         proc.#held = undefined;
         proc.vars = emptyVars as never;
         if (held !== undefined && held.size > 0) await proc.#owner.lockManager.releaseAll(proc, [...held.values()]);
+      },
+      heldLocks(proc) {
+        return proc.#held === undefined ? [] : [...proc.#held.values()];
+      },
+      restoreHeldLocks(proc, held) {
+        proc.#held = held.length === 0 ? undefined : new Map(held.map((ref) => [lockKey(ref), ref]));
       },
     };
   }

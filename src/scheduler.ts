@@ -29,7 +29,7 @@ export class Scheduler<Vars extends SessionVars> {
   readonly closeContext: CloseContext<Vars>;
   readonly #ctx: SchedulerContext<Vars>;
   readonly #expiry: ExpiryTimer;
-  readonly #leaseHost: LeaseHost<Vars>;
+  readonly #leaseHost: LeaseHost<Vars, Session<Vars>>;
   readonly #sessionHost: SessionHost<Vars>;
   readonly #transientOwner: ProcessOwner<Vars>;
   /** Processes counted against maxConcurrentProcesses: those of open sessions, plus 'none'-mode requests. */
@@ -201,7 +201,7 @@ export class Scheduler<Vars extends SessionVars> {
     for (const proc of session.processes.splice(0)) void processInternals.teardown(proc, {});
   }
 
-  #release(lease: RequestLease<Vars>): void {
+  #release(lease: RequestLease<Vars, Session<Vars>>): void {
     const { session, proc } = lease;
     if (session === undefined) {
       this.#liveProcesses--;
