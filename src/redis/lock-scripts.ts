@@ -1,0 +1,110 @@
+// The Lua side of RedisLockManager. Each script is one atomic decision: Redis runs a script to the end
+// before any other command, so two nodes racing for a record cannot both win, and a release never
+// interleaves with an acquire of the same process.
+//
+// Layout (see locks.ts for the key encoding):
+//   lock key  -> hash { processId, sessionId, sinceMs }, PEXPIRE'd
+//   set key   -> set of the lock keys one process holds, PEXPIRE'd, so any node can release them all
+// A set member is the lock key exactly as Redis sees it (KEYS[n] inside the script, so with the client's
+// own `keyPrefix` included): scripts that walk a set use members as key names without rebuilding them.
+// A member may outlive its lock (the lock key expired, or another process took the record after that),
+// so every script checks the hash's processId before touching a member.
+
+/** KEYS: lock, set. ARGV: processId, sessionId, sinceMs, ttlMs. Returns 1 (held by the caller now) or 0. */
+const ACQUIRE = `
+local holder = redis.call('HGET', KEYS[1], 'processId')
+if holder ~= false and holder ~= ARGV[1] then return 0 end
+local ttl = tonumber(ARGV[4])
+if holder == false then
+  redis.call('HSET', KEYS[1], 'processId', ARGV[1], 'sessionId', ARGV[2], 'sinceMs', ARGV[3])
+end
+-- Locking again never shortens a life that touch() made longer.
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('SADD', KEYS[2], KEYS[1])
+-- The set must outlive every member it lists, whatever lockTtlMs each node was configured with.
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+`;
+
+/** KEYS: lock, set. ARGV: processId. Returns 1 (released) or 0 (not held by the caller; nothing changed). */
+const RELEASE = `
+if redis.call('HGET', KEYS[1], 'processId') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], KEYS[1])
+return 1
+`;
+
+/**
+ * KEYS: set, then lock keys the caller knows of (may be none). ARGV: processId. Returns how many locks
+ * were released. The caller's list is checked too in case the set was lost (evicted under maxmemory);
+ * a key met twice is counted once because the first pass deleted it.
+ */
+const RELEASE_ALL = `
+local released = 0
+local function release(key)
+  if redis.call('HGET', key, 'processId') == ARGV[1] then
+    redis.call('DEL', key)
+    released = released + 1
+  end
+end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do release(key) end
+for i = 2, #KEYS do release(KEYS[i]) end
+redis.call('DEL', KEYS[1])
+return released
+`;
+
+/** KEYS: the sets of the processes. ARGV: newSessionId, then one processId per set. Returns locks renamed. */
+const RENAME = `
+local renamed = 0
+for i = 1, #KEYS do
+  for _, key in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    if redis.call('HGET', key, 'processId') == ARGV[i + 1] then
+      redis.call('HSET', key, 'sessionId', ARGV[1])
+      renamed = renamed + 1
+    end
+  end
+end
+return renamed
+`;
+
+/**
+ * KEYS: set. ARGV: processId, ttlMs. Sets the TTL of the set and of every lock it still holds; members
+ * that are no longer the process's are dropped (the set then disappears when empty). Returns locks touched.
+ */
+const TOUCH = `
+local ttl = tonumber(ARGV[2])
+local touched = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('HGET', key, 'processId') == ARGV[1] then
+    redis.call('PEXPIRE', key, ttl)
+    touched = touched + 1
+  else
+    redis.call('SREM', KEYS[1], key)
+  end
+end
+if touched > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return touched
+`;
+
+/**
+ * The scripts, by the command name ioredis gives them on the client (`defineCommand`). The names carry
+ * the package's initials so they cannot clash with an application's own commands on a shared client.
+ * `numberOfKeys` is left out where the count varies: the caller passes it first.
+ */
+export const LOCK_SCRIPTS = {
+  lwsLockAcquire: { lua: ACQUIRE, numberOfKeys: 2 },
+  lwsLockRelease: { lua: RELEASE, numberOfKeys: 2 },
+  lwsLockReleaseAll: { lua: RELEASE_ALL },
+  lwsLockRename: { lua: RENAME },
+  lwsLockTouch: { lua: TOUCH, numberOfKeys: 1 },
+} as const;
+
+/** The client as the lock manager calls it once the scripts are defined (ioredis adds these methods). */
+export interface LockCommands {
+  lwsLockAcquire(lockKey: string, setKey: string, processId: string, sessionId: string, sinceMs: number, ttlMs: number): Promise<number>;
+  lwsLockRelease(lockKey: string, setKey: string, processId: string): Promise<number>;
+  lwsLockReleaseAll(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
+  lwsLockRename(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
+  lwsLockTouch(setKey: string, processId: string, ttlMs: number): Promise<number>;
+  hmget(key: string, ...fields: string[]): Promise<(string | null)[]>;
+}
