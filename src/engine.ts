@@ -181,7 +181,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     return {
       sessions: g.sessions, idleSessions: g.idleSessions, busySessions: g.sessions - g.idleSessions, closingSessions: g.closingSessions,
       processes: g.processes, queuedRequests: g.queuedRequests, locksHeld: g.locksHeld, created: c.created, closed: { ...c.closed }, rejected: { ...c.rejected },
-      hookErrors: c.hookErrors, hookTimeouts: c.hookTimeouts, drainTimeouts: c.drainTimeouts, handlerErrors: c.handlerErrors, taskErrors: c.taskErrors,
+      hookErrors: c.hookErrors, hookTimeouts: c.hookTimeouts, drainTimeouts: c.drainTimeouts, handlerErrors: c.handlerErrors, taskErrors: c.taskErrors, storeErrors: c.storeErrors,
     };
   }
 

@@ -35,6 +35,8 @@ export const ERROR_CODES = {
   ERR_SESSION_BODY_TOO_LARGE: { httpStatus: 413, message: 'request body too large' },
   /** The session store (Redis) did not answer or refused a command; `cause` holds the client's error. */
   ERR_SESSION_STORE_UNAVAILABLE: { httpStatus: 503, message: 'session store unavailable' },
+  /** A process's state could not be saved to the store (a value the structured clone algorithm refuses); the last saved state is kept. */
+  ERR_SESSION_STATE_NOT_STORABLE: { httpStatus: 500, message: 'session state cannot be stored' },
 } as const satisfies Record<string, { httpStatus: number; message: string }>;
 
 export type SessionErrorCode = keyof typeof ERROR_CODES;

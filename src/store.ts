@@ -21,7 +21,7 @@ export interface RequestIdentity {
   readonly ip: string;
 }
 
-export type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors';
+export type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors' | 'storeErrors';
 
 /** What an engine lends the store it runs on. */
 export interface StoreContext<Vars extends SessionVars> {

@@ -56,12 +56,14 @@ export interface EngineStats {
   readonly created: number;
   readonly closed: Readonly<Record<CloseReason, number>>;
   /** Requests refused, by cause (each answered 503, or 400 for `ipMismatch`). */
-  readonly rejected: Readonly<{ sessionLimit: number; processLimit: number; queueFull: number; stopped: number; ipMismatch: number }>;
+  readonly rejected: Readonly<{ sessionLimit: number; processLimit: number; queueFull: number; stopped: number; ipMismatch: number; storeUnavailable: number }>;
   readonly hookErrors: number;
   readonly hookTimeouts: number;
   readonly drainTimeouts: number;
   readonly handlerErrors: number;
   readonly taskErrors: number;
+  /** A shared store failed a command, or a process's state could not be stored (reported on `'error'`). */
+  readonly storeErrors: number;
 }
 
 export interface CreateEvent {

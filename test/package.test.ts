@@ -33,6 +33,10 @@ test('npm run build emits dist/ with declarations, and every entry point exports
     assert.equal(typeof adapter.sessions, 'function', framework);
   }
 
+  const redis = await load<{ createRedisStore: unknown; RedisLockManager: unknown }>('legacy-web-sessions/redis');
+  assert.equal(typeof redis.createRedisStore, 'function');
+  assert.equal(typeof redis.RedisLockManager, 'function');
+
   const fourD = await load<typeof FourD>('legacy-web-sessions/4d');
   assert.equal(typeof fourD.use4D, 'function');
   assert.deepEqual(

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import { SessionError } from '../errors.js';
 
 /** A request body as every Node framework exposes it: a readable stream with the request's headers. */
-export type BodySource = Readable & { readonly headers: IncomingHttpHeaders };
+export type BodySource = Readable & { readonly headers: IncomingHttpHeaders; readonly complete?: boolean };
 
 export interface ReadBodyOptions {
   /** Largest body accepted, in bytes; one byte more rejects with `ERR_SESSION_BODY_TOO_LARGE` (413). @default 102_400 (100 KiB) */
@@ -36,6 +36,9 @@ export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promis
     return Promise.reject(tooLarge(`content-length ${declared} > ${maxBytes}`));
   }
   if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  // A request without a body has an empty one, even if its client has left since (a queued request
+  // whose turn came after the hang-up still runs, as every request of a session does).
+  if (req.destroyed && req.complete === true && declared === undefined && req.headers['transfer-encoding'] === undefined) return Promise.resolve(Buffer.alloc(0));
   // Listeners added to a stream that is already gone would wait forever.
   if (req.destroyed) return Promise.reject(aborted());
 

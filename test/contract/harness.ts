@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
-import { ManualClock, SessionEngine, type SessionEngineOptions, type SessionError } from '../../src/index.js';
+import { ManualClock, SessionEngine, type SessionEngineOptions, type SessionError, type SessionStore } from '../../src/index.js';
 import { request, settle, type TestResponse } from '../helpers.js';
 import { appHooks, ContractApp, type AppVars, type ContractServer, type StartServer } from './app.js';
 
@@ -17,11 +17,20 @@ export interface ContractContext {
   readonly errors: SessionError[];
 }
 
+/** Where the contract's engines keep their sessions: the memory store unless a test file chose another. */
+let storeFactory: (() => SessionStore) | undefined;
+
+/** Runs this file's contract on another store (one fresh store per engine). */
+export function runContractOn(factory: () => SessionStore): void {
+  storeFactory = factory;
+}
+
 /** Runs `body` against a fresh engine and server; whatever happens, held requests are let go and both stop. */
 export async function withApp(start: StartServer, options: SessionEngineOptions<AppVars>, body: (ctx: ContractContext) => Promise<void>): Promise<void> {
   const clock = new ManualClock();
   const { hooks, init, onClose } = appHooks();
-  const engine = new SessionEngine<AppVars>({ clock, init, onClose, ...options });
+  const store = storeFactory?.();
+  const engine = new SessionEngine<AppVars>({ clock, init, onClose, ...(store === undefined ? {} : { store }), ...options });
   const errors: SessionError[] = [];
   engine.on('error', (error) => errors.push(error));
   const app = new ContractApp(engine, hooks);

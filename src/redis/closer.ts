@@ -1,0 +1,300 @@
+import { realTimer, type TimerHandle } from '../clock.js';
+import { runHook, TIMED_OUT, within } from '../close.js';
+import { SessionError } from '../errors.js';
+import { processInternals, WebProcess, type SessionVars } from '../process.js';
+import type { CloseReason, ClosePhase } from '../session.js';
+import type { CloseEvent } from '../types.js';
+import { SessionHandle, text, unavailable, type NodeServices, type Reply } from './node.js';
+import { restoreProcess } from './state.js';
+
+/** Sessions claimed per sweep; more wait for the next turn of the event loop. */
+const SWEEP_BATCH = 512;
+
+interface Pipeline {
+  readonly promise: Promise<void>;
+  phase: ClosePhase;
+  /** Processes of this node that called closeSession on their own session: the drain does not wait for them. */
+  readonly insiders: Set<string>;
+}
+
+/**
+ * The close pipeline of the Redis store, on the node that claimed the close: wait for the session's
+ * processes to be released wherever they run (bounded by `closeTimeoutMs`), run `onClose` once per
+ * process with its saved state (marking each in Redis so a node that takes a dead claimer's close
+ * over skips it), release its locks, delete the session. Also the sweep that claims due sessions.
+ */
+export class RedisCloser<Vars extends SessionVars> {
+  readonly #node: NodeServices<Vars>;
+  readonly #pipelines = new Map<string, Pipeline>();
+  /** Wakes the drain wait of a session when one of its processes is released (pub/sub 'r'). */
+  readonly #drainWakers = new Map<string, () => void>();
+  /** closeSession callers waiting for a close another node claimed (pub/sub 'x'). */
+  readonly #closedWaiters = new Map<string, (() => void)[]>();
+  readonly #localRun: (id: string) => SessionHandle<Vars> | undefined;
+  #sweepTimer: TimerHandle | undefined;
+  #sweeping = false;
+  #stopped = false;
+  gauges = { sessions: 0, idleSessions: 0, closingSessions: 0, processes: 0 };
+
+  constructor(node: NodeServices<Vars>, localHandle: (id: string) => SessionHandle<Vars> | undefined) {
+    this.#node = node;
+    this.#localRun = localHandle;
+  }
+
+  get activeCount(): number {
+    return this.#pipelines.size;
+  }
+
+  /** A process of `id` was released somewhere, or the session was closed somewhere. */
+  released(id: string): void {
+    this.#drainWakers.get(id)?.();
+  }
+
+  finishedElsewhere(id: string): void {
+    const waiters = this.#closedWaiters.get(id);
+    this.#closedWaiters.delete(id);
+    for (const resolve of waiters ?? []) resolve();
+  }
+
+  /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
+  async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
+    const local = this.#pipelines.get(id);
+    const fromOwnSession = caller !== undefined && caller.sessionId === id;
+    if (local !== undefined) {
+      if (fromOwnSession) {
+        // From its own hook or teardown the close is under way, and waiting on itself would deadlock.
+        if (local.phase !== 'draining') return true;
+        local.insiders.add(caller.processId);
+        this.released(id);
+      }
+      await local.promise;
+      return true;
+    }
+    const { redis, settings, nodeId, ctx } = this.#node;
+    // The id is dead for this node's readers from the call on, as with the memory store; the claim
+    // decides, and a failed claim gives the session back.
+    const handle = this.#localRun(id);
+    const wasOpen = handle?.state === 'open';
+    if (wasOpen) handle!.state = 'closing';
+    let outcome: string;
+    try {
+      outcome = text(await redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now()) as string);
+    } catch (error) {
+      if (wasOpen) handle!.state = 'open';
+      throw unavailable(error, id);
+    }
+    if (outcome === 'unknown') return false;
+    if (outcome === 'ok') {
+      ctx.counters.closed.closed++;
+      await this.start(id, 'closed', fromOwnSession ? caller.processId : undefined);
+      return true;
+    }
+    // Another node is closing it. From inside the session, that node waits for this very request:
+    // the close is under way and will see this request's state once it returns.
+    if (fromOwnSession) return true;
+    await this.#waitClosedElsewhere(id);
+    return true;
+  }
+
+  /** Runs the pipeline for a close this node has claimed (eviction, timeout, closeSession, shutdown, takeover). */
+  start(id: string, reason: CloseReason | undefined, insider?: string): Promise<void> {
+    const existing = this.#pipelines.get(id);
+    if (existing !== undefined) return existing.promise;
+    const pipeline: Pipeline = { promise: Promise.resolve(), phase: 'draining', insiders: new Set(insider === undefined ? [] : [insider]) };
+    const handle = this.#localRun(id);
+    handle?.markClosing();
+    (pipeline as { promise: Promise<void> }).promise = this.#run(id, reason, pipeline)
+      .catch((error: unknown) => this.#node.ctx.report(unavailable(error, id), 'storeErrors'))
+      .finally(() => this.#pipelines.delete(id));
+    this.#pipelines.set(id, pipeline);
+    return pipeline.promise;
+  }
+
+  async #run(id: string, claimedReason: CloseReason | undefined, pipeline: Pipeline): Promise<void> {
+    const { ctx, redis, settings, nodeId } = this.#node;
+    const startedAtMs = ctx.clock.now();
+    // 2. Wait until no process of the session runs anywhere (the insiders excepted), bounded.
+    let loaded = await this.#load(id);
+    if (loaded === undefined) return;
+    if (loaded.processes.some((p) => p.busy && !pipeline.insiders.has(p.pid))) {
+      const drained = this.#drained(id, pipeline);
+      if (await within(ctx.clock, ctx.options.closeTimeoutMs, drained.promise) === TIMED_OUT) {
+        ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `process(es) still running after ${ctx.options.closeTimeoutMs} ms`, { sessionId: id }), 'drainTimeouts');
+      }
+      drained.cancel();
+      loaded = await this.#load(id);
+      if (loaded === undefined) return;
+    }
+    // 3. One hook per process, with the state its last request saved (or the live one of an insider).
+    pipeline.phase = 'hooks';
+    const reason = claimedReason ?? loaded.reason;
+    const hook = ctx.options.mode === 'legacy' ? ctx.onClose : undefined;
+    const handle = this.#localRun(id);
+    const closeCtx = {
+      clock: ctx.clock,
+      als: ctx.als,
+      closeTimeoutMs: () => ctx.options.closeTimeoutMs,
+      report: (error: SessionError, kind: 'hook' | 'hookTimeout' | 'drainTimeout') =>
+        ctx.report(error, kind === 'hook' ? 'hookErrors' : kind === 'hookTimeout' ? 'hookTimeouts' : 'drainTimeouts'),
+    };
+    const owner = handle ?? new SessionHandle<Vars>(this.#node, id, '', startedAtMs, startedAtMs, loaded.processes.length);
+    owner.state = 'closing';
+    const processes: WebProcess<Vars>[] = [];
+    let hooksRun = 0;
+    let hookFailures = 0;
+    for (const saved of loaded.processes) {
+      const live = handle === undefined ? undefined : [...handle.runs.keys()].find((p) => p.processId === saved.pid && pipeline.insiders.has(p.processId));
+      const proc = live ?? new WebProcess<Vars>(owner, saved.kind, {} as Vars, saved.pid);
+      if (live === undefined) restoreProcess(proc, saved.state);
+      processes.push(proc);
+      if (saved.hooked || hook === undefined) continue;
+      hooksRun++;
+      if (!(await runHook(closeCtx, hook, proc, reason))) hookFailures++;
+      if (Number(await redis.lwsHooked(settings.prefix, id, saved.pid, nodeId)) !== 1) return; // taken over meanwhile
+    }
+    // 4. Teardown: selections cleared, vars reset, every lock released cluster-wide.
+    pipeline.phase = 'teardown';
+    for (const proc of processes) await processInternals.teardown(proc, {});
+    if (Number(await redis.lwsFinish(settings.prefix, id, nodeId)) !== 1) return;
+    pipeline.phase = 'done';
+    this.finishedElsewhere(id);
+    const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
+    ctx.closed(event);
+  }
+
+  async #load(id: string): Promise<LoadedClose | undefined> {
+    const { redis, settings, nodeId } = this.#node;
+    const reply = await redis.lwsLoadClosingBuffer(settings.prefix, id, nodeId);
+    if (text(reply[0]) !== 'ok') return undefined;
+    const processes: LoadedClose['processes'] = [];
+    for (let i = 2; i + 3 < reply.length; i += 4) {
+      const pid = text(reply[i]);
+      processes.push({ pid, busy: text(reply[i + 1]) !== '0', hooked: text(reply[i + 2]) === '1', state: toBuffer(reply[i + 3]), kind: pid.startsWith('t') ? 'task' : 'web' });
+    }
+    return { reason: text(reply[1]) as CloseReason, processes };
+  }
+
+  /** Resolves once no process of the session is busy (insiders excepted): on each release message, and by polling (a message can be lost in a reconnect). */
+  #drained(id: string, pipeline: Pipeline): { promise: Promise<void>; cancel(): void } {
+    let cancelled = false;
+    let poll: TimerHandle | undefined;
+    const promise = new Promise<void>((resolve) => {
+      let checking = false;
+      const check = (): void => {
+        if (cancelled || checking) return;
+        checking = true;
+        this.#load(id).then((loaded) => {
+          checking = false;
+          if (loaded === undefined || !loaded.processes.some((p) => p.busy && !pipeline.insiders.has(p.pid))) resolve();
+        }, () => { checking = false; });
+      };
+      this.#drainWakers.set(id, check);
+      const tick = (): void => {
+        if (cancelled) return;
+        check();
+        poll = realTimer(tick, this.#node.settings.pollIntervalMs);
+      };
+      poll = realTimer(tick, this.#node.settings.pollIntervalMs);
+    });
+    return {
+      promise,
+      cancel: () => {
+        cancelled = true;
+        poll?.cancel();
+        this.#drainWakers.delete(id);
+      },
+    };
+  }
+
+  #waitClosedElsewhere(id: string): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const list = this.#closedWaiters.get(id) ?? [];
+      list.push(resolve);
+      this.#closedWaiters.set(id, list);
+      // A lost 'x' message must not leave the caller waiting forever: the key's absence says closed too.
+      const { redis, settings } = this.#node;
+      const tick = (): void => {
+        if (!this.#closedWaiters.has(id)) return;
+        redis.exists(`${settings.prefix}s:${id}`).then((n) => (n === 0 ? this.finishedElsewhere(id) : realTimer(tick, settings.pollIntervalMs)), () => realTimer(tick, settings.pollIntervalMs));
+      };
+      realTimer(tick, settings.pollIntervalMs);
+    });
+  }
+
+  // ---- the sweep ------------------------------------------------------------------------------------
+
+  /** Arms the next sweep on the engine's clock (timeouts are session time, so a test clock drives them). */
+  armSweep(): void {
+    if (this.#stopped || this.#sweepTimer !== undefined) return;
+    const clock = this.#node.ctx.clock;
+    const schedule = clock.setTimer?.bind(clock) ?? realTimer;
+    this.#sweepTimer = schedule(() => {
+      this.#sweepTimer = undefined;
+      // One turn later: a test clock that jumped hours has its final time by then, so one sweep sees it.
+      setImmediate(() => void this.sweep());
+    }, this.#node.settings.sweepIntervalMs);
+  }
+
+  /** Claims due sessions, takes dead nodes' work over, refreshes the gauges. */
+  async sweep(): Promise<void> {
+    if (this.#sweeping || this.#stopped) return;
+    this.#sweeping = true;
+    const { ctx, redis, settings, nodeId } = this.#node;
+    let full = false;
+    try {
+      const reply = await redis.lwsSweep(settings.prefix, ctx.clock.now(), ctx.options.inactiveProcessTimeoutMs, nodeId, SWEEP_BATCH) as Reply;
+      const bar = reply.indexOf('|');
+      const bar2 = reply.indexOf('|', bar + 1);
+      const due = reply.slice(0, bar).map(text);
+      const takenOver = reply.slice(bar + 1, bar2).map(text);
+      const [open, idle, closing, procs] = reply.slice(bar2 + 1).map(Number);
+      this.gauges = { sessions: open ?? 0, idleSessions: idle ?? 0, closingSessions: closing ?? 0, processes: procs ?? 0 };
+      for (const id of due) {
+        ctx.counters.closed.timeout++;
+        void this.start(id, 'timeout');
+      }
+      for (const id of takenOver) void this.start(id, undefined);
+      full = due.length === SWEEP_BATCH;
+    } catch {
+      // Redis is away: requests get 503 meanwhile; the next sweep tries again.
+    } finally {
+      this.#sweeping = false;
+    }
+    if (full) setImmediate(() => void this.sweep());
+    else this.armSweep();
+  }
+
+  /** Cluster shutdown: claims every open session with 'shutdown' and waits for every close of this node. */
+  async closeAll(insiders: ReadonlyMap<string, string>): Promise<void> {
+    const { ctx, redis, settings, nodeId } = this.#node;
+    for (;;) {
+      const ids = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH) as Reply).map(text);
+      for (const id of ids) {
+        ctx.counters.closed.shutdown++;
+        void this.start(id, 'shutdown', insiders.get(id));
+      }
+      if (ids.length < SWEEP_BATCH) break;
+    }
+    await this.settle();
+  }
+
+  /** Waits for every close this node runs. */
+  async settle(): Promise<void> {
+    while (this.#pipelines.size > 0) await Promise.all([...this.#pipelines.values()].map((p) => p.promise));
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#sweepTimer?.cancel();
+    this.#sweepTimer = undefined;
+  }
+}
+
+interface LoadedClose {
+  readonly reason: CloseReason;
+  readonly processes: { pid: string; busy: boolean; hooked: boolean; state: Buffer; kind: string }[];
+}
+
+function toBuffer(value: string | number | Buffer | null | undefined): Buffer {
+  return Buffer.isBuffer(value) ? value : Buffer.from(value === null || value === undefined ? '' : String(value));
+}

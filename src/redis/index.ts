@@ -1,0 +1,94 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import { describe } from '../options.js';
+import type { SessionVars } from '../process.js';
+import type { AttachedStore, SessionStore, StoreContext } from '../store.js';
+import type { RedisSettings, StoreCommands } from './node.js';
+import { STORE_SCRIPTS } from './scripts.js';
+import { RedisSessions } from './sessions.js';
+
+export { RedisLockManager, type RedisLockManagerOptions } from './locks.js';
+
+/** Options of `createRedisStore`. */
+export interface RedisStoreOptions {
+  /** Where Redis is, e.g. `redis://127.0.0.1:6379`. Either `url` or `redis`. */
+  readonly url?: string;
+  /** A client of your own (ioredis); the store duplicates it for pub/sub and never closes it. */
+  readonly redis?: Redis;
+  /** Put before every key and the channel, so several applications share one Redis. @default 'lws:' */
+  readonly prefix?: string;
+  /** A node that has not renewed its lease this long is dead: its requests' processes are freed and its closes taken over. @default 10_000 */
+  readonly nodeLeaseMs?: number;
+  /** How long a session's keys outlive its timeout in Redis (a crashed cluster leaves nothing behind). @default 60_000 */
+  readonly graceMs?: number;
+  /** How often each node claims the sessions whose inactivity deadline passed (on the engine's clock). @default 1_000 */
+  readonly sweepIntervalMs?: number;
+  /** How often a waiting request or close looks again when no pub/sub message came. @default 250 */
+  readonly pollIntervalMs?: number;
+  /**
+   * What `engine.stop()` does to the sessions: `'auto'` closes them with 'shutdown' when no other node is
+   * alive (the cluster stops), `'close'` always, `'keep'` never (a rolling restart keeps every session).
+   * @default 'auto'
+   */
+  readonly onStop?: 'auto' | 'close' | 'keep';
+}
+
+const KNOWN = new Set(['url', 'redis', 'prefix', 'nodeLeaseMs', 'graceMs', 'sweepIntervalMs', 'pollIntervalMs', 'onStop']);
+
+function positiveInteger(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 0x7fffffff) {
+    throw new TypeError(`createRedisStore: ${name} must be an integer from 1 to ${0x7fffffff} (ms), got ${describe(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Sessions in Redis, shared by every node (Node process) of a cluster behind any load balancer:
+ * the global cap, eviction, timeouts, closeSession and record locks work cluster-wide, and `onClose`
+ * runs once per process on the node that claimed the close. Requires `ioredis` (an optional peer
+ * dependency). One store per engine.
+ *
+ * @example
+ * import { SessionEngine } from 'legacy-web-sessions';
+ * import { createRedisStore } from 'legacy-web-sessions/redis';
+ * const engine = new SessionEngine({ store: createRedisStore({ url: 'redis://127.0.0.1:6379', prefix: 'shop:' }) });
+ */
+export function createRedisStore(options: RedisStoreOptions): SessionStore {
+  if (typeof options !== 'object' || options === null) throw new TypeError(`createRedisStore(options): options must be an object, got ${describe(options)}`);
+  for (const key of Object.keys(options)) if (!KNOWN.has(key)) throw new TypeError(`createRedisStore: unknown option ${describe(key)} (known: ${[...KNOWN].join(', ')})`);
+  const { url, redis, prefix = 'lws:', onStop = 'auto' } = options;
+  if ((url === undefined) === (redis === undefined)) throw new TypeError('createRedisStore: give either url or redis');
+  if (url !== undefined && typeof url !== 'string') throw new TypeError(`createRedisStore: url must be a string, got ${describe(url)}`);
+  if (redis !== undefined && typeof redis?.duplicate !== 'function') throw new TypeError('createRedisStore: redis must be an ioredis client');
+  if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 256 || /[\s%]/.test(prefix)) {
+    throw new TypeError(`createRedisStore: prefix must be 1 to 256 characters without spaces or '%', got ${describe(prefix)}`);
+  }
+  if (onStop !== 'auto' && onStop !== 'close' && onStop !== 'keep') throw new TypeError(`createRedisStore: onStop must be 'auto', 'close' or 'keep', got ${describe(onStop)}`);
+  const settings: RedisSettings = {
+    prefix,
+    onStop,
+    nodeLeaseMs: positiveInteger('nodeLeaseMs', options.nodeLeaseMs, 10_000),
+    graceMs: positiveInteger('graceMs', options.graceMs, 60_000),
+    sweepIntervalMs: positiveInteger('sweepIntervalMs', options.sweepIntervalMs, 1_000),
+    pollIntervalMs: positiveInteger('pollIntervalMs', options.pollIntervalMs, 250),
+  };
+  let attached = false;
+  return {
+    attach<Vars extends SessionVars>(context: StoreContext<Vars>): AttachedStore<Vars> {
+      if (attached) throw new TypeError('a Redis store serves one engine: make one createRedisStore() per engine');
+      attached = true;
+      // During an outage commands fail at once (503) instead of queueing until Redis is back.
+      const clientOptions: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false };
+      const commands = (redis ?? new Redis(url!, clientOptions)) as StoreCommands;
+      const subscriber = commands.duplicate({ enableOfflineQueue: true });
+      // Without a listener ioredis prints every connection error; the failed commands report them.
+      for (const client of [commands, subscriber]) client.on('error', () => {});
+      for (const [name, script] of Object.entries(STORE_SCRIPTS)) commands.defineCommand(name, { lua: script, numberOfKeys: 0 });
+      const closeClients = async (): Promise<void> => {
+        subscriber.disconnect();
+        if (redis === undefined) await commands.quit().catch(() => commands.disconnect());
+      };
+      return new RedisSessions<Vars>(context, commands, subscriber, settings, closeClients);
+    },
+  };
+}

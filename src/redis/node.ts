@@ -1,0 +1,101 @@
+import type { Redis } from 'ioredis';
+import { SessionError } from '../errors.js';
+import type { LockManager } from '../locks.js';
+import { processInternals, type ProcessOwner, type SessionVars, type WebProcess } from '../process.js';
+import type { SessionState } from '../session.js';
+import type { StoreContext } from '../store.js';
+import type { StoreScriptName } from './scripts.js';
+
+/** What a store script answers: arrays of strings (or Buffers, for the Buffer variants) and numbers. */
+export type Reply = (string | number | Buffer | null)[];
+
+/** The store's scripts as ioredis defines them (`defineCommand` adds `name` and `nameBuffer`). */
+export type StoreCommands = Redis & {
+  [K in StoreScriptName]: (...args: (string | number | Buffer)[]) => Promise<Reply | string | number>;
+} & {
+  [K in StoreScriptName as `${K}Buffer`]: (...args: (string | number | Buffer)[]) => Promise<Reply>;
+};
+
+/** Settings of the Redis store, validated by `createRedisStore`. */
+export interface RedisSettings {
+  readonly prefix: string;
+  readonly nodeLeaseMs: number;
+  readonly graceMs: number;
+  readonly sweepIntervalMs: number;
+  readonly pollIntervalMs: number;
+  readonly onStop: 'auto' | 'close' | 'keep';
+}
+
+/** A process of this node running a request or a task, with the fencing token that lets it save. */
+export interface LocalRun<Vars extends SessionVars> {
+  readonly proc: WebProcess<Vars>;
+  readonly token: string;
+  readonly kind: 'request' | 'task';
+}
+
+/**
+ * What this node knows of one session of the cluster: enough for the cookie, the sync reads and the
+ * processes it runs. The truth is in Redis; this is refreshed by every request and dropped on close.
+ */
+export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Vars> {
+  id: string;
+  state: SessionState = 'open';
+  readonly ip: string;
+  readonly createdAtMs: number;
+  lastRequestAtMs: number;
+  lastActivityAtMs: number;
+  processCount: number;
+  readonly runs = new Map<WebProcess<Vars>, LocalRun<Vars>>();
+  readonly #node: NodeServices<Vars>;
+
+  constructor(node: NodeServices<Vars>, id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number) {
+    this.#node = node;
+    this.id = id;
+    this.ip = ip;
+    this.createdAtMs = createdAtMs;
+    this.lastRequestAtMs = lastRequestAtMs;
+    this.lastActivityAtMs = lastRequestAtMs;
+    this.processCount = processCount;
+  }
+
+  get lockManager(): LockManager {
+    return this.#node.lockManager;
+  }
+
+  spawn(_parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+    return this.#node.spawn(this, name, task);
+  }
+
+  /** The session started closing (here or on another node): the cookie clears, running work is asked to stop. */
+  markClosing(): void {
+    this.state = 'closing';
+    const reason = (): SessionError => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: this.id });
+    for (const proc of this.runs.keys()) processInternals.abort(proc, reason);
+  }
+}
+
+/** What the parts of the Redis store share on one node. */
+export interface NodeServices<Vars extends SessionVars> {
+  readonly ctx: StoreContext<Vars>;
+  readonly redis: StoreCommands;
+  readonly settings: RedisSettings;
+  /** This node's id: written on the processes it runs and the closes it claims. */
+  readonly nodeId: string;
+  readonly lockManager: LockManager;
+  spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
+}
+
+/** How long a session's keys live after its last write: the longer timeout plus the grace period. */
+export function keyTtlMs(ctx: Pick<StoreContext<SessionVars>, 'options'>, settings: RedisSettings): number {
+  return Math.max(ctx.options.inactiveSessionTimeoutMs, ctx.options.inactiveProcessTimeoutMs) + settings.graceMs;
+}
+
+/** A Redis failure as the engine reports it: 503 for the request, `'error'` for the operator. */
+export function unavailable(error: unknown, sessionId?: string): SessionError {
+  if (error instanceof SessionError) return error;
+  return new SessionError('ERR_SESSION_STORE_UNAVAILABLE', (error as Error | undefined)?.message, { cause: error, sessionId });
+}
+
+export function text(value: string | number | Buffer | null | undefined): string {
+  return value === null || value === undefined ? '' : typeof value === 'string' ? value : value.toString();
+}

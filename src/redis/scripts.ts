@@ -1,0 +1,376 @@
+// The Lua side of the Redis store. Every decision that reads or writes more than one key is one script:
+// Redis runs a script to the end before any other command, so two nodes never both take a process,
+// both evict the same session, or both claim a close. ARGV[1] is always the key prefix (P).
+//
+// Layout:
+//   P s:<id>        hash: ip, cr (created), lr (last request start), la (last activity end),
+//                   st ('o' open | 'c' closing), rs (close reason), cl (node that claimed the close),
+//                   pl (live process ids, space-separated), tk (fencing counter), w (requests waiting),
+//                   per process <pid>: k:<pid> ('w' request process | 't' task), b:<pid> (fencing token of
+//                   the request running in it, '0' when free), o:<pid> (node running it), d:<pid>
+//                   (serialized state), hk:<pid> (its hook has run)
+//   P open          zset id -> created             (the global cap counts it)
+//   P idle          zset id -> last activity end  (timeouts)
+//   P lru           zset id -> order of going idle (eviction: least recently active first; P lrun counts)
+//   P closing       zset id -> claim time
+//   P procs         processes of open sessions (maxConcurrentProcesses)
+//   P seq           process id counter: ids r1, r2… are never reused
+//   P nodes         set of node ids; P node:<node> expires unless its node renews it (liveness)
+//   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
+//   P opts          hash of options set at run time (JSON values)
+//   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
+//                   'n <id>' renamed (regenerate) · 'o <node> <name> <json>' option changed
+// Every write to a session refreshes its key's TTL (session timeout + grace), so a crashed cluster
+// leaves nothing behind.
+
+const PRELUDE = `
+local P = ARGV[1]
+local function skey(id) return P .. 's:' .. id end
+local function plist(h)
+  local t = {}
+  local pl = redis.call('HGET', h, 'pl')
+  if pl then for p in string.gmatch(pl, '%S+') do t[#t + 1] = p end end
+  return t
+end
+local function allFree(h)
+  for _, p in ipairs(plist(h)) do
+    if redis.call('HGET', h, 'b:' .. p) ~= '0' then return false end
+  end
+  return true
+end
+-- Idle sessions are kept twice: by time in 'idle' (timeouts) and by order of going idle in 'lru'
+-- (eviction), so two sessions idle since the same millisecond still evict in the order they went idle.
+local function markIdle(id, atMs)
+  redis.call('ZADD', P .. 'idle', atMs, id)
+  redis.call('ZADD', P .. 'lru', redis.call('INCR', P .. 'lrun'), id)
+end
+local function markBusy(id)
+  redis.call('ZREM', P .. 'idle', id)
+  redis.call('ZREM', P .. 'lru', id)
+end
+local function touchGlobals(ttl)
+  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'seq', 'nodes'}) do redis.call('PEXPIRE', P .. k, ttl) end
+end
+-- Step 1 of the close pipeline, cluster-wide: the id is dead from now on, its processes stop counting.
+local function claim(id, reason, node, now)
+  local h = skey(id)
+  redis.call('HSET', h, 'st', 'c', 'rs', reason, 'cl', node)
+  redis.call('ZREM', P .. 'open', id)
+  markBusy(id)
+  redis.call('ZADD', P .. 'closing', now, id)
+  redis.call('DECRBY', P .. 'procs', #plist(h))
+  redis.call('PUBLISH', P .. 'ev', 'c ' .. id)
+end
+`;
+
+/**
+ * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
+ * keyTtlMs, wasWaiting, maxQueued.
+ * Returns {'ok', pid, token, state, created, lastRequest, processCount} | {'unknown'} | {'ip'} | {'busy'} | {'full'} | {'plimit'}.
+ */
+const ENTER = `${PRELUDE}
+local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local h = skey(id)
+local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'w', 'cr')
+if ARGV[11] == '1' and f[1] then redis.call('HINCRBY', h, 'w', -1) end
+if f[1] ~= 'o' then return {'unknown'} end
+if now >= tonumber(f[2]) + tonumber(ARGV[5]) then return {'unknown'} end
+if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
+local list = plist(h)
+local slot
+local web = 0
+for _, p in ipairs(list) do
+  if redis.call('HGET', h, 'k:' .. p) == 'w' then
+    web = web + 1
+    if not slot and redis.call('HGET', h, 'b:' .. p) == '0' then slot = p end
+  end
+end
+if not slot then
+  if web < tonumber(ARGV[7]) and tonumber(redis.call('GET', P .. 'procs') or '0') < tonumber(ARGV[8]) then
+    slot = 'r' .. redis.call('INCR', P .. 'seq')
+    list[#list + 1] = slot
+    redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. slot, 'w', 'd:' .. slot, '')
+    redis.call('INCR', P .. 'procs')
+  else
+    local waiting = tonumber(ARGV[11] == '1' and (tonumber(f[4] or '0') - 1) or (f[4] or '0'))
+    if web >= tonumber(ARGV[7]) and waiting >= tonumber(ARGV[12]) then return {'full'} end
+    if web < tonumber(ARGV[7]) and waiting >= tonumber(ARGV[12]) then return {'plimit'} end
+    redis.call('HINCRBY', h, 'w', 1)
+    return {'busy'}
+  end
+end
+local token = redis.call('HINCRBY', h, 'tk', 1)
+redis.call('HSET', h, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now)
+markBusy(id)
+redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
+redis.call('PEXPIRE', h, ARGV[10])
+return {'ok', slot, tostring(token), redis.call('HGET', h, 'd:' .. slot) or '', f[5], tostring(now), tostring(#list)}
+`;
+
+/**
+ * A new session, evicting the least recently active idle ones cluster-wide while there is no room.
+ * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs.
+ * Returns {'ok', pid, victims…} | {'limit', victims…} | {'plimit', victims…}.
+ */
+const CREATE = `${PRELUDE}
+local id, now, node = ARGV[2], tonumber(ARGV[4]), ARGV[7]
+local victims = {}
+while true do
+  local open = redis.call('ZCARD', P .. 'open')
+  local procs = tonumber(redis.call('GET', P .. 'procs') or '0')
+  if open < tonumber(ARGV[5]) and procs < tonumber(ARGV[6]) then break end
+  local oldest = redis.call('ZRANGE', P .. 'lru', 0, 0)
+  if #oldest == 0 then
+    local outcome = open >= tonumber(ARGV[5]) and 'limit' or 'plimit'
+    return {outcome, unpack(victims)}
+  end
+  local v = oldest[1]
+  if redis.call('HGET', skey(v), 'st') == 'o' then
+    claim(v, 'evicted', node, now)
+    victims[#victims + 1] = v
+  else
+    -- Its key expired (a crashed cluster's leftover): forget the id.
+    markBusy(v)
+    redis.call('ZREM', P .. 'open', v)
+  end
+end
+local h = skey(id)
+local pid = 'r' .. redis.call('INCR', P .. 'seq')
+redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1, 'w', 0,
+  'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
+redis.call('PEXPIRE', h, ARGV[8])
+redis.call('ZADD', P .. 'open', now, id)
+redis.call('INCR', P .. 'procs')
+redis.call('SADD', P .. 'nb:' .. node, id .. ' ' .. pid)
+touchGlobals(ARGV[8])
+return {'ok', pid, unpack(victims)}
+`;
+
+/**
+ * The end of a request or task: saves its state if its token still holds, frees its process. A stale
+ * token (the session closed and its process was freed or its key deleted) writes nothing: no resurrection.
+ * ARGV: P, id, pid, token, now, keyTtlMs, node, hasState, state, endsProcess.
+ * Returns {'ok', st} | {'stale'} | {'gone'}.
+ */
+const RELEASE = `${PRELUDE}
+local id, pid = ARGV[2], ARGV[3]
+local h = skey(id)
+redis.call('SREM', P .. 'nb:' .. ARGV[7], id .. ' ' .. pid)
+local b = redis.call('HGET', h, 'b:' .. pid)
+if not b then return {'gone'} end
+if b ~= ARGV[4] then return {'stale'} end
+local st = redis.call('HGET', h, 'st')
+if ARGV[10] == '1' and st == 'o' then
+  -- A task that ended on its own ends its process (no hook: its session is not closing).
+  local kept = {}
+  for _, p in ipairs(plist(h)) do if p ~= pid then kept[#kept + 1] = p end end
+  redis.call('HSET', h, 'pl', table.concat(kept, ' '))
+  redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
+  redis.call('DECR', P .. 'procs')
+else
+  if ARGV[8] == '1' then redis.call('HSET', h, 'd:' .. pid, ARGV[9]) end
+  redis.call('HSET', h, 'b:' .. pid, '0')
+  redis.call('HDEL', h, 'o:' .. pid)
+end
+if st == 'o' then
+  redis.call('HSET', h, 'la', ARGV[5])
+  if allFree(h) then markIdle(id, ARGV[5]) end
+  redis.call('PEXPIRE', h, ARGV[6])
+end
+if st ~= 'o' or tonumber(redis.call('HGET', h, 'w') or '0') > 0 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end
+return {'ok', st}
+`;
+
+/**
+ * A spawned task's process (its id made by the spawning node). ARGV: P, id, node, maxProcs, keyTtlMs, pid.
+ * Returns {'ok', token} | {'closed'} | {'plimit'}.
+ */
+const SPAWN = `${PRELUDE}
+local id, node = ARGV[2], ARGV[3]
+local h = skey(id)
+if redis.call('HGET', h, 'st') ~= 'o' then return {'closed'} end
+if tonumber(redis.call('GET', P .. 'procs') or '0') >= tonumber(ARGV[4]) then return {'plimit'} end
+local pid = ARGV[6]
+local list = plist(h)
+list[#list + 1] = pid
+local token = redis.call('HINCRBY', h, 'tk', 1)
+redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. pid, 't', 'b:' .. pid, token, 'o:' .. pid, node, 'd:' .. pid, '')
+redis.call('INCR', P .. 'procs')
+markBusy(id)
+redis.call('SADD', P .. 'nb:' .. node, id .. ' ' .. pid)
+redis.call('PEXPIRE', h, ARGV[5])
+return {'ok', tostring(token)}
+`;
+
+/** closeSession from any node. ARGV: P, id, reason, node, now. Returns 'ok' | 'closing' | 'unknown'. */
+const CLAIM = `${PRELUDE}
+local st = redis.call('HGET', skey(ARGV[2]), 'st')
+if st == 'c' then return 'closing' end
+if st ~= 'o' then return 'unknown' end
+claim(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+return 'ok'
+`;
+
+/**
+ * The periodic sweep of one node: claims the sessions whose inactivity deadline passed, frees the
+ * processes that dead nodes were running, takes over the closes that dead nodes had claimed, and reads
+ * the gauges. ARGV: P, now, timeoutMs, node, limit.
+ * Returns {claimed…, '|', takenOver…, '|', open, idle, closing, procs}.
+ */
+const SWEEP = `${PRELUDE}
+local now, node, limit = tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'idle', '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, limit)) do
+  if redis.call('HGET', skey(id), 'st') == 'o' then
+    claim(id, 'timeout', node, now)
+    out[#out + 1] = id
+  else
+    markBusy(id)
+    redis.call('ZREM', P .. 'open', id)
+  end
+end
+out[#out + 1] = '|'
+for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+  if dead ~= node and redis.call('EXISTS', P .. 'node:' .. dead) == 0 then
+    for _, m in ipairs(redis.call('SMEMBERS', P .. 'nb:' .. dead)) do
+      local id, pid = string.match(m, '^(%S+) (%S+)$')
+      local h = skey(id)
+      if redis.call('HGET', h, 'o:' .. pid) == dead then
+        -- Its request died with its node: the process is free again, with the state last saved.
+        redis.call('HSET', h, 'b:' .. pid, '0')
+        redis.call('HDEL', h, 'o:' .. pid)
+        local st = redis.call('HGET', h, 'st')
+        if st == 'o' and allFree(h) then markIdle(id, redis.call('HGET', h, 'la')) end
+        redis.call('PUBLISH', P .. 'ev', 'r ' .. id)
+      end
+    end
+    redis.call('DEL', P .. 'nb:' .. dead)
+    for _, id in ipairs(redis.call('ZRANGE', P .. 'closing', 0, -1)) do
+      local h = skey(id)
+      if redis.call('EXISTS', h) == 0 then
+        redis.call('ZREM', P .. 'closing', id)
+      elseif redis.call('HGET', h, 'cl') == dead then
+        redis.call('HSET', h, 'cl', node)
+        out[#out + 1] = id
+      end
+    end
+    redis.call('SREM', P .. 'nodes', dead)
+  end
+end
+out[#out + 1] = '|'
+out[#out + 1] = redis.call('ZCARD', P .. 'open')
+out[#out + 1] = redis.call('ZCARD', P .. 'idle')
+out[#out + 1] = redis.call('ZCARD', P .. 'closing')
+out[#out + 1] = tonumber(redis.call('GET', P .. 'procs') or '0')
+return out
+`;
+
+/** Claims every open session for a cluster shutdown, a batch at a time. ARGV: P, node, now, limit. Returns the ids. */
+const CLAIM_ALL = `${PRELUDE}
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1)) do
+  if redis.call('HGET', skey(id), 'st') == 'o' then
+    claim(id, 'shutdown', ARGV[2], tonumber(ARGV[3]))
+    out[#out + 1] = id
+  else
+    redis.call('ZREM', P .. 'open', id)
+  end
+end
+return out
+`;
+
+/**
+ * The claimer loads a closing session: is it still ours, which processes, which are still running.
+ * ARGV: P, id, node. Returns {'lost'} | {'ok', reason, then per process: pid, busy, hooked, state}.
+ */
+const LOAD_CLOSING = `${PRELUDE}
+local h = skey(ARGV[2])
+if redis.call('HGET', h, 'cl') ~= ARGV[3] then return {'lost'} end
+local out = {'ok', redis.call('HGET', h, 'rs')}
+for _, p in ipairs(plist(h)) do
+  out[#out + 1] = p
+  out[#out + 1] = redis.call('HGET', h, 'b:' .. p) or '0'
+  out[#out + 1] = redis.call('HGET', h, 'hk:' .. p) or '0'
+  out[#out + 1] = redis.call('HGET', h, 'd:' .. p) or ''
+end
+return out
+`;
+
+/** A hook ran: a node taking the close over skips it. ARGV: P, id, pid, node. Returns 1, or 0 if the claim was lost. */
+const HOOKED = `${PRELUDE}
+local h = skey(ARGV[2])
+if redis.call('HGET', h, 'cl') ~= ARGV[4] then return 0 end
+redis.call('HSET', h, 'hk:' .. ARGV[3], '1')
+return 1
+`;
+
+/** The close is done: the session's key goes. ARGV: P, id, node. Returns 1, or 0 if the claim was lost. */
+const FINISH = `${PRELUDE}
+local h = skey(ARGV[2])
+if redis.call('HGET', h, 'cl') ~= ARGV[3] then return 0 end
+redis.call('DEL', h)
+redis.call('ZREM', P .. 'closing', ARGV[2])
+redis.call('PUBLISH', P .. 'ev', 'x ' .. ARGV[2])
+return 1
+`;
+
+/**
+ * regenerate: the session moves to a fresh id, context and all; the old id is dead at once.
+ * ARGV: P, old, new. Returns the live process ids (space-separated), or '' if the session is not open.
+ */
+const RENAME = `${PRELUDE}
+local old, new = ARGV[2], ARGV[3]
+local h, nh = skey(old), skey(new)
+if redis.call('HGET', h, 'st') ~= 'o' or redis.call('EXISTS', nh) == 1 then return '' end
+redis.call('RENAME', h, nh)
+for _, z in ipairs({'open', 'idle', 'lru'}) do
+  local score = redis.call('ZSCORE', P .. z, old)
+  if score then redis.call('ZREM', P .. z, old); redis.call('ZADD', P .. z, score, new) end
+end
+for _, p in ipairs(plist(nh)) do
+  local owner = redis.call('HGET', nh, 'o:' .. p)
+  if owner then
+    redis.call('SREM', P .. 'nb:' .. owner, old .. ' ' .. p)
+    redis.call('SADD', P .. 'nb:' .. owner, new .. ' ' .. p)
+  end
+end
+redis.call('PUBLISH', P .. 'ev', 'n ' .. old)
+return redis.call('HGET', nh, 'pl')
+`;
+
+/** A node says it is alive. ARGV: P, node, leaseMs. Returns how many other nodes are alive. */
+const HEARTBEAT = `${PRELUDE}
+redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
+redis.call('SADD', P .. 'nodes', ARGV[2])
+redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
+local others = 0
+for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+  if n ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. n) == 1 then others = others + 1 end
+end
+return others
+`;
+
+/** An option set on one node applies to all. ARGV: P, node, name, json. */
+const SET_OPTION = `${PRELUDE}
+redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
+redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+return 1
+`;
+
+export const STORE_SCRIPTS = {
+  lwsEnter: ENTER,
+  lwsCreate: CREATE,
+  lwsRelease: RELEASE,
+  lwsSpawn: SPAWN,
+  lwsClaim: CLAIM,
+  lwsSweep: SWEEP,
+  lwsClaimAll: CLAIM_ALL,
+  lwsLoadClosing: LOAD_CLOSING,
+  lwsHooked: HOOKED,
+  lwsFinish: FINISH,
+  lwsRename: RENAME,
+  lwsHeartbeat: HEARTBEAT,
+  lwsSetOption: SET_OPTION,
+} as const;
+
+export type StoreScriptName = keyof typeof STORE_SCRIPTS;

@@ -1,0 +1,533 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { realTimer, type TimerHandle } from '../clock.js';
+import { TIMED_OUT, within } from '../close.js';
+import { SessionError } from '../errors.js';
+import { RequestLease, type LeaseHost } from '../lease.js';
+import type { OptionName } from '../options.js';
+import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
+import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '../store.js';
+import type { SessionInfo } from '../types.js';
+import { RedisCloser } from './closer.js';
+import { RedisLockManager } from './locks.js';
+import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { restoreProcess, saveProcess } from './state.js';
+
+type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
+
+/** Resolves when the client is connected, rejects after `withinMs`. */
+function connected(redis: Redis, withinMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { redis.off('ready', ready); reject(new Error(`Redis not ready after ${withinMs} ms`)); }, withinMs);
+    timer.unref();
+    function ready(): void {
+      clearTimeout(timer);
+      resolve();
+    }
+    redis.once('ready', ready);
+  });
+}
+
+/** A request of this node waiting for its session's process; `wake` is set while it waits. */
+interface Waiter {
+  wake: (() => void) | undefined;
+}
+
+/**
+ * The Redis store attached to one engine: one node of a cluster. Requests enter and leave their
+ * process through one script each; closes are claimed by one node and run there; pub/sub tells the
+ * other nodes (abort a closing session's work, wake waiting requests, apply options).
+ */
+export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Vars> {
+  readonly lockManager: RedisLockManager;
+  readonly #ctx: StoreContext<Vars>;
+  readonly #redis: StoreCommands;
+  readonly #subscriber: Redis;
+  readonly #settings: RedisSettings;
+  readonly #node: NodeServices<Vars>;
+  readonly #closer: RedisCloser<Vars>;
+  readonly #leaseHost: LeaseHost<Vars, SessionHandle<Vars>>;
+  /** Sessions this node has served, by id (dropped when a close is announced). */
+  readonly #known = new Map<string, SessionHandle<Vars>>();
+  /** Requests of this node waiting for a busy process, per session, FIFO (the head retries on a release). */
+  readonly #waiting = new Map<string, Waiter[]>();
+  /** Saves in flight (a stop waits for them). */
+  readonly #pending = new Set<Promise<unknown>>();
+  readonly #transients = new Set<WebProcess<Vars>>();
+  readonly #transientOwner: ProcessOwner<Vars>;
+  #ready: Promise<void>;
+  readonly #closeClients: () => Promise<void>;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #onIdle: (() => void) | undefined;
+  #refusing = false;
+  /** Other live nodes at the last heartbeat. */
+  #othersAlive = 0;
+
+  constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: () => Promise<void>) {
+    if (ctx.locks !== undefined) throw new TypeError('locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
+    this.#ctx = ctx;
+    this.#redis = redis;
+    this.#subscriber = subscriber;
+    this.#settings = settings;
+    this.#closeClients = closeClients;
+    const nodeId = randomUUID();
+    this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, spawn: (handle, name, task) => this.#spawn(handle, name, task) };
+    this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id));
+    this.#transientOwner = {
+      id: '',
+      lockManager: this.lockManager,
+      spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
+    };
+    this.#leaseHost = {
+      als: ctx.als,
+      release: (lease) => this.#release(lease),
+      reportHandlerError: (error, sessionId) => ctx.report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors'),
+      cookieExpiresAtMs: (handle) => handle.lastRequestAtMs + ctx.options.inactiveSessionTimeoutMs,
+    };
+    this.#subscriber.on('message', (_channel: string, message: string) => this.#onMessage(message));
+    this.#ready = this.#start();
+    // Until the first request awaits it, a failed start must not be an unhandled rejection.
+    this.#ready.catch(() => {});
+  }
+
+  /** Started, or starting again if the last start failed (Redis was away when the node came up). */
+  #started(): Promise<void> {
+    this.#ready = this.#ready.catch(() => this.#start());
+    return this.#ready;
+  }
+
+  async #start(): Promise<void> {
+    const { prefix } = this.#settings;
+    // Commands fail fast while disconnected (no offline queue): the first ones wait for the connection.
+    if (this.#redis.status !== 'ready') await connected(this.#redis, this.#ctx.options.closeTimeoutMs);
+    await this.#subscriber.subscribe(`${prefix}ev`);
+    await this.#beat();
+    this.#heartbeat ??= setInterval(() => void this.#beat().catch(() => {}), Math.max(1, Math.floor(this.#settings.nodeLeaseMs / 3)));
+    this.#heartbeat.unref();
+    // Options set at run time on any node apply to a node that joins later too.
+    const options = await this.#redis.hgetall(`${prefix}opts`);
+    for (const [name, json] of Object.entries(options)) this.#applyRemote(name, json);
+    this.#closer.armSweep();
+  }
+
+  /** Renews this node's lease and learns how many other nodes are alive (for `onStop: 'auto'`). */
+  async #beat(): Promise<void> {
+    this.#othersAlive = Number(await this.#redis.lwsHeartbeat(this.#settings.prefix, this.#node.nodeId, this.#settings.nodeLeaseMs));
+  }
+
+  #onMessage(message: string): void {
+    const kind = message[0];
+    const rest = message.slice(2);
+    if (kind === 'c') {
+      const handle = this.#known.get(rest);
+      handle?.markClosing();
+      if (handle !== undefined && handle.runs.size === 0) this.#known.delete(rest);
+    } else if (kind === 'r') {
+      this.#wakeOne(rest);
+      this.#closer.released(rest);
+    } else if (kind === 'x') {
+      this.#closer.finishedElsewhere(rest);
+      this.#known.delete(rest);
+    } else if (kind === 'n') {
+      if (this.#known.get(rest)?.id !== rest) return; // renamed here: the handle already moved
+      this.#known.delete(rest);
+    } else if (kind === 'o') {
+      const [node, name, ...json] = rest.split(' ');
+      if (node !== this.#node.nodeId && name !== undefined) this.#applyRemote(name, json.join(' '));
+    }
+  }
+
+  #applyRemote(name: string, json: string): void {
+    try {
+      this.#ctx.applyOption(name as OptionName, JSON.parse(json) as unknown);
+    } catch (error) {
+      this.#ctx.report(unavailable(error), 'storeErrors');
+    }
+  }
+
+  // ---- requests -------------------------------------------------------------------------------------
+
+  async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
+    const ctx = this.#ctx;
+    if (this.#refusing) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
+    try {
+      await this.#started();
+    } catch (error) {
+      throw this.#reject('storeUnavailable', unavailable(error));
+    }
+    if (ctx.options.mode === 'none') return this.#transient();
+    try {
+      if (request.sessionId !== undefined) {
+        const lease = await this.#enter(request.sessionId, request.ip);
+        if (lease !== undefined) return lease;
+      }
+      return await this.#create(request.ip);
+    } catch (error) {
+      if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
+      throw this.#reject('storeUnavailable', unavailable(error, request.sessionId));
+    }
+  }
+
+  /**
+   * The cookie's session, if it is live: its process now, or after the requests ahead of this one. On
+   * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
+   * retries first after a release gets the process.
+   */
+  async #enter(id: string, ip: string): Promise<Lease<Vars> | undefined> {
+    const { options, clock } = this.#ctx;
+    let me: Waiter | undefined;
+    let counted = false;
+    try {
+      if ((this.#waiting.get(id)?.length ?? 0) > 0) {
+        me = this.#enqueue(id);
+        await this.#turn(id, me);
+      }
+      for (;;) {
+        if (this.#refusing) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
+        const reply = await this.#redis.lwsEnterBuffer(
+          this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, options.mode === 'legacy' && options.ipValidation ? 1 : 0,
+          options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), counted ? 1 : 0, options.maxQueuedRequests,
+        );
+        const outcome = text(reply[0]);
+        if (outcome === 'ok') {
+          const [, pid, token, state, createdAtMs, lastRequestAtMs, processCount] = reply;
+          const handle = this.#handle(id, ip, Number(text(createdAtMs)), Number(text(lastRequestAtMs)), Number(text(processCount)));
+          return await this.#lease(handle, text(pid), text(token), state as Buffer, false);
+        }
+        if (outcome === 'unknown') return undefined;
+        if (outcome === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
+        if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        if (outcome === 'plimit') throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', undefined, { sessionId: id }));
+        counted = true;
+        me ??= this.#enqueue(id);
+        await this.#turn(id, me);
+      }
+    } finally {
+      if (me !== undefined) this.#dequeue(id, me);
+    }
+  }
+
+  /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */
+  async #create(ip: string): Promise<Lease<Vars>> {
+    const { options, clock, counters } = this.#ctx;
+    const id = randomUUID();
+    const nowMs = clock.now();
+    const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
+    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings)) as Reply).map(text);
+    const [outcome, second, ...rest] = reply;
+    const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
+    for (const victim of victims) {
+      counters.closed.evicted++;
+      // Not awaited: the newcomer never waits for another session's hook.
+      void this.#closer.start(victim, 'evicted');
+    }
+    if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
+    if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
+    counters.created++;
+    const handle = this.#handle(id, ip, nowMs, nowMs, 1);
+    const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
+    this.#ctx.created({ sessionId: id, ip });
+    return lease;
+  }
+
+  #handle(id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number): SessionHandle<Vars> {
+    let handle = this.#known.get(id);
+    if (handle === undefined || handle.state !== 'open') {
+      handle = new SessionHandle<Vars>(this.#node, id, ip, createdAtMs, lastRequestAtMs, processCount);
+      this.#known.set(id, handle);
+    }
+    handle.lastRequestAtMs = lastRequestAtMs;
+    handle.processCount = processCount;
+    return handle;
+  }
+
+  async #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): Promise<Lease<Vars>> {
+    const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
+    handle.runs.set(proc, { proc, token, kind: 'request' });
+    const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
+    if (restoreProcess(proc, state)) return lease;
+    try {
+      proc.vars = await this.#initVars(proc);
+    } catch (error) {
+      // No context was ever made: the process is given back unsaved, so the next request runs init again.
+      handle.runs.delete(proc);
+      this.#save(handle, proc, token, undefined, false);
+      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: handle.id });
+    }
+    return lease;
+  }
+
+  #initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {
+    const init = this.#ctx.init;
+    return init === undefined ? ({} as Vars) : this.#ctx.als.run(proc, () => init(proc));
+  }
+
+  #release(lease: Lease<Vars>): void {
+    const { session: handle, proc } = lease;
+    if (handle === undefined) {
+      this.#transients.delete(proc);
+      void processInternals.teardown(proc, {});
+      this.#checkIdle();
+      return;
+    }
+    const run = handle.runs.get(proc);
+    handle.runs.delete(proc);
+    handle.lastActivityAtMs = this.#ctx.clock.now();
+    if (run === undefined) return this.#checkIdle();
+    this.#save(handle, proc, run.token, proc.closed ? undefined : proc, false);
+  }
+
+  /** Writes a process's state back and frees it; a stale token writes nothing (the session closed meanwhile). */
+  #save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, endsProcess: boolean): void {
+    let bytes: Buffer | undefined;
+    if (state !== undefined) {
+      try {
+        bytes = saveProcess(state);
+      } catch (error) {
+        this.#ctx.report(error as SessionError, 'storeErrors');
+      }
+    }
+    const ttlMs = keyTtlMs(this.#ctx, this.#settings);
+    const saving = this.#redis.lwsRelease(
+      this.#settings.prefix, handle.id, proc.processId, token, this.#ctx.clock.now(), ttlMs, this.#node.nodeId,
+      bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
+    ).then(async () => {
+      if (proc.lockCount > 0 && !proc.closed) await this.lockManager.touch(proc.processId, ttlMs);
+    }).catch((error: unknown) => {
+      // The process stays marked busy in Redis until this node is found dead; say so loudly.
+      this.#ctx.report(unavailable(error, handle.id), 'storeErrors');
+    }).finally(() => {
+      this.#pending.delete(saving);
+      if (handle.runs.size === 0 && handle.state !== 'open') this.#known.delete(handle.id);
+      this.#wakeOne(handle.id);
+      this.#checkIdle();
+    });
+    this.#pending.add(saving);
+  }
+
+  #enqueue(id: string): Waiter {
+    const waiter: Waiter = { wake: undefined };
+    const list = this.#waiting.get(id);
+    if (list === undefined) this.#waiting.set(id, [waiter]);
+    else list.push(waiter);
+    return waiter;
+  }
+
+  /** Resolves when the waiter is at the head and a release was announced, or at the head on a poll (a message can be lost). */
+  #turn(id: string, waiter: Waiter): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: TimerHandle | undefined;
+      waiter.wake = () => {
+        waiter.wake = undefined;
+        timer?.cancel();
+        resolve();
+      };
+      const poll = (): void => {
+        if (waiter.wake === undefined) return;
+        if (this.#waiting.get(id)?.[0] === waiter) waiter.wake();
+        else timer = realTimer(poll, this.#settings.pollIntervalMs);
+      };
+      timer = realTimer(poll, this.#settings.pollIntervalMs);
+    });
+  }
+
+  /** The waiter got in, or gave up: the next one may try. */
+  #dequeue(id: string, waiter: Waiter): void {
+    const list = this.#waiting.get(id);
+    if (list === undefined) return;
+    const index = list.indexOf(waiter);
+    if (index >= 0) list.splice(index, 1);
+    if (list.length === 0) this.#waiting.delete(id);
+    else if (index === 0) this.#wakeOne(id);
+  }
+
+  #wakeOne(id: string): void {
+    this.#waiting.get(id)?.[0]?.wake?.();
+  }
+
+  // ---- spawned tasks and 'none' mode ---------------------------------------------------------------
+
+  #spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+    if (handle.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: handle.id });
+    const proc = new WebProcess<Vars>(handle, name, {} as Vars, `t${randomUUID()}`);
+    handle.processCount++;
+    void this.#runTask(handle, proc, task);
+    return proc;
+  }
+
+  async #runTask(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
+    const ctx = this.#ctx;
+    let token: string;
+    try {
+      const reply = (await this.#redis.lwsSpawn(this.#settings.prefix, handle.id, this.#node.nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, this.#settings), proc.processId) as Reply).map(text);
+      if (reply[0] !== 'ok' || reply[1] === undefined) {
+        throw reply[0] === 'plimit' ? new SessionError('ERR_SESSION_PROCESS_LIMIT', `cannot spawn "${proc.name}"`, { sessionId: handle.id }) : new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
+      }
+      token = reply[1];
+    } catch (error) {
+      handle.processCount--;
+      await processInternals.teardown(proc, {});
+      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
+      return;
+    }
+    handle.runs.set(proc, { proc, token, kind: 'task' });
+    if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
+    try {
+      proc.vars = await this.#initVars(proc);
+      await ctx.als.run(proc, () => task(proc));
+    } catch (error) {
+      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: handle.id }), 'taskErrors');
+    }
+    handle.runs.delete(proc);
+    handle.lastActivityAtMs = ctx.clock.now();
+    const open = handle.state === 'open';
+    // A task that ends on its own ends its process (locks released, no hook); in a closing session
+    // its state is saved for the hook the claimer runs.
+    this.#save(handle, proc, token, proc, open);
+    if (open) {
+      handle.processCount--;
+      await processInternals.teardown(proc, {});
+    }
+  }
+
+  async #transient(): Promise<RequestLease<Vars>> {
+    const proc = new WebProcess<Vars>(this.#transientOwner, 'web', {} as Vars, `t${randomUUID()}`);
+    this.#transients.add(proc);
+    const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, undefined, proc, true);
+    try {
+      proc.vars = await this.#initVars(proc);
+    } catch (error) {
+      lease.release();
+      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
+    }
+    return lease;
+  }
+
+  // ---- closing, stopping ------------------------------------------------------------------------------
+
+  closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
+    return this.#closer.closeSession(id, caller);
+  }
+
+  async regenerate(id: string): Promise<string | null> {
+    const newId = randomUUID();
+    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId) as string);
+    if (pids === '') return null;
+    const handle = this.#known.get(id);
+    if (handle !== undefined) {
+      this.#known.delete(id);
+      handle.id = newId;
+      this.#known.set(newId, handle);
+    }
+    await this.lockManager.renameSession(pids.split(' '), newId);
+    return newId;
+  }
+
+  refuse(): void {
+    this.#refusing = true;
+  }
+
+  /**
+   * Stops this node: in-flight work ends (bounded by closeTimeoutMs), saves land, closes this node
+   * claimed finish. The sessions close with 'shutdown' only when the cluster stops: `onStop: 'auto'`
+   * closes them when no other node is alive, `'close'` always, `'keep'` never (a rolling restart).
+   */
+  async stop(caller: WebProcess<Vars> | undefined): Promise<void> {
+    const ctx = this.#ctx;
+    // Decided now, from the last heartbeat: the cookie of a request still running here is cleared from
+    // this moment, as with the memory store; the closes' pipelines wait for that request like any drain.
+    const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && this.#othersAlive === 0);
+    if (clusterStops) for (const handle of this.#known.values()) handle.markClosing();
+    try {
+      await this.#ready.catch(() => {});
+      let closing: Promise<void> = Promise.resolve();
+      if (clusterStops) {
+        const insiders = new Map<string, string>();
+        if (caller !== undefined && caller.sessionId !== '') insiders.set(caller.sessionId, caller.processId);
+        closing = this.#closer.closeAll(insiders);
+      }
+      const localIdle = new Promise<void>((resolve) => {
+        this.#onIdle = () => { if (this.#busyCount(caller) === 0) resolve(); };
+        this.#onIdle();
+      });
+      if (await within(ctx.clock, ctx.options.closeTimeoutMs, localIdle) === TIMED_OUT) {
+        ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${this.#busyCount(caller)} request(s) or task(s) still running after ${ctx.options.closeTimeoutMs} ms`), 'drainTimeouts');
+      }
+      await Promise.allSettled([...this.#pending]);
+      await closing;
+      await this.#closer.settle();
+    } catch (error) {
+      ctx.report(unavailable(error), 'storeErrors');
+    } finally {
+      this.#closer.stop();
+      clearInterval(this.#heartbeat);
+      await this.#leave().catch(() => {});
+      await this.#closeClients();
+    }
+  }
+
+  /** A node that stops cleanly leaves at once (no wait for its lease to run out). */
+  async #leave(): Promise<void> {
+    const { prefix } = this.#settings;
+    await this.#redis.multi().del(`${prefix}node:${this.#node.nodeId}`).srem(`${prefix}nodes`, this.#node.nodeId).exec();
+  }
+
+  #busyCount(caller: WebProcess<Vars> | undefined): number {
+    let busy = this.#pending.size;
+    for (const handle of this.#known.values()) for (const proc of handle.runs.keys()) if (proc !== caller) busy++;
+    for (const proc of this.#transients) if (proc !== caller) busy++;
+    return busy;
+  }
+
+  #checkIdle(): void {
+    this.#onIdle?.();
+  }
+
+  #reject(cause: keyof StoreContext<Vars>['counters']['rejected'], error: SessionError): SessionError {
+    this.#ctx.counters.rejected[cause]++;
+    return error;
+  }
+
+  // ---- options and reads ------------------------------------------------------------------------------
+
+  optionChanged(name: OptionName, value: unknown): void {
+    const saving = this.#redis.lwsSetOption(this.#settings.prefix, this.#node.nodeId, name, JSON.stringify(value))
+      .catch((error: unknown) => this.#ctx.report(unavailable(error), 'storeErrors'))
+      .finally(() => this.#pending.delete(saving));
+    this.#pending.add(saving);
+  }
+
+  expiresAtMs(id: string): number | undefined {
+    const handle = this.#known.get(id);
+    return handle === undefined || handle.state !== 'open' ? undefined : handle.lastRequestAtMs + this.#ctx.options.inactiveSessionTimeoutMs;
+  }
+
+  processCount(id: string): number {
+    const handle = this.#known.get(id);
+    return handle === undefined || handle.state !== 'open' ? 0 : handle.processCount;
+  }
+
+  /** This node's view: the open sessions it has served (the cluster's are in Redis). */
+  sessions(): SessionInfo[] {
+    const out: SessionInfo[] = [];
+    for (const h of this.#known.values()) {
+      if (h.state !== 'open') continue;
+      out.push({
+        id: h.id, ip: h.ip, createdAt: new Date(h.createdAtMs), lastActivityAt: new Date(h.lastActivityAtMs),
+        expiresAt: new Date(h.lastRequestAtMs + this.#ctx.options.inactiveSessionTimeoutMs), processCount: h.processCount,
+        busy: h.runs.size > 0, queuedRequests: this.#waiting.get(h.id)?.length ?? 0, locks: [...h.runs.keys()].flatMap((p) => p.locks.held()),
+      });
+    }
+    return out;
+  }
+
+  /** Cluster-wide counts as of the last sweep; queued requests and locks as this node sees them. */
+  gauges(): StoreGauges {
+    let queuedRequests = 0;
+    for (const list of this.#waiting.values()) queuedRequests += list.length;
+    let locksHeld = 0;
+    for (const h of this.#known.values()) for (const p of h.runs.keys()) locksHeld += p.lockCount;
+    return { ...this.#closer.gauges, closingSessions: Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };
+  }
+}

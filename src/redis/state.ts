@@ -1,0 +1,44 @@
+import { deserialize, serialize } from 'node:v8';
+import { SessionError } from '../errors.js';
+import type { LockRef } from '../locks.js';
+import { processInternals, type SessionVars, type WebProcess } from '../process.js';
+
+/** A process as Redis keeps it between requests. */
+interface SavedProcess {
+  readonly v: object;
+  readonly s: readonly (readonly [table: string, keys: readonly (string | number)[], position: number])[];
+  readonly h: readonly LockRef[];
+}
+
+/**
+ * The state of a process as bytes: vars, selections and the locks it holds, by the structured clone
+ * algorithm (node:v8), so Maps, Sets, Dates, BigInts, typed arrays and cycles survive; functions,
+ * symbols and class prototypes do not (a class instance comes back as a plain object). A value that
+ * cannot be cloned throws `ERR_SESSION_STATE_NOT_STORABLE`, never drops data silently.
+ */
+export function saveProcess(proc: WebProcess<SessionVars>): Buffer {
+  const selections = proc.selections;
+  const saved: SavedProcess = {
+    v: proc.vars,
+    s: selections.tables().map((table) => {
+      const selection = selections.get(table)!;
+      return [table, selection.keys, selection.position] as const;
+    }),
+    h: processInternals.heldLocks(proc),
+  };
+  try {
+    return serialize(saved);
+  } catch (error) {
+    throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: ${(error as Error).message}`, { cause: error, sessionId: proc.sessionId });
+  }
+}
+
+/** Puts saved state into a process rebuilt on this node; an empty buffer (a process never saved) changes nothing. */
+export function restoreProcess(proc: WebProcess<SessionVars>, bytes: Buffer): boolean {
+  if (bytes.length === 0) return false;
+  const saved = deserialize(bytes) as SavedProcess;
+  proc.vars = saved.v;
+  for (const [table, keys, position] of saved.s) proc.selections.set(table, keys).position = position;
+  processInternals.restoreHeldLocks(proc, saved.h);
+  return true;
+}
