@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { SessionError } from '../errors.js';
 import type { LockManager } from '../locks.js';
+import type { RedisLockManager } from './locks.js';
 import { processInternals, type ProcessOwner, type SessionVars, type WebProcess } from '../process.js';
 import type { SessionState } from '../session.js';
 import type { StoreContext } from '../store.js';
@@ -81,7 +82,7 @@ export interface NodeServices<Vars extends SessionVars> {
   readonly settings: RedisSettings;
   /** This node's id: written on the processes it runs and the closes it claims. */
   readonly nodeId: string;
-  readonly lockManager: LockManager;
+  readonly lockManager: RedisLockManager;
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
 }
 

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { realTimer, type TimerHandle } from '../clock.js';
 import { TIMED_OUT, within } from '../close.js';
 import { SessionError } from '../errors.js';
 import { RequestLease, type LeaseHost } from '../lease.js';
@@ -11,7 +10,9 @@ import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
-import { restoreProcess, saveProcess } from './state.js';
+import { ProcessSaves } from './processes.js';
+import { restoreProcess } from './state.js';
+import { TurnQueues, type Waiter } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
 
@@ -28,10 +29,6 @@ function connected(redis: Redis, withinMs: number): Promise<void> {
   });
 }
 
-/** A request of this node waiting for its session's process; `wake` is set while it waits. */
-interface Waiter {
-  wake: (() => void) | undefined;
-}
 
 /**
  * The Redis store attached to one engine: one node of a cluster. Requests enter and leave their
@@ -49,10 +46,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #leaseHost: LeaseHost<Vars, SessionHandle<Vars>>;
   /** Sessions this node has served, by id (dropped when a close is announced). */
   readonly #known = new Map<string, SessionHandle<Vars>>();
-  /** Requests of this node waiting for a busy process, per session, FIFO (the head retries on a release). */
-  readonly #waiting = new Map<string, Waiter[]>();
-  /** Saves in flight (a stop waits for them). */
-  readonly #pending = new Set<Promise<unknown>>();
+  readonly #turns: TurnQueues;
+  readonly #processes: ProcessSaves<Vars>;
   readonly #transients = new Set<WebProcess<Vars>>();
   readonly #transientOwner: ProcessOwner<Vars>;
   #ready: Promise<void>;
@@ -70,10 +65,15 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#subscriber = subscriber;
     this.#settings = settings;
     this.#closeClients = closeClients;
+    this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, spawn: (handle, name, task) => this.#spawn(handle, name, task) };
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, spawn: (handle, name, task) => this.#processes.spawn(handle, name, task) };
     this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id));
+    this.#processes = new ProcessSaves(this.#node, (handle) => {
+      if (handle.runs.size === 0 && handle.state !== 'open') this.#known.delete(handle.id);
+      this.#turns.wakeHead(handle.id);
+    }, () => this.#checkIdle());
     this.#transientOwner = {
       id: '',
       lockManager: this.lockManager,
@@ -124,7 +124,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       handle?.markClosing();
       if (handle !== undefined && handle.runs.size === 0) this.#known.delete(rest);
     } else if (kind === 'r') {
-      this.#wakeOne(rest);
+      this.#turns.wakeHead(rest);
       this.#closer.released(rest);
     } else if (kind === 'x') {
       this.#closer.finishedElsewhere(rest);
@@ -179,9 +179,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     let me: Waiter | undefined;
     let counted = false;
     try {
-      if ((this.#waiting.get(id)?.length ?? 0) > 0) {
-        me = this.#enqueue(id);
-        await this.#turn(id, me);
+      if (this.#turns.waiting(id) > 0) {
+        me = this.#turns.enqueue(id);
+        await this.#turns.turn(id, me);
       }
       for (;;) {
         if (this.#refusing) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
@@ -200,11 +200,11 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
         if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         if (outcome === 'plimit') throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', undefined, { sessionId: id }));
         counted = true;
-        me ??= this.#enqueue(id);
-        await this.#turn(id, me);
+        me ??= this.#turns.enqueue(id);
+        await this.#turns.turn(id, me);
       }
     } finally {
-      if (me !== undefined) this.#dequeue(id, me);
+      if (me !== undefined) this.#turns.dequeue(id, me);
     }
   }
 
@@ -248,19 +248,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
     if (restoreProcess(proc, state)) return lease;
     try {
-      proc.vars = await this.#initVars(proc);
+      proc.vars = await this.#processes.initVars(proc);
     } catch (error) {
-      // No context was ever made: the process is given back unsaved, so the next request runs init again.
+      // No context was ever made: the process leaves the session, so the next request runs init again.
       handle.runs.delete(proc);
-      this.#save(handle, proc, token, undefined, false);
+      this.#processes.save(handle, proc, token, undefined, true);
       throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: handle.id });
     }
     return lease;
-  }
-
-  #initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {
-    const init = this.#ctx.init;
-    return init === undefined ? ({} as Vars) : this.#ctx.als.run(proc, () => init(proc));
   }
 
   #release(lease: Lease<Vars>): void {
@@ -275,120 +270,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     handle.runs.delete(proc);
     handle.lastActivityAtMs = this.#ctx.clock.now();
     if (run === undefined) return this.#checkIdle();
-    this.#save(handle, proc, run.token, proc.closed ? undefined : proc, false);
-  }
-
-  /** Writes a process's state back and frees it; a stale token writes nothing (the session closed meanwhile). */
-  #save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, endsProcess: boolean): void {
-    let bytes: Buffer | undefined;
-    if (state !== undefined) {
-      try {
-        bytes = saveProcess(state);
-      } catch (error) {
-        this.#ctx.report(error as SessionError, 'storeErrors');
-      }
-    }
-    const ttlMs = keyTtlMs(this.#ctx, this.#settings);
-    const saving = this.#redis.lwsRelease(
-      this.#settings.prefix, handle.id, proc.processId, token, this.#ctx.clock.now(), ttlMs, this.#node.nodeId,
-      bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
-    ).then(async () => {
-      if (proc.lockCount > 0 && !proc.closed) await this.lockManager.touch(proc.processId, ttlMs);
-    }).catch((error: unknown) => {
-      // The process stays marked busy in Redis until this node is found dead; say so loudly.
-      this.#ctx.report(unavailable(error, handle.id), 'storeErrors');
-    }).finally(() => {
-      this.#pending.delete(saving);
-      if (handle.runs.size === 0 && handle.state !== 'open') this.#known.delete(handle.id);
-      this.#wakeOne(handle.id);
-      this.#checkIdle();
-    });
-    this.#pending.add(saving);
-  }
-
-  #enqueue(id: string): Waiter {
-    const waiter: Waiter = { wake: undefined };
-    const list = this.#waiting.get(id);
-    if (list === undefined) this.#waiting.set(id, [waiter]);
-    else list.push(waiter);
-    return waiter;
-  }
-
-  /** Resolves when the waiter is at the head and a release was announced, or at the head on a poll (a message can be lost). */
-  #turn(id: string, waiter: Waiter): Promise<void> {
-    return new Promise<void>((resolve) => {
-      let timer: TimerHandle | undefined;
-      waiter.wake = () => {
-        waiter.wake = undefined;
-        timer?.cancel();
-        resolve();
-      };
-      const poll = (): void => {
-        if (waiter.wake === undefined) return;
-        if (this.#waiting.get(id)?.[0] === waiter) waiter.wake();
-        else timer = realTimer(poll, this.#settings.pollIntervalMs);
-      };
-      timer = realTimer(poll, this.#settings.pollIntervalMs);
-    });
-  }
-
-  /** The waiter got in, or gave up: the next one may try. */
-  #dequeue(id: string, waiter: Waiter): void {
-    const list = this.#waiting.get(id);
-    if (list === undefined) return;
-    const index = list.indexOf(waiter);
-    if (index >= 0) list.splice(index, 1);
-    if (list.length === 0) this.#waiting.delete(id);
-    else if (index === 0) this.#wakeOne(id);
-  }
-
-  #wakeOne(id: string): void {
-    this.#waiting.get(id)?.[0]?.wake?.();
-  }
-
-  // ---- spawned tasks and 'none' mode ---------------------------------------------------------------
-
-  #spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
-    if (handle.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: handle.id });
-    const proc = new WebProcess<Vars>(handle, name, {} as Vars, `t${randomUUID()}`);
-    handle.processCount++;
-    void this.#runTask(handle, proc, task);
-    return proc;
-  }
-
-  async #runTask(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
-    const ctx = this.#ctx;
-    let token: string;
-    try {
-      const reply = (await this.#redis.lwsSpawn(this.#settings.prefix, handle.id, this.#node.nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, this.#settings), proc.processId) as Reply).map(text);
-      if (reply[0] !== 'ok' || reply[1] === undefined) {
-        throw reply[0] === 'plimit' ? new SessionError('ERR_SESSION_PROCESS_LIMIT', `cannot spawn "${proc.name}"`, { sessionId: handle.id }) : new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
-      }
-      token = reply[1];
-    } catch (error) {
-      handle.processCount--;
-      await processInternals.teardown(proc, {});
-      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
-      return;
-    }
-    handle.runs.set(proc, { proc, token, kind: 'task' });
-    if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
-    try {
-      proc.vars = await this.#initVars(proc);
-      await ctx.als.run(proc, () => task(proc));
-    } catch (error) {
-      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: handle.id }), 'taskErrors');
-    }
-    handle.runs.delete(proc);
-    handle.lastActivityAtMs = ctx.clock.now();
-    const open = handle.state === 'open';
-    // A task that ends on its own ends its process (locks released, no hook); in a closing session
-    // its state is saved for the hook the claimer runs.
-    this.#save(handle, proc, token, proc, open);
-    if (open) {
-      handle.processCount--;
-      await processInternals.teardown(proc, {});
-    }
+    this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, false);
   }
 
   async #transient(): Promise<RequestLease<Vars>> {
@@ -396,7 +278,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#transients.add(proc);
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, undefined, proc, true);
     try {
-      proc.vars = await this.#initVars(proc);
+      proc.vars = await this.#processes.initVars(proc);
     } catch (error) {
       lease.release();
       throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
@@ -454,7 +336,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       if (await within(ctx.clock, ctx.options.closeTimeoutMs, localIdle) === TIMED_OUT) {
         ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${this.#busyCount(caller)} request(s) or task(s) still running after ${ctx.options.closeTimeoutMs} ms`), 'drainTimeouts');
       }
-      await Promise.allSettled([...this.#pending]);
+      await this.#processes.settled();
       await closing;
       await this.#closer.settle();
     } catch (error) {
@@ -474,7 +356,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
-    let busy = this.#pending.size;
+    let busy = this.#processes.pendingCount;
     for (const handle of this.#known.values()) for (const proc of handle.runs.keys()) if (proc !== caller) busy++;
     for (const proc of this.#transients) if (proc !== caller) busy++;
     return busy;
@@ -492,10 +374,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   // ---- options and reads ------------------------------------------------------------------------------
 
   optionChanged(name: OptionName, value: unknown): void {
-    const saving = this.#redis.lwsSetOption(this.#settings.prefix, this.#node.nodeId, name, JSON.stringify(value))
-      .catch((error: unknown) => this.#ctx.report(unavailable(error), 'storeErrors'))
-      .finally(() => this.#pending.delete(saving));
-    this.#pending.add(saving);
+    this.#processes.track(this.#redis.lwsSetOption(this.#settings.prefix, this.#node.nodeId, name, JSON.stringify(value))
+      .catch((error: unknown) => this.#ctx.report(unavailable(error), 'storeErrors')));
   }
 
   expiresAtMs(id: string): number | undefined {
@@ -516,7 +396,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       out.push({
         id: h.id, ip: h.ip, createdAt: new Date(h.createdAtMs), lastActivityAt: new Date(h.lastActivityAtMs),
         expiresAt: new Date(h.lastRequestAtMs + this.#ctx.options.inactiveSessionTimeoutMs), processCount: h.processCount,
-        busy: h.runs.size > 0, queuedRequests: this.#waiting.get(h.id)?.length ?? 0, locks: [...h.runs.keys()].flatMap((p) => p.locks.held()),
+        busy: h.runs.size > 0, queuedRequests: this.#turns.waiting(h.id), locks: [...h.runs.keys()].flatMap((p) => p.locks.held()),
       });
     }
     return out;
@@ -524,8 +404,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   /** Cluster-wide counts as of the last sweep; queued requests and locks as this node sees them. */
   gauges(): StoreGauges {
-    let queuedRequests = 0;
-    for (const list of this.#waiting.values()) queuedRequests += list.length;
+    const queuedRequests = this.#turns.total;
     let locksHeld = 0;
     for (const h of this.#known.values()) for (const p of h.runs.keys()) locksHeld += p.lockCount;
     return { ...this.#closer.gauges, closingSessions: Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };

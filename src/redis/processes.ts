@@ -1,0 +1,121 @@
+import { randomUUID } from 'node:crypto';
+import { SessionError } from '../errors.js';
+import { processInternals, WebProcess, type SessionVars } from '../process.js';
+import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
+import { saveProcess } from './state.js';
+
+/**
+ * A node's writes of process state: a request's or task's end saves its process (fenced by its token)
+ * and frees it; spawned tasks register their process first. Saves run after the response and are
+ * tracked, so a stopping node waits for them.
+ */
+export class ProcessSaves<Vars extends SessionVars> {
+  readonly #node: NodeServices<Vars>;
+  readonly #afterSave: (handle: SessionHandle<Vars>) => void;
+  readonly #onSettled: () => void;
+  readonly #pending = new Set<Promise<unknown>>();
+
+  /** `afterSave`: a process of the session is free again; `onSettled`: a tracked write is over. */
+  constructor(node: NodeServices<Vars>, afterSave: (handle: SessionHandle<Vars>) => void, onSettled: () => void) {
+    this.#node = node;
+    this.#afterSave = afterSave;
+    this.#onSettled = onSettled;
+  }
+
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /** Keeps a write in the set a stop waits for. */
+  track(write: Promise<unknown>): void {
+    const tracked = write.finally(() => {
+      this.#pending.delete(tracked);
+      this.#onSettled();
+    });
+    this.#pending.add(tracked);
+  }
+
+  settled(): Promise<unknown> {
+    return Promise.allSettled([...this.#pending]);
+  }
+
+  initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {
+    const { init, als } = this.#node.ctx;
+    return init === undefined ? ({} as Vars) : als.run(proc, () => init(proc));
+  }
+
+  /**
+   * Writes a process's state back and frees it (`endsProcess`: the process leaves its open session).
+   * A stale token writes nothing: the session closed meanwhile, and nothing comes back to life. A value
+   * that cannot be stored is reported and the state last saved is kept.
+   */
+  save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, endsProcess: boolean): void {
+    const { ctx, redis, settings, nodeId, lockManager } = this.#node;
+    let bytes: Buffer | undefined;
+    if (state !== undefined) {
+      try {
+        bytes = saveProcess(state);
+      } catch (error) {
+        ctx.report(error as SessionError, 'storeErrors');
+      }
+    }
+    const ttlMs = keyTtlMs(ctx, settings);
+    this.track(redis.lwsRelease(
+      settings.prefix, handle.id, proc.processId, token, ctx.clock.now(), ttlMs, nodeId,
+      bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
+    ).then(async () => {
+      // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
+      if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs);
+    }).catch((error: unknown) => {
+      // The process stays marked busy in Redis until this node is found dead; say so loudly.
+      ctx.report(unavailable(error, handle.id), 'storeErrors');
+    }).finally(() => this.#afterSave(handle)));
+  }
+
+  /**
+   * `proc.spawn` on this node: the process is returned at once and registered in Redis before the
+   * task starts (a refusal there — session closed, process limit — is reported as a task failure).
+   */
+  spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+    if (handle.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: handle.id });
+    const proc = new WebProcess<Vars>(handle, name, {} as Vars, `t${randomUUID()}`);
+    handle.processCount++;
+    void this.#runTask(handle, proc, task);
+    return proc;
+  }
+
+  async #runTask(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
+    const { ctx, redis, settings, nodeId } = this.#node;
+    let token: string;
+    try {
+      const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId) as Reply).map(text);
+      if (reply[0] !== 'ok' || reply[1] === undefined) {
+        throw new SessionError(reply[0] === 'plimit' ? 'ERR_SESSION_PROCESS_LIMIT' : 'ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
+      }
+      token = reply[1];
+    } catch (error) {
+      handle.processCount--;
+      await processInternals.teardown(proc, {});
+      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
+      return;
+    }
+    handle.runs.set(proc, { proc, token, kind: 'task' });
+    if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
+    try {
+      proc.vars = await this.initVars(proc);
+      await ctx.als.run(proc, () => task(proc));
+    } catch (error) {
+      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: handle.id }), 'taskErrors');
+    }
+    handle.runs.delete(proc);
+    handle.lastActivityAtMs = ctx.clock.now();
+    const open = handle.state === 'open';
+    // A task that ends on its own ends its process (locks released, no hook); in a closing session
+    // its state is saved for the hook the claimer runs.
+    this.save(handle, proc, token, proc, open);
+    if (open) {
+      handle.processCount--;
+      await processInternals.teardown(proc, {});
+    }
+  }
+}

@@ -1,0 +1,72 @@
+import { realTimer, type TimerHandle } from '../clock.js';
+
+/** A request of this node waiting for its session's process; `wake` is set while it waits. */
+export interface Waiter {
+  wake: (() => void) | undefined;
+}
+
+/**
+ * The requests of this node that wait for a busy process, per session, first come first served: the
+ * head tries again when a release is announced (or on a poll, since a pub/sub message can be lost in a
+ * reconnect), and a newcomer queues behind the waiting ones instead of overtaking them.
+ */
+export class TurnQueues {
+  readonly #bySession = new Map<string, Waiter[]>();
+  readonly #pollIntervalMs: number;
+
+  constructor(pollIntervalMs: number) {
+    this.#pollIntervalMs = pollIntervalMs;
+  }
+
+  /** Requests of this session waiting here. */
+  waiting(id: string): number {
+    return this.#bySession.get(id)?.length ?? 0;
+  }
+
+  get total(): number {
+    let total = 0;
+    for (const list of this.#bySession.values()) total += list.length;
+    return total;
+  }
+
+  enqueue(id: string): Waiter {
+    const waiter: Waiter = { wake: undefined };
+    const list = this.#bySession.get(id);
+    if (list === undefined) this.#bySession.set(id, [waiter]);
+    else list.push(waiter);
+    return waiter;
+  }
+
+  /** Resolves when the waiter is at the head and a release was announced, or at the head on a poll. */
+  turn(id: string, waiter: Waiter): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: TimerHandle | undefined;
+      waiter.wake = () => {
+        waiter.wake = undefined;
+        timer?.cancel();
+        resolve();
+      };
+      const poll = (): void => {
+        if (waiter.wake === undefined) return;
+        if (this.#bySession.get(id)?.[0] === waiter) waiter.wake();
+        else timer = realTimer(poll, this.#pollIntervalMs);
+      };
+      timer = realTimer(poll, this.#pollIntervalMs);
+    });
+  }
+
+  /** The waiter got in, or gave up: if it was the head, the next one may try. */
+  dequeue(id: string, waiter: Waiter): void {
+    const list = this.#bySession.get(id);
+    if (list === undefined) return;
+    const index = list.indexOf(waiter);
+    if (index >= 0) list.splice(index, 1);
+    if (list.length === 0) this.#bySession.delete(id);
+    else if (index === 0) this.wakeHead(id);
+  }
+
+  /** A process of the session was released: the head tries again. */
+  wakeHead(id: string): void {
+    this.#bySession.get(id)?.[0]?.wake?.();
+  }
+}
