@@ -316,7 +316,10 @@ export class Scheduler<Vars extends SessionVars> {
     this.#expiry.cancel();
     for (const session of [...this.store.values()]) void beginClose(this.closeContext, session, 'shutdown');
     if (caller !== undefined) this.waitInside(caller);
-    const closes = Promise.all([...this.closing.values()].map((s) => s.closed));
+    // Called from a hook or teardown of a closing session, stop() must not wait for that very close.
+    const own = caller === undefined ? undefined : this.closing.get(caller.sessionId);
+    const waitsForOwn = own !== undefined && (own.phase === 'hooks' || own.phase === 'teardown');
+    const closes = Promise.all([...this.closing.values()].filter((s) => !(waitsForOwn && s === own)).map((s) => s.closed));
     const transients = this.#transients.filter((p) => p !== caller);
     if (transients.length > 0) {
       const done = new Promise<void>((resolve) => {

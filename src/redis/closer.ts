@@ -265,7 +265,7 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   /** Cluster shutdown: claims every open session with 'shutdown' and waits for every close of this node. */
-  async closeAll(insiders: ReadonlyMap<string, string>): Promise<void> {
+  async closeAll(insiders: ReadonlyMap<string, string>, caller?: WebProcess<Vars>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
     for (;;) {
       const ids = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH) as Reply).map(text);
@@ -275,12 +275,18 @@ export class RedisCloser<Vars extends SessionVars> {
       }
       if (ids.length < SWEEP_BATCH) break;
     }
-    await this.settle();
+    await this.settle(caller);
   }
 
-  /** Waits for every close this node runs. */
-  async settle(): Promise<void> {
-    while (this.#pipelines.size > 0) await Promise.all([...this.#pipelines.values()].map((p) => p.promise));
+  /** Waits for every close this node runs, except the one whose hook or teardown is the caller (stop() from a hook). */
+  async settle(caller?: WebProcess<Vars>): Promise<void> {
+    const own = caller === undefined ? undefined : this.#pipelines.get(caller.sessionId);
+    const skip = own !== undefined && own.phase !== 'draining' ? own : undefined;
+    for (;;) {
+      const waiting = [...this.#pipelines.values()].filter((p) => p !== skip);
+      if (waiting.length === 0) return;
+      await Promise.all(waiting.map((p) => p.promise));
+    }
   }
 
   stop(): void {

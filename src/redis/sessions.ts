@@ -327,7 +327,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       if (clusterStops) {
         const insiders = new Map<string, string>();
         if (caller !== undefined && caller.sessionId !== '') insiders.set(caller.sessionId, caller.processId);
-        closing = this.#closer.closeAll(insiders);
+        closing = this.#closer.closeAll(insiders, caller);
       }
       const localIdle = new Promise<void>((resolve) => {
         this.#onIdle = () => { if (this.#busyCount(caller) === 0) resolve(); };
@@ -338,7 +338,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       }
       await this.#processes.settled();
       await closing;
-      await this.#closer.settle();
+      await this.#closer.settle(caller);
     } catch (error) {
       ctx.report(unavailable(error), 'storeErrors');
     } finally {
