@@ -458,3 +458,106 @@ test('onStop auto: the last node to stop closes every session with \'shutdown\',
     assert.deepEqual([start.length, done.length, done[0]?.reason, done[0]?.vars.n], [1, 1, 'shutdown', s.n], `${s.sid} closed once by the last node`);
   }
 });
+
+const CONCURRENT_CLIENTS = 8;
+const CONCURRENT_OPS = Number(process.env.REDIS_CLUSTER_CONCURRENT_OPS ?? 250);
+
+test(`${CONCURRENT_CLIENTS} clients at once, ${CONCURRENT_OPS} operations each, on 3 nodes while session time runs (seeded): only 200 or 503; requests of one process never overlap (its n goes 1, 2, 3… without a repeat or a gap); every process is hooked exactly once, with the vars its last request left`, { timeout: 110_000 }, async (t) => {
+  const setup = await clusterForTest(t, { maxSessions: 7, inactiveProcessTimeoutMs: 120_000, sweepIntervalMs: 1_000, pollIntervalMs: 20, nodeLeaseMs: 1_500, closeTimeoutMs: 20 * 24 * 3_600_000 });
+  if (setup === undefined) return;
+  const { cluster } = setup;
+  const nodes = await cluster.start(3);
+  const seed = RUN_SEED;
+  t.diagnostic(`seed ${seed} (REDIS_CLUSTER_SEED=${seed}; the interleaving differs from run to run)`);
+
+  const seen = new Map<string, { sid: string; ns: number[] }>();
+  const known: string[] = [];
+  const statuses: Record<string, number> = {};
+  const record = (pid: string, sid: string, n: number): void => {
+    const entry = seen.get(pid) ?? { sid, ns: [] };
+    assert.equal(entry.sid, sid, `${pid} belongs to one session`);
+    entry.ns.push(n);
+    seen.set(pid, entry);
+    if (entry.ns.length === 1) known.push(sid);
+  };
+
+  let running = true;
+  const ticker = (async () => {
+    const random = prng(seed ^ 0x5eed);
+    while (running) {
+      await cluster.advance(random() < 0.1 ? 150_000 : Math.floor(random() * 30_000));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+
+  const client = async (index: number): Promise<void> => {
+    const random = prng(seed + index);
+    const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+    let cookie: string | undefined;
+    for (let op = 0; op < CONCURRENT_OPS; op++) {
+      const node = pick(nodes);
+      const dice = random();
+      if (dice < 0.1 && known.length > 0) {
+        await pick(nodes).call('close', { sid: pick(known) }, 30_000);
+        continue;
+      }
+      if (dice < 0.2) cookie = undefined;
+      // Some requests carry another client's cookie: two clients in one session queue for its process.
+      const sid = dice > 0.9 && known.length > 0 ? pick(known) : cookie;
+      const logout = dice >= 0.8 && dice < 0.9;
+      const answer = await node.get(logout ? '/logout' : '/', sid, 30_000);
+      const status = String(answer.status);
+      statuses[status] = (statuses[status] ?? 0) + 1;
+      if (answer.status === 503) continue;
+      assert.equal(answer.status, 200, `${node.name}: ${answer.status} ${answer.body} ${answer.error ?? ''}`);
+      const got = answer.json<{ sid: string; pid: string; n: number; closed?: boolean }>();
+      record(got.pid, got.sid, got.n);
+      if (logout) {
+        assert.equal(got.closed, true);
+        assert.match(answer.setCookie ?? '', /^4DSID=; Max-Age=0; /);
+        cookie = undefined;
+      } else if (sid === cookie) {
+        cookie = answer.cookieId === '' ? undefined : got.sid;
+      }
+    }
+  };
+
+  try {
+    await Promise.all(Array.from({ length: CONCURRENT_CLIENTS }, (_, i) => client(i)));
+  } finally {
+    running = false;
+    await ticker;
+  }
+  await nodes[0]!.stop();
+  await nodes[1]!.stop();
+  await cluster.renewed(await cluster.keys('node:*'));
+  await nodes[2]!.stop();
+
+  const hooks = await cluster.hooks();
+  const problems: string[] = [];
+  for (const [pid, { sid, ns }] of seen) {
+    const sorted = [...ns].sort((x, y) => x - y);
+    if (sorted.some((n, i) => n !== i + 1)) problems.push(`${pid} (${sid}): requests saw n = ${sorted.join(',')}`);
+    const mine = hooks.filter((h) => h.processId === pid);
+    const done = mine.filter((h) => h.phase === 'done');
+    if (mine.length !== 2 || done.length !== 1) problems.push(`${pid} (${sid}): ${mine.length} hook record(s) ${JSON.stringify(mine.map((h) => [h.phase, h.node, h.reason]))}`);
+    else if (done[0]!.vars.n !== sorted.at(-1) || done[0]!.sessionId !== sid) problems.push(`${pid} (${sid}): the hook saw n=${done[0]!.vars.n}, its last request left n=${String(sorted.at(-1))}`);
+  }
+  for (const hook of hooks) if (!seen.has(hook.processId)) problems.push(`${hook.processId}: hooked, never seen by a request`);
+  t.diagnostic(`answers: ${JSON.stringify(statuses)}; processes: ${seen.size}; closes: ${JSON.stringify(hooks.filter((h) => h.phase === 'done').reduce<Record<string, number>>((acc, h) => ({ ...acc, [h.reason]: (acc[h.reason] ?? 0) + 1 }), {}))}`);
+  assert.deepEqual(problems.slice(0, 20), [], `seed ${seed}: ${problems.length} problem(s)`);
+});
+
+test('a node whose closeTimeoutMs is longer than 2^31 ms (24.8 days; up to 366 days is valid) starts its store: it registers, heartbeats and sweeps before any request', {
+  timeout: 30_000,
+  todo: 'RedisSessions#start waits for the connection with a raw setTimeout(closeTimeoutMs), which Node clamps to 1 ms above 2^31-1: the start fails at once and is retried only by the first request',
+}, async (t) => {
+  const setup = await clusterForTest(t, { closeTimeoutMs: 30 * 24 * 3_600_000 });
+  if (setup === undefined) return;
+  const { cluster } = setup;
+  try {
+    await cluster.start(1, {}, 3_000);
+  } catch (error) {
+    assert.fail(`${(error as Error).message}; the node's stderr: ${cluster.nodes[0]?.stderr.trim()}`);
+  }
+});
