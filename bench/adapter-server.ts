@@ -13,8 +13,9 @@ import { sessions as expressSessions } from '../src/adapters/express/index.js';
 import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
 import { sessions as honoSessions } from '../src/adapters/hono/index.js';
 import { SessionEngine, type WebProcess } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
 import { serveOverIpc } from './child.js';
-import { isFrameworkName, isServerKind, RETURNING_SESSIONS, type FrameworkName } from './protocol.js';
+import { BENCH_REDIS_PREFIX, BENCH_REDIS_URL, isFrameworkName, isServerKind, RETURNING_SESSIONS, type FrameworkName } from './protocol.js';
 
 const [framework, kind] = process.argv.slice(2);
 if (!isFrameworkName(framework) || !isServerKind(kind) || process.send === undefined) {
@@ -28,8 +29,12 @@ let errors = 0;
 const bareHits: Vars = { hits: 0 };
 
 // Returning visitors only: the caps equal the pre-created sessions, so nothing is ever evicted (checked by the parent).
+// 'redis': the same node:http server with its sessions in Redis (one node of a cluster).
 const engine = kind === 'ours'
-  ? new SessionEngine<Vars>({ maxSessions: RETURNING_SESSIONS, maxConcurrentProcesses: RETURNING_SESSIONS, init: () => ({ hits: 0 }) })
+  ? new SessionEngine<Vars>({
+    maxSessions: RETURNING_SESSIONS, maxConcurrentProcesses: RETURNING_SESSIONS, init: () => ({ hits: 0 }),
+    ...(framework === 'redis' ? { store: createRedisStore({ url: BENCH_REDIS_URL, prefix: BENCH_REDIS_PREFIX, onStop: 'keep' }) } : {}),
+  })
   : undefined;
 // A listener, so an error is counted instead of becoming a process warning per request.
 engine?.on('error', () => { errors++; });
@@ -45,6 +50,7 @@ function hit(proc: WebProcess<object> | undefined): string {
 async function build(name: FrameworkName): Promise<http.Server> {
   switch (name) {
     case 'node':
+    case 'redis':
       return engine === undefined
         ? http.createServer((_req, res) => { res.end(hit(undefined)); })
         : createServer(engine, (_req, res, proc) => { res.end(hit(proc)); });

@@ -42,10 +42,17 @@ export function isWorkloadName(value: unknown): value is WorkloadName {
   return WORKLOAD_NAMES.includes(value as WorkloadName);
 }
 
-/** The servers bench/adapters.ts compares, each bare and with sessions (bench/adapter-server.ts). */
-export type FrameworkName = 'node' | 'express' | 'fastify' | 'hono';
+/**
+ * The servers bench/adapters.ts compares, each bare and with sessions (bench/adapter-server.ts). 'redis'
+ * is node:http with the sessions in Redis (`npm run bench -- --redis`); it is not in the default list.
+ */
+export type FrameworkName = 'node' | 'express' | 'fastify' | 'hono' | 'redis';
 export const FRAMEWORK_NAMES: readonly FrameworkName[] = ['node', 'express', 'fastify', 'hono'];
 
 export function isFrameworkName(value: unknown): value is FrameworkName {
-  return FRAMEWORK_NAMES.includes(value as FrameworkName);
+  return value === 'redis' || FRAMEWORK_NAMES.includes(value as FrameworkName);
 }
+
+/** Where the Redis benchmark's store connects, and the prefix its keys live under (deleted afterwards). */
+export const BENCH_REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+export const BENCH_REDIS_PREFIX = 'lws-bench:';
