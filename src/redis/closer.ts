@@ -12,6 +12,9 @@ const SWEEP_BATCH = 512;
 
 interface Pipeline {
   readonly promise: Promise<void>;
+  /** Rejects at the pipeline's first Redis error: closeSession callers learn it then (the close goes on retrying). */
+  readonly failed: Promise<never>;
+  failedWith?: (error: SessionError) => void;
   phase: ClosePhase;
   /** Processes of this node that called closeSession on their own session: the drain does not wait for them. */
   readonly insiders: Set<string>;
@@ -67,7 +70,7 @@ export class RedisCloser<Vars extends SessionVars> {
         local.insiders.add(caller.processId);
         this.released(id);
       }
-      await local.promise;
+      await Promise.race([local.promise, local.failed]);
       return true;
     }
     const { redis, settings, nodeId, ctx } = this.#node;
@@ -86,7 +89,9 @@ export class RedisCloser<Vars extends SessionVars> {
     if (outcome === 'unknown') return false;
     if (outcome === 'ok') {
       ctx.counters.closed.closed++;
-      await this.start(id, 'closed', fromOwnSession ? caller.processId : undefined);
+      void this.start(id, 'closed', fromOwnSession ? caller.processId : undefined);
+      const pipeline = this.#pipelines.get(id);
+      if (pipeline !== undefined) await Promise.race([pipeline.promise, pipeline.failed]);
       return true;
     }
     // Another node is closing it. From inside the session, that node waits for this very request:
@@ -100,14 +105,36 @@ export class RedisCloser<Vars extends SessionVars> {
   start(id: string, reason: CloseReason | undefined, insider?: string): Promise<void> {
     const existing = this.#pipelines.get(id);
     if (existing !== undefined) return existing.promise;
-    const pipeline: Pipeline = { promise: Promise.resolve(), phase: 'draining', insiders: new Set(insider === undefined ? [] : [insider]) };
+    let failedWith!: (error: SessionError) => void;
+    const failed = new Promise<never>((_resolve, reject) => { failedWith = reject; });
+    failed.catch(() => {}); // nobody may be waiting for it
+    const pipeline: Pipeline = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Set(insider === undefined ? [] : [insider]) };
     const handle = this.#localRun(id);
     handle?.markClosing();
-    (pipeline as { promise: Promise<void> }).promise = this.#run(id, reason, pipeline)
-      .catch((error: unknown) => this.#node.ctx.report(unavailable(error, id), 'storeErrors'))
-      .finally(() => this.#pipelines.delete(id));
+    (pipeline as { promise: Promise<void> }).promise = this.#runUntilDone(id, reason, pipeline).finally(() => this.#pipelines.delete(id));
     this.#pipelines.set(id, pipeline);
     return pipeline.promise;
+  }
+
+  /**
+   * A claimed close must end, or stay claimed by nobody alive: on a Redis error the pipeline starts over
+   * from what Redis holds (hooks already marked done are skipped) until it ends or this node stops.
+   */
+  async #runUntilDone(id: string, reason: CloseReason | undefined, pipeline: Pipeline): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#run(id, reason, pipeline);
+      } catch (error) {
+        const failure = unavailable(error, id);
+        if (attempt === 0) {
+          this.#node.ctx.report(failure, 'storeErrors');
+          pipeline.failedWith?.(failure);
+        }
+        if (this.#node.retries.stopped) return;
+        pipeline.phase = 'draining';
+        await this.#node.retries.wait(attempt);
+      }
+    }
   }
 
   async #run(id: string, claimedReason: CloseReason | undefined, pipeline: Pipeline): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { realTimer } from '../clock.js';
 import { SessionError } from '../errors.js';
 import type { LockManager } from '../locks.js';
 import type { RedisLockManager } from './locks.js';
@@ -83,6 +84,8 @@ export interface NodeServices<Vars extends SessionVars> {
   /** This node's id: written on the processes it runs and the closes it claims. */
   readonly nodeId: string;
   readonly lockManager: RedisLockManager;
+  /** Delays between retries of saves and closes that failed on a Redis error. */
+  readonly retries: Retries;
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
 }
 
@@ -99,4 +102,42 @@ export function unavailable(error: unknown, sessionId?: string): SessionError {
 
 export function text(value: string | number | Buffer | null | undefined): string {
   return value === null || value === undefined ? '' : typeof value === 'string' ? value : value.toString();
+}
+
+/**
+ * Waits between retries of writes that must land (a save, a close) while Redis is away: growing delays
+ * up to 5 s, in real time (an outage is not session time); `stop()` ends every wait at once and makes
+ * `stopped` true, so a stopping node gives up instead of waiting for Redis forever.
+ */
+export class Retries {
+  readonly #baseMs: number;
+  readonly #waking = new Set<() => void>();
+  #stopped = false;
+
+  constructor(baseMs: number) {
+    this.#baseMs = baseMs;
+  }
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  /** Resolves after the delay of attempt `attempt` (0-based), or at once when stopped. */
+  wait(attempt: number): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        this.#waking.delete(wake);
+        timer.cancel();
+        resolve();
+      };
+      const timer = realTimer(wake, Math.min(5_000, this.#baseMs * 2 ** Math.min(attempt, 10)));
+      this.#waking.add(wake);
+    });
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    for (const wake of [...this.#waking]) wake();
+  }
 }

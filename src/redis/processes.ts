@@ -60,16 +60,26 @@ export class ProcessSaves<Vars extends SessionVars> {
       }
     }
     const ttlMs = keyTtlMs(ctx, settings);
-    this.track(redis.lwsRelease(
+    const release = (): Promise<unknown> => redis.lwsRelease(
       settings.prefix, handle.id, proc.processId, token, ctx.clock.now(), ttlMs, nodeId,
       bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
-    ).then(async () => {
+    );
+    this.track((async () => {
+      // The process stays taken in Redis until this lands: retried while Redis is away (the token makes
+      // a repeat harmless), reported once; given up only when this node stops (others then free it).
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await release();
+          break;
+        } catch (error) {
+          if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
+          if (this.#node.retries.stopped) return;
+          await this.#node.retries.wait(attempt);
+        }
+      }
       // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
-      if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs);
-    }).catch((error: unknown) => {
-      // The process stays marked busy in Redis until this node is found dead; say so loudly.
-      ctx.report(unavailable(error, handle.id), 'storeErrors');
-    }).finally(() => this.#afterSave(handle)));
+      if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
+    })().finally(() => this.#afterSave(handle)));
   }
 
   /**

@@ -5,10 +5,11 @@
 // Layout:
 //   P s:<id>        hash: ip, cr (created), lr (last request start), la (last activity end),
 //                   st ('o' open | 'c' closing), rs (close reason), cl (node that claimed the close),
-//                   pl (live process ids, space-separated), tk (fencing counter), w (requests waiting),
+//                   pl (live process ids, space-separated), tk (fencing counter),
 //                   per process <pid>: k:<pid> ('w' request process | 't' task), b:<pid> (fencing token of
 //                   the request running in it, '0' when free), o:<pid> (node running it), d:<pid>
 //                   (serialized state), hk:<pid> (its hook has run)
+//   P wq:<id>       zset waiter -> Redis time of its last try (requests waiting for the session, any node)
 //   P open          zset id -> created             (the global cap counts it)
 //   P idle          zset id -> last activity end  (timeouts)
 //   P lru           zset id -> order of going idle (eviction: least recently active first; P lrun counts)
@@ -59,20 +60,23 @@ local function claim(id, reason, node, now)
   markBusy(id)
   redis.call('ZADD', P .. 'closing', now, id)
   redis.call('DECRBY', P .. 'procs', #plist(h))
+  redis.call('DEL', P .. 'wq:' .. id)
   redis.call('PUBLISH', P .. 'ev', 'c ' .. id)
 end
 `;
 
 /**
  * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
- * keyTtlMs, wasWaiting, maxQueued.
- * Returns {'ok', pid, token, state, created, lastRequest, processCount} | {'unknown'} | {'ip'} | {'busy'} | {'full'} | {'plimit'}.
+ * keyTtlMs, waiterId, maxQueued, waiterStaleMs.
+ * Returns {'ok', pid, token, state, created, lastRequest, processCount} | {'unknown'} | {'ip'} | {'busy'} | {'full'}.
+ * Requests waiting for the session (any node) are members of P wq:<id>, scored by Redis's own time when
+ * they last tried: a waiter whose node died or gave up stops counting after waiterStaleMs.
  */
 const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h = skey(id)
-local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'w', 'cr')
-if ARGV[11] == '1' and f[1] then redis.call('HINCRBY', h, 'w', -1) end
+local wq = P .. 'wq:' .. id
+local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr')
 if f[1] ~= 'o' then return {'unknown'} end
 if now >= tonumber(f[2]) + tonumber(ARGV[5]) then return {'unknown'} end
 if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
@@ -92,10 +96,14 @@ if not slot then
     redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. slot, 'w', 'd:' .. slot, '')
     redis.call('INCR', P .. 'procs')
   else
-    local waiting = tonumber(ARGV[11] == '1' and (tonumber(f[4] or '0') - 1) or (f[4] or '0'))
-    if web >= tonumber(ARGV[7]) and waiting >= tonumber(ARGV[12]) then return {'full'} end
-    if web < tonumber(ARGV[7]) and waiting >= tonumber(ARGV[12]) then return {'plimit'} end
-    redis.call('HINCRBY', h, 'w', 1)
+    local t = redis.call('TIME')
+    local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[13]))
+    local waiting = redis.call('ZCARD', wq)
+    if redis.call('ZSCORE', wq, ARGV[11]) then waiting = waiting - 1 end
+    if waiting >= tonumber(ARGV[12]) then return {'full'} end
+    redis.call('ZADD', wq, realMs, ARGV[11])
+    redis.call('PEXPIRE', wq, ARGV[10])
     return {'busy'}
   end
 end
@@ -104,7 +112,8 @@ redis.call('HSET', h, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now)
 markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
-return {'ok', slot, tostring(token), redis.call('HGET', h, 'd:' .. slot) or '', f[5], tostring(now), tostring(#list)}
+redis.call('ZREM', wq, ARGV[11])
+return {'ok', slot, tostring(token), redis.call('HGET', h, 'd:' .. slot) or '', f[4], tostring(now), tostring(#list)}
 `;
 
 /**
@@ -136,7 +145,7 @@ while true do
 end
 local h = skey(id)
 local pid = 'r' .. redis.call('INCR', P .. 'seq')
-redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1, 'w', 0,
+redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1,
   'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
 redis.call('PEXPIRE', h, ARGV[8])
 redis.call('ZADD', P .. 'open', now, id)
@@ -177,7 +186,7 @@ if st == 'o' then
   if allFree(h) then markIdle(id, ARGV[5]) end
   redis.call('PEXPIRE', h, ARGV[6])
 end
-if st ~= 'o' or tonumber(redis.call('HGET', h, 'w') or '0') > 0 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end
+if st ~= 'o' or redis.call('EXISTS', P .. 'wq:' .. id) == 1 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end
 return {'ok', st}
 `;
 
@@ -323,6 +332,7 @@ local old, new = ARGV[2], ARGV[3]
 local h, nh = skey(old), skey(new)
 if redis.call('HGET', h, 'st') ~= 'o' or redis.call('EXISTS', nh) == 1 then return '' end
 redis.call('RENAME', h, nh)
+if redis.call('EXISTS', P .. 'wq:' .. old) == 1 then redis.call('RENAME', P .. 'wq:' .. old, P .. 'wq:' .. new) end
 for _, z in ipairs({'open', 'idle', 'lru'}) do
   local score = redis.call('ZSCORE', P .. z, old)
   if score then redis.call('ZREM', P .. z, old); redis.call('ZADD', P .. z, score, new) end

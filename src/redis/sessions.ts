@@ -9,7 +9,7 @@ import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
-import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { keyTtlMs, Retries, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import { ProcessSaves } from './processes.js';
 import { restoreProcess } from './state.js';
 import { TurnQueues, type Waiter } from './turns.js';
@@ -19,7 +19,7 @@ type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
 /** Resolves when the client is connected, rejects after `withinMs`. */
 function connected(redis: Redis, withinMs: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { redis.off('ready', ready); reject(new Error(`Redis not ready after ${withinMs} ms`)); }, withinMs);
+    const timer = setTimeout(() => { redis.off('ready', ready); reject(new Error(`Redis not ready after ${withinMs} ms`)); }, Math.min(withinMs, 0x7fffffff));
     timer.unref();
     function ready(): void {
       clearTimeout(timer);
@@ -57,6 +57,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   #refusing = false;
   /** Other live nodes at the last heartbeat. */
   #othersAlive = 0;
+  #waiterSeq = 0;
 
   constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: () => Promise<void>) {
     if (ctx.locks !== undefined) throw new TypeError('locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
@@ -68,7 +69,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, spawn: (handle, name, task) => this.#processes.spawn(handle, name, task) };
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task) };
     this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id));
     this.#processes = new ProcessSaves(this.#node, (handle) => {
       if (handle.runs.size === 0 && handle.state !== 'open') this.#known.delete(handle.id);
@@ -177,7 +178,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   async #enter(id: string, ip: string): Promise<Lease<Vars> | undefined> {
     const { options, clock } = this.#ctx;
     let me: Waiter | undefined;
-    let counted = false;
+    // Named only if it has to wait; Redis then counts it among the session's waiters until it gets in,
+    // gives up, or stops trying (its node died) for a few poll periods.
+    const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
+    let registered = false;
     try {
       if (this.#turns.waiting(id) > 0) {
         me = this.#turns.enqueue(id);
@@ -187,10 +191,12 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
         if (this.#refusing) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
         const reply = await this.#redis.lwsEnterBuffer(
           this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, options.mode === 'legacy' && options.ipValidation ? 1 : 0,
-          options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), counted ? 1 : 0, options.maxQueuedRequests,
+          options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), waiterId, options.maxQueuedRequests,
+          Math.max(1_000, 8 * this.#settings.pollIntervalMs),
         );
         const outcome = text(reply[0]);
         if (outcome === 'ok') {
+          registered = false;
           const [, pid, token, state, createdAtMs, lastRequestAtMs, processCount] = reply;
           const handle = this.#handle(id, ip, Number(text(createdAtMs)), Number(text(lastRequestAtMs)), Number(text(processCount)));
           return await this.#lease(handle, text(pid), text(token), state as Buffer, false);
@@ -198,13 +204,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
         if (outcome === 'unknown') return undefined;
         if (outcome === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
         if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
-        if (outcome === 'plimit') throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', undefined, { sessionId: id }));
-        counted = true;
+        registered = true;
         me ??= this.#turns.enqueue(id);
         await this.#turns.turn(id, me);
       }
     } finally {
       if (me !== undefined) this.#turns.dequeue(id, me);
+      // Given up while counted as waiting: stop counting now rather than when it goes stale.
+      if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
     }
   }
 
@@ -317,12 +324,13 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
    */
   async stop(caller: WebProcess<Vars> | undefined): Promise<void> {
     const ctx = this.#ctx;
-    // Decided now, from the last heartbeat: the cookie of a request still running here is cleared from
-    // this moment, as with the memory store; the closes' pipelines wait for that request like any drain.
-    const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && this.#othersAlive === 0);
-    if (clusterStops) for (const handle of this.#known.values()) handle.markClosing();
     try {
       await this.#ready.catch(() => {});
+      // Whether the cluster stops is asked now (a fresh heartbeat answers how many other nodes are
+      // alive); from then on the cookie of a request still running here is cleared, as with the memory
+      // store, and the closes' pipelines wait for that request like any drain.
+      const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#beat().then(() => this.#othersAlive === 0, () => false));
+      if (clusterStops) for (const handle of this.#known.values()) handle.markClosing();
       let closing: Promise<void> = Promise.resolve();
       if (clusterStops) {
         const insiders = new Map<string, string>();
@@ -336,12 +344,15 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       if (await within(ctx.clock, ctx.options.closeTimeoutMs, localIdle) === TIMED_OUT) {
         ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${this.#busyCount(caller)} request(s) or task(s) still running after ${ctx.options.closeTimeoutMs} ms`), 'drainTimeouts');
       }
-      await this.#processes.settled();
-      await closing;
-      await this.#closer.settle(caller);
+      // Saves and closes still retrying against an absent Redis get closeTimeoutMs more, then this node
+      // gives up: it leaves, and the other nodes' sweeps free and take over what it held.
+      const landed = Promise.all([this.#processes.settled(), closing, this.#closer.settle(caller)]);
+      if (await within(ctx.clock, ctx.options.closeTimeoutMs, landed) === TIMED_OUT) this.#node.retries.stop();
+      await landed;
     } catch (error) {
       ctx.report(unavailable(error), 'storeErrors');
     } finally {
+      this.#node.retries.stop();
       this.#closer.stop();
       clearInterval(this.#heartbeat);
       await this.#leave().catch(() => {});
@@ -349,10 +360,13 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     }
   }
 
-  /** A node that stops cleanly leaves at once (no wait for its lease to run out). */
+  /**
+   * A node that stops is dead at once for the others (no wait for its lease to run out). It stays in the
+   * registry: the next sweep anywhere frees what it could not give back (a save that never landed) and
+   * takes over a close it could not finish, then forgets it.
+   */
   async #leave(): Promise<void> {
-    const { prefix } = this.#settings;
-    await this.#redis.multi().del(`${prefix}node:${this.#node.nodeId}`).srem(`${prefix}nodes`, this.#node.nodeId).exec();
+    await this.#redis.del(`${this.#settings.prefix}node:${this.#node.nodeId}`);
   }
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
