@@ -78,7 +78,8 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
       if (attached) throw new TypeError('a Redis store serves one engine: make one createRedisStore() per engine');
       attached = true;
       // During an outage commands fail at once (503) instead of queueing until Redis is back.
-      const clientOptions: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false };
+      // Auto-pipelining sends the scripts of concurrent requests in one write (fewer syscalls, same round trips).
+      const clientOptions: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false, enableAutoPipelining: true };
       const commands = (redis ?? new Redis(url!, clientOptions)) as StoreCommands;
       const subscriber = commands.duplicate({ enableOfflineQueue: true });
       // Without a listener ioredis prints every connection error; the failed commands report them.
