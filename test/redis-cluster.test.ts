@@ -3,7 +3,7 @@
 // requests go to any node. Needs Redis at REDIS_URL (skipped loudly without it, failed under CI=true).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Cluster, clusterForTest, waitUntil, type HookRecord, type TestNode } from './fixtures/redis-cluster.js';
+import { Cluster, clusterForTest, waitUntil, type Answer, type HookRecord, type TestNode } from './fixtures/redis-cluster.js';
 
 const TIMEOUT_MS = 60_000;
 
@@ -232,6 +232,38 @@ test('setOption on one node applies on every node, and on a node that joins late
   await advanceUntilClaimed(cluster, 120_000, [s2.sid, s3.sid]);
   const hooks = await cluster.doneHooks(3);
   assert.deepEqual(hooks.slice(1).map((h) => h.reason), ['timeout', 'timeout']);
+});
+
+test('maxQueuedRequests bounds the requests waiting for a busy session, however they arrive: one after another on one node, or on several nodes; the others get 503 at once', {
+  timeout: 60_000,
+  todo: 'RedisSessions#enter queues a request behind this node\'s waiters for the session without asking Redis: only the head of each node\'s queue is counted, so a node queues any number of requests',
+}, async (t) => {
+  const setup = await clusterForTest(t, { pollIntervalMs: 20 });
+  if (setup === undefined) return;
+  const { cluster } = setup;
+  const [a, b, c] = (await cluster.start(3)) as [TestNode, TestNode, TestNode];
+  await a.call('setOption', { name: 'maxQueuedRequests', value: 2 });
+  for (const node of [b, c]) await waitUntil(`${node.name} sees the bound`, async () => (await node.call('getOption', { name: 'maxQueuedRequests' })) === 2);
+  const s = await a.visit('/');
+  await cluster.settled(s.sid);
+  const hold = a.get('/hold?key=h', s.sid);
+  await a.event((e) => e.event === 'held' && e.key === 'h', 'held h');
+
+  // One request at a time: each is queued (counted on its node) or answered before the next is sent.
+  const sent: { node: TestNode; answer: Promise<Answer>; answered: boolean }[] = [];
+  for (const node of [b, b, b, c, c]) {
+    const entry = { node, answer: node.get('/', s.sid, 10_000), answered: false };
+    void entry.answer.then(() => { entry.answered = true; });
+    const before = sent.filter((e) => e.node === node && !e.answered).length;
+    sent.push(entry);
+    await waitUntil(`request ${sent.length} queued or answered`, async () => entry.answered || (await node.call<{ queuedRequests: number }>('stats')).queuedRequests === before + 1);
+  }
+  const early = sent.map((e) => e.answered);
+  await a.call('release', { key: 'h' });
+  assert.equal((await hold).status, 200);
+  const statuses = await Promise.all(sent.map(async (e) => (await e.answer).status));
+  assert.deepEqual(statuses, [200, 200, 503, 503, 503], 'two wait (the bound), the others are refused');
+  assert.deepEqual(early, [false, false, true, true, true], 'the refused ones at once, not after the wait');
 });
 
 /** A small seeded PRNG (mulberry32): the same seed replays the same run. */
