@@ -3,7 +3,7 @@
 // requests go to any node. Needs Redis at REDIS_URL (skipped loudly without it, failed under CI=true).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Cluster, clusterForTest, waitUntil, type Answer, type HookRecord, type TestNode } from './fixtures/redis-cluster.js';
+import { Cluster, clusterForTest, waitUntil, type Answer, type HookRecord, type TestNode, type Visit } from './fixtures/redis-cluster.js';
 
 const TIMEOUT_MS = 60_000;
 
@@ -592,4 +592,29 @@ test('a node whose closeTimeoutMs is longer than 2^31 ms (24.8 days; up to 366 d
   } catch (error) {
     assert.fail(`${(error as Error).message}; the node's stderr: ${cluster.nodes[0]?.stderr.trim()}`);
   }
+});
+
+test('onStop auto: every node stopped at the same moment (a whole deployment going down): each session is closed once with \'shutdown\'', {
+  timeout: 60_000,
+  todo: 'each stopping node asks whether other nodes are alive (heartbeat), and each sees the others still alive: none closes the sessions and no hook ever runs',
+}, async (t) => {
+  const setup = await clusterForTest(t, { nodeLeaseMs: 600, pollIntervalMs: 20 });
+  if (setup === undefined) return;
+  const { cluster } = setup;
+  const nodes = await cluster.start(3);
+  const sessions: Visit[] = [];
+  for (let i = 0; i < 6; i++) {
+    const v = await nodes[i % 3]!.visit('/');
+    await cluster.settled(v.sid);
+    sessions.push(v);
+  }
+  // Every node has heard of every other one.
+  await cluster.renewed(await cluster.keys('node:*'));
+
+  await Promise.all(nodes.map((node) => node.stop()));
+  const hooks = await cluster.hooks();
+  const missing = sessions.filter((s) => hooksOf(hooks, s.sid).done.length !== 1);
+  assert.deepEqual(missing.map((s) => s.sid), [], `every session closed once (${hooks.filter((h) => h.phase === 'done').length} hook(s) for ${sessions.length} sessions)`);
+  assert.ok(hooks.every((h) => h.reason === 'shutdown'));
+  assert.equal(hooks.length, sessions.length * 2, 'no hook twice');
 });
