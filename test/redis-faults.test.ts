@@ -101,7 +101,7 @@ test('kill -9 of a node under load: the other nodes serve its sessions with the 
   assert.deepEqual(await cluster.hooks(), [], 'no session was closed');
 });
 
-test('kill -9 of a node in the middle of a hook: another node takes the close over and runs the hook again only for the process whose hook had not finished', { timeout: 60_000 }, async (t) => {
+test('kill -9 of a node in the middle of a hook: another node takes the close over, runs the hook again only for the process whose hook had not finished, and frees its records', { timeout: 60_000 }, async (t) => {
   const setup = await clusterForTest(t, { nodeLeaseMs: LEASE_MS, sweepIntervalMs: SWEEP_MS, pollIntervalMs: 20, processesPerSession: 2 });
   if (setup === undefined) return;
   const { cluster } = setup;
@@ -111,9 +111,10 @@ test('kill -9 of a node in the middle of a hook: another node takes the close ov
   const first = await a.visit('/');
   const holding = a.get('/hold?key=h', first.sid);
   await a.event((e) => e.event === 'held' && e.key === 'h', 'held h');
-  const second = await a.visit('/', first.sid);
+  const second = await a.visit('/lock?table=Stock&key=9', first.sid);
   assert.equal(second.sid, first.sid);
   assert.notEqual(second.pid, first.pid, 'a second process of the session');
+  assert.equal(second.locked, true, 'the second process holds a record');
   await a.call('release', { key: 'h' });
   assert.equal((await holding).status, 200);
   await cluster.settled(first.sid);
@@ -134,6 +135,7 @@ test('kill -9 of a node in the middle of a hook: another node takes the close ov
   const before = await cluster.hooks();
   assert.equal(recordsOf(before, second.pid).start.length, 1);
   assert.equal(recordsOf(before, second.pid).done.length, 0, 'killed mid-hook');
+  assert.equal((await b.call<{ processId: string } | null>('lockedBy', { table: 'Stock', key: '9' }))?.processId, second.pid, 'the record stays locked until the close ends');
 
   const ticking = tickClocks(cluster);
   try {
@@ -149,7 +151,8 @@ test('kill -9 of a node in the middle of a hook: another node takes the close ov
   assert.deepEqual(firstHook.done[0]?.vars, { n: 3, tag: 'h' });
   const secondHook = recordsOf(hooks, second.pid);
   assert.deepEqual(secondHook.start.map((h) => h.node), ['A', 'B'], 'the unfinished hook ran again, on B');
-  assert.deepEqual(secondHook.done.map((h) => [h.node, h.reason, h.vars]), [['B', 'closed', { n: 1 }]], 'with the saved state and the reason of the claim');
+  assert.deepEqual(secondHook.done.map((h) => [h.node, h.reason, h.vars]), [['B', 'closed', { n: 0 }]], 'with the saved state and the reason of the claim');
+  assert.equal(await b.call('lockedBy', { table: 'Stock', key: '9' }), null, 'the record of the process closed by B is free');
   const otherHook = recordsOf(hooks, (hooks.find((h) => h.sessionId === other.sid))!.processId);
   assert.deepEqual([otherHook.start.length, otherHook.done.length], [1, 1], 'a close that had finished on A is not repeated');
   assert.equal(hooks.length, 7, `no other hook: ${JSON.stringify(hooks.map((h) => [h.processId, h.phase, h.node]))}`);
