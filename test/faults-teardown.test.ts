@@ -575,3 +575,47 @@ test('an onClose that awaits engine.stop() does not wait on its own close', GUAR
     await stopAll(engine, undefined, clock, []);
   }
 });
+
+// ---- eviction right after a logout with queued requests --------------------------------------------
+
+// The long property run (seed 1607149439, run 54,589) reached this sequence; the engine's answers are
+// the designed ones at every step, pinned here.
+test('at a cap of 1, requests queued behind a logout move to one new session; a dead-id request meanwhile gets 503 while that session is busy, and evicts it once it is idle', GUARD, async () => {
+  const clock = new ManualClock();
+  const { engine, errors } = engineWithErrors<Vars>({ clock, maxSessions: 1, maxQueuedRequests: 2, init: () => ({ n: 0 }) });
+  try {
+    const held = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+    const deadId = held.sessionId;
+    const first = track(engine.acquire({ sessionId: deadId, ip: '127.0.0.1' }));
+    const second = track(engine.acquire({ sessionId: deadId, ip: '127.0.0.1' }));
+    await settle();
+    assert.equal(engine.stats().queuedRequests, 2);
+
+    assert.equal(await held.run(() => engine.closeSession(deadId)), true, 'logout from the running request');
+    await until('the first queued request runs', () => first.settled);
+    const moved = first.value;
+    assert.ok(moved !== undefined && moved.sessionId !== deadId, 'it runs in a new session, never the closed one');
+    assert.equal(second.settled, false, 'the second waits in that same new session');
+
+    // The new session is busy: a request with the dead id needs a session and finds none idle.
+    await assert.rejects(engine.acquire({ sessionId: deadId, ip: '127.0.0.1' }), { code: 'ERR_SESSION_LIMIT' });
+    assert.equal(engine.stats().created, 2, 'nothing created by the refusal');
+    moved.release();
+    await until('the second queued request runs', () => second.settled);
+    assert.equal(second.value?.sessionId, moved.sessionId);
+    await assert.rejects(engine.acquire({ sessionId: deadId, ip: '127.0.0.1' }), { code: 'ERR_SESSION_LIMIT' }, 'still busy: the second request holds it');
+    second.value?.release();
+    held.release();
+    await settle();
+
+    // Idle now: the same request evicts it and gets a fresh session.
+    const fresh = await engine.acquire({ sessionId: deadId, ip: '127.0.0.1' });
+    assert.ok(fresh.sessionId !== deadId && fresh.sessionId !== moved.sessionId);
+    fresh.release();
+    assert.deepEqual(engine.stats().closed, { evicted: 1, timeout: 0, closed: 1, shutdown: 0 });
+    assert.deepEqual(engine.stats().rejected.sessionLimit, 2);
+    assert.deepEqual(errors, []);
+  } finally {
+    await stopAll(engine, undefined, clock, []);
+  }
+});
