@@ -16,7 +16,8 @@
 //   P closing       zset id -> claim time
 //   P procs         processes of open sessions (maxConcurrentProcesses)
 //   P seq           process id counter: ids r1, r2… are never reused
-//   P nodes         set of node ids; P node:<node> expires unless its node renews it (liveness)
+//   P nodes         set of node ids; P node:<node> expires unless its node renews it (liveness);
+//                   P stopping:<node> while it stops
 //   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
 //   P opts          hash of options set at run time (JSON values)
 //   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
@@ -114,6 +115,22 @@ redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
 redis.call('ZREM', wq, ARGV[11])
 return {'ok', slot, tostring(token), redis.call('HGET', h, 'd:' .. slot) or '', f[4], tostring(now), tostring(#list)}
+`;
+
+/**
+ * A request that will wait behind others of its node: counted among the session's waiters now, so the
+ * bound holds however the waiting requests are spread. ARGV: P, id, waiterId, maxQueued, staleMs, keyTtlMs.
+ * Returns 'ok' | 'full'. Called again on each poll to stay counted.
+ */
+const WAIT = `${PRELUDE}
+local wq = P .. 'wq:' .. ARGV[2]
+local t = redis.call('TIME')
+local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[5]))
+if not redis.call('ZSCORE', wq, ARGV[3]) and redis.call('ZCARD', wq) >= tonumber(ARGV[4]) then return 'full' end
+redis.call('ZADD', wq, realMs, ARGV[3])
+redis.call('PEXPIRE', wq, ARGV[6])
+return 'ok'
 `;
 
 /**
@@ -348,14 +365,19 @@ redis.call('PUBLISH', P .. 'ev', 'n ' .. old)
 return redis.call('HGET', nh, 'pl')
 `;
 
-/** A node says it is alive. ARGV: P, node, leaseMs. Returns how many other nodes are alive. */
+/**
+ * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping.
+ * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
+ * the sessions close when the whole cluster goes down, and each is claimed once.
+ */
 const HEARTBEAT = `${PRELUDE}
 redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
+if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
 redis.call('SADD', P .. 'nodes', ARGV[2])
 redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
 local others = 0
 for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if n ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. n) == 1 then others = others + 1 end
+  if n ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. n) == 1 and redis.call('EXISTS', P .. 'stopping:' .. n) == 0 then others = others + 1 end
 end
 return others
 `;
@@ -369,6 +391,7 @@ return 1
 
 export const STORE_SCRIPTS = {
   lwsEnter: ENTER,
+  lwsWait: WAIT,
   lwsCreate: CREATE,
   lwsRelease: RELEASE,
   lwsSpawn: SPAWN,

@@ -113,8 +113,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 
   /** Renews this node's lease and learns how many other nodes are alive (for `onStop: 'auto'`). */
-  async #beat(): Promise<void> {
-    this.#othersAlive = Number(await this.#redis.lwsHeartbeat(this.#settings.prefix, this.#node.nodeId, this.#settings.nodeLeaseMs));
+  async #beat(stopping = false): Promise<void> {
+    this.#othersAlive = Number(await this.#redis.lwsHeartbeat(this.#settings.prefix, this.#node.nodeId, this.#settings.nodeLeaseMs, stopping ? 1 : 0));
   }
 
   #onMessage(message: string): void {
@@ -183,16 +183,21 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
     try {
+      const staleMs = Math.max(1_000, 8 * this.#settings.pollIntervalMs);
       if (this.#turns.waiting(id) > 0) {
+        // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
+        const register = (): Promise<unknown> => this.#redis.lwsWait(this.#settings.prefix, id, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings));
+        if (text(await register() as string) === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        registered = true;
         me = this.#turns.enqueue(id);
-        await this.#turns.turn(id, me);
+        await this.#turns.turn(id, me, () => void register().catch(() => {}));
       }
       for (;;) {
         if (this.#refusing) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
         const reply = await this.#redis.lwsEnterBuffer(
           this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, options.mode === 'legacy' && options.ipValidation ? 1 : 0,
           options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), waiterId, options.maxQueuedRequests,
-          Math.max(1_000, 8 * this.#settings.pollIntervalMs),
+          staleMs,
         );
         const outcome = text(reply[0]);
         if (outcome === 'ok') {
@@ -315,6 +320,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   refuse(): void {
     this.#refusing = true;
+    // Waiting requests learn it now (503), not when the process they wait for is released.
+    this.#turns.wakeAll();
   }
 
   /**
@@ -329,7 +336,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       // Whether the cluster stops is asked now (a fresh heartbeat answers how many other nodes are
       // alive); from then on the cookie of a request still running here is cleared, as with the memory
       // store, and the closes' pipelines wait for that request like any drain.
-      const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#beat().then(() => this.#othersAlive === 0, () => false));
+      const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#beat(true).then(() => this.#othersAlive === 0, () => false));
       if (clusterStops) for (const handle of this.#known.values()) handle.markClosing();
       let closing: Promise<void> = Promise.resolve();
       if (clusterStops) {
@@ -366,7 +373,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
    * takes over a close it could not finish, then forgets it.
    */
   async #leave(): Promise<void> {
-    await this.#redis.del(`${this.#settings.prefix}node:${this.#node.nodeId}`);
+    const { prefix } = this.#settings;
+    await this.#redis.del(`${prefix}node:${this.#node.nodeId}`, `${prefix}stopping:${this.#node.nodeId}`);
   }
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {

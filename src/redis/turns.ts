@@ -37,8 +37,11 @@ export class TurnQueues {
     return waiter;
   }
 
-  /** Resolves when the waiter is at the head and a release was announced, or at the head on a poll. */
-  turn(id: string, waiter: Waiter): Promise<void> {
+  /**
+   * Resolves when the waiter is at the head and a release was announced, or at the head on a poll;
+   * `stillWaiting` runs on each poll it spends behind others (to stay counted in Redis).
+   */
+  turn(id: string, waiter: Waiter, stillWaiting?: () => void): Promise<void> {
     return new Promise<void>((resolve) => {
       let timer: TimerHandle | undefined;
       waiter.wake = () => {
@@ -48,8 +51,9 @@ export class TurnQueues {
       };
       const poll = (): void => {
         if (waiter.wake === undefined) return;
-        if (this.#bySession.get(id)?.[0] === waiter) waiter.wake();
-        else timer = realTimer(poll, this.#pollIntervalMs);
+        if (this.#bySession.get(id)?.[0] === waiter) return waiter.wake();
+        stillWaiting?.();
+        timer = realTimer(poll, this.#pollIntervalMs);
       };
       timer = realTimer(poll, this.#pollIntervalMs);
     });
@@ -63,6 +67,11 @@ export class TurnQueues {
     if (index >= 0) list.splice(index, 1);
     if (list.length === 0) this.#bySession.delete(id);
     else if (index === 0) this.wakeHead(id);
+  }
+
+  /** Every waiter tries again now (the node stops: they are refused). */
+  wakeAll(): void {
+    for (const list of this.#bySession.values()) for (const waiter of [...list]) waiter.wake?.();
   }
 
   /** A process of the session was released: the head tries again. */
