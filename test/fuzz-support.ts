@@ -12,7 +12,7 @@ import type { ManualClock, SessionEngine, SessionVars } from '../src/index.js';
 /**
  * Cases per property. `FUZZ_RUNS` sets the direct (in-process) properties, `FUZZ_HTTP_RUNS` the ones
  * over real sockets; `FUZZ_SEED` replays a failure. Defaults: 2,000 direct / 400 HTTP locally, 5,000 /
- * 3,000 under CI=true (about 20 s in all), and the long profile (`npm run fuzz:long`) at 1,000,000 direct
+ * 3,000 under CI=true (about 20 s in all), and the long profile (`npm run test:long`) at 1,000,000 direct
  * cases per property and 20,000 over HTTP.
  */
 export const FUZZ = {
