@@ -448,7 +448,6 @@ test(`a seeded random run of ${RUN_OPS} operations on 3 nodes (new sessions at t
 
 test('onStop auto: a node that stops while another node is alive keeps every session (a rolling restart), even when it has not heard of that node yet', {
   timeout: 60_000,
-  todo: 'stop() decides from #othersAlive as of the last heartbeat: a node that beat alone before the other joined closes every session of the cluster with \'shutdown\'',
 }, async (t) => {
   const setup = await clusterForTest(t, { nodeLeaseMs: 60_000, pollIntervalMs: 20 });
   if (setup === undefined) return;
@@ -468,7 +467,6 @@ test('onStop auto: a node that stops while another node is alive keeps every ses
 
 test('onStop auto: the last node to stop closes every session with \'shutdown\', even right after the others stopped', {
   timeout: 60_000,
-  todo: 'stop() decides from #othersAlive as of the last heartbeat: a node that saw another node alive keeps the sessions after that node left, and no hook ever runs',
 }, async (t) => {
   const setup = await clusterForTest(t, { nodeLeaseMs: 60_000, pollIntervalMs: 20 });
   if (setup === undefined) return;
@@ -582,7 +580,6 @@ test(`${CONCURRENT_CLIENTS} clients at once, ${CONCURRENT_OPS} operations each, 
 
 test('a node whose closeTimeoutMs is longer than 2^31 ms (24.8 days; up to 366 days is valid) starts its store: it registers, heartbeats and sweeps before any request', {
   timeout: 30_000,
-  todo: 'RedisSessions#start waits for the connection with a raw setTimeout(closeTimeoutMs), which Node clamps to 1 ms above 2^31-1: the start fails at once and is retried only by the first request',
 }, async (t) => {
   const setup = await clusterForTest(t, { closeTimeoutMs: 30 * 24 * 3_600_000 });
   if (setup === undefined) return;

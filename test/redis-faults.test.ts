@@ -227,7 +227,6 @@ test('Redis stopped and restarted: requests get 503 with Retry-After meanwhile (
 
 test('a request that ends while Redis is away: once Redis is back, its session serves again with the state that request left (no request waits forever)', {
   timeout: 60_000,
-  todo: 'a release that fails is only reported (ProcessSaves.save): the process stays taken in Redis while its node lives, so every later request of the session waits forever',
 }, async (t) => {
   const setup = await clusterOnOwnRedis(t, { pollIntervalMs: 20, nodeLeaseMs: 10_000 });
   if (setup === undefined) return;
@@ -256,7 +255,6 @@ test('a request that ends while Redis is away: once Redis is back, its session s
 
 test('a close interrupted by a Redis outage is finished once Redis is back: the session\'s key goes, closeSession from another node returns', {
   timeout: 60_000,
-  todo: 'a pipeline that fails on a Redis error is only reported (RedisCloser.start): the session stays claimed by a live node that never retries, and closeSession from any node waits for it until the key\'s TTL',
 }, async (t) => {
   const setup = await clusterOnOwnRedis(t, { pollIntervalMs: 20, nodeLeaseMs: 10_000, sweepIntervalMs: SWEEP_MS });
   if (setup === undefined) return;
@@ -339,7 +337,6 @@ async function waiterGone(cluster: Cluster, [holder, waiter, third]: [TestNode, 
 
 test('kill -9 of a node with a request waiting for a session\'s process (run by another node): the dead node\'s waiter soon stops counting against the session\'s queue bound', {
   timeout: 60_000,
-  todo: 'the session\'s waiting counter (w, lwsEnter) keeps counting a dead node\'s waiter forever: every later request that finds the process busy gets 503 (queue full)',
 }, async (t) => {
   const setup = await clusterForTest(t, { nodeLeaseMs: LEASE_MS, sweepIntervalMs: SWEEP_MS, pollIntervalMs: 20 });
   if (setup === undefined) return;
@@ -353,7 +350,7 @@ test('kill -9 of a node with a request waiting for a session\'s process (run by 
 
 test('a node stopping with a request waiting for a session\'s process (run by another node): the request gets 503 before stop() resolves, and stops counting against the session\'s queue bound', {
   timeout: 60_000,
-  todo: 'stop() resolves while requests still wait in RedisSessions#enter (they see #refusing only at their next poll), so closing the server right after stop() resets them; on a refusal the waiter never leaves the waiting counter (w)',
+  todo: 'stop() resolves while requests still wait in RedisSessions#enter (they see #refusing only at their next poll), so closing the server right after stop() resets them instead of answering 503',
 }, async (t) => {
   const setup = await clusterForTest(t, { pollIntervalMs: 20 });
   if (setup === undefined) return;
