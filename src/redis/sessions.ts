@@ -336,8 +336,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       // Whether the cluster stops is asked now (a fresh heartbeat answers how many other nodes are
       // alive); from then on the cookie of a request still running here is cleared, as with the memory
       // store, and the closes' pipelines wait for that request like any drain.
+      // Until Redis answers, the last heartbeat's view decides for the cookies of requests running here
+      // (their responses may be written meanwhile); the answer then confirms or gives them back.
+      const likely = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && this.#othersAlive === 0);
+      const tentative = likely ? [...this.#known.values()].filter((h) => h.state === 'open') : [];
+      for (const handle of tentative) handle.state = 'closing';
       const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#beat(true).then(() => this.#othersAlive === 0, () => false));
       if (clusterStops) for (const handle of this.#known.values()) handle.markClosing();
+      else for (const handle of tentative) handle.state = 'open';
       let closing: Promise<void> = Promise.resolve();
       if (clusterStops) {
         const insiders = new Map<string, string>();
