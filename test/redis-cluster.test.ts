@@ -236,7 +236,6 @@ test('setOption on one node applies on every node, and on a node that joins late
 
 test('maxQueuedRequests bounds the requests waiting for a busy session, however they arrive: one after another on one node, or on several nodes; the others get 503 at once', {
   timeout: 60_000,
-  todo: 'RedisSessions#enter queues a request behind this node\'s waiters for the session without asking Redis: only the head of each node\'s queue is counted, so a node queues any number of requests',
 }, async (t) => {
   const setup = await clusterForTest(t, { pollIntervalMs: 20 });
   if (setup === undefined) return;
@@ -593,7 +592,6 @@ test('a node whose closeTimeoutMs is longer than 2^31 ms (24.8 days; up to 366 d
 
 test('onStop auto: every node stopped at the same moment (a whole deployment going down): each session is closed once with \'shutdown\'', {
   timeout: 60_000,
-  todo: 'each stopping node asks whether other nodes are alive (heartbeat), and each sees the others still alive: none closes the sessions and no hook ever runs',
 }, async (t) => {
   const setup = await clusterForTest(t, { nodeLeaseMs: 600, pollIntervalMs: 20 });
   if (setup === undefined) return;
