@@ -269,7 +269,7 @@ export class RedisCloser<Vars extends SessionVars> {
     const { ctx, redis, settings, nodeId } = this.#node;
     let full = false;
     try {
-      const reply = await redis.lwsSweep(settings.prefix, ctx.clock.now(), ctx.options.inactiveProcessTimeoutMs, nodeId, SWEEP_BATCH) as Reply;
+      const reply = await redis.lwsSweep(settings.prefix, ctx.clock.now(), ctx.options.inactiveProcessTimeoutMs, nodeId, SWEEP_BATCH, settings.nodeLeaseMs) as Reply;
       const bar = reply.indexOf('|');
       const bar2 = reply.indexOf('|', bar + 1);
       const due = reply.slice(0, bar).map(text);

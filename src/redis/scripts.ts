@@ -17,7 +17,8 @@
 //   P procs         processes of open sessions (maxConcurrentProcesses)
 //   P seq           process id counter: ids r1, r2… are never reused
 //   P nodes         set of node ids; P node:<node> expires unless its node renews it (liveness);
-//                   P stopping:<node> while it stops
+//                   P stopping:<node> while it stops; P left:<node> once it left; P missing:<node>
+//                   when a sweep first found its lease gone (dead a lease later, if still gone)
 //   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
 //   P opts          hash of options set at run time (JSON values)
 //   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
@@ -240,7 +241,7 @@ return 'ok'
 /**
  * The periodic sweep of one node: claims the sessions whose inactivity deadline passed, frees the
  * processes that dead nodes were running, takes over the closes that dead nodes had claimed, and reads
- * the gauges. ARGV: P, now, timeoutMs, node, limit.
+ * the gauges. ARGV: P, now, timeoutMs, node, limit, nodeLeaseMs.
  * Returns {claimed…, '|', takenOver…, '|', open, idle, closing, procs}.
  */
 const SWEEP = `${PRELUDE}
@@ -256,8 +257,24 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'idle', '-inf', now - tonum
   end
 end
 out[#out + 1] = '|'
+-- A node is dead when it left, or when its lease key has been missing for a whole lease by Redis's own
+-- clock: after an outage longer than the lease every key is gone, and the live nodes renew theirs
+-- within a third of a lease, so none of them is taken for dead.
+local t = redis.call('TIME')
+local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function isDead(n)
+  if redis.call('EXISTS', P .. 'node:' .. n) == 1 then return false end
+  if redis.call('EXISTS', P .. 'left:' .. n) == 1 then return true end
+  local since = redis.call('GET', P .. 'missing:' .. n)
+  if not since then
+    redis.call('SET', P .. 'missing:' .. n, realMs, 'PX', tonumber(ARGV[6]) * 10)
+    return false
+  end
+  return realMs - tonumber(since) >= tonumber(ARGV[6])
+end
 for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if dead ~= node and redis.call('EXISTS', P .. 'node:' .. dead) == 0 then
+  if dead ~= node and isDead(dead) then
+    redis.call('DEL', P .. 'missing:' .. dead, P .. 'left:' .. dead)
     for _, m in ipairs(redis.call('SMEMBERS', P .. 'nb:' .. dead)) do
       local id, pid = string.match(m, '^(%S+) (%S+)$')
       local h = skey(id)
@@ -372,6 +389,7 @@ return redis.call('HGET', nh, 'pl')
  */
 const HEARTBEAT = `${PRELUDE}
 redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
+redis.call('DEL', P .. 'missing:' .. ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
 redis.call('SADD', P .. 'nodes', ARGV[2])
 redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)

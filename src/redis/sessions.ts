@@ -380,7 +380,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
    */
   async #leave(): Promise<void> {
     const { prefix } = this.#settings;
-    await this.#redis.del(`${prefix}node:${this.#node.nodeId}`, `${prefix}stopping:${this.#node.nodeId}`);
+    await this.#redis.multi()
+      .del(`${prefix}node:${this.#node.nodeId}`, `${prefix}stopping:${this.#node.nodeId}`)
+      .set(`${prefix}left:${this.#node.nodeId}`, '1', 'PX', this.#settings.nodeLeaseMs * 10)
+      .exec();
   }
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
