@@ -214,9 +214,10 @@ test('setOption on one node applies on every node, and on a node that joins late
     await waitUntil(`${node.name} sees the options`, async () =>
       (await node.call('getOption', { name: 'inactiveProcessTimeoutMs' })) === 120_000 && (await node.call('getOption', { name: 'maxSessions' })) === 2);
   }
+  // A node joining later reads them once its store has started (before its first request is served).
   const [d] = (await cluster.start(1)) as [TestNode];
-  assert.equal(await d.call('getOption', { name: 'inactiveProcessTimeoutMs' }), 120_000, 'a node joining later reads the options set before');
-  assert.equal(await d.call('getOption', { name: 'maxSessions' }), 2);
+  await waitUntil('D reads the options set before it joined', async () =>
+    (await d.call('getOption', { name: 'inactiveProcessTimeoutMs' })) === 120_000 && (await d.call('getOption', { name: 'maxSessions' })) === 2, 5_000);
 
   // The cap set on B holds on A, C and D.
   const s1 = await a.visit('/');
