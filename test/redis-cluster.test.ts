@@ -202,6 +202,41 @@ test('record locks are cluster-wide: lockedBy names the holder on every node, an
   assert.deepEqual([retry.sid, retry.locked], [other.sid, true]);
 });
 
+test('regenerate on one node: the new id carries the context, locks included, on every node; the old id is dead everywhere', { timeout: 60_000 }, async (t) => {
+  const setup = await clusterForTest(t, { pollIntervalMs: 20 });
+  if (setup === undefined) return;
+  const { cluster } = setup;
+  const [a, b, c] = (await cluster.start(3)) as [TestNode, TestNode, TestNode];
+
+  const first = await a.visit('/lock?table=Stock&key=7');
+  assert.equal(first.locked, true);
+  await cluster.settled(first.sid);
+  const answer = await b.get('/regenerate', first.sid);
+  assert.equal(answer.status, 200);
+  const moved = answer.json<{ old: string; renamed: string; sid: string; pid: string; n: number }>();
+  assert.equal(moved.old, first.sid);
+  assert.ok(moved.renamed !== first.sid && moved.renamed.length > 0);
+  assert.equal(answer.cookieId, moved.renamed, 'the response sends the new id');
+  assert.deepEqual([moved.sid, moved.pid, moved.n], [moved.renamed, first.pid, 1]);
+  await cluster.settled(moved.renamed);
+
+  const stale = await c.visit('/', first.sid);
+  assert.ok(stale.sid !== first.sid && stale.sid !== moved.renamed, 'the old id gets a new session');
+  assert.equal(stale.n, 1);
+  await cluster.settled(stale.sid);
+  const again = await a.visit('/', moved.renamed);
+  assert.deepEqual([again.sid, again.pid, again.n], [moved.renamed, first.pid, 2], 'the new id has the context on another node');
+  await cluster.settled(moved.renamed);
+  const owner = await c.call<{ sessionId: string; processId: string } | null>('lockedBy', { table: 'Stock', key: '7' });
+  assert.deepEqual([owner?.sessionId, owner?.processId], [moved.renamed, first.pid], 'the lock moved with the session');
+
+  assert.equal(await c.call('close', { sid: moved.renamed }), true);
+  const hooks = hooksOf(await cluster.hooks(), moved.renamed);
+  assert.deepEqual(hooks.done.map((h) => [h.processId, h.vars.n]), [[first.pid, 2]]);
+  assert.equal(hooks.start.length, 1);
+  assert.equal(await b.call('lockedBy', { table: 'Stock', key: '7' }), null);
+});
+
 test('setOption on one node applies on every node, and on a node that joins later', { timeout: 60_000 }, async (t) => {
   const setup = await clusterForTest(t, { pollIntervalMs: 20, sweepIntervalMs: 1_000 });
   if (setup === undefined) return;
