@@ -69,7 +69,7 @@ end
 
 /**
  * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
- * keyTtlMs, waiterId, maxQueued, waiterStaleMs.
+ * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered.
  * Returns {'ok', pid, token, state, created, lastRequest, processCount} | {'unknown'} | {'ip'} | {'busy'} | {'full'}.
  * Requests waiting for the session (any node) are members of P wq:<id>, scored by Redis's own time when
  * they last tried: a waiter whose node died or gave up stops counting after waiterStaleMs.
@@ -78,17 +78,20 @@ const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h = skey(id)
 local wq = P .. 'wq:' .. id
-local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr')
+local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl')
 if f[1] ~= 'o' then return {'unknown'} end
 if now >= tonumber(f[2]) + tonumber(ARGV[5]) then return {'unknown'} end
 if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
-local list = plist(h)
+local list = {}
+if f[5] then for p in string.gmatch(f[5], '%S+') do list[#list + 1] = p end end
 local slot
+local state = ''
 local web = 0
 for _, p in ipairs(list) do
-  if redis.call('HGET', h, 'k:' .. p) == 'w' then
+  local kbd = redis.call('HMGET', h, 'k:' .. p, 'b:' .. p)
+  if kbd[1] == 'w' then
     web = web + 1
-    if not slot and redis.call('HGET', h, 'b:' .. p) == '0' then slot = p end
+    if not slot and kbd[2] == '0' then slot = p end
   end
 end
 if not slot then
@@ -108,14 +111,16 @@ if not slot then
     redis.call('PEXPIRE', wq, ARGV[10])
     return {'busy'}
   end
+else
+  state = redis.call('HGET', h, 'd:' .. slot) or ''
 end
 local token = redis.call('HINCRBY', h, 'tk', 1)
 redis.call('HSET', h, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now)
 markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
-redis.call('ZREM', wq, ARGV[11])
-return {'ok', slot, tostring(token), redis.call('HGET', h, 'd:' .. slot) or '', f[4], tostring(now), tostring(#list)}
+if ARGV[14] == '1' then redis.call('ZREM', wq, ARGV[11]) end
+return {'ok', slot, tostring(token), state, f[4], tostring(now), tostring(#list)}
 `;
 
 /**
@@ -183,25 +188,31 @@ const RELEASE = `${PRELUDE}
 local id, pid = ARGV[2], ARGV[3]
 local h = skey(id)
 redis.call('SREM', P .. 'nb:' .. ARGV[7], id .. ' ' .. pid)
-local b = redis.call('HGET', h, 'b:' .. pid)
+local f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
+local b, st = f[1], f[2]
 if not b then return {'gone'} end
 if b ~= ARGV[4] then return {'stale'} end
-local st = redis.call('HGET', h, 'st')
+local others = {}
+if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
 if ARGV[10] == '1' and st == 'o' then
   -- A task that ended on its own ends its process (no hook: its session is not closing).
-  local kept = {}
-  for _, p in ipairs(plist(h)) do if p ~= pid then kept[#kept + 1] = p end end
-  redis.call('HSET', h, 'pl', table.concat(kept, ' '))
+  redis.call('HSET', h, 'pl', table.concat(others, ' '))
   redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
   redis.call('DECR', P .. 'procs')
 else
-  if ARGV[8] == '1' then redis.call('HSET', h, 'd:' .. pid, ARGV[9]) end
-  redis.call('HSET', h, 'b:' .. pid, '0')
+  if ARGV[8] == '1' then redis.call('HSET', h, 'd:' .. pid, ARGV[9], 'b:' .. pid, '0')
+  else redis.call('HSET', h, 'b:' .. pid, '0') end
   redis.call('HDEL', h, 'o:' .. pid)
 end
 if st == 'o' then
   redis.call('HSET', h, 'la', ARGV[5])
-  if allFree(h) then markIdle(id, ARGV[5]) end
+  local free = true
+  if #others > 0 then
+    local fields = {}
+    for i, p in ipairs(others) do fields[i] = 'b:' .. p end
+    for _, v in ipairs(redis.call('HMGET', h, unpack(fields))) do if v ~= '0' then free = false end end
+  end
+  if free then markIdle(id, ARGV[5]) end
   redis.call('PEXPIRE', h, ARGV[6])
 end
 if st ~= 'o' or redis.call('EXISTS', P .. 'wq:' .. id) == 1 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end

@@ -197,7 +197,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
         const reply = await this.#redis.lwsEnterBuffer(
           this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, options.mode === 'legacy' && options.ipValidation ? 1 : 0,
           options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), waiterId, options.maxQueuedRequests,
-          staleMs,
+          staleMs, registered ? 1 : 0,
         );
         const outcome = text(reply[0]);
         if (outcome === 'ok') {
