@@ -1,8 +1,10 @@
 // A reference model of the engine for the property test: what must be true after each step, kept as
 // simply as possible (plain maps, no timers). The property test drives the real engine and this model
-// with the same random operations and compares them after every step.
+// with the same random operations and compares them after every step. Processes are known by their
+// processId: a store that keeps sessions elsewhere (Redis) hands each request a fresh object for the
+// same process, so an object's identity says nothing there.
 import assert from 'node:assert/strict';
-import type { RequestLease, WebProcess } from '../src/index.js';
+import type { RequestLease } from '../src/index.js';
 
 export type Vars = { w?: number };
 
@@ -16,7 +18,8 @@ export interface ModelSession {
   /** Order of the end of the last request or task: the idle list's order. */
   lastActivitySeq: number;
   lastActivityAtMs: number;
-  readonly processes: Set<WebProcess<Vars>>;
+  /** Ids of its processes (request processes and spawned tasks). */
+  readonly processes: Set<string>;
 }
 
 export class Model {
@@ -25,9 +28,10 @@ export class Model {
   readonly gone = new Map<string, ModelSession>();
   /** Every id the engine ever issued: a dead one must never come back. */
   readonly dead = new Set<string>();
-  readonly lastWritten = new Map<WebProcess<Vars>, number>();
-  /** Processes whose task ended on its own (they leave their session without a hook). */
-  readonly endedAlone = new Set<WebProcess<Vars>>();
+  /** The last value of `vars.w` a request left in each process, by processId. */
+  readonly lastWritten = new Map<string, number>();
+  /** Processes (by id) whose task ended on its own (they leave their session without a hook). */
+  readonly endedAlone = new Set<string>();
   readonly openLeases: RequestLease<Vars>[] = [];
   #seq = 0;
 
@@ -39,7 +43,7 @@ export class Model {
 
   /** A lease handed out: checks one request per process (invariant 7) and records its holder. */
   leased(lease: RequestLease<Vars>, ip: string, nowMs: number): void {
-    assert.ok(!this.openLeases.some((l) => l.proc === lease.proc), 'invariant 7: two requests never run in one process at once');
+    assert.ok(!this.openLeases.some((l) => l.proc.processId === lease.proc.processId), 'invariant 7: two requests never run in one process at once');
     assert.ok(!this.dead.has(lease.sessionId), 'invariant 3: a dead id never comes back');
     let s = this.sessions.get(lease.sessionId);
     if (s === undefined) {
@@ -47,7 +51,7 @@ export class Model {
       this.sessions.set(s.id, s);
     }
     s.holders++;
-    s.processes.add(lease.proc);
+    s.processes.add(lease.proc.processId);
     this.openLeases.push(lease);
   }
 
@@ -81,7 +85,8 @@ export class Model {
     this.dead.add(id);
   }
 
-  processesOf(id: string): Set<WebProcess<Vars>> {
+  /** Ids of the processes of an open or gone session. */
+  processesOf(id: string): Set<string> {
     return (this.sessions.get(id) ?? this.gone.get(id))?.processes ?? new Set();
   }
 }

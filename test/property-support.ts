@@ -1,0 +1,373 @@
+// The model-based property test, run against every store: random interleavings of requests, slow
+// requests, spawns, locks, closes from outside and inside, clock jumps, option changes and stop(),
+// checked against test/model.ts after every step (invariants 1–7 of DESIGN.md §1). A store comes with
+// an Observer: how to wait until the consequences of a step have happened and where to read the truth
+// (the memory store: a few event-loop turns and the engine's own views; Redis: polling Redis itself).
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import type { CloseEvent, ManualClock, RequestLease, SessionEngine, SessionEngineOptions, SessionError, WebProcess } from '../src/index.js';
+import { Model, type Vars } from './model.js';
+
+export const IPS = ['127.0.0.1', '127.0.0.2'] as const;
+export const TIMEOUT_MS = 10_000;
+export const MAX_QUEUED = 2;
+export const RECORDS = 3;
+export const LOCK_TABLE = 'T';
+
+export type Op =
+  | { t: 'new'; ip: 0 | 1; hold: boolean }
+  | { t: 'return'; s: number; ip: 0 | 1; hold: boolean }
+  | { t: 'release'; k: number }
+  | { t: 'lock' | 'unlock'; k: number; rec: number }
+  | { t: 'spawn'; k: number }
+  | { t: 'endTask'; k: number }
+  | { t: 'closeOut'; s: number }
+  | { t: 'closeIn'; k: number }
+  | { t: 'advance'; ms: number }
+  | { t: 'cap'; n: number }
+  | { t: 'timeout'; ms: number };
+
+const index = fc.nat({ max: 7 });
+export const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('new' as const), ip: fc.constantFrom(0 as const, 1 as const), hold: fc.boolean() }) },
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('return' as const), s: index, ip: fc.constantFrom(0 as const, 0 as const, 1 as const), hold: fc.boolean() }) },
+  { weight: 4, arbitrary: fc.record({ t: fc.constant('release' as const), k: index }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constantFrom('lock' as const, 'unlock' as const), k: index, rec: fc.nat({ max: RECORDS - 1 }) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('spawn' as const), k: index }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('endTask' as const), k: index }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('closeOut' as const), s: index }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('closeIn' as const), k: index }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('advance' as const), ms: fc.constantFrom(1_000, TIMEOUT_MS / 2, TIMEOUT_MS, 3 * TIMEOUT_MS) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('cap' as const), n: fc.integer({ min: 1, max: 4 }) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('timeout' as const), ms: fc.constantFrom(TIMEOUT_MS / 2, TIMEOUT_MS, 2 * TIMEOUT_MS) }) },
+);
+
+/** A scenario: up to 30 operations. */
+export const scenarioArb = fc.array(opArb, { minLength: 1, maxLength: 30 });
+
+export interface Pending {
+  target: string;
+  /** The refusal the model predicts, if any. */
+  readonly expect?: 'ERR_SESSION_IP_MISMATCH' | 'ERR_SESSION_QUEUE_FULL';
+  readonly ip: string;
+  readonly hold: boolean;
+  settled: boolean;
+  lease?: RequestLease<Vars>;
+  error?: unknown;
+}
+
+export interface Task {
+  readonly proc: WebProcess<Vars>;
+  readonly sessionId: string;
+  readonly end: () => void;
+  ended: boolean;
+}
+
+/** A closeSession() call (from outside or from a request of the session) until it resolves. */
+export interface PendingClose {
+  readonly sessionId: string;
+  settled: boolean;
+}
+
+/** What the runner shows an observer: the model and what is still in flight. */
+export interface World {
+  readonly model: Model;
+  readonly pendings: readonly Pending[];
+  readonly tasks: readonly Task[];
+  readonly closes: readonly PendingClose[];
+  /** Sessions whose 'close' event came. */
+  readonly closed: ReadonlySet<string>;
+  /** Moves on every answer, hook and close event: a read of the store made while it moved may be stale. */
+  readonly activity: number;
+  /** Folds the answered requests into the model (and releases those that do not hold their process). */
+  absorb(): void;
+  /** The store's open sessions: the model forgets every other one (its id is dead from now on). */
+  forgetClosed(open: ReadonlySet<string>): void;
+}
+
+/** How the runner observes one store. */
+export interface Observer {
+  /** Session time that may pass before a due timeout is acted on: 0 for timers, the sweep interval for a sweep. */
+  readonly timeoutLatenessMs: number;
+  /** After an operation: waits until its consequences have happened, absorbing answers meanwhile. */
+  settle(world: World): Promise<void>;
+  /** Waits (bounded) until `done()`; returns its last value. */
+  until(done: () => boolean): Promise<boolean>;
+  /** Ids of the open sessions, as the store's truth has them. */
+  openIds(): Promise<ReadonlySet<string>>;
+  /** Live sessions and the longest queue of one session, as the store counts them (invariant 6). */
+  bounds(): Promise<{ sessions: number; longestQueue: number }>;
+  /** Checks what the store keeps of sessions that closed since the last step (invariant 3). */
+  checkClosed(world: World, sessionIds: readonly string[]): Promise<void>;
+  /** At the end: runs `round` and `afterTurn` (with turns of the event loop between) until `stopped()` or it gives up. */
+  finish(round: () => void, afterTurn: () => void, stopped: () => boolean): Promise<void>;
+  /** After stop(): nothing is left (sessions, locks). */
+  checkEmpty(world: World): Promise<void>;
+}
+
+/** An engine under test, its clock, and how to observe it. */
+export interface Harness {
+  readonly engine: SessionEngine<Vars>;
+  readonly clock: ManualClock;
+  readonly observer: Observer;
+  /** Called once the run ended, passed or failed (stop what is still running, delete what is stored). */
+  dispose(stopped: boolean): Promise<void>;
+}
+
+/** Builds an engine with these options (the factory adds the clock and the store). */
+export type EngineFactory = (options: SessionEngineOptions<Vars>) => Promise<Harness>;
+
+export interface ScenarioSettings {
+  /**
+   * Operations the runner does not send to this store, each with the reason: a known gap, with a todo
+   * test of its own, that would fail every run that meets it and hide whatever else a run could find.
+   */
+  readonly avoid?: {
+    /** Drops a request from another IP than the session's for a session that already has one waiting. */
+    readonly mismatchWhileQueued?: string;
+    /** Drops closeSession() (from outside or inside) of a session with two requests or more waiting. */
+    readonly closeWithWaiters?: string;
+  };
+}
+
+export async function runScenario(ops: readonly Op[], factory: EngineFactory, settings: ScenarioSettings = {}): Promise<void> {
+  const model = new Model();
+  const hooks = new Map<string, number>();
+  /** The process object each hook saw, by processId: after the close it must be torn down. */
+  const hookProcs = new Map<string, WebProcess<Vars>>();
+  const closeEvents: CloseEvent[] = [];
+  const closed = new Set<string>();
+  const violations: string[] = [];
+  let activity = 0;
+  let write = 0;
+  const violation = (message: string): void => void violations.push(message);
+  const { engine, clock, observer, dispose } = await factory({
+    maxSessions: 3, maxConcurrentProcesses: 50, maxQueuedRequests: MAX_QUEUED,
+    inactiveProcessTimeoutMs: TIMEOUT_MS, inactiveSessionTimeoutMs: 1_000 * TIMEOUT_MS, closeTimeoutMs: 1e9,
+    onClose: (proc) => {
+      activity++;
+      const count = (hooks.get(proc.processId) ?? 0) + 1;
+      hooks.set(proc.processId, count);
+      hookProcs.set(proc.processId, proc);
+      if (count !== 1) violation(`invariant 1: onClose runs once per process (${proc.processId} of ${proc.sessionId}: ${count} times)`);
+      const last = model.lastWritten.get(proc.processId);
+      if (proc.vars.w !== last) violation(`invariant 2: onClose sees the context as the last request left it (${proc.processId} of ${proc.sessionId}: w=${proc.vars.w}, last written ${last})`);
+    },
+  });
+  const errors: unknown[] = [];
+  engine.on('error', (e) => {
+    activity++;
+    errors.push(e);
+  });
+  engine.on('close', (event) => {
+    activity++;
+    closeEvents.push(event);
+    closed.add(event.sessionId);
+    for (const pid of model.processesOf(event.sessionId)) {
+      if (model.endedAlone.has(pid)) continue;
+      const proc = hookProcs.get(pid);
+      if (proc === undefined) {
+        violation(`invariant 1: process ${pid} of ${event.sessionId} closed without its hook`);
+        continue;
+      }
+      if (!(proc.closed && proc.locks.held().length === 0 && proc.selections.tables().length === 0)) violation(`invariant 3: ${pid} of ${event.sessionId} is not torn down after its close`);
+      if (Object.keys(proc.vars).length !== 0) violation(`invariant 3: the vars of ${pid} of ${event.sessionId} are not reset after its close`);
+    }
+    model.vanished(event.sessionId);
+  });
+  const pendings: Pending[] = [];
+  const tasks: Task[] = [];
+  const closes: PendingClose[] = [];
+  const closeSession = (id: string, from: string, inside?: RequestLease<Vars>): Promise<boolean> => {
+    const call: PendingClose = { sessionId: id, settled: false };
+    closes.push(call);
+    const closing = inside === undefined ? engine.closeSession(id) : inside.run(() => engine.closeSession(id));
+    const settled = (): void => {
+      call.settled = true;
+      closes.splice(closes.indexOf(call), 1);
+      activity++;
+    };
+    closing.then(settled, (error: unknown) => { settled(); violation(`closeSession(${id}) from ${from} rejected: ${String(error)}`); });
+    return closing;
+  };
+  let capEver = 3;
+  let stopped = false;
+  const ids = (): string[] => [...model.sessions.keys(), ...model.dead];
+  const noViolations = (): void => assert.deepEqual(violations, [], 'no invariant broken inside a hook or a close event');
+
+  const acquire = (sessionId: string | undefined, ip: string, hold: boolean): void => {
+    const target = sessionId !== undefined && model.sessions.has(sessionId) ? sessionId : '';
+    let expect: Pending['expect'];
+    if (target !== '') {
+      const s = model.session(target);
+      if (s.ip !== ip) expect = 'ERR_SESSION_IP_MISMATCH';
+      else if (s.holders > 0 && s.queued >= MAX_QUEUED) expect = 'ERR_SESSION_QUEUE_FULL';
+      else if (s.holders > 0 || s.queued > 0) s.queued++;
+    }
+    const pending: Pending = { target, ip, hold, settled: false, ...(expect === undefined ? {} : { expect }) };
+    pendings.push(pending);
+    engine.acquire({ sessionId, ip }).then(
+      (lease) => { pending.lease = lease; pending.settled = true; activity++; },
+      (error: unknown) => { pending.error = error; pending.settled = true; activity++; },
+    );
+  };
+
+  const release = (lease: RequestLease<Vars>): void => {
+    lease.proc.vars.w = ++write;
+    model.lastWritten.set(lease.proc.processId, write);
+    model.released(lease, clock.now());
+    lease.release();
+  };
+
+  const absorb = (): void => {
+    for (const p of [...pendings]) {
+      if (!p.settled) continue;
+      pendings.splice(pendings.indexOf(p), 1);
+      if (p.expect !== undefined) {
+        assert.equal((p.error as SessionError | undefined)?.code, p.expect, `the model predicted ${p.expect}`);
+        continue;
+      }
+      const target = model.sessions.get(p.target);
+      const waited = target !== undefined && target.holders + target.queued > 0 && p.lease?.sessionId === p.target;
+      if (waited && target.queued > 0) target.queued--;
+      if (p.lease === undefined) {
+        const code = (p.error as SessionError).code;
+        assert.ok(code === 'ERR_SESSION_LIMIT' || code === 'ERR_SESSION_STOPPED', `unexpected refusal ${code}`);
+        if (code === 'ERR_SESSION_LIMIT') assert.equal(model.idleOrder().length, 0, 'invariant 5: 503 only when no session is idle');
+        continue;
+      }
+      if (p.target !== '' && p.lease.sessionId !== p.target) {
+        // Rebound from a closed session: the others queued with it now wait in the same new session.
+        for (const other of pendings) if (other.target === p.target && !other.settled) other.target = p.lease.sessionId;
+        const moved = pendings.filter((o) => o.target === p.lease!.sessionId && !o.settled).length;
+        model.leased(p.lease, p.ip, clock.now());
+        model.session(p.lease.sessionId).queued += moved;
+      } else {
+        model.leased(p.lease, p.ip, clock.now());
+      }
+      if (!p.hold) release(p.lease);
+    }
+  };
+
+  const world: World = {
+    model, pendings, tasks, closes, closed,
+    get activity() { return activity; },
+    absorb,
+    forgetClosed: (open) => {
+      for (const id of [...model.sessions.keys()]) if (!open.has(id)) model.vanished(id);
+    },
+  };
+
+  try {
+    for (const op of ops) {
+      const before = await observer.openIds();
+      const idleSessionsBefore = model.idleOrder();
+      const idleBefore = idleSessionsBefore.map((s) => s.id);
+      const closedBefore = closeEvents.length;
+      const explicit = new Set<string>();
+      const lease = model.openLeases[('k' in op ? op.k : 0) % Math.max(1, model.openLeases.length)];
+      switch (op.t) {
+        case 'new': acquire(undefined, IPS[op.ip], op.hold); break;
+        case 'return': {
+          const all = ids();
+          const id = all[op.s % Math.max(1, all.length)];
+          const queuedIn = id === undefined ? undefined : model.sessions.get(id);
+          if (settings.avoid?.mismatchWhileQueued !== undefined && queuedIn !== undefined && queuedIn.queued > 0 && queuedIn.ip !== IPS[op.ip]) break;
+          acquire(id, IPS[op.ip], op.hold);
+          break;
+        }
+        case 'release': if (lease) release(lease); break;
+        case 'lock': if (lease && !lease.proc.closed) await lease.proc.locks.tryLock(LOCK_TABLE, op.rec); break;
+        case 'unlock': if (lease) await lease.proc.locks.unlock(LOCK_TABLE, op.rec); break;
+        case 'spawn': if (lease && !lease.proc.closed && model.sessions.has(lease.sessionId)) {
+          let end!: () => void;
+          const gate = new Promise<void>((resolve) => { end = resolve; });
+          const proc = lease.proc.spawn('task', () => gate);
+          const s = model.session(lease.sessionId);
+          s.tasks++;
+          s.processes.add(proc.processId);
+          tasks.push({ proc, sessionId: lease.sessionId, end, ended: false });
+        } break;
+        case 'endTask': { const task = tasks.find((t) => !t.ended); if (task) {
+          task.ended = true;
+          const s = model.sessions.get(task.sessionId);
+          if (s !== undefined) { s.tasks--; model.activity(s, clock.now()); model.endedAlone.add(task.proc.processId); }
+          task.end();
+        } break; }
+        case 'closeOut': {
+          const all = ids();
+          const id = all[op.s % Math.max(1, all.length)];
+          if (settings.avoid?.closeWithWaiters !== undefined && id !== undefined && (model.sessions.get(id)?.queued ?? 0) >= 2) break;
+          if (id !== undefined) {
+            explicit.add(id);
+            void closeSession(id, 'outside').catch(() => {});
+          }
+          break;
+        }
+        case 'closeIn': if (lease && model.sessions.has(lease.sessionId)) {
+          if (settings.avoid?.closeWithWaiters !== undefined && model.session(lease.sessionId).queued >= 2) break;
+          explicit.add(lease.sessionId);
+          lease.proc.vars.w = ++write;
+          model.lastWritten.set(lease.proc.processId, write);
+          const busyElsewhere = model.session(lease.sessionId).tasks > 0;
+          let done = false;
+          closeSession(lease.sessionId, 'inside', lease).then(() => { done = true; }, () => {});
+          // With a spawned task still running the close waits for it (bounded by closeTimeoutMs) first.
+          const finished = await observer.until(() => done || busyElsewhere);
+          if (!busyElsewhere) assert.ok(finished && done && Object.keys(lease.proc.vars).length === 0, 'logout: the handler goes on with a reset context');
+        } break;
+        case 'advance': clock.advance(op.ms); break;
+        case 'cap': engine.setOption('maxSessions', op.n); capEver = Math.max(capEver, op.n); break;
+        case 'timeout': engine.setOption('inactiveProcessTimeoutMs', op.ms); clock.advance(observer.timeoutLatenessMs); break;
+      }
+      await observer.settle(world);
+      noViolations();
+
+      // Invariants 4 and 5: a session that vanished without an explicit close was idle, evicted in LRU
+      // order or due for timeout; a busy one never vanishes on its own.
+      const after = await observer.openIds();
+      const vanished = [...before].filter((id) => !after.has(id) && !explicit.has(id));
+      for (const id of vanished) assert.ok(idleBefore.includes(id), `invariant 4: ${id} was busy when it closed`);
+      if (op.t === 'advance' || op.t === 'timeout') {
+        const timeoutMs = engine.getOption('inactiveProcessTimeoutMs');
+        const due = idleSessionsBefore.filter((s) => s.lastActivityAtMs + timeoutMs <= clock.now()).map((s) => s.id);
+        assert.deepEqual(new Set(vanished), new Set(due.filter((id) => !explicit.has(id))), `timeouts: exactly the idle sessions past their deadline (vanished ${vanished.join()}, due ${due.join()}, idle before ${idleBefore.join()})`);
+      } else {
+        assert.deepEqual(new Set(vanished), new Set(idleBefore.filter((id) => !explicit.has(id)).slice(0, vanished.length)), `invariant 5: evictions take the least recently active idle sessions (vanished ${vanished.join()}, idle before ${idleBefore.join()})`);
+      }
+      const { sessions, longestQueue } = await observer.bounds();
+      assert.ok(sessions <= Math.max(capEver, before.size), 'invariant 6: sessions bounded by the cap');
+      assert.ok(longestQueue <= MAX_QUEUED, 'invariant 6: queues bounded');
+      await observer.checkClosed(world, closeEvents.slice(closedBefore).map((e) => e.sessionId));
+    }
+
+    // The end: stop, let everything finish, then every process of every closed session was hooked once.
+    void engine.stop().then(() => { stopped = true; });
+    await observer.finish(() => {
+      for (const lease of [...model.openLeases]) release(lease);
+      for (const task of tasks) if (!task.ended) { task.ended = true; task.end(); }
+    }, absorb, () => stopped);
+    assert.ok(stopped, `stop() completes once every request and task has ended (stats ${JSON.stringify(engine.stats())}, pending ${pendings.length})`);
+    assert.equal(pendings.filter((p) => !p.settled).length, 0, 'every request was answered');
+    noViolations();
+    const hookedTotal = [...hooks.values()].reduce((a, b) => a + b, 0);
+    assert.equal(hookedTotal, closeEvents.reduce((a, e) => a + e.processCount, 0), 'invariant 1: one hook per process of each close');
+    assert.ok([...hooks.values()].every((n) => n === 1), 'invariant 1: exactly once');
+    await observer.checkEmpty(world);
+    assert.deepEqual(errors, [], 'no hook, drain or handler error');
+  } finally {
+    if (!stopped) {
+      // A failed run: give everything back so the engine can stop and the next run starts clean.
+      for (const lease of [...model.openLeases]) lease.release();
+      for (const task of tasks) task.end();
+    }
+    await dispose(stopped);
+  }
+}
+
+/** Runs count and seed of a property: `<prefix>_RUNS` / `<prefix>_SEED` override the profile (`local`, or `ci` under CI=true). */
+export function propertyProfile(prefix: string, local: number, ci: number): { runs: number; seed: number | undefined } {
+  const runs = Number(process.env[`${prefix}_RUNS`] ?? (process.env.CI === 'true' ? ci : local));
+  const seed = process.env[`${prefix}_SEED`] === undefined ? undefined : Number(process.env[`${prefix}_SEED`]);
+  return { runs, seed };
+}
