@@ -183,8 +183,7 @@ function redisEngine(redis: Redis, runPrefix: () => string): (options: SessionEn
       assert.ok(holders.every((holder) => holder === null || !processIds.includes(holder as string)), `invariant 3: no record locked by ${what} (${holders.join()})`);
     };
 
-    // The run starts once the store has started (its sweep is armed last): until the todo test below
-    // passes, an option set while the connection is not ready yet is neither stored nor kept.
+    // The run starts once the store has started (its sweep is armed last), so every run begins alike.
     if (await poll(() => (clock.sweepArmed ? undefined : 'starting')) !== undefined) {
       await engine.stop();
       await deleteKeys(redis, prefix);
@@ -284,16 +283,9 @@ function redisEngine(redis: Redis, runPrefix: () => string): (options: SessionEn
   };
 }
 
-// Until the todo tests below pass, the runner sends neither a request from another IP to a session
-// that has one waiting (queued behind it instead of refused at once) nor a close of a session with
-// two requests or more waiting (each then makes a session of its own instead of one for all).
-// PROPERTY_REDIS_ALL_OPS=1 sends them anyway and shows the failures.
-const settings: ScenarioSettings = process.env.PROPERTY_REDIS_ALL_OPS === '1' ? {} : {
-  avoid: {
-    mismatchWhileQueued: 'a request from another IP behind a waiting one is queued instead of refused',
-    closeWithWaiters: 'the requests waiting in a session that closes make one new session each',
-  },
-};
+// Every operation of the memory run, the two the store once got wrong included (a request from another
+// IP behind a waiting one; a close of a session with several requests waiting): see the tests below.
+const settings: ScenarioSettings = {};
 
 // Local `npm test`: 100 runs; CI: 300 (each run is one engine and a few hundred Redis round trips).
 const { runs, seed } = propertyProfile('PROPERTY_REDIS', 100, 300);
@@ -306,7 +298,7 @@ test(`random interleavings keep invariants 1–7 on the Redis store (${runs} run
   await fc.assert(fc.asyncProperty(scenarioArb, (ops: Op[]) => runScenario(ops, factory, settings)), { numRuns: runs, seed, endOnFailure: false, verbose: 1 });
 });
 
-// ---- what the property test found (todo until the store does it) ----------------------------------------
+// ---- what the property test found (regression tests) ---------------------------------------------------
 
 const IP = IPS[0];
 const OTHER_IP = IPS[1];
@@ -341,7 +333,6 @@ async function releaseAllAndStop(engine: SessionEngine<Vars>, leases: readonly R
 }
 
 test('a request from another IP than the session\'s is refused at once (400), also while a request of the session waits for its process', {
-  todo: 'src/redis/sessions.ts #enter: a request arriving behind this node\'s waiting ones is registered by lwsWait (scripts.ts WAIT), which checks neither the session\'s state nor its IP; the IP is checked by lwsEnter once the requests ahead got in, so the refusal waits for the running request',
   timeout: 20_000,
 }, async (t) => {
   const r = await redisForTest(t);
@@ -363,7 +354,6 @@ test('a request from another IP than the session\'s is refused at once (400), al
 });
 
 test('the requests waiting in a session that closes go on together in one new session, as on the memory store: no session each, no needless eviction', {
-  todo: 'src/redis/sessions.ts #enter/acquire: each waiting request of a closed session finds its id unknown (lwsEnter) and calls #create on its own, so two requests of one browser make two sessions; the memory store (src/memory-sessions.ts, successor) makes the others join the first one\'s new session',
   timeout: 20_000,
 }, async (t) => {
   const r = await redisForTest(t);
@@ -401,7 +391,6 @@ test('the requests waiting in a session that closes go on together in one new se
 });
 
 test('an option set as soon as the engine is made (Redis still connecting) is stored for every node, reports no error, and is not reverted by a value stored earlier', {
-  todo: 'src/redis/sessions.ts optionChanged: lwsSetOption is sent at once on a client without an offline queue, so before the connection is ready it fails ("Stream isn\'t writeable"), is reported as an \'error\' and never stored; then #start reads P opts and applies the older stored value over the one just set',
   timeout: 20_000,
 }, async (t) => {
   const r = await redisForTest(t);

@@ -124,11 +124,15 @@ return {'ok', slot, tostring(token), state, f[4], tostring(now), tostring(#list)
 `;
 
 /**
- * A request that will wait behind others of its node: counted among the session's waiters now, so the
- * bound holds however the waiting requests are spread. ARGV: P, id, waiterId, maxQueued, staleMs, keyTtlMs.
- * Returns 'ok' | 'full'. Called again on each poll to stay counted.
+ * A request that will wait behind others of its node: checked as lwsEnter checks (open, cookie lifetime,
+ * IP), then counted among the session's waiters now, so the bound holds however the waiting requests are
+ * spread. ARGV: P, id, waiterId, maxQueued, staleMs, keyTtlMs, now, cookieTtlMs, ipCheck, ip.
+ * Returns 'ok' | 'full' | 'unknown' | 'ip'. Called again on each poll to stay counted.
  */
 const WAIT = `${PRELUDE}
+local f = redis.call('HMGET', skey(ARGV[2]), 'st', 'lr', 'ip')
+if f[1] ~= 'o' or tonumber(ARGV[7]) >= tonumber(f[2]) + tonumber(ARGV[8]) then return 'unknown' end
+if ARGV[9] == '1' and f[3] ~= ARGV[10] then return 'ip' end
 local wq = P .. 'wq:' .. ARGV[2]
 local t = redis.call('TIME')
 local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

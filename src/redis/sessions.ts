@@ -47,6 +47,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   /** Sessions this node has served, by id (dropped when a close is announced). */
   readonly #known = new Map<string, SessionHandle<Vars>>();
   readonly #turns: TurnQueues;
+  /** Closed id → the new session its waiting requests move to (kept while some still wait). */
+  readonly #successors = new Map<string, Promise<string | undefined>>();
+  /** Options set here since construction: the store's start must not apply older stored values over them. */
+  readonly #localOptions = new Set<string>();
   readonly #processes: ProcessSaves<Vars>;
   readonly #transients = new Set<WebProcess<Vars>>();
   readonly #transientOwner: ProcessOwner<Vars>;
@@ -108,7 +112,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#heartbeat.unref();
     // Options set at run time on any node apply to a node that joins later too.
     const options = await this.#redis.hgetall(`${prefix}opts`);
-    for (const [name, json] of Object.entries(options)) this.#applyRemote(name, json);
+    for (const [name, json] of Object.entries(options)) if (!this.#localOptions.has(name)) this.#applyRemote(name, json);
     this.#closer.armSweep();
   }
 
@@ -186,8 +190,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       const staleMs = Math.max(1_000, 8 * this.#settings.pollIntervalMs);
       if (this.#turns.waiting(id) > 0) {
         // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
-        const register = (): Promise<unknown> => this.#redis.lwsWait(this.#settings.prefix, id, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings));
-        if (text(await register() as string) === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
+        const register = (): Promise<unknown> => this.#redis.lwsWait(
+          this.#settings.prefix, id, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
+        );
+        const admitted = text(await register() as string);
+        if (admitted === 'unknown') return undefined;
+        if (admitted === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
+        if (admitted === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me = this.#turns.enqueue(id);
         await this.#turns.turn(id, me, () => void register().catch(() => {}));
@@ -206,7 +216,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
           const handle = this.#handle(id, ip, Number(text(createdAtMs)), Number(text(lastRequestAtMs)), Number(text(processCount)));
           return await this.#lease(handle, text(pid), text(token), state as Buffer, false);
         }
-        if (outcome === 'unknown') return undefined;
+        if (outcome === 'unknown') return registered ? await this.#successor(id, ip) : undefined;
         if (outcome === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
         if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
@@ -215,9 +225,25 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       }
     } finally {
       if (me !== undefined) this.#turns.dequeue(id, me);
+      if (this.#turns.waiting(id) === 0) this.#successors.delete(id);
       // Given up while counted as waiting: stop counting now rather than when it goes stale.
       if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
     }
+  }
+
+  /**
+   * The session closed while this request waited for it: the first such request of this node makes a
+   * new session, the others join it (one browser, one session, as with the memory store).
+   */
+  async #successor(closedId: string, ip: string): Promise<Lease<Vars> | undefined> {
+    const joined = this.#successors.get(closedId);
+    if (joined !== undefined) {
+      const next = await joined;
+      return next === undefined ? undefined : this.#enter(next, ip);
+    }
+    const creating = this.#create(ip);
+    this.#successors.set(closedId, creating.then((lease) => lease.sessionId, () => undefined));
+    return creating;
   }
 
   /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */
@@ -405,7 +431,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   // ---- options and reads ------------------------------------------------------------------------------
 
   optionChanged(name: OptionName, value: unknown): void {
-    this.#processes.track(this.#redis.lwsSetOption(this.#settings.prefix, this.#node.nodeId, name, JSON.stringify(value))
+    this.#localOptions.add(name);
+    // Written once the store has started (no offline queue before the connection is up).
+    this.#processes.track(this.#started().then(() => this.#redis.lwsSetOption(this.#settings.prefix, this.#node.nodeId, name, JSON.stringify(value)))
       .catch((error: unknown) => this.#ctx.report(unavailable(error), 'storeErrors')));
   }
 
