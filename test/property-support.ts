@@ -51,6 +51,8 @@ export interface Pending {
   readonly expect?: 'ERR_SESSION_IP_MISMATCH' | 'ERR_SESSION_QUEUE_FULL';
   readonly ip: string;
   readonly hold: boolean;
+  /** Sessions idle in the model when the request arrived: the store decided eviction or 503 then. */
+  readonly idleAtArrival: readonly string[];
   settled: boolean;
   lease?: RequestLease<Vars>;
   error?: unknown;
@@ -176,6 +178,7 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
     model.vanished(event.sessionId);
   });
   const pendings: Pending[] = [];
+  const refusedAtCap: Pending[] = [];
   const tasks: Task[] = [];
   const closes: PendingClose[] = [];
   const closeSession = (id: string, from: string, inside?: RequestLease<Vars>): Promise<boolean> => {
@@ -204,7 +207,7 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
       else if (s.holders > 0 && s.queued >= MAX_QUEUED) expect = 'ERR_SESSION_QUEUE_FULL';
       else if (s.holders > 0 || s.queued > 0) s.queued++;
     }
-    const pending: Pending = { target, ip, hold, settled: false, ...(expect === undefined ? {} : { expect }) };
+    const pending: Pending = { target, ip, hold, idleAtArrival: model.idleOrder().map((i) => i.id), settled: false, ...(expect === undefined ? {} : { expect }) };
     pendings.push(pending);
     engine.acquire({ sessionId, ip }).then(
       (lease) => { pending.lease = lease; pending.settled = true; activity++; },
@@ -233,7 +236,9 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
       if (p.lease === undefined) {
         const code = (p.error as SessionError).code;
         assert.ok(code === 'ERR_SESSION_LIMIT' || code === 'ERR_SESSION_STOPPED', `unexpected refusal ${code}`);
-        if (code === 'ERR_SESSION_LIMIT') assert.equal(model.idleOrder().length, 0, 'invariant 5: 503 only when no session is idle');
+        // Checked once the model knows which sessions closed (forgetClosed): every session idle at the
+        // request's arrival must have been evicted for it before it was refused.
+        if (code === 'ERR_SESSION_LIMIT') refusedAtCap.push(p);
         continue;
       }
       if (p.target !== '' && p.lease.sessionId !== p.target) {
@@ -255,6 +260,9 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
     absorb,
     forgetClosed: (open) => {
       for (const id of [...model.sessions.keys()]) if (!open.has(id)) model.vanished(id);
+      for (const p of refusedAtCap.splice(0)) {
+        assert.deepEqual(p.idleAtArrival.filter((id) => open.has(id)), [], 'invariant 5: 503 only when no session is idle (each session idle when the request arrived was evicted for it)');
+      }
     },
   };
 
