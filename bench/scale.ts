@@ -15,7 +15,8 @@
 // string as a cookie parser would produce, timed one by one with process.hrtime.bigint(); median and p99
 // at the smallest and the largest size. As a control (unless --no-control), the same lookups on a bare
 // Map<string, object> of the same sizes, keyed by crypto.randomUUID() too: the part of any slowdown that
-// comes from the machine (caches, TLB) rather than from the engine.
+// comes from the machine (caches, TLB) rather than from the engine. Around every timed loop, other
+// programs' CPU is read from /proc/stat (noise.ts) and a loop they disturbed is flagged.
 // Then (unless --no-breakdown) a heap snapshot diff over a fresh engine with a few thousand idle
 // sessions says which objects make up one idle session.
 // Exit code 1 only when a measurement is invalid (a session evicted or closed, a lookup that did not
@@ -30,7 +31,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as v8 from 'node:v8';
 import { SessionEngine } from '../src/index.js';
-import { machineInfo, table, writeJson } from './report.js';
+import { foreignCores, readCoreBusy } from './noise.js';
+import { DISTURBED_CORES, machineInfo, table, writeJson } from './report.js';
 
 const RESULTS_FILE = new URL('./results/scale.json', import.meta.url);
 const IP = '127.0.0.1';
@@ -154,9 +156,21 @@ interface Latency {
   readonly maxNs: number;
   /** Lookups that did not land in the session they named (must be 0). */
   readonly misses: number;
+  /** CPU used by other programs during the timed loop, in cores (noise.ts); undefined where unknown. */
+  readonly otherCores?: number | undefined;
 }
 
 const quantile = (sorted: Float64Array, q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+
+/** Runs `timed` and reports the CPU other programs used meanwhile, in cores. */
+async function besideOthers(timed: () => Promise<void> | void): Promise<number | undefined> {
+  const busy = readCoreBusy();
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  await timed();
+  const own = process.cpuUsage(cpu);
+  return foreignCores(busy, readCoreBusy(), (own.user + own.system) / 1e6, (performance.now() - started) / 1000);
+}
 
 function summarize(times: Float64Array, sessions: number, misses: number): Latency {
   times.sort();
@@ -187,8 +201,8 @@ async function measureLookups(engine: SessionEngine, ids: IdStore, lookups: numb
   const sample = randomIds(ids, lookups);
   collect(); // a full GC from the warm-up's garbage should not land in the timed loop
   const times = new Float64Array(lookups);
-  await run(sample, times);
-  return summarize(times, ids.count, misses + engine.stats().created - createdBefore);
+  const otherCores = await besideOthers(() => run(sample, times));
+  return { ...summarize(times, ids.count, misses + engine.stats().created - createdBefore), otherCores };
 }
 
 /**
@@ -218,9 +232,9 @@ async function measureMapLookups(size: number, lookups: number): Promise<Latency
   const sample = randomIds(ids, lookups);
   await settledMemory();
   const times = new Float64Array(lookups);
-  run(sample, times);
+  const otherCores = await besideOthers(() => run(sample, times));
   map = undefined;
-  return summarize(times, size, misses);
+  return { ...summarize(times, size, misses), otherCores };
 }
 
 // ---- heap snapshot breakdown -----------------------------------------------------------------------
@@ -315,6 +329,8 @@ interface SizeResult {
 
 const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 const us = (ns: number): string => fmt(ns / 1000, 2);
+/** ", other CPU n%" and a flag when other programs disturbed the timing. */
+const others = (latency: Latency): string => (latency.otherCores === undefined ? '' : `; other CPU ${Math.round(latency.otherCores * 100)}%${latency.otherCores >= DISTURBED_CORES ? ' (disturbed)' : ''}`);
 const mib = (bytes: number): number => Math.round((bytes / 2 ** 20) * 10) / 10;
 
 async function main(): Promise<void> {
@@ -357,7 +373,7 @@ async function main(): Promise<void> {
       if (size === settings.sizes[0] || size === largest) {
         const latency = await measureLookups(engine, ids, settings.lookups);
         latencies.push(latency);
-        console.log(`  lookup (acquire + release of a random existing session) at ${fmt(size)}: median ${us(latency.medianNs)} µs, p99 ${us(latency.p99Ns)} µs, mean ${us(latency.meanNs)} µs, max ${us(latency.maxNs)} µs over ${fmt(latency.lookups)}`);
+        console.log(`  lookup (acquire + release of a random existing session) at ${fmt(size)}: median ${us(latency.medianNs)} µs, p99 ${us(latency.p99Ns)} µs, mean ${us(latency.meanNs)} µs, max ${us(latency.maxNs)} µs over ${fmt(latency.lookups)}${others(latency)}`);
         if (latency.misses > 0) problems.push(`${latency.misses} lookups at ${size} did not find their session`);
         if (size === largest) {
           // Lookups compare and hash ids, write timestamps: if any of that changed what a session holds, it shows here.
@@ -378,7 +394,7 @@ async function main(): Promise<void> {
     for (const size of [settings.sizes[0]!, largest]) {
       const latency = await measureMapLookups(size, settings.lookups);
       mapLatencies.push(latency);
-      console.log(`control: bare Map.get at ${fmt(size)} entries: median ${us(latency.medianNs)} µs, p99 ${us(latency.p99Ns)} µs, mean ${us(latency.meanNs)} µs over ${fmt(latency.lookups)}`);
+      console.log(`control: bare Map.get at ${fmt(size)} entries: median ${us(latency.medianNs)} µs, p99 ${us(latency.p99Ns)} µs, mean ${us(latency.meanNs)} µs over ${fmt(latency.lookups)}${others(latency)}`);
       if (latency.misses > 0) problems.push(`${latency.misses} control lookups at ${size} missed`);
     }
   }
