@@ -76,6 +76,20 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * This is the seam adapters use; applications use `createServer` or an adapter instead.
    */
   acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
+    try {
+      return Promise.resolve(this.#store.acquire(request));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * `acquire` without a promise when the answer is known at once: the lease itself when a process is
+   * free (or a new session's `init` is synchronous), a `SessionError` thrown when the request is refused
+   * at once, and a promise only when the request has to wait (a busy session, an asynchronous `init`, a
+   * store that needs a round trip). The built-in adapters use it: most requests then cost no promise.
+   */
+  acquireNow(request: RequestIdentity): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     return this.#store.acquire(request);
   }
 

@@ -4,6 +4,7 @@ import { SessionError } from './errors.js';
 import { ExpiryTimer } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
+import { isThenable, settledOrPromise, type MaybePromise } from './maybe-async.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
 import { removeItem, Session, type SessionHost } from './session.js';
@@ -107,8 +108,11 @@ export class Scheduler<Vars extends SessionVars> {
     });
   }
 
-  /** A new session for this request, evicting the least recently active idle ones while there is no room. */
-  async create(ip: string, onSession?: (session: Session<Vars>) => void): Promise<RequestLease<Vars>> {
+  /**
+   * A new session for this request, evicting the least recently active idle ones while there is no room.
+   * The lease itself when `init` is synchronous, else a promise; a refusal throws.
+   */
+  create(ip: string, onSession?: (session: Session<Vars>) => void): MaybePromise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
     while (this.store.size >= cap || this.#liveProcesses >= options.maxConcurrentProcesses) {
@@ -125,19 +129,28 @@ export class Scheduler<Vars extends SessionVars> {
     this.store.add(session);
     this.#ctx.counters.created++;
     onSession?.(session);
-    let lease: RequestLease<Vars>;
+    let lease: MaybePromise<RequestLease<Vars>>;
     try {
-      lease = await this.#startNewProcess(session, true);
+      lease = this.#startNewProcess(session, true);
     } catch (error) {
       this.#discard(session);
       throw error;
     }
-    this.#ctx.created({ sessionId: session.id, ip });
-    return lease;
+    if (!isThenable(lease)) {
+      this.#ctx.created({ sessionId: session.id, ip });
+      return lease;
+    }
+    return lease.then((started) => {
+      this.#ctx.created({ sessionId: session.id, ip });
+      return started;
+    }, (error: unknown) => {
+      this.#discard(session);
+      throw error;
+    });
   }
 
   /** 'none' mode: a throw-away process for one request, torn down at release. */
-  async transient(): Promise<RequestLease<Vars>> {
+  transient(): MaybePromise<RequestLease<Vars>> {
     if (this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses) {
       throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
     }
@@ -145,13 +158,20 @@ export class Scheduler<Vars extends SessionVars> {
     this.#liveProcesses++;
     this.#transients.push(proc);
     const lease = new RequestLease(this.#leaseHost, undefined, proc, true);
+    let vars: MaybePromise<Vars>;
     try {
-      proc.vars = await this.#initVars(proc);
+      vars = this.#initVars(proc);
     } catch (error) {
-      lease.release();
-      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
+      return transientInitFailed(lease, error);
     }
-    return lease;
+    if (!isThenable(vars)) {
+      proc.vars = vars;
+      return lease;
+    }
+    return vars.then((resolved) => {
+      proc.vars = resolved;
+      return lease;
+    }, (error: unknown) => transientInitFailed(lease, error));
   }
 
   /** Moves an open session to a fresh random id; the old id is dead at once. */
@@ -175,21 +195,33 @@ export class Scheduler<Vars extends SessionVars> {
     return new RequestLease(this.#leaseHost, session, proc, isNew);
   }
 
-  async #startNewProcess(session: Session<Vars>, isNewSession: boolean): Promise<RequestLease<Vars>> {
+  #startNewProcess(session: Session<Vars>, isNewSession: boolean): MaybePromise<RequestLease<Vars>> {
     const proc = this.#addProcess(session, 'web');
     session.requestProcessCount++;
     const lease = this.#start(session, proc, isNewSession);
+    let vars: MaybePromise<Vars>;
     try {
-      proc.vars = await this.#initVars(proc);
+      vars = this.#initVars(proc);
     } catch (error) {
-      // The process never had a context: it leaves the session (the next request runs init again).
-      this.#dropProcess(session, proc);
-      session.requestProcessCount--;
-      void processInternals.teardown(proc, {});
-      this.#settleIfIdle(session);
-      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: session.id });
+      return this.#initFailed(session, proc, error);
     }
-    return lease;
+    if (!isThenable(vars)) {
+      proc.vars = vars;
+      return lease;
+    }
+    return vars.then((resolved) => {
+      proc.vars = resolved;
+      return lease;
+    }, (error: unknown) => this.#initFailed(session, proc, error));
+  }
+
+  #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): never {
+    // The process never had a context: it leaves the session (the next request runs init again).
+    this.#dropProcess(session, proc);
+    session.requestProcessCount--;
+    void processInternals.teardown(proc, {});
+    this.#settleIfIdle(session);
+    throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: session.id });
   }
 
   /** A session whose init failed: it never existed for the client, so it goes without a hook. */
@@ -244,9 +276,9 @@ export class Scheduler<Vars extends SessionVars> {
     this.#liveProcesses--;
   }
 
-  #initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {
+  #initVars(proc: WebProcess<Vars>): MaybePromise<Vars> {
     const init = this.#ctx.init;
-    return init === undefined ? ({} as Vars) : this.#ctx.als.run(proc, () => init(proc));
+    return init === undefined ? ({} as Vars) : settledOrPromise(this.#ctx.als.run(proc, () => init(proc)));
   }
 
   #spawn(session: Session<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
@@ -340,4 +372,9 @@ export class Scheduler<Vars extends SessionVars> {
     session.waitingInside.push(caller);
     noteProgress(session);
   }
+}
+
+function transientInitFailed<Vars extends SessionVars>(lease: RequestLease<Vars>, error: unknown): never {
+  lease.release();
+  throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
 }
