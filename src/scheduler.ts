@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { beginClose, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
+import { beginClose, closedPromise, closeNow, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
 import { SessionError } from './errors.js';
 import { ExpiryTimer } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
@@ -123,7 +123,7 @@ export class Scheduler<Vars extends SessionVars> {
           : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
       }
       // Not awaited: the newcomer never waits for another session's hook.
-      void beginClose(this.closeContext, victim, 'evicted');
+      closeNow(this.closeContext, victim, 'evicted');
     }
     const session = new Session<Vars>(this.#sessionHost, randomUUID(), ip, this.#ctx.clock.now());
     this.store.add(session);
@@ -329,7 +329,7 @@ export class Scheduler<Vars extends SessionVars> {
     const timeoutMs = this.#ctx.options.inactiveProcessTimeoutMs;
     let closed = 0;
     for (let head = this.store.oldestIdle(); head !== undefined && head.lastActivityAtMs + timeoutMs <= nowMs; head = this.store.oldestIdle()) {
-      void beginClose(this.closeContext, head, 'timeout');
+      closeNow(this.closeContext, head, 'timeout');
       if (++closed === EXPIRY_BATCH) {
         // Mass expiry: yield to pending requests between batches.
         setImmediate(() => this.#expireDue()).unref();
@@ -351,7 +351,7 @@ export class Scheduler<Vars extends SessionVars> {
     // Called from a hook or teardown of a closing session, stop() must not wait for that very close.
     const own = caller === undefined ? undefined : this.closing.get(caller.sessionId);
     const waitsForOwn = own !== undefined && (own.phase === 'hooks' || own.phase === 'teardown');
-    const closes = Promise.all([...this.closing.values()].filter((s) => !(waitsForOwn && s === own)).map((s) => s.closed));
+    const closes = Promise.all([...this.closing.values()].filter((s) => !(waitsForOwn && s === own)).map((s) => closedPromise(s)));
     const transients = this.#transients.filter((p) => p !== caller);
     if (transients.length > 0) {
       const done = new Promise<void>((resolve) => {

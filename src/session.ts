@@ -46,7 +46,10 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   /** Processes that called `closeSession` on this session from inside and wait for it. */
   readonly waitingInside: WebProcess<Vars>[] = [];
   queue: Waiter<Vars>[] | undefined;
+  /** The close's promise, made when someone waits for it (see closedPromise). */
   closed: Promise<void> | undefined;
+  /** Settles `closed` when the pipeline ends. */
+  settleClosed: ((error: unknown) => void) | undefined;
   /** The session that requests queued here moved to when this one closed (they share it). */
   successor: Session<Vars> | undefined;
   /** Resolves the close pipeline's wait for in-flight work. */
