@@ -5,7 +5,7 @@ import { SessionError, SessionOptionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
-import { describe, isOptionName, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
+import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
 import type { SessionVars, WebProcess } from './process.js';
 import { createCounters, type Counters } from './stats.js';
 import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
@@ -40,6 +40,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   readonly #counters: Counters = createCounters();
   readonly #store: AttachedStore<Vars>;
   #stopping: Promise<void> | undefined;
+  #optionsVersion = 0;
 
   constructor(options: SessionEngineOptions<Vars> = {}) {
     super();
@@ -162,11 +163,17 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     const validated = validateOption(name, value);
     validateCombination({ ...this.#options, [name]: validated });
     (this.#options as Record<OptionName, unknown>)[name] = validated;
+    this.#optionsVersion++;
     this.emit('option', { name, value: validated });
     return validated;
   }
 
   // ---- reading --------------------------------------------------------------------------------------
+
+  /** @internal Changes with every option change: the HTTP binding keeps what it reads of the options until then. */
+  get [kOptionsVersion](): number {
+    return this.#optionsVersion;
+  }
 
   /** WEB Get Current Session ID: the session of the request (or hook, or task) running now, else `''`. */
   currentSessionId(): string {

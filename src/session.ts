@@ -93,6 +93,9 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
 export function removeItem<T>(list: T[], item: T): boolean {
   const index = list.indexOf(item);
   if (index < 0) return false;
-  list.splice(index, 1);
+  // Not splice: it would allocate an array of the removed items on every request.
+  const last = list.length - 1;
+  for (let i = index; i < last; i++) list[i] = list[i + 1]!;
+  list.pop();
   return true;
 }
