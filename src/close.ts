@@ -3,7 +3,7 @@ import { realTimer, type Clock } from './clock.js';
 import { SessionError } from './errors.js';
 import { isThenable } from './maybe-async.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
-import type { CloseReason, Session } from './session.js';
+import { NONE, type CloseReason, type Session } from './session.js';
 import type { CloseEvent } from './types.js';
 
 /** What the close pipeline needs from its engine. */
@@ -77,9 +77,12 @@ function startClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: 
   // Queued requests never run in this context: they are refused and rebound to a new session.
   if (queue !== undefined) for (const waiter of queue) waiter.reject(new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id }));
 
+  // One reason shared by the processes, made only if a signal is read. The function is written in place
+  // (not a named const): a named closure costs a defineProperty per close under esbuild's keepNames.
   let abortReason: SessionError | undefined;
-  const makeAbortReason = (): SessionError => (abortReason ??= new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id }));
-  for (const proc of session.processes) processInternals.abort(proc, makeAbortReason);
+  for (const proc of session.processes) {
+    processInternals.abort(proc, () => (abortReason ??= new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id })));
+  }
 
   let pending: Promise<void> | undefined;
   try {
@@ -151,7 +154,8 @@ class ClosePipeline<Vars extends SessionVars> {
     const hook = this.#ctx.hookFor(this.#reason);
     if (hook === undefined) return this.#afterHooks();
     // One hook at a time per session (4D runs each in its own process; here they share the event loop).
-    this.#hooked = this.#session.processes.slice();
+    // The list is not copied: a closing session gains no process (spawn refuses) and loses none before teardown.
+    this.#hooked = this.#session.processes;
     return this.#hooksFrom(hook, 0);
   }
 
@@ -178,8 +182,9 @@ class ClosePipeline<Vars extends SessionVars> {
   #teardown(): Promise<void> | undefined {
     const session = this.#session;
     session.phase = 'teardown';
-    const processes = session.processes.splice(0);
-    session.freeProcesses.length = 0;
+    const processes = session.processes;
+    session.processes = NONE;
+    session.freeProcesses = NONE;
     return this.#teardownFrom(processes, 0);
   }
 

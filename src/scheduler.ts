@@ -7,7 +7,7 @@ import type { LockManager } from './locks.js';
 import { isThenable, settledOrPromise, type MaybePromise } from './maybe-async.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
-import { removeItem, Session, type SessionHost } from './session.js';
+import { NONE, removeItem, Session, withItem, type SessionHost } from './session.js';
 import type { Counters } from './stats.js';
 import type { StoreContext } from './store.js';
 
@@ -90,7 +90,7 @@ export class Scheduler<Vars extends SessionVars> {
   /** Takes a free process of the session, or waits for one (FIFO). Rejects ERR_SESSION_CLOSED if the session closes meanwhile. */
   enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
-    const free = session.freeProcesses.pop();
+    const free = session.freeProcesses.length > 0 ? session.freeProcesses.pop() : undefined;
     const canAddProcess = free === undefined && session.requestProcessCount < options.processesPerSession && this.#liveProcesses < options.maxConcurrentProcesses;
     if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
       throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
@@ -191,7 +191,7 @@ export class Scheduler<Vars extends SessionVars> {
 
   #start(session: Session<Vars>, proc: WebProcess<Vars>, isNew = false): RequestLease<Vars> {
     this.store.markBusy(session);
-    session.running.push(proc);
+    session.running = withItem(session.running, proc);
     return new RequestLease(this.#leaseHost, session, proc, isNew);
   }
 
@@ -230,7 +230,9 @@ export class Scheduler<Vars extends SessionVars> {
     this.store.delete(session);
     this.#liveProcesses -= session.processes.length;
     session.state = 'closed';
-    for (const proc of session.processes.splice(0)) void processInternals.teardown(proc, {});
+    const processes = session.processes;
+    session.processes = NONE;
+    for (const proc of processes) void processInternals.teardown(proc, {});
   }
 
   #release(lease: RequestLease<Vars, Session<Vars>>): void {
@@ -252,7 +254,7 @@ export class Scheduler<Vars extends SessionVars> {
     const next = session.queue?.shift();
     if (next !== undefined) return next.resolve(proc); // handed over: the session stays busy
     removeItem(session.running, proc);
-    session.freeProcesses.push(proc);
+    session.freeProcesses = withItem(session.freeProcesses, proc);
     this.#settleIfIdle(session);
   }
 
@@ -264,7 +266,7 @@ export class Scheduler<Vars extends SessionVars> {
 
   #addProcess(session: Session<Vars>, name: string): WebProcess<Vars> {
     const proc = new WebProcess<Vars>(session, name, {} as Vars);
-    session.processes.push(proc);
+    session.processes = withItem(session.processes, proc);
     this.#liveProcesses++;
     return proc;
   }
@@ -369,7 +371,7 @@ export class Scheduler<Vars extends SessionVars> {
   waitInside(caller: WebProcess<Vars>): void {
     const session = this.closing.get(caller.sessionId);
     if (session === undefined || !session.running.includes(caller) || session.waitingInside.includes(caller)) return;
-    session.waitingInside.push(caller);
+    session.waitingInside = withItem(session.waitingInside, caller);
     noteProgress(session);
   }
 }
