@@ -1,8 +1,9 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import { realTimer, type Clock } from './clock.js';
 import { SessionError } from './errors.js';
+import { isThenable } from './maybe-async.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
-import type { CloseReason, Session } from './session.js';
+import { NONE, type CloseReason, type Session } from './session.js';
 import type { CloseEvent } from './types.js';
 
 /** What the close pipeline needs from its engine. */
@@ -41,12 +42,32 @@ export function within<T>(clock: Clock, ms: number, promise: Promise<T>): Promis
  * 3. run `onClose` once per process, context intact, one at a time, each bounded by `closeTimeoutMs`;
  * 4. teardown: selections cleared, locks released, vars reset;
  * 5. `closed`, `'close'` event.
- * Idempotent: a second call returns the first call's promise.
+ * Idempotent: a second call returns the first call's promise. The teardown waits for the next
+ * microtask at least, so that every `closeSession(id)` made in the same turn finds the close under way
+ * and shares it.
  */
 export function beginClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason): Promise<void> {
-  if (session.closed !== undefined) return session.closed;
+  startClose(ctx, session, reason, false);
+  return closedPromise(session);
+}
+
+/**
+ * `beginClose` for eviction and timeout, whose callers never wait for the close. An idle session whose
+ * hooks are synchronous and whose processes hold no lock (every eviction and timeout of a typical
+ * application) goes through all five steps before this returns, without a promise. The steps, their
+ * order and the event are those of the asynchronous path, which takes over at the first step that has
+ * to wait (a running request, a hook that returns a promise, a lock to release).
+ */
+export function closeNow<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason): void {
+  startClose(ctx, session, reason, true);
+}
+
+function startClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason, synchronous: boolean): void {
+  if (session.phase !== undefined) return;
   const startedAtMs = ctx.clock.now();
   session.state = 'closing';
+  // Marks the close as under way before anything runs: a hook that closes a session whose hook closes
+  // this one again finds it started (re-entrancy), and never starts a second.
   session.phase = 'draining';
   session.closeReason = reason;
   ctx.detach(session, reason);
@@ -56,70 +77,168 @@ export function beginClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, se
   // Queued requests never run in this context: they are refused and rebound to a new session.
   if (queue !== undefined) for (const waiter of queue) waiter.reject(new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id }));
 
+  // One reason shared by the processes, made only if a signal is read. The function is written in place
+  // (not a named const): a named closure costs a defineProperty per close under esbuild's keepNames.
   let abortReason: SessionError | undefined;
-  const makeAbortReason = (): SessionError => (abortReason ??= new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id }));
-  for (const proc of session.processes) processInternals.abort(proc, makeAbortReason);
+  for (const proc of session.processes) {
+    processInternals.abort(proc, () => (abortReason ??= new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id })));
+  }
 
-  // The promise exists before the pipeline starts: a hook that runs synchronously and closes a session
-  // whose hook closes this one again must find the close already under way (re-entrancy), not start a second.
-  let settle!: { resolve: () => void; reject: (error: unknown) => void };
-  session.closed = new Promise<void>((resolve, reject) => { settle = { resolve, reject }; });
-  runPipeline(ctx, session, reason, startedAtMs).then(settle.resolve, settle.reject);
+  let pending: Promise<void> | undefined;
+  try {
+    pending = new ClosePipeline(ctx, session, reason, startedAtMs, synchronous).run();
+  } catch (error) {
+    settleClosed(session, error);
+    return;
+  }
+  if (pending === undefined) settleClosed(session, undefined);
+  else pending.then(() => settleClosed(session, undefined), (error: unknown) => settleClosed(session, error));
+}
+
+/** The promise of a started close: made only when someone asks for it, settled when the pipeline ends. */
+export function closedPromise<Vars extends SessionVars>(session: Session<Vars>): Promise<void> {
+  if (session.closed !== undefined) return session.closed;
+  if (session.phase === 'done') return Promise.resolve();
+  session.closed = new Promise<void>((resolve, reject) => {
+    session.settleClosed = (error) => (error === undefined ? resolve() : reject(error));
+  });
   return session.closed;
 }
 
-async function runPipeline<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason, startedAtMs: number): Promise<void> {
-  if (!session.isDrained) {
-    const drained = new Promise<void>((resolve) => { session.onDrained = resolve; });
-    if (await within(ctx.clock, ctx.closeTimeoutMs(), drained) === TIMED_OUT) {
-      ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${session.running.length} process(es) still running after ${ctx.closeTimeoutMs()} ms`, { sessionId: session.id }), 'drainTimeout');
-    }
-    session.onDrained = undefined;
-  }
-
-  session.phase = 'hooks';
-  let hookFailures = 0;
-  let hooksRun = 0;
-  const hook = ctx.hookFor(reason);
-  if (hook !== undefined) {
-    // One hook at a time per session (4D runs each in its own process; here they share the event loop).
-    for (const proc of session.processes.slice()) {
-      hooksRun++;
-      if (!(await runHook(ctx, hook, proc, reason))) hookFailures++;
-    }
-  }
-
-  session.phase = 'teardown';
-  const processes = session.processes.splice(0);
-  session.freeProcesses.length = 0;
-  for (const proc of processes) await processInternals.teardown(proc, {});
-  session.state = 'closed';
-  session.phase = 'done';
-  ctx.finished(session, { sessionId: session.id, reason, processCount: processes.length, hooksRun, hookFailures, durationMs: ctx.clock.now() - startedAtMs });
+function settleClosed<Vars extends SessionVars>(session: Session<Vars>, error: unknown): void {
+  const settle = session.settleClosed;
+  session.settleClosed = undefined;
+  if (settle !== undefined) settle(error);
+  // A pipeline that failed unexpectedly (a 'close' or 'error' listener threw) rejects its promise even
+  // when nobody asked for it, so the failure is not silent (an unhandled rejection, as it always was).
+  else if (error !== undefined) session.closed = Promise.reject(error);
 }
 
-/** Runs one hook inside the process's own async context; true when it settled in time without error. */
-export async function runHook<Vars extends SessionVars>(
+const NO_PROCESSES: readonly never[] = [];
+
+/** Steps 2–5 of one close; each step continues synchronously until something has to be waited for. */
+class ClosePipeline<Vars extends SessionVars> {
+  readonly #ctx: CloseContext<Vars>;
+  readonly #session: Session<Vars>;
+  readonly #reason: CloseReason;
+  readonly #startedAtMs: number;
+  readonly #synchronous: boolean;
+  #hooked: readonly WebProcess<Vars>[] = NO_PROCESSES;
+  #hooksRun = 0;
+  #hookFailures = 0;
+
+  constructor(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason, startedAtMs: number, synchronous: boolean) {
+    this.#ctx = ctx;
+    this.#session = session;
+    this.#reason = reason;
+    this.#startedAtMs = startedAtMs;
+    this.#synchronous = synchronous;
+  }
+
+  /** undefined when the close is over already; else a promise of its end. */
+  run(): Promise<void> | undefined {
+    const session = this.#session;
+    if (session.isDrained) return this.#hooks();
+    const drained = new Promise<void>((resolve) => { session.onDrained = resolve; });
+    return within(this.#ctx.clock, this.#ctx.closeTimeoutMs(), drained).then((outcome) => {
+      if (outcome === TIMED_OUT) {
+        this.#ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${session.running.length} process(es) still running after ${this.#ctx.closeTimeoutMs()} ms`, { sessionId: session.id }), 'drainTimeout');
+      }
+      session.onDrained = undefined;
+      return this.#hooks();
+    });
+  }
+
+  #hooks(): Promise<void> | undefined {
+    this.#session.phase = 'hooks';
+    const hook = this.#ctx.hookFor(this.#reason);
+    if (hook === undefined) return this.#afterHooks();
+    // One hook at a time per session (4D runs each in its own process; here they share the event loop).
+    // The list is not copied: a closing session gains no process (spawn refuses) and loses none before teardown.
+    this.#hooked = this.#session.processes;
+    return this.#hooksFrom(hook, 0);
+  }
+
+  #hooksFrom(hook: (proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>, index: number): Promise<void> | undefined {
+    for (let i = index; i < this.#hooked.length; i++) {
+      this.#hooksRun++;
+      const ok = runHook(this.#ctx, hook, this.#hooked[i]!, this.#reason);
+      if (ok === false) {
+        this.#hookFailures++;
+      } else if (ok !== true) {
+        return ok.then((settled) => {
+          if (!settled) this.#hookFailures++;
+          return this.#hooksFrom(hook, i + 1);
+        });
+      }
+    }
+    return this.#afterHooks();
+  }
+
+  #afterHooks(): Promise<void> | undefined {
+    return this.#synchronous ? this.#teardown() : Promise.resolve().then(() => this.#teardown());
+  }
+
+  #teardown(): Promise<void> | undefined {
+    const session = this.#session;
+    session.phase = 'teardown';
+    const processes = session.processes;
+    session.processes = NONE;
+    session.freeProcesses = NONE;
+    return this.#teardownFrom(processes, 0);
+  }
+
+  #teardownFrom(processes: WebProcess<Vars>[], index: number): Promise<void> | undefined {
+    for (let i = index; i < processes.length; i++) {
+      const released = processInternals.teardown(processes[i]!, {});
+      if (released !== undefined) return released.then(() => this.#teardownFrom(processes, i + 1));
+    }
+    this.#finish(processes.length);
+    return undefined;
+  }
+
+  #finish(processCount: number): void {
+    const session = this.#session;
+    session.state = 'closed';
+    session.phase = 'done';
+    this.#ctx.finished(session, {
+      sessionId: session.id, reason: this.#reason, processCount, hooksRun: this.#hooksRun, hookFailures: this.#hookFailures,
+      durationMs: this.#ctx.clock.now() - this.#startedAtMs,
+    });
+  }
+}
+
+/**
+ * Runs one hook inside the process's own async context: true when it returned without error, false when
+ * it threw, else a promise of whether it settled in time without error.
+ */
+export function runHook<Vars extends SessionVars>(
   ctx: Pick<CloseContext<Vars>, 'clock' | 'als' | 'closeTimeoutMs' | 'report'>,
   hook: (proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>,
   proc: WebProcess<Vars>,
   reason: CloseReason,
-): Promise<boolean> {
+): boolean | Promise<boolean> {
+  let returned: unknown;
   try {
-    const returned = ctx.als.run(proc, () => hook(proc, reason));
-    // A synchronous hook is done already: no deadline timer to arm and clear.
-    if (!isThenable(returned)) return true;
-    const outcome = await within(ctx.clock, ctx.closeTimeoutMs(), Promise.resolve(returned));
+    returned = ctx.als.run(proc, () => hook(proc, reason));
+  } catch (error) {
+    ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hook');
+    return false;
+  }
+  // A synchronous hook is done already: no deadline timer to arm and clear.
+  if (!isThenable(returned)) return true;
+  return awaitHook(ctx, Promise.resolve(returned), proc, reason);
+}
+
+async function awaitHook<Vars extends SessionVars>(ctx: Pick<CloseContext<Vars>, 'clock' | 'closeTimeoutMs' | 'report'>, returned: Promise<unknown>, proc: WebProcess<Vars>, reason: CloseReason): Promise<boolean> {
+  try {
+    const outcome = await within(ctx.clock, ctx.closeTimeoutMs(), returned);
     if (outcome !== TIMED_OUT) return true;
     ctx.report(new SessionError('ERR_SESSION_HOOK_TIMEOUT', `${proc.processId} (${reason}) after ${ctx.closeTimeoutMs()} ms`, { sessionId: proc.sessionId }), 'hookTimeout');
   } catch (error) {
     ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hook');
   }
   return false;
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
 }
 
 /** Called whenever a process of a closing session stops running: wakes the pipeline once all are done. */

@@ -5,7 +5,7 @@ import { SessionError, SessionOptionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
-import { describe, isOptionName, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
+import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
 import type { SessionVars, WebProcess } from './process.js';
 import { createCounters, type Counters } from './stats.js';
 import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
@@ -40,6 +40,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   readonly #counters: Counters = createCounters();
   readonly #store: AttachedStore<Vars>;
   #stopping: Promise<void> | undefined;
+  #optionsVersion = 0;
 
   constructor(options: SessionEngineOptions<Vars> = {}) {
     super();
@@ -76,6 +77,20 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * This is the seam adapters use; applications use `createServer` or an adapter instead.
    */
   acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
+    try {
+      return Promise.resolve(this.#store.acquire(request));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * `acquire` without a promise when the answer is known at once: the lease itself when a process is
+   * free (or a new session's `init` is synchronous), a `SessionError` thrown when the request is refused
+   * at once, and a promise only when the request has to wait (a busy session, an asynchronous `init`, a
+   * store that needs a round trip). The built-in adapters use it: most requests then cost no promise.
+   */
+  acquireNow(request: RequestIdentity): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     return this.#store.acquire(request);
   }
 
@@ -148,11 +163,17 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     const validated = validateOption(name, value);
     validateCombination({ ...this.#options, [name]: validated });
     (this.#options as Record<OptionName, unknown>)[name] = validated;
+    this.#optionsVersion++;
     this.emit('option', { name, value: validated });
     return validated;
   }
 
   // ---- reading --------------------------------------------------------------------------------------
+
+  /** @internal Changes with every option change: the HTTP binding keeps what it reads of the options until then. */
+  get [kOptionsVersion](): number {
+    return this.#optionsVersion;
+  }
 
   /** WEB Get Current Session ID: the session of the request (or hook, or task) running now, else `''`. */
   currentSessionId(): string {

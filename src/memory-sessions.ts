@@ -2,6 +2,7 @@ import { beginClose } from './close.js';
 import { SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import { MemoryLockManager, type LockManager } from './locks.js';
+import { isThenable, type MaybePromise } from './maybe-async.js';
 import type { SessionVars, WebProcess } from './process.js';
 import { Scheduler } from './scheduler.js';
 import type { Session } from './session.js';
@@ -39,32 +40,31 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     this.#scheduler = new Scheduler<Vars>({ ...ctx, lockManager: this.lockManager });
   }
 
-  async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
+  acquire(request: RequestIdentity): MaybePromise<RequestLease<Vars>> {
+    return this.#bind(request, this.#scheduler.findLive(request.sessionId), undefined);
+  }
+
+  #bind(request: RequestIdentity, session: Session<Vars> | undefined, closedWhileQueued: Session<Vars> | undefined): MaybePromise<RequestLease<Vars>> {
     const scheduler = this.#scheduler;
-    let session = scheduler.findLive(request.sessionId);
-    let closedWhileQueued: Session<Vars> | undefined;
-    for (;;) {
-      if (this.#refusing) throw scheduler.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-      const { mode } = this.#ctx.options;
-      if (mode === 'none') return scheduler.transient();
-      if (session === undefined) {
-        const predecessor = closedWhileQueued;
-        return scheduler.create(request.ip, predecessor === undefined ? undefined : (created) => { predecessor.successor = created; });
-      }
-      if (mode === 'legacy' && this.#ctx.options.ipValidation && session.ip !== request.ip) {
-        throw scheduler.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: session.id }));
-      }
-      try {
-        return await scheduler.enter(session);
-      } catch (error) {
-        if (!(error instanceof SessionError && error.code === 'ERR_SESSION_CLOSED')) throw error;
-        // The session closed while this request waited in its queue. It runs in a new session instead;
-        // the other requests queued with the same cookie join that one rather than each making its own.
-        closedWhileQueued = session;
-        const successor = session.successor;
-        session = successor !== undefined && successor.state === 'open' ? successor : undefined;
-      }
+    if (this.#refusing) throw scheduler.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
+    const { mode } = this.#ctx.options;
+    if (mode === 'none') return scheduler.transient();
+    if (session === undefined) {
+      return scheduler.create(request.ip, closedWhileQueued === undefined ? undefined : (created) => { closedWhileQueued.successor = created; });
     }
+    if (mode === 'legacy' && this.#ctx.options.ipValidation && session.ip !== request.ip) {
+      throw scheduler.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: session.id }));
+    }
+    // A free process is taken at once; only a request that has to queue gets a promise.
+    const entered = scheduler.enter(session);
+    if (!isThenable(entered)) return entered;
+    return entered.catch((error: unknown) => {
+      if (!(error instanceof SessionError && error.code === 'ERR_SESSION_CLOSED')) throw error;
+      // The session closed while this request waited in its queue. It runs in a new session instead;
+      // the other requests queued with the same cookie join that one rather than each making its own.
+      const successor = session.successor;
+      return this.#bind(request, successor !== undefined && successor.state === 'open' ? successor : undefined, session);
+    });
   }
 
   closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {

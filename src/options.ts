@@ -46,6 +46,9 @@ export interface RuntimeOptions {
 
 export type OptionName = keyof RuntimeOptions;
 
+/** Key of the engine's options version (not exported from the package): it changes with every option change. */
+export const kOptionsVersion: unique symbol = Symbol('legacy-web-sessions.optionsVersion');
+
 const MINUTE_MS = 60_000;
 
 export const DEFAULT_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({

@@ -67,8 +67,8 @@ let processCounter = 0;
 export let processInternals: {
   /** The session is closing: abort the signal, making the reason only if someone holds the signal. */
   abort(proc: WebProcess<SessionVars>, reason: () => unknown): void;
-  /** Marks closed, clears selections, resets vars, releases every lock. */
-  teardown(proc: WebProcess<SessionVars>, emptyVars: object): Promise<void>;
+  /** Marks closed, clears selections, resets vars, releases every lock (a promise only when it held some). */
+  teardown(proc: WebProcess<SessionVars>, emptyVars: object): Promise<void> | undefined;
   /** The locks a process holds, as a store that serializes processes saves them. */
   heldLocks(proc: WebProcess<SessionVars>): LockRef[];
   /** Restores the held-lock list of a process rebuilt from saved state (the locks are still held). */
@@ -194,13 +194,15 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
         proc.#abortReason = reason;
         proc.#controller?.abort(reason());
       },
-      async teardown(proc, emptyVars) {
+      teardown(proc, emptyVars) {
         proc.#closed = true;
         proc.#selections?.clear();
         const held = proc.#held;
         proc.#held = undefined;
         proc.vars = emptyVars as never;
-        if (held !== undefined && held.size > 0) await proc.#owner.lockManager.releaseAll(proc, [...held.values()]);
+        // No lock to give back: done at once, so closing an idle session can finish without a promise.
+        if (held === undefined || held.size === 0) return undefined;
+        return releaseHeld(proc.#owner.lockManager, proc, [...held.values()]);
       },
       heldLocks(proc) {
         return proc.#held === undefined ? [] : [...proc.#held.values()];
@@ -212,3 +214,6 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   }
 }
 
+async function releaseHeld(manager: LockManager, owner: LockOwner, refs: LockRef[]): Promise<void> {
+  await manager.releaseAll(owner, refs);
+}

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { beginClose, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
+import { beginClose, closedPromise, closeNow, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
 import { SessionError } from './errors.js';
 import { ExpiryTimer } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
+import { isThenable, settledOrPromise, type MaybePromise } from './maybe-async.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
-import { removeItem, Session, type SessionHost } from './session.js';
+import { NONE, removeItem, Session, withItem, type SessionHost } from './session.js';
 import type { Counters } from './stats.js';
 import type { StoreContext } from './store.js';
 
@@ -89,7 +90,7 @@ export class Scheduler<Vars extends SessionVars> {
   /** Takes a free process of the session, or waits for one (FIFO). Rejects ERR_SESSION_CLOSED if the session closes meanwhile. */
   enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
-    const free = session.freeProcesses.pop();
+    const free = session.freeProcesses.length > 0 ? session.freeProcesses.pop() : undefined;
     const canAddProcess = free === undefined && session.requestProcessCount < options.processesPerSession && this.#liveProcesses < options.maxConcurrentProcesses;
     if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
       throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
@@ -107,8 +108,11 @@ export class Scheduler<Vars extends SessionVars> {
     });
   }
 
-  /** A new session for this request, evicting the least recently active idle ones while there is no room. */
-  async create(ip: string, onSession?: (session: Session<Vars>) => void): Promise<RequestLease<Vars>> {
+  /**
+   * A new session for this request, evicting the least recently active idle ones while there is no room.
+   * The lease itself when `init` is synchronous, else a promise; a refusal throws.
+   */
+  create(ip: string, onSession?: (session: Session<Vars>) => void): MaybePromise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
     while (this.store.size >= cap || this.#liveProcesses >= options.maxConcurrentProcesses) {
@@ -119,25 +123,34 @@ export class Scheduler<Vars extends SessionVars> {
           : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
       }
       // Not awaited: the newcomer never waits for another session's hook.
-      void beginClose(this.closeContext, victim, 'evicted');
+      closeNow(this.closeContext, victim, 'evicted');
     }
     const session = new Session<Vars>(this.#sessionHost, randomUUID(), ip, this.#ctx.clock.now());
     this.store.add(session);
     this.#ctx.counters.created++;
     onSession?.(session);
-    let lease: RequestLease<Vars>;
+    let lease: MaybePromise<RequestLease<Vars>>;
     try {
-      lease = await this.#startNewProcess(session, true);
+      lease = this.#startNewProcess(session, true);
     } catch (error) {
       this.#discard(session);
       throw error;
     }
-    this.#ctx.created({ sessionId: session.id, ip });
-    return lease;
+    if (!isThenable(lease)) {
+      this.#ctx.created({ sessionId: session.id, ip });
+      return lease;
+    }
+    return lease.then((started) => {
+      this.#ctx.created({ sessionId: session.id, ip });
+      return started;
+    }, (error: unknown) => {
+      this.#discard(session);
+      throw error;
+    });
   }
 
   /** 'none' mode: a throw-away process for one request, torn down at release. */
-  async transient(): Promise<RequestLease<Vars>> {
+  transient(): MaybePromise<RequestLease<Vars>> {
     if (this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses) {
       throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
     }
@@ -145,13 +158,20 @@ export class Scheduler<Vars extends SessionVars> {
     this.#liveProcesses++;
     this.#transients.push(proc);
     const lease = new RequestLease(this.#leaseHost, undefined, proc, true);
+    let vars: MaybePromise<Vars>;
     try {
-      proc.vars = await this.#initVars(proc);
+      vars = this.#initVars(proc);
     } catch (error) {
-      lease.release();
-      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
+      return transientInitFailed(lease, error);
     }
-    return lease;
+    if (!isThenable(vars)) {
+      proc.vars = vars;
+      return lease;
+    }
+    return vars.then((resolved) => {
+      proc.vars = resolved;
+      return lease;
+    }, (error: unknown) => transientInitFailed(lease, error));
   }
 
   /** Moves an open session to a fresh random id; the old id is dead at once. */
@@ -171,25 +191,37 @@ export class Scheduler<Vars extends SessionVars> {
 
   #start(session: Session<Vars>, proc: WebProcess<Vars>, isNew = false): RequestLease<Vars> {
     this.store.markBusy(session);
-    session.running.push(proc);
+    session.running = withItem(session.running, proc);
     return new RequestLease(this.#leaseHost, session, proc, isNew);
   }
 
-  async #startNewProcess(session: Session<Vars>, isNewSession: boolean): Promise<RequestLease<Vars>> {
+  #startNewProcess(session: Session<Vars>, isNewSession: boolean): MaybePromise<RequestLease<Vars>> {
     const proc = this.#addProcess(session, 'web');
     session.requestProcessCount++;
     const lease = this.#start(session, proc, isNewSession);
+    let vars: MaybePromise<Vars>;
     try {
-      proc.vars = await this.#initVars(proc);
+      vars = this.#initVars(proc);
     } catch (error) {
-      // The process never had a context: it leaves the session (the next request runs init again).
-      this.#dropProcess(session, proc);
-      session.requestProcessCount--;
-      void processInternals.teardown(proc, {});
-      this.#settleIfIdle(session);
-      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: session.id });
+      return this.#initFailed(session, proc, error);
     }
-    return lease;
+    if (!isThenable(vars)) {
+      proc.vars = vars;
+      return lease;
+    }
+    return vars.then((resolved) => {
+      proc.vars = resolved;
+      return lease;
+    }, (error: unknown) => this.#initFailed(session, proc, error));
+  }
+
+  #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): never {
+    // The process never had a context: it leaves the session (the next request runs init again).
+    this.#dropProcess(session, proc);
+    session.requestProcessCount--;
+    void processInternals.teardown(proc, {});
+    this.#settleIfIdle(session);
+    throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: session.id });
   }
 
   /** A session whose init failed: it never existed for the client, so it goes without a hook. */
@@ -198,7 +230,9 @@ export class Scheduler<Vars extends SessionVars> {
     this.store.delete(session);
     this.#liveProcesses -= session.processes.length;
     session.state = 'closed';
-    for (const proc of session.processes.splice(0)) void processInternals.teardown(proc, {});
+    const processes = session.processes;
+    session.processes = NONE;
+    for (const proc of processes) void processInternals.teardown(proc, {});
   }
 
   #release(lease: RequestLease<Vars, Session<Vars>>): void {
@@ -220,7 +254,7 @@ export class Scheduler<Vars extends SessionVars> {
     const next = session.queue?.shift();
     if (next !== undefined) return next.resolve(proc); // handed over: the session stays busy
     removeItem(session.running, proc);
-    session.freeProcesses.push(proc);
+    session.freeProcesses = withItem(session.freeProcesses, proc);
     this.#settleIfIdle(session);
   }
 
@@ -232,7 +266,7 @@ export class Scheduler<Vars extends SessionVars> {
 
   #addProcess(session: Session<Vars>, name: string): WebProcess<Vars> {
     const proc = new WebProcess<Vars>(session, name, {} as Vars);
-    session.processes.push(proc);
+    session.processes = withItem(session.processes, proc);
     this.#liveProcesses++;
     return proc;
   }
@@ -244,9 +278,9 @@ export class Scheduler<Vars extends SessionVars> {
     this.#liveProcesses--;
   }
 
-  #initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {
+  #initVars(proc: WebProcess<Vars>): MaybePromise<Vars> {
     const init = this.#ctx.init;
-    return init === undefined ? ({} as Vars) : this.#ctx.als.run(proc, () => init(proc));
+    return init === undefined ? ({} as Vars) : settledOrPromise(this.#ctx.als.run(proc, () => init(proc)));
   }
 
   #spawn(session: Session<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
@@ -297,7 +331,7 @@ export class Scheduler<Vars extends SessionVars> {
     const timeoutMs = this.#ctx.options.inactiveProcessTimeoutMs;
     let closed = 0;
     for (let head = this.store.oldestIdle(); head !== undefined && head.lastActivityAtMs + timeoutMs <= nowMs; head = this.store.oldestIdle()) {
-      void beginClose(this.closeContext, head, 'timeout');
+      closeNow(this.closeContext, head, 'timeout');
       if (++closed === EXPIRY_BATCH) {
         // Mass expiry: yield to pending requests between batches.
         setImmediate(() => this.#expireDue()).unref();
@@ -319,7 +353,7 @@ export class Scheduler<Vars extends SessionVars> {
     // Called from a hook or teardown of a closing session, stop() must not wait for that very close.
     const own = caller === undefined ? undefined : this.closing.get(caller.sessionId);
     const waitsForOwn = own !== undefined && (own.phase === 'hooks' || own.phase === 'teardown');
-    const closes = Promise.all([...this.closing.values()].filter((s) => !(waitsForOwn && s === own)).map((s) => s.closed));
+    const closes = Promise.all([...this.closing.values()].filter((s) => !(waitsForOwn && s === own)).map((s) => closedPromise(s)));
     const transients = this.#transients.filter((p) => p !== caller);
     if (transients.length > 0) {
       const done = new Promise<void>((resolve) => {
@@ -337,7 +371,12 @@ export class Scheduler<Vars extends SessionVars> {
   waitInside(caller: WebProcess<Vars>): void {
     const session = this.closing.get(caller.sessionId);
     if (session === undefined || !session.running.includes(caller) || session.waitingInside.includes(caller)) return;
-    session.waitingInside.push(caller);
+    session.waitingInside = withItem(session.waitingInside, caller);
     noteProgress(session);
   }
+}
+
+function transientInitFailed<Vars extends SessionVars>(lease: RequestLease<Vars>, error: unknown): never {
+  lease.release();
+  throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
 }

@@ -35,18 +35,23 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   state: SessionState = 'open';
   phase: ClosePhase | undefined;
   closeReason: CloseReason | undefined;
+  // The process lists start as the shared empty list and get an array of their own on their first item
+  // (`withItem`): a session costs no empty arrays, and a first push does not reserve room for 17.
   /** Every live process: request processes and running spawned ones. */
-  readonly processes: WebProcess<Vars>[] = [];
+  processes: WebProcess<Vars>[] = NONE;
   /** Request processes not running a request. */
-  readonly freeProcesses: WebProcess<Vars>[] = [];
+  freeProcesses: WebProcess<Vars>[] = NONE;
   /** Request processes that exist (free or running), at most `processesPerSession`. */
   requestProcessCount = 0;
   /** Processes running a request or a spawned task right now. */
-  readonly running: WebProcess<Vars>[] = [];
+  running: WebProcess<Vars>[] = NONE;
   /** Processes that called `closeSession` on this session from inside and wait for it. */
-  readonly waitingInside: WebProcess<Vars>[] = [];
+  waitingInside: WebProcess<Vars>[] = NONE;
   queue: Waiter<Vars>[] | undefined;
+  /** The close's promise, made when someone waits for it (see closedPromise). */
   closed: Promise<void> | undefined;
+  /** Settles `closed` when the pipeline ends. */
+  settleClosed: ((error: unknown) => void) | undefined;
   /** The session that requests queued here moved to when this one closed (they share it). */
   successor: Session<Vars> | undefined;
   /** Resolves the close pipeline's wait for in-flight work. */
@@ -82,14 +87,28 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
 
   /** In-flight work the close pipeline must wait for: running processes not waiting inside `closeSession`. */
   get isDrained(): boolean {
-    return this.running.every((p) => this.waitingInside.includes(p));
+    for (const proc of this.running) if (!this.waitingInside.includes(proc)) return false;
+    return true;
   }
+}
+
+/** The empty process list every session starts with; frozen, so a push on it fails loudly instead of sharing. */
+export const NONE: never[] = Object.freeze([]) as never[];
+
+/** `list` with `item` appended: the shared empty list is replaced by a list of its own, any other grows in place. */
+export function withItem<T>(list: T[], item: T): T[] {
+  if (list === NONE) return [item];
+  list.push(item);
+  return list;
 }
 
 /** Removes `item` from a small array (sessions hold a handful of processes at most). */
 export function removeItem<T>(list: T[], item: T): boolean {
   const index = list.indexOf(item);
   if (index < 0) return false;
-  list.splice(index, 1);
+  // Not splice: it would allocate an array of the removed items on every request.
+  const last = list.length - 1;
+  for (let i = index; i < last; i++) list[i] = list[i + 1]!;
+  list.pop();
   return true;
 }

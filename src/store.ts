@@ -3,6 +3,7 @@ import type { Clock } from './clock.js';
 import type { SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
+import type { MaybePromise } from './maybe-async.js';
 import type { OptionName, RuntimeOptions } from './options.js';
 import type { SessionVars, WebProcess } from './process.js';
 import type { CloseReason } from './session.js';
@@ -58,8 +59,12 @@ export interface StoreGauges {
  */
 export interface AttachedStore<Vars extends SessionVars> {
   readonly lockManager: LockManager;
-  /** Binds a request to a process (see `SessionEngine.acquire`). */
-  acquire(request: RequestIdentity): Promise<RequestLease<Vars>>;
+  /**
+   * Binds a request to a process (see `SessionEngine.acquireNow`): the lease itself when it can be had
+   * at once, a promise when the request waits (or the store needs a round trip), a thrown
+   * `SessionError` when it is refused at once.
+   */
+  acquire(request: RequestIdentity): MaybePromise<RequestLease<Vars>>;
   /** WEB LEGACY CLOSE SESSION; `caller` is the process running the call, if any. */
   closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean>;
   regenerate(id: string): Promise<string | null>;

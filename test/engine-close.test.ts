@@ -766,3 +766,128 @@ describe('stop()', () => {
     }
   });
 });
+
+describe('closing an idle session without waiting (eviction, timeout)', () => {
+  /** What happened, in order: the hook (with what it saw), the teardown as the 'close' listener finds it, the event. */
+  function observe(engine: SessionEngine<Vars>, log: string[]): void {
+    engine.on('close', (event) => log.push(`close ${event.sessionId} ${event.reason} hooks=${event.hooksRun} processes=${event.processCount}`));
+  }
+
+  test('an evicted idle session with a synchronous hook is closed before the newcomer gets its lease: hook with the context intact, teardown, then the close event', GUARD, async () => {
+    const log: string[] = [];
+    let victim: WebProcess<Vars> | undefined;
+    let engine!: SessionEngine<Vars>;
+    ({ engine } = engineWithErrors<Vars>({
+      maxSessions: 1,
+      init: () => ({ n: 0 }),
+      onClose: (proc, reason) => {
+        victim = proc;
+        log.push(`hook ${proc.sessionId} ${reason} n=${proc.vars.n} user=${proc.vars.user} position=${proc.selections.get('Customers')?.position} current=${engine.currentSessionId()} aborted=${proc.signal.aborted} closed=${proc.closed}`);
+      },
+    }));
+    engine.on('close', () => log.push(`teardown done: vars=${JSON.stringify(victim?.vars)} tables=${victim?.selections.tables().length} closed=${victim?.closed}`));
+    observe(engine, log);
+    try {
+      const id = await visit(engine, undefined, (lease) => {
+        lease.proc.vars.n = 2;
+        lease.proc.vars.user = 'ann';
+        lease.proc.selections.set('Customers', [7, 42, 99]).position = 2;
+      });
+      const acquired = engine.acquireNow({ sessionId: undefined, ip: IP });
+      assert.ok(!(acquired instanceof Promise), 'a synchronous init gives the lease at once');
+      assert.deepEqual(log, [
+        `hook ${id} evicted n=2 user=ann position=2 current=${id} aborted=true closed=false`,
+        'teardown done: vars={} tables=0 closed=true',
+        `close ${id} evicted hooks=1 processes=1`,
+      ]);
+      assert.equal(engine.stats().closingSessions, 0);
+      assert.equal(engine.sessionProcessCount(id), 0);
+      assert.equal(await engine.closeSession(id), false, 'the id is dead');
+      await settle();
+      assert.equal(log.length, 3, 'nothing runs twice later');
+      acquired.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test('a timed-out idle session with a synchronous hook is closed inside the timer: once, in order, the engine seen as the closing session', GUARD, async () => {
+    const clock = new ManualClock();
+    const log: string[] = [];
+    let engine!: SessionEngine<Vars>;
+    ({ engine } = engineWithErrors<Vars>({
+      clock,
+      inactiveProcessTimeoutMs: MINUTE,
+      init: () => ({ n: 0 }),
+      onClose: (proc, reason) => { log.push(`hook ${proc.sessionId} ${reason} n=${proc.vars.n} current=${engine.currentSessionId()}`); },
+    }));
+    observe(engine, log);
+    try {
+      const id = await visit(engine, undefined, (lease) => { lease.proc.vars.n = 4; });
+      clock.advance(MINUTE);
+      assert.deepEqual(log, [`hook ${id} timeout n=4 current=${id}`, `close ${id} timeout hooks=1 processes=1`]);
+      assert.equal(engine.currentSessionId(), '');
+      await settle();
+      assert.equal(log.length, 2);
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('synchronous hooks that close each other while timing out run once each and never deadlock', GUARD, async () => {
+    const clock = new ManualClock();
+    const hooks: string[] = [];
+    let ids: string[] = [];
+    let engine!: SessionEngine<Vars>;
+    ({ engine } = engineWithErrors<Vars>({
+      clock,
+      inactiveProcessTimeoutMs: MINUTE,
+      init: () => ({ n: 0 }),
+      // "Log out on every device": each hook closes every other session of the user, synchronously.
+      onClose: (proc) => {
+        hooks.push(`${proc.sessionId}:${engine.currentSessionId()}`);
+        for (const other of ids) if (other !== proc.sessionId) void engine.closeSession(other);
+      },
+    }));
+    const closes = closesOf(engine);
+    try {
+      ids = [await visit(engine), await visit(engine), await visit(engine)];
+      clock.advance(MINUTE);
+      await settle();
+      assert.deepEqual(hooks.sort(), ids.map((id) => `${id}:${id}`).sort(), 'each hook once, in its own context');
+      assert.equal(closes.length, 3);
+      assert.equal(engine.stats().sessions, 0);
+      assert.equal(engine.stats().closingSessions, 0);
+    } finally {
+      await shutdown(engine, clock);
+    }
+  });
+
+  test('an evicted session whose hook returns a promise or which holds a lock closes in the same order, asynchronously', GUARD, async () => {
+    for (const kind of ['async hook', 'lock'] as const) {
+      const log: string[] = [];
+      let victim: WebProcess<Vars> | undefined;
+      const { engine } = engineWithErrors<Vars>({
+        maxSessions: 1,
+        init: () => ({ n: 0 }),
+        onClose: kind === 'async hook'
+          ? async (proc) => { victim = proc; await settle(1); log.push(`hook n=${proc.vars.n} closed=${proc.closed}`); }
+          : (proc) => { victim = proc; log.push(`hook n=${proc.vars.n} closed=${proc.closed}`); },
+      });
+      engine.on('close', (event) => log.push(`close hooks=${event.hooksRun} vars=${JSON.stringify(victim?.vars)} locks=${victim?.locks.held().length}`));
+      try {
+        await visit(engine, undefined, async (lease) => {
+          lease.proc.vars.n = 1;
+          if (kind === 'lock') assert.equal(await lease.proc.locks.tryLock('Customers', 42), true);
+        });
+        const lease = await open(engine);
+        await settle();
+        assert.deepEqual(log, ['hook n=1 closed=false', 'close hooks=1 vars={} locks=0'], kind);
+        assert.equal(await engine.lockManager.lockedBy({ table: 'Customers', key: 42 }), null, kind);
+        lease.release();
+      } finally {
+        await shutdown(engine);
+      }
+    }
+  });
+});

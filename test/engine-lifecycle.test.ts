@@ -229,6 +229,53 @@ describe('binding requests to sessions', () => {
   });
 });
 
+describe('acquireNow(): the lease without a promise when nothing has to wait', () => {
+  const isPromise = (value: unknown): boolean => value instanceof Promise;
+
+  test('a returning request whose process is free, and a new session with a synchronous init, get the lease itself', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ init: () => ({ n: 0 }) });
+    try {
+      const created = engine.acquireNow({ sessionId: undefined, ip: IP });
+      assert.ok(!isPromise(created) && 'proc' in created);
+      assert.equal(created.isNewSession, true);
+      created.proc.vars.n = 7;
+      created.release();
+      const again = engine.acquireNow({ sessionId: created.sessionId, ip: IP });
+      assert.ok(!isPromise(again) && 'proc' in again);
+      assert.equal(again.proc, created.proc);
+      assert.equal(again.isNewSession, false);
+      assert.equal(again.run(() => engine.currentSessionId()), created.sessionId);
+      again.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test('a request that has to wait (busy session, asynchronous init) gets a promise; a refusal throws at once while acquire() rejects', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ init: async () => { await settle(1); return { n: 0 }; } });
+    try {
+      const pending = engine.acquireNow({ sessionId: undefined, ip: IP });
+      assert.ok(pending instanceof Promise, 'an asynchronous init is waited for');
+      const first = await pending;
+      const queued = engine.acquireNow({ sessionId: first.sessionId, ip: IP });
+      assert.ok(queued instanceof Promise, 'a busy session queues the request');
+      const waiting = track(queued);
+      await settle();
+      assert.equal(waiting.settled, false);
+      first.release();
+      const second = await queued;
+      assert.equal(second.proc, first.proc);
+      assert.throws(() => engine.acquireNow({ sessionId: first.sessionId, ip: OTHER_IP }), { code: 'ERR_SESSION_IP_MISMATCH', httpStatus: 400 });
+      const refused = engine.acquire({ sessionId: first.sessionId, ip: OTHER_IP });
+      assert.ok(refused instanceof Promise, 'acquire() always answers with a promise');
+      await assert.rejects(refused, { code: 'ERR_SESSION_IP_MISMATCH' });
+      second.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+});
+
 describe('currentSessionId()', () => {
   test("is the request's session inside lease.run, across awaits and interleaved sessions, and '' outside", GUARD, async () => {
     const { engine } = engineWithErrors<Vars>({ init: () => ({ n: 0 }) });

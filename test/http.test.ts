@@ -135,6 +135,23 @@ test('cookieName, cookiePath, cookieDomain and cookieSameSite shape the cookie, 
   });
 });
 
+test('cookie options changed at run time apply from the next request: the new name is read and written, the old one is not read', async () => {
+  const { engine } = engineWithErrors<{ n: number }>({ clock: new ManualClock(), init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const id = theCookie(await request(server.url)).value;
+    assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, '2');
+    engine.setOption('cookieName', 'APPSID');
+    engine.setOption('cookiePath', '/app');
+    const renamed = await request(server.url, { cookie: `APPSID=${id}` });
+    assert.equal(renamed.body, '3', 'the same session under the new name');
+    const cookie = theCookie(renamed, 'APPSID');
+    assert.equal(cookie.value, id);
+    assert.equal(cookie.attrs.get('path'), '/app');
+    assert.equal(renamed.setCookies.some((c) => c.startsWith('4DSID=')), false);
+    assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, '1', 'the old name is no longer read');
+  });
+});
+
 test('a returning browser keeps its session and vars, and every response moves Expires to that request time + inactiveSessionTimeoutMs', async () => {
   const clock = new ManualClock();
   const timeout = 20 * MINUTE;

@@ -3,15 +3,16 @@ import type { TLSSocket } from 'node:tls';
 import type { SessionEngine } from '../engine.js';
 import { RETRY_AFTER_SECONDS, SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
+import type { MaybePromise } from '../maybe-async.js';
 import type { SessionVars } from '../process.js';
 import { clientIp } from './client-ip.js';
 import { readSessionId } from './cookie.js';
-import { sessionCookieFormat } from './set-cookie.js';
+import { bindingSettings, type OptionsEngine } from './settings.js';
 
 /** What the binding uses of an engine: any `SessionEngine<Vars>` has it. */
-export type HttpEngine<Vars extends SessionVars> = Pick<SessionEngine<Vars>, 'acquire' | 'getOption'>;
+export type HttpEngine<Vars extends SessionVars> = Pick<SessionEngine<Vars>, 'acquireNow'> & OptionsEngine;
 /** What writing the cookie uses of an engine and a lease (neither depends on the vars' type). */
-export type CookieEngine = Pick<SessionEngine<SessionVars>, 'getOption'>;
+export type CookieEngine = OptionsEngine;
 export type CookieLease = Pick<RequestLease<SessionVars>, 'cookie'>;
 
 /** The parts of a request the binding reads; every framework can supply them (`socketFacts`). */
@@ -51,18 +52,23 @@ export function socketFacts(req: IncomingMessage): HttpRequestFacts {
   };
 }
 
-/** Binds a request to a process of `engine`: reads the cookie and the client's IP, acquires the process. */
-export function acquireFor<Vars extends SessionVars>(engine: HttpEngine<Vars>, facts: HttpRequestFacts): Promise<RequestLease<Vars>> {
-  return engine.acquire({
-    sessionId: readSessionId(facts.cookieHeader, engine.getOption('cookieName')),
-    ip: clientIp(facts.remoteAddress, facts.forwardedFor, engine.getOption('trustProxy')),
+/**
+ * Binds a request to a process of `engine`: reads the cookie and the client's IP, acquires the process.
+ * As `engine.acquireNow`: the lease at once when a process is free, a promise when the request waits,
+ * a thrown `SessionError` when it is refused at once.
+ */
+export function acquireFor<Vars extends SessionVars>(engine: HttpEngine<Vars>, facts: HttpRequestFacts): MaybePromise<RequestLease<Vars>> {
+  const settings = bindingSettings(engine);
+  return engine.acquireNow({
+    sessionId: readSessionId(facts.cookieHeader, settings.cookieName),
+    ip: clientIp(facts.remoteAddress, facts.forwardedFor, settings.trustProxy),
   });
 }
 
 /** The Set-Cookie header value for the lease's response, decided now (call it when headers are written). */
 export function setCookieFor(engine: CookieEngine, lease: CookieLease, secure: boolean): string | undefined {
   const directive = lease.cookie();
-  return directive.action === 'none' ? undefined : sessionCookieFormat(engine).format(directive, secure);
+  return directive.action === 'none' ? undefined : bindingSettings(engine).cookieFormat.format(directive, secure);
 }
 
 /**

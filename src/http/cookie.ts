@@ -1,4 +1,4 @@
-import { parseCookie, stringifySetCookie, type SetCookie } from 'cookie';
+import { stringifySetCookie, type SetCookie } from 'cookie';
 import type { CookieDirective } from '../lease.js';
 import type { RuntimeOptions } from '../options.js';
 
@@ -14,13 +14,55 @@ export type CookieOptions = Pick<RuntimeOptions, 'cookieName' | 'cookieDomain' |
 /** The session id a Cookie header carries, or undefined when absent or malformed. */
 export function readSessionId(cookieHeader: string | undefined, cookieName: string): string | undefined {
   if (cookieHeader === undefined || cookieHeader.length > MAX_COOKIE_HEADER_LENGTH || !cookieHeader.includes(cookieName)) return undefined;
-  let value: string | undefined;
-  try {
-    value = parseCookie(cookieHeader)[cookieName];
-  } catch {
-    return undefined; // a malformed header is the same as no cookie: the request gets a new session
-  }
+  const value = cookieValue(cookieHeader, cookieName);
   return value !== undefined && value.length === SESSION_ID_LENGTH ? value : undefined;
+}
+
+/**
+ * The value of the first pair named `name`, read exactly as the cookie package's `parseCookie` reads it
+ * (pairs split on `;`, a part without `=` skipped, names and values trimmed of spaces and tabs, values
+ * percent-decoded when they decode, the first pair of a name wins) without building an object of every
+ * pair: this runs on every request.
+ */
+function cookieValue(header: string, name: string): string | undefined {
+  const length = header.length;
+  let index = 0;
+  while (index < length) {
+    const eq = header.indexOf('=', index);
+    if (eq === -1) return undefined;
+    let end = header.indexOf(';', index);
+    if (end === -1) end = length;
+    if (eq > end) {
+      // No '=' before the next ';': that part is no pair; go on from the last ';' before the '='.
+      index = header.lastIndexOf(';', eq - 1) + 1;
+      continue;
+    }
+    let keyStart = index;
+    let keyEnd = eq;
+    while (keyStart < keyEnd && isBlank(header.charCodeAt(keyStart))) keyStart++;
+    while (keyEnd > keyStart && isBlank(header.charCodeAt(keyEnd - 1))) keyEnd--;
+    if (keyEnd - keyStart === name.length && header.startsWith(name, keyStart)) {
+      let valueStart = eq + 1;
+      while (valueStart < end && isBlank(header.charCodeAt(valueStart))) valueStart++;
+      while (end > valueStart && isBlank(header.charCodeAt(end - 1))) end--;
+      return decode(header.slice(valueStart, end));
+    }
+    index = end + 1;
+  }
+  return undefined;
+}
+
+function isBlank(code: number): boolean {
+  return code === 32 || code === 9;
+}
+
+function decode(value: string): string {
+  if (!value.includes('%')) return value;
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
 }
 
 /**

@@ -61,7 +61,14 @@ export function writeHeadWithCookie(
     withCookie[key ?? 'set-cookie'] = given === undefined ? cookie : [...(Array.isArray(given) ? given : [String(given)]), cookie];
     return reason === undefined ? writeHead.call(res, statusCode, withCookie) : writeHead.call(res, statusCode, reason, withCookie);
   }
-  if (headers !== undefined) applyHeaderList(res, headers);
+  if (headers !== undefined) {
+    applyHeaderList(res, headers);
+  } else if (!res.hasHeader('set-cookie')) {
+    // The common case (res.end() with no header list): nothing to add to, so writeHead itself takes the
+    // cookie, which spares setHeader's work and, when the application set no header, Node's header map.
+    const withCookie: OutgoingHttpHeaders = { 'set-cookie': cookie };
+    return reason === undefined ? writeHead.call(res, statusCode, withCookie) : writeHead.call(res, statusCode, reason, withCookie);
+  }
   appendSetCookie(res, cookie);
   return reason === undefined ? writeHead.call(res, statusCode) : writeHead.call(res, statusCode, reason);
 }

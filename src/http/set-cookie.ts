@@ -1,5 +1,4 @@
 import type { CookieDirective } from '../lease.js';
-import type { CookieEngine } from './binding.js';
 import { serializeSessionCookie, type CookieOptions } from './cookie.js';
 
 // Every response sets the session cookie (its Expires moves with each request), so its serialization
@@ -10,21 +9,6 @@ const MARK_ID = '00000000-0000-4000-8000-000000000000';
 const MARK_MS = Date.UTC(2001, 1, 3, 4, 5, 6);
 const MARK_DATE = new Date(MARK_MS).toUTCString();
 
-const formats = new WeakMap<CookieEngine, SessionCookieFormat>();
-
-/** The format of `engine`'s cookie options as they are now (they change at run time through setOption). */
-export function sessionCookieFormat(engine: CookieEngine): SessionCookieFormat {
-  let format = formats.get(engine);
-  if (format === undefined || !format.matches(engine)) {
-    format = new SessionCookieFormat({
-      cookieName: engine.getOption('cookieName'), cookieDomain: engine.getOption('cookieDomain'), cookiePath: engine.getOption('cookiePath'),
-      cookieSameSite: engine.getOption('cookieSameSite'), cookieSecure: engine.getOption('cookieSecure'),
-    });
-    formats.set(engine, format);
-  }
-  return format;
-}
-
 /** The Set-Cookie values of one set of cookie options. */
 export class SessionCookieFormat {
   readonly options: CookieOptions;
@@ -33,14 +17,6 @@ export class SessionCookieFormat {
 
   constructor(options: CookieOptions) {
     this.options = options;
-  }
-
-  /** Whether `engine`'s options are still these. */
-  matches(engine: CookieEngine): boolean {
-    const o = this.options;
-    return engine.getOption('cookieName') === o.cookieName && engine.getOption('cookiePath') === o.cookiePath
-      && engine.getOption('cookieDomain') === o.cookieDomain && engine.getOption('cookieSameSite') === o.cookieSameSite
-      && engine.getOption('cookieSecure') === o.cookieSecure;
   }
 
   format(directive: CookieDirective, secure: boolean): string | undefined {

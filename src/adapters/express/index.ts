@@ -6,6 +6,8 @@ import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/release.js';
 import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
+import type { RequestLease } from '../../lease.js';
+import { isThenable, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
 declare global {
@@ -53,7 +55,7 @@ const withErrorHandler = new WeakSet<object>();
  * app.listen(8080);
  */
 export function sessions<Vars extends SessionVars = RequestVars>(engine: SessionEngine<Vars>): RequestHandler {
-  if (typeof engine?.acquire !== 'function') throw new TypeError('sessions(engine): engine must be a SessionEngine');
+  if (typeof engine?.acquireNow !== 'function') throw new TypeError('sessions(engine): engine must be a SessionEngine');
   return function legacyWebSessions(req: Request, res: Response, next: NextFunction): void {
     // req.app is the (sub-)app handling the request; Express types it without its response prototype.
     const app = req.app as ExpressApp;
@@ -66,17 +68,30 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
     }
     // The client's address follows the engine's trustProxy option, as in every adapter (not Express's 'trust proxy').
     const facts = socketFacts(req);
-    acquireFor(engine, facts).then((lease) => {
-      req.proc = lease.proc as WebProcess<RequestVars>;
-      // A mounted sub-app's prototype is left when the request goes back to its parent: only a
-      // top-level app's can carry the cookie for the whole response.
-      bindSession(res, engine, lease, facts.secure, (app as { parent?: unknown }).parent === undefined && Object.getPrototypeOf(res) === app.response);
-      runRequestEventsIn(req, lease);
-      lease.run(next);
-    }, (error: unknown) => {
+    let acquired: MaybePromise<RequestLease<Vars>>;
+    try {
+      acquired = acquireFor(engine, facts);
+    } catch (error) {
+      sendErrorAnswer(res, errorAnswer(error));
+      return;
+    }
+    if (!isThenable(acquired)) {
+      start(engine, app, req, res, next, acquired, facts.secure);
+      return;
+    }
+    acquired.then((lease) => start(engine, app, req, res, next, lease, facts.secure), (error: unknown) => {
       sendErrorAnswer(res, errorAnswer(error));
     });
   };
+}
+
+function start<Vars extends SessionVars>(engine: SessionEngine<Vars>, app: ExpressApp, req: Request, res: Response, next: NextFunction, lease: RequestLease<Vars>, secure: boolean): void {
+  req.proc = lease.proc as WebProcess<RequestVars>;
+  // A mounted sub-app's prototype is left when the request goes back to its parent: only a
+  // top-level app's can carry the cookie for the whole response.
+  bindSession(res, engine, lease, secure, (app as { parent?: unknown }).parent === undefined && Object.getPrototypeOf(res) === app.response);
+  runRequestEventsIn(req, lease);
+  lease.run(next);
 }
 
 /** The appended error handler (four parameters: that is how Express knows it handles errors). */

@@ -8,6 +8,8 @@ import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/release.js';
+import type { RequestLease } from '../../lease.js';
+import { isThenable, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
 declare module 'fastify' {
@@ -26,7 +28,7 @@ export interface SessionsOptions {
    * The engine, of any vars type (`request.proc.vars` is typed by `SessionTypes`): what the plugin
    * uses of it, since a `SessionEngine<Vars>` is not assignable to one of another vars type.
    */
-  engine: Pick<SessionEngine<SessionVars>, 'acquire' | 'getOption' | 'stop'>;
+  engine: Pick<SessionEngine<SessionVars>, 'acquireNow' | 'getOption' | 'stop'>;
   /**
    * Installs the error handler of the root scope: a failing handler gets a generic 500 (Fastify's
    * default answer carries the error's message). `false` if you set your own there (calling
@@ -38,7 +40,7 @@ export interface SessionsOptions {
 
 const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) => {
   const { engine, errorHandler = true } = options;
-  if (typeof engine?.acquire !== 'function') {
+  if (typeof engine?.acquireNow !== 'function') {
     done(new TypeError('register(sessions, { engine }): engine must be a SessionEngine'));
     return;
   }
@@ -49,19 +51,18 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
   fastify.addHook('onRequest', (request, reply, next) => {
     // The client's address follows the engine's trustProxy option, as in every adapter (not Fastify's own).
     const facts = socketFacts(request.raw);
-    acquireFor(engine, facts).then((lease) => {
-      request.proc = lease.proc as WebProcess<RequestVars>;
-      bindSession(reply.raw, engine, lease, facts.secure);
-      // Fastify's own body parsers carry the context across the body's stream events; this covers a
-      // handler that reads request.raw itself (a pass-through content-type parser).
-      runRequestEventsIn(request.raw, lease);
-      // Everything after this hook starts in the process's context (engine.currentSessionId(), a logout
-      // seen as from inside).
-      lease.run(next);
-    }, (error: unknown) => {
-      const answer = errorAnswer(error);
-      reply.code(answer.status).headers(answer.headers).send(answer.body);
-    });
+    let acquired: MaybePromise<RequestLease<SessionVars>>;
+    try {
+      acquired = acquireFor(engine, facts);
+    } catch (error) {
+      refuse(reply, error);
+      return;
+    }
+    if (!isThenable(acquired)) {
+      start(engine, request, reply, next, acquired, facts.secure);
+      return;
+    }
+    acquired.then((lease) => start(engine, request, reply, next, lease, facts.secure), (error: unknown) => refuse(reply, error));
   });
 
   // onError runs before any error handler, ours or yours: every failure is reported once, whoever answers.
@@ -77,6 +78,22 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
   });
   done();
 };
+
+function start(engine: SessionsOptions['engine'], request: FastifyRequest, reply: FastifyReply, next: () => void, lease: RequestLease<SessionVars>, secure: boolean): void {
+  request.proc = lease.proc as WebProcess<RequestVars>;
+  bindSession(reply.raw, engine, lease, secure);
+  // Fastify's own body parsers carry the context across the body's stream events; this covers a
+  // handler that reads request.raw itself (a pass-through content-type parser).
+  runRequestEventsIn(request.raw, lease);
+  // Everything after this hook starts in the process's context (engine.currentSessionId(), a logout
+  // seen as from inside).
+  lease.run(next);
+}
+
+function refuse(reply: FastifyReply, error: unknown): void {
+  const answer = errorAnswer(error);
+  reply.code(answer.status).headers(answer.headers).send(answer.body);
+}
 
 /**
  * Fastify plugin (wrapped with fastify-plugin, so it applies to the whole app): every request runs in

@@ -5,6 +5,7 @@ import { runRequestEventsIn } from '../../http/context.js';
 import { releaseAfterResponse } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
+import { isThenable, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
 export { readBody, readForm, DEFAULT_MAX_BODY_BYTES, type BodySource, type ReadBodyOptions } from '../../http/body.js';
@@ -44,35 +45,53 @@ export function createServer<Vars extends SessionVars>(engine: SessionEngine<Var
   }
 
   const server = http.createServer({ ...options, ServerResponse: SessionResponse as typeof http.ServerResponse }, (req, res) => {
-    void serve(engine, handler, req, res as SessionResponse);
+    serve(engine, handler, req, res as SessionResponse);
   });
   return server;
 }
 
-async function serve<Vars extends SessionVars>(
-  engine: SessionEngine<Vars>,
-  handler: SessionHandler<Vars>,
-  req: http.IncomingMessage,
-  res: http.ServerResponse & { lease: RequestLease<Vars> | undefined; secure: boolean },
-): Promise<void> {
+type SessionServerResponse<Vars extends SessionVars> = http.ServerResponse & { lease: RequestLease<Vars> | undefined; secure: boolean };
+
+// No async function and no promise on the way of a request whose process is free and whose handler is
+// synchronous: on Node 20 each promise also runs the async hooks behind AsyncLocalStorage.
+function serve<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>, req: http.IncomingMessage, res: SessionServerResponse<Vars>): void {
   const facts = socketFacts(req);
-  let lease: RequestLease<Vars>;
+  let acquired: MaybePromise<RequestLease<Vars>>;
   try {
-    lease = await acquireFor(engine, facts);
+    acquired = acquireFor(engine, facts);
   } catch (error) {
     sendErrorAnswer(res, errorAnswer(error));
     return;
   }
-  res.lease = lease;
-  res.secure = facts.secure;
-  runRequestEventsIn(req, lease);
-  try {
-    await lease.run(() => handler(req, res, lease.proc));
-  } catch (error) {
-    // An error naming a 4xx status (readBody's 413) is an answer; anything else is a failure, reported.
-    if (!isClientError(error)) lease.fail(error);
-    sendErrorAnswer(res, errorAnswer(error));
+  if (!isThenable(acquired)) {
+    run(handler, req, res, acquired, facts.secure);
+    return;
   }
-  // The process is free once the handler is done and the response has ended (or the client left).
+  acquired.then((lease) => run(handler, req, res, lease, facts.secure), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
+}
+
+function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.IncomingMessage, res: SessionServerResponse<Vars>, lease: RequestLease<Vars>, secure: boolean): void {
+  res.lease = lease;
+  res.secure = secure;
+  runRequestEventsIn(req, lease);
+  let returned: unknown;
+  try {
+    returned = lease.run(() => handler(req, res, lease.proc));
+  } catch (error) {
+    failed(res, lease, error);
+    return;
+  }
+  if (!isThenable(returned)) {
+    // The process is free once the handler is done and the response has ended (or the client left).
+    releaseAfterResponse(res, lease);
+    return;
+  }
+  Promise.resolve(returned).then(() => releaseAfterResponse(res, lease), (error: unknown) => failed(res, lease, error));
+}
+
+function failed<Vars extends SessionVars>(res: SessionServerResponse<Vars>, lease: RequestLease<Vars>, error: unknown): void {
+  // An error naming a 4xx status (readBody's 413) is an answer; anything else is a failure, reported.
+  if (!isClientError(error)) lease.fail(error);
+  sendErrorAnswer(res, errorAnswer(error));
   releaseAfterResponse(res, lease);
 }

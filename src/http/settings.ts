@@ -1,0 +1,43 @@
+import type { SessionEngine } from '../engine.js';
+import { kOptionsVersion, type RuntimeOptions } from '../options.js';
+import type { SessionVars } from '../process.js';
+import { SessionCookieFormat } from './set-cookie.js';
+
+/**
+ * What the binding reads of an engine: its options, and the version that says when they changed (every
+ * `SessionEngine` has it; without it the options are read on every request).
+ */
+export type OptionsEngine = Pick<SessionEngine<SessionVars>, 'getOption'> & { readonly [kOptionsVersion]?: number };
+
+/** The options every request reads, as the engine had them at `version`. */
+export interface BindingSettings {
+  readonly version: number | undefined;
+  readonly cookieName: string;
+  readonly trustProxy: RuntimeOptions['trustProxy'];
+  readonly cookieFormat: SessionCookieFormat;
+}
+
+const settings = new WeakMap<OptionsEngine, BindingSettings>();
+
+/**
+ * The engine's options as the binding uses them on every request, read again only when an option has
+ * changed since (setOption, or another node of a shared store): a request then costs one lookup and one
+ * comparison, not seven validated `getOption` calls.
+ */
+export function bindingSettings(engine: OptionsEngine): BindingSettings {
+  const version = engine[kOptionsVersion];
+  let current = settings.get(engine);
+  if (current === undefined || current.version !== version || version === undefined) {
+    current = {
+      version,
+      cookieName: engine.getOption('cookieName'),
+      trustProxy: engine.getOption('trustProxy'),
+      cookieFormat: new SessionCookieFormat({
+        cookieName: engine.getOption('cookieName'), cookieDomain: engine.getOption('cookieDomain'), cookiePath: engine.getOption('cookiePath'),
+        cookieSameSite: engine.getOption('cookieSameSite'), cookieSecure: engine.getOption('cookieSecure'),
+      }),
+    };
+    settings.set(engine, current);
+  }
+  return current;
+}
