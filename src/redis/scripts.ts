@@ -398,7 +398,7 @@ return redis.call('HGET', nh, 'pl')
 `;
 
 /**
- * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping.
+ * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping, keyTtlMs.
  * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
  * the sessions close when the whole cluster goes down, and each is claimed once.
  */
@@ -407,6 +407,8 @@ redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
 redis.call('DEL', P .. 'missing:' .. ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
 redis.call('SADD', P .. 'nodes', ARGV[2])
+-- The registry lives as long as its sessions may (a cluster that is gone leaves nothing behind).
+if redis.call('PTTL', P .. 'nodes') < tonumber(ARGV[5]) then redis.call('PEXPIRE', P .. 'nodes', ARGV[5]) end
 redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
 local others = 0
 for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do

@@ -118,7 +118,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   /** Renews this node's lease and learns how many other nodes are alive (for `onStop: 'auto'`). */
   async #beat(stopping = false): Promise<void> {
-    this.#othersAlive = Number(await this.#redis.lwsHeartbeat(this.#settings.prefix, this.#node.nodeId, this.#settings.nodeLeaseMs, stopping ? 1 : 0));
+    this.#othersAlive = Number(await this.#redis.lwsHeartbeat(this.#settings.prefix, this.#node.nodeId, this.#settings.nodeLeaseMs, stopping ? 1 : 0, keyTtlMs(this.#ctx, this.#settings)));
   }
 
   #onMessage(message: string): void {
