@@ -14,3 +14,11 @@ export function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T
 export function settledOrPromise<T>(value: T | PromiseLike<T>): MaybePromise<T> {
   return isThenable(value) ? Promise.resolve(value) : value;
 }
+
+/**
+ * Continues with `value` at once when it is not a promise, else when it settles: the synchronous path
+ * makes no promise. `onError` answers a rejection (a synchronous throw is the caller's to catch).
+ */
+export function whenReady<T, R>(value: MaybePromise<T>, onValue: (value: T) => R, onError: (error: unknown) => R): MaybePromise<R> {
+  return isThenable(value) ? Promise.resolve(value).then(onValue, onError) : onValue(value);
+}

@@ -4,7 +4,7 @@ import { SessionError } from './errors.js';
 import { ExpiryTimer } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
-import { isThenable, settledOrPromise, type MaybePromise } from './maybe-async.js';
+import { isThenable, settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
 import { NONE, removeItem, Session, withItem, type SessionHost } from './session.js';
@@ -164,11 +164,7 @@ export class Scheduler<Vars extends SessionVars> {
     } catch (error) {
       return transientInitFailed(lease, error);
     }
-    if (!isThenable(vars)) {
-      proc.vars = vars;
-      return lease;
-    }
-    return vars.then((resolved) => {
+    return whenReady(vars, (resolved) => {
       proc.vars = resolved;
       return lease;
     }, (error: unknown) => transientInitFailed(lease, error));
@@ -205,11 +201,7 @@ export class Scheduler<Vars extends SessionVars> {
     } catch (error) {
       return this.#initFailed(session, proc, error);
     }
-    if (!isThenable(vars)) {
-      proc.vars = vars;
-      return lease;
-    }
-    return vars.then((resolved) => {
+    return whenReady(vars, (resolved) => {
       proc.vars = resolved;
       return lease;
     }, (error: unknown) => this.#initFailed(session, proc, error));

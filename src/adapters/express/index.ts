@@ -7,7 +7,7 @@ import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/release.js';
 import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
-import { isThenable, type MaybePromise } from '../../maybe-async.js';
+import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
 declare global {
@@ -75,13 +75,7 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
       sendErrorAnswer(res, errorAnswer(error));
       return;
     }
-    if (!isThenable(acquired)) {
-      start(engine, app, req, res, next, acquired, facts.secure);
-      return;
-    }
-    acquired.then((lease) => start(engine, app, req, res, next, lease, facts.secure), (error: unknown) => {
-      sendErrorAnswer(res, errorAnswer(error));
-    });
+    void whenReady(acquired, (lease) => start(engine, app, req, res, next, lease, facts.secure), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
   };
 }
 

@@ -5,7 +5,7 @@ import { runRequestEventsIn } from '../../http/context.js';
 import { releaseAfterResponse } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
-import { isThenable, type MaybePromise } from '../../maybe-async.js';
+import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
 export { readBody, readForm, DEFAULT_MAX_BODY_BYTES, type BodySource, type ReadBodyOptions } from '../../http/body.js';
@@ -63,11 +63,7 @@ function serve<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: S
     sendErrorAnswer(res, errorAnswer(error));
     return;
   }
-  if (!isThenable(acquired)) {
-    run(handler, req, res, acquired, facts.secure);
-    return;
-  }
-  acquired.then((lease) => run(handler, req, res, lease, facts.secure), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
+  void whenReady(acquired, (lease) => run(handler, req, res, lease, facts.secure), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
 }
 
 function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.IncomingMessage, res: SessionServerResponse<Vars>, lease: RequestLease<Vars>, secure: boolean): void {
