@@ -27,8 +27,8 @@ export const systemClock: Clock = { now: () => Date.now(), setTimer: realTimer }
 interface ManualTimer {
   readonly dueAtMs: number;
   readonly order: number;
-  readonly callback: () => void;
-  cancelled: boolean;
+  /** Dropped when the timer is cancelled or fires: a cancelled timer must not keep what its callback holds. */
+  callback: (() => void) | undefined;
 }
 
 /**
@@ -54,9 +54,9 @@ export class ManualClock implements Clock {
   }
 
   setTimer(callback: () => void, delayMs: number): TimerHandle {
-    const timer: ManualTimer = { dueAtMs: this.#nowMs + Math.max(0, delayMs), order: this.#order++, callback, cancelled: false };
+    const timer: ManualTimer = { dueAtMs: this.#nowMs + Math.max(0, delayMs), order: this.#order++, callback };
     this.#timers.push(timer);
-    return { cancel: () => { timer.cancelled = true; } };
+    return { cancel: () => { timer.callback = undefined; } };
   }
 
   /** Moves time forward by `ms`, firing every timer that falls due, each at its own time. Returns how many fired. */
@@ -64,15 +64,16 @@ export class ManualClock implements Clock {
     const targetMs = this.#nowMs + ms;
     let fired = 0;
     for (;;) {
-      this.#timers = this.#timers.filter((t) => !t.cancelled);
+      this.#timers = this.#timers.filter((t) => t.callback !== undefined);
       let next: ManualTimer | undefined;
       for (const t of this.#timers) {
         if (t.dueAtMs <= targetMs && (next === undefined || t.dueAtMs < next.dueAtMs || (t.dueAtMs === next.dueAtMs && t.order < next.order))) next = t;
       }
       if (next === undefined) break;
-      next.cancelled = true;
+      const callback = next.callback!;
+      next.callback = undefined;
       this.#nowMs = Math.max(this.#nowMs, next.dueAtMs);
-      next.callback();
+      callback();
       fired++;
     }
     this.#nowMs = targetMs;
@@ -81,6 +82,6 @@ export class ManualClock implements Clock {
 
   /** Timers still waiting (for tests that check nothing is left armed). */
   get pendingTimers(): number {
-    return this.#timers.filter((t) => !t.cancelled).length;
+    return this.#timers.filter((t) => t.callback !== undefined).length;
   }
 }

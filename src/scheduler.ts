@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { newSessionId } from './session-id.js';
 import { beginClose, closedPromise, closeNow, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
 import { SessionError } from './errors.js';
 import { ExpiryTimer } from './expiry.js';
@@ -7,7 +7,7 @@ import type { LockManager } from './locks.js';
 import { isThenable, settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
-import { NONE, removeItem, Session, withItem, type SessionHost } from './session.js';
+import { NONE, removeItem, Session, withItem, withoutItem, type SessionHost } from './session.js';
 import type { Counters } from './stats.js';
 import type { StoreContext } from './store.js';
 
@@ -90,7 +90,8 @@ export class Scheduler<Vars extends SessionVars> {
   /** Takes a free process of the session, or waits for one (FIFO). Rejects ERR_SESSION_CLOSED if the session closes meanwhile. */
   enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
-    const free = session.freeProcesses.length > 0 ? session.freeProcesses.pop() : undefined;
+    const free = session.freeProcesses.at(-1);
+    if (free !== undefined) session.freeProcesses = withoutItem(session.freeProcesses, free);
     const canAddProcess = free === undefined && session.requestProcessCount < options.processesPerSession && this.#liveProcesses < options.maxConcurrentProcesses;
     if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
       throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
@@ -102,7 +103,7 @@ export class Scheduler<Vars extends SessionVars> {
     return new Promise<WebProcess<Vars>>((resolve, reject) => (session.queue ??= []).push({ resolve, reject })).then((proc) => {
       if (session.state === 'open') return new RequestLease(this.#leaseHost, session, proc, false);
       // Closed between the hand-over and this continuation: this request must not run in the old context.
-      removeItem(session.running, proc);
+      session.running = withoutItem(session.running, proc);
       noteProgress(session);
       throw new SessionError('ERR_SESSION_CLOSED', 'closed while queued', { sessionId: session.id });
     });
@@ -125,7 +126,7 @@ export class Scheduler<Vars extends SessionVars> {
       // Not awaited: the newcomer never waits for another session's hook.
       closeNow(this.closeContext, victim, 'evicted');
     }
-    const session = new Session<Vars>(this.#sessionHost, randomUUID(), ip, this.#ctx.clock.now());
+    const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now());
     this.store.add(session);
     this.#ctx.counters.created++;
     onSession?.(session);
@@ -172,7 +173,7 @@ export class Scheduler<Vars extends SessionVars> {
 
   /** Moves an open session to a fresh random id; the old id is dead at once. */
   regenerate(session: Session<Vars>): string {
-    this.store.rename(session, randomUUID());
+    this.store.rename(session, newSessionId());
     return session.id;
   }
 
@@ -238,14 +239,14 @@ export class Scheduler<Vars extends SessionVars> {
     }
     session.lastActivityAtMs = this.#ctx.clock.now();
     if (session.state !== 'open') {
-      removeItem(session.running, proc);
+      session.running = withoutItem(session.running, proc);
       noteProgress(session);
       return;
     }
     if (!session.running.includes(proc)) return; // its process was dropped (failed init)
     const next = session.queue?.shift();
     if (next !== undefined) return next.resolve(proc); // handed over: the session stays busy
-    removeItem(session.running, proc);
+    session.running = withoutItem(session.running, proc);
     session.freeProcesses = withItem(session.freeProcesses, proc);
     this.#settleIfIdle(session);
   }
@@ -264,9 +265,9 @@ export class Scheduler<Vars extends SessionVars> {
   }
 
   #dropProcess(session: Session<Vars>, proc: WebProcess<Vars>): void {
-    removeItem(session.running, proc);
+    session.running = withoutItem(session.running, proc);
     if (session.state !== 'open') return; // a closing session's processes are the pipeline's
-    removeItem(session.processes, proc);
+    session.processes = withoutItem(session.processes, proc);
     this.#liveProcesses--;
   }
 
@@ -294,7 +295,7 @@ export class Scheduler<Vars extends SessionVars> {
       this.#ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: session.id }), 'taskErrors');
     }
     if (session.state !== 'open') {
-      removeItem(session.running, proc);
+      session.running = withoutItem(session.running, proc);
       return noteProgress(session); // the close pipeline hooks and tears it down
     }
     // A task that ends on its own ends its process: no hook (its session is not closing), locks released.

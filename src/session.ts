@@ -102,6 +102,17 @@ export function withItem<T>(list: T[], item: T): T[] {
   return list;
 }
 
+/**
+ * `list` without `item`: the shared empty list once nothing is left, else the same list shortened in
+ * place. Session lists go back to NONE when emptied: a list that emptied and grew again would hold
+ * room for 17 items (V8's growth step), 136 bytes more per idle session for one process.
+ */
+export function withoutItem<T>(list: T[], item: T): T[] {
+  if (list.length === 1 && list[0] === item) return NONE;
+  removeItem(list, item);
+  return list;
+}
+
 /** Removes `item` from a small array (sessions hold a handful of processes at most). */
 export function removeItem<T>(list: T[], item: T): boolean {
   const index = list.indexOf(item);

@@ -51,8 +51,12 @@ export interface Pending {
   readonly expect?: 'ERR_SESSION_IP_MISMATCH' | 'ERR_SESSION_QUEUE_FULL';
   readonly ip: string;
   readonly hold: boolean;
-  /** Sessions idle in the model when the request arrived: the store decided eviction or 503 then. */
-  readonly idleAtArrival: readonly string[];
+  /**
+   * Sessions idle in the model when the store decided eviction or 503 for this request: when it arrived,
+   * or, for a request queued in a session that then closed, when that session closed (it is bound anew
+   * then, and a session idle at its arrival may have taken a request since).
+   */
+  idleAtArrival: readonly string[];
   settled: boolean;
   lease?: RequestLease<Vars>;
   error?: unknown;
@@ -222,6 +226,12 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
     lease.release();
   };
 
+  /** `id` is about to close: the requests queued in it will be bound anew, against the sessions idle now. */
+  const rebindAt = (id: string): void => {
+    const idleNow = model.idleOrder().map((i) => i.id).filter((other) => other !== id);
+    for (const p of pendings) if (!p.settled && p.target === id) p.idleAtArrival = idleNow;
+  };
+
   const absorb = (): void => {
     for (const p of [...pendings]) {
       if (!p.settled) continue;
@@ -308,6 +318,7 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
           if (settings.avoid?.closeWithWaiters !== undefined && id !== undefined && (model.sessions.get(id)?.queued ?? 0) >= 2) break;
           if (id !== undefined) {
             explicit.add(id);
+            rebindAt(id);
             void closeSession(id, 'outside').catch(() => {});
           }
           break;
@@ -315,6 +326,7 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
         case 'closeIn': if (lease && model.sessions.has(lease.sessionId)) {
           if (settings.avoid?.closeWithWaiters !== undefined && model.session(lease.sessionId).queued >= 2) break;
           explicit.add(lease.sessionId);
+          rebindAt(lease.sessionId);
           lease.proc.vars.w = ++write;
           model.lastWritten.set(lease.proc.processId, write);
           const busyElsewhere = model.session(lease.sessionId).tasks > 0;

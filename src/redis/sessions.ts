@@ -6,6 +6,7 @@ import { RequestLease, type LeaseHost } from '../lease.js';
 import type { OptionName } from '../options.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
 import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '../store.js';
+import { newSessionId } from '../session-id.js';
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
@@ -249,7 +250,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */
   async #create(ip: string): Promise<Lease<Vars>> {
     const { options, clock, counters } = this.#ctx;
-    const id = randomUUID();
+    const id = newSessionId();
     const nowMs = clock.now();
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
     const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings)) as Reply).map(text);
@@ -331,7 +332,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 
   async regenerate(id: string): Promise<string | null> {
-    const newId = randomUUID();
+    const newId = newSessionId();
     const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId) as string);
     if (pids === '') return null;
     const handle = this.#known.get(id);
