@@ -334,7 +334,7 @@ async function main(): Promise<void> {
 
   writeJson(RESULTS_FILE, {
     machine,
-    settings: { ...settings, clock: 'system clock, real timers', eventLoopResolutionMs: 1, expiryBatch: 512 },
+    settings: { ...settings, clock: 'system clock, real timers', eventLoopResolutionMs: 1, expiryBatch: 512, expirySliceMs: 2 },
     targets: { lastCloseLateMs: TARGET_LATE_MS, loopDelayP99Ms: TARGET_P99_MS },
     summary, undisturbed, runs,
   });
