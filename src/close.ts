@@ -184,7 +184,6 @@ class ClosePipeline<Vars extends SessionVars> {
     session.phase = 'teardown';
     const processes = session.processes;
     session.processes = NONE;
-    session.freeProcesses = NONE;
     return this.#teardownFrom(processes, 0);
   }
 

@@ -61,6 +61,8 @@ export interface ProcessLocks {
 }
 
 let processCounter = 0;
+/** The name of every request process; spawned processes have the name given to `spawn`. */
+const REQUEST_PROCESS_NAME = 'web';
 
 /** Engine-only operations on a process (not exported from the package). */
 // Assigned by WebProcess's static block, which alone can reach the #private fields.
@@ -84,41 +86,37 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   /** Unique within this Node process. It does not contain the session id: it may be shown to other sessions. */
   readonly processId: string;
   /** `'web'` for a request process, the name given to `spawn` otherwise. */
-  readonly name: string;
+  get name(): string {
+    return this.#parts?.name ?? REQUEST_PROCESS_NAME;
+  }
   /** Process variables, from `init`; the application reads and writes them freely. */
   vars: Vars;
 
   readonly #owner: ProcessOwner<Vars>;
-  // The parts below are made on first use: most idle sessions never lock, query or read their signal,
-  // and an idle session should cost a few hundred bytes.
-  #selections: Selections | undefined;
-  #locks: ProcessLocks | undefined;
-  #controller: AbortController | undefined;
-  /** Set when the session starts closing; a signal first read after that is born aborted. */
-  #abortReason: (() => unknown) | undefined;
-  #held: Map<string, LockRef> | undefined;
-  #closed = false;
+  // Made on first use, in one object: most idle sessions never lock, query or read their signal, and an
+  // idle process costs one field for all of it.
+  #parts: ProcessParts | undefined;
 
   /** `processId` is given by stores that share processes between nodes (unique cluster-wide). */
   constructor(owner: ProcessOwner<Vars>, name: string, vars: Vars, processId?: string) {
     this.#owner = owner;
     this.processId = processId ?? `p${++processCounter}`;
-    this.name = name;
+    if (name !== REQUEST_PROCESS_NAME) this.#own().name = name;
     this.vars = vars;
   }
 
   /** Current selections, one per table. */
   get selections(): Selections {
-    return (this.#selections ??= new Selections());
+    return (this.#own().selections ??= new Selections());
   }
 
   /** Record locks held by this process; `lockedBy` sees every process of the lock manager. */
   get locks(): ProcessLocks {
-    return (this.#locks ??= {
+    return (this.#own().locks ??= {
       tryLock: (table, key) => this.#tryLock({ table, key }),
       unlock: (table, key) => this.#unlock({ table, key }),
       lockedBy: (table, key) => this.#owner.lockManager.lockedBy({ table, key }),
-      held: () => (this.#held === undefined ? [] : [...this.#held.values()]),
+      held: () => heldList(this.#parts),
     });
   }
 
@@ -135,21 +133,22 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   /** Aborted when the session starts closing: long work should stop and return. */
   get signal(): AbortSignal {
     // Made on first read: an AbortController is the largest part of an idle process otherwise.
-    if (this.#controller === undefined) {
-      this.#controller = new AbortController();
-      if (this.#abortReason !== undefined) this.#controller.abort(this.#abortReason());
+    const parts = this.#own();
+    if (parts.controller === undefined) {
+      parts.controller = new AbortController();
+      if (parts.abortReason !== undefined) parts.controller.abort(parts.abortReason());
     }
-    return this.#controller.signal;
+    return parts.controller.signal;
   }
 
   /** How many records this process holds locked (cheap: no list is built). */
   get lockCount(): number {
-    return this.#held === undefined ? 0 : this.#held.size;
+    return this.#parts?.held?.size ?? 0;
   }
 
   /** `true` once the process has been torn down (its session closed, or its task ended). */
   get closed(): boolean {
-    return this.#closed;
+    return this.#parts?.closed === true;
   }
 
   /**
@@ -164,26 +163,30 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     return this.#owner.spawn(this, name, task);
   }
 
+  #own(): ProcessParts {
+    return (this.#parts ??= { name: undefined, closed: false, selections: undefined, locks: undefined, controller: undefined, abortReason: undefined, held: undefined });
+  }
+
   #assertOpen(): void {
-    if (this.#closed) throw new SessionError('ERR_SESSION_CLOSED', this.processId, { sessionId: this.sessionId });
+    if (this.closed) throw new SessionError('ERR_SESSION_CLOSED', this.processId, { sessionId: this.sessionId });
   }
 
   async #tryLock(ref: LockRef): Promise<boolean> {
     this.#assertOpen();
     const locked = await this.#owner.lockManager.tryLock(this, ref);
     if (!locked) return false;
-    if (this.#closed) {
+    if (this.closed) {
       // Torn down while the lock was in flight (networked manager): give it back at once, never leak it.
       await this.#owner.lockManager.releaseAll(this, [ref]);
       return false;
     }
-    (this.#held ??= new Map()).set(lockKey(ref), ref);
+    (this.#own().held ??= new Map()).set(lockKey(ref), ref);
     return true;
   }
 
   async #unlock(ref: LockRef): Promise<boolean> {
     const released = await this.#owner.lockManager.unlock(this, ref);
-    if (released) this.#held?.delete(lockKey(ref));
+    if (released) this.#parts?.held?.delete(lockKey(ref));
     return released;
   }
 
@@ -191,27 +194,48 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     processInternals = {
       abort(proc, reason) {
         // Nobody read the signal, so nobody listens: no controller, no error object (eviction stays cheap).
-        proc.#abortReason = reason;
-        proc.#controller?.abort(reason());
+        const parts = proc.#own();
+        parts.abortReason = reason;
+        parts.controller?.abort(reason());
       },
       teardown(proc, emptyVars) {
-        proc.#closed = true;
-        proc.#selections?.clear();
-        const held = proc.#held;
-        proc.#held = undefined;
+        const parts = proc.#own();
+        parts.closed = true;
+        parts.selections?.clear();
+        const held = parts.held;
+        parts.held = undefined;
         proc.vars = emptyVars as never;
         // No lock to give back: done at once, so closing an idle session can finish without a promise.
         if (held === undefined || held.size === 0) return undefined;
         return releaseHeld(proc.#owner.lockManager, proc, [...held.values()]);
       },
       heldLocks(proc) {
-        return proc.#held === undefined ? [] : [...proc.#held.values()];
+        return heldList(proc.#parts);
       },
       restoreHeldLocks(proc, held) {
-        proc.#held = held.length === 0 ? undefined : new Map(held.map((ref) => [lockKey(ref), ref]));
+        if (held.length === 0 && proc.#parts === undefined) return;
+        proc.#own().held = held.length === 0 ? undefined : new Map(held.map((ref) => [lockKey(ref), ref]));
       },
     };
   }
+}
+
+/** The parts of a process made on first use. */
+interface ProcessParts {
+  /** A spawned process's name (request processes are all REQUEST_PROCESS_NAME). */
+  name: string | undefined;
+  /** Torn down: its session closed, or its task ended. */
+  closed: boolean;
+  selections: Selections | undefined;
+  locks: ProcessLocks | undefined;
+  controller: AbortController | undefined;
+  /** Set when the session starts closing; a signal first read after that is born aborted. */
+  abortReason: (() => unknown) | undefined;
+  held: Map<string, LockRef> | undefined;
+}
+
+function heldList(parts: ProcessParts | undefined): LockRef[] {
+  return parts?.held === undefined ? [] : [...parts.held.values()];
 }
 
 async function releaseHeld(manager: LockManager, owner: LockOwner, refs: LockRef[]): Promise<void> {

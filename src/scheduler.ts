@@ -97,8 +97,7 @@ export class Scheduler<Vars extends SessionVars> {
   /** Takes a free process of the session, or waits for one (FIFO). Rejects ERR_SESSION_CLOSED if the session closes meanwhile. */
   enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
-    const free = session.freeProcesses.at(-1);
-    if (free !== undefined) session.freeProcesses = withoutItem(session.freeProcesses, free);
+    const free = freeRequestProcess(session);
     const canAddProcess = free === undefined && session.requestProcessCount < options.processesPerSession && this.#liveProcesses < options.maxConcurrentProcesses;
     if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
       throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
@@ -200,7 +199,7 @@ export class Scheduler<Vars extends SessionVars> {
   }
 
   #startNewProcess(session: Session<Vars>, isNewSession: boolean): MaybePromise<RequestLease<Vars>> {
-    const proc = this.#addProcess(session, 'web');
+    const proc = this.#addProcess(session, 'web', true);
     session.requestProcessCount++;
     const lease = this.#start(session, proc, isNewSession);
     let vars: MaybePromise<Vars>;
@@ -253,8 +252,7 @@ export class Scheduler<Vars extends SessionVars> {
     if (!session.running.includes(proc)) return; // its process was dropped (failed init)
     const next = session.queue?.shift();
     if (next !== undefined) return next.resolve(proc); // handed over: the session stays busy
-    session.running = withoutItem(session.running, proc);
-    session.freeProcesses = withItem(session.freeProcesses, proc);
+    session.running = withoutItem(session.running, proc); // free again (see freeRequestProcess)
     this.#settleIfIdle(session);
   }
 
@@ -264,9 +262,12 @@ export class Scheduler<Vars extends SessionVars> {
     this.scheduleExpiry();
   }
 
-  #addProcess(session: Session<Vars>, name: string): WebProcess<Vars> {
+  /** A request process goes before the spawned ones (see freeRequestProcess), a spawned one at the end. */
+  #addProcess(session: Session<Vars>, name: string, forRequests = false): WebProcess<Vars> {
     const proc = new WebProcess<Vars>(session, name, {} as Vars);
-    session.processes = withItem(session.processes, proc);
+    const at = forRequests ? session.requestProcessCount : session.processes.length;
+    if (at === session.processes.length) session.processes = withItem(session.processes, proc);
+    else session.processes.splice(at, 0, proc);
     this.#liveProcesses++;
     return proc;
   }
@@ -376,6 +377,20 @@ export class Scheduler<Vars extends SessionVars> {
     session.waitingInside = withItem(session.waitingInside, caller);
     noteProgress(session);
   }
+}
+
+/**
+ * A request process of the session not running a request, if any. The session's first
+ * `requestProcessCount` processes are its request processes (spawned ones come after them), so no list
+ * of free processes is kept: an idle session would pay an array for it.
+ */
+function freeRequestProcess<Vars extends SessionVars>(session: Session<Vars>): WebProcess<Vars> | undefined {
+  const { processes, running } = session;
+  for (let i = 0; i < session.requestProcessCount; i++) {
+    const proc = processes[i]!;
+    if (!running.includes(proc)) return proc;
+  }
+  return undefined;
 }
 
 function transientInitFailed<Vars extends SessionVars>(lease: RequestLease<Vars>, error: unknown): never {

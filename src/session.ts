@@ -19,6 +19,17 @@ export interface SessionHost<Vars extends SessionVars> {
   spawn(session: Session<Vars>, parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
 }
 
+/** The fields of a session that only its close uses (see the accessors on Session). */
+interface CloseState<Vars extends SessionVars> {
+  phase: ClosePhase | undefined;
+  closeReason: CloseReason | undefined;
+  closed: Promise<void> | undefined;
+  settleClosed: ((error: unknown) => void) | undefined;
+  successor: Session<Vars> | undefined;
+  onDrained: (() => void) | undefined;
+  waitingInside: WebProcess<Vars>[];
+}
+
 /**
  * One browser's session: its processes and the bookkeeping the engine needs. Plain fields on purpose:
  * it is internal, hot, and must stay small (a million idle sessions should fit in a few hundred MB).
@@ -33,35 +44,23 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   /** End of the last request: idle time counts from here. */
   lastActivityAtMs: number;
   state: SessionState = 'open';
-  phase: ClosePhase | undefined;
-  closeReason: CloseReason | undefined;
   // The process lists start as the shared empty list and get an array of their own on their first item
-  // (`withItem`): a session costs no empty arrays, and a first push does not reserve room for 17.
-  /** Every live process: request processes and running spawned ones. */
+  // (`withItem`), and go back to it when emptied (`withoutItem`): an idle session holds no empty array.
+  /** Every live process: the request processes first, then the running spawned ones. */
   processes: WebProcess<Vars>[] = NONE;
-  /** Request processes not running a request. */
-  freeProcesses: WebProcess<Vars>[] = NONE;
-  /** Request processes that exist (free or running), at most `processesPerSession`. */
+  /** Request processes that exist (free or running, the first ones of `processes`), at most `processesPerSession`. */
   requestProcessCount = 0;
   /** Processes running a request or a spawned task right now. */
   running: WebProcess<Vars>[] = NONE;
-  /** Processes that called `closeSession` on this session from inside and wait for it. */
-  waitingInside: WebProcess<Vars>[] = NONE;
   queue: Waiter<Vars>[] | undefined;
-  /** The close's promise, made when someone waits for it (see closedPromise). */
-  closed: Promise<void> | undefined;
-  /** Settles `closed` when the pipeline ends. */
-  settleClosed: ((error: unknown) => void) | undefined;
-  /** The session that requests queued here moved to when this one closed (they share it). */
-  successor: Session<Vars> | undefined;
-  /** Resolves the close pipeline's wait for in-flight work. */
-  onDrained: (() => void) | undefined;
 
   // Intrusive links of the idle list (least recently active first).
   idlePrev: Session<Vars> | undefined;
   idleNext: Session<Vars> | undefined;
   isIdle = false;
 
+  /** What only a closing session needs, made when the close starts: an open session carries one field for it. */
+  #close: CloseState<Vars> | undefined;
   readonly #host: SessionHost<Vars>;
 
   constructor(host: SessionHost<Vars>, id: string, ip: string, nowMs: number) {
@@ -72,6 +71,31 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
     this.lastRequestAtMs = nowMs;
     this.lastActivityAtMs = nowMs;
   }
+
+  #closeState(): CloseState<Vars> {
+    return (this.#close ??= { phase: undefined, closeReason: undefined, closed: undefined, settleClosed: undefined, successor: undefined, onDrained: undefined, waitingInside: NONE });
+  }
+
+  /** Where the close is; undefined while the session is open. */
+  get phase(): ClosePhase | undefined { return this.#close?.phase; }
+  set phase(phase: ClosePhase | undefined) { this.#closeState().phase = phase; }
+  get closeReason(): CloseReason | undefined { return this.#close?.closeReason; }
+  set closeReason(reason: CloseReason | undefined) { this.#closeState().closeReason = reason; }
+  /** The close's promise, made when someone waits for it (see closedPromise). */
+  get closed(): Promise<void> | undefined { return this.#close?.closed; }
+  set closed(closed: Promise<void> | undefined) { this.#closeState().closed = closed; }
+  /** Settles `closed` when the pipeline ends. */
+  get settleClosed(): ((error: unknown) => void) | undefined { return this.#close?.settleClosed; }
+  set settleClosed(settle: ((error: unknown) => void) | undefined) { this.#closeState().settleClosed = settle; }
+  /** The session that requests queued here moved to when this one closed (they share it). */
+  get successor(): Session<Vars> | undefined { return this.#close?.successor; }
+  set successor(successor: Session<Vars> | undefined) { this.#closeState().successor = successor; }
+  /** Resolves the close pipeline's wait for in-flight work. */
+  get onDrained(): (() => void) | undefined { return this.#close?.onDrained; }
+  set onDrained(onDrained: (() => void) | undefined) { this.#closeState().onDrained = onDrained; }
+  /** Processes that called `closeSession` on this session from inside and wait for it. */
+  get waitingInside(): WebProcess<Vars>[] { return this.#close?.waitingInside ?? NONE; }
+  set waitingInside(list: WebProcess<Vars>[]) { this.#closeState().waitingInside = list; }
 
   get lockManager(): LockManager {
     return this.#host.lockManager;
