@@ -102,14 +102,10 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
   appRoutes(router);
   adminRoutes(router);
 
-  const server = createServer(engine, (req, res, proc) => handle(app, router, req, res, proc));
   // Static files, health checks and metric scrapes must not create or touch a session: a scraper sends no
-  // cookie, so each scrape would open a session (and at the cap, evict a user's). createServer has no
-  // bypass option, so its request listener is wrapped.
-  const sessionListener = server.listeners('request')[0] as http.RequestListener;
-  server.removeListener('request', sessionListener);
-  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    if (!serveSessionless(app, metrics, req, res)) sessionListener(req, res);
+  // cookie, so each scrape would open a session (and at the cap, evict a user's).
+  const server = createServer(engine, (req, res, proc) => handle(app, router, req, res, proc), {
+    sessionless: (req, res) => serveSessionless(app, metrics, req, res),
   });
 
   server.listen(options.port ?? 8080, options.host);

@@ -211,6 +211,11 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     return this.#store.lockManager;
   }
 
+  /** @internal A handler that ran outside any lease failed (createServer's `sessionless`): 'error' event, `handlerErrors`. */
+  reportHandlerError(error: unknown, sessionId: string): void {
+    this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors');
+  }
+
   #report(error: SessionError, counter: ReportCounter): void {
     this.#counters[counter]++;
     // An 'error' event without a listener would throw and crash the server: warn instead.

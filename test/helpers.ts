@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { SessionEngine, type SessionEngineOptions, type SessionError, type SessionVars } from '../src/index.js';
-import { createServer, type SessionHandler } from '../src/adapters/node/index.js';
+import { createServer, type SessionHandler, type SessionServerOptions } from '../src/adapters/node/index.js';
 
 /** A promise with its resolve exposed: lets a test hold a request open and release it on cue. */
 export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (error: unknown) => void } {
@@ -33,8 +33,8 @@ export interface TestServer {
 }
 
 /** A real node:http server on 127.0.0.1, port 0. */
-export async function startServer<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>): Promise<TestServer> {
-  const server = createServer(engine, handler);
+export async function startServer<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>, options?: SessionServerOptions): Promise<TestServer> {
+  const server = createServer(engine, handler, options);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;

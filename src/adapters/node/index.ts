@@ -15,6 +15,19 @@ export type SessionHandler<Vars extends SessionVars> = (req: http.IncomingMessag
 
 type HeaderArgument = http.OutgoingHttpHeaders | http.OutgoingHttpHeader[] | undefined;
 
+/** `http.createServer`'s options, and one of ours. */
+export interface SessionServerOptions extends http.ServerOptions {
+  /**
+   * Takes the requests that need no session (static files, health checks, metric scrapes) before any
+   * session work: return `true` when it answered the request (or is answering it; a returned promise
+   * counts as taken, and its rejection is answered like a handler's). Such a request reads no cookie,
+   * creates, touches and extends no session, and gets no Set-Cookie; at the cap it cannot evict anyone.
+   * Anything else (`false`, `undefined`) goes on to the session handler. A throw is a 500, reported on
+   * the engine's `'error'` event as a handler failure. @default undefined (every request has a session)
+   */
+  sessionless?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean | PromiseLike<unknown>;
+}
+
 /**
  * Creates an `http.Server` whose every request runs in a session process. The session cookie is written
  * when the headers go out, so a session closed during the request answers with a clearing cookie.
@@ -28,8 +41,10 @@ type HeaderArgument = http.OutgoingHttpHeaders | http.OutgoingHttpHeader[] | und
  *   res.end(`visit ${proc.vars.visits}`);
  * }).listen(8080);
  */
-export function createServer<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>, options: http.ServerOptions = {}): http.Server {
+export function createServer<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>, options: SessionServerOptions = {}): http.Server {
   if (typeof handler !== 'function') throw new TypeError('createServer(engine, handler): handler must be a function');
+  const { sessionless, ...serverOptions } = options;
+  if (sessionless !== undefined && typeof sessionless !== 'function') throw new TypeError('createServer(engine, handler, { sessionless }): sessionless must be a function (req, res) => boolean');
 
   // A ServerResponse subclass adds the cookie in writeHead, which every way of sending headers goes
   // through (end(), write(), flushHeaders()), without a closure per request.
@@ -44,9 +59,11 @@ export function createServer<Vars extends SessionVars>(engine: SessionEngine<Var
     }
   }
 
-  const server = http.createServer({ ...options, ServerResponse: SessionResponse as typeof http.ServerResponse }, (req, res) => {
-    serve(engine, handler, req, res as SessionResponse);
-  });
+  const server = http.createServer({ ...serverOptions, ServerResponse: SessionResponse as typeof http.ServerResponse }, sessionless === undefined
+    ? (req, res) => serve(engine, handler, req, res as SessionResponse)
+    : (req, res) => {
+      if (!tookWithoutSession(engine, sessionless, req, res)) serve(engine, handler, req, res as SessionResponse);
+    });
   return server;
 }
 
@@ -83,6 +100,24 @@ function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.
     return;
   }
   Promise.resolve(returned).then(() => releaseAfterResponse(res, lease), (error: unknown) => failed(res, lease, error));
+}
+
+function tookWithoutSession(engine: SessionEngine<SessionVars>, sessionless: NonNullable<SessionServerOptions['sessionless']>, req: http.IncomingMessage, res: http.ServerResponse): boolean {
+  let returned: unknown;
+  try {
+    returned = sessionless(req, res);
+  } catch (error) {
+    failedWithoutSession(engine, res, error);
+    return true;
+  }
+  if (!isThenable(returned)) return returned === true;
+  Promise.resolve(returned).then(undefined, (error: unknown) => failedWithoutSession(engine, res, error));
+  return true;
+}
+
+function failedWithoutSession(engine: SessionEngine<SessionVars>, res: http.ServerResponse, error: unknown): void {
+  if (!isClientError(error)) engine.reportHandlerError(error, '');
+  sendErrorAnswer(res, errorAnswer(error));
 }
 
 function failed<Vars extends SessionVars>(res: SessionServerResponse<Vars>, lease: RequestLease<Vars>, error: unknown): void {
