@@ -37,6 +37,12 @@ export const ERROR_CODES = {
   ERR_SESSION_STORE_UNAVAILABLE: { httpStatus: 503, message: 'session store unavailable' },
   /** A process's state could not be saved to the store (a value the structured clone algorithm refuses); the last saved state is kept. */
   ERR_SESSION_STATE_NOT_STORABLE: { httpStatus: 500, message: 'session state cannot be stored' },
+  /**
+   * A warning (process.emitWarning), once per cookie setting: a `SameSite=None` cookie is about to go out
+   * over plain HTTP without `Secure` (cookieSecure 'auto'), and browsers drop such a cookie, so every
+   * request would get a new session.
+   */
+  ERR_SESSION_COOKIE_INSECURE: { httpStatus: 500, message: 'SameSite=None session cookie sent without Secure over plain HTTP: browsers drop it' },
 } as const satisfies Record<string, { httpStatus: number; message: string }>;
 
 export type SessionErrorCode = keyof typeof ERROR_CODES;

@@ -28,3 +28,22 @@ test('the Set-Cookie fast path writes byte for byte what serializeSessionCookie 
   }
   assert.equal(checked, 2 * 2 * 2 * 3 * 3 * 2 * 4);
 });
+
+test('a SameSite=None cookie about to go out over plain HTTP without Secure warns once (ERR_SESSION_COOKIE_INSECURE); over HTTPS, with cookieSecure true, or with Lax it does not', async () => {
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error): void => { if ((warning as { code?: string }).code === 'ERR_SESSION_COOKIE_INSECURE' && warning.message.includes('WARNED_SID')) warnings.push(warning); };
+  process.on('warning', onWarning);
+  try {
+    const base = { cookieName: 'WARNED_SID', cookieDomain: undefined, cookiePath: '/' } as const;
+    const directive = { action: 'set' as const, sessionId: randomUUID(), expiresAtMs: Date.UTC(2026, 0, 1) };
+    const insecure = new SessionCookieFormat({ ...base, cookieSameSite: 'None', cookieSecure: 'auto' });
+    for (let i = 0; i < 3; i++) assert.doesNotMatch(insecure.format(directive, false) ?? '', /Secure/);
+    assert.match(insecure.format(directive, true) ?? '', /; Secure/);
+    new SessionCookieFormat({ ...base, cookieSameSite: 'None', cookieSecure: true }).format(directive, false);
+    new SessionCookieFormat({ ...base, cookieSameSite: 'Lax', cookieSecure: 'auto' }).format(directive, false);
+    await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+    assert.equal(warnings.length, 1, 'one warning for the insecure setting, none for the others');
+  } finally {
+    process.off('warning', onWarning);
+  }
+});

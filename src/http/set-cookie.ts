@@ -1,3 +1,4 @@
+import { SessionError } from '../errors.js';
 import type { CookieDirective } from '../lease.js';
 import { serializeSessionCookie, type CookieOptions } from './cookie.js';
 
@@ -31,6 +32,10 @@ export class SessionCookieFormat {
     const index = secure ? 1 : 0;
     let parts = this.#parts[index];
     if (parts === undefined) {
+      // Built once per cookie setting and scheme: the place to say, once, that this cookie cannot work.
+      if (!secure && this.options.cookieSameSite === 'None' && this.options.cookieSecure !== true) {
+        process.emitWarning(new SessionError('ERR_SESSION_COOKIE_INSECURE', `cookie ${this.options.cookieName}: serve over HTTPS, or use cookieSameSite "Lax" or "Strict"`));
+      }
       const template = serializeSessionCookie({ action: 'set', sessionId: MARK_ID, expiresAtMs: MARK_MS }, this.options, secure) ?? '';
       const id = template.indexOf(MARK_ID);
       const date = template.indexOf(MARK_DATE);
