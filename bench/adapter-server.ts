@@ -19,7 +19,7 @@ import { BENCH_REDIS_PREFIX, BENCH_REDIS_URL, isFrameworkName, isServerKind, RET
 
 const [framework, kind] = process.argv.slice(2);
 if (!isFrameworkName(framework) || !isServerKind(kind) || process.send === undefined) {
-  console.error('usage: node --import tsx bench/adapter-server.ts <node|express|fastify|hono> <bare|ours> (started by bench/adapters.ts, with an IPC channel)');
+  console.error('usage: node --import tsx bench/adapter-server.ts <node|express|fastify|hono|hono-middleware|redis> <bare|ours> (started by bench/adapters.ts, with an IPC channel)');
   process.exit(2);
 }
 
@@ -67,9 +67,11 @@ async function build(name: FrameworkName): Promise<http.Server> {
       await app.ready();
       return app.server;
     }
-    case 'hono': {
+    case 'hono':
+    case 'hono-middleware': {
       const app = new Hono();
       if (engine !== undefined) app.use(honoSessions(engine));
+      else if (name === 'hono-middleware') app.use((_c, next) => next());
       app.get('/', (c) => c.text(hit(engine === undefined ? undefined : c.get('proc'))));
       return createAdaptorServer({ fetch: app.fetch }) as http.Server;
     }

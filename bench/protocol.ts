@@ -43,14 +43,16 @@ export function isWorkloadName(value: unknown): value is WorkloadName {
 }
 
 /**
- * The servers bench/adapters.ts compares, each bare and with sessions (bench/adapter-server.ts). 'redis'
- * is node:http with the sessions in Redis (`npm run bench -- --redis`); it is not in the default list.
+ * The servers bench/adapters.ts compares, each bare and with sessions (bench/adapter-server.ts). Not in
+ * the default list: 'redis' (node:http with the sessions in Redis, `npm run bench -- --redis`) and
+ * 'hono-middleware' (bare is Hono with one no-op middleware: what our middleware costs beyond what any
+ * middleware costs, since one takes Hono off its synchronous single-handler path).
  */
-export type FrameworkName = 'node' | 'express' | 'fastify' | 'hono' | 'redis';
+export type FrameworkName = 'node' | 'express' | 'fastify' | 'hono' | 'redis' | 'hono-middleware';
 export const FRAMEWORK_NAMES: readonly FrameworkName[] = ['node', 'express', 'fastify', 'hono'];
 
 export function isFrameworkName(value: unknown): value is FrameworkName {
-  return value === 'redis' || FRAMEWORK_NAMES.includes(value as FrameworkName);
+  return value === 'redis' || value === 'hono-middleware' || FRAMEWORK_NAMES.includes(value as FrameworkName);
 }
 
 /** Where the Redis benchmark's store connects, and the prefix its keys live under (deleted afterwards). */
