@@ -63,6 +63,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       init,
       onClose,
       report: (error, counter) => this.#report(error, counter),
+      reportHandlerError: (error, sessionId) => this.reportHandlerError(error, sessionId),
       created: (event) => this.emit('create', event),
       closed: (event) => this.emit('close', event),
       applyOption: (name, value) => this.#apply(name, value),
@@ -211,7 +212,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     return this.#store.lockManager;
   }
 
-  /** @internal A handler that ran outside any lease failed (createServer's `sessionless`): 'error' event, `handlerErrors`. */
+  /** @internal A request handler failed (in a lease, or createServer's `sessionless`): 'error' event, `handlerErrors`. */
   reportHandlerError(error: unknown, sessionId: string): void {
     this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors');
   }

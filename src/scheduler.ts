@@ -1,7 +1,7 @@
 import { newSessionId } from './session-id.js';
 import { beginClose, closedPromise, closeNow, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
 import { SessionError } from './errors.js';
-import { ExpiryTimer } from './expiry.js';
+import { IdleExpiry } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
 import { isThenable, settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
@@ -10,16 +10,6 @@ import { processInternals, WebProcess, type ProcessOwner, type SessionVars } fro
 import { NONE, removeItem, Session, withItem, withoutItem, type SessionHost } from './session.js';
 import type { Counters } from './stats.js';
 import type { StoreContext } from './store.js';
-
-/**
- * When many sessions time out together they are closed in slices, and the event loop serves requests
- * between slices: at most this many closes, and no more than EXPIRY_SLICE_MS of closing, per turn.
- */
-const EXPIRY_BATCH = 512;
-/** Real time (not the engine's clock, which a test may hold still): this is about event-loop delay. */
-const EXPIRY_SLICE_MS = 2;
-/** The slice's time is read once per this many closes (a clock read costs more than some closes). */
-const EXPIRY_TIME_CHECK_EVERY = 16;
 
 /** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
 export interface SchedulerContext<Vars extends SessionVars> extends StoreContext<Vars> {
@@ -36,7 +26,7 @@ export class Scheduler<Vars extends SessionVars> {
   readonly closing = new Map<string, Session<Vars>>();
   readonly closeContext: CloseContext<Vars>;
   readonly #ctx: SchedulerContext<Vars>;
-  readonly #expiry: ExpiryTimer;
+  readonly #expiry: IdleExpiry<Vars>;
   readonly #leaseHost: LeaseHost<Vars, Session<Vars>>;
   readonly #sessionHost: SessionHost<Vars>;
   readonly #transientOwner: ProcessOwner<Vars>;
@@ -44,11 +34,10 @@ export class Scheduler<Vars extends SessionVars> {
   #liveProcesses = 0;
   readonly #transients: WebProcess<Vars>[] = [];
   #onTransientDone: (() => void) | undefined;
-  #stopped = false;
 
   constructor(ctx: SchedulerContext<Vars>) {
     this.#ctx = ctx;
-    this.#expiry = new ExpiryTimer(ctx.clock, () => this.#expireDue());
+    this.#expiry = new IdleExpiry(ctx.clock, this.store, () => ctx.options.inactiveProcessTimeoutMs, (session) => closeNow(this.closeContext, session, 'timeout'));
     this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#spawn(session, name, task) };
     this.#transientOwner = {
       id: '',
@@ -58,7 +47,7 @@ export class Scheduler<Vars extends SessionVars> {
     this.#leaseHost = {
       als: ctx.als,
       release: (lease) => this.#release(lease),
-      reportHandlerError: (error, sessionId) => ctx.report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors'),
+      reportHandlerError: ctx.reportHandlerError,
       cookieExpiresAtMs: (session) => this.cookieExpiresAtMs(session),
     };
     this.closeContext = {
@@ -316,32 +305,12 @@ export class Scheduler<Vars extends SessionVars> {
   // ---- expiry and stop ------------------------------------------------------------------------------
 
   scheduleExpiry(): void {
-    const head = this.store.oldestIdle();
-    if (head === undefined || this.#stopped) return;
-    this.#expiry.ensureBy(head.lastActivityAtMs + this.#ctx.options.inactiveProcessTimeoutMs);
+    this.#expiry.schedule();
   }
 
   /** The timeout changed: re-arm on the new earliest deadline (which may be due now). */
   rescheduleExpiry(): void {
-    this.#expiry.cancel();
-    this.scheduleExpiry();
-  }
-
-  #expireDue(): void {
-    const nowMs = this.#ctx.clock.now();
-    const timeoutMs = this.#ctx.options.inactiveProcessTimeoutMs;
-    const sliceStartMs = performance.now();
-    let closed = 0;
-    for (let head = this.store.oldestIdle(); head !== undefined && head.lastActivityAtMs + timeoutMs <= nowMs; head = this.store.oldestIdle()) {
-      closeNow(this.closeContext, head, 'timeout');
-      closed++;
-      if (closed === EXPIRY_BATCH || (closed % EXPIRY_TIME_CHECK_EVERY === 0 && performance.now() - sliceStartMs >= EXPIRY_SLICE_MS)) {
-        // Mass expiry: yield to pending requests between batches.
-        setImmediate(() => this.#expireDue()).unref();
-        return;
-      }
-    }
-    this.scheduleExpiry();
+    this.#expiry.reschedule();
   }
 
   /**
@@ -349,8 +318,7 @@ export class Scheduler<Vars extends SessionVars> {
    * `caller` (a process that called stop() from its own request) is not waited for.
    */
   async closeAll(caller: WebProcess<Vars> | undefined): Promise<void> {
-    this.#stopped = true;
-    this.#expiry.cancel();
+    this.#expiry.stop();
     for (const session of [...this.store.values()]) void beginClose(this.closeContext, session, 'shutdown');
     if (caller !== undefined) this.waitInside(caller);
     // Called from a hook or teardown of a closing session, stop() must not wait for that very close.

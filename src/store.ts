@@ -36,6 +36,8 @@ export interface StoreContext<Vars extends SessionVars> {
   readonly init: ((proc: WebProcess<Vars>) => Vars | Promise<Vars>) | undefined;
   readonly onClose: ((proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>) | undefined;
   report(error: SessionError, counter: ReportCounter): void;
+  /** A request handler failed: ERR_SESSION_HANDLER_FAILED on `'error'`, counted in `handlerErrors`. */
+  reportHandlerError(error: unknown, sessionId: string): void;
   created(event: CreateEvent): void;
   closed(event: CloseEvent): void;
   /** An option changed elsewhere (another node of a shared store): validate and apply it here. */

@@ -88,7 +88,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#leaseHost = {
       als: ctx.als,
       release: (lease) => this.#release(lease),
-      reportHandlerError: (error, sessionId) => ctx.report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors'),
+      reportHandlerError: ctx.reportHandlerError,
       cookieExpiresAtMs: (handle) => handle.lastRequestAtMs + ctx.options.inactiveSessionTimeoutMs,
     };
     this.#subscriber.on('message', (_channel: string, message: string) => this.#onMessage(message));
