@@ -188,7 +188,7 @@ export class Scheduler<Vars extends SessionVars> {
   }
 
   #startNewProcess(session: Session<Vars>, isNewSession: boolean): MaybePromise<RequestLease<Vars>> {
-    const proc = this.#addProcess(session, 'web', true);
+    const proc = this.#addProcess(session, 'web');
     session.requestProcessCount++;
     const lease = this.#start(session, proc, isNewSession);
     let vars: MaybePromise<Vars>;
@@ -251,12 +251,9 @@ export class Scheduler<Vars extends SessionVars> {
     this.scheduleExpiry();
   }
 
-  /** A request process goes before the spawned ones (see freeRequestProcess), a spawned one at the end. */
-  #addProcess(session: Session<Vars>, name: string, forRequests = false): WebProcess<Vars> {
+  #addProcess(session: Session<Vars>, name: string): WebProcess<Vars> {
     const proc = new WebProcess<Vars>(session, name, {} as Vars);
-    const at = forRequests ? session.requestProcessCount : session.processes.length;
-    if (at === session.processes.length) session.processes = withItem(session.processes, proc);
-    else session.processes.splice(at, 0, proc);
+    session.processes = withItem(session.processes, proc);
     this.#liveProcesses++;
     return proc;
   }
@@ -348,16 +345,14 @@ export class Scheduler<Vars extends SessionVars> {
 }
 
 /**
- * A request process of the session not running a request, if any. The session's first
- * `requestProcessCount` processes are its request processes (spawned ones come after them), so no list
- * of free processes is kept: an idle session would pay an array for it.
+ * A request process of the session not running a request, if any. No list of free processes is kept
+ * (an idle session would pay an array for it): a spawned process is in `running` for as long as it is
+ * in `processes` (it leaves both when its task ends), so a listed process not running is a free request
+ * process.
  */
 function freeRequestProcess<Vars extends SessionVars>(session: Session<Vars>): WebProcess<Vars> | undefined {
   const { processes, running } = session;
-  for (let i = 0; i < session.requestProcessCount; i++) {
-    const proc = processes[i]!;
-    if (!running.includes(proc)) return proc;
-  }
+  for (const proc of processes) if (!running.includes(proc)) return proc;
   return undefined;
 }
 

@@ -46,9 +46,9 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   state: SessionState = 'open';
   // The process lists start as the shared empty list and get an array of their own on their first item
   // (`withItem`), and go back to it when emptied (`withoutItem`): an idle session holds no empty array.
-  /** Every live process: the request processes first, then the running spawned ones. */
+  /** Every live process: request processes and running spawned ones. */
   processes: WebProcess<Vars>[] = NONE;
-  /** Request processes that exist (free or running, the first ones of `processes`), at most `processesPerSession`. */
+  /** Request processes that exist (free or running), at most `processesPerSession`. */
   requestProcessCount = 0;
   /** Processes running a request or a spawned task right now. */
   running: WebProcess<Vars>[] = NONE;

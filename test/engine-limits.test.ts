@@ -386,6 +386,42 @@ describe('requests of one process never overlap (invariant 7)', () => {
     }
   });
 
+  test('a request never gets a spawned task\'s process: with a task running, requests take request processes only (a new one when the first is busy), and queue when those are busy', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ processesPerSession: 2, init: () => ({ n: 0 }) });
+    const taskDone = deferred();
+    try {
+      const first = await open(engine);
+      const id = first.sessionId;
+      const task = first.proc.spawn('job', async () => { await taskDone.promise; });
+      first.release();
+      // The task runs; its process sits in the session's list after the first request process.
+      const again = await open(engine, id);
+      assert.equal(again.proc, first.proc, 'the free request process, not the task');
+      const second = await open(engine, id); // a second request process, made after the task's
+      assert.notEqual(second.proc, task);
+      assert.notEqual(second.proc, first.proc);
+      assert.equal(second.proc.name, 'web');
+      assert.equal(engine.sessionProcessCount(id), 3);
+      let thirdRan = false;
+      const third = open(engine, id).then((lease) => { thirdRan = true; return lease; });
+      await settle();
+      assert.equal(thirdRan, false, 'both request processes busy: the third waits, it does not take the task');
+      second.release();
+      const thirdLease = await third;
+      assert.equal(thirdLease.proc, second.proc);
+      thirdLease.release();
+      again.release();
+      taskDone.resolve();
+      await settle();
+      assert.equal(engine.sessionProcessCount(id), 2, 'the task ended on its own; the two request processes stay');
+      const later = [await open(engine, id), await open(engine, id)];
+      assert.deepEqual(new Set(later.map((l) => l.proc)), new Set([first.proc, second.proc]));
+      for (const lease of later) lease.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
   test('processesPerSession: 2 lets two requests of one session run at once, each in its own process, never two in one process', GUARD, async () => {
     let inits = 0;
     const { engine } = engineWithErrors<Vars>({ processesPerSession: 2, init: () => { inits++; return { n: 0 }; } });
