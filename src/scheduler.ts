@@ -111,15 +111,15 @@ export class Scheduler<Vars extends SessionVars> {
   create(ip: string, onSession?: (session: Session<Vars>) => void): MaybePromise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
-    while (this.store.size >= cap || this.#liveProcesses >= options.maxConcurrentProcesses) {
-      const victim = this.store.oldestIdle();
-      if (victim === undefined) {
-        throw this.store.size >= cap
-          ? this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, none idle`))
+    if (this.store.size >= cap || this.#liveProcesses >= options.maxConcurrentProcesses) {
+      const victims = this.#victimsMakingRoom(cap);
+      if (typeof victims === 'string') {
+        throw victims === 'sessionLimit'
+          ? this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, ${this.store.idleCount} idle, cap ${cap}`))
           : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
       }
       // Not awaited: the newcomer never waits for another session's hook.
-      closeNow(this.closeContext, victim, 'evicted');
+      for (let i = 0; i < victims; i++) closeNow(this.closeContext, this.store.oldestIdle()!, 'evicted');
     }
     const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now());
     this.store.add(session);
@@ -143,6 +143,24 @@ export class Scheduler<Vars extends SessionVars> {
       this.#discard(session);
       throw error;
     });
+  }
+
+  /**
+   * How many of the least recently active idle sessions must close to make room for one more, or the
+   * limit that no eviction can lift. Nothing is closed unless it makes room: with the cap lowered below
+   * the busy sessions, closing the idle ones would destroy them and still refuse the newcomer.
+   */
+  #victimsMakingRoom(cap: number): number | 'sessionLimit' | 'processLimit' {
+    const sessionsToFree = Math.max(0, this.store.size - cap + 1);
+    if (sessionsToFree > this.store.idleCount) return 'sessionLimit';
+    let processesToFree = this.#liveProcesses - this.#ctx.options.maxConcurrentProcesses + 1;
+    let victims = 0;
+    // Walks only as far as the victims it will close (each frees its processes), or to the list's end.
+    for (let idle = this.store.oldestIdle(); idle !== undefined && (victims < sessionsToFree || processesToFree > 0); idle = idle.idleNext) {
+      victims++;
+      processesToFree -= idle.processes.length;
+    }
+    return processesToFree > 0 ? 'processLimit' : victims;
   }
 
   /** 'none' mode: a throw-away process for one request, torn down at release. */

@@ -513,6 +513,39 @@ describe('requests of one process never overlap (invariant 7)', () => {
       await shutdown(engine);
     }
   });
+
+  test('a newcomer that eviction cannot make room for (limits lowered below the busy processes) gets 503 and evicts nothing', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ maxConcurrentProcesses: 4, processesPerSession: 2, maxSessions: 10 });
+    const { closes } = record(engine);
+    try {
+      const a1 = await open(engine);
+      const a2 = await open(engine, a1.sessionId);
+      const b = await open(engine);
+      const c = await open(engine);
+      b.release();
+      c.release();
+      engine.setOption('maxConcurrentProcesses', 2);
+      const before = liveIds(engine);
+      // Closing b and c would free 2 of the 3 processes needed (a holds 2, busy): no room either way.
+      await assert.rejects(open(engine), { name: 'SessionError', code: 'ERR_SESSION_PROCESS_LIMIT', httpStatus: 503 });
+      await settle();
+      assert.equal(closes.length, 0);
+      assert.deepEqual(liveIds(engine), before);
+      assert.equal(engine.stats().closed.evicted, 0);
+
+      // Once a's second process is free, evicting b and c makes room: both go, oldest first.
+      a2.release();
+      engine.setOption('maxConcurrentProcesses', 3);
+      const d = await open(engine);
+      await settle();
+      assert.deepEqual(closes.map((e) => [e.sessionId, e.reason]), [[b.sessionId, 'evicted'], [c.sessionId, 'evicted']]);
+      assert.deepEqual(liveIds(engine), [a1.sessionId, d.sessionId].sort());
+      a1.release();
+      d.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
 });
 
 describe('record locks', () => {

@@ -57,6 +57,10 @@ export interface Pending {
    * then, and a session idle at its arrival may have taken a request since).
    */
   idleAtArrival: readonly string[];
+  /** Sessions in the model with work (a request running or queued, or a task) at that same moment. */
+  busyAtArrival: number;
+  /** maxSessions at that same moment. */
+  capAtArrival: number;
   settled: boolean;
   lease?: RequestLease<Vars>;
   error?: unknown;
@@ -183,6 +187,10 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
   });
   const pendings: Pending[] = [];
   const refusedAtCap: Pending[] = [];
+  // Per step: requests refused at the cap, sessions created (a step with refusals and no creation evicts nothing).
+  let refusedInStep = 0;
+  let createdInStep = 0;
+  engine.on('create', () => { createdInStep++; });
   const tasks: Task[] = [];
   const closes: PendingClose[] = [];
   const closeSession = (id: string, from: string, inside?: RequestLease<Vars>): Promise<boolean> => {
@@ -211,7 +219,11 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
       else if (s.holders > 0 && s.queued >= MAX_QUEUED) expect = 'ERR_SESSION_QUEUE_FULL';
       else if (s.holders > 0 || s.queued > 0) s.queued++;
     }
-    const pending: Pending = { target, ip, hold, idleAtArrival: model.idleOrder().map((i) => i.id), settled: false, ...(expect === undefined ? {} : { expect }) };
+    const idleNow = model.idleOrder().map((i) => i.id);
+    const pending: Pending = {
+      target, ip, hold, idleAtArrival: idleNow, busyAtArrival: model.sessions.size - idleNow.length, capAtArrival: engine.getOption('maxSessions'),
+      settled: false, ...(expect === undefined ? {} : { expect }),
+    };
     pendings.push(pending);
     engine.acquire({ sessionId, ip }).then(
       (lease) => { pending.lease = lease; pending.settled = true; activity++; },
@@ -229,7 +241,12 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
   /** `id` is about to close: the requests queued in it will be bound anew, against the sessions idle now. */
   const rebindAt = (id: string): void => {
     const idleNow = model.idleOrder().map((i) => i.id).filter((other) => other !== id);
-    for (const p of pendings) if (!p.settled && p.target === id) p.idleAtArrival = idleNow;
+    for (const p of pendings) {
+      if (p.settled || p.target !== id) continue;
+      p.idleAtArrival = idleNow;
+      p.busyAtArrival = model.sessions.size - 1 - idleNow.length;
+      p.capAtArrival = engine.getOption('maxSessions');
+    }
   };
 
   const absorb = (): void => {
@@ -246,8 +263,8 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
       if (p.lease === undefined) {
         const code = (p.error as SessionError).code;
         assert.ok(code === 'ERR_SESSION_LIMIT' || code === 'ERR_SESSION_STOPPED', `unexpected refusal ${code}`);
-        // Checked once the model knows which sessions closed (forgetClosed): every session idle at the
-        // request's arrival must have been evicted for it before it was refused.
+        // Checked once the model knows which sessions closed (forgetClosed): a 503 only when the busy
+        // sessions fill the cap, and then nothing idle is evicted for it (evicting would not make room).
         if (code === 'ERR_SESSION_LIMIT') refusedAtCap.push(p);
         continue;
       }
@@ -271,7 +288,8 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
     forgetClosed: (open) => {
       for (const id of [...model.sessions.keys()]) if (!open.has(id)) model.vanished(id);
       for (const p of refusedAtCap.splice(0)) {
-        assert.deepEqual(p.idleAtArrival.filter((id) => open.has(id)), [], 'invariant 5: 503 only when no session is idle (each session idle when the request arrived was evicted for it)');
+        assert.ok(p.busyAtArrival >= p.capAtArrival, `invariant 5: 503 only when the busy sessions fill the cap (${p.busyAtArrival} busy, cap ${p.capAtArrival}, idle ${p.idleAtArrival.join()})`);
+        refusedInStep++;
       }
     },
   };
@@ -283,6 +301,8 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
       const idleBefore = idleSessionsBefore.map((s) => s.id);
       const closedBefore = closeEvents.length;
       const explicit = new Set<string>();
+      refusedInStep = 0;
+      createdInStep = 0;
       const lease = model.openLeases[('k' in op ? op.k : 0) % Math.max(1, model.openLeases.length)];
       switch (op.t) {
         case 'new': acquire(undefined, IPS[op.ip], op.hold); break;
@@ -354,6 +374,8 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
         assert.deepEqual(new Set(vanished), new Set(due.filter((id) => !explicit.has(id))), `timeouts: exactly the idle sessions past their deadline (vanished ${vanished.join()}, due ${due.join()}, idle before ${idleBefore.join()})`);
       } else {
         assert.deepEqual(new Set(vanished), new Set(idleBefore.filter((id) => !explicit.has(id)).slice(0, vanished.length)), `invariant 5: evictions take the least recently active idle sessions (vanished ${vanished.join()}, idle before ${idleBefore.join()})`);
+        // Eviction makes room or does not happen: a refused newcomer leaves every idle session open.
+        if (refusedInStep > 0 && createdInStep === 0) assert.deepEqual(vanished, [], `invariant 5: a 503 evicts nothing (vanished ${vanished.join()})`);
       }
       const { sessions, longestQueue } = await observer.bounds();
       assert.ok(sessions <= Math.max(capEver, before.size), 'invariant 6: sessions bounded by the cap');

@@ -146,29 +146,43 @@ return 'ok'
 /**
  * A new session, evicting the least recently active idle ones cluster-wide while there is no room.
  * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs.
- * Returns {'ok', pid, victims…} | {'limit', victims…} | {'plimit', victims…}.
+ * Returns {'ok', pid, victims…} | {'limit'} | {'plimit'} (a refusal evicts nothing).
  */
 const CREATE = `${PRELUDE}
 local id, now, node = ARGV[2], tonumber(ARGV[4]), ARGV[7]
+local cap, maxProcs = tonumber(ARGV[5]), tonumber(ARGV[6])
+local sessionsToFree = redis.call('ZCARD', P .. 'open') - cap + 1
+local processesToFree = tonumber(redis.call('GET', P .. 'procs') or '0') - maxProcs + 1
 local victims = {}
-while true do
-  local open = redis.call('ZCARD', P .. 'open')
-  local procs = tonumber(redis.call('GET', P .. 'procs') or '0')
-  if open < tonumber(ARGV[5]) and procs < tonumber(ARGV[6]) then break end
-  local oldest = redis.call('ZRANGE', P .. 'lru', 0, 0)
-  if #oldest == 0 then
-    local outcome = open >= tonumber(ARGV[5]) and 'limit' or 'plimit'
-    return {outcome, unpack(victims)}
+if sessionsToFree > 0 or processesToFree > 0 then
+  -- Evicts only what makes room: with the cap lowered below the busy sessions, closing the idle ones
+  -- would destroy them and still refuse the newcomer. Each idle session (or leftover) frees one place.
+  if sessionsToFree > redis.call('ZCARD', P .. 'lru') then return {'limit'} end
+  local leftovers = {}
+  local offset = 0
+  while sessionsToFree > #victims or processesToFree > 0 do
+    local batch = redis.call('ZRANGE', P .. 'lru', offset, offset + 15)
+    if #batch == 0 then break end
+    offset = offset + #batch
+    for _, v in ipairs(batch) do
+      if sessionsToFree <= #victims and processesToFree <= 0 then break end
+      if redis.call('HGET', skey(v), 'st') == 'o' then
+        victims[#victims + 1] = v
+        processesToFree = processesToFree - #plist(skey(v))
+      else
+        -- Its key expired (a crashed cluster's leftover): forgotten, whatever this request's outcome.
+        leftovers[#leftovers + 1] = v
+        sessionsToFree = sessionsToFree - 1
+      end
+    end
   end
-  local v = oldest[1]
-  if redis.call('HGET', skey(v), 'st') == 'o' then
-    claim(v, 'evicted', node, now)
-    victims[#victims + 1] = v
-  else
-    -- Its key expired (a crashed cluster's leftover): forget the id.
+  for _, v in ipairs(leftovers) do
     markBusy(v)
     redis.call('ZREM', P .. 'open', v)
   end
+  if sessionsToFree > #victims then return {'limit'} end
+  if processesToFree > 0 then return {'plimit'} end
+  for _, v in ipairs(victims) do claim(v, 'evicted', node, now) end
 end
 local h = skey(id)
 local pid = 'r' .. redis.call('INCR', P .. 'seq')

@@ -4,7 +4,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request, sessionCookie, sessionIdOf } from '../helpers.js';
+import { request, sessionCookie, sessionIdOf, settle } from '../helpers.js';
 import type { StartServer } from './app.js';
 import { GUARD, json, post, theCookie, until, UUID, withApp } from './harness.js';
 import { lifecycleContract } from './suite-lifecycle.js';
@@ -121,6 +121,30 @@ function sessionContract(start: StartServer): void {
       const done = await held;
       assert.equal(json(done).x, 'after');
       assert.match(theCookie(done).value, UUID);
+    });
+  });
+
+  test('with maxSessions lowered below the busy sessions, a newcomer gets 503 and evicts nothing: the idle session lives on', GUARD, async () => {
+    await withApp(start, { maxSessions: 3 }, async ({ server, app, engine }) => {
+      const idle = sessionIdOf(await post(server.url, '/login', 'ann'));
+      assert.ok(idle);
+      const held = request(server.url, { path: '/hold' });
+      await app.started.promise;
+      engine.setOption('maxSessions', 1);
+      // Two sessions, one busy, cap 1: closing the idle one would still leave no room.
+      const refused = await request(server.url);
+      assert.equal(refused.status, 503);
+      assert.deepEqual(refused.setCookies, []);
+      await settle();
+      assert.deepEqual(app.hooks, [], 'no session was evicted for a newcomer that could not be admitted');
+      assert.equal(engine.stats().closed.evicted, 0);
+      assert.equal(engine.stats().rejected.sessionLimit, 1);
+      const back = json(await request(server.url, { cookie: `4DSID=${idle}` }));
+      assert.equal(back.user, 'ann', 'the idle session kept its vars');
+      assert.equal(back.sid, idle);
+
+      app.gate.resolve();
+      assert.equal((await held).status, 200);
     });
   });
 
