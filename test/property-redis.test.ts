@@ -408,3 +408,33 @@ test('an option set as soon as the engine is made (Redis still connecting) is st
   assert.equal(await r.redis.hget(`${r.prefix}opts`, 'maxSessions'), '2', 'stored for the other nodes');
   assert.deepEqual(errors.map((e) => e.message), []);
 });
+
+test('a logout that waits for a spawned task: the request\'s hook gets that very process as the request left it, even when the request ended first (its save still on its way)', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const hooked = new Map<string, { proc: unknown; w: unknown }>();
+  const { engine, errors, closes } = engineOn(r, { onClose: (proc) => { hooked.set(proc.processId, { proc, w: proc.vars.w }); } });
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    let endTask: (() => void) | undefined;
+    lease.proc.spawn('task', () => new Promise<void>((resolve) => { endTask = resolve; }));
+    assert.ok(await eventually(() => endTask !== undefined), 'the task runs');
+    lease.proc.vars.w = 1;
+    const closing = track(lease.run(() => engine.closeSession(lease.sessionId)));
+    // The handler goes on while the close waits for the task, writes, and ends before the task does.
+    lease.proc.vars.w = 2;
+    lease.release();
+    endTask!();
+    assert.ok(await eventually(() => closing.settled), 'the close ends');
+    const request = hooked.get(lease.proc.processId);
+    assert.equal(request?.proc, lease.proc, 'the hook sees the live process, not one rebuilt from a save that may not have landed');
+    assert.equal(request?.w, 2);
+    assert.equal(hooked.size, 2, 'one hook per process (request and task)');
+    assert.deepEqual(closes.map((e) => e.reason), ['closed']);
+  } finally {
+    await engine.stop();
+  }
+  assert.deepEqual(errors.map((e) => e.message), []);
+});

@@ -232,8 +232,12 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
   };
 
   const release = (lease: RequestLease<Vars>): void => {
-    lease.proc.vars.w = ++write;
-    model.lastWritten.set(lease.proc.processId, write);
+    // A request that goes on after its session's teardown (a logout waiting for a task) writes into the
+    // reset context: nothing a hook must see, nothing kept.
+    if (!lease.proc.closed) {
+      lease.proc.vars.w = ++write;
+      model.lastWritten.set(lease.proc.processId, write);
+    }
     model.released(lease, clock.now());
     lease.release();
   };

@@ -10,14 +10,18 @@ import { restoreProcess } from './state.js';
 /** Sessions claimed per sweep; more wait for the next turn of the event loop. */
 const SWEEP_BATCH = 512;
 
-interface Pipeline {
+interface Pipeline<Vars extends SessionVars> {
   readonly promise: Promise<void>;
   /** Rejects at the pipeline's first Redis error: closeSession callers learn it then (the close goes on retrying). */
   readonly failed: Promise<never>;
   failedWith?: (error: SessionError) => void;
   phase: ClosePhase;
-  /** Processes of this node that called closeSession on their own session: the drain does not wait for them. */
-  readonly insiders: Set<string>;
+  /**
+   * Processes of this node that called closeSession on their own session, by process id: the drain does
+   * not wait for them, and their hooks see these very objects (as their request left them, even if it
+   * ended meanwhile and its save is still on its way to Redis).
+   */
+  readonly insiders: Map<string, WebProcess<Vars>>;
 }
 
 /**
@@ -28,7 +32,7 @@ interface Pipeline {
  */
 export class RedisCloser<Vars extends SessionVars> {
   readonly #node: NodeServices<Vars>;
-  readonly #pipelines = new Map<string, Pipeline>();
+  readonly #pipelines = new Map<string, Pipeline<Vars>>();
   /** Wakes the drain wait of a session when one of its processes is released (pub/sub 'r'). */
   readonly #drainWakers = new Map<string, () => void>();
   /** closeSession callers waiting for a close another node claimed (pub/sub 'x'). */
@@ -67,7 +71,7 @@ export class RedisCloser<Vars extends SessionVars> {
       if (fromOwnSession) {
         // From its own hook or teardown the close is under way, and waiting on itself would deadlock.
         if (local.phase !== 'draining') return true;
-        local.insiders.add(caller.processId);
+        local.insiders.set(caller.processId, caller);
         this.released(id);
       }
       await Promise.race([local.promise, local.failed]);
@@ -89,7 +93,7 @@ export class RedisCloser<Vars extends SessionVars> {
     if (outcome === 'unknown') return false;
     if (outcome === 'ok') {
       ctx.counters.closed.closed++;
-      void this.start(id, 'closed', fromOwnSession ? caller.processId : undefined);
+      void this.start(id, 'closed', fromOwnSession ? caller : undefined);
       const pipeline = this.#pipelines.get(id);
       if (pipeline !== undefined) await Promise.race([pipeline.promise, pipeline.failed]);
       return true;
@@ -102,13 +106,13 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   /** Runs the pipeline for a close this node has claimed (eviction, timeout, closeSession, shutdown, takeover). */
-  start(id: string, reason: CloseReason | undefined, insider?: string): Promise<void> {
+  start(id: string, reason: CloseReason | undefined, insider?: WebProcess<Vars>): Promise<void> {
     const existing = this.#pipelines.get(id);
     if (existing !== undefined) return existing.promise;
     let failedWith!: (error: SessionError) => void;
     const failed = new Promise<never>((_resolve, reject) => { failedWith = reject; });
     failed.catch(() => {}); // nobody may be waiting for it
-    const pipeline: Pipeline = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Set(insider === undefined ? [] : [insider]) };
+    const pipeline: Pipeline<Vars> = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Map(insider === undefined ? [] : [[insider.processId, insider]]) };
     const handle = this.#localRun(id);
     handle?.markClosing();
     (pipeline as { promise: Promise<void> }).promise = this.#runUntilDone(id, reason, pipeline).finally(() => this.#pipelines.delete(id));
@@ -120,7 +124,7 @@ export class RedisCloser<Vars extends SessionVars> {
    * A claimed close must end, or stay claimed by nobody alive: on a Redis error the pipeline starts over
    * from what Redis holds (hooks already marked done are skipped) until it ends or this node stops.
    */
-  async #runUntilDone(id: string, reason: CloseReason | undefined, pipeline: Pipeline): Promise<void> {
+  async #runUntilDone(id: string, reason: CloseReason | undefined, pipeline: Pipeline<Vars>): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.#run(id, reason, pipeline);
@@ -137,7 +141,7 @@ export class RedisCloser<Vars extends SessionVars> {
     }
   }
 
-  async #run(id: string, claimedReason: CloseReason | undefined, pipeline: Pipeline): Promise<void> {
+  async #run(id: string, claimedReason: CloseReason | undefined, pipeline: Pipeline<Vars>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
     const startedAtMs = ctx.clock.now();
     // 2. Wait until no process of the session runs anywhere (the insiders excepted), bounded.
@@ -170,7 +174,7 @@ export class RedisCloser<Vars extends SessionVars> {
     let hooksRun = 0;
     let hookFailures = 0;
     for (const saved of loaded.processes) {
-      const live = handle === undefined ? undefined : [...handle.runs.keys()].find((p) => p.processId === saved.pid && pipeline.insiders.has(p.processId));
+      const live = pipeline.insiders.get(saved.pid);
       const proc = live ?? new WebProcess<Vars>(owner, saved.kind, {} as Vars, saved.pid);
       if (live === undefined) restoreProcess(proc, saved.state);
       processes.push(proc);
@@ -202,7 +206,7 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   /** Resolves once no process of the session is busy (insiders excepted): on each release message, and by polling (a message can be lost in a reconnect). */
-  #drained(id: string, pipeline: Pipeline): { promise: Promise<void>; cancel(): void } {
+  #drained(id: string, pipeline: Pipeline<Vars>): { promise: Promise<void>; cancel(): void } {
     let cancelled = false;
     let poll: TimerHandle | undefined;
     const promise = new Promise<void>((resolve) => {
@@ -292,7 +296,8 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   /** Cluster shutdown: claims every open session with 'shutdown' and waits for every close of this node. */
-  async closeAll(insiders: ReadonlyMap<string, string>, caller?: WebProcess<Vars>): Promise<void> {
+  /** `insiders`: session id → the process of this node whose stop() call closes it (its own session). */
+  async closeAll(insiders: ReadonlyMap<string, WebProcess<Vars>>, caller?: WebProcess<Vars>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
     for (;;) {
       const ids = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH) as Reply).map(text);

@@ -373,8 +373,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       else for (const handle of tentative) handle.state = 'open';
       let closing: Promise<void> = Promise.resolve();
       if (clusterStops) {
-        const insiders = new Map<string, string>();
-        if (caller !== undefined && caller.sessionId !== '') insiders.set(caller.sessionId, caller.processId);
+        const insiders = new Map<string, WebProcess<Vars>>();
+        if (caller !== undefined && caller.sessionId !== '') insiders.set(caller.sessionId, caller);
         closing = this.#closer.closeAll(insiders, caller);
       }
       const localIdle = new Promise<void>((resolve) => {
