@@ -1,0 +1,184 @@
+// The scripts of closing and of the cluster's upkeep: claim a close (closeSession, the sweep's timeouts,
+// shutdown), load, mark and finish it; rename a session; node heartbeats; options. Layout: scripts.ts.
+
+import { PRELUDE } from './lua-prelude.js';
+
+/** closeSession from any node. ARGV: P, id, reason, node, now. Returns 'ok' | 'closing' | 'unknown'. */
+export const CLAIM = `${PRELUDE}
+local st = redis.call('HGET', skey(ARGV[2]), 'st')
+if st == 'c' then return 'closing' end
+if st ~= 'o' then return 'unknown' end
+claim(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+return 'ok'
+`;
+
+/**
+ * The periodic sweep of one node: claims the sessions whose inactivity deadline passed, frees the
+ * processes that dead nodes were running, takes over the closes that dead nodes had claimed, and reads
+ * the gauges. ARGV: P, now, timeoutMs, node, limit, nodeLeaseMs.
+ * Returns {claimed…, '|', takenOver…, '|', open, idle, closing, procs}.
+ */
+export const SWEEP = `${PRELUDE}
+local now, node, limit = tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'idle', '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, limit)) do
+  if redis.call('HGET', skey(id), 'st') == 'o' then
+    claim(id, 'timeout', node, now)
+    out[#out + 1] = id
+  else
+    markBusy(id)
+    redis.call('ZREM', P .. 'open', id)
+  end
+end
+out[#out + 1] = '|'
+-- A node is dead when it left, or when its lease key has been missing for a whole lease by Redis's own
+-- clock: after an outage longer than the lease every key is gone, and the live nodes renew theirs
+-- within a third of a lease, so none of them is taken for dead.
+local t = redis.call('TIME')
+local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function isDead(n)
+  if redis.call('EXISTS', P .. 'node:' .. n) == 1 then return false end
+  if redis.call('EXISTS', P .. 'left:' .. n) == 1 then return true end
+  local since = redis.call('GET', P .. 'missing:' .. n)
+  if not since then
+    redis.call('SET', P .. 'missing:' .. n, realMs, 'PX', tonumber(ARGV[6]) * 10)
+    return false
+  end
+  return realMs - tonumber(since) >= tonumber(ARGV[6])
+end
+for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+  if dead ~= node and isDead(dead) then
+    redis.call('DEL', P .. 'missing:' .. dead, P .. 'left:' .. dead)
+    for _, m in ipairs(redis.call('SMEMBERS', P .. 'nb:' .. dead)) do
+      local id, pid = string.match(m, '^(%S+) (%S+)$')
+      local h = skey(id)
+      if redis.call('HGET', h, 'o:' .. pid) == dead then
+        -- Its request died with its node: the process is free again, with the state last saved.
+        redis.call('HSET', h, 'b:' .. pid, '0')
+        redis.call('HDEL', h, 'o:' .. pid)
+        local st = redis.call('HGET', h, 'st')
+        if st == 'o' and allFree(h) then markIdle(id, redis.call('HGET', h, 'la')) end
+        redis.call('PUBLISH', P .. 'ev', 'r ' .. id)
+      end
+    end
+    redis.call('DEL', P .. 'nb:' .. dead)
+    for _, id in ipairs(redis.call('ZRANGE', P .. 'closing', 0, -1)) do
+      local h = skey(id)
+      if redis.call('EXISTS', h) == 0 then
+        redis.call('ZREM', P .. 'closing', id)
+      elseif redis.call('HGET', h, 'cl') == dead then
+        redis.call('HSET', h, 'cl', node)
+        out[#out + 1] = id
+      end
+    end
+    redis.call('SREM', P .. 'nodes', dead)
+  end
+end
+out[#out + 1] = '|'
+out[#out + 1] = redis.call('ZCARD', P .. 'open')
+out[#out + 1] = redis.call('ZCARD', P .. 'idle')
+out[#out + 1] = redis.call('ZCARD', P .. 'closing')
+out[#out + 1] = tonumber(redis.call('GET', P .. 'procs') or '0')
+return out
+`;
+
+/** Claims every open session for a cluster shutdown, a batch at a time. ARGV: P, node, now, limit. Returns the ids. */
+export const CLAIM_ALL = `${PRELUDE}
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1)) do
+  if redis.call('HGET', skey(id), 'st') == 'o' then
+    claim(id, 'shutdown', ARGV[2], tonumber(ARGV[3]))
+    out[#out + 1] = id
+  else
+    redis.call('ZREM', P .. 'open', id)
+  end
+end
+return out
+`;
+
+/**
+ * The claimer loads a closing session: is it still ours, which processes, which are still running.
+ * ARGV: P, id, node. Returns {'lost'} | {'ok', reason, then per process: pid, busy, hooked, state}.
+ */
+export const LOAD_CLOSING = `${PRELUDE}
+local h = skey(ARGV[2])
+if redis.call('HGET', h, 'cl') ~= ARGV[3] then return {'lost'} end
+local out = {'ok', redis.call('HGET', h, 'rs')}
+for _, p in ipairs(plist(h)) do
+  out[#out + 1] = p
+  out[#out + 1] = redis.call('HGET', h, 'b:' .. p) or '0'
+  out[#out + 1] = redis.call('HGET', h, 'hk:' .. p) or '0'
+  out[#out + 1] = redis.call('HGET', h, 'd:' .. p) or ''
+end
+return out
+`;
+
+/** A hook ran: a node taking the close over skips it. ARGV: P, id, pid, node. Returns 1, or 0 if the claim was lost. */
+export const HOOKED = `${PRELUDE}
+local h = skey(ARGV[2])
+if redis.call('HGET', h, 'cl') ~= ARGV[4] then return 0 end
+redis.call('HSET', h, 'hk:' .. ARGV[3], '1')
+return 1
+`;
+
+/** The close is done: the session's key goes. ARGV: P, id, node. Returns 1, or 0 if the claim was lost. */
+export const FINISH = `${PRELUDE}
+local h = skey(ARGV[2])
+if redis.call('HGET', h, 'cl') ~= ARGV[3] then return 0 end
+redis.call('DEL', h)
+redis.call('ZREM', P .. 'closing', ARGV[2])
+redis.call('PUBLISH', P .. 'ev', 'x ' .. ARGV[2])
+return 1
+`;
+
+/**
+ * regenerate: the session moves to a fresh id, context and all; the old id is dead at once.
+ * ARGV: P, old, new. Returns the live process ids (space-separated), or '' if the session is not open.
+ */
+export const RENAME = `${PRELUDE}
+local old, new = ARGV[2], ARGV[3]
+local h, nh = skey(old), skey(new)
+if redis.call('HGET', h, 'st') ~= 'o' or redis.call('EXISTS', nh) == 1 then return '' end
+redis.call('RENAME', h, nh)
+if redis.call('EXISTS', P .. 'wq:' .. old) == 1 then redis.call('RENAME', P .. 'wq:' .. old, P .. 'wq:' .. new) end
+for _, z in ipairs({'open', 'idle', 'lru'}) do
+  local score = redis.call('ZSCORE', P .. z, old)
+  if score then redis.call('ZREM', P .. z, old); redis.call('ZADD', P .. z, score, new) end
+end
+for _, p in ipairs(plist(nh)) do
+  local owner = redis.call('HGET', nh, 'o:' .. p)
+  if owner then
+    redis.call('SREM', P .. 'nb:' .. owner, old .. ' ' .. p)
+    redis.call('SADD', P .. 'nb:' .. owner, new .. ' ' .. p)
+  end
+end
+redis.call('PUBLISH', P .. 'ev', 'n ' .. old)
+return redis.call('HGET', nh, 'pl')
+`;
+
+/**
+ * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping, keyTtlMs.
+ * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
+ * the sessions close when the whole cluster goes down, and each is claimed once.
+ */
+export const HEARTBEAT = `${PRELUDE}
+redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
+redis.call('DEL', P .. 'missing:' .. ARGV[2])
+if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
+redis.call('SADD', P .. 'nodes', ARGV[2])
+-- The registry lives as long as its sessions may (a cluster that is gone leaves nothing behind).
+if redis.call('PTTL', P .. 'nodes') < tonumber(ARGV[5]) then redis.call('PEXPIRE', P .. 'nodes', ARGV[5]) end
+redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
+local others = 0
+for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+  if n ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. n) == 1 and redis.call('EXISTS', P .. 'stopping:' .. n) == 0 then others = others + 1 end
+end
+return others
+`;
+
+/** An option set on one node applies to all. ARGV: P, node, name, json. */
+export const SET_OPTION = `${PRELUDE}
+redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
+redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+return 1
+`;

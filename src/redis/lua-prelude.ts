@@ -1,0 +1,42 @@
+// The functions every store script starts with (see the layout in scripts.ts). ARGV[1] is the key prefix (P).
+
+export const PRELUDE = `
+local P = ARGV[1]
+local function skey(id) return P .. 's:' .. id end
+local function plist(h)
+  local t = {}
+  local pl = redis.call('HGET', h, 'pl')
+  if pl then for p in string.gmatch(pl, '%S+') do t[#t + 1] = p end end
+  return t
+end
+local function allFree(h)
+  for _, p in ipairs(plist(h)) do
+    if redis.call('HGET', h, 'b:' .. p) ~= '0' then return false end
+  end
+  return true
+end
+-- Idle sessions are kept twice: by time in 'idle' (timeouts) and by order of going idle in 'lru'
+-- (eviction), so two sessions idle since the same millisecond still evict in the order they went idle.
+local function markIdle(id, atMs)
+  redis.call('ZADD', P .. 'idle', atMs, id)
+  redis.call('ZADD', P .. 'lru', redis.call('INCR', P .. 'lrun'), id)
+end
+local function markBusy(id)
+  redis.call('ZREM', P .. 'idle', id)
+  redis.call('ZREM', P .. 'lru', id)
+end
+local function touchGlobals(ttl)
+  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'seq', 'nodes'}) do redis.call('PEXPIRE', P .. k, ttl) end
+end
+-- Step 1 of the close pipeline, cluster-wide: the id is dead from now on, its processes stop counting.
+local function claim(id, reason, node, now)
+  local h = skey(id)
+  redis.call('HSET', h, 'st', 'c', 'rs', reason, 'cl', node)
+  redis.call('ZREM', P .. 'open', id)
+  markBusy(id)
+  redis.call('ZADD', P .. 'closing', now, id)
+  redis.call('DECRBY', P .. 'procs', #plist(h))
+  redis.call('DEL', P .. 'wq:' .. id)
+  redis.call('PUBLISH', P .. 'ev', 'c ' .. id)
+end
+`;

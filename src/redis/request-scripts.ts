@@ -1,0 +1,195 @@
+// The scripts of a request's way in and out: enter its session's process (or wait, or create a session,
+// evicting at the cap), save and release it, spawn a task's process. Layout of the keys: scripts.ts.
+
+import { PRELUDE } from './lua-prelude.js';
+
+/**
+ * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
+ * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered.
+ * Returns {'ok', pid, token, state, created, lastRequest, processCount} | {'unknown'} | {'ip'} | {'busy'} | {'full'}.
+ * Requests waiting for the session (any node) are members of P wq:<id>, scored by Redis's own time when
+ * they last tried: a waiter whose node died or gave up stops counting after waiterStaleMs.
+ */
+export const ENTER = `${PRELUDE}
+local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local h = skey(id)
+local wq = P .. 'wq:' .. id
+local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl')
+if f[1] ~= 'o' then return {'unknown'} end
+if now >= tonumber(f[2]) + tonumber(ARGV[5]) then return {'unknown'} end
+if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
+local list = {}
+if f[5] then for p in string.gmatch(f[5], '%S+') do list[#list + 1] = p end end
+local slot
+local state = ''
+local web = 0
+for _, p in ipairs(list) do
+  local kbd = redis.call('HMGET', h, 'k:' .. p, 'b:' .. p)
+  if kbd[1] == 'w' then
+    web = web + 1
+    if not slot and kbd[2] == '0' then slot = p end
+  end
+end
+if not slot then
+  if web < tonumber(ARGV[7]) and tonumber(redis.call('GET', P .. 'procs') or '0') < tonumber(ARGV[8]) then
+    slot = 'r' .. redis.call('INCR', P .. 'seq')
+    list[#list + 1] = slot
+    redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. slot, 'w', 'd:' .. slot, '')
+    redis.call('INCR', P .. 'procs')
+  else
+    local t = redis.call('TIME')
+    local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[13]))
+    local waiting = redis.call('ZCARD', wq)
+    if redis.call('ZSCORE', wq, ARGV[11]) then waiting = waiting - 1 end
+    if waiting >= tonumber(ARGV[12]) then return {'full'} end
+    redis.call('ZADD', wq, realMs, ARGV[11])
+    redis.call('PEXPIRE', wq, ARGV[10])
+    return {'busy'}
+  end
+else
+  state = redis.call('HGET', h, 'd:' .. slot) or ''
+end
+local token = redis.call('HINCRBY', h, 'tk', 1)
+redis.call('HSET', h, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now)
+markBusy(id)
+redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
+redis.call('PEXPIRE', h, ARGV[10])
+if ARGV[14] == '1' then redis.call('ZREM', wq, ARGV[11]) end
+return {'ok', slot, tostring(token), state, f[4], tostring(now), tostring(#list)}
+`;
+
+/**
+ * A request that will wait behind others of its node: checked as lwsEnter checks (open, cookie lifetime,
+ * IP), then counted among the session's waiters now, so the bound holds however the waiting requests are
+ * spread. ARGV: P, id, waiterId, maxQueued, staleMs, keyTtlMs, now, cookieTtlMs, ipCheck, ip.
+ * Returns 'ok' | 'full' | 'unknown' | 'ip'. Called again on each poll to stay counted.
+ */
+export const WAIT = `${PRELUDE}
+local f = redis.call('HMGET', skey(ARGV[2]), 'st', 'lr', 'ip')
+if f[1] ~= 'o' or tonumber(ARGV[7]) >= tonumber(f[2]) + tonumber(ARGV[8]) then return 'unknown' end
+if ARGV[9] == '1' and f[3] ~= ARGV[10] then return 'ip' end
+local wq = P .. 'wq:' .. ARGV[2]
+local t = redis.call('TIME')
+local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[5]))
+if not redis.call('ZSCORE', wq, ARGV[3]) and redis.call('ZCARD', wq) >= tonumber(ARGV[4]) then return 'full' end
+redis.call('ZADD', wq, realMs, ARGV[3])
+redis.call('PEXPIRE', wq, ARGV[6])
+return 'ok'
+`;
+
+/**
+ * A new session, evicting the least recently active idle ones cluster-wide while there is no room.
+ * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs.
+ * Returns {'ok', pid, victims…} | {'limit'} | {'plimit'} (a refusal evicts nothing).
+ */
+export const CREATE = `${PRELUDE}
+local id, now, node = ARGV[2], tonumber(ARGV[4]), ARGV[7]
+local cap, maxProcs = tonumber(ARGV[5]), tonumber(ARGV[6])
+local sessionsToFree = redis.call('ZCARD', P .. 'open') - cap + 1
+local processesToFree = tonumber(redis.call('GET', P .. 'procs') or '0') - maxProcs + 1
+local victims = {}
+if sessionsToFree > 0 or processesToFree > 0 then
+  -- Evicts only what makes room: with the cap lowered below the busy sessions, closing the idle ones
+  -- would destroy them and still refuse the newcomer. Each idle session (or leftover) frees one place.
+  if sessionsToFree > redis.call('ZCARD', P .. 'lru') then return {'limit'} end
+  local leftovers = {}
+  local offset = 0
+  while sessionsToFree > #victims or processesToFree > 0 do
+    local batch = redis.call('ZRANGE', P .. 'lru', offset, offset + 15)
+    if #batch == 0 then break end
+    offset = offset + #batch
+    for _, v in ipairs(batch) do
+      if sessionsToFree <= #victims and processesToFree <= 0 then break end
+      if redis.call('HGET', skey(v), 'st') == 'o' then
+        victims[#victims + 1] = v
+        processesToFree = processesToFree - #plist(skey(v))
+      else
+        -- Its key expired (a crashed cluster's leftover): forgotten, whatever this request's outcome.
+        leftovers[#leftovers + 1] = v
+        sessionsToFree = sessionsToFree - 1
+      end
+    end
+  end
+  for _, v in ipairs(leftovers) do
+    markBusy(v)
+    redis.call('ZREM', P .. 'open', v)
+  end
+  if sessionsToFree > #victims then return {'limit'} end
+  if processesToFree > 0 then return {'plimit'} end
+  for _, v in ipairs(victims) do claim(v, 'evicted', node, now) end
+end
+local h = skey(id)
+local pid = 'r' .. redis.call('INCR', P .. 'seq')
+redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1,
+  'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
+redis.call('PEXPIRE', h, ARGV[8])
+redis.call('ZADD', P .. 'open', now, id)
+redis.call('INCR', P .. 'procs')
+redis.call('SADD', P .. 'nb:' .. node, id .. ' ' .. pid)
+touchGlobals(ARGV[8])
+return {'ok', pid, unpack(victims)}
+`;
+
+/**
+ * The end of a request or task: saves its state if its token still holds, frees its process. A stale
+ * token (the session closed and its process was freed or its key deleted) writes nothing: no resurrection.
+ * ARGV: P, id, pid, token, now, keyTtlMs, node, hasState, state, endsProcess.
+ * Returns {'ok', st} | {'stale'} | {'gone'}.
+ */
+export const RELEASE = `${PRELUDE}
+local id, pid = ARGV[2], ARGV[3]
+local h = skey(id)
+redis.call('SREM', P .. 'nb:' .. ARGV[7], id .. ' ' .. pid)
+local f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
+local b, st = f[1], f[2]
+if not b then return {'gone'} end
+if b ~= ARGV[4] then return {'stale'} end
+local others = {}
+if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
+if ARGV[10] == '1' and st == 'o' then
+  -- A task that ended on its own ends its process (no hook: its session is not closing).
+  redis.call('HSET', h, 'pl', table.concat(others, ' '))
+  redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
+  redis.call('DECR', P .. 'procs')
+else
+  if ARGV[8] == '1' then redis.call('HSET', h, 'd:' .. pid, ARGV[9], 'b:' .. pid, '0')
+  else redis.call('HSET', h, 'b:' .. pid, '0') end
+  redis.call('HDEL', h, 'o:' .. pid)
+end
+if st == 'o' then
+  redis.call('HSET', h, 'la', ARGV[5])
+  local free = true
+  if #others > 0 then
+    local fields = {}
+    for i, p in ipairs(others) do fields[i] = 'b:' .. p end
+    for _, v in ipairs(redis.call('HMGET', h, unpack(fields))) do if v ~= '0' then free = false end end
+  end
+  if free then markIdle(id, ARGV[5]) end
+  redis.call('PEXPIRE', h, ARGV[6])
+end
+if st ~= 'o' or redis.call('EXISTS', P .. 'wq:' .. id) == 1 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end
+return {'ok', st}
+`;
+
+/**
+ * A spawned task's process (its id made by the spawning node). ARGV: P, id, node, maxProcs, keyTtlMs, pid.
+ * Returns {'ok', token} | {'closed'} | {'plimit'}.
+ */
+export const SPAWN = `${PRELUDE}
+local id, node = ARGV[2], ARGV[3]
+local h = skey(id)
+if redis.call('HGET', h, 'st') ~= 'o' then return {'closed'} end
+if tonumber(redis.call('GET', P .. 'procs') or '0') >= tonumber(ARGV[4]) then return {'plimit'} end
+local pid = ARGV[6]
+local list = plist(h)
+list[#list + 1] = pid
+local token = redis.call('HINCRBY', h, 'tk', 1)
+redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. pid, 't', 'b:' .. pid, token, 'o:' .. pid, node, 'd:' .. pid, '')
+redis.call('INCR', P .. 'procs')
+markBusy(id)
+redis.call('SADD', P .. 'nb:' .. node, id .. ' ' .. pid)
+redis.call('PEXPIRE', h, ARGV[5])
+return {'ok', tostring(token)}
+`;
