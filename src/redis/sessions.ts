@@ -2,20 +2,18 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { TIMED_OUT, within } from '../close.js';
 import { SessionError } from '../errors.js';
-import { RequestLease, type LeaseHost } from '../lease.js';
+import type { RequestLease } from '../lease.js';
 import type { OptionName } from '../options.js';
-import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
+import type { SessionVars, WebProcess } from '../process.js';
 import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
-import { keyTtlMs, Retries, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { keyTtlMs, Retries, text, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { ProcessSaves } from './processes.js';
-import { restoreProcess } from './state.js';
-import { TurnQueues, type Waiter } from './turns.js';
-
-type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
+import { RedisRequestPath } from './requests.js';
+import { TurnQueues } from './turns.js';
 
 /** Resolves when the client is connected, rejects after `withinMs`. */
 function connected(redis: Redis, withinMs: number): Promise<void> {
@@ -44,17 +42,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #settings: RedisSettings;
   readonly #node: NodeServices<Vars>;
   readonly #closer: RedisCloser<Vars>;
-  readonly #leaseHost: LeaseHost<Vars, SessionHandle<Vars>>;
   /** Sessions this node has served, by id (dropped when a close is announced). */
   readonly #known = new Map<string, SessionHandle<Vars>>();
   readonly #turns: TurnQueues;
-  /** Closed id → the new session its waiting requests move to (kept while some still wait). */
-  readonly #successors = new Map<string, Promise<string | undefined>>();
   /** Options set here since construction: the store's start must not apply older stored values over them. */
   readonly #localOptions = new Set<string>();
   readonly #processes: ProcessSaves<Vars>;
   readonly #transients = new Set<WebProcess<Vars>>();
-  readonly #transientOwner: ProcessOwner<Vars>;
+  readonly #requests: RedisRequestPath<Vars>;
   #ready: Promise<void>;
   readonly #closeClients: () => Promise<void>;
   #heartbeat: NodeJS.Timeout | undefined;
@@ -62,7 +57,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   #refusing = false;
   /** Other live nodes at the last heartbeat. */
   #othersAlive = 0;
-  #waiterSeq = 0;
 
   constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: () => Promise<void>) {
     if (ctx.locks !== undefined) throw new TypeError('locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
@@ -80,17 +74,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       if (handle.runs.size === 0 && handle.state !== 'open') this.#known.delete(handle.id);
       this.#turns.wakeHead(handle.id);
     }, () => this.#checkIdle());
-    this.#transientOwner = {
-      id: '',
-      lockManager: this.lockManager,
-      spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
-    };
-    this.#leaseHost = {
-      als: ctx.als,
-      release: (lease) => this.#release(lease),
-      reportHandlerError: ctx.reportHandlerError,
-      cookieExpiresAtMs: (handle) => handle.lastRequestAtMs + ctx.options.inactiveSessionTimeoutMs,
-    };
+    this.#requests = new RedisRequestPath<Vars>({
+      node: this.#node, known: this.#known, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
+      refusing: () => this.#refusing, started: () => this.#started(), checkIdle: () => this.#checkIdle(),
+    });
     this.#subscriber.on('message', (_channel: string, message: string) => this.#onMessage(message));
     this.#ready = this.#start();
     // Until the first request awaits it, a failed start must not be an unhandled rejection.
@@ -152,180 +139,11 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     }
   }
 
-  // ---- requests -------------------------------------------------------------------------------------
+  // ---- requests (src/redis/requests.ts), closing, stopping ---------------------------------------------
 
-  async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
-    const ctx = this.#ctx;
-    if (this.#refusing) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-    try {
-      await this.#started();
-    } catch (error) {
-      throw this.#reject('storeUnavailable', unavailable(error));
-    }
-    if (ctx.options.mode === 'none') return this.#transient();
-    try {
-      if (request.sessionId !== undefined) {
-        const lease = await this.#enter(request.sessionId, request.ip);
-        if (lease !== undefined) return lease;
-      }
-      return await this.#create(request.ip);
-    } catch (error) {
-      if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
-      throw this.#reject('storeUnavailable', unavailable(error, request.sessionId));
-    }
+  acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
+    return this.#requests.acquire(request);
   }
-
-  /**
-   * The cookie's session, if it is live: its process now, or after the requests ahead of this one. On
-   * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
-   * retries first after a release gets the process.
-   */
-  async #enter(id: string, ip: string): Promise<Lease<Vars> | undefined> {
-    const { options, clock } = this.#ctx;
-    let me: Waiter | undefined;
-    // Named only if it has to wait; Redis then counts it among the session's waiters until it gets in,
-    // gives up, or stops trying (its node died) for a few poll periods.
-    const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
-    let registered = false;
-    try {
-      const staleMs = Math.max(1_000, 8 * this.#settings.pollIntervalMs);
-      if (this.#turns.waiting(id) > 0) {
-        // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
-        const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
-        const register = (): Promise<unknown> => this.#redis.lwsWait(
-          this.#settings.prefix, id, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
-        );
-        const admitted = text(await register() as string);
-        if (admitted === 'unknown') return undefined;
-        if (admitted === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
-        if (admitted === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
-        registered = true;
-        me = this.#turns.enqueue(id);
-        await this.#turns.turn(id, me, () => void register().catch(() => {}));
-      }
-      for (;;) {
-        if (this.#refusing) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-        const reply = await this.#redis.lwsEnterBuffer(
-          this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, options.mode === 'legacy' && options.ipValidation ? 1 : 0,
-          options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), waiterId, options.maxQueuedRequests,
-          staleMs, registered ? 1 : 0,
-        );
-        const outcome = text(reply[0]);
-        if (outcome === 'ok') {
-          registered = false;
-          const [, pid, token, state, createdAtMs, lastRequestAtMs, processCount] = reply;
-          const handle = this.#handle(id, ip, Number(text(createdAtMs)), Number(text(lastRequestAtMs)), Number(text(processCount)));
-          return await this.#lease(handle, text(pid), text(token), state as Buffer, false);
-        }
-        if (outcome === 'unknown') return registered ? await this.#successor(id, ip) : undefined;
-        if (outcome === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
-        if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
-        registered = true;
-        me ??= this.#turns.enqueue(id);
-        await this.#turns.turn(id, me);
-      }
-    } finally {
-      if (me !== undefined) this.#turns.dequeue(id, me);
-      if (this.#turns.waiting(id) === 0) this.#successors.delete(id);
-      // Given up while counted as waiting: stop counting now rather than when it goes stale.
-      if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
-    }
-  }
-
-  /**
-   * The session closed while this request waited for it: the first such request of this node makes a
-   * new session, the others join it (one browser, one session, as with the memory store).
-   */
-  async #successor(closedId: string, ip: string): Promise<Lease<Vars> | undefined> {
-    const joined = this.#successors.get(closedId);
-    if (joined !== undefined) {
-      const next = await joined;
-      return next === undefined ? undefined : this.#enter(next, ip);
-    }
-    const creating = this.#create(ip);
-    this.#successors.set(closedId, creating.then((lease) => lease.sessionId, () => undefined));
-    return creating;
-  }
-
-  /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */
-  async #create(ip: string): Promise<Lease<Vars>> {
-    const { options, clock, counters } = this.#ctx;
-    const id = newSessionId();
-    const nowMs = clock.now();
-    const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
-    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings)) as Reply).map(text);
-    const [outcome, second, ...rest] = reply;
-    const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
-    for (const victim of victims) {
-      counters.closed.evicted++;
-      // Not awaited: the newcomer never waits for another session's hook.
-      void this.#closer.start(victim, 'evicted');
-    }
-    if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
-    if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
-    counters.created++;
-    const handle = this.#handle(id, ip, nowMs, nowMs, 1);
-    const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
-    this.#ctx.created({ sessionId: id, ip });
-    return lease;
-  }
-
-  #handle(id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number): SessionHandle<Vars> {
-    let handle = this.#known.get(id);
-    if (handle === undefined || handle.state !== 'open') {
-      handle = new SessionHandle<Vars>(this.#node, id, ip, createdAtMs, lastRequestAtMs, processCount);
-      this.#known.set(id, handle);
-    }
-    handle.lastRequestAtMs = lastRequestAtMs;
-    handle.processCount = processCount;
-    return handle;
-  }
-
-  async #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): Promise<Lease<Vars>> {
-    const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
-    handle.runs.set(proc, { proc, token, kind: 'request' });
-    const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
-    if (restoreProcess(proc, state)) return lease;
-    try {
-      proc.vars = await this.#processes.initVars(proc);
-    } catch (error) {
-      // No context was ever made: the process leaves the session, so the next request runs init again.
-      handle.runs.delete(proc);
-      this.#processes.save(handle, proc, token, undefined, true);
-      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: handle.id });
-    }
-    return lease;
-  }
-
-  #release(lease: Lease<Vars>): void {
-    const { session: handle, proc } = lease;
-    if (handle === undefined) {
-      this.#transients.delete(proc);
-      void processInternals.teardown(proc, {});
-      this.#checkIdle();
-      return;
-    }
-    const run = handle.runs.get(proc);
-    handle.runs.delete(proc);
-    handle.lastActivityAtMs = this.#ctx.clock.now();
-    if (run === undefined) return this.#checkIdle();
-    this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, false);
-  }
-
-  async #transient(): Promise<RequestLease<Vars>> {
-    const proc = new WebProcess<Vars>(this.#transientOwner, 'web', {} as Vars, `t${randomUUID()}`);
-    this.#transients.add(proc);
-    const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, undefined, proc, true);
-    try {
-      proc.vars = await this.#processes.initVars(proc);
-    } catch (error) {
-      lease.release();
-      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
-    }
-    return lease;
-  }
-
-  // ---- closing, stopping ------------------------------------------------------------------------------
 
   closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
     return this.#closer.closeSession(id, caller);
@@ -424,10 +242,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#onIdle?.();
   }
 
-  #reject(cause: keyof StoreContext<Vars>['counters']['rejected'], error: SessionError): SessionError {
-    this.#ctx.counters.rejected[cause]++;
-    return error;
-  }
 
   // ---- options and reads ------------------------------------------------------------------------------
 

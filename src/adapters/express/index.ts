@@ -7,7 +7,7 @@ import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/release.js';
 import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
-import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
+import { whenReady, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
 declare global {

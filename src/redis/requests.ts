@@ -1,0 +1,259 @@
+import { randomUUID } from 'node:crypto';
+import { SessionError } from '../errors.js';
+import { RequestLease, type LeaseHost } from '../lease.js';
+import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
+import type { RequestIdentity, StoreContext } from '../store.js';
+import { newSessionId } from '../session-id.js';
+import type { RedisCloser } from './closer.js';
+import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import type { ProcessSaves } from './processes.js';
+import { restoreProcess } from './state.js';
+import type { TurnQueues, Waiter } from './turns.js';
+
+type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
+
+/** What the node's store shares with its request path. */
+export interface RequestPathDeps<Vars extends SessionVars> {
+  readonly node: NodeServices<Vars>;
+  /** Sessions this node has served, by id (the store drops them when a close is announced). */
+  readonly known: Map<string, SessionHandle<Vars>>;
+  readonly turns: TurnQueues;
+  readonly processes: ProcessSaves<Vars>;
+  readonly closer: RedisCloser<Vars>;
+  /** 'none'-mode requests running here. */
+  readonly transients: Set<WebProcess<Vars>>;
+  /** True once the node stops taking work. */
+  refusing(): boolean;
+  /** Resolves once the store has started (connected, subscribed, options read). */
+  started(): Promise<void>;
+  /** A request or a tracked write ended: a stopping node checks whether it is idle. */
+  checkIdle(): void;
+}
+
+/**
+ * A request's way into a process of its session and out again, on the Redis store: one script to enter
+ * (or to create a session, evicting at the global cap), FIFO waiting on this node when the process is
+ * busy, the state restored into a process rebuilt here, and one script after the response to save and
+ * free it (ProcessSaves).
+ */
+export class RedisRequestPath<Vars extends SessionVars> {
+  readonly #deps: RequestPathDeps<Vars>;
+  readonly #ctx: StoreContext<Vars>;
+  readonly #redis: StoreCommands;
+  readonly #settings: RedisSettings;
+  readonly #node: NodeServices<Vars>;
+  readonly #known: Map<string, SessionHandle<Vars>>;
+  readonly #turns: TurnQueues;
+  readonly #processes: ProcessSaves<Vars>;
+  readonly #closer: RedisCloser<Vars>;
+  readonly #transients: Set<WebProcess<Vars>>;
+  readonly #leaseHost: LeaseHost<Vars, SessionHandle<Vars>>;
+  readonly #transientOwner: ProcessOwner<Vars>;
+  /** Closed id → the new session its waiting requests move to (kept while some still wait). */
+  readonly #successors = new Map<string, Promise<string | undefined>>();
+  #waiterSeq = 0;
+
+  constructor(deps: RequestPathDeps<Vars>) {
+    this.#deps = deps;
+    this.#node = deps.node;
+    this.#ctx = deps.node.ctx;
+    this.#redis = deps.node.redis;
+    this.#settings = deps.node.settings;
+    this.#known = deps.known;
+    this.#turns = deps.turns;
+    this.#processes = deps.processes;
+    this.#closer = deps.closer;
+    this.#transients = deps.transients;
+    const ctx = this.#ctx;
+    this.#transientOwner = {
+      id: '',
+      lockManager: deps.node.lockManager,
+      spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
+    };
+    this.#leaseHost = {
+      als: ctx.als,
+      release: (lease) => this.#release(lease),
+      reportHandlerError: ctx.reportHandlerError,
+      cookieExpiresAtMs: (handle) => handle.lastRequestAtMs + ctx.options.inactiveSessionTimeoutMs,
+    };
+  }
+
+
+  /** See AttachedStore.acquire. */
+  async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
+    const ctx = this.#ctx;
+    if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
+    try {
+      await this.#deps.started();
+    } catch (error) {
+      throw this.#reject('storeUnavailable', unavailable(error));
+    }
+    if (ctx.options.mode === 'none') return this.#transient();
+    try {
+      if (request.sessionId !== undefined) {
+        const lease = await this.#enter(request.sessionId, request.ip);
+        if (lease !== undefined) return lease;
+      }
+      return await this.#create(request.ip);
+    } catch (error) {
+      if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
+      throw this.#reject('storeUnavailable', unavailable(error, request.sessionId));
+    }
+  }
+
+  /**
+   * The cookie's session, if it is live: its process now, or after the requests ahead of this one. On
+   * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
+   * retries first after a release gets the process.
+   */
+  async #enter(id: string, ip: string): Promise<Lease<Vars> | undefined> {
+    const { options, clock } = this.#ctx;
+    let me: Waiter | undefined;
+    // Named only if it has to wait; Redis then counts it among the session's waiters until it gets in,
+    // gives up, or stops trying (its node died) for a few poll periods.
+    const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
+    let registered = false;
+    try {
+      const staleMs = Math.max(1_000, 8 * this.#settings.pollIntervalMs);
+      if (this.#turns.waiting(id) > 0) {
+        // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
+        const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
+        const register = (): Promise<unknown> => this.#redis.lwsWait(
+          this.#settings.prefix, id, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
+        );
+        const admitted = text(await register() as string);
+        if (admitted === 'unknown') return undefined;
+        if (admitted === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
+        if (admitted === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        registered = true;
+        me = this.#turns.enqueue(id);
+        await this.#turns.turn(id, me, () => void register().catch(() => {}));
+      }
+      for (;;) {
+        if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
+        const reply = await this.#redis.lwsEnterBuffer(
+          this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, options.mode === 'legacy' && options.ipValidation ? 1 : 0,
+          options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), waiterId, options.maxQueuedRequests,
+          staleMs, registered ? 1 : 0,
+        );
+        const outcome = text(reply[0]);
+        if (outcome === 'ok') {
+          registered = false;
+          const [, pid, token, state, createdAtMs, lastRequestAtMs, processCount] = reply;
+          const handle = this.#handle(id, ip, Number(text(createdAtMs)), Number(text(lastRequestAtMs)), Number(text(processCount)));
+          return await this.#lease(handle, text(pid), text(token), state as Buffer, false);
+        }
+        if (outcome === 'unknown') return registered ? await this.#successor(id, ip) : undefined;
+        if (outcome === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
+        if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        registered = true;
+        me ??= this.#turns.enqueue(id);
+        await this.#turns.turn(id, me);
+      }
+    } finally {
+      if (me !== undefined) this.#turns.dequeue(id, me);
+      if (this.#turns.waiting(id) === 0) this.#successors.delete(id);
+      // Given up while counted as waiting: stop counting now rather than when it goes stale.
+      if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
+    }
+  }
+
+  /**
+   * The session closed while this request waited for it: the first such request of this node makes a
+   * new session, the others join it (one browser, one session, as with the memory store).
+   */
+  async #successor(closedId: string, ip: string): Promise<Lease<Vars> | undefined> {
+    const joined = this.#successors.get(closedId);
+    if (joined !== undefined) {
+      const next = await joined;
+      return next === undefined ? undefined : this.#enter(next, ip);
+    }
+    const creating = this.#create(ip);
+    this.#successors.set(closedId, creating.then((lease) => lease.sessionId, () => undefined));
+    return creating;
+  }
+
+  /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */
+  async #create(ip: string): Promise<Lease<Vars>> {
+    const { options, clock, counters } = this.#ctx;
+    const id = newSessionId();
+    const nowMs = clock.now();
+    const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
+    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings)) as Reply).map(text);
+    const [outcome, second, ...rest] = reply;
+    const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
+    for (const victim of victims) {
+      counters.closed.evicted++;
+      // Not awaited: the newcomer never waits for another session's hook.
+      void this.#closer.start(victim, 'evicted');
+    }
+    if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
+    if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
+    counters.created++;
+    const handle = this.#handle(id, ip, nowMs, nowMs, 1);
+    const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
+    this.#ctx.created({ sessionId: id, ip });
+    return lease;
+  }
+
+  #handle(id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number): SessionHandle<Vars> {
+    let handle = this.#known.get(id);
+    if (handle === undefined || handle.state !== 'open') {
+      handle = new SessionHandle<Vars>(this.#node, id, ip, createdAtMs, lastRequestAtMs, processCount);
+      this.#known.set(id, handle);
+    }
+    handle.lastRequestAtMs = lastRequestAtMs;
+    handle.processCount = processCount;
+    return handle;
+  }
+
+  async #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): Promise<Lease<Vars>> {
+    const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
+    handle.runs.set(proc, { proc, token, kind: 'request' });
+    const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
+    if (restoreProcess(proc, state)) return lease;
+    try {
+      proc.vars = await this.#processes.initVars(proc);
+    } catch (error) {
+      // No context was ever made: the process leaves the session, so the next request runs init again.
+      handle.runs.delete(proc);
+      this.#processes.save(handle, proc, token, undefined, true);
+      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: handle.id });
+    }
+    return lease;
+  }
+
+  /** A request is over (its response ended): its process is saved and freed after the response. */
+  #release(lease: Lease<Vars>): void {
+    const { session: handle, proc } = lease;
+    if (handle === undefined) {
+      this.#transients.delete(proc);
+      void processInternals.teardown(proc, {});
+      this.#deps.checkIdle();
+      return;
+    }
+    const run = handle.runs.get(proc);
+    handle.runs.delete(proc);
+    handle.lastActivityAtMs = this.#ctx.clock.now();
+    if (run === undefined) return this.#deps.checkIdle();
+    this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, false);
+  }
+
+  async #transient(): Promise<RequestLease<Vars>> {
+    const proc = new WebProcess<Vars>(this.#transientOwner, 'web', {} as Vars, `t${randomUUID()}`);
+    this.#transients.add(proc);
+    const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, undefined, proc, true);
+    try {
+      proc.vars = await this.#processes.initVars(proc);
+    } catch (error) {
+      lease.release();
+      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
+    }
+    return lease;
+  }
+
+  #reject(cause: keyof StoreContext<Vars>['counters']['rejected'], error: SessionError): SessionError {
+    this.#ctx.counters.rejected[cause]++;
+    return error;
+  }
+}
