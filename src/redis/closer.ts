@@ -5,10 +5,8 @@ import { processInternals, WebProcess, type SessionVars } from '../process.js';
 import type { CloseReason, ClosePhase } from '../session.js';
 import type { CloseEvent } from '../types.js';
 import { SessionHandle, text, unavailable, type NodeServices, type Reply } from './node.js';
+import { RedisSweep, SWEEP_BATCH, type SweepGauges } from './sweep.js';
 import { restoreProcess } from './state.js';
-
-/** Sessions claimed per sweep; more wait for the next turn of the event loop. */
-const SWEEP_BATCH = 512;
 
 interface Pipeline<Vars extends SessionVars> {
   readonly promise: Promise<void>;
@@ -28,7 +26,8 @@ interface Pipeline<Vars extends SessionVars> {
  * The close pipeline of the Redis store, on the node that claimed the close: wait for the session's
  * processes to be released wherever they run (bounded by `closeTimeoutMs`), run `onClose` once per
  * process with its saved state (marking each in Redis so a node that takes a dead claimer's close
- * over skips it), release its locks, delete the session. Also the sweep that claims due sessions.
+ * over skips it), release its locks, delete the session. Closes come from closeSession, evictions, the
+ * sweep (sweep.ts: timeouts, dead nodes' closes) and a cluster shutdown.
  */
 export class RedisCloser<Vars extends SessionVars> {
   readonly #node: NodeServices<Vars>;
@@ -38,14 +37,22 @@ export class RedisCloser<Vars extends SessionVars> {
   /** closeSession callers waiting for a close another node claimed (pub/sub 'x'). */
   readonly #closedWaiters = new Map<string, (() => void)[]>();
   readonly #localRun: (id: string) => SessionHandle<Vars> | undefined;
-  #sweepTimer: TimerHandle | undefined;
-  #sweeping = false;
-  #stopped = false;
-  gauges = { sessions: 0, idleSessions: 0, closingSessions: 0, processes: 0 };
+  readonly #sweep: RedisSweep<Vars>;
 
   constructor(node: NodeServices<Vars>, localHandle: (id: string) => SessionHandle<Vars> | undefined) {
     this.#node = node;
     this.#localRun = localHandle;
+    this.#sweep = new RedisSweep(node, (id, reason) => void this.start(id, reason));
+  }
+
+  /** Cluster-wide counts as of the last sweep. */
+  get gauges(): SweepGauges {
+    return this.#sweep.gauges;
+  }
+
+  /** Arms the first sweep (the store has started). */
+  armSweep(): void {
+    this.#sweep.arm();
   }
 
   get activeCount(): number {
@@ -252,49 +259,6 @@ export class RedisCloser<Vars extends SessionVars> {
     });
   }
 
-  // ---- the sweep ------------------------------------------------------------------------------------
-
-  /** Arms the next sweep on the engine's clock (timeouts are session time, so a test clock drives them). */
-  armSweep(): void {
-    if (this.#stopped || this.#sweepTimer !== undefined) return;
-    const clock = this.#node.ctx.clock;
-    const schedule = clock.setTimer?.bind(clock) ?? realTimer;
-    this.#sweepTimer = schedule(() => {
-      this.#sweepTimer = undefined;
-      // One turn later: a test clock that jumped hours has its final time by then, so one sweep sees it.
-      setImmediate(() => void this.sweep());
-    }, this.#node.settings.sweepIntervalMs);
-  }
-
-  /** Claims due sessions, takes dead nodes' work over, refreshes the gauges. */
-  async sweep(): Promise<void> {
-    if (this.#sweeping || this.#stopped) return;
-    this.#sweeping = true;
-    const { ctx, redis, settings, nodeId } = this.#node;
-    let full = false;
-    try {
-      const reply = await redis.lwsSweep(settings.prefix, ctx.clock.now(), ctx.options.inactiveProcessTimeoutMs, nodeId, SWEEP_BATCH, settings.nodeLeaseMs) as Reply;
-      const bar = reply.indexOf('|');
-      const bar2 = reply.indexOf('|', bar + 1);
-      const due = reply.slice(0, bar).map(text);
-      const takenOver = reply.slice(bar + 1, bar2).map(text);
-      const [open, idle, closing, procs] = reply.slice(bar2 + 1).map(Number);
-      this.gauges = { sessions: open ?? 0, idleSessions: idle ?? 0, closingSessions: closing ?? 0, processes: procs ?? 0 };
-      for (const id of due) {
-        ctx.counters.closed.timeout++;
-        void this.start(id, 'timeout');
-      }
-      for (const id of takenOver) void this.start(id, undefined);
-      full = due.length === SWEEP_BATCH;
-    } catch {
-      // Redis is away: requests get 503 meanwhile; the next sweep tries again.
-    } finally {
-      this.#sweeping = false;
-    }
-    if (full) setImmediate(() => void this.sweep());
-    else this.armSweep();
-  }
-
   /** Cluster shutdown: claims every open session with 'shutdown' and waits for every close of this node. */
   /** `insiders`: session id → the process of this node whose stop() call closes it (its own session). */
   async closeAll(insiders: ReadonlyMap<string, WebProcess<Vars>>, caller?: WebProcess<Vars>): Promise<void> {
@@ -322,9 +286,7 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   stop(): void {
-    this.#stopped = true;
-    this.#sweepTimer?.cancel();
-    this.#sweepTimer = undefined;
+    this.#sweep.stop();
   }
 }
 

@@ -1,0 +1,82 @@
+import { realTimer, type TimerHandle } from '../clock.js';
+import type { SessionVars } from '../process.js';
+import type { CloseReason } from '../session.js';
+import { text, type NodeServices, type Reply } from './node.js';
+
+/** Sessions claimed per sweep (and per batch of a cluster shutdown); more wait for the next turn of the event loop. */
+export const SWEEP_BATCH = 512;
+
+/** Cluster-wide counts as the last sweep read them. */
+export interface SweepGauges {
+  readonly sessions: number;
+  readonly idleSessions: number;
+  readonly closingSessions: number;
+  readonly processes: number;
+}
+
+/**
+ * The periodic sweep of one node, every `sweepIntervalMs` of the engine's clock (timeouts are session
+ * time, so a test clock drives them): claims the sessions whose inactivity deadline passed, takes over
+ * the closes of dead nodes and frees what they ran (one script), and reads the gauges. Every node sweeps;
+ * the script gives each due session to one of them. A full batch sweeps again on the next turn.
+ */
+export class RedisSweep<Vars extends SessionVars> {
+  readonly #node: NodeServices<Vars>;
+  /** Runs the close pipeline for a session this sweep claimed (`undefined`: a close taken over, reason as claimed). */
+  readonly #start: (id: string, reason: CloseReason | undefined) => void;
+  #timer: TimerHandle | undefined;
+  #sweeping = false;
+  #stopped = false;
+  gauges: SweepGauges = { sessions: 0, idleSessions: 0, closingSessions: 0, processes: 0 };
+
+  constructor(node: NodeServices<Vars>, start: (id: string, reason: CloseReason | undefined) => void) {
+    this.#node = node;
+    this.#start = start;
+  }
+
+  /** Arms the next sweep on the engine's clock. */
+  arm(): void {
+    if (this.#stopped || this.#timer !== undefined) return;
+    const clock = this.#node.ctx.clock;
+    const schedule = clock.setTimer?.bind(clock) ?? realTimer;
+    this.#timer = schedule(() => {
+      this.#timer = undefined;
+      // One turn later: a test clock that jumped hours has its final time by then, so one sweep sees it.
+      setImmediate(() => void this.#sweep());
+    }, this.#node.settings.sweepIntervalMs);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+  }
+
+  async #sweep(): Promise<void> {
+    if (this.#sweeping || this.#stopped) return;
+    this.#sweeping = true;
+    const { ctx, redis, settings, nodeId } = this.#node;
+    let full = false;
+    try {
+      const reply = await redis.lwsSweep(settings.prefix, ctx.clock.now(), ctx.options.inactiveProcessTimeoutMs, nodeId, SWEEP_BATCH, settings.nodeLeaseMs) as Reply;
+      const bar = reply.indexOf('|');
+      const bar2 = reply.indexOf('|', bar + 1);
+      const due = reply.slice(0, bar).map(text);
+      const takenOver = reply.slice(bar + 1, bar2).map(text);
+      const [open, idle, closing, procs] = reply.slice(bar2 + 1).map(Number);
+      this.gauges = { sessions: open ?? 0, idleSessions: idle ?? 0, closingSessions: closing ?? 0, processes: procs ?? 0 };
+      for (const id of due) {
+        ctx.counters.closed.timeout++;
+        this.#start(id, 'timeout');
+      }
+      for (const id of takenOver) this.#start(id, undefined);
+      full = due.length === SWEEP_BATCH;
+    } catch {
+      // Redis is away: requests get 503 meanwhile; the next sweep tries again.
+    } finally {
+      this.#sweeping = false;
+    }
+    if (full) setImmediate(() => void this.#sweep());
+    else this.arm();
+  }
+}
