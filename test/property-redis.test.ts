@@ -438,3 +438,25 @@ test('a logout that waits for a spawned task: the request\'s hook gets that very
   }
   assert.deepEqual(errors.map((e) => e.message), []);
 });
+
+test('requests that end in the same turn are saved together (script calls of at most 128) and each session gets back its own state', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const { engine, errors } = engineOn(r, { init: () => ({ w: -1 }), maxSessions: 200, maxConcurrentProcesses: 200 });
+  try {
+    const leases = await Promise.all(Array.from({ length: 150 }, () => engine.acquire({ sessionId: undefined, ip: IP })));
+    leases.forEach((lease, i) => { lease.proc.vars.w = i; });
+    for (const lease of leases) lease.release(); // one turn: a full call of 128, then one of 22
+    for (const [i, lease] of leases.entries()) {
+      const again = await engine.acquire({ sessionId: lease.sessionId, ip: IP });
+      assert.equal(again.sessionId, lease.sessionId);
+      assert.equal(again.proc.vars.w, i, `session ${i} has its own vars back`);
+      again.release();
+    }
+  } finally {
+    await engine.stop();
+  }
+  assert.deepEqual(errors.map((e) => e.message), []);
+});

@@ -14,12 +14,14 @@ export class ProcessSaves<Vars extends SessionVars> {
   readonly #afterSave: (handle: SessionHandle<Vars>) => void;
   readonly #onSettled: () => void;
   readonly #pending = new Set<Promise<unknown>>();
+  readonly #releases: ReleaseBatches;
 
   /** `afterSave`: a process of the session is free again; `onSettled`: a tracked write is over. */
   constructor(node: NodeServices<Vars>, afterSave: (handle: SessionHandle<Vars>) => void, onSettled: () => void) {
     this.#node = node;
     this.#afterSave = afterSave;
     this.#onSettled = onSettled;
+    this.#releases = new ReleaseBatches((args) => node.redis.lwsRelease(node.settings.prefix, args.length / RELEASE_ARGS, node.nodeId, ...args));
   }
 
   get pendingCount(): number {
@@ -50,7 +52,7 @@ export class ProcessSaves<Vars extends SessionVars> {
    * that cannot be stored is reported and the state last saved is kept.
    */
   save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, endsProcess: boolean): void {
-    const { ctx, redis, settings, nodeId, lockManager } = this.#node;
+    const { ctx, settings, lockManager } = this.#node;
     let bytes: Buffer | undefined;
     if (state !== undefined) {
       try {
@@ -60,10 +62,9 @@ export class ProcessSaves<Vars extends SessionVars> {
       }
     }
     const ttlMs = keyTtlMs(ctx, settings);
-    const release = (): Promise<unknown> => redis.lwsRelease(
-      settings.prefix, handle.id, proc.processId, token, ctx.clock.now(), ttlMs, nodeId,
-      bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
-    );
+    const release = (): Promise<unknown> => this.#releases.add([
+      handle.id, proc.processId, token, ctx.clock.now(), ttlMs, bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
+    ]);
     this.track((async () => {
       // The process stays taken in Redis until this lands: retried while Redis is away (the token makes
       // a repeat harmless), reported once; given up only when this node stops (others then free it).
@@ -127,5 +128,46 @@ export class ProcessSaves<Vars extends SessionVars> {
       handle.processCount--;
       await processInternals.teardown(proc, {});
     }
+  }
+}
+
+/** Arguments of one release in the lwsRelease script: id, pid, token, now, keyTtlMs, hasState, state, endsProcess. */
+const RELEASE_ARGS = 8;
+/** At most this many releases per script call (a script blocks Redis while it runs). */
+const MAX_RELEASES_PER_CALL = 128;
+
+type ReleaseArgs = (string | number | Buffer)[];
+
+/**
+ * The releases of this node go to Redis together: those made in one turn of the event loop (the
+ * responses that ended in it) are sent as one script call on the next turn, so a loaded node makes
+ * about one round trip per request (its enter) instead of two. Each release learns the outcome of its
+ * call: a Redis error rejects every release of the call (each retries on its own, harmlessly: its token).
+ */
+class ReleaseBatches {
+  readonly #send: (args: ReleaseArgs) => Promise<unknown>;
+  #args: ReleaseArgs = [];
+  #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+
+  constructor(send: (args: ReleaseArgs) => Promise<unknown>) {
+    this.#send = send;
+  }
+
+  add(release: ReleaseArgs): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#args.push(...release);
+      this.#waiters.push({ resolve, reject });
+      if (this.#waiters.length === 1) setImmediate(() => this.#flush());
+      else if (this.#waiters.length === MAX_RELEASES_PER_CALL) this.#flush();
+    });
+  }
+
+  #flush(): void {
+    const waiters = this.#waiters;
+    if (waiters.length === 0) return; // flushed when full, before this turn's flush came
+    const args = this.#args;
+    this.#args = [];
+    this.#waiters = [];
+    this.#send(args).then(() => { for (const w of waiters) w.resolve(); }, (error: unknown) => { for (const w of waiters) w.reject(error); });
   }
 }

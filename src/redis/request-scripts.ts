@@ -133,44 +133,52 @@ return {'ok', pid, unpack(victims)}
 `;
 
 /**
- * The end of a request or task: saves its state if its token still holds, frees its process. A stale
- * token (the session closed and its process was freed or its key deleted) writes nothing: no resurrection.
- * ARGV: P, id, pid, token, now, keyTtlMs, node, hasState, state, endsProcess.
- * Returns {'ok', st} | {'stale'} | {'gone'}.
+ * The ends of requests and tasks that finished about the same time on one node, in one call: each saves
+ * its state if its token still holds and frees its process. A stale token (the session closed and its
+ * process was freed or its key deleted) writes nothing: no resurrection; a repeat of a release that
+ * landed is stale too, so a retry is harmless.
+ * ARGV: P, count, node, then per release: id, pid, token, now, keyTtlMs, hasState, state, endsProcess.
+ * Returns one of 'o' | 'c' (released; the session's state) | 'stale' | 'gone' per release, in order.
  */
 export const RELEASE = `${PRELUDE}
-local id, pid = ARGV[2], ARGV[3]
-local h = skey(id)
-redis.call('SREM', P .. 'nb:' .. ARGV[7], id .. ' ' .. pid)
-local f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
-local b, st = f[1], f[2]
-if not b then return {'gone'} end
-if b ~= ARGV[4] then return {'stale'} end
-local others = {}
-if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
-if ARGV[10] == '1' and st == 'o' then
-  -- A task that ended on its own ends its process (no hook: its session is not closing).
-  redis.call('HSET', h, 'pl', table.concat(others, ' '))
-  redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
-  redis.call('DECR', P .. 'procs')
-else
-  if ARGV[8] == '1' then redis.call('HSET', h, 'd:' .. pid, ARGV[9], 'b:' .. pid, '0')
-  else redis.call('HSET', h, 'b:' .. pid, '0') end
-  redis.call('HDEL', h, 'o:' .. pid)
-end
-if st == 'o' then
-  redis.call('HSET', h, 'la', ARGV[5])
-  local free = true
-  if #others > 0 then
-    local fields = {}
-    for i, p in ipairs(others) do fields[i] = 'b:' .. p end
-    for _, v in ipairs(redis.call('HMGET', h, unpack(fields))) do if v ~= '0' then free = false end end
+local node = ARGV[3]
+local function release(a)
+  local id, pid, now, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
+  local h = skey(id)
+  redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid)
+  local f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
+  local b, st = f[1], f[2]
+  if not b then return 'gone' end
+  if b ~= ARGV[a + 2] then return 'stale' end
+  local others = {}
+  if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
+  if ARGV[a + 7] == '1' and st == 'o' then
+    -- A task that ended on its own ends its process (no hook: its session is not closing).
+    redis.call('HSET', h, 'pl', table.concat(others, ' '))
+    redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
+    redis.call('DECR', P .. 'procs')
+  else
+    if ARGV[a + 5] == '1' then redis.call('HSET', h, 'd:' .. pid, ARGV[a + 6], 'b:' .. pid, '0')
+    else redis.call('HSET', h, 'b:' .. pid, '0') end
+    redis.call('HDEL', h, 'o:' .. pid)
   end
-  if free then markIdle(id, ARGV[5]) end
-  redis.call('PEXPIRE', h, ARGV[6])
+  if st == 'o' then
+    redis.call('HSET', h, 'la', now)
+    local free = true
+    if #others > 0 then
+      local fields = {}
+      for i, p in ipairs(others) do fields[i] = 'b:' .. p end
+      for _, v in ipairs(redis.call('HMGET', h, unpack(fields))) do if v ~= '0' then free = false end end
+    end
+    if free then markIdle(id, now) end
+    redis.call('PEXPIRE', h, ttl)
+  end
+  if st ~= 'o' or redis.call('EXISTS', P .. 'wq:' .. id) == 1 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end
+  return st
 end
-if st ~= 'o' or redis.call('EXISTS', P .. 'wq:' .. id) == 1 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end
-return {'ok', st}
+local out = {}
+for i = 0, tonumber(ARGV[2]) - 1 do out[i + 1] = release(4 + 8 * i) end
+return out
 `;
 
 /**
