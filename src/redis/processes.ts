@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
 import { processInternals, WebProcess, type SessionVars } from '../process.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
+import { ScriptBatches } from './batches.js';
 import { saveProcess } from './state.js';
 
 /**
@@ -14,14 +15,16 @@ export class ProcessSaves<Vars extends SessionVars> {
   readonly #afterSave: (handle: SessionHandle<Vars>) => void;
   readonly #onSettled: () => void;
   readonly #pending = new Set<Promise<unknown>>();
-  readonly #releases: ReleaseBatches;
+  /** The releases of one turn of the event loop go to Redis in one call (about one round trip per request under load). */
+  readonly #releases: ScriptBatches<string>;
 
   /** `afterSave`: a process of the session is free again; `onSettled`: a tracked write is over. */
   constructor(node: NodeServices<Vars>, afterSave: (handle: SessionHandle<Vars>) => void, onSettled: () => void) {
     this.#node = node;
     this.#afterSave = afterSave;
     this.#onSettled = onSettled;
-    this.#releases = new ReleaseBatches((args) => node.redis.lwsRelease(node.settings.prefix, args.length / RELEASE_ARGS, node.nodeId, ...args));
+    // id, pid, token, now, keyTtlMs, hasState, state, endsProcess per release; at most 128 per call (a script blocks Redis while it runs).
+    this.#releases = new ScriptBatches<string>(8, 128, (count, items) => node.redis.lwsRelease(node.settings.prefix, count, node.nodeId, ...items));
   }
 
   get pendingCount(): number {
@@ -131,43 +134,3 @@ export class ProcessSaves<Vars extends SessionVars> {
   }
 }
 
-/** Arguments of one release in the lwsRelease script: id, pid, token, now, keyTtlMs, hasState, state, endsProcess. */
-const RELEASE_ARGS = 8;
-/** At most this many releases per script call (a script blocks Redis while it runs). */
-const MAX_RELEASES_PER_CALL = 128;
-
-type ReleaseArgs = (string | number | Buffer)[];
-
-/**
- * The releases of this node go to Redis together: those made in one turn of the event loop (the
- * responses that ended in it) are sent as one script call on the next turn, so a loaded node makes
- * about one round trip per request (its enter) instead of two. Each release learns the outcome of its
- * call: a Redis error rejects every release of the call (each retries on its own, harmlessly: its token).
- */
-class ReleaseBatches {
-  readonly #send: (args: ReleaseArgs) => Promise<unknown>;
-  #args: ReleaseArgs = [];
-  #waiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
-
-  constructor(send: (args: ReleaseArgs) => Promise<unknown>) {
-    this.#send = send;
-  }
-
-  add(release: ReleaseArgs): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      this.#args.push(...release);
-      this.#waiters.push({ resolve, reject });
-      if (this.#waiters.length === 1) setImmediate(() => this.#flush());
-      else if (this.#waiters.length === MAX_RELEASES_PER_CALL) this.#flush();
-    });
-  }
-
-  #flush(): void {
-    const waiters = this.#waiters;
-    if (waiters.length === 0) return; // flushed when full, before this turn's flush came
-    const args = this.#args;
-    this.#args = [];
-    this.#waiters = [];
-    this.#send(args).then(() => { for (const w of waiters) w.resolve(); }, (error: unknown) => { for (const w of waiters) w.reject(error); });
-  }
-}

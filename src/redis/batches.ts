@@ -1,0 +1,52 @@
+/** A script argument as ioredis sends it. */
+export type ScriptArg = string | number | Buffer;
+
+/**
+ * Calls of one script that this node makes about the same time, sent together: those made in one turn
+ * of the event loop (the requests that arrived in it, the responses that ended in it) go as one call on
+ * the next turn, at most `maxPerCall` each, and each caller gets its own part of the reply. The script
+ * takes the count and the shared arguments first, then `argsPerItem` arguments per call, and answers
+ * one element per call, in order. A Redis error rejects every call of the batch.
+ */
+export class ScriptBatches<Result> {
+  readonly #argsPerItem: number;
+  readonly #maxPerCall: number;
+  readonly #send: (count: number, args: ScriptArg[]) => Promise<unknown>;
+  #args: ScriptArg[] = [];
+  #waiters: { resolve: (result: Result) => void; reject: (error: unknown) => void }[] = [];
+
+  /** `send(count, items)`: one script call for `count` items whose arguments follow one another in `items`. */
+  constructor(argsPerItem: number, maxPerCall: number, send: (count: number, items: ScriptArg[]) => Promise<unknown>) {
+    this.#argsPerItem = argsPerItem;
+    this.#maxPerCall = maxPerCall;
+    this.#send = send;
+  }
+
+  add(item: readonly ScriptArg[]): Promise<Result> {
+    if (item.length !== this.#argsPerItem) throw new TypeError(`a batched script call takes ${this.#argsPerItem} arguments, got ${item.length}`);
+    return new Promise<Result>((resolve, reject) => {
+      for (const arg of item) this.#args.push(arg);
+      this.#waiters.push({ resolve, reject });
+      if (this.#waiters.length === 1) setImmediate(() => this.#flush());
+      else if (this.#waiters.length === this.#maxPerCall) this.#flush();
+    });
+  }
+
+  #flush(): void {
+    const waiters = this.#waiters;
+    if (waiters.length === 0) return; // sent when it filled up, before this turn's flush came
+    const args = this.#args;
+    this.#args = [];
+    this.#waiters = [];
+    this.#send(waiters.length, args).then((reply) => {
+      if (!Array.isArray(reply) || reply.length !== waiters.length) {
+        const error = new Error(`a batched script answered ${Array.isArray(reply) ? reply.length : typeof reply} results for ${waiters.length} calls`);
+        for (const w of waiters) w.reject(error);
+        return;
+      }
+      waiters.forEach((w, i) => w.resolve(reply[i] as Result));
+    }, (error: unknown) => {
+      for (const w of waiters) w.reject(error);
+    });
+  }
+}
