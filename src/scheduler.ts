@@ -1,15 +1,16 @@
 import { newSessionId } from './session-id.js';
-import { beginClose, closedPromise, closeNow, noteProgress, TIMED_OUT, within, type CloseContext } from './close.js';
+import { beginClose, closedPromise, closeNow, noteProgress, type CloseContext } from './close.js';
 import { SessionError } from './errors.js';
 import { IdleExpiry } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
 import { isThenable, settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryStore } from './memory-store.js';
-import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
-import { NONE, removeItem, Session, withItem, withoutItem, type SessionHost } from './session.js';
+import { processInternals, WebProcess, type SessionVars } from './process.js';
+import { NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
 import type { Counters } from './stats.js';
 import type { StoreContext } from './store.js';
+import { TransientProcesses } from './transients.js';
 
 /** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
 export interface SchedulerContext<Vars extends SessionVars> extends StoreContext<Vars> {
@@ -29,21 +30,15 @@ export class Scheduler<Vars extends SessionVars> {
   readonly #expiry: IdleExpiry<Vars>;
   readonly #leaseHost: LeaseHost<Vars, Session<Vars>>;
   readonly #sessionHost: SessionHost<Vars>;
-  readonly #transientOwner: ProcessOwner<Vars>;
   /** Processes counted against maxConcurrentProcesses: those of open sessions, plus 'none'-mode requests. */
   #liveProcesses = 0;
-  readonly #transients: WebProcess<Vars>[] = [];
-  #onTransientDone: (() => void) | undefined;
+  readonly #transients: TransientProcesses<Vars>;
 
   constructor(ctx: SchedulerContext<Vars>) {
     this.#ctx = ctx;
     this.#expiry = new IdleExpiry(ctx.clock, this.store, () => ctx.options.inactiveProcessTimeoutMs, (session) => closeNow(this.closeContext, session, 'timeout'));
     this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#spawn(session, name, task) };
-    this.#transientOwner = {
-      id: '',
-      lockManager: ctx.lockManager,
-      spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
-    };
+    this.#transients = new TransientProcesses(ctx.lockManager);
     this.#leaseHost = {
       als: ctx.als,
       release: (lease) => this.#release(lease),
@@ -168,9 +163,8 @@ export class Scheduler<Vars extends SessionVars> {
     if (this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses) {
       throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
     }
-    const proc = new WebProcess<Vars>(this.#transientOwner, 'web', {} as Vars);
+    const proc = this.#transients.open();
     this.#liveProcesses++;
-    this.#transients.push(proc);
     const lease = new RequestLease(this.#leaseHost, undefined, proc, true);
     let vars: MaybePromise<Vars>;
     try {
@@ -245,9 +239,7 @@ export class Scheduler<Vars extends SessionVars> {
     const { session, proc } = lease;
     if (session === undefined) {
       this.#liveProcesses--;
-      removeItem(this.#transients, proc);
-      void processInternals.teardown(proc, {});
-      this.#onTransientDone?.();
+      this.#transients.end(proc);
       return;
     }
     session.lastActivityAtMs = this.#ctx.clock.now();
@@ -340,16 +332,7 @@ export class Scheduler<Vars extends SessionVars> {
     const own = caller === undefined ? undefined : this.closing.get(caller.sessionId);
     const waitsForOwn = own !== undefined && (own.phase === 'hooks' || own.phase === 'teardown');
     const closes = Promise.all([...this.closing.values()].filter((s) => !(waitsForOwn && s === own)).map((s) => closedPromise(s)));
-    const transients = this.#transients.filter((p) => p !== caller);
-    if (transients.length > 0) {
-      const done = new Promise<void>((resolve) => {
-        this.#onTransientDone = () => { if (transients.every((p) => !this.#transients.includes(p))) resolve(); };
-      });
-      const closeTimeoutMs = this.#ctx.options.closeTimeoutMs;
-      if (await within(this.#ctx.clock, closeTimeoutMs, done) === TIMED_OUT) {
-        this.#ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${transients.length} 'none'-mode request(s) still running after ${closeTimeoutMs} ms`), 'drainTimeouts');
-      }
-    }
+    await this.#transients.drain(caller, this.#ctx.clock, this.#ctx.options.closeTimeoutMs, (error) => this.#ctx.report(error, 'drainTimeouts'));
     await closes;
   }
 

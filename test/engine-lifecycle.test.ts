@@ -675,6 +675,27 @@ describe("mode 'none'", () => {
     }
   });
 
+  test("stop() waits for the 'none'-mode requests in flight, bounded by closeTimeoutMs (then ERR_SESSION_DRAIN_TIMEOUT)", GUARD, async () => {
+    const clock = new ManualClock();
+    const { engine, errors } = engineWithErrors<Vars>({ mode: 'none', clock, closeTimeoutMs: 1_000 });
+    const first = await open(engine);
+    const second = await open(engine);
+    const stopped = track(engine.stop());
+    await settle();
+    assert.equal(stopped.settled, false, 'waits for the requests in flight');
+    first.release();
+    await settle();
+    assert.equal(stopped.settled, false, 'one still runs');
+    assert.equal(errors.length, 0);
+    clock.advance(1_000);
+    await settle();
+    assert.equal(stopped.settled, true, 'gives up on it after closeTimeoutMs');
+    assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_DRAIN_TIMEOUT']);
+    assert.equal(engine.stats().processes, 1, 'the late request still holds its process');
+    second.release();
+    assert.equal(engine.stats().processes, 0);
+  });
+
   test("a throw-away process locks records in the engine's own lock manager (the `locks` option)", GUARD, async () => {
     const locks = new MemoryLockManager();
     const { engine } = engineWithErrors<Vars>({ mode: 'none', locks });

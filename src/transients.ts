@@ -1,0 +1,54 @@
+import { TIMED_OUT, within } from './close.js';
+import type { Clock } from './clock.js';
+import { SessionError } from './errors.js';
+import type { LockManager } from './locks.js';
+import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
+import { removeItem } from './session.js';
+
+/**
+ * 'none' mode's processes: one throw-away process per request, with no session (no cookie, no id, no
+ * hook), torn down when its request ends. The scheduler counts them against maxConcurrentProcesses;
+ * a stop waits for them, bounded by closeTimeoutMs.
+ */
+export class TransientProcesses<Vars extends SessionVars> {
+  readonly #running: WebProcess<Vars>[] = [];
+  readonly #owner: ProcessOwner<Vars>;
+  #onEnd: (() => void) | undefined;
+
+  constructor(lockManager: LockManager) {
+    this.#owner = {
+      id: '',
+      lockManager,
+      spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
+    };
+  }
+
+  /** A new process for one request, listed until `end`. */
+  open(): WebProcess<Vars> {
+    const proc = new WebProcess<Vars>(this.#owner, 'web', {} as Vars);
+    this.#running.push(proc);
+    return proc;
+  }
+
+  /** Its request is over: the process is torn down (its locks released). */
+  end(proc: WebProcess<Vars>): void {
+    removeItem(this.#running, proc);
+    void processInternals.teardown(proc, {});
+    this.#onEnd?.();
+  }
+
+  /**
+   * Resolves once every process running now has ended (`caller` excepted: stop() called from one of
+   * them), or after `closeTimeoutMs`, reported as ERR_SESSION_DRAIN_TIMEOUT.
+   */
+  async drain(caller: WebProcess<Vars> | undefined, clock: Clock, closeTimeoutMs: number, report: (error: SessionError) => void): Promise<void> {
+    const waited = this.#running.filter((p) => p !== caller);
+    if (waited.length === 0) return;
+    const done = new Promise<void>((resolve) => {
+      this.#onEnd = () => { if (waited.every((p) => !this.#running.includes(p))) resolve(); };
+    });
+    if (await within(clock, closeTimeoutMs, done) === TIMED_OUT) {
+      report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${waited.length} 'none'-mode request(s) still running after ${closeTimeoutMs} ms`));
+    }
+  }
+}
