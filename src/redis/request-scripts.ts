@@ -14,7 +14,7 @@ export const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h = skey(id)
 local wq = P .. 'wq:' .. id
-local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl')
+local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk')
 if f[1] ~= 'o' then return {'unknown'} end
 if now >= tonumber(f[2]) + tonumber(ARGV[5]) then return {'unknown'} end
 if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
@@ -50,8 +50,8 @@ if not slot then
 else
   state = redis.call('HGET', h, 'd:' .. slot) or ''
 end
-local token = redis.call('HINCRBY', h, 'tk', 1)
-redis.call('HSET', h, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now)
+local token = tonumber(f[6] or '0') + 1
+redis.call('HSET', h, 'tk', token, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now)
 markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
@@ -154,16 +154,18 @@ local function release(a)
   if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
   if ARGV[a + 7] == '1' and st == 'o' then
     -- A task that ended on its own ends its process (no hook: its session is not closing).
-    redis.call('HSET', h, 'pl', table.concat(others, ' '))
+    redis.call('HSET', h, 'pl', table.concat(others, ' '), 'la', now)
     redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
     redis.call('DECR', P .. 'procs')
   else
-    if ARGV[a + 5] == '1' then redis.call('HSET', h, 'd:' .. pid, ARGV[a + 6], 'b:' .. pid, '0')
-    else redis.call('HSET', h, 'b:' .. pid, '0') end
+    -- One write: the process free, its state if given, the session's last activity if it is open.
+    local fields = {'b:' .. pid, '0'}
+    if ARGV[a + 5] == '1' then fields[3] = 'd:' .. pid; fields[4] = ARGV[a + 6] end
+    if st == 'o' then fields[#fields + 1] = 'la'; fields[#fields + 1] = now end
+    redis.call('HSET', h, unpack(fields))
     redis.call('HDEL', h, 'o:' .. pid)
   end
   if st == 'o' then
-    redis.call('HSET', h, 'la', now)
     local free = true
     if #others > 0 then
       local fields = {}
