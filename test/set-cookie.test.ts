@@ -29,7 +29,7 @@ test('the Set-Cookie fast path writes byte for byte what serializeSessionCookie 
   assert.equal(checked, 2 * 2 * 2 * 3 * 3 * 2 * 4);
 });
 
-test('a SameSite=None cookie about to go out over plain HTTP without Secure warns once (ERR_SESSION_COOKIE_INSECURE); over HTTPS, with cookieSecure true, or with Lax it does not', async () => {
+test('a SameSite=None cookie about to go out over plain HTTP without Secure warns once per cookie name (ERR_SESSION_COOKIE_INSECURE); over HTTPS, with cookieSecure true, or with Lax it does not', async () => {
   const warnings: Error[] = [];
   const onWarning = (warning: Error): void => { if ((warning as { code?: string }).code === 'ERR_SESSION_COOKIE_INSECURE' && warning.message.includes('WARNED_SID')) warnings.push(warning); };
   process.on('warning', onWarning);
@@ -43,6 +43,11 @@ test('a SameSite=None cookie about to go out over plain HTTP without Secure warn
     new SessionCookieFormat({ ...base, cookieSameSite: 'Lax', cookieSecure: 'auto' }).format(directive, false);
     await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
     assert.equal(warnings.length, 1, 'one warning for the insecure setting, none for the others');
+    // Once per cookie name in a process: an engine made again with the same setting says nothing more.
+    new SessionCookieFormat({ ...base, cookieSameSite: 'None', cookieSecure: 'auto' }).format(directive, false);
+    new SessionCookieFormat({ ...base, cookieName: 'OTHER_WARNED_SID', cookieSameSite: 'None', cookieSecure: 'auto' }).format(directive, false);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(warnings.map((w) => /cookie (\S+):/.exec(w.message)?.[1]), ['WARNED_SID', 'OTHER_WARNED_SID']);
   } finally {
     process.off('warning', onWarning);
   }

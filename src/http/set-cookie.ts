@@ -9,6 +9,8 @@ import { serializeSessionCookie, type CookieOptions } from './cookie.js';
 const MARK_ID = '00000000-0000-4000-8000-000000000000';
 const MARK_MS = Date.UTC(2001, 1, 3, 4, 5, 6);
 const MARK_DATE = new Date(MARK_MS).toUTCString();
+/** Cookie names already warned about (ERR_SESSION_COOKIE_INSECURE), in this process. */
+const warnedInsecure = new Set<string>();
 
 /** The Set-Cookie values of one set of cookie options. */
 export class SessionCookieFormat {
@@ -23,7 +25,7 @@ export class SessionCookieFormat {
   format(directive: CookieDirective, secure: boolean): string | undefined {
     if (directive.action !== 'set') return serializeSessionCookie(directive, this.options, secure);
     const parts = this.#partsFor(secure);
-    // Ids are crypto.randomUUID(): nothing in them needs encoding, as the template checked for its marker.
+    // Ids are v4 UUIDs (newSessionId): nothing in them needs encoding, as the template checked for its marker.
     if (parts === null) return serializeSessionCookie(directive, this.options, secure);
     return parts[0] + directive.sessionId + parts[1] + expiresText(directive.expiresAtMs) + parts[2];
   }
@@ -32,8 +34,10 @@ export class SessionCookieFormat {
     const index = secure ? 1 : 0;
     let parts = this.#parts[index];
     if (parts === undefined) {
-      // Built once per cookie setting and scheme: the place to say, once, that this cookie cannot work.
-      if (!secure && this.options.cookieSameSite === 'None' && this.options.cookieSecure !== true) {
+      // Built once per cookie setting and scheme: the place to say that this cookie cannot work, once per
+      // cookie name in this process (engines made again and again with the same setting say it once).
+      if (!secure && this.options.cookieSameSite === 'None' && this.options.cookieSecure !== true && !warnedInsecure.has(this.options.cookieName)) {
+        warnedInsecure.add(this.options.cookieName);
         process.emitWarning(new SessionError('ERR_SESSION_COOKIE_INSECURE', `cookie ${this.options.cookieName}: serve over HTTPS, or use cookieSameSite "Lax" or "Strict"`));
       }
       const template = serializeSessionCookie({ action: 'set', sessionId: MARK_ID, expiresAtMs: MARK_MS }, this.options, secure) ?? '';
