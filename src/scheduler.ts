@@ -113,8 +113,15 @@ export class Scheduler<Vars extends SessionVars> {
           ? this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, ${this.store.idleCount} idle, cap ${cap}`))
           : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
       }
-      // Not awaited: the newcomer never waits for another session's hook.
-      for (let i = 0; i < victims; i++) closeNow(this.closeContext, this.store.oldestIdle()!, 'evicted');
+      // Not awaited: the newcomer never waits for another session's hook. A synchronous hook may close
+      // other sessions meanwhile (a "log out everywhere"): room is checked again before each eviction.
+      for (let i = 0; i < victims && (this.store.size >= cap || this.#liveProcesses >= options.maxConcurrentProcesses); i++) {
+        const victim = this.store.oldestIdle();
+        if (victim === undefined) break;
+        closeNow(this.closeContext, victim, 'evicted');
+      }
+      if (this.store.size >= cap) throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, cap ${cap}`));
+      if (this.#liveProcesses >= options.maxConcurrentProcesses) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
     }
     const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now());
     this.store.add(session);

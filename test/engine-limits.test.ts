@@ -514,6 +514,33 @@ describe('requests of one process never overlap (invariant 7)', () => {
     }
   });
 
+  test('evictions for one newcomer whose first hook closes another idle session ("log out everywhere"): the newcomer gets in, nothing is closed twice', GUARD, async () => {
+    const ids: string[] = [];
+    let engine!: SessionEngine<Vars>;
+    ({ engine } = engineWithErrors<Vars>({
+      maxSessions: 3,
+      onClose: (proc) => { if (proc.sessionId === ids[0]) void engine.closeSession(ids[1]!); },
+    }));
+    const { closes } = record(engine);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const lease = await open(engine);
+        ids.push(lease.sessionId);
+        lease.release();
+      }
+      engine.setOption('maxSessions', 1);
+      // Three idle sessions, cap 1: three must go; the first one's hook closes the second itself.
+      const newcomer = await open(engine);
+      await settle();
+      assert.deepEqual(closes.map((e) => e.sessionId).sort(), [...ids].sort());
+      assert.deepEqual(Object.fromEntries(closes.map((e) => [e.sessionId, e.reason])), { [ids[0]!]: 'evicted', [ids[1]!]: 'closed', [ids[2]!]: 'evicted' });
+      assert.deepEqual(liveIds(engine), [newcomer.sessionId]);
+      newcomer.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
   test('a newcomer that eviction cannot make room for (limits lowered below the busy processes) gets 503 and evicts nothing', GUARD, async () => {
     const { engine } = engineWithErrors<Vars>({ maxConcurrentProcesses: 4, processesPerSession: 2, maxSessions: 10 });
     const { closes } = record(engine);

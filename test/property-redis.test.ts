@@ -423,7 +423,8 @@ test('a logout that waits for a spawned task: the request\'s hook gets that very
     assert.ok(await eventually(() => endTask !== undefined), 'the task runs');
     lease.proc.vars.w = 1;
     const closing = track(lease.run(() => engine.closeSession(lease.sessionId)));
-    // The handler goes on while the close waits for the task, writes, and ends before the task does.
+    // The close is claimed and waits for the task; the handler goes on, writes, and ends before the task does.
+    assert.ok(await eventually(() => engine.stats().closingSessions > 0), 'the close is under way');
     lease.proc.vars.w = 2;
     lease.release();
     endTask!();
@@ -456,6 +457,72 @@ test('requests that end in the same turn are saved together (script calls of at 
       again.release();
     }
   } finally {
+    await engine.stop();
+  }
+  assert.deepEqual(errors.map((e) => e.message), []);
+});
+
+test('closeSession from a callback that outlived its request (a timer of an earlier request): closed as from outside, the hook sees the state the latest request left, its locks are released', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const hooked: { pid: string; w: unknown }[] = [];
+  const { engine, errors } = engineOn(r, { onClose: (proc) => { hooked.push({ pid: proc.processId, w: proc.vars.w }); } });
+  try {
+    const first = await engine.acquire({ sessionId: undefined, ip: IP });
+    first.proc.vars.w = 1;
+    let fire!: () => void;
+    const later = new Promise<void>((resolve) => { fire = resolve; });
+    // The first request leaves a logout for later, in its own async context (its old copy of the process).
+    const logout = first.run(() => later.then(() => engine.closeSession(engine.currentSessionId())));
+    first.release();
+    const second = await engine.acquire({ sessionId: first.sessionId, ip: IP }); // once the first release has landed
+    assert.equal(second.sessionId, first.sessionId);
+    assert.equal(second.proc.processId, first.proc.processId, 'the same process, rebuilt for the second request');
+    second.proc.vars.w = 2;
+    assert.equal(await second.proc.locks.tryLock('T', 'k1'), true);
+    second.release();
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${first.sessionId}`, `b:${first.proc.processId}`)) === '0'), 'the second request has left');
+    fire();
+    assert.equal(await logout, true);
+    assert.deepEqual(hooked, [{ pid: first.proc.processId, w: 2 }]);
+    assert.deepEqual(await r.redis.keys(`${r.prefix}lock*`), [], 'no record lock left behind');
+    assert.deepEqual(await r.redis.keys(`${r.prefix}plocks*`), []);
+  } finally {
+    await engine.stop();
+  }
+  assert.deepEqual(errors.map((e) => e.message), []);
+});
+
+
+test('a leftover id in the idle order that is no longer counted open (its key expired, then a cluster stop) makes no room: the cap holds', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const store = (): SessionEngineOptions<Vars>['store'] => createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: POLL_INTERVAL_MS, sweepIntervalMs: SWEEP_INTERVAL_MS, onStop: 'close' });
+  const first = new SessionEngine<Vars>({ clock: new ManualClock(), store: store() });
+  const leftover = await first.acquire({ sessionId: undefined, ip: IP });
+  leftover.release();
+  assert.ok(await eventually(async () => (await r.redis.zscore(`${r.prefix}lru`, leftover.sessionId)) !== null), 'idle');
+  await r.redis.del(`${r.prefix}s:${leftover.sessionId}`); // its key expired (a crashed cluster)
+  await first.stop(); // the cluster stop's claim drops it from the open set only
+  assert.equal(await r.redis.zscore(`${r.prefix}open`, leftover.sessionId), null);
+  assert.notEqual(await r.redis.zscore(`${r.prefix}lru`, leftover.sessionId), null, 'still in the idle order');
+
+  const engine = new SessionEngine<Vars>({ clock: new ManualClock(), maxSessions: 2, store: store() });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  const leases: RequestLease<Vars>[] = [];
+  try {
+    leases.push(await engine.acquire({ sessionId: undefined, ip: IP }), await engine.acquire({ sessionId: undefined, ip: IP }));
+    const third = await engine.acquire({ sessionId: undefined, ip: IP }).then((lease) => { leases.push(lease); return 'created'; }, (error: unknown) => (error as SessionError).code);
+    assert.equal(third, 'ERR_SESSION_LIMIT');
+    assert.equal(await r.redis.zcard(`${r.prefix}open`), 2, 'two sessions, the cap');
+    assert.equal(await r.redis.zscore(`${r.prefix}lru`, leftover.sessionId), null, 'the leftover is forgotten');
+  } finally {
+    for (const lease of leases) lease.release();
     await engine.stop();
   }
   assert.deepEqual(errors.map((e) => e.message), []);

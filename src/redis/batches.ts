@@ -38,7 +38,14 @@ export class ScriptBatches<Result> {
     const args = this.#args;
     this.#args = [];
     this.#waiters = [];
-    this.#send(waiters.length, args).then((reply) => {
+    let sent: Promise<unknown>;
+    try {
+      sent = this.#send(waiters.length, args);
+    } catch (error) {
+      // A client that throws instead of rejecting must not leave the other callers waiting forever.
+      sent = Promise.reject(error);
+    }
+    sent.then((reply) => {
       if (!Array.isArray(reply) || reply.length !== waiters.length) {
         const error = new Error(`a batched script answered ${Array.isArray(reply) ? reply.length : typeof reply} results for ${waiters.length} calls`);
         for (const w of waiters) w.reject(error);

@@ -78,8 +78,10 @@ export class RedisCloser<Vars extends SessionVars> {
       if (fromOwnSession) {
         // From its own hook or teardown the close is under way, and waiting on itself would deadlock.
         if (local.phase !== 'draining') return true;
-        local.insiders.set(caller.processId, caller);
-        this.released(id);
+        if (this.#runsHere(id, caller)) {
+          local.insiders.set(caller.processId, caller);
+          this.released(id);
+        }
       }
       await Promise.race([local.promise, local.failed]);
       return true;
@@ -100,7 +102,7 @@ export class RedisCloser<Vars extends SessionVars> {
     if (outcome === 'unknown') return false;
     if (outcome === 'ok') {
       ctx.counters.closed.closed++;
-      void this.start(id, 'closed', fromOwnSession ? caller : undefined);
+      void this.start(id, 'closed', fromOwnSession && this.#runsHere(id, caller) ? caller : undefined);
       const pipeline = this.#pipelines.get(id);
       if (pipeline !== undefined) await Promise.race([pipeline.promise, pipeline.failed]);
       return true;
@@ -112,15 +114,31 @@ export class RedisCloser<Vars extends SessionVars> {
     return true;
   }
 
-  /** Runs the pipeline for a close this node has claimed (eviction, timeout, closeSession, shutdown, takeover). */
+  /**
+   * Whether `caller` is the process object running a request or task of the session on this node now. A
+   * callback that outlived its request (a timer, a promise chain) still carries that request's object,
+   * an old copy of the process: such a call closes the session as if from outside (the pipeline waits
+   * for whoever runs the process, and hooks the state saved last).
+   */
+  #runsHere(id: string, caller: WebProcess<Vars>): boolean {
+    return this.#localRun(id)?.runs.has(caller) === true;
+  }
+
+  /**
+   * Runs the pipeline for a close this node has claimed (eviction, timeout, closeSession, shutdown,
+   * takeover). `insider`: the process of this node that asked for the close from inside the session,
+   * if it still runs here: the drain does not wait for it and its hook sees that very object.
+   */
   start(id: string, reason: CloseReason | undefined, insider?: WebProcess<Vars>): Promise<void> {
     const existing = this.#pipelines.get(id);
     if (existing !== undefined) return existing.promise;
     let failedWith!: (error: SessionError) => void;
     const failed = new Promise<never>((_resolve, reject) => { failedWith = reject; });
     failed.catch(() => {}); // nobody may be waiting for it
-    const pipeline: Pipeline<Vars> = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Map(insider === undefined ? [] : [[insider.processId, insider]]) };
     const handle = this.#localRun(id);
+    // Checked again now (the claim took a round trip): a request that ended meanwhile is waited for like any other.
+    const running = insider !== undefined && handle?.runs.has(insider) === true ? insider : undefined;
+    const pipeline: Pipeline<Vars> = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Map(running === undefined ? [] : [[running.processId, running]]) };
     handle?.markClosing();
     (pipeline as { promise: Promise<void> }).promise = this.#runUntilDone(id, reason, pipeline).finally(() => this.#pipelines.delete(id));
     this.#pipelines.set(id, pipeline);

@@ -92,7 +92,7 @@ local processesToFree = tonumber(redis.call('GET', P .. 'procs') or '0') - maxPr
 local victims = {}
 if sessionsToFree > 0 or processesToFree > 0 then
   -- Evicts only what makes room: with the cap lowered below the busy sessions, closing the idle ones
-  -- would destroy them and still refuse the newcomer. Each idle session (or leftover) frees one place.
+  -- would destroy them and still refuse the newcomer. Each idle session frees one place.
   if sessionsToFree > redis.call('ZCARD', P .. 'lru') then return {'limit'} end
   local leftovers = {}
   local offset = 0
@@ -106,9 +106,10 @@ if sessionsToFree > 0 or processesToFree > 0 then
         victims[#victims + 1] = v
         processesToFree = processesToFree - #plist(skey(v))
       else
-        -- Its key expired (a crashed cluster's leftover): forgotten, whatever this request's outcome.
+        -- Its key expired (a crashed cluster's leftover): forgotten, whatever this request's outcome. It
+        -- frees a place only if it was still counted open (a cluster stop's claim may have dropped it).
         leftovers[#leftovers + 1] = v
-        sessionsToFree = sessionsToFree - 1
+        if redis.call('ZSCORE', P .. 'open', v) then sessionsToFree = sessionsToFree - 1 end
       end
     end
   end
