@@ -90,6 +90,8 @@ for _, id in ipairs(redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1))
     claim(id, 'shutdown', ARGV[2], tonumber(ARGV[3]))
     out[#out + 1] = id
   else
+    -- Its key expired (a crashed cluster's leftover): forgotten everywhere, as the sweep and create do.
+    markBusy(id)
     redis.call('ZREM', P .. 'open', id)
   end
 end
