@@ -2,14 +2,14 @@ import type { AsyncLocalStorage } from 'node:async_hooks';
 import { realTimer, type Clock } from './clock.js';
 import { SessionError } from './errors.js';
 import { isThenable } from './maybe-async.js';
-import { processInternals, type SessionVars, type WebProcess } from './process.js';
+import { processInternals, runOf, type ProcessRun, type SessionVars, type WebProcess } from './process.js';
 import { NONE, type CloseReason, type Session } from './session.js';
 import type { CloseEvent } from './types.js';
 
 /** What the close pipeline needs from its engine. */
 export interface CloseContext<Vars extends SessionVars> {
   readonly clock: Clock;
-  readonly als: AsyncLocalStorage<WebProcess<Vars>>;
+  readonly als: AsyncLocalStorage<ProcessRun<Vars>>;
   closeTimeoutMs(): number;
   /** The hook to run for this close, or undefined (scalable / none mode, or no hook). */
   hookFor(reason: CloseReason): ((proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>) | undefined;
@@ -219,7 +219,7 @@ export function runHook<Vars extends SessionVars>(
 ): boolean | Promise<boolean> {
   let returned: unknown;
   try {
-    returned = ctx.als.run(proc, () => hook(proc, reason));
+    returned = ctx.als.run(runOf(proc), () => hook(proc, reason));
   } catch (error) {
     ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hook');
     return false;

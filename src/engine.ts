@@ -6,7 +6,7 @@ import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
-import type { SessionVars, WebProcess } from './process.js';
+import type { ProcessRun, SessionVars, WebProcess } from './process.js';
 import { createCounters, type Counters } from './stats.js';
 import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
 import type { EngineStats, SessionEngineEvents, SessionEngineOptions, SessionInfo } from './types.js';
@@ -36,7 +36,7 @@ export interface SessionEngine<Vars extends SessionVars> {
  */
 export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> extends EventEmitter {
   readonly #options: RuntimeOptions;
-  readonly #als = new AsyncLocalStorage<WebProcess<Vars>>();
+  readonly #als = new AsyncLocalStorage<ProcessRun<Vars>>();
   readonly #counters: Counters = createCounters();
   readonly #store: AttachedStore<Vars>;
   #stopping: Promise<void> | undefined;
@@ -106,7 +106,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   closeSession(id: string): Promise<boolean> {
     if (typeof id !== 'string') return Promise.reject(new TypeError(`closeSession(id): id must be a string, got ${describe(id)}`));
     if (this.#options.mode !== 'legacy') return Promise.resolve(false);
-    return this.#store.closeSession(id, this.#als.getStore());
+    return this.#store.closeSession(id, this.#caller());
   }
 
   /**
@@ -131,7 +131,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     // per-tenant engines) would otherwise slow every promise of the process.
     if (this.#stopping === undefined) {
       this.#store.refuse();
-      this.#stopping = this.#store.stop(this.#als.getStore()).then(() => this.#als.disable());
+      this.#stopping = this.#store.stop(this.#caller()).then(() => this.#als.disable());
     }
     return this.#stopping;
   }
@@ -177,8 +177,18 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   }
 
   /** WEB Get Current Session ID: the session of the request (or hook, or task) running now, else `''`. */
+  /**
+   * The process asking, if the call comes from a request, task or hook that still runs: the stores
+   * treat it as a call from inside its session (no waiting on itself). A callback that outlived its
+   * request asks from outside, as anyone would.
+   */
+  #caller(): WebProcess<Vars> | undefined {
+    const run = this.#als.getStore();
+    return run === undefined || run.released ? undefined : run.proc;
+  }
+
   currentSessionId(): string {
-    return this.#als.getStore()?.sessionId ?? '';
+    return this.#als.getStore()?.proc.sessionId ?? '';
   }
 
   /** WEB LEGACY GET SESSION EXPIRATION: when the session's cookie expires; `null` if unknown or not legacy mode. */

@@ -1,5 +1,5 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
-import type { SessionVars, WebProcess } from './process.js';
+import type { ProcessRun, SessionVars, WebProcess } from './process.js';
 import type { SessionState } from './session.js';
 
 /** What a response's session cookie must say, decided when its headers are written. */
@@ -16,7 +16,7 @@ export interface LeaseSession {
 
 /** Store operations a lease calls back into. */
 export interface LeaseHost<Vars extends SessionVars, S extends LeaseSession = LeaseSession> {
-  readonly als: AsyncLocalStorage<WebProcess<Vars>>;
+  readonly als: AsyncLocalStorage<ProcessRun<Vars>>;
   release(lease: RequestLease<Vars, S>): void;
   reportHandlerError(error: unknown, sessionId: string): void;
   cookieExpiresAtMs(session: S): number;
@@ -65,7 +65,7 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
 
   /** Runs `fn` with this request's process as the current one (`engine.currentSessionId()`). */
   run<T>(fn: () => T): T {
-    return this.#host.als.run(this.proc, fn);
+    return this.#host.als.run(this, fn);
   }
 
   /** Reports a handler failure on the engine's `'error'` event (the adapter answers a generic 500). */

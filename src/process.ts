@@ -78,6 +78,21 @@ export let processInternals: {
 };
 
 /**
+ * What the engine's async context holds: a process and the run in it (a request's lease, a spawned
+ * task, a hook, an init). A callback that outlives its request keeps that request's run, `released`
+ * by then: what it asks (closeSession, stop) is asked from outside the session.
+ */
+export interface ProcessRun<Vars extends SessionVars = SessionVars> {
+  readonly proc: WebProcess<Vars>;
+  readonly released: boolean;
+}
+
+/** The run of a task, hook or init: it is current for as long as it runs. */
+export function runOf<Vars extends SessionVars>(proc: WebProcess<Vars>): ProcessRun<Vars> {
+  return { proc, released: false };
+}
+
+/**
  * A web process: the live context 4D keeps between the requests of a session. Requests of one process
  * never overlap. When its session closes, `signal` aborts, `onClose` sees the context intact, then the
  * selections are cleared, every lock released and `vars` reset to an empty object.

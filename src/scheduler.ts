@@ -6,7 +6,7 @@ import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
 import { isThenable, settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryStore } from './memory-store.js';
-import { processInternals, WebProcess, type SessionVars } from './process.js';
+import { processInternals, runOf, WebProcess, type SessionVars } from './process.js';
 import { NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
 import type { Counters } from './stats.js';
 import type { StoreContext } from './store.js';
@@ -284,7 +284,7 @@ export class Scheduler<Vars extends SessionVars> {
 
   #initVars(proc: WebProcess<Vars>): MaybePromise<Vars> {
     const init = this.#ctx.init;
-    return init === undefined ? ({} as Vars) : settledOrPromise(this.#ctx.als.run(proc, () => init(proc)));
+    return init === undefined ? ({} as Vars) : settledOrPromise(this.#ctx.als.run(runOf(proc), () => init(proc)));
   }
 
   #spawn(session: Session<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
@@ -301,7 +301,7 @@ export class Scheduler<Vars extends SessionVars> {
   async #runTask(session: Session<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
     try {
       proc.vars = await this.#initVars(proc);
-      await this.#ctx.als.run(proc, () => task(proc));
+      await this.#ctx.als.run(runOf(proc), () => task(proc));
     } catch (error) {
       this.#ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: session.id }), 'taskErrors');
     }

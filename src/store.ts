@@ -5,7 +5,7 @@ import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import type { MaybePromise } from './maybe-async.js';
 import type { OptionName, RuntimeOptions } from './options.js';
-import type { SessionVars, WebProcess } from './process.js';
+import type { ProcessRun, SessionVars, WebProcess } from './process.js';
 import type { CloseReason } from './session.js';
 import type { Counters } from './stats.js';
 import type { CloseEvent, CreateEvent, SessionInfo } from './types.js';
@@ -29,7 +29,7 @@ export interface StoreContext<Vars extends SessionVars> {
   /** The engine's live options object: changes through setOption are seen at once. */
   readonly options: RuntimeOptions;
   readonly clock: Clock;
-  readonly als: AsyncLocalStorage<WebProcess<Vars>>;
+  readonly als: AsyncLocalStorage<ProcessRun<Vars>>;
   readonly counters: Counters;
   /** The lock manager the application passed (`locks`), if any. */
   readonly locks: LockManager | undefined;

@@ -891,3 +891,31 @@ describe('closing an idle session without waiting (eviction, timeout)', () => {
     }
   });
 });
+
+test('closeSession from a callback that outlived its request, while another request of the session runs: asked from outside, it waits for that request, whose context stays intact; the hook sees what it left', GUARD, async () => {
+  const hooked: unknown[] = [];
+  const { engine, errors } = engineWithErrors<Vars>({ onClose: (proc) => { hooked.push(proc.vars.n); } });
+  try {
+    const first = await open(engine);
+    first.proc.vars.n = 1;
+    const fire = deferred<void>();
+    // The first request leaves a logout for later, in its own async context.
+    const logout = track(first.run(() => fire.promise.then(() => engine.closeSession(engine.currentSessionId()))));
+    first.release();
+    const second = await open(engine, first.sessionId);
+    second.proc.vars.n = 2;
+    fire.resolve();
+    await settle();
+    assert.deepEqual(hooked, [], 'no hook while the second request runs');
+    assert.equal(second.proc.vars.n, 2, 'its context is intact');
+    assert.equal(logout.settled, false, 'the close waits for it');
+    second.proc.vars.n = 3;
+    second.release();
+    await settle();
+    assert.equal(logout.value, true);
+    assert.deepEqual(hooked, [3]);
+    assert.equal(errors.length, 0);
+  } finally {
+    await shutdown(engine);
+  }
+});

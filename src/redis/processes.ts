@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
-import { processInternals, WebProcess, type SessionVars } from '../process.js';
+import { processInternals, runOf, WebProcess, type SessionVars } from '../process.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
 import { saveProcess } from './state.js';
@@ -46,7 +46,7 @@ export class ProcessSaves<Vars extends SessionVars> {
 
   initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {
     const { init, als } = this.#node.ctx;
-    return init === undefined ? ({} as Vars) : als.run(proc, () => init(proc));
+    return init === undefined ? ({} as Vars) : als.run(runOf(proc), () => init(proc));
   }
 
   /**
@@ -117,7 +117,7 @@ export class ProcessSaves<Vars extends SessionVars> {
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
     try {
       proc.vars = await this.initVars(proc);
-      await ctx.als.run(proc, () => task(proc));
+      await ctx.als.run(runOf(proc), () => task(proc));
     } catch (error) {
       ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: handle.id }), 'taskErrors');
     }
