@@ -541,3 +541,40 @@ test('leftover ids (their key expired: a crashed cluster) make no room they do n
   assert.deepEqual(await idleIds(), []);
   assert.deepEqual(errors.map((e) => e.message), []);
 });
+
+test('a logout from inside while another request of the session enters on the same node (processesPerSession 2): recognised as from inside, no drain timeout, the hook sees the live vars', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const hooked: { pid: string; w: unknown }[] = [];
+  const clock = new ManualClock();
+  const { engine, errors } = engineOn(r, { clock, processesPerSession: 2, onClose: (proc) => { hooked.push({ pid: proc.processId, w: proc.vars.w }); } });
+  let logout: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const first = await engine.acquire({ sessionId: undefined, ip: IP });
+    first.release();
+    const a = await engine.acquire({ sessionId: first.sessionId, ip: IP });
+    a.proc.vars.w = 42;
+    const entering = engine.acquire({ sessionId: first.sessionId, ip: IP }); // its enter is on its way...
+    for (let i = 0; i < 20; i++) await Promise.resolve(); // ...and its reply cannot have been read yet
+    const closing = track(a.run(() => engine.closeSession(engine.currentSessionId())));
+    logout = closing;
+    const b = await entering.catch(() => undefined);
+    if (b !== undefined) {
+      // It stops when its signal says the session is closing.
+      if (b.proc.signal.aborted) b.release();
+      else b.proc.signal.addEventListener('abort', () => b.release());
+    }
+    // With the ManualClock nothing times out on its own: a logout not recognised as from inside never ends.
+    assert.ok(await eventually(() => closing.settled, 5_000), 'the logout ends without waiting on itself');
+    assert.equal(closing.value, true);
+    assert.deepEqual(hooked.find((h) => h.pid === a.proc.processId), { pid: a.proc.processId, w: 42 });
+    a.release();
+  } finally {
+    // On a regression the close waits on the logout itself: let its drain time out so the engine can stop.
+    if (logout?.settled !== true) clock.advance(60_000);
+    await engine.stop();
+  }
+  assert.deepEqual(errors.map((e) => e.message), []);
+});

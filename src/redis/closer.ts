@@ -15,9 +15,9 @@ interface Pipeline<Vars extends SessionVars> {
   failedWith?: (error: SessionError) => void;
   phase: ClosePhase;
   /**
-   * Processes of this node that called closeSession on their own session, by process id: the drain does
-   * not wait for them, and their hooks see these very objects (as their request left them, even if it
-   * ended meanwhile and its save is still on its way to Redis).
+   * Processes of this node that called closeSession on their own session while running it, by process
+   * id: the drain does not wait for them, and their hooks see these very objects (as their request left
+   * them, even if it ended after the pipeline started and its save is still on its way to Redis).
    */
   readonly insiders: Map<string, WebProcess<Vars>>;
 }
@@ -78,7 +78,7 @@ export class RedisCloser<Vars extends SessionVars> {
       if (fromOwnSession) {
         // From its own hook or teardown the close is under way, and waiting on itself would deadlock.
         if (local.phase !== 'draining') return true;
-        if (this.#runsHere(id, caller)) {
+        if (this.#runsHere(caller)) {
           local.insiders.set(caller.processId, caller);
           this.released(id);
         }
@@ -90,6 +90,8 @@ export class RedisCloser<Vars extends SessionVars> {
     // The id is dead for this node's readers from the call on, as with the memory store; the claim
     // decides, and a failed claim gives the session back.
     const handle = this.#localRun(id);
+    // Decided at the call: a request that ends during the claim's round trip is then waited for (start()).
+    const insider = fromOwnSession && this.#runsHere(caller) ? caller : undefined;
     const wasOpen = handle?.state === 'open';
     if (wasOpen) handle!.state = 'closing';
     let outcome: string;
@@ -102,7 +104,7 @@ export class RedisCloser<Vars extends SessionVars> {
     if (outcome === 'unknown') return false;
     if (outcome === 'ok') {
       ctx.counters.closed.closed++;
-      void this.start(id, 'closed', fromOwnSession && this.#runsHere(id, caller) ? caller : undefined);
+      void this.start(id, 'closed', insider);
       const pipeline = this.#pipelines.get(id);
       if (pipeline !== undefined) await Promise.race([pipeline.promise, pipeline.failed]);
       return true;
@@ -120,8 +122,8 @@ export class RedisCloser<Vars extends SessionVars> {
    * an old copy of the process: such a call closes the session as if from outside (the pipeline waits
    * for whoever runs the process, and hooks the state saved last).
    */
-  #runsHere(id: string, caller: WebProcess<Vars>): boolean {
-    return this.#localRun(id)?.runs.has(caller) === true;
+  #runsHere(caller: WebProcess<Vars>): boolean {
+    return this.#node.runningHere.has(caller);
   }
 
   /**
@@ -137,7 +139,7 @@ export class RedisCloser<Vars extends SessionVars> {
     failed.catch(() => {}); // nobody may be waiting for it
     const handle = this.#localRun(id);
     // Checked again now (the claim took a round trip): a request that ended meanwhile is waited for like any other.
-    const running = insider !== undefined && handle?.runs.has(insider) === true ? insider : undefined;
+    const running = insider !== undefined && this.#runsHere(insider) ? insider : undefined;
     const pipeline: Pipeline<Vars> = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Map(running === undefined ? [] : [[running.processId, running]]) };
     handle?.markClosing();
     (pipeline as { promise: Promise<void> }).promise = this.#runUntilDone(id, reason, pipeline).finally(() => this.#pipelines.delete(id));

@@ -68,6 +68,20 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     return this.#node.spawn(this, name, task);
   }
 
+  /** A request or task of this node starts in `run.proc`. */
+  startRun(run: LocalRun<Vars>): void {
+    this.runs.set(run.proc, run);
+    this.#node.runningHere.add(run.proc);
+  }
+
+  /** It ended (or never got its context): its run, if it was running. */
+  endRun(proc: WebProcess<Vars>): LocalRun<Vars> | undefined {
+    const run = this.runs.get(proc);
+    this.runs.delete(proc);
+    this.#node.runningHere.delete(proc);
+    return run;
+  }
+
   /** The session started closing (here or on another node): the cookie clears, running work is asked to stop. */
   markClosing(): void {
     this.state = 'closing';
@@ -86,6 +100,8 @@ export interface NodeServices<Vars extends SessionVars> {
   readonly lockManager: RedisLockManager;
   /** Delays between retries of saves and closes that failed on a Redis error. */
   readonly retries: Retries;
+  /** The process objects running a request or task on this node now (whatever handle they are under). */
+  readonly runningHere: WeakSet<WebProcess<Vars>>;
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
 }
 

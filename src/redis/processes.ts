@@ -113,7 +113,7 @@ export class ProcessSaves<Vars extends SessionVars> {
       ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
       return;
     }
-    handle.runs.set(proc, { proc, token, kind: 'task' });
+    handle.startRun({ proc, token, kind: 'task' });
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
     try {
       proc.vars = await this.initVars(proc);
@@ -121,7 +121,7 @@ export class ProcessSaves<Vars extends SessionVars> {
     } catch (error) {
       ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: handle.id }), 'taskErrors');
     }
-    handle.runs.delete(proc);
+    handle.endRun(proc);
     handle.lastActivityAtMs = ctx.clock.now();
     const open = handle.state === 'open';
     // A task that ends on its own ends its process (locks released, no hook); in a closing session

@@ -198,7 +198,10 @@ export class RedisRequestPath<Vars extends SessionVars> {
 
   #handle(id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number): SessionHandle<Vars> {
     let handle = this.#known.get(id);
-    if (handle === undefined || handle.state !== 'open') {
+    // A handle marked closing that still runs work stays: the enter proves the session was open when it
+    // landed, so the mark is a close of this node about to be claimed, and it covers this request too.
+    // Replacing it would orphan that work (no abort reaches it, a logout in it would not be recognised).
+    if (handle === undefined || !(handle.state === 'open' || (handle.state === 'closing' && handle.runs.size > 0))) {
       handle = new SessionHandle<Vars>(this.#node, id, ip, createdAtMs, lastRequestAtMs, processCount);
       this.#known.set(id, handle);
     }
@@ -209,14 +212,14 @@ export class RedisRequestPath<Vars extends SessionVars> {
 
   async #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): Promise<Lease<Vars>> {
     const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
-    handle.runs.set(proc, { proc, token, kind: 'request' });
+    handle.startRun({ proc, token, kind: 'request' });
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
     if (restoreProcess(proc, state)) return lease;
     try {
       proc.vars = await this.#processes.initVars(proc);
     } catch (error) {
       // No context was ever made: the process leaves the session, so the next request runs init again.
-      handle.runs.delete(proc);
+      handle.endRun(proc);
       this.#processes.save(handle, proc, token, undefined, true);
       throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: handle.id });
     }
@@ -232,8 +235,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       this.#deps.checkIdle();
       return;
     }
-    const run = handle.runs.get(proc);
-    handle.runs.delete(proc);
+    const run = handle.endRun(proc);
     handle.lastActivityAtMs = this.#ctx.clock.now();
     if (run === undefined) return this.#deps.checkIdle();
     this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, false);
