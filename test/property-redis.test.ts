@@ -578,3 +578,27 @@ test('a logout from inside while another request of the session enters on the sa
   }
   assert.deepEqual(errors.map((e) => e.message), []);
 });
+
+test('a cluster stop closes every session even when a whole batch of the open set is leftovers (keys expired)', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const hooked: string[] = [];
+  const engine = new SessionEngine<Vars>({
+    clock: new ManualClock(), onClose: (proc) => { hooked.push(proc.sessionId); },
+    store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: POLL_INTERVAL_MS, sweepIntervalMs: SWEEP_INTERVAL_MS, onStop: 'close' }),
+  });
+  const live: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    live.push(lease.sessionId);
+    lease.release();
+  }
+  // 600 ids counted open whose keys are gone, older than the live sessions: the first batch is all leftovers.
+  const leftovers = Array.from({ length: 600 }, (_, i) => [i, `leftover-${i}`] as const).flat();
+  await r.redis.zadd(`${r.prefix}open`, ...leftovers);
+  await engine.stop();
+  assert.deepEqual([...hooked].sort(), [...live].sort(), 'every live session was closed with its hook');
+  assert.equal(await r.redis.zcard(`${r.prefix}open`), 0);
+});

@@ -38,13 +38,8 @@ export class ScriptBatches<Result> {
     const args = this.#args;
     this.#args = [];
     this.#waiters = [];
-    let sent: Promise<unknown>;
-    try {
-      sent = this.#send(waiters.length, args);
-    } catch (error) {
-      // A client that throws instead of rejecting must not leave the other callers waiting forever.
-      sent = Promise.reject(error);
-    }
+    // A client that throws instead of rejecting (or answers a plain value) must not leave callers waiting.
+    const sent = new Promise<unknown>((resolve) => resolve(this.#send(waiters.length, args)));
     sent.then((reply) => {
       if (!Array.isArray(reply) || reply.length !== waiters.length) {
         const error = new Error(`a batched script answered ${Array.isArray(reply) ? reply.length : typeof reply} results for ${waiters.length} calls`);

@@ -82,10 +82,14 @@ out[#out + 1] = tonumber(redis.call('GET', P .. 'procs') or '0')
 return out
 `;
 
-/** Claims every open session for a cluster shutdown, a batch at a time. ARGV: P, node, now, limit. Returns the ids. */
+/**
+ * Claims every open session for a cluster shutdown, a batch at a time. ARGV: P, node, now, limit.
+ * Returns the ids claimed, then how many ids the batch looked at (leftovers are dropped, not claimed).
+ */
 export const CLAIM_ALL = `${PRELUDE}
 local out = {}
-for _, id in ipairs(redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1)) do
+local batch = redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1)
+for _, id in ipairs(batch) do
   if redis.call('HGET', skey(id), 'st') == 'o' then
     claim(id, 'shutdown', ARGV[2], tonumber(ARGV[3]))
     out[#out + 1] = id
@@ -95,6 +99,8 @@ for _, id in ipairs(redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1))
     redis.call('ZREM', P .. 'open', id)
   end
 end
+-- Last: how many ids this batch looked at (a batch of leftovers claims nothing, yet more may follow).
+out[#out + 1] = tostring(#batch)
 return out
 `;
 

@@ -285,11 +285,13 @@ export class RedisCloser<Vars extends SessionVars> {
     const { ctx, redis, settings, nodeId } = this.#node;
     for (;;) {
       const ids = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH) as Reply).map(text);
+      const scanned = Number(ids.pop());
       for (const id of ids) {
         ctx.counters.closed.shutdown++;
         void this.start(id, 'shutdown', insiders.get(id));
       }
-      if (ids.length < SWEEP_BATCH) break;
+      // A short batch may be short of claims only (leftovers dropped): the last batch is the one that found fewer ids.
+      if (!(scanned >= SWEEP_BATCH)) break;
     }
     await this.settle(caller);
   }
