@@ -106,22 +106,18 @@ export class Scheduler<Vars extends SessionVars> {
   create(ip: string, onSession?: (session: Session<Vars>) => void): MaybePromise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
-    if (this.store.size >= cap || this.#liveProcesses >= options.maxConcurrentProcesses) {
+    if (this.#limitReached(cap) !== undefined) {
       const victims = this.#victimsMakingRoom(cap);
-      if (typeof victims === 'string') {
-        throw victims === 'sessionLimit'
-          ? this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, ${this.store.idleCount} idle, cap ${cap}`))
-          : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
-      }
+      if (typeof victims === 'string') throw this.#limitError(victims, cap);
       // Not awaited: the newcomer never waits for another session's hook. A synchronous hook may close
       // other sessions meanwhile (a "log out everywhere"): room is checked again before each eviction.
-      for (let i = 0; i < victims && (this.store.size >= cap || this.#liveProcesses >= options.maxConcurrentProcesses); i++) {
+      for (let i = 0; i < victims && this.#limitReached(cap) !== undefined; i++) {
         const victim = this.store.oldestIdle();
         if (victim === undefined) break;
         closeNow(this.closeContext, victim, 'evicted');
       }
-      if (this.store.size >= cap) throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, cap ${cap}`));
-      if (this.#liveProcesses >= options.maxConcurrentProcesses) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
+      const still = this.#limitReached(cap);
+      if (still !== undefined) throw this.#limitError(still, cap);
     }
     const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now());
     this.store.add(session);
@@ -145,6 +141,18 @@ export class Scheduler<Vars extends SessionVars> {
       this.#discard(session);
       throw error;
     });
+  }
+
+  /** Which limit a new session would pass now, if any. */
+  #limitReached(cap: number): 'sessionLimit' | 'processLimit' | undefined {
+    if (this.store.size >= cap) return 'sessionLimit';
+    return this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses ? 'processLimit' : undefined;
+  }
+
+  #limitError(limit: 'sessionLimit' | 'processLimit', cap: number): SessionError {
+    return limit === 'sessionLimit'
+      ? this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, ${this.store.idleCount} idle, cap ${cap}`))
+      : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
   }
 
   /**

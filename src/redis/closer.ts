@@ -1,10 +1,10 @@
-import { realTimer, type TimerHandle } from '../clock.js';
 import { runHook, TIMED_OUT, within } from '../close.js';
 import { SessionError } from '../errors.js';
 import { processInternals, WebProcess, type SessionVars } from '../process.js';
 import type { CloseReason, ClosePhase } from '../session.js';
 import type { CloseEvent } from '../types.js';
 import { SessionHandle, text, unavailable, type NodeServices, type Reply } from './node.js';
+import { ClusterWaits } from './cluster-waits.js';
 import { RedisSweep, SWEEP_BATCH, type SweepGauges } from './sweep.js';
 import { restoreProcess } from './state.js';
 
@@ -32,15 +32,14 @@ interface Pipeline<Vars extends SessionVars> {
 export class RedisCloser<Vars extends SessionVars> {
   readonly #node: NodeServices<Vars>;
   readonly #pipelines = new Map<string, Pipeline<Vars>>();
-  /** Wakes the drain wait of a session when one of its processes is released (pub/sub 'r'). */
-  readonly #drainWakers = new Map<string, () => void>();
-  /** closeSession callers waiting for a close another node claimed (pub/sub 'x'). */
-  readonly #closedWaiters = new Map<string, (() => void)[]>();
+  /** Waits on other nodes: releases (pub/sub 'r') and closes they finish ('x'). */
+  readonly waits: ClusterWaits<Vars>;
   readonly #localRun: (id: string) => SessionHandle<Vars> | undefined;
   readonly #sweep: RedisSweep<Vars>;
 
   constructor(node: NodeServices<Vars>, localHandle: (id: string) => SessionHandle<Vars> | undefined) {
     this.#node = node;
+    this.waits = new ClusterWaits(node);
     this.#localRun = localHandle;
     this.#sweep = new RedisSweep(node, (id, reason) => void this.start(id, reason));
   }
@@ -59,17 +58,6 @@ export class RedisCloser<Vars extends SessionVars> {
     return this.#pipelines.size;
   }
 
-  /** A process of `id` was released somewhere, or the session was closed somewhere. */
-  released(id: string): void {
-    this.#drainWakers.get(id)?.();
-  }
-
-  finishedElsewhere(id: string): void {
-    const waiters = this.#closedWaiters.get(id);
-    this.#closedWaiters.delete(id);
-    for (const resolve of waiters ?? []) resolve();
-  }
-
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
   async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
     const local = this.#pipelines.get(id);
@@ -80,7 +68,7 @@ export class RedisCloser<Vars extends SessionVars> {
         if (local.phase !== 'draining') return true;
         if (this.#runsHere(caller)) {
           local.insiders.set(caller.processId, caller);
-          this.released(id);
+          this.waits.released(id);
         }
       }
       await Promise.race([local.promise, local.failed]);
@@ -112,7 +100,7 @@ export class RedisCloser<Vars extends SessionVars> {
     // Another node is closing it. From inside the session, that node waits for this very request:
     // the close is under way and will see this request's state once it returns.
     if (fromOwnSession) return true;
-    await this.#waitClosedElsewhere(id);
+    await this.waits.closedElsewhere(id);
     return true;
   }
 
@@ -175,7 +163,11 @@ export class RedisCloser<Vars extends SessionVars> {
     let loaded = await this.#load(id);
     if (loaded === undefined) return;
     if (loaded.processes.some((p) => p.busy && !pipeline.insiders.has(p.pid))) {
-      const drained = this.#drained(id, pipeline);
+      // Insiders excepted: they run the very call that waits.
+      const drained = this.waits.drained(id, async () => {
+        const now = await this.#load(id);
+        return now === undefined || !now.processes.some((p) => p.busy && !pipeline.insiders.has(p.pid));
+      });
       if (await within(ctx.clock, ctx.options.closeTimeoutMs, drained.promise) === TIMED_OUT) {
         ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `process(es) still running after ${ctx.options.closeTimeoutMs} ms`, { sessionId: id }), 'drainTimeouts');
       }
@@ -215,7 +207,7 @@ export class RedisCloser<Vars extends SessionVars> {
     for (const proc of processes) await processInternals.teardown(proc, {});
     if (Number(await redis.lwsFinish(settings.prefix, id, nodeId)) !== 1) return;
     pipeline.phase = 'done';
-    this.finishedElsewhere(id);
+    this.waits.finishedElsewhere(id);
     const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
     ctx.closed(event);
   }
@@ -230,53 +222,6 @@ export class RedisCloser<Vars extends SessionVars> {
       processes.push({ pid, busy: text(reply[i + 1]) !== '0', hooked: text(reply[i + 2]) === '1', state: toBuffer(reply[i + 3]), kind: pid.startsWith('t') ? 'task' : 'web' });
     }
     return { reason: text(reply[1]) as CloseReason, processes };
-  }
-
-  /** Resolves once no process of the session is busy (insiders excepted): on each release message, and by polling (a message can be lost in a reconnect). */
-  #drained(id: string, pipeline: Pipeline<Vars>): { promise: Promise<void>; cancel(): void } {
-    let cancelled = false;
-    let poll: TimerHandle | undefined;
-    const promise = new Promise<void>((resolve) => {
-      let checking = false;
-      const check = (): void => {
-        if (cancelled || checking) return;
-        checking = true;
-        this.#load(id).then((loaded) => {
-          checking = false;
-          if (loaded === undefined || !loaded.processes.some((p) => p.busy && !pipeline.insiders.has(p.pid))) resolve();
-        }, () => { checking = false; });
-      };
-      this.#drainWakers.set(id, check);
-      const tick = (): void => {
-        if (cancelled) return;
-        check();
-        poll = realTimer(tick, this.#node.settings.pollIntervalMs);
-      };
-      poll = realTimer(tick, this.#node.settings.pollIntervalMs);
-    });
-    return {
-      promise,
-      cancel: () => {
-        cancelled = true;
-        poll?.cancel();
-        this.#drainWakers.delete(id);
-      },
-    };
-  }
-
-  #waitClosedElsewhere(id: string): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const list = this.#closedWaiters.get(id) ?? [];
-      list.push(resolve);
-      this.#closedWaiters.set(id, list);
-      // A lost 'x' message must not leave the caller waiting forever: the key's absence says closed too.
-      const { redis, settings } = this.#node;
-      const tick = (): void => {
-        if (!this.#closedWaiters.has(id)) return;
-        redis.exists(`${settings.prefix}s:${id}`).then((n) => (n === 0 ? this.finishedElsewhere(id) : realTimer(tick, settings.pollIntervalMs)), () => realTimer(tick, settings.pollIntervalMs));
-      };
-      realTimer(tick, settings.pollIntervalMs);
-    });
   }
 
   /** Cluster shutdown: claims every open session with 'shutdown' and waits for every close of this node. */

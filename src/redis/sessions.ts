@@ -118,9 +118,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       if (handle !== undefined && handle.runs.size === 0) this.#known.delete(rest);
     } else if (kind === 'r') {
       this.#turns.wakeHead(rest);
-      this.#closer.released(rest);
+      this.#closer.waits.released(rest);
     } else if (kind === 'x') {
-      this.#closer.finishedElsewhere(rest);
+      this.#closer.waits.finishedElsewhere(rest);
       this.#known.delete(rest);
     } else if (kind === 'n') {
       if (this.#known.get(rest)?.id !== rest) return; // renamed here: the handle already moved

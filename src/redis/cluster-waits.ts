@@ -1,0 +1,80 @@
+import { realTimer, type TimerHandle } from '../clock.js';
+import type { SessionVars } from '../process.js';
+import type { NodeServices } from './node.js';
+
+/**
+ * What a close waits for on other nodes: the session's processes to be released (a close drains them
+ * wherever they run) and another node's close to finish (a closeSession that node had claimed). Pub/sub
+ * wakes each wait at once ('r' released, 'x' closed); a poll every pollIntervalMs covers a message lost
+ * in a reconnect.
+ */
+export class ClusterWaits<Vars extends SessionVars> {
+  readonly #node: NodeServices<Vars>;
+  /** Wakes the drain wait of a session when one of its processes is released. */
+  readonly #drainWakers = new Map<string, () => void>();
+  /** closeSession callers waiting for a close another node claimed. */
+  readonly #closedWaiters = new Map<string, (() => void)[]>();
+
+  constructor(node: NodeServices<Vars>) {
+    this.#node = node;
+  }
+
+  /** A process of `id` was released somewhere ('r'). */
+  released(id: string): void {
+    this.#drainWakers.get(id)?.();
+  }
+
+  /** The close of `id` finished, here or elsewhere ('x'). */
+  finishedElsewhere(id: string): void {
+    const waiters = this.#closedWaiters.get(id);
+    this.#closedWaiters.delete(id);
+    for (const resolve of waiters ?? []) resolve();
+  }
+
+  /** Resolves once `isDrained()` answers true: tried on each release of the session, and on each poll. */
+  drained(id: string, isDrained: () => Promise<boolean>): { promise: Promise<void>; cancel(): void } {
+    let cancelled = false;
+    let poll: TimerHandle | undefined;
+    const promise = new Promise<void>((resolve) => {
+      let checking = false;
+      const check = (): void => {
+        if (cancelled || checking) return;
+        checking = true;
+        isDrained().then((done) => {
+          checking = false;
+          if (done) resolve();
+        }, () => { checking = false; });
+      };
+      this.#drainWakers.set(id, check);
+      const tick = (): void => {
+        if (cancelled) return;
+        check();
+        poll = realTimer(tick, this.#node.settings.pollIntervalMs);
+      };
+      poll = realTimer(tick, this.#node.settings.pollIntervalMs);
+    });
+    return {
+      promise,
+      cancel: () => {
+        cancelled = true;
+        poll?.cancel();
+        this.#drainWakers.delete(id);
+      },
+    };
+  }
+
+  /** Resolves when another node's close of `id` has finished (its key is gone, if the message was lost). */
+  closedElsewhere(id: string): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const list = this.#closedWaiters.get(id) ?? [];
+      list.push(resolve);
+      this.#closedWaiters.set(id, list);
+      const { redis, settings } = this.#node;
+      const tick = (): void => {
+        if (!this.#closedWaiters.has(id)) return;
+        redis.exists(`${settings.prefix}s:${id}`).then((n) => (n === 0 ? this.finishedElsewhere(id) : realTimer(tick, settings.pollIntervalMs)), () => realTimer(tick, settings.pollIntervalMs));
+      };
+      realTimer(tick, settings.pollIntervalMs);
+    });
+  }
+}
