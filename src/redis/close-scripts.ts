@@ -3,6 +3,9 @@
 
 import { PRELUDE } from './lua-prelude.js';
 
+/** Open ids the sweep checks per run for a key that expired while its session ran. */
+export const OPEN_SCAN_BATCH = 64;
+
 /** closeSession from any node. ARGV: P, id, reason, node, now. Returns 'ok' | 'closing' | 'unknown'. */
 export const CLAIM = `${PRELUDE}
 local st = redis.call('HGET', skey(ARGV[2]), 'st')
@@ -26,8 +29,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'idle', '-inf', now - tonum
     claim(id, 'timeout', node, now)
     out[#out + 1] = id
   else
-    markBusy(id)
-    redis.call('ZREM', P .. 'open', id)
+    forget(id)
   end
 end
 out[#out + 1] = '|'
@@ -52,7 +54,10 @@ for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
     for _, m in ipairs(redis.call('SMEMBERS', P .. 'nb:' .. dead)) do
       local id, pid = string.match(m, '^(%S+) (%S+)$')
       local h = skey(id)
-      if redis.call('HGET', h, 'o:' .. pid) == dead then
+      if redis.call('EXISTS', h) == 0 then
+        -- Its key expired while it ran (a cluster down for longer than the session timeout).
+        forget(id)
+      elseif redis.call('HGET', h, 'o:' .. pid) == dead then
         -- Its request died with its node: the process is free again, with the state last saved.
         redis.call('HSET', h, 'b:' .. pid, '0')
         redis.call('HDEL', h, 'o:' .. pid)
@@ -74,6 +79,16 @@ for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
     redis.call('SREM', P .. 'nodes', dead)
   end
 end
+-- Ids counted open whose key expired while they ran (a cluster down for longer than the session
+-- timeout, its nodes' lists of what they ran gone too) are in no idle set: no timeout, eviction or dead
+-- node finds them. A few open ids per sweep are checked, round the whole set in turn.
+local cursor = tonumber(redis.call('GET', P .. 'oscan') or '0')
+local scanned = redis.call('ZRANGE', P .. 'open', cursor, cursor + ${OPEN_SCAN_BATCH - 1})
+for _, id in ipairs(scanned) do
+  if redis.call('EXISTS', skey(id)) == 0 then forget(id) else cursor = cursor + 1 end
+end
+if #scanned < ${OPEN_SCAN_BATCH} then cursor = 0 end
+redis.call('SET', P .. 'oscan', cursor, 'PX', tonumber(ARGV[3]))
 out[#out + 1] = '|'
 out[#out + 1] = redis.call('ZCARD', P .. 'open')
 out[#out + 1] = redis.call('ZCARD', P .. 'idle')
@@ -95,8 +110,7 @@ for _, id in ipairs(batch) do
     out[#out + 1] = id
   else
     -- Its key expired (a crashed cluster's leftover): forgotten everywhere, as the sweep and create do.
-    markBusy(id)
-    redis.call('ZREM', P .. 'open', id)
+    forget(id)
   end
 end
 -- Last: how many ids this batch looked at (a batch of leftovers claims nothing, yet more may follow).
@@ -153,6 +167,8 @@ for _, z in ipairs({'open', 'idle', 'lru'}) do
   local score = redis.call('ZSCORE', P .. z, old)
   if score then redis.call('ZREM', P .. z, old); redis.call('ZADD', P .. z, score, new) end
 end
+local counted = redis.call('HGET', P .. 'pn', old)
+if counted then redis.call('HDEL', P .. 'pn', old); redis.call('HSET', P .. 'pn', new, counted) end
 for _, p in ipairs(plist(nh)) do
   local owner = redis.call('HGET', nh, 'o:' .. p)
   if owner then

@@ -26,7 +26,23 @@ local function markBusy(id)
   redis.call('ZREM', P .. 'lru', id)
 end
 local function touchGlobals(ttl)
-  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'seq', 'nodes'}) do redis.call('PEXPIRE', P .. k, ttl) end
+  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes'}) do redis.call('PEXPIRE', P .. k, ttl) end
+end
+-- 'procs' counts the processes of open sessions; 'pn' says how many each session counts there, so an
+-- id whose key expired (a crashed cluster's leftover) can still give its processes back.
+local function countProcesses(id, n)
+  redis.call('INCRBY', P .. 'procs', n)
+  redis.call('HINCRBY', P .. 'pn', id, n)
+end
+-- A leftover (its key expired while its id was still listed): forgotten everywhere, its places given
+-- back. Returns how many processes it counted.
+local function forget(id)
+  markBusy(id)
+  redis.call('ZREM', P .. 'open', id)
+  local n = tonumber(redis.call('HGET', P .. 'pn', id) or '0')
+  if n ~= 0 then redis.call('DECRBY', P .. 'procs', n) end
+  redis.call('HDEL', P .. 'pn', id)
+  return n
 end
 -- Step 1 of the close pipeline, cluster-wide: the id is dead from now on, its processes stop counting.
 local function claim(id, reason, node, now)
@@ -36,6 +52,7 @@ local function claim(id, reason, node, now)
   markBusy(id)
   redis.call('ZADD', P .. 'closing', now, id)
   redis.call('DECRBY', P .. 'procs', #plist(h))
+  redis.call('HDEL', P .. 'pn', id)
   redis.call('DEL', P .. 'wq:' .. id)
   redis.call('PUBLISH', P .. 'ev', 'c ' .. id)
 end

@@ -35,7 +35,7 @@ if not slot then
     slot = 'r' .. redis.call('INCR', P .. 'seq')
     list[#list + 1] = slot
     redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. slot, 'w', 'd:' .. slot, '')
-    redis.call('INCR', P .. 'procs')
+    countProcesses(id, 1)
   else
     local t = redis.call('TIME')
     local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -107,16 +107,15 @@ if sessionsToFree > 0 or processesToFree > 0 then
         processesToFree = processesToFree - #plist(skey(v))
       else
         -- Its key expired (a crashed cluster's leftover): forgotten, whatever this request's outcome. It
-        -- frees a place only if it was still counted open (a cluster stop's claim may have dropped it).
+        -- frees a place only if it was still counted open (a cluster stop's claim may have dropped it),
+        -- and the processes it still counts.
         leftovers[#leftovers + 1] = v
         if redis.call('ZSCORE', P .. 'open', v) then sessionsToFree = sessionsToFree - 1 end
+        processesToFree = processesToFree - tonumber(redis.call('HGET', P .. 'pn', v) or '0')
       end
     end
   end
-  for _, v in ipairs(leftovers) do
-    markBusy(v)
-    redis.call('ZREM', P .. 'open', v)
-  end
+  for _, v in ipairs(leftovers) do forget(v) end
   if sessionsToFree > #victims then return {'limit'} end
   if processesToFree > 0 then return {'plimit'} end
   for _, v in ipairs(victims) do claim(v, 'evicted', node, now) end
@@ -127,7 +126,7 @@ redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o',
   'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
 redis.call('PEXPIRE', h, ARGV[8])
 redis.call('ZADD', P .. 'open', now, id)
-redis.call('INCR', P .. 'procs')
+countProcesses(id, 1)
 redis.call('SADD', P .. 'nb:' .. node, id .. ' ' .. pid)
 touchGlobals(ARGV[8])
 return {'ok', pid, unpack(victims)}
@@ -157,7 +156,7 @@ local function release(a)
     -- A task that ended on its own ends its process (no hook: its session is not closing).
     redis.call('HSET', h, 'pl', table.concat(others, ' '), 'la', now)
     redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
-    redis.call('DECR', P .. 'procs')
+    countProcesses(id, -1)
   else
     -- One write: the process free, its state if given, the session's last activity if it is open.
     local fields = {'b:' .. pid, '0'}
@@ -198,7 +197,7 @@ local list = plist(h)
 list[#list + 1] = pid
 local token = redis.call('HINCRBY', h, 'tk', 1)
 redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. pid, 't', 'b:' .. pid, token, 'o:' .. pid, node, 'd:' .. pid, '')
-redis.call('INCR', P .. 'procs')
+countProcesses(id, 1)
 markBusy(id)
 redis.call('SADD', P .. 'nb:' .. node, id .. ' ' .. pid)
 redis.call('PEXPIRE', h, ARGV[5])

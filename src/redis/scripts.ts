@@ -15,6 +15,8 @@
 //   P lru           zset id -> order of going idle (eviction: least recently active first; P lrun counts)
 //   P closing       zset id -> claim time
 //   P procs         processes of open sessions (maxConcurrentProcesses)
+//   P pn            hash id -> how many of them the session counts (given back if its key expires first)
+//   P oscan         where the sweep's check of open ids for expired keys goes on
 //   P seq           process id counter: ids r1, r2… are never reused
 //   P nodes         set of node ids; P node:<node> expires unless its node renews it (liveness);
 //                   P stopping:<node> while it stops; P left:<node> once it left; P missing:<node>

@@ -1,0 +1,182 @@
+// Leftovers: ids a crashed cluster left listed whose session keys expired (every key of a session
+// expires a grace period after its timeout, so a cluster down that long comes back to ids without
+// sessions). They must give back every place they held (sessions, processes) and never block anyone.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as delay } from 'node:timers/promises';
+import { ManualClock, SessionEngine, type RequestLease, type SessionEngineOptions, type SessionError } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import type { Vars } from './model.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
+
+const IP = '127.0.0.1';
+const SWEEP_INTERVAL_MS = 1_000;
+const POLL_INTERVAL_MS = 5;
+
+/** True once `done()` holds, false if it still does not after `withinMs`. */
+async function eventually(done: () => boolean | Promise<boolean>, withinMs = 2_000): Promise<boolean> {
+  const deadline = Date.now() + withinMs;
+  while (!(await done())) {
+    if (Date.now() > deadline) return false;
+    await delay(2);
+  }
+  return true;
+}
+
+function storeFor(r: RedisForTest, onStop: 'keep' | 'close' = 'close'): SessionEngineOptions<Vars>['store'] {
+  return createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: POLL_INTERVAL_MS, sweepIntervalMs: SWEEP_INTERVAL_MS, onStop });
+}
+
+/** What Redis counts: open sessions, processes, and the processes each session counts. */
+async function counts(r: RedisForTest): Promise<{ open: number; procs: number; counted: Record<string, string> }> {
+  const [open, procs, counted] = await Promise.all([r.redis.zcard(`${r.prefix}open`), r.redis.get(`${r.prefix}procs`), r.redis.hgetall(`${r.prefix}pn`)]);
+  return { open, procs: Number(procs ?? '0'), counted };
+}
+
+test('a leftover gives back the processes it counted: at maxConcurrentProcesses a newcomer gets in', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const first = new SessionEngine<Vars>({ clock: new ManualClock(), store: storeFor(r, 'keep') });
+  const lease = await first.acquire({ sessionId: undefined, ip: IP });
+  lease.release();
+  assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}lru`)) === 1), 'idle');
+  await first.stop();
+  await r.redis.del(`${r.prefix}s:${lease.sessionId}`);
+
+  const engine = new SessionEngine<Vars>({ clock: new ManualClock(), maxConcurrentProcesses: 1, store: storeFor(r) });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  try {
+    const newcomer = await engine.acquire({ sessionId: undefined, ip: IP });
+    assert.notEqual(newcomer.sessionId, lease.sessionId);
+    assert.deepEqual(await counts(r), { open: 1, procs: 1, counted: { [newcomer.sessionId]: '1' } }, 'only the newcomer counts');
+    newcomer.release();
+  } finally {
+    await engine.stop();
+  }
+  assert.deepEqual(errors.map((e) => e.message), []);
+});
+
+test('a session whose key expired while it ran (in no idle set) is found by the sweep and gives back its place and its process', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, maxSessions: 1, store: storeFor(r) });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  try {
+    const running = await engine.acquire({ sessionId: undefined, ip: IP });
+    // Its key expires while it runs; its release finds nothing to write. What is left: its id counted
+    // open, its process counted, and no idle set listing it, as after a cluster down for that long.
+    await r.redis.del(`${r.prefix}s:${running.sessionId}`);
+    running.release();
+    assert.ok(await eventually(async () => (await r.redis.sismember(`${r.prefix}nb:${(await r.redis.smembers(`${r.prefix}nodes`))[0]}`, `${running.sessionId} ${running.proc.processId}`)) === 0), 'the release landed');
+    assert.deepEqual(await counts(r), { open: 1, procs: 1, counted: { [running.sessionId]: '1' } });
+    const refused = await engine.acquire({ sessionId: undefined, ip: IP }).then((lease) => { lease.release(); return 'created'; }, (error: unknown) => (error as SessionError).code);
+    assert.equal(refused, 'ERR_SESSION_LIMIT', 'the leftover holds the only place until a sweep finds it');
+
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => (await counts(r)).open === 0), 'the sweep forgot it');
+    assert.deepEqual(await counts(r), { open: 0, procs: 0, counted: {} });
+    const newcomer = await engine.acquire({ sessionId: undefined, ip: IP });
+    newcomer.release();
+  } finally {
+    await engine.stop();
+  }
+  assert.deepEqual(errors.map((e) => e.message), []);
+});
+
+test('a leftover found by the timeout sweep gives back its process', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, store: storeFor(r) });
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 1), 'idle');
+    await r.redis.del(`${r.prefix}s:${lease.sessionId}`);
+    clock.advance(engine.getOption('inactiveProcessTimeoutMs') + SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 0), 'swept');
+    assert.deepEqual(await counts(r), { open: 0, procs: 0, counted: {} });
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('leftover ids (their key expired: a crashed cluster) make no room they do not hold, and a cluster stop forgets them everywhere', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const store = (onStop: 'keep' | 'close'): SessionEngineOptions<Vars>['store'] => storeFor(r, onStop);
+  const idleIds = async (): Promise<string[]> => r.redis.zrange(`${r.prefix}lru`, '0', '-1');
+  // Two idle sessions whose keys then expire; one is also no longer counted open (as a cluster stop of an
+  // earlier version left it).
+  const first = new SessionEngine<Vars>({ clock: new ManualClock(), store: store('keep') });
+  const gone: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const lease = await first.acquire({ sessionId: undefined, ip: IP });
+    gone.push(lease.sessionId);
+    lease.release();
+  }
+  assert.ok(await eventually(async () => (await idleIds()).length === 2), 'both idle');
+  await first.stop();
+  for (const id of gone) await r.redis.del(`${r.prefix}s:${id}`);
+  await r.redis.zrem(`${r.prefix}open`, gone[0]!);
+
+  const engine = new SessionEngine<Vars>({ clock: new ManualClock(), maxSessions: 2, store: store('close') });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  const leases: RequestLease<Vars>[] = [];
+  try {
+    // gone[1] still counts open and frees its place; gone[0] holds none.
+    leases.push(await engine.acquire({ sessionId: undefined, ip: IP }));
+    leases.push(await engine.acquire({ sessionId: undefined, ip: IP }));
+    const third = await engine.acquire({ sessionId: undefined, ip: IP }).then((lease) => { leases.push(lease); return 'created'; }, (error: unknown) => (error as SessionError).code);
+    assert.equal(third, 'ERR_SESSION_LIMIT');
+    assert.equal(await r.redis.zcard(`${r.prefix}open`), 2, 'two sessions, the cap');
+    assert.deepEqual(await idleIds(), [], 'both leftovers forgotten');
+    for (const lease of leases.splice(0)) lease.release();
+    // A cluster stop that meets a leftover in the open set forgets it in the idle order too.
+    assert.ok(await eventually(async () => (await idleIds()).length === 2), 'both idle');
+    const [late] = await idleIds();
+    await r.redis.del(`${r.prefix}s:${late!}`);
+  } finally {
+    for (const lease of leases) lease.release();
+    await engine.stop();
+  }
+  assert.deepEqual(await idleIds(), []);
+  assert.deepEqual(errors.map((e) => e.message), []);
+});
+
+test('a cluster stop closes every session even when a whole batch of the open set is leftovers (keys expired)', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const hooked: string[] = [];
+  const engine = new SessionEngine<Vars>({
+    clock: new ManualClock(), onClose: (proc) => { hooked.push(proc.sessionId); },
+    store: storeFor(r),
+  });
+  const live: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    live.push(lease.sessionId);
+    lease.release();
+  }
+  // 600 ids counted open whose keys are gone, older than the live sessions: the first batch is all leftovers.
+  const leftovers = Array.from({ length: 600 }, (_, i) => [i, `leftover-${i}`] as const).flat();
+  await r.redis.zadd(`${r.prefix}open`, ...leftovers);
+  await engine.stop();
+  assert.deepEqual([...hooked].sort(), [...live].sort(), 'every live session was closed with its hook');
+  assert.equal(await r.redis.zcard(`${r.prefix}open`), 0);
+});
