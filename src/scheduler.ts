@@ -4,10 +4,11 @@ import { SessionError } from './errors.js';
 import { IdleExpiry } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
-import { isThenable, settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
+import { isThenable, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryStore } from './memory-store.js';
-import { processInternals, runOf, WebProcess, type SessionVars } from './process.js';
-import { NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
+import { processInternals, type SessionVars, type WebProcess } from './process.js';
+import { freeRequestProcess, NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
+import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
 import type { StoreContext } from './store.js';
 import { TransientProcesses } from './transients.js';
@@ -19,8 +20,8 @@ export interface SchedulerContext<Vars extends SessionVars> extends StoreContext
 
 /**
  * Binds requests to processes: finds or creates the session (evicting at the cap), hands out processes
- * one request at a time with a FIFO queue, runs spawned tasks, and closes idle sessions at their
- * deadline with one timer. It owns every session, open or closing.
+ * one request at a time with a FIFO queue (SessionProcesses starts them, spawned tasks included), and
+ * closes idle sessions at their deadline with one timer. It owns every session, open or closing.
  */
 export class Scheduler<Vars extends SessionVars> {
   readonly store = new MemoryStore<Vars>();
@@ -30,14 +31,18 @@ export class Scheduler<Vars extends SessionVars> {
   readonly #expiry: IdleExpiry<Vars>;
   readonly #leaseHost: LeaseHost<Vars, Session<Vars>>;
   readonly #sessionHost: SessionHost<Vars>;
-  /** Processes counted against maxConcurrentProcesses: those of open sessions, plus 'none'-mode requests. */
-  #liveProcesses = 0;
+  readonly #processes: SessionProcesses<Vars>;
   readonly #transients: TransientProcesses<Vars>;
 
   constructor(ctx: SchedulerContext<Vars>) {
     this.#ctx = ctx;
     this.#expiry = new IdleExpiry(ctx.clock, this.store, () => ctx.options.inactiveProcessTimeoutMs, (session) => closeNow(this.closeContext, session, 'timeout'));
-    this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#spawn(session, name, task) };
+    this.#processes = new SessionProcesses(ctx, {
+      start: (session, proc, isNewSession) => this.#start(session, proc, isNewSession),
+      settleIfIdle: (session) => this.#settleIfIdle(session),
+      reject: (cause, error) => this.#reject(cause, error),
+    });
+    this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#processes.spawn(session, name, task) };
     this.#transients = new TransientProcesses(ctx.lockManager);
     this.#leaseHost = {
       als: ctx.als,
@@ -53,7 +58,7 @@ export class Scheduler<Vars extends SessionVars> {
       detach: (session, reason) => {
         this.store.delete(session);
         this.closing.set(session.id, session);
-        this.#liveProcesses -= session.processes.length;
+        this.#processes.uncount(session);
         ctx.counters.closed[reason]++;
       },
       report: (error, kind) => ctx.report(error, kind === 'hook' ? 'hookErrors' : kind === 'hookTimeout' ? 'hookTimeouts' : 'drainTimeouts'),
@@ -65,7 +70,7 @@ export class Scheduler<Vars extends SessionVars> {
   }
 
   get liveProcesses(): number {
-    return this.#liveProcesses;
+    return this.#processes.live;
   }
 
   cookieExpiresAtMs(session: Session<Vars>): number {
@@ -82,14 +87,14 @@ export class Scheduler<Vars extends SessionVars> {
   enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     const free = freeRequestProcess(session);
-    const canAddProcess = free === undefined && session.requestProcessCount < options.processesPerSession && this.#liveProcesses < options.maxConcurrentProcesses;
+    const canAddProcess = free === undefined && session.requestProcessCount < options.processesPerSession && this.#processes.hasRoom;
     if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
       throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
     }
     // Only an accepted request restarts the cookie's lifetime (a refused one must not extend it).
     session.lastRequestAtMs = this.#ctx.clock.now();
     if (free !== undefined) return this.#start(session, free);
-    if (canAddProcess) return this.#startNewProcess(session, false);
+    if (canAddProcess) return this.#processes.startRequestProcess(session, false);
     return new Promise<WebProcess<Vars>>((resolve, reject) => (session.queue ??= []).push({ resolve, reject })).then((proc) => {
       if (session.state === 'open') return new RequestLease(this.#leaseHost, session, proc, false);
       // Closed between the hand-over and this continuation: this request must not run in the old context.
@@ -125,7 +130,7 @@ export class Scheduler<Vars extends SessionVars> {
     onSession?.(session);
     let lease: MaybePromise<RequestLease<Vars>>;
     try {
-      lease = this.#startNewProcess(session, true);
+      lease = this.#processes.startRequestProcess(session, true);
     } catch (error) {
       this.#discard(session);
       throw error;
@@ -146,13 +151,13 @@ export class Scheduler<Vars extends SessionVars> {
   /** Which limit a new session would pass now, if any. */
   #limitReached(cap: number): 'sessionLimit' | 'processLimit' | undefined {
     if (this.store.size >= cap) return 'sessionLimit';
-    return this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses ? 'processLimit' : undefined;
+    return this.#processes.hasRoom ? undefined : 'processLimit';
   }
 
   #limitError(limit: 'sessionLimit' | 'processLimit', cap: number): SessionError {
     return limit === 'sessionLimit'
       ? this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, ${this.store.idleCount} idle, cap ${cap}`))
-      : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
+      : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
   }
 
   /**
@@ -163,7 +168,7 @@ export class Scheduler<Vars extends SessionVars> {
   #victimsMakingRoom(cap: number): number | 'sessionLimit' | 'processLimit' {
     const sessionsToFree = Math.max(0, this.store.size - cap + 1);
     if (sessionsToFree > this.store.idleCount) return 'sessionLimit';
-    let processesToFree = this.#liveProcesses - this.#ctx.options.maxConcurrentProcesses + 1;
+    let processesToFree = this.#processes.live - this.#ctx.options.maxConcurrentProcesses + 1;
     let victims = 0;
     // Walks only as far as the victims it will close (each frees its processes), or to the list's end.
     for (let idle = this.store.oldestIdle(); idle !== undefined && (victims < sessionsToFree || processesToFree > 0); idle = idle.idleNext) {
@@ -175,15 +180,15 @@ export class Scheduler<Vars extends SessionVars> {
 
   /** 'none' mode: a throw-away process for one request, torn down at release. */
   transient(): MaybePromise<RequestLease<Vars>> {
-    if (this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses) {
-      throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#liveProcesses} processes`));
+    if (!this.#processes.hasRoom) {
+      throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
     }
     const proc = this.#transients.open();
-    this.#liveProcesses++;
+    this.#processes.countTransient(1);
     const lease = new RequestLease(this.#leaseHost, undefined, proc, true);
     let vars: MaybePromise<Vars>;
     try {
-      vars = this.#initVars(proc);
+      vars = this.#processes.initVars(proc);
     } catch (error) {
       return transientInitFailed(lease, error);
     }
@@ -214,36 +219,11 @@ export class Scheduler<Vars extends SessionVars> {
     return new RequestLease(this.#leaseHost, session, proc, isNew);
   }
 
-  #startNewProcess(session: Session<Vars>, isNewSession: boolean): MaybePromise<RequestLease<Vars>> {
-    const proc = this.#addProcess(session, 'web');
-    session.requestProcessCount++;
-    const lease = this.#start(session, proc, isNewSession);
-    let vars: MaybePromise<Vars>;
-    try {
-      vars = this.#initVars(proc);
-    } catch (error) {
-      return this.#initFailed(session, proc, error);
-    }
-    return whenReady(vars, (resolved) => {
-      proc.vars = resolved;
-      return lease;
-    }, (error: unknown) => this.#initFailed(session, proc, error));
-  }
-
-  #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): never {
-    // The process never had a context: it leaves the session (the next request runs init again).
-    this.#dropProcess(session, proc);
-    session.requestProcessCount--;
-    void processInternals.teardown(proc, {});
-    this.#settleIfIdle(session);
-    throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: session.id });
-  }
-
   /** A session whose init failed: it never existed for the client, so it goes without a hook. */
   #discard(session: Session<Vars>): void {
     if (session.state !== 'open') return;
     this.store.delete(session);
-    this.#liveProcesses -= session.processes.length;
+    this.#processes.uncount(session);
     session.state = 'closed';
     const processes = session.processes;
     session.processes = NONE;
@@ -253,7 +233,7 @@ export class Scheduler<Vars extends SessionVars> {
   #release(lease: RequestLease<Vars, Session<Vars>>): void {
     const { session, proc } = lease;
     if (session === undefined) {
-      this.#liveProcesses--;
+      this.#processes.countTransient(-1);
       this.#transients.end(proc);
       return;
     }
@@ -274,54 +254,6 @@ export class Scheduler<Vars extends SessionVars> {
     if (session.running.length > 0 || session.queuedCount > 0 || session.state !== 'open') return;
     this.store.markIdle(session);
     this.scheduleExpiry();
-  }
-
-  #addProcess(session: Session<Vars>, name: string): WebProcess<Vars> {
-    const proc = new WebProcess<Vars>(session, name, {} as Vars);
-    session.processes = withItem(session.processes, proc);
-    this.#liveProcesses++;
-    return proc;
-  }
-
-  #dropProcess(session: Session<Vars>, proc: WebProcess<Vars>): void {
-    session.running = withoutItem(session.running, proc);
-    if (session.state !== 'open') return; // a closing session's processes are the pipeline's
-    session.processes = withoutItem(session.processes, proc);
-    this.#liveProcesses--;
-  }
-
-  #initVars(proc: WebProcess<Vars>): MaybePromise<Vars> {
-    const init = this.#ctx.init;
-    return init === undefined ? ({} as Vars) : settledOrPromise(this.#ctx.als.run(runOf(proc), () => init(proc)));
-  }
-
-  #spawn(session: Session<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
-    if (session.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: session.id });
-    if (this.#liveProcesses >= this.#ctx.options.maxConcurrentProcesses) {
-      throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `cannot spawn "${name}"`, { sessionId: session.id }));
-    }
-    const proc = this.#addProcess(session, name);
-    this.#start(session, proc);
-    void this.#runTask(session, proc, task);
-    return proc;
-  }
-
-  async #runTask(session: Session<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
-    try {
-      proc.vars = await this.#initVars(proc);
-      await this.#ctx.als.run(runOf(proc), () => task(proc));
-    } catch (error) {
-      this.#ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: session.id }), 'taskErrors');
-    }
-    if (session.state !== 'open') {
-      session.running = withoutItem(session.running, proc);
-      return noteProgress(session); // the close pipeline hooks and tears it down
-    }
-    // A task that ends on its own ends its process: no hook (its session is not closing), locks released.
-    this.#dropProcess(session, proc);
-    session.lastActivityAtMs = this.#ctx.clock.now();
-    this.#settleIfIdle(session);
-    await processInternals.teardown(proc, {});
   }
 
   // ---- expiry and stop ------------------------------------------------------------------------------
@@ -358,18 +290,6 @@ export class Scheduler<Vars extends SessionVars> {
     session.waitingInside = withItem(session.waitingInside, caller);
     noteProgress(session);
   }
-}
-
-/**
- * A request process of the session not running a request, if any. No list of free processes is kept
- * (an idle session would pay an array for it): a spawned process is in `running` for as long as it is
- * in `processes` (it leaves both when its task ends), so a listed process not running is a free request
- * process.
- */
-function freeRequestProcess<Vars extends SessionVars>(session: Session<Vars>): WebProcess<Vars> | undefined {
-  const { processes, running } = session;
-  for (const proc of processes) if (!running.includes(proc)) return proc;
-  return undefined;
 }
 
 function transientInitFailed<Vars extends SessionVars>(lease: RequestLease<Vars>, error: unknown): never {

@@ -147,3 +147,15 @@ export function removeItem<T>(list: T[], item: T): boolean {
   list.pop();
   return true;
 }
+
+/**
+ * A request process of the session not running a request, if any. No list of free processes is kept
+ * (an idle session would pay an array for it): a spawned process is in `running` for as long as it is
+ * in `processes` (it leaves both when its task ends), so a listed process not running is a free request
+ * process.
+ */
+export function freeRequestProcess<Vars extends SessionVars>(session: Session<Vars>): WebProcess<Vars> | undefined {
+  const { processes, running } = session;
+  for (const proc of processes) if (!running.includes(proc)) return proc;
+  return undefined;
+}

@@ -1,0 +1,129 @@
+import { noteProgress } from './close.js';
+import { SessionError } from './errors.js';
+import type { RequestLease } from './lease.js';
+import { settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
+import { processInternals, runOf, WebProcess, type SessionVars } from './process.js';
+import type { SchedulerContext } from './scheduler.js';
+import { withItem, withoutItem, type Session } from './session.js';
+
+/** What the processes need of the scheduler that owns their sessions. */
+export interface ProcessesHost<Vars extends SessionVars> {
+  /** Marks the session busy and hands `proc` to a new request (or task). */
+  start(session: Session<Vars>, proc: WebProcess<Vars>, isNewSession?: boolean): RequestLease<Vars>;
+  /** The session may have no work left: idle again, its expiry armed. */
+  settleIfIdle(session: Session<Vars>): void;
+  /** Counts a refusal in the stats and returns its error. */
+  reject(cause: 'processLimit', error: SessionError): SessionError;
+}
+
+/**
+ * The processes of the open sessions, from their start (a request process with its `init`, a spawned
+ * task) to their end, and how many are live against maxConcurrentProcesses ('none'-mode requests count
+ * too). A closing session's processes are the close pipeline's: they stop counting when it detaches.
+ */
+export class SessionProcesses<Vars extends SessionVars> {
+  readonly #ctx: SchedulerContext<Vars>;
+  readonly #host: ProcessesHost<Vars>;
+  #live = 0;
+
+  constructor(ctx: SchedulerContext<Vars>, host: ProcessesHost<Vars>) {
+    this.#ctx = ctx;
+    this.#host = host;
+  }
+
+  /** Processes counted against maxConcurrentProcesses. */
+  get live(): number {
+    return this.#live;
+  }
+
+  /** One more process fits under maxConcurrentProcesses. */
+  get hasRoom(): boolean {
+    return this.#live < this.#ctx.options.maxConcurrentProcesses;
+  }
+
+  /** A 'none'-mode request's process starts (+1) or ends (-1). */
+  countTransient(delta: 1 | -1): void {
+    this.#live += delta;
+  }
+
+  /** The session leaves the open sessions (closing, or discarded): its processes stop counting. */
+  uncount(session: Session<Vars>): void {
+    this.#live -= session.processes.length;
+  }
+
+  /** A new request process for the session, its vars from `init`: the lease at once when init is synchronous. */
+  startRequestProcess(session: Session<Vars>, isNewSession: boolean): MaybePromise<RequestLease<Vars>> {
+    const proc = this.#add(session, 'web');
+    session.requestProcessCount++;
+    const lease = this.#host.start(session, proc, isNewSession);
+    let vars: MaybePromise<Vars>;
+    try {
+      vars = this.initVars(proc);
+    } catch (error) {
+      return this.#initFailed(session, proc, error);
+    }
+    return whenReady(vars, (resolved) => {
+      proc.vars = resolved;
+      return lease;
+    }, (error: unknown) => this.#initFailed(session, proc, error));
+  }
+
+  /** `init`'s vars for a new process, run in its context. */
+  initVars(proc: WebProcess<Vars>): MaybePromise<Vars> {
+    const init = this.#ctx.init;
+    return init === undefined ? ({} as Vars) : settledOrPromise(this.#ctx.als.run(runOf(proc), () => init(proc)));
+  }
+
+  /** `proc.spawn(name, task)`: a process of its own in the session, running `task` in its context. */
+  spawn(session: Session<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+    if (session.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: session.id });
+    if (!this.hasRoom) {
+      throw this.#host.reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `cannot spawn "${name}"`, { sessionId: session.id }));
+    }
+    const proc = this.#add(session, name);
+    this.#host.start(session, proc);
+    void this.#runTask(session, proc, task);
+    return proc;
+  }
+
+  #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): never {
+    // The process never had a context: it leaves the session (the next request runs init again).
+    this.#drop(session, proc);
+    session.requestProcessCount--;
+    void processInternals.teardown(proc, {});
+    this.#host.settleIfIdle(session);
+    throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: session.id });
+  }
+
+  async #runTask(session: Session<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
+    try {
+      proc.vars = await this.initVars(proc);
+      await this.#ctx.als.run(runOf(proc), () => task(proc));
+    } catch (error) {
+      this.#ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: session.id }), 'taskErrors');
+    }
+    if (session.state !== 'open') {
+      session.running = withoutItem(session.running, proc);
+      return noteProgress(session); // the close pipeline hooks and tears it down
+    }
+    // A task that ends on its own ends its process: no hook (its session is not closing), locks released.
+    this.#drop(session, proc);
+    session.lastActivityAtMs = this.#ctx.clock.now();
+    this.#host.settleIfIdle(session);
+    await processInternals.teardown(proc, {});
+  }
+
+  #add(session: Session<Vars>, name: string): WebProcess<Vars> {
+    const proc = new WebProcess<Vars>(session, name, {} as Vars);
+    session.processes = withItem(session.processes, proc);
+    this.#live++;
+    return proc;
+  }
+
+  #drop(session: Session<Vars>, proc: WebProcess<Vars>): void {
+    session.running = withoutItem(session.running, proc);
+    if (session.state !== 'open') return; // a closing session's processes are the pipeline's
+    session.processes = withoutItem(session.processes, proc);
+    this.#live--;
+  }
+}
