@@ -111,6 +111,147 @@ test('a leftover found by the timeout sweep gives back its process', {
   }
 });
 
+/** `count` ids counted open with live keys (ranks 0 to count - 1): what the open check walks past. */
+async function liveIds(r: RedisForTest, count: number): Promise<void> {
+  const multi = r.redis.multi();
+  for (let i = 0; i < count; i++) multi.hset(`${r.prefix}s:live-${i}`, 'st', 'o').zadd(`${r.prefix}open`, i, `live-${i}`);
+  await multi.exec();
+}
+
+/** An id counted open (and its processes) whose key is gone, at `score` in the open set. */
+async function leftover(r: RedisForTest, id: string, score: number, processes: number): Promise<void> {
+  await r.redis.multi().zadd(`${r.prefix}open`, score, id).hset(`${r.prefix}pn`, id, processes).incrby(`${r.prefix}procs`, processes).exec();
+}
+
+const isOpen = async (r: RedisForTest, id: string): Promise<boolean> => (await r.redis.zscore(`${r.prefix}open`, id)) !== null;
+
+test('the sweep\'s check of open ids goes round the whole set: a leftover past the first 64 is found by a later sweep, then the check starts over', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  // A 1 ms timeout: where the check goes on must outlive the time between sweeps whatever the timeout.
+  const engine = new SessionEngine<Vars>({ clock, inactiveProcessTimeoutMs: 1, store: storeFor(r) });
+  try {
+    (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // the store has started
+    clock.advance(SWEEP_INTERVAL_MS); // that session times out: nothing is left but what the test makes
+    assert.ok(await eventually(async () => (await counts(r)).procs === 0 && (await r.redis.zcard(`${r.prefix}closing`)) === 0), 'timed out');
+    await liveIds(r, 64);
+    await leftover(r, 'gone-late', 100, 1);
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => (await r.redis.get(`${r.prefix}oscan`)) === '64'), 'the first sweep checked the first 64 ids');
+    assert.equal(await isOpen(r, 'gone-late'), true, 'not reached yet');
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => !(await isOpen(r, 'gone-late'))), 'the next sweep goes on from there and finds it');
+    assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 0, 'its process given back');
+    assert.equal(await r.redis.hexists(`${r.prefix}pn`, 'gone-late'), 0);
+    assert.equal(await r.redis.get(`${r.prefix}oscan`), '0', 'the end of the set: the next check starts at the top');
+
+    await leftover(r, 'gone-first', -1, 2);
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => !(await isOpen(r, 'gone-first'))), 'found from the top again');
+    assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 0);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('a leftover a dead node was running is forgotten as soon as that node is found dead, wherever it is in the open set', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, store: storeFor(r) });
+  try {
+    (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // the store has started
+    await liveIds(r, 64); // ahead of it: the open check does not reach it in this sweep
+    await leftover(r, 'gone-running', 1e15, 1);
+    await r.redis.multi().sadd(`${r.prefix}nodes`, 'ghost').set(`${r.prefix}left:ghost`, '1').sadd(`${r.prefix}nb:ghost`, 'gone-running r999').exec();
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => !(await isOpen(r, 'gone-running'))), 'forgotten by the first sweep');
+    assert.equal(await r.redis.hexists(`${r.prefix}pn`, 'gone-running'), 0);
+    assert.equal(await r.redis.exists(`${r.prefix}nb:ghost`), 0);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('a regenerated session counts its processes under its new id; two processes of one session count two', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const engine = new SessionEngine<Vars>({ clock: new ManualClock(), processesPerSession: 2, store: storeFor(r) });
+  try {
+    const first = await engine.acquire({ sessionId: undefined, ip: IP });
+    const second = await engine.acquire({ sessionId: first.sessionId, ip: IP });
+    assert.notEqual(second.proc.processId, first.proc.processId);
+    assert.deepEqual(await counts(r), { open: 1, procs: 2, counted: { [first.sessionId]: '2' } });
+    first.release();
+    second.release();
+    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}lru`)) === 1), 'idle');
+    const oldId = first.sessionId;
+    const renamed = await engine.regenerate(oldId);
+    assert.ok(renamed !== null && renamed !== oldId);
+    assert.deepEqual(await counts(r), { open: 1, procs: 2, counted: { [renamed]: '2' } });
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('a session made before P pn existed never counts below none: a task ending in it, then forgetting it, takes nothing more off', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, store: storeFor(r) });
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    let finish!: () => void;
+    const finished = new Promise<void>((resolve) => { finish = resolve; });
+    lease.proc.spawn('task', () => finished);
+    lease.release();
+    assert.ok(await eventually(async () => Number(await r.redis.get(`${r.prefix}procs`)) === 2), 'the task counts');
+    await r.redis.hdel(`${r.prefix}pn`, lease.sessionId); // as the version before P pn made it
+    finish();
+    assert.ok(await eventually(async () => Number(await r.redis.get(`${r.prefix}procs`)) === 1), 'the task ended');
+    assert.equal(await r.redis.hexists(`${r.prefix}pn`, lease.sessionId), 0, 'no negative count made up');
+    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 1), 'idle');
+    await r.redis.del(`${r.prefix}s:${lease.sessionId}`);
+    clock.advance(engine.getOption('inactiveProcessTimeoutMs') + SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}open`)) === 0), 'forgotten');
+    assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 1, 'what it did not count stays as the old version left it, nothing added');
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('the shared keys keep their TTL while a node lives, even when no session is created for longer than it', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, store: storeFor(r) });
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+    // As if the last create were long ago: the shared keys lost their TTL's head start.
+    for (const key of ['open', 'procs', 'pn', 'idle', 'lru', 'lrun']) await r.redis.pexpire(`${r.prefix}${key}`, 60_000);
+    clock.advance(SWEEP_INTERVAL_MS);
+    const ttl = engine.getOption('inactiveProcessTimeoutMs');
+    assert.ok(await eventually(async () => (await r.redis.pttl(`${r.prefix}open`)) > ttl), 'the sweep refreshed them');
+    for (const key of ['open', 'procs', 'pn', 'idle', 'lru', 'lrun', 'oscan']) {
+      assert.ok((await r.redis.pttl(`${r.prefix}${key}`)) > ttl, `${key} lives as long as a session key may`);
+    }
+  } finally {
+    await engine.stop();
+  }
+});
+
 test('leftover ids (their key expired: a crashed cluster) make no room they do not hold, and a cluster stop forgets them everywhere', {
   timeout: 20_000,
 }, async (t) => {
@@ -176,7 +317,10 @@ test('a cluster stop closes every session even when a whole batch of the open se
   // 600 ids counted open whose keys are gone, older than the live sessions: the first batch is all leftovers.
   const leftovers = Array.from({ length: 600 }, (_, i) => [i, `leftover-${i}`] as const).flat();
   await r.redis.zadd(`${r.prefix}open`, ...leftovers);
+  await r.redis.hset(`${r.prefix}pn`, Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`leftover-${i}`, '1'])));
+  await r.redis.incrby(`${r.prefix}procs`, 600);
   await engine.stop();
   assert.deepEqual([...hooked].sort(), [...live].sort(), 'every live session was closed with its hook');
   assert.equal(await r.redis.zcard(`${r.prefix}open`), 0);
+  assert.deepEqual(await counts(r), { open: 0, procs: 0, counted: {} }, 'the leftovers gave their processes back');
 });

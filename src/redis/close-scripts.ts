@@ -18,7 +18,8 @@ return 'ok'
 /**
  * The periodic sweep of one node: claims the sessions whose inactivity deadline passed, frees the
  * processes that dead nodes were running, takes over the closes that dead nodes had claimed, and reads
- * the gauges. ARGV: P, now, timeoutMs, node, limit, nodeLeaseMs.
+ * the gauges, and keeps the shared keys alive while the cluster is. ARGV: P, now, timeoutMs, node, limit,
+ * nodeLeaseMs, keyTtlMs.
  * Returns {claimed…, '|', takenOver…, '|', open, idle, closing, procs}.
  */
 export const SWEEP = `${PRELUDE}
@@ -88,7 +89,10 @@ for _, id in ipairs(scanned) do
   if redis.call('EXISTS', skey(id)) == 0 then forget(id) else cursor = cursor + 1 end
 end
 if #scanned < ${OPEN_SCAN_BATCH} then cursor = 0 end
-redis.call('SET', P .. 'oscan', cursor, 'PX', tonumber(ARGV[3]))
+redis.call('SET', P .. 'oscan', cursor, 'PX', tonumber(ARGV[7]))
+-- A live node sweeps every second or so: the shared keys outlive every session key while a node lives,
+-- however long no session is created (creating one is the only other write that refreshes them).
+touchGlobals(ARGV[7])
 out[#out + 1] = '|'
 out[#out + 1] = redis.call('ZCARD', P .. 'open')
 out[#out + 1] = redis.call('ZCARD', P .. 'idle')

@@ -29,20 +29,23 @@ local function touchGlobals(ttl)
   for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes'}) do redis.call('PEXPIRE', P .. k, ttl) end
 end
 -- 'procs' counts the processes of open sessions; 'pn' says how many each session counts there, so an
--- id whose key expired (a crashed cluster's leftover) can still give its processes back.
+-- id whose key expired (a crashed cluster's leftover) can still give its processes back. A session made
+-- before 'pn' existed has no field: it counts what was added since, never less than none.
 local function countProcesses(id, n)
   redis.call('INCRBY', P .. 'procs', n)
-  redis.call('HINCRBY', P .. 'pn', id, n)
+  if n > 0 or redis.call('HEXISTS', P .. 'pn', id) == 1 then redis.call('HINCRBY', P .. 'pn', id, n) end
 end
--- A leftover (its key expired while its id was still listed): forgotten everywhere, its places given
--- back. Returns how many processes it counted.
+-- How many processes a leftover gives back when it is forgotten.
+local function counted(id)
+  return math.max(0, tonumber(redis.call('HGET', P .. 'pn', id) or '0'))
+end
+-- A leftover (its key expired while its id was still listed): forgotten everywhere, its places given back.
 local function forget(id)
   markBusy(id)
   redis.call('ZREM', P .. 'open', id)
-  local n = tonumber(redis.call('HGET', P .. 'pn', id) or '0')
-  if n ~= 0 then redis.call('DECRBY', P .. 'procs', n) end
+  local n = counted(id)
+  if n > 0 then redis.call('DECRBY', P .. 'procs', n) end
   redis.call('HDEL', P .. 'pn', id)
-  return n
 end
 -- Step 1 of the close pipeline, cluster-wide: the id is dead from now on, its processes stop counting.
 local function claim(id, reason, node, now)

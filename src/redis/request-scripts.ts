@@ -111,7 +111,7 @@ if sessionsToFree > 0 or processesToFree > 0 then
         -- and the processes it still counts.
         leftovers[#leftovers + 1] = v
         if redis.call('ZSCORE', P .. 'open', v) then sessionsToFree = sessionsToFree - 1 end
-        processesToFree = processesToFree - tonumber(redis.call('HGET', P .. 'pn', v) or '0')
+        processesToFree = processesToFree - counted(v)
       end
     end
   end
