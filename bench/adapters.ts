@@ -9,10 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { DEFAULT_OPTIONS } from '../src/index.js';
 import { startChild, type ServerChild } from './children.js';
 import { createSessions } from './load.js';
+import { deleteBenchKeys } from './redis-keys.js';
 import { measure, returningChecks } from './measure.js';
 import { CLIENT_CORE, pinningUnavailable, pinSelf, SERVER_CORE } from './pinning.js';
 import { Redis } from 'ioredis';
-import { BENCH_REDIS_PREFIX, BENCH_REDIS_URL, FRAMEWORK_NAMES, isFrameworkName, RETURNING_SESSIONS, type FrameworkName, type ServerKind } from './protocol.js';
+import { BENCH_REDIS_URL, FRAMEWORK_NAMES, isFrameworkName, RETURNING_SESSIONS, type FrameworkName, type ServerKind } from './protocol.js';
 import {
   CLIENT_BOUND_CPU, isDisturbed, machineInfo, median, ratioText, roundHeader, roundLines, table, writeJson,
   type Check, type RoundPair, type ServerRound,
@@ -149,20 +150,6 @@ async function redisCommandStats(): Promise<{ roundTrips: number; commands: numb
     }
     // The INFO call itself and this client's connection are counted too: a handful over thousands of requests.
     return { roundTrips, commands };
-  } finally {
-    client.disconnect();
-  }
-}
-
-async function deleteBenchKeys(): Promise<void> {
-  const client = new Redis(BENCH_REDIS_URL);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await client.scan(cursor, 'MATCH', `${BENCH_REDIS_PREFIX}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await client.unlink(...keys);
-    } while (cursor !== '0');
   } finally {
     client.disconnect();
   }

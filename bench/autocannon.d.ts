@@ -32,6 +32,8 @@ declare module 'autocannon' {
       pipelining?: number;
       /** Seconds. */
       duration?: number;
+      /** Requests in all; when set, the run ends after them instead of after `duration`. */
+      amount?: number;
       /** Seconds before a request counts as a timeout. */
       timeout?: number;
       requests?: Request[];

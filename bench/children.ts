@@ -13,6 +13,8 @@ const START_TIMEOUT_MS = 30_000;
 export interface ServerChild {
   readonly kind: ServerKind;
   readonly port: number;
+  /** The server's process id (under taskset or valgrind too: both run node in their own process). */
+  readonly pid: number;
   snapshot(): Promise<ServerSnapshot>;
   stop(): Promise<void>;
 }
@@ -22,6 +24,10 @@ export interface StartOptions {
   readonly core: number | undefined;
   /** Extra node flags, e.g. `--cpu-prof`. */
   readonly nodeFlags: readonly string[];
+  /** A command node runs under, e.g. `['valgrind', '--tool=callgrind', …]` (it keeps the pid and the IPC channel). */
+  readonly wrapper?: readonly string[];
+  /** How long the server may take to report its port. @default 30 s */
+  readonly startTimeoutMs?: number;
 }
 
 export function startServer(kind: ServerKind, workload: WorkloadName, options: StartOptions): Promise<ServerChild> {
@@ -33,12 +39,13 @@ export async function startChild(kind: ServerKind, label: string, scriptArgs: re
   const nodeArgs = [...options.nodeFlags, '--import', 'tsx', ...scriptArgs];
   // `taskset -c N node …` pins from the first instruction, so every thread node starts (libuv pool, V8
   // platform and GC workers) inherits the mask; pinning a pid afterwards would move only the main thread.
+  const node = [...(options.wrapper ?? []), process.execPath, ...nodeArgs];
   const [command, args] = options.core === undefined
-    ? [process.execPath, nodeArgs]
-    : ['taskset', ['-c', String(options.core), process.execPath, ...nodeArgs]];
+    ? [node[0]!, node.slice(1)]
+    : ['taskset', ['-c', String(options.core), ...node]];
   // taskset execs node in place, so the IPC descriptor (fd 3) reaches node unchanged.
   const child = spawn(command, args, { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const port = await waitForReady(child, label);
+  const port = await waitForReady(child, label, options.startTimeoutMs ?? START_TIMEOUT_MS);
 
   // Snapshots are asked one at a time (the parent awaits each), so replies arrive in order.
   const pending: ((snapshot: ServerSnapshot) => void)[] = [];
@@ -49,6 +56,7 @@ export async function startChild(kind: ServerKind, label: string, scriptArgs: re
   return {
     kind,
     port,
+    pid: child.pid!,
     snapshot: () => new Promise<ServerSnapshot>((resolve, reject) => {
       if (child.exitCode !== null || !child.connected) return reject(new Error(`${kind} server is gone`));
       pending.push(resolve);
@@ -68,12 +76,12 @@ function send(child: ChildProcess, message: ParentMessage): void {
   child.send(message);
 }
 
-function waitForReady(child: ChildProcess, label: string): Promise<number> {
+function waitForReady(child: ChildProcess, label: string, timeoutMs: number): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill();
-      reject(new Error(`${label} server did not report its port within ${START_TIMEOUT_MS} ms`));
-    }, START_TIMEOUT_MS);
+      reject(new Error(`${label} server did not report its port within ${timeoutMs} ms`));
+    }, timeoutMs);
     const onMessage = (message: ChildMessage): void => {
       if (message.type !== 'ready') return;
       clearTimeout(timer);

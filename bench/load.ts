@@ -10,6 +10,8 @@ export interface LoadOptions {
   readonly pipelining: number;
   /** Seconds. */
   readonly duration: number;
+  /** Requests in all: the run ends after them, whatever `duration` says (bench/instructions.ts). */
+  readonly amount?: number;
   /** Cookie header values; each connection cycles through its own slice. Undefined: no cookie (newcomers). */
   readonly cookies: readonly string[] | undefined;
 }
@@ -36,7 +38,7 @@ export async function runLoad(options: LoadOptions): Promise<ClientMeasure> {
     url: `http://127.0.0.1:${options.port}/`,
     connections: options.connections,
     pipelining: options.pipelining,
-    duration: options.duration,
+    ...(options.amount === undefined ? { duration: options.duration } : { amount: options.amount }),
     ...(options.cookies === undefined ? {} : { setupClient: cookieRotation(options.cookies, options.connections) }),
   });
   const wallMs = performance.now() - wallBefore;
