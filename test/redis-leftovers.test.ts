@@ -140,18 +140,42 @@ test('the sweep\'s check of open ids goes round the whole set: a leftover past t
     await liveIds(r, 64);
     await leftover(r, 'gone-late', 100, 1);
     clock.advance(SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => (await r.redis.get(`${r.prefix}oscan`)) === '64'), 'the first sweep checked the first 64 ids');
+    assert.ok(await eventually(async () => (await r.redis.get(`${r.prefix}oscan`)) === '64 live-63'), 'the first sweep checked the first 64 ids');
     assert.equal(await isOpen(r, 'gone-late'), true, 'not reached yet');
     clock.advance(SWEEP_INTERVAL_MS);
     assert.ok(await eventually(async () => !(await isOpen(r, 'gone-late'))), 'the next sweep goes on from there and finds it');
     assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 0, 'its process given back');
     assert.equal(await r.redis.hexists(`${r.prefix}pn`, 'gone-late'), 0);
-    assert.equal(await r.redis.get(`${r.prefix}oscan`), '0', 'the end of the set: the next check starts at the top');
+    assert.equal(await r.redis.get(`${r.prefix}oscan`), '0 ', 'the end of the set: the next check starts at the top');
 
     await leftover(r, 'gone-first', -1, 2);
     clock.advance(SWEEP_INTERVAL_MS);
     assert.ok(await eventually(async () => !(await isOpen(r, 'gone-first'))), 'found from the top again');
     assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 0);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('the open check goes on after the last id it checked: older sessions closing between two sweeps make it skip nothing', {
+  timeout: 20_000,
+}, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, inactiveProcessTimeoutMs: 1, store: storeFor(r) });
+  try {
+    (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // the store has started
+    clock.advance(SWEEP_INTERVAL_MS); // that session times out: nothing is left but what the test makes
+    assert.ok(await eventually(async () => (await counts(r)).procs === 0 && (await r.redis.zcard(`${r.prefix}closing`)) === 0), 'timed out');
+    await liveIds(r, 64);
+    await leftover(r, 'gone-late', 100, 1); // rank 64
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => (await r.redis.get(`${r.prefix}oscan`)) === '64 live-63'), 'the first sweep checked the first 64 ids');
+    // Ten of the sessions already checked leave the open set: the leftover moves up to rank 54.
+    await r.redis.zrem(`${r.prefix}open`, ...Array.from({ length: 10 }, (_, i) => `live-${i}`));
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(async () => !(await isOpen(r, 'gone-late'))), 'found by the next sweep, not a whole pass later');
   } finally {
     await engine.stop();
   }

@@ -82,14 +82,22 @@ for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
 end
 -- Ids counted open whose key expired while they ran (a cluster down for longer than the session
 -- timeout, its nodes' lists of what they ran gone too) are in no idle set: no timeout, eviction or dead
--- node finds them. A few open ids per sweep are checked, round the whole set in turn.
-local cursor = tonumber(redis.call('GET', P .. 'oscan') or '0')
-local scanned = redis.call('ZRANGE', P .. 'open', cursor, cursor + ${OPEN_SCAN_BATCH - 1})
-for _, id in ipairs(scanned) do
-  if redis.call('EXISTS', skey(id)) == 0 then forget(id) else cursor = cursor + 1 end
+-- node finds them. A few open ids per sweep are checked, round the whole set in turn. The check goes on
+-- after the last id it kept ("<rank> <id>"): older sessions that closed since shift the ranks, not it.
+local cursor = 0
+local at = redis.call('GET', P .. 'oscan')
+if at then
+  local rank, last = string.match(at, '^(%d+) (.*)$')
+  local lastRank = last and last ~= '' and redis.call('ZRANK', P .. 'open', last)
+  cursor = lastRank and lastRank + 1 or tonumber(rank or '0')
 end
-if #scanned < ${OPEN_SCAN_BATCH} then cursor = 0 end
-redis.call('SET', P .. 'oscan', cursor, 'PX', tonumber(ARGV[7]))
+local scanned = redis.call('ZRANGE', P .. 'open', cursor, cursor + ${OPEN_SCAN_BATCH - 1})
+local kept = ''
+for _, id in ipairs(scanned) do
+  if redis.call('EXISTS', skey(id)) == 0 then forget(id) else cursor = cursor + 1; kept = id end
+end
+if #scanned < ${OPEN_SCAN_BATCH} then cursor = 0; kept = '' end
+redis.call('SET', P .. 'oscan', cursor .. ' ' .. kept, 'PX', tonumber(ARGV[7]))
 -- A live node sweeps every second or so: the shared keys outlive every session key while a node lives,
 -- however long no session is created (creating one is the only other write that refreshes them).
 touchGlobals(ARGV[7])
