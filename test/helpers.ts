@@ -1,7 +1,7 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
-import { setImmediate as nextTurn } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as delay } from 'node:timers/promises';
 import { SessionEngine, type SessionEngineOptions, type SessionError, type SessionVars } from '../src/index.js';
 import { createServer, type SessionHandler, type SessionServerOptions } from '../src/adapters/node/index.js';
 
@@ -16,6 +16,26 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T)
 /** Lets queued promise continuations and immediates run (not a sleep: no wall time passes on purpose). */
 export async function settle(turns = 5): Promise<void> {
   for (let i = 0; i < turns; i++) await nextTurn();
+}
+
+/**
+ * Polls `condition` (undefined: it holds; a string: why not yet) every millisecond or so, the first checks
+ * on the next turns of the event loop, until it holds or `withinMs` passed; returns the last answer.
+ * For what another process or Redis does in its own time; the engine's own time goes by ManualClock.
+ */
+export async function poll(condition: () => Promise<string | undefined> | string | undefined, withinMs = 5_000): Promise<string | undefined> {
+  const deadline = Date.now() + withinMs;
+  for (let turn = 0; ; turn++) {
+    const why = await condition();
+    if (why === undefined || Date.now() > deadline) return why;
+    if (turn < 3) await nextTurn();
+    else await delay(1);
+  }
+}
+
+/** True once `done()` holds, false if it still does not after `withinMs`. */
+export async function eventually(done: () => boolean | Promise<boolean>, withinMs = 2_000): Promise<boolean> {
+  return (await poll(async () => ((await done()) ? undefined : 'not yet'), withinMs)) === undefined;
 }
 
 /** An engine whose 'error' events are collected instead of becoming process warnings. */

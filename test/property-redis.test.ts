@@ -10,7 +10,6 @@
 // loudly without it, failed under CI=true.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setImmediate as nextTurn, setTimeout as delay } from 'node:timers/promises';
 import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { ManualClock, SessionEngine, type CloseEvent, type RequestLease, type SessionEngineOptions, type SessionError, type TimerHandle } from '../src/index.js';
@@ -19,12 +18,15 @@ import { redisLockKey, redisProcessLocksKey } from '../src/redis/locks.js';
 import type { Vars } from './model.js';
 import { IPS, LOCK_TABLE, propertyProfile, RECORDS, runScenario, scenarioArb, type Harness, type Op, type ScenarioSettings, type World } from './property-support.js';
 import { track } from './engine-harness.js';
+import { eventually, poll as pollWithin } from './helpers.js';
 import { deleteKeys, redisForTest, REDIS_URL, type RedisForTest } from './redis-support.js';
 
 const SWEEP_INTERVAL_MS = 1_000;
 const POLL_INTERVAL_MS = 5;
 /** How long one step may take to settle: far above what it needs (milliseconds), so a hang fails instead of stalling. */
 const SETTLE_WITHIN_MS = 5_000;
+/** `poll` (test/helpers.ts) bounded by SETTLE_WITHIN_MS unless told. */
+const poll = (condition: Parameters<typeof pollWithin>[0], withinMs = SETTLE_WITHIN_MS): ReturnType<typeof pollWithin> => pollWithin(condition, withinMs);
 
 /**
  * A ManualClock that knows whether the store's sweep is armed on it. The sweep re-arms itself (one
@@ -48,20 +50,6 @@ class SweepAwareClock extends ManualClock {
     };
     const timer = super.setTimer(() => { done(); callback(); }, delayMs);
     return { cancel: () => { done(); timer.cancel(); } };
-  }
-}
-
-/**
- * Polls `condition` (undefined: it holds; a string: why not yet) every millisecond or so, the first checks
- * on the next turns of the event loop, until it holds or `withinMs` passed; returns the last answer.
- */
-async function poll(condition: () => Promise<string | undefined> | string | undefined, withinMs = SETTLE_WITHIN_MS): Promise<string | undefined> {
-  const deadline = Date.now() + withinMs;
-  for (let turn = 0; ; turn++) {
-    const why = await condition();
-    if (why === undefined || Date.now() > deadline) return why;
-    if (turn < 3) await nextTurn();
-    else await delay(1);
   }
 }
 
@@ -340,11 +328,6 @@ function engineOn(r: RedisForTest, options: SessionEngineOptions<Vars> = {}): { 
   engine.on('error', (error) => errors.push(error));
   engine.on('close', (event) => closes.push(event));
   return { engine, errors, closes };
-}
-
-/** True once `done()` holds, false if it still does not after `withinMs`. */
-async function eventually(done: () => boolean | Promise<boolean>, withinMs = 2_000): Promise<boolean> {
-  return (await poll(async () => ((await done()) ? undefined : 'not yet'), withinMs)) === undefined;
 }
 
 /** The end of a test: the leases and every request's lease (those still coming too) are released, then the engine stops. */

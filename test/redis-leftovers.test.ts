@@ -2,11 +2,11 @@
 // expires a grace period after its timeout, so a cluster down that long comes back to ids without
 // sessions). They must give back every place they held (sessions, processes) and never block anyone.
 
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as delay } from 'node:timers/promises';
 import { ManualClock, SessionEngine, type RequestLease, type SessionEngineOptions, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
+import { eventually } from './helpers.js';
 import type { Vars } from './model.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 
@@ -14,18 +14,27 @@ const IP = '127.0.0.1';
 const SWEEP_INTERVAL_MS = 1_000;
 const POLL_INTERVAL_MS = 5;
 
-/** True once `done()` holds, false if it still does not after `withinMs`. */
-async function eventually(done: () => boolean | Promise<boolean>, withinMs = 2_000): Promise<boolean> {
-  const deadline = Date.now() + withinMs;
-  while (!(await done())) {
-    if (Date.now() > deadline) return false;
-    await delay(2);
-  }
-  return true;
-}
-
 function storeFor(r: RedisForTest, onStop: 'keep' | 'close' = 'close'): SessionEngineOptions<Vars>['store'] {
   return createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: POLL_INTERVAL_MS, sweepIntervalMs: SWEEP_INTERVAL_MS, onStop });
+}
+
+/**
+ * Runs `body` with one engine on the test's prefix, its time on a ManualClock; stops the engine after
+ * it, and the engine must have reported no error.
+ */
+async function withEngine(t: TestContext, options: SessionEngineOptions<Vars>, body: (r: RedisForTest, engine: SessionEngine<Vars>, clock: ManualClock) => Promise<void>): Promise<void> {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, ...options, store: storeFor(r) });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  try {
+    await body(r, engine, clock);
+  } finally {
+    await engine.stop();
+  }
+  assert.deepEqual(errors.map((e) => e.message), []);
 }
 
 /** What Redis counts: open sessions, processes, and the processes each session counts. */
@@ -62,54 +71,35 @@ test('a leftover gives back the processes it counted: at maxConcurrentProcesses 
 
 test('a session whose key expired while it ran (in no idle set) is found by the sweep and gives back its place and its process', {
   timeout: 20_000,
-}, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const engine = new SessionEngine<Vars>({ clock, maxSessions: 1, store: storeFor(r) });
-  const errors: SessionError[] = [];
-  engine.on('error', (error) => errors.push(error));
-  try {
-    const running = await engine.acquire({ sessionId: undefined, ip: IP });
-    // Its key expires while it runs; its release finds nothing to write. What is left: its id counted
-    // open, its process counted, and no idle set listing it, as after a cluster down for that long.
-    await r.redis.del(`${r.prefix}s:${running.sessionId}`);
-    running.release();
-    assert.ok(await eventually(async () => (await r.redis.sismember(`${r.prefix}nb:${(await r.redis.smembers(`${r.prefix}nodes`))[0]}`, `${running.sessionId} ${running.proc.processId}`)) === 0), 'the release landed');
-    assert.deepEqual(await counts(r), { open: 1, procs: 1, counted: { [running.sessionId]: '1' } });
-    const refused = await engine.acquire({ sessionId: undefined, ip: IP }).then((lease) => { lease.release(); return 'created'; }, (error: unknown) => (error as SessionError).code);
-    assert.equal(refused, 'ERR_SESSION_LIMIT', 'the leftover holds the only place until a sweep finds it');
+}, (t) => withEngine(t, { maxSessions: 1 }, async (r, engine, clock) => {
+  const running = await engine.acquire({ sessionId: undefined, ip: IP });
+  // Its key expires while it runs; its release finds nothing to write. What is left: its id counted
+  // open, its process counted, and no idle set listing it, as after a cluster down for that long.
+  await r.redis.del(`${r.prefix}s:${running.sessionId}`);
+  running.release();
+  assert.ok(await eventually(async () => (await r.redis.sismember(`${r.prefix}nb:${(await r.redis.smembers(`${r.prefix}nodes`))[0]}`, `${running.sessionId} ${running.proc.processId}`)) === 0), 'the release landed');
+  assert.deepEqual(await counts(r), { open: 1, procs: 1, counted: { [running.sessionId]: '1' } });
+  const refused = await engine.acquire({ sessionId: undefined, ip: IP }).then((lease) => { lease.release(); return 'created'; }, (error: unknown) => (error as SessionError).code);
+  assert.equal(refused, 'ERR_SESSION_LIMIT', 'the leftover holds the only place until a sweep finds it');
 
-    clock.advance(SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => (await counts(r)).open === 0), 'the sweep forgot it');
-    assert.deepEqual(await counts(r), { open: 0, procs: 0, counted: {} });
-    const newcomer = await engine.acquire({ sessionId: undefined, ip: IP });
-    newcomer.release();
-  } finally {
-    await engine.stop();
-  }
-  assert.deepEqual(errors.map((e) => e.message), []);
-});
+  clock.advance(SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => (await counts(r)).open === 0), 'the sweep forgot it');
+  assert.deepEqual(await counts(r), { open: 0, procs: 0, counted: {} });
+  const newcomer = await engine.acquire({ sessionId: undefined, ip: IP });
+  newcomer.release();
+}));
 
 test('a leftover found by the timeout sweep gives back its process', {
   timeout: 20_000,
-}, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const engine = new SessionEngine<Vars>({ clock, store: storeFor(r) });
-  try {
-    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
-    lease.release();
-    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 1), 'idle');
-    await r.redis.del(`${r.prefix}s:${lease.sessionId}`);
-    clock.advance(engine.getOption('inactiveProcessTimeoutMs') + SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 0), 'swept');
-    assert.deepEqual(await counts(r), { open: 0, procs: 0, counted: {} });
-  } finally {
-    await engine.stop();
-  }
-});
+}, (t) => withEngine(t, {}, async (r, engine, clock) => {
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  lease.release();
+  assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 1), 'idle');
+  await r.redis.del(`${r.prefix}s:${lease.sessionId}`);
+  clock.advance(engine.getOption('inactiveProcessTimeoutMs') + SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 0), 'swept');
+  assert.deepEqual(await counts(r), { open: 0, procs: 0, counted: {} });
+}));
 
 /** `count` ids counted open with live keys (ranks 0 to count - 1): what the open check walks past. */
 async function liveIds(r: RedisForTest, count: number): Promise<void> {
@@ -125,156 +115,113 @@ async function leftover(r: RedisForTest, id: string, score: number, processes: n
 
 const isOpen = async (r: RedisForTest, id: string): Promise<boolean> => (await r.redis.zscore(`${r.prefix}open`, id)) !== null;
 
+// A 1 ms timeout: where the check goes on must outlive the time between sweeps whatever the timeout.
+const OPEN_CHECK_OPTIONS: SessionEngineOptions<Vars> = { inactiveProcessTimeoutMs: 1 };
+
+/**
+ * The store started and its own first session timed out, so the open set holds only what this makes:
+ * 64 live ids, then the leftover 'gone-late' at rank 64; then one sweep, whose check stops after live-63.
+ */
+async function firstCheckDone(r: RedisForTest, engine: SessionEngine<Vars>, clock: ManualClock): Promise<void> {
+  (await engine.acquire({ sessionId: undefined, ip: IP })).release();
+  clock.advance(SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => (await counts(r)).procs === 0 && (await r.redis.zcard(`${r.prefix}closing`)) === 0), 'timed out');
+  await liveIds(r, 64);
+  await leftover(r, 'gone-late', 100, 1);
+  clock.advance(SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => (await r.redis.get(`${r.prefix}oscan`)) === '64 live-63'), 'the first sweep checked the first 64 ids');
+}
+
 test('the sweep\'s check of open ids goes round the whole set: a leftover past the first 64 is found by a later sweep, then the check starts over', {
   timeout: 20_000,
-}, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  // A 1 ms timeout: where the check goes on must outlive the time between sweeps whatever the timeout.
-  const engine = new SessionEngine<Vars>({ clock, inactiveProcessTimeoutMs: 1, store: storeFor(r) });
-  try {
-    (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // the store has started
-    clock.advance(SWEEP_INTERVAL_MS); // that session times out: nothing is left but what the test makes
-    assert.ok(await eventually(async () => (await counts(r)).procs === 0 && (await r.redis.zcard(`${r.prefix}closing`)) === 0), 'timed out');
-    await liveIds(r, 64);
-    await leftover(r, 'gone-late', 100, 1);
-    clock.advance(SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => (await r.redis.get(`${r.prefix}oscan`)) === '64 live-63'), 'the first sweep checked the first 64 ids');
-    assert.equal(await isOpen(r, 'gone-late'), true, 'not reached yet');
-    clock.advance(SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => !(await isOpen(r, 'gone-late'))), 'the next sweep goes on from there and finds it');
-    assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 0, 'its process given back');
-    assert.equal(await r.redis.hexists(`${r.prefix}pn`, 'gone-late'), 0);
-    assert.equal(await r.redis.get(`${r.prefix}oscan`), '0 ', 'the end of the set: the next check starts at the top');
+}, (t) => withEngine(t, OPEN_CHECK_OPTIONS, async (r, engine, clock) => {
+  await firstCheckDone(r, engine, clock);
+  assert.equal(await isOpen(r, 'gone-late'), true, 'not reached yet');
+  clock.advance(SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => !(await isOpen(r, 'gone-late'))), 'the next sweep goes on from there and finds it');
+  assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 0, 'its process given back');
+  assert.equal(await r.redis.hexists(`${r.prefix}pn`, 'gone-late'), 0);
+  assert.equal(await r.redis.get(`${r.prefix}oscan`), '0 ', 'the end of the set: the next check starts at the top');
 
-    await leftover(r, 'gone-first', -1, 2);
-    clock.advance(SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => !(await isOpen(r, 'gone-first'))), 'found from the top again');
-    assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 0);
-  } finally {
-    await engine.stop();
-  }
-});
+  await leftover(r, 'gone-first', -1, 2);
+  clock.advance(SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => !(await isOpen(r, 'gone-first'))), 'found from the top again');
+  assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 0);
+}));
 
 test('the open check goes on after the last id it checked: older sessions closing between two sweeps make it skip nothing', {
   timeout: 20_000,
-}, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const engine = new SessionEngine<Vars>({ clock, inactiveProcessTimeoutMs: 1, store: storeFor(r) });
-  try {
-    (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // the store has started
-    clock.advance(SWEEP_INTERVAL_MS); // that session times out: nothing is left but what the test makes
-    assert.ok(await eventually(async () => (await counts(r)).procs === 0 && (await r.redis.zcard(`${r.prefix}closing`)) === 0), 'timed out');
-    await liveIds(r, 64);
-    await leftover(r, 'gone-late', 100, 1); // rank 64
-    clock.advance(SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => (await r.redis.get(`${r.prefix}oscan`)) === '64 live-63'), 'the first sweep checked the first 64 ids');
-    // Ten of the sessions already checked leave the open set: the leftover moves up to rank 54.
-    await r.redis.zrem(`${r.prefix}open`, ...Array.from({ length: 10 }, (_, i) => `live-${i}`));
-    clock.advance(SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => !(await isOpen(r, 'gone-late'))), 'found by the next sweep, not a whole pass later');
-  } finally {
-    await engine.stop();
-  }
-});
+}, (t) => withEngine(t, OPEN_CHECK_OPTIONS, async (r, engine, clock) => {
+  await firstCheckDone(r, engine, clock);
+  // Ten of the sessions already checked leave the open set: the leftover moves up to rank 54.
+  await r.redis.zrem(`${r.prefix}open`, ...Array.from({ length: 10 }, (_, i) => `live-${i}`));
+  clock.advance(SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => !(await isOpen(r, 'gone-late'))), 'found by the next sweep, not a whole pass later');
+}));
 
 test('a leftover a dead node was running is forgotten as soon as that node is found dead, wherever it is in the open set', {
   timeout: 20_000,
-}, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const engine = new SessionEngine<Vars>({ clock, store: storeFor(r) });
-  try {
-    (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // the store has started
-    await liveIds(r, 64); // ahead of it: the open check does not reach it in this sweep
-    await leftover(r, 'gone-running', 1e15, 1);
-    await r.redis.multi().sadd(`${r.prefix}nodes`, 'ghost').set(`${r.prefix}left:ghost`, '1').sadd(`${r.prefix}nb:ghost`, 'gone-running r999').exec();
-    clock.advance(SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => !(await isOpen(r, 'gone-running'))), 'forgotten by the first sweep');
-    assert.equal(await r.redis.hexists(`${r.prefix}pn`, 'gone-running'), 0);
-    assert.equal(await r.redis.exists(`${r.prefix}nb:ghost`), 0);
-  } finally {
-    await engine.stop();
-  }
-});
+}, (t) => withEngine(t, {}, async (r, engine, clock) => {
+  (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // the store has started
+  await liveIds(r, 64); // ahead of it: the open check does not reach it in this sweep
+  await leftover(r, 'gone-running', 1e15, 1);
+  await r.redis.multi().sadd(`${r.prefix}nodes`, 'ghost').set(`${r.prefix}left:ghost`, '1').sadd(`${r.prefix}nb:ghost`, 'gone-running r999').exec();
+  clock.advance(SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => !(await isOpen(r, 'gone-running'))), 'forgotten by the first sweep');
+  assert.equal(await r.redis.hexists(`${r.prefix}pn`, 'gone-running'), 0);
+  assert.equal(await r.redis.exists(`${r.prefix}nb:ghost`), 0);
+}));
 
 test('a regenerated session counts its processes under its new id; two processes of one session count two', {
   timeout: 20_000,
-}, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const engine = new SessionEngine<Vars>({ clock: new ManualClock(), processesPerSession: 2, store: storeFor(r) });
-  try {
-    const first = await engine.acquire({ sessionId: undefined, ip: IP });
-    const second = await engine.acquire({ sessionId: first.sessionId, ip: IP });
-    assert.notEqual(second.proc.processId, first.proc.processId);
-    assert.deepEqual(await counts(r), { open: 1, procs: 2, counted: { [first.sessionId]: '2' } });
-    first.release();
-    second.release();
-    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}lru`)) === 1), 'idle');
-    const oldId = first.sessionId;
-    const renamed = await engine.regenerate(oldId);
-    assert.ok(renamed !== null && renamed !== oldId);
-    assert.deepEqual(await counts(r), { open: 1, procs: 2, counted: { [renamed]: '2' } });
-  } finally {
-    await engine.stop();
-  }
-});
+}, (t) => withEngine(t, { processesPerSession: 2 }, async (r, engine, clock) => {
+  const first = await engine.acquire({ sessionId: undefined, ip: IP });
+  const second = await engine.acquire({ sessionId: first.sessionId, ip: IP });
+  assert.notEqual(second.proc.processId, first.proc.processId);
+  assert.deepEqual(await counts(r), { open: 1, procs: 2, counted: { [first.sessionId]: '2' } });
+  first.release();
+  second.release();
+  assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}lru`)) === 1), 'idle');
+  const oldId = first.sessionId;
+  const renamed = await engine.regenerate(oldId);
+  assert.ok(renamed !== null && renamed !== oldId);
+  assert.deepEqual(await counts(r), { open: 1, procs: 2, counted: { [renamed]: '2' } });
+}));
 
 test('a session made before P pn existed never counts below none: a task ending in it, then forgetting it, takes nothing more off', {
   timeout: 20_000,
-}, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const engine = new SessionEngine<Vars>({ clock, store: storeFor(r) });
-  try {
-    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
-    let finish!: () => void;
-    const finished = new Promise<void>((resolve) => { finish = resolve; });
-    lease.proc.spawn('task', () => finished);
-    lease.release();
-    assert.ok(await eventually(async () => Number(await r.redis.get(`${r.prefix}procs`)) === 2), 'the task counts');
-    await r.redis.hdel(`${r.prefix}pn`, lease.sessionId); // as the version before P pn made it
-    finish();
-    assert.ok(await eventually(async () => Number(await r.redis.get(`${r.prefix}procs`)) === 1), 'the task ended');
-    assert.equal(await r.redis.hexists(`${r.prefix}pn`, lease.sessionId), 0, 'no negative count made up');
-    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 1), 'idle');
-    await r.redis.del(`${r.prefix}s:${lease.sessionId}`);
-    clock.advance(engine.getOption('inactiveProcessTimeoutMs') + SWEEP_INTERVAL_MS);
-    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}open`)) === 0), 'forgotten');
-    assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 1, 'what it did not count stays as the old version left it, nothing added');
-  } finally {
-    await engine.stop();
-  }
-});
+}, (t) => withEngine(t, {}, async (r, engine, clock) => {
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => { finish = resolve; });
+  lease.proc.spawn('task', () => finished);
+  lease.release();
+  assert.ok(await eventually(async () => Number(await r.redis.get(`${r.prefix}procs`)) === 2), 'the task counts');
+  await r.redis.hdel(`${r.prefix}pn`, lease.sessionId); // as the version before P pn made it
+  finish();
+  assert.ok(await eventually(async () => Number(await r.redis.get(`${r.prefix}procs`)) === 1), 'the task ended');
+  assert.equal(await r.redis.hexists(`${r.prefix}pn`, lease.sessionId), 0, 'no negative count made up');
+  assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}idle`)) === 1), 'idle');
+  await r.redis.del(`${r.prefix}s:${lease.sessionId}`);
+  clock.advance(engine.getOption('inactiveProcessTimeoutMs') + SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}open`)) === 0), 'forgotten');
+  assert.equal(Number(await r.redis.get(`${r.prefix}procs`)), 1, 'what it did not count stays as the old version left it, nothing added');
+}));
 
 test('the shared keys keep their TTL while a node lives, even when no session is created for longer than it', {
   timeout: 20_000,
-}, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const engine = new SessionEngine<Vars>({ clock, store: storeFor(r) });
-  try {
-    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
-    lease.release();
-    // As if the last create were long ago: the shared keys lost their TTL's head start.
-    for (const key of ['open', 'procs', 'pn', 'idle', 'lru', 'lrun']) await r.redis.pexpire(`${r.prefix}${key}`, 60_000);
-    clock.advance(SWEEP_INTERVAL_MS);
-    const ttl = engine.getOption('inactiveProcessTimeoutMs');
-    assert.ok(await eventually(async () => (await r.redis.pttl(`${r.prefix}open`)) > ttl), 'the sweep refreshed them');
-    for (const key of ['open', 'procs', 'pn', 'idle', 'lru', 'lrun', 'oscan']) {
-      assert.ok((await r.redis.pttl(`${r.prefix}${key}`)) > ttl, `${key} lives as long as a session key may`);
-    }
-  } finally {
-    await engine.stop();
+}, (t) => withEngine(t, {}, async (r, engine, clock) => {
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  lease.release();
+  // As if the last create were long ago: the shared keys lost their TTL's head start.
+  for (const key of ['open', 'procs', 'pn', 'idle', 'lru', 'lrun']) await r.redis.pexpire(`${r.prefix}${key}`, 60_000);
+  clock.advance(SWEEP_INTERVAL_MS);
+  const ttl = engine.getOption('inactiveProcessTimeoutMs');
+  assert.ok(await eventually(async () => (await r.redis.pttl(`${r.prefix}open`)) > ttl), 'the sweep refreshed them');
+  for (const key of ['open', 'procs', 'pn', 'idle', 'lru', 'lrun', 'oscan']) {
+    assert.ok((await r.redis.pttl(`${r.prefix}${key}`)) > ttl, `${key} lives as long as a session key may`);
   }
-});
+}));
 
 test('leftover ids (their key expired: a crashed cluster) make no room they do not hold, and a cluster stop forgets them everywhere', {
   timeout: 20_000,
