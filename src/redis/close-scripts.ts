@@ -166,15 +166,20 @@ return 1
 `;
 
 /**
- * regenerate: the session moves to a fresh id, context and all; the old id is dead at once.
- * ARGV: P, old, new. Returns the live process ids (space-separated), or '' if the session is not open.
+ * regenerate: the session moves to a fresh id, context and all; the old id is dead at once for requests
+ * that come with it, while those already waiting for the session move with it: its queue is renamed, and
+ * P mv:<old> (kept as long as a waiter stays counted without trying again) lets them find the new id.
+ * ARGV: P, old, new, waiterStaleMs. Returns the live process ids (space-separated), or '' if the session is not open.
  */
 export const RENAME = `${PRELUDE}
 local old, new = ARGV[2], ARGV[3]
 local h, nh = skey(old), skey(new)
 if redis.call('HGET', h, 'st') ~= 'o' or redis.call('EXISTS', nh) == 1 then return '' end
 redis.call('RENAME', h, nh)
-if redis.call('EXISTS', P .. 'wq:' .. old) == 1 then redis.call('RENAME', P .. 'wq:' .. old, P .. 'wq:' .. new) end
+if redis.call('EXISTS', P .. 'wq:' .. old) == 1 then
+  redis.call('RENAME', P .. 'wq:' .. old, P .. 'wq:' .. new)
+  redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4])
+end
 for _, z in ipairs({'open', 'idle', 'lru'}) do
   local score = redis.call('ZSCORE', P .. z, old)
   if score then redis.call('ZREM', P .. z, old); redis.call('ZADD', P .. z, score, new) end

@@ -110,6 +110,14 @@ export function keyTtlMs(ctx: Pick<StoreContext<SessionVars>, 'options'>, settin
   return Math.max(ctx.options.inactiveSessionTimeoutMs, ctx.options.inactiveProcessTimeoutMs) + settings.graceMs;
 }
 
+/**
+ * How long a waiting request stays counted among its session's waiters without trying again: a waiter
+ * whose node died or gave up stops counting after it.
+ */
+export function waiterStaleMs(settings: RedisSettings): number {
+  return Math.max(1_000, 8 * settings.pollIntervalMs);
+}
+
 /** A Redis failure as the engine reports it: 503 for the request, `'error'` for the operator. */
 export function unavailable(error: unknown, sessionId?: string): SessionError {
   if (error instanceof SessionError) return error;

@@ -6,16 +6,33 @@ import { PRELUDE } from './lua-prelude.js';
 /**
  * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
  * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered.
- * Returns {'ok', pid, token, state, created, lastRequest, processCount} | {'unknown'} | {'ip'} | {'busy'} | {'full'}.
- * Requests waiting for the session (any node) are members of P wq:<id>, scored by Redis's own time when
- * they last tried: a waiter whose node died or gave up stops counting after waiterStaleMs.
+ * Returns {'ok', pid, token, state, created, lastRequest, processCount} | {'unknown'} | {'ip'} | {'busy'} |
+ * {'full'} | {'moved', newId}. Requests waiting for the session (any node) are members of P wq:<id>,
+ * scored by Redis's own time when they last tried: a waiter whose node died or gave up stops counting
+ * after waiterStaleMs. 'moved': the session was regenerated while this request waited for it; it goes
+ * on under the new id. Only a waiter counted in the renamed queue learns it (a request that comes with
+ * the old id afterwards finds it dead).
  */
 export const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h = skey(id)
 local wq = P .. 'wq:' .. id
 local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk')
-if f[1] ~= 'o' then return {'unknown'} end
+if f[1] ~= 'o' then
+  if ARGV[14] == '1' then
+    -- Renamed, maybe more than once, while this request was counted among its waiters.
+    local to = id
+    for _ = 1, 8 do
+      to = redis.call('GET', P .. 'mv:' .. to)
+      if not to then break end
+      if redis.call('HGET', skey(to), 'st') == 'o' then
+        if redis.call('ZSCORE', P .. 'wq:' .. to, ARGV[11]) then return {'moved', to} end
+        break
+      end
+    end
+  end
+  return {'unknown'}
+end
 if now >= tonumber(f[2]) + tonumber(ARGV[5]) then return {'unknown'} end
 if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
 local list = {}

@@ -5,7 +5,7 @@ import { processInternals, WebProcess, type ProcessOwner, type SessionVars } fro
 import type { RequestIdentity, StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
-import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { keyTtlMs, SessionHandle, text, unavailable, waiterStaleMs, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import type { ProcessSaves } from './processes.js';
 import { restoreProcess } from './state.js';
 import type { TurnQueues, Waiter } from './turns.js';
@@ -106,33 +106,37 @@ export class RedisRequestPath<Vars extends SessionVars> {
    * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
    * retries first after a release gets the process.
    */
-  async #enter(id: string, ip: string): Promise<Lease<Vars> | undefined> {
+  async #enter(cookieId: string, ip: string): Promise<Lease<Vars> | undefined> {
     const { options, clock } = this.#ctx;
+    // The session's id: the cookie's, or the new one if the session is regenerated while this waits.
+    let id = cookieId;
     let me: Waiter | undefined;
     // Named only if it has to wait; Redis then counts it among the session's waiters until it gets in,
     // gives up, or stops trying (its node died) for a few poll periods.
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
     try {
-      const staleMs = Math.max(1_000, 8 * this.#settings.pollIntervalMs);
+      const staleMs = waiterStaleMs(this.#settings);
+      const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
       if (this.#turns.waiting(id) > 0) {
         // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
-        const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
-        const register = (): Promise<unknown> => this.#redis.lwsWait(
-          this.#settings.prefix, id, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
+        const register = (sessionId: string): Promise<unknown> => this.#redis.lwsWait(
+          this.#settings.prefix, sessionId, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
         );
-        const admitted = text(await register() as string);
+        const admitted = text(await register(id) as string);
         if (admitted === 'unknown') return undefined;
         if (admitted === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
         if (admitted === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
-        me = this.#turns.enqueue(id);
-        await this.#turns.turn(id, me, () => void register().catch(() => {}));
+        const waiter = this.#turns.enqueue(id);
+        me = waiter;
+        await this.#turns.turn(waiter, () => void register(waiter.sessionId).catch(() => {}));
+        id = waiter.sessionId;
       }
       for (;;) {
         if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
         const reply = await this.#redis.lwsEnterBuffer(
-          this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, options.mode === 'legacy' && options.ipValidation ? 1 : 0,
+          this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, ipCheck,
           options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), waiterId, options.maxQueuedRequests,
           staleMs, registered ? 1 : 0,
         );
@@ -143,14 +147,23 @@ export class RedisRequestPath<Vars extends SessionVars> {
           const handle = this.#handle(id, ip, Number(text(createdAtMs)), Number(text(lastRequestAtMs)), Number(text(processCount)));
           return await this.#lease(handle, text(pid), text(token), state as Buffer, false);
         }
-        if (outcome === 'unknown') return registered ? await this.#successor(id, ip) : undefined;
+        if (outcome === 'moved' && me !== undefined) {
+          // Regenerated while this waited (on any node): this node's waiters follow it, in their order.
+          this.#turns.move(id, text(reply[1]));
+          id = me.sessionId;
+          continue;
+        }
+        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip) : undefined;
         if (outcome === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
         if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me ??= this.#turns.enqueue(id);
-        await this.#turns.turn(id, me);
+        await this.#turns.turn(me);
+        id = me.sessionId;
       }
     } finally {
+      // Another waiter of this node may have moved this one meanwhile (a 'moved' it learnt first).
+      if (me !== undefined) id = me.sessionId;
       if (me !== undefined) this.#turns.dequeue(id, me);
       if (this.#turns.waiting(id) === 0) this.#successors.delete(id);
       // Given up while counted as waiting: stop counting now rather than when it goes stale.

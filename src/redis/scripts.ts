@@ -10,6 +10,7 @@
 //                   the request running in it, '0' when free), o:<pid> (node running it), d:<pid>
 //                   (serialized state), hk:<pid> (its hook has run)
 //   P wq:<id>       zset waiter -> Redis time of its last try (requests waiting for the session, any node)
+//   P mv:<old>      the new id of a session regenerated while requests waited for it (they follow it)
 //   P open          zset id -> created             (the global cap counts it)
 //   P idle          zset id -> last activity end  (timeouts)
 //   P lru           zset id -> order of going idle (eviction: least recently active first; P lrun counts)

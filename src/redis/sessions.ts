@@ -10,7 +10,7 @@ import { newSessionId } from '../session-id.js';
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
-import { keyTtlMs, Retries, text, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import { keyTtlMs, Retries, text, unavailable, waiterStaleMs, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { TurnQueues } from './turns.js';
@@ -123,6 +123,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#closer.waits.finishedElsewhere(rest);
       this.#known.delete(rest);
     } else if (kind === 'n') {
+      // The head of this node's waiters for the old id learns the new one now (its enter says 'moved').
+      this.#turns.wakeHead(rest);
       if (this.#known.get(rest)?.id !== rest) return; // renamed here: the handle already moved
       this.#known.delete(rest);
     } else if (kind === 'o') {
@@ -151,7 +153,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   async regenerate(id: string): Promise<string | null> {
     const newId = newSessionId();
-    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId) as string);
+    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId, waiterStaleMs(this.#settings)) as string);
     if (pids === '') return null;
     const handle = this.#known.get(id);
     if (handle !== undefined) {

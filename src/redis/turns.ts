@@ -3,6 +3,8 @@ import { realTimer, type TimerHandle } from '../clock.js';
 /** A request of this node waiting for its session's process; `wake` is set while it waits. */
 export interface Waiter {
   wake: (() => void) | undefined;
+  /** The session it waits for: changes when the session is regenerated meanwhile (`move`). */
+  sessionId: string;
 }
 
 /**
@@ -30,7 +32,7 @@ export class TurnQueues {
   }
 
   enqueue(id: string): Waiter {
-    const waiter: Waiter = { wake: undefined };
+    const waiter: Waiter = { wake: undefined, sessionId: id };
     const list = this.#bySession.get(id);
     if (list === undefined) this.#bySession.set(id, [waiter]);
     else list.push(waiter);
@@ -41,7 +43,7 @@ export class TurnQueues {
    * Resolves when the waiter is at the head and a release was announced, or at the head on a poll;
    * `stillWaiting` runs on each poll it spends behind others (to stay counted in Redis).
    */
-  turn(id: string, waiter: Waiter, stillWaiting?: () => void): Promise<void> {
+  turn(waiter: Waiter, stillWaiting?: () => void): Promise<void> {
     return new Promise<void>((resolve) => {
       let timer: TimerHandle | undefined;
       waiter.wake = () => {
@@ -51,7 +53,7 @@ export class TurnQueues {
       };
       const poll = (): void => {
         if (waiter.wake === undefined) return;
-        if (this.#bySession.get(id)?.[0] === waiter) return waiter.wake();
+        if (this.#bySession.get(waiter.sessionId)?.[0] === waiter) return waiter.wake();
         stillWaiting?.();
         timer = realTimer(poll, this.#pollIntervalMs);
       };
@@ -67,6 +69,20 @@ export class TurnQueues {
     if (index >= 0) list.splice(index, 1);
     if (list.length === 0) this.#bySession.delete(id);
     else if (index === 0) this.wakeHead(id);
+  }
+
+  /**
+   * The session was regenerated: its waiters here wait for it under its new id, in the same order,
+   * behind any that already do.
+   */
+  move(fromId: string, toId: string): void {
+    const moving = this.#bySession.get(fromId);
+    if (moving === undefined || fromId === toId) return;
+    this.#bySession.delete(fromId);
+    for (const waiter of moving) waiter.sessionId = toId;
+    const list = this.#bySession.get(toId);
+    if (list === undefined) this.#bySession.set(toId, moving);
+    else list.push(...moving);
   }
 
   /** Every waiter tries again now (the node stops: they are refused). */
