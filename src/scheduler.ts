@@ -87,7 +87,9 @@ export class Scheduler<Vars extends SessionVars> {
   enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     const free = freeRequestProcess(session);
-    const canAddProcess = free === undefined && session.requestProcessCount < options.processesPerSession && this.#processes.hasRoom;
+    // First come, first served: a newcomer never overtakes the requests already waiting, even when
+    // there is room for one more process now (processesPerSession raised, a process place freed).
+    const canAddProcess = free === undefined && session.queuedCount === 0 && session.requestProcessCount < options.processesPerSession && this.#processes.hasRoom;
     if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
       throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
     }

@@ -479,6 +479,35 @@ describe('requests of one process never overlap (invariant 7)', () => {
     }
   });
 
+  test('first come, first served: with requests waiting, a newcomer queues behind them even when processesPerSession is raised meanwhile', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ processesPerSession: 1 });
+    try {
+      const first = await open(engine);
+      const id = first.sessionId;
+      const waiting = track(open(engine, id));
+      await settle();
+      engine.setOption('processesPerSession', 2);
+      const newcomer = track(open(engine, id));
+      await settle();
+      assert.equal(newcomer.settled, false, 'the newcomer does not overtake the request that waited before it');
+      first.release();
+      await settle();
+      assert.equal(waiting.value?.proc, first.proc, 'the one that waited first gets the released process');
+      assert.equal(newcomer.settled, false, 'the newcomer is still behind it');
+      waiting.value!.release();
+      await settle();
+      assert.equal(newcomer.value?.proc, first.proc);
+      newcomer.value!.release();
+      const second = await open(engine, id);
+      const third = await open(engine, id);
+      assert.notEqual(third.proc, second.proc, 'with nobody waiting the raised limit applies: a second process at once');
+      second.release();
+      third.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
   test('maxConcurrentProcesses caps processes across sessions: ERR_SESSION_PROCESS_LIMIT (503), extra requests of a session queue', GUARD, async () => {
     const { engine } = engineWithErrors<Vars>({ maxConcurrentProcesses: 3, processesPerSession: 2, maxSessions: 10 });
     try {

@@ -9,7 +9,8 @@ import type { RequestLease } from '../src/index.js';
 export type Vars = { w?: number };
 
 export interface ModelSession {
-  readonly id: string;
+  /** Changes when the session is regenerated. */
+  id: string;
   readonly ip: string;
   /** Open leases and running spawned tasks (the engine's "running"). */
   holders: number;
@@ -20,6 +21,8 @@ export interface ModelSession {
   lastActivityAtMs: number;
   /** Ids of its processes (request processes and spawned tasks). */
   readonly processes: Set<string>;
+  /** Ids of its request processes (at most processesPerSession when each was made). */
+  readonly requestProcesses: Set<string>;
 }
 
 export class Model {
@@ -28,6 +31,8 @@ export class Model {
   readonly gone = new Map<string, ModelSession>();
   /** Every id the engine ever issued: a dead one must never come back. */
   readonly dead = new Set<string>();
+  /** The dead ids that died by regenerate: their session lives on under another id, nothing closes. */
+  readonly renamedAway = new Set<string>();
   /** The last value of `vars.w` a request left in each process, by processId. */
   readonly lastWritten = new Map<string, number>();
   /** Processes (by id) whose task ended on its own (they leave their session without a hook). */
@@ -47,11 +52,12 @@ export class Model {
     assert.ok(!this.dead.has(lease.sessionId), 'invariant 3: a dead id never comes back');
     let s = this.sessions.get(lease.sessionId);
     if (s === undefined) {
-      s = { id: lease.sessionId, ip, holders: 0, queued: 0, tasks: 0, lastActivitySeq: this.#seq++, lastActivityAtMs: nowMs, processes: new Set() };
+      s = { id: lease.sessionId, ip, holders: 0, queued: 0, tasks: 0, lastActivitySeq: this.#seq++, lastActivityAtMs: nowMs, processes: new Set(), requestProcesses: new Set() };
       this.sessions.set(s.id, s);
     }
     s.holders++;
     s.processes.add(lease.proc.processId);
+    s.requestProcesses.add(lease.proc.processId);
     this.openLeases.push(lease);
   }
 
@@ -66,6 +72,24 @@ export class Model {
   activity(s: ModelSession, nowMs: number): void {
     s.lastActivitySeq = this.#seq++;
     s.lastActivityAtMs = nowMs;
+  }
+
+  /**
+   * Whether a request for `s` starts at once: a request process is free, or one more may be made; and
+   * nobody waits already (first come, first served).
+   */
+  startsAtOnce(s: ModelSession, processesPerSession: number): boolean {
+    return s.queued === 0 && (s.requestProcesses.size > s.holders || s.requestProcesses.size < processesPerSession);
+  }
+
+  /** regenerate: the same session, context and processes, under a new id; the old id is dead. */
+  renamed(oldId: string, newId: string): void {
+    const s = this.session(oldId);
+    this.sessions.delete(oldId);
+    this.dead.add(oldId);
+    this.renamedAway.add(oldId);
+    s.id = newId;
+    this.sessions.set(newId, s);
   }
 
   isIdle(s: ModelSession): boolean {

@@ -141,7 +141,7 @@ function inFlight(world: World, snap: Snapshot, local: LocalView): string | unde
     if (world.closed.has(call.sessionId) || !draining) return `closeSession(${call.sessionId}) has not returned`;
   }
   for (const id of model.dead) {
-    if (world.closed.has(id)) continue;
+    if (world.closed.has(id) || model.renamedAway.has(id)) continue;
     const draining = holders.has(id) || world.tasks.some((t) => !t.ended && t.sessionId === id);
     if (!snap.sessions.has(id) || !draining) return `the close of ${id} has not ended`;
   }

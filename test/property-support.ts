@@ -25,7 +25,9 @@ export type Op =
   | { t: 'closeIn'; k: number }
   | { t: 'advance'; ms: number }
   | { t: 'cap'; n: number }
-  | { t: 'timeout'; ms: number };
+  | { t: 'timeout'; ms: number }
+  | { t: 'regenerate'; k: number }
+  | { t: 'perSession'; n: 1 | 2 };
 
 const index = fc.nat({ max: 7 });
 export const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -40,6 +42,8 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ t: fc.constant('advance' as const), ms: fc.constantFrom(1_000, TIMEOUT_MS / 2, TIMEOUT_MS, 3 * TIMEOUT_MS) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('cap' as const), n: fc.integer({ min: 1, max: 4 }) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('timeout' as const), ms: fc.constantFrom(TIMEOUT_MS / 2, TIMEOUT_MS, 2 * TIMEOUT_MS) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('regenerate' as const), k: index }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('perSession' as const), n: fc.constantFrom(1 as const, 2 as const) }) },
 );
 
 /** A scenario: up to 30 operations. */
@@ -51,6 +55,8 @@ export interface Pending {
   readonly expect?: 'ERR_SESSION_IP_MISMATCH' | 'ERR_SESSION_QUEUE_FULL';
   readonly ip: string;
   readonly hold: boolean;
+  /** The model has it waiting in its session (no process free, no room for one more). */
+  queued: boolean;
   /**
    * Sessions idle in the model when the store decided eviction or 503 for this request: when it arrived,
    * or, for a request queued in a session that then closed, when that session closed (it is bound anew
@@ -68,7 +74,8 @@ export interface Pending {
 
 export interface Task {
   readonly proc: WebProcess<Vars>;
-  readonly sessionId: string;
+  /** Its session's id: changes with regenerate. */
+  sessionId: string;
   readonly end: () => void;
   ended: boolean;
 }
@@ -213,15 +220,17 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
   const acquire = (sessionId: string | undefined, ip: string, hold: boolean): void => {
     const target = sessionId !== undefined && model.sessions.has(sessionId) ? sessionId : '';
     let expect: Pending['expect'];
+    let queued = false;
     if (target !== '') {
       const s = model.session(target);
       if (s.ip !== ip) expect = 'ERR_SESSION_IP_MISMATCH';
-      else if (s.holders > 0 && s.queued >= MAX_QUEUED) expect = 'ERR_SESSION_QUEUE_FULL';
-      else if (s.holders > 0 || s.queued > 0) s.queued++;
+      else if (model.startsAtOnce(s, engine.getOption('processesPerSession'))) { /* a process now */ }
+      else if (s.queued >= MAX_QUEUED) expect = 'ERR_SESSION_QUEUE_FULL';
+      else { s.queued++; queued = true; }
     }
     const idleNow = model.idleOrder().map((i) => i.id);
     const pending: Pending = {
-      target, ip, hold, idleAtArrival: idleNow, busyAtArrival: model.sessions.size - idleNow.length, capAtArrival: engine.getOption('maxSessions'),
+      target, ip, hold, queued, idleAtArrival: idleNow, busyAtArrival: model.sessions.size - idleNow.length, capAtArrival: engine.getOption('maxSessions'),
       settled: false, ...(expect === undefined ? {} : { expect }),
     };
     pendings.push(pending);
@@ -262,8 +271,7 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
         continue;
       }
       const target = model.sessions.get(p.target);
-      const waited = target !== undefined && target.holders + target.queued > 0 && p.lease?.sessionId === p.target;
-      if (waited && target.queued > 0) target.queued--;
+      if (p.queued && target !== undefined && p.lease?.sessionId === p.target && target.queued > 0) target.queued--;
       if (p.lease === undefined) {
         const code = (p.error as SessionError).code;
         assert.ok(code === 'ERR_SESSION_LIMIT' || code === 'ERR_SESSION_STOPPED', `unexpected refusal ${code}`);
@@ -272,6 +280,8 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
         if (code === 'ERR_SESSION_LIMIT') refusedAtCap.push(p);
         continue;
       }
+      // Invariant 3 (and no fixation): a request with no live id gets a session of its own.
+      if (p.target === '') assert.ok(!model.sessions.has(p.lease.sessionId), `a request with no live id got ${p.lease.sessionId}, a session already known`);
       if (p.target !== '' && p.lease.sessionId !== p.target) {
         // Rebound from a closed session: the others queued with it now wait in the same new session.
         for (const other of pendings) if (other.target === p.target && !other.settled) other.target = p.lease.sessionId;
@@ -353,16 +363,35 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
           rebindAt(lease.sessionId);
           lease.proc.vars.w = ++write;
           model.lastWritten.set(lease.proc.processId, write);
-          const busyElsewhere = model.session(lease.sessionId).tasks > 0;
+          const inSession = model.session(lease.sessionId);
+          const busyElsewhere = inSession.tasks > 0 || inSession.holders > 1;
           let done = false;
           closeSession(lease.sessionId, 'inside', lease).then(() => { done = true; }, () => {});
-          // With a spawned task still running the close waits for it (bounded by closeTimeoutMs) first.
+          // With a spawned task or another request of the session still running (processesPerSession
+          // 2), the close waits for it (bounded by closeTimeoutMs) first.
           const finished = await observer.until(() => done || busyElsewhere);
           if (!busyElsewhere) assert.ok(finished && done && Object.keys(lease.proc.vars).length === 0, 'logout: the handler goes on with a reset context');
         } break;
         case 'advance': clock.advance(op.ms); break;
         case 'cap': engine.setOption('maxSessions', op.n); capEver = Math.max(capEver, op.n); break;
         case 'timeout': engine.setOption('inactiveProcessTimeoutMs', op.ms); clock.advance(observer.timeoutLatenessMs); break;
+        case 'perSession':
+          // Not while requests wait: what they do with room made for them differs by store (in memory
+          // they wait for a release; on Redis the first takes a new process at its next poll). That a
+          // newcomer never overtakes them has a test of its own (engine-limits.test.ts).
+          if ([...model.sessions.values()].every((s) => s.queued === 0)) engine.setOption('processesPerSession', op.n);
+          break;
+        case 'regenerate': if (lease && !lease.proc.closed && model.sessions.has(lease.sessionId)) {
+          const oldId = lease.sessionId;
+          const newId = await lease.run(() => engine.regenerate(oldId));
+          if (newId !== null) {
+            // The old id leaves the open sessions without a close; the requests waiting for it follow.
+            explicit.add(oldId);
+            model.renamed(oldId, newId);
+            for (const p of pendings) if (!p.settled && p.target === oldId) p.target = newId;
+            for (const task of tasks) if (task.sessionId === oldId) task.sessionId = newId;
+          }
+        } break;
       }
       await observer.settle(world);
       noViolations();
