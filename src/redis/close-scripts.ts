@@ -168,8 +168,8 @@ return 1
 /**
  * regenerate: the session moves to a fresh id, context and all; the old id is dead at once for requests
  * that come with it, while those already waiting for the session move with it: its queue is renamed, and
- * P mv:<old> (kept as long as a waiter stays counted without trying again) lets them find the new id.
- * ARGV: P, old, new, waiterStaleMs. Returns the live process ids (space-separated), or '' if the session is not open.
+ * P mv:<old> (kept longer than any node's waiter stays counted without trying again) lets them find
+ * the new id. ARGV: P, old, new, movedTtlMs. Returns the live process ids (space-separated), or '' if the session is not open.
  */
 export const RENAME = `${PRELUDE}
 local old, new = ARGV[2], ARGV[3]

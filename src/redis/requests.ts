@@ -118,20 +118,21 @@ export class RedisRequestPath<Vars extends SessionVars> {
     try {
       const staleMs = waiterStaleMs(this.#settings);
       const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
+      const register = (sessionId: string): Promise<unknown> => this.#redis.lwsWait(
+        this.#settings.prefix, sessionId, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
+      );
+      // Each poll spent behind others of this node: still counted in Redis (it would go stale).
+      const stillWaiting = (waiter: Waiter) => (): void => void register(waiter.sessionId).catch(() => {});
       if (this.#turns.waiting(id) > 0) {
         // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
-        const register = (sessionId: string): Promise<unknown> => this.#redis.lwsWait(
-          this.#settings.prefix, sessionId, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
-        );
         const admitted = text(await register(id) as string);
         if (admitted === 'unknown') return undefined;
         if (admitted === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
         if (admitted === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
-        const waiter = this.#turns.enqueue(id);
-        me = waiter;
-        await this.#turns.turn(waiter, () => void register(waiter.sessionId).catch(() => {}));
-        id = waiter.sessionId;
+        me = this.#turns.enqueue(id);
+        await this.#turns.turn(me, stillWaiting(me));
+        id = me.sessionId;
       }
       for (;;) {
         if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
@@ -151,6 +152,11 @@ export class RedisRequestPath<Vars extends SessionVars> {
           // Regenerated while this waited (on any node): this node's waiters follow it, in their order.
           this.#turns.move(id, text(reply[1]));
           id = me.sessionId;
+          // Behind requests that already waited here under the new id: its turn comes after theirs.
+          if (!this.#turns.isHead(me)) {
+            await this.#turns.turn(me, stillWaiting(me));
+            id = me.sessionId;
+          }
           continue;
         }
         if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip) : undefined;
@@ -158,7 +164,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
         if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me ??= this.#turns.enqueue(id);
-        await this.#turns.turn(me);
+        await this.#turns.turn(me, stillWaiting(me));
         id = me.sessionId;
       }
     } finally {

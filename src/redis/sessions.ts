@@ -15,6 +15,9 @@ import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { TurnQueues } from './turns.js';
 
+/** The least a regenerated session's forwarding record (P mv:<old>) lives, in ms. */
+const MOVED_TTL_FLOOR_MS = 60_000;
+
 /** Resolves when the client is connected, rejects after `withinMs`. */
 function connected(redis: Redis, withinMs: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -153,7 +156,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   async regenerate(id: string): Promise<string | null> {
     const newId = newSessionId();
-    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId, waiterStaleMs(this.#settings)) as string);
+    // P mv:<old> must outlive the waiters counted when the rename runs, on every node, whatever its
+    // own poll interval: a minute at least (the key exists only if requests were waiting).
+    const movedTtlMs = Math.max(MOVED_TTL_FLOOR_MS, waiterStaleMs(this.#settings));
+    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId, movedTtlMs) as string);
     if (pids === '') return null;
     const handle = this.#known.get(id);
     if (handle !== undefined) {

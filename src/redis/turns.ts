@@ -53,7 +53,7 @@ export class TurnQueues {
       };
       const poll = (): void => {
         if (waiter.wake === undefined) return;
-        if (this.#bySession.get(waiter.sessionId)?.[0] === waiter) return waiter.wake();
+        if (this.isHead(waiter)) return waiter.wake();
         stillWaiting?.();
         timer = realTimer(poll, this.#pollIntervalMs);
       };
@@ -83,6 +83,11 @@ export class TurnQueues {
     const list = this.#bySession.get(toId);
     if (list === undefined) this.#bySession.set(toId, moving);
     else list.push(...moving);
+  }
+
+  /** Whether the waiter is the first of its session's waiters here (the one that may try). */
+  isHead(waiter: Waiter): boolean {
+    return this.#bySession.get(waiter.sessionId)?.[0] === waiter;
   }
 
   /** Every waiter tries again now (the node stops: they are refused). */
