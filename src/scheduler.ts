@@ -252,6 +252,11 @@ export class Scheduler<Vars extends SessionVars> {
     this.#settleIfIdle(session);
   }
 
+  /** Room for more request processes was made: the waiting requests take it (SessionProcesses.admitWaiters). */
+  admitWaiters(): void {
+    this.#processes.admitWaiters(this.store.values());
+  }
+
   #settleIfIdle(session: Session<Vars>): void {
     if (session.running.length > 0 || session.queuedCount > 0 || session.state !== 'open') return;
     this.store.markIdle(session);

@@ -68,6 +68,30 @@ export class SessionProcesses<Vars extends SessionVars> {
     }, (error: unknown) => this.#initFailed(session, proc, error));
   }
 
+  /**
+   * Room for more request processes was made (processesPerSession or maxConcurrentProcesses raised): the
+   * requests waiting in each session take it, first come first served, instead of waiting for a release.
+   */
+  admitWaiters(sessions: Iterable<Session<Vars>>): void {
+    const options = this.#ctx.options;
+    for (const session of sessions) {
+      while (session.state === 'open' && session.queuedCount > 0 && session.requestProcessCount < options.processesPerSession && this.hasRoom) {
+        const next = session.queue!.shift()!;
+        // startRequestProcess fails only with ERR_SESSION_INIT_FAILED (a SessionError).
+        const failed = (error: unknown): void => next.reject(error as SessionError);
+        let started: MaybePromise<RequestLease<Vars>>;
+        try {
+          started = this.startRequestProcess(session, false);
+        } catch (error) {
+          failed(error);
+          continue;
+        }
+        // The waiter makes its own lease for the process (its continuation checks the session is open).
+        void whenReady(started, (lease) => next.resolve(lease.proc), failed);
+      }
+    }
+  }
+
   /** `init`'s vars for a new process, run in its context. */
   initVars(proc: WebProcess<Vars>): MaybePromise<Vars> {
     const init = this.#ctx.init;

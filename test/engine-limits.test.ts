@@ -479,30 +479,52 @@ describe('requests of one process never overlap (invariant 7)', () => {
     }
   });
 
-  test('first come, first served: with requests waiting, a newcomer queues behind them even when processesPerSession is raised meanwhile', GUARD, async () => {
+  test('processesPerSession raised while requests wait: the first waiting one takes the new room at once, a newcomer queues behind the rest', GUARD, async () => {
     const { engine } = engineWithErrors<Vars>({ processesPerSession: 1 });
     try {
       const first = await open(engine);
       const id = first.sessionId;
-      const waiting = track(open(engine, id));
+      const waiting = [track(open(engine, id)), track(open(engine, id))];
       await settle();
       engine.setOption('processesPerSession', 2);
-      const newcomer = track(open(engine, id));
       await settle();
-      assert.equal(newcomer.settled, false, 'the newcomer does not overtake the request that waited before it');
+      assert.ok(waiting[0]!.value !== undefined && waiting[0]!.value.proc !== first.proc, 'the first waiting request runs in a second process without waiting for a release');
+      assert.equal(waiting[1]!.settled, false, 'the room is one process: the second still waits');
+      assert.equal(engine.sessionProcessCount(id), 2);
+      const newcomer = track(open(engine, id));
       first.release();
       await settle();
-      assert.equal(waiting.value?.proc, first.proc, 'the one that waited first gets the released process');
-      assert.equal(newcomer.settled, false, 'the newcomer is still behind it');
+      assert.equal(waiting[1]!.value?.proc, first.proc, 'the released process goes to the one that waited, not to the newcomer');
+      assert.equal(newcomer.settled, false);
+      waiting[0]!.value.release();
+      await settle();
+      assert.ok(newcomer.value !== undefined);
+      for (const lease of [waiting[1]!.value!, newcomer.value]) lease.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test('first come, first served: a process place freed elsewhere does not let a newcomer overtake the requests waiting in a session', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ processesPerSession: 2, maxConcurrentProcesses: 2, maxSessions: 2 });
+    try {
+      const mine = await open(engine);
+      const other = await open(engine);
+      const waiting = track(open(engine, mine.sessionId)); // no room for a second process: it waits
+      await settle();
+      assert.equal(waiting.settled, false);
+      other.release();
+      assert.equal(await engine.closeSession(other.sessionId), true); // a place is free now
+      const newcomer = track(open(engine, mine.sessionId));
+      await settle();
+      assert.equal(newcomer.settled, false, 'the newcomer does not take the freed place ahead of the request that waited');
+      mine.release();
+      await settle();
+      assert.equal(waiting.value?.proc, mine.proc, 'the one that waited gets the released process');
       waiting.value!.release();
       await settle();
-      assert.equal(newcomer.value?.proc, first.proc);
-      newcomer.value!.release();
-      const second = await open(engine, id);
-      const third = await open(engine, id);
-      assert.notEqual(third.proc, second.proc, 'with nobody waiting the raised limit applies: a second process at once');
-      second.release();
-      third.release();
+      assert.ok(newcomer.value !== undefined);
+      newcomer.value.release();
     } finally {
       await shutdown(engine);
     }

@@ -115,7 +115,9 @@ function inFlight(world: World, snap: Snapshot, local: LocalView): string | unde
   for (const p of world.pendings) {
     if (p.settled) return 'an answer is not absorbed yet';
     if (p.expect !== undefined) return `a request the model refuses (${p.expect}) is not answered yet`;
-    if (p.target === '' || !model.sessions.has(p.target) || !holders.has(p.target)) return `a request for ${p.target || 'a new session'} is not answered yet`;
+    // Only a request the model has waiting may still be unanswered (with processesPerSession 2 a second
+    // request of a busy session gets a process of its own at once).
+    if (p.target === '' || !model.sessions.has(p.target) || !holders.has(p.target) || !p.queued) return `a request for ${p.target || 'a new session'} is not answered yet`;
   }
   for (const id of snap.open) if (!model.sessions.has(id)) return `session ${id} is open in Redis${model.dead.has(id) ? ' after its id died' : ''} but unknown to the model`;
   for (const s of model.sessions.values()) {

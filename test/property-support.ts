@@ -375,12 +375,8 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
         case 'advance': clock.advance(op.ms); break;
         case 'cap': engine.setOption('maxSessions', op.n); capEver = Math.max(capEver, op.n); break;
         case 'timeout': engine.setOption('inactiveProcessTimeoutMs', op.ms); clock.advance(observer.timeoutLatenessMs); break;
-        case 'perSession':
-          // Not while requests wait: what they do with room made for them differs by store (in memory
-          // they wait for a release; on Redis the first takes a new process at its next poll). That a
-          // newcomer never overtakes them has a test of its own (engine-limits.test.ts).
-          if ([...model.sessions.values()].every((s) => s.queued === 0)) engine.setOption('processesPerSession', op.n);
-          break;
+        // Raised while requests wait, the room goes to them (in memory at once; on Redis at their next poll).
+        case 'perSession': engine.setOption('processesPerSession', op.n); break;
         case 'regenerate': if (lease && !lease.proc.closed && model.sessions.has(lease.sessionId)) {
           const oldId = lease.sessionId;
           const newId = await lease.run(() => engine.regenerate(oldId));
