@@ -98,6 +98,7 @@ interface LocalView {
   readonly sweepArmed: boolean;
   /** Requests parked on this node, waiting for their session's process. */
   readonly queued: ReadonlyMap<string, number>;
+  readonly processesPerSession: number;
 }
 
 /**
@@ -116,8 +117,11 @@ function inFlight(world: World, snap: Snapshot, local: LocalView): string | unde
     if (p.settled) return 'an answer is not absorbed yet';
     if (p.expect !== undefined) return `a request the model refuses (${p.expect}) is not answered yet`;
     // Only a request the model has waiting may still be unanswered (with processesPerSession 2 a second
-    // request of a busy session gets a process of its own at once).
-    if (p.target === '' || !model.sessions.has(p.target) || !holders.has(p.target) || !p.queued) return `a request for ${p.target || 'a new session'} is not answered yet`;
+    // request of a busy session gets a process of its own at once), and only while its session has no
+    // room for one more process (raised while it waited, the room is its at its next poll).
+    const target = model.sessions.get(p.target);
+    const waits = target !== undefined && holders.has(p.target) && p.queued && target.requestProcesses.size >= local.processesPerSession;
+    if (!waits) return `a request for ${p.target || 'a new session'} is not answered yet`;
   }
   for (const id of snap.open) if (!model.sessions.has(id)) return `session ${id} is open in Redis${model.dead.has(id) ? ' after its id died' : ''} but unknown to the model`;
   for (const s of model.sessions.values()) {
@@ -215,7 +219,11 @@ function redisEngine(redis: Redis, runPrefix: () => string): (options: SessionEn
           let last: Snapshot | undefined;
           const why = await poll(async () => {
             const seen = world.activity;
-            const local: LocalView = { sweepArmed: clock.sweepArmed, queued: new Map(engine.sessions().map((info) => [info.id, info.queuedRequests])) };
+            const local: LocalView = {
+              sweepArmed: clock.sweepArmed,
+              queued: new Map(engine.sessions().map((info) => [info.id, info.queuedRequests])),
+              processesPerSession: engine.getOption('processesPerSession'),
+            };
             const ids = [...new Set([...world.model.sessions.keys(), ...[...world.model.dead].filter((id) => !world.closed.has(id))])];
             const snap = await snapshot(redis, prefix, ids);
             if (world.activity !== seen) return 'the engine moved during the read';
