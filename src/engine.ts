@@ -117,7 +117,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    */
   regenerate(id: string): Promise<string | null> {
     if (typeof id !== 'string') return Promise.reject(new TypeError(`regenerate(id): id must be a string, got ${describe(id)}`));
-    return this.#store.regenerate(id);
+    return this.#store.regenerate(id, this.#caller());
   }
 
   /**

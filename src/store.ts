@@ -69,7 +69,8 @@ export interface AttachedStore<Vars extends SessionVars> {
   acquire(request: RequestIdentity): MaybePromise<RequestLease<Vars>>;
   /** WEB LEGACY CLOSE SESSION; `caller` is the process running the call, if any. */
   closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean>;
-  regenerate(id: string): Promise<string | null>;
+  /** `engine.regenerate`; `caller` is the process running the call, if any (its own release follows the new id). */
+  regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null>;
   /** Refuses new work from now on (every later acquire rejects ERR_SESSION_STOPPED). */
   refuse(): void;
   /** Drains and closes what this store must close at shutdown; `caller` is not waited for. */

@@ -76,3 +76,34 @@ test('Redis store: requests queued on this node and on another behind a login th
     await Promise.all([here.stop(), elsewhere.stop()]);
   }
 });
+
+test('Redis store: a request of the session running on another node when it is regenerated ends in it: its state is saved under the new id, its process freed, its cookie the new one', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const options = (): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+  const here = new SessionEngine<Vars>(options());
+  const elsewhere = new SessionEngine<Vars>(options());
+  try {
+    const login = await here.acquire({ sessionId: undefined, ip: IP });
+    const oldId = login.sessionId;
+    const running = await elsewhere.acquire({ sessionId: oldId, ip: IP });
+    assert.notEqual(running.proc.processId, login.proc.processId, 'a second process of the session, on the other node');
+    const newId = await login.run(() => here.regenerate(oldId));
+    assert.ok(newId !== null);
+    // Released at once, before the other node may have heard of the rename: the release names the old id.
+    running.proc.vars.w = 7;
+    running.release();
+    login.release();
+    assert.ok(await eventually(async () => (await r.redis.zscore(`${r.prefix}idle`, newId)) !== null), 'the session goes idle: both its processes are free');
+    const fields = await r.redis.hgetall(`${r.prefix}s:${newId}`);
+    assert.deepEqual(Object.entries(fields).filter(([name]) => name.startsWith('b:')).map(([, token]) => token), ['0', '0']);
+    assert.ok(await eventually(() => running.sessionId === newId), 'the other node learns the new id (its response sends the new cookie)');
+    // Both processes free: two requests at once get both, one of them with the state the request left.
+    const [a, b] = await Promise.all([elsewhere.acquire({ sessionId: newId, ip: IP }), elsewhere.acquire({ sessionId: newId, ip: IP })]);
+    assert.deepEqual([a.proc.vars.w, b.proc.vars.w].sort(), [7, undefined].sort(), 'the write of the request that ran across the rename is kept');
+    a.release();
+    b.release();
+  } finally {
+    await Promise.all([here.stop(), elsewhere.stop()]);
+  }
+});

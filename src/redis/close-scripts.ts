@@ -167,18 +167,22 @@ return 1
 
 /**
  * regenerate: the session moves to a fresh id, context and all; the old id is dead at once for requests
- * that come with it, while those already waiting for the session move with it: its queue is renamed, and
- * P mv:<old> (kept longer than any node's waiter stays counted without trying again) lets them find
- * the new id. ARGV: P, old, new, movedTtlMs. Returns the live process ids (space-separated), or '' if the session is not open.
+ * that come with it. What is under way in the session goes on in it: the requests waiting for it (its
+ * queue is renamed) and the requests and tasks running in it other than the caller, on any node, whose
+ * releases may still name the old id. For them P mv:<old> names the new id, as long as the session's
+ * keys live (set only when there is such work, so a plain login leaves nothing behind).
+ * ARGV: P, old, new, movedTtlMs, callerPid ('' outside a request). Returns the live process ids
+ * (space-separated), or '' if the session is not open.
  */
 export const RENAME = `${PRELUDE}
 local old, new = ARGV[2], ARGV[3]
 local h, nh = skey(old), skey(new)
 if redis.call('HGET', h, 'st') ~= 'o' or redis.call('EXISTS', nh) == 1 then return '' end
 redis.call('RENAME', h, nh)
+local underWay = false
 if redis.call('EXISTS', P .. 'wq:' .. old) == 1 then
   redis.call('RENAME', P .. 'wq:' .. old, P .. 'wq:' .. new)
-  redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4])
+  underWay = true
 end
 for _, z in ipairs({'open', 'idle', 'lru'}) do
   local score = redis.call('ZSCORE', P .. z, old)
@@ -192,8 +196,10 @@ for _, p in ipairs(plist(nh)) do
     redis.call('SREM', P .. 'nb:' .. owner, old .. ' ' .. p)
     redis.call('SADD', P .. 'nb:' .. owner, new .. ' ' .. p)
   end
+  if p ~= ARGV[5] and (redis.call('HGET', nh, 'b:' .. p) or '0') ~= '0' then underWay = true end
 end
-redis.call('PUBLISH', P .. 'ev', 'n ' .. old)
+if underWay then redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4]) end
+redis.call('PUBLISH', P .. 'ev', 'n ' .. old .. ' ' .. new)
 return redis.call('HGET', nh, 'pl')
 `;
 

@@ -47,6 +47,16 @@ local function forget(id)
   if n > 0 then redis.call('DECRBY', P .. 'procs', n) end
   redis.call('HDEL', P .. 'pn', id)
 end
+-- The id of the session that had \`id\` before regenerate renamed it (maybe more than once), or nil.
+local function renamedTo(id)
+  local to = id
+  for _ = 1, 8 do
+    to = redis.call('GET', P .. 'mv:' .. to)
+    if not to then return nil end
+    if redis.call('EXISTS', skey(to)) == 1 then return to end
+  end
+  return nil
+end
 -- Step 1 of the close pipeline, cluster-wide: the id is dead from now on, its processes stop counting.
 local function claim(id, reason, node, now)
   local h = skey(id)

@@ -19,17 +19,10 @@ local h = skey(id)
 local wq = P .. 'wq:' .. id
 local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk')
 if f[1] ~= 'o' then
-  if ARGV[14] == '1' then
+  if ARGV[14] == '1' and not f[1] then
     -- Renamed, maybe more than once, while this request was counted among its waiters.
-    local to = id
-    for _ = 1, 8 do
-      to = redis.call('GET', P .. 'mv:' .. to)
-      if not to then break end
-      if redis.call('HGET', skey(to), 'st') == 'o' then
-        if redis.call('ZSCORE', P .. 'wq:' .. to, ARGV[11]) then return {'moved', to} end
-        break
-      end
-    end
+    local to = renamedTo(id)
+    if to and redis.call('HGET', skey(to), 'st') == 'o' and redis.call('ZSCORE', P .. 'wq:' .. to, ARGV[11]) then return {'moved', to} end
   end
   return {'unknown'}
 end
@@ -162,8 +155,16 @@ local node = ARGV[3]
 local function release(a)
   local id, pid, now, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
   local h = skey(id)
-  redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid)
   local f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
+  if not f[1] then
+    -- Regenerated (on another node, or before this node heard of it) while this ran: it is under the new id.
+    local to = renamedTo(id)
+    if to then
+      id, h = to, skey(to)
+      f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
+    end
+  end
+  redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid)
   local b, st = f[1], f[2]
   if not b then return 'gone' end
   if b ~= ARGV[a + 2] then return 'stale' end

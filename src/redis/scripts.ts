@@ -10,7 +10,8 @@
 //                   the request running in it, '0' when free), o:<pid> (node running it), d:<pid>
 //                   (serialized state), hk:<pid> (its hook has run)
 //   P wq:<id>       zset waiter -> Redis time of its last try (requests waiting for the session, any node)
-//   P mv:<old>      the new id of a session regenerated while requests waited for it (they follow it)
+//   P mv:<old>      the new id of a session regenerated while work was under way in it (waiting
+//                   requests follow it; releases of requests and tasks still naming the old id land)
 //   P open          zset id -> created             (the global cap counts it)
 //   P idle          zset id -> last activity end  (timeouts)
 //   P lru           zset id -> order of going idle (eviction: least recently active first; P lrun counts)
@@ -25,7 +26,7 @@
 //   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
 //   P opts          hash of options set at run time (JSON values)
 //   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
-//                   'n <id>' renamed (regenerate) · 'o <node> <name> <json>' option changed
+//                   'n <old> <new>' renamed (regenerate) · 'o <node> <name> <json>' option changed
 // Every write to a session refreshes its key's TTL (session timeout + grace), so a crashed cluster
 // leaves nothing behind.
 

@@ -126,10 +126,17 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#closer.waits.finishedElsewhere(rest);
       this.#known.delete(rest);
     } else if (kind === 'n') {
+      const [oldId = '', newId] = rest.split(' ');
       // The head of this node's waiters for the old id learns the new one now (its enter says 'moved').
-      this.#turns.wakeHead(rest);
-      if (this.#known.get(rest)?.id !== rest) return; // renamed here: the handle already moved
-      this.#known.delete(rest);
+      this.#turns.wakeHead(oldId);
+      const handle = this.#known.get(oldId);
+      if (handle?.id !== oldId) return; // renamed here: the handle already moved
+      this.#known.delete(oldId);
+      // Work of the session running here goes on under the new id (its release, a logout, its cookie).
+      if (newId !== undefined && handle.runs.size > 0 && !this.#known.has(newId)) {
+        handle.id = newId;
+        this.#known.set(newId, handle);
+      }
     } else if (kind === 'o') {
       const [node, name, ...json] = rest.split(' ');
       if (node !== this.#node.nodeId && name !== undefined) this.#applyRemote(name, json.join(' '));
@@ -154,12 +161,12 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     return this.#closer.closeSession(id, caller);
   }
 
-  async regenerate(id: string): Promise<string | null> {
+  async regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null> {
     const newId = newSessionId();
-    // P mv:<old> must outlive the waiters counted when the rename runs, on every node, whatever its
-    // own poll interval: a minute at least (the key exists only if requests were waiting).
-    const movedTtlMs = Math.max(MOVED_TTL_FLOOR_MS, waiterStaleMs(this.#settings));
-    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId, movedTtlMs) as string);
+    // P mv:<old> must outlive the waiters counted when the rename runs (on every node, whatever its own
+    // poll interval) and the work running in the session: as long as its keys, a minute at least.
+    const movedTtlMs = Math.max(MOVED_TTL_FLOOR_MS, waiterStaleMs(this.#settings), keyTtlMs(this.#ctx, this.#settings));
+    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId, movedTtlMs, caller?.processId ?? '') as string);
     if (pids === '') return null;
     const handle = this.#known.get(id);
     if (handle !== undefined) {
