@@ -169,8 +169,8 @@ return 1
  * regenerate: the session moves to a fresh id, context and all; the old id is dead at once for requests
  * that come with it. What is under way in the session goes on in it: the requests waiting for it (its
  * queue is renamed) and the requests and tasks running in it other than the caller, on any node, whose
- * releases may still name the old id. For them P mv:<old> names the new id, as long as the session's
- * keys live (set only when there is such work, so a plain login leaves nothing behind).
+ * releases may still name the old id. For them P mv:<old> names the new id, for a key lifetime after
+ * the rename (set only when there is such work, so a plain login leaves nothing behind).
  * ARGV: P, old, new, movedTtlMs, callerPid ('' outside a request). Returns the live process ids
  * (space-separated), or '' if the session is not open.
  */
@@ -199,7 +199,9 @@ for _, p in ipairs(plist(nh)) do
   if p ~= ARGV[5] and (redis.call('HGET', nh, 'b:' .. p) or '0') ~= '0' then underWay = true end
 end
 if underWay then redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4]) end
-redis.call('PUBLISH', P .. 'ev', 'n ' .. old .. ' ' .. new)
+redis.call('PUBLISH', P .. 'ev', 'N ' .. old .. ' ' .. new)
+-- For nodes of an earlier version, which know only this one.
+redis.call('PUBLISH', P .. 'ev', 'n ' .. old)
 return redis.call('HGET', nh, 'pl')
 `;
 

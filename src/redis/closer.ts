@@ -89,7 +89,12 @@ export class RedisCloser<Vars extends SessionVars> {
       if (wasOpen) handle!.state = 'open';
       throw unavailable(error, id);
     }
-    if (outcome === 'unknown') return false;
+    if (outcome === 'unknown') {
+      if (wasOpen && handle!.state === 'closing') handle!.state = 'open';
+      // Regenerated meanwhile (this node heard of it during the claim): the session goes on under its new id.
+      if (handle !== undefined && handle.id !== id) return this.closeSession(handle.id, caller);
+      return false;
+    }
     if (outcome === 'ok') {
       ctx.counters.closed.closed++;
       void this.start(id, 'closed', insider);

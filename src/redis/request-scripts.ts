@@ -208,6 +208,11 @@ return out
 export const SPAWN = `${PRELUDE}
 local id, node = ARGV[2], ARGV[3]
 local h = skey(id)
+if redis.call('EXISTS', h) == 0 then
+  -- Regenerated before this node heard of it: the task joins the session under its new id.
+  local to = renamedTo(id)
+  if to then id, h = to, skey(to) end
+end
 if redis.call('HGET', h, 'st') ~= 'o' then return {'closed'} end
 if tonumber(redis.call('GET', P .. 'procs') or '0') >= tonumber(ARGV[4]) then return {'plimit'} end
 local pid = ARGV[6]

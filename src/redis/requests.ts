@@ -7,6 +7,7 @@ import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
 import { keyTtlMs, SessionHandle, text, unavailable, waiterStaleMs, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import type { ProcessSaves } from './processes.js';
+import type { RecentRenames } from './renames.js';
 import { restoreProcess } from './state.js';
 import type { TurnQueues, Waiter } from './turns.js';
 
@@ -17,6 +18,8 @@ export interface RequestPathDeps<Vars extends SessionVars> {
   readonly node: NodeServices<Vars>;
   /** Sessions this node has served, by id (the store drops them when a close is announced). */
   readonly known: Map<string, SessionHandle<Vars>>;
+  /** Sessions regenerated lately: a reply naming an old id is about the session under its new one. */
+  readonly renames: RecentRenames;
   readonly turns: TurnQueues;
   readonly processes: ProcessSaves<Vars>;
   readonly closer: RedisCloser<Vars>;
@@ -215,7 +218,9 @@ export class RedisRequestPath<Vars extends SessionVars> {
     return lease;
   }
 
-  #handle(id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number): SessionHandle<Vars> {
+  #handle(enteredId: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number): SessionHandle<Vars> {
+    // The enter may have run just before a rename this node has heard of since.
+    const id = this.#deps.renames.current(enteredId);
     let handle = this.#known.get(id);
     // A handle marked closing that still runs work stays: the enter proves the session was open when it
     // landed, so the mark is a close of this node about to be claimed, and it covers this request too.

@@ -26,7 +26,7 @@
 //   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
 //   P opts          hash of options set at run time (JSON values)
 //   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
-//                   'n <old> <new>' renamed (regenerate) · 'o <node> <name> <json>' option changed
+//                   'N <old> <new>' renamed (regenerate; and 'n <old>' for earlier versions) · 'o <node> <name> <json>' option changed
 // Every write to a session refreshes its key's TTL (session timeout + grace), so a crashed cluster
 // leaves nothing behind.
 

@@ -13,6 +13,7 @@ import { RedisLockManager } from './locks.js';
 import { keyTtlMs, Retries, text, unavailable, waiterStaleMs, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
+import { RecentRenames } from './renames.js';
 import { TurnQueues } from './turns.js';
 
 /** The least a regenerated session's forwarding record (P mv:<old>) lives, in ms. */
@@ -47,6 +48,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #closer: RedisCloser<Vars>;
   /** Sessions this node has served, by id (dropped when a close is announced). */
   readonly #known = new Map<string, SessionHandle<Vars>>();
+  readonly #renames = new RecentRenames();
   readonly #turns: TurnQueues;
   /** Options set here since construction: the store's start must not apply older stored values over them. */
   readonly #localOptions = new Set<string>();
@@ -78,7 +80,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#turns.wakeHead(handle.id);
     }, () => this.#checkIdle());
     this.#requests = new RedisRequestPath<Vars>({
-      node: this.#node, known: this.#known, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
+      node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
       refusing: () => this.#refusing, started: () => this.#started(), checkIdle: () => this.#checkIdle(),
     });
     this.#subscriber.on('message', (_channel: string, message: string) => this.#onMessage(message));
@@ -125,22 +127,33 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     } else if (kind === 'x') {
       this.#closer.waits.finishedElsewhere(rest);
       this.#known.delete(rest);
+    } else if (kind === 'N') {
+      const [oldId = '', newId = ''] = rest.split(' ');
+      this.#renamed(oldId, newId);
     } else if (kind === 'n') {
-      const [oldId = '', newId] = rest.split(' ');
-      // The head of this node's waiters for the old id learns the new one now (its enter says 'moved').
-      this.#turns.wakeHead(oldId);
-      const handle = this.#known.get(oldId);
-      if (handle?.id !== oldId) return; // renamed here: the handle already moved
-      this.#known.delete(oldId);
-      // Work of the session running here goes on under the new id (its release, a logout, its cookie).
-      if (newId !== undefined && handle.runs.size > 0 && !this.#known.has(newId)) {
-        handle.id = newId;
-        this.#known.set(newId, handle);
-      }
+      // What a node of an earlier version announces (it sends no 'N'); after an 'N' this finds nothing.
+      this.#turns.wakeHead(rest);
+      if (this.#known.get(rest)?.id !== rest) return; // renamed here: the handle already moved
+      this.#known.delete(rest);
     } else if (kind === 'o') {
       const [node, name, ...json] = rest.split(' ');
       if (node !== this.#node.nodeId && name !== undefined) this.#applyRemote(name, json.join(' '));
     }
+  }
+
+  /**
+   * A session was regenerated (here or on another node): what this node runs in it (requests, tasks,
+   * whatever their state) goes on under the new id (its release, a logout, its cookie), and the first
+   * of its waiters here learns the new id now (its enter says 'moved').
+   */
+  #renamed(oldId: string, newId: string): void {
+    this.#renames.add(oldId, newId);
+    this.#turns.wakeHead(oldId);
+    const handle = this.#known.get(oldId);
+    if (handle === undefined || handle.id !== oldId) return;
+    this.#known.delete(oldId);
+    handle.id = newId;
+    if (!this.#known.has(newId)) this.#known.set(newId, handle);
   }
 
   #applyRemote(name: string, json: string): void {
@@ -166,14 +179,12 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     // P mv:<old> must outlive the waiters counted when the rename runs (on every node, whatever its own
     // poll interval) and the work running in the session: as long as its keys, a minute at least.
     const movedTtlMs = Math.max(MOVED_TTL_FLOOR_MS, waiterStaleMs(this.#settings), keyTtlMs(this.#ctx, this.#settings));
-    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId, movedTtlMs, caller?.processId ?? '') as string);
+    // The caller's own release follows the new id only if it runs here now (a continuation of an
+    // earlier request's init or task may call this while that process serves a request elsewhere).
+    const callerRunsHere = caller !== undefined && this.#known.get(id)?.runs.has(caller) === true;
+    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '') as string);
     if (pids === '') return null;
-    const handle = this.#known.get(id);
-    if (handle !== undefined) {
-      this.#known.delete(id);
-      handle.id = newId;
-      this.#known.set(newId, handle);
-    }
+    this.#renamed(id, newId);
     await this.lockManager.renameSession(pids.split(' '), newId);
     return newId;
   }
