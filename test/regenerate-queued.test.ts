@@ -4,9 +4,10 @@
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { ManualClock, SessionEngine, type SessionEngineOptions } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
-import { eventually } from './helpers.js';
+import { deferred, eventually } from './helpers.js';
 import type { Vars } from './model.js';
 import { redisForTest } from './redis-support.js';
 
@@ -105,5 +106,43 @@ test('Redis store: a request of the session running on another node when it is r
     b.release();
   } finally {
     await Promise.all([here.stop(), elsewhere.stop()]);
+  }
+});
+
+test('Redis store: an enter that ran just before the rename, its reply read after this node heard of it, runs in the session under the new id (cookie and all)', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  // The other node's client is ours, so its enter's reply can be held back until the rename is announced.
+  const client = new Redis(r.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 }) as Redis & { lwsEnterBuffer: (...args: unknown[]) => Promise<unknown> };
+  client.on('error', () => {});
+  const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store });
+  const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
+  const elsewhere = new SessionEngine<Vars>(options(createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 20 })));
+  try {
+    const login = await here.acquire({ sessionId: undefined, ip: IP });
+    const oldId = login.sessionId;
+    await elsewhere.acquire({ sessionId: undefined, ip: IP }).then((lease) => lease.release()); // connected, scripts defined
+    const replyRead = deferred();
+    let entered = false;
+    const enter = client.lwsEnterBuffer.bind(client);
+    client.lwsEnterBuffer = (...args: unknown[]) => enter(...args).then(async (reply) => { entered = true; await replyRead.promise; return reply; });
+    const pending = elsewhere.acquire({ sessionId: oldId, ip: IP });
+    assert.ok(await eventually(() => entered), 'the enter ran (a second process of the session)');
+    const newId = await login.run(() => here.regenerate(oldId));
+    assert.ok(newId !== null);
+    login.release();
+    // The other node hears of the rename (it wakes its waiters, re-keys its sessions) before the reply.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    replyRead.resolve();
+    const running = await pending;
+    const cookie = running.cookie();
+    running.release();
+    assert.equal(running.sessionId, newId, 'the request runs in the session under its new id');
+    assert.ok(cookie.action === 'set' && cookie.sessionId === newId, 'its response sends the new cookie, not the dead one');
+    assert.ok(await eventually(async () => (await r.redis.zscore(`${r.prefix}idle`, newId)) !== null), 'and its release frees its process');
+    assert.ok(!elsewhere.sessions().some((info) => info.id === oldId), 'the other node lists no session under the dead id');
+  } finally {
+    await Promise.all([here.stop(), elsewhere.stop()]);
+    client.disconnect();
   }
 });
