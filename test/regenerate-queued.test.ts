@@ -146,3 +146,50 @@ test('Redis store: an enter that ran just before the rename, its reply read afte
     client.disconnect();
   }
 });
+
+test('Redis store: a logout on another node, in the moment before that node hears of the rename, closes the renamed session', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  // The other node's client is ours: its subscriber holds the channel's messages back while asked to.
+  const client = new Redis(r.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  client.on('error', () => {});
+  let holding = false;
+  const held: unknown[][] = [];
+  let deliver: ((...args: unknown[]) => boolean) | undefined;
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+    const subscriber = duplicate(...args);
+    const emit = subscriber.emit.bind(subscriber);
+    deliver = (...message: unknown[]) => emit('message', ...message);
+    subscriber.emit = (event: string | symbol, ...rest: unknown[]) => {
+      if (event === 'message' && holding) return held.push(rest) > 0;
+      return emit(event, ...rest);
+    };
+    return subscriber;
+  };
+  const closes: string[] = [];
+  const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store, onClose: (proc) => { closes.push(proc.sessionId); } });
+  const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
+  const elsewhere = new SessionEngine<Vars>(options(createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 20 })));
+  try {
+    const login = await here.acquire({ sessionId: undefined, ip: IP });
+    const oldId = login.sessionId;
+    const running = await elsewhere.acquire({ sessionId: oldId, ip: IP });
+    holding = true;
+    const newId = await login.run(() => here.regenerate(oldId));
+    assert.ok(newId !== null);
+    login.release();
+    // Nothing of the channel reaches that node until the logout has returned.
+    const closed = await running.run(() => elsewhere.closeSession(elsewhere.currentSessionId()));
+    holding = false;
+    for (const message of held.splice(0)) deliver?.(...message);
+    assert.equal(closed, true, 'the logout closed the session');
+    assert.equal(running.sessionId, newId);
+    running.release();
+    assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${newId}`)) === 0), 'the renamed session is gone');
+    assert.deepEqual(closes.sort(), [newId, newId], 'each of its two processes hooked once, under the new id');
+  } finally {
+    await Promise.all([here.stop(), elsewhere.stop()]);
+    client.disconnect();
+  }
+});

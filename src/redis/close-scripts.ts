@@ -6,9 +6,18 @@ import { PRELUDE } from './lua-prelude.js';
 /** Open ids the sweep checks per run for a key that expired while its session ran. */
 export const OPEN_SCAN_BATCH = 64;
 
-/** closeSession from any node. ARGV: P, id, reason, node, now. Returns 'ok' | 'closing' | 'unknown'. */
+/**
+ * closeSession from any node. ARGV: P, id, reason, node, now, insiderPid (the caller's process when it
+ * runs in the session, else ''). Returns 'ok' | 'closing' | 'unknown' | 'moved <newId>' (a logout from a
+ * request of the session, which was regenerated before its node heard of it: the close goes on under
+ * the new id; from outside, an old id names nothing).
+ */
 export const CLAIM = `${PRELUDE}
 local st = redis.call('HGET', skey(ARGV[2]), 'st')
+if not st and ARGV[6] and ARGV[6] ~= '' then
+  local to = renamedTo(ARGV[2])
+  if to and redis.call('HEXISTS', skey(to), 'b:' .. ARGV[6]) == 1 then return 'moved ' .. to end
+end
 if st == 'c' then return 'closing' end
 if st ~= 'o' then return 'unknown' end
 claim(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))

@@ -35,10 +35,13 @@ export class RedisCloser<Vars extends SessionVars> {
   /** Waits on other nodes: releases (pub/sub 'r') and closes they finish ('x'). */
   readonly waits: ClusterWaits<Vars>;
   readonly #localRun: (id: string) => SessionHandle<Vars> | undefined;
+  /** This node learns that a session was regenerated (its work there moves to the new id). */
+  readonly #renamed: (oldId: string, newId: string) => void;
   readonly #sweep: RedisSweep<Vars>;
 
-  constructor(node: NodeServices<Vars>, localHandle: (id: string) => SessionHandle<Vars> | undefined) {
+  constructor(node: NodeServices<Vars>, localHandle: (id: string) => SessionHandle<Vars> | undefined, renamed: (oldId: string, newId: string) => void) {
     this.#node = node;
+    this.#renamed = renamed;
     this.waits = new ClusterWaits(node);
     this.#localRun = localHandle;
     this.#sweep = new RedisSweep(node, (id, reason) => void this.start(id, reason));
@@ -84,14 +87,16 @@ export class RedisCloser<Vars extends SessionVars> {
     if (wasOpen) handle!.state = 'closing';
     let outcome: string;
     try {
-      outcome = text(await redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now()) as string);
+      outcome = text(await redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '') as string);
     } catch (error) {
       if (wasOpen) handle!.state = 'open';
       throw unavailable(error, id);
     }
-    if (outcome === 'unknown') {
+    if (outcome === 'unknown' || outcome.startsWith('moved ')) {
       if (wasOpen && handle!.state === 'closing') handle!.state = 'open';
-      // Regenerated meanwhile (this node heard of it during the claim): the session goes on under its new id.
+      // Regenerated before this node heard of it (Redis says so to a logout), or while the claim was
+      // on its way: the session goes on under its new id.
+      if (outcome.startsWith('moved ')) this.#renamed(id, outcome.slice('moved '.length));
       if (handle !== undefined && handle.id !== id) return this.closeSession(handle.id, caller);
       return false;
     }

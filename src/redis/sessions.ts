@@ -74,7 +74,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
     this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new WeakSet(), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task) };
-    this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id));
+    this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renamed(oldId, newId));
     this.#processes = new ProcessSaves(this.#node, (handle) => {
       if (handle.runs.size === 0 && handle.state !== 'open') this.#known.delete(handle.id);
       this.#turns.wakeHead(handle.id);
