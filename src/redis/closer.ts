@@ -93,12 +93,14 @@ export class RedisCloser<Vars extends SessionVars> {
       throw unavailable(error, id);
     }
     if (outcome === 'unknown' || outcome.startsWith('moved ')) {
-      if (wasOpen && handle!.state === 'closing') handle!.state = 'open';
       // Regenerated before this node heard of it (Redis says so to a logout), or while the claim was
-      // on its way: the session goes on under its new id.
+      // on its way: the session lives on under its new id, and the close goes on there.
       if (outcome.startsWith('moved ')) this.#renamed(id, outcome.slice('moved '.length));
-      if (handle !== undefined && handle.id !== id) return this.closeSession(handle.id, caller);
-      return false;
+      if (handle !== undefined && handle.id !== id) {
+        if (wasOpen && handle.state === 'closing') handle.state = 'open';
+        return this.closeSession(handle.id, caller);
+      }
+      return false; // gone for good: the handle stays closing (its responses clear the cookie)
     }
     if (outcome === 'ok') {
       ctx.counters.closed.closed++;
