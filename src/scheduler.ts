@@ -97,6 +97,8 @@ export class Scheduler<Vars extends SessionVars> {
     session.lastRequestAtMs = this.#ctx.clock.now();
     if (free !== undefined) return this.#start(session, free);
     if (canAddProcess) return this.#processes.startRequestProcess(session, false);
+    // Waits; if only maxConcurrentProcesses stands in the way, the next free place is its.
+    if (session.requestProcessCount < options.processesPerSession && !this.#processes.hasRoom) this.#processes.waitForRoom(session);
     return new Promise<WebProcess<Vars>>((resolve, reject) => (session.queue ??= []).push({ resolve, reject })).then((proc) => {
       if (session.state === 'open') return new RequestLease(this.#leaseHost, session, proc, false);
       // Closed between the hand-over and this continuation: this request must not run in the old context.

@@ -25,6 +25,9 @@ export class SessionProcesses<Vars extends SessionVars> {
   readonly #ctx: SchedulerContext<Vars>;
   readonly #host: ProcessesHost<Vars>;
   #live = 0;
+  /** Sessions with requests waiting that could each have a process of their own but for maxConcurrentProcesses. */
+  readonly #waitingForRoom = new Set<Session<Vars>>();
+  #admitScheduled = false;
 
   constructor(ctx: SchedulerContext<Vars>, host: ProcessesHost<Vars>) {
     this.#ctx = ctx;
@@ -44,11 +47,34 @@ export class SessionProcesses<Vars extends SessionVars> {
   /** A 'none'-mode request's process starts (+1) or ends (-1). */
   countTransient(delta: 1 | -1): void {
     this.#live += delta;
+    if (delta < 0) this.#placesFreed();
   }
 
   /** The session leaves the open sessions (closing, or discarded): its processes stop counting. */
   uncount(session: Session<Vars>): void {
     this.#live -= session.processes.length;
+    this.#waitingForRoom.delete(session);
+    if (session.processes.length > 0) this.#placesFreed();
+  }
+
+  /** A request of the session queued only because maxConcurrentProcesses is reached: it gets a place once one is free. */
+  waitForRoom(session: Session<Vars>): void {
+    this.#waitingForRoom.add(session);
+  }
+
+  /**
+   * Places were given back: the sessions waiting for room get them, on a microtask (not inside the
+   * close step or task end that freed them). Nothing to do, and no cost, when none waits.
+   */
+  #placesFreed(): void {
+    if (this.#waitingForRoom.size === 0 || this.#admitScheduled) return;
+    this.#admitScheduled = true;
+    queueMicrotask(() => {
+      this.#admitScheduled = false;
+      const waiting = [...this.#waitingForRoom];
+      this.#waitingForRoom.clear();
+      this.admitWaiters(waiting);
+    });
   }
 
   /** A new request process for the session, its vars from `init`: the lease at once when init is synchronous. */
@@ -89,6 +115,7 @@ export class SessionProcesses<Vars extends SessionVars> {
         // The waiter makes its own lease for the process (its continuation checks the session is open).
         void whenReady(started, (lease) => next.resolve(lease.proc), failed);
       }
+      if (session.state === 'open' && session.queuedCount > 0 && session.requestProcessCount < options.processesPerSession) this.#waitingForRoom.add(session);
     }
   }
 
@@ -149,5 +176,6 @@ export class SessionProcesses<Vars extends SessionVars> {
     if (session.state !== 'open') return; // a closing session's processes are the pipeline's
     session.processes = withoutItem(session.processes, proc);
     this.#live--;
+    this.#placesFreed();
   }
 }

@@ -505,7 +505,7 @@ describe('requests of one process never overlap (invariant 7)', () => {
     }
   });
 
-  test('first come, first served: a process place freed elsewhere does not let a newcomer overtake the requests waiting in a session', GUARD, async () => {
+  test('a process place freed elsewhere goes to the request waiting for one, not to a newcomer', GUARD, async () => {
     const { engine } = engineWithErrors<Vars>({ processesPerSession: 2, maxConcurrentProcesses: 2, maxSessions: 2 });
     try {
       const mine = await open(engine);
@@ -515,16 +515,39 @@ describe('requests of one process never overlap (invariant 7)', () => {
       assert.equal(waiting.settled, false);
       other.release();
       assert.equal(await engine.closeSession(other.sessionId), true); // a place is free now
+      await settle();
+      assert.ok(waiting.value !== undefined && waiting.value.proc !== mine.proc, 'the waiting request runs in a second process as soon as the place is free');
       const newcomer = track(open(engine, mine.sessionId));
       await settle();
-      assert.equal(newcomer.settled, false, 'the newcomer does not take the freed place ahead of the request that waited');
+      assert.equal(newcomer.settled, false, 'two processes, both busy: the newcomer waits');
       mine.release();
       await settle();
-      assert.equal(waiting.value?.proc, mine.proc, 'the one that waited gets the released process');
-      waiting.value!.release();
-      await settle();
-      assert.ok(newcomer.value !== undefined);
+      assert.equal(newcomer.value?.proc, mine.proc);
       newcomer.value.release();
+      waiting.value.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test('first come, first served: with a request waiting for room, a newcomer of the same session queues behind it', GUARD, async () => {
+    const { engine } = engineWithErrors<Vars>({ processesPerSession: 3, maxConcurrentProcesses: 2, maxSessions: 2 });
+    try {
+      const mine = await open(engine);
+      const other = await open(engine);
+      const first = track(open(engine, mine.sessionId));
+      const second = track(open(engine, mine.sessionId));
+      await settle();
+      assert.equal(first.settled || second.settled, false, 'no room: both wait');
+      other.release();
+      assert.equal(await engine.closeSession(other.sessionId), true); // one place
+      await settle();
+      assert.ok(first.value !== undefined, 'the first to wait takes the one free place');
+      assert.equal(second.settled, false, 'the second waits on');
+      mine.release();
+      await settle();
+      assert.equal(second.value?.proc, mine.proc);
+      for (const lease of [first.value, second.value!]) lease.release();
     } finally {
       await shutdown(engine);
     }
