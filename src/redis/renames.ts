@@ -1,20 +1,34 @@
+import type { WebProcess, SessionVars } from '../process.js';
+import { newSessionId } from '../session-id.js';
+import type { RedisLockManager } from './locks.js';
+import { keyTtlMs, text, waiterStaleMs, type NodeServices, type SessionHandle } from './node.js';
+import type { TurnQueues } from './turns.js';
+
+/** The least a regenerated session's forwarding record (P mv:<old>) lives, in ms. */
+const MOVED_TTL_FLOOR_MS = 60_000;
+/** Renames remembered: a reply to a script that ran just before a rename lands within a round trip of it. */
+const RENAMES_KEPT = 1_024;
+
 /**
- * The sessions regenerated lately (on any node), old id → new id. A reply to a script that ran just
- * before a rename names the old id, and may be read after this node heard of the rename: the work it
- * starts must go on under the new id. Only the latest few are kept: such a reply lands within a round
- * trip of the rename.
+ * regenerate on the Redis store, on this node: the rename itself, and what this node runs in a renamed
+ * session (here or on another node) going on under the new id: its handle re-keyed, its first waiter
+ * woken, and a reply to a script that ran just before the rename (read after this node heard of it)
+ * taken as about the new id.
  */
-export class RecentRenames {
-  static readonly KEPT = 1_024;
+export class SessionRenames<Vars extends SessionVars> {
+  readonly #node: NodeServices<Vars>;
+  /** Sessions this node has served, by id (shared with the store). */
+  readonly #known: Map<string, SessionHandle<Vars>>;
+  readonly #turns: TurnQueues;
+  readonly #lockManager: RedisLockManager;
+  /** The latest renames this node heard of, old id → new id, oldest first. */
   readonly #newIdByOld = new Map<string, string>();
 
-  add(oldId: string, newId: string): void {
-    this.#newIdByOld.delete(oldId);
-    this.#newIdByOld.set(oldId, newId);
-    if (this.#newIdByOld.size > RecentRenames.KEPT) {
-      const oldest = this.#newIdByOld.keys().next();
-      if (oldest.done !== true) this.#newIdByOld.delete(oldest.value);
-    }
+  constructor(node: NodeServices<Vars>, known: Map<string, SessionHandle<Vars>>, turns: TurnQueues, lockManager: RedisLockManager) {
+    this.#node = node;
+    this.#known = known;
+    this.#turns = turns;
+    this.#lockManager = lockManager;
   }
 
   /** The id the session known as `id` has now (after any renames this node heard of). */
@@ -26,5 +40,42 @@ export class RecentRenames {
       current = next;
     }
     return current;
+  }
+
+  /** `engine.regenerate(id)` from this node; `caller` is the process running the call, if any. */
+  async regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null> {
+    const { ctx, settings, redis } = this.#node;
+    const newId = newSessionId();
+    // P mv:<old> must outlive the waiters counted when the rename runs (on every node, whatever its own
+    // poll interval) and the work running in the session: as long as its keys, a minute at least.
+    const movedTtlMs = Math.max(MOVED_TTL_FLOOR_MS, waiterStaleMs(settings), keyTtlMs(ctx, settings));
+    // The caller's own release follows the new id only if it runs here now (a continuation of an
+    // earlier request's init or task may call this while that process serves a request elsewhere).
+    const callerRunsHere = caller !== undefined && this.#known.get(id)?.runs.has(caller) === true;
+    const pids = text(await redis.lwsRename(settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '') as string);
+    if (pids === '') return null;
+    this.renamed(id, newId);
+    await this.#lockManager.renameSession(pids.split(' '), newId);
+    return newId;
+  }
+
+  /**
+   * A session was regenerated (here or on another node): what this node runs in it (requests, tasks,
+   * whatever their state) goes on under the new id (its release, a logout, its cookie), and the first
+   * of its waiters here learns the new id now (its enter says 'moved').
+   */
+  renamed(oldId: string, newId: string): void {
+    this.#newIdByOld.delete(oldId);
+    this.#newIdByOld.set(oldId, newId);
+    if (this.#newIdByOld.size > RENAMES_KEPT) {
+      const oldest = this.#newIdByOld.keys().next();
+      if (oldest.done !== true) this.#newIdByOld.delete(oldest.value);
+    }
+    this.#turns.wakeHead(oldId);
+    const handle = this.#known.get(oldId);
+    if (handle === undefined || handle.id !== oldId) return;
+    this.#known.delete(oldId);
+    handle.id = newId;
+    if (!this.#known.has(newId)) this.#known.set(newId, handle);
   }
 }

@@ -7,7 +7,7 @@ import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
 import { keyTtlMs, SessionHandle, text, unavailable, waiterStaleMs, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import type { ProcessSaves } from './processes.js';
-import type { RecentRenames } from './renames.js';
+import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
 import type { TurnQueues, Waiter } from './turns.js';
 
@@ -19,7 +19,7 @@ export interface RequestPathDeps<Vars extends SessionVars> {
   /** Sessions this node has served, by id (the store drops them when a close is announced). */
   readonly known: Map<string, SessionHandle<Vars>>;
   /** Sessions regenerated lately: a reply naming an old id is about the session under its new one. */
-  readonly renames: RecentRenames;
+  readonly renames: Pick<SessionRenames<Vars>, 'current'>;
   readonly turns: TurnQueues;
   readonly processes: ProcessSaves<Vars>;
   readonly closer: RedisCloser<Vars>;

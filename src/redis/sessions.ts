@@ -6,18 +6,14 @@ import type { RequestLease } from '../lease.js';
 import type { OptionName } from '../options.js';
 import type { SessionVars, WebProcess } from '../process.js';
 import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '../store.js';
-import { newSessionId } from '../session-id.js';
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
-import { keyTtlMs, Retries, text, unavailable, waiterStaleMs, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import { keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
-import { RecentRenames } from './renames.js';
+import { SessionRenames } from './renames.js';
 import { TurnQueues } from './turns.js';
-
-/** The least a regenerated session's forwarding record (P mv:<old>) lives, in ms. */
-const MOVED_TTL_FLOOR_MS = 60_000;
 
 /** Resolves when the client is connected, rejects after `withinMs`. */
 function connected(redis: Redis, withinMs: number): Promise<void> {
@@ -48,7 +44,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #closer: RedisCloser<Vars>;
   /** Sessions this node has served, by id (dropped when a close is announced). */
   readonly #known = new Map<string, SessionHandle<Vars>>();
-  readonly #renames = new RecentRenames();
+  readonly #renames: SessionRenames<Vars>;
   readonly #turns: TurnQueues;
   /** Options set here since construction: the store's start must not apply older stored values over them. */
   readonly #localOptions = new Set<string>();
@@ -74,7 +70,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
     this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new WeakSet(), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task) };
-    this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renamed(oldId, newId));
+    this.#renames = new SessionRenames(this.#node, this.#known, this.#turns, this.lockManager);
+    this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renames.renamed(oldId, newId));
     this.#processes = new ProcessSaves(this.#node, (handle) => {
       if (handle.runs.size === 0 && handle.state !== 'open') this.#known.delete(handle.id);
       this.#turns.wakeHead(handle.id);
@@ -129,7 +126,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#known.delete(rest);
     } else if (kind === 'N') {
       const [oldId = '', newId = ''] = rest.split(' ');
-      this.#renamed(oldId, newId);
+      this.#renames.renamed(oldId, newId);
     } else if (kind === 'n') {
       // What a node of an earlier version announces (it sends no 'N'); after an 'N' this finds nothing.
       this.#turns.wakeHead(rest);
@@ -139,21 +136,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       const [node, name, ...json] = rest.split(' ');
       if (node !== this.#node.nodeId && name !== undefined) this.#applyRemote(name, json.join(' '));
     }
-  }
-
-  /**
-   * A session was regenerated (here or on another node): what this node runs in it (requests, tasks,
-   * whatever their state) goes on under the new id (its release, a logout, its cookie), and the first
-   * of its waiters here learns the new id now (its enter says 'moved').
-   */
-  #renamed(oldId: string, newId: string): void {
-    this.#renames.add(oldId, newId);
-    this.#turns.wakeHead(oldId);
-    const handle = this.#known.get(oldId);
-    if (handle === undefined || handle.id !== oldId) return;
-    this.#known.delete(oldId);
-    handle.id = newId;
-    if (!this.#known.has(newId)) this.#known.set(newId, handle);
   }
 
   #applyRemote(name: string, json: string): void {
@@ -174,19 +156,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     return this.#closer.closeSession(id, caller);
   }
 
-  async regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null> {
-    const newId = newSessionId();
-    // P mv:<old> must outlive the waiters counted when the rename runs (on every node, whatever its own
-    // poll interval) and the work running in the session: as long as its keys, a minute at least.
-    const movedTtlMs = Math.max(MOVED_TTL_FLOOR_MS, waiterStaleMs(this.#settings), keyTtlMs(this.#ctx, this.#settings));
-    // The caller's own release follows the new id only if it runs here now (a continuation of an
-    // earlier request's init or task may call this while that process serves a request elsewhere).
-    const callerRunsHere = caller !== undefined && this.#known.get(id)?.runs.has(caller) === true;
-    const pids = text(await this.#redis.lwsRename(this.#settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '') as string);
-    if (pids === '') return null;
-    this.#renamed(id, newId);
-    await this.lockManager.renameSession(pids.split(' '), newId);
-    return newId;
+  regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null> {
+    return this.#renames.regenerate(id, caller);
   }
 
   refuse(): void {
