@@ -45,7 +45,16 @@ interface FrameworkResult {
   readonly checks: readonly Check[];
   readonly met: boolean;
   /** 'redis' only: Redis round trips and commands (scripts' inner calls included) per request over the measured rounds. */
-  readonly redis?: { readonly roundTripsPerRequest: number; readonly commandsPerRequest: number };
+  readonly redis?: {
+    readonly roundTripsPerRequest: number;
+    readonly commandsPerRequest: number;
+    /** Redis's own CPU (user + system) per request, µs, and the part of it spent inside scripts. */
+    readonly redisCpuMicrosPerRequest: number;
+    readonly scriptMicrosPerRequest: number;
+    /** The server's CPU per request, µs: with its sessions in Redis, and bare. */
+    readonly serverCpuMicrosPerRequest: number;
+    readonly bareCpuMicrosPerRequest: number;
+  };
 }
 
 function readSettings(): Settings {
@@ -114,8 +123,15 @@ async function runFramework(name: FrameworkName, settings: Settings, core: numbe
     if (redisBefore !== undefined) {
       const after = await redisCommandStats();
       const requests = finalSnapshot.handled - redisBefore.handled;
-      redis = { roundTripsPerRequest: (after.roundTrips - redisBefore.stats.roundTrips) / requests, commandsPerRequest: (after.commands - redisBefore.stats.commands) / requests };
+      const per = (field: keyof RedisCounters): number => (after[field] - redisBefore.stats[field]) / requests;
+      redis = {
+        roundTripsPerRequest: per('roundTrips'), commandsPerRequest: per('commands'),
+        redisCpuMicrosPerRequest: per('cpuMicros'), scriptMicrosPerRequest: per('scriptMicros'),
+        serverCpuMicrosPerRequest: serverMicrosPerRequest(rounds.map((p) => p.ours)), bareCpuMicrosPerRequest: serverMicrosPerRequest(rounds.map((p) => p.bare)),
+      };
       console.log(`redis: ${redis.roundTripsPerRequest.toFixed(2)} round trips and ${redis.commandsPerRequest.toFixed(1)} commands (inside scripts included) per request`);
+      // Redis shares the machine: what it spends per request bounds the rate whatever the node does.
+      console.log(`cpu per request: bare server ${redis.bareCpuMicrosPerRequest.toFixed(1)} µs; with Redis: server ${redis.serverCpuMicrosPerRequest.toFixed(1)} µs + Redis ${redis.redisCpuMicrosPerRequest.toFixed(1)} µs (${redis.scriptMicrosPerRequest.toFixed(1)} µs inside scripts)`);
     }
     const checks = returningChecks(finalSnapshot);
     for (const check of checks) console.log(`check: ${check.name}: ${check.ok ? 'ok' : 'FAILED'} (${check.detail})`);
@@ -137,22 +153,44 @@ async function runFramework(name: FrameworkName, settings: Settings, core: numbe
   }
 }
 
-/** Redis-wide counters from INFO commandstats: script calls (one round trip each) and every command run. */
-async function redisCommandStats(): Promise<{ roundTrips: number; commands: number }> {
+/**
+ * Redis-wide counters: script calls (one round trip each) and every command run, from INFO commandstats;
+ * the time spent inside scripts (their inner commands included) and Redis's own CPU time (user + system,
+ * INFO cpu), microseconds.
+ */
+async function redisCommandStats(): Promise<RedisCounters> {
   const client = new Redis(BENCH_REDIS_URL);
   try {
-    const info = await client.info('commandstats');
+    const info = `${await client.info('commandstats')}\n${await client.info('cpu')}`;
     let roundTrips = 0;
     let commands = 0;
-    for (const [, name, calls] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    let scriptMicros = 0;
+    for (const [, name, calls, usec] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
       commands += Number(calls);
-      if (name === 'evalsha' || name === 'eval') roundTrips += Number(calls);
+      if (name === 'evalsha' || name === 'eval') {
+        roundTrips += Number(calls);
+        scriptMicros += Number(usec);
+      }
     }
+    const seconds = (field: string): number => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN);
     // The INFO call itself and this client's connection are counted too: a handful over thousands of requests.
-    return { roundTrips, commands };
+    return { roundTrips, commands, scriptMicros, cpuMicros: (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6 };
   } finally {
     client.disconnect();
   }
+}
+
+interface RedisCounters {
+  readonly roundTrips: number;
+  readonly commands: number;
+  readonly scriptMicros: number;
+  readonly cpuMicros: number;
+}
+
+/** Server CPU per request over some rounds of one side, microseconds. */
+function serverMicrosPerRequest(rounds: readonly ServerRound[]): number {
+  const cpuMicros = rounds.reduce((sum, r) => sum + r.serverCpu * r.client.wallSeconds * 1e6, 0);
+  return cpuMicros / rounds.reduce((sum, r) => sum + r.handled, 0);
 }
 
 const integer = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });

@@ -3,6 +3,7 @@ import { SessionError } from '../errors.js';
 import type { LockManager, LockOwner, LockRef } from '../locks.js';
 import { describe } from '../options.js';
 import { LOCK_SCRIPTS, type LockCommands } from './lock-scripts.js';
+import { defineCoalescedCommand } from './coalesce.js';
 
 /** Options of {@link RedisLockManager}. */
 export interface RedisLockManagerOptions {
@@ -115,7 +116,7 @@ export class RedisLockManager implements LockManager {
     if (redis.isCluster && !/^[^{]*\{[^}]+\}/.test(`${redis.options.keyPrefix ?? ''}${prefix}`)) {
       throw new TypeError(`RedisLockManager: with a Redis Cluster the prefix needs a hash tag such as '{lws}:' so every key is in one slot, got ${describe(prefix)}`);
     }
-    for (const [name, script] of Object.entries(LOCK_SCRIPTS)) redis.defineCommand(name, script);
+    for (const [name, script] of Object.entries(LOCK_SCRIPTS)) defineCoalescedCommand(redis, name, script);
     this.#redis = redis as unknown as LockCommands;
     this.#prefix = prefix;
     this.#lockTtlMs = lockTtlMs;
