@@ -17,22 +17,25 @@ import { createRedisStore } from '../src/redis/index.js';
 import { serveOverIpc } from './child.js';
 import { BENCH_REDIS_PREFIX, BENCH_REDIS_URL, isFrameworkName, isServerKind, RETURNING_SESSIONS, type FrameworkName } from './protocol.js';
 
-const [framework, kind] = process.argv.slice(2);
-if (!isFrameworkName(framework) || !isServerKind(kind) || process.send === undefined) {
-  console.error('usage: node --import tsx bench/adapter-server.ts <node|express|fastify|hono|hono-middleware|redis> <bare|ours> (started by bench/adapters.ts, with an IPC channel)');
+const [framework, kind, stateBytesArg = '0'] = process.argv.slice(2);
+/** > 0: each session also carries a string this long, and only one request in ten writes (read-mostly, large state). */
+const stateBytes = Number(stateBytesArg);
+if (!isFrameworkName(framework) || !isServerKind(kind) || !Number.isInteger(stateBytes) || stateBytes < 0 || process.send === undefined) {
+  console.error('usage: node --import tsx bench/adapter-server.ts <node|express|fastify|hono|hono-middleware|redis> <bare|ours> [stateBytes] (started by bench/adapters.ts, with an IPC channel)');
   process.exit(2);
 }
 
-interface Vars { hits: number }
+interface Vars { hits: number; profile?: string }
 let handled = 0;
 let errors = 0;
-const bareHits: Vars = { hits: 0 };
+const newVars = (): Vars => (stateBytes > 0 ? { hits: 0, profile: 'x'.repeat(stateBytes) } : { hits: 0 });
+const bareHits: Vars = newVars();
 
 // Returning visitors only: the caps equal the pre-created sessions, so nothing is ever evicted (checked by the parent).
 // 'redis': the same node:http server with its sessions in Redis (one node of a cluster).
 const engine = kind === 'ours'
   ? new SessionEngine<Vars>({
-    maxSessions: RETURNING_SESSIONS, maxConcurrentProcesses: RETURNING_SESSIONS, init: () => ({ hits: 0 }),
+    maxSessions: RETURNING_SESSIONS, maxConcurrentProcesses: RETURNING_SESSIONS, init: newVars,
     ...(framework === 'redis' ? { store: createRedisStore({ url: BENCH_REDIS_URL, prefix: BENCH_REDIS_PREFIX, onStop: 'keep' }) } : {}),
   })
   : undefined;
@@ -43,8 +46,10 @@ engine?.on('error', () => { errors++; });
 function hit(proc: WebProcess<object> | undefined): string {
   handled++;
   const vars = proc === undefined ? bareHits : proc.vars as Vars;
-  vars.hits++;
-  return String(vars.hits);
+  if (stateBytes === 0) return String(++vars.hits);
+  // Read-mostly: every request reads the large part, one in ten writes.
+  if (handled % 10 === 0) vars.hits++;
+  return `${vars.hits} ${vars.profile?.length ?? 0}`;
 }
 
 async function build(name: FrameworkName): Promise<http.Server> {

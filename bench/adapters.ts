@@ -29,6 +29,8 @@ const TITLES: Record<FrameworkName, string> = { node: 'node:http', express: 'Exp
 interface Settings {
   readonly duration: number;
   readonly rounds: number;
+  /** > 0: sessions carry this many bytes more and only one request in ten writes (read-mostly, large state). */
+  readonly stateBytes: number;
   readonly connections: number;
   readonly pipelining: number;
   readonly frameworks: readonly FrameworkName[];
@@ -67,6 +69,7 @@ function readSettings(): Settings {
       framework: { type: 'string', multiple: true },
       redis: { type: 'boolean', default: false },
       quick: { type: 'boolean', default: false },
+      'state-bytes': { type: 'string' },
     },
   });
   const whole = (name: string, text: string | undefined, fallback: number): number => {
@@ -82,6 +85,7 @@ function readSettings(): Settings {
     connections: whole('connections', values.connections, 50),
     pipelining: whole('pipelining', values.pipelining, 1),
     frameworks: frameworks as FrameworkName[],
+    stateBytes: values['state-bytes'] === undefined ? 0 : whole('state-bytes', values['state-bytes'], 0),
   };
   // Each connection needs sessions of its own (see cookieRotation in load.ts).
   if (settings.connections > RETURNING_SESSIONS) throw new Error(`--connections must be at most ${RETURNING_SESSIONS}`);
@@ -90,8 +94,9 @@ function readSettings(): Settings {
 
 async function runFramework(name: FrameworkName, settings: Settings, core: number | undefined): Promise<FrameworkResult> {
   const title = TITLES[name];
-  console.log(`\n== ${title}: without sessions (bare) vs with sessions (ours); ${RETURNING_SESSIONS} returning visitors`);
-  const start = (kind: ServerKind): Promise<ServerChild> => startChild(kind, `${name}/${kind}`, [SERVER_SCRIPT, name, kind], { core, nodeFlags: [] });
+  const state = settings.stateBytes > 0 ? `, ${settings.stateBytes}-byte state, one request in ten writes` : '';
+  console.log(`\n== ${title}: without sessions (bare) vs with sessions (ours); ${RETURNING_SESSIONS} returning visitors${state}`);
+  const start = (kind: ServerKind): Promise<ServerChild> => startChild(kind, `${name}/${kind}`, [SERVER_SCRIPT, name, kind, String(settings.stateBytes)], { core, nodeFlags: [] });
   const servers = { bare: await start('bare'), ours: await start('ours') };
   try {
     // The bare server gets the very same requests (cookie headers included) so both parse the same bytes.
@@ -237,7 +242,9 @@ async function main(): Promise<void> {
   console.log(summary(results));
   for (const warning of warnings) console.log(`WARNING: ${warning}`);
 
-  const resultsFile = settings.frameworks.every((f) => f === 'redis') ? REDIS_RESULTS_FILE : RESULTS_FILE;
+  const resultsFile = settings.stateBytes > 0
+    ? new URL(`./results/${settings.frameworks.join('-')}-state-${settings.stateBytes}.json`, import.meta.url)
+    : settings.frameworks.every((f) => f === 'redis') ? REDIS_RESULTS_FILE : RESULTS_FILE;
   writeJson(resultsFile, { machine, settings: { ...settings, pinned: pinError === undefined, loadGenerator: 'autocannon', targets: TARGETS }, warnings, frameworks: results });
   console.log(`\nresults written to ${fileURLToPath(resultsFile)}`);
   // A round with errors is not a measurement: fail so a script notices. A missed target is a result, not a failure.

@@ -1,9 +1,9 @@
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import { defineCoalescedCommand } from '../src/redis/coalesce.js';
-import { redisForTest } from './redis-support.js';
+import { coalesceWritesOf, defineCoalescedCommand, flushWrites } from '../src/redis/coalesce.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
 
 type EchoClient = Redis & { lwsTestEcho(...args: (string | number)[]): Promise<string> };
 
@@ -18,12 +18,19 @@ function countSocketWrites(redis: Redis): { writes: number; chunks: number } {
   return seen;
 }
 
+/** A client of the test's with the echo script defined (and loaded), coalesced as the store's own client is unless `coalesced` is false. */
+async function echoClient(r: RedisForTest, coalesced = true): Promise<EchoClient> {
+  const client = await r.client() as EchoClient;
+  if (coalesced) coalesceWritesOf(client);
+  defineCoalescedCommand(client, 'lwsTestEcho', { lua: 'return ARGV[1]', numberOfKeys: 0 });
+  await client.lwsTestEcho('warm'); // the script is loaded (EVALSHA from now on)
+  return client;
+}
+
 test('script calls made in one turn of the event loop reach the socket as one write; each caller gets its own reply', async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const client = await r.client() as EchoClient;
-  defineCoalescedCommand(client, 'lwsTestEcho', { lua: 'return ARGV[1]', numberOfKeys: 0 });
-  await client.lwsTestEcho('warm'); // the script is loaded (EVALSHA from now on)
+  const client = await echoClient(r);
   const seen = countSocketWrites(client);
 
   const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => client.lwsTestEcho(`call-${i}`)));
@@ -36,9 +43,7 @@ test('script calls made in one turn of the event loop reach the socket as one wr
 test('coalescing holds the connection until the end of the turn only: calls of the next turn leave in a write of their own, and the client\'s own commands are untouched', async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const client = await r.client() as EchoClient;
-  defineCoalescedCommand(client, 'lwsTestEcho', { lua: 'return ARGV[1]', numberOfKeys: 0 });
-  await client.lwsTestEcho('warm');
+  const client = await echoClient(r);
   const seen = countSocketWrites(client);
 
   const first = client.lwsTestEcho('a');
@@ -70,4 +75,46 @@ test('a client without a connection of its own (a Cluster) or with a closed one:
   defineCoalescedCommand(streamless, 'lwsTestEcho', { lua: 'return 1' });
   assert.equal(await (streamless as unknown as EchoClient).lwsTestEcho(), 'ok');
   assert.equal(called, 1);
+});
+
+test('a client the store did not make (the application\'s) is not coalesced: each script call is written at once', async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const client = await echoClient(r, false);
+  const seen = countSocketWrites(client);
+  const replies = Promise.all([client.lwsTestEcho('a'), client.set(`${r.prefix}k`, 'v'), client.lwsTestEcho('b')]);
+  assert.equal(seen.writes, 3, 'written as they are sent, the application\'s SET among them');
+  assert.equal(client.stream.writableCorked, 0);
+  assert.deepEqual(await replies, ['a', 'OK', 'b']);
+});
+
+test('flushWrites lets what the turn holds leave at once (a batch sent from the check phase), and the end-of-turn uncork then does nothing more', async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const client = await echoClient(r);
+  const seen = countSocketWrites(client);
+  const first = [client.lwsTestEcho('a'), client.lwsTestEcho('b')];
+  assert.equal(seen.writes, 0);
+  flushWrites(client);
+  assert.equal(seen.writes, 1, 'both left in one write, now');
+  assert.equal(client.stream.writableCorked, 0);
+  const later = client.lwsTestEcho('c'); // corks again, for the rest of this turn
+  await nextTurn();
+  assert.equal(client.stream.writableCorked, 0, 'each cork is let go exactly once');
+  assert.deepEqual(await Promise.all([...first, later]), ['a', 'b', 'c']);
+  assert.equal(seen.writes, 2);
+});
+
+test('fake timers installed after the store loaded (a test\'s) do not hold a script call: the end of the turn is the real one', { timeout: 5_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const client = await r.client() as EchoClient;
+  coalesceWritesOf(client);
+  defineCoalescedCommand(client, 'lwsTestEcho', { lua: 'return ARGV[1]', numberOfKeys: 0 });
+  mock.timers.enable({ apis: ['setImmediate', 'setTimeout'] });
+  try {
+    assert.equal(await client.lwsTestEcho('under fake timers'), 'under fake timers');
+  } finally {
+    mock.timers.reset();
+  }
 });

@@ -1,3 +1,6 @@
+/** Taken when this module loads: fake timers installed later (a test's) must not hold a batch forever. */
+const nextCheckPhase = globalThis.setImmediate;
+
 /** A script argument as ioredis sends it. */
 export type ScriptArg = string | number | Buffer;
 
@@ -27,7 +30,7 @@ export class ScriptBatches<Result> {
     return new Promise<Result>((resolve, reject) => {
       for (const arg of item) this.#args.push(arg);
       this.#waiters.push({ resolve, reject });
-      if (this.#waiters.length === 1) setImmediate(() => this.#flush());
+      if (this.#waiters.length === 1) nextCheckPhase(() => this.#flush());
       else if (this.#waiters.length === this.#maxPerCall) this.#flush();
     });
   }

@@ -2,7 +2,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { describe } from '../options.js';
 import type { SessionVars } from '../process.js';
 import type { AttachedStore, SessionStore, StoreContext } from '../store.js';
-import { defineCoalescedCommand } from './coalesce.js';
+import { coalesceWritesOf, defineCoalescedCommand } from './coalesce.js';
 import type { RedisSettings, StoreCommands } from './node.js';
 import { STORE_SCRIPTS } from './scripts.js';
 import { RedisSessions } from './sessions.js';
@@ -31,14 +31,28 @@ export interface RedisStoreOptions {
    * @default 'auto'
    */
   readonly onStop?: 'auto' | 'close' | 'keep';
+  /**
+   * Bytes of process state a node keeps copies of (the states it wrote last, the oldest dropped first),
+   * so a returning visitor on the node that served it last brings no state from Redis. 0: no copies.
+   * @default 16 MiB
+   */
+  readonly stateCopyBytes?: number;
 }
 
-const KNOWN = new Set(['url', 'redis', 'prefix', 'nodeLeaseMs', 'graceMs', 'sweepIntervalMs', 'pollIntervalMs', 'onStop']);
+const KNOWN = new Set(['url', 'redis', 'prefix', 'nodeLeaseMs', 'graceMs', 'sweepIntervalMs', 'pollIntervalMs', 'onStop', 'stateCopyBytes']);
 
 function positiveInteger(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 0x7fffffff) {
     throw new TypeError(`createRedisStore: ${name} must be an integer from 1 to ${0x7fffffff} (ms), got ${describe(value)}`);
+  }
+  return value;
+}
+
+function byteBudget(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new TypeError(`createRedisStore: ${name} must be an integer >= 0 (bytes), got ${describe(value)}`);
   }
   return value;
 }
@@ -72,6 +86,7 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
     graceMs: positiveInteger('graceMs', options.graceMs, 60_000),
     sweepIntervalMs: positiveInteger('sweepIntervalMs', options.sweepIntervalMs, 1_000),
     pollIntervalMs: positiveInteger('pollIntervalMs', options.pollIntervalMs, 250),
+    stateCopyBytes: byteBudget('stateCopyBytes', options.stateCopyBytes, 16 * 1024 * 1024),
   };
   let attached = false;
   return {
@@ -81,10 +96,12 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
       // During an outage commands fail at once (503) instead of queueing until Redis is back.
       // No auto-pipelining: it costs more CPU per command than the writes it saves (measured: 17 vs 13 µs
       // per script call, and 0.145x -> 0.18x of bare node:http in npm run bench -- --redis). The scripts'
-      // writes of one turn leave together instead (defineCoalescedCommand), and the releases of one turn
-      // are one call (ScriptBatches).
+      // writes of one turn leave together instead (coalesce.ts), and the releases of one turn are one
+      // call (ScriptBatches).
       const clientOptions: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false, enableAutoPipelining: false };
       const commands = (redis ?? new Redis(url!, clientOptions)) as StoreCommands;
+      // Only a client of the store's own: on the application's, the cork would hold its commands too.
+      if (redis === undefined) coalesceWritesOf(commands);
       const subscriber = commands.duplicate({ enableOfflineQueue: true });
       // Without a listener ioredis prints every connection error; the failed commands report them.
       for (const client of [commands, subscriber]) client.on('error', () => {});

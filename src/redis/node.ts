@@ -7,6 +7,7 @@ import { processInternals, type ProcessOwner, type SessionVars, type WebProcess 
 import type { SessionState } from '../session.js';
 import type { StoreContext } from '../store.js';
 import type { StoreScriptName } from './scripts.js';
+import type { StateCopies } from './state-copies.js';
 
 /** What a store script answers: arrays of strings (or Buffers, for the Buffer variants) and numbers. */
 export type Reply = (string | number | Buffer | null)[];
@@ -26,6 +27,7 @@ export interface RedisSettings {
   readonly sweepIntervalMs: number;
   readonly pollIntervalMs: number;
   readonly onStop: 'auto' | 'close' | 'keep';
+  readonly stateCopyBytes: number;
 }
 
 /** A process of this node running a request or a task, with the fencing token that lets it save. */
@@ -33,6 +35,8 @@ export interface LocalRun<Vars extends SessionVars> {
   readonly proc: WebProcess<Vars>;
   readonly token: string;
   readonly kind: 'request' | 'task';
+  /** A request's: the state it started from, as Redis held it (empty for a process never saved). */
+  readonly loaded?: Buffer;
 }
 
 /**
@@ -102,6 +106,8 @@ export interface NodeServices<Vars extends SessionVars> {
   readonly retries: Retries;
   /** The process objects running a request or task on this node now (whatever handle they are under). */
   readonly runningHere: WeakSet<WebProcess<Vars>>;
+  /** The states this node wrote last, by session: an enter that finds them exact brings no state. */
+  readonly copies: StateCopies;
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
 }
 

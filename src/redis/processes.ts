@@ -3,6 +3,7 @@ import { SessionError } from '../errors.js';
 import { processInternals, runOf, WebProcess, type SessionVars } from '../process.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
+import { flushWrites } from './coalesce.js';
 import { saveProcess } from './state.js';
 
 /**
@@ -24,7 +25,12 @@ export class ProcessSaves<Vars extends SessionVars> {
     this.#afterSave = afterSave;
     this.#onSettled = onSettled;
     // id, pid, token, now, keyTtlMs, hasState, state, endsProcess per release; at most 128 per call (a script blocks Redis while it runs).
-    this.#releases = new ScriptBatches<string>(8, 128, (count, items) => node.redis.lwsRelease(node.settings.prefix, count, node.nodeId, ...items));
+    // Sent from the check phase: what the turn holds leaves now, not a turn later (coalesce.ts).
+    this.#releases = new ScriptBatches<string>(8, 128, (count, items) => {
+      const sent = node.redis.lwsRelease(node.settings.prefix, count, node.nodeId, ...items);
+      flushWrites(node.redis);
+      return sent;
+    });
   }
 
   get pendingCount(): number {
@@ -52,10 +58,12 @@ export class ProcessSaves<Vars extends SessionVars> {
   /**
    * Writes a process's state back and frees it (`endsProcess`: the process leaves its open session).
    * A stale token writes nothing: the session closed meanwhile, and nothing comes back to life. A value
-   * that cannot be stored is reported and the state last saved is kept.
+   * that cannot be stored is reported and the state last saved is kept. `loaded`: a request's, the state
+   * it started from; a state that did not change is not sent again (a read-only request writes no
+   * state), and what Redis holds afterwards is kept as this node's copy (StateCopies).
    */
-  save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, endsProcess: boolean): void {
-    const { ctx, settings, lockManager } = this.#node;
+  save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, endsProcess: boolean, loaded?: Buffer): void {
+    const { ctx, settings, lockManager, copies } = this.#node;
     let bytes: Buffer | undefined;
     if (state !== undefined) {
       try {
@@ -64,8 +72,18 @@ export class ProcessSaves<Vars extends SessionVars> {
         ctx.report(error as SessionError, 'storeErrors');
       }
     }
+    // Serialization is deterministic, so equal bytes are an unchanged state.
+    if (bytes !== undefined && loaded !== undefined && loaded.length > 0 && bytes.equals(loaded)) bytes = undefined;
+    const sessionId = handle.id;
+    if (loaded !== undefined && state !== undefined && !endsProcess) {
+      // What the process holds in Redis once this lands: the new state, or the one it started from. A
+      // buffer from a reply may be a slice of a larger read: the copy owns its bytes.
+      const held = bytes ?? (copies.get(sessionId)?.bytes === loaded ? loaded : Buffer.from(loaded));
+      if (held.length > 0) copies.set(sessionId, { pid: proc.processId, token, bytes: held });
+      else copies.drop(sessionId);
+    }
     const ttlMs = keyTtlMs(ctx, settings);
-    const release = (): Promise<unknown> => this.#releases.add([
+    const release = (): Promise<string> => this.#releases.add([
       handle.id, proc.processId, token, ctx.clock.now(), ttlMs, bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
     ]);
     this.track((async () => {
@@ -73,9 +91,11 @@ export class ProcessSaves<Vars extends SessionVars> {
       // a repeat harmless), reported once; given up only when this node stops (others then free it).
       for (let attempt = 0; ; attempt++) {
         try {
-          await release();
+          // Not released into an open session: the copy describes nothing any more.
+          if (text(await release()) !== 'o') copies.drop(sessionId, token);
           break;
         } catch (error) {
+          copies.drop(sessionId, token);
           if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
           if (this.#node.retries.stopped) return;
           await this.#node.retries.wait(attempt);

@@ -5,13 +5,15 @@ import { PRELUDE } from './lua-prelude.js';
 
 /**
  * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
- * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered.
- * Returns {'ok', pid, token, state, created, lastRequest, processCount} | {'unknown'} | {'ip'} | {'busy'} |
+ * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered, copyPid, copyToken.
+ * Returns {'ok', pid, token, state, created, lastRequest, processCount, copied} | {'unknown'} | {'ip'} | {'busy'} |
  * {'full'} | {'moved', newId}. Requests waiting for the session (any node) are members of P wq:<id>,
  * scored by Redis's own time when they last tried: a waiter whose node died or gave up stops counting
  * after waiterStaleMs. 'moved': the session was regenerated while this request waited for it; it goes
  * on under the new id. Only a waiter counted in the renamed queue learns it (a request that comes with
- * the old id afterwards finds it dead).
+ * the old id afterwards finds it dead). copyPid/copyToken: the process whose state the node holds a copy
+ * of and the session's fencing counter then (StateCopy); when the process taken is that one and the
+ * counter has not moved since, the state is left out and copied is '1' (else '0').
  */
 export const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -32,6 +34,7 @@ local list = {}
 if f[5] then for p in string.gmatch(f[5], '%S+') do list[#list + 1] = p end end
 local slot
 local state = ''
+local copied = '0'
 local web = 0
 for _, p in ipairs(list) do
   local kbd = redis.call('HMGET', h, 'k:' .. p, 'b:' .. p)
@@ -57,6 +60,8 @@ if not slot then
     redis.call('PEXPIRE', wq, ARGV[10])
     return {'busy'}
   end
+elseif slot == ARGV[15] and f[6] == ARGV[16] then
+  copied = '1'
 else
   state = redis.call('HGET', h, 'd:' .. slot) or ''
 end
@@ -66,7 +71,7 @@ markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
 if ARGV[14] == '1' then redis.call('ZREM', wq, ARGV[11]) end
-return {'ok', slot, tostring(token), state, f[4], tostring(now), tostring(#list)}
+return {'ok', slot, tostring(token), state, f[4], tostring(now), tostring(#list), copied}
 `;
 
 /**

@@ -139,17 +139,20 @@ export class RedisRequestPath<Vars extends SessionVars> {
       }
       for (;;) {
         if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
+        const copy = this.#node.copies.get(id);
         const reply = await this.#redis.lwsEnterBuffer(
           this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, ipCheck,
           options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), waiterId, options.maxQueuedRequests,
-          staleMs, registered ? 1 : 0,
+          staleMs, registered ? 1 : 0, copy?.pid ?? '', copy?.token ?? '',
         );
         const outcome = text(reply[0]);
         if (outcome === 'ok') {
           registered = false;
-          const [, pid, token, state, createdAtMs, lastRequestAtMs, processCount] = reply;
+          const [, pid, token, state, createdAtMs, lastRequestAtMs, processCount, copied] = reply;
           const handle = this.#handle(id, ip, Number(text(createdAtMs)), Number(text(lastRequestAtMs)), Number(text(processCount)));
-          return await this.#lease(handle, text(pid), text(token), state as Buffer, false);
+          // Left out by Redis: the copy sent is exact (the process is the copy's, nobody entered since).
+          const loaded = copied !== undefined && text(copied) === '1' && copy !== undefined ? copy.bytes : state as Buffer;
+          return await this.#lease(handle, text(pid), text(token), loaded, false);
         }
         if (outcome === 'moved' && me !== undefined) {
           // Regenerated while this waited (on any node): this node's waiters follow it, in their order.
@@ -236,7 +239,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
 
   async #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): Promise<Lease<Vars>> {
     const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
-    handle.startRun({ proc, token, kind: 'request' });
+    handle.startRun({ proc, token, kind: 'request', loaded: state });
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
     if (restoreProcess(proc, state)) return lease;
     try {
@@ -262,7 +265,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const run = handle.endRun(proc);
     handle.lastActivityAtMs = this.#ctx.clock.now();
     if (run === undefined) return this.#deps.checkIdle();
-    this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, false);
+    this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, false, run.loaded);
   }
 
   async #transient(): Promise<RequestLease<Vars>> {
