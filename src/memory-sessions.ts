@@ -68,13 +68,13 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   }
 
   closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
-    const session = this.#scheduler.store.get(id) ?? this.#scheduler.closing.get(id);
+    const session = this.#scheduler.closes.find(id);
     if (session === undefined) return Promise.resolve(false);
     const fromOwnSession = caller !== undefined && caller.sessionId === session.id;
     // From the session's own hook or teardown: it is closing already, and waiting on itself would deadlock.
     if (fromOwnSession && session.phase !== undefined && session.phase !== 'draining') return Promise.resolve(true);
-    const closed = beginClose(this.#scheduler.closeContext, session, 'closed');
-    if (fromOwnSession) this.#scheduler.waitInside(caller);
+    const closed = beginClose(this.#scheduler.closes.context, session, 'closed');
+    if (fromOwnSession) this.#scheduler.closes.waitInside(caller);
     return closed.then(() => true);
   }
 
@@ -128,7 +128,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
       for (const proc of s.processes) locksHeld += proc.lockCount;
     }
     return {
-      sessions: store.size, idleSessions: store.idleCount, closingSessions: this.#scheduler.closing.size,
+      sessions: store.size, idleSessions: store.idleCount, closingSessions: this.#scheduler.closes.closing.size,
       processes: this.#scheduler.liveProcesses, queuedRequests, locksHeld,
     };
   }

@@ -1,10 +1,11 @@
 import { newSessionId } from './session-id.js';
-import { beginClose, closedPromise, closeNow, noteProgress, type CloseContext } from './close.js';
+import { closeNow, noteProgress } from './close.js';
 import { SessionError } from './errors.js';
 import { IdleExpiry } from './expiry.js';
 import { RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
 import { isThenable, whenReady, type MaybePromise } from './maybe-async.js';
+import { MemoryCloses } from './memory-closes.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
 import { freeRequestProcess, NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
@@ -25,8 +26,7 @@ export interface SchedulerContext<Vars extends SessionVars> extends StoreContext
  */
 export class Scheduler<Vars extends SessionVars> {
   readonly store = new MemoryStore<Vars>();
-  readonly closing = new Map<string, Session<Vars>>();
-  readonly closeContext: CloseContext<Vars>;
+  readonly closes: MemoryCloses<Vars>;
   readonly #ctx: SchedulerContext<Vars>;
   readonly #expiry: IdleExpiry<Vars>;
   readonly #leaseHost: LeaseHost<Vars, Session<Vars>>;
@@ -36,7 +36,7 @@ export class Scheduler<Vars extends SessionVars> {
 
   constructor(ctx: SchedulerContext<Vars>) {
     this.#ctx = ctx;
-    this.#expiry = new IdleExpiry(ctx.clock, this.store, () => ctx.options.inactiveProcessTimeoutMs, (session) => closeNow(this.closeContext, session, 'timeout'));
+    this.#expiry = new IdleExpiry(ctx.clock, this.store, () => ctx.options.inactiveProcessTimeoutMs, (session) => closeNow(this.closes.context, session, 'timeout'));
     this.#processes = new SessionProcesses(ctx, {
       start: (session, proc, isNewSession) => this.#start(session, proc, isNewSession),
       settleIfIdle: (session) => this.#settleIfIdle(session),
@@ -50,23 +50,7 @@ export class Scheduler<Vars extends SessionVars> {
       reportHandlerError: ctx.reportHandlerError,
       cookieExpiresAtMs: (session) => this.cookieExpiresAtMs(session),
     };
-    this.closeContext = {
-      clock: ctx.clock,
-      als: ctx.als,
-      closeTimeoutMs: () => ctx.options.closeTimeoutMs,
-      hookFor: () => (ctx.options.mode === 'legacy' ? ctx.onClose : undefined),
-      detach: (session, reason) => {
-        this.store.delete(session);
-        this.closing.set(session.id, session);
-        this.#processes.uncount(session);
-        ctx.counters.closed[reason]++;
-      },
-      report: (error, kind) => ctx.report(error, kind === 'hook' ? 'hookErrors' : kind === 'hookTimeout' ? 'hookTimeouts' : 'drainTimeouts'),
-      finished: (session, event) => {
-        this.closing.delete(session.id);
-        ctx.closed(event);
-      },
-    };
+    this.closes = new MemoryCloses(ctx, this.store, (session) => this.#processes.uncount(session));
   }
 
   get liveProcesses(): number {
@@ -123,7 +107,7 @@ export class Scheduler<Vars extends SessionVars> {
       for (let i = 0; i < victims && this.#limitReached(cap) !== undefined; i++) {
         const victim = this.store.oldestIdle();
         if (victim === undefined) break;
-        closeNow(this.closeContext, victim, 'evicted');
+        closeNow(this.closes.context, victim, 'evicted');
       }
       const still = this.#limitReached(cap);
       if (still !== undefined) throw this.#limitError(still, cap);
@@ -282,22 +266,9 @@ export class Scheduler<Vars extends SessionVars> {
    */
   async closeAll(caller: WebProcess<Vars> | undefined): Promise<void> {
     this.#expiry.stop();
-    for (const session of [...this.store.values()]) void beginClose(this.closeContext, session, 'shutdown');
-    if (caller !== undefined) this.waitInside(caller);
-    // Called from a hook or teardown of a closing session, stop() must not wait for that very close.
-    const own = caller === undefined ? undefined : this.closing.get(caller.sessionId);
-    const waitsForOwn = own !== undefined && (own.phase === 'hooks' || own.phase === 'teardown');
-    const closes = Promise.all([...this.closing.values()].filter((s) => !(waitsForOwn && s === own)).map((s) => closedPromise(s)));
+    const closes = this.closes.closeEvery(caller);
     await this.#transients.drain(caller, this.#ctx.clock, this.#ctx.options.closeTimeoutMs, (error) => this.#ctx.report(error, 'drainTimeouts'));
     await closes;
-  }
-
-  /** The caller is a process of a closing session waiting for that close: the drain must not wait for it. */
-  waitInside(caller: WebProcess<Vars>): void {
-    const session = this.closing.get(caller.sessionId);
-    if (session === undefined || !session.running.includes(caller) || session.waitingInside.includes(caller)) return;
-    session.waitingInside = withItem(session.waitingInside, caller);
-    noteProgress(session);
   }
 }
 
