@@ -5,7 +5,7 @@
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { serialize } from 'node:v8';
+import { deserialize, serialize } from 'node:v8';
 import { ManualClock, SessionEngine } from '../src/index.js';
 import { createRedisStore, type RedisStoreOptions } from '../src/redis/index.js';
 import { StateCopies } from '../src/redis/state-copies.js';
@@ -13,7 +13,7 @@ import { eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 
 const IP = '127.0.0.1';
-type Vars = { x?: number };
+type Vars = { x?: number; u?: Uint8Array };
 
 function engineOn(r: RedisForTest, options: Partial<RedisStoreOptions> = {}): SessionEngine<Vars> {
   return new SessionEngine<Vars>({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20, ...options }) });
@@ -64,6 +64,60 @@ test('Redis store: a returning visitor on the node that wrote its state last sta
     assert.equal((await visit(r, elsewhere, sessionId)).seen, 98);
   } finally {
     await Promise.all([here.stop(), elsewhere.stop()]);
+  }
+});
+
+/** The `x` Redis holds for the process. */
+async function storedX(r: RedisForTest, sessionId: string, pid: string): Promise<number | undefined> {
+  const bytes = await r.redis.hgetBuffer(`${r.prefix}s:${sessionId}`, `d:${pid}`);
+  return bytes === null ? undefined : (deserialize(bytes) as { v: Vars }).v.x;
+}
+
+test('Redis store: a typed array changed in place is a change (written, seen by the other node), and changing it after the request ended reaches neither Redis nor the node\'s next request', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const here = engineOn(r);
+  const elsewhere = engineOn(r);
+  try {
+    const { sessionId } = await visit(r, here, undefined, (vars) => { vars.u = new Uint8Array(4); });
+    let kept: Vars | undefined;
+    await visit(r, here, sessionId, (vars) => { vars.u![0] = 7; kept = vars; });
+    kept!.u![1] = 9; // a timer of that request, after it ended: outside any request, never stored
+    // Each request is released before anything is asserted, so a failure cannot leave a stop waiting.
+    const again = await here.acquire({ sessionId, ip: IP });
+    const seenHere = [...again.proc.vars.u!];
+    again.release();
+    await visit(r, here, sessionId);
+    const other = await elsewhere.acquire({ sessionId, ip: IP });
+    const seenElsewhere = [...other.proc.vars.u!];
+    other.release();
+    assert.deepEqual(seenHere, [7, 0, 0, 0], 'this node: the change in place, not the later one');
+    assert.deepEqual(seenElsewhere, [7, 0, 0, 0], 'the other node reads the change from Redis');
+  } finally {
+    await Promise.all([here.stop(), elsewhere.stop()]);
+  }
+});
+
+test('Redis store: a release fenced off (its process freed meanwhile, as a sweep frees a node thought dead) leaves no copy: the next request starts from what Redis holds', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const engine = engineOn(r);
+  try {
+    const { sessionId, pid } = await visit(r, engine, undefined, (vars) => { vars.x = 1; });
+    const lease = await engine.acquire({ sessionId, ip: IP });
+    lease.proc.vars.x = 2;
+    // What the dead-node sweep does to the process of a node it takes for dead: freed, tk left alone.
+    await r.redis.hset(`${r.prefix}s:${sessionId}`, `b:${pid}`, '0');
+    lease.release(); // fenced off: its token no longer holds, it writes nothing
+    const next = await engine.acquire({ sessionId, ip: IP }); // the browser's next request, before that release's reply
+    const seen = next.proc.vars.x;
+    next.release();
+    assert.equal(seen, 1, 'what Redis holds, not the state of the release that was fenced off');
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${sessionId}`, `b:${pid}`)) === '0'));
+    assert.equal(await storedX(r, sessionId, pid), 1);
+    assert.equal((await visit(r, engine, sessionId)).seen, 1);
+  } finally {
+    await engine.stop();
   }
 });
 

@@ -74,14 +74,13 @@ export class ProcessSaves<Vars extends SessionVars> {
     }
     // Serialization is deterministic, so equal bytes are an unchanged state.
     if (bytes !== undefined && loaded !== undefined && loaded.length > 0 && bytes.equals(loaded)) bytes = undefined;
-    const sessionId = handle.id;
-    if (loaded !== undefined && state !== undefined && !endsProcess) {
-      // What the process holds in Redis once this lands: the new state, or the one it started from. A
-      // buffer from a reply may be a slice of a larger read: the copy owns its bytes.
-      const held = bytes ?? (copies.get(sessionId)?.bytes === loaded ? loaded : Buffer.from(loaded));
-      if (held.length > 0) copies.set(sessionId, { pid: proc.processId, token, bytes: held });
-      else copies.drop(sessionId);
-    }
+    // What the process holds in Redis once this lands: the new state, or the one it started from (a
+    // buffer from a reply may be a slice of a larger read: the copy owns its bytes). Kept as this node's
+    // copy only once the release has landed in the open session: until then the process may have been
+    // freed under it (its node thought dead, its process freed by a sweep without moving tk), and an
+    // enter that finds it free must not start from bytes Redis never held.
+    const held = loaded === undefined || state === undefined || endsProcess ? undefined
+      : bytes ?? (copies.get(handle.id)?.bytes === loaded ? loaded : Buffer.from(loaded));
     const ttlMs = keyTtlMs(ctx, settings);
     const release = (): Promise<string> => this.#releases.add([
       handle.id, proc.processId, token, ctx.clock.now(), ttlMs, bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
@@ -91,11 +90,10 @@ export class ProcessSaves<Vars extends SessionVars> {
       // a repeat harmless), reported once; given up only when this node stops (others then free it).
       for (let attempt = 0; ; attempt++) {
         try {
-          // Not released into an open session: the copy describes nothing any more.
-          if (text(await release()) !== 'o') copies.drop(sessionId, token);
+          const outcome = text(await release());
+          if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
           break;
         } catch (error) {
-          copies.drop(sessionId, token);
           if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
           if (this.#node.retries.stopped) return;
           await this.#node.retries.wait(attempt);

@@ -241,7 +241,9 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
     handle.startRun({ proc, token, kind: 'request', loaded: state });
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
-    if (restoreProcess(proc, state)) return lease;
+    // From a copy: typed arrays come back as views into the bytes they are read from, and `state` must
+    // stay what Redis holds (the release compares with it; it may be this node's copy).
+    if (restoreProcess(proc, state.length === 0 ? state : Buffer.from(state))) return lease;
     try {
       proc.vars = await this.#processes.initVars(proc);
     } catch (error) {
