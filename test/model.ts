@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import type { RequestLease } from '../src/index.js';
 
-export type Vars = { w?: number };
+export type Vars = { w?: number; wa?: Uint8Array };
 
 export interface ModelSession {
   /** Changes when the session is regenerated. */
