@@ -63,7 +63,7 @@ export class ProcessSaves<Vars extends SessionVars> {
    * state), and what Redis holds afterwards is kept as this node's copy (StateCopies).
    */
   save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, endsProcess: boolean, loaded?: Buffer): void {
-    const { ctx, settings, lockManager, copies } = this.#node;
+    const { ctx, copies } = this.#node;
     let bytes: Buffer | undefined;
     if (state !== undefined) {
       try {
@@ -81,27 +81,31 @@ export class ProcessSaves<Vars extends SessionVars> {
     // enter that finds it free must not start from bytes Redis never held.
     const held = loaded === undefined || state === undefined || endsProcess ? undefined
       : bytes ?? (copies.get(handle.id)?.bytes === loaded ? loaded : Buffer.from(loaded));
+    this.track(this.#release(handle, proc, token, bytes, endsProcess, held).finally(() => this.#afterSave(handle)));
+  }
+
+  /**
+   * The process stays taken in Redis until its release lands: retried while Redis is away (the token
+   * makes a repeat harmless), reported once; given up only when this node stops (others then free it).
+   */
+  async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, endsProcess: boolean, held: Buffer | undefined): Promise<void> {
+    const { ctx, settings, lockManager, copies } = this.#node;
     const ttlMs = keyTtlMs(ctx, settings);
-    const release = (): Promise<string> => this.#releases.add([
-      handle.id, proc.processId, token, ctx.clock.now(), ttlMs, bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
-    ]);
-    this.track((async () => {
-      // The process stays taken in Redis until this lands: retried while Redis is away (the token makes
-      // a repeat harmless), reported once; given up only when this node stops (others then free it).
-      for (let attempt = 0; ; attempt++) {
-        try {
-          const outcome = text(await release());
-          if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
-          break;
-        } catch (error) {
-          if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
-          if (this.#node.retries.stopped) return;
-          await this.#node.retries.wait(attempt);
-        }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const outcome = text(await this.#releases.add([
+          handle.id, proc.processId, token, ctx.clock.now(), ttlMs, bytes === undefined ? 0 : 1, bytes ?? '', endsProcess ? 1 : 0,
+        ]));
+        if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
+        break;
+      } catch (error) {
+        if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
+        if (this.#node.retries.stopped) return;
+        await this.#node.retries.wait(attempt);
       }
-      // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
-      if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
-    })().finally(() => this.#afterSave(handle)));
+    }
+    // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
+    if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
   }
 
   /**

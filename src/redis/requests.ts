@@ -121,20 +121,15 @@ export class RedisRequestPath<Vars extends SessionVars> {
     try {
       const staleMs = waiterStaleMs(this.#settings);
       const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
-      const register = (sessionId: string): Promise<unknown> => this.#redis.lwsWait(
-        this.#settings.prefix, sessionId, waiterId, options.maxQueuedRequests, staleMs, keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
-      );
-      // Each poll spent behind others of this node: still counted in Redis (it would go stale).
-      const stillWaiting = (waiter: Waiter) => (): void => void register(waiter.sessionId).catch(() => {});
       if (this.#turns.waiting(id) > 0) {
         // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
-        const admitted = text(await register(id) as string);
+        const admitted = text(await this.#register(id, waiterId, ip, ipCheck) as string);
         if (admitted === 'unknown') return undefined;
         if (admitted === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
         if (admitted === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me = this.#turns.enqueue(id);
-        await this.#turns.turn(me, stillWaiting(me));
+        await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
         id = me.sessionId;
       }
       for (;;) {
@@ -160,7 +155,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
           id = me.sessionId;
           // Behind requests that already waited here under the new id: its turn comes after theirs.
           if (!this.#turns.isHead(me)) {
-            await this.#turns.turn(me, stillWaiting(me));
+            await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
             id = me.sessionId;
           }
           continue;
@@ -170,7 +165,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
         if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me ??= this.#turns.enqueue(id);
-        await this.#turns.turn(me, stillWaiting(me));
+        await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
         id = me.sessionId;
       }
     } finally {
@@ -181,6 +176,19 @@ export class RedisRequestPath<Vars extends SessionVars> {
       // Given up while counted as waiting: stop counting now rather than when it goes stale.
       if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
     }
+  }
+
+  /** Counts the request among the session's waiters in Redis (checked as an enter checks the session). */
+  #register(sessionId: string, waiterId: string, ip: string, ipCheck: 0 | 1): Promise<unknown> {
+    const { options, clock } = this.#ctx;
+    return this.#redis.lwsWait(
+      this.#settings.prefix, sessionId, waiterId, options.maxQueuedRequests, waiterStaleMs(this.#settings), keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
+    );
+  }
+
+  /** Each poll spent behind others of this node: still counted in Redis (it would go stale). Made only for a request that waits. */
+  #stillWaiting(waiter: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1): () => void {
+    return () => void this.#register(waiter.sessionId, waiterId, ip, ipCheck).catch(() => {});
   }
 
   /**
