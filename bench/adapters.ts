@@ -242,9 +242,10 @@ async function main(): Promise<void> {
   console.log(summary(results));
   for (const warning of warnings) console.log(`WARNING: ${warning}`);
 
+  const onlyRedis = settings.frameworks.every((f) => f === 'redis');
   const resultsFile = settings.stateBytes > 0
-    ? new URL(`./results/${settings.frameworks.join('-')}-state-${settings.stateBytes}.json`, import.meta.url)
-    : settings.frameworks.every((f) => f === 'redis') ? REDIS_RESULTS_FILE : RESULTS_FILE;
+    ? new URL(`./results/${onlyRedis ? 'redis' : 'adapters'}-state-${settings.stateBytes}.json`, import.meta.url)
+    : onlyRedis ? REDIS_RESULTS_FILE : RESULTS_FILE;
   writeJson(resultsFile, { machine, settings: { ...settings, pinned: pinError === undefined, loadGenerator: 'autocannon', targets: TARGETS }, warnings, frameworks: results });
   console.log(`\nresults written to ${fileURLToPath(resultsFile)}`);
   // A round with errors is not a measurement: fail so a script notices. A missed target is a result, not a failure.
