@@ -121,6 +121,26 @@ test('Redis store: a release fenced off (its process freed meanwhile, as a sweep
   }
 });
 
+test('Redis store: a session regenerated on another node keeps this node\'s copy under its new id (the rename moves the fencing counter with the session)', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const here = engineOn(r);
+  const elsewhere = engineOn(r);
+  try {
+    const { sessionId, pid } = await visit(r, here, undefined, (vars) => { vars.x = 1; });
+    const newId = await elsewhere.regenerate(sessionId);
+    assert.ok(newId !== null);
+    // This node hears of the rename by pub/sub (its handle then answers for the new id, without a
+    // request: a request would make a copy of its own); its copy moves then.
+    assert.ok(await eventually(() => here.sessionExpiration(newId) !== null), 'the rename reached this node');
+    await tamper(r, newId, pid, 99);
+    assert.equal((await visit(r, here, newId)).seen, 1, 'from the copy, under the new id');
+    assert.equal((await visit(r, elsewhere, newId)).seen, 99, 'the other node reads Redis');
+  } finally {
+    await Promise.all([here.stop(), elsewhere.stop()]);
+  }
+});
+
 test('Redis store: stateCopyBytes 0 keeps no copies (every enter reads the state from Redis), and the option is validated', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;

@@ -72,6 +72,13 @@ export class SessionRenames<Vars extends SessionVars> {
       if (oldest.done !== true) this.#newIdByOld.delete(oldest.value);
     }
     this.#turns.wakeHead(oldId);
+    // The rename moves the session's hash with its fencing counter: a copy of its state is as exact under the new id.
+    const { copies } = this.#node;
+    const copy = copies.get(oldId);
+    if (copy !== undefined) {
+      copies.drop(oldId);
+      if (copies.get(newId) === undefined) copies.set(newId, copy);
+    }
     const handle = this.#known.get(oldId);
     if (handle === undefined || handle.id !== oldId) return;
     this.#known.delete(oldId);

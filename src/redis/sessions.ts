@@ -116,6 +116,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const kind = message[0];
     const rest = message.slice(2);
     if (kind === 'c') {
+      // A closing session's state stays in this node's memory no longer than it must (its id is dead).
+      this.#node.copies.drop(rest);
       const handle = this.#known.get(rest);
       handle?.markClosing();
       if (handle !== undefined && handle.runs.size === 0) this.#known.delete(rest);
@@ -123,6 +125,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#turns.wakeHead(rest);
       this.#closer.waits.released(rest);
     } else if (kind === 'x') {
+      this.#node.copies.drop(rest);
       this.#closer.waits.finishedElsewhere(rest);
       this.#known.delete(rest);
     } else if (kind === 'N') {
