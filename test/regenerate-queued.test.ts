@@ -193,3 +193,56 @@ test('Redis store: a logout on another node, in the moment before that node hear
     client.disconnect();
   }
 });
+
+test('Redis store: a request with the new id that reaches a node before it hears of the rename, while a request under the old id runs there: a close reaches both (abort, cookie)', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  // The other node's client is ours: its subscriber holds the channel's messages back while asked to.
+  const client = new Redis(r.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  client.on('error', () => {});
+  let holding = false;
+  const held: unknown[][] = [];
+  let deliver: ((...args: unknown[]) => boolean) | undefined;
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+    const subscriber = duplicate(...args);
+    const emit = subscriber.emit.bind(subscriber);
+    deliver = (...message: unknown[]) => emit('message', ...message);
+    subscriber.emit = (event: string | symbol, ...rest: unknown[]) => {
+      if (event === 'message' && holding) return held.push(rest) > 0;
+      return emit(event, ...rest);
+    };
+    return subscriber;
+  };
+  const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store });
+  const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
+  const elsewhere = new SessionEngine<Vars>(options(createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 20 })));
+  try {
+    const login = await here.acquire({ sessionId: undefined, ip: IP });
+    const oldId = login.sessionId;
+    const running = await elsewhere.acquire({ sessionId: oldId, ip: IP });
+    holding = true;
+    const newId = await login.run(() => here.regenerate(oldId));
+    assert.ok(newId !== null);
+    login.release();
+    assert.ok(await eventually(async () => (await r.redis.zscore(`${r.prefix}idle`, newId)) === null && (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${login.proc.processId}`)) === '0'), 'the login\'s process is free');
+    // The browser's next request, with the new cookie, reaches the other node before the rename does.
+    const next = await elsewhere.acquire({ sessionId: newId, ip: IP });
+    holding = false;
+    for (const message of held.splice(0)) deliver?.(...message);
+    assert.ok(await eventually(() => running.sessionId === newId), 'the running request moved to the new id');
+
+    const closing = here.closeSession(newId);
+    const aborted = await eventually(() => running.proc.signal.aborted && next.proc.signal.aborted);
+    const cookies = [running.cookie(), next.cookie()].map((c) => c.action);
+    // Released before asserting, so a failure cannot leave the close or a stop waiting.
+    running.release();
+    next.release();
+    assert.equal(await closing, true);
+    assert.ok(aborted, 'both requests running there are asked to stop');
+    assert.deepEqual(cookies, ['clear', 'clear'], 'and both responses clear the cookie');
+  } finally {
+    await Promise.all([here.stop(), elsewhere.stop()]);
+    client.disconnect();
+  }
+});

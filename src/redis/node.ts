@@ -52,6 +52,14 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   lastActivityAtMs: number;
   processCount: number;
   readonly runs = new Map<WebProcess<Vars>, LocalRun<Vars>>();
+  /**
+   * Handles of this node re-keyed onto this one's id while their work still ran: a request with the new
+   * id reached the node before it heard of a rename, so the id had a handle of its own already. Until
+   * their work ends, what reaches this handle (a close, the count of running work) reaches them too.
+   */
+  readonly companions = new Set<SessionHandle<Vars>>();
+  /** The handle whose companion this one is, while its work runs. */
+  primary: SessionHandle<Vars> | undefined;
   readonly #node: NodeServices<Vars>;
 
   constructor(node: NodeServices<Vars>, id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number) {
@@ -91,6 +99,21 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     this.state = 'closing';
     const reason = (): SessionError => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: this.id });
     for (const proc of this.runs.keys()) processInternals.abort(proc, reason);
+    for (const companion of this.companions) companion.markClosing();
+  }
+
+  /** The processes running on this node in the session: this handle's and its companions'. */
+  processesHere(): WebProcess<Vars>[] {
+    const procs = [...this.runs.keys()];
+    for (const companion of this.companions) procs.push(...companion.runs.keys());
+    return procs;
+  }
+
+  /** Its work is over: a companion leaves its primary. */
+  leavePrimaryIfIdle(): void {
+    if (this.primary === undefined || this.runs.size > 0) return;
+    this.primary.companions.delete(this);
+    this.primary = undefined;
   }
 }
 

@@ -83,6 +83,14 @@ export class SessionRenames<Vars extends SessionVars> {
     if (handle === undefined || handle.id !== oldId) return;
     this.#known.delete(oldId);
     handle.id = newId;
-    if (!this.#known.has(newId)) this.#known.set(newId, handle);
+    const current = this.#known.get(newId);
+    if (current === undefined) {
+      this.#known.set(newId, handle);
+    } else if (handle.runs.size > 0) {
+      // A request with the new id got here first: the id has a handle already. This one's work goes on
+      // as its companion (a close, a stop's drain, the listing reach it), until it ends.
+      current.companions.add(handle);
+      handle.primary = current;
+    }
   }
 }

@@ -74,7 +74,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#renames = new SessionRenames(this.#node, this.#known, this.#turns, this.lockManager);
     this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renames.renamed(oldId, newId));
     this.#processes = new ProcessSaves(this.#node, (handle) => {
-      if (handle.runs.size === 0 && handle.state !== 'open') this.#known.delete(handle.id);
+      handle.leavePrimaryIfIdle();
+      if (handle.runs.size === 0 && handle.companions.size === 0 && handle.state !== 'open' && this.#known.get(handle.id) === handle) this.#known.delete(handle.id);
       this.#turns.wakeHead(handle.id);
     }, () => this.#checkIdle());
     this.#requests = new RedisRequestPath<Vars>({
@@ -120,7 +121,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#node.copies.drop(rest);
       const handle = this.#known.get(rest);
       handle?.markClosing();
-      if (handle !== undefined && handle.runs.size === 0) this.#known.delete(rest);
+      if (handle !== undefined && handle.runs.size === 0 && handle.companions.size === 0) this.#known.delete(rest);
     } else if (kind === 'r') {
       this.#turns.wakeHead(rest);
       this.#closer.waits.released(rest);
@@ -234,7 +235,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
     let busy = this.#processes.pendingCount;
-    for (const handle of this.#known.values()) for (const proc of handle.runs.keys()) if (proc !== caller) busy++;
+    for (const handle of this.#known.values()) for (const proc of handle.processesHere()) if (proc !== caller) busy++;
     for (const proc of this.#transients) if (proc !== caller) busy++;
     return busy;
   }
@@ -271,7 +272,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       out.push({
         id: h.id, ip: h.ip, createdAt: new Date(h.createdAtMs), lastActivityAt: new Date(h.lastActivityAtMs),
         expiresAt: new Date(h.lastRequestAtMs + this.#ctx.options.inactiveSessionTimeoutMs), processCount: h.processCount,
-        busy: h.runs.size > 0, queuedRequests: this.#turns.waiting(h.id), locks: [...h.runs.keys()].flatMap((p) => p.locks.held()),
+        busy: h.runs.size > 0 || h.companions.size > 0, queuedRequests: this.#turns.waiting(h.id), locks: h.processesHere().flatMap((p) => p.locks.held()),
       });
     }
     return out;
@@ -281,7 +282,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   gauges(): StoreGauges {
     const queuedRequests = this.#turns.total;
     let locksHeld = 0;
-    for (const h of this.#known.values()) for (const p of h.runs.keys()) locksHeld += p.lockCount;
+    for (const h of this.#known.values()) for (const p of h.processesHere()) locksHeld += p.lockCount;
     return { ...this.#closer.gauges, closingSessions: Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };
   }
 }
