@@ -55,6 +55,38 @@ async function scenario(engines: Engines): Promise<void> {
   assert.notEqual(late.sessionId, newId, 'the old id, arriving after the change, gets a brand-new session');
 }
 
+
+/**
+ * A client for another node whose subscriber holds the channel's messages back between `hold()` and
+ * `letGo()` (then delivers them in order): that node hears of what the others announce late.
+ */
+function holdingClient(url: string): { client: Redis; hold: () => void; letGo: () => void } {
+  const client = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  client.on('error', () => {});
+  let holding = false;
+  const held: unknown[][] = [];
+  let deliver: ((...args: unknown[]) => boolean) | undefined;
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+    const subscriber = duplicate(...args);
+    const emit = subscriber.emit.bind(subscriber);
+    deliver = (...message: unknown[]) => emit('message', ...message);
+    subscriber.emit = (event: string | symbol, ...rest: unknown[]) => {
+      if (event === 'message' && holding) return held.push(rest) > 0;
+      return emit(event, ...rest);
+    };
+    return subscriber;
+  };
+  return {
+    client,
+    hold: () => { holding = true; },
+    letGo: () => {
+      holding = false;
+      for (const message of held.splice(0)) deliver?.(...message);
+    },
+  };
+}
+
 test('memory store: requests queued behind a login that regenerates go on in the renamed session', async () => {
   const engine = new SessionEngine<Vars>({ clock: new ManualClock() });
   try {
@@ -150,23 +182,7 @@ test('Redis store: an enter that ran just before the rename, its reply read afte
 test('Redis store: a logout on another node, in the moment before that node hears of the rename, closes the renamed session', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  // The other node's client is ours: its subscriber holds the channel's messages back while asked to.
-  const client = new Redis(r.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
-  client.on('error', () => {});
-  let holding = false;
-  const held: unknown[][] = [];
-  let deliver: ((...args: unknown[]) => boolean) | undefined;
-  const duplicate = client.duplicate.bind(client);
-  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
-    const subscriber = duplicate(...args);
-    const emit = subscriber.emit.bind(subscriber);
-    deliver = (...message: unknown[]) => emit('message', ...message);
-    subscriber.emit = (event: string | symbol, ...rest: unknown[]) => {
-      if (event === 'message' && holding) return held.push(rest) > 0;
-      return emit(event, ...rest);
-    };
-    return subscriber;
-  };
+  const { client, hold, letGo } = holdingClient(r.url);
   const closes: string[] = [];
   const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store, onClose: (proc) => { closes.push(proc.sessionId); } });
   const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
@@ -175,14 +191,13 @@ test('Redis store: a logout on another node, in the moment before that node hear
     const login = await here.acquire({ sessionId: undefined, ip: IP });
     const oldId = login.sessionId;
     const running = await elsewhere.acquire({ sessionId: oldId, ip: IP });
-    holding = true;
+    hold();
     const newId = await login.run(() => here.regenerate(oldId));
     assert.ok(newId !== null);
     login.release();
     // Nothing of the channel reaches that node until the logout has returned.
     const closed = await running.run(() => elsewhere.closeSession(elsewhere.currentSessionId()));
-    holding = false;
-    for (const message of held.splice(0)) deliver?.(...message);
+    letGo();
     assert.equal(closed, true, 'the logout closed the session');
     assert.equal(running.sessionId, newId);
     running.release();
@@ -197,23 +212,7 @@ test('Redis store: a logout on another node, in the moment before that node hear
 test('Redis store: a request with the new id that reaches a node before it hears of the rename, while a request under the old id runs there: a close reaches both (abort, cookie)', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  // The other node's client is ours: its subscriber holds the channel's messages back while asked to.
-  const client = new Redis(r.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
-  client.on('error', () => {});
-  let holding = false;
-  const held: unknown[][] = [];
-  let deliver: ((...args: unknown[]) => boolean) | undefined;
-  const duplicate = client.duplicate.bind(client);
-  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
-    const subscriber = duplicate(...args);
-    const emit = subscriber.emit.bind(subscriber);
-    deliver = (...message: unknown[]) => emit('message', ...message);
-    subscriber.emit = (event: string | symbol, ...rest: unknown[]) => {
-      if (event === 'message' && holding) return held.push(rest) > 0;
-      return emit(event, ...rest);
-    };
-    return subscriber;
-  };
+  const { client, hold, letGo } = holdingClient(r.url);
   const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store });
   const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
   const elsewhere = new SessionEngine<Vars>(options(createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 20 })));
@@ -221,15 +220,14 @@ test('Redis store: a request with the new id that reaches a node before it hears
     const login = await here.acquire({ sessionId: undefined, ip: IP });
     const oldId = login.sessionId;
     const running = await elsewhere.acquire({ sessionId: oldId, ip: IP });
-    holding = true;
+    hold();
     const newId = await login.run(() => here.regenerate(oldId));
     assert.ok(newId !== null);
     login.release();
     assert.ok(await eventually(async () => (await r.redis.zscore(`${r.prefix}idle`, newId)) === null && (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${login.proc.processId}`)) === '0'), 'the login\'s process is free');
     // The browser's next request, with the new cookie, reaches the other node before the rename does.
     const next = await elsewhere.acquire({ sessionId: newId, ip: IP });
-    holding = false;
-    for (const message of held.splice(0)) deliver?.(...message);
+    letGo();
     assert.ok(await eventually(() => running.sessionId === newId), 'the running request moved to the new id');
 
     const closing = here.closeSession(newId);
