@@ -19,6 +19,17 @@ function engineOn(r: RedisForTest, options: Partial<RedisStoreOptions> = {}): Se
   return new SessionEngine<Vars>({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20, ...options }) });
 }
 
+/** Two nodes on the test's prefix, stopped after `body` whatever it does. */
+async function onTwoNodes(r: RedisForTest, body: (here: SessionEngine<Vars>, elsewhere: SessionEngine<Vars>) => Promise<void>): Promise<void> {
+  const here = engineOn(r);
+  const elsewhere = engineOn(r);
+  try {
+    await body(here, elsewhere);
+  } finally {
+    await Promise.all([here.stop(), elsewhere.stop()]);
+  }
+}
+
 /** One request on `engine`: `body` may change the vars; resolves once its release has landed in Redis. */
 async function visit(r: RedisForTest, engine: SessionEngine<Vars>, sessionId: string | undefined, body: (vars: Vars) => void = () => {}): Promise<{ sessionId: string; seen: number | undefined; pid: string }> {
   const lease = await engine.acquire({ sessionId, ip: IP });
@@ -41,9 +52,7 @@ async function tamper(r: RedisForTest, sessionId: string, pid: string, x: number
 test('Redis store: a returning visitor on the node that wrote its state last starts from that node\'s copy; a request that changes nothing writes no state; once another node entered the session, the state comes from Redis again', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const here = engineOn(r);
-  const elsewhere = engineOn(r);
-  try {
+  await onTwoNodes(r, async (here, elsewhere) => {
     const { sessionId, pid } = await visit(r, here, undefined, (vars) => { vars.x = 1; });
     const tampered = await tamper(r, sessionId, pid, 99);
 
@@ -62,9 +71,7 @@ test('Redis store: a returning visitor on the node that wrote its state last sta
     await tamper(r, sessionId, pid, 98);
     assert.equal((await visit(r, here, sessionId)).seen, 6);
     assert.equal((await visit(r, elsewhere, sessionId)).seen, 98);
-  } finally {
-    await Promise.all([here.stop(), elsewhere.stop()]);
-  }
+  });
 });
 
 /** The `x` Redis holds for the process. */
@@ -76,9 +83,7 @@ async function storedX(r: RedisForTest, sessionId: string, pid: string): Promise
 test('Redis store: a typed array changed in place is a change (written, seen by the other node), and changing it after the request ended reaches neither Redis nor the node\'s next request', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const here = engineOn(r);
-  const elsewhere = engineOn(r);
-  try {
+  await onTwoNodes(r, async (here, elsewhere) => {
     const { sessionId } = await visit(r, here, undefined, (vars) => { vars.u = new Uint8Array(4); });
     let kept: Vars | undefined;
     await visit(r, here, sessionId, (vars) => { vars.u![0] = 7; kept = vars; });
@@ -93,9 +98,7 @@ test('Redis store: a typed array changed in place is a change (written, seen by 
     other.release();
     assert.deepEqual(seenHere, [7, 0, 0, 0], 'this node: the change in place, not the later one');
     assert.deepEqual(seenElsewhere, [7, 0, 0, 0], 'the other node reads the change from Redis');
-  } finally {
-    await Promise.all([here.stop(), elsewhere.stop()]);
-  }
+  });
 });
 
 test('Redis store: a release fenced off (its process freed meanwhile, as a sweep frees a node thought dead) leaves no copy: the next request starts from what Redis holds', { timeout: 20_000 }, async (t: TestContext) => {
@@ -124,9 +127,7 @@ test('Redis store: a release fenced off (its process freed meanwhile, as a sweep
 test('Redis store: a session regenerated on another node keeps this node\'s copy under its new id (the rename moves the fencing counter with the session)', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const here = engineOn(r);
-  const elsewhere = engineOn(r);
-  try {
+  await onTwoNodes(r, async (here, elsewhere) => {
     const { sessionId, pid } = await visit(r, here, undefined, (vars) => { vars.x = 1; });
     const newId = await elsewhere.regenerate(sessionId);
     assert.ok(newId !== null);
@@ -136,9 +137,7 @@ test('Redis store: a session regenerated on another node keeps this node\'s copy
     await tamper(r, newId, pid, 99);
     assert.equal((await visit(r, here, newId)).seen, 1, 'from the copy, under the new id');
     assert.equal((await visit(r, elsewhere, newId)).seen, 99, 'the other node reads Redis');
-  } finally {
-    await Promise.all([here.stop(), elsewhere.stop()]);
-  }
+  });
 });
 
 test('Redis store: stateCopyBytes 0 keeps no copies (every enter reads the state from Redis), and the option is validated', { timeout: 20_000 }, async (t: TestContext) => {

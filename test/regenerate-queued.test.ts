@@ -9,7 +9,7 @@ import { ManualClock, SessionEngine, type SessionEngineOptions } from '../src/in
 import { createRedisStore } from '../src/redis/index.js';
 import { deferred, eventually } from './helpers.js';
 import type { Vars } from './model.js';
-import { redisForTest } from './redis-support.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
 
 const IP = '127.0.0.1';
 
@@ -84,6 +84,18 @@ function holdingClient(url: string): { client: Redis; hold: () => void; letGo: (
       holding = false;
       for (const message of held.splice(0)) deliver?.(...message);
     },
+  };
+}
+
+
+/** Two nodes with two processes per session; `elsewhere` hears the channel late (holdingClient). */
+function nodesOneHearingLate(r: RedisForTest, onClose?: SessionEngineOptions<Vars>['onClose']): ReturnType<typeof holdingClient> & { here: SessionEngine<Vars>; elsewhere: SessionEngine<Vars> } {
+  const late = holdingClient(r.url);
+  const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store, ...(onClose === undefined ? {} : { onClose }) });
+  return {
+    ...late,
+    here: new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }))),
+    elsewhere: new SessionEngine<Vars>(options(createRedisStore({ redis: late.client, prefix: r.prefix, pollIntervalMs: 20 }))),
   };
 }
 
@@ -182,11 +194,8 @@ test('Redis store: an enter that ran just before the rename, its reply read afte
 test('Redis store: a logout on another node, in the moment before that node hears of the rename, closes the renamed session', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const { client, hold, letGo } = holdingClient(r.url);
   const closes: string[] = [];
-  const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store, onClose: (proc) => { closes.push(proc.sessionId); } });
-  const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
-  const elsewhere = new SessionEngine<Vars>(options(createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 20 })));
+  const { client, hold, letGo, here, elsewhere } = nodesOneHearingLate(r, (proc) => { closes.push(proc.sessionId); });
   try {
     const login = await here.acquire({ sessionId: undefined, ip: IP });
     const oldId = login.sessionId;
@@ -212,10 +221,7 @@ test('Redis store: a logout on another node, in the moment before that node hear
 test('Redis store: a request with the new id that reaches a node before it hears of the rename, while a request under the old id runs there: a close reaches both (abort, cookie)', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const { client, hold, letGo } = holdingClient(r.url);
-  const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store });
-  const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
-  const elsewhere = new SessionEngine<Vars>(options(createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 20 })));
+  const { client, hold, letGo, here, elsewhere } = nodesOneHearingLate(r);
   try {
     const login = await here.acquire({ sessionId: undefined, ip: IP });
     const oldId = login.sessionId;

@@ -46,10 +46,13 @@ function holdWrites(client: WithStream): void {
   corked.set(stream, mark);
   stream.cork();
   nextCheckPhase(() => {
-    if (corked.get(stream) !== mark) return; // let go already (flushWrites)
-    corked.delete(stream);
-    stream.uncork();
+    if (corked.get(stream) === mark) letGo(stream); // else let go already (flushWrites)
   });
+}
+
+function letGo(stream: Writable): void {
+  corked.delete(stream);
+  stream.uncork();
 }
 
 /**
@@ -58,9 +61,7 @@ function holdWrites(client: WithStream): void {
  */
 export function flushWrites(client: object): void {
   const stream = (client as WithStream).stream;
-  if (stream === undefined || !corked.has(stream)) return;
-  corked.delete(stream);
-  stream.uncork();
+  if (stream !== undefined && corked.has(stream)) letGo(stream);
 }
 
 /**
