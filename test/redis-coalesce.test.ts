@@ -2,7 +2,8 @@ import { mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import { coalesceWritesOf, defineCoalescedCommand, flushWrites } from '../src/redis/coalesce.js';
+import { ScriptBatches } from '../src/redis/batches.js';
+import { coalesceWritesOf, defineCoalescedCommand, flushWrites, sendAheadOfLaterCalls } from '../src/redis/coalesce.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 
 type EchoClient = Redis & { lwsTestEcho(...args: (string | number)[]): Promise<string> };
@@ -116,5 +117,29 @@ test('fake timers installed after the store loaded (a test\'s) do not hold a scr
     assert.equal(await client.lwsTestEcho('under fake timers'), 'under fake timers');
   } finally {
     mock.timers.reset();
+  }
+});
+
+test('a batch registered with sendAheadOfLaterCalls reaches Redis before any script call made after its items, on a corked client and on an application\'s', async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const list = `${r.prefix}order`;
+  for (const coalesced of [true, false]) {
+    const client = await r.client() as Redis & Record<string, (...args: (string | number)[]) => Promise<unknown>>;
+    if (coalesced) coalesceWritesOf(client);
+    // Both scripts append to one list, so the list is the order Redis ran them in.
+    defineCoalescedCommand(client, 'lwsTestPush', { lua: `redis.call('RPUSH', ARGV[1], ARGV[2]) return 1`, numberOfKeys: 0 });
+    defineCoalescedCommand(client, 'lwsTestPushMany', { lua: `local out = {} for i = 1, tonumber(ARGV[2]) do redis.call('RPUSH', ARGV[1], ARGV[2 + i]) out[i] = i end return out`, numberOfKeys: 0 });
+    const batch = new ScriptBatches<number>(1, 64, (count, items) => client.lwsTestPushMany!(list, count, ...(items as string[])) as Promise<unknown>);
+    sendAheadOfLaterCalls(client, () => batch.flush());
+    await client.del(list);
+
+    const queued = [batch.add(['queued-1']), batch.add(['queued-2'])];
+    const later = client.lwsTestPush!(list, 'called-after');
+    const afterTurn = batch.add(['queued-after']); // a new batch, sent at the end of the turn
+    await Promise.all([...queued, later, afterTurn]);
+
+    assert.deepEqual(await client.lrange(list, 0, -1), ['queued-1', 'queued-2', 'called-after', 'queued-after'], `coalesced: ${coalesced}`);
+    client.disconnect();
   }
 });

@@ -157,7 +157,7 @@ test('Redis store: an enter that ran just before the rename, its reply read afte
   const r = await redisForTest(t);
   if (r === undefined) return;
   // The other node's client is ours, so its enter's reply can be held back until the rename is announced.
-  const client = new Redis(r.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 }) as Redis & { lwsEnterBuffer: (...args: unknown[]) => Promise<unknown> };
+  const client = new Redis(r.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 }) as Redis & { lwsEnterManyBuffer: (...args: unknown[]) => Promise<unknown> };
   client.on('error', () => {});
   const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store });
   const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
@@ -168,8 +168,8 @@ test('Redis store: an enter that ran just before the rename, its reply read afte
     await elsewhere.acquire({ sessionId: undefined, ip: IP }).then((lease) => lease.release()); // connected, scripts defined
     const replyRead = deferred();
     let entered = false;
-    const enter = client.lwsEnterBuffer.bind(client);
-    client.lwsEnterBuffer = (...args: unknown[]) => enter(...args).then(async (reply) => { entered = true; await replyRead.promise; return reply; });
+    const enter = client.lwsEnterManyBuffer.bind(client);
+    client.lwsEnterManyBuffer = (...args: unknown[]) => enter(...args).then(async (reply) => { entered = true; await replyRead.promise; return reply; });
     const pending = elsewhere.acquire({ sessionId: oldId, ip: IP });
     assert.ok(await eventually(() => entered), 'the enter ran (a second process of the session)');
     const newId = await login.run(() => here.regenerate(oldId));

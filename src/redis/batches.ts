@@ -6,9 +6,9 @@ export type ScriptArg = string | number | Buffer;
 
 /**
  * Calls of one script that this node makes about the same time, sent together: those made in one turn
- * of the event loop (the requests that arrived in it, the responses that ended in it) go as one call on
- * the next turn, at most `maxPerCall` each, and each caller gets its own part of the reply. The script
- * takes the count and the shared arguments first, then `argsPerItem` arguments per call, and answers
+ * of the event loop (the requests that arrived in it, the responses that ended in it) go as one call
+ * from the turn's check phase, at most `maxPerCall` each (1: each is sent at once), and each caller
+ * gets its own part of the reply. The script takes the count and the shared arguments first, then `argsPerItem` arguments per call, and answers
  * one element per call, in order. A Redis error rejects every call of the batch.
  */
 export class ScriptBatches<Result> {
@@ -30,14 +30,15 @@ export class ScriptBatches<Result> {
     return new Promise<Result>((resolve, reject) => {
       for (const arg of item) this.#args.push(arg);
       this.#waiters.push({ resolve, reject });
-      if (this.#waiters.length === 1) nextCheckPhase(() => this.#flush());
-      else if (this.#waiters.length === this.#maxPerCall) this.#flush();
+      if (this.#waiters.length === this.#maxPerCall) this.flush();
+      else if (this.#waiters.length === 1) nextCheckPhase(() => this.flush());
     });
   }
 
-  #flush(): void {
+  /** Sends what is queued now (the end of the turn, a full batch, or a call that must not overtake it). */
+  flush(): void {
     const waiters = this.#waiters;
-    if (waiters.length === 0) return; // sent when it filled up, before this turn's flush came
+    if (waiters.length === 0) return; // sent already: when it filled up, or ahead of another call
     const args = this.#args;
     this.#args = [];
     this.#waiters = [];

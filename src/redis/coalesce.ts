@@ -5,12 +5,14 @@ import type { Writable } from 'node:stream';
  * call made in one turn of the event loop leaves in one system call, at the end of the turn, instead of
  * one write each.
  *
- * Why: under load the requests that arrive in one turn (one per connection with data) each send their
- * enter as soon as they are parsed; written one by one, each costs a `write` on this node and a `read`
- * and a reply `write` on Redis. Corked until the turn's end, they go as one `writev`, Redis reads them
- * in one go and answers them in one go. Measured with `npm run bench -- --redis`: Redis's CPU per request
- * fell from about 40 to 29 µs, the server's from about 76 to 65 µs, and requests per second rose by 15
- * to 30 %. The cost is latency of at most the rest of the turn (the poll phase's other callbacks): the
+ * Why: under load the requests that arrive in one turn (one per connection with data) each sent their
+ * enter as soon as they were parsed; written one by one, each cost a `write` on this node and a `read`
+ * and a reply `write` on Redis. Corked until the turn's end, they went as one `writev`, Redis read them
+ * in one go and answered them in one go. Measured with `npm run bench -- --redis`: Redis's CPU per
+ * request fell from about 40 to 29 µs, the server's from about 76 to 65 µs, and requests per second rose
+ * by 15 to 30 %. Since the turn's writes leave from its check phase anyway, the enters of a turn are now
+ * one call sent from there (enters.ts); the cork still gathers it, the batch of releases and the turn's
+ * other calls into one write. The cost is latency of at most the rest of the turn (the poll phase's other callbacks): the
  * uncork runs in the turn's check phase, and a batch sent from the check phase itself lets go at once
  * (`flushWrites`).
  *
@@ -36,6 +38,26 @@ interface WithStream {
 /** The store made this client: its script calls of one turn leave together. */
 export function coalesceWritesOf(client: object): void {
   coalescing.add(client);
+}
+
+/** Whether the client's script calls of one turn leave together (the store made it). */
+export function coalesces(client: object): boolean {
+  return coalescing.has(client);
+}
+
+/** Per client, the batches that go ahead of any other script call made after theirs (`sendAheadOfLaterCalls`). */
+const ordered = new WeakMap<object, (() => void)[]>();
+
+/**
+ * A batch of the client's (ScriptBatches) whose queued calls must reach Redis before any script call
+ * made after them: `flush` runs before each such call. So a batch changes when its calls leave, never
+ * their order with the client's other calls (an enter queued before a waiter's registration lands
+ * before it, as it did when each enter was its own call).
+ */
+export function sendAheadOfLaterCalls(client: object, flush: () => void): void {
+  const flushes = ordered.get(client);
+  if (flushes === undefined) ordered.set(client, [flush]);
+  else flushes.push(flush);
 }
 
 /** Corks the client's connection until the end of this turn, unless it is corked already. */
@@ -77,6 +99,9 @@ export function defineCoalescedCommand(client: object, name: string, definition:
     if (typeof call !== 'function') continue;
     target[method] = function coalesced(this: unknown, ...args: unknown[]): unknown {
       if (coalescing.has(target)) holdWrites(target);
+      // A batch's own call comes through here too: its queue is empty by then, so it flushes nothing.
+      const flushes = ordered.get(target);
+      if (flushes !== undefined) for (const flush of flushes) flush();
       return Reflect.apply(call, this, args);
     };
   }

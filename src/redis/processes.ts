@@ -16,7 +16,7 @@ export class ProcessSaves<Vars extends SessionVars> {
   readonly #afterSave: (handle: SessionHandle<Vars>) => void;
   readonly #onSettled: () => void;
   readonly #pending = new Set<Promise<unknown>>();
-  /** The releases of one turn of the event loop go to Redis in one call (about one round trip per request under load). */
+  /** The releases of one turn of the event loop go to Redis in one call (as the enters do: enters.ts). */
   readonly #releases: ScriptBatches<string>;
 
   /** `afterSave`: a process of the session is free again; `onSettled`: a tracked write is over. */

@@ -6,7 +6,7 @@ import { PRELUDE } from './lua-prelude.js';
 /**
  * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
  * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered, copyPid, copyToken.
- * Returns {'ok', pid, token, state, created, lastRequest, processCount, copied} | {'unknown'} | {'ip'} | {'busy'} |
+ * Returns {'ok', 'pid token created processCount copied', state} | {'unknown'} | {'ip'} | {'busy'} |
  * {'full'} | {'moved', newId}. Requests waiting for the session (any node) are members of P wq:<id>,
  * scored by Redis's own time when they last tried: a waiter whose node died or gave up stops counting
  * after waiterStaleMs. 'moved': the session was regenerated while this request waited for it; it goes
@@ -15,7 +15,7 @@ import { PRELUDE } from './lua-prelude.js';
  * of and the session's fencing counter then (StateCopy); when the process taken is that one and the
  * counter has not moved since, the state is left out and copied is '1' (else '0').
  */
-export const ENTER = `${PRELUDE}
+const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h = skey(id)
 local wq = P .. 'wq:' .. id
@@ -71,11 +71,33 @@ markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
 if ARGV[14] == '1' then redis.call('ZREM', wq, ARGV[11]) end
-return {'ok', slot, tostring(token), state, f[4], tostring(now), tostring(#list), copied}
+return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' ' .. copied, state}
 `;
 
 /**
- * A request that will wait behind others of its node: checked as lwsEnter checks (open, cookie lifetime,
+ * The enters of the requests that reached a node in one turn of its event loop, in one call (ENTER's
+ * body run once per enter, in order: the same decisions as that many calls, one script call's overhead
+ * on each side instead of one per request). ARGV: P, count, then ENTER's ARGV[2..16] (15) per enter.
+ * Returns one ENTER reply per enter, in order, or {'err', message} for an enter that raised an error.
+ */
+export const ENTER_MANY = `${PRELUDE}
+local A
+local function enter()
+${ENTER.slice(PRELUDE.length + 1).replaceAll('ARGV[', 'A[')}end
+local out = {}
+for i = 0, tonumber(ARGV[2]) - 1 do
+  local base = 3 + 15 * i
+  A = {P}
+  for j = 0, 14 do A[j + 2] = ARGV[base + j] end
+  -- One enter's error (a damaged key) is its own: the others' replies, and the writes they made, stand.
+  local ok, reply = pcall(enter)
+  out[i + 1] = ok and reply or {'err', tostring(reply)}
+end
+return out
+`;
+
+/**
+ * A request that will wait behind others of its node: checked as an enter checks (open, cookie lifetime,
  * IP), then counted among the session's waiters now, so the bound holds however the waiting requests are
  * spread. ARGV: P, id, waiterId, maxQueued, staleMs, keyTtlMs, now, cookieTtlMs, ipCheck, ip.
  * Returns 'ok' | 'full' | 'unknown' | 'ip'. Called again on each poll to stay counted.

@@ -9,6 +9,7 @@ import { keyTtlMs, SessionHandle, text, unavailable, waiterStaleMs, type NodeSer
 import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
+import { SessionEnters } from './enters.js';
 import type { TurnQueues, Waiter } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -55,6 +56,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
   /** Closed id → the new session its waiting requests move to (kept while some still wait). */
   readonly #successors = new Map<string, Promise<string | undefined>>();
   #waiterSeq = 0;
+  readonly #enters: SessionEnters<Vars>;
 
   constructor(deps: RequestPathDeps<Vars>) {
     this.#deps = deps;
@@ -68,6 +70,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     this.#closer = deps.closer;
     this.#transients = deps.transients;
     const ctx = this.#ctx;
+    this.#enters = new SessionEnters(deps.node);
     this.#transientOwner = {
       id: '',
       lockManager: deps.node.lockManager,
@@ -119,7 +122,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
     try {
-      const staleMs = waiterStaleMs(this.#settings);
       const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
       if (this.#turns.waiting(id) > 0) {
         // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
@@ -134,24 +136,17 @@ export class RedisRequestPath<Vars extends SessionVars> {
       }
       for (;;) {
         if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-        const copy = this.#node.copies.get(id);
-        const reply = await this.#redis.lwsEnterBuffer(
-          this.#settings.prefix, id, ip, clock.now(), options.inactiveSessionTimeoutMs, ipCheck,
-          options.processesPerSession, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), waiterId, options.maxQueuedRequests,
-          staleMs, registered ? 1 : 0, copy?.pid ?? '', copy?.token ?? '',
-        );
-        const outcome = text(reply[0]);
-        if (outcome === 'ok') {
+        const nowMs = clock.now();
+        const entered = await this.#enters.enter({ sessionId: id, ip, ipCheck, waiterId, registered }, nowMs);
+        const outcome = entered.kind;
+        if (entered.kind === 'ok') {
           registered = false;
-          const [, pid, token, state, createdAtMs, lastRequestAtMs, processCount, copied] = reply;
-          const handle = this.#handle(id, ip, Number(text(createdAtMs)), Number(text(lastRequestAtMs)), Number(text(processCount)));
-          // Left out by Redis: the copy sent is exact (the process is the copy's, nobody entered since).
-          const loaded = copied !== undefined && text(copied) === '1' && copy !== undefined ? copy.bytes : state as Buffer;
-          return await this.#lease(handle, text(pid), text(token), loaded, false);
+          const handle = this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount);
+          return await this.#lease(handle, entered.pid, entered.token, entered.state, false);
         }
-        if (outcome === 'moved' && me !== undefined) {
+        if (entered.kind === 'moved' && me !== undefined) {
           // Regenerated while this waited (on any node): this node's waiters follow it, in their order.
-          this.#turns.move(id, text(reply[1]));
+          this.#turns.move(id, entered.to);
           id = me.sessionId;
           // Behind requests that already waited here under the new id: its turn comes after theirs.
           if (!this.#turns.isHead(me)) {

@@ -31,10 +31,10 @@
 // leaves nothing behind.
 
 import { CLAIM, CLAIM_ALL, FINISH, HEARTBEAT, HOOKED, LOAD_CLOSING, RENAME, SET_OPTION, SWEEP } from './close-scripts.js';
-import { CREATE, ENTER, RELEASE, SPAWN, WAIT } from './request-scripts.js';
+import { CREATE, ENTER_MANY, RELEASE, SPAWN, WAIT } from './request-scripts.js';
 
 export const STORE_SCRIPTS = {
-  lwsEnter: ENTER,
+  lwsEnterMany: ENTER_MANY,
   lwsWait: WAIT,
   lwsCreate: CREATE,
   lwsRelease: RELEASE,
