@@ -201,7 +201,7 @@ local counted = redis.call('HGET', P .. 'pn', old)
 if counted then redis.call('HDEL', P .. 'pn', old); redis.call('HSET', P .. 'pn', new, counted) end
 for _, p in ipairs(plist(nh)) do
   local owner = redis.call('HGET', nh, 'o:' .. p)
-  if owner then
+  if owner and owner ~= '' then
     redis.call('SREM', P .. 'nb:' .. owner, old .. ' ' .. p)
     redis.call('SADD', P .. 'nb:' .. owner, new .. ' ' .. p)
   end

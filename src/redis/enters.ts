@@ -1,3 +1,4 @@
+import type { RuntimeOptions } from '../options.js';
 import type { SessionVars } from '../process.js';
 import { ScriptBatches } from './batches.js';
 import { coalesces, flushWrites, sendAheadOfLaterCalls } from './coalesce.js';
@@ -23,11 +24,15 @@ export type EnterOutcome =
 export interface EnterRequest {
   readonly sessionId: string;
   readonly ip: string;
-  readonly ipCheck: 0 | 1;
   /** Its name among the session's waiters in Redis (used only if it has to wait). */
   readonly waiterId: string;
   /** Counted among the session's waiters already. */
   readonly registered: boolean;
+}
+
+/** 1 when a request must come from its session's address (legacy mode with IP validation). */
+export function ipCheckOf(options: Pick<RuntimeOptions, 'mode' | 'ipValidation'>): 0 | 1 {
+  return options.mode === 'legacy' && options.ipValidation ? 1 : 0;
 }
 
 const SIMPLE_OUTCOMES = new Set(['unknown', 'ip', 'full', 'busy']);
@@ -49,8 +54,14 @@ export class SessionEnters<Vars extends SessionVars> {
     const { redis, settings } = node;
     // A client the application passed in is not corked (coalesce.ts): its enters leave at once, each its
     // own call, rather than wait for the end of the turn on the response's path.
-    this.#batches = new ScriptBatches<Reply>(15, coalesces(redis) ? 64 : 1, (count, items) => {
-      const sent = redis.lwsEnterManyBuffer(settings.prefix, count, ...items);
+    this.#batches = new ScriptBatches<Reply>(7, coalesces(redis) ? 64 : 1, (count, items) => {
+      // What every enter shares is taken when the call leaves (an option set meanwhile applies to them all).
+      const { options } = node.ctx;
+      const sent = redis.lwsEnterManyBuffer(
+        settings.prefix, count, options.inactiveSessionTimeoutMs, ipCheckOf(options), options.processesPerSession,
+        options.maxConcurrentProcesses, node.nodeId, keyTtlMs(node.ctx, settings), options.maxQueuedRequests, waiterStaleMs(settings),
+        ...items,
+      );
       flushWrites(redis);
       return sent;
     });
@@ -59,12 +70,9 @@ export class SessionEnters<Vars extends SessionVars> {
 
   /** Takes a process of the session (or says why not). `nowMs` is the request's start, its session's new last request. */
   async enter(request: EnterRequest, nowMs: number): Promise<EnterOutcome> {
-    const { ctx: { options }, settings, nodeId, copies } = this.#node;
-    const copy: StateCopy | undefined = copies.get(request.sessionId);
+    const copy: StateCopy | undefined = this.#node.copies.get(request.sessionId);
     const reply = await this.#batches.add([
-      request.sessionId, request.ip, nowMs, options.inactiveSessionTimeoutMs, request.ipCheck,
-      options.processesPerSession, options.maxConcurrentProcesses, nodeId, keyTtlMs(this.#node.ctx, settings), request.waiterId,
-      options.maxQueuedRequests, waiterStaleMs(settings), request.registered ? 1 : 0, copy?.pid ?? '', copy?.token ?? '',
+      request.sessionId, request.ip, nowMs, request.waiterId, request.registered ? 1 : 0, copy?.pid ?? '', copy?.token ?? '',
     ]);
     const kind = text(reply[0]);
     if (kind === 'ok') {

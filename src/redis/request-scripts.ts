@@ -77,7 +77,9 @@ return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' 
 /**
  * The enters of the requests that reached a node in one turn of its event loop, in one call (ENTER's
  * body run once per enter, in order: the same decisions as that many calls, one script call's overhead
- * on each side instead of one per request). ARGV: P, count, then ENTER's ARGV[2..16] (15) per enter.
+ * on each side instead of one per request). ARGV: P, count, then what every enter of the node shares:
+ * cookieTtlMs, ipCheck, perSession, maxProcs, node, keyTtlMs, maxQueued, waiterStaleMs; then per enter:
+ * id, ip, now, waiterId, waiterRegistered, copyPid, copyToken (ENTER's ARGV of the same names).
  * Returns one ENTER reply per enter, in order, or {'err', message} for an enter that raised an error.
  */
 export const ENTER_MANY = `${PRELUDE}
@@ -86,9 +88,11 @@ local function enter()
 ${ENTER.slice(PRELUDE.length + 1).replaceAll('ARGV[', 'A[')}end
 local out = {}
 for i = 0, tonumber(ARGV[2]) - 1 do
-  local base = 3 + 15 * i
-  A = {P}
-  for j = 0, 14 do A[j + 2] = ARGV[base + j] end
+  local b = 11 + 7 * i
+  -- ENTER's ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node, keyTtlMs, waiterId,
+  -- maxQueued, waiterStaleMs, waiterRegistered, copyPid, copyToken.
+  A = {P, ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+    ARGV[b + 3], ARGV[9], ARGV[10], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]}
   -- One enter's error (a damaged key) is its own: the others' replies, and the writes they made, stand.
   local ok, reply = pcall(enter)
   out[i + 1] = ok and reply or {'err', tostring(reply)}
@@ -174,13 +178,14 @@ return {'ok', pid, unpack(victims)}
  * its state if its token still holds and frees its process. A stale token (the session closed and its
  * process was freed or its key deleted) writes nothing: no resurrection; a repeat of a release that
  * landed is stale too, so a retry is harmless.
- * ARGV: P, count, node, then per release: id, pid, token, now, keyTtlMs, hasState, state, endsProcess.
+ * ARGV: P, count, node, keyTtlMs, then per release: id, pid, token, now, state ('' for none: a state
+ * saved is never empty), endsProcess.
  * Returns one of 'o' | 'c' (released; the session's state) | 'stale' | 'gone' per release, in order.
  */
 export const RELEASE = `${PRELUDE}
-local node = ARGV[3]
+local node, ttl = ARGV[3], ARGV[4]
 local function release(a)
-  local id, pid, now, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 3], ARGV[a + 4]
+  local id, pid, now = ARGV[a], ARGV[a + 1], ARGV[a + 3]
   local h = skey(id)
   local f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
   if not f[1] then
@@ -197,18 +202,18 @@ local function release(a)
   if b ~= ARGV[a + 2] then return 'stale' end
   local others = {}
   if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
-  if ARGV[a + 7] == '1' and st == 'o' then
+  if ARGV[a + 5] == '1' and st == 'o' then
     -- A task that ended on its own ends its process (no hook: its session is not closing).
     redis.call('HSET', h, 'pl', table.concat(others, ' '), 'la', now)
     redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
     countProcesses(id, -1)
   else
-    -- One write: the process free, its state if given, the session's last activity if it is open.
-    local fields = {'b:' .. pid, '0'}
-    if ARGV[a + 5] == '1' then fields[3] = 'd:' .. pid; fields[4] = ARGV[a + 6] end
+    -- One write: the process free and nobody's ('' in o:), its state if given, the session's last
+    -- activity if it is open.
+    local fields = {'b:' .. pid, '0', 'o:' .. pid, ''}
+    if ARGV[a + 4] ~= '' then fields[5] = 'd:' .. pid; fields[6] = ARGV[a + 4] end
     if st == 'o' then fields[#fields + 1] = 'la'; fields[#fields + 1] = now end
     redis.call('HSET', h, unpack(fields))
-    redis.call('HDEL', h, 'o:' .. pid)
   end
   if st == 'o' then
     local free = true
@@ -224,7 +229,7 @@ local function release(a)
   return st
 end
 local out = {}
-for i = 0, tonumber(ARGV[2]) - 1 do out[i + 1] = release(4 + 8 * i) end
+for i = 0, tonumber(ARGV[2]) - 1 do out[i + 1] = release(5 + 6 * i) end
 return out
 `;
 

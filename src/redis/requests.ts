@@ -9,7 +9,7 @@ import { keyTtlMs, SessionHandle, text, unavailable, waiterStaleMs, type NodeSer
 import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
-import { SessionEnters } from './enters.js';
+import { ipCheckOf, SessionEnters } from './enters.js';
 import type { TurnQueues, Waiter } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -122,7 +122,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
     try {
-      const ipCheck = options.mode === 'legacy' && options.ipValidation ? 1 : 0;
+      const ipCheck = ipCheckOf(options);
       if (this.#turns.waiting(id) > 0) {
         // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
         const admitted = text(await this.#register(id, waiterId, ip, ipCheck) as string);
@@ -137,7 +137,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       for (;;) {
         if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
         const nowMs = clock.now();
-        const entered = await this.#enters.enter({ sessionId: id, ip, ipCheck, waiterId, registered }, nowMs);
+        const entered = await this.#enters.enter({ sessionId: id, ip, waiterId, registered }, nowMs);
         const outcome = entered.kind;
         if (entered.kind === 'ok') {
           registered = false;

@@ -7,7 +7,7 @@
 //                   st ('o' open | 'c' closing), rs (close reason), cl (node that claimed the close),
 //                   pl (live process ids, space-separated), tk (fencing counter),
 //                   per process <pid>: k:<pid> ('w' request process | 't' task), b:<pid> (fencing token of
-//                   the request running in it, '0' when free), o:<pid> (node running it), d:<pid>
+//                   the request running in it, '0' when free), o:<pid> (node running it; '' or absent when none), d:<pid>
 //                   (serialized state), hk:<pid> (its hook has run)
 //   P wq:<id>       zset waiter -> Redis time of its last try (requests waiting for the session, any node)
 //   P mv:<old>      the new id of a session regenerated while work was under way in it (waiting
