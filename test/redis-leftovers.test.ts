@@ -295,3 +295,13 @@ test('a cluster stop closes every session even when a whole batch of the open se
   assert.equal(await r.redis.zcard(`${r.prefix}open`), 0);
   assert.deepEqual(await counts(r), { open: 0, procs: 0, counted: {} }, 'the leftovers gave their processes back');
 });
+
+test('the set a node of an earlier version files under a node named \'\' (a rename of a session whose process was freed) is dropped by the sweep', {
+  timeout: 20_000,
+}, (t) => withEngine(t, {}, async (r, engine, clock) => {
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP }); // the store has started
+  lease.release();
+  await r.redis.sadd(`${r.prefix}nb:`, `${lease.sessionId} ${lease.proc.processId}`);
+  clock.advance(SWEEP_INTERVAL_MS);
+  assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}nb:`)) === 0), 'gone after a sweep');
+}));

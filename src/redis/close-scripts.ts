@@ -58,6 +58,9 @@ local function isDead(n)
   end
   return realMs - tonumber(since) >= tonumber(ARGV[6])
 end
+-- A node of an earlier version, renaming a session whose process was freed since (o:<pid> '' rather
+-- than absent), files it under a node named '': nobody's, dropped here.
+redis.call('DEL', P .. 'nb:')
 for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
   if dead ~= node and isDead(dead) then
     redis.call('DEL', P .. 'missing:' .. dead, P .. 'left:' .. dead)

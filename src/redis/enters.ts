@@ -54,7 +54,7 @@ export class SessionEnters<Vars extends SessionVars> {
     const { redis, settings } = node;
     // A client the application passed in is not corked (coalesce.ts): its enters leave at once, each its
     // own call, rather than wait for the end of the turn on the response's path.
-    this.#batches = new ScriptBatches<Reply>(7, coalesces(redis) ? 64 : 1, (count, items) => {
+    this.#batches = new ScriptBatches<Reply>(3, coalesces(redis) ? 64 : 1, (count, items) => {
       // What every enter shares is taken when the call leaves (an option set meanwhile applies to them all).
       const { options } = node.ctx;
       const sent = redis.lwsEnterManyBuffer(
@@ -71,9 +71,10 @@ export class SessionEnters<Vars extends SessionVars> {
   /** Takes a process of the session (or says why not). `nowMs` is the request's start, its session's new last request. */
   async enter(request: EnterRequest, nowMs: number): Promise<EnterOutcome> {
     const copy: StateCopy | undefined = this.#node.copies.get(request.sessionId);
-    const reply = await this.#batches.add([
-      request.sessionId, request.ip, nowMs, request.waiterId, request.registered ? 1 : 0, copy?.pid ?? '', copy?.token ?? '',
-    ]);
+    // The node's own values in one argument (each argument costs its encoding on both sides); the
+    // address and the id, which come from outside and may hold anything, in their own.
+    const own = `${nowMs} ${request.waiterId} ${request.registered ? 1 : 0} ${copy?.pid ?? '-'} ${copy?.token ?? '-'}`;
+    const reply = await this.#batches.add([own, request.ip, request.sessionId]);
     const kind = text(reply[0]);
     if (kind === 'ok') {
       // 'ok', "pid token createdAtMs processCount copied", state.

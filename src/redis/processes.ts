@@ -24,9 +24,10 @@ export class ProcessSaves<Vars extends SessionVars> {
     this.#node = node;
     this.#afterSave = afterSave;
     this.#onSettled = onSettled;
-    // id, pid, token, now, state ('' for none), endsProcess per release; at most 128 per call (a script blocks Redis while it runs).
+    // 'pid token now endsProcess', id, state ('' for none) per release; at most 128 per call (a script
+    // blocks Redis while it runs). Fewer arguments: each costs its encoding on both sides.
     // Sent from the check phase: what the turn holds leaves now, not a turn later (coalesce.ts).
-    this.#releases = new ScriptBatches<string>(6, 128, (count, items) => {
+    this.#releases = new ScriptBatches<string>(3, 128, (count, items) => {
       const sent = node.redis.lwsRelease(node.settings.prefix, count, node.nodeId, keyTtlMs(node.ctx, node.settings), ...items);
       flushWrites(node.redis);
       return sent;
@@ -93,7 +94,9 @@ export class ProcessSaves<Vars extends SessionVars> {
     const ttlMs = keyTtlMs(ctx, settings);
     for (let attempt = 0; ; attempt++) {
       try {
-        const outcome = text(await this.#releases.add([handle.id, proc.processId, token, ctx.clock.now(), bytes ?? '', endsProcess ? 1 : 0]));
+        const outcome = text(await this.#releases.add([`${proc.processId} ${token} ${ctx.clock.now()} ${endsProcess ? 1 : 0}`, handle.id, bytes ?? '']));
+        // Its own error in Redis (the others of its call landed): retried as a failed call is.
+        if (outcome.startsWith('err')) throw new Error(`the release failed in Redis: ${outcome.slice(4)}`);
         if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
         break;
       } catch (error) {

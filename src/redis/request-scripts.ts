@@ -78,8 +78,9 @@ return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' 
  * The enters of the requests that reached a node in one turn of its event loop, in one call (ENTER's
  * body run once per enter, in order: the same decisions as that many calls, one script call's overhead
  * on each side instead of one per request). ARGV: P, count, then what every enter of the node shares:
- * cookieTtlMs, ipCheck, perSession, maxProcs, node, keyTtlMs, maxQueued, waiterStaleMs; then per enter:
- * id, ip, now, waiterId, waiterRegistered, copyPid, copyToken (ENTER's ARGV of the same names).
+ * cookieTtlMs, ipCheck, perSession, maxProcs, node, keyTtlMs, maxQueued, waiterStaleMs; then per enter
+ * three: 'now waiterId waiterRegistered copyPid copyToken' (the node's own values, none with a space; '-'
+ * for no copy), ip, id (ENTER's ARGV of the same names).
  * Returns one ENTER reply per enter, in order, or {'err', message} for an enter that raised an error.
  */
 export const ENTER_MANY = `${PRELUDE}
@@ -88,11 +89,12 @@ local function enter()
 ${ENTER.slice(PRELUDE.length + 1).replaceAll('ARGV[', 'A[')}end
 local out = {}
 for i = 0, tonumber(ARGV[2]) - 1 do
-  local b = 11 + 7 * i
+  local b = 11 + 3 * i
+  local now, waiter, registered, copyPid, copyToken = string.match(ARGV[b], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
   -- ENTER's ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node, keyTtlMs, waiterId,
   -- maxQueued, waiterStaleMs, waiterRegistered, copyPid, copyToken.
-  A = {P, ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
-    ARGV[b + 3], ARGV[9], ARGV[10], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6]}
+  A = {P, ARGV[b + 2], ARGV[b + 1], now, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+    waiter, ARGV[9], ARGV[10], registered, copyPid, copyToken}
   -- One enter's error (a damaged key) is its own: the others' replies, and the writes they made, stand.
   local ok, reply = pcall(enter)
   out[i + 1] = ok and reply or {'err', tostring(reply)}
@@ -178,14 +180,16 @@ return {'ok', pid, unpack(victims)}
  * its state if its token still holds and frees its process. A stale token (the session closed and its
  * process was freed or its key deleted) writes nothing: no resurrection; a repeat of a release that
  * landed is stale too, so a retry is harmless.
- * ARGV: P, count, node, keyTtlMs, then per release: id, pid, token, now, state ('' for none: a state
- * saved is never empty), endsProcess.
- * Returns one of 'o' | 'c' (released; the session's state) | 'stale' | 'gone' per release, in order.
+ * ARGV: P, count, node, keyTtlMs, then per release three: 'pid token now endsProcess' (the node's own
+ * values, none with a space), id, state ('' for none: a state saved is never empty).
+ * Returns one of 'o' | 'c' (released; the session's state) | 'stale' | 'gone' per release, in order, or
+ * 'err <message>' for a release that raised an error.
  */
 export const RELEASE = `${PRELUDE}
 local node, ttl = ARGV[3], ARGV[4]
 local function release(a)
-  local id, pid, now = ARGV[a], ARGV[a + 1], ARGV[a + 3]
+  local pid, token, now, ends = string.match(ARGV[a], '^(%S+) (%S+) (%S+) (%S+)$')
+  local id, state = ARGV[a + 1], ARGV[a + 2]
   local h = skey(id)
   local f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
   if not f[1] then
@@ -199,10 +203,10 @@ local function release(a)
   redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid)
   local b, st = f[1], f[2]
   if not b then return 'gone' end
-  if b ~= ARGV[a + 2] then return 'stale' end
+  if b ~= token then return 'stale' end
   local others = {}
   if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
-  if ARGV[a + 5] == '1' and st == 'o' then
+  if ends == '1' and st == 'o' then
     -- A task that ended on its own ends its process (no hook: its session is not closing).
     redis.call('HSET', h, 'pl', table.concat(others, ' '), 'la', now)
     redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
@@ -211,7 +215,7 @@ local function release(a)
     -- One write: the process free and nobody's ('' in o:), its state if given, the session's last
     -- activity if it is open.
     local fields = {'b:' .. pid, '0', 'o:' .. pid, ''}
-    if ARGV[a + 4] ~= '' then fields[5] = 'd:' .. pid; fields[6] = ARGV[a + 4] end
+    if state ~= '' then fields[5] = 'd:' .. pid; fields[6] = state end
     if st == 'o' then fields[#fields + 1] = 'la'; fields[#fields + 1] = now end
     redis.call('HSET', h, unpack(fields))
   end
@@ -229,7 +233,11 @@ local function release(a)
   return st
 end
 local out = {}
-for i = 0, tonumber(ARGV[2]) - 1 do out[i + 1] = release(5 + 6 * i) end
+for i = 0, tonumber(ARGV[2]) - 1 do
+  -- One release's error is its own: the others of its call land.
+  local ok, outcome = pcall(release, 5 + 3 * i)
+  out[i + 1] = ok and outcome or ('err ' .. tostring(outcome))
+end
 return out
 `;
 

@@ -1,6 +1,7 @@
 // The enters a node makes in one turn of its event loop go to Redis as one script call (src/redis/enters.ts),
 // and each is decided as if it had been alone: free processes are taken, a busy one is waited for, a
-// dead id gets a new session, a wrong address is refused.
+// dead id gets a new session, a wrong address is refused. The releases of a turn go the same way
+// (src/redis/processes.ts): one that fails in Redis fails alone.
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +10,7 @@ import { ManualClock, SessionEngine, SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { coalesceWritesOf } from '../src/redis/coalesce.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
+import { eventually } from './helpers.js';
 
 type Vars = { n: number };
 type Spied = Redis & { lwsEnterManyBuffer: (...args: unknown[]) => Promise<unknown> };
@@ -153,6 +155,33 @@ test('Redis store: an enter that raises an error in Redis fails alone: the other
     assert.deepEqual([first.value.sessionId, third.value.sessionId], [ids[0], ids[2]]);
     first.value.release();
     third.value.release();
+  } finally {
+    await engine.stop();
+    client.disconnect();
+  }
+});
+
+test('Redis store: a release that raises an error in Redis fails alone: the other releases of its call land', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const { client, engine, ids } = await nodeWithSessions(r, 2, true);
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => { errors.push(error); });
+  try {
+    const [a, b] = await Promise.all(ids.map((sessionId) => engine.acquire({ sessionId, ip: IP })));
+    assert.ok(a !== undefined && b !== undefined);
+    // A's key damaged while its request runs: not a hash any more, so every command on it fails in Lua.
+    await r.redis.del(`${r.prefix}s:${a.sessionId}`);
+    await r.redis.set(`${r.prefix}s:${a.sessionId}`, 'not a hash');
+    b.proc.vars.n = 42;
+    a.release();
+    b.release(); // the same turn: one release call
+    assert.ok(await eventually(async () => (await r.redis.zscore(`${r.prefix}idle`, b.sessionId)) !== null), 'B\'s release landed: its session is idle');
+    assert.ok(await eventually(() => errors.some((error) => error.code === 'ERR_SESSION_STORE_UNAVAILABLE' && error.sessionId === a.sessionId)), 'A\'s failure is reported');
+    const again = await engine.acquire({ sessionId: b.sessionId, ip: IP });
+    assert.equal(again.proc.vars.n, 42, 'with the state B left');
+    again.release();
+    await r.redis.del(`${r.prefix}s:${a.sessionId}`); // lets A's retries end ('gone')
   } finally {
     await engine.stop();
     client.disconnect();
