@@ -1,5 +1,6 @@
-// A server under load for bench/adapters.ts: one framework, bare or with our sessions, in its own
-// process pinned to the server core: `taskset -c 0 node --import tsx bench/adapter-server.ts <framework> <bare|ours>`.
+// A server under load for bench/adapters.ts and bench/peers.ts: one framework, bare, with our sessions or
+// (Express, Fastify) with the session library its users would pick instead, in its own process pinned to
+// the server core: `taskset -c 0 node --import tsx bench/adapter-server.ts <framework> <bare|ours|peer>`.
 // Every variant runs the same application code (read a counter, increment it, answer its value), so a
 // ratio ours/bare is what the session layer costs inside that framework.
 
@@ -7,12 +8,15 @@ import * as http from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
 import express from 'express';
 import Fastify from 'fastify';
+import fastifyCookie from '@fastify/cookie';
+import fastifySession from '@fastify/session';
+import expressSession from 'express-session';
 import { Hono } from 'hono';
 import { createServer } from '../src/adapters/node/index.js';
 import { sessions as expressSessions } from '../src/adapters/express/index.js';
 import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
 import { sessions as honoSessions } from '../src/adapters/hono/index.js';
-import { SessionEngine, type WebProcess } from '../src/index.js';
+import { DEFAULT_OPTIONS, SessionEngine, type WebProcess } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { serveOverIpc } from './child.js';
 import { BENCH_REDIS_PREFIX, BENCH_REDIS_URL, isFrameworkName, isServerKind, RETURNING_SESSIONS, type FrameworkName } from './protocol.js';
@@ -20,14 +24,18 @@ import { BENCH_REDIS_PREFIX, BENCH_REDIS_URL, isFrameworkName, isServerKind, RET
 const [framework, kind, stateBytesArg = '0'] = process.argv.slice(2);
 /** > 0: each session also carries a string this long, and only one request in ten writes (read-mostly, large state). */
 const stateBytes = Number(stateBytesArg);
-if (!isFrameworkName(framework) || !isServerKind(kind) || !Number.isInteger(stateBytes) || stateBytes < 0 || process.send === undefined) {
-  console.error('usage: node --import tsx bench/adapter-server.ts <node|express|fastify|hono|hono-middleware|redis> <bare|ours> [stateBytes] (started by bench/adapters.ts, with an IPC channel)');
+const peerFramework = framework === 'express' || framework === 'fastify';
+if (!isFrameworkName(framework) || !isServerKind(kind) || (kind === 'peer' && (!peerFramework || stateBytesArg !== '0')) || !Number.isInteger(stateBytes) || stateBytes < 0 || process.send === undefined) {
+  console.error('usage: node --import tsx bench/adapter-server.ts <node|express|fastify|hono|hono-middleware|redis> <bare|ours> [stateBytes]\n'
+    + '       node --import tsx bench/adapter-server.ts <express|fastify> peer (started by bench/adapters.ts or bench/peers.ts, with an IPC channel)');
   process.exit(2);
 }
 
 interface Vars { hits: number; profile?: string }
 let handled = 0;
 let errors = 0;
+/** Sessions the peer library created (a session without a counter yet); ours reports engine.stats(). */
+let peerSessionsCreated = 0;
 const newVars = (): Vars => (stateBytes > 0 ? { hits: 0, profile: 'x'.repeat(stateBytes) } : { hits: 0 });
 const bareHits: Vars = newVars();
 
@@ -52,7 +60,43 @@ function hit(proc: WebProcess<object> | undefined): string {
   return `${vars.hits} ${vars.profile?.length ?? 0}`;
 }
 
+/** The peers' cookie lifetime: ours by default (inactiveSessionTimeoutMs), refreshed on every response as ours is. */
+const PEER_COOKIE = { maxAge: DEFAULT_OPTIONS.inactiveSessionTimeoutMs, httpOnly: true, sameSite: 'strict', secure: false } as const;
+const PEER_SECRET = 'bench-only secret, 32 characters or more';
+
+/** The application with a peer library: read the counter from its session, write it back, answer it. */
+function peerHit(session: { hits?: number | undefined }): string {
+  handled++;
+  if (session.hits === undefined) peerSessionsCreated++;
+  session.hits = (session.hits ?? 0) + 1;
+  return String(session.hits);
+}
+
+async function buildPeer(name: 'express' | 'fastify'): Promise<http.Server> {
+  if (name === 'express') {
+    // express-session's own MemoryStore; rolling: Set-Cookie on every response; a session is saved (and
+    // its cookie first sent) once the application writes to it.
+    const app = express();
+    app.use(expressSession({ secret: PEER_SECRET, resave: false, saveUninitialized: false, rolling: true, cookie: PEER_COOKIE }));
+    app.get('/', (req, res) => { res.send(peerHit(req.session)); });
+    return http.createServer(app);
+  }
+  // @fastify/session's default (memory) store; rolling is its default.
+  const app = Fastify();
+  await app.register(fastifyCookie);
+  await app.register(fastifySession, { secret: PEER_SECRET, saveUninitialized: false, rolling: true, cookie: PEER_COOKIE });
+  app.get('/', async (request) => {
+    const session = { hits: request.session.get('hits') };
+    const body = peerHit(session);
+    request.session.set('hits', session.hits);
+    return body;
+  });
+  await app.ready();
+  return app.server;
+}
+
 async function build(name: FrameworkName): Promise<http.Server> {
+  if (kind === 'peer' && (name === 'express' || name === 'fastify')) return buildPeer(name);
   switch (name) {
     case 'node':
     case 'redis':
@@ -83,4 +127,12 @@ async function build(name: FrameworkName): Promise<http.Server> {
   }
 }
 
-serveOverIpc(await build(framework), () => ({ handled, hooks: 0, errors, engine: engine?.stats() }));
+serveOverIpc(await build(framework), () => ({ handled, hooks: 0, errors, engine: engine?.stats(), ...(kind === 'peer' ? { peerSessionsCreated } : {}) }));
+
+// The counter each peer keeps in its sessions.
+declare module 'express-session' {
+  interface SessionData { hits?: number }
+}
+declare module 'fastify' {
+  interface Session { hits?: number }
+}

@@ -11,11 +11,11 @@ import { startChild, type ServerChild } from './children.js';
 import { createSessions } from './load.js';
 import { deleteBenchKeys } from './redis-keys.js';
 import { measure, returningChecks } from './measure.js';
-import { CLIENT_CORE, pinningUnavailable, pinSelf, SERVER_CORE } from './pinning.js';
+import { startBench } from './pinning.js';
 import { Redis } from 'ioredis';
 import { BENCH_REDIS_URL, FRAMEWORK_NAMES, isFrameworkName, RETURNING_SESSIONS, type FrameworkName, type ServerKind } from './protocol.js';
 import {
-  CLIENT_BOUND_CPU, isDisturbed, machineInfo, median, ratioText, roundHeader, roundLines, table, writeJson,
+  CLIENT_BOUND_CPU, isDisturbed, median, ratioText, roundHeader, roundLines, table, wholeOption, writeJson,
   type Check, type RoundPair, type ServerRound,
 } from './report.js';
 
@@ -72,20 +72,15 @@ function readSettings(): Settings {
       'state-bytes': { type: 'string' },
     },
   });
-  const whole = (name: string, text: string | undefined, fallback: number): number => {
-    const value = text === undefined ? fallback : Number(text);
-    if (!Number.isInteger(value) || value <= 0) throw new Error(`--${name} must be a whole number > 0, got ${text}`);
-    return value;
-  };
   const frameworks = values.framework ?? (values.redis ? ['redis'] : FRAMEWORK_NAMES);
   for (const f of frameworks) if (!isFrameworkName(f)) throw new Error(`--framework must be one of ${[...FRAMEWORK_NAMES, 'redis'].join(', ')}, got ${f}`);
   const settings: Settings = {
-    duration: whole('duration', values.duration, values.quick ? 2 : 5),
-    rounds: whole('rounds', values.rounds, values.quick ? 1 : 5),
-    connections: whole('connections', values.connections, 50),
-    pipelining: whole('pipelining', values.pipelining, 1),
+    duration: wholeOption('duration', values.duration, values.quick ? 2 : 5),
+    rounds: wholeOption('rounds', values.rounds, values.quick ? 1 : 5),
+    connections: wholeOption('connections', values.connections, 50),
+    pipelining: wholeOption('pipelining', values.pipelining, 1),
     frameworks: frameworks as FrameworkName[],
-    stateBytes: values['state-bytes'] === undefined ? 0 : whole('state-bytes', values['state-bytes'], 0),
+    stateBytes: values['state-bytes'] === undefined ? 0 : wholeOption('state-bytes', values['state-bytes'], 0),
   };
   // Each connection needs sessions of its own (see cookieRotation in load.ts).
   if (settings.connections > RETURNING_SESSIONS) throw new Error(`--connections must be at most ${RETURNING_SESSIONS}`);
@@ -113,7 +108,7 @@ async function runFramework(name: FrameworkName, settings: Settings, core: numbe
     const rounds: RoundPair[] = [];
     for (let round = 1; round <= settings.rounds; round++) {
       // Alternating which side goes first keeps a slow drift from always favouring the same one.
-      const order: ServerKind[] = round % 2 === 1 ? ['bare', 'ours'] : ['ours', 'bare'];
+      const order: ('bare' | 'ours')[] = round % 2 === 1 ? ['bare', 'ours'] : ['ours', 'bare'];
       const measured = new Map<ServerKind, ServerRound>();
       for (const kind of order) measured.set(kind, await measure(servers[kind], load));
       const bare = measured.get('bare')!;
@@ -218,17 +213,10 @@ function summary(results: readonly FrameworkResult[]): string {
 
 async function main(): Promise<void> {
   const settings = readSettings();
-  const machine = machineInfo();
-  const warnings: string[] = [];
-  const pinError = pinningUnavailable() ?? pinSelf(CLIENT_CORE);
-  if (pinError !== undefined) warnings.push(`running UNPINNED (${pinError}): server and load generator share cores, figures are noisier`);
-
-  console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, node ${machine.node}, ${machine.date}`);
-  console.log(`load: autocannon, ${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} round(s) of ${settings.duration} s per server after a warm-up, 127.0.0.1, ${RETURNING_SESSIONS} cookies`);
-  console.log(pinError === undefined ? `pinning: servers on core ${SERVER_CORE}, load generator on core ${CLIENT_CORE}` : `WARNING: ${warnings[0]}`);
+  const { machine, pinned, serverCore, warnings } = startBench(`autocannon, ${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} round(s) of ${settings.duration} s per server after a warm-up, 127.0.0.1, ${RETURNING_SESSIONS} cookies`);
 
   const results: FrameworkResult[] = [];
-  for (const name of settings.frameworks) results.push(await runFramework(name, settings, pinError === undefined ? SERVER_CORE : undefined));
+  for (const name of settings.frameworks) results.push(await runFramework(name, settings, serverCore));
 
   const runs = results.flatMap((r) => r.rounds.flatMap((p) => [p.bare, p.ours].map((run) => ({ run, name: `${r.title} round ${p.round} ${run.kind}` }))));
   const clientBound = runs.filter(({ run }) => run.client.clientCpu >= CLIENT_BOUND_CPU).map(({ name }) => name);
@@ -238,7 +226,7 @@ async function main(): Promise<void> {
   const invalid = results.flatMap((r) => r.rounds.filter((p) => !p.valid).map((p) => `${r.title} round ${p.round}`));
   if (invalid.length > 0) warnings.push(`invalid rounds (errors or non-2xx), left out of the medians: ${invalid.join('; ')}`);
 
-  console.log(`\n== summary: returning visitors, ${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} x ${settings.duration} s, ${pinError === undefined ? 'pinned' : 'UNPINNED'}; targets: ${settings.frameworks.map((f) => `${f} >= ${TARGETS[f].toFixed(2)}x`).join(', ')}; ${machine.cpuModel}, node ${machine.node}`);
+  console.log(`\n== summary: returning visitors, ${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} x ${settings.duration} s, ${pinned ? 'pinned' : 'UNPINNED'}; targets: ${settings.frameworks.map((f) => `${f} >= ${TARGETS[f].toFixed(2)}x`).join(', ')}; ${machine.cpuModel}, node ${machine.node}`);
   console.log(summary(results));
   for (const warning of warnings) console.log(`WARNING: ${warning}`);
 
@@ -246,7 +234,7 @@ async function main(): Promise<void> {
   const resultsFile = settings.stateBytes > 0
     ? new URL(`./results/${onlyRedis ? 'redis' : 'adapters'}-state-${settings.stateBytes}.json`, import.meta.url)
     : onlyRedis ? REDIS_RESULTS_FILE : RESULTS_FILE;
-  writeJson(resultsFile, { machine, settings: { ...settings, pinned: pinError === undefined, loadGenerator: 'autocannon', targets: TARGETS }, warnings, frameworks: results });
+  writeJson(resultsFile, { machine, settings: { ...settings, pinned, loadGenerator: 'autocannon', targets: TARGETS }, warnings, frameworks: results });
   console.log(`\nresults written to ${fileURLToPath(resultsFile)}`);
   // A round with errors is not a measurement: fail so a script notices. A missed target is a result, not a failure.
   if (invalid.length > 0 || results.some((r) => r.checks.some((c) => !c.ok))) process.exitCode = 1;

@@ -14,7 +14,11 @@ export interface ChildCounters {
   readonly hooks: number;
   readonly errors: number;
   readonly engine: EngineStats | undefined;
+  readonly peerSessionsCreated?: number;
 }
+
+/** `gc()` when node runs with --expose-gc. */
+const collectGarbage = (globalThis as { gc?: () => void }).gc;
 
 export function serveOverIpc(server: http.Server, counters: () => ChildCounters): void {
   const send = (message: ChildMessage): void => {
@@ -22,8 +26,12 @@ export function serveOverIpc(server: http.Server, counters: () => ChildCounters)
   };
   process.on('message', (message: ParentMessage) => {
     if (message.type === 'snapshot') {
+      // CPU and time first: a collection asked for at the end of a run is counted in no run.
       const cpu = process.cpuUsage();
-      send({ type: 'snapshot', snapshot: { ...counters(), cpuMicros: cpu.user + cpu.system, atMs: performance.now() } });
+      const atMs = performance.now();
+      if (message.collect === true) collectGarbage?.();
+      const memory = process.memoryUsage();
+      send({ type: 'snapshot', snapshot: { ...counters(), cpuMicros: cpu.user + cpu.system, atMs, heapUsedBytes: memory.heapUsed, rssBytes: memory.rss } });
     } else if (message.type === 'exit') {
       shutdown();
     }

@@ -15,7 +15,8 @@ export interface ServerChild {
   readonly port: number;
   /** The server's process id (under taskset or valgrind too: both run node in their own process). */
   readonly pid: number;
-  snapshot(): Promise<ServerSnapshot>;
+  /** The server's counters; `collect`: after a full garbage collection (with --expose-gc), taken after its CPU time. */
+  snapshot(collect?: boolean): Promise<ServerSnapshot>;
   stop(): Promise<void>;
 }
 
@@ -57,10 +58,10 @@ export async function startChild(kind: ServerKind, label: string, scriptArgs: re
     kind,
     port,
     pid: child.pid!,
-    snapshot: () => new Promise<ServerSnapshot>((resolve, reject) => {
+    snapshot: (collect = false) => new Promise<ServerSnapshot>((resolve, reject) => {
       if (child.exitCode !== null || !child.connected) return reject(new Error(`${kind} server is gone`));
       pending.push(resolve);
-      send(child, { type: 'snapshot' });
+      send(child, { type: 'snapshot', collect });
     }),
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;

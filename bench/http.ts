@@ -8,10 +8,10 @@ import { DEFAULT_OPTIONS } from '../src/index.js';
 import { startServer } from './children.js';
 import { createSessions } from './load.js';
 import { measure, returningChecks } from './measure.js';
-import { CLIENT_CORE, pinningUnavailable, pinSelf, SERVER_CORE } from './pinning.js';
+import { startBench } from './pinning.js';
 import { CHURN_MAX_SESSIONS, RETURNING_SESSIONS, WORKLOAD_NAMES, isWorkloadName, type ServerKind, type ServerSnapshot, type WorkloadName } from './protocol.js';
 import {
-  CLIENT_BOUND_CPU, DISTURBED_CORES, isDisturbed, machineInfo, median, ratioText, roundHeader, roundLines, summaryTable, writeJson,
+  CLIENT_BOUND_CPU, DISTURBED_CORES, isDisturbed, median, ratioText, roundHeader, roundLines, summaryTable, writeJson,
   type Check, type RoundPair, type ServerRound, type WorkloadResult,
 } from './report.js';
 
@@ -88,7 +88,8 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
   const spec = WORKLOADS[name];
   console.log(`\n== ${spec.title}: ${spec.describe}`);
   // Both servers are profiled, so the two profiles can be compared (profiling slows both a little).
-  const nodeFlags = (kind: ServerKind): string[] => (settings.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${name}-${kind}`] : []);
+  // --expose-gc: each run ends with a full collection (outside its CPU figure), so its heap is what is live.
+  const nodeFlags = (kind: ServerKind): string[] => ['--expose-gc', ...(settings.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${name}-${kind}`] : [])];
   const servers = {
     bare: await startServer('bare', name, { core, nodeFlags: nodeFlags('bare') }),
     ours: await startServer('ours', name, { core, nodeFlags: nodeFlags('ours') }),
@@ -111,7 +112,7 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
     for (let round = 1; round <= settings.rounds; round++) {
       // The first server alternates between rounds, so a slow drift (thermal, background) does not always
       // favour the same side; each ratio still compares two back-to-back runs.
-      const order: ServerKind[] = round % 2 === 1 ? ['bare', 'ours'] : ['ours', 'bare'];
+      const order: ('bare' | 'ours')[] = round % 2 === 1 ? ['bare', 'ours'] : ['ours', 'bare'];
       const measured: Partial<Record<ServerKind, ServerRound>> = {};
       for (const kind of order) measured[kind] = await measure(servers[kind], load);
       const bare = measured.bare!;
@@ -126,7 +127,8 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
     }
 
     const oursAtEnd = await servers.ours.snapshot();
-    const checks = name === 'returning' ? returningChecks(oursAtEnd) : churnChecks(oursAfterWarmup, oursAtEnd);
+    const checks = name === 'returning' ? returningChecks(oursAtEnd) : [...churnChecks(oursAfterWarmup, oursAtEnd), memoryCheck(rounds)];
+    console.log(`heap after each round, after a full GC (MiB): bare ${heapSeries(rounds, 'bare')}; ours ${heapSeries(rounds, 'ours')}`);
     for (const check of checks) console.log(`check: ${check.name}: ${check.ok ? 'ok' : 'FAILED'} (${check.detail})`);
     const valid = rounds.filter((p) => p.valid);
     const medianRatio = median(valid.map((p) => p.ratio));
@@ -156,6 +158,30 @@ function churnChecks(start: ServerSnapshot, end: ServerSnapshot): Check[] {
   ];
 }
 
+const MIB = 2 ** 20;
+/** Live heap may move this much between the first and the last round and still count as flat. */
+const FLAT_HEAP_SLACK = { share: 0.1, atLeastBytes: MIB };
+
+const heapSeries = (rounds: readonly RoundPair[], kind: 'bare' | 'ours'): string => rounds.map((p) => (p[kind].heapUsedBytes / MIB).toFixed(1)).join(' ');
+
+/**
+ * Memory stays flat under churn: every request creates a session and evicts one, so what is live after a
+ * full collection must not grow from round to round (a leak of one closed session per request would add
+ * hundreds of MiB over the rounds).
+ */
+function memoryCheck(rounds: readonly RoundPair[]): Check {
+  const first = rounds[0]?.ours.heapUsedBytes;
+  const last = rounds[rounds.length - 1]?.ours.heapUsedBytes;
+  if (first === undefined || last === undefined) return { name: 'live heap flat over the rounds', ok: false, detail: 'no round' };
+  const slack = Math.max(FLAT_HEAP_SLACK.atLeastBytes, first * FLAT_HEAP_SLACK.share);
+  const requests = rounds.reduce((sum, p) => sum + p.ours.handled, 0);
+  return {
+    name: 'live heap flat over the rounds',
+    ok: last - first <= slack,
+    detail: `${(first / MIB).toFixed(1)} MiB after round 1, ${(last / MIB).toFixed(1)} MiB after round ${rounds.length} (allowed +${(slack / MIB).toFixed(1)} MiB) over ${requests} sessions created and evicted`,
+  };
+}
+
 /** Names ("churn round 2 ours") of the measured runs that match. */
 function runsWhere(results: readonly WorkloadResult[], match: (run: ServerRound) => boolean): string[] {
   return results.flatMap((w) => w.rounds.flatMap((p) => [p.bare, p.ours].filter(match).map((r) => `${w.title} round ${p.round} ${r.kind}`)));
@@ -163,20 +189,10 @@ function runsWhere(results: readonly WorkloadResult[], match: (run: ServerRound)
 
 async function main(): Promise<void> {
   const settings = readSettings();
-  const machine = machineInfo();
-  const warnings: string[] = [];
-
-  const unavailable = pinningUnavailable();
-  const pinError = unavailable ?? pinSelf(CLIENT_CORE);
-  const pinned = pinError === undefined;
-  if (!pinned) warnings.push(`running UNPINNED (${pinError}): server and load generator share cores, figures are noisier`);
-
-  console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, node ${machine.node}, ${machine.date}`);
-  console.log(`load: autocannon, ${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} round(s) of ${settings.duration} s per server after a warm-up, 127.0.0.1`);
-  console.log(pinned ? `pinning: server on core ${SERVER_CORE} (taskset -c), load generator on core ${CLIENT_CORE} (taskset -a -cp)` : `WARNING: ${warnings[0]}`);
+  const { machine, pinned, serverCore, warnings } = startBench(`autocannon, ${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} round(s) of ${settings.duration} s per server after a warm-up, 127.0.0.1`);
 
   const results: WorkloadResult[] = [];
-  for (const name of settings.workloads) results.push(await runWorkload(name, settings, pinned ? SERVER_CORE : undefined));
+  for (const name of settings.workloads) results.push(await runWorkload(name, settings, serverCore));
 
   const clientBound = runsWhere(results, (r) => r.client.clientCpu >= CLIENT_BOUND_CPU);
   if (clientBound.length > 0) {

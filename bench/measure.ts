@@ -13,7 +13,8 @@ export async function measure(server: ServerChild, load: Omit<LoadOptions, 'port
   const busyBefore = readCoreBusy();
   const client = await runLoad({ ...load, port: server.port });
   const busyAfter = readCoreBusy();
-  const after = await server.snapshot();
+  // The collection (servers with --expose-gc) comes after the CPU reading: counted in no run.
+  const after = await server.snapshot(true);
   const serverCpuSeconds = (after.cpuMicros - before.cpuMicros) / 1e6;
   const serverErrors = after.errors - before.errors;
   const problems: string[] = [];
@@ -26,6 +27,7 @@ export async function measure(server: ServerChild, load: Omit<LoadOptions, 'port
     client,
     serverCpu: serverCpuSeconds / ((after.atMs - before.atMs) / 1000),
     handled: after.handled - before.handled,
+    heapUsedBytes: after.heapUsedBytes,
     serverErrors,
     otherCores: foreignCores(busyBefore, busyAfter, client.clientCpuSeconds + serverCpuSeconds, client.wallSeconds),
     problems,

@@ -4,10 +4,11 @@
 
 import type { EngineStats } from '../src/index.js';
 
-export type ServerKind = 'bare' | 'ours';
+/** 'peer': the framework with the session library its users would pick instead of ours (bench/peers.ts). */
+export type ServerKind = 'bare' | 'ours' | 'peer';
 export type WorkloadName = 'returning' | 'churn';
 
-export const SERVER_KINDS: readonly ServerKind[] = ['bare', 'ours'];
+export const SERVER_KINDS: readonly ServerKind[] = ['bare', 'ours', 'peer'];
 export const WORKLOAD_NAMES: readonly WorkloadName[] = ['returning', 'churn'];
 
 /** Sessions pre-created for the returning-visitors workload (and the engine's caps for it). */
@@ -29,10 +30,19 @@ export interface ServerSnapshot {
   readonly atMs: number;
   /** engine.stats() ('ours' only). */
   readonly engine: EngineStats | undefined;
+  /** Sessions a peer library created, as its application saw them ('peer' only: ours has engine.stats()). */
+  readonly peerSessionsCreated?: number;
+  /**
+   * process.memoryUsage() when the snapshot was taken: after a full garbage collection when one was
+   * asked for (`collect`) and the server runs with --expose-gc, so the heap figure is what is live.
+   */
+  readonly heapUsedBytes: number;
+  readonly rssBytes: number;
 }
 
 export type ChildMessage = { readonly type: 'ready'; readonly port: number } | { readonly type: 'snapshot'; readonly snapshot: ServerSnapshot };
-export type ParentMessage = { readonly type: 'snapshot' } | { readonly type: 'exit' };
+/** `collect`: run a full garbage collection (servers started with --expose-gc) before reading memory. */
+export type ParentMessage = { readonly type: 'snapshot'; readonly collect?: boolean } | { readonly type: 'exit' };
 
 export function isServerKind(value: unknown): value is ServerKind {
   return SERVER_KINDS.includes(value as ServerKind);

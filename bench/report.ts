@@ -18,6 +18,8 @@ export interface ServerRound {
   readonly serverCpu: number;
   readonly handled: number;
   readonly serverErrors: number;
+  /** The server's heap when the round ended (after a full collection when it runs with --expose-gc). */
+  readonly heapUsedBytes: number;
   /** CPU used by other programs during the run, in cores; undefined where /proc/stat is missing. */
   readonly otherCores: number | undefined;
   /** Why the round does not count (errors, non-2xx…); empty when valid. */
@@ -146,4 +148,11 @@ export function summaryTable(results: readonly WorkloadResult[]): string {
 export function writeJson(path: URL, data: unknown): void {
   mkdirSync(new URL('.', path), { recursive: true });
   writeFileSync(path, `${JSON.stringify(data, null, 2)}\n`);
+}
+
+/** A command-line option that must be a whole number > 0 (`fallback` when absent). */
+export function wholeOption(name: string, text: string | undefined, fallback: number): number {
+  const value = text === undefined ? fallback : Number(text);
+  if (!Number.isInteger(value) || value <= 0) throw new Error(`--${name} must be a whole number > 0, got ${text}`);
+  return value;
 }

@@ -1,5 +1,6 @@
 // `npm run bench [-- options]`: the session-overhead benchmarks in one command.
-//   (default)  bench/http.ts (returning visitors, churn) then bench/adapters.ts (each framework)
+//   (default)  bench/http.ts (returning visitors, churn), bench/adapters.ts (each framework), then
+//              bench/peers.ts (ours against express-session and @fastify/session)
 //   --redis    bench/adapters.ts --framework redis: node:http with the sessions in Redis vs bare node:http
 // Options shared by both (--duration, --rounds, --connections, --pipelining, --quick) go to each;
 // the others go to the script that knows them.
@@ -34,5 +35,6 @@ if (args.includes('--redis')) {
 } else {
   const http = run('./http.ts', pick(args, (name) => name !== '--framework'));
   const adapters = run('./adapters.ts', pick(args, (name) => SHARED.has(name) || name === '--framework'));
-  process.exitCode = http !== 0 ? http : adapters;
+  const peers = run('./peers.ts', pick(args, (name) => SHARED.has(name) && name !== '--pipelining'));
+  process.exitCode = [http, adapters, peers].find((status) => status !== 0) ?? 0;
 }

@@ -10,7 +10,7 @@ import { serveOverIpc } from './child.js';
 import { CHURN_MAX_SESSIONS, isServerKind, isWorkloadName, RETURNING_SESSIONS, type ServerKind, type WorkloadName } from './protocol.js';
 
 const [kind, workload] = process.argv.slice(2);
-if (!isServerKind(kind) || !isWorkloadName(workload) || process.send === undefined) {
+if (!isServerKind(kind) || kind === 'peer' || !isWorkloadName(workload) || process.send === undefined) {
   console.error('usage: node --import tsx bench/server.ts <bare|ours> <returning|churn> (started by bench/http.ts, with an IPC channel)');
   process.exit(2);
 }
