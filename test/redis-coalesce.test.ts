@@ -4,6 +4,8 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { ScriptBatches } from '../src/redis/batches.js';
 import { coalesceWritesOf, defineCoalescedCommand, flushWrites, sendAheadOfLaterCalls } from '../src/redis/coalesce.js';
+import { ManualClock, SessionEngine } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 
 type EchoClient = Redis & { lwsTestEcho(...args: (string | number)[]): Promise<string> };
@@ -142,4 +144,48 @@ test('a batch registered with sendAheadOfLaterCalls reaches Redis before any scr
     assert.deepEqual(await client.lrange(list, 0, -1), ['queued-1', 'queued-2', 'called-after', 'queued-after'], `coalesced: ${coalesced}`);
     client.disconnect();
   }
+});
+
+test('a batch taken off (the function sendAheadOfLaterCalls returns) no longer goes ahead of later calls, and the others still do', async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const client = await echoClient(r, false);
+  const flushed = { first: 0, second: 0 };
+  const stopFirst = sendAheadOfLaterCalls(client, () => { flushed.first++; });
+  const stopSecond = sendAheadOfLaterCalls(client, () => { flushed.second++; });
+  await client.lwsTestEcho('a');
+  assert.deepEqual(flushed, { first: 1, second: 1 });
+  stopFirst();
+  stopFirst(); // twice: nothing more happens
+  await client.lwsTestEcho('b');
+  assert.deepEqual(flushed, { first: 1, second: 2 });
+  stopSecond();
+  await client.lwsTestEcho('c');
+  assert.deepEqual(flushed, { first: 1, second: 2 });
+});
+
+test('a client the application shares between stores made one after another: a stopped store\'s batch no longer runs before the client\'s calls', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const client = await echoClient(r, false);
+  const flushes = mock.method(ScriptBatches.prototype, 'flush');
+  t.after(() => flushes.mock.restore());
+  /** How many batches run before one of the client's script calls (they run before it is sent, synchronously). */
+  const batchesAhead = (): number => {
+    const before = flushes.mock.callCount();
+    void client.lwsTestEcho('x');
+    return flushes.mock.callCount() - before;
+  };
+  const newEngine = (): SessionEngine => new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ redis: client, prefix: r.prefix }) });
+  for (let i = 0; i < 3; i++) {
+    const engine = newEngine();
+    (await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' })).release();
+    assert.equal(batchesAhead(), 1, 'the live store\'s batch goes ahead');
+    await engine.stop();
+    assert.equal(batchesAhead(), 0, `after store ${i + 1} stopped, none of the stopped stores' batches is left`);
+  }
+  const live = newEngine();
+  (await live.acquire({ sessionId: undefined, ip: '127.0.0.1' })).release();
+  assert.equal(batchesAhead(), 1);
+  await live.stop();
 });

@@ -52,12 +52,20 @@ const ordered = new WeakMap<object, (() => void)[]>();
  * A batch of the client's (ScriptBatches) whose queued calls must reach Redis before any script call
  * made after them: `flush` runs before each such call. So a batch changes when its calls leave, never
  * their order with the client's other calls (an enter queued before a waiter's registration lands
- * before it, as it did when each enter was its own call).
+ * before it, as it did when each enter was its own call). Returns the way to stop: a store that stops
+ * takes its batch off, or a client the application shares between stores made one after another would
+ * keep every stopped store reachable and flush it before each call.
  */
-export function sendAheadOfLaterCalls(client: object, flush: () => void): void {
-  const flushes = ordered.get(client);
-  if (flushes === undefined) ordered.set(client, [flush]);
-  else flushes.push(flush);
+export function sendAheadOfLaterCalls(client: object, flush: () => void): () => void {
+  let flushes = ordered.get(client);
+  if (flushes === undefined) ordered.set(client, flushes = []);
+  flushes.push(flush);
+  const list = flushes;
+  return () => {
+    const index = list.indexOf(flush);
+    if (index !== -1) list.splice(index, 1);
+    if (list.length === 0 && ordered.get(client) === list) ordered.delete(client);
+  };
 }
 
 /** Corks the client's connection until the end of this turn, unless it is corked already. */

@@ -48,6 +48,7 @@ const SIMPLE_OUTCOMES = new Set(['unknown', 'ip', 'full', 'busy']);
 export class SessionEnters<Vars extends SessionVars> {
   readonly #node: NodeServices<Vars>;
   readonly #batches: ScriptBatches<Reply>;
+  readonly #stopSendingAhead: () => void;
 
   constructor(node: NodeServices<Vars>) {
     this.#node = node;
@@ -65,7 +66,12 @@ export class SessionEnters<Vars extends SessionVars> {
       flushWrites(redis);
       return sent;
     });
-    sendAheadOfLaterCalls(redis, () => this.#batches.flush());
+    this.#stopSendingAhead = sendAheadOfLaterCalls(redis, () => this.#batches.flush());
+  }
+
+  /** The node has stopped: its batch no longer goes ahead of the client's calls (the client may live on, shared). */
+  stop(): void {
+    this.#stopSendingAhead();
   }
 
   /** Takes a process of the session (or says why not). `nowMs` is the request's start, its session's new last request. */

@@ -84,6 +84,10 @@ export class RedisRequestPath<Vars extends SessionVars> {
     };
   }
 
+  /** The node has stopped taking requests for good (see SessionEnters.stop). */
+  stop(): void {
+    this.#enters.stop();
+  }
 
   /** See AttachedStore.acquire. */
   async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {

@@ -214,6 +214,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     } finally {
       this.#node.retries.stop();
       this.#closer.stop();
+      this.#requests.stop();
       clearInterval(this.#heartbeat);
       await this.#leave().catch(() => {});
       await this.#closeClients();
