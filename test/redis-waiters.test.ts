@@ -34,3 +34,24 @@ test('requests that start waiting together stay counted as waiters while they wa
     await Promise.all([here.stop(), elsewhere.stop()]);
   }
 });
+
+test('nodes with different poll intervals: a node that polls often does not drop the waiters of one that polls seldom, so the queue bound holds', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  // Each waiter stays counted for its own node's window: 8 polls of 2 s here (16 s), at least 1 s there.
+  const here = new SessionEngine<Vars>({ clock: new ManualClock(), maxQueuedRequests: 2, store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 2_000 }) });
+  const elsewhere = new SessionEngine<Vars>({ clock: new ManualClock(), maxQueuedRequests: 2, store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: POLL_INTERVAL_MS }) });
+  try {
+    const holder = await here.acquire({ sessionId: undefined, ip: IP });
+    const id = holder.sessionId;
+    const waiting = [0, 1].map(() => here.acquire({ sessionId: id, ip: IP }));
+    // Past the other node's window, within this one's: the two waiters have not tried again yet.
+    await new Promise((resolve) => setTimeout(resolve, PAST_STALE_MS));
+    await assert.rejects(elsewhere.acquire({ sessionId: id, ip: IP }), (error: SessionError) => error.code === 'ERR_SESSION_QUEUE_FULL', 'a third, on the node that polls often, finds the queue full');
+    assert.equal(await r.redis.zcard(`${r.prefix}wq:${id}`), 2, 'both waiters still counted');
+    holder.release();
+    for (const pending of waiting) (await pending).release();
+  } finally {
+    await Promise.all([here.stop(), elsewhere.stop()]);
+  }
+});

@@ -8,8 +8,9 @@ import { PRELUDE } from './lua-prelude.js';
  * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered, copyPid, copyToken.
  * Returns {'ok', 'pid token created processCount copied', state} | {'unknown'} | {'ip'} | {'busy'} |
  * {'full'} | {'moved', newId}. Requests waiting for the session (any node) are members of P wq:<id>,
- * scored by Redis's own time when they last tried: a waiter whose node died or gave up stops counting
- * after waiterStaleMs. 'moved': the session was regenerated while this request waited for it; it goes
+ * scored by the Redis time at which they stop counting: when they last tried plus their own node's
+ * waiterStaleMs, so a waiter whose node died or gave up stops counting after its node's window, and a
+ * node that polls often does not drop the waiters of one that polls seldom. 'moved': the session was regenerated while this request waited for it; it goes
  * on under the new id. Only a waiter counted in the renamed queue learns it (a request that comes with
  * the old id afterwards finds it dead). copyPid/copyToken: the process whose state the node holds a copy
  * of and the session's fencing counter then (StateCopy); when the process taken is that one and the
@@ -52,11 +53,11 @@ if not slot then
   else
     local t = redis.call('TIME')
     local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[13]))
+    redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs)
     local waiting = redis.call('ZCARD', wq)
     if redis.call('ZSCORE', wq, ARGV[11]) then waiting = waiting - 1 end
     if waiting >= tonumber(ARGV[12]) then return {'full'} end
-    redis.call('ZADD', wq, realMs, ARGV[11])
+    redis.call('ZADD', wq, realMs + tonumber(ARGV[13]), ARGV[11])
     redis.call('PEXPIRE', wq, ARGV[10])
     return {'busy'}
   end
@@ -115,9 +116,9 @@ if ARGV[9] == '1' and f[3] ~= ARGV[10] then return 'ip' end
 local wq = P .. 'wq:' .. ARGV[2]
 local t = redis.call('TIME')
 local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[5]))
+redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs)
 if not redis.call('ZSCORE', wq, ARGV[3]) and redis.call('ZCARD', wq) >= tonumber(ARGV[4]) then return 'full' end
-redis.call('ZADD', wq, realMs, ARGV[3])
+redis.call('ZADD', wq, realMs + tonumber(ARGV[5]), ARGV[3])
 redis.call('PEXPIRE', wq, ARGV[6])
 return 'ok'
 `;
