@@ -4,6 +4,7 @@
 // Every variant runs the same application code (read a counter, increment it, answer its value), so a
 // ratio ours/bare is what the session layer costs inside that framework.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import * as http from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
 import express from 'express';
@@ -26,7 +27,7 @@ const [framework, kind, stateBytesArg = '0'] = process.argv.slice(2);
 const stateBytes = Number(stateBytesArg);
 const peerFramework = framework === 'express' || framework === 'fastify';
 if (!isFrameworkName(framework) || !isServerKind(kind) || (kind === 'peer' && (!peerFramework || stateBytesArg !== '0')) || !Number.isInteger(stateBytes) || stateBytes < 0 || process.send === undefined) {
-  console.error('usage: node --import tsx bench/adapter-server.ts <node|express|fastify|hono|hono-middleware|redis> <bare|ours> [stateBytes]\n'
+  console.error('usage: node --import tsx bench/adapter-server.ts <node|node-als|express|fastify|hono|hono-middleware|redis> <bare|ours> [stateBytes]\n'
     + '       node --import tsx bench/adapter-server.ts <express|fastify> peer (started by bench/adapters.ts or bench/peers.ts, with an IPC channel)');
   process.exit(2);
 }
@@ -103,6 +104,12 @@ async function build(name: FrameworkName): Promise<http.Server> {
       return engine === undefined
         ? http.createServer((_req, res) => { res.end(hit(undefined)); })
         : createServer(engine, (_req, res, proc) => { res.end(hit(proc)); });
+    case 'node-als': {
+      if (engine !== undefined) return createServer(engine, (_req, res, proc) => { res.end(hit(proc)); });
+      // Each request in an async context of its own, as ours runs each handler (and nothing else of ours).
+      const context = new AsyncLocalStorage<object>();
+      return http.createServer((_req, res) => { context.run({}, () => { res.end(hit(undefined)); }); });
+    }
     case 'express': {
       const app = express();
       if (engine !== undefined) app.use(expressSessions(engine));

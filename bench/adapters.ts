@@ -23,8 +23,8 @@ const RESULTS_FILE = new URL('./results/adapters.json', import.meta.url);
 /** The Redis run has its own file: it answers another question (the cost of sharing sessions between nodes). */
 const REDIS_RESULTS_FILE = new URL('./results/redis.json', import.meta.url);
 const SERVER_SCRIPT = fileURLToPath(new URL('./adapter-server.ts', import.meta.url));
-const TARGETS: Record<FrameworkName, number> = { node: 0.85, express: 0.85, fastify: 0.85, hono: 0.85, redis: 0.5, 'hono-middleware': 0.85 };
-const TITLES: Record<FrameworkName, string> = { node: 'node:http', express: 'Express', fastify: 'Fastify', hono: 'Hono (node-server)', redis: 'node:http, sessions in Redis', 'hono-middleware': 'Hono, bare with a no-op middleware' };
+const TARGETS: Record<FrameworkName, number> = { node: 0.85, express: 0.85, fastify: 0.85, hono: 0.85, redis: 0.5, 'hono-middleware': 0.85, 'node-als': 0.85 };
+const TITLES: Record<FrameworkName, string> = { node: 'node:http', express: 'Express', fastify: 'Fastify', hono: 'Hono (node-server)', redis: 'node:http, sessions in Redis', 'hono-middleware': 'Hono, bare with a no-op middleware', 'node-als': 'node:http, bare with AsyncLocalStorage.run per request' };
 
 interface Settings {
   readonly duration: number;
@@ -73,7 +73,7 @@ function readSettings(): Settings {
     },
   });
   const frameworks = values.framework ?? (values.redis ? ['redis'] : FRAMEWORK_NAMES);
-  for (const f of frameworks) if (!isFrameworkName(f)) throw new Error(`--framework must be one of ${[...FRAMEWORK_NAMES, 'redis'].join(', ')}, got ${f}`);
+  for (const f of frameworks) if (!isFrameworkName(f)) throw new Error(`--framework must be one of ${[...FRAMEWORK_NAMES, 'redis', 'node-als', 'hono-middleware'].join(', ')}, got ${f}`);
   const settings: Settings = {
     duration: wholeOption('duration', values.duration, values.quick ? 2 : 5),
     rounds: wholeOption('rounds', values.rounds, values.quick ? 1 : 5),

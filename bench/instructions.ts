@@ -58,7 +58,7 @@ function readSettings(): Settings {
     return value;
   };
   const frameworks = values.framework ?? ['node'];
-  for (const f of frameworks) if (!isFrameworkName(f)) throw new Error(`--framework must be one of ${[...FRAMEWORK_NAMES, 'redis'].join(', ')}, got ${f}`);
+  for (const f of frameworks) if (!isFrameworkName(f)) throw new Error(`--framework must be one of ${[...FRAMEWORK_NAMES, 'redis', 'node-als', 'hono-middleware'].join(', ')}, got ${f}`);
   return { frameworks: frameworks as FrameworkName[], warmup: whole('warmup', values.warmup), requests: whole('requests', values.requests), windows: whole('windows', values.windows) };
 }
 

@@ -55,14 +55,16 @@ export function isWorkloadName(value: unknown): value is WorkloadName {
 /**
  * The servers bench/adapters.ts compares, each bare and with sessions (bench/adapter-server.ts). Not in
  * the default list: 'redis' (node:http with the sessions in Redis, `npm run bench -- --redis`) and
+ * 'node-als' (bare is node:http running each request in an AsyncLocalStorage.run, as ours does: what
+ * sessions cost beyond the async context any library that offers one pays for on this Node version),
  * 'hono-middleware' (bare is Hono with one no-op middleware: what our middleware costs beyond what any
  * middleware costs, since one takes Hono off its synchronous single-handler path).
  */
-export type FrameworkName = 'node' | 'express' | 'fastify' | 'hono' | 'redis' | 'hono-middleware';
+export type FrameworkName = 'node' | 'express' | 'fastify' | 'hono' | 'redis' | 'hono-middleware' | 'node-als';
 export const FRAMEWORK_NAMES: readonly FrameworkName[] = ['node', 'express', 'fastify', 'hono'];
 
 export function isFrameworkName(value: unknown): value is FrameworkName {
-  return value === 'redis' || value === 'hono-middleware' || FRAMEWORK_NAMES.includes(value as FrameworkName);
+  return value === 'redis' || value === 'hono-middleware' || value === 'node-als' || FRAMEWORK_NAMES.includes(value as FrameworkName);
 }
 
 /** Where the Redis benchmark's store connects, and the prefix its keys live under (deleted afterwards). */
