@@ -55,3 +55,20 @@ test('nodes with different poll intervals: a node that polls often does not drop
     await Promise.all([here.stop(), elsewhere.stop()]);
   }
 });
+
+test('a waiter of a node of an earlier version (scored by its last try alone) still counts for the caller\'s window: the queue bound holds during a rolling upgrade', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const engine = new SessionEngine<Vars>({ clock: new ManualClock(), maxQueuedRequests: 1, store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: POLL_INTERVAL_MS }) });
+  try {
+    const holder = await engine.acquire({ sessionId: undefined, ip: IP });
+    const id = holder.sessionId;
+    // What a node of the earlier version writes when its request starts waiting: the Redis time of its try.
+    const [seconds, micros] = await r.redis.time();
+    await r.redis.zadd(`${r.prefix}wq:${id}`, Number(seconds) * 1000 + Math.floor(Number(micros) / 1000), 'earlier-node:1');
+    await assert.rejects(engine.acquire({ sessionId: id, ip: IP }), (error: SessionError) => error.code === 'ERR_SESSION_QUEUE_FULL', 'the earlier node\'s waiter fills the queue');
+    holder.release();
+  } finally {
+    await engine.stop();
+  }
+});

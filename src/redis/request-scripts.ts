@@ -8,9 +8,10 @@ import { PRELUDE } from './lua-prelude.js';
  * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered, copyPid, copyToken.
  * Returns {'ok', 'pid token created processCount copied', state} | {'unknown'} | {'ip'} | {'busy'} |
  * {'full'} | {'moved', newId}. Requests waiting for the session (any node) are members of P wq:<id>,
- * scored by the Redis time at which they stop counting: when they last tried plus their own node's
- * waiterStaleMs, so a waiter whose node died or gave up stops counting after its node's window, and a
- * node that polls often does not drop the waiters of one that polls seldom. 'moved': the session was regenerated while this request waited for it; it goes
+ * scored by their last try plus their own node's waiterStaleMs; a caller drops those whose score is
+ * older than its own window. So a waiter whose node died or gave up stops counting after its own
+ * node's window plus the caller's; one of a node that polls seldom is not dropped by a node that polls
+ * often; and one of a node of an earlier version (scored by its last try alone) counts as it did. 'moved': the session was regenerated while this request waited for it; it goes
  * on under the new id. Only a waiter counted in the renamed queue learns it (a request that comes with
  * the old id afterwards finds it dead). copyPid/copyToken: the process whose state the node holds a copy
  * of and the session's fencing counter then (StateCopy); when the process taken is that one and the
@@ -53,7 +54,7 @@ if not slot then
   else
     local t = redis.call('TIME')
     local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs)
+    redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[13]))
     local waiting = redis.call('ZCARD', wq)
     if redis.call('ZSCORE', wq, ARGV[11]) then waiting = waiting - 1 end
     if waiting >= tonumber(ARGV[12]) then return {'full'} end
@@ -116,7 +117,7 @@ if ARGV[9] == '1' and f[3] ~= ARGV[10] then return 'ip' end
 local wq = P .. 'wq:' .. ARGV[2]
 local t = redis.call('TIME')
 local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs)
+redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[5]))
 if not redis.call('ZSCORE', wq, ARGV[3]) and redis.call('ZCARD', wq) >= tonumber(ARGV[4]) then return 'full' end
 redis.call('ZADD', wq, realMs + tonumber(ARGV[5]), ARGV[3])
 redis.call('PEXPIRE', wq, ARGV[6])
