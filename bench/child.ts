@@ -31,7 +31,7 @@ export function serveOverIpc(server: http.Server, counters: () => ChildCounters)
       const atMs = performance.now();
       if (message.collect === true) collectGarbage?.();
       const memory = process.memoryUsage();
-      send({ type: 'snapshot', snapshot: { ...counters(), cpuMicros: cpu.user + cpu.system, atMs, heapUsedBytes: memory.heapUsed, rssBytes: memory.rss } });
+      send({ type: 'snapshot', snapshot: { ...counters(), cpuMicros: cpu.user + cpu.system, atMs, heapUsedBytes: memory.heapUsed, externalBytes: memory.external, rssBytes: memory.rss } });
     } else if (message.type === 'exit') {
       shutdown();
     }

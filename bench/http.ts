@@ -88,7 +88,7 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
   const spec = WORKLOADS[name];
   console.log(`\n== ${spec.title}: ${spec.describe}`);
   // Both servers are profiled, so the two profiles can be compared (profiling slows both a little).
-  // --expose-gc: each run ends with a full collection (outside its CPU figure), so its heap is what is live.
+  // --expose-gc: each run ends with a full collection (outside its CPU figure), so its memory is what is live.
   const nodeFlags = (kind: ServerKind): string[] => ['--expose-gc', ...(settings.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${name}-${kind}`] : [])];
   const servers = {
     bare: await startServer('bare', name, { core, nodeFlags: nodeFlags('bare') }),
@@ -128,7 +128,7 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
 
     const oursAtEnd = await servers.ours.snapshot();
     const checks = name === 'returning' ? returningChecks(oursAtEnd) : [...churnChecks(oursAfterWarmup, oursAtEnd), memoryCheck(rounds)];
-    console.log(`heap after each round, after a full GC (MiB): bare ${heapSeries(rounds, 'bare')}; ours ${heapSeries(rounds, 'ours')}`);
+    console.log(`live memory (heap + external) after each round, after a full GC (MiB): bare ${liveSeries(rounds, 'bare')}; ours ${liveSeries(rounds, 'ours')}`);
     for (const check of checks) console.log(`check: ${check.name}: ${check.ok ? 'ok' : 'FAILED'} (${check.detail})`);
     const valid = rounds.filter((p) => p.valid);
     const medianRatio = median(valid.map((p) => p.ratio));
@@ -159,10 +159,10 @@ function churnChecks(start: ServerSnapshot, end: ServerSnapshot): Check[] {
 }
 
 const MIB = 2 ** 20;
-/** Live heap may move this much between the first and the last round and still count as flat. */
+/** Live memory may move this much between the first and the last round and still count as flat. */
 const FLAT_HEAP_SLACK = { share: 0.1, atLeastBytes: MIB };
 
-const heapSeries = (rounds: readonly RoundPair[], kind: 'bare' | 'ours'): string => rounds.map((p) => (p[kind].heapUsedBytes / MIB).toFixed(1)).join(' ');
+const liveSeries = (rounds: readonly RoundPair[], kind: 'bare' | 'ours'): string => rounds.map((p) => (p[kind].liveBytes / MIB).toFixed(1)).join(' ');
 
 /**
  * Memory stays flat under churn: every request creates a session and evicts one, so what is live after a
@@ -170,13 +170,13 @@ const heapSeries = (rounds: readonly RoundPair[], kind: 'bare' | 'ours'): string
  * hundreds of MiB over the rounds).
  */
 function memoryCheck(rounds: readonly RoundPair[]): Check {
-  const first = rounds[0]?.ours.heapUsedBytes;
-  const last = rounds[rounds.length - 1]?.ours.heapUsedBytes;
-  if (first === undefined || last === undefined) return { name: 'live heap flat over the rounds', ok: false, detail: 'no round' };
+  const first = rounds[0]?.ours.liveBytes;
+  const last = rounds[rounds.length - 1]?.ours.liveBytes;
+  if (first === undefined || last === undefined) return { name: 'live memory flat over the rounds', ok: false, detail: 'no round' };
   const slack = Math.max(FLAT_HEAP_SLACK.atLeastBytes, first * FLAT_HEAP_SLACK.share);
   const requests = rounds.reduce((sum, p) => sum + p.ours.handled, 0);
   return {
-    name: 'live heap flat over the rounds',
+    name: 'live memory flat over the rounds',
     ok: last - first <= slack,
     detail: `${(first / MIB).toFixed(1)} MiB after round 1, ${(last / MIB).toFixed(1)} MiB after round ${rounds.length} (allowed +${(slack / MIB).toFixed(1)} MiB) over ${requests} sessions created and evicted`,
   };

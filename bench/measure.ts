@@ -27,7 +27,7 @@ export async function measure(server: ServerChild, load: Omit<LoadOptions, 'port
     client,
     serverCpu: serverCpuSeconds / ((after.atMs - before.atMs) / 1000),
     handled: after.handled - before.handled,
-    heapUsedBytes: after.heapUsedBytes,
+    liveBytes: after.heapUsedBytes + after.externalBytes,
     serverErrors,
     otherCores: foreignCores(busyBefore, busyAfter, client.clientCpuSeconds + serverCpuSeconds, client.wallSeconds),
     problems,

@@ -37,6 +37,8 @@ export interface ServerSnapshot {
    * asked for (`collect`) and the server runs with --expose-gc, so the heap figure is what is live.
    */
   readonly heapUsedBytes: number;
+  /** Memory outside the JS heap that JS objects hold (Buffers, typed arrays). */
+  readonly externalBytes: number;
   readonly rssBytes: number;
 }
 

@@ -18,8 +18,11 @@ export interface ServerRound {
   readonly serverCpu: number;
   readonly handled: number;
   readonly serverErrors: number;
-  /** The server's heap when the round ended (after a full collection when it runs with --expose-gc). */
-  readonly heapUsedBytes: number;
+  /**
+   * The memory the server's JS holds when the round ended: its heap and what its objects hold outside it
+   * (Buffers), after a full collection when it runs with --expose-gc.
+   */
+  readonly liveBytes: number;
   /** CPU used by other programs during the run, in cores; undefined where /proc/stat is missing. */
   readonly otherCores: number | undefined;
   /** Why the round does not count (errors, non-2xx…); empty when valid. */
