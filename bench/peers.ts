@@ -1,5 +1,6 @@
 // `npm run bench:peers`: returning visitors on our sessions and on the session libraries a user would
-// pick instead, in one run, rounds interleaved: bare node:http and ours; Express bare, with ours and with
+// pick instead, in one run, rounds interleaved: bare node:http, node:http with only an async context per
+// request (AsyncLocalStorage.run, what ours runs each handler in), and ours; Express bare, with ours and with
 // express-session (MemoryStore); Fastify bare, with ours and with @fastify/session (its memory store).
 // Each server's req/s is compared with bare node:http's and with its own framework's without sessions,
 // in the same round; the figure is the median of those per-round ratios. Writes bench/results/peers.json.
@@ -20,7 +21,7 @@ const SERVER_SCRIPT = fileURLToPath(new URL('./adapter-server.ts', import.meta.u
 /** The target of the session layer on node:http (DESIGN.md §5); the peers are measured for reference. */
 const TARGET = 0.85;
 
-type Framework = 'node' | 'express' | 'fastify';
+type Framework = 'node' | 'node-als' | 'express' | 'fastify';
 
 interface Variant {
   readonly framework: Framework;
@@ -33,6 +34,8 @@ interface Variant {
 const VARIANTS: readonly Variant[] = [
   { framework: 'node', kind: 'bare', title: 'node:http', cookieName: undefined },
   { framework: 'node', kind: 'ours', title: 'node:http + legacy-web-sessions', cookieName: DEFAULT_OPTIONS.cookieName },
+  // The async context every request of ours runs in, alone: what any library offering one costs on this Node.
+  { framework: 'node-als', kind: 'bare', title: 'node:http, each request in AsyncLocalStorage.run', cookieName: undefined },
   { framework: 'express', kind: 'bare', title: 'Express', cookieName: undefined },
   { framework: 'express', kind: 'ours', title: 'Express + legacy-web-sessions', cookieName: DEFAULT_OPTIONS.cookieName },
   { framework: 'express', kind: 'peer', title: 'Express + express-session (MemoryStore)', cookieName: 'connect.sid' },
