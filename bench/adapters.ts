@@ -15,7 +15,7 @@ import { startBench } from './pinning.js';
 import { Redis } from 'ioredis';
 import { BENCH_REDIS_URL, FRAMEWORK_NAMES, isFrameworkName, RETURNING_SESSIONS, type FrameworkName, type ServerKind } from './protocol.js';
 import {
-  CLIENT_BOUND_CPU, isDisturbed, median, ratioText, roundHeader, roundLines, table, wholeOption, writeJson,
+  CLIENT_BOUND_CPU, isDisturbed, LOAD_OPTIONS, median, ratioText, roundHeader, roundLines, table, wholeOption, writeJson,
   type Check, type RoundPair, type ServerRound,
 } from './report.js';
 
@@ -62,13 +62,10 @@ interface FrameworkResult {
 function readSettings(): Settings {
   const { values } = parseArgs({
     options: {
-      duration: { type: 'string' },
-      rounds: { type: 'string' },
-      connections: { type: 'string', default: '50' },
+      ...LOAD_OPTIONS,
       pipelining: { type: 'string', default: '1' },
       framework: { type: 'string', multiple: true },
       redis: { type: 'boolean', default: false },
-      quick: { type: 'boolean', default: false },
       'state-bytes': { type: 'string' },
     },
   });

@@ -11,7 +11,7 @@ import { measure, returningChecks } from './measure.js';
 import { startBench } from './pinning.js';
 import { CHURN_MAX_SESSIONS, RETURNING_SESSIONS, WORKLOAD_NAMES, isWorkloadName, type ServerKind, type ServerSnapshot, type WorkloadName } from './protocol.js';
 import {
-  CLIENT_BOUND_CPU, DISTURBED_CORES, isDisturbed, median, ratioText, roundHeader, roundLines, summaryTable, writeJson,
+  CLIENT_BOUND_CPU, DISTURBED_CORES, isDisturbed, LOAD_OPTIONS, median, ratioText, roundHeader, roundLines, summaryTable, writeJson,
   type Check, type RoundPair, type ServerRound, type WorkloadResult,
 } from './report.js';
 
@@ -43,12 +43,9 @@ interface Settings {
 function readSettings(): Settings {
   const { values } = parseArgs({
     options: {
-      duration: { type: 'string' },
-      rounds: { type: 'string' },
-      connections: { type: 'string', default: '50' },
+      ...LOAD_OPTIONS,
       pipelining: { type: 'string', default: '1' },
       workload: { type: 'string' },
-      quick: { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },

@@ -14,7 +14,7 @@ import { createSessions } from './load.js';
 import { measure, returningChecks } from './measure.js';
 import { startBench } from './pinning.js';
 import { RETURNING_SESSIONS, type ServerKind, type ServerSnapshot } from './protocol.js';
-import { CLIENT_BOUND_CPU, isDisturbed, median, ratioText, table, wholeOption, writeJson, type Check, type ServerRound } from './report.js';
+import { CLIENT_BOUND_CPU, isDisturbed, LOAD_OPTIONS, median, ratioText, table, wholeOption, writeJson, type Check, type ServerRound } from './report.js';
 
 const RESULTS_FILE = new URL('./results/peers.json', import.meta.url);
 const SERVER_SCRIPT = fileURLToPath(new URL('./adapter-server.ts', import.meta.url));
@@ -71,12 +71,7 @@ interface VariantResult {
 
 function readSettings(): Settings {
   const { values } = parseArgs({
-    options: {
-      duration: { type: 'string' },
-      rounds: { type: 'string' },
-      connections: { type: 'string', default: '50' },
-      quick: { type: 'boolean', default: false },
-    },
+    options: LOAD_OPTIONS,
   });
   const settings = {
     duration: wholeOption('duration', values.duration, values.quick ? 2 : 5),

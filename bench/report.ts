@@ -153,6 +153,14 @@ export function writeJson(path: URL, data: unknown): void {
   writeFileSync(path, `${JSON.stringify(data, null, 2)}\n`);
 }
 
+/** The command-line options every load benchmark takes (`parseArgs` options; each script adds its own). */
+export const LOAD_OPTIONS = {
+  duration: { type: 'string' },
+  rounds: { type: 'string' },
+  connections: { type: 'string', default: '50' },
+  quick: { type: 'boolean', default: false },
+} as const;
+
 /** A command-line option that must be a whole number > 0 (`fallback` when absent). */
 export function wholeOption(name: string, text: string | undefined, fallback: number): number {
   const value = text === undefined ? fallback : Number(text);
