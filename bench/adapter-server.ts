@@ -26,7 +26,7 @@ const [framework, kind, stateBytesArg = '0'] = process.argv.slice(2);
 /** > 0: each session also carries a string this long, and only one request in ten writes (read-mostly, large state). */
 const stateBytes = Number(stateBytesArg);
 const peerFramework = framework === 'express' || framework === 'fastify';
-if (!isFrameworkName(framework) || !isServerKind(kind) || (kind === 'peer' && (!peerFramework || stateBytesArg !== '0')) || !Number.isInteger(stateBytes) || stateBytes < 0 || process.send === undefined) {
+if (!isFrameworkName(framework) || !isServerKind(kind) || kind === 'control' || (kind === 'peer' && (!peerFramework || stateBytesArg !== '0')) || !Number.isInteger(stateBytes) || stateBytes < 0 || process.send === undefined) {
   console.error('usage: node --import tsx bench/adapter-server.ts <node|node-als|express|fastify|hono|hono-middleware|redis> <bare|ours> [stateBytes]\n'
     + '       node --import tsx bench/adapter-server.ts <express|fastify> peer (started by bench/adapters.ts or bench/peers.ts, with an IPC channel)');
   process.exit(2);

@@ -1,6 +1,9 @@
 // `npm run bench`: bare node:http against our createServer, in the same run, rounds interleaved, for
 // two workloads (returning visitors, churn). Prints per-round figures, the median of the per-round
-// ratios ours/bare and the targets, and writes bench/results/latest.json. The method is in bench/README.md.
+// ratios ours/bare and the targets, and writes bench/results/latest.json. A third server, the
+// async-context control (node:http running each request in an AsyncLocalStorage.run, nothing else),
+// runs in every round: what giving a request an async context costs on this Node version, with or
+// without sessions, and what ours adds beyond it. The method is in bench/README.md.
 
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +14,7 @@ import { measure, returningChecks } from './measure.js';
 import { startBench } from './pinning.js';
 import { CHURN_MAX_SESSIONS, RETURNING_SESSIONS, WORKLOAD_NAMES, isWorkloadName, type ServerKind, type ServerSnapshot, type WorkloadName } from './protocol.js';
 import {
-  CLIENT_BOUND_CPU, DISTURBED_CORES, isDisturbed, LOAD_OPTIONS, median, ratioText, roundHeader, roundLines, summaryTable, writeJson,
+  CLIENT_BOUND_CPU, controlRatios, DISTURBED_CORES, isDisturbed, LOAD_OPTIONS, median, ratioText, roundHeader, roundLines, summaryTable, writeJson,
   type Check, type RoundPair, type ServerRound, type WorkloadResult,
 } from './report.js';
 
@@ -54,7 +57,7 @@ function readSettings(): Settings {
     console.log(`usage: npm run bench -- [--duration <s>] [--rounds <n>] [--connections <n>] [--pipelining <n>]
                         [--workload returning|churn] [--quick] [--cpu-prof]
   --quick     1 round of 2 s per server (a smoke check; defaults: 5 rounds of 5 s)
-  --cpu-prof  profile both servers into bench/results/profiles/<workload>-<server>/ (figures then include profiling overhead)`);
+  --cpu-prof  profile every server into bench/results/profiles/<workload>-<server>/ (figures then include profiling overhead)`);
     process.exit(0);
   }
   const positive = (name: string, text: string | undefined, fallback: number): number => {
@@ -84,12 +87,13 @@ function readSettings(): Settings {
 async function runWorkload(name: WorkloadName, settings: Settings, core: number | undefined): Promise<WorkloadResult> {
   const spec = WORKLOADS[name];
   console.log(`\n== ${spec.title}: ${spec.describe}`);
-  // Both servers are profiled, so the two profiles can be compared (profiling slows both a little).
+  // Every server is profiled, so the profiles can be compared (profiling slows each a little).
   // --expose-gc: each run ends with a full collection (outside its CPU figure), so its memory is what is live.
   const nodeFlags = (kind: ServerKind): string[] => ['--expose-gc', ...(settings.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}/${name}-${kind}`] : [])];
   const servers = {
     bare: await startServer('bare', name, { core, nodeFlags: nodeFlags('bare') }),
     ours: await startServer('ours', name, { core, nodeFlags: nodeFlags('ours') }),
+    control: await startServer('control', name, { core, nodeFlags: nodeFlags('control') }),
   };
   try {
     // The bare server gets the very same requests (cookie headers included) so both parse the same bytes.
@@ -98,7 +102,7 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
 
     // Warm-up, discarded: JIT, connection setup and first-use allocations would otherwise land in round 1.
     process.stdout.write(`warm-up (${settings.duration} s per server, discarded)…`);
-    const warmups = [await measure(servers.bare, load), await measure(servers.ours, load)];
+    const warmups = [await measure(servers.bare, load), await measure(servers.ours, load), await measure(servers.control, load)];
     console.log(' done');
     // Not counted either way, but errors here usually mean the rounds will have them too.
     for (const w of warmups) if (w.problems.length > 0) console.log(`note: warm-up of ${w.kind}: ${w.problems.join(', ')}`);
@@ -107,15 +111,16 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
     console.log(roundHeader());
     const rounds: RoundPair[] = [];
     for (let round = 1; round <= settings.rounds; round++) {
-      // The first server alternates between rounds, so a slow drift (thermal, background) does not always
-      // favour the same side; each ratio still compares two back-to-back runs.
-      const order: ('bare' | 'ours')[] = round % 2 === 1 ? ['bare', 'ours'] : ['ours', 'bare'];
+      // Ours runs between the other two, so both of its ratios (to bare, the target; to the control, what
+      // sessions add beyond async context) compare back-to-back runs; bare and the control swap ends
+      // between rounds, so a slow drift (thermal, background) does not always favour the same side.
+      const order: ('bare' | 'ours' | 'control')[] = round % 2 === 1 ? ['bare', 'ours', 'control'] : ['control', 'ours', 'bare'];
       const measured: Partial<Record<ServerKind, ServerRound>> = {};
       for (const kind of order) measured[kind] = await measure(servers[kind], load);
       const bare = measured.bare!;
       const ours = measured.ours!;
       const pair: RoundPair = {
-        round, order, bare, ours,
+        round, order, bare, ours, control: measured.control!,
         ratio: ours.client.reqPerSec / bare.client.reqPerSec,
         valid: bare.problems.length === 0 && ours.problems.length === 0,
       };
@@ -135,9 +140,16 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
     const undisturbed = { medianRatio: median(quiet.map((p) => p.ratio)), rounds: quiet.length };
     const met = medianRatio !== undefined && medianRatio >= spec.target && checks.every((c) => c.ok);
     console.log(`median of ratios ours/bare: ${ratioText(medianRatio)} (target >= ${spec.target.toFixed(2)}x: ${met ? 'met' : 'NOT MET'}); undisturbed rounds only: ${ratioText(undisturbed.medianRatio)} (${quiet.length} of ${rounds.length})`);
-    return { name, title: spec.title, target: spec.target, rounds, medianRatio, undisturbed, checks, met };
+    const withControl = rounds.map(controlRatios).filter((r) => r !== undefined);
+    const control = {
+      medianControlVsBare: median(withControl.map((r) => r.controlVsBare)),
+      medianOursVsControl: median(withControl.map((r) => r.oursVsControl)),
+      rounds: withControl.length,
+    };
+    console.log(`async-context control (node:http with an AsyncLocalStorage.run per request, no sessions): median control/bare ${ratioText(control.medianControlVsBare)}, ours/control ${ratioText(control.medianOursVsControl)} (${control.rounds} rounds)`);
+    return { name, title: spec.title, target: spec.target, rounds, medianRatio, undisturbed, control, checks, met };
   } finally {
-    await Promise.all([servers.bare.stop(), servers.ours.stop()]);
+    await Promise.all([servers.bare.stop(), servers.ours.stop(), servers.control.stop()]);
   }
 }
 
@@ -181,7 +193,7 @@ function memoryCheck(rounds: readonly RoundPair[]): Check {
 
 /** Names ("churn round 2 ours") of the measured runs that match. */
 function runsWhere(results: readonly WorkloadResult[], match: (run: ServerRound) => boolean): string[] {
-  return results.flatMap((w) => w.rounds.flatMap((p) => [p.bare, p.ours].filter(match).map((r) => `${w.title} round ${p.round} ${r.kind}`)));
+  return results.flatMap((w) => w.rounds.flatMap((p) => [p.bare, p.ours, ...(p.control === undefined ? [] : [p.control])].filter(match).map((r) => `${w.title} round ${p.round} ${r.kind}`)));
 }
 
 async function main(): Promise<void> {

@@ -4,11 +4,15 @@
 
 import type { EngineStats } from '../src/index.js';
 
-/** 'peer': the framework with the session library its users would pick instead of ours (bench/peers.ts). */
-export type ServerKind = 'bare' | 'ours' | 'peer';
+/**
+ * 'peer': the framework with the session library its users would pick instead of ours (bench/peers.ts).
+ * 'control': bare node:http running each request in an AsyncLocalStorage.run and nothing else (bench/http.ts):
+ * what any server that gives each request an async context pays on this Node version, sessions or not.
+ */
+export type ServerKind = 'bare' | 'ours' | 'peer' | 'control';
 export type WorkloadName = 'returning' | 'churn';
 
-export const SERVER_KINDS: readonly ServerKind[] = ['bare', 'ours', 'peer'];
+export const SERVER_KINDS: readonly ServerKind[] = ['bare', 'ours', 'peer', 'control'];
 export const WORKLOAD_NAMES: readonly WorkloadName[] = ['returning', 'churn'];
 
 /** Sessions pre-created for the returning-visitors workload (and the engine's caps for it). */

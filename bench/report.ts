@@ -36,7 +36,17 @@ export interface RoundPair {
   readonly ours: ServerRound;
   /** ours req/s ÷ bare req/s in this round. */
   readonly ratio: number;
+  /** bare and ours both valid (the control's problems count only against its own figures). */
   readonly valid: boolean;
+  /** bench:http: the async-context control's run in this round (ServerKind 'control'). */
+  readonly control?: ServerRound;
+}
+
+/** control req/s ÷ bare req/s, and ours ÷ control, in a round that has a valid control; else undefined. */
+export function controlRatios(pair: RoundPair): { readonly controlVsBare: number; readonly oursVsControl: number } | undefined {
+  const control = pair.control;
+  if (control === undefined || !pair.valid || control.problems.length > 0) return undefined;
+  return { controlVsBare: control.client.reqPerSec / pair.bare.client.reqPerSec, oursVsControl: pair.ours.client.reqPerSec / control.client.reqPerSec };
 }
 
 export interface Check {
@@ -52,6 +62,8 @@ export interface WorkloadResult {
   readonly rounds: readonly RoundPair[];
   /** Median over valid rounds; undefined when none is valid. */
   readonly medianRatio: number | undefined;
+  /** Medians over the rounds with a valid control (controlRatios), and how many there were. */
+  readonly control?: { readonly medianControlVsBare: number | undefined; readonly medianOursVsControl: number | undefined; readonly rounds: number };
   /** Median over valid rounds that no other program disturbed (see noise.ts), and how many there were. */
   readonly undisturbed: { readonly medianRatio: number | undefined; readonly rounds: number };
   readonly checks: readonly Check[];
@@ -92,7 +104,7 @@ export function table(rows: readonly (readonly string[])[]): string {
 
 // Rounds are printed as they finish, so their columns have fixed widths (the header's, at least).
 const ROUND_COLUMNS: readonly (readonly [title: string, width: number])[] = [
-  ['round', 5], ['server', 6], ['req/s', 8], ['p50 ms', 6], ['p99 ms', 6], ['errors', 6], ['non2xx', 6], ['client CPU', 10], ['server CPU', 10], ['other CPU', 9], ['ours/bare', 0],
+  ['round', 5], ['server', 7], ['req/s', 8], ['p50 ms', 6], ['p99 ms', 6], ['errors', 6], ['non2xx', 6], ['client CPU', 10], ['server CPU', 10], ['other CPU', 9], ['vs bare', 0],
 ];
 
 function roundLine(cells: readonly string[]): string {
@@ -105,10 +117,11 @@ function roundLine(cells: readonly string[]): string {
 
 export const roundHeader = (): string => roundLine(ROUND_COLUMNS.map(([title]) => title));
 
-/** Lines for one round: one per server, in the order they ran; the ratio on the second. */
+/** Lines for one round: one per server, in the order they ran; each server but bare with its ratio to bare. */
 export function roundLines(pair: RoundPair): string {
+  const control = controlRatios(pair);
   return pair.order.map((kind, i) => {
-    const r = kind === 'bare' ? pair.bare : pair.ours;
+    const r = kind === 'bare' ? pair.bare : kind === 'control' ? pair.control! : pair.ours;
     const c = r.client;
     const flags = (c.clientCpu >= CLIENT_BOUND_CPU ? ' (client-bound?)' : '')
       + (isDisturbed(r) ? ' (disturbed)' : '')
@@ -124,13 +137,13 @@ export function roundLines(pair: RoundPair): string {
       percent(c.clientCpu),
       percent(r.serverCpu),
       r.otherCores === undefined ? 'n/a' : percent(r.otherCores),
-      i === pair.order.length - 1 ? ratioText(pair.ratio) + flags : flags.trim(),
+      kind === 'bare' ? flags.trim() : ratioText(kind === 'control' ? control?.controlVsBare : pair.ratio) + flags,
     ];
   }).map(roundLine).join('\n');
 }
 
 export function summaryTable(results: readonly WorkloadResult[]): string {
-  const rows = [['workload', 'median ours/bare', 'min', 'max', 'valid rounds', 'undisturbed median', 'target', 'result']];
+  const rows = [['workload', 'median ours/bare', 'min', 'max', 'valid rounds', 'undisturbed median', 'target', 'result', 'control/bare', 'ours/control']];
   for (const w of results) {
     const ratios = w.rounds.filter((p) => p.valid).map((p) => p.ratio);
     const checksOk = w.checks.every((c) => c.ok);
@@ -143,6 +156,8 @@ export function summaryTable(results: readonly WorkloadResult[]): string {
       `${ratioText(w.undisturbed.medianRatio)} (${w.undisturbed.rounds})`,
       `>= ${w.target.toFixed(2)}x`,
       w.met ? 'met' : checksOk ? 'NOT MET' : 'NOT MET (checks failed)',
+      ratioText(w.control?.medianControlVsBare),
+      ratioText(w.control?.medianOursVsControl),
     ]);
   }
   return table(rows);

@@ -1,8 +1,9 @@
 // The server under load, in its own process so it can be pinned to one core apart from the load
-// generator: `taskset -c 0 node --import tsx bench/server.ts <bare|ours> <returning|churn>`.
+// generator: `taskset -c 0 node --import tsx bench/server.ts <bare|control|ours> <returning|churn>`.
 // It listens on 127.0.0.1, port 0, reports the port over IPC, answers snapshot requests, and exits
 // when asked or when the parent goes away (bench/child.ts).
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import * as http from 'node:http';
 import { createServer } from '../src/adapters/node/index.js';
 import { SessionEngine } from '../src/index.js';
@@ -11,7 +12,7 @@ import { CHURN_MAX_SESSIONS, isServerKind, isWorkloadName, RETURNING_SESSIONS, t
 
 const [kind, workload] = process.argv.slice(2);
 if (!isServerKind(kind) || kind === 'peer' || !isWorkloadName(workload) || process.send === undefined) {
-  console.error('usage: node --import tsx bench/server.ts <bare|ours> <returning|churn> (started by bench/http.ts, with an IPC channel)');
+  console.error('usage: node --import tsx bench/server.ts <bare|control|ours> <returning|churn> (started by bench/http.ts, with an IPC channel)');
   process.exit(2);
 }
 
@@ -19,7 +20,7 @@ let handled = 0;
 let hooks = 0;
 let errors = 0;
 
-// Both servers run the same application code (read a counter, write it back, echo it); only where the
+// Every server runs the same application code (read a counter, write it back, echo it); only where the
 // counter lives differs. So the ratio measures what the session layer costs, not different work.
 const bareHits = { hits: 0 };
 
@@ -29,6 +30,18 @@ function buildServer(kind: ServerKind, workload: WorkloadName): { server: http.S
       handled++;
       bareHits.hits++;
       res.end(String(bareHits.hits));
+    });
+    return { server, engine: undefined };
+  }
+  if (kind === 'control') {
+    // Each request in an async context of its own, as ours runs each handler, and nothing else of ours.
+    const context = new AsyncLocalStorage<object>();
+    const server = http.createServer((req, res) => {
+      context.run({}, () => {
+        handled++;
+        bareHits.hits++;
+        res.end(String(bareHits.hits));
+      });
     });
     return { server, engine: undefined };
   }
