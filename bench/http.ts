@@ -2,8 +2,8 @@
 // two workloads (returning visitors, churn). Prints per-round figures, the median of the per-round
 // ratios ours/bare and the targets, and writes bench/results/latest.json. A third server, the
 // async-context control (node:http running each request in an AsyncLocalStorage.run, nothing else),
-// runs in every round: what giving a request an async context costs on this Node version, with or
-// without sessions, and what ours adds beyond it. The method is in bench/README.md.
+// runs in every round: what giving each request an async context costs bare node:http on this Node
+// version, and so what sessions add beyond it. The method is in bench/README.md.
 
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,7 @@ import { measure, returningChecks } from './measure.js';
 import { startBench } from './pinning.js';
 import { CHURN_MAX_SESSIONS, RETURNING_SESSIONS, WORKLOAD_NAMES, isWorkloadName, type ServerKind, type ServerSnapshot, type WorkloadName } from './protocol.js';
 import {
-  CLIENT_BOUND_CPU, controlRatios, DISTURBED_CORES, isDisturbed, LOAD_OPTIONS, median, ratioText, roundHeader, roundLines, summaryTable, writeJson,
+  CLIENT_BOUND_CPU, controlRatios, controlValid, DISTURBED_CORES, isDisturbed, LOAD_OPTIONS, median, ratioText, roundHeader, roundLines, summaryTable, writeJson,
   type Check, type RoundPair, type ServerRound, type WorkloadResult,
 } from './report.js';
 
@@ -96,7 +96,7 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
     control: await startServer('control', name, { core, nodeFlags: nodeFlags('control') }),
   };
   try {
-    // The bare server gets the very same requests (cookie headers included) so both parse the same bytes.
+    // Bare and the control get the very same requests (cookie headers included): all three parse the same bytes.
     const cookies = name === 'returning' ? await createSessions(servers.ours.port, RETURNING_SESSIONS, DEFAULT_OPTIONS.cookieName) : undefined;
     const load = { connections: settings.connections, pipelining: settings.pipelining, duration: settings.duration, cookies };
 
@@ -140,7 +140,8 @@ async function runWorkload(name: WorkloadName, settings: Settings, core: number 
     const undisturbed = { medianRatio: median(quiet.map((p) => p.ratio)), rounds: quiet.length };
     const met = medianRatio !== undefined && medianRatio >= spec.target && checks.every((c) => c.ok);
     console.log(`median of ratios ours/bare: ${ratioText(medianRatio)} (target >= ${spec.target.toFixed(2)}x: ${met ? 'met' : 'NOT MET'}); undisturbed rounds only: ${ratioText(undisturbed.medianRatio)} (${quiet.length} of ${rounds.length})`);
-    const withControl = rounds.map(controlRatios).filter((r) => r !== undefined);
+    // Over the rounds whose three runs are valid; disturbed ones included, as in the main median.
+    const withControl = rounds.filter(controlValid).map(controlRatios).filter((r) => r !== undefined);
     const control = {
       medianControlVsBare: median(withControl.map((r) => r.controlVsBare)),
       medianOursVsControl: median(withControl.map((r) => r.oursVsControl)),
@@ -213,6 +214,9 @@ async function main(): Promise<void> {
   }
   const invalid = results.flatMap((w) => w.rounds.filter((p) => !p.valid).map((p) => `${w.title} round ${p.round}`));
   if (invalid.length > 0) warnings.push(`invalid rounds (errors or non-2xx), left out of the medians: ${invalid.join('; ')}`);
+  // A control run with errors leaves its round's ours/bare ratio standing, not the control's ratios.
+  const invalidControls = results.flatMap((w) => w.rounds.filter((p) => p.valid && !controlValid(p)).map((p) => `${w.title} round ${p.round}`));
+  if (invalidControls.length > 0) warnings.push(`invalid control runs (errors or non-2xx), left out of the control medians: ${invalidControls.join('; ')}`);
 
   console.log(`\n== summary (${settings.connections} connections, pipelining ${settings.pipelining}, ${settings.rounds} x ${settings.duration} s, ${pinned ? 'pinned' : 'UNPINNED'}; ${machine.cpuModel}, node ${machine.node})`);
   console.log(summaryTable(results));
@@ -221,7 +225,7 @@ async function main(): Promise<void> {
   writeJson(RESULTS_FILE, { machine, settings: { ...settings, pinned, loadGenerator: 'autocannon' }, warnings, workloads: results });
   console.log(`\nresults written to ${fileURLToPath(RESULTS_FILE)}`);
   // A round with errors is not a measurement: fail so a script notices. A missed target is a result, not a failure.
-  if (invalid.length > 0 || results.some((w) => w.checks.some((c) => !c.ok))) process.exitCode = 1;
+  if (invalid.length > 0 || invalidControls.length > 0 || results.some((w) => w.checks.some((c) => !c.ok))) process.exitCode = 1;
 }
 
 await main();

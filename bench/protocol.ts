@@ -7,7 +7,7 @@ import type { EngineStats } from '../src/index.js';
 /**
  * 'peer': the framework with the session library its users would pick instead of ours (bench/peers.ts).
  * 'control': bare node:http running each request in an AsyncLocalStorage.run and nothing else (bench/http.ts):
- * what any server that gives each request an async context pays on this Node version, sessions or not.
+ * what giving each request an async context costs bare node:http on this Node version, sessions or not.
  */
 export type ServerKind = 'bare' | 'ours' | 'peer' | 'control';
 export type WorkloadName = 'returning' | 'churn';

@@ -42,12 +42,15 @@ export interface RoundPair {
   readonly control?: ServerRound;
 }
 
-/** control req/s ÷ bare req/s, and ours ÷ control, in a round that has a valid control; else undefined. */
+/** control req/s ÷ bare req/s, and ours ÷ control, in a round that has a control (valid or not: see controlValid). */
 export function controlRatios(pair: RoundPair): { readonly controlVsBare: number; readonly oursVsControl: number } | undefined {
   const control = pair.control;
-  if (control === undefined || !pair.valid || control.problems.length > 0) return undefined;
+  if (control === undefined) return undefined;
   return { controlVsBare: control.client.reqPerSec / pair.bare.client.reqPerSec, oursVsControl: pair.ours.client.reqPerSec / control.client.reqPerSec };
 }
+
+/** The round's three runs are all valid, so its control ratios count in the medians. */
+export const controlValid = (pair: RoundPair): boolean => pair.valid && pair.control !== undefined && pair.control.problems.length === 0;
 
 export interface Check {
   readonly name: string;
