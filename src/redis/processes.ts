@@ -38,12 +38,20 @@ export class ProcessSaves<Vars extends SessionVars> {
     return this.#pending.size;
   }
 
-  /** Keeps a write in the set a stop waits for. */
-  track(write: Promise<unknown>): void {
-    const tracked = write.finally(() => {
-      this.#pending.delete(tracked);
-      this.#onSettled();
-    });
+  /**
+   * Keeps a write in the set a stop waits for; `after` runs once it has settled, before the stop hears
+   * of it. One reaction for both (each promise a request makes also pays Node 20's async hooks).
+   */
+  track(write: Promise<unknown>, after?: () => void): void {
+    const settle = (): void => {
+      try {
+        after?.();
+      } finally {
+        this.#pending.delete(tracked);
+        this.#onSettled();
+      }
+    };
+    const tracked: Promise<unknown> = write.then(settle, settle);
     this.#pending.add(tracked);
   }
 
@@ -82,7 +90,7 @@ export class ProcessSaves<Vars extends SessionVars> {
     // enter that finds it free must not start from bytes Redis never held.
     const held = loaded === undefined || state === undefined || endsProcess ? undefined
       : bytes ?? (copies.get(handle.id)?.bytes === loaded ? loaded : Buffer.from(loaded));
-    this.track(this.#release(handle, proc, token, bytes, endsProcess, held).finally(() => this.#afterSave(handle)));
+    this.track(this.#release(handle, proc, token, bytes, endsProcess, held), () => this.#afterSave(handle));
   }
 
   /**

@@ -10,6 +10,7 @@ import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
 import { ipCheckOf, SessionEnters } from './enters.js';
+import { isThenable, type MaybePromise } from '../maybe-async.js';
 import type { TurnQueues, Waiter } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -28,8 +29,11 @@ export interface RequestPathDeps<Vars extends SessionVars> {
   readonly transients: Set<WebProcess<Vars>>;
   /** True once the node stops taking work. */
   refusing(): boolean;
-  /** Resolves once the store has started (connected, subscribed, options read). */
-  started(): Promise<void>;
+  /**
+   * Resolves once the store has started (connected, subscribed, options read); undefined once it has, so
+   * a request does not wait a turn of the microtask queue (and, on Node 20, its async hooks) for nothing.
+   */
+  started(): Promise<void> | undefined;
   /** A request or a tracked write ended: a stopping node checks whether it is idle. */
   checkIdle(): void;
 }
@@ -93,10 +97,13 @@ export class RedisRequestPath<Vars extends SessionVars> {
   async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
     const ctx = this.#ctx;
     if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-    try {
-      await this.#deps.started();
-    } catch (error) {
-      throw this.#reject('storeUnavailable', unavailable(error));
+    const starting = this.#deps.started();
+    if (starting !== undefined) {
+      try {
+        await starting;
+      } catch (error) {
+        throw this.#reject('storeUnavailable', unavailable(error));
+      }
     }
     if (ctx.options.mode === 'none') return this.#transient();
     try {
@@ -146,7 +153,9 @@ export class RedisRequestPath<Vars extends SessionVars> {
         if (entered.kind === 'ok') {
           registered = false;
           const handle = this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount);
-          return await this.#lease(handle, entered.pid, entered.token, entered.state, false);
+          const leased = this.#lease(handle, entered.pid, entered.token, entered.state, false);
+          // Awaited only when it is a promise (a process without state runs init): awaiting a lease would cost a turn.
+          return isThenable(leased) ? await leased : leased;
         }
         if (entered.kind === 'moved' && me !== undefined) {
           // Regenerated while this waited (on any node): this node's waiters follow it, in their order.
@@ -244,13 +253,20 @@ export class RedisRequestPath<Vars extends SessionVars> {
     return handle;
   }
 
-  async #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): Promise<Lease<Vars>> {
+  /** The request's lease on the process it entered: at once when the process has saved state, after `init` when it has none. */
+  #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): MaybePromise<Lease<Vars>> {
     const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
     handle.startRun({ proc, token, kind: 'request', loaded: state });
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
     // From a copy: typed arrays come back as views into the bytes they are read from, and `state` must
     // stay what Redis holds (the release compares with it; it may be this node's copy).
+    // Its callers are async: a state that cannot be read rejects their promise, as it did when this was async too.
     if (restoreProcess(proc, state.length === 0 ? state : Buffer.from(state))) return lease;
+    return this.#initialized(handle, proc, token, lease);
+  }
+
+  /** A process without saved state (new, or never saved): its vars come from `init`. */
+  async #initialized(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, lease: Lease<Vars>): Promise<Lease<Vars>> {
     try {
       proc.vars = await this.#processes.initVars(proc);
     } catch (error) {

@@ -59,6 +59,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   #refusing = false;
   /** Other live nodes at the last heartbeat. */
   #othersAlive = 0;
+  /** The start succeeded (it is never undone: #ready stays resolved). */
+  #isStarted = false;
 
   constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: () => Promise<void>) {
     if (ctx.locks !== undefined) throw new TypeError('locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
@@ -80,7 +82,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     }, () => this.#checkIdle());
     this.#requests = new RedisRequestPath<Vars>({
       node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
-      refusing: () => this.#refusing, started: () => this.#started(), checkIdle: () => this.#checkIdle(),
+      refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
     });
     this.#subscriber.on('message', (_channel: string, message: string) => this.#onMessage(message));
     this.#ready = this.#start();
@@ -106,6 +108,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const options = await this.#redis.hgetall(`${prefix}opts`);
     for (const [name, json] of Object.entries(options)) if (!this.#localOptions.has(name)) this.#applyRemote(name, json);
     this.#closer.armSweep();
+    this.#isStarted = true;
   }
 
   /** Renews this node's lease and learns how many other nodes are alive (for `onStop: 'auto'`). */
