@@ -5,13 +5,13 @@ import { processInternals, WebProcess, type ProcessOwner, type SessionVars } fro
 import type { RequestIdentity, StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
-import { keyTtlMs, SessionHandle, text, unavailable, waiterStaleMs, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
-import { ipCheckOf, SessionEnters } from './enters.js';
-import { isThenable, type MaybePromise } from '../maybe-async.js';
-import type { TurnQueues, Waiter } from './turns.js';
+import { SessionEntry } from './entry.js';
+import type { MaybePromise } from '../maybe-async.js';
+import type { TurnQueues } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
 
@@ -40,9 +40,9 @@ export interface RequestPathDeps<Vars extends SessionVars> {
 
 /**
  * A request's way into a process of its session and out again, on the Redis store: one script to enter
- * (or to create a session, evicting at the global cap), FIFO waiting on this node when the process is
- * busy, the state restored into a process rebuilt here, and one script after the response to save and
- * free it (ProcessSaves).
+ * (SessionEntry, with FIFO waiting on this node when the process is busy) or to create a session,
+ * evicting at the global cap; the state restored into a process rebuilt here; and one script after the
+ * response to save and free it (ProcessSaves).
  */
 export class RedisRequestPath<Vars extends SessionVars> {
   readonly #deps: RequestPathDeps<Vars>;
@@ -51,16 +51,12 @@ export class RedisRequestPath<Vars extends SessionVars> {
   readonly #settings: RedisSettings;
   readonly #node: NodeServices<Vars>;
   readonly #known: Map<string, SessionHandle<Vars>>;
-  readonly #turns: TurnQueues;
   readonly #processes: ProcessSaves<Vars>;
   readonly #closer: RedisCloser<Vars>;
   readonly #transients: Set<WebProcess<Vars>>;
   readonly #leaseHost: LeaseHost<Vars, SessionHandle<Vars>>;
   readonly #transientOwner: ProcessOwner<Vars>;
-  /** Closed id → the new session its waiting requests move to (kept while some still wait). */
-  readonly #successors = new Map<string, Promise<string | undefined>>();
-  #waiterSeq = 0;
-  readonly #enters: SessionEnters<Vars>;
+  readonly #entry: SessionEntry<Vars>;
 
   constructor(deps: RequestPathDeps<Vars>) {
     this.#deps = deps;
@@ -69,12 +65,18 @@ export class RedisRequestPath<Vars extends SessionVars> {
     this.#redis = deps.node.redis;
     this.#settings = deps.node.settings;
     this.#known = deps.known;
-    this.#turns = deps.turns;
     this.#processes = deps.processes;
     this.#closer = deps.closer;
     this.#transients = deps.transients;
     const ctx = this.#ctx;
-    this.#enters = new SessionEnters(deps.node);
+    this.#entry = new SessionEntry<Vars>({
+      node: deps.node,
+      turns: deps.turns,
+      refusing: deps.refusing,
+      reject: (cause, error) => this.#reject(cause, error),
+      admit: (id, ip, entered, nowMs) => this.#lease(this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount), entered.pid, entered.token, entered.state, false),
+      create: (ip) => this.#create(ip),
+    });
     this.#transientOwner = {
       id: '',
       lockManager: deps.node.lockManager,
@@ -90,7 +92,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
 
   /** The node has stopped taking requests for good (see SessionEnters.stop). */
   stop(): void {
-    this.#enters.stop();
+    this.#entry.stop();
   }
 
   /** See AttachedStore.acquire. */
@@ -108,7 +110,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     if (ctx.options.mode === 'none') return this.#transient();
     try {
       if (request.sessionId !== undefined) {
-        const lease = await this.#enter(request.sessionId, request.ip);
+        const lease = await this.#entry.enter(request.sessionId, request.ip);
         if (lease !== undefined) return lease;
       }
       return await this.#create(request.ip);
@@ -116,102 +118,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
       if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
       throw this.#reject('storeUnavailable', unavailable(error, request.sessionId));
     }
-  }
-
-  /**
-   * The cookie's session, if it is live: its process now, or after the requests ahead of this one. On
-   * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
-   * retries first after a release gets the process.
-   */
-  async #enter(cookieId: string, ip: string): Promise<Lease<Vars> | undefined> {
-    const { options, clock } = this.#ctx;
-    // The session's id: the cookie's, or the new one if the session is regenerated while this waits.
-    let id = cookieId;
-    let me: Waiter | undefined;
-    // Named only if it has to wait; Redis then counts it among the session's waiters until it gets in,
-    // gives up, or stops trying (its node died) for a few poll periods.
-    const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
-    let registered = false;
-    try {
-      const ipCheck = ipCheckOf(options);
-      if (this.#turns.waiting(id) > 0) {
-        // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
-        const admitted = text(await this.#register(id, waiterId, ip, ipCheck) as string);
-        if (admitted === 'unknown') return undefined;
-        if (admitted === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
-        if (admitted === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
-        registered = true;
-        me = this.#turns.enqueue(id);
-        await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
-        id = me.sessionId;
-      }
-      for (;;) {
-        if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-        const nowMs = clock.now();
-        const entered = await this.#enters.enter({ sessionId: id, ip, waiterId, registered }, nowMs);
-        const outcome = entered.kind;
-        if (entered.kind === 'ok') {
-          registered = false;
-          const handle = this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount);
-          const leased = this.#lease(handle, entered.pid, entered.token, entered.state, false);
-          // Awaited only when it is a promise (a process without state runs init): awaiting a lease would cost a turn.
-          return isThenable(leased) ? await leased : leased;
-        }
-        if (entered.kind === 'moved' && me !== undefined) {
-          // Regenerated while this waited (on any node): this node's waiters follow it, in their order.
-          this.#turns.move(id, entered.to);
-          id = me.sessionId;
-          // Behind requests that already waited here under the new id: its turn comes after theirs.
-          if (!this.#turns.isHead(me)) {
-            await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
-            id = me.sessionId;
-          }
-          continue;
-        }
-        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip) : undefined;
-        if (outcome === 'ip') throw this.#reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
-        if (outcome === 'full') throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
-        registered = true;
-        me ??= this.#turns.enqueue(id);
-        await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
-        id = me.sessionId;
-      }
-    } finally {
-      // Another waiter of this node may have moved this one meanwhile (a 'moved' it learnt first).
-      if (me !== undefined) id = me.sessionId;
-      if (me !== undefined) this.#turns.dequeue(id, me);
-      if (this.#turns.waiting(id) === 0) this.#successors.delete(id);
-      // Given up while counted as waiting: stop counting now rather than when it goes stale.
-      if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
-    }
-  }
-
-  /** Counts the request among the session's waiters in Redis (checked as an enter checks the session). */
-  #register(sessionId: string, waiterId: string, ip: string, ipCheck: 0 | 1): Promise<unknown> {
-    const { options, clock } = this.#ctx;
-    return this.#redis.lwsWait(
-      this.#settings.prefix, sessionId, waiterId, options.maxQueuedRequests, waiterStaleMs(this.#settings), keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
-    );
-  }
-
-  /** Each poll spent behind others of this node: still counted in Redis (it would go stale). Made only for a request that waits. */
-  #stillWaiting(waiter: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1): () => void {
-    return () => void this.#register(waiter.sessionId, waiterId, ip, ipCheck).catch(() => {});
-  }
-
-  /**
-   * The session closed while this request waited for it: the first such request of this node makes a
-   * new session, the others join it (one browser, one session, as with the memory store).
-   */
-  async #successor(closedId: string, ip: string): Promise<Lease<Vars> | undefined> {
-    const joined = this.#successors.get(closedId);
-    if (joined !== undefined) {
-      const next = await joined;
-      return next === undefined ? undefined : this.#enter(next, ip);
-    }
-    const creating = this.#create(ip);
-    this.#successors.set(closedId, creating.then((lease) => lease.sessionId, () => undefined));
-    return creating;
   }
 
   /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */

@@ -1,0 +1,155 @@
+import { SessionError } from '../errors.js';
+import type { RequestLease } from '../lease.js';
+import { isThenable, type MaybePromise } from '../maybe-async.js';
+import type { SessionVars } from '../process.js';
+import type { StoreContext } from '../store.js';
+import { ipCheckOf, SessionEnters, type EnterOutcome } from './enters.js';
+import { keyTtlMs, text, waiterStaleMs, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import type { TurnQueues, Waiter } from './turns.js';
+
+type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
+type Rejection<Vars extends SessionVars> = keyof StoreContext<Vars>['counters']['rejected'];
+
+/** What the request path gives the way into a cookie's session. */
+export interface SessionEntryDeps<Vars extends SessionVars> {
+  readonly node: NodeServices<Vars>;
+  readonly turns: TurnQueues;
+  /** True once the node stops taking work. */
+  refusing(): boolean;
+  /** Counts a refusal by its cause and returns the error to throw. */
+  reject(cause: Rejection<Vars>, error: SessionError): SessionError;
+  /** The lease of a request that entered its session's process (`nowMs`: the request's start). */
+  admit(id: string, ip: string, entered: Extract<EnterOutcome, { kind: 'ok' }>, nowMs: number): MaybePromise<Lease<Vars>>;
+  /** A new session for this request. */
+  create(ip: string): Promise<Lease<Vars>>;
+}
+
+/**
+ * A request with a cookie, on the Redis store: into a process of its session now (one enter, batched
+ * with the node's other enters of the turn), or after the requests ahead of it. On this node the wait is
+ * FIFO and every waiter is counted in Redis, so `maxQueuedRequests` holds cluster-wide; a session
+ * regenerated meanwhile takes its waiters along; one that closed meanwhile gets one successor, which the
+ * node's other waiters for it join.
+ */
+export class SessionEntry<Vars extends SessionVars> {
+  readonly #deps: SessionEntryDeps<Vars>;
+  readonly #ctx: StoreContext<Vars>;
+  readonly #redis: StoreCommands;
+  readonly #settings: RedisSettings;
+  readonly #node: NodeServices<Vars>;
+  readonly #turns: TurnQueues;
+  readonly #enters: SessionEnters<Vars>;
+  /** Closed id → the new session its waiting requests move to (kept while some still wait). */
+  readonly #successors = new Map<string, Promise<string | undefined>>();
+  #waiterSeq = 0;
+
+  constructor(deps: SessionEntryDeps<Vars>) {
+    this.#deps = deps;
+    this.#node = deps.node;
+    this.#ctx = deps.node.ctx;
+    this.#redis = deps.node.redis;
+    this.#settings = deps.node.settings;
+    this.#turns = deps.turns;
+    this.#enters = new SessionEnters(deps.node);
+  }
+
+  /** The node has stopped taking requests for good (see SessionEnters.stop). */
+  stop(): void {
+    this.#enters.stop();
+  }
+
+  /**
+   * The cookie's session, if it is live: its process now, or after the requests ahead of this one. On
+   * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
+   * retries first after a release gets the process.
+   */
+  async enter(cookieId: string, ip: string): Promise<Lease<Vars> | undefined> {
+    const { options, clock } = this.#ctx;
+    // The session's id: the cookie's, or the new one if the session is regenerated while this waits.
+    let id = cookieId;
+    let me: Waiter | undefined;
+    // Named only if it has to wait; Redis then counts it among the session's waiters until it gets in,
+    // gives up, or stops trying (its node died) for a few poll periods.
+    const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
+    let registered = false;
+    try {
+      const ipCheck = ipCheckOf(options);
+      if (this.#turns.waiting(id) > 0) {
+        // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
+        const admitted = text(await this.#register(id, waiterId, ip, ipCheck) as string);
+        if (admitted === 'unknown') return undefined;
+        if (admitted === 'ip') throw this.#deps.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
+        if (admitted === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        registered = true;
+        me = this.#turns.enqueue(id);
+        await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+        id = me.sessionId;
+      }
+      for (;;) {
+        if (this.#deps.refusing()) throw this.#deps.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
+        const nowMs = clock.now();
+        const entered = await this.#enters.enter({ sessionId: id, ip, waiterId, registered }, nowMs);
+        const outcome = entered.kind;
+        if (entered.kind === 'ok') {
+          registered = false;
+          const leased = this.#deps.admit(id, ip, entered, nowMs);
+          // Awaited only when it is a promise (a process without state runs init): awaiting a lease would cost a turn.
+          return isThenable(leased) ? await leased : leased;
+        }
+        if (entered.kind === 'moved' && me !== undefined) {
+          // Regenerated while this waited (on any node): this node's waiters follow it, in their order.
+          this.#turns.move(id, entered.to);
+          id = me.sessionId;
+          // Behind requests that already waited here under the new id: its turn comes after theirs.
+          if (!this.#turns.isHead(me)) {
+            await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+            id = me.sessionId;
+          }
+          continue;
+        }
+        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip) : undefined;
+        if (outcome === 'ip') throw this.#deps.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
+        if (outcome === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        registered = true;
+        me ??= this.#turns.enqueue(id);
+        await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+        id = me.sessionId;
+      }
+    } finally {
+      // Another waiter of this node may have moved this one meanwhile (a 'moved' it learnt first).
+      if (me !== undefined) id = me.sessionId;
+      if (me !== undefined) this.#turns.dequeue(id, me);
+      if (this.#turns.waiting(id) === 0) this.#successors.delete(id);
+      // Given up while counted as waiting: stop counting now rather than when it goes stale.
+      if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
+    }
+  }
+
+  /** Counts the request among the session's waiters in Redis (checked as an enter checks the session). */
+  #register(sessionId: string, waiterId: string, ip: string, ipCheck: 0 | 1): Promise<unknown> {
+    const { options, clock } = this.#ctx;
+    return this.#redis.lwsWait(
+      this.#settings.prefix, sessionId, waiterId, options.maxQueuedRequests, waiterStaleMs(this.#settings), keyTtlMs(this.#ctx, this.#settings), clock.now(), options.inactiveSessionTimeoutMs, ipCheck, ip,
+    );
+  }
+
+  /** Each poll spent behind others of this node: still counted in Redis (it would go stale). Made only for a request that waits. */
+  #stillWaiting(waiter: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1): () => void {
+    return () => void this.#register(waiter.sessionId, waiterId, ip, ipCheck).catch(() => {});
+  }
+
+  /**
+   * The session closed while this request waited for it: the first such request of this node makes a
+   * new session, the others join it (one browser, one session, as with the memory store).
+   */
+  async #successor(closedId: string, ip: string): Promise<Lease<Vars> | undefined> {
+    const joined = this.#successors.get(closedId);
+    if (joined !== undefined) {
+      const next = await joined;
+      return next === undefined ? undefined : this.enter(next, ip);
+    }
+    const creating = this.#deps.create(ip);
+    this.#successors.set(closedId, creating.then((lease) => lease.sessionId, () => undefined));
+    return creating;
+  }
+}
