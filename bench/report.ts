@@ -23,8 +23,10 @@ export interface ServerRound {
    * (Buffers), after a full collection when it runs with --expose-gc.
    */
   readonly liveBytes: number;
-  /** CPU used by other programs during the run, in cores; undefined where /proc/stat is missing. */
+  /** CPU used by other programs during the run, in cores (the partner's not counted); undefined where /proc/stat is missing. */
   readonly otherCores: number | undefined;
+  /** The process the server works with (measure.ts Partner: Redis) and the CPU it used during the run, in cores. */
+  readonly partner?: { readonly name: string; readonly cores: number };
   /** Why the round does not count (errors, non-2xx…); empty when valid. */
   readonly problems: readonly string[];
 }
@@ -126,7 +128,8 @@ export function roundLines(pair: RoundPair): string {
   return pair.order.map((kind, i) => {
     const r = kind === 'bare' ? pair.bare : kind === 'control' ? pair.control! : pair.ours;
     const c = r.client;
-    const flags = (c.clientCpu >= CLIENT_BOUND_CPU ? ' (client-bound?)' : '')
+    const flags = (r.partner === undefined ? '' : ` (${r.partner.name} ${percent(r.partner.cores)})`)
+      + (c.clientCpu >= CLIENT_BOUND_CPU ? ' (client-bound?)' : '')
       + (isDisturbed(r) ? ' (disturbed)' : '')
       + (r.problems.length > 0 ? ` INVALID: ${r.problems.join(', ')}` : '');
     return [
