@@ -38,6 +38,12 @@ export const ERROR_CODES = {
   /** A process's state could not be saved to the store (a value the structured clone algorithm refuses); the last saved state is kept. */
   ERR_SESSION_STATE_NOT_STORABLE: { httpStatus: 500, message: 'session state cannot be stored' },
   /**
+   * A process's state in the store cannot be read (damaged, or written by a newer Node whose serialization
+   * this one does not know): the request fails and the bytes are left as they are; at a close its hook
+   * cannot run (reported on `'error'`), and the close goes on.
+   */
+  ERR_SESSION_STATE_UNREADABLE: { httpStatus: 500, message: 'session state cannot be read' },
+  /**
    * A warning (process.emitWarning), once per cookie setting: a `SameSite=None` cookie is about to go out
    * over plain HTTP without `Secure` (cookieSecure 'auto'), and browsers drop such a cookie, so every
    * request would get a new session.

@@ -202,21 +202,35 @@ export class RedisCloser<Vars extends SessionVars> {
     const owner = handle ?? new SessionHandle<Vars>(this.#node, id, '', startedAtMs, startedAtMs, loaded.processes.length);
     owner.state = 'closing';
     const processes: WebProcess<Vars>[] = [];
+    /** Processes whose saved state cannot be read: no hook (it would not see their context), locks released by process id. */
+    const unreadable: WebProcess<Vars>[] = [];
     let hooksRun = 0;
     let hookFailures = 0;
     for (const saved of loaded.processes) {
       const live = pipeline.insiders.get(saved.pid);
       const proc = live ?? new WebProcess<Vars>(owner, saved.kind, {} as Vars, saved.pid);
-      if (live === undefined) restoreProcess(proc, saved.state);
+      let readable = true;
+      if (live === undefined) {
+        try {
+          restoreProcess(proc, saved.state);
+        } catch (error) {
+          // Retrying would read the same bytes: the close goes on without this process's hook, and says so.
+          readable = false;
+          unreadable.push(proc);
+          ctx.report(error as SessionError, 'hookErrors');
+        }
+      }
       processes.push(proc);
       if (saved.hooked || hook === undefined) continue;
       hooksRun++;
-      if (!(await runHook(closeCtx, hook, proc, reason))) hookFailures++;
+      if (!readable || !(await runHook(closeCtx, hook, proc, reason))) hookFailures++;
       if (Number(await redis.lwsHooked(settings.prefix, id, saved.pid, nodeId)) !== 1) return; // taken over meanwhile
     }
     // 4. Teardown: selections cleared, vars reset, every lock released cluster-wide.
     pipeline.phase = 'teardown';
     for (const proc of processes) await processInternals.teardown(proc, {});
+    // Their list of held locks was in the state that could not be read; Redis knows them by process.
+    for (const proc of unreadable) await this.#node.lockManager.releaseAll({ sessionId: id, processId: proc.processId }, []);
     if (Number(await redis.lwsFinish(settings.prefix, id, nodeId)) !== 1) return;
     pipeline.phase = 'done';
     this.waits.finishedElsewhere(id);

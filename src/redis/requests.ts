@@ -166,9 +166,19 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
     // From a copy: typed arrays come back as views into the bytes they are read from, and `state` must
     // stay what Redis holds (the release compares with it; it may be this node's copy).
-    // Its callers are async: a state that cannot be read rejects their promise, as it did when this was async too.
-    if (restoreProcess(proc, state.length === 0 ? state : Buffer.from(state))) return lease;
-    return this.#initialized(handle, proc, token, lease);
+    let restored: boolean;
+    try {
+      restored = restoreProcess(proc, state.length === 0 ? state : Buffer.from(state));
+    } catch (error) {
+      // Unreadable (damaged, or written by a newer Node): this request fails (its callers are async, so the
+      // throw rejects their promise), the operator hears of it, and the process goes back with its bytes
+      // untouched, so the session is not left taken and nothing is overwritten.
+      handle.endRun(proc);
+      this.#processes.save(handle, proc, token, undefined, false);
+      this.#ctx.report(error as SessionError, 'storeErrors');
+      throw error;
+    }
+    return restored ? lease : this.#initialized(handle, proc, token, lease);
   }
 
   /** A process without saved state (new, or never saved): its vars come from `init`. */

@@ -33,12 +33,29 @@ export function saveProcess(proc: WebProcess<SessionVars>): Buffer {
   }
 }
 
-/** Puts saved state into a process rebuilt on this node; an empty buffer (a process never saved) changes nothing. */
+/**
+ * Puts saved state into a process rebuilt on this node; an empty buffer (a process never saved) changes
+ * nothing. Bytes that do not read back as a saved process throw `ERR_SESSION_STATE_UNREADABLE` (the
+ * process may then hold part of them: its caller discards it).
+ */
 export function restoreProcess(proc: WebProcess<SessionVars>, bytes: Buffer): boolean {
   if (bytes.length === 0) return false;
-  const saved = deserialize(bytes) as SavedProcess;
-  proc.vars = saved.v;
-  for (const [table, keys, position] of saved.s) proc.selections.set(table, keys).position = position;
-  processInternals.restoreHeldLocks(proc, saved.h);
+  try {
+    const saved: unknown = deserialize(bytes);
+    if (!isSavedProcess(saved)) throw new TypeError('not a saved process');
+    proc.vars = saved.v;
+    for (const [table, keys, position] of saved.s) proc.selections.set(table, keys).position = position;
+    processInternals.restoreHeldLocks(proc, saved.h);
+  } catch (error) {
+    throw new SessionError('ERR_SESSION_STATE_UNREADABLE', `${proc.processId}: ${(error as Error).message}`, { cause: error, sessionId: proc.sessionId });
+  }
   return true;
+}
+
+/** The shape saveProcess writes (its entries as far as restoring them needs). */
+function isSavedProcess(value: unknown): value is SavedProcess {
+  if (typeof value !== 'object' || value === null) return false;
+  const { v, s, h } = value as Partial<Record<keyof SavedProcess, unknown>>;
+  return typeof v === 'object' && v !== null && Array.isArray(h)
+    && Array.isArray(s) && s.every((entry) => Array.isArray(entry) && typeof entry[0] === 'string' && Array.isArray(entry[1]) && typeof entry[2] === 'number');
 }
