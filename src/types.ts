@@ -75,9 +75,9 @@ export interface CloseEvent {
   readonly sessionId: string;
   readonly reason: CloseReason;
   readonly processCount: number;
-  /** `onClose` calls made for this close: `processCount` in 'legacy' mode with a hook, else 0. */
+  /** `onClose` calls due in this close: `processCount` in 'legacy' mode with a hook, else 0. */
   readonly hooksRun: number;
-  /** Hooks that threw or timed out during this close. */
+  /** Hooks that threw, timed out, or could not run (Redis store: a saved state that cannot be read). */
   readonly hookFailures: number;
   /** From the start of the close to the end of the teardown. */
   readonly durationMs: number;

@@ -51,7 +51,11 @@ export class ProcessSaves<Vars extends SessionVars> {
         this.#onSettled();
       }
     };
-    const tracked: Promise<unknown> = write.then(settle, settle);
+    // A rejection goes on as it did (unhandled unless the caller's write handled it): not swallowed here.
+    const tracked: Promise<unknown> = write.then(settle, (error: unknown) => {
+      settle();
+      throw error;
+    });
     this.#pending.add(tracked);
   }
 

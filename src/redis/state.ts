@@ -36,7 +36,8 @@ export function saveProcess(proc: WebProcess<SessionVars>): Buffer {
 /**
  * Puts saved state into a process rebuilt on this node; an empty buffer (a process never saved) changes
  * nothing. Bytes that do not read back as a saved process throw `ERR_SESSION_STATE_UNREADABLE` (the
- * process may then hold part of them: its caller discards it).
+ * process may then hold part of them: its caller discards it); `isNewerFormat` tells bytes a newer Node
+ * wrote, which a node of that version can still read, from damaged ones.
  */
 export function restoreProcess(proc: WebProcess<SessionVars>, bytes: Buffer): boolean {
   if (bytes.length === 0) return false;
@@ -47,15 +48,37 @@ export function restoreProcess(proc: WebProcess<SessionVars>, bytes: Buffer): bo
     for (const [table, keys, position] of saved.s) proc.selections.set(table, keys).position = position;
     processInternals.restoreHeldLocks(proc, saved.h);
   } catch (error) {
-    throw new SessionError('ERR_SESSION_STATE_UNREADABLE', `${proc.processId}: ${(error as Error).message}`, { cause: error, sessionId: proc.sessionId });
+    const why = isNewerFormat(bytes) ? `written in serialization format ${bytes[1]}, newer than this Node's ${LOCAL_FORMAT}` : (error as Error).message;
+    throw new SessionError('ERR_SESSION_STATE_UNREADABLE', `${proc.processId}: ${why}`, { cause: error, sessionId: proc.sessionId });
   }
   return true;
 }
 
-/** The shape saveProcess writes (its entries as far as restoring them needs). */
+/**
+ * What restoring relies on and saveProcess always writes: the three parts, selections and held locks as
+ * lists, and each held lock a record reference (its release checks that). Nothing more: whatever this
+ * version saved (vars of any kind, even undefined; selection keys and positions as the application set
+ * them) must read back.
+ */
 function isSavedProcess(value: unknown): value is SavedProcess {
+  if (typeof value !== 'object' || value === null || !('v' in value)) return false;
+  const { s, h } = value as { s?: unknown; h?: unknown };
+  return Array.isArray(s) && Array.isArray(h) && h.every(isLockRef);
+}
+
+function isLockRef(value: unknown): value is LockRef {
   if (typeof value !== 'object' || value === null) return false;
-  const { v, s, h } = value as Partial<Record<keyof SavedProcess, unknown>>;
-  return typeof v === 'object' && v !== null && Array.isArray(h)
-    && Array.isArray(s) && s.every((entry) => Array.isArray(entry) && typeof entry[0] === 'string' && Array.isArray(entry[1]) && typeof entry[2] === 'number');
+  const { table, key } = value as { table?: unknown; key?: unknown };
+  return typeof table === 'string' && (typeof key === 'string' || typeof key === 'number');
+}
+
+/** The format version this Node's serializer writes (the byte after the 0xFF header tag). */
+const LOCAL_FORMAT = serialize(0)[1]!;
+
+/**
+ * Bytes in a serialization format newer than this Node's: written by a node running a newer Node (a
+ * rolling upgrade), and readable there. Anything else that does not read back is damaged for every node.
+ */
+export function isNewerFormat(bytes: Buffer): boolean {
+  return bytes.length > 1 && bytes[0] === 0xff && bytes[1]! > LOCAL_FORMAT;
 }
