@@ -250,3 +250,46 @@ test('Redis store: a request with the new id that reaches a node before it hears
     client.disconnect();
   }
 });
+
+test('Redis store: a release that comes late, after its session was renamed and then closed, leaves nothing behind in its node\'s list of running work', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const late = holdingClient(r.url);
+  const hereClock = new ManualClock();
+  const options = (clock: ManualClock, store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock, processesPerSession: 2, store });
+  const here = new SessionEngine<Vars>(options(hereClock, createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
+  const elsewhere = new SessionEngine<Vars>(options(new ManualClock(), createRedisStore({ redis: late.client, prefix: r.prefix, pollIntervalMs: 20 })));
+  /** Every "<id> <pid>" some node's list of running work holds for the process. */
+  const listed = async (pid: string): Promise<string[]> => {
+    const lists = await r.redis.keys(`${r.prefix}nb:*`);
+    const members = (await Promise.all(lists.map((key) => r.redis.smembers(key)))).flat();
+    return members.filter((member) => member.endsWith(` ${pid}`));
+  };
+  try {
+    const login = await here.acquire({ sessionId: undefined, ip: IP });
+    const oldId = login.sessionId;
+    const running = await elsewhere.acquire({ sessionId: oldId, ip: IP });
+    const pid = running.proc.processId;
+    assert.deepEqual(await listed(pid), [`${oldId} ${pid}`]);
+    late.hold();
+    const newId = await login.run(() => here.regenerate(oldId));
+    assert.ok(newId !== null);
+    login.release();
+    assert.deepEqual(await listed(pid), [`${newId} ${pid}`], 'the rename moved the entry to the new id');
+    // Closed from here while the request still runs elsewhere: the drain gives up after closeTimeoutMs.
+    const closing = here.closeSession(newId);
+    assert.ok(await eventually(async () => {
+      hereClock.advance(here.getOption('closeTimeoutMs') as number);
+      return (await r.redis.exists(`${r.prefix}s:${newId}`)) === 0;
+    }), 'the close finished without the running request');
+    assert.equal(await closing, true);
+    // Its node never heard of the rename: the release names the old id, and both ids are gone.
+    running.release();
+    assert.ok(await eventually(async () => (await listed(pid)).length === 0), 'no entry is left for the process');
+    late.letGo();
+  } finally {
+    late.letGo();
+    await Promise.all([here.stop(), elsewhere.stop()]);
+    late.client.disconnect();
+  }
+});

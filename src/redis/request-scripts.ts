@@ -200,6 +200,11 @@ local function release(a)
     if to then
       id, h = to, skey(to)
       f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
+    else
+      -- Gone, maybe after a rename that moved this node's entry to the new id (a session renamed, then
+      -- closed, before this late release): that entry goes too, or it would stay until the node dies.
+      local moved = redis.call('GET', P .. 'mv:' .. id)
+      if moved then redis.call('SREM', P .. 'nb:' .. node, moved .. ' ' .. pid) end
     end
   end
   redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid)
