@@ -193,3 +193,24 @@ test('Redis store: whatever this version saves reads back on another node (vars 
     assert.deepEqual(reader.errors, []);
   });
 });
+
+test('Redis store: requests waiting behind one that meets an unreadable state do not hang: behind damaged bytes they run in the fresh process, behind a newer Node\'s bytes each fails the same way; the wait queue ends empty', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  await onTwoNodes(r, async (writer, reader) => {
+    for (const [bytes, expected] of [[DAMAGED['bytes that are no serialization'], ['ERR_SESSION_STATE_UNREADABLE', 100, 100, 100]], [NEWER, Array(4).fill('ERR_SESSION_STATE_UNREADABLE')]] as const) {
+      const { sessionId, pid, key } = await sessionWithState(r, writer, bytes);
+      // Four at once on one node: the first enters, the others queue behind it.
+      const outcomes = await Promise.all([1, 2, 3, 4].map(() => reader.engine.acquire({ sessionId, ip: IP }).then((lease) => {
+        const x = lease.proc.vars.x;
+        lease.release();
+        return x;
+      }, (error: unknown) => (error as SessionError).code)));
+      assert.deepEqual([...outcomes].sort(), [...expected].sort());
+      assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}wq:${sessionId}`)) === 0), 'nobody is left counted as waiting');
+      if (bytes === NEWER) await released(r, key, pid);
+      // The newer Node's state keeps its lock (its process lives on); the next session needs it free.
+      if (bytes === NEWER) await writer.engine.lockManager.releaseAll({ sessionId, processId: pid }, []);
+    }
+  }, () => ({ x: 100 }));
+});
