@@ -251,7 +251,7 @@ test('Redis store: a request with the new id that reaches a node before it hears
   }
 });
 
-test('Redis store: a release that comes late, after its session was renamed and then closed, leaves nothing behind in its node\'s list of running work', { timeout: 20_000 }, async (t: TestContext) => {
+test('Redis store: a release that comes late, after its session was renamed twice and then closed, leaves nothing behind in its node\'s list of running work', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
   const late = holdingClient(r.url);
@@ -272,10 +272,12 @@ test('Redis store: a release that comes late, after its session was renamed and 
     const pid = running.proc.processId;
     assert.deepEqual(await listed(pid), [`${oldId} ${pid}`]);
     late.hold();
-    const newId = await login.run(() => here.regenerate(oldId));
+    const middleId = await login.run(() => here.regenerate(oldId));
+    assert.ok(middleId !== null);
+    const newId = await login.run(() => here.regenerate(middleId));
     assert.ok(newId !== null);
     login.release();
-    assert.deepEqual(await listed(pid), [`${newId} ${pid}`], 'the rename moved the entry to the new id');
+    assert.deepEqual(await listed(pid), [`${newId} ${pid}`], 'each rename moved the entry to the new id');
     // Closed from here while the request still runs elsewhere: the drain gives up after closeTimeoutMs.
     const closing = here.closeSession(newId);
     assert.ok(await eventually(async () => {
@@ -283,7 +285,7 @@ test('Redis store: a release that comes late, after its session was renamed and 
       return (await r.redis.exists(`${r.prefix}s:${newId}`)) === 0;
     }), 'the close finished without the running request');
     assert.equal(await closing, true);
-    // Its node never heard of the rename: the release names the old id, and both ids are gone.
+    // Its node never heard of the renames: the release names the first id, and every id is gone.
     running.release();
     assert.ok(await eventually(async () => (await listed(pid)).length === 0), 'no entry is left for the process');
     late.letGo();

@@ -6,7 +6,7 @@ import type { CloseEvent } from '../types.js';
 import { SessionHandle, text, unavailable, type NodeServices, type Reply } from './node.js';
 import { ClusterWaits } from './cluster-waits.js';
 import { RedisSweep, SWEEP_BATCH, type SweepGauges } from './sweep.js';
-import { isNewerFormat, restoreProcess } from './state.js';
+import { restoreProcess } from './state.js';
 
 interface Pipeline<Vars extends SessionVars> {
   readonly promise: Promise<void>;
@@ -214,10 +214,9 @@ export class RedisCloser<Vars extends SessionVars> {
         try {
           restoreProcess(proc, saved.state);
         } catch (error) {
-          // Bytes a newer Node wrote: this close fails and is retried until this node stops, and a node
-          // that can read them takes it over and runs the hook. Damaged bytes read the same on every node:
-          // the close goes on without this process's hook (said on 'error' if the hook was due).
-          if (isNewerFormat(saved.state)) throw error;
+          // Retrying would read the same bytes, and waiting for a node that might read them would hold the
+          // close (and every lock of the session) for as long as this node lives: the close goes on without
+          // this process's hook, said on 'error' when the hook was due, and its locks go by process id.
           readable = false;
           unreadable.push(proc);
           if (!saved.hooked && hook !== undefined) ctx.report(error as SessionError, 'hookErrors');

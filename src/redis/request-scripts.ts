@@ -201,10 +201,14 @@ local function release(a)
       id, h = to, skey(to)
       f = redis.call('HMGET', h, 'b:' .. pid, 'st', 'pl')
     else
-      -- Gone, maybe after a rename that moved this node's entry to the new id (a session renamed, then
-      -- closed, before this late release): that entry goes too, or it would stay until the node dies.
-      local moved = redis.call('GET', P .. 'mv:' .. id)
-      if moved then redis.call('SREM', P .. 'nb:' .. node, moved .. ' ' .. pid) end
+      -- Gone, maybe after renames that moved this node's entry to a new id (a session renamed, then
+      -- closed, before this late release): those entries go too, or they would stay until the node dies.
+      local hop = id
+      for _ = 1, 8 do
+        hop = redis.call('GET', P .. 'mv:' .. hop)
+        if not hop then break end
+        redis.call('SREM', P .. 'nb:' .. node, hop .. ' ' .. pid)
+      end
     end
   end
   redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid)

@@ -8,7 +8,7 @@ import type { RedisCloser } from './closer.js';
 import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
-import { isNewerFormat, restoreProcess } from './state.js';
+import { restoreProcess } from './state.js';
 import { SessionEntry } from './entry.js';
 import type { MaybePromise } from '../maybe-async.js';
 import type { TurnQueues } from './turns.js';
@@ -171,18 +171,14 @@ export class RedisRequestPath<Vars extends SessionVars> {
       restored = restoreProcess(proc, state.length === 0 ? state : Buffer.from(state));
     } catch (error) {
       // Unreadable: this request fails (its callers are async, so the throw rejects their promise) and the
-      // operator hears of it; the session is not left taken. Bytes a newer Node wrote (a rolling upgrade)
-      // go back untouched, for a node that can read them. Damaged ones no node can read: the process leaves
-      // the session (its locks released by process id), so the next request starts a fresh one from init
-      // instead of failing for as long as the browser keeps the cookie.
+      // operator hears of it; the process goes back free with its bytes untouched, never deleted: bytes a
+      // newer Node wrote during a rolling upgrade look damaged to this one (V8 adds tags without a version
+      // change), and a node of that version still reads them. Its locks live on with it.
       handle.endRun(proc);
-      const keep = isNewerFormat(state);
-      this.#processes.save(handle, proc, token, undefined, !keep);
-      if (!keep) {
-        const { lockManager } = this.#node;
-        this.#processes.track(lockManager.releaseAll({ sessionId: handle.id, processId: proc.processId }, [])
-          .catch((failure: unknown) => this.#ctx.report(unavailable(failure, handle.id), 'storeErrors')));
-      }
+      this.#processes.save(handle, proc, token, undefined, false);
+      const { lockManager } = this.#node;
+      this.#processes.track(lockManager.touch(proc.processId, keyTtlMs(this.#ctx, this.#settings))
+        .catch((failure: unknown) => this.#ctx.report(unavailable(failure, handle.id), 'storeErrors')));
       this.#ctx.report(error as SessionError, 'storeErrors');
       throw error;
     }

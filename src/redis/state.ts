@@ -36,8 +36,9 @@ export function saveProcess(proc: WebProcess<SessionVars>): Buffer {
 /**
  * Puts saved state into a process rebuilt on this node; an empty buffer (a process never saved) changes
  * nothing. Bytes that do not read back as a saved process throw `ERR_SESSION_STATE_UNREADABLE` (the
- * process may then hold part of them: its caller discards it); `isNewerFormat` tells bytes a newer Node
- * wrote, which a node of that version can still read, from damaged ones.
+ * process may then hold part of them: its caller discards it). Damaged bytes and bytes a newer Node wrote
+ * cannot be told apart in general (V8 adds tags to its format without a version change), so neither is
+ * ever deleted for being unreadable.
  */
 export function restoreProcess(proc: WebProcess<SessionVars>, bytes: Buffer): boolean {
   if (bytes.length === 0) return false;
@@ -75,10 +76,7 @@ function isLockRef(value: unknown): value is LockRef {
 /** The format version this Node's serializer writes (the byte after the 0xFF header tag). */
 const LOCAL_FORMAT = serialize(0)[1]!;
 
-/**
- * Bytes in a serialization format newer than this Node's: written by a node running a newer Node (a
- * rolling upgrade), and readable there. Anything else that does not read back is damaged for every node.
- */
-export function isNewerFormat(bytes: Buffer): boolean {
+/** Bytes whose header names a serialization format version above this Node's (said in the error; not every newer Node's bytes do). */
+function isNewerFormat(bytes: Buffer): boolean {
   return bytes.length > 1 && bytes[0] === 0xff && bytes[1]! > LOCAL_FORMAT;
 }
