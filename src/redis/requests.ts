@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
 import { RequestLease, type LeaseHost } from '../lease.js';
+import type { MaybePromise } from '../maybe-async.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
 import type { RequestIdentity, StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
@@ -10,7 +11,6 @@ import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
 import { SessionEntry } from './entry.js';
-import type { MaybePromise } from '../maybe-async.js';
 import type { TurnQueues } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -72,7 +72,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     this.#entry = new SessionEntry<Vars>({
       node: deps.node,
       turns: deps.turns,
-      refusing: deps.refusing,
+      refusing: () => deps.refusing(),
       reject: (cause, error) => this.#reject(cause, error),
       admit: (id, ip, entered, nowMs) => this.#lease(this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount), entered.pid, entered.token, entered.state, false),
       create: (ip) => this.#create(ip),
