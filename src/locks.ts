@@ -26,6 +26,13 @@ export interface LockManager {
   releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number>;
 }
 
+/** Whether `value` names a record: `{ table: string, key: string | number }`. */
+export function isLockRef(value: unknown): value is LockRef {
+  if (typeof value !== 'object' || value === null) return false;
+  const { table, key } = value as { table?: unknown; key?: unknown };
+  return typeof table === 'string' && (typeof key === 'string' || typeof key === 'number');
+}
+
 /** Map key of a record; the separator cannot appear in a table name check-free, so the key type is kept too. */
 export function lockKey(ref: LockRef): string {
   return `${ref.table}\u0000${typeof ref.key}\u0000${ref.key}`;

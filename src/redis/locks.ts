@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import { SessionError } from '../errors.js';
-import type { LockManager, LockOwner, LockRef } from '../locks.js';
+import { isLockRef, type LockManager, type LockOwner, type LockRef } from '../locks.js';
 import { describe } from '../options.js';
 import { LOCK_SCRIPTS, type LockCommands } from './lock-scripts.js';
 import { defineCoalescedCommand } from './coalesce.js';
@@ -59,9 +59,12 @@ export function redisProcessLocksKey(prefix: string, processId: string): string 
   return `${prefix}plocks:${escapePart(processId)}`;
 }
 
-function checkRef(method: string, ref: LockRef): void {
-  if (typeof ref?.table !== 'string' || (typeof ref.key !== 'string' && typeof ref.key !== 'number')) {
-    throw new TypeError(`${method}: a record is { table: string, key: string | number }, got table ${describe(ref?.table)}, key ${describe(ref?.key)}`);
+function checkRef(method: string, value: LockRef): void {
+  // Typed as a LockRef for callers; what arrives at run time may be anything.
+  const ref: unknown = value;
+  if (!isLockRef(ref)) {
+    const { table, key } = (ref ?? {}) as { table?: unknown; key?: unknown };
+    throw new TypeError(`${method}: a record is { table: string, key: string | number }, got table ${describe(table)}, key ${describe(key)}`);
   }
 }
 

@@ -1,6 +1,6 @@
 import { deserialize, serialize } from 'node:v8';
 import { SessionError } from '../errors.js';
-import type { LockRef } from '../locks.js';
+import { isLockRef, type LockRef } from '../locks.js';
 import { processInternals, type SessionVars, type WebProcess } from '../process.js';
 
 /** A process as Redis keeps it between requests. */
@@ -65,12 +65,6 @@ function isSavedProcess(value: unknown): value is SavedProcess {
   if (typeof value !== 'object' || value === null || !('v' in value)) return false;
   const { s, h } = value as { s?: unknown; h?: unknown };
   return Array.isArray(s) && Array.isArray(h) && h.every(isLockRef);
-}
-
-function isLockRef(value: unknown): value is LockRef {
-  if (typeof value !== 'object' || value === null) return false;
-  const { table, key } = value as { table?: unknown; key?: unknown };
-  return typeof table === 'string' && (typeof key === 'string' || typeof key === 'number');
 }
 
 /** The format version this Node's serializer writes (the byte after the 0xFF header tag). */
