@@ -523,28 +523,33 @@ test('a logout from inside while another request of the session enters on the sa
   const clock = new ManualClock();
   const { engine, errors } = engineOn(r, { clock, processesPerSession: 2, onClose: (proc) => { hooked.push({ pid: proc.processId, w: proc.vars.w }); } });
   let logout: ReturnType<typeof track<boolean>> | undefined;
+  let a: RequestLease<Vars> | undefined;
+  let b: RequestLease<Vars> | undefined;
   try {
     const first = await engine.acquire({ sessionId: undefined, ip: IP });
     first.release();
-    const a = await engine.acquire({ sessionId: first.sessionId, ip: IP });
+    a = await engine.acquire({ sessionId: first.sessionId, ip: IP });
     a.proc.vars.w = 42;
     const entering = engine.acquire({ sessionId: first.sessionId, ip: IP }); // its enter is on its way...
     for (let i = 0; i < 20; i++) await Promise.resolve(); // ...and its reply cannot have been read yet
     const closing = track(a.run(() => engine.closeSession(engine.currentSessionId())));
     logout = closing;
-    const b = await entering.catch(() => undefined);
-    if (b !== undefined) {
+    const other = await entering.catch(() => undefined);
+    b = other;
+    if (other !== undefined) {
       // It stops when its signal says the session is closing.
-      if (b.proc.signal.aborted) b.release();
-      else b.proc.signal.addEventListener('abort', () => b.release());
+      if (other.proc.signal.aborted) other.release();
+      else other.proc.signal.addEventListener('abort', () => other.release());
     }
     // With the ManualClock nothing times out on its own: a logout not recognised as from inside never ends.
     assert.ok(await eventually(() => closing.settled, 5_000), 'the logout ends without waiting on itself');
     assert.equal(closing.value, true);
-    assert.deepEqual(hooked.find((h) => h.pid === a.proc.processId), { pid: a.proc.processId, w: 42 });
-    a.release();
+    assert.deepEqual(hooked.find((h) => h.pid === a!.proc.processId), { pid: a.proc.processId, w: 42 });
   } finally {
-    // On a regression the close waits on the logout itself: let its drain time out so the engine can stop.
+    // On a regression the close waits on the logout itself: the request ends and the drain times out,
+    // so the engine can stop (stop() drains running requests on the ManualClock, which never moves).
+    a?.release();
+    b?.release();
     if (logout?.settled !== true) clock.advance(60_000);
     await engine.stop();
   }

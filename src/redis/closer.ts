@@ -61,6 +61,11 @@ export class RedisCloser<Vars extends SessionVars> {
     return this.#pipelines.size;
   }
 
+  /** Whether this node runs the close of `id` now. */
+  isClosing(id: string): boolean {
+    return this.#pipelines.has(id);
+  }
+
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
   async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
     const local = this.#pipelines.get(id);

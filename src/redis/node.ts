@@ -61,6 +61,9 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   /** The handle whose companion this one is, while its work runs. */
   primary: SessionHandle<Vars> | undefined;
   readonly #node: NodeServices<Vars>;
+  /** Set once a close of the session has started: work that starts in it later is asked to stop at once. */
+  #stopAsked = false;
+  readonly #closingError = (): SessionError => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: this.id });
 
   constructor(node: NodeServices<Vars>, id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number) {
     this.#node = node;
@@ -84,6 +87,9 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   startRun(run: LocalRun<Vars>): void {
     this.runs.set(run.proc, run);
     this.#node.runningHere.add(run.proc);
+    // An enter that landed in Redis before the close's claim, its reply read after the close started
+    // here: the close waits for this request, so it must hear the close like the ones already running.
+    if (this.#stopAsked) processInternals.abort(run.proc, this.#closingError);
   }
 
   /** It ended (or never got its context): its run, if it was running. */
@@ -97,10 +103,11 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   /** The session started closing (here or on another node): the cookie clears, running work is asked to stop. */
   markClosing(): void {
     this.state = 'closing';
-    const reason = (): SessionError => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: this.id });
-    for (const proc of this.runs.keys()) processInternals.abort(proc, reason);
+    this.#stopAsked = true;
+    for (const proc of this.runs.keys()) processInternals.abort(proc, this.#closingError);
     for (const companion of this.companions) companion.markClosing();
   }
+
 
   /** The processes running on this node in the session: this handle's and its companions'. */
   processesHere(): WebProcess<Vars>[] {

@@ -154,6 +154,9 @@ export class RedisRequestPath<Vars extends SessionVars> {
       handle = new SessionHandle<Vars>(this.#node, id, ip, createdAtMs, lastRequestAtMs, processCount);
       this.#known.set(id, handle);
     }
+    // The enter landed before a close this node has claimed since (its reply was read after the claim's):
+    // the close waits for this request, which must hear of it like the ones that were running.
+    if (this.#closer.isClosing(id)) handle.markClosing();
     handle.lastRequestAtMs = lastRequestAtMs;
     handle.processCount = processCount;
     return handle;
