@@ -1,0 +1,136 @@
+import { runHook, TIMED_OUT, within } from '../close.js';
+import { SessionError } from '../errors.js';
+import { processInternals, WebProcess, type SessionVars } from '../process.js';
+import type { CloseReason, ClosePhase } from '../session.js';
+import type { CloseEvent } from '../types.js';
+import type { ClusterWaits } from './cluster-waits.js';
+import { SessionHandle, text, type NodeServices } from './node.js';
+import { restoreProcess } from './state.js';
+
+/** One close this node has claimed, while it runs (closer.ts keeps them by session id). */
+export interface Pipeline<Vars extends SessionVars> {
+  readonly promise: Promise<void>;
+  /** Rejects at the pipeline's first Redis error: closeSession callers learn it then (the close goes on retrying). */
+  readonly failed: Promise<never>;
+  failedWith?: (error: SessionError) => void;
+  phase: ClosePhase;
+  /**
+   * Processes of this node that called closeSession on their own session while running it, by process
+   * id: the drain does not wait for them, and their hooks see these very objects (as their request left
+   * them, even if it ended after the pipeline started and its save is still on its way to Redis).
+   */
+  readonly insiders: Map<string, WebProcess<Vars>>;
+}
+
+/**
+ * Steps 2 to 4 of a close this node has claimed (the claim is step 1, closer.ts): wait until the
+ * session's processes are released wherever they run (bounded by `closeTimeoutMs`), run `onClose` once
+ * per process with its saved state (marking each in Redis, so a node that takes a dead claimer's close
+ * over skips it), tear down and release its locks, delete the session. Each step that writes checks that
+ * the claim is still this node's; a step that finds it lost stops there.
+ */
+export class ClosePipelineSteps<Vars extends SessionVars> {
+  readonly #node: NodeServices<Vars>;
+  readonly #waits: ClusterWaits<Vars>;
+  readonly #localHandle: (id: string) => SessionHandle<Vars> | undefined;
+
+  constructor(node: NodeServices<Vars>, waits: ClusterWaits<Vars>, localHandle: (id: string) => SessionHandle<Vars> | undefined) {
+    this.#node = node;
+    this.#waits = waits;
+    this.#localHandle = localHandle;
+  }
+
+  /** Runs the steps once; a Redis error rejects (the closer starts over from what Redis holds). */
+  async run(id: string, claimedReason: CloseReason | undefined, pipeline: Pipeline<Vars>): Promise<void> {
+    const { ctx, redis, settings, nodeId } = this.#node;
+    const startedAtMs = ctx.clock.now();
+    // 2. Wait until no process of the session runs anywhere (the insiders excepted), bounded.
+    let loaded = await this.#load(id);
+    if (loaded === undefined) return;
+    if (loaded.processes.some((p) => p.busy && !pipeline.insiders.has(p.pid))) {
+      // Insiders excepted: they run the very call that waits.
+      const drained = this.#waits.drained(id, async () => {
+        const now = await this.#load(id);
+        return now === undefined || !now.processes.some((p) => p.busy && !pipeline.insiders.has(p.pid));
+      });
+      if (await within(ctx.clock, ctx.options.closeTimeoutMs, drained.promise) === TIMED_OUT) {
+        ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `process(es) still running after ${ctx.options.closeTimeoutMs} ms`, { sessionId: id }), 'drainTimeouts');
+      }
+      drained.cancel();
+      loaded = await this.#load(id);
+      if (loaded === undefined) return;
+    }
+    // 3. One hook per process, with the state its last request saved (or the live one of an insider).
+    pipeline.phase = 'hooks';
+    const reason = claimedReason ?? loaded.reason;
+    const hook = ctx.options.mode === 'legacy' ? ctx.onClose : undefined;
+    const handle = this.#localHandle(id);
+    const closeCtx = {
+      clock: ctx.clock,
+      als: ctx.als,
+      closeTimeoutMs: () => ctx.options.closeTimeoutMs,
+      report: (error: SessionError, kind: 'hook' | 'hookTimeout' | 'drainTimeout') =>
+        ctx.report(error, kind === 'hook' ? 'hookErrors' : kind === 'hookTimeout' ? 'hookTimeouts' : 'drainTimeouts'),
+    };
+    const owner = handle ?? new SessionHandle<Vars>(this.#node, id, '', startedAtMs, startedAtMs, loaded.processes.length);
+    owner.state = 'closing';
+    const processes: WebProcess<Vars>[] = [];
+    /** Processes whose saved state cannot be read: no hook (it would not see their context), locks released by process id. */
+    const unreadable: WebProcess<Vars>[] = [];
+    let hooksRun = 0;
+    let hookFailures = 0;
+    for (const saved of loaded.processes) {
+      const live = pipeline.insiders.get(saved.pid);
+      const proc = live ?? new WebProcess<Vars>(owner, saved.kind, {} as Vars, saved.pid);
+      let readable = true;
+      if (live === undefined) {
+        try {
+          restoreProcess(proc, saved.state);
+        } catch (error) {
+          // Retrying would read the same bytes, and waiting for a node that might read them would hold the
+          // close (and every lock of the session) for as long as this node lives: the close goes on without
+          // this process's hook, said on 'error' when the hook was due, and its locks go by process id.
+          readable = false;
+          unreadable.push(proc);
+          if (!saved.hooked && hook !== undefined) ctx.report(error as SessionError, 'hookErrors');
+        }
+      }
+      processes.push(proc);
+      if (saved.hooked || hook === undefined) continue;
+      hooksRun++;
+      if (!readable || !(await runHook(closeCtx, hook, proc, reason))) hookFailures++;
+      if (Number(await redis.lwsHooked(settings.prefix, id, saved.pid, nodeId)) !== 1) return; // taken over meanwhile
+    }
+    // 4. Teardown: selections cleared, vars reset, every lock released cluster-wide.
+    pipeline.phase = 'teardown';
+    for (const proc of processes) await processInternals.teardown(proc, {});
+    // Their list of held locks was in the state that could not be read; Redis knows them by process.
+    for (const proc of unreadable) await this.#node.lockManager.releaseAll({ sessionId: id, processId: proc.processId }, []);
+    if (Number(await redis.lwsFinish(settings.prefix, id, nodeId)) !== 1) return;
+    pipeline.phase = 'done';
+    this.#waits.finishedElsewhere(id);
+    const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
+    ctx.closed(event);
+  }
+
+  async #load(id: string): Promise<LoadedClose | undefined> {
+    const { redis, settings, nodeId } = this.#node;
+    const reply = await redis.lwsLoadClosingBuffer(settings.prefix, id, nodeId);
+    if (text(reply[0]) !== 'ok') return undefined;
+    const processes: LoadedClose['processes'] = [];
+    for (let i = 2; i + 3 < reply.length; i += 4) {
+      const pid = text(reply[i]);
+      processes.push({ pid, busy: text(reply[i + 1]) !== '0', hooked: text(reply[i + 2]) === '1', state: toBuffer(reply[i + 3]), kind: pid.startsWith('t') ? 'task' : 'web' });
+    }
+    return { reason: text(reply[1]) as CloseReason, processes };
+  }
+}
+
+interface LoadedClose {
+  readonly reason: CloseReason;
+  readonly processes: { pid: string; busy: boolean; hooked: boolean; state: Buffer; kind: string }[];
+}
+
+function toBuffer(value: string | number | Buffer | null | undefined): Buffer {
+  return Buffer.isBuffer(value) ? value : Buffer.from(value === null || value === undefined ? '' : String(value));
+}
