@@ -144,24 +144,18 @@ return out
 
 /**
  * The claimer loads a closing session: is it still ours, which processes, which are still running.
- * While some still run, the close is announced again ('c'): a request whose enter landed just before the
- * claim may have started on a node after that node heard the first announcement, and must stop too.
  * ARGV: P, id, node. Returns {'lost'} | {'ok', reason, then per process: pid, busy, hooked, state}.
  */
 export const LOAD_CLOSING = `${PRELUDE}
 local h = skey(ARGV[2])
 if redis.call('HGET', h, 'cl') ~= ARGV[3] then return {'lost'} end
 local out = {'ok', redis.call('HGET', h, 'rs')}
-local running = false
 for _, p in ipairs(plist(h)) do
-  local busy = redis.call('HGET', h, 'b:' .. p) or '0'
-  if busy ~= '0' then running = true end
   out[#out + 1] = p
-  out[#out + 1] = busy
+  out[#out + 1] = redis.call('HGET', h, 'b:' .. p) or '0'
   out[#out + 1] = redis.call('HGET', h, 'hk:' .. p) or '0'
   out[#out + 1] = redis.call('HGET', h, 'd:' .. p) or ''
 end
-if running then redis.call('PUBLISH', P .. 'ev', 'c ' .. ARGV[2]) end
 return out
 `;
 

@@ -46,9 +46,9 @@ export class RedisCloser<Vars extends SessionVars> {
     return this.#pipelines.size;
   }
 
-  /** Whether this node runs the close of `id` now. */
+  /** Whether a close of `id` has started: this node runs it, or one was announced and has not finished. */
   isClosing(id: string): boolean {
-    return this.#pipelines.has(id);
+    return this.#pipelines.has(id) || this.waits.closeUnderWay(id);
   }
 
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
@@ -79,18 +79,19 @@ export class RedisCloser<Vars extends SessionVars> {
     try {
       outcome = text(await redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '') as string);
     } catch (error) {
-      if (wasOpen) handle!.state = 'open';
+      this.#reopen(handle, wasOpen);
       throw unavailable(error, id);
     }
     if (outcome === 'unknown' || outcome.startsWith('moved ')) {
-      // Regenerated before this node heard of it (Redis says so to a logout), or while the claim was
-      // on its way: the session lives on under its new id, and the close goes on there.
+      // Not open under this id: closed (its announcement marks the handle, if it has not yet), or
+      // regenerated before this node heard of it (Redis says 'moved' to a logout) or while the claim was
+      // on its way. The claim changed nothing, so neither does the handle.
       if (outcome.startsWith('moved ')) this.#renamed(id, outcome.slice('moved '.length));
-      if (handle !== undefined && handle.id !== id) {
-        if (wasOpen && handle.state === 'closing') handle.state = 'open';
-        return this.closeSession(handle.id, caller);
-      }
-      return false; // gone for good: the handle stays closing (its responses clear the cookie)
+      this.#reopen(handle, wasOpen);
+      // From inside, the caller's session lives on under its new id and the logout closes it there;
+      // from outside, the old id names nothing (as on the memory store).
+      if (fromOwnSession && handle !== undefined && handle.id !== id) return this.closeSession(handle.id, caller);
+      return false;
     }
     if (outcome === 'ok') {
       ctx.counters.closed.closed++;
@@ -104,6 +105,11 @@ export class RedisCloser<Vars extends SessionVars> {
     if (fromOwnSession) return true;
     await this.waits.closedElsewhere(id);
     return true;
+  }
+
+  /** A claim that did not happen gives the handle back its state, unless a close started meanwhile ('c' heard). */
+  #reopen(handle: SessionHandle<Vars> | undefined, wasOpen: boolean): void {
+    if (wasOpen && handle !== undefined && handle.state === 'closing' && !handle.closeStarted) handle.state = 'open';
   }
 
   /**

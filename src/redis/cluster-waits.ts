@@ -2,6 +2,9 @@ import { realTimer, type TimerHandle } from '../clock.js';
 import type { SessionVars } from '../process.js';
 import type { NodeServices } from './node.js';
 
+/** Closes announced and not yet finished that a node remembers (one lost 'x' must not grow the set for ever). */
+const CLOSES_KEPT = 4_096;
+
 /**
  * What a close waits for on other nodes: the session's processes to be released (a close drains them
  * wherever they run) and another node's close to finish (a closeSession that node had claimed). Pub/sub
@@ -14,6 +17,8 @@ export class ClusterWaits<Vars extends SessionVars> {
   readonly #drainWakers = new Map<string, () => void>();
   /** closeSession callers waiting for a close another node claimed. */
   readonly #closedWaiters = new Map<string, (() => void)[]>();
+  /** Sessions whose close was announced ('c') and has not finished ('x'), the latest CLOSES_KEPT of them. */
+  readonly #announced = new Set<string>();
 
   constructor(node: NodeServices<Vars>) {
     this.#node = node;
@@ -24,8 +29,26 @@ export class ClusterWaits<Vars extends SessionVars> {
     this.#drainWakers.get(id)?.();
   }
 
+  /** The close of `id` was claimed, here or elsewhere ('c'). */
+  closeAnnounced(id: string): void {
+    this.#announced.add(id);
+    if (this.#announced.size > CLOSES_KEPT) {
+      const oldest = this.#announced.values().next();
+      if (oldest.done !== true) this.#announced.delete(oldest.value);
+    }
+  }
+
+  /**
+   * Whether a close of `id` was announced and has not finished: an enter's reply read after that is from
+   * an enter Redis ran just before the claim (ids are never reused), and its request must stop.
+   */
+  closeUnderWay(id: string): boolean {
+    return this.#announced.has(id);
+  }
+
   /** The close of `id` finished, here or elsewhere ('x'). */
   finishedElsewhere(id: string): void {
+    this.#announced.delete(id);
     const waiters = this.#closedWaiters.get(id);
     this.#closedWaiters.delete(id);
     for (const resolve of waiters ?? []) resolve();

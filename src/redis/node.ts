@@ -62,7 +62,13 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   primary: SessionHandle<Vars> | undefined;
   readonly #node: NodeServices<Vars>;
   /** Set once a close of the session has started: work that starts in it later is asked to stop at once. */
-  #stopAsked = false;
+  #closeStarted = false;
+  /**
+   * A regenerate this node asked for from a request of the session, until its reply is read: the
+   * releases of the session's processes wait for it, so an un-awaited regenerate's caller is saved under
+   * the new id (Redis forwards an old id's release only for work other than the caller's).
+   */
+  renaming: Promise<void> | undefined;
   readonly #closingError = (): SessionError => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: this.id });
 
   constructor(node: NodeServices<Vars>, id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number) {
@@ -89,7 +95,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     this.#node.runningHere.add(run.proc);
     // An enter that landed in Redis before the close's claim, its reply read after the close started
     // here: the close waits for this request, so it must hear the close like the ones already running.
-    if (this.#stopAsked) processInternals.abort(run.proc, this.#closingError);
+    if (this.#closeStarted) processInternals.abort(run.proc, this.#closingError);
   }
 
   /** It ended (or never got its context): its run, if it was running. */
@@ -103,11 +109,16 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   /** The session started closing (here or on another node): the cookie clears, running work is asked to stop. */
   markClosing(): void {
     this.state = 'closing';
-    this.#stopAsked = true;
+    this.#closeStarted = true;
     for (const proc of this.runs.keys()) processInternals.abort(proc, this.#closingError);
     for (const companion of this.companions) companion.markClosing();
   }
 
+
+  /** A close of the session has started (claimed here, or announced): it will not open again. */
+  get closeStarted(): boolean {
+    return this.#closeStarted;
+  }
 
   /** The processes running on this node in the session: this handle's and its companions'. */
   processesHere(): WebProcess<Vars>[] {

@@ -104,6 +104,7 @@ export class ProcessSaves<Vars extends SessionVars> {
   async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, endsProcess: boolean, held: Buffer | undefined): Promise<void> {
     const { ctx, settings, lockManager, copies } = this.#node;
     const ttlMs = keyTtlMs(ctx, settings);
+    if (handle.renaming !== undefined) await handle.renaming;
     for (let attempt = 0; ; attempt++) {
       try {
         const outcome = text(await this.#releases.add([`${proc.processId} ${token} ${ctx.clock.now()} ${endsProcess ? 1 : 0}`, handle.id, bytes ?? '']));

@@ -51,10 +51,24 @@ export class SessionRenames<Vars extends SessionVars> {
     const movedTtlMs = Math.max(MOVED_TTL_FLOOR_MS, waiterStaleMs(settings), keyTtlMs(ctx, settings));
     // The caller's own release follows the new id only if it runs here now (a continuation of an
     // earlier request's init or task may call this while that process serves a request elsewhere).
-    const callerRunsHere = caller !== undefined && this.#known.get(id)?.runs.has(caller) === true;
-    const pids = text(await redis.lwsRename(settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '') as string);
+    const handle = this.#known.get(id);
+    const callerRunsHere = caller !== undefined && handle?.runs.has(caller) === true;
+    // Redis forwards an old id's release only for work other than the caller's: the caller's release
+    // (a handler that did not await this call may end first) waits for the reply, then names the new id.
+    let renamedHere!: () => void;
+    const renaming = callerRunsHere ? new Promise<void>((resolve) => { renamedHere = resolve; }) : undefined;
+    if (renaming !== undefined) handle!.renaming = renaming;
+    let pids: string;
+    try {
+      pids = text(await redis.lwsRename(settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '') as string);
+      if (pids !== '') this.renamed(id, newId);
+    } finally {
+      if (renaming !== undefined) {
+        if (handle!.renaming === renaming) handle!.renaming = undefined;
+        renamedHere();
+      }
+    }
     if (pids === '') return null;
-    this.renamed(id, newId);
     await this.#lockManager.renameSession(pids.split(' '), newId);
     return newId;
   }

@@ -57,6 +57,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
   readonly #leaseHost: LeaseHost<Vars, SessionHandle<Vars>>;
   readonly #transientOwner: ProcessOwner<Vars>;
   readonly #entry: SessionEntry<Vars>;
+  #acquiring = 0;
 
   constructor(deps: RequestPathDeps<Vars>) {
     this.#deps = deps;
@@ -95,20 +96,22 @@ export class RedisRequestPath<Vars extends SessionVars> {
     this.#entry.stop();
   }
 
+  /** Requests between their arrival and their lease (an enter or a create on its way, a wait): a stop waits for them too. */
+  get acquiringCount(): number {
+    return this.#acquiring;
+  }
+
   /** See AttachedStore.acquire. */
   async acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
     const ctx = this.#ctx;
     if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-    const starting = this.#deps.started();
-    if (starting !== undefined) {
-      try {
-        await starting;
-      } catch (error) {
-        throw this.#reject('storeUnavailable', unavailable(error));
-      }
-    }
-    if (ctx.options.mode === 'none') return this.#transient();
+    // An enter that left before a stop began is answered after it: its request then runs (and the stop
+    // drains it) or is refused, but never starts after the node has left.
+    this.#acquiring++;
     try {
+      const starting = this.#deps.started();
+      if (starting !== undefined) await starting; // its failure is a 503, counted below
+      if (ctx.options.mode === 'none') return await this.#transient();
       if (request.sessionId !== undefined) {
         const lease = await this.#entry.enter(request.sessionId, request.ip);
         if (lease !== undefined) return lease;
@@ -117,11 +120,17 @@ export class RedisRequestPath<Vars extends SessionVars> {
     } catch (error) {
       if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
       throw this.#reject('storeUnavailable', unavailable(error, request.sessionId));
+    } finally {
+      this.#acquiring--;
+      this.#deps.checkIdle();
     }
   }
 
   /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */
   async #create(ip: string): Promise<Lease<Vars>> {
+    // A request whose cookie named a closed session learns it after a stop began: no session is made
+    // (a cluster stop has claimed every open one already, and this one would get no 'shutdown' close).
+    if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
     const { options, clock, counters } = this.#ctx;
     const id = newSessionId();
     const nowMs = clock.now();
@@ -154,8 +163,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
       handle = new SessionHandle<Vars>(this.#node, id, ip, createdAtMs, lastRequestAtMs, processCount);
       this.#known.set(id, handle);
     }
-    // The enter landed before a close this node has claimed since (its reply was read after the claim's):
-    // the close waits for this request, which must hear of it like the ones that were running.
+    // The enter landed just before a close's claim, its reply read after this node claimed it or heard of
+    // it: the close waits for this request, which must hear of it like the ones that were running.
     if (this.#closer.isClosing(id)) handle.markClosing();
     handle.lastRequestAtMs = lastRequestAtMs;
     handle.processCount = processCount;

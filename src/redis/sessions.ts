@@ -122,6 +122,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     if (kind === 'c') {
       // A closing session's state stays in this node's memory no longer than it must (its id is dead).
       this.#node.copies.drop(rest);
+      this.#closer.waits.closeAnnounced(rest);
       const handle = this.#known.get(rest);
       handle?.markClosing();
       if (handle !== undefined && handle.runs.size === 0 && handle.companions.size === 0) this.#known.delete(rest);
@@ -238,7 +239,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
-    let busy = this.#processes.pendingCount;
+    let busy = this.#processes.pendingCount + this.#requests.acquiringCount;
     for (const handle of this.#known.values()) for (const proc of handle.processesHere()) if (proc !== caller) busy++;
     for (const proc of this.#transients) if (proc !== caller) busy++;
     return busy;
