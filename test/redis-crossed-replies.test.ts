@@ -30,6 +30,8 @@ interface Node {
 interface NodeSettings {
   readonly processesPerSession?: number;
   readonly onStop?: 'auto' | 'close' | 'keep';
+  /** How often waits look again without a message. @default 5 */
+  readonly pollIntervalMs?: number;
   /** Holds pub/sub messages that start with one of these (e.g. 'N ') while `held.on` is true. */
   readonly held?: HeldMessages;
 }
@@ -40,7 +42,7 @@ async function node(r: RedisForTest, clock: ManualClock, settings: NodeSettings 
   const hooked: string[] = [];
   const engine = new SessionEngine<Vars>({
     clock, closeTimeoutMs: 10_000, processesPerSession: settings.processesPerSession ?? 1, onClose: (proc) => { hooked.push(proc.processId); },
-    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: settings.onStop ?? 'auto' }),
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: settings.pollIntervalMs ?? 5, sweepIntervalMs: 1_000, onStop: settings.onStop ?? 'auto' }),
   });
   const errors: SessionError[] = [];
   engine.on('error', (error) => errors.push(error));
@@ -309,6 +311,39 @@ test('stop() while the enter of a closed session\'s cookie is on its way: its re
     await stopping;
     assert.deepEqual(await sessionKeys(r), [], 'no session was made after the stop began');
   } finally {
+    await x.engine.stop();
+  }
+  assert.deepEqual(x.errors.map((e) => e.message), []);
+});
+
+// Waits.
+
+test("an enter answered 'busy' after the process was released while it was on its way: the request tries again at once instead of waiting a poll for the wake it missed", { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  // Polls a minute apart: a request that missed its wake would wait that long.
+  const x = await node(r, clock, { pollIntervalMs: 60_000 });
+  let waiting: ReturnType<typeof track<RequestLease<Vars>>> | undefined;
+  try {
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    first.release();
+    assert.ok(await idleInRedis(r, first.sessionId));
+    const a = await x.engine.acquire({ sessionId: first.sessionId, ip: IP });
+    a.proc.vars.n = 1;
+    const hold = holdEnterReplies(x.client);
+    waiting = track(x.engine.acquire({ sessionId: first.sessionId, ip: IP }));
+    await hold.sent; // Redis has found the process busy
+    a.release();
+    assert.ok(await idleInRedis(r, first.sessionId));
+    await turnsOfTheLoop(5); // the release's reply has been read and its wake given (to nobody yet)
+    hold.deliver();
+    assert.ok(await eventually(() => waiting!.settled, 5_000), 'the request got the process well before the next poll');
+    assert.equal(waiting.value?.sessionId, first.sessionId);
+    assert.equal(waiting.value?.proc.vars.n, 1);
+    waiting.value?.release();
+  } finally {
+    if (waiting?.settled !== true) clock.advance(60_000);
     await x.engine.stop();
   }
   assert.deepEqual(x.errors.map((e) => e.message), []);

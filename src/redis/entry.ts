@@ -72,6 +72,7 @@ export class SessionEntry<Vars extends SessionVars> {
     // gives up, or stops trying (its node died) for a few poll periods.
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
+    let releasedMeanwhile = false;
     try {
       const ipCheck = ipCheckOf(options);
       if (this.#turns.waiting(id) > 0) {
@@ -88,7 +89,13 @@ export class SessionEntry<Vars extends SessionVars> {
       for (;;) {
         if (this.#deps.refusing()) throw this.#deps.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
         const nowMs = clock.now();
-        const entered = await this.#enters.enter({ sessionId: id, ip, waiterId, registered }, nowMs);
+        const onItsWay = this.#turns.entering(id);
+        let entered: EnterOutcome;
+        try {
+          entered = await this.#enters.enter({ sessionId: id, ip, waiterId, registered }, nowMs);
+        } finally {
+          releasedMeanwhile = this.#turns.entered(id, onItsWay);
+        }
         const outcome = entered.kind;
         if (entered.kind === 'ok') {
           registered = false;
@@ -112,6 +119,8 @@ export class SessionEntry<Vars extends SessionVars> {
         if (outcome === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me ??= this.#turns.enqueue(id);
+        // Busy when Redis ran the enter, released since: the wake was missed, so the head tries again now.
+        if (releasedMeanwhile && this.#turns.isHead(me)) continue;
         await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
         id = me.sessionId;
       }

@@ -7,6 +7,11 @@ export interface Waiter {
   sessionId: string;
 }
 
+interface EntersOnTheirWay {
+  count: number;
+  released: boolean;
+}
+
 /**
  * The requests of this node that wait for a busy process, per session, first come first served: the
  * head tries again when a release is announced (or on a poll, since a pub/sub message can be lost in a
@@ -14,6 +19,12 @@ export interface Waiter {
  */
 export class TurnQueues {
   readonly #bySession = new Map<string, Waiter[]>();
+  /**
+   * Sessions with an enter of this node on its way to Redis, by id: whether a release was announced
+   * meanwhile. An enter answered 'busy' after such a release would otherwise wait a poll for the wake
+   * it missed (it was not queued yet, or between two tries).
+   */
+  readonly #entering = new Map<string, EntersOnTheirWay>();
   readonly #pollIntervalMs: number;
 
   constructor(pollIntervalMs: number) {
@@ -95,8 +106,27 @@ export class TurnQueues {
     for (const list of this.#bySession.values()) for (const waiter of [...list]) waiter.wake?.();
   }
 
-  /** A process of the session was released: the head tries again. */
+  /** A process of the session was released: the head tries again (and an enter on its way will). */
   wakeHead(id: string): void {
+    const entering = this.#entering.get(id);
+    if (entering !== undefined) entering.released = true;
     this.#bySession.get(id)?.[0]?.wake?.();
+  }
+
+  /** An enter of the session leaves for Redis: pass what this returns to `entered` once it is answered. */
+  entering(id: string): EntersOnTheirWay {
+    let entering = this.#entering.get(id);
+    if (entering === undefined) {
+      entering = { count: 0, released: false };
+      this.#entering.set(id, entering);
+    }
+    entering.count++;
+    return entering;
+  }
+
+  /** The enter was answered: whether a release of the session was announced while it was on its way. */
+  entered(id: string, entering: EntersOnTheirWay): boolean {
+    if (--entering.count === 0 && this.#entering.get(id) === entering) this.#entering.delete(id);
+    return entering.released;
   }
 }
