@@ -52,6 +52,8 @@ async function node(r: RedisForTest, clock: ManualClock, settings: NodeSettings 
 /** Pub/sub messages of a node held back while `on`; `deliver()` hands them to the store in order. */
 class HeldMessages {
   on = false;
+  /** Every message the node's subscriber got, held or not, in order. */
+  readonly seen: string[] = [];
   readonly #starts: string[];
   readonly #queue: (() => void)[] = [];
 
@@ -84,6 +86,7 @@ function holdMessagesOf(client: Redis, held: HeldMessages): void {
     const subscriber = duplicate(...args);
     const emit = subscriber.emit.bind(subscriber);
     subscriber.emit = (event: string | symbol, ...rest: unknown[]): boolean => {
+      if (event === 'message') held.seen.push(String(rest[1]));
       if (event === 'message' && held.holds(String(rest[1]))) {
         held.hold(() => emit(event, ...rest));
         return true;
@@ -243,6 +246,43 @@ function countMulti(client: Redis): { readonly calls: number } {
 const turnsOfTheLoop = async (count: number): Promise<void> => {
   for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 };
+
+test("closeSession on a node whose claim finds another node closing the session, that close's end ('x') read before the claim's reply: true at once, not at the next poll", { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  // x polls a minute apart: a wait that missed the end it had already heard would last that long.
+  const x = await node(r, clock, { held: seen, pollIntervalMs: 60_000 });
+  const y = await node(r, clock);
+  let a: RequestLease<Vars> | undefined;
+  let closed: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a = await y.engine.acquire({ sessionId: undefined, ip: IP });
+    const running = a;
+    const id = a.sessionId;
+    const closingOnY = y.engine.closeSession(id); // from outside: waits for the request
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000));
+    // x's claim finds y's close under way; its reply is read only once x has heard that close end.
+    wrapScript(x.client, 'lwsClaim', (claim) => async (...args) => {
+      const reply = await claim(...args);
+      running.release();
+      await eventually(() => seen.seen.includes(`x ${id}`), 5_000);
+      return reply;
+    });
+    closed = track(x.engine.closeSession(id));
+    assert.ok(await eventually(() => closed!.settled, 5_000), 'the wait for the other node\'s close knows it has ended');
+    assert.equal(closed.value, true);
+    assert.equal(await closingOnY, true);
+    assert.deepEqual(y.hooked, [running.proc.processId]);
+    assert.deepEqual(x.hooked, []);
+  } finally {
+    a?.release();
+    if (closed?.settled !== true) clock.advance(60_000);
+    await Promise.all([x.engine.stop(), y.engine.stop()]);
+  }
+  assert.deepEqual([...x.errors, ...y.errors].map((e) => e.message), []);
+});
 
 // Stops: a request whose enter left before the stop began is the stop's to drain, not to leave behind.
 

@@ -2,7 +2,7 @@ import { realTimer, type TimerHandle } from '../clock.js';
 import type { SessionVars } from '../process.js';
 import type { NodeServices } from './node.js';
 
-/** Closes announced and not yet finished that a node remembers (one lost 'x' must not grow the set for ever). */
+/** Closes a node remembers, the latest announced ('c') or finished ('x'): a lost 'x' must not grow them for ever. */
 const CLOSES_KEPT = 4_096;
 
 /**
@@ -17,8 +17,8 @@ export class ClusterWaits<Vars extends SessionVars> {
   readonly #drainWakers = new Map<string, () => void>();
   /** closeSession callers waiting for a close another node claimed. */
   readonly #closedWaiters = new Map<string, (() => void)[]>();
-  /** Sessions whose close was announced ('c') and has not finished ('x'), the latest CLOSES_KEPT of them. */
-  readonly #announced = new Set<string>();
+  /** The latest CLOSES_KEPT closes this node heard of: announced ('c') and not finished, or finished ('x'). */
+  readonly #closes = new Map<string, 'announced' | 'finished'>();
 
   constructor(node: NodeServices<Vars>) {
     this.#node = node;
@@ -31,11 +31,7 @@ export class ClusterWaits<Vars extends SessionVars> {
 
   /** The close of `id` was claimed, here or elsewhere ('c'). */
   closeAnnounced(id: string): void {
-    this.#announced.add(id);
-    if (this.#announced.size > CLOSES_KEPT) {
-      const oldest = this.#announced.values().next();
-      if (oldest.done !== true) this.#announced.delete(oldest.value);
-    }
+    this.#remember(id, 'announced');
   }
 
   /**
@@ -43,15 +39,24 @@ export class ClusterWaits<Vars extends SessionVars> {
    * an enter Redis ran just before the claim (ids are never reused), and its request must stop.
    */
   closeUnderWay(id: string): boolean {
-    return this.#announced.has(id);
+    return this.#closes.get(id) === 'announced';
   }
 
   /** The close of `id` finished, here or elsewhere ('x'). */
   finishedElsewhere(id: string): void {
-    this.#announced.delete(id);
+    this.#remember(id, 'finished');
     const waiters = this.#closedWaiters.get(id);
     this.#closedWaiters.delete(id);
     for (const resolve of waiters ?? []) resolve();
+  }
+
+  #remember(id: string, state: 'announced' | 'finished'): void {
+    this.#closes.delete(id);
+    this.#closes.set(id, state);
+    if (this.#closes.size > CLOSES_KEPT) {
+      const oldest = this.#closes.keys().next();
+      if (oldest.done !== true) this.#closes.delete(oldest.value);
+    }
   }
 
   /** Resolves once `isDrained()` answers true: tried on each release of the session, and on each poll. */
@@ -88,6 +93,8 @@ export class ClusterWaits<Vars extends SessionVars> {
 
   /** Resolves when another node's close of `id` has finished (its key is gone, if the message was lost). */
   closedElsewhere(id: string): Promise<void> {
+    // Its 'x' may be read before the reply that said another node was closing it.
+    if (this.#closes.get(id) === 'finished') return Promise.resolve();
     return new Promise<void>((resolve) => {
       const list = this.#closedWaiters.get(id) ?? [];
       list.push(resolve);
