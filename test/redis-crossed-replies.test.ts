@@ -284,6 +284,38 @@ test("closeSession on a node whose claim finds another node closing the session,
   assert.deepEqual([...x.errors, ...y.errors].map((e) => e.message), []);
 });
 
+test("a claim that fails on a Redis error while another node's close of the session is announced: the handle stays closing (the running request's cookie is cleared), the caller gets ERR_SESSION_STORE_UNAVAILABLE", { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const x = await node(r, clock, { held: seen });
+  const y = await node(r, clock);
+  let a: RequestLease<Vars> | undefined;
+  try {
+    a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    let closingOnY: Promise<boolean> | undefined;
+    // x's claim never reaches Redis: y's close is claimed and heard by x meanwhile, then the call fails.
+    wrapScript(x.client, 'lwsClaim', () => async () => {
+      closingOnY = y.engine.closeSession(id);
+      await eventually(() => seen.seen.includes(`c ${id}`), 5_000);
+      throw new Error('connection lost');
+    });
+    await assert.rejects(x.engine.closeSession(id), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
+    assert.equal(a.proc.signal.aborted, true, "y's close reached the running request");
+    assert.equal(a.cookie().action, 'clear', 'the failed claim does not give the closing session back its cookie');
+    a.release();
+    assert.equal(await closingOnY, true);
+    assert.deepEqual(y.hooked, [a.proc.processId]);
+  } finally {
+    a?.release();
+    await Promise.all([x.engine.stop(), y.engine.stop()]);
+  }
+  assert.deepEqual(y.errors.map((e) => e.message), []);
+  assert.deepEqual(x.errors.map((e) => e.message), [], 'the caller hears of the failure, not the error event');
+});
+
 // Stops: a request whose enter left before the stop began is the stop's to drain, not to leave behind.
 
 test('stop() while an enter is on its way (onStop keep): the node does not leave before that request ends; the request runs, is saved and its process freed', { timeout: 20_000 }, async (t) => {
