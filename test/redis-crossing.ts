@@ -1,0 +1,167 @@
+// What the crossed-replies suites share (test/redis-crossed-*.test.ts): Redis ran one node's script
+// just before another decision (a close's claim, a rename, a stop), and the node reads the reply only
+// after it has acted on that decision, or the other way round. Each order is made, not hoped for: the
+// store's scripts are wrapped on a client the test owns, so a reply is held until the test lets it go,
+// and pub/sub messages can be held (or watched) on the subscriber the store duplicates from that client.
+import type { Redis } from 'ioredis';
+import { ManualClock, SessionEngine, type RequestLease, type SessionError } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { eventually } from './helpers.js';
+import type { RedisForTest } from './redis-support.js';
+
+export type Vars = Record<string, unknown>;
+export type Script = (...args: unknown[]) => Promise<unknown>;
+export const IP = '127.0.0.1';
+
+export interface Node {
+  readonly engine: SessionEngine<Vars>;
+  readonly client: Redis;
+  readonly errors: SessionError[];
+  readonly hooked: string[];
+}
+
+export interface NodeSettings {
+  readonly processesPerSession?: number;
+  readonly onStop?: 'auto' | 'close' | 'keep';
+  /** How often waits look again without a message. @default 5 */
+  readonly pollIntervalMs?: number;
+  /** Holds pub/sub messages that start with one of these (e.g. 'N ') while `held.on` is true. */
+  readonly held?: HeldMessages;
+}
+
+export async function node(r: RedisForTest, clock: ManualClock, settings: NodeSettings = {}): Promise<Node> {
+  const client = await r.client();
+  if (settings.held !== undefined) holdMessagesOf(client, settings.held);
+  const hooked: string[] = [];
+  const engine = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 10_000, processesPerSession: settings.processesPerSession ?? 1, onClose: (proc) => { hooked.push(proc.processId); },
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: settings.pollIntervalMs ?? 5, sweepIntervalMs: 1_000, onStop: settings.onStop ?? 'auto' }),
+  });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  return { engine, client, errors, hooked };
+}
+
+/** Pub/sub messages of a node held back while `on`; `deliver()` hands them to the store in order. */
+export class HeldMessages {
+  on = false;
+  /** Every message the node's subscriber got, held or not, in order. */
+  readonly seen: string[] = [];
+  readonly #starts: string[];
+  readonly #queue: (() => void)[] = [];
+
+  constructor(...starts: string[]) {
+    this.#starts = starts;
+  }
+
+  get count(): number {
+    return this.#queue.length;
+  }
+
+  holds(message: string): boolean {
+    return this.on && this.#starts.some((start) => message.startsWith(start));
+  }
+
+  hold(deliver: () => void): void {
+    this.#queue.push(deliver);
+  }
+
+  deliver(): void {
+    this.on = false;
+    for (const deliver of this.#queue.splice(0)) deliver();
+  }
+}
+
+/** The store subscribes on a duplicate of the client it is given: the duplicate's 'message' events pass through `held`. */
+function holdMessagesOf(client: Redis, held: HeldMessages): void {
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+    const subscriber = duplicate(...args);
+    const emit = subscriber.emit.bind(subscriber);
+    subscriber.emit = (event: string | symbol, ...rest: unknown[]): boolean => {
+      if (event === 'message') held.seen.push(String(rest[1]));
+      if (event === 'message' && held.holds(String(rest[1]))) {
+        held.hold(() => emit(event, ...rest));
+        return true;
+      }
+      return emit(event, ...rest);
+    };
+    return subscriber;
+  };
+}
+
+/** Replaces one of the store's scripts on `client` (defined by createRedisStore) by `wrap(original)`. */
+export function wrapScript(client: Redis, name: string, wrap: (original: Script) => Script): void {
+  const scripts = client as unknown as Record<string, Script>;
+  const original = scripts[name]!.bind(client);
+  scripts[name] = wrap(original);
+}
+
+/** The next enters run in Redis at once; their replies reach the store only once `deliver()` is called. */
+export function holdEnterReplies(client: Redis): { sent: Promise<void>; deliver(): void } {
+  let sent!: () => void;
+  let deliver!: () => void;
+  const sentPromise = new Promise<void>((resolve) => { sent = resolve; });
+  const delivered = new Promise<void>((resolve) => { deliver = resolve; });
+  wrapScript(client, 'lwsEnterManyBuffer', (enterMany) => async (...args) => {
+    const reply = enterMany(...args);
+    sent();
+    await delivered;
+    return reply;
+  });
+  return { sent: sentPromise, deliver };
+}
+
+/** Resolves once a claim has been answered and its continuation (the close pipeline's start) has run. */
+export function claimAnswered(client: Redis): Promise<void> {
+  return new Promise<void>((resolve) => {
+    wrapScript(client, 'lwsClaim', (claim) => async (...args) => {
+      const reply = await claim(...args);
+      setImmediate(resolve);
+      return reply;
+    });
+  });
+}
+
+/** The session's processes are all free in Redis (a release is written after the response, asynchronously). */
+export function idleInRedis(r: RedisForTest, id: string): Promise<boolean> {
+  return eventually(async () => {
+    const fields = await r.redis.hgetall(`${r.prefix}s:${id}`);
+    const busy = Object.entries(fields).filter(([name]) => name.startsWith('b:'));
+    return busy.length > 0 && busy.every(([, value]) => value === '0');
+  }, 5_000);
+}
+
+/** Ends whatever a failed assertion left running, so the engines stop (the ManualClock never moves on its own). */
+export async function stopAll(clock: ManualClock, leases: (RequestLease<Vars> | undefined)[], closing: { settled: boolean } | undefined, ...nodes: Node[]): Promise<void> {
+  for (const lease of leases) lease?.release();
+  if (closing?.settled !== true) clock.advance(60_000);
+  await Promise.all(nodes.map((n) => n.engine.stop()));
+}
+
+/** Keys of the run's sessions in Redis (`P s:<id>`). */
+export async function sessionKeys(r: RedisForTest): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await r.redis.scan(cursor, 'MATCH', `${r.prefix}s:*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...found);
+  } while (cursor !== '0');
+  return keys;
+}
+
+/** Counts the client's MULTI calls (a node leaving the cluster at the end of its stop makes one). */
+export function countMulti(client: Redis): { readonly calls: number } {
+  const counter = { calls: 0 };
+  const multi = client.multi.bind(client) as (...args: unknown[]) => ReturnType<Redis['multi']>;
+  (client as unknown as { multi: (...args: unknown[]) => ReturnType<Redis['multi']> }).multi = (...args) => {
+    counter.calls++;
+    return multi(...args);
+  };
+  return counter;
+}
+
+export const turnsOfTheLoop = async (count: number): Promise<void> => {
+  for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+};
