@@ -94,6 +94,60 @@ describe('express adapter: the framework idiom', () => {
     });
   });
 
+  test('registered again on a router the app mounts: the request keeps the one process it has (no second session, no wait behind itself), one session cookie', GUARD, async () => {
+    await withExpress((app, engine) => {
+      const router = express.Router();
+      router.use(sessions(engine));
+      router.get('/', (req, res) => { res.send(req.proc.sessionId); });
+      app.use('/r', router);
+    }, async (server, engine) => {
+      const first = await request(server.url, { path: '/r/' });
+      const id = sessionIdOf(first);
+      assert.equal(first.body, id);
+      assert.equal(first.setCookies.filter((c) => c.startsWith('4DSID=')).length, 1);
+      assert.equal(engine.sessions().length, 1, 'no orphan session');
+      const again = await request(server.url, { path: '/r/', cookie: `4DSID=${id}` });
+      assert.deepEqual([again.status, again.body], [200, id]);
+    });
+  });
+
+  test('on a mounted sub-app only: every response carries the session cookie once', GUARD, async () => {
+    const engine = new SessionEngine();
+    const app = express();
+    const sub = express();
+    sub.use(sessions(engine));
+    sub.get('/', (req, res) => { res.send(req.proc.sessionId); });
+    app.use('/sub', sub);
+    const server = await listen(http.createServer(app));
+    try {
+      const first = await request(server.url, { path: '/sub/' });
+      assert.equal(first.setCookies.filter((c) => c.startsWith('4DSID=')).length, 1);
+      const id = sessionIdOf(first);
+      const again = await request(server.url, { path: '/sub/', cookie: `4DSID=${id}` });
+      assert.deepEqual([again.status, again.body], [200, id]);
+      assert.equal(again.setCookies.filter((c) => c.startsWith('4DSID=')).length, 1);
+    } finally {
+      await engine.stop();
+      await server.close();
+    }
+  });
+
+  test('a handler that fails after the head was sent: the connection is cut, the failure reported, and the process freed (the next request of the session is served)', GUARD, async () => {
+    await withExpress((app) => {
+      app.get('/partial', (_req, res) => {
+        res.write('partial');
+        throw new Error('late secret');
+      });
+      app.get('/', (req, res) => { res.send(req.proc.sessionId); });
+    }, async (server, _engine, errors) => {
+      const id = sessionIdOf(await request(server.url));
+      await assert.rejects(request(server.url, { path: '/partial', cookie: `4DSID=${id}` }));
+      const next = await request(server.url, { cookie: `4DSID=${id}` });
+      assert.deepEqual([next.status, next.body], [200, id]);
+      assert.deepEqual(errors.map((e) => ((e as Error).cause as Error).message), ['late secret']);
+    });
+  });
+
   test('sessions(engine) refuses anything but an engine', () => {
     assert.throws(() => sessions({} as SessionEngine), TypeError);
   });

@@ -62,6 +62,30 @@ describe('hono adapter: the framework idiom', () => {
     });
   });
 
+  test('registered again on a sub-app mounted with app.route: the request keeps its one process, one session cookie, the session is served again', GUARD, async () => {
+    const engine = new SessionEngine();
+    const app = new Hono();
+    app.use(sessions(engine));
+    const admin = new Hono();
+    admin.use(sessions(engine));
+    admin.get('/', (c) => c.text(c.get('proc').sessionId));
+    app.route('/admin', admin);
+    const server = await listen(createAdaptorServer({ fetch: app.fetch }) as http.Server);
+    try {
+      const first = await request(server.url, { path: '/admin' });
+      assert.equal(first.status, 200);
+      const id = first.body;
+      assert.equal(first.setCookies.filter((c) => c.startsWith('4DSID=')).length, 1);
+      assert.ok(first.setCookies[0]?.startsWith(`4DSID=${id};`));
+      assert.equal(engine.sessions().length, 1, 'no orphan session');
+      const again = await request(server.url, { path: '/admin', cookie: `4DSID=${id}` });
+      assert.deepEqual([again.status, again.body], [200, id]);
+    } finally {
+      await engine.stop();
+      await server.close();
+    }
+  });
+
   test('outside @hono/node-server (app.request) the middleware says what it needs', async () => {
     const engine = new SessionEngine();
     const app = new Hono();

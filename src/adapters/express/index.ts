@@ -57,14 +57,21 @@ const withErrorHandler = new WeakSet<object>();
 export function sessions<Vars extends SessionVars = RequestVars>(engine: SessionEngine<Vars>): RequestHandler {
   if (typeof engine?.acquireNow !== 'function') throw new TypeError('sessions(engine): engine must be a SessionEngine');
   return function legacyWebSessions(req: Request, res: Response, next: NextFunction): void {
+    // Registered again on the request's way (a router or a sub-app of an app that has it): the request
+    // has its process already, and taking a second would wait behind its own first one.
+    if (sessionOf(res) !== undefined) {
+      next();
+      return;
+    }
     // req.app is the (sub-)app handling the request; Express types it without its response prototype.
     const app = req.app as ExpressApp;
     if (!withErrorHandler.has(app)) {
       withErrorHandler.add(app);
       app.use(answerHandlerErrors);
       // app.response is the prototype of the app's responses (Express's extension point): the cookie
-      // is added at writeHead there once, rather than on every response.
-      cookieAtWriteHeadOf(app.response);
+      // is added at writeHead there once, rather than on every response. Only a top-level app's: a
+      // mounted sub-app's responses get it on the instance (see start), and twice would be two cookies.
+      if ((app as { parent?: unknown }).parent === undefined) cookieAtWriteHeadOf(app.response);
     }
     // The client's address follows the engine's trustProxy option, as in every adapter (not Express's 'trust proxy').
     const facts = socketFacts(req);
@@ -96,5 +103,8 @@ function answerHandlerErrors(error: unknown, _req: Request, res: Response, next:
     return;
   }
   if (!isClientError(error)) session.lease.fail(error);
+  // The handler has failed: it is done with the process, whether or not it had ended the response
+  // (after the head was sent, the answer is a cut connection, which no application end() follows).
+  session.handlerSettled();
   sendErrorAnswer(res, errorAnswer(error));
 }

@@ -55,6 +55,9 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
     if (incoming === undefined || outgoing === undefined) {
       throw new TypeError('legacy-web-sessions/hono needs @hono/node-server: c.env.incoming and c.env.outgoing are missing');
     }
+    // Registered again on the request's way (a sub-app mounted with app.route that has it too): the
+    // request has its process already.
+    if (c.get('proc') !== undefined) return next();
     const facts = socketFacts(incoming);
     let acquired: MaybePromise<RequestLease<Vars>>;
     try {
