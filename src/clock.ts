@@ -21,6 +21,11 @@ export function realTimer(callback: () => void, delayMs: number): TimerHandle {
   return { cancel: () => clearTimeout(timer) };
 }
 
+/** A timer on `clock`: its own when it has them (a test's ManualClock), else a real, unref'ed one. */
+export function timerOn(clock: Clock, callback: () => void, delayMs: number): TimerHandle {
+  return clock.setTimer === undefined ? realTimer(callback, delayMs) : clock.setTimer(callback, delayMs);
+}
+
 /** The default clock: wall time and real, unref'ed timers. */
 export const systemClock: Clock = { now: () => Date.now(), setTimer: realTimer };
 

@@ -176,7 +176,6 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     return this.#optionsVersion;
   }
 
-  /** WEB Get Current Session ID: the session of the request (or hook, or task) running now, else `''`. */
   /**
    * The process asking, if the call comes from a request, task or hook that still runs: the stores
    * treat it as a call from inside its session (no waiting on itself). A callback that outlived its
@@ -187,6 +186,12 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     return run === undefined || run.released ? undefined : run.proc;
   }
 
+  /**
+   * WEB Get Current Session ID: the session of the request (or hook, or task) running now, else `''`.
+   * A callback that outlived its request (a timer, a promise chain) still names that request's session
+   * (its process belongs to it, as a 4D process does); a `closeSession` from there counts as from
+   * outside, so it waits for whatever runs the session then.
+   */
   currentSessionId(): string {
     return this.#als.getStore()?.proc.sessionId ?? '';
   }

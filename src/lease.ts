@@ -1,6 +1,9 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { ProcessRun, SessionVars, WebProcess } from './process.js';
 import type { SessionState } from './session.js';
+import { timerOn, type TimerHandle } from './clock.js';
+import { SessionError } from './errors.js';
+import type { StoreContext } from './store.js';
 
 /** What a response's session cookie must say, decided when its headers are written. */
 export type CookieDirective =
@@ -20,6 +23,10 @@ export interface LeaseHost<Vars extends SessionVars, S extends LeaseSession = Le
   release(lease: RequestLease<Vars, S>): void;
   reportHandlerError(error: unknown, sessionId: string): void;
   cookieExpiresAtMs(session: S): number;
+  /** Calls `callback` once `closeTimeoutMs` has passed on the engine's clock (see `releaseAtTheLatest`). */
+  releaseDeadline(callback: () => void): TimerHandle;
+  /** `releaseAtTheLatest`'s deadline passed: said on the engine's 'error' event (ERR_SESSION_DRAIN_TIMEOUT). */
+  reportHeldTooLong(sessionId: string): void;
 }
 
 const NO_COOKIE: CookieDirective = Object.freeze({ action: 'none' });
@@ -38,6 +45,7 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
   readonly session: S | undefined;
   #host: LeaseHost<Vars, S>;
   #released = false;
+  #deadline: TimerHandle | undefined;
 
   constructor(host: LeaseHost<Vars, S>, session: S | undefined, proc: WebProcess<Vars>, isNewSession: boolean) {
     this.#host = host;
@@ -77,6 +85,34 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
   release(): void {
     if (this.#released) return;
     this.#released = true;
+    this.#deadline?.cancel();
     this.#host.release(this);
   }
+
+  /**
+   * @internal The response is over (the client left, or it was cut) while the application may still be
+   * using the process: its handler has not settled, or cannot be seen and has not ended the response.
+   * The release waits for that, at most `closeTimeoutMs`; then it happens anyway and is reported, so an
+   * application that never ends a response its client left cannot hold its session for ever.
+   */
+  releaseAtTheLatest(): void {
+    if (this.#released || this.#deadline !== undefined) return;
+    this.#deadline = this.#host.releaseDeadline(() => {
+      if (this.#released) return;
+      this.#host.reportHeldTooLong(this.sessionId);
+      this.release();
+    });
+  }
+}
+
+/** The deadline part of a store's LeaseHost: `closeTimeoutMs` on the engine's clock, reported as a drain timeout. */
+export function releaseDeadlines<Vars extends SessionVars>(ctx: Pick<StoreContext<Vars>, 'clock' | 'options' | 'report'>): Pick<LeaseHost<Vars>, 'releaseDeadline' | 'reportHeldTooLong'> {
+  return {
+    releaseDeadline: (callback) => timerOn(ctx.clock, callback, ctx.options.closeTimeoutMs),
+    reportHeldTooLong: (sessionId) => ctx.report(new SessionError(
+      'ERR_SESSION_DRAIN_TIMEOUT',
+      `a request's response was over (its client left, or it was cut) and its handler had not ended it after ${ctx.options.closeTimeoutMs} ms: its process is released`,
+      { sessionId },
+    ), 'drainTimeouts'),
+  };
 }

@@ -2,7 +2,7 @@ import { newSessionId } from './session-id.js';
 import { closeNow, noteProgress } from './close.js';
 import { SessionError } from './errors.js';
 import { IdleExpiry } from './expiry.js';
-import { RequestLease, type LeaseHost } from './lease.js';
+import { releaseDeadlines, RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
 import { isThenable, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryCloses } from './memory-closes.js';
@@ -49,6 +49,7 @@ export class Scheduler<Vars extends SessionVars> {
       release: (lease) => this.#release(lease),
       reportHandlerError: ctx.reportHandlerError,
       cookieExpiresAtMs: (session) => this.cookieExpiresAtMs(session),
+      ...releaseDeadlines(ctx),
     };
     this.closes = new MemoryCloses(ctx, this.store, (session) => this.#processes.uncount(session));
   }

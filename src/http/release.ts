@@ -25,6 +25,28 @@ function releaseOnClose(this: ReleasingResponse): void {
   this[kRelease]?.release();
 }
 
+/**
+ * The handler returned without ending the response (node:http, a callback-style handler): its work goes
+ * on in callbacks, and the response ending is what says it is done. If the client leaves first, the
+ * release waits for the application's `end()`, at most `closeTimeoutMs` (see `releaseAtTheLatest`).
+ */
+export function releaseWhenAppEnds(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>): void {
+  if (res.writableEnded) {
+    lease.release();
+    return;
+  }
+  const leftOrEnded = (): void => {
+    if (res.writableEnded) {
+      lease.release();
+      return;
+    }
+    onAppEnd(res, () => lease.release());
+    lease.releaseAtTheLatest();
+  };
+  if (res.destroyed) leftOrEnded();
+  else res.once('close', leftOrEnded);
+}
+
 type End = (this: ServerResponse, ...args: unknown[]) => ServerResponse;
 
 /**
@@ -70,33 +92,45 @@ export class BoundSession implements CookieState {
   }
 
   #check(): void {
-    if (this.lease.released || this.#handler === 'running') return;
+    if (this.lease.released) return;
+    if (this.#handler === 'running') {
+      // Over while its handler runs (a client that left, a hijacked reply): released when it settles,
+      // at the latest after closeTimeoutMs.
+      if (this.#closed) this.lease.releaseAtTheLatest();
+      return;
+    }
     const res = this.#res;
     const ended = this.#appEnded || res.writableEnded;
     if (this.#handler === 'settled' ? ended || this.#closed || res.destroyed : this.#closed && ended) {
       this.lease.release();
     } else if (this.#closed && !this.#watchingEnd) {
       this.#watchEnd();
+      this.lease.releaseAtTheLatest();
     }
   }
 
   /** The client left before the application answered: its end() call says it is done with the process. */
   #watchEnd(): void {
     this.#watchingEnd = true;
-    const res = this.#res;
-    const end = res.end as unknown as End;
-    const session = this;
-    const watched: End = function (this: ServerResponse, ...args) {
-      res.end = end as unknown as ServerResponse['end'];
-      try {
-        return end.apply(this, args);
-      } finally {
-        session.#appEnded = true;
-        session.#check();
-      }
-    };
-    res.end = watched as unknown as ServerResponse['end'];
+    onAppEnd(this.#res, () => {
+      this.#appEnded = true;
+      this.#check();
+    });
   }
+}
+
+/** Calls `then` right after the application's next `res.end()` call (once). */
+function onAppEnd(res: ServerResponse, then: () => void): void {
+  const end = res.end as unknown as End;
+  const watched: End = function (this: ServerResponse, ...args) {
+    res.end = end as unknown as ServerResponse['end'];
+    try {
+      return end.apply(this, args);
+    } finally {
+      then();
+    }
+  };
+  res.end = watched as unknown as ServerResponse['end'];
 }
 
 /**

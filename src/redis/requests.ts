@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
-import { RequestLease, type LeaseHost } from '../lease.js';
+import { releaseDeadlines, RequestLease, type LeaseHost } from '../lease.js';
 import type { MaybePromise } from '../maybe-async.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
 import type { RequestIdentity, StoreContext } from '../store.js';
@@ -88,6 +88,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       release: (lease) => this.#release(lease),
       reportHandlerError: ctx.reportHandlerError,
       cookieExpiresAtMs: (handle) => handle.lastRequestAtMs + ctx.options.inactiveSessionTimeoutMs,
+      ...releaseDeadlines(ctx),
     };
   }
 

@@ -39,7 +39,8 @@ const withErrorHandler = new WeakSet<object>();
  * run first; `next(err)` hands an error on. The session stays usable either way.
  *
  * After a client abort the process is released when the handler ends the response (`res.end()`, `send()`…),
- * so it is never released while the handler may still use it: end the response on every path.
+ * so it is never released while the handler may still use it: end the response on every path. One
+ * nobody ends is released `closeTimeoutMs` after the client left, reported as ERR_SESSION_DRAIN_TIMEOUT.
  *
  * @example
  * import express from 'express';

@@ -2,7 +2,7 @@ import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
 import { acquireFor, errorAnswer, isClientError, setCookieFor, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
-import { releaseAfterResponse } from '../../http/release.js';
+import { releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -95,8 +95,9 @@ function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.
     return;
   }
   if (!isThenable(returned)) {
-    // The process is free once the handler is done and the response has ended (or the client left).
-    releaseAfterResponse(res, lease);
+    // Returned with its response ended (the common case): free now. Returned without ending it: its work
+    // goes on in callbacks, and its end() says when it is done, even if the client leaves first.
+    releaseWhenAppEnds(res, lease);
     return;
   }
   Promise.resolve(returned).then(() => releaseAfterResponse(res, lease), (error: unknown) => failed(res, lease, error));
