@@ -11,7 +11,7 @@ import { processInternals, type SessionVars, type WebProcess } from './process.j
 import { freeRequestProcess, NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
-import type { StoreContext } from './store.js';
+import { initFailure, type StoreContext } from './store.js';
 import { TransientProcesses } from './transients.js';
 
 /** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
@@ -179,12 +179,12 @@ export class Scheduler<Vars extends SessionVars> {
     try {
       vars = this.#processes.initVars(proc);
     } catch (error) {
-      return transientInitFailed(lease, error);
+      return transientInitFailed(this.#ctx, lease, error);
     }
     return whenReady(vars, (resolved) => {
       proc.vars = resolved;
       return lease;
-    }, (error: unknown) => transientInitFailed(lease, error));
+    }, (error: unknown) => transientInitFailed(this.#ctx, lease, error));
   }
 
   /** Moves an open session to a fresh random id; the old id is dead at once. */
@@ -273,7 +273,7 @@ export class Scheduler<Vars extends SessionVars> {
   }
 }
 
-function transientInitFailed<Vars extends SessionVars>(lease: RequestLease<Vars>, error: unknown): never {
+function transientInitFailed<Vars extends SessionVars>(ctx: SchedulerContext<Vars>, lease: RequestLease<Vars>, error: unknown): never {
   lease.release();
-  throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
+  throw initFailure(ctx, error);
 }

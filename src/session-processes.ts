@@ -5,6 +5,7 @@ import { settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js
 import { processInternals, runOf, WebProcess, type SessionVars } from './process.js';
 import type { SchedulerContext } from './scheduler.js';
 import { withItem, withoutItem, type Session } from './session.js';
+import { initFailure } from './store.js';
 
 /** What the processes need of the scheduler that owns their sessions. */
 export interface ProcessesHost<Vars extends SessionVars> {
@@ -138,12 +139,20 @@ export class SessionProcesses<Vars extends SessionVars> {
   }
 
   #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): never {
-    // The process never had a context: it leaves the session (the next request runs init again).
-    this.#drop(session, proc);
+    // The process never had a context: it leaves the session (the next request runs init again). In a
+    // session closing meanwhile too: its close neither waits for it nor hooks it (a hook would see no
+    // context), and its place was given back when the close was claimed.
+    if (session.state === 'open') {
+      this.#drop(session, proc);
+    } else {
+      session.running = withoutItem(session.running, proc);
+      session.processes = withoutItem(session.processes, proc);
+      noteProgress(session);
+    }
     session.requestProcessCount--;
     void processInternals.teardown(proc, {});
     this.#host.settleIfIdle(session);
-    throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: session.id });
+    throw initFailure(this.#ctx, error, session.id);
   }
 
   async #runTask(session: Session<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {

@@ -1,6 +1,6 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Clock } from './clock.js';
-import type { SessionError } from './errors.js';
+import { SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import type { MaybePromise } from './maybe-async.js';
@@ -91,4 +91,14 @@ export interface AttachedStore<Vars extends SessionVars> {
 export interface SessionStore {
   /** @internal Called once by the engine's constructor. */
   attach<Vars extends SessionVars>(context: StoreContext<Vars>): AttachedStore<Vars>;
+}
+
+/**
+ * `init` failed for a request's new process: the request gets a 500 and the operator hears of it on
+ * `'error'` (counted in `handlerErrors`: `init` is the application's code run for the request).
+ */
+export function initFailure(ctx: Pick<StoreContext<SessionVars>, 'report'>, cause: unknown, sessionId?: string): SessionError {
+  const error = new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause, sessionId });
+  ctx.report(error, 'handlerErrors');
+  return error;
 }

@@ -60,6 +60,7 @@ export interface EngineStats {
   readonly hookErrors: number;
   readonly hookTimeouts: number;
   readonly drainTimeouts: number;
+  /** Request handlers that failed, and `init` calls that failed for a request's new process. */
   readonly handlerErrors: number;
   readonly taskErrors: number;
   /** A shared store failed a command, or a process's state could not be stored (reported on `'error'`). */

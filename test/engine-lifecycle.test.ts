@@ -11,7 +11,7 @@ import {
   type SessionEngineOptions,
   type SessionVars,
 } from '../src/index.js';
-import { engineWithErrors, settle } from './helpers.js';
+import { deferred, engineWithErrors, settle } from './helpers.js';
 import { leaseTracker, track } from './engine-harness.js';
 
 const IP = '192.0.2.10';
@@ -185,8 +185,8 @@ describe('binding requests to sessions', () => {
     }
   });
 
-  test('a session whose init throws is discarded: acquire rejects ERR_SESSION_INIT_FAILED and no session remains', GUARD, async () => {
-    const { engine } = engineWithErrors<Vars>({ init: () => { throw new Error('database down'); } });
+  test('a session whose init throws is discarded: acquire rejects ERR_SESSION_INIT_FAILED, said on the error event too (handlerErrors), and no session remains', GUARD, async () => {
+    const { engine, errors } = engineWithErrors<Vars>({ init: () => { throw new Error('database down'); } });
     const { creates } = record(engine);
     try {
       await assert.rejects(open(engine), (error: unknown) => {
@@ -194,10 +194,38 @@ describe('binding requests to sessions', () => {
         assert.equal(((error as Error).cause as Error).message, 'database down');
         return true;
       });
+      assert.deepEqual(errors.map((e) => [e.code, (e.cause as Error).message]), [['ERR_SESSION_INIT_FAILED', 'database down']]);
+      assert.equal(engine.stats().handlerErrors, 1);
       assert.equal(engine.stats().sessions, 0);
       assert.equal(engine.stats().processes, 0);
       assert.deepEqual(engine.sessions(), []);
       assert.equal(creates.length, 0);
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
+  test('an init that fails while its session closes: the close neither waits for that process (no drain timeout) nor hooks it (it never had a context)', GUARD, async () => {
+    const clock = new ManualClock();
+    const initDone = deferred<Vars>();
+    const hooked: string[] = [];
+    const { engine, errors } = engineWithErrors<Vars>({ clock, init: () => initDone.promise, onClose: (proc) => { hooked.push(proc.processId); } });
+    try {
+      const entering = open(engine);
+      entering.catch(() => {});
+      await settle();
+      const id = engine.sessions()[0]?.id;
+      assert.ok(id !== undefined, 'the session exists while its init runs');
+      const closing = track(engine.closeSession(id));
+      await settle();
+      assert.equal(closing.settled, false, 'the close waits for the process being made');
+      initDone.reject(new Error('database down'));
+      await assert.rejects(entering, { code: 'ERR_SESSION_INIT_FAILED' });
+      await settle();
+      assert.equal(closing.settled, true, 'the close ends without waiting closeTimeoutMs on the clock');
+      assert.equal(closing.value, true);
+      assert.deepEqual(hooked, []);
+      assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_INIT_FAILED']);
     } finally {
       await shutdown(engine);
     }

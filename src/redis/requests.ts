@@ -3,7 +3,7 @@ import { SessionError } from '../errors.js';
 import { releaseDeadlines, RequestLease, type LeaseHost } from '../lease.js';
 import type { MaybePromise } from '../maybe-async.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
-import type { RequestIdentity, StoreContext } from '../store.js';
+import { initFailure, type RequestIdentity, type StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
 import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
@@ -206,7 +206,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       // No context was ever made: the process leaves the session, so the next request runs init again.
       handle.endRun(proc);
       this.#processes.save(handle, proc, token, undefined, true);
-      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error, sessionId: handle.id });
+      throw initFailure(this.#ctx, error, handle.id);
     }
     return lease;
   }
@@ -234,7 +234,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       proc.vars = await this.#processes.initVars(proc);
     } catch (error) {
       lease.release();
-      throw new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause: error });
+      throw initFailure(this.#ctx, error);
     }
     return lease;
   }
