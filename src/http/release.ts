@@ -66,6 +66,8 @@ export class BoundSession implements CookieState {
   #closed: boolean;
   #appEnded = false;
   #watchingEnd = false;
+  #gaveUpResponse: ((subject: object) => boolean) | undefined;
+  #subject: object | undefined;
 
   constructor(res: ServerResponse, engine: CookieEngine, lease: LeaseHandle, secure: boolean, writeHead: WriteHead | undefined) {
     this.engine = engine;
@@ -76,8 +78,15 @@ export class BoundSession implements CookieState {
     this.#closed = false;
   }
 
-  handlerStarted(): void {
+  /**
+   * `gaveUpResponse(subject)` (Fastify: the reply was hijacked) is asked when the response is over while
+   * the handler runs; true means the handler will not be seen to settle, so the application ending the
+   * response marks the end of its work instead.
+   */
+  handlerStarted<T extends object>(gaveUpResponse?: (subject: T) => boolean, subject?: T): void {
     this.#handler = 'running';
+    this.#gaveUpResponse = gaveUpResponse as ((subject: object) => boolean) | undefined;
+    this.#subject = subject;
   }
 
   handlerSettled(): void {
@@ -93,9 +102,10 @@ export class BoundSession implements CookieState {
 
   #check(): void {
     if (this.lease.released) return;
+    if (this.#handler === 'running' && this.#closed && this.#subject !== undefined && this.#gaveUpResponse?.(this.#subject) === true) this.#handler = 'unseen';
     if (this.#handler === 'running') {
-      // Over while its handler runs (a client that left, a hijacked reply): released when it settles,
-      // at the latest after closeTimeoutMs.
+      // Over while its handler runs (a client that left): released when it settles, at the latest
+      // after closeTimeoutMs.
       if (this.#closed) this.lease.releaseAtTheLatest();
       return;
     }

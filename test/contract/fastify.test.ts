@@ -87,6 +87,30 @@ describe('fastify adapter: the framework idiom', () => {
     });
   });
 
+  test('an async handler that hijacks its reply (Fastify never reports it settled): the process is free once the handler ends the raw response, before or after an await', GUARD, async () => {
+    await withFastify((app) => {
+      app.get('/', async (request) => request.proc.sessionId);
+      app.get('/hijack-now', async (request, reply) => {
+        reply.hijack();
+        reply.raw.end(request.proc.sessionId);
+      });
+      app.get('/hijack-later', async (request, reply) => {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        reply.hijack();
+        reply.raw.end(request.proc.sessionId);
+      });
+    }, async (server, engine, errors) => {
+      const id = sessionIdOf(await request(server.url));
+      assert.ok(id);
+      for (const path of ['/hijack-now', '/hijack-later']) {
+        assert.equal((await request(server.url, { path, cookie: `4DSID=${id}` })).body, id);
+        await until(() => engine.stats().busySessions === 0, `the process is given back after ${path}`);
+        assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, id);
+      }
+      assert.deepEqual(errors, []);
+    });
+  });
+
   test('register(sessions) refuses anything but an engine', async () => {
     const app = Fastify();
     await assert.rejects(async () => { await app.register(sessions, { engine: {} as SessionEngine }); }, /engine must be a SessionEngine/);

@@ -139,12 +139,25 @@ function answerErrors(error: FastifyError, request: FastifyRequest, reply: Fasti
 }
 
 interface HandlerTrace {
-  readonly reply: { readonly raw: ServerResponse };
+  readonly reply: { readonly raw: ServerResponse } & object;
   /** Set by Fastify when the handler returned a promise: it is done at asyncEnd, not at end. */
   readonly async?: boolean;
 }
 
 let watching = false;
+
+/** Fastify's own mark of a hijacked reply (a symbol it does not export), found on the first reply asked. */
+let hijackedMark: symbol | null | undefined;
+
+/**
+ * Whether the handler took the response over with `reply.hijack()`: Fastify then never reports an async
+ * handler settled. Should the mark not be found (another Fastify version), the release falls back on
+ * its deadline (closeTimeoutMs after the response was over).
+ */
+function isHijacked(reply: object): boolean {
+  hijackedMark ??= Object.getOwnPropertySymbols(reply).find((symbol) => symbol.description === 'fastify.reply.hijacked') ?? null;
+  return hijackedMark !== null && (reply as Record<symbol, unknown>)[hijackedMark] === true;
+}
 
 /**
  * Fastify's documented tracing channel says when a route handler starts and settles, so the process is
@@ -155,7 +168,7 @@ function watchHandlers(): void {
   if (watching) return;
   watching = true;
   tracingChannel<object, HandlerTrace>('fastify.request.handler').subscribe({
-    start: (trace) => sessionOf(trace.reply.raw)?.handlerStarted(),
+    start: (trace) => sessionOf(trace.reply.raw)?.handlerStarted(isHijacked, trace.reply),
     end: (trace) => {
       if (trace.async !== true) sessionOf(trace.reply.raw)?.handlerSettled();
     },
