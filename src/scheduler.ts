@@ -8,7 +8,7 @@ import { isThenable, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryCloses } from './memory-closes.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
-import { freeRequestProcess, NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
+import { cookieExpiresAtMs, freeRequestProcess, NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
 import { initFailure, type StoreContext } from './store.js';
@@ -59,7 +59,7 @@ export class Scheduler<Vars extends SessionVars> {
   }
 
   cookieExpiresAtMs(session: Session<Vars>): number {
-    return session.lastRequestAtMs + this.#ctx.options.inactiveSessionTimeoutMs;
+    return cookieExpiresAtMs(session.lastRequestAtMs, session.cookieLifetimeMs, this.#ctx.options.inactiveSessionTimeoutMs);
   }
 
   /** An open session whose cookie is still valid, or undefined. */
@@ -80,6 +80,7 @@ export class Scheduler<Vars extends SessionVars> {
     }
     // Only an accepted request restarts the cookie's lifetime (a refused one must not extend it).
     session.lastRequestAtMs = this.#ctx.clock.now();
+    session.cookieLifetimeMs = options.inactiveSessionTimeoutMs;
     if (free !== undefined) return this.#start(session, free);
     if (canAddProcess) return this.#processes.startRequestProcess(session, false);
     // Waits; if only maxConcurrentProcesses stands in the way, the next free place is its.
@@ -113,7 +114,7 @@ export class Scheduler<Vars extends SessionVars> {
       const still = this.#limitReached(cap);
       if (still !== undefined) throw this.#limitError(still, cap);
     }
-    const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now());
+    const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now(), options.inactiveSessionTimeoutMs);
     this.store.add(session);
     this.#ctx.counters.created++;
     onSession?.(session);

@@ -41,6 +41,11 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   readonly createdAtMs: number;
   /** Start of the last accepted request: the cookie's lifetime counts from here (4D: request time). */
   lastRequestAtMs: number;
+  /**
+   * The cookie lifetime in effect at that request (`cookieExpiresAtMs`): a lifetime raised later reaches
+   * the session from its next request on, so a cookie that has expired never comes back to life.
+   */
+  cookieLifetimeMs: number;
   /** End of the last request: idle time counts from here. */
   lastActivityAtMs: number;
   state: SessionState = 'open';
@@ -63,12 +68,13 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   #close: CloseState<Vars> | undefined;
   readonly #host: SessionHost<Vars>;
 
-  constructor(host: SessionHost<Vars>, id: string, ip: string, nowMs: number) {
+  constructor(host: SessionHost<Vars>, id: string, ip: string, nowMs: number, cookieLifetimeMs: number) {
     this.#host = host;
     this.id = id;
     this.ip = ip;
     this.createdAtMs = nowMs;
     this.lastRequestAtMs = nowMs;
+    this.cookieLifetimeMs = cookieLifetimeMs;
     this.lastActivityAtMs = nowMs;
   }
 
@@ -158,4 +164,13 @@ export function freeRequestProcess<Vars extends SessionVars>(session: Session<Va
   const { processes, running } = session;
   for (const proc of processes) if (!running.includes(proc)) return proc;
   return undefined;
+}
+
+/**
+ * When a session's cookie expires: its last request plus the lifetime in effect then, or the current
+ * one if lowered since (a lowered lifetime applies to live sessions at once; a raised one from their
+ * next request on, as the browser's cookie carries the old Expires until then).
+ */
+export function cookieExpiresAtMs(lastRequestAtMs: number, lifetimeThenMs: number, lifetimeNowMs: number): number {
+  return lastRequestAtMs + Math.min(lifetimeThenMs, lifetimeNowMs);
 }

@@ -342,7 +342,7 @@ test('WEB Get Current Session ID is "" in a request of mode none', async () => {
   }
 });
 
-test('WEB LEGACY GET SESSION EXPIRATION is the last request time + inactive session timeout, and null for unknown ids or outside legacy mode', async () => {
+test('WEB LEGACY GET SESSION EXPIRATION is the last request time + inactive session timeout (the one given then, or a lower current one), and null for unknown ids or outside legacy mode', async () => {
   const clock = new ManualClock();
   const engine = makeEngine({ clock, inactiveSessionTimeoutMs: 30 * MINUTE });
   try {
@@ -357,7 +357,11 @@ test('WEB LEGACY GET SESSION EXPIRATION is the last request time + inactive sess
     assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 40 * MINUTE, 'reset by the request');
 
     WEB_SET_OPTION(Web_inactive_session_timeout, 60);
-    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 70 * MINUTE, 'the current timeout applies');
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 40 * MINUTE, 'a raised timeout reaches the cookie with its next request (the browser keeps the Expires it was given)');
+    assert.equal(await visit(engine, id), id);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 70 * MINUTE, 'reset by the request, with the current timeout');
+    WEB_SET_OPTION(Web_inactive_session_timeout, 5);
+    assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(id)?.getTime(), start + 15 * MINUTE, 'a lowered one applies at once');
 
     assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION('0f8fad5b-d9cb-469f-a165-70867728950e'), null);
     assert.equal(WEB_LEGACY_GET_SESSION_EXPIRATION(''), null);

@@ -3,6 +3,14 @@
 export const PRELUDE = `
 local P = ARGV[1]
 local function skey(id) return P .. 's:' .. id end
+-- When a session's cookie expires: its last request plus the lifetime in effect then ('ct', absent on a
+-- session of an earlier version), or the caller's if lowered since; a raised one counts from the next
+-- request on, so an expired cookie never comes back to life.
+local function cookieExpiry(lr, ct, lifetime)
+  local now = tonumber(lifetime)
+  local thenMs = tonumber(ct) or now
+  return tonumber(lr) + math.min(thenMs, now)
+end
 local function plist(h)
   local t = {}
   local pl = redis.call('HGET', h, 'pl')

@@ -4,7 +4,7 @@ import { SessionError } from '../errors.js';
 import type { LockManager } from '../locks.js';
 import type { RedisLockManager } from './locks.js';
 import { processInternals, type ProcessOwner, type SessionVars, type WebProcess } from '../process.js';
-import type { SessionState } from '../session.js';
+import { cookieExpiresAtMs, type SessionState } from '../session.js';
 import type { StoreContext } from '../store.js';
 import type { StoreScriptName } from './scripts.js';
 import type { StateCopies } from './state-copies.js';
@@ -49,6 +49,8 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   readonly ip: string;
   readonly createdAtMs: number;
   lastRequestAtMs: number;
+  /** The cookie lifetime in effect at that request (see `cookieExpiresAtMs` in session.ts). */
+  cookieLifetimeMs: number;
   lastActivityAtMs: number;
   processCount: number;
   readonly runs = new Map<WebProcess<Vars>, LocalRun<Vars>>();
@@ -77,6 +79,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     this.ip = ip;
     this.createdAtMs = createdAtMs;
     this.lastRequestAtMs = lastRequestAtMs;
+    this.cookieLifetimeMs = node.ctx.options.inactiveSessionTimeoutMs;
     this.lastActivityAtMs = lastRequestAtMs;
     this.processCount = processCount;
   }
@@ -211,4 +214,9 @@ export class Retries {
     this.#stopped = true;
     for (const wake of [...this.#waking]) wake();
   }
+}
+
+/** When the handle's cookie expires (see `cookieExpiresAtMs` in session.ts). */
+export function handleCookieExpiresAtMs(handle: Pick<SessionHandle<SessionVars>, 'lastRequestAtMs' | 'cookieLifetimeMs'>, ctx: Pick<StoreContext<SessionVars>, 'options'>): number {
+  return cookieExpiresAtMs(handle.lastRequestAtMs, handle.cookieLifetimeMs, ctx.options.inactiveSessionTimeoutMs);
 }

@@ -21,7 +21,7 @@ const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h = skey(id)
 local wq = P .. 'wq:' .. id
-local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk')
+local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk', 'ct')
 if f[1] ~= 'o' then
   if ARGV[14] == '1' and not f[1] then
     -- Renamed, maybe more than once, while this request was counted among its waiters.
@@ -30,7 +30,7 @@ if f[1] ~= 'o' then
   end
   return {'unknown'}
 end
-if now >= tonumber(f[2]) + tonumber(ARGV[5]) then return {'unknown'} end
+if now >= cookieExpiry(f[2], f[7], ARGV[5]) then return {'unknown'} end
 if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
 local list = {}
 if f[5] then for p in string.gmatch(f[5], '%S+') do list[#list + 1] = p end end
@@ -68,7 +68,7 @@ else
   state = redis.call('HGET', h, 'd:' .. slot) or ''
 end
 local token = tonumber(f[6] or '0') + 1
-redis.call('HSET', h, 'tk', token, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now)
+redis.call('HSET', h, 'tk', token, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now, 'ct', ARGV[5])
 markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
@@ -111,8 +111,8 @@ return out
  * Returns 'ok' | 'full' | 'unknown' | 'ip'. Called again on each poll to stay counted.
  */
 export const WAIT = `${PRELUDE}
-local f = redis.call('HMGET', skey(ARGV[2]), 'st', 'lr', 'ip')
-if f[1] ~= 'o' or tonumber(ARGV[7]) >= tonumber(f[2]) + tonumber(ARGV[8]) then return 'unknown' end
+local f = redis.call('HMGET', skey(ARGV[2]), 'st', 'lr', 'ip', 'ct')
+if f[1] ~= 'o' or tonumber(ARGV[7]) >= cookieExpiry(f[2], f[4], ARGV[8]) then return 'unknown' end
 if ARGV[9] == '1' and f[3] ~= ARGV[10] then return 'ip' end
 local wq = P .. 'wq:' .. ARGV[2]
 local t = redis.call('TIME')
@@ -126,7 +126,7 @@ return 'ok'
 
 /**
  * A new session, evicting the least recently active idle ones cluster-wide while there is no room.
- * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs.
+ * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs, cookieTtlMs (absent from nodes of earlier versions).
  * Returns {'ok', pid, victims…} | {'limit'} | {'plimit'} (a refusal evicts nothing).
  */
 export const CREATE = `${PRELUDE}
@@ -169,6 +169,7 @@ local h = skey(id)
 local pid = 'r' .. redis.call('INCR', P .. 'seq')
 redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1,
   'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
+if ARGV[9] then redis.call('HSET', h, 'ct', ARGV[9]) end
 redis.call('PEXPIRE', h, ARGV[8])
 redis.call('ZADD', P .. 'open', now, id)
 countProcesses(id, 1)

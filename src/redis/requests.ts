@@ -6,7 +6,7 @@ import { processInternals, WebProcess, type ProcessOwner, type SessionVars } fro
 import { initFailure, type RequestIdentity, type StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
-import { keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { handleCookieExpiresAtMs, keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
@@ -87,7 +87,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       als: ctx.als,
       release: (lease) => this.#release(lease),
       reportHandlerError: ctx.reportHandlerError,
-      cookieExpiresAtMs: (handle) => handle.lastRequestAtMs + ctx.options.inactiveSessionTimeoutMs,
+      cookieExpiresAtMs: (handle) => handleCookieExpiresAtMs(handle, ctx),
       ...releaseDeadlines(ctx),
     };
   }
@@ -136,7 +136,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const id = newSessionId();
     const nowMs = clock.now();
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
-    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings)) as Reply).map(text);
+    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs) as Reply).map(text);
     const [outcome, second, ...rest] = reply;
     const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
     for (const victim of victims) {
@@ -168,6 +168,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
     // it: the close waits for this request, which must hear of it like the ones that were running.
     if (this.#closer.isClosing(id)) handle.markClosing();
     handle.lastRequestAtMs = lastRequestAtMs;
+    // As the enter had it (read when its call left; an option set within that round trip is the one exception).
+    handle.cookieLifetimeMs = this.#ctx.options.inactiveSessionTimeoutMs;
     handle.processCount = processCount;
     return handle;
   }

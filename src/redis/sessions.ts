@@ -9,7 +9,7 @@ import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
-import { keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
@@ -261,7 +261,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   expiresAtMs(id: string): number | undefined {
     const handle = this.#known.get(id);
-    return handle === undefined || handle.state !== 'open' ? undefined : handle.lastRequestAtMs + this.#ctx.options.inactiveSessionTimeoutMs;
+    return handle === undefined || handle.state !== 'open' ? undefined : handleCookieExpiresAtMs(handle, this.#ctx);
   }
 
   processCount(id: string): number {
@@ -276,7 +276,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       if (h.state !== 'open') continue;
       out.push({
         id: h.id, ip: h.ip, createdAt: new Date(h.createdAtMs), lastActivityAt: new Date(h.lastActivityAtMs),
-        expiresAt: new Date(h.lastRequestAtMs + this.#ctx.options.inactiveSessionTimeoutMs), processCount: h.processCount,
+        expiresAt: new Date(handleCookieExpiresAtMs(h, this.#ctx)), processCount: h.processCount,
         busy: h.runs.size > 0 || h.companions.size > 0, queuedRequests: this.#turns.waiting(h.id), locks: h.processesHere().flatMap((p) => p.locks.held()),
       });
     }

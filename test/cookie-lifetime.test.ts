@@ -1,0 +1,65 @@
+// The cookie's lifetime (inactiveSessionTimeoutMs) changed at run time, on both stores: a lowered one
+// applies to live sessions at once; a raised one from each session's next request on, as the browser's
+// cookie carries the Expires it was given. So a cookie that has expired never comes back to life, even
+// when its session is still open (its process timeout is longer) and the lifetime is raised afterwards.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type SessionEngineOptions, type SessionStore } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { redisForTest } from './redis-support.js';
+
+type Vars = { secret?: string };
+const MINUTE = 60_000;
+
+/** The store of a run: `{}` for the default memory store, `'skip'` when Redis is unreachable (outside CI). */
+type StoreChoice = { readonly store?: SessionStore } | 'skip';
+
+const stores: Array<[string, (t: TestContext) => Promise<StoreChoice>]> = [
+  ['memory store', async () => ({})],
+  ['Redis store', async (t) => {
+    const r = await redisForTest(t);
+    return r === undefined ? 'skip' : { store: createRedisStore({ url: r.url, prefix: r.prefix }) };
+  }],
+];
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: a cookie that expired stays dead when the lifetime is raised afterwards; a live session gets the raised lifetime from its next request on`, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const clock = new ManualClock();
+    const options: SessionEngineOptions<Vars> = { clock, inactiveSessionTimeoutMs: 10 * MINUTE, inactiveProcessTimeoutMs: 480 * MINUTE };
+    const engine = new SessionEngine<Vars>({ ...options, ...choice });
+    try {
+      const old = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+      old.proc.vars.secret = 'old';
+      old.release();
+      clock.advance(5 * MINUTE);
+      const live = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+      live.release();
+      clock.advance(15 * MINUTE); // the first cookie expired 10 minutes ago; the session is still open
+      const fresh = await engine.acquire({ sessionId: old.sessionId, ip: '127.0.0.1' });
+      assert.notEqual(fresh.sessionId, old.sessionId, 'an expired cookie gets a new session');
+      fresh.release();
+      engine.setOption('inactiveSessionTimeoutMs', 480 * MINUTE);
+      const again = await engine.acquire({ sessionId: old.sessionId, ip: '127.0.0.1' });
+      assert.notEqual(again.sessionId, old.sessionId, 'raising the lifetime does not bring the expired cookie back');
+      assert.equal(again.proc.vars.secret, undefined);
+      again.release();
+      // The second session's cookie (given 10 minutes at 5 min) expired at 15 min too: dead as well.
+      const second = await engine.acquire({ sessionId: live.sessionId, ip: '127.0.0.1' });
+      assert.notEqual(second.sessionId, live.sessionId);
+      second.release();
+      // A session whose cookie is live gets the raised lifetime with its next request.
+      const next = await engine.acquire({ sessionId: second.sessionId, ip: '127.0.0.1' });
+      assert.equal(next.sessionId, second.sessionId);
+      const cookie = next.cookie();
+      assert.equal(cookie.action === 'set' ? cookie.expiresAtMs : undefined, clock.now() + 480 * MINUTE);
+      next.release();
+      // A lowered lifetime applies at once to the live ones.
+      engine.setOption('inactiveSessionTimeoutMs', 1 * MINUTE);
+      assert.equal(engine.sessionExpiration(second.sessionId)?.getTime(), clock.now() + 1 * MINUTE);
+    } finally {
+      await engine.stop();
+    }
+  });
+}
