@@ -5,7 +5,7 @@ import { RETRY_AFTER_SECONDS, SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import type { MaybePromise } from '../maybe-async.js';
 import type { SessionVars } from '../process.js';
-import { clientIp } from './client-ip.js';
+import { clientIp, clientIsSecure } from './client-ip.js';
 import { readSessionId } from './cookie.js';
 import { bindingSettings, type OptionsEngine } from './settings.js';
 
@@ -22,8 +22,10 @@ export interface HttpRequestFacts {
   readonly remoteAddress: string | undefined;
   /** The X-Forwarded-For header (Node joins repeated ones with commas), read only under `trustProxy`. */
   readonly forwardedFor?: string | undefined;
-  /** The connection is TLS (`cookieSecure: 'auto'`). */
+  /** The connection is TLS (`cookieSecure: 'auto'`; see `isSecure` for what a trusted proxy says). */
   readonly secure: boolean;
+  /** The X-Forwarded-Proto header, read only under `trustProxy`. */
+  readonly forwardedProto?: string | undefined;
 }
 
 /** A complete error answer, framework-free. The body never contains an error's own text. */
@@ -44,12 +46,23 @@ export { normalizeIp } from './client-ip.js';
  */
 export function socketFacts(req: IncomingMessage): HttpRequestFacts {
   const forwarded = req.headers['x-forwarded-for'];
+  const proto = req.headers['x-forwarded-proto'];
   return {
     cookieHeader: req.headers.cookie,
     remoteAddress: req.socket.remoteAddress,
     forwardedFor: Array.isArray(forwarded) ? forwarded.join(',') : forwarded,
     secure: (req.socket as TLSSocket).encrypted === true,
+    forwardedProto: Array.isArray(proto) ? proto.join(',') : proto,
   };
+}
+
+/**
+ * Whether the client reached the server over HTTPS (the session cookie's `Secure` with `cookieSecure:
+ * 'auto'`): a TLS socket, or, under the engine's `trustProxy`, a TLS-terminating proxy saying so in
+ * X-Forwarded-Proto (read as X-Forwarded-For is for the client's address).
+ */
+export function isSecure(engine: OptionsEngine, facts: HttpRequestFacts): boolean {
+  return clientIsSecure(facts.secure, facts.forwardedProto, bindingSettings(engine).trustProxy);
 }
 
 /**

@@ -16,9 +16,24 @@ export function normalizeIp(address: string | undefined): string {
  * there: `unknown`, a port, a script), it is the socket's address.
  */
 export function clientIp(remoteAddress: string | undefined, forwardedFor: string | undefined, trustProxy: RuntimeOptions['trustProxy']): string {
-  if (trustProxy === false || forwardedFor === undefined || forwardedFor === '') return normalizeIp(remoteAddress);
-  const chain = forwardedFor.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
-  if (chain.length === 0) return normalizeIp(remoteAddress);
-  const chosen = trustProxy === true ? chain[0] : chain[Math.max(0, chain.length - trustProxy)];
+  const chosen = trustedEntry(forwardedFor, trustProxy);
   return chosen !== undefined && isIP(chosen) !== 0 ? normalizeIp(chosen) : normalizeIp(remoteAddress);
+}
+
+/**
+ * Whether the client's connection is HTTPS under `trustProxy`: the socket's TLS, or, behind trusted
+ * proxies, the X-Forwarded-Proto entry chosen as for X-Forwarded-For (`true` the leftmost, n the n-th
+ * from the right) saying `https`. Without the header it is the socket's alone.
+ */
+export function clientIsSecure(socketIsTls: boolean, forwardedProto: string | undefined, trustProxy: RuntimeOptions['trustProxy']): boolean {
+  if (socketIsTls) return true;
+  return trustedEntry(forwardedProto, trustProxy)?.toLowerCase() === 'https';
+}
+
+/** The entry of a proxy header's comma-separated chain that `trustProxy` trusts, if any. */
+function trustedEntry(header: string | undefined, trustProxy: RuntimeOptions['trustProxy']): string | undefined {
+  if (trustProxy === false || header === undefined || header === '') return undefined;
+  const chain = header.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
+  if (chain.length === 0) return undefined;
+  return trustProxy === true ? chain[0] : chain[Math.max(0, chain.length - trustProxy)];
 }

@@ -181,6 +181,19 @@ function sessionContract(start: StartServer): void {
     });
   });
 
+  test("behind a TLS-terminating proxy: with trustProxy, X-Forwarded-Proto https gives the cookie Secure (cookieSecure 'auto'); without trustProxy the header changes nothing", GUARD, async () => {
+    const secureOf = (response: { setCookies: string[] }): boolean => /;\s*Secure/i.test(response.setCookies.find((c) => c.startsWith('4DSID=')) ?? '');
+    await withApp(start, {}, async ({ server }) => {
+      assert.equal(secureOf(await request(server.url, { headers: { 'x-forwarded-proto': 'https' } })), false, 'a client cannot ask for it');
+    });
+    await withApp(start, { trustProxy: 1 }, async ({ server }) => {
+      assert.equal(secureOf(await request(server.url, { headers: { 'x-forwarded-proto': 'https' } })), true);
+      assert.equal(secureOf(await request(server.url, { headers: { 'x-forwarded-proto': 'http' } })), false);
+      assert.equal(secureOf(await request(server.url, { headers: { 'x-forwarded-proto': 'https, http' } })), false, 'the entry of the trusted hop (the last)');
+      assert.equal(secureOf(await request(server.url)), false, 'no header: the socket (plain HTTP)');
+    });
+  });
+
   test('a handler that throws or rejects gets a generic 500 without the error text, ERR_SESSION_HANDLER_FAILED on \'error\', and its session keeps working', GUARD, async () => {
     await withApp(start, {}, async ({ server, engine, errors }) => {
       const id = sessionIdOf(await request(server.url));

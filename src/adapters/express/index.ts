@@ -1,7 +1,7 @@
 import type { Express as ExpressApp, NextFunction, Request, RequestHandler, Response } from 'express';
 import type { SessionEngine } from '../../engine.js';
 import { SessionError } from '../../errors.js';
-import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
+import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/release.js';
@@ -83,7 +83,7 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
       sendErrorAnswer(res, errorAnswer(error));
       return;
     }
-    void whenReady(acquired, (lease) => start(engine, app, req, res, next, lease, facts.secure), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
+    void whenReady(acquired, (lease) => start(engine, app, req, res, next, lease, isSecure(engine, facts)), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
   };
 }
 

@@ -4,7 +4,7 @@ import type { FastifyError, FastifyPluginCallback, FastifyReply, FastifyRequest 
 import fastifyPlugin from 'fastify-plugin';
 import type { SessionEngine } from '../../engine.js';
 import { SessionError } from '../../errors.js';
-import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
+import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/release.js';
@@ -59,10 +59,10 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
       return;
     }
     if (!isThenable(acquired)) {
-      start(engine, request, reply, next, acquired, facts.secure);
+      start(engine, request, reply, next, acquired, isSecure(engine, facts));
       return;
     }
-    acquired.then((lease) => start(engine, request, reply, next, lease, facts.secure), (error: unknown) => refuse(reply, error));
+    acquired.then((lease) => start(engine, request, reply, next, lease, isSecure(engine, facts)), (error: unknown) => refuse(reply, error));
   });
 
   // onError runs before any error handler, ours or yours: every failure is reported once, whoever answers.

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import type { SessionEngine } from '../../engine.js';
 import { SessionError } from '../../errors.js';
-import { acquireFor, errorAnswer, isClientError, socketFacts } from '../../http/binding.js';
+import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { releaseAfterResponse } from '../../http/release.js';
 import { cookieAtWriteHead, type WriteHead } from '../../http/response.js';
@@ -65,8 +65,8 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
     } catch (error) {
       return Promise.resolve(refusal(error));
     }
-    if (!isThenable(acquired)) return enter(engine, c, next, outgoing, acquired, facts.secure);
-    return acquired.then((lease) => enter(engine, c, next, outgoing, lease, facts.secure), refusal);
+    if (!isThenable(acquired)) return enter(engine, c, next, outgoing, acquired, isSecure(engine, facts));
+    return acquired.then((lease) => enter(engine, c, next, outgoing, lease, isSecure(engine, facts)), refusal);
   };
 }
 

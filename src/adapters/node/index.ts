@@ -1,6 +1,6 @@
 import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
-import { acquireFor, errorAnswer, isClientError, setCookieFor, socketFacts } from '../../http/binding.js';
+import { acquireFor, errorAnswer, isClientError, isSecure, setCookieFor, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import { releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
@@ -80,7 +80,7 @@ function serve<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: S
     sendErrorAnswer(res, errorAnswer(error));
     return;
   }
-  void whenReady(acquired, (lease) => run(handler, req, res, lease, facts.secure), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
+  void whenReady(acquired, (lease) => run(handler, req, res, lease, isSecure(engine, facts)), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
 }
 
 function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.IncomingMessage, res: SessionServerResponse<Vars>, lease: RequestLease<Vars>, secure: boolean): void {
