@@ -8,8 +8,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import express from 'express';
+import Fastify from 'fastify';
 import { ManualClock, SessionEngine, type SessionError, type WebProcess } from '../src/index.js';
 import { sessions } from '../src/adapters/express/index.js';
+import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
 import { listen } from './contract/app.js';
 import { deferred, request, sessionIdOf, settle, startServer, type TestResponse } from './helpers.js';
 import { track } from './engine-harness.js';
@@ -163,3 +165,112 @@ async function waitFor(pending: ReturnType<typeof track<TestResponse>>): Promise
   if (pending.error !== undefined) throw pending.error;
   return pending.value!;
 }
+
+test('node:http, a handler that cuts its own response (res.destroy()) and returns: the process is free at once, nothing reported', async () => {
+  await withEngine(async (engine, _clock, errors) => {
+    const server = await startServer(engine, (req: http.IncomingMessage, res: http.ServerResponse, proc: WebProcess<Vars>) => {
+      if (req.url === '/cut') {
+        res.destroy();
+        return;
+      }
+      res.end(String(proc.vars.n ?? 0));
+    });
+    try {
+      const id = sessionIdOf(await request(server.url));
+      await assert.rejects(request(server.url, { path: '/cut', cookie: `4DSID=${id}` }));
+      const next = track(request(server.url, { cookie: `4DSID=${id}` }));
+      const answered = await waitFor(next);
+      assert.equal(sessionIdOf(answered), id);
+      assert.deepEqual(errors, []);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+test('Fastify, an async handler that goes on after sending its reply: held until it settles, however long, with no deadline (its response finished: nobody left)', async () => {
+  await withEngine(async (engine, clock, errors) => {
+    const gate = deferred<void>();
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const app = Fastify();
+    await app.register(fastifySessions, { engine });
+    app.get('/', async (req, reply) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      const proc = req.proc as WebProcess<Vars>;
+      if (req.url === '/') reply.send(String(proc.vars.n ?? 0));
+      if (proc.vars.n === undefined) {
+        await gate.promise; // still the request's process after its reply went out
+        proc.vars.n = 1;
+      }
+      inFlight--;
+      return reply;
+    });
+    await app.ready();
+    const server = await listen(app.server, () => app.close());
+    try {
+      const first = await request(server.url);
+      const id = sessionIdOf(first);
+      const next = track(request(server.url, { cookie: `4DSID=${id}` }));
+      await settle(20);
+      clock.advance(CLOSE_TIMEOUT_MS);
+      await settle(20);
+      assert.equal(next.settled, false, 'the next request waits for the handler, past closeTimeoutMs');
+      assert.deepEqual(errors, [], 'no drain timeout: the response had finished');
+      gate.resolve();
+      const answered = await waitFor(next);
+      assert.equal(answered.body, '1');
+      assert.equal(maxInFlight, 1);
+    } finally {
+      gate.resolve();
+      await server.close();
+    }
+  });
+});
+
+test('Fastify, a synchronous handler that sends its reply later from a callback, its client gone before: the next request of the session waits until it does (no overlap)', async () => {
+  await withEngine(async (engine, _clock, errors) => {
+    const probe = newProbe();
+    const app = Fastify();
+    await app.register(fastifySessions, { engine });
+    app.get('/*', (req, reply) => {
+      probe.inFlight++;
+      probe.maxInFlight = Math.max(probe.maxInFlight, probe.inFlight);
+      const proc = req.proc as WebProcess<Vars>;
+      if (req.url === '/slow') {
+        reply.raw.on('close', () => probe.left.resolve());
+        probe.started.resolve();
+        void probe.finish.promise.then(() => {
+          proc.vars.n = 99; // still the request's process
+          probe.inFlight--;
+          reply.send('late');
+        });
+        return;
+      }
+      probe.inFlight--;
+      reply.send(String(proc.vars.n ?? 0));
+    });
+    await app.ready();
+    const server = await listen(app.server, () => app.close());
+    try {
+      const id = sessionIdOf(await request(server.url));
+      const cookie = `4DSID=${id}`;
+      const slow = requestThenLeave(server.url, '/slow', cookie);
+      await probe.started.promise;
+      const next = track(request(server.url, { cookie }));
+      slow.leave();
+      await probe.left.promise;
+      await settle(20);
+      assert.equal(next.settled, false, 'the next request waits for the callback that still uses the process');
+      probe.finish.resolve();
+      const answered = await waitFor(next);
+      assert.deepEqual([answered.status, answered.body], [200, '99']);
+      assert.equal(probe.maxInFlight, 1);
+      assert.deepEqual(errors, []);
+    } finally {
+      probe.finish.resolve();
+      await server.close();
+    }
+  });
+});

@@ -30,8 +30,10 @@ function releaseOnClose(this: ReleasingResponse): void {
  * on in callbacks, and the response ending is what says it is done. If the client leaves first, the
  * release waits for the application's `end()`, at most `closeTimeoutMs` (see `releaseAtTheLatest`).
  */
-export function releaseWhenAppEnds(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>): void {
-  if (res.writableEnded) {
+export function releaseWhenAppEnds(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>, destroyedByHandler: boolean): void {
+  // Ended, or cut by the handler itself (res.destroy() during its synchronous run: no hang-up can come
+  // in before it returns): the handler is done with the response.
+  if (res.writableEnded || destroyedByHandler) {
     lease.release();
     return;
   }
@@ -89,6 +91,15 @@ export class BoundSession implements CookieState {
     this.#subject = subject;
   }
 
+  /**
+   * The handler returned without a promise: done if it has ended its response; else its work goes on in
+   * callbacks, and its end() of the response says when it is done (as where the handler is unseen).
+   */
+  handlerReturned(): void {
+    this.#handler = this.#res.writableEnded || this.#res.destroyed ? 'settled' : 'unseen';
+    this.#check();
+  }
+
   handlerSettled(): void {
     this.#handler = 'settled';
     this.#check();
@@ -104,9 +115,9 @@ export class BoundSession implements CookieState {
     if (this.lease.released) return;
     if (this.#handler === 'running' && this.#closed && this.#subject !== undefined && this.#gaveUpResponse?.(this.#subject) === true) this.#handler = 'unseen';
     if (this.#handler === 'running') {
-      // Over while its handler runs (a client that left): released when it settles, at the latest
-      // after closeTimeoutMs.
-      if (this.#closed) this.lease.releaseAtTheLatest();
+      // Closed while its handler runs: released when it settles. If the response was cut (its client
+      // left) rather than finished, at the latest after closeTimeoutMs.
+      if (this.#closed && !this.#res.writableFinished) this.lease.releaseAtTheLatest();
       return;
     }
     const res = this.#res;
@@ -129,18 +140,24 @@ export class BoundSession implements CookieState {
   }
 }
 
-/** Calls `then` right after the application's next `res.end()` call (once). */
+/**
+ * Calls `then` right after the application's next `res.end()` or `res.destroy()` call (once): after
+ * its client left, either says the application is done with the response.
+ */
 function onAppEnd(res: ServerResponse, then: () => void): void {
   const end = res.end as unknown as End;
-  const watched: End = function (this: ServerResponse, ...args) {
+  const destroy = res.destroy as unknown as End;
+  const watch = (original: End): End => function (this: ServerResponse, ...args) {
     res.end = end as unknown as ServerResponse['end'];
+    res.destroy = destroy as unknown as ServerResponse['destroy'];
     try {
-      return end.apply(this, args);
+      return original.apply(this, args);
     } finally {
       then();
     }
   };
-  res.end = watched as unknown as ServerResponse['end'];
+  res.end = watch(end) as unknown as ServerResponse['end'];
+  res.destroy = watch(destroy) as unknown as ServerResponse['destroy'];
 }
 
 /**

@@ -170,7 +170,7 @@ function watchHandlers(): void {
   tracingChannel<object, HandlerTrace>('fastify.request.handler').subscribe({
     start: (trace) => sessionOf(trace.reply.raw)?.handlerStarted(isHijacked, trace.reply),
     end: (trace) => {
-      if (trace.async !== true) sessionOf(trace.reply.raw)?.handlerSettled();
+      if (trace.async !== true) sessionOf(trace.reply.raw)?.handlerReturned();
     },
     asyncStart: () => {},
     asyncEnd: (trace) => sessionOf(trace.reply.raw)?.handlerSettled(),

@@ -87,6 +87,7 @@ function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.
   res.lease = lease;
   res.secure = secure;
   runRequestEventsIn(req, lease);
+  const destroyedBefore = res.destroyed;
   let returned: unknown;
   try {
     returned = lease.run(() => handler(req, res, lease.proc));
@@ -97,7 +98,7 @@ function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.
   if (!isThenable(returned)) {
     // Returned with its response ended (the common case): free now. Returned without ending it: its work
     // goes on in callbacks, and its end() says when it is done, even if the client leaves first.
-    releaseWhenAppEnds(res, lease);
+    releaseWhenAppEnds(res, lease, res.destroyed && !destroyedBefore);
     return;
   }
   Promise.resolve(returned).then(() => releaseAfterResponse(res, lease), (error: unknown) => failed(res, lease, error));
