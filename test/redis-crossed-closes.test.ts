@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type RequestLease } from '../src/index.js';
 import { track } from './engine-harness.js';
-import { eventually } from './helpers.js';
+import { deferred, eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
 import { claimAnswered, HeldMessages, holdEnterReplies, idleInRedis, IP, node, stopAll, wrapScript, type Vars } from './redis-crossing.js';
 
@@ -151,4 +151,31 @@ test("a claim that fails on a Redis error while another node's close of the sess
   }
   assert.deepEqual(y.errors.map((e) => e.message), []);
   assert.deepEqual(x.errors.map((e) => e.message), [], 'the caller hears of the failure, not the error event');
+});
+
+test("an init that fails while its session closes: the close hooks only the processes that had a context (the failed one leaves the session, as on the memory store)", { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const initDone = deferred<Vars>();
+  let inits = 0;
+  const x = await node(r, clock, { processesPerSession: 2, init: () => (++inits === 1 ? {} : initDone.promise) });
+  let a: RequestLease<Vars> | undefined;
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const entering = x.engine.acquire({ sessionId: a.sessionId, ip: IP }); // a second process, its init pending
+    entering.catch(() => {});
+    assert.ok(await eventually(() => inits === 2, 5_000));
+    closing = track(x.engine.closeSession(a.sessionId));
+    a.release();
+    initDone.reject(new Error('database down'));
+    await assert.rejects(entering, { code: 'ERR_SESSION_INIT_FAILED' });
+    assert.ok(await eventually(() => closing!.settled, 5_000), 'the close ends');
+    assert.equal(closing.value, true);
+    assert.deepEqual(x.hooked, [a.proc.processId]);
+    assert.deepEqual(x.errors.map((e) => e.code), ['ERR_SESSION_INIT_FAILED']);
+  } finally {
+    await stopAll(clock, [a], closing, x);
+  }
 });

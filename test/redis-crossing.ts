@@ -4,7 +4,7 @@
 // store's scripts are wrapped on a client the test owns, so a reply is held until the test lets it go,
 // and pub/sub messages can be held (or watched) on the subscriber the store duplicates from that client.
 import type { Redis } from 'ioredis';
-import { ManualClock, SessionEngine, type RequestLease, type SessionError } from '../src/index.js';
+import { ManualClock, SessionEngine, type RequestLease, type SessionEngineOptions, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
 import type { RedisForTest } from './redis-support.js';
@@ -23,6 +23,7 @@ export interface Node {
 export interface NodeSettings {
   readonly processesPerSession?: number;
   readonly onStop?: 'auto' | 'close' | 'keep';
+  readonly init?: SessionEngineOptions<Vars>['init'];
   /** How often waits look again without a message. @default 5 */
   readonly pollIntervalMs?: number;
   /** Holds pub/sub messages that start with one of these (e.g. 'N ') while `held.on` is true. */
@@ -35,6 +36,7 @@ export async function node(r: RedisForTest, clock: ManualClock, settings: NodeSe
   const hooked: string[] = [];
   const engine = new SessionEngine<Vars>({
     clock, closeTimeoutMs: 10_000, processesPerSession: settings.processesPerSession ?? 1, onClose: (proc) => { hooked.push(proc.processId); },
+    ...(settings.init === undefined ? {} : { init: settings.init }),
     store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: settings.pollIntervalMs ?? 5, sweepIntervalMs: 1_000, onStop: settings.onStop ?? 'auto' }),
   });
   const errors: SessionError[] = [];

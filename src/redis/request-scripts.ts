@@ -223,6 +223,11 @@ local function release(a)
     redis.call('HSET', h, 'pl', table.concat(others, ' '), 'la', now)
     redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
     countProcesses(id, -1)
+  elseif ends == '1' and state == '' and (redis.call('HGET', h, 'd:' .. pid) or '') == '' then
+    -- A process whose init failed in a session closing meanwhile: it never had a context, so the close
+    -- does not hook it (its place stopped counting at the claim).
+    redis.call('HSET', h, 'pl', table.concat(others, ' '))
+    redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
   else
     -- One write: the process free and nobody's ('' in o:), its state if given, the session's last
     -- activity if it is open.
