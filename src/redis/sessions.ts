@@ -78,7 +78,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#processes = new ProcessSaves(this.#node, (handle) => {
       handle.leavePrimaryIfIdle();
       if (handle.runs.size === 0 && handle.companions.size === 0 && handle.state !== 'open' && this.#known.get(handle.id) === handle) this.#known.delete(handle.id);
-      this.#turns.wakeHead(handle.id);
+      this.#turns.released(handle.id);
     }, () => this.#checkIdle());
     this.#requests = new RedisRequestPath<Vars>({
       node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
@@ -127,7 +127,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       handle?.markClosing();
       if (handle !== undefined && handle.runs.size === 0 && handle.companions.size === 0) this.#known.delete(rest);
     } else if (kind === 'r') {
-      this.#turns.wakeHead(rest);
+      this.#turns.released(rest);
       this.#closer.waits.released(rest);
     } else if (kind === 'x') {
       this.#node.copies.drop(rest);

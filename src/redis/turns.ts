@@ -9,7 +9,8 @@ export interface Waiter {
 
 interface EntersOnTheirWay {
   count: number;
-  released: boolean;
+  /** Releases of the session announced while enters of it were on their way. */
+  releases: number;
 }
 
 /**
@@ -106,27 +107,37 @@ export class TurnQueues {
     for (const list of this.#bySession.values()) for (const waiter of [...list]) waiter.wake?.();
   }
 
-  /** A process of the session was released: the head tries again (and an enter on its way will). */
-  wakeHead(id: string): void {
+  /** A process of the session was released (here, or announced by 'r'): its head tries again, and so will an enter on its way. */
+  released(id: string): void {
     const entering = this.#entering.get(id);
-    if (entering !== undefined) entering.released = true;
+    if (entering !== undefined) entering.releases++;
+    this.wakeHead(id);
+  }
+
+  /** The head of the session's waiters here tries again now. */
+  wakeHead(id: string): void {
     this.#bySession.get(id)?.[0]?.wake?.();
   }
 
-  /** An enter of the session leaves for Redis: pass what this returns to `entered` once it is answered. */
-  entering(id: string): EntersOnTheirWay {
-    let entering = this.#entering.get(id);
-    if (entering === undefined) {
-      entering = { count: 0, released: false };
-      this.#entering.set(id, entering);
+  /**
+   * An enter of the session leaves for Redis: the releases counted so far, to pass to `entered` once it
+   * is answered (the session's record stays while any of its enters is on its way).
+   */
+  entering(id: string): number {
+    let record = this.#entering.get(id);
+    if (record === undefined) {
+      record = { count: 0, releases: 0 };
+      this.#entering.set(id, record);
     }
-    entering.count++;
-    return entering;
+    record.count++;
+    return record.releases;
   }
 
   /** The enter was answered: whether a release of the session was announced while it was on its way. */
-  entered(id: string, entering: EntersOnTheirWay): boolean {
-    if (--entering.count === 0 && this.#entering.get(id) === entering) this.#entering.delete(id);
-    return entering.released;
+  entered(id: string, releasesBefore: number): boolean {
+    const record = this.#entering.get(id);
+    if (record === undefined) return false;
+    if (--record.count === 0) this.#entering.delete(id);
+    return record.releases !== releasesBefore;
   }
 }
