@@ -93,6 +93,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
 
   optionChanged(name: string): void {
     if (name === 'inactiveProcessTimeoutMs') this.#scheduler.rescheduleExpiry();
+    if (name === 'inactiveSessionTimeoutMs') this.#scheduler.lowerCookieLifetimes();
     if (name === 'processesPerSession' || name === 'maxConcurrentProcesses') this.#scheduler.admitWaiters();
   }
 

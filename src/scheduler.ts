@@ -62,6 +62,16 @@ export class Scheduler<Vars extends SessionVars> {
     return cookieExpiresAtMs(session.lastRequestAtMs, session.cookieLifetimeMs, this.#ctx.options.inactiveSessionTimeoutMs);
   }
 
+  /**
+   * The cookie lifetime was set: a lower one is each live session's from now on (a raise made later
+   * reaches a session only with its next request), so a cookie that expires under it stays expired.
+   * One pass over the sessions, on an operator's call.
+   */
+  lowerCookieLifetimes(): void {
+    const lifetimeMs = this.#ctx.options.inactiveSessionTimeoutMs;
+    for (const session of this.store.values()) if (session.cookieLifetimeMs > lifetimeMs) session.cookieLifetimeMs = lifetimeMs;
+  }
+
   /** An open session whose cookie is still valid, or undefined. */
   findLive(id: string | undefined): Session<Vars> | undefined {
     const session = id === undefined ? undefined : this.store.get(id);

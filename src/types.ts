@@ -31,7 +31,7 @@ export interface SessionInfo {
   readonly createdAt: Date;
   /** End of the last request (start of the current idle period). */
   readonly lastActivityAt: Date;
-  /** When the cookie expires (last request + `inactiveSessionTimeoutMs`). */
+  /** When the cookie expires: last request + `inactiveSessionTimeoutMs` as it was then (or lower since). */
   readonly expiresAt: Date;
   readonly processCount: number;
   /** A request is running or queued, or a spawned task runs. */

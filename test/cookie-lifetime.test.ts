@@ -63,3 +63,45 @@ for (const [name, storeFor] of stores) {
     }
   });
 }
+
+test('memory store: a cookie that expired under a lowered lifetime stays dead when the lifetime is restored (WEB SET OPTION 72 to 0 included)', async () => {
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, inactiveSessionTimeoutMs: 480 * MINUTE });
+  try {
+    const old = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+    old.proc.vars.secret = 'old';
+    old.release();
+    engine.setOption('inactiveSessionTimeoutMs', 5 * MINUTE);
+    clock.advance(10 * MINUTE);
+    engine.setOption('inactiveSessionTimeoutMs', 480 * MINUTE);
+    const again = await engine.acquire({ sessionId: old.sessionId, ip: '127.0.0.1' });
+    assert.notEqual(again.sessionId, old.sessionId, 'the cookie expired 5 minutes ago: it stays dead');
+    assert.equal(again.proc.vars.secret, undefined);
+    again.release();
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('Redis store, rolling upgrade: a request entered by a node of an earlier version (it moves the last request, not the lifetime given then) is judged by the current lifetime, not by a lifetime given at an older request', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, inactiveSessionTimeoutMs: 10 * MINUTE, store: createRedisStore({ url: r.url, prefix: r.prefix }) });
+  try {
+    const first = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+    first.release();
+    engine.setOption('inactiveSessionTimeoutMs', 480 * MINUTE);
+    clock.advance(8 * MINUTE);
+    // What an ENTER of the earlier version writes: the last request moves, the lifetime field does not.
+    const key = `${r.prefix}s:${first.sessionId}`;
+    for (let i = 0; i < 100 && (await r.redis.hget(key, 'b:r1')) !== '0'; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    await r.redis.hset(key, 'lr', String(clock.now()));
+    clock.advance(12 * MINUTE); // 20 min after the first request, 12 after the last: within 480
+    const again = await engine.acquire({ sessionId: first.sessionId, ip: '127.0.0.1' });
+    again.release();
+    assert.equal(again.sessionId, first.sessionId, 'the browser holds an 8-hour cookie from that request');
+  } finally {
+    await engine.stop();
+  }
+});

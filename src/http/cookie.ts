@@ -67,7 +67,7 @@ function decode(value: string): string {
 
 /**
  * The Set-Cookie value for a response, or undefined when the response sets none ('none' mode).
- * Open session: id with Expires = last request + inactiveSessionTimeoutMs. Closed session: cleared
+ * Open session: id with Expires = the directive's (last request + the cookie lifetime). Closed session: cleared
  * (`Max-Age=0`, `Expires` in 1970) so the browser forgets the dead id.
  */
 export function serializeSessionCookie(directive: CookieDirective, options: CookieOptions, requestIsSecure: boolean): string | undefined {

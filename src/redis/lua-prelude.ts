@@ -3,13 +3,15 @@
 export const PRELUDE = `
 local P = ARGV[1]
 local function skey(id) return P .. 's:' .. id end
--- When a session's cookie expires: its last request plus the lifetime in effect then ('ct', absent on a
--- session of an earlier version), or the caller's if lowered since; a raised one counts from the next
--- request on, so an expired cookie never comes back to life.
+-- When a session's cookie expires: its last request plus the lifetime in effect then, or the caller's
+-- if lowered since; a raised one counts from the next request on, so an expired cookie never comes back
+-- to life. 'ct' is '<lifetime>@<lr it was given at>': a node of an earlier version moves lr without it,
+-- and a 'ct' of another lr (or none) is not that request's, so the caller's lifetime stands alone.
 local function cookieExpiry(lr, ct, lifetime)
-  local now = tonumber(lifetime)
-  local thenMs = tonumber(ct) or now
-  return tonumber(lr) + math.min(thenMs, now)
+  local current = tonumber(lifetime)
+  local given, at = string.match(ct or '', '^(%d+)@(%d+)$')
+  local thenMs = (at and tonumber(at) == tonumber(lr)) and tonumber(given) or current
+  return tonumber(lr) + math.min(thenMs, current)
 end
 local function plist(h)
   local t = {}

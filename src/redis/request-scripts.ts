@@ -68,7 +68,7 @@ else
   state = redis.call('HGET', h, 'd:' .. slot) or ''
 end
 local token = tonumber(f[6] or '0') + 1
-redis.call('HSET', h, 'tk', token, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now, 'ct', ARGV[5])
+redis.call('HSET', h, 'tk', token, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now, 'ct', ARGV[5] .. '@' .. ARGV[4])
 markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
@@ -169,7 +169,7 @@ local h = skey(id)
 local pid = 'r' .. redis.call('INCR', P .. 'seq')
 redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1,
   'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
-if ARGV[9] then redis.call('HSET', h, 'ct', ARGV[9]) end
+if ARGV[9] then redis.call('HSET', h, 'ct', ARGV[9] .. '@' .. ARGV[4]) end
 redis.call('PEXPIRE', h, ARGV[8])
 redis.call('ZADD', P .. 'open', now, id)
 countProcesses(id, 1)
