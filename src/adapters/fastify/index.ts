@@ -155,7 +155,7 @@ let hijackedMark: symbol | null | undefined;
  * its deadline (closeTimeoutMs after the response was over).
  */
 function isHijacked(reply: object): boolean {
-  hijackedMark ??= Object.getOwnPropertySymbols(reply).find((symbol) => symbol.description === 'fastify.reply.hijacked') ?? null;
+  if (hijackedMark === undefined) hijackedMark = Object.getOwnPropertySymbols(reply).find((symbol) => symbol.description === 'fastify.reply.hijacked') ?? null;
   return hijackedMark !== null && (reply as Record<symbol, unknown>)[hijackedMark] === true;
 }
 
