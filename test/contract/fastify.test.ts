@@ -90,6 +90,12 @@ describe('fastify adapter: the framework idiom', () => {
   test('an async handler that hijacks its reply (Fastify never reports it settled): the process is free once the handler ends the raw response, before or after an await', GUARD, async () => {
     await withFastify((app) => {
       app.get('/', async (request) => request.proc.sessionId);
+      // Goes on after its reply has finished: its reply (of the root context, never hijacked) is asked
+      // first whether it was hijacked, and carries no mark at all.
+      app.get('/after-send', async (request, reply) => {
+        reply.send(request.proc.sessionId);
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      });
       app.get('/hijack-now', async (request, reply) => {
         reply.hijack();
         reply.raw.end(request.proc.sessionId);
@@ -102,7 +108,7 @@ describe('fastify adapter: the framework idiom', () => {
     }, async (server, engine, errors) => {
       const id = sessionIdOf(await request(server.url));
       assert.ok(id);
-      for (const path of ['/hijack-now', '/hijack-later']) {
+      for (const path of ['/after-send', '/hijack-now', '/hijack-later']) {
         assert.equal((await request(server.url, { path, cookie: `4DSID=${id}` })).body, id);
         await until(() => engine.stats().busySessions === 0, `the process is given back after ${path}`);
         assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, id);

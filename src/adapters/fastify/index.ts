@@ -146,8 +146,11 @@ interface HandlerTrace {
 
 let watching = false;
 
-/** Fastify's own mark of a hijacked reply (a symbol it does not export), found on the first reply asked. */
-let hijackedMark: symbol | null | undefined;
+/**
+ * Fastify's own mark of a hijacked reply (a symbol it does not export), once found: a reply of the root
+ * context carries it only from its hijack() on, so a reply without it says nothing about the others.
+ */
+let hijackedMark: symbol | undefined;
 
 /**
  * Whether the handler took the response over with `reply.hijack()`: Fastify then never reports an async
@@ -155,8 +158,8 @@ let hijackedMark: symbol | null | undefined;
  * its deadline (closeTimeoutMs after the response was over).
  */
 function isHijacked(reply: object): boolean {
-  if (hijackedMark === undefined) hijackedMark = Object.getOwnPropertySymbols(reply).find((symbol) => symbol.description === 'fastify.reply.hijacked') ?? null;
-  return hijackedMark !== null && (reply as Record<symbol, unknown>)[hijackedMark] === true;
+  hijackedMark ??= Object.getOwnPropertySymbols(reply).find((symbol) => symbol.description === 'fastify.reply.hijacked');
+  return hijackedMark !== undefined && (reply as Record<symbol, unknown>)[hijackedMark] === true;
 }
 
 /**
