@@ -88,20 +88,7 @@ test('node:http, a callback-style handler whose client leaves before it ends the
     const probe = newProbe();
     const server = await startServer(engine, callbackHandler(probe));
     try {
-      const id = sessionIdOf(await request(server.url));
-      const cookie = `4DSID=${id}`;
-      const slow = requestThenLeave(server.url, '/slow', cookie);
-      await probe.started.promise;
-      const next = track(request(server.url, { cookie }));
-      slow.leave();
-      await probe.left.promise;
-      await settle(20);
-      assert.equal(next.settled, false, 'the next request waits for the handler that still uses the process');
-      probe.finish.resolve();
-      const answered = await waitFor(next);
-      assert.deepEqual([answered.status, answered.body], [200, '99']);
-      assert.equal(probe.maxInFlight, 1, 'requests of one process never overlapped');
-      assert.deepEqual(errors, []);
+      await expectNextWaitsForTheCallback(server.url, probe, errors);
     } finally {
       probe.finish.resolve();
       await server.close();
@@ -136,6 +123,27 @@ test('Express, a response cut off (its client left) that the application never e
     }
   });
 });
+
+/**
+ * `/slow`'s client leaves before its callback answers: the session's next request waits until the
+ * callback has answered (it still uses the process), then sees what it left; never two at once.
+ */
+async function expectNextWaitsForTheCallback(url: string, probe: Probe, errors: SessionError[]): Promise<void> {
+  const id = sessionIdOf(await request(url));
+  const cookie = `4DSID=${id}`;
+  const slow = requestThenLeave(url, '/slow', cookie);
+  await probe.started.promise;
+  const next = track(request(url, { cookie }));
+  slow.leave();
+  await probe.left.promise;
+  await settle(20);
+  assert.equal(next.settled, false, 'the next request waits for the callback that still uses the process');
+  probe.finish.resolve();
+  const answered = await waitFor(next);
+  assert.deepEqual([answered.status, answered.body], [200, '99']);
+  assert.equal(probe.maxInFlight, 1, 'requests of one process never overlapped');
+  assert.deepEqual(errors, []);
+}
 
 async function expectReleasedAtTheDeadline(url: string, engine: SessionEngine<Vars>, clock: ManualClock, errors: SessionError[], probe: Probe): Promise<void> {
   const id = sessionIdOf(await request(url));
@@ -254,20 +262,7 @@ test('Fastify, a synchronous handler that sends its reply later from a callback,
     await app.ready();
     const server = await listen(app.server, () => app.close());
     try {
-      const id = sessionIdOf(await request(server.url));
-      const cookie = `4DSID=${id}`;
-      const slow = requestThenLeave(server.url, '/slow', cookie);
-      await probe.started.promise;
-      const next = track(request(server.url, { cookie }));
-      slow.leave();
-      await probe.left.promise;
-      await settle(20);
-      assert.equal(next.settled, false, 'the next request waits for the callback that still uses the process');
-      probe.finish.resolve();
-      const answered = await waitFor(next);
-      assert.deepEqual([answered.status, answered.body], [200, '99']);
-      assert.equal(probe.maxInFlight, 1);
-      assert.deepEqual(errors, []);
+      await expectNextWaitsForTheCallback(server.url, probe, errors);
     } finally {
       probe.finish.resolve();
       await server.close();
