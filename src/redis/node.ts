@@ -71,7 +71,6 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
    * the new id (Redis forwards an old id's release only for work other than the caller's).
    */
   renaming: Promise<void> | undefined;
-  readonly #closingError = (): SessionError => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: this.id });
 
   constructor(node: NodeServices<Vars>, id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number) {
     this.#node = node;
@@ -98,7 +97,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     this.#node.runningHere.add(run.proc);
     // An enter that landed in Redis before the close's claim, its reply read after the close started
     // here: the close waits for this request, so it must hear the close like the ones already running.
-    if (this.#closeStarted) processInternals.abort(run.proc, this.#closingError);
+    if (this.#closeStarted) this.#askToStop(run.proc);
   }
 
   /** It ended (or never got its context): its run, if it was running. */
@@ -113,10 +112,15 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   markClosing(): void {
     this.state = 'closing';
     this.#closeStarted = true;
-    for (const proc of this.runs.keys()) processInternals.abort(proc, this.#closingError);
+    for (const proc of this.runs.keys()) this.#askToStop(proc);
     for (const companion of this.companions) companion.markClosing();
   }
 
+
+  /** Aborts the process's signal: its session is closing (the error made only if someone reads it). */
+  #askToStop(proc: WebProcess<Vars>): void {
+    processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: this.id }));
+  }
 
   /** A close of the session has started (claimed here, or announced): it will not open again. */
   get closeStarted(): boolean {
