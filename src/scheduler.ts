@@ -126,7 +126,6 @@ export class Scheduler<Vars extends SessionVars> {
     }
     const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now(), options.inactiveSessionTimeoutMs);
     this.store.add(session);
-    this.#ctx.counters.created++;
     onSession?.(session);
     let lease: MaybePromise<RequestLease<Vars>>;
     try {
@@ -135,17 +134,23 @@ export class Scheduler<Vars extends SessionVars> {
       this.#discard(session);
       throw error;
     }
+    // Counted and announced once its process has a context: a session whose init failed was never made.
     if (!isThenable(lease)) {
-      this.#ctx.created({ sessionId: session.id, ip });
+      this.#born(session.id, ip);
       return lease;
     }
     return lease.then((started) => {
-      this.#ctx.created({ sessionId: session.id, ip });
+      this.#born(session.id, ip);
       return started;
     }, (error: unknown) => {
       this.#discard(session);
       throw error;
     });
+  }
+
+  #born(sessionId: string, ip: string): void {
+    this.#ctx.counters.created++;
+    this.#ctx.created({ sessionId, ip });
   }
 
   /** Which limit a new session would pass now, if any. */

@@ -7,6 +7,14 @@ import { flushWrites } from './coalesce.js';
 import { saveProcess } from './state.js';
 
 /**
+ * What a release does with its process besides freeing it: `'stays'` in its session; `'leaves'` its open
+ * session (a task that ended, an init that failed); `'leavesWithSession'`: leaves, and its session goes
+ * too when it was the only process (a new session whose first init failed: its id reached no client).
+ */
+export type ProcessEnd = 'stays' | 'leaves' | 'leavesWithSession';
+const END_ARG: Record<ProcessEnd, string> = { stays: '0', leaves: '1', leavesWithSession: '2' };
+
+/**
  * A node's writes of process state: a request's or task's end saves its process (fenced by its token)
  * and frees it; spawned tasks register their process first. Saves run after the response and are
  * tracked, so a stopping node waits for them.
@@ -24,7 +32,7 @@ export class ProcessSaves<Vars extends SessionVars> {
     this.#node = node;
     this.#afterSave = afterSave;
     this.#onSettled = onSettled;
-    // 'pid token now endsProcess', id, state ('' for none) per release; at most 128 per call (a script
+    // 'pid token now end', id, state ('' for none) per release; at most 128 per call (a script
     // blocks Redis while it runs). Fewer arguments: each costs its encoding on both sides.
     // Sent from the check phase: what the turn holds leaves now, not a turn later (coalesce.ts).
     this.#releases = new ScriptBatches<string>(3, 128, (count, items) => {
@@ -69,13 +77,13 @@ export class ProcessSaves<Vars extends SessionVars> {
   }
 
   /**
-   * Writes a process's state back and frees it (`endsProcess`: the process leaves its open session).
+   * Writes a process's state back and frees it (`end`: whether the process leaves its open session).
    * A stale token writes nothing: the session closed meanwhile, and nothing comes back to life. A value
    * that cannot be stored is reported and the state last saved is kept. `loaded`: a request's, the state
    * it started from; a state that did not change is not sent again (a read-only request writes no
    * state), and what Redis holds afterwards is kept as this node's copy (StateCopies).
    */
-  save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, endsProcess: boolean, loaded?: Buffer): void {
+  save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, end: ProcessEnd, loaded?: Buffer): void {
     const { ctx, copies } = this.#node;
     let bytes: Buffer | undefined;
     if (state !== undefined) {
@@ -92,22 +100,22 @@ export class ProcessSaves<Vars extends SessionVars> {
     // copy only once the release has landed in the open session: until then the process may have been
     // freed under it (its node thought dead, its process freed by a sweep without moving tk), and an
     // enter that finds it free must not start from bytes Redis never held.
-    const held = loaded === undefined || state === undefined || endsProcess ? undefined
+    const held = loaded === undefined || state === undefined || end !== 'stays' ? undefined
       : bytes ?? (copies.get(handle.id)?.bytes === loaded ? loaded : Buffer.from(loaded));
-    this.track(this.#release(handle, proc, token, bytes, endsProcess, held), () => this.#afterSave(handle));
+    this.track(this.#release(handle, proc, token, bytes, end, held), () => this.#afterSave(handle));
   }
 
   /**
    * The process stays taken in Redis until its release lands: retried while Redis is away (the token
    * makes a repeat harmless), reported once; given up only when this node stops (others then free it).
    */
-  async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, endsProcess: boolean, held: Buffer | undefined): Promise<void> {
+  async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined): Promise<void> {
     const { ctx, settings, lockManager, copies } = this.#node;
     const ttlMs = keyTtlMs(ctx, settings);
     if (handle.renaming !== undefined) await handle.renaming;
     for (let attempt = 0; ; attempt++) {
       try {
-        const outcome = text(await this.#releases.add([`${proc.processId} ${token} ${ctx.clock.now()} ${endsProcess ? 1 : 0}`, handle.id, bytes ?? '']));
+        const outcome = text(await this.#releases.add([`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? '']));
         // Its own error in Redis (the others of its call landed): retried as a failed call is.
         if (outcome.startsWith('err')) throw new Error(`the release failed in Redis: ${outcome.slice(4)}`);
         if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
@@ -162,7 +170,7 @@ export class ProcessSaves<Vars extends SessionVars> {
     const open = handle.state === 'open';
     // A task that ends on its own ends its process (locks released, no hook); in a closing session
     // its state is saved for the hook the claimer runs.
-    this.save(handle, proc, token, proc, open);
+    this.save(handle, proc, token, proc, open ? 'leaves' : 'stays');
     if (open) {
       handle.processCount--;
       await processInternals.teardown(proc, {});

@@ -183,8 +183,10 @@ return {'ok', pid, unpack(victims)}
  * its state if its token still holds and frees its process. A stale token (the session closed and its
  * process was freed or its key deleted) writes nothing: no resurrection; a repeat of a release that
  * landed is stale too, so a retry is harmless.
- * ARGV: P, count, node, keyTtlMs, then per release three: 'pid token now endsProcess' (the node's own
- * values, none with a space), id, state ('' for none: a state saved is never empty).
+ * ARGV: P, count, node, keyTtlMs, then per release three: 'pid token now end' (the node's own
+ * values, none with a space; end: 0 the process stays, 1 it leaves its open session, 2 it leaves and
+ * takes its session along when it was the only one: see ProcessEnd), id, state ('' for none: a state
+ * saved is never empty).
  * Returns one of 'o' | 'c' (released; the session's state) | 'stale' | 'gone' per release, in order, or
  * 'err <message>' for a release that raised an error.
  */
@@ -218,12 +220,19 @@ local function release(a)
   if b ~= token then return 'stale' end
   local others = {}
   if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
-  if ends == '1' and st == 'o' then
-    -- A task that ended on its own ends its process (no hook: its session is not closing).
+  if ends == '2' and st == 'o' and #others == 0 then
+    -- A new session whose first init failed: its id reached no client, so it goes with its process
+    -- (kept, it would hold a place under the cap until evicted or timed out, as if it had lived).
+    forget(id)
+    redis.call('DEL', h, P .. 'wq:' .. id)
+    return 'gone'
+  elseif ends ~= '0' and st == 'o' then
+    -- A task that ended on its own ends its process (no hook: its session is not closing), as does an
+    -- init that failed.
     redis.call('HSET', h, 'pl', table.concat(others, ' '), 'la', now)
     redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
     countProcesses(id, -1)
-  elseif ends == '1' and state == '' and (redis.call('HGET', h, 'd:' .. pid) or '') == '' then
+  elseif ends ~= '0' and state == '' and (redis.call('HGET', h, 'd:' .. pid) or '') == '' then
     -- A process whose init failed in a session closing meanwhile: it never had a context, so the close
     -- does not hook it (its place stopped counting at the claim).
     redis.call('HSET', h, 'pl', table.concat(others, ' '))

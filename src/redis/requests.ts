@@ -146,9 +146,10 @@ export class RedisRequestPath<Vars extends SessionVars> {
     }
     if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
     if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
-    counters.created++;
     const handle = this.#handle(id, ip, nowMs, nowMs, 1);
     const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
+    // Counted once its process has a context: a session whose init failed was never made (see #initialized).
+    counters.created++;
     this.#ctx.created({ sessionId: id, ip });
     return lease;
   }
@@ -190,24 +191,29 @@ export class RedisRequestPath<Vars extends SessionVars> {
       // newer Node wrote during a rolling upgrade look damaged to this one (V8 adds tags without a version
       // change), and a node of that version still reads them. Its locks live on with it.
       handle.endRun(proc);
-      this.#processes.save(handle, proc, token, undefined, false);
+      this.#processes.save(handle, proc, token, undefined, 'stays');
       const { lockManager } = this.#node;
       this.#processes.track(lockManager.touch(proc.processId, keyTtlMs(this.#ctx, this.#settings))
         .catch((failure: unknown) => this.#ctx.report(unavailable(failure, handle.id), 'storeErrors')));
       this.#ctx.report(error as SessionError, 'storeErrors');
       throw error;
     }
-    return restored ? lease : this.#initialized(handle, proc, token, lease);
+    return restored ? lease : this.#initialized(handle, proc, token, lease, isNew);
   }
 
   /** A process without saved state (new, or never saved): its vars come from `init`. */
-  async #initialized(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, lease: Lease<Vars>): Promise<Lease<Vars>> {
+  async #initialized(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, lease: Lease<Vars>, isNew: boolean): Promise<Lease<Vars>> {
     try {
       proc.vars = await this.#processes.initVars(proc);
     } catch (error) {
       // No context was ever made: the process leaves the session, so the next request runs init again.
+      // A new session goes with it unless init spawned a task in it (as the memory store discards it).
       handle.endRun(proc);
-      this.#processes.save(handle, proc, token, undefined, true);
+      const discarded = isNew && handle.processCount === 1;
+      if (discarded) handle.state = 'closed';
+      this.#processes.save(handle, proc, token, undefined, discarded ? 'leavesWithSession' : 'leaves');
+      // The record locks init took go with the process (before the caller hears: its retry may need them).
+      await processInternals.teardown(proc, {})?.catch((failure: unknown) => this.#ctx.report(unavailable(failure, handle.id), 'storeErrors'));
       throw initFailure(this.#ctx, error, handle.id);
     }
     return lease;
@@ -225,7 +231,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const run = handle.endRun(proc);
     handle.lastActivityAtMs = this.#ctx.clock.now();
     if (run === undefined) return this.#deps.checkIdle();
-    this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, false, run.loaded);
+    this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, 'stays', run.loaded);
   }
 
   async #transient(): Promise<RequestLease<Vars>> {

@@ -1,0 +1,111 @@
+// An `init` that throws, on both stores: the process it was making never had a context, so it leaves
+// with nothing kept (the record locks it took are released), and a session made for it is discarded
+// (its id reached no client: it must not count against the cap, nor be evicted later as if it lived).
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type CloseEvent, type CreateEvent, type SessionEngineOptions, type SessionStore } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { redisForTest } from './redis-support.js';
+
+type Vars = { n?: number };
+const IP = '127.0.0.1';
+const RECORD = { table: 'Products', key: 7 };
+
+/** The store of a run: `{}` for the memory store, `'skip'` when Redis is unreachable (outside CI). */
+type StoreChoice = { readonly store?: SessionStore; readonly openIdsInRedis?: () => Promise<string[]> } | 'skip';
+
+const stores: Array<[string, (t: TestContext) => Promise<StoreChoice>]> = [
+  ['memory store', async () => ({})],
+  ['Redis store', async (t) => {
+    const r = await redisForTest(t);
+    return r === undefined ? 'skip' : {
+      store: createRedisStore({ url: r.url, prefix: r.prefix }),
+      openIdsInRedis: () => r.redis.zrange(`${r.prefix}open`, '0', '-1'),
+    };
+  }],
+];
+
+function engineOn(choice: Exclude<StoreChoice, 'skip'>, options: SessionEngineOptions<Vars>): { engine: SessionEngine<Vars>; creates: CreateEvent[]; closes: CloseEvent[]; errors: string[] } {
+  const engine = new SessionEngine<Vars>({ ...options, ...(choice.store === undefined ? {} : { store: choice.store }) });
+  const creates: CreateEvent[] = [];
+  const closes: CloseEvent[] = [];
+  const errors: string[] = [];
+  engine.on('create', (event) => creates.push(event));
+  engine.on('close', (event) => closes.push(event));
+  engine.on('error', (error) => errors.push(error.code));
+  return { engine, creates, closes, errors };
+}
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: a new session whose init throws after taking a record lock is discarded: the lock is free, nothing counts it (stats, events, the cap), nothing is evicted to make room later`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    let failing = true;
+    const { engine, creates, closes, errors } = engineOn(choice, {
+      clock: new ManualClock(),
+      maxSessions: 1,
+      init: async (proc) => {
+        assert.equal(await proc.locks.tryLock(RECORD.table, RECORD.key), true);
+        if (failing) throw new Error('database down');
+        return { n: 0 };
+      },
+    });
+    try {
+      await assert.rejects(engine.acquire({ sessionId: undefined, ip: IP }), { code: 'ERR_SESSION_INIT_FAILED' });
+      assert.deepEqual(errors, ['ERR_SESSION_INIT_FAILED']);
+      assert.equal(await engine.lockManager.lockedBy(RECORD), null, 'the lock taken by the failed init is released');
+      assert.deepEqual(engine.sessions(), []);
+      assert.equal(engine.stats().created, 0, 'a session that never got a context was never created');
+      assert.deepEqual(creates, []);
+      if (choice.openIdsInRedis !== undefined) assert.deepEqual(await choice.openIdsInRedis(), [], 'no session of the failed init is left in Redis');
+      // The cap is 1: a newcomer is admitted without closing anything.
+      failing = false;
+      const next = await engine.acquire({ sessionId: undefined, ip: IP });
+      assert.equal(next.proc.vars.n, 0);
+      assert.equal(await engine.lockManager.lockedBy(RECORD).then((owner) => owner?.processId), next.proc.processId, 'the next session takes the lock');
+      next.release();
+      assert.deepEqual(closes, [], 'nothing was evicted to make room');
+      assert.equal(engine.stats().closed.evicted, 0);
+      assert.equal(engine.stats().created, 1);
+      assert.equal(creates.length, 1);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test(`${name}: an extra process whose init throws after taking a record lock leaves its session with the lock released; the session lives on`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    let inits = 0;
+    const { engine, closes } = engineOn(choice, {
+      clock: new ManualClock(),
+      processesPerSession: 2,
+      // Only the second init fails (on Redis the third request may get a process of its own: the first
+      // one's release may not have landed yet).
+      init: async (proc) => {
+        if (++inits !== 2) return { n: 1 };
+        assert.equal(await proc.locks.tryLock(RECORD.table, RECORD.key), true);
+        throw new Error('database down');
+      },
+    });
+    engine.on('error', () => {});
+    try {
+      const first = await engine.acquire({ sessionId: undefined, ip: IP });
+      try {
+        await assert.rejects(engine.acquire({ sessionId: first.sessionId, ip: IP }), { code: 'ERR_SESSION_INIT_FAILED' });
+        assert.equal(await engine.lockManager.lockedBy(RECORD), null, 'the lock taken by the failed init is released');
+        assert.equal(await first.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the session\'s own process can take it');
+      } finally {
+        first.release();
+      }
+      const again = await engine.acquire({ sessionId: first.sessionId, ip: IP });
+      assert.equal(again.sessionId, first.sessionId, 'the session lives on');
+      assert.equal(again.proc.vars.n, 1);
+      again.release();
+      assert.deepEqual(closes, []);
+      assert.equal(engine.stats().created, 1);
+    } finally {
+      await engine.stop();
+    }
+  });
+}
