@@ -6,23 +6,46 @@ import { cookieAtWriteHead, responseState, setResponseState, type CookieState, t
 // handler may still use it.
 
 const kRelease = Symbol('legacy-web-sessions.release');
-type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release'> };
+const kHandlerRunning = Symbol('legacy-web-sessions.handler-running');
+type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>; [kHandlerRunning]?: boolean };
+
+/**
+ * The handler returned a promise (node:http, Hono): the process is its until it settles. If the response
+ * is cut meanwhile (its client left before it finished), the process is released when the handler
+ * settles, at the latest `closeTimeoutMs` later (see `releaseAtTheLatest`): a promise that never
+ * settles cannot hold its session for ever. Call `releaseAfterResponse` once it settles.
+ */
+export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>): void {
+  const releasing = res as ReleasingResponse;
+  releasing[kHandlerRunning] = true;
+  if (res.destroyed) {
+    if (!res.writableFinished) lease.releaseAtTheLatest();
+    return;
+  }
+  releasing[kRelease] = lease;
+  res.on('close', releaseOnClose);
+}
 
 /**
  * The handler is done with `proc`: release once the response is over too (ended, or the client left).
  * For adapters that see the handler settle (node:http, Hono).
  */
-export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandle, 'release'>): void {
+export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>): void {
+  const releasing = res as ReleasingResponse;
+  releasing[kHandlerRunning] = false;
   if (res.writableEnded || res.destroyed) {
     lease.release();
-  } else {
-    (res as ReleasingResponse)[kRelease] = lease;
+  } else if (releasing[kRelease] === undefined) {
+    releasing[kRelease] = lease;
     res.on('close', releaseOnClose);
   }
 }
 
 function releaseOnClose(this: ReleasingResponse): void {
-  this[kRelease]?.release();
+  const lease = this[kRelease];
+  if (lease === undefined) return;
+  if (this[kHandlerRunning] !== true) lease.release();
+  else if (!this.writableFinished) lease.releaseAtTheLatest();
 }
 
 /**

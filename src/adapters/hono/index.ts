@@ -4,7 +4,7 @@ import type { SessionEngine } from '../../engine.js';
 import { SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import type { RequestVars } from '../../http/request-vars.js';
-import { releaseAfterResponse } from '../../http/release.js';
+import { holdWhileHandlerRuns, releaseAfterResponse } from '../../http/release.js';
 import { cookieAtWriteHead, type WriteHead } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, type MaybePromise } from '../../maybe-async.js';
@@ -86,6 +86,7 @@ function enter<Vars extends SessionVars>(
   } catch (error) {
     return Promise.reject(thrown(outgoing, lease, error));
   }
+  holdWhileHandlerRuns(outgoing, lease);
   return handled.then(() => {
     releaseAfterResponse(outgoing, lease);
     // Set when a handler threw and app.onError answered: a failure is reported whoever answered it.

@@ -2,7 +2,7 @@ import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, setCookieFor, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
-import { releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
+import { holdWhileHandlerRuns, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -101,6 +101,7 @@ function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.
     releaseWhenAppEnds(res, lease, res.destroyed && !destroyedBefore);
     return;
   }
+  holdWhileHandlerRuns(res, lease);
   Promise.resolve(returned).then(() => releaseAfterResponse(res, lease), (error: unknown) => failed(res, lease, error));
 }
 
