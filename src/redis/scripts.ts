@@ -31,7 +31,8 @@
 // leaves nothing behind.
 
 import { CLAIM, CLAIM_ALL, FINISH, HEARTBEAT, HOOKED, LOAD_CLOSING, RENAME, SET_OPTION, SWEEP } from './close-scripts.js';
-import { CREATE, ENTER_MANY, RELEASE, SPAWN, WAIT } from './request-scripts.js';
+import { RELEASE, SPAWN } from './process-scripts.js';
+import { CREATE, ENTER_MANY, WAIT } from './request-scripts.js';
 
 export const STORE_SCRIPTS = {
   lwsEnterMany: ENTER_MANY,
