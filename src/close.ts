@@ -3,7 +3,8 @@ import { realTimer, type Clock } from './clock.js';
 import { SessionError } from './errors.js';
 import { isThenable } from './maybe-async.js';
 import { processInternals, runOf, type ProcessRun, type SessionVars, type WebProcess } from './process.js';
-import { NONE, type CloseReason, type Session } from './session.js';
+import { NONE, withItem, type CloseReason, type Session } from './session.js';
+import { tearDown, type ReportCounter } from './store.js';
 import type { CloseEvent } from './types.js';
 
 /** What the close pipeline needs from its engine. */
@@ -15,7 +16,7 @@ export interface CloseContext<Vars extends SessionVars> {
   hookFor(reason: CloseReason): ((proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>) | undefined;
   /** Step 1 bookkeeping: forget the id, stop counting the session's processes. */
   detach(session: Session<Vars>, reason: CloseReason): void;
-  report(error: SessionError, kind: 'hook' | 'hookTimeout' | 'drainTimeout'): void;
+  report(error: SessionError, counter: ReportCounter): void;
   finished(session: Session<Vars>, event: CloseEvent): void;
 }
 
@@ -46,9 +47,20 @@ export function within<T>(clock: Clock, ms: number, promise: Promise<T>): Promis
  * microtask at least, so that every `closeSession(id)` made in the same turn finds the close under way
  * and shares it.
  */
-export function beginClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason): Promise<void> {
-  startClose(ctx, session, reason, false);
+export function beginClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason, insider?: WebProcess<Vars>): Promise<void> {
+  startClose(ctx, session, reason, false, insider);
   return closedPromise(session);
+}
+
+/**
+ * A process of the closing session waits for that close from its own request (a logout, a stop()): the
+ * drain must not wait for it. Marked before the drain is first checked, the hooks start within the call
+ * that closes (4D runs the close in the calling process), seeing the context as it was then.
+ */
+export function waitingInside<Vars extends SessionVars>(session: Session<Vars>, caller: WebProcess<Vars>): void {
+  if (!session.running.includes(caller) || session.waitingInside.includes(caller)) return;
+  session.waitingInside = withItem(session.waitingInside, caller);
+  noteProgress(session);
 }
 
 /**
@@ -62,7 +74,7 @@ export function closeNow<Vars extends SessionVars>(ctx: CloseContext<Vars>, sess
   startClose(ctx, session, reason, true);
 }
 
-function startClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason, synchronous: boolean): void {
+function startClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason, synchronous: boolean, insider?: WebProcess<Vars>): void {
   if (session.phase !== undefined) return;
   const startedAtMs = ctx.clock.now();
   session.state = 'closing';
@@ -84,6 +96,7 @@ function startClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: 
     processInternals.abort(proc, () => (abortReason ??= new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id })));
   }
 
+  if (insider !== undefined) waitingInside(session, insider);
   let pending: Promise<void> | undefined;
   try {
     pending = new ClosePipeline(ctx, session, reason, startedAtMs, synchronous).run();
@@ -142,7 +155,7 @@ class ClosePipeline<Vars extends SessionVars> {
     const drained = new Promise<void>((resolve) => { session.onDrained = resolve; });
     return within(this.#ctx.clock, this.#ctx.closeTimeoutMs(), drained).then((outcome) => {
       if (outcome === TIMED_OUT) {
-        this.#ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${session.running.length} process(es) still running after ${this.#ctx.closeTimeoutMs()} ms`, { sessionId: session.id }), 'drainTimeout');
+        this.#ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${session.running.length} process(es) still running after ${this.#ctx.closeTimeoutMs()} ms`, { sessionId: session.id }), 'drainTimeouts');
       }
       session.onDrained = undefined;
       return this.#hooks();
@@ -189,7 +202,7 @@ class ClosePipeline<Vars extends SessionVars> {
 
   #teardownFrom(processes: WebProcess<Vars>[], index: number): Promise<void> | undefined {
     for (let i = index; i < processes.length; i++) {
-      const released = processInternals.teardown(processes[i]!, {});
+      const released = tearDown(this.#ctx, processes[i]!);
       if (released !== undefined) return released.then(() => this.#teardownFrom(processes, i + 1));
     }
     this.#finish(processes.length);
@@ -221,7 +234,7 @@ export function runHook<Vars extends SessionVars>(
   try {
     returned = ctx.als.run(runOf(proc), () => hook(proc, reason));
   } catch (error) {
-    ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hook');
+    ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hookErrors');
     return false;
   }
   // A synchronous hook is done already: no deadline timer to arm and clear.
@@ -233,9 +246,9 @@ async function awaitHook<Vars extends SessionVars>(ctx: Pick<CloseContext<Vars>,
   try {
     const outcome = await within(ctx.clock, ctx.closeTimeoutMs(), returned);
     if (outcome !== TIMED_OUT) return true;
-    ctx.report(new SessionError('ERR_SESSION_HOOK_TIMEOUT', `${proc.processId} (${reason}) after ${ctx.closeTimeoutMs()} ms`, { sessionId: proc.sessionId }), 'hookTimeout');
+    ctx.report(new SessionError('ERR_SESSION_HOOK_TIMEOUT', `${proc.processId} (${reason}) after ${ctx.closeTimeoutMs()} ms`, { sessionId: proc.sessionId }), 'hookTimeouts');
   } catch (error) {
-    ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hook');
+    ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hookErrors');
   }
   return false;
 }

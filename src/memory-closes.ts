@@ -1,7 +1,7 @@
-import { beginClose, closedPromise, noteProgress, type CloseContext } from './close.js';
+import { beginClose, closedPromise, waitingInside, type CloseContext } from './close.js';
 import type { MemoryStore } from './memory-store.js';
 import type { SessionVars, WebProcess } from './process.js';
-import { withItem, type Session } from './session.js';
+import type { Session } from './session.js';
 import type { StoreContext } from './store.js';
 
 /**
@@ -29,7 +29,7 @@ export class MemoryCloses<Vars extends SessionVars> {
         uncount(session);
         ctx.counters.closed[reason]++;
       },
-      report: (error, kind) => ctx.report(error, kind === 'hook' ? 'hookErrors' : kind === 'hookTimeout' ? 'hookTimeouts' : 'drainTimeouts'),
+      report: ctx.report,
       finished: (session, event) => {
         this.closing.delete(session.id);
         ctx.closed(event);
@@ -48,7 +48,7 @@ export class MemoryCloses<Vars extends SessionVars> {
    * its hook or teardown, its own session's close.
    */
   closeEvery(caller: WebProcess<Vars> | undefined): Promise<unknown> {
-    for (const session of [...this.#store.values()]) void beginClose(this.context, session, 'shutdown');
+    for (const session of [...this.#store.values()]) void beginClose(this.context, session, 'shutdown', caller?.sessionId === session.id ? caller : undefined);
     if (caller !== undefined) this.waitInside(caller);
     const own = caller === undefined ? undefined : this.closing.get(caller.sessionId);
     const waitsForOwn = own !== undefined && (own.phase === 'hooks' || own.phase === 'teardown');
@@ -58,8 +58,6 @@ export class MemoryCloses<Vars extends SessionVars> {
   /** The caller is a process of a closing session waiting for that close: the drain must not wait for it. */
   waitInside(caller: WebProcess<Vars>): void {
     const session = this.closing.get(caller.sessionId);
-    if (session === undefined || !session.running.includes(caller) || session.waitingInside.includes(caller)) return;
-    session.waitingInside = withItem(session.waitingInside, caller);
-    noteProgress(session);
+    if (session !== undefined) waitingInside(session, caller);
   }
 }

@@ -73,9 +73,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     const fromOwnSession = caller !== undefined && caller.sessionId === session.id;
     // From the session's own hook or teardown: it is closing already, and waiting on itself would deadlock.
     if (fromOwnSession && session.phase !== undefined && session.phase !== 'draining') return Promise.resolve(true);
-    const closed = beginClose(this.#scheduler.closes.context, session, 'closed');
-    if (fromOwnSession) this.#scheduler.closes.waitInside(caller);
-    return closed.then(() => true);
+    return beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
   }
 
   regenerate(id: string): Promise<string | null> {

@@ -11,7 +11,7 @@ import { processInternals, type SessionVars, type WebProcess } from './process.j
 import { cookieExpiresAtMs, freeRequestProcess, NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
-import { initFailure, type StoreContext } from './store.js';
+import { initFailure, tearDown, type StoreContext } from './store.js';
 import { TransientProcesses } from './transients.js';
 
 /** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
@@ -43,7 +43,7 @@ export class Scheduler<Vars extends SessionVars> {
       reject: (cause, error) => this.#reject(cause, error),
     });
     this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#processes.spawn(session, name, task) };
-    this.#transients = new TransientProcesses(ctx.lockManager);
+    this.#transients = new TransientProcesses(ctx, ctx.lockManager);
     this.#leaseHost = {
       als: ctx.als,
       release: (lease) => this.#release(lease),
@@ -232,7 +232,11 @@ export class Scheduler<Vars extends SessionVars> {
     session.state = 'closed';
     const processes = session.processes;
     session.processes = NONE;
-    for (const proc of processes) void processInternals.teardown(proc, {});
+    for (const proc of processes) {
+      // A task its init spawned is asked to stop (its session is gone).
+      processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'its session was discarded', { sessionId: session.id }));
+      void tearDown(this.#ctx, proc);
+    }
   }
 
   #release(lease: RequestLease<Vars, Session<Vars>>): void {

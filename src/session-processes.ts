@@ -2,10 +2,10 @@ import { noteProgress } from './close.js';
 import { SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import { settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
-import { processInternals, runOf, WebProcess, type SessionVars } from './process.js';
+import { runOf, WebProcess, type SessionVars } from './process.js';
 import type { SchedulerContext } from './scheduler.js';
 import { withItem, withoutItem, type Session } from './session.js';
-import { initFailure } from './store.js';
+import { initFailure, tearDown } from './store.js';
 
 /** What the processes need of the scheduler that owns their sessions. */
 export interface ProcessesHost<Vars extends SessionVars> {
@@ -89,10 +89,11 @@ export class SessionProcesses<Vars extends SessionVars> {
     } catch (error) {
       return this.#initFailed(session, proc, error);
     }
-    return whenReady(vars, (resolved) => {
+    // The failure's promise is flattened by the `then` whenReady makes.
+    return whenReady<Vars, MaybePromise<RequestLease<Vars>>>(vars, (resolved) => {
       proc.vars = resolved;
       return lease;
-    }, (error: unknown) => this.#initFailed(session, proc, error));
+    }, (error: unknown) => this.#initFailed(session, proc, error)) as MaybePromise<RequestLease<Vars>>;
   }
 
   /**
@@ -138,7 +139,8 @@ export class SessionProcesses<Vars extends SessionVars> {
     return proc;
   }
 
-  #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): never {
+  /** Throws, or rejects once the record locks init took are given back (the caller's retry may need them). */
+  #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): Promise<never> {
     // The process never had a context: it leaves the session (the next request runs init again). In a
     // session closing meanwhile too: its close neither waits for it nor hooks it (a hook would see no
     // context), and its place was given back when the close was claimed.
@@ -150,9 +152,11 @@ export class SessionProcesses<Vars extends SessionVars> {
       noteProgress(session);
     }
     session.requestProcessCount--;
-    void processInternals.teardown(proc, {});
+    const released = tearDown(this.#ctx, proc);
     this.#host.settleIfIdle(session);
-    throw initFailure(this.#ctx, error, session.id);
+    const failure = initFailure(this.#ctx, error, session.id);
+    if (released === undefined) throw failure;
+    return released.then(() => { throw failure; });
   }
 
   async #runTask(session: Session<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
@@ -170,7 +174,7 @@ export class SessionProcesses<Vars extends SessionVars> {
     this.#drop(session, proc);
     session.lastActivityAtMs = this.#ctx.clock.now();
     this.#host.settleIfIdle(session);
-    await processInternals.teardown(proc, {});
+    await tearDown(this.#ctx, proc);
   }
 
   #add(session: Session<Vars>, name: string): WebProcess<Vars> {

@@ -5,7 +5,7 @@ import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import type { MaybePromise } from './maybe-async.js';
 import type { OptionName, RuntimeOptions } from './options.js';
-import type { ProcessRun, SessionVars, WebProcess } from './process.js';
+import { processInternals, type ProcessRun, type SessionVars, type WebProcess } from './process.js';
 import type { CloseReason } from './session.js';
 import type { Counters } from './stats.js';
 import type { CloseEvent, CreateEvent, SessionInfo } from './types.js';
@@ -101,4 +101,16 @@ export function initFailure(ctx: Pick<StoreContext<SessionVars>, 'report'>, caus
   const error = new SessionError('ERR_SESSION_INIT_FAILED', undefined, { cause, sessionId });
   ctx.report(error, 'handlerErrors');
   return error;
+}
+
+/**
+ * Tears a process down: selections cleared, record locks released, vars reset. A lock manager that fails
+ * to release is reported (ERR_SESSION_STORE_UNAVAILABLE, counted in `storeErrors`), never thrown: the
+ * close or discard goes on, and no promise is left to reject unhandled (which would end the process).
+ * undefined when there was no lock to give back (done at once).
+ */
+export function tearDown(ctx: Pick<StoreContext<SessionVars>, 'report'>, proc: WebProcess<SessionVars>): Promise<void> | undefined {
+  return processInternals.teardown(proc, {})?.catch((error: unknown) => {
+    ctx.report(new SessionError('ERR_SESSION_STORE_UNAVAILABLE', `the record locks of ${proc.processId} were not released`, { cause: error, sessionId: proc.sessionId }), 'storeErrors');
+  });
 }

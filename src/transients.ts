@@ -2,8 +2,9 @@ import { TIMED_OUT, within } from './close.js';
 import type { Clock } from './clock.js';
 import { SessionError } from './errors.js';
 import type { LockManager } from './locks.js';
-import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from './process.js';
+import { WebProcess, type ProcessOwner, type SessionVars } from './process.js';
 import { removeItem } from './session.js';
+import { tearDown, type StoreContext } from './store.js';
 
 /**
  * 'none' mode's processes: one throw-away process per request, with no session (no cookie, no id, no
@@ -13,9 +14,11 @@ import { removeItem } from './session.js';
 export class TransientProcesses<Vars extends SessionVars> {
   readonly #running: WebProcess<Vars>[] = [];
   readonly #owner: ProcessOwner<Vars>;
+  readonly #ctx: Pick<StoreContext<Vars>, 'report'>;
   #onEnd: (() => void) | undefined;
 
-  constructor(lockManager: LockManager) {
+  constructor(ctx: Pick<StoreContext<Vars>, 'report'>, lockManager: LockManager) {
+    this.#ctx = ctx;
     this.#owner = {
       id: '',
       lockManager,
@@ -33,7 +36,7 @@ export class TransientProcesses<Vars extends SessionVars> {
   /** Its request is over: the process is torn down (its locks released). */
   end(proc: WebProcess<Vars>): void {
     removeItem(this.#running, proc);
-    void processInternals.teardown(proc, {});
+    void tearDown(this.#ctx, proc);
     this.#onEnd?.();
   }
 

@@ -302,6 +302,27 @@ describe('closing a session that is handling a request', () => {
     }
   });
 
+  test('a logout not awaited runs a synchronous hook within the closeSession call (4D runs the close in the calling process): the hook sees the vars as they were at the call', GUARD, async () => {
+    const seen: Vars[] = [];
+    const { engine } = engineWithErrors<Vars>({ init: () => ({ n: 0 }), onClose: (proc) => { seen.push(structuredClone(proc.vars)); } });
+    try {
+      const lease = await open(engine);
+      const closing = lease.run(() => {
+        lease.proc.vars.user = 'ann';
+        const closed = engine.closeSession(lease.sessionId); // not awaited
+        assert.deepEqual(seen, [{ n: 0, user: 'ann' }], 'the hook ran before closeSession returned');
+        lease.proc.vars.n = 99; // after the call: not the hook's to see
+        return closed;
+      });
+      assert.equal(await closing, true);
+      assert.deepEqual(seen, [{ n: 0, user: 'ann' }]);
+      assert.deepEqual(lease.proc.vars, {}, 'the context is reset once the close is over');
+      lease.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
   test("closeSession from inside the session's own request runs the hook at once, then the handler goes on with a reset context", GUARD, async () => {
     const seen: Seen[] = [];
     let engine!: SessionEngine<Vars>;

@@ -5,6 +5,8 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type CloseEvent, type CreateEvent, type SessionEngineOptions, type SessionStore } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
+import { deferred, eventually, settle } from './helpers.js';
+import { wrapScript } from './redis-crossing.js';
 import { redisForTest } from './redis-support.js';
 
 type Vars = { n?: number };
@@ -109,3 +111,89 @@ for (const [name, storeFor] of stores) {
     }
   });
 }
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: at a cap of 1, a newcomer whose init fails (no lock taken) leaves its place at once: the retry right after is admitted and nothing is evicted`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    let inits = 0;
+    const { engine, closes, errors } = engineOn(choice, { clock: new ManualClock(), maxSessions: 1, init: () => { if (++inits === 1) throw new Error('database down'); return { n: 0 }; } });
+    try {
+      await assert.rejects(engine.acquire({ sessionId: undefined, ip: IP }), { code: 'ERR_SESSION_INIT_FAILED' });
+      const retry = await engine.acquire({ sessionId: undefined, ip: IP });
+      retry.release();
+      assert.deepEqual(closes, []);
+      assert.deepEqual(errors, ['ERR_SESSION_INIT_FAILED']);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  test(`${name}: an init that spawns a task, then throws: the session is discarded with its task (asked to stop, its lock released when it ends), no close event, nothing counted`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const taskDone = deferred<void>();
+    const taskGo = deferred<void>();
+    let taskSignal: AbortSignal | undefined;
+    const { engine, creates, closes } = engineOn(choice, {
+      clock: new ManualClock(),
+      maxSessions: 1,
+      init: async (proc) => {
+        if (proc.name !== 'web') return {}; // the task's own process runs init too
+        proc.spawn('export', async (task) => {
+          taskSignal = task.signal;
+          await task.locks.tryLock(RECORD.table, RECORD.key).catch(() => false);
+          await taskGo.promise;
+          taskDone.resolve();
+        });
+        await settle(20); // the task's process is registered
+        throw new Error('database down');
+      },
+    });
+    engine.on('error', () => {});
+    try {
+      await assert.rejects(engine.acquire({ sessionId: undefined, ip: IP }), { code: 'ERR_SESSION_INIT_FAILED' });
+      assert.deepEqual(engine.sessions(), []);
+      if (choice.openIdsInRedis !== undefined) assert.deepEqual(await choice.openIdsInRedis(), [], 'no session of the failed init is left in Redis');
+      assert.equal(taskSignal?.aborted, true, 'the task is asked to stop');
+      taskGo.resolve();
+      await taskDone.promise;
+      assert.ok(await eventually(async () => (await engine.lockManager.lockedBy(RECORD)) === null, 5_000), 'no lock of the task outlives it');
+      assert.equal(engine.stats().created, 0);
+      assert.deepEqual(creates, []);
+      assert.deepEqual(closes, []);
+    } finally {
+      taskGo.resolve();
+      await engine.stop();
+    }
+  });
+}
+
+test('Redis store: a failed init whose lock release fails (Redis away for it) releases the lock once Redis answers again: the failure is reported, then retried', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const client = await r.client();
+  const engine = new SessionEngine<Vars>({
+    clock: new ManualClock(),
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5 }),
+    init: async (proc) => {
+      assert.equal(await proc.locks.tryLock(RECORD.table, RECORD.key), true);
+      throw new Error('database down');
+    },
+  });
+  const errors: string[] = [];
+  engine.on('error', (error) => errors.push(error.code));
+  // The first release of locks fails as if Redis were away; later ones reach it.
+  let failures = 0;
+  wrapScript(client, 'lwsLockReleaseAll', (releaseAll) => async (...args) => {
+    if (failures++ === 0) throw new Error('Connection is closed.');
+    return releaseAll(...args);
+  });
+  try {
+    await assert.rejects(engine.acquire({ sessionId: undefined, ip: IP }), { code: 'ERR_SESSION_INIT_FAILED' });
+    assert.deepEqual(errors, ['ERR_SESSION_STORE_UNAVAILABLE', 'ERR_SESSION_INIT_FAILED']);
+    assert.ok(await eventually(async () => (await engine.lockManager.lockedBy(RECORD)) === null, 5_000), 'the lock is released by a retry');
+  } finally {
+    await engine.stop();
+  }
+});

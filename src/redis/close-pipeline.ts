@@ -69,8 +69,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
       clock: ctx.clock,
       als: ctx.als,
       closeTimeoutMs: () => ctx.options.closeTimeoutMs,
-      report: (error: SessionError, kind: 'hook' | 'hookTimeout' | 'drainTimeout') =>
-        ctx.report(error, kind === 'hook' ? 'hookErrors' : kind === 'hookTimeout' ? 'hookTimeouts' : 'drainTimeouts'),
+      report: ctx.report,
     };
     const owner = handle ?? new SessionHandle<Vars>(this.#node, id, '', startedAtMs, startedAtMs, loaded.processes.length);
     owner.state = 'closing';

@@ -45,9 +45,10 @@ local function release(a)
   if b ~= token then return 'stale' end
   local others = {}
   if f[3] then for p in string.gmatch(f[3], '%S+') do if p ~= pid then others[#others + 1] = p end end end
-  if ends == '2' and st == 'o' and #others == 0 then
-    -- A new session whose first init failed: its id reached no client, so it goes with its process
-    -- (kept, it would hold a place under the cap until evicted or timed out, as if it had lived).
+  if ends == '2' and st == 'o' then
+    -- A new session whose first init failed: its id reached no client, so it goes with its process, and
+    -- with any task init spawned (kept, it would hold a place under the cap until evicted or timed out,
+    -- as if it had lived). A task's later release finds it gone; a spawn that had not landed, closed.
     forget(id)
     redis.call('DEL', h, P .. 'wq:' .. id)
     return 'gone'

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
+import type { LockRef } from '../locks.js';
 import { processInternals, runOf, WebProcess, type SessionVars } from '../process.js';
+import { tearDown as tearDownReported } from '../store.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
 import { flushWrites } from './coalesce.js';
@@ -9,7 +11,7 @@ import { saveProcess } from './state.js';
 /**
  * What a release does with its process besides freeing it: `'stays'` in its session; `'leaves'` its open
  * session (a task that ended, an init that failed); `'leavesWithSession'`: leaves, and its session goes
- * too when it was the only process (a new session whose first init failed: its id reached no client).
+ * too, with any task init spawned (a new session whose first init failed: its id reached no client).
  */
 export type ProcessEnd = 'stays' | 'leaves' | 'leavesWithSession';
 const END_ARG: Record<ProcessEnd, string> = { stays: '0', leaves: '1', leavesWithSession: '2' };
@@ -83,7 +85,7 @@ export class ProcessSaves<Vars extends SessionVars> {
    * it started from; a state that did not change is not sent again (a read-only request writes no
    * state), and what Redis holds afterwards is kept as this node's copy (StateCopies).
    */
-  save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, end: ProcessEnd, loaded?: Buffer): void {
+  save(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, state: WebProcess<Vars> | undefined, end: ProcessEnd, loaded?: Buffer, answered?: () => void): void {
     const { ctx, copies } = this.#node;
     let bytes: Buffer | undefined;
     if (state !== undefined) {
@@ -102,14 +104,14 @@ export class ProcessSaves<Vars extends SessionVars> {
     // enter that finds it free must not start from bytes Redis never held.
     const held = loaded === undefined || state === undefined || end !== 'stays' ? undefined
       : bytes ?? (copies.get(handle.id)?.bytes === loaded ? loaded : Buffer.from(loaded));
-    this.track(this.#release(handle, proc, token, bytes, end, held), () => this.#afterSave(handle));
+    this.track(this.#release(handle, proc, token, bytes, end, held, answered), () => this.#afterSave(handle));
   }
 
   /**
    * The process stays taken in Redis until its release lands: retried while Redis is away (the token
    * makes a repeat harmless), reported once; given up only when this node stops (others then free it).
    */
-  async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined): Promise<void> {
+  async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined, answered?: () => void): Promise<void> {
     const { ctx, settings, lockManager, copies } = this.#node;
     const ttlMs = keyTtlMs(ctx, settings);
     if (handle.renaming !== undefined) await handle.renaming;
@@ -122,12 +124,38 @@ export class ProcessSaves<Vars extends SessionVars> {
         break;
       } catch (error) {
         if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
-        if (this.#node.retries.stopped) return;
+        if (this.#node.retries.stopped) return answered?.();
+        answered?.();
         await this.#node.retries.wait(attempt);
       }
     }
+    answered?.();
     // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
     if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
+  }
+
+  /**
+   * A process leaves without a close (its init failed, its task ended): torn down here, its record locks
+   * released. A release that fails (Redis away) is reported and retried until it lands or this node
+   * stops, tracked so a stop waits for it (no close will come to free them). Resolves after the first try.
+   */
+  async tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void> {
+    const held = processInternals.heldLocks(proc);
+    let failed = false;
+    await tearDownReported({ report: (error, counter) => { failed = true; this.#node.ctx.report(error, counter); } }, proc);
+    if (failed) this.track(this.#releaseLocksLater(proc, held));
+  }
+
+  async #releaseLocksLater(proc: WebProcess<Vars>, held: LockRef[]): Promise<void> {
+    for (let attempt = 0; !this.#node.retries.stopped; attempt++) {
+      await this.#node.retries.wait(attempt);
+      try {
+        await this.#node.lockManager.releaseAll(proc, held);
+        return;
+      } catch {
+        // Reported once, when the first try failed.
+      }
+    }
   }
 
   /**
@@ -169,12 +197,11 @@ export class ProcessSaves<Vars extends SessionVars> {
     handle.lastActivityAtMs = ctx.clock.now();
     const open = handle.state === 'open';
     // A task that ends on its own ends its process (locks released, no hook); in a closing session
-    // its state is saved for the hook the claimer runs.
+    // its state is saved for the hook the claimer runs, who tears it down. In a session discarded
+    // (its first init failed) nobody else will: torn down here.
     this.save(handle, proc, token, proc, open ? 'leaves' : 'stays');
-    if (open) {
-      handle.processCount--;
-      await processInternals.teardown(proc, {});
-    }
+    if (open) handle.processCount--;
+    if (handle.state !== 'closing') await this.tearDown(handle, proc);
   }
 }
 

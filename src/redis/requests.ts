@@ -207,13 +207,16 @@ export class RedisRequestPath<Vars extends SessionVars> {
       proc.vars = await this.#processes.initVars(proc);
     } catch (error) {
       // No context was ever made: the process leaves the session, so the next request runs init again.
-      // A new session goes with it unless init spawned a task in it (as the memory store discards it).
+      // A new session goes with it, and any task init spawned is asked to stop (as the memory store
+      // discards it). The caller hears once Redis has answered the release and the record locks init
+      // took are given back: its retry must find neither (a place under the cap, a lock).
       handle.endRun(proc);
-      const discarded = isNew && handle.processCount === 1;
-      if (discarded) handle.state = 'closed';
-      this.#processes.save(handle, proc, token, undefined, discarded ? 'leavesWithSession' : 'leaves');
-      // The record locks init took go with the process (before the caller hears: its retry may need them).
-      await processInternals.teardown(proc, {})?.catch((failure: unknown) => this.#ctx.report(unavailable(failure, handle.id), 'storeErrors'));
+      if (isNew) {
+        handle.state = 'closed';
+        for (const task of handle.runs.keys()) processInternals.abort(task, () => new SessionError('ERR_SESSION_CLOSED', 'its session was discarded', { sessionId: handle.id }));
+      }
+      const answered = new Promise<void>((resolve) => this.#processes.save(handle, proc, token, undefined, isNew ? 'leavesWithSession' : 'leaves', undefined, resolve));
+      await Promise.all([answered, this.#processes.tearDown(handle, proc)]);
       throw initFailure(this.#ctx, error, handle.id);
     }
     return lease;
