@@ -179,3 +179,29 @@ test("an init that fails while its session closes: the close hooks only the proc
     await stopAll(clock, [a], closing, x);
   }
 });
+
+test("a node that missed a close's messages (a subscriber reconnect) drops its stale view of the session at the next request with its cookie: sessions() and sessionExpiration() no longer show it", { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('c ', 'x ');
+  const x = await node(r, clock, { held });
+  const y = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    a.release();
+    assert.ok(await idleInRedis(r, a.sessionId));
+    held.on = true; // x hears nothing of the close
+    assert.equal(await y.engine.closeSession(a.sessionId), true);
+    assert.deepEqual(x.engine.sessions().map((s) => s.id), [a.sessionId], 'x still believes it open (it heard nothing)');
+    const next = await x.engine.acquire({ sessionId: a.sessionId, ip: IP });
+    assert.notEqual(next.sessionId, a.sessionId, 'a closed id gets a new session');
+    next.release();
+    assert.deepEqual(x.engine.sessions().map((s) => s.id), [next.sessionId], 'the stale view of the closed session is gone');
+    assert.equal(x.engine.sessionExpiration(a.sessionId), null);
+    assert.equal(x.engine.sessionProcessCount(a.sessionId), 0);
+  } finally {
+    held.deliver();
+    await stopAll(clock, [], undefined, x, y);
+  }
+});

@@ -20,6 +20,11 @@ export interface Pipeline<Vars extends SessionVars> {
    * them, even if it ended after the pipeline started and its save is still on its way to Redis).
    */
   readonly insiders: Map<string, WebProcess<Vars>>;
+  /**
+   * The hooks this close ran on this node, by process id: whether each ended well. Kept across the
+   * pipeline's retries: a hook whose mark in Redis failed (Redis away) is marked again, never run again.
+   */
+  readonly hooked: Map<string, boolean>;
 }
 
 /**
@@ -76,8 +81,6 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     const processes: WebProcess<Vars>[] = [];
     /** Processes whose saved state cannot be read: no hook (it would not see their context), locks released by process id. */
     const unreadable: WebProcess<Vars>[] = [];
-    let hooksRun = 0;
-    let hookFailures = 0;
     for (const saved of loaded.processes) {
       const live = pipeline.insiders.get(saved.pid);
       const proc = live ?? new WebProcess<Vars>(owner, saved.kind, {} as Vars, saved.pid);
@@ -96,8 +99,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
       }
       processes.push(proc);
       if (saved.hooked || hook === undefined) continue;
-      hooksRun++;
-      if (!readable || !(await runHook(closeCtx, hook, proc, reason))) hookFailures++;
+      if (!pipeline.hooked.has(saved.pid)) pipeline.hooked.set(saved.pid, readable && await runHook(closeCtx, hook, proc, reason));
       if (Number(await redis.lwsHooked(settings.prefix, id, saved.pid, nodeId)) !== 1) return; // taken over meanwhile
     }
     // 4. Teardown: selections cleared, vars reset, every lock released cluster-wide.
@@ -108,7 +110,9 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     if (Number(await redis.lwsFinish(settings.prefix, id, nodeId)) !== 1) return;
     pipeline.phase = 'done';
     this.#waits.finishedElsewhere(id);
-    const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
+    let hookFailures = 0;
+    for (const ok of pipeline.hooked.values()) if (!ok) hookFailures++;
+    const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun: pipeline.hooked.size, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
     ctx.closed(event);
   }
 

@@ -136,7 +136,7 @@ export class RedisCloser<Vars extends SessionVars> {
     const handle = this.#localRun(id);
     // Checked again now (the claim took a round trip): a request that ended meanwhile is waited for like any other.
     const running = insider !== undefined && this.#runsHere(insider) ? insider : undefined;
-    const pipeline: Pipeline<Vars> = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Map(running === undefined ? [] : [[running.processId, running]]) };
+    const pipeline: Pipeline<Vars> = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Map(running === undefined ? [] : [[running.processId, running]]), hooked: new Map() };
     handle?.markClosing();
     (pipeline as { promise: Promise<void> }).promise = this.#runUntilDone(id, reason, pipeline).finally(() => this.#pipelines.delete(id));
     this.#pipelines.set(id, pipeline);

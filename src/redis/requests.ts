@@ -3,7 +3,7 @@ import { SessionError } from '../errors.js';
 import { releaseDeadlines, RequestLease, type LeaseHost } from '../lease.js';
 import type { MaybePromise } from '../maybe-async.js';
 import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
-import { initFailure, type RequestIdentity, type StoreContext } from '../store.js';
+import { initFailure, tearDown, type RequestIdentity, type StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
 import { handleCookieExpiresAtMs, keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
@@ -116,6 +116,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       if (request.sessionId !== undefined) {
         const lease = await this.#entry.enter(request.sessionId, request.ip);
         if (lease !== undefined) return lease;
+        this.#forgetStale(request.sessionId);
       }
       return await this.#create(request.ip);
     } catch (error) {
@@ -125,6 +126,16 @@ export class RedisRequestPath<Vars extends SessionVars> {
       this.#acquiring--;
       this.#deps.checkIdle();
     }
+  }
+
+  /**
+   * Redis knows the cookie's session no more (closed, expired, renamed), maybe with the message that said
+   * so lost in a reconnect: this node's view of it goes, unless work of it still runs here. Else a node
+   * that missed closes would list them for ever, and keep them in memory.
+   */
+  #forgetStale(id: string): void {
+    const handle = this.#known.get(id);
+    if (handle !== undefined && handle.id === id && handle.runs.size === 0 && handle.companions.size === 0) this.#known.delete(id);
   }
 
   /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */
@@ -227,7 +238,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const { session: handle, proc } = lease;
     if (handle === undefined) {
       this.#transients.delete(proc);
-      void processInternals.teardown(proc, {});
+      // Its locks are released; a release that fails is reported (a throw-away process: nothing retries).
+      void tearDown(this.#ctx, proc);
       this.#deps.checkIdle();
       return;
     }

@@ -61,6 +61,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   #othersAlive = 0;
   /** The start succeeded (it is never undone: #ready stays resolved). */
   #isStarted = false;
+  /** The last start failed: the next request that needs the node started tries again. */
+  #startFailed = false;
 
   constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: () => Promise<void>) {
     if (ctx.locks !== undefined) throw new TypeError('locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
@@ -85,15 +87,25 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
     });
     this.#subscriber.on('message', (_channel: string, message: string) => this.#onMessage(message));
-    this.#ready = this.#start();
-    // Until the first request awaits it, a failed start must not be an unhandled rejection.
-    this.#ready.catch(() => {});
+    this.#ready = this.#attemptStart();
   }
 
-  /** Started, or starting again if the last start failed (Redis was away when the node came up). */
+  /**
+   * Started, or starting again if the last start failed (Redis was away when the node came up). Requests
+   * that arrive during an attempt share it: each gets its 503 when it fails, not after the attempts of
+   * the requests before it.
+   */
   #started(): Promise<void> {
-    this.#ready = this.#ready.catch(() => this.#start());
+    if (this.#startFailed) this.#ready = this.#attemptStart();
     return this.#ready;
+  }
+
+  #attemptStart(): Promise<void> {
+    this.#startFailed = false;
+    const attempt = this.#start();
+    // Also keeps a failed start from being an unhandled rejection until a request awaits it.
+    attempt.catch(() => { if (this.#ready === attempt) this.#startFailed = true; });
+    return attempt;
   }
 
   async #start(): Promise<void> {
@@ -200,6 +212,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
         const insiders = new Map<string, WebProcess<Vars>>();
         if (caller !== undefined && caller.sessionId !== '') insiders.set(caller.sessionId, caller);
         closing = this.#closer.closeAll(insiders, caller);
+        // Awaited below, after the local drain: a failure meanwhile (Redis away) must not go unhandled.
+        closing.catch(() => {});
       }
       const localIdle = new Promise<void>((resolve) => {
         this.#onIdle = () => { if (this.#busyCount(caller) === 0) resolve(); };

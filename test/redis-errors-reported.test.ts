@@ -1,0 +1,83 @@
+// Redis failing at awkward moments on the Redis store: what fails is reported on 'error', never thrown
+// into the event loop (an unhandled rejection ends a Node process). Each failure is made by wrapping one
+// of the store's scripts on a client the test owns (test/redis-crossing.ts).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type SessionEngineOptions } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { settle } from './helpers.js';
+import { wrapScript, type Vars } from './redis-crossing.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
+
+const IP = '127.0.0.1';
+const escaped: unknown[] = [];
+const onEscape = (error: unknown): void => { escaped.push(error); };
+before(() => process.on('unhandledRejection', onEscape));
+after(() => process.off('unhandledRejection', onEscape));
+
+async function engineOn(r: RedisForTest, options: SessionEngineOptions<Vars>, onStop: 'close' | 'keep' | 'auto' = 'auto'): Promise<{ engine: SessionEngine<Vars>; client: Awaited<ReturnType<RedisForTest['client']>>; errors: string[] }> {
+  const client = await r.client();
+  const engine = new SessionEngine<Vars>({ clock: new ManualClock(), closeTimeoutMs: 1_000, ...options, store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, onStop }) });
+  const errors: string[] = [];
+  engine.on('error', (error) => errors.push(error.code));
+  return { engine, client, errors };
+}
+
+const failing = (): never => { throw new Error('Connection is closed.'); };
+
+test("'none' mode: a throw-away process whose lock release fails at its end is reported, nothing escapes", { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const { engine, client, errors } = await engineOn(r, { mode: 'none' });
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    assert.equal(await lease.proc.locks.tryLock('Products', 7), true);
+    wrapScript(client, 'lwsLockReleaseAll', () => async () => failing());
+    lease.release();
+    await settle(20);
+    assert.deepEqual(errors, ['ERR_SESSION_STORE_UNAVAILABLE']);
+    assert.deepEqual(escaped, []);
+  } finally {
+    await engine.stop();
+  }
+});
+
+test("stop() with onStop 'close' while a request runs and Redis fails the cluster close: reported, stop() ends, nothing escapes", { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const { engine, client, errors } = await engineOn(r, {}, 'close');
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  wrapScript(client, 'lwsClaimAll', () => async () => failing());
+  const stopping = engine.stop();
+  await settle(20);
+  lease.release();
+  await stopping;
+  await settle(20);
+  assert.ok(errors.includes('ERR_SESSION_STORE_UNAVAILABLE'), `reported: ${errors.join(', ')}`);
+  assert.deepEqual(escaped, []);
+});
+
+test('a node started while Redis is away: requests arriving during one start attempt share it, each answered 503 when it fails (not one attempt per request before it)', { timeout: 20_000 }, async () => {
+  // A port nothing listens on: every connection is refused, the start waits closeTimeoutMs for 'ready'.
+  const probe = await import('node:net').then((net) => new Promise<number>((resolve) => {
+    const server = net.createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  }));
+  const engine = new SessionEngine<Vars>({ closeTimeoutMs: 400, store: createRedisStore({ url: `redis://127.0.0.1:${probe}`, prefix: 'lws-test:down:' }) });
+  engine.on('error', () => {});
+  try {
+    const settledAtMs: number[] = [];
+    const requests = [0, 1, 2, 3].map(() => engine.acquire({ sessionId: undefined, ip: IP }).then(
+      () => assert.fail('Redis is away'),
+      (error: { code?: string }) => { settledAtMs.push(Date.now()); return error.code; },
+    ));
+    assert.deepEqual(await Promise.all(requests), Array(4).fill('ERR_SESSION_STORE_UNAVAILABLE'));
+    const spreadMs = Math.max(...settledAtMs) - Math.min(...settledAtMs);
+    assert.ok(spreadMs < 200, `the four 503s came together (one attempt), not one start attempt (400 ms) apart: ${spreadMs} ms`);
+  } finally {
+    await engine.stop();
+  }
+});
