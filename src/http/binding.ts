@@ -1,7 +1,7 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { SessionEngine } from '../engine.js';
-import { RETRY_AFTER_SECONDS, SessionError } from '../errors.js';
+import { ERROR_CODES, RETRY_AFTER_SECONDS, SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import type { MaybePromise } from '../maybe-async.js';
 import type { SessionVars } from '../process.js';
@@ -86,7 +86,7 @@ export function setCookieFor(engine: CookieEngine, lease: CookieLease, secure: b
 
 /**
  * The answer to a failed acquire or to an error a handler let escape: a SessionError's status (with its
- * fixed message), another error's 4xx status (`isClientError`, with the status text only), else a
+ * code's fixed message, never its detail), another error's 4xx status (`isClientError`, with the status text only), else a
  * generic 500.
  */
 export function errorAnswer(error: unknown): HttpErrorAnswer {
@@ -94,8 +94,9 @@ export function errorAnswer(error: unknown): HttpErrorAnswer {
   const text = STATUS_TEXT[status] ?? STATUS_CODES[status] ?? 'Error';
   const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
   if (status === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS);
-  // Session errors have fixed, safe messages; anything else might carry secrets, so only the status text goes out.
-  const body = error instanceof SessionError && status !== 500 ? `${text}: ${error.message}\n` : `${text}\n`;
+  // A session error's code has a fixed, safe message; its detail may carry the application's words (a
+  // task's name, a handler's own text) and anything else might carry secrets: only those go out.
+  const body = error instanceof SessionError && status !== 500 ? `${text}: ${ERROR_CODES[error.code].message}\n` : `${text}\n`;
   return { status, headers, body };
 }
 
