@@ -13,6 +13,8 @@ export const ERROR_CODES = {
   ERR_SESSION_PROCESS_LIMIT: { httpStatus: 503, message: 'process limit reached' },
   /** The session already has `maxQueuedRequests` requests waiting for its process. */
   ERR_SESSION_QUEUE_FULL: { httpStatus: 503, message: 'too many requests queued for this session' },
+  /** The request waited `queueTimeoutMs` for its session's busy process. */
+  ERR_SESSION_QUEUE_TIMEOUT: { httpStatus: 503, message: 'waited too long for this session' },
   /** `stop()` was called: no new work is accepted. */
   ERR_SESSION_STOPPED: { httpStatus: 503, message: 'session engine is stopping' },
   /** The request comes from another IP address than the one that created the session. */

@@ -40,6 +40,11 @@ export interface RuntimeOptions {
   processesPerSession: number;
   /** Requests waiting for a busy session, per session; one more gets 503. @default 16 */
   maxQueuedRequests: number;
+  /**
+   * How long a request may wait for its session's busy process (behind the requests before it); then it
+   * gets 503 (`ERR_SESSION_QUEUE_TIMEOUT`) and the session is untouched. @default 30_000
+   */
+  queueTimeoutMs: number;
   /** Bound on each wait of the close pipeline (in-flight work, each `onClose`). @default 30_000 */
   closeTimeoutMs: number;
 }
@@ -66,6 +71,7 @@ export const DEFAULT_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
   trustProxy: false,
   processesPerSession: 1,
   maxQueuedRequests: 16,
+  queueTimeoutMs: 30_000,
   closeTimeoutMs: 30_000,
 });
 
@@ -123,6 +129,7 @@ const VALIDATORS: { [K in OptionName]: (value: unknown) => RuntimeOptions[K] } =
   trustProxy: (v) => (typeof v === 'number' ? integer('trustProxy', v, 1, 100) : oneOf('trustProxy', v, [true, false])),
   processesPerSession: (v) => integer('processesPerSession', v, 1, 10_000),
   maxQueuedRequests: (v) => integer('maxQueuedRequests', v, 0, 100_000),
+  queueTimeoutMs: (v) => integer('queueTimeoutMs', v, 1, MAX_DURATION_MS),
   closeTimeoutMs: (v) => integer('closeTimeoutMs', v, 1, MAX_DURATION_MS),
 };
 

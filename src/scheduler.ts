@@ -8,7 +8,7 @@ import { isThenable, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryCloses } from './memory-closes.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
-import { cookieExpiresAtMs, freeRequestProcess, NONE, Session, withItem, withoutItem, type SessionHost } from './session.js';
+import { cookieExpiresAtMs, freeRequestProcess, NONE, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
 import { initFailure, tearDown, type StoreContext } from './store.js';
@@ -95,7 +95,8 @@ export class Scheduler<Vars extends SessionVars> {
     if (canAddProcess) return this.#processes.startRequestProcess(session, false);
     // Waits; if only maxConcurrentProcesses stands in the way, the next free place is its.
     if (session.requestProcessCount < options.processesPerSession && !this.#processes.hasRoom) this.#processes.waitForRoom(session);
-    return new Promise<WebProcess<Vars>>((resolve, reject) => (session.queue ??= []).push({ resolve, reject })).then((proc) => {
+    const timedOut = (): SessionError => this.#reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${options.queueTimeoutMs} ms`, { sessionId: session.id }));
+    return waitInQueue(session, this.#ctx.clock, options.queueTimeoutMs, timedOut).then((proc) => {
       if (session.state === 'open') return new RequestLease(this.#leaseHost, session, proc, false);
       // Closed between the hand-over and this continuation: this request must not run in the old context.
       session.running = withoutItem(session.running, proc);

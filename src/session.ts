@@ -1,3 +1,4 @@
+import { timerOn, type Clock } from './clock.js';
 import type { LockManager } from './locks.js';
 import type { ProcessOwner, SessionVars, WebProcess } from './process.js';
 
@@ -173,4 +174,22 @@ export function freeRequestProcess<Vars extends SessionVars>(session: Session<Va
  */
 export function cookieExpiresAtMs(lastRequestAtMs: number, lifetimeThenMs: number, lifetimeNowMs: number): number {
   return lastRequestAtMs + Math.min(lifetimeThenMs, lifetimeNowMs);
+}
+
+/**
+ * Waits in the session's FIFO queue until a release hands this request a process (or the close refuses
+ * it). After `timeoutMs` on the clock it leaves the queue and the wait fails with `timedOut()`.
+ */
+export function waitInQueue<Vars extends SessionVars>(session: Session<Vars>, clock: Clock, timeoutMs: number, timedOut: () => Error): Promise<WebProcess<Vars>> {
+  return new Promise<WebProcess<Vars>>((resolve, reject) => {
+    const waiter: Waiter<Vars> = {
+      resolve: (proc) => { timer.cancel(); resolve(proc); },
+      reject: (error) => { timer.cancel(); reject(error); },
+    };
+    const timer = timerOn(clock, () => {
+      if (session.queue !== undefined) removeItem(session.queue, waiter);
+      reject(timedOut());
+    }, timeoutMs);
+    (session.queue ??= []).push(waiter);
+  });
 }

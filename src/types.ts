@@ -56,7 +56,7 @@ export interface EngineStats {
   readonly created: number;
   readonly closed: Readonly<Record<CloseReason, number>>;
   /** Requests refused, by cause (each answered 503, or 400 for `ipMismatch`). */
-  readonly rejected: Readonly<{ sessionLimit: number; processLimit: number; queueFull: number; stopped: number; ipMismatch: number; storeUnavailable: number }>;
+  readonly rejected: Readonly<{ sessionLimit: number; processLimit: number; queueFull: number; queueTimeout: number; stopped: number; ipMismatch: number; storeUnavailable: number }>;
   readonly hookErrors: number;
   readonly hookTimeouts: number;
   readonly drainTimeouts: number;

@@ -473,7 +473,7 @@ describe('reading sessions', () => {
       await stopped;
       stats = engine.stats();
       assert.deepEqual(stats.closed, { evicted: 0, timeout: 1, closed: 1, shutdown: 1 });
-      assert.deepEqual(stats.rejected, { sessionLimit: 0, processLimit: 0, queueFull: 1, stopped: 1, ipMismatch: 1, storeUnavailable: 0 });
+      assert.deepEqual(stats.rejected, { sessionLimit: 0, processLimit: 0, queueFull: 1, queueTimeout: 0, stopped: 1, ipMismatch: 1, storeUnavailable: 0 });
       assert.equal(stats.created, 3);
       assert.equal(stats.sessions, 0);
       assert.equal(stats.processes, 0);

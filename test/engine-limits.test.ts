@@ -164,7 +164,8 @@ describe('busy sessions are never closed (invariant 4)', () => {
 
   test('a session with a queued request stays open until that request has run too', GUARD, async () => {
     const clock = new ManualClock();
-    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 1, inactiveProcessTimeoutMs: MINUTE });
+    // The queued request outlives the session timeout many times over (no queue timeout before it runs).
+    const { engine } = engineWithErrors<Vars>({ clock, maxSessions: 1, inactiveProcessTimeoutMs: MINUTE, queueTimeoutMs: 1_000 * MINUTE });
     const { closes } = record(engine);
     try {
       const first = await open(engine);

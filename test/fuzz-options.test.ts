@@ -69,6 +69,7 @@ const DOMAIN: Record<OptionName, { valid(v: unknown): boolean; plainlyValid(v: u
   inactiveProcessTimeoutMs: { valid: (v) => isInt(v, 1), plainlyValid: (v) => isInt(v, 1, 31 * DAY) },
   inactiveSessionTimeoutMs: { valid: (v) => isInt(v, 1), plainlyValid: (v) => isInt(v, 1, 31 * DAY) },
   closeTimeoutMs: { valid: (v) => isInt(v, 1), plainlyValid: (v) => isInt(v, 1, DAY) },
+  queueTimeoutMs: { valid: (v) => isInt(v, 1), plainlyValid: (v) => isInt(v, 1, DAY) },
   cookieName: { valid: (v) => typeof v === 'string' && TOKEN.test(v), plainlyValid: (v) => typeof v === 'string' && v.length <= 64 && TOKEN.test(v) },
   cookieDomain: { valid: (v) => v === undefined || (typeof v === 'string' && /^\.?[A-Za-z0-9.-]+$/.test(v)), plainlyValid: (v) => v === undefined || v === 'example.com' || v === '.example.com' },
   cookiePath: { valid: (v) => typeof v === 'string' && /^\/[\x20-\x3a\x3c-\x7e]*$/.test(v), plainlyValid: (v) => typeof v === 'string' && /^\/[A-Za-z0-9/_.-]{0,60}$/.test(v) },

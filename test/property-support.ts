@@ -177,6 +177,8 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
   const { engine, clock, observer, dispose } = await factory({
     maxSessions: 3, maxConcurrentProcesses: 50, maxQueuedRequests: MAX_QUEUED,
     inactiveProcessTimeoutMs: TIMEOUT_MS, inactiveSessionTimeoutMs: 1_000 * TIMEOUT_MS, closeTimeoutMs: 1e9,
+    // The model has no queue timeout (test/queue-timeout.test.ts covers it): waits are bounded by the run.
+    queueTimeoutMs: 1e9,
     onClose: (proc) => {
       activity++;
       const count = (hooks.get(proc.processId) ?? 0) + 1;

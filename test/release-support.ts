@@ -62,7 +62,8 @@ export function callbackHandler(probe: Probe): (req: http.IncomingMessage, res: 
 
 export async function withEngine(body: (engine: SessionEngine<Vars>, clock: ManualClock, errors: SessionError[]) => Promise<void>): Promise<void> {
   const clock = new ManualClock();
-  const engine = new SessionEngine<Vars>({ clock, closeTimeoutMs: CLOSE_TIMEOUT_MS });
+  // Next requests wait past closeTimeoutMs in some tests: their queue timeout is further off.
+  const engine = new SessionEngine<Vars>({ clock, closeTimeoutMs: CLOSE_TIMEOUT_MS, queueTimeoutMs: 10 * CLOSE_TIMEOUT_MS });
   const errors: SessionError[] = [];
   engine.on('error', (error) => errors.push(error));
   try {

@@ -1,3 +1,4 @@
+import { TIMED_OUT, within } from '../close.js';
 import { SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import { isThenable, type MaybePromise } from '../maybe-async.js';
@@ -73,6 +74,8 @@ export class SessionEntry<Vars extends SessionVars> {
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
     let releasedMeanwhile = false;
+    // Set when it first has to wait: the queue timeout counts from then.
+    let deadlineMs: number | undefined;
     try {
       const ipCheck = ipCheckOf(options);
       if (this.#turns.waiting(id) > 0) {
@@ -83,7 +86,8 @@ export class SessionEntry<Vars extends SessionVars> {
         if (admitted === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me = this.#turns.enqueue(id);
-        await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+        deadlineMs ??= clock.now() + options.queueTimeoutMs;
+        await this.#turn(me, waiterId, ip, ipCheck, deadlineMs);
         id = me.sessionId;
       }
       for (;;) {
@@ -109,7 +113,8 @@ export class SessionEntry<Vars extends SessionVars> {
           id = me.sessionId;
           // Behind requests that already waited here under the new id: its turn comes after theirs.
           if (!this.#turns.isHead(me)) {
-            await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+            deadlineMs ??= clock.now() + options.queueTimeoutMs;
+            await this.#turn(me, waiterId, ip, ipCheck, deadlineMs);
             id = me.sessionId;
           }
           continue;
@@ -121,7 +126,8 @@ export class SessionEntry<Vars extends SessionVars> {
         me ??= this.#turns.enqueue(id);
         // Busy when Redis ran the enter, released since: the wake was missed, so the head tries again now.
         if (releasedMeanwhile && this.#turns.isHead(me)) continue;
-        await this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+        deadlineMs ??= clock.now() + options.queueTimeoutMs;
+        await this.#turn(me, waiterId, ip, ipCheck, deadlineMs);
         id = me.sessionId;
       }
     } finally {
@@ -132,6 +138,15 @@ export class SessionEntry<Vars extends SessionVars> {
       // Given up while counted as waiting: stop counting now rather than when it goes stale.
       if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
     }
+  }
+
+  /** Its turn, or the queue timeout: then it stops waiting (its polls end) and the request gets 503. */
+  async #turn(me: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, deadlineMs: number): Promise<void> {
+    const { clock } = this.#ctx;
+    const turn = this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+    if (await within(clock, Math.max(0, deadlineMs - clock.now()), turn) !== TIMED_OUT) return;
+    me.wake?.();
+    throw this.#deps.reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${this.#ctx.options.queueTimeoutMs} ms`, { sessionId: me.sessionId }));
   }
 
   /** Counts the request among the session's waiters in Redis (checked as an enter checks the session). */

@@ -1,0 +1,69 @@
+// A request waiting for its session's busy process waits at most queueTimeoutMs (spec edge case 15: a
+// FIFO queue with a timeout that answers 503), on both stores, timed by the engine's clock: then it is
+// refused with ERR_SESSION_QUEUE_TIMEOUT (503), leaves the queue, and the session is untouched.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type SessionStore } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { track } from './engine-harness.js';
+import { eventually, settle } from './helpers.js';
+import { redisForTest } from './redis-support.js';
+
+type Vars = { n?: number };
+const IP = '127.0.0.1';
+const QUEUE_TIMEOUT_MS = 10_000;
+
+type StoreChoice = { readonly store?: SessionStore } | 'skip';
+const stores: Array<[string, (t: TestContext) => Promise<StoreChoice>]> = [
+  ['memory store', async () => ({})],
+  ['Redis store', async (t) => {
+    const r = await redisForTest(t);
+    return r === undefined ? 'skip' : { store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 5 }) };
+  }],
+];
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: a request queued behind a busy process is refused after queueTimeoutMs on the clock (503 ERR_SESSION_QUEUE_TIMEOUT), not before; the session is untouched and serves the next request`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const clock = new ManualClock();
+    const engine = new SessionEngine<Vars>({ clock, queueTimeoutMs: QUEUE_TIMEOUT_MS, ...choice });
+    try {
+      const busy = await engine.acquire({ sessionId: undefined, ip: IP });
+      busy.proc.vars.n = 1;
+      const first = track(engine.acquire({ sessionId: busy.sessionId, ip: IP }));
+      await settle(20);
+      clock.advance(QUEUE_TIMEOUT_MS / 2);
+      const second = track(engine.acquire({ sessionId: busy.sessionId, ip: IP }));
+      await settle(20);
+      clock.advance(QUEUE_TIMEOUT_MS / 2 - 1);
+      await settle(20);
+      assert.equal(first.settled, false, 'not before its timeout');
+      clock.advance(1);
+      assert.ok(await eventually(() => first.settled, 5_000));
+      assert.equal((first.error as { code?: string } | undefined)?.code, 'ERR_SESSION_QUEUE_TIMEOUT');
+      assert.equal((first.error as { httpStatus?: number } | undefined)?.httpStatus, 503);
+      assert.equal(second.settled, false, 'each request has its own deadline, from when it began to wait');
+      busy.release();
+      assert.ok(await eventually(() => second.settled, 5_000));
+      const next = second.value!;
+      assert.equal(next.sessionId, busy.sessionId, 'the session is untouched');
+      assert.equal(next.proc.vars.n, 1);
+      next.release();
+      const stats = engine.stats();
+      assert.equal(stats.rejected.queueTimeout, 1);
+      assert.equal(stats.closed.closed + stats.closed.evicted + stats.closed.timeout, 0);
+    } finally {
+      await engine.stop();
+    }
+  });
+}
+
+test('queueTimeoutMs is an option like the others: validated, readable, settable at run time', () => {
+  const engine = new SessionEngine();
+  assert.equal(engine.getOption('queueTimeoutMs'), 30_000);
+  engine.setOption('queueTimeoutMs', 5_000);
+  assert.equal(engine.getOption('queueTimeoutMs'), 5_000);
+  assert.throws(() => engine.setOption('queueTimeoutMs', 0), { code: 'ERR_SESSION_INVALID_OPTION' });
+  assert.throws(() => new SessionEngine({ queueTimeoutMs: -1 }), { code: 'ERR_SESSION_INVALID_OPTION' });
+});
