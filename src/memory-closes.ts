@@ -12,6 +12,12 @@ import type { StoreContext } from './store.js';
  */
 export class MemoryCloses<Vars extends SessionVars> {
   readonly closing = new Map<string, Session<Vars>>();
+  /**
+   * The sessions made in 'scalable' mode: never closed by closeSession, never hooked, no IP check. A
+   * session keeps the mode it was made in (a mode set at run time applies to the sessions made after
+   * it), and only these carry a mark (a legacy session pays nothing for it).
+   */
+  readonly scalable = new WeakSet<Session<Vars>>();
   readonly context: CloseContext<Vars>;
   readonly #store: MemoryStore<Vars>;
 
@@ -22,7 +28,7 @@ export class MemoryCloses<Vars extends SessionVars> {
       clock: ctx.clock,
       als: ctx.als,
       closeTimeoutMs: () => ctx.options.closeTimeoutMs,
-      hookFor: () => (ctx.options.mode === 'legacy' ? ctx.onClose : undefined),
+      hookFor: (session) => (this.scalable.has(session) ? undefined : ctx.onClose),
       detach: (session, reason) => {
         store.delete(session);
         this.closing.set(session.id, session);

@@ -82,6 +82,11 @@ export class RedisCloser<Vars extends SessionVars> {
       this.#reopen(handle, wasOpen);
       throw unavailable(error, id);
     }
+    if (outcome === 'scalable') {
+      // Made in 'scalable' mode: closeSession is a no-op for it (its cookie stays).
+      this.#reopen(handle, wasOpen);
+      return false;
+    }
     if (outcome === 'unknown' || outcome.startsWith('moved ')) {
       // Not open under this id: closed (its announcement marks the handle, if it has not yet), or
       // regenerated before this node heard of it (Redis says 'moved' to a logout) or while the claim was

@@ -31,8 +31,9 @@ export interface EnterRequest {
 }
 
 /** 1 when a request must come from its session's address (legacy mode with IP validation). */
-export function ipCheckOf(options: Pick<RuntimeOptions, 'mode' | 'ipValidation'>): 0 | 1 {
-  return options.mode === 'legacy' && options.ipValidation ? 1 : 0;
+export function ipCheckOf(options: Pick<RuntimeOptions, 'ipValidation'>): 0 | 1 {
+  // Whether the session was made in 'legacy' mode (which alone checks IPs) is the session's, in Redis.
+  return options.ipValidation ? 1 : 0;
 }
 
 const SIMPLE_OUTCOMES = new Set(['unknown', 'ip', 'full', 'busy']);

@@ -31,7 +31,8 @@ if f[1] ~= 'o' then
   return {'unknown'}
 end
 if now >= cookieExpiry(f[2], f[7], ARGV[5]) then return {'unknown'} end
-if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
+-- A session made in 'scalable' mode ('sm') has no IP check, whatever the mode is now.
+if ARGV[6] == '1' and f[3] ~= ip and redis.call('HGET', h, 'sm') ~= '1' then return {'ip'} end
 local list = {}
 if f[5] then for p in string.gmatch(f[5], '%S+') do list[#list + 1] = p end end
 local slot
@@ -113,7 +114,7 @@ return out
 export const WAIT = `${PRELUDE}
 local f = redis.call('HMGET', skey(ARGV[2]), 'st', 'lr', 'ip', 'ct')
 if f[1] ~= 'o' or tonumber(ARGV[7]) >= cookieExpiry(f[2], f[4], ARGV[8]) then return 'unknown' end
-if ARGV[9] == '1' and f[3] ~= ARGV[10] then return 'ip' end
+if ARGV[9] == '1' and f[3] ~= ARGV[10] and redis.call('HGET', skey(ARGV[2]), 'sm') ~= '1' then return 'ip' end
 local wq = P .. 'wq:' .. ARGV[2]
 local t = redis.call('TIME')
 local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -126,7 +127,8 @@ return 'ok'
 
 /**
  * A new session, evicting the least recently active idle ones cluster-wide while there is no room.
- * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs, cookieTtlMs (absent from nodes of earlier versions).
+ * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs, cookieTtlMs (absent from nodes of earlier
+ * versions), scalable ('1': made in 'scalable' mode, which the session keeps: field 'sm'; absent likewise).
  * Returns {'ok', pid, victims…} | {'limit'} | {'plimit'} (a refusal evicts nothing).
  */
 export const CREATE = `${PRELUDE}
@@ -170,6 +172,7 @@ local pid = 'r' .. redis.call('INCR', P .. 'seq')
 redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1,
   'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
 if ARGV[9] then redis.call('HSET', h, 'ct', ARGV[9] .. '@' .. ARGV[4]) end
+if ARGV[10] == '1' then redis.call('HSET', h, 'sm', '1') end
 redis.call('PEXPIRE', h, ARGV[8])
 redis.call('ZADD', P .. 'open', now, id)
 countProcesses(id, 1)

@@ -147,7 +147,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const id = newSessionId();
     const nowMs = clock.now();
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
-    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs) as Reply).map(text);
+    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs, options.mode === 'scalable' ? 1 : 0) as Reply).map(text);
     const [outcome, second, ...rest] = reply;
     const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
     for (const victim of victims) {
