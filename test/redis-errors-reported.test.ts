@@ -81,3 +81,44 @@ test('a node started while Redis is away: requests arriving during one start att
     await engine.stop();
   }
 });
+
+test('a Redis that stops answering without closing the connection: a request fails with 503 after commandTimeoutMs instead of hanging, and stop() ends', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const net = await import('node:net');
+  const upstreamUrl = new URL(r.url);
+  // A proxy in front of the test's Redis that can stop passing Redis's answers on (the connection stays up).
+  const silent = { on: false };
+  const sockets = new Set<import('node:net').Socket>();
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(Number(upstreamUrl.port || 6379), upstreamUrl.hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => { client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.on('data', (chunk: Buffer) => { if (!silent.on) client.write(chunk); });
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const { port } = proxy.address() as { port: number };
+  const engine = new SessionEngine<Vars>({ closeTimeoutMs: 1_000, store: createRedisStore({ url: `redis://127.0.0.1:${port}`, prefix: r.prefix, commandTimeoutMs: 300 }) });
+  const errors: string[] = [];
+  engine.on('error', (error) => errors.push(error.code));
+  try {
+    const first = await engine.acquire({ sessionId: undefined, ip: IP });
+    first.release();
+    silent.on = true;
+    await assert.rejects(engine.acquire({ sessionId: first.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
+  } finally {
+    await engine.stop();
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => proxy.close(() => resolve()));
+  }
+  assert.deepEqual(escaped, []);
+});
+
+test('createRedisStore refuses a commandTimeoutMs that is not a positive integer', () => {
+  assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:6379', commandTimeoutMs: 0 }), /commandTimeoutMs must be an integer/);
+  assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:6379', commandTimeoutMs: 1.5 }), /commandTimeoutMs must be an integer/);
+});

@@ -80,6 +80,8 @@ export class RedisCloser<Vars extends SessionVars> {
       outcome = text(await redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '') as string);
     } catch (error) {
       this.#reopen(handle, wasOpen);
+      // The claim may have landed without its reply: the sweeps run such a close (REPAIR).
+      this.#node.lostReplies.due = true;
       throw unavailable(error, id);
     }
     if (outcome === 'scalable') {

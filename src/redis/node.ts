@@ -156,6 +156,13 @@ export interface NodeServices<Vars extends SessionVars> {
   readonly runningHere: WeakSet<WebProcess<Vars>>;
   /** The states this node wrote last, by session: an enter that finds them exact brings no state. */
   readonly copies: StateCopies;
+  /**
+   * Set when a reply may have been lost (the connection was cut, a call failed): a process taken or a
+   * close claimed by a script whose reply never came is repaired by the next sweeps (REPAIR).
+   */
+  readonly lostReplies: { due: boolean };
+  /** The process ids this node runs work of, or has a write of on its way to Redis (REPAIR keeps them). */
+  keptPids(): string[];
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
 }
 

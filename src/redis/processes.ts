@@ -26,6 +26,8 @@ export class ProcessSaves<Vars extends SessionVars> {
   readonly #afterSave: (handle: SessionHandle<Vars>) => void;
   readonly #onSettled: () => void;
   readonly #pending = new Set<Promise<unknown>>();
+  /** Processes with a release or a spawn on its way to Redis (REPAIR must not free them meanwhile). */
+  readonly #writing = new Set<string>();
   /** The releases of one turn of the event loop go to Redis in one call (as the enters do: enters.ts). */
   readonly #releases: ScriptBatches<string>;
 
@@ -67,6 +69,10 @@ export class ProcessSaves<Vars extends SessionVars> {
       throw error;
     });
     this.#pending.add(tracked);
+  }
+
+  writingPids(): string[] {
+    return [...this.#writing];
   }
 
   settled(): Promise<unknown> {
@@ -112,8 +118,20 @@ export class ProcessSaves<Vars extends SessionVars> {
    * makes a repeat harmless), reported once; given up only when this node stops (others then free it).
    */
   async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined, answered?: () => void): Promise<void> {
-    const { ctx, settings, lockManager, copies } = this.#node;
+    const { ctx, settings, lockManager } = this.#node;
     const ttlMs = keyTtlMs(ctx, settings);
+    this.#writing.add(proc.processId);
+    try {
+      await this.#releaseUntilLanded(handle, proc, token, bytes, end, held, answered);
+    } finally {
+      this.#writing.delete(proc.processId);
+    }
+    // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
+    if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
+  }
+
+  async #releaseUntilLanded(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined, answered: (() => void) | undefined): Promise<void> {
+    const { ctx, copies } = this.#node;
     if (handle.renaming !== undefined) await handle.renaming;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -130,8 +148,6 @@ export class ProcessSaves<Vars extends SessionVars> {
       }
     }
     answered?.();
-    // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
-    if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
   }
 
   /**
@@ -173,6 +189,7 @@ export class ProcessSaves<Vars extends SessionVars> {
   async #runTask(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
     let token: string;
+    this.#writing.add(proc.processId);
     try {
       const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId) as Reply).map(text);
       if (reply[0] !== 'ok' || reply[1] === undefined) {
@@ -180,12 +197,15 @@ export class ProcessSaves<Vars extends SessionVars> {
       }
       token = reply[1];
     } catch (error) {
+      // A spawn whose reply was lost may have taken its process: REPAIR frees it (no longer kept).
+      this.#writing.delete(proc.processId);
       handle.processCount--;
       await processInternals.teardown(proc, {});
       ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
       return;
     }
     handle.startRun({ proc, token, kind: 'task' });
+    this.#writing.delete(proc.processId);
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
     try {
       proc.vars = await this.initVars(proc);

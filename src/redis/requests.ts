@@ -121,6 +121,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
       return await this.#create(request.ip);
     } catch (error) {
       if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
+      // Its enter or create may have run in Redis without its reply coming back: the sweeps repair it.
+      this.#node.lostReplies.due = true;
       throw this.#reject('storeUnavailable', unavailable(error, request.sessionId));
     } finally {
       this.#acquiring--;

@@ -10,6 +10,7 @@ import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import { applyRemoteOption, onStoreMessage } from './messages.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
@@ -74,7 +75,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new WeakSet(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task) };
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new WeakSet(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
+      lostReplies: { due: false }, keptPids: () => this.#keptPids() };
+    // A cut connection may have taken replies with it (of scripts Redis ran): the sweeps repair them.
+    redis.on('close', () => { this.#node.lostReplies.due = true; });
     this.#renames = new SessionRenames(this.#node, this.#known, this.#turns, this.lockManager);
     this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renames.renamed(oldId, newId));
     this.#processes = new ProcessSaves(this.#node, (handle) => {
@@ -86,7 +90,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
       refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
     });
-    this.#subscriber.on('message', (_channel: string, message: string) => this.#onMessage(message));
+    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames };
+    this.#subscriber.on('message', (_channel: string, message: string) => onStoreMessage(heard, message));
     this.#ready = this.#attemptStart();
   }
 
@@ -118,53 +123,20 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#heartbeat.unref();
     // Options set at run time on any node apply to a node that joins later too.
     const options = await this.#redis.hgetall(`${prefix}opts`);
-    for (const [name, json] of Object.entries(options)) if (!this.#localOptions.has(name)) this.#applyRemote(name, json);
+    for (const [name, json] of Object.entries(options)) if (!this.#localOptions.has(name)) applyRemoteOption(this.#ctx, name, json);
     this.#closer.armSweep();
     this.#isStarted = true;
+  }
+
+  #keptPids(): string[] {
+    const pids = this.#processes.writingPids();
+    for (const handle of this.#known.values()) for (const proc of handle.processesHere()) pids.push(proc.processId);
+    return pids;
   }
 
   /** Renews this node's lease and learns how many other nodes are alive (for `onStop: 'auto'`). */
   async #beat(stopping = false): Promise<void> {
     this.#othersAlive = Number(await this.#redis.lwsHeartbeat(this.#settings.prefix, this.#node.nodeId, this.#settings.nodeLeaseMs, stopping ? 1 : 0, keyTtlMs(this.#ctx, this.#settings)));
-  }
-
-  #onMessage(message: string): void {
-    const kind = message[0];
-    const rest = message.slice(2);
-    if (kind === 'c') {
-      // A closing session's state stays in this node's memory no longer than it must (its id is dead).
-      this.#node.copies.drop(rest);
-      this.#closer.waits.closeAnnounced(rest);
-      const handle = this.#known.get(rest);
-      handle?.markClosing();
-      if (handle !== undefined && handle.runs.size === 0 && handle.companions.size === 0) this.#known.delete(rest);
-    } else if (kind === 'r') {
-      this.#turns.released(rest);
-      this.#closer.waits.released(rest);
-    } else if (kind === 'x') {
-      this.#node.copies.drop(rest);
-      this.#closer.waits.finishedElsewhere(rest);
-      this.#known.delete(rest);
-    } else if (kind === 'N') {
-      const [oldId = '', newId = ''] = rest.split(' ');
-      this.#renames.renamed(oldId, newId);
-    } else if (kind === 'n') {
-      // What a node of an earlier version announces (it sends no 'N'); after an 'N' this finds nothing.
-      this.#turns.wakeHead(rest);
-      if (this.#known.get(rest)?.id !== rest) return; // renamed here: the handle already moved
-      this.#known.delete(rest);
-    } else if (kind === 'o') {
-      const [node, name, ...json] = rest.split(' ');
-      if (node !== this.#node.nodeId && name !== undefined) this.#applyRemote(name, json.join(' '));
-    }
-  }
-
-  #applyRemote(name: string, json: string): void {
-    try {
-      this.#ctx.applyOption(name as OptionName, JSON.parse(json) as unknown);
-    } catch (error) {
-      this.#ctx.report(unavailable(error), 'storeErrors');
-    }
   }
 
   // ---- requests (src/redis/requests.ts), closing, stopping ---------------------------------------------

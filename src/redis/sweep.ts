@@ -71,6 +71,7 @@ export class RedisSweep<Vars extends SessionVars> {
       }
       for (const id of takenOver) this.#start(id, undefined);
       full = due.length === SWEEP_BATCH;
+      if (this.#node.lostReplies.due) await this.#repair();
     } catch {
       // Redis is away: requests get 503 meanwhile; the next sweep tries again.
     } finally {
@@ -78,5 +79,22 @@ export class RedisSweep<Vars extends SessionVars> {
     }
     if (full) setImmediate(() => void this.#sweep());
     else this.arm();
+  }
+
+  /**
+   * What replies this node never read left behind (REPAIR): its processes taken by no work of its are
+   * freed, its claimed closes it does not run are run. Done again at each sweep until none was too
+   * recent to judge (an enter whose reply may still be on its way).
+   */
+  async #repair(): Promise<void> {
+    const { ctx, redis, settings, nodeId, lostReplies } = this.#node;
+    lostReplies.due = false;
+    try {
+      const [left = '0', ...closes] = (await redis.lwsRepair(settings.prefix, nodeId, ctx.clock.now(), settings.nodeLeaseMs, ...this.#node.keptPids()) as Reply).map(text);
+      if (Number(left) > 0) lostReplies.due = true;
+      for (const id of closes) this.#start(id, undefined);
+    } catch {
+      lostReplies.due = true;
+    }
   }
 }

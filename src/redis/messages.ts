@@ -1,0 +1,63 @@
+import type { OptionName } from '../options.js';
+import type { SessionVars } from '../process.js';
+import type { StoreContext } from '../store.js';
+import type { RedisCloser } from './closer.js';
+import { unavailable, type NodeServices, type SessionHandle } from './node.js';
+import type { SessionRenames } from './renames.js';
+import type { TurnQueues } from './turns.js';
+
+/** What a node's pub/sub messages reach. */
+export interface MessageTargets<Vars extends SessionVars> {
+  readonly ctx: StoreContext<Vars>;
+  readonly node: NodeServices<Vars>;
+  readonly known: Map<string, SessionHandle<Vars>>;
+  readonly turns: TurnQueues;
+  readonly closer: RedisCloser<Vars>;
+  readonly renames: SessionRenames<Vars>;
+}
+
+/**
+ * One message of the store's channel (layout in scripts.ts): 'c <id>' a close was claimed, 'r <id>' a
+ * process was released, 'x <id>' a close finished, 'N <old> <new>' a rename ('n <old>' from nodes of
+ * earlier versions), 'o <node> <name> <json>' an option was set. A message can be lost in a reconnect:
+ * every wait it ends also polls, and a node's view of a session heals at its next request.
+ */
+export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars>, message: string): void {
+  const kind = message[0];
+  const rest = message.slice(2);
+  if (kind === 'c') {
+    // A closing session's state stays in this node's memory no longer than it must (its id is dead).
+    to.node.copies.drop(rest);
+    to.closer.waits.closeAnnounced(rest);
+    const handle = to.known.get(rest);
+    handle?.markClosing();
+    if (handle !== undefined && handle.runs.size === 0 && handle.companions.size === 0) to.known.delete(rest);
+  } else if (kind === 'r') {
+    to.turns.released(rest);
+    to.closer.waits.released(rest);
+  } else if (kind === 'x') {
+    to.node.copies.drop(rest);
+    to.closer.waits.finishedElsewhere(rest);
+    to.known.delete(rest);
+  } else if (kind === 'N') {
+    const [oldId = '', newId = ''] = rest.split(' ');
+    to.renames.renamed(oldId, newId);
+  } else if (kind === 'n') {
+    // What a node of an earlier version announces (it sends no 'N'); after an 'N' this finds nothing.
+    to.turns.wakeHead(rest);
+    if (to.known.get(rest)?.id !== rest) return; // renamed here: the handle already moved
+    to.known.delete(rest);
+  } else if (kind === 'o') {
+    const [node, name, ...json] = rest.split(' ');
+    if (node !== to.node.nodeId && name !== undefined) applyRemoteOption(to.ctx, name, json.join(' '));
+  }
+}
+
+/** An option another node set (or set before this node started): validated and applied here. */
+export function applyRemoteOption<Vars extends SessionVars>(ctx: StoreContext<Vars>, name: string, json: string): void {
+  try {
+    ctx.applyOption(name as OptionName, JSON.parse(json) as unknown);
+  } catch (error) {
+    ctx.report(unavailable(error), 'storeErrors');
+  }
+}
