@@ -32,6 +32,12 @@ function longint(selector: number, value: unknown): number {
   return value;
 }
 
+/** 4D's documented range of a Longint selector; 0 (restore the default) passes. */
+function inRange(selector: number, n: number, min: number, max: number): number {
+  if (n !== 0 && (n < min || n > max)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `selector ${selector} takes ${min} to ${max} (0 restores the default), got ${n}`);
+  return n;
+}
+
 function text(selector: number, value: unknown): string {
   if (typeof value !== 'string') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `selector ${selector} takes a Text, got ${describe(value)}`);
   return value;
@@ -58,7 +64,7 @@ function selectorTable<Vars extends SessionVars>(): ReadonlyMap<number, Selector
   return new Map<number, SelectorRule<Vars>>([
     [Web_max_concurrent_processes, {
       get: (e) => e.getOption('maxConcurrentProcesses'),
-      set: (e, v) => e.setOption('maxConcurrentProcesses', longint(18, v) || DEFAULT_OPTIONS.maxConcurrentProcesses),
+      set: (e, v) => e.setOption('maxConcurrentProcesses', inRange(18, longint(18, v), 10, 32_000) || DEFAULT_OPTIONS.maxConcurrentProcesses),
     }],
     [Web_legacy_session, modeSelector(Web_legacy_session, 'legacy')],
     [Web_scalable_session, modeSelector(Web_scalable_session, 'scalable')],

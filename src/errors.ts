@@ -37,6 +37,12 @@ export const ERROR_CODES = {
   ERR_SESSION_BODY_TOO_LARGE: { httpStatus: 413, message: 'request body too large' },
   /** The session store (Redis) did not answer or refused a command; `cause` holds the client's error. */
   ERR_SESSION_STORE_UNAVAILABLE: { httpStatus: 503, message: 'session store unavailable' },
+  /**
+   * A request's or task's end could not be saved: its process had been freed under it (on the Redis
+   * store, this node was taken for dead: cut from Redis for longer than `nodeLeaseMs`), so what it
+   * changed is lost and the state saved before it stands. Reported on `'error'` (`storeErrors`).
+   */
+  ERR_SESSION_WRITE_FENCED: { httpStatus: 500, message: 'the process was freed under this request: its changes are lost' },
   /** A process's state could not be saved to the store (a value the structured clone algorithm refuses); the last saved state is kept. */
   ERR_SESSION_STATE_NOT_STORABLE: { httpStatus: 500, message: 'session state cannot be stored' },
   /**

@@ -100,6 +100,16 @@ test('Web max concurrent processes and Web max sessions set the limits, 0 restor
     assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 100);
     assert.equal(WEB_GET_OPTION(Web_max_sessions), 100, '500 clamped to the restored 100');
 
+    // 4D's range for selector 18 is 10 to 32 000 processes (0 restores the default): outside it, a TypeError.
+    for (const outside of [1, 9, 32_001]) {
+      assert.throws(() => WEB_SET_OPTION(Web_max_concurrent_processes, outside), (error: unknown) => error instanceof TypeError && (error as { code?: string }).code === 'ERR_SESSION_INVALID_OPTION');
+    }
+    WEB_SET_OPTION(Web_max_concurrent_processes, 10);
+    assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 10);
+    WEB_SET_OPTION(Web_max_concurrent_processes, 32_000);
+    assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 32_000);
+    WEB_SET_OPTION(Web_max_concurrent_processes, 0);
+
     WEB_SET_OPTION(Web_max_sessions, 30);
     WEB_SET_OPTION(Web_max_sessions, 0);
     assert.equal(WEB_GET_OPTION(Web_max_sessions), 100);

@@ -204,7 +204,9 @@ function readingAfter(selector: number, value: unknown, engine: SessionEngine): 
 /** Values a 4D developer would plainly expect to work. */
 function plainly4D(selector: number, value: unknown): boolean {
   switch (selector) {
-    case Web_max_concurrent_processes: case Web_max_sessions: return isInt(value, 0, 100_000);
+    // 4D's range for 18: 10 to 32 000 processes, or 0 (the default).
+    case Web_max_concurrent_processes: return value === 0 || isInt(value, 10, 32_000);
+    case Web_max_sessions: return isInt(value, 0, 100_000);
     case Web_inactive_session_timeout: case Web_inactive_process_timeout: return isInt(value, 0, 30 * 24 * 60);
     case Web_session_cookie_name: return value === '' || (typeof value === 'string' && value.length <= 64 && TOKEN.test(value));
     case Web_session_cookie_domain: return value === '' || value === 'example.com' || value === '/*.4d.fr' || value === '.example.com';

@@ -122,3 +122,27 @@ test('createRedisStore refuses a commandTimeoutMs that is not a positive integer
   assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:6379', commandTimeoutMs: 0 }), /commandTimeoutMs must be an integer/);
   assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:6379', commandTimeoutMs: 1.5 }), /commandTimeoutMs must be an integer/);
 });
+
+test('a release fenced on its first try (its process was freed under it: the node taken for dead) is reported, ERR_SESSION_WRITE_FENCED: its changes are lost, the state before stands', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const { engine, errors } = await engineOn(r, {});
+  try {
+    const first = await engine.acquire({ sessionId: undefined, ip: IP });
+    first.proc.vars.n = 1;
+    first.release();
+    await settle(20);
+    const lease = await engine.acquire({ sessionId: first.sessionId, ip: IP });
+    // What a sweep does to the processes of a node it finds dead.
+    await r.redis.hset(`${r.prefix}s:${lease.sessionId}`, `b:${lease.proc.processId}`, '0');
+    lease.proc.vars.n = 2;
+    lease.release();
+    for (let i = 0; i < 100 && errors.length === 0; i++) await settle(5);
+    assert.deepEqual(errors, ['ERR_SESSION_WRITE_FENCED']);
+    const next = await engine.acquire({ sessionId: first.sessionId, ip: IP });
+    assert.equal(next.proc.vars.n, 1, 'the state saved before stands');
+    next.release();
+  } finally {
+    await engine.stop();
+  }
+});

@@ -139,6 +139,11 @@ export class ProcessSaves<Vars extends SessionVars> {
         // Its own error in Redis (the others of its call landed): retried as a failed call is.
         if (outcome.startsWith('err')) throw new Error(`the release failed in Redis: ${outcome.slice(4)}`);
         if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
+        // Fenced on its first try: the process was freed under this work (this node taken for dead), so
+        // what it changed is lost. A retry's 'stale' says nothing: the try before may have landed.
+        if (outcome === 'stale' && attempt === 0) {
+          ctx.report(new SessionError('ERR_SESSION_WRITE_FENCED', `${proc.processId}`, { sessionId: handle.id }), 'storeErrors');
+        }
         break;
       } catch (error) {
         if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
