@@ -187,7 +187,9 @@ export function waitInQueue<Vars extends SessionVars>(session: Session<Vars>, cl
       reject: (error) => { timer.cancel(); reject(error); },
     };
     const timer = timerOn(clock, () => {
-      if (session.queue !== undefined) removeItem(session.queue, waiter);
+      // Taken off the queue already (a place for a process of its own is being made for it, its init
+      // running): it gets that process; refusing it now would leave the process running for nobody.
+      if (session.queue === undefined || !removeItem(session.queue, waiter)) return;
       reject(timedOut());
     }, timeoutMs);
     (session.queue ??= []).push(waiter);

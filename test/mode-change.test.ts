@@ -63,3 +63,43 @@ for (const [name, storeFor] of stores) {
     assert.ok(!hooked.some(([user]) => user === 'dan'), 'not at stop either');
   });
 }
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: closeSession on a session made in 'scalable' mode changes nothing, not even for a moment: the cookie of its running request stays, and during stop() it is false too`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const engine = new SessionEngine<Vars>({ clock: new ManualClock(), mode: 'scalable', ...choice });
+    const running = await engine.acquire({ sessionId: undefined, ip: IP });
+    const closing = engine.closeSession(running.sessionId);
+    assert.equal(running.cookie().action, 'set', 'the response being written keeps its cookie');
+    assert.equal(await closing, false);
+    assert.equal(running.cookie().action, 'set');
+    running.release();
+    const stopping = engine.stop();
+    assert.equal(await engine.closeSession(running.sessionId), false);
+    await stopping;
+  });
+
+  test(`${name}: a request waiting for a session that closes after a switch to 'none' gets a throw-away process, not a new session`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const clock = new ManualClock();
+    const engine = new SessionEngine<Vars>({ clock, closeTimeoutMs: 1_000, ...choice });
+    try {
+      const busy = await engine.acquire({ sessionId: undefined, ip: IP });
+      const waiting = engine.acquire({ sessionId: busy.sessionId, ip: IP });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      engine.setOption('mode', 'none');
+      const closed = engine.closeSession(busy.sessionId);
+      busy.release();
+      assert.equal(await closed, true);
+      const next = await waiting;
+      assert.equal(next.sessionId, '', 'a throw-away process');
+      assert.equal(next.cookie().action, 'none');
+      next.release();
+      assert.equal(engine.stats().created, 1);
+    } finally {
+      await engine.stop();
+    }
+  });
+}

@@ -67,3 +67,36 @@ test('queueTimeoutMs is an option like the others: validated, readable, settable
   assert.throws(() => engine.setOption('queueTimeoutMs', 0), { code: 'ERR_SESSION_INVALID_OPTION' });
   assert.throws(() => new SessionEngine({ queueTimeoutMs: -1 }), { code: 'ERR_SESSION_INVALID_OPTION' });
 });
+
+test('memory store: a waiter taken off the queue for a process of its own (room made at the process cap), whose init outlasts its deadline, gets that process; nothing is left running for nobody', { timeout: 10_000 }, async () => {
+  const clock = new ManualClock();
+  let finishInit: (() => void) | undefined;
+  let slowInit = false;
+  const engine = new SessionEngine<Vars>({
+    clock, queueTimeoutMs: 1_000, maxConcurrentProcesses: 10, processesPerSession: 2, inactiveProcessTimeoutMs: 60_000,
+    init: () => (slowInit ? new Promise<Vars>((resolve) => { finishInit = () => resolve({}); }) : {}),
+  });
+  try {
+    const first = await engine.acquire({ sessionId: undefined, ip: IP });
+    for (let i = 0; i < 9; i++) (await engine.acquire({ sessionId: undefined, ip: IP })).release();
+    slowInit = true;
+    const waiting = track(engine.acquire({ sessionId: first.sessionId, ip: IP }));
+    await settle(20);
+    engine.setOption('maxConcurrentProcesses', 11); // room: the waiter's own process starts, its init pending
+    await settle(20);
+    assert.ok(finishInit !== undefined, 'the waiter\'s process is being made');
+    clock.advance(1_000);
+    await settle(20);
+    assert.equal(waiting.settled, false, 'taken before its deadline: it waits for its process, not refused');
+    finishInit!();
+    assert.ok(await eventually(() => waiting.settled, 2_000));
+    assert.equal(waiting.error, undefined);
+    waiting.value!.release();
+    first.release();
+    assert.equal(engine.sessions().find((s) => s.id === first.sessionId)?.busy, false, 'no process left running for nobody');
+    clock.advance(61_000);
+    assert.ok(await eventually(() => engine.stats().closed.timeout === 10, 2_000), 'every session times out, that one too');
+  } finally {
+    await engine.stop();
+  }
+});

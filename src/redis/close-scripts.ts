@@ -19,9 +19,9 @@ if not st and ARGV[6] and ARGV[6] ~= '' then
   local to = renamedTo(ARGV[2])
   if to and redis.call('HEXISTS', skey(to), 'b:' .. ARGV[6]) == 1 then return 'moved ' .. to end
 end
+if st and redis.call('HGET', skey(ARGV[2]), 'sm') == '1' then return 'scalable' end
 if st == 'c' then return 'closing' end
 if st ~= 'o' then return 'unknown' end
-if redis.call('HGET', skey(ARGV[2]), 'sm') == '1' then return 'scalable' end
 claim(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 return 'ok'
 `;

@@ -53,6 +53,9 @@ export class RedisCloser<Vars extends SessionVars> {
 
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
   async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
+    // Made in 'scalable' mode, as this node knows: nothing to claim, and its handle (the cookie of a
+    // response being written, a task's end) must not look closing for a round trip.
+    if (this.#localRun(id)?.scalable === true) return false;
     const local = this.#pipelines.get(id);
     const fromOwnSession = caller !== undefined && caller.sessionId === id;
     if (local !== undefined) {

@@ -143,9 +143,12 @@ export class SessionEntry<Vars extends SessionVars> {
   /** Its turn, or the queue timeout: then it stops waiting (its polls end) and the request gets 503. */
   async #turn(me: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, deadlineMs: number): Promise<void> {
     const { clock } = this.#ctx;
-    const turn = this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
-    if (await within(clock, Math.max(0, deadlineMs - clock.now()), turn) !== TIMED_OUT) return;
-    me.wake?.();
+    // Past it already (time moved while its last try was on its way): no wait on a timer that may not fire soon.
+    if (clock.now() < deadlineMs) {
+      const turn = this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+      if (await within(clock, deadlineMs - clock.now(), turn) !== TIMED_OUT) return;
+      me.wake?.();
+    }
     throw this.#deps.reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${this.#ctx.options.queueTimeoutMs} ms`, { sessionId: me.sessionId }));
   }
 
@@ -173,7 +176,8 @@ export class SessionEntry<Vars extends SessionVars> {
       return next === undefined ? undefined : this.enter(next, ip);
     }
     const creating = this.#deps.create(ip);
-    this.#successors.set(closedId, creating.then((lease) => lease.sessionId, () => undefined));
+    // A throw-away process ('none' mode set meanwhile) has no session for the others to join.
+    this.#successors.set(closedId, creating.then((lease) => lease.sessionId || undefined, () => undefined));
     return creating;
   }
 }

@@ -6,7 +6,7 @@ import { PRELUDE } from './lua-prelude.js';
 /**
  * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
  * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered, copyPid, copyToken.
- * Returns {'ok', 'pid token created processCount copied', state} | {'unknown'} | {'ip'} | {'busy'} |
+ * Returns {'ok', 'pid token created processCount copied scalable', state} | {'unknown'} | {'ip'} | {'busy'} |
  * {'full'} | {'moved', newId}. Requests waiting for the session (any node) are members of P wq:<id>,
  * scored by their last try plus their own node's waiterStaleMs; a caller drops those whose score is
  * older than its own window. So a waiter whose node died or gave up stops counting after its own
@@ -21,7 +21,7 @@ const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h = skey(id)
 local wq = P .. 'wq:' .. id
-local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk', 'ct')
+local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk', 'ct', 'sm')
 if f[1] ~= 'o' then
   if ARGV[14] == '1' and not f[1] then
     -- Renamed, maybe more than once, while this request was counted among its waiters.
@@ -32,7 +32,7 @@ if f[1] ~= 'o' then
 end
 if now >= cookieExpiry(f[2], f[7], ARGV[5]) then return {'unknown'} end
 -- A session made in 'scalable' mode ('sm') has no IP check, whatever the mode is now.
-if ARGV[6] == '1' and f[3] ~= ip and redis.call('HGET', h, 'sm') ~= '1' then return {'ip'} end
+if ARGV[6] == '1' and f[3] ~= ip and f[8] ~= '1' then return {'ip'} end
 local list = {}
 if f[5] then for p in string.gmatch(f[5], '%S+') do list[#list + 1] = p end end
 local slot
@@ -74,7 +74,7 @@ markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
 if ARGV[14] == '1' then redis.call('ZREM', wq, ARGV[11]) end
-return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' ' .. copied, state}
+return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' ' .. copied .. ' ' .. (f[8] or '0'), state}
 `;
 
 /**

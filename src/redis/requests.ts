@@ -75,7 +75,11 @@ export class RedisRequestPath<Vars extends SessionVars> {
       turns: deps.turns,
       refusing: () => deps.refusing(),
       reject: (cause, error) => this.#reject(cause, error),
-      admit: (id, ip, entered, nowMs) => this.#lease(this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount), entered.pid, entered.token, entered.state, false),
+      admit: (id, ip, entered, nowMs) => {
+        const handle = this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount);
+        handle.scalable = entered.scalable;
+        return this.#lease(handle, entered.pid, entered.token, entered.state, false);
+      },
       create: (ip) => this.#create(ip),
     });
     this.#transientOwner = {
@@ -146,6 +150,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
     // (a cluster stop has claimed every open one already, and this one would get no 'shutdown' close).
     if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
     const { options, clock, counters } = this.#ctx;
+    // 'none' set while this request waited for a session that closed: no session is made for it.
+    if (options.mode === 'none') return this.#transient();
     const id = newSessionId();
     const nowMs = clock.now();
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
@@ -160,6 +166,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
     if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
     const handle = this.#handle(id, ip, nowMs, nowMs, 1);
+    handle.scalable = options.mode === 'scalable';
     const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
     // Counted once its process has a context: a session whose init failed was never made (see #initialized).
     counters.created++;
@@ -251,7 +258,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, 'stays', run.loaded);
   }
 
-  async #transient(): Promise<RequestLease<Vars>> {
+  async #transient(): Promise<Lease<Vars>> {
     const proc = new WebProcess<Vars>(this.#transientOwner, 'web', {} as Vars, `t${randomUUID()}`);
     this.#transients.add(proc);
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, undefined, proc, true);
