@@ -38,7 +38,10 @@ export class MemoryCloses<Vars extends SessionVars> {
       report: ctx.report,
       finished: (session, event) => {
         this.closing.delete(session.id);
-        ctx.closed(event);
+        // No process at the end: a new session whose first init failed while it closed. It was never
+        // made ('create' was never said), so its close is not said nor counted either.
+        if (event.processCount === 0) ctx.counters.closed[event.reason]--;
+        else ctx.closed(event);
       },
     };
   }

@@ -197,3 +197,30 @@ test('Redis store: a failed init whose lock release fails (Redis away for it) re
     await engine.stop();
   }
 });
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: a new session closed while its first init runs, which then fails, was never made: closeSession is true, but neither 'create' nor 'close' is said of it, nor counted`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const initDone = deferred<Vars>();
+    const { engine, creates, closes } = engineOn(choice, { clock: new ManualClock(), init: () => initDone.promise });
+    engine.on('error', () => {});
+    try {
+      const entering = engine.acquire({ sessionId: undefined, ip: IP });
+      entering.catch(() => {});
+      assert.ok(await eventually(() => engine.sessions().length === 1, 5_000));
+      const closing = engine.closeSession(engine.sessions()[0]!.id);
+      await settle(10);
+      initDone.reject(new Error('database down'));
+      await assert.rejects(entering, { code: 'ERR_SESSION_INIT_FAILED' });
+      assert.equal(await closing, true);
+      await settle(10);
+      assert.deepEqual(creates, []);
+      assert.deepEqual(closes, []);
+      const stats = engine.stats();
+      assert.deepEqual([stats.created, stats.closed.closed], [0, 0]);
+    } finally {
+      await engine.stop();
+    }
+  });
+}

@@ -113,7 +113,10 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     let hookFailures = 0;
     for (const ok of pipeline.hooked.values()) if (!ok) hookFailures++;
     const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun: pipeline.hooked.size, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
-    ctx.closed(event);
+    // No process at the end: a new session whose first init failed while it closed. It was never made
+    // ('create' was never said): its close is not said, nor counted where it was claimed (here).
+    if (processes.length > 0) ctx.closed(event);
+    else if (claimedReason !== undefined) ctx.counters.closed[reason]--;
   }
 
   async #load(id: string): Promise<LoadedClose | undefined> {
