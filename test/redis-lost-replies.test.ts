@@ -85,3 +85,93 @@ test("a claim whose reply is lost: closeSession fails (503), and the node's next
     await stopAll(clock, [], undefined, x);
   }
 });
+
+test('the repair never frees a process whose enter went to Redis just before it (its reply read after the repair began), even when that request began long ago on the clock', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    a.proc.vars.n = 1;
+    a.release();
+    const b = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    b.release();
+    assert.ok(await idleInRedis(r, a.sessionId));
+    assert.ok(await idleInRedis(r, b.sessionId));
+    loseNextReply(x.client, 'lwsEnterManyBuffer');
+    await assert.rejects(x.engine.acquire({ sessionId: b.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' }); // a repair is due
+    let findSent!: () => void;
+    const repairing = new Promise<void>((resolve) => { findSent = resolve; });
+    wrapScript(x.client, 'lwsRepairFind', (find: Script) => async (...args) => { findSent(); return find(...args); });
+    const freed: unknown[][] = [];
+    wrapScript(x.client, 'lwsRepairFree', (free: Script) => async (...args) => { freed.push(args); return free(...args); });
+    // A's enter leaves, then session time jumps (a long stall) and the sweep's repair starts before its reply is read.
+    let held = true;
+    wrapScript(x.client, 'lwsEnterManyBuffer', (enter: Script) => async (...args) => {
+      const reply = enter(...args);
+      if (held) {
+        held = false;
+        clock.advance(15_000);
+        await repairing;
+      }
+      return reply;
+    });
+    const lease = await x.engine.acquire({ sessionId: a.sessionId, ip: IP });
+    assert.ok(await eventually(() => freed.length > 0, 5_000), 'the repair ran (it frees B\'s orphan)');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.notEqual(await r.redis.hget(`${r.prefix}s:${a.sessionId}`, `b:${lease.proc.processId}`), '0', 'A\'s process is still its request\'s');
+    assert.ok(!freed.flat().some((arg) => String(arg).includes(lease.proc.processId) && String(arg).startsWith(a.sessionId)), 'A\'s process was not among those freed');
+    lease.proc.vars.n = 2;
+    lease.release();
+    const next = await x.engine.acquire({ sessionId: a.sessionId, ip: IP });
+    assert.equal(next.proc.vars.n, 2, 'its release landed');
+    next.release();
+    assert.deepEqual(x.errors.map((e) => e.code).filter((c) => c !== 'ERR_SESSION_STORE_UNAVAILABLE'), []);
+  } finally {
+    await stopAll(clock, [], undefined, x);
+  }
+});
+
+test('a spawn whose reply is lost: the repair removes the task process it left (never run: no hook for it), and the session goes idle and times out as any other', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    loseNextReply(x.client, 'lwsSpawn');
+    a.proc.spawn('export', async () => {});
+    assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000));
+    a.release();
+    clock.advance(1_000);
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'pl')) === a.proc.processId, 5_000), 'the task process left the session');
+    assert.ok(await idleInRedis(r, a.sessionId));
+    clock.advance(480 * 60_000);
+    assert.ok(await eventually(() => x.hooked.length === 1, 5_000), 'timed out, one hook: the request process only');
+    assert.deepEqual(x.hooked, [a.proc.processId]);
+  } finally {
+    await stopAll(clock, [], undefined, x);
+  }
+});
+
+test("a sweep whose reply is lost (its timeouts claimed, unread): the repair runs those closes, each hook once", { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    a.release();
+    assert.ok(await idleInRedis(r, a.sessionId));
+    loseNextReply(x.client, 'lwsSweep');
+    clock.advance(480 * 60_000); // A is due: the next sweep claims it, and its reply is lost
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'claimed by the lost sweep');
+    // A sweep a second (the failed one re-arms its timer once its error is read).
+    assert.ok(await eventually(() => { clock.advance(1_000); return x.hooked.length === 1; }, 5_000), 'the repair ran the close');
+    assert.deepEqual(x.hooked, [a.proc.processId]);
+    assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${a.sessionId}`)) === 0, 5_000));
+  } finally {
+    await stopAll(clock, [], undefined, x);
+  }
+});

@@ -124,46 +124,6 @@ return out
 `;
 
 /**
- * A node's own leftovers of replies it never read (a connection cut after Redis ran a script): a
- * process this node took (an enter, a create) that no work of it runs, and a close it claimed that it
- * does not run. The sweeps of the other nodes free such things only for a node that is gone.
- * ARGV: P, node, now, graceMs, then the process ids this node runs or has a write of on its way (kept).
- * A process taken less than graceMs ago (by its session's last request start) is left for a later
- * repair: its enter's reply may still be on its way. Returns {left (how many were too recent), closes…}.
- */
-export const REPAIR = `${PRELUDE}
-local node, now, grace = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local keep = {}
-for i = 5, #ARGV do keep[ARGV[i]] = true end
-local left = 0
-local nb = P .. 'nb:' .. node
-for _, m in ipairs(redis.call('SMEMBERS', nb)) do
-  local id, pid = string.match(m, '^(%S+) (%S+)$')
-  if not keep[pid] then
-    local h = skey(id)
-    local f = redis.call('HMGET', h, 'o:' .. pid, 'b:' .. pid, 'lr', 'st')
-    if f[1] ~= node or not f[2] or f[2] == '0' then
-      redis.call('SREM', nb, m)
-    elseif now - tonumber(f[3] or '0') < grace then
-      left = left + 1
-    else
-      -- Taken by a reply never read: free again, with the state last saved (as a dead node's).
-      redis.call('HSET', h, 'b:' .. pid, '0')
-      redis.call('HDEL', h, 'o:' .. pid)
-      if f[4] == 'o' and allFree(h) then markIdle(id, redis.call('HGET', h, 'la')) end
-      redis.call('PUBLISH', P .. 'ev', 'r ' .. id)
-      redis.call('SREM', nb, m)
-    end
-  end
-end
-local out = {tostring(left)}
-for _, id in ipairs(redis.call('ZRANGE', P .. 'closing', 0, -1)) do
-  if redis.call('HGET', skey(id), 'cl') == node then out[#out + 1] = id end
-end
-return out
-`;
-
-/**
  * Claims every open session for a cluster shutdown, a batch at a time. ARGV: P, node, now, limit.
  * Returns the ids claimed, then how many ids the batch looked at (leftovers are dropped, not claimed).
  */

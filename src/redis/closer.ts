@@ -139,7 +139,14 @@ export class RedisCloser<Vars extends SessionVars> {
    */
   start(id: string, reason: CloseReason | undefined, insider?: WebProcess<Vars>): Promise<void> {
     const existing = this.#pipelines.get(id);
-    if (existing !== undefined) return existing.promise;
+    if (existing !== undefined) {
+      // Started first by a sweep or a repair: a logout's caller still must not be waited for.
+      if (insider !== undefined && this.#runsHere(insider) && existing.phase === 'draining') {
+        existing.insiders.set(insider.processId, insider);
+        this.waits.released(id);
+      }
+      return existing.promise;
+    }
     let failedWith!: (error: SessionError) => void;
     const failed = new Promise<never>((_resolve, reject) => { failedWith = reject; });
     failed.catch(() => {}); // nobody may be waiting for it

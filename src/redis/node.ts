@@ -155,7 +155,7 @@ export interface NodeServices<Vars extends SessionVars> {
   /** Delays between retries of saves and closes that failed on a Redis error. */
   readonly retries: Retries;
   /** The process objects running a request or task on this node now (whatever handle they are under). */
-  readonly runningHere: WeakSet<WebProcess<Vars>>;
+  readonly runningHere: Set<WebProcess<Vars>>;
   /** The states this node wrote last, by session: an enter that finds them exact brings no state. */
   readonly copies: StateCopies;
   /**

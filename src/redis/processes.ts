@@ -202,8 +202,9 @@ export class ProcessSaves<Vars extends SessionVars> {
       }
       token = reply[1];
     } catch (error) {
-      // A spawn whose reply was lost may have taken its process: REPAIR frees it (no longer kept).
+      // A spawn whose reply was lost may have taken its process: the repair removes it (no longer kept).
       this.#writing.delete(proc.processId);
+      if (!(error instanceof SessionError)) this.#node.lostReplies.due = true;
       handle.processCount--;
       await processInternals.teardown(proc, {});
       ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');

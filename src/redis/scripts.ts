@@ -30,7 +30,8 @@
 // Every write to a session refreshes its key's TTL (session timeout + grace), so a crashed cluster
 // leaves nothing behind.
 
-import { CLAIM, CLAIM_ALL, FINISH, HEARTBEAT, HOOKED, LOAD_CLOSING, RENAME, REPAIR, SET_OPTION, SWEEP } from './close-scripts.js';
+import { CLAIM, CLAIM_ALL, FINISH, HEARTBEAT, HOOKED, LOAD_CLOSING, RENAME, SET_OPTION, SWEEP } from './close-scripts.js';
+import { REPAIR_FIND, REPAIR_FREE } from './repair-scripts.js';
 import { RELEASE, SPAWN } from './process-scripts.js';
 import { CREATE, ENTER_MANY, WAIT } from './request-scripts.js';
 
@@ -42,7 +43,8 @@ export const STORE_SCRIPTS = {
   lwsSpawn: SPAWN,
   lwsClaim: CLAIM,
   lwsSweep: SWEEP,
-  lwsRepair: REPAIR,
+  lwsRepairFind: REPAIR_FIND,
+  lwsRepairFree: REPAIR_FREE,
   lwsClaimAll: CLAIM_ALL,
   lwsLoadClosing: LOAD_CLOSING,
   lwsHooked: HOOKED,

@@ -75,7 +75,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new WeakSet(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
     // A cut connection may have taken replies with it (of scripts Redis ran): the sweeps repair them.
     redis.on('close', () => { this.#node.lostReplies.due = true; });
@@ -130,7 +130,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   #keptPids(): string[] {
     const pids = this.#processes.writingPids();
-    for (const handle of this.#known.values()) for (const proc of handle.processesHere()) pids.push(proc.processId);
+    // Every run of this node, whatever handle it is under (one dropped from #known included).
+    for (const proc of this.#node.runningHere) pids.push(proc.processId);
     return pids;
   }
 

@@ -73,7 +73,9 @@ export class RedisSweep<Vars extends SessionVars> {
       full = due.length === SWEEP_BATCH;
       if (this.#node.lostReplies.due) await this.#repair();
     } catch {
-      // Redis is away: requests get 503 meanwhile; the next sweep tries again.
+      // Redis is away: requests get 503 meanwhile; the next sweep tries again. The sweep may have run
+      // without its reply coming back (its claims are then this node's): the repair runs them.
+      this.#node.lostReplies.due = true;
     } finally {
       this.#sweeping = false;
     }
@@ -82,19 +84,28 @@ export class RedisSweep<Vars extends SessionVars> {
   }
 
   /**
-   * What replies this node never read left behind (REPAIR): its processes taken by no work of its are
-   * freed, its claimed closes it does not run are run. Done again at each sweep until none was too
-   * recent to judge (an enter whose reply may still be on its way).
+   * What replies this node never read left behind: its claimed closes it does not run are run, and its
+   * processes taken by no work of its are freed, in two steps. The first finds the processes taken and
+   * not kept; after its reply (and one turn more) every reply sent before it has been read, so work that
+   * took one of them runs and is kept by then: the second frees only the others, and only if their token
+   * has not moved.
    */
   async #repair(): Promise<void> {
-    const { ctx, redis, settings, nodeId, lostReplies } = this.#node;
+    const { redis, settings, nodeId, lostReplies } = this.#node;
     lostReplies.due = false;
     try {
-      const [left = '0', ...closes] = (await redis.lwsRepair(settings.prefix, nodeId, ctx.clock.now(), settings.nodeLeaseMs, ...this.#node.keptPids()) as Reply).map(text);
-      if (Number(left) > 0) lostReplies.due = true;
-      for (const id of closes) this.#start(id, undefined);
+      const reply = (await redis.lwsRepairFind(settings.prefix, nodeId, ...this.#node.keptPids()) as Reply).map(text);
+      const bar = reply.indexOf('|');
+      for (const id of reply.slice(bar + 1)) this.#start(id, undefined);
+      const found = reply.slice(0, bar);
+      if (found.length === 0) return;
+      await new Promise((resolve) => setImmediate(resolve));
+      const kept = new Set(this.#node.keptPids());
+      const orphans = found.filter((entry) => !kept.has(entry.split(' ')[1] ?? ''));
+      if (orphans.length > 0) await redis.lwsRepairFree(settings.prefix, nodeId, ...orphans);
     } catch {
       lostReplies.due = true;
     }
   }
+
 }
