@@ -76,6 +76,24 @@ export class MemoryStore<Vars extends SessionVars> {
   get idleCount(): number {
     return this.#idleCount;
   }
+  /**
+   * How many of the least recently active idle sessions must close to make room for one more, or the
+   * limit that no eviction can lift. Nothing is closed unless it makes room: with the cap lowered below
+   * the busy sessions, closing the idle ones would destroy them and still refuse the newcomer.
+   */
+  victimsMakingRoom(cap: number, liveProcesses: number, maxConcurrentProcesses: number): number | 'sessionLimit' | 'processLimit' {
+    const sessionsToFree = Math.max(0, this.size - cap + 1);
+    if (sessionsToFree > this.idleCount) return 'sessionLimit';
+    let processesToFree = liveProcesses - maxConcurrentProcesses + 1;
+    let victims = 0;
+    // Walks only as far as the victims it will close (each frees its processes), or to the list's end.
+    for (let idle = this.oldestIdle(); idle !== undefined && (victims < sessionsToFree || processesToFree > 0); idle = idle.idleNext) {
+      victims++;
+      processesToFree -= idle.processes.length;
+    }
+    return processesToFree > 0 ? 'processLimit' : victims;
+  }
+
 
   values(): IterableIterator<Session<Vars>> {
     return this.#byId.values();

@@ -113,7 +113,7 @@ export class Scheduler<Vars extends SessionVars> {
     const options = this.#ctx.options;
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
     if (this.#limitReached(cap) !== undefined) {
-      const victims = this.#victimsMakingRoom(cap);
+      const victims = this.store.victimsMakingRoom(cap, this.#processes.live, this.#ctx.options.maxConcurrentProcesses);
       if (typeof victims === 'string') throw this.#limitError(victims, cap);
       // Not awaited: the newcomer never waits for another session's hook. A synchronous hook may close
       // other sessions meanwhile (a "log out everywhere"): room is checked again before each eviction.
@@ -167,23 +167,7 @@ export class Scheduler<Vars extends SessionVars> {
       : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
   }
 
-  /**
-   * How many of the least recently active idle sessions must close to make room for one more, or the
-   * limit that no eviction can lift. Nothing is closed unless it makes room: with the cap lowered below
-   * the busy sessions, closing the idle ones would destroy them and still refuse the newcomer.
-   */
-  #victimsMakingRoom(cap: number): number | 'sessionLimit' | 'processLimit' {
-    const sessionsToFree = Math.max(0, this.store.size - cap + 1);
-    if (sessionsToFree > this.store.idleCount) return 'sessionLimit';
-    let processesToFree = this.#processes.live - this.#ctx.options.maxConcurrentProcesses + 1;
-    let victims = 0;
-    // Walks only as far as the victims it will close (each frees its processes), or to the list's end.
-    for (let idle = this.store.oldestIdle(); idle !== undefined && (victims < sessionsToFree || processesToFree > 0); idle = idle.idleNext) {
-      victims++;
-      processesToFree -= idle.processes.length;
-    }
-    return processesToFree > 0 ? 'processLimit' : victims;
-  }
+
 
   /** 'none' mode: a throw-away process for one request, torn down at release. */
   transient(): MaybePromise<RequestLease<Vars>> {
