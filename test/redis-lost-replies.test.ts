@@ -175,3 +175,50 @@ test("a sweep whose reply is lost (its timeouts claimed, unread): the repair run
     await stopAll(clock, [], undefined, x);
   }
 });
+
+test('a session regenerated between the repair\'s two steps: the process a lost enter took is freed under the new id', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    a.release();
+    assert.ok(await idleInRedis(r, a.sessionId));
+    const pid = a.proc.processId;
+    loseNextReply(x.client, 'lwsEnterManyBuffer');
+    await assert.rejects(x.engine.acquire({ sessionId: a.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
+    let newId: string | null = null;
+    wrapScript(x.client, 'lwsRepairFree', (free: Script) => async (...args) => {
+      newId ??= await x.engine.regenerate(a.sessionId);
+      return free(...args);
+    });
+    assert.ok(await eventually(() => { clock.advance(1_000); return newId !== null; }, 5_000));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${pid}`)) === '0', 5_000), 'freed under the new id');
+    const next = await x.engine.acquire({ sessionId: newId!, ip: IP });
+    assert.equal(next.sessionId, newId);
+    next.release();
+  } finally {
+    await stopAll(clock, [], undefined, x);
+  }
+});
+
+test('a lost spawn in a session closed before the repair: the task that never ran gets no hook', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    loseNextReply(x.client, 'lwsSpawn');
+    a.proc.spawn('export', async () => {});
+    assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000));
+    a.release();
+    const closing = x.engine.closeSession(a.sessionId);
+    assert.ok(await eventually(() => { clock.advance(1_000); return x.hooked.length > 0; }, 5_000));
+    assert.equal(await closing, true);
+    assert.deepEqual(x.hooked, [a.proc.processId], 'the request process only');
+  } finally {
+    await stopAll(clock, [], undefined, x);
+  }
+});

@@ -26,8 +26,8 @@ export class ProcessSaves<Vars extends SessionVars> {
   readonly #afterSave: (handle: SessionHandle<Vars>) => void;
   readonly #onSettled: () => void;
   readonly #pending = new Set<Promise<unknown>>();
-  /** Processes with a release or a spawn on its way to Redis (REPAIR must not free them meanwhile). */
-  readonly #writing = new Set<string>();
+  /** Processes with releases or a spawn on their way to Redis, and how many (the repair must not free them meanwhile). */
+  readonly #writing = new Map<string, number>();
   /** The releases of one turn of the event loop go to Redis in one call (as the enters do: enters.ts). */
   readonly #releases: ScriptBatches<string>;
 
@@ -72,7 +72,17 @@ export class ProcessSaves<Vars extends SessionVars> {
   }
 
   writingPids(): string[] {
-    return [...this.#writing];
+    return [...this.#writing.keys()];
+  }
+
+  #writeBegins(pid: string): void {
+    this.#writing.set(pid, (this.#writing.get(pid) ?? 0) + 1);
+  }
+
+  #writeEnds(pid: string): void {
+    const left = (this.#writing.get(pid) ?? 1) - 1;
+    if (left > 0) this.#writing.set(pid, left);
+    else this.#writing.delete(pid);
   }
 
   settled(): Promise<unknown> {
@@ -120,11 +130,11 @@ export class ProcessSaves<Vars extends SessionVars> {
   async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined, answered?: () => void): Promise<void> {
     const { ctx, settings, lockManager } = this.#node;
     const ttlMs = keyTtlMs(ctx, settings);
-    this.#writing.add(proc.processId);
+    this.#writeBegins(proc.processId);
     try {
       await this.#releaseUntilLanded(handle, proc, token, bytes, end, held, answered);
     } finally {
-      this.#writing.delete(proc.processId);
+      this.#writeEnds(proc.processId);
     }
     // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
     if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
@@ -194,7 +204,7 @@ export class ProcessSaves<Vars extends SessionVars> {
   async #runTask(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
     let token: string;
-    this.#writing.add(proc.processId);
+    this.#writeBegins(proc.processId);
     try {
       const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId) as Reply).map(text);
       if (reply[0] !== 'ok' || reply[1] === undefined) {
@@ -203,7 +213,7 @@ export class ProcessSaves<Vars extends SessionVars> {
       token = reply[1];
     } catch (error) {
       // A spawn whose reply was lost may have taken its process: the repair removes it (no longer kept).
-      this.#writing.delete(proc.processId);
+      this.#writeEnds(proc.processId);
       if (!(error instanceof SessionError)) this.#node.lostReplies.due = true;
       handle.processCount--;
       await processInternals.teardown(proc, {});
@@ -211,7 +221,7 @@ export class ProcessSaves<Vars extends SessionVars> {
       return;
     }
     handle.startRun({ proc, token, kind: 'task' });
-    this.#writing.delete(proc.processId);
+    this.#writeEnds(proc.processId);
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
     try {
       proc.vars = await this.initVars(proc);

@@ -46,15 +46,23 @@ local node = ARGV[2]
 local freed = 0
 for i = 3, #ARGV do
   local id, pid, token = string.match(ARGV[i], '^(%S+) (%S+) (%S+)$')
+  local listed = id
+  if redis.call('EXISTS', skey(id)) == 0 then
+    -- Regenerated since step 1: the process went along to the new id.
+    local to = renamedTo(id)
+    if to then id = to end
+  end
   local h = skey(id)
   local f = redis.call('HMGET', h, 'o:' .. pid, 'b:' .. pid, 'k:' .. pid, 'd:' .. pid, 'st')
   if f[1] == node and f[2] == token then
-    if f[3] == 't' and (f[4] or '') == '' and f[5] == 'o' then
+    if f[3] == 't' and (f[4] or '') == '' then
+      -- A task that never ran leaves its session, open or closing (no hook: it never had a context);
+      -- a closing session's places stopped counting at its claim.
       local others = {}
       for _, p in ipairs(plist(h)) do if p ~= pid then others[#others + 1] = p end end
       redis.call('HSET', h, 'pl', table.concat(others, ' '))
       redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
-      countProcesses(id, -1)
+      if f[5] == 'o' then countProcesses(id, -1) end
     else
       redis.call('HSET', h, 'b:' .. pid, '0')
       redis.call('HDEL', h, 'o:' .. pid)
@@ -62,11 +70,11 @@ for i = 3, #ARGV do
     if f[5] == 'o' and allFree(h) then markIdle(id, redis.call('HGET', h, 'la')) end
     redis.call('PUBLISH', P .. 'ev', 'r ' .. id)
     freed = freed + 1
-    redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid)
+    redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid, listed .. ' ' .. pid)
   elseif f[1] ~= node then
     -- Not this node's any more (freed, taken elsewhere): its entry goes. Taken here again (another
     -- token) it is this node's work now, and its entry stays.
-    redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid)
+    redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid, listed .. ' ' .. pid)
   end
 end
 return freed
