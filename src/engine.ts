@@ -64,7 +64,15 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       onClose,
       report: (error, counter) => this.#report(error, counter),
       reportHandlerError: (error, sessionId) => this.reportHandlerError(error, sessionId),
-      created: (event) => this.emit('create', event),
+      // A 'create' listener runs inside the request's acquire: its throw must not take the lease along
+      // (the new session would stay busy for ever); it is reported as the application's failure.
+      created: (event) => {
+        try {
+          this.emit('create', event);
+        } catch (error) {
+          this.reportHandlerError(error, event.sessionId);
+        }
+      },
       closed: (event) => this.emit('close', event),
       applyOption: (name, value) => this.#apply(name, value),
     });

@@ -224,3 +224,23 @@ for (const [name, storeFor] of stores) {
     }
   });
 }
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: a 'create' listener that throws is reported (ERR_SESSION_HANDLER_FAILED) and takes nothing along: the request gets its session, released as any other`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const { engine, errors } = engineOn(choice, { clock: new ManualClock(), maxSessions: 1 });
+    engine.on('create', () => { throw new Error('listener bug'); });
+    try {
+      const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+      assert.deepEqual(errors, ['ERR_SESSION_HANDLER_FAILED']);
+      lease.release();
+      assert.ok(await eventually(() => engine.sessions().every((s) => !s.busy), 5_000), 'the session goes idle');
+      // At the cap of 1 a newcomer evicts it (on Redis once its release has landed there).
+      const admitted = async (): Promise<boolean> => engine.acquire({ sessionId: undefined, ip: IP }).then((next) => { next.release(); return true; }, () => false);
+      assert.ok(await eventually(admitted, 5_000), 'the session went idle: a newcomer evicts it');
+    } finally {
+      await engine.stop();
+    }
+  });
+}
