@@ -88,16 +88,24 @@ export class Scheduler<Vars extends SessionVars> {
     if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
       throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
     }
-    // Only an accepted request restarts the cookie's lifetime (a refused one must not extend it).
-    session.lastRequestAtMs = this.#ctx.clock.now();
-    session.cookieLifetimeMs = options.inactiveSessionTimeoutMs;
+    // Only a request that gets a process restarts the cookie's lifetime, from when it came (a refused
+    // one, at the door or after waiting in the queue, must not extend it).
+    const arrivedAtMs = this.#ctx.clock.now();
+    if (free !== undefined || canAddProcess) {
+      session.lastRequestAtMs = arrivedAtMs;
+      session.cookieLifetimeMs = options.inactiveSessionTimeoutMs;
+    }
     if (free !== undefined) return this.#start(session, free);
     if (canAddProcess) return this.#processes.startRequestProcess(session, false);
     // Waits; if only maxConcurrentProcesses stands in the way, the next free place is its.
     if (session.requestProcessCount < options.processesPerSession && !this.#processes.hasRoom) this.#processes.waitForRoom(session);
     const timedOut = (): SessionError => this.#reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${options.queueTimeoutMs} ms`, { sessionId: session.id }));
     return waitInQueue(session, this.#ctx.clock, options.queueTimeoutMs, timedOut).then((proc) => {
-      if (session.state === 'open') return new RequestLease(this.#leaseHost, session, proc, false);
+      if (session.state === 'open') {
+        if (session.lastRequestAtMs < arrivedAtMs) session.lastRequestAtMs = arrivedAtMs;
+        session.cookieLifetimeMs = this.#ctx.options.inactiveSessionTimeoutMs;
+        return new RequestLease(this.#leaseHost, session, proc, false);
+      }
       // Closed between the hand-over and this continuation: this request must not run in the old context.
       session.running = withoutItem(session.running, proc);
       noteProgress(session);

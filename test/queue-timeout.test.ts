@@ -100,3 +100,28 @@ test('memory store: a waiter taken off the queue for a process of its own (room 
     await engine.stop();
   }
 });
+
+test('memory store: a queued request refused at its timeout does not extend the cookie; one that gets its turn extends it from when it came', { timeout: 10_000 }, async () => {
+  const clock = new ManualClock();
+  const engine = new SessionEngine<Vars>({ clock, queueTimeoutMs: QUEUE_TIMEOUT_MS });
+  try {
+    const busy = await engine.acquire({ sessionId: undefined, ip: IP });
+    const before = engine.sessionExpiration(busy.sessionId)?.getTime();
+    clock.advance(1_000);
+    const refused = engine.acquire({ sessionId: busy.sessionId, ip: IP });
+    refused.catch(() => {});
+    assert.equal(engine.sessionExpiration(busy.sessionId)?.getTime(), before, 'waiting extends nothing');
+    clock.advance(QUEUE_TIMEOUT_MS);
+    await assert.rejects(refused, { code: 'ERR_SESSION_QUEUE_TIMEOUT' });
+    assert.equal(engine.sessionExpiration(busy.sessionId)?.getTime(), before, 'refused: nothing extended');
+    const cameAtMs = clock.now();
+    const served = engine.acquire({ sessionId: busy.sessionId, ip: IP });
+    clock.advance(1_000);
+    busy.release();
+    const lease = await served;
+    assert.equal(engine.sessionExpiration(busy.sessionId)?.getTime(), cameAtMs + engine.getOption('inactiveSessionTimeoutMs'), 'served: from when it came');
+    lease.release();
+  } finally {
+    await engine.stop();
+  }
+});

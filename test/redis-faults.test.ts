@@ -284,8 +284,11 @@ test('a close interrupted by a Redis outage is finished once Redis is back: the 
     ticking.stop();
   }
   assert.equal(typeof await b.call('close', { sid: s.sid }, 5_000), 'boolean', 'closeSession returns');
-  const done = (await cluster.hooks()).filter((h) => h.sessionId === s.sid && h.phase === 'done');
-  assert.equal(done.length, 1, 'the hook ran once: the retry after the outage marks it done in Redis, it does not run it again');
+  // 'start' is logged while Redis is up, so a second run would show; 'done' was logged during the outage
+  // by a client of the test's, and may be lost with it.
+  const hooks = (await cluster.hooks()).filter((h) => h.sessionId === s.sid);
+  assert.equal(hooks.filter((h) => h.phase === 'start').length, 1, 'the hook ran once: the retry after the outage marks it done in Redis, it does not run it again');
+  assert.ok(hooks.filter((h) => h.phase === 'done').length <= 1);
 });
 
 /**
