@@ -128,42 +128,38 @@ export class ProcessSaves<Vars extends SessionVars> {
    * makes a repeat harmless), reported once; given up only when this node stops (others then free it).
    */
   async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined, answered?: () => void): Promise<void> {
-    const { ctx, settings, lockManager } = this.#node;
-    const ttlMs = keyTtlMs(ctx, settings);
+    const { ctx, settings, lockManager, copies } = this.#node;
+    // One async layer (each promise also pays Node 20's async hooks): the write is kept from here to its end.
     this.#writeBegins(proc.processId);
     try {
-      await this.#releaseUntilLanded(handle, proc, token, bytes, end, held, answered);
+      if (handle.renaming !== undefined) await handle.renaming;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const outcome = text(await this.#releases.add([`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? '']));
+          // Its own error in Redis (the others of its call landed): retried as a failed call is.
+          if (outcome.startsWith('err')) throw new Error(`the release failed in Redis: ${outcome.slice(4)}`);
+          if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
+          // Fenced on its first try: the process was freed under this work (this node taken for dead), so
+          // what it changed is lost. A retry's 'stale' says nothing: the try before may have landed.
+          if (outcome === 'stale' && attempt === 0) {
+            ctx.report(new SessionError('ERR_SESSION_WRITE_FENCED', `${proc.processId}`, { sessionId: handle.id }), 'storeErrors');
+          }
+          break;
+        } catch (error) {
+          if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
+          answered?.();
+          if (this.#node.retries.stopped) return;
+          await this.#node.retries.wait(attempt);
+        }
+      }
+      answered?.();
     } finally {
       this.#writeEnds(proc.processId);
     }
     // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
-    if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, ttlMs).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
+    if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
   }
 
-  async #releaseUntilLanded(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined, answered: (() => void) | undefined): Promise<void> {
-    const { ctx, copies } = this.#node;
-    if (handle.renaming !== undefined) await handle.renaming;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const outcome = text(await this.#releases.add([`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? '']));
-        // Its own error in Redis (the others of its call landed): retried as a failed call is.
-        if (outcome.startsWith('err')) throw new Error(`the release failed in Redis: ${outcome.slice(4)}`);
-        if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
-        // Fenced on its first try: the process was freed under this work (this node taken for dead), so
-        // what it changed is lost. A retry's 'stale' says nothing: the try before may have landed.
-        if (outcome === 'stale' && attempt === 0) {
-          ctx.report(new SessionError('ERR_SESSION_WRITE_FENCED', `${proc.processId}`, { sessionId: handle.id }), 'storeErrors');
-        }
-        break;
-      } catch (error) {
-        if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
-        if (this.#node.retries.stopped) return answered?.();
-        answered?.();
-        await this.#node.retries.wait(attempt);
-      }
-    }
-    answered?.();
-  }
 
   /**
    * A process leaves without a close (its init failed, its task ended): torn down here, its record locks
