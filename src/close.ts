@@ -49,6 +49,8 @@ export function within<T>(clock: Clock, ms: number, promise: Promise<T>): Promis
  */
 export function beginClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: Session<Vars>, reason: CloseReason, insider?: WebProcess<Vars>): Promise<void> {
   startClose(ctx, session, reason, false, insider);
+  // A close already under way (from outside, waiting for this very request): it stops waiting for it.
+  if (insider !== undefined) waitingInside(session, insider);
   return closedPromise(session);
 }
 

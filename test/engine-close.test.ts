@@ -302,6 +302,28 @@ describe('closing a session that is handling a request', () => {
     }
   });
 
+  test('a request whose session is being closed from outside, logging out itself meanwhile: the close stops waiting for it (no drain timeout on the clock), the hook runs once', GUARD, async () => {
+    const clock = new ManualClock();
+    const hooked: string[] = [];
+    const { engine, errors } = engineWithErrors<Vars>({ clock, init: () => ({ n: 0 }), onClose: (proc) => { hooked.push(proc.processId); } });
+    try {
+      const lease = await open(engine);
+      const fromOutside = track(engine.closeSession(lease.sessionId));
+      await settle();
+      assert.equal(fromOutside.settled, false, 'the close waits for the running request');
+      const logout = track(lease.run(() => engine.closeSession(lease.sessionId)));
+      await settle();
+      assert.equal(logout.settled, true, 'the logout does not wait on its own request');
+      assert.equal(logout.value, true);
+      assert.equal(fromOutside.settled, true);
+      assert.deepEqual(hooked, [lease.proc.processId]);
+      assert.deepEqual(errors.map((e) => e.code), []);
+      lease.release();
+    } finally {
+      await shutdown(engine);
+    }
+  });
+
   test('a logout not awaited runs a synchronous hook within the closeSession call (4D runs the close in the calling process): the hook sees the vars as they were at the call', GUARD, async () => {
     const seen: Vars[] = [];
     const { engine } = engineWithErrors<Vars>({ init: () => ({ n: 0 }), onClose: (proc) => { seen.push(structuredClone(proc.vars)); } });
