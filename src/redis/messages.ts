@@ -31,7 +31,7 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
     to.closer.waits.closeAnnounced(rest);
     const handle = to.known.get(rest);
     handle?.markClosing();
-    if (handle !== undefined && handle.runs.size === 0 && handle.companions.size === 0) to.known.delete(rest);
+    if (handle?.idleHere === true) to.known.delete(rest);
   } else if (kind === 'r') {
     to.turns.released(rest);
     to.closer.waits.released(rest);

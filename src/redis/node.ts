@@ -124,6 +124,11 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: this.id }));
   }
 
+  /** No work of the session runs on this node (under this handle or a companion): the handle may go. */
+  get idleHere(): boolean {
+    return this.runs.size === 0 && this.companions.size === 0;
+  }
+
   /** A close of the session has started (claimed here, or announced): it will not open again. */
   get closeStarted(): boolean {
     return this.#closeStarted;

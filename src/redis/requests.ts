@@ -141,7 +141,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
    */
   #forgetStale(id: string): void {
     const handle = this.#known.get(id);
-    if (handle !== undefined && handle.id === id && handle.runs.size === 0 && handle.companions.size === 0) this.#known.delete(id);
+    if (handle !== undefined && handle.id === id && handle.idleHere) this.#known.delete(id);
   }
 
   /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */

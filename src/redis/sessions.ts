@@ -83,7 +83,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renames.renamed(oldId, newId));
     this.#processes = new ProcessSaves(this.#node, (handle) => {
       handle.leavePrimaryIfIdle();
-      if (handle.runs.size === 0 && handle.companions.size === 0 && handle.state !== 'open' && this.#known.get(handle.id) === handle) this.#known.delete(handle.id);
+      if (handle.idleHere && handle.state !== 'open' && this.#known.get(handle.id) === handle) this.#known.delete(handle.id);
       this.#turns.released(handle.id);
     }, () => this.#checkIdle());
     this.#requests = new RedisRequestPath<Vars>({
