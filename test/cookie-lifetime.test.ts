@@ -2,25 +2,18 @@
 // applies to live sessions at once; a raised one from each session's next request on, as the browser's
 // cookie carries the Expires it was given. So a cookie that has expired never comes back to life, even
 // when its session is still open (its process timeout is longer) and the lifetime is raised afterwards.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, SessionEngine, type SessionEngineOptions, type SessionStore } from '../src/index.js';
+import { ManualClock, SessionEngine, type SessionEngineOptions } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { redisForTest } from './redis-support.js';
+import { storeChoices } from './store-choices.js';
 
 type Vars = { secret?: string };
 const MINUTE = 60_000;
 
-/** The store of a run: `{}` for the default memory store, `'skip'` when Redis is unreachable (outside CI). */
-type StoreChoice = { readonly store?: SessionStore } | 'skip';
 
-const stores: Array<[string, (t: TestContext) => Promise<StoreChoice>]> = [
-  ['memory store', async () => ({})],
-  ['Redis store', async (t) => {
-    const r = await redisForTest(t);
-    return r === undefined ? 'skip' : { store: createRedisStore({ url: r.url, prefix: r.prefix }) };
-  }],
-];
+const stores = storeChoices();
 
 for (const [name, storeFor] of stores) {
   test(`${name}: a cookie that expired stays dead when the lifetime is raised afterwards; a live session gets the raised lifetime from its next request on`, async (t) => {
@@ -28,7 +21,7 @@ for (const [name, storeFor] of stores) {
     if (choice === 'skip') return;
     const clock = new ManualClock();
     const options: SessionEngineOptions<Vars> = { clock, inactiveSessionTimeoutMs: 10 * MINUTE, inactiveProcessTimeoutMs: 480 * MINUTE };
-    const engine = new SessionEngine<Vars>({ ...options, ...choice });
+    const engine = new SessionEngine<Vars>({ ...options, ...choice.options });
     try {
       const old = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
       old.proc.vars.secret = 'old';

@@ -1,34 +1,24 @@
 // An `init` that throws, on both stores: the process it was making never had a context, so it leaves
 // with nothing kept (the record locks it took are released), and a session made for it is discarded
 // (its id reached no client: it must not count against the cap, nor be evicted later as if it lived).
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, SessionEngine, type CloseEvent, type CreateEvent, type SessionEngineOptions, type SessionStore } from '../src/index.js';
+import { ManualClock, SessionEngine, type CloseEvent, type CreateEvent, type SessionEngineOptions } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { deferred, eventually, settle } from './helpers.js';
 import { wrapScript } from './redis-crossing.js';
 import { redisForTest } from './redis-support.js';
+import { storeChoices, type StoreChoice } from './store-choices.js';
 
 type Vars = { n?: number };
 const IP = '127.0.0.1';
 const RECORD = { table: 'Products', key: 7 };
 
-/** The store of a run: `{}` for the memory store, `'skip'` when Redis is unreachable (outside CI). */
-type StoreChoice = { readonly store?: SessionStore; readonly openIdsInRedis?: () => Promise<string[]> } | 'skip';
 
-const stores: Array<[string, (t: TestContext) => Promise<StoreChoice>]> = [
-  ['memory store', async () => ({})],
-  ['Redis store', async (t) => {
-    const r = await redisForTest(t);
-    return r === undefined ? 'skip' : {
-      store: createRedisStore({ url: r.url, prefix: r.prefix }),
-      openIdsInRedis: () => r.redis.zrange(`${r.prefix}open`, '0', '-1'),
-    };
-  }],
-];
+const stores = storeChoices();
 
 function engineOn(choice: Exclude<StoreChoice, 'skip'>, options: SessionEngineOptions<Vars>): { engine: SessionEngine<Vars>; creates: CreateEvent[]; closes: CloseEvent[]; errors: string[] } {
-  const engine = new SessionEngine<Vars>({ ...options, ...(choice.store === undefined ? {} : { store: choice.store }) });
+  const engine = new SessionEngine<Vars>({ ...options, ...choice.options });
   const creates: CreateEvent[] = [];
   const closes: CloseEvent[] = [];
   const errors: string[] = [];
@@ -59,7 +49,7 @@ for (const [name, storeFor] of stores) {
       assert.deepEqual(engine.sessions(), []);
       assert.equal(engine.stats().created, 0, 'a session that never got a context was never created');
       assert.deepEqual(creates, []);
-      if (choice.openIdsInRedis !== undefined) assert.deepEqual(await choice.openIdsInRedis(), [], 'no session of the failed init is left in Redis');
+      if (choice.redis !== undefined) assert.deepEqual(await choice.redis.redis.zrange(`${choice.redis.prefix}open`, '0', '-1'), [], 'no session of the failed init is left in Redis');
       // The cap is 1: a newcomer is admitted without closing anything.
       failing = false;
       const next = await engine.acquire({ sessionId: undefined, ip: IP });
@@ -154,7 +144,7 @@ for (const [name, storeFor] of stores) {
     try {
       await assert.rejects(engine.acquire({ sessionId: undefined, ip: IP }), { code: 'ERR_SESSION_INIT_FAILED' });
       assert.deepEqual(engine.sessions(), []);
-      if (choice.openIdsInRedis !== undefined) assert.deepEqual(await choice.openIdsInRedis(), [], 'no session of the failed init is left in Redis');
+      if (choice.redis !== undefined) assert.deepEqual(await choice.redis.redis.zrange(`${choice.redis.prefix}open`, '0', '-1'), [], 'no session of the failed init is left in Redis');
       assert.equal(taskSignal?.aborted, true, 'the task is asked to stop');
       taskGo.resolve();
       await taskDone.promise;

@@ -2,24 +2,16 @@
 // session keeps the mode it was created in, on both stores (spec edge case 20: a change takes effect for
 // what starts after it, as 4D applies it at the next web server start). So a legacy session's onClose
 // still runs after a switch to 'scalable' (its context is saved), and a scalable session's never does.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, SessionEngine, type SessionStore } from '../src/index.js';
-import { createRedisStore } from '../src/redis/index.js';
-import { redisForTest } from './redis-support.js';
+import { ManualClock, SessionEngine } from '../src/index.js';
+import { storeChoices } from './store-choices.js';
 
 type Vars = { user?: string };
 const IP = '127.0.0.1';
 const MINUTE = 60_000;
 
-type StoreChoice = { readonly store?: SessionStore } | 'skip';
-const stores: Array<[string, (t: TestContext) => Promise<StoreChoice>]> = [
-  ['memory store', async () => ({})],
-  ['Redis store', async (t) => {
-    const r = await redisForTest(t);
-    return r === undefined ? 'skip' : { store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000 }) };
-  }],
-];
+const stores = storeChoices({ pollIntervalMs: 5, sweepIntervalMs: 1_000 });
 
 for (const [name, storeFor] of stores) {
   test(`${name}: after a switch to 'scalable', a session made in 'legacy' mode is still closed with its hook (closeSession, timeout, stop), keeps its IP check, and one made in 'scalable' mode is not closable and never hooked`, { timeout: 20_000 }, async (t) => {
@@ -27,7 +19,7 @@ for (const [name, storeFor] of stores) {
     if (choice === 'skip') return;
     const clock = new ManualClock();
     const hooked: Array<[string | undefined, string]> = [];
-    const engine = new SessionEngine<Vars>({ clock, inactiveProcessTimeoutMs: 10 * MINUTE, onClose: (proc, reason) => { hooked.push([proc.vars.user, reason]); }, ...choice });
+    const engine = new SessionEngine<Vars>({ clock, inactiveProcessTimeoutMs: 10 * MINUTE, onClose: (proc, reason) => { hooked.push([proc.vars.user, reason]); }, ...choice.options });
     try {
       const open = async (user: string): Promise<string> => {
         const lease = await engine.acquire({ sessionId: undefined, ip: IP });
@@ -68,7 +60,7 @@ for (const [name, storeFor] of stores) {
   test(`${name}: closeSession on a session made in 'scalable' mode changes nothing, not even for a moment: the cookie of its running request stays, and during stop() it is false too`, { timeout: 20_000 }, async (t) => {
     const choice = await storeFor(t);
     if (choice === 'skip') return;
-    const engine = new SessionEngine<Vars>({ clock: new ManualClock(), mode: 'scalable', ...choice });
+    const engine = new SessionEngine<Vars>({ clock: new ManualClock(), mode: 'scalable', ...choice.options });
     const running = await engine.acquire({ sessionId: undefined, ip: IP });
     const closing = engine.closeSession(running.sessionId);
     assert.equal(running.cookie().action, 'set', 'the response being written keeps its cookie');
@@ -84,7 +76,7 @@ for (const [name, storeFor] of stores) {
     const choice = await storeFor(t);
     if (choice === 'skip') return;
     const clock = new ManualClock();
-    const engine = new SessionEngine<Vars>({ clock, closeTimeoutMs: 1_000, ...choice });
+    const engine = new SessionEngine<Vars>({ clock, closeTimeoutMs: 1_000, ...choice.options });
     try {
       const busy = await engine.acquire({ sessionId: undefined, ip: IP });
       const waiting = engine.acquire({ sessionId: busy.sessionId, ip: IP });

@@ -1,33 +1,25 @@
 // A request waiting for its session's busy process waits at most queueTimeoutMs (spec edge case 15: a
 // FIFO queue with a timeout that answers 503), on both stores, timed by the engine's clock: then it is
 // refused with ERR_SESSION_QUEUE_TIMEOUT (503), leaves the queue, and the session is untouched.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, SessionEngine, type SessionStore } from '../src/index.js';
-import { createRedisStore } from '../src/redis/index.js';
+import { ManualClock, SessionEngine } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { eventually, settle } from './helpers.js';
-import { redisForTest } from './redis-support.js';
+import { storeChoices } from './store-choices.js';
 
 type Vars = { n?: number };
 const IP = '127.0.0.1';
 const QUEUE_TIMEOUT_MS = 10_000;
 
-type StoreChoice = { readonly store?: SessionStore } | 'skip';
-const stores: Array<[string, (t: TestContext) => Promise<StoreChoice>]> = [
-  ['memory store', async () => ({})],
-  ['Redis store', async (t) => {
-    const r = await redisForTest(t);
-    return r === undefined ? 'skip' : { store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 5 }) };
-  }],
-];
+const stores = storeChoices({ pollIntervalMs: 5 });
 
 for (const [name, storeFor] of stores) {
   test(`${name}: a request queued behind a busy process is refused after queueTimeoutMs on the clock (503 ERR_SESSION_QUEUE_TIMEOUT), not before; the session is untouched and serves the next request`, { timeout: 20_000 }, async (t) => {
     const choice = await storeFor(t);
     if (choice === 'skip') return;
     const clock = new ManualClock();
-    const engine = new SessionEngine<Vars>({ clock, queueTimeoutMs: QUEUE_TIMEOUT_MS, ...choice });
+    const engine = new SessionEngine<Vars>({ clock, queueTimeoutMs: QUEUE_TIMEOUT_MS, ...choice.options });
     try {
       const busy = await engine.acquire({ sessionId: undefined, ip: IP });
       busy.proc.vars.n = 1;
