@@ -6,10 +6,10 @@
 // Redis, then the call fails as a cut connection makes it fail.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock } from '../src/index.js';
+import { ManualClock, type RequestLease } from '../src/index.js';
 import { eventually } from './helpers.js';
-import { idleInRedis, IP, node, stopAll, wrapScript, type Script } from './redis-crossing.js';
-import { redisForTest } from './redis-support.js';
+import { idleInRedis, IP, node, stopAll, wrapScript, type Node, type Script, type Vars } from './redis-crossing.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
 
 
 /** The next call of `name` runs in Redis, then fails as if the connection had been cut before its reply. */
@@ -21,6 +21,15 @@ function loseNextReply(client: Parameters<typeof wrapScript>[0], name: string): 
     lost = true;
     throw new Error('Connection is closed.');
   });
+}
+
+/** A session made on node `x`, its request over and its process free in Redis (with `vars` saved). */
+async function idleSession(r: RedisForTest, x: Node, vars: Vars = {}): Promise<RequestLease<Vars>> {
+  const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  Object.assign(lease.proc.vars, vars);
+  lease.release();
+  assert.ok(await idleInRedis(r, lease.sessionId));
+  return lease;
 }
 
 /** Moves session time past the repair's grace (nodeLeaseMs, 10 s by default), a second at a time (each second a sweep). */
@@ -38,10 +47,7 @@ test("an enter whose reply is lost: the request gets 503, the process it took is
   const x = await node(r, clock);
   const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
   try {
-    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    a.proc.vars.n = 1;
-    a.release();
-    assert.ok(await idleInRedis(r, a.sessionId));
+    const a = await idleSession(r, x, { n: 1 });
     loseNextReply(x.client, 'lwsEnterManyBuffer');
     await assert.rejects(x.engine.acquire({ sessionId: a.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
     const pid = a.proc.processId;
@@ -72,9 +78,7 @@ test("a claim whose reply is lost: closeSession fails (503), and the node's next
   const clock = new ManualClock();
   const x = await node(r, clock);
   try {
-    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    a.release();
-    assert.ok(await idleInRedis(r, a.sessionId));
+    const a = await idleSession(r, x);
     loseNextReply(x.client, 'lwsClaim');
     await assert.rejects(x.engine.closeSession(a.sessionId), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
     assert.equal(await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st'), 'c', 'the lost claim landed');
@@ -92,13 +96,8 @@ test('the repair never frees a process whose enter went to Redis just before it 
   const clock = new ManualClock();
   const x = await node(r, clock);
   try {
-    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    a.proc.vars.n = 1;
-    a.release();
-    const b = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    b.release();
-    assert.ok(await idleInRedis(r, a.sessionId));
-    assert.ok(await idleInRedis(r, b.sessionId));
+    const a = await idleSession(r, x, { n: 1 });
+    const b = await idleSession(r, x);
     loseNextReply(x.client, 'lwsEnterManyBuffer');
     await assert.rejects(x.engine.acquire({ sessionId: b.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' }); // a repair is due
     let findSent!: () => void;
@@ -161,9 +160,7 @@ test("a sweep whose reply is lost (its timeouts claimed, unread): the repair run
   const clock = new ManualClock();
   const x = await node(r, clock);
   try {
-    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    a.release();
-    assert.ok(await idleInRedis(r, a.sessionId));
+    const a = await idleSession(r, x);
     loseNextReply(x.client, 'lwsSweep');
     clock.advance(480 * 60_000); // A is due: the next sweep claims it, and its reply is lost
     assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'claimed by the lost sweep');
@@ -182,9 +179,7 @@ test('a session regenerated between the repair\'s two steps: the process a lost 
   const clock = new ManualClock();
   const x = await node(r, clock);
   try {
-    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    a.release();
-    assert.ok(await idleInRedis(r, a.sessionId));
+    const a = await idleSession(r, x);
     const pid = a.proc.processId;
     loseNextReply(x.client, 'lwsEnterManyBuffer');
     await assert.rejects(x.engine.acquire({ sessionId: a.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
