@@ -13,9 +13,9 @@ import type { WebProcess } from '../src/index.js';
 import { sessions } from '../src/adapters/express/index.js';
 import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
 import { listen } from './contract/app.js';
-import { deferred, request, sessionIdOf, settle, startServer } from './helpers.js';
+import { deferred, request, sessionIdOf, startServer } from './helpers.js';
 import { track } from './engine-harness.js';
-import { callbackHandler, CLOSE_TIMEOUT_MS, expectNextWaitsForTheCallback, expectReleasedAtTheDeadline, newProbe, waitFor, withEngine, type Vars } from './release-support.js';
+import { callbackHandler, expectHeldWhileTheHandlerGoesOn, expectNextWaitsForTheCallback, expectReleasedAtTheDeadline, newProbe, waitFor, withEngine, type Vars } from './release-support.js';
 
 test('node:http, a callback-style handler whose client leaves before it ends the response: the next request of the session waits until it does (no overlap), then runs with what it left', async () => {
   await withEngine(async (engine, _clock, errors) => {
@@ -102,18 +102,7 @@ test('Fastify, an async handler that goes on after sending its reply: held until
     await app.ready();
     const server = await listen(app.server, () => app.close());
     try {
-      const first = await request(server.url);
-      const id = sessionIdOf(first);
-      const next = track(request(server.url, { cookie: `4DSID=${id}` }));
-      await settle(20);
-      clock.advance(CLOSE_TIMEOUT_MS);
-      await settle(20);
-      assert.equal(next.settled, false, 'the next request waits for the handler, past closeTimeoutMs');
-      assert.deepEqual(errors, [], 'no drain timeout: the response had finished');
-      gate.resolve();
-      const answered = await waitFor(next);
-      assert.equal(answered.body, '1');
-      assert.equal(maxInFlight, 1);
+      await expectHeldWhileTheHandlerGoesOn(server.url, clock, errors, gate, () => maxInFlight);
     } finally {
       gate.resolve();
       await server.close();

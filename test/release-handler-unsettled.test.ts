@@ -3,16 +3,14 @@
 // closeTimeoutMs after the response was cut it is released anyway and reported, so a promise that never
 // settles cannot hold its session for ever. A response that finished is no cut: no deadline then.
 import { test } from 'node:test';
-import assert from 'node:assert/strict';
 import type * as http from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
 import { Hono } from 'hono';
 import type { WebProcess } from '../src/index.js';
 import { sessions, type SessionsEnv } from '../src/adapters/hono/index.js';
 import { listen } from './contract/app.js';
-import { deferred, request, sessionIdOf, settle, startServer } from './helpers.js';
-import { track } from './engine-harness.js';
-import { CLOSE_TIMEOUT_MS, expectReleasedAtTheDeadline, newProbe, waitFor, withEngine, type Probe, type Vars } from './release-support.js';
+import { deferred, startServer } from './helpers.js';
+import { expectHeldWhileTheHandlerGoesOn, expectReleasedAtTheDeadline, newProbe, withEngine, type Probe, type Vars } from './release-support.js';
 
 const NEVER = new Promise<never>(() => {});
 
@@ -71,17 +69,7 @@ test('node:http, an async handler that goes on after ending its response: held u
       inFlight--;
     });
     try {
-      const id = sessionIdOf(await request(server.url));
-      const next = track(request(server.url, { cookie: `4DSID=${id}` }));
-      await settle(20);
-      clock.advance(CLOSE_TIMEOUT_MS);
-      await settle(20);
-      assert.equal(next.settled, false, 'the next request waits for the handler, past closeTimeoutMs');
-      assert.deepEqual(errors, [], 'no drain timeout: the response had finished');
-      gate.resolve();
-      const answered = await waitFor(next);
-      assert.equal(answered.body, '1');
-      assert.equal(maxInFlight, 1);
+      await expectHeldWhileTheHandlerGoesOn(server.url, clock, errors, gate, () => maxInFlight);
     } finally {
       gate.resolve();
       await server.close();

@@ -123,3 +123,22 @@ export async function waitFor(pending: ReturnType<typeof track<TestResponse>>): 
   if (pending.error !== undefined) throw pending.error;
   return pending.value!;
 }
+
+/**
+ * The session's first request answers, then its handler goes on (until `gate` opens) with its response
+ * finished: the next request waits for it past closeTimeoutMs, nothing is reported (nobody left), and it
+ * then sees what the handler wrote (vars.n = 1); never two handlers at once.
+ */
+export async function expectHeldWhileTheHandlerGoesOn(url: string, clock: ManualClock, errors: SessionError[], gate: ReturnType<typeof deferred<void>>, maxInFlight: () => number): Promise<void> {
+  const id = sessionIdOf(await request(url));
+  const next = track(request(url, { cookie: `4DSID=${id}` }));
+  await settle(20);
+  clock.advance(CLOSE_TIMEOUT_MS);
+  await settle(20);
+  assert.equal(next.settled, false, 'the next request waits for the handler, past closeTimeoutMs');
+  assert.deepEqual(errors, [], 'no drain timeout: the response had finished');
+  gate.resolve();
+  const answered = await waitFor(next);
+  assert.equal(answered.body, '1');
+  assert.equal(maxInFlight(), 1);
+}
