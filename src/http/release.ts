@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CookieEngine } from './binding.js';
 import { cookieAtWriteHead, responseState, setResponseState, type CookieState, type LeaseHandle, type WriteHead } from './response.js';
 
@@ -8,6 +8,28 @@ import { cookieAtWriteHead, responseState, setResponseState, type CookieState, t
 const kRelease = Symbol('legacy-web-sessions.release');
 const kHandlerRunning = Symbol('legacy-web-sessions.handler-running');
 type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>; [kHandlerRunning]?: boolean };
+
+/**
+ * Node never emits 'close' on the response of a pipelined request queued behind another on its
+ * connection when the connection goes (it never got the socket): every rule here that waits for a
+ * response's 'close' (the release after its client left, the deadline of a handler that never ends)
+ * would wait for ever, and a client pipelining requests then hanging up could keep sessions busy for
+ * good. Such a response is destroyed and closed with its connection, as Node's own 'close' says
+ * ("its underlying connection was terminated prematurely"). Call before binding the response; a
+ * request at the head of its connection costs a property read.
+ */
+export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse): void {
+  if (res.socket !== null) return;
+  const closeIfStillQueued = (): void => {
+    // Given the socket meanwhile: Node's own 'close' comes with it (or came: it has finished).
+    if (res.socket !== null || res.writableFinished || res.destroyed) return;
+    res.destroy();
+    res.emit('close');
+  };
+  const connection = req.socket;
+  if (connection.destroyed) closeIfStillQueued();
+  else connection.once('close', closeIfStillQueued);
+}
 
 /**
  * The handler returned a promise (node:http, Hono): the process is its until it settles. If the response

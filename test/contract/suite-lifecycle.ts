@@ -3,8 +3,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as net from 'node:net';
 import { request, settle, sessionIdOf } from '../helpers.js';
-import type { StartServer } from './app.js';
+import type { ContractApp, ContractServer, StartServer } from './app.js';
 import { abandonedRequest, assertClearingCookie, GUARD, json, post, slowPost, until, UUID, withApp } from './harness.js';
 
 export function lifecycleContract(start: StartServer): void {
@@ -120,6 +121,32 @@ export function lifecycleContract(start: StartServer): void {
     });
   });
 
+  test('pipelined requests whose client leaves while both handlers hang: each process is released closeTimeoutMs later and reported, the queued response\'s too', GUARD, async () => {
+    await withApp(start, {}, async ({ server, app, clock, errors }) => {
+      const ids = await twoSessions(server);
+      await pipelineThenLeave(server, app, ids);
+      await settle(5);
+      assert.equal(errors.length, 0, 'both handlers still hold their process');
+
+      clock.advance(30_000); // closeTimeoutMs: neither handler will ever settle on its own
+      await until(() => errors.length === 2, 'both processes are released at the deadline');
+      assert.deepEqual(errors.map((error) => error.code), ['ERR_SESSION_DRAIN_TIMEOUT', 'ERR_SESSION_DRAIN_TIMEOUT']);
+      await servedAtOnce(server, ids);
+      assert.equal(app.inFlight, 2, 'released at the deadline, not because a handler ended');
+    });
+  });
+
+  test('pipelined requests whose client leaves, then both handlers answer: both processes are given back at once, nothing reported', GUARD, async () => {
+    await withApp(start, {}, async ({ server, app, errors }) => {
+      const ids = await twoSessions(server);
+      await pipelineThenLeave(server, app, ids);
+      app.gate.resolve();
+      await until(() => app.inFlight === 0, 'both handlers answered');
+      await servedAtOnce(server, ids);
+      assert.deepEqual(errors, []);
+    });
+  });
+
   test('engine.stop() during a request: it completes, new requests get 503, and every session\'s hook runs once with shutdown', GUARD, async () => {
     await withApp(start, {}, async ({ server, app, engine }) => {
       const idle = sessionIdOf(await request(server.url));
@@ -148,4 +175,31 @@ export function lifecycleContract(start: StartServer): void {
       assert.deepEqual(engine.sessions(), []);
     });
   });
+}
+
+/** Two /hold requests in one write on one connection (the second's response queued behind the first's), then the client leaves. */
+async function pipelineThenLeave(server: ContractServer, app: ContractApp, ids: readonly [string, string]): Promise<void> {
+  // Node runs the second handler at once; its response waits for the first's to finish.
+  const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+  socket.on('error', () => {}); // the hang-up is ours
+  socket.write(ids.map((id) => `GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: 4DSID=${id}\r\n\r\n`).join(''));
+  await until(() => app.inFlight === 2, 'both handlers run');
+  socket.destroy();
+  await until(() => new Promise<boolean>((resolve) => server.server.getConnections((_error, count) => resolve(count === 0))), 'the server saw the client leave');
+}
+
+/** Two sessions the test owns, each served once (n = 1). */
+async function twoSessions(server: ContractServer): Promise<[string, string]> {
+  const first = sessionIdOf(await request(server.url));
+  const second = sessionIdOf(await request(server.url));
+  assert.ok(first !== undefined && second !== undefined && first !== second);
+  return [first, second];
+}
+
+/** Each session answers its next request at once, after its /hold request's n++ (n = 3). */
+async function servedAtOnce(server: ContractServer, ids: readonly string[]): Promise<void> {
+  for (const id of ids) {
+    const next = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.deepEqual([sessionIdOf(next), json(next).n], [id, 3], 'served, after the abandoned request\'s n++');
+  }
 }

@@ -4,7 +4,7 @@ import { SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
-import { bindSession, sessionOf } from '../../http/release.js';
+import { bindSession, closeWithItsConnection, sessionOf } from '../../http/release.js';
 import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -75,6 +75,7 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
       if ((app as { parent?: unknown }).parent === undefined) cookieAtWriteHeadOf(app.response);
     }
     // The client's address follows the engine's trustProxy option, as in every adapter (not Express's 'trust proxy').
+    closeWithItsConnection(req, res);
     const facts = socketFacts(req);
     let acquired: MaybePromise<RequestLease<Vars>>;
     try {

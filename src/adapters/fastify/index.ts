@@ -7,7 +7,7 @@ import { SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
-import { bindSession, sessionOf } from '../../http/release.js';
+import { bindSession, closeWithItsConnection, sessionOf } from '../../http/release.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
@@ -50,6 +50,7 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
 
   fastify.addHook('onRequest', (request, reply, next) => {
     // The client's address follows the engine's trustProxy option, as in every adapter (not Fastify's own).
+    closeWithItsConnection(request.raw, reply.raw);
     const facts = socketFacts(request.raw);
     let acquired: MaybePromise<RequestLease<SessionVars>>;
     try {

@@ -4,7 +4,7 @@ import type { SessionEngine } from '../../engine.js';
 import { SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import type { RequestVars } from '../../http/request-vars.js';
-import { holdWhileHandlerRuns, releaseAfterResponse } from '../../http/release.js';
+import { closeWithItsConnection, holdWhileHandlerRuns, releaseAfterResponse } from '../../http/release.js';
 import { cookieAtWriteHead, type WriteHead } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, type MaybePromise } from '../../maybe-async.js';
@@ -58,6 +58,7 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
     // Registered again on the request's way (a sub-app mounted with app.route that has it too): the
     // request has its process already.
     if (c.get('proc') !== undefined) return next();
+    closeWithItsConnection(incoming, outgoing);
     const facts = socketFacts(incoming);
     let acquired: MaybePromise<RequestLease<Vars>>;
     try {

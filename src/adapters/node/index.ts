@@ -2,7 +2,7 @@ import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, setCookieFor, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
-import { holdWhileHandlerRuns, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
+import { closeWithItsConnection, holdWhileHandlerRuns, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -72,6 +72,7 @@ type SessionServerResponse<Vars extends SessionVars> = http.ServerResponse & { l
 // No async function and no promise on the way of a request whose process is free and whose handler is
 // synchronous: on Node 20 each promise also runs the async hooks behind AsyncLocalStorage.
 function serve<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>, req: http.IncomingMessage, res: SessionServerResponse<Vars>): void {
+  closeWithItsConnection(req, res);
   const facts = socketFacts(req);
   let acquired: MaybePromise<RequestLease<Vars>>;
   try {
