@@ -12,8 +12,8 @@ export interface CloseContext<Vars extends SessionVars> {
   readonly clock: Clock;
   readonly als: AsyncLocalStorage<ProcessRun<Vars>>;
   closeTimeoutMs(): number;
-  /** The hook to run for this close, or undefined (a session made in scalable mode, or no hook). */
-  hookFor(session: Session<Vars>): ((proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>) | undefined;
+  /** The hook to run for this close, or undefined (not in 'legacy' mode now, or no hook). */
+  hookFor(): ((proc: WebProcess<Vars>, reason: CloseReason) => void | Promise<void>) | undefined;
   /** Step 1 bookkeeping: forget the id, stop counting the session's processes. */
   detach(session: Session<Vars>, reason: CloseReason): void;
   report(error: SessionError, counter: ReportCounter): void;
@@ -166,7 +166,7 @@ class ClosePipeline<Vars extends SessionVars> {
 
   #hooks(): Promise<void> | undefined {
     this.#session.phase = 'hooks';
-    const hook = this.#ctx.hookFor(this.#session);
+    const hook = this.#ctx.hookFor();
     if (hook === undefined) return this.#afterHooks();
     // One hook at a time per session (4D runs each in its own process; here they share the event loop).
     // The list is not copied: a closing session gains no process (spawn refuses) and loses none before teardown.

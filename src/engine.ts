@@ -107,13 +107,14 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   /**
    * 4D's WEB LEGACY CLOSE SESSION: closes the session from anywhere. Resolves `true` once the session is
-   * closed (hooks run, teardown done), `false` for an unknown id or a session made in `'scalable'` mode
-   * (a session keeps the mode it was made in; a mode set at run time applies to sessions made after it). Called from a
+   * closed (hooks run, teardown done), `false` for an unknown id or outside `'legacy'` mode (the mode in
+   * effect now: a switch at run time applies to every session, as DESIGN.md's modes say). Called from a
    * request of the session itself (logout), the hook and teardown run at once and the request goes on
    * with a reset context; its response clears the cookie.
    */
   closeSession(id: string): Promise<boolean> {
     if (typeof id !== 'string') return Promise.reject(new TypeError(`closeSession(id): id must be a string, got ${describe(id)}`));
+    if (this.#options.mode !== 'legacy') return Promise.resolve(false);
     return this.#store.closeSession(id, this.#caller());
   }
 

@@ -12,12 +12,6 @@ import type { StoreContext } from './store.js';
  */
 export class MemoryCloses<Vars extends SessionVars> {
   readonly closing = new Map<string, Session<Vars>>();
-  /**
-   * The sessions made in 'scalable' mode: never closed by closeSession, never hooked, no IP check. A
-   * session keeps the mode it was made in (a mode set at run time applies to the sessions made after
-   * it), and only these carry a mark (a legacy session pays nothing for it).
-   */
-  readonly scalable = new WeakSet<Session<Vars>>();
   readonly context: CloseContext<Vars>;
   readonly #store: MemoryStore<Vars>;
 
@@ -28,7 +22,8 @@ export class MemoryCloses<Vars extends SessionVars> {
       clock: ctx.clock,
       als: ctx.als,
       closeTimeoutMs: () => ctx.options.closeTimeoutMs,
-      hookFor: (session) => (this.scalable.has(session) ? undefined : ctx.onClose),
+      // The mode in effect when the hooks are due decides: 'scalable' (and 'none') make them inert.
+      hookFor: () => (ctx.options.mode === 'legacy' ? ctx.onClose : undefined),
       detach: (session, reason) => {
         store.delete(session);
         this.closing.set(session.id, session);

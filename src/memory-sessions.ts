@@ -52,7 +52,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     if (session === undefined) {
       return scheduler.create(request.ip, closedWhileQueued === undefined ? undefined : (created) => { closedWhileQueued.successor = created; });
     }
-    if (this.#ctx.options.ipValidation && session.ip !== request.ip && !scheduler.closes.scalable.has(session)) {
+    if (mode === 'legacy' && this.#ctx.options.ipValidation && session.ip !== request.ip) {
       throw scheduler.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: session.id }));
     }
     // A free process is taken at once; only a request that has to queue gets a promise.
@@ -69,7 +69,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
 
   closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
     const session = this.#scheduler.closes.find(id);
-    if (session === undefined || this.#scheduler.closes.scalable.has(session)) return Promise.resolve(false);
+    if (session === undefined) return Promise.resolve(false);
     const fromOwnSession = caller !== undefined && caller.sessionId === session.id;
     // From the session's own hook or teardown: it is closing already, and waiting on itself would deadlock.
     if (fromOwnSession && session.phase !== undefined && session.phase !== 'draining') return Promise.resolve(true);

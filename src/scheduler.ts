@@ -135,7 +135,6 @@ export class Scheduler<Vars extends SessionVars> {
     }
     const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now(), options.inactiveSessionTimeoutMs);
     this.store.add(session);
-    if (options.mode === 'scalable') this.closes.scalable.add(session);
     onSession?.(session);
     let lease: MaybePromise<RequestLease<Vars>>;
     try {

@@ -68,7 +68,8 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     // 3. One hook per process, with the state its last request saved (or the live one of an insider).
     pipeline.phase = 'hooks';
     const reason = claimedReason ?? loaded.reason;
-    const hook = loaded.scalable ? undefined : ctx.onClose;
+    // The mode in effect when the hooks are due decides (cluster-wide: options are shared).
+    const hook = ctx.options.mode === 'legacy' ? ctx.onClose : undefined;
     const handle = this.#localHandle(id);
     const closeCtx = {
       clock: ctx.clock,
@@ -124,18 +125,16 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     const reply = await redis.lwsLoadClosingBuffer(settings.prefix, id, nodeId);
     if (text(reply[0]) !== 'ok') return undefined;
     const processes: LoadedClose['processes'] = [];
-    for (let i = 3; i + 3 < reply.length; i += 4) {
+    for (let i = 2; i + 3 < reply.length; i += 4) {
       const pid = text(reply[i]);
       processes.push({ pid, busy: text(reply[i + 1]) !== '0', hooked: text(reply[i + 2]) === '1', state: toBuffer(reply[i + 3]), kind: pid.startsWith('t') ? 'task' : 'web' });
     }
-    return { reason: text(reply[1]) as CloseReason, scalable: text(reply[2]) === '1', processes };
+    return { reason: text(reply[1]) as CloseReason, processes };
   }
 }
 
 interface LoadedClose {
   readonly reason: CloseReason;
-  /** Made in 'scalable' mode: closed without hooks, whatever the mode is now. */
-  readonly scalable: boolean;
   readonly processes: { pid: string; busy: boolean; hooked: boolean; state: Buffer; kind: string }[];
 }
 

@@ -8,8 +8,7 @@ export const OPEN_SCAN_BATCH = 64;
 
 /**
  * closeSession from any node. ARGV: P, id, reason, node, now, insiderPid (the caller's process when it
- * runs in the session, else ''). Returns 'ok' | 'closing' | 'unknown' | 'scalable' (made in 'scalable'
- * mode: never closed by closeSession) | 'moved <newId>' (a logout from a
+ * runs in the session, else ''). Returns 'ok' | 'closing' | 'unknown' | 'moved <newId>' (a logout from a
  * request of the session, which was regenerated before its node heard of it: the close goes on under
  * the new id; from outside, an old id names nothing).
  */
@@ -19,7 +18,6 @@ if not st and ARGV[6] and ARGV[6] ~= '' then
   local to = renamedTo(ARGV[2])
   if to and redis.call('HEXISTS', skey(to), 'b:' .. ARGV[6]) == 1 then return 'moved ' .. to end
 end
-if st and redis.call('HGET', skey(ARGV[2]), 'sm') == '1' then return 'scalable' end
 if st == 'c' then return 'closing' end
 if st ~= 'o' then return 'unknown' end
 claim(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
@@ -146,13 +144,12 @@ return out
 
 /**
  * The claimer loads a closing session: is it still ours, which processes, which are still running.
- * ARGV: P, id, node. Returns {'lost'} | {'ok', reason, scalable ('1': made in 'scalable' mode, no hook),
- * then per process: pid, busy, hooked, state}.
+ * ARGV: P, id, node. Returns {'lost'} | {'ok', reason, then per process: pid, busy, hooked, state}.
  */
 export const LOAD_CLOSING = `${PRELUDE}
 local h = skey(ARGV[2])
 if redis.call('HGET', h, 'cl') ~= ARGV[3] then return {'lost'} end
-local out = {'ok', redis.call('HGET', h, 'rs'), redis.call('HGET', h, 'sm') or '0'}
+local out = {'ok', redis.call('HGET', h, 'rs')}
 for _, p in ipairs(plist(h)) do
   out[#out + 1] = p
   out[#out + 1] = redis.call('HGET', h, 'b:' .. p) or '0'

@@ -53,9 +53,6 @@ export class RedisCloser<Vars extends SessionVars> {
 
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
   async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
-    // Made in 'scalable' mode, as this node knows: nothing to claim, and its handle (the cookie of a
-    // response being written, a task's end) must not look closing for a round trip.
-    if (this.#localRun(id)?.scalable === true) return false;
     const local = this.#pipelines.get(id);
     const fromOwnSession = caller !== undefined && caller.sessionId === id;
     if (local !== undefined) {
@@ -86,11 +83,6 @@ export class RedisCloser<Vars extends SessionVars> {
       // The claim may have landed without its reply: the sweeps run such a close (REPAIR).
       this.#node.lostReplies.due = true;
       throw unavailable(error, id);
-    }
-    if (outcome === 'scalable') {
-      // Made in 'scalable' mode: closeSession is a no-op for it (its cookie stays).
-      this.#reopen(handle, wasOpen);
-      return false;
     }
     if (outcome === 'unknown' || outcome.startsWith('moved ')) {
       // Not open under this id: closed (its announcement marks the handle, if it has not yet), or

@@ -15,8 +15,6 @@ export type EnterOutcome =
     readonly state: Buffer;
     readonly createdAtMs: number;
     readonly processCount: number;
-    /** The session was made in 'scalable' mode (it keeps it: no closeSession, no hook, no IP check). */
-    readonly scalable: boolean;
   }
   /** Regenerated while this request was counted among its waiters: it goes on under `to`. */
   | { readonly kind: 'moved'; readonly to: string }
@@ -33,9 +31,8 @@ export interface EnterRequest {
 }
 
 /** 1 when a request must come from its session's address (legacy mode with IP validation). */
-export function ipCheckOf(options: Pick<RuntimeOptions, 'ipValidation'>): 0 | 1 {
-  // Whether the session was made in 'legacy' mode (which alone checks IPs) is the session's, in Redis.
-  return options.ipValidation ? 1 : 0;
+export function ipCheckOf(options: Pick<RuntimeOptions, 'mode' | 'ipValidation'>): 0 | 1 {
+  return options.mode === 'legacy' && options.ipValidation ? 1 : 0;
 }
 
 const SIMPLE_OUTCOMES = new Set(['unknown', 'ip', 'full', 'busy']);
@@ -86,10 +83,10 @@ export class SessionEnters<Vars extends SessionVars> {
     const reply = await this.#batches.add([own, request.ip, request.sessionId]);
     const kind = text(reply[0]);
     if (kind === 'ok') {
-      // 'ok', "pid token createdAtMs processCount copied scalable", state.
-      const [pid = '', token = '', createdAtMs, processCount, copied, scalable] = text(reply[1]).split(' ');
+      // 'ok', "pid token createdAtMs processCount copied", state.
+      const [pid = '', token = '', createdAtMs, processCount, copied] = text(reply[1]).split(' ');
       const state = copied === '1' && copy !== undefined ? copy.bytes : reply[2] as Buffer;
-      return { kind, pid, token, state, createdAtMs: Number(createdAtMs), processCount: Number(processCount), scalable: scalable === '1' };
+      return { kind, pid, token, state, createdAtMs: Number(createdAtMs), processCount: Number(processCount) };
     }
     if (kind === 'moved') return { kind, to: text(reply[1]) };
     // This enter's own error in Redis (the call's other enters got their replies).

@@ -53,8 +53,6 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   cookieLifetimeMs: number;
   lastActivityAtMs: number;
   processCount: number;
-  /** Made in 'scalable' mode (as its last enter said): closeSession leaves it alone, its cookie included. */
-  scalable = false;
   readonly runs = new Map<WebProcess<Vars>, LocalRun<Vars>>();
   /**
    * Handles of this node re-keyed onto this one's id while their work still ran: a request with the new

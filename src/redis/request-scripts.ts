@@ -6,7 +6,7 @@ import { PRELUDE } from './lua-prelude.js';
 /**
  * A request with a cookie. ARGV: P, id, ip, now, cookieTtlMs, ipCheck, perSession, maxProcs, node,
  * keyTtlMs, waiterId, maxQueued, waiterStaleMs, waiterRegistered, copyPid, copyToken.
- * Returns {'ok', 'pid token created processCount copied scalable', state} | {'unknown'} | {'ip'} | {'busy'} |
+ * Returns {'ok', 'pid token created processCount copied', state} | {'unknown'} | {'ip'} | {'busy'} |
  * {'full'} | {'moved', newId}. Requests waiting for the session (any node) are members of P wq:<id>,
  * scored by their last try plus their own node's waiterStaleMs; a caller drops those whose score is
  * older than its own window. So a waiter whose node died or gave up stops counting after its own
@@ -21,7 +21,7 @@ const ENTER = `${PRELUDE}
 local id, ip, now = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local h = skey(id)
 local wq = P .. 'wq:' .. id
-local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk', 'ct', 'sm')
+local f = redis.call('HMGET', h, 'st', 'lr', 'ip', 'cr', 'pl', 'tk', 'ct')
 if f[1] ~= 'o' then
   if ARGV[14] == '1' and not f[1] then
     -- Renamed, maybe more than once, while this request was counted among its waiters.
@@ -31,8 +31,7 @@ if f[1] ~= 'o' then
   return {'unknown'}
 end
 if now >= cookieExpiry(f[2], f[7], ARGV[5]) then return {'unknown'} end
--- A session made in 'scalable' mode ('sm') has no IP check, whatever the mode is now.
-if ARGV[6] == '1' and f[3] ~= ip and f[8] ~= '1' then return {'ip'} end
+if ARGV[6] == '1' and f[3] ~= ip then return {'ip'} end
 local list = {}
 if f[5] then for p in string.gmatch(f[5], '%S+') do list[#list + 1] = p end end
 local slot
@@ -74,7 +73,7 @@ markBusy(id)
 redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
 redis.call('PEXPIRE', h, ARGV[10])
 if ARGV[14] == '1' then redis.call('ZREM', wq, ARGV[11]) end
-return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' ' .. copied .. ' ' .. (f[8] or '0'), state}
+return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' ' .. copied, state}
 `;
 
 /**
@@ -114,7 +113,7 @@ return out
 export const WAIT = `${PRELUDE}
 local f = redis.call('HMGET', skey(ARGV[2]), 'st', 'lr', 'ip', 'ct')
 if f[1] ~= 'o' or tonumber(ARGV[7]) >= cookieExpiry(f[2], f[4], ARGV[8]) then return 'unknown' end
-if ARGV[9] == '1' and f[3] ~= ARGV[10] and redis.call('HGET', skey(ARGV[2]), 'sm') ~= '1' then return 'ip' end
+if ARGV[9] == '1' and f[3] ~= ARGV[10] then return 'ip' end
 local wq = P .. 'wq:' .. ARGV[2]
 local t = redis.call('TIME')
 local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -127,8 +126,7 @@ return 'ok'
 
 /**
  * A new session, evicting the least recently active idle ones cluster-wide while there is no room.
- * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs, cookieTtlMs (absent from nodes of earlier
- * versions), scalable ('1': made in 'scalable' mode, which the session keeps: field 'sm'; absent likewise).
+ * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs, cookieTtlMs (absent from nodes of earlier versions).
  * Returns {'ok', pid, victims…} | {'limit'} | {'plimit'} (a refusal evicts nothing).
  */
 export const CREATE = `${PRELUDE}
@@ -172,7 +170,6 @@ local pid = 'r' .. redis.call('INCR', P .. 'seq')
 redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1,
   'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
 if ARGV[9] then redis.call('HSET', h, 'ct', ARGV[9] .. '@' .. ARGV[4]) end
-if ARGV[10] == '1' then redis.call('HSET', h, 'sm', '1') end
 redis.call('PEXPIRE', h, ARGV[8])
 redis.call('ZADD', P .. 'open', now, id)
 countProcesses(id, 1)

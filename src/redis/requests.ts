@@ -77,7 +77,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
       reject: (cause, error) => this.#reject(cause, error),
       admit: (id, ip, entered, nowMs) => {
         const handle = this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount);
-        handle.scalable = entered.scalable;
         return this.#lease(handle, entered.pid, entered.token, entered.state, false);
       },
       create: (ip) => this.#create(ip),
@@ -155,7 +154,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const id = newSessionId();
     const nowMs = clock.now();
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
-    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs, options.mode === 'scalable' ? 1 : 0) as Reply).map(text);
+    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs) as Reply).map(text);
     const [outcome, second, ...rest] = reply;
     const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
     for (const victim of victims) {
@@ -166,7 +165,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
     if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
     if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
     const handle = this.#handle(id, ip, nowMs, nowMs, 1);
-    handle.scalable = options.mode === 'scalable';
     const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
     // Counted once its process has a context: a session whose init failed was never made (see #initialized).
     counters.created++;
