@@ -7,7 +7,8 @@ import { cookieAtWriteHead, responseState, setResponseState, type CookieState, t
 
 const kRelease = Symbol('legacy-web-sessions.release');
 const kHandlerRunning = Symbol('legacy-web-sessions.handler-running');
-type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>; [kHandlerRunning]?: boolean };
+const kClosed = Symbol('legacy-web-sessions.closed');
+type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>; [kHandlerRunning]?: boolean; [kClosed]?: boolean };
 
 /**
  * Node never emits 'close' on the response of a pipelined request queued behind another on its
@@ -41,7 +42,7 @@ export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandl
   const releasing = res as ReleasingResponse;
   releasing[kHandlerRunning] = true;
   if (res.destroyed) {
-    if (!res.writableFinished) lease.releaseAtTheLatest();
+    if (wasCut(res)) lease.releaseAtTheLatest();
     return;
   }
   releasing[kRelease] = lease;
@@ -55,7 +56,9 @@ export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandl
 export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>): void {
   const releasing = res as ReleasingResponse;
   releasing[kHandlerRunning] = false;
-  if (res.writableEnded || res.destroyed) {
+  // Closed already (its 'close' came while the handler ran): an HTTP/2 stream the client reset says
+  // neither ended nor destroyed, and no other 'close' will come.
+  if (res.writableEnded || res.destroyed || releasing[kClosed] === true) {
     lease.release();
   } else if (releasing[kRelease] === undefined) {
     releasing[kRelease] = lease;
@@ -64,10 +67,20 @@ export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandl
 }
 
 function releaseOnClose(this: ReleasingResponse): void {
+  this[kClosed] = true;
   const lease = this[kRelease];
   if (lease === undefined) return;
   if (this[kHandlerRunning] !== true) lease.release();
-  else if (!this.writableFinished) lease.releaseAtTheLatest();
+  else if (wasCut(this)) lease.releaseAtTheLatest();
+}
+
+/**
+ * The response is over without having finished: its client left (or it was destroyed) before the
+ * application's end() went out. An HTTP/2 response whose stream the client reset says writableFinished
+ * (its stream is done) though the application never ended it.
+ */
+function wasCut(res: ServerResponse): boolean {
+  return !res.writableFinished || !res.writableEnded;
 }
 
 /**
@@ -162,7 +175,7 @@ export class BoundSession implements CookieState {
     if (this.#handler === 'running') {
       // Closed while its handler runs: released when it settles. If the response was cut (its client
       // left) rather than finished, at the latest after closeTimeoutMs.
-      if (this.#closed && !this.#res.writableFinished) this.lease.releaseAtTheLatest();
+      if (this.#closed && wasCut(this.#res)) this.lease.releaseAtTheLatest();
       return;
     }
     const res = this.#res;

@@ -1,0 +1,124 @@
+// Hono on @hono/node-server over HTTP/2 (h2c): a stream the client cancels (RST_STREAM) while the handler
+// runs. An Http2ServerResponse cut that way says writableFinished but not writableEnded, and its 'close'
+// comes before the handler settles: the process must still go back when the handler settles, and at the
+// latest closeTimeoutMs after the cut if it never does.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { createAdaptorServer } from '@hono/node-server';
+import { Hono } from 'hono';
+import type { SessionEngine } from '../src/index.js';
+import { sessions, type SessionsEnv } from '../src/adapters/hono/index.js';
+import { deferred, settle } from './helpers.js';
+import { track } from './engine-harness.js';
+import { until } from './contract/harness.js';
+import { CLOSE_TIMEOUT_MS, withEngine, type Vars } from './release-support.js';
+
+interface H2Answer { status: number; body: string; sessionId: string | undefined }
+
+/** One request on its own h2c connection; `cancel` resolves when the caller wants the stream reset. */
+function h2(port: number, path: string, cookie?: string, cancel?: Promise<void>): Promise<H2Answer | 'cancelled'> {
+  return new Promise((resolve, reject) => {
+    const client = http2.connect(`http://127.0.0.1:${port}`);
+    client.on('error', () => {}); // a reset of ours
+    const stream = client.request({ ':path': path, ...(cookie === undefined ? {} : { cookie }) });
+    let status = 0;
+    let setCookie: string[] = [];
+    let body = '';
+    stream.on('response', (headers) => {
+      status = Number(headers[':status']);
+      const raw = headers['set-cookie'];
+      setCookie = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+    });
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => { body += chunk; });
+    stream.on('end', () => {
+      client.close();
+      resolve({ status, body, sessionId: /4DSID=([0-9a-f-]{36})/.exec(setCookie.join(';'))?.[1] });
+    });
+    stream.on('error', reject);
+    void cancel?.then(() => {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      client.close();
+      resolve('cancelled');
+    });
+    stream.end();
+  });
+}
+
+/** The answer, if it comes within a bounded number of event-loop turns (a process held for ever fails here). */
+async function answeredSoon<T>(pending: Promise<T>): Promise<T> {
+  const tracked = track(pending);
+  for (let i = 0; i < 2_000 && !tracked.settled; i++) await settle(1);
+  assert.ok(tracked.settled, 'answered');
+  if (tracked.error !== undefined) throw tracked.error;
+  return tracked.value as T;
+}
+
+async function withH2Hono(engine: SessionEngine<Vars>, hold: () => Promise<void>, body: (port: number, closed: () => boolean) => Promise<void>): Promise<void> {
+  let closed = false;
+  const app = new Hono<SessionsEnv<Vars> & { Bindings: { outgoing: http2.Http2ServerResponse } }>();
+  app.use(sessions(engine));
+  app.get('/hold', async (c) => {
+    c.env.outgoing.on('close', () => { closed = true; });
+    await hold();
+    return c.text('held');
+  });
+  app.get('/', (c) => {
+    const vars = c.get('proc').vars;
+    vars.n = (vars.n ?? 0) + 1;
+    return c.text(String(vars.n));
+  });
+  const server = createAdaptorServer({ fetch: app.fetch, createServer: http2.createServer }) as http2.Http2Server;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  try {
+    await body((server.address() as AddressInfo).port, () => closed);
+  } finally {
+    server.close();
+  }
+}
+
+test('Hono over HTTP/2, a stream cancelled while its handler runs, the handler then settling: the process goes back at once, nothing reported', { timeout: 10_000 }, async () => {
+  await withEngine(async (engine, _clock, errors) => {
+    const gate = deferred<void>();
+    const started = deferred<void>();
+    await withH2Hono(engine, async () => { started.resolve(); await gate.promise; }, async (port, closed) => {
+      const first = await h2(port, '/');
+      assert.ok(first !== 'cancelled' && first.sessionId !== undefined);
+      const cookie = `4DSID=${first.sessionId}`;
+      assert.equal(await h2(port, '/hold', cookie, started.promise.then(() => settle(2))), 'cancelled');
+      await until(closed, 'the server saw the reset');
+      gate.resolve();
+      await settle(20);
+      assert.equal(engine.sessions().find((s) => s.id === first.sessionId)?.busy, false, 'released when the handler settled');
+      const next = await answeredSoon(h2(port, '/', cookie));
+      assert.ok(next !== 'cancelled');
+      assert.deepEqual([next.status, next.body], [200, '2']);
+      assert.deepEqual(errors, []);
+    });
+  });
+});
+
+test('Hono over HTTP/2, a stream cancelled while its handler runs, the handler never settling: released closeTimeoutMs after the cut and reported', { timeout: 10_000 }, async () => {
+  await withEngine(async (engine, clock, errors) => {
+    const started = deferred<void>();
+    await withH2Hono(engine, async () => { started.resolve(); await new Promise<never>(() => {}); }, async (port, closed) => {
+      const first = await h2(port, '/');
+      assert.ok(first !== 'cancelled' && first.sessionId !== undefined);
+      const id = first.sessionId;
+      assert.equal(await h2(port, '/hold', `4DSID=${id}`, started.promise.then(() => settle(2))), 'cancelled');
+      await until(closed, 'the server saw the reset');
+      await settle(20);
+      assert.equal(engine.sessions().find((s) => s.id === id)?.busy, true, 'held while the handler may use the process');
+      clock.advance(CLOSE_TIMEOUT_MS);
+      await settle(20);
+      assert.deepEqual(errors.map((e) => [e.code, e.sessionId]), [['ERR_SESSION_DRAIN_TIMEOUT', id]], 'released at the deadline, reported');
+      const next = await answeredSoon(h2(port, '/', `4DSID=${id}`));
+      assert.ok(next !== 'cancelled');
+      assert.deepEqual([next.status, next.body, next.sessionId], [200, '2', id]);
+    });
+  });
+});
