@@ -198,11 +198,11 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
     handle.startRun({ proc, token, kind: 'request', loaded: state });
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
-    // From a copy: typed arrays come back as views into the bytes they are read from, and `state` must
-    // stay what Redis holds (the release compares with it; it may be this node's copy).
+    // `state` stays what Redis holds (the release compares with it; it may be this node's copy): nothing
+    // restored shares its memory (restoreProcess gives typed arrays bytes of their own).
     let restored: boolean;
     try {
-      restored = restoreProcess(proc, state.length === 0 ? state : Buffer.from(state));
+      restored = restoreProcess(proc, state);
     } catch (error) {
       // Unreadable: this request fails (its callers are async, so the throw rejects their promise) and the
       // operator hears of it; the process goes back free with its bytes untouched, never deleted: bytes a

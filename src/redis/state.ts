@@ -1,4 +1,4 @@
-import { deserialize, serialize } from 'node:v8';
+import { DefaultDeserializer, serialize } from 'node:v8';
 import { SessionError } from '../errors.js';
 import { isLockRef, type LockRef } from '../locks.js';
 import { processInternals, type SessionVars, type WebProcess } from '../process.js';
@@ -53,6 +53,36 @@ export function restoreProcess(proc: WebProcess<SessionVars>, bytes: Buffer): bo
     throw new SessionError('ERR_SESSION_STATE_UNREADABLE', `${proc.processId}: ${why}`, { cause: error, sessionId: proc.sessionId });
   }
   return true;
+}
+
+/** The part of node:v8's deserializer its typings leave out: how it rebuilds a typed array or Buffer. */
+interface HostObjectReader {
+  _readHostObject(this: DefaultDeserializer): ArrayBufferView;
+}
+const readHostObject = (DefaultDeserializer.prototype as unknown as HostObjectReader)._readHostObject;
+
+/**
+ * node:v8's deserializer rebuilds a typed array, DataView or Buffer as a view into the bytes it reads
+ * (or into a pooled copy): memory shared with other states (Node's 8 KiB Buffer pool, a Redis reply).
+ * `vars.bytes.buffer` would then hold other sessions' vars and ids. Each is copied into an ArrayBuffer
+ * of its own, as the structured clone algorithm gives it.
+ */
+class OwnBytesDeserializer extends DefaultDeserializer {
+  _readHostObject(): ArrayBufferView {
+    const view = readHostObject.call(this);
+    const own = new ArrayBuffer(view.byteLength);
+    new Uint8Array(own).set(new Uint8Array(view.buffer, view.byteOffset, view.byteLength));
+    if (Buffer.isBuffer(view)) return Buffer.from(own);
+    if (view instanceof DataView) return new DataView(own);
+    const TypedArray = view.constructor as new (buffer: ArrayBuffer) => ArrayBufferView;
+    return new TypedArray(own);
+  }
+}
+
+function deserialize(bytes: Buffer): unknown {
+  const reader = new OwnBytesDeserializer(bytes);
+  reader.readHeader();
+  return reader.readValue();
 }
 
 /**
