@@ -46,6 +46,13 @@ export interface ProcessOwner<Vars extends SessionVars> {
   readonly id: string;
   readonly lockManager: LockManager;
   spawn(parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
+  /**
+   * Stores that rebuild a process object for each request: whether `proc` is such an object kept past
+   * its request (a timer, a promise chain) once its session is closing or closed: lock calls and spawn
+   * on it then fail with ERR_SESSION_CLOSED, as on a torn-down process (a lock it took could outlive the
+   * session's close).
+   */
+  outlived?(proc: WebProcess<Vars>): boolean;
 }
 
 /** Record locks as seen by one process. */
@@ -183,7 +190,7 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   }
 
   #assertOpen(): void {
-    if (this.closed) throw new SessionError('ERR_SESSION_CLOSED', this.processId, { sessionId: this.sessionId });
+    if (this.closed || this.#owner.outlived?.(this) === true) throw new SessionError('ERR_SESSION_CLOSED', this.processId, { sessionId: this.sessionId });
   }
 
   async #tryLock(ref: LockRef): Promise<boolean> {

@@ -85,6 +85,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     for (const saved of loaded.processes) {
       const live = pipeline.insiders.get(saved.pid);
       const proc = live ?? new WebProcess<Vars>(owner, saved.kind, {} as Vars, saved.pid);
+      (owner.closing ??= new Set()).add(proc);
       let readable = true;
       if (live === undefined) {
         try {

@@ -167,10 +167,19 @@ redis.call('HSET', h, 'hk:' .. ARGV[3], '1')
 return 1
 `;
 
-/** The close is done: the session's key goes. ARGV: P, id, node. Returns 1, or 0 if the claim was lost. */
+/** The close is done: the session's key goes, and its processes' locks. ARGV: P, id, node. Returns 1, or 0 if the claim was lost. */
 export const FINISH = `${PRELUDE}
 local h = skey(ARGV[2])
 if redis.call('HGET', h, 'cl') ~= ARGV[3] then return 0 end
+-- Every lock a process of the session still holds goes too, also one its saved list does not name (taken
+-- by a process object kept past its request): the lock manager's sets list them by process.
+for _, pid in ipairs(plist(h)) do
+  local set = P .. 'plocks:' .. pid
+  for _, key in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('HGET', key, 'processId') == pid then redis.call('DEL', key) end
+  end
+  redis.call('DEL', set)
+end
 redis.call('DEL', h)
 redis.call('ZREM', P .. 'closing', ARGV[2])
 redis.call('PUBLISH', P .. 'ev', 'x ' .. ARGV[2])

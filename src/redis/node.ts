@@ -54,6 +54,8 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   lastActivityAtMs: number;
   processCount: number;
   readonly runs = new Map<WebProcess<Vars>, LocalRun<Vars>>();
+  /** The processes this node's close of the session rebuilt (its hooks and teardown run on them). */
+  closing: Set<WebProcess<Vars>> | undefined;
   /**
    * Handles of this node re-keyed onto this one's id while their work still ran: a request with the new
    * id reached the node before it heard of a rename, so the id had a handle of its own already. Until
@@ -98,6 +100,10 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     // An enter that landed in Redis before the close's claim, its reply read after the close started
     // here: the close waits for this request, so it must hear the close like the ones already running.
     if (this.#closeStarted) this.#askToStop(run.proc);
+  }
+
+  outlived(proc: WebProcess<Vars>): boolean {
+    return this.state !== 'open' && !this.runs.has(proc) && this.closing?.has(proc) !== true;
   }
 
   /** It ended (or never got its context): its run, if it was running. */

@@ -1,0 +1,59 @@
+// On the Redis store each request gets a process object of its own, rebuilt from Redis. One kept past
+// its request (a timer, a promise chain after the response) stands for nothing once its session is
+// closing or closed: as a torn-down process on the memory store, it says `closed`, and a lock or spawn
+// on it fails with ERR_SESSION_CLOSED. Before, such a late tryLock won a lock no close would release
+// (it stayed for the keys' lifetime, hours, and blocked every other session on that record).
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type WebProcess } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { eventually } from './helpers.js';
+import { redisForTest } from './redis-support.js';
+
+const IP = '127.0.0.1';
+
+for (const closer of ['another node', 'the same node'] as const) {
+  test(`Redis store: a process object kept past its request, its session then closed by ${closer}: a late tryLock or spawn fails with ERR_SESSION_CLOSED, leaving no lock`, { timeout: 20_000 }, async (t: TestContext) => {
+    const r = await redisForTest(t);
+    if (r === undefined) return;
+    const node = (): SessionEngine => new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+    const a = node();
+    const b = node();
+    try {
+      const lease = await a.acquire({ sessionId: undefined, ip: IP });
+      const kept: WebProcess = lease.proc;
+      lease.release();
+      assert.equal(await (closer === 'another node' ? b : a).closeSession(lease.sessionId), true);
+      assert.ok(await eventually(() => a.sessionProcessCount(lease.sessionId) === 0), 'its node heard of the close');
+      await assert.rejects(kept.locks.tryLock('Stock', 7), { code: 'ERR_SESSION_CLOSED' });
+      assert.throws(() => kept.spawn('late', async () => {}), { code: 'ERR_SESSION_CLOSED' });
+      const other = await b.acquire({ sessionId: undefined, ip: IP }); // a live session that wants the record
+      try {
+        assert.equal(await other.proc.locks.lockedBy('Stock', 7), null);
+        assert.equal(await other.proc.locks.tryLock('Stock', 7), true, 'the record is free for others');
+      } finally {
+        other.release();
+      }
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+}
+
+test('Redis store: a process object kept past its request of a session still open is still that process: its lock is the process\'s, released when the session closes', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const engine = new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    const kept: WebProcess = lease.proc;
+    lease.release();
+    assert.equal(kept.closed, false);
+    assert.equal(await kept.locks.tryLock('Stock', 8), true);
+    assert.equal((await kept.locks.lockedBy('Stock', 8))?.sessionId, lease.sessionId);
+    assert.equal(await engine.closeSession(lease.sessionId), true);
+    assert.equal(await kept.locks.lockedBy('Stock', 8), null, 'released with the session');
+  } finally {
+    await engine.stop();
+  }
+});
