@@ -419,11 +419,11 @@ test('an option set as soon as the engine is made (Redis still connecting) is st
   try {
     (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // the store has started
     await eventually(async () => (await r.redis.hget(`${r.prefix}opts`, 'maxSessions')) === '2', 1_000);
+    assert.equal(await r.redis.hget(`${r.prefix}opts`, 'maxSessions'), '2', 'stored for the other nodes');
   } finally {
     await engine.stop();
   }
   assert.equal(engine.getOption('maxSessions'), 2, 'the value set here stays');
-  assert.equal(await r.redis.hget(`${r.prefix}opts`, 'maxSessions'), '2', 'stored for the other nodes');
   assert.deepEqual(errors.map((e) => e.message), []);
 });
 

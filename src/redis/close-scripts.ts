@@ -1,5 +1,5 @@
-// The scripts of closing and of the cluster's upkeep: claim a close (closeSession, the sweep's timeouts,
-// shutdown), load, mark and finish it; rename a session; node heartbeats; options. Layout: scripts.ts.
+// The scripts of closing: claim a close (closeSession, the sweep's timeouts, shutdown), load, mark and
+// finish it; the sweep; rename a session. Layout: scripts.ts.
 
 import { PRELUDE } from './lua-prelude.js';
 
@@ -224,31 +224,4 @@ redis.call('PUBLISH', P .. 'ev', 'N ' .. old .. ' ' .. new)
 -- For nodes of an earlier version, which know only this one.
 redis.call('PUBLISH', P .. 'ev', 'n ' .. old)
 return redis.call('HGET', nh, 'pl')
-`;
-
-/**
- * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping, keyTtlMs.
- * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
- * the sessions close when the whole cluster goes down, and each is claimed once.
- */
-export const HEARTBEAT = `${PRELUDE}
-redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
-redis.call('DEL', P .. 'missing:' .. ARGV[2])
-if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
-redis.call('SADD', P .. 'nodes', ARGV[2])
--- The registry lives as long as its sessions may (a cluster that is gone leaves nothing behind).
-if redis.call('PTTL', P .. 'nodes') < tonumber(ARGV[5]) then redis.call('PEXPIRE', P .. 'nodes', ARGV[5]) end
-redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
-local others = 0
-for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if n ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. n) == 1 and redis.call('EXISTS', P .. 'stopping:' .. n) == 0 then others = others + 1 end
-end
-return others
-`;
-
-/** An option set on one node applies to all. ARGV: P, node, name, json. */
-export const SET_OPTION = `${PRELUDE}
-redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
-redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
-return 1
 `;

@@ -29,7 +29,14 @@ end
 -- (eviction), so two sessions idle since the same millisecond still evict in the order they went idle.
 local function markIdle(id, atMs)
   redis.call('ZADD', P .. 'idle', atMs, id)
-  redis.call('ZADD', P .. 'lru', redis.call('INCR', P .. 'lrun'), id)
+  local n = redis.call('INCR', P .. 'lrun')
+  redis.call('ZADD', P .. 'lru', n, id)
+  -- Made just now: they live as long as 'open' (set by every create) until the next touchGlobals, so a
+  -- node gone before its first sweep or heartbeat leaves none of them for ever.
+  if n == 1 then
+    local ttl = redis.call('PTTL', P .. 'open')
+    if ttl > 0 then for _, k in ipairs({'idle', 'lru', 'lrun'}) do redis.call('PEXPIRE', P .. k, ttl) end end
+  end
 end
 local function markBusy(id)
   redis.call('ZREM', P .. 'idle', id)

@@ -53,10 +53,23 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
   }
 }
 
+/**
+ * An option's value as the cluster shares it: JSON, with `undefined` (an option reset to none, such as
+ * cookieDomain) as null, which JSON has and no option takes.
+ */
+export function encodeOption(value: unknown): string {
+  return JSON.stringify(value === undefined ? null : value);
+}
+
+function decodeOption(json: string): unknown {
+  const value: unknown = JSON.parse(json);
+  return value === null ? undefined : value;
+}
+
 /** An option another node set (or set before this node started): validated and applied here. */
 export function applyRemoteOption<Vars extends SessionVars>(ctx: StoreContext<Vars>, name: string, json: string): void {
   try {
-    ctx.applyOption(name as OptionName, JSON.parse(json) as unknown);
+    ctx.applyOption(name as OptionName, decodeOption(json));
   } catch (error) {
     ctx.report(unavailable(error), 'storeErrors');
   }

@@ -24,13 +24,15 @@
 //                   P stopping:<node> while it stops; P left:<node> once it left; P missing:<node>
 //                   when a sweep first found its lease gone (dead a lease later, if still gone)
 //   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
-//   P opts          hash of options set at run time (JSON values)
+//   P opts          hash of options set at run time (JSON values; null for none), expiring a few node leases
+//                   after the cluster's last heartbeat, deleted by the last node's stop
 //   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
 //                   'N <old> <new>' renamed (regenerate; and 'n <old>' for earlier versions) · 'o <node> <name> <json>' option changed
-// Every write to a session refreshes its key's TTL (session timeout + grace), so a crashed cluster
-// leaves nothing behind.
+// Every write to a session refreshes its key's TTL (the longer timeout + grace), so a crashed cluster
+// leaves nothing behind; a raised timeout extends the open sessions' keys at once (EXTEND_KEYS).
 
-import { CLAIM, CLAIM_ALL, FINISH, HEARTBEAT, HOOKED, LOAD_CLOSING, RENAME, SET_OPTION, SWEEP } from './close-scripts.js';
+import { CLAIM, CLAIM_ALL, FINISH, HOOKED, LOAD_CLOSING, RENAME, SWEEP } from './close-scripts.js';
+import { EXTEND_KEYS, HEARTBEAT, SET_OPTION } from './cluster-scripts.js';
 import { REPAIR_FIND, REPAIR_FREE } from './repair-scripts.js';
 import { RELEASE, SPAWN } from './process-scripts.js';
 import { CREATE, ENTER_MANY, WAIT } from './request-scripts.js';
@@ -52,6 +54,7 @@ export const STORE_SCRIPTS = {
   lwsRename: RENAME,
   lwsHeartbeat: HEARTBEAT,
   lwsSetOption: SET_OPTION,
+  lwsExtendKeys: EXTEND_KEYS,
 } as const;
 
 export type StoreScriptName = keyof typeof STORE_SCRIPTS;

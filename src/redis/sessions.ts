@@ -10,7 +10,8 @@ import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
-import { applyRemoteOption, onStoreMessage } from './messages.js';
+import { applyRemoteOption, encodeOption, onStoreMessage } from './messages.js';
+import { EXTEND_BATCH } from './cluster-scripts.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
@@ -241,8 +242,12 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   optionChanged(name: OptionName, value: unknown): void {
     this.#localOptions.add(name);
+    const { prefix, nodeLeaseMs } = this.#settings;
     // Written once the store has started (no offline queue before the connection is up).
-    this.#processes.track(this.#started().then(() => this.#redis.lwsSetOption(this.#settings.prefix, this.#node.nodeId, name, JSON.stringify(value)))
+    const written = this.#started().then(() => this.#redis.lwsSetOption(prefix, this.#node.nodeId, name, encodeOption(value), nodeLeaseMs));
+    // A raised timeout: the open sessions' keys would still expire by the one of their last write.
+    const timeout = name === 'inactiveProcessTimeoutMs' || name === 'inactiveSessionTimeoutMs';
+    this.#processes.track((timeout ? written.then(() => extendKeys(this.#redis, prefix, keyTtlMs(this.#ctx, this.#settings))) : written)
       .catch((error: unknown) => this.#ctx.report(unavailable(error), 'storeErrors')));
   }
 
@@ -278,3 +283,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     return { ...this.#closer.gauges, closingSessions: Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };
   }
 }
+
+/**
+ * Gives the keys of every open session at least `ttlMs` to live, a batch of sessions per call. Calls
+ * overlap: a session closing between two shifts the ranks of the next ones down, and none is skipped.
+ */
+async function extendKeys(redis: StoreCommands, prefix: string, ttlMs: number): Promise<void> {
+  for (let offset = 0; ; offset += EXTEND_BATCH - EXTEND_OVERLAP) {
+    if (Number(await redis.lwsExtendKeys(prefix, ttlMs, offset)) < EXTEND_BATCH) return;
+  }
+}
+const EXTEND_OVERLAP = 32;

@@ -1,0 +1,71 @@
+// The scripts of the cluster's upkeep: node heartbeats, options set at run time, and the lifetime of
+// every session's keys when a timeout is raised. Layout: scripts.ts.
+
+import { PRELUDE } from './lua-prelude.js';
+
+/** How many node leases the options set at run time outlive the last heartbeat of the cluster. */
+const OPTIONS_LEASES = 3;
+
+/** Open sessions whose keys one EXTEND_KEYS call reaches. */
+export const EXTEND_BATCH = 256;
+
+/**
+ * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping, keyTtlMs.
+ * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
+ * the sessions close when the whole cluster goes down, and each is claimed once.
+ */
+export const HEARTBEAT = `${PRELUDE}
+redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
+redis.call('DEL', P .. 'missing:' .. ARGV[2])
+if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
+redis.call('SADD', P .. 'nodes', ARGV[2])
+-- The shared keys live as long as their sessions may (a cluster that is gone leaves nothing behind).
+touchGlobals(ARGV[5])
+redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
+local others = 0
+for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+  if n ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. n) == 1 and redis.call('EXISTS', P .. 'stopping:' .. n) == 0 then others = others + 1 end
+end
+-- Options set at run time last as long as a node of the cluster runs (4D's WEB SET OPTION does not
+-- outlive the web server): gone with the last node's stop, or ${OPTIONS_LEASES} leases after it died.
+if ARGV[4] == '1' and others == 0 then redis.call('DEL', P .. 'opts')
+else redis.call('PEXPIRE', P .. 'opts', tonumber(ARGV[3]) * ${OPTIONS_LEASES}) end
+return others
+`;
+
+/** An option set on one node applies to all. ARGV: P, node, name, json, leaseMs. */
+export const SET_OPTION = `${PRELUDE}
+redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
+redis.call('PEXPIRE', P .. 'opts', tonumber(ARGV[5]) * ${OPTIONS_LEASES})
+redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+return 1
+`;
+
+/**
+ * A timeout was raised: the keys of the open sessions ranked offset.. offset + EXTEND_BATCH - 1 in 'open'
+ * (their hash, each process's lock set and the locks in it) and the shared keys live at least ttlMs from
+ * now; otherwise they would expire by the timeouts of their last write, taking live sessions with them
+ * (no hook: their state goes with the key). Never shortens a life. ARGV: P, ttlMs, offset.
+ * Returns how many open ids the call saw (fewer than EXTEND_BATCH: the last call).
+ */
+export const EXTEND_KEYS = `${PRELUDE}
+local ttl = tonumber(ARGV[2])
+local function extend(key)
+  local left = redis.call('PTTL', key)
+  if left >= 0 and left < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+local ids = redis.call('ZRANGE', P .. 'open', tonumber(ARGV[3]), tonumber(ARGV[3]) + ${EXTEND_BATCH} - 1)
+for _, id in ipairs(ids) do
+  local h = skey(id)
+  extend(h)
+  for _, pid in ipairs(plist(h)) do
+    local set = P .. 'plocks:' .. pid
+    for _, key in ipairs(redis.call('SMEMBERS', set)) do
+      if redis.call('HGET', key, 'processId') == pid then extend(key) end
+    end
+    extend(set)
+  end
+end
+if tonumber(ARGV[3]) == 0 then touchGlobals(ttl) end
+return #ids
+`;
