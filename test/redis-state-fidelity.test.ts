@@ -6,6 +6,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
+import { MAX_NESTING } from '../src/redis/state.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 
 const IP = '127.0.0.1';
@@ -67,5 +68,37 @@ test('Redis store: a typed array, DataView or Buffer in vars comes back with mem
       assert.ok(!Buffer.from(vars.u8.buffer).toString('latin1').includes('other-session'), 'no other session in it');
     }
     assert.deepEqual(errors, []);
+  });
+});
+
+/** `{ a: { a: … } }`, `levels` objects deep. */
+function nested(levels: number): object {
+  let value: object = {};
+  for (let i = 1; i < levels; i++) value = { a: value };
+  return value;
+}
+
+function depthOf(value: unknown): number {
+  let depth = 0;
+  for (let at = value as { a?: unknown } | undefined; at !== undefined; at = at.a as { a?: unknown } | undefined) depth++;
+  return depth;
+}
+
+test(`Redis store: vars nested deeper than ${MAX_NESTING} levels are refused at the save (ERR_SESSION_STATE_NOT_STORABLE, the state before kept), never saved unreadable; ${MAX_NESTING - 2} levels read back on another node`, { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  await withNodes(r, async (writer, reader, errors) => {
+    // node:v8 writes a 1,500-level object, and its reader overflows the stack on it (from about 2,000).
+    const id = await sessionWith(r, writer, { list: nested(MAX_NESTING - 2) });
+    const deep = await writer.acquire({ sessionId: id, ip: IP });
+    deep.proc.vars = { list: nested(1_500) };
+    deep.release();
+    for (let i = 0; i < 200 && errors.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.deepEqual(errors.map((e) => [e.code, e.sessionId]), [['ERR_SESSION_STATE_NOT_STORABLE', id]]);
+    assert.match(errors[0]!.message, /nested deeper than 1000 levels/);
+    const next = await reader.acquire({ sessionId: id, ip: IP });
+    const depth = depthOf((next.proc.vars as { list: unknown }).list);
+    next.release();
+    assert.equal(depth, MAX_NESTING - 2, 'the state before stands, and reads back');
   });
 });

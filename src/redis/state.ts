@@ -26,11 +26,49 @@ export function saveProcess(proc: WebProcess<SessionVars>): Buffer {
     }),
     h: processInternals.heldLocks(proc),
   };
+  let bytes: Buffer;
   try {
-    return serialize(saved);
+    bytes = serialize(saved);
   } catch (error) {
     throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: ${(error as Error).message}`, { cause: error, sessionId: proc.sessionId });
   }
+  // node:v8 writes nesting it cannot read back (its reader recurses: a linked list of ~2,000 nodes
+  // overflows the stack), which would make every later request of the session fail and lose its hook.
+  // Each level takes at least 3 bytes, so only a state that long can be that deep.
+  if (bytes.length >= 3 * MAX_NESTING && nestedDeeperThan(saved, MAX_NESTING)) {
+    throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: values nested deeper than ${MAX_NESTING} levels cannot be read back`, { sessionId: proc.sessionId });
+  }
+  return bytes;
+}
+
+/** The deepest nesting of objects, arrays, Maps and Sets a saved state may have (vars at level 2). */
+export const MAX_NESTING = 1_000;
+
+/**
+ * Whether `root` nests deeper than `limit`, walked without recursion in the order node:v8 writes it,
+ * each object at the depth where it is first met (a later reference to it is no nesting).
+ */
+function nestedDeeperThan(root: unknown, limit: number): boolean {
+  const seen = new Set<object>();
+  const pending: Array<[value: unknown, depth: number]> = [[root, 1]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [value, depth] = next;
+    if (typeof value !== 'object' || value === null || seen.has(value)) continue;
+    if (depth > limit) return true;
+    seen.add(value);
+    const children = childrenOf(value);
+    for (let i = children.length - 1; i >= 0; i--) pending.push([children[i], depth + 1]);
+  }
+  return false;
+}
+
+function childrenOf(value: object): unknown[] {
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return [];
+  if (value instanceof Map) return [...value].flat();
+  if (value instanceof Set) return [...value];
+  const own = Object.values(value);
+  if (value instanceof Error && 'cause' in value) own.push(value.cause);
+  return own;
 }
 
 /**
