@@ -3,6 +3,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { SessionEngine } from '../../src/index.js';
 import { sessions } from '../../src/adapters/express/index.js';
@@ -146,6 +149,36 @@ describe('express adapter: the framework idiom', () => {
       assert.deepEqual([next.status, next.body], [200, id]);
       assert.deepEqual(errors.map((e) => ((e as Error).cause as Error).message), ['late secret']);
     });
+  });
+
+  test('res.sendFile with a callback that ends the response on an error (docs/adapters.md): a download the client cancels frees the process at once', GUARD, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'lws-sendfile-'));
+    const file = join(dir, 'big.bin');
+    await writeFile(file, Buffer.alloc(32 * 1024 * 1024)); // far more than the socket buffers hold
+    try {
+      await withExpress((app) => {
+        app.get('/file', (_req, res) => { res.sendFile(file, (err) => { if (err) res.end(); }); });
+        app.get('/', (req, res) => { res.send(req.proc.sessionId); });
+      }, async (server, engine, errors) => {
+        const id = sessionIdOf(await request(server.url));
+        assert.ok(id);
+        await new Promise<void>((resolve) => {
+          const url = new URL(`${server.url}/file`);
+          const req = http.request({ host: url.hostname, port: url.port, path: url.pathname, headers: { cookie: `4DSID=${id}` }, agent: false }, (res) => {
+            res.once('data', () => { req.destroy(); resolve(); }); // cancelled after the first bytes
+          });
+          req.on('error', () => {});
+          req.end();
+        });
+        // Within the test's guard, far below closeTimeoutMs (30 s): the process was not held.
+        const next = await request(server.url, { cookie: `4DSID=${id}` });
+        assert.deepEqual([next.status, next.body], [200, id]);
+        assert.equal(engine.stats().busySessions, 0);
+        assert.deepEqual(errors, []);
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test('sessions(engine) refuses anything but an engine', () => {
