@@ -58,27 +58,59 @@ test('Express, a response cut off (its client left) that the application never e
   });
 });
 
-test('node:http, a handler that cuts its own response (res.destroy()) and returns: the process is free at once, nothing reported', async () => {
-  await withEngine(async (engine, _clock, errors) => {
-    const server = await startServer(engine, (req: http.IncomingMessage, res: http.ServerResponse, proc: WebProcess<Vars>) => {
-      if (req.url === '/cut') {
-        res.destroy();
-        return;
+/** `/cut` is cut by its own synchronous handler; the session's next request must be served at once. */
+async function expectFreeAfterItsOwnCut(url: string, errors: unknown[]): Promise<void> {
+  const id = sessionIdOf(await request(url));
+  await assert.rejects(request(url, { path: '/cut', cookie: `4DSID=${id}` }));
+  const answered = await waitFor(track(request(url, { cookie: `4DSID=${id}` })));
+  assert.equal(sessionIdOf(answered), id);
+  assert.deepEqual(errors, []);
+}
+
+const OWN_CUTS = {
+  'res.destroy()': (req: http.IncomingMessage, res: http.ServerResponse): void => { void req; res.destroy(); },
+  'req.socket.destroy()': (req: http.IncomingMessage): void => { req.socket.destroy(); },
+} as const;
+
+for (const [how, cut] of Object.entries(OWN_CUTS)) {
+  test(`node:http, a handler that cuts its own response (${how}) and returns: the process is free at once, nothing reported`, async () => {
+    await withEngine(async (engine, _clock, errors) => {
+      const server = await startServer(engine, (req: http.IncomingMessage, res: http.ServerResponse, proc: WebProcess<Vars>) => {
+        if (req.url === '/cut') {
+          cut(req, res);
+          return;
+        }
+        res.end(String(proc.vars.n ?? 0));
+      });
+      try {
+        await expectFreeAfterItsOwnCut(server.url, errors);
+      } finally {
+        await server.close();
       }
-      res.end(String(proc.vars.n ?? 0));
     });
-    try {
-      const id = sessionIdOf(await request(server.url));
-      await assert.rejects(request(server.url, { path: '/cut', cookie: `4DSID=${id}` }));
-      const next = track(request(server.url, { cookie: `4DSID=${id}` }));
-      const answered = await waitFor(next);
-      assert.equal(sessionIdOf(answered), id);
-      assert.deepEqual(errors, []);
-    } finally {
-      await server.close();
-    }
   });
-});
+
+  test(`Fastify, a synchronous handler that cuts its own response (${how}) and returns: the process is free at once, nothing reported`, async () => {
+    await withEngine(async (engine, _clock, errors) => {
+      const app = Fastify();
+      await app.register(fastifySessions, { engine });
+      app.get('/*', (req, reply) => {
+        if (req.url === '/cut') {
+          cut(req.raw, reply.raw);
+          return;
+        }
+        reply.send(String((req.proc as WebProcess<Vars>).vars.n ?? 0));
+      });
+      await app.ready();
+      const server = await listen(app.server, () => app.close());
+      try {
+        await expectFreeAfterItsOwnCut(server.url, errors);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+}
 
 test('Fastify, an async handler that goes on after sending its reply: held until it settles, however long, with no deadline (its response finished: nobody left)', async () => {
   await withEngine(async (engine, clock, errors) => {

@@ -75,6 +75,15 @@ function releaseOnClose(this: ReleasingResponse): void {
 }
 
 /**
+ * The response, or the connection under it, is destroyed. Checked before and after a synchronous handler
+ * run: no I/O comes in between, so what the run left destroyed, the handler cut itself (`res.destroy()`,
+ * `req.socket.destroy()`), and it is done with the response; a hang-up shows only later.
+ */
+export function isCut(res: ServerResponse): boolean {
+  return res.destroyed || res.socket?.destroyed === true;
+}
+
+/**
  * The response is over without having finished: its client left (or it was destroyed) before the
  * application's end() went out. An HTTP/2 response whose stream the client reset says writableFinished
  * (its stream is done) though the application never ended it.
@@ -123,6 +132,7 @@ export class BoundSession implements CookieState {
   readonly writeHead: WriteHead | undefined;
   readonly #res: ServerResponse;
   #handler: 'unseen' | 'running' | 'settled' = 'unseen';
+  #cutBeforeHandler = false;
   #closed: boolean;
   #appEnded = false;
   #watchingEnd = false;
@@ -145,6 +155,7 @@ export class BoundSession implements CookieState {
    */
   handlerStarted<T extends object>(gaveUpResponse?: (subject: T) => boolean, subject?: T): void {
     this.#handler = 'running';
+    this.#cutBeforeHandler = isCut(this.#res);
     this.#gaveUpResponse = gaveUpResponse as ((subject: object) => boolean) | undefined;
     this.#subject = subject;
   }
@@ -154,7 +165,7 @@ export class BoundSession implements CookieState {
    * callbacks, and its end() of the response says when it is done (as where the handler is unseen).
    */
   handlerReturned(): void {
-    this.#handler = this.#res.writableEnded || this.#res.destroyed ? 'settled' : 'unseen';
+    this.#handler = this.#res.writableEnded || (isCut(this.#res) && !this.#cutBeforeHandler) ? 'settled' : 'unseen';
     this.#check();
   }
 

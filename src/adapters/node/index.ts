@@ -2,7 +2,7 @@ import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, setCookieFor, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
-import { closeWithItsConnection, holdWhileHandlerRuns, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
+import { closeWithItsConnection, holdWhileHandlerRuns, isCut, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -88,7 +88,7 @@ function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.
   res.lease = lease;
   res.secure = secure;
   runRequestEventsIn(req, lease);
-  const destroyedBefore = res.destroyed;
+  const cutBefore = isCut(res);
   let returned: unknown;
   try {
     returned = lease.run(() => handler(req, res, lease.proc));
@@ -99,7 +99,7 @@ function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.
   if (!isThenable(returned)) {
     // Returned with its response ended (the common case): free now. Returned without ending it: its work
     // goes on in callbacks, and its end() says when it is done, even if the client leaves first.
-    releaseWhenAppEnds(res, lease, res.destroyed && !destroyedBefore);
+    releaseWhenAppEnds(res, lease, isCut(res) && !cutBefore);
     return;
   }
   holdWhileHandlerRuns(res, lease);
