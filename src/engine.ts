@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { systemClock } from './clock.js';
-import { SessionError, SessionOptionError } from './errors.js';
+import { SessionArgumentError, SessionError, SessionOptionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
@@ -113,7 +113,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * with a reset context; its response clears the cookie.
    */
   closeSession(id: string): Promise<boolean> {
-    if (typeof id !== 'string') return Promise.reject(new TypeError(`closeSession(id): id must be a string, got ${describe(id)}`));
+    if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`closeSession(id): id must be a string, got ${describe(id)}`));
     if (this.#options.mode !== 'legacy') return Promise.resolve(false);
     return this.#store.closeSession(id, this.#caller());
   }
@@ -125,7 +125,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * Resolves the new id, or `null` for an unknown or closing session.
    */
   regenerate(id: string): Promise<string | null> {
-    if (typeof id !== 'string') return Promise.reject(new TypeError(`regenerate(id): id must be a string, got ${describe(id)}`));
+    if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`regenerate(id): id must be a string, got ${describe(id)}`));
     return this.#store.regenerate(id, this.#caller());
   }
 

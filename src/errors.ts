@@ -7,6 +7,8 @@ export const ERROR_CODES = {
   ERR_SESSION_INVALID_OPTION: { httpStatus: 500, message: 'invalid option value' },
   /** Option name that does not exist (a `TypeError`). */
   ERR_SESSION_UNKNOWN_OPTION: { httpStatus: 500, message: 'unknown option' },
+  /** A function of this package called with an argument of the wrong type or shape (a `TypeError`): a bug in the caller. */
+  ERR_SESSION_INVALID_ARGUMENT: { httpStatus: 500, message: 'invalid argument' },
   /** A new session is needed, `maxSessions` is reached and every session is busy. */
   ERR_SESSION_LIMIT: { httpStatus: 503, message: 'session limit reached and every session is busy' },
   /** `maxConcurrentProcesses` is reached: no process can be started. */
@@ -83,12 +85,28 @@ export class SessionError extends Error {
   }
 }
 
-/** Option errors are `TypeError`s (as DESIGN.md requires) that still carry a stable `code`. */
-export class SessionOptionError extends TypeError {
-  readonly code: 'ERR_SESSION_INVALID_OPTION' | 'ERR_SESSION_UNKNOWN_OPTION';
-  constructor(code: 'ERR_SESSION_INVALID_OPTION' | 'ERR_SESSION_UNKNOWN_OPTION', detail: string) {
+type TypeErrorCode = 'ERR_SESSION_INVALID_OPTION' | 'ERR_SESSION_UNKNOWN_OPTION' | 'ERR_SESSION_INVALID_ARGUMENT';
+
+/** What option and argument errors share: a `TypeError` (as DESIGN.md requires) with a stable code and a status. */
+abstract class SessionTypeError<Code extends TypeErrorCode> extends TypeError {
+  readonly code: Code;
+  readonly httpStatus: number;
+  constructor(code: Code, detail: string) {
     super(`${ERROR_CODES[code].message}: ${detail}`);
-    this.name = 'SessionOptionError';
     this.code = code;
+    this.httpStatus = ERROR_CODES[code].httpStatus;
+  }
+}
+
+/** An option's value or name refused (setOption, the constructor, createRedisStore, WEB SET OPTION). */
+export class SessionOptionError extends SessionTypeError<'ERR_SESSION_INVALID_OPTION' | 'ERR_SESSION_UNKNOWN_OPTION'> {
+  override readonly name = 'SessionOptionError';
+}
+
+/** A function of this package called with an argument it cannot take (`closeSession(42)`, a handler that is no function). */
+export class SessionArgumentError extends SessionTypeError<'ERR_SESSION_INVALID_ARGUMENT'> {
+  override readonly name = 'SessionArgumentError';
+  constructor(detail: string) {
+    super('ERR_SESSION_INVALID_ARGUMENT', detail);
   }
 }

@@ -1,5 +1,5 @@
 import { beginClose } from './close.js';
-import { SessionError } from './errors.js';
+import { SessionArgumentError, SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import { MemoryLockManager, type LockManager } from './locks.js';
 import { isThenable, type MaybePromise } from './maybe-async.js';
@@ -20,7 +20,7 @@ export function memoryStore(): SessionStore {
   let attached = false;
   return {
     attach<Vars extends SessionVars>(context: StoreContext<Vars>): AttachedStore<Vars> {
-      if (attached) throw new TypeError('a memory store serves one engine: make one memoryStore() per engine');
+      if (attached) throw new SessionArgumentError('a memory store serves one engine: make one memoryStore() per engine');
       attached = true;
       return new MemorySessions(context);
     },

@@ -1,4 +1,4 @@
-import { SessionError } from './errors.js';
+import { SessionArgumentError, SessionError } from './errors.js';
 import type { LockManager, LockOwner, LockRef } from './locks.js';
 import { lockKey } from './locks.js';
 
@@ -181,7 +181,7 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
    */
   spawn(name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
     this.#assertOpen();
-    if (typeof name !== 'string' || typeof task !== 'function') throw new TypeError('spawn(name: string, task: (proc) => Promise<void>)');
+    if (typeof name !== 'string' || typeof task !== 'function') throw new SessionArgumentError('spawn(name: string, task: (proc) => Promise<void>)');
     return this.#owner.spawn(this, name, task);
   }
 

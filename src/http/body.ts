@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
-import { SessionError } from '../errors.js';
+import { SessionArgumentError, SessionError } from '../errors.js';
 
 /** A request body as every Node framework exposes it: a readable stream with the request's headers. */
 export type BodySource = Readable & { readonly headers: IncomingHttpHeaders; readonly complete?: boolean };
@@ -28,7 +28,7 @@ export const DEFAULT_MAX_BODY_BYTES = 100 * 1024;
  */
 export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promise<Buffer> {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_BODY_BYTES;
-  if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) return Promise.reject(new TypeError(`readBody: maxBytes must be an integer >= 0, got ${String(maxBytes)}`));
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) return Promise.reject(new SessionArgumentError(`readBody: maxBytes must be an integer >= 0, got ${String(maxBytes)}`));
 
   const declared = declaredLength(req.headers['content-length']);
   if (declared !== undefined && declared > maxBytes) {

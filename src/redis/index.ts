@@ -1,3 +1,4 @@
+import { SessionArgumentError, SessionOptionError } from '../errors.js';
 import { Redis, type RedisOptions } from 'ioredis';
 import { describe } from '../options.js';
 import type { SessionVars } from '../process.js';
@@ -50,7 +51,7 @@ const KNOWN = new Set(['url', 'redis', 'prefix', 'nodeLeaseMs', 'graceMs', 'swee
 function positiveInteger(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 0x7fffffff) {
-    throw new TypeError(`createRedisStore: ${name} must be an integer from 1 to ${0x7fffffff} (ms), got ${describe(value)}`);
+    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: ${name} must be an integer from 1 to ${0x7fffffff} (ms), got ${describe(value)}`);
   }
   return value;
 }
@@ -58,7 +59,7 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
 function byteBudget(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw new TypeError(`createRedisStore: ${name} must be an integer >= 0 (bytes), got ${describe(value)}`);
+    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: ${name} must be an integer >= 0 (bytes), got ${describe(value)}`);
   }
   return value;
 }
@@ -75,16 +76,16 @@ function byteBudget(name: string, value: unknown, fallback: number): number {
  * const engine = new SessionEngine({ store: createRedisStore({ url: 'redis://127.0.0.1:6379', prefix: 'shop:' }) });
  */
 export function createRedisStore(options: RedisStoreOptions): SessionStore {
-  if (typeof options !== 'object' || options === null) throw new TypeError(`createRedisStore(options): options must be an object, got ${describe(options)}`);
-  for (const key of Object.keys(options)) if (!KNOWN.has(key)) throw new TypeError(`createRedisStore: unknown option ${describe(key)} (known: ${[...KNOWN].join(', ')})`);
+  if (typeof options !== 'object' || options === null) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore(options): options must be an object, got ${describe(options)}`);
+  for (const key of Object.keys(options)) if (!KNOWN.has(key)) throw new SessionOptionError('ERR_SESSION_UNKNOWN_OPTION', `createRedisStore: unknown option ${describe(key)} (known: ${[...KNOWN].join(', ')})`);
   const { url, redis, prefix = 'lws:', onStop = 'auto' } = options;
-  if ((url === undefined) === (redis === undefined)) throw new TypeError('createRedisStore: give either url or redis');
-  if (url !== undefined && typeof url !== 'string') throw new TypeError(`createRedisStore: url must be a string, got ${describe(url)}`);
-  if (redis !== undefined && typeof redis?.duplicate !== 'function') throw new TypeError('createRedisStore: redis must be an ioredis client');
+  if ((url === undefined) === (redis === undefined)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'createRedisStore: give either url or redis');
+  if (url !== undefined && typeof url !== 'string') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: url must be a string, got ${describe(url)}`);
+  if (redis !== undefined && typeof redis?.duplicate !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'createRedisStore: redis must be an ioredis client');
   if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 256 || /[\s%]/.test(prefix)) {
-    throw new TypeError(`createRedisStore: prefix must be 1 to 256 characters without spaces or '%', got ${describe(prefix)}`);
+    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: prefix must be 1 to 256 characters without spaces or '%', got ${describe(prefix)}`);
   }
-  if (onStop !== 'auto' && onStop !== 'close' && onStop !== 'keep') throw new TypeError(`createRedisStore: onStop must be 'auto', 'close' or 'keep', got ${describe(onStop)}`);
+  if (onStop !== 'auto' && onStop !== 'close' && onStop !== 'keep') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: onStop must be 'auto', 'close' or 'keep', got ${describe(onStop)}`);
   const commandTimeoutMs = positiveInteger('commandTimeoutMs', options.commandTimeoutMs, 10_000);
   const settings: RedisSettings = {
     prefix,
@@ -98,7 +99,7 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
   let attached = false;
   return {
     attach<Vars extends SessionVars>(context: StoreContext<Vars>): AttachedStore<Vars> {
-      if (attached) throw new TypeError('a Redis store serves one engine: make one createRedisStore() per engine');
+      if (attached) throw new SessionArgumentError('a Redis store serves one engine: make one createRedisStore() per engine');
       attached = true;
       // During an outage commands fail at once (503) instead of queueing until Redis is back, and so do
       // the ones on their way when the connection is cut (never sent again: Redis may have run them;

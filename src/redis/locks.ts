@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
-import { SessionError } from '../errors.js';
+import { SessionArgumentError, SessionError, SessionOptionError } from '../errors.js';
 import { isLockRef, type LockManager, type LockOwner, type LockRef } from '../locks.js';
 import { describe } from '../options.js';
 import { LOCK_SCRIPTS, type LockCommands } from './lock-scripts.js';
@@ -64,22 +64,22 @@ function checkRef(method: string, value: LockRef): void {
   const ref: unknown = value;
   if (!isLockRef(ref)) {
     const { table, key } = (ref ?? {}) as { table?: unknown; key?: unknown };
-    throw new TypeError(`${method}: a record is { table: string, key: string | number }, got table ${describe(table)}, key ${describe(key)}`);
+    throw new SessionArgumentError(`${method}: a record is { table: string, key: string | number }, got table ${describe(table)}, key ${describe(key)}`);
   }
 }
 
 function checkProcessId(method: string, processId: unknown): asserts processId is string {
-  if (typeof processId !== 'string' || processId === '') throw new TypeError(`${method}: processId must be a non-empty string, got ${describe(processId)}`);
+  if (typeof processId !== 'string' || processId === '') throw new SessionArgumentError(`${method}: processId must be a non-empty string, got ${describe(processId)}`);
 }
 
 function checkOwner(method: string, owner: LockOwner): void {
   checkProcessId(method, owner?.processId);
-  if (typeof owner.sessionId !== 'string') throw new TypeError(`${method}: sessionId must be a string, got ${describe(owner.sessionId)}`);
+  if (typeof owner.sessionId !== 'string') throw new SessionArgumentError(`${method}: sessionId must be a string, got ${describe(owner.sessionId)}`);
 }
 
 function checkTtl(name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_TTL_MS) {
-    throw new TypeError(`${name} must be an integer from 1 to ${MAX_TTL_MS}, got ${describe(value)}`);
+    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `${name} must be an integer from 1 to ${MAX_TTL_MS}, got ${describe(value)}`);
   }
   return value;
 }
@@ -107,17 +107,17 @@ export class RedisLockManager implements LockManager {
   readonly #now: () => number;
 
   constructor(options: RedisLockManagerOptions) {
-    if (typeof options !== 'object' || options === null) throw new TypeError(`RedisLockManager options must be an object, got ${describe(options)}`);
+    if (typeof options !== 'object' || options === null) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `RedisLockManager options must be an object, got ${describe(options)}`);
     const { redis, prefix = 'lws:', lockTtlMs, now = Date.now } = options;
-    if (typeof redis?.defineCommand !== 'function') throw new TypeError('RedisLockManager: redis must be an ioredis client (Redis or Cluster)');
+    if (typeof redis?.defineCommand !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'RedisLockManager: redis must be an ioredis client (Redis or Cluster)');
     if (typeof prefix !== 'string' || prefix.length > 1024 || escapePart(prefix) !== prefix) {
-      throw new TypeError(`RedisLockManager: prefix must be a string of at most 1024 characters without '%' or unpaired surrogates, got ${describe(prefix)}`);
+      throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `RedisLockManager: prefix must be a string of at most 1024 characters without '%' or unpaired surrogates, got ${describe(prefix)}`);
     }
     checkTtl('RedisLockManager: lockTtlMs', lockTtlMs);
-    if (typeof now !== 'function') throw new TypeError(`RedisLockManager: now must be a function, got ${describe(now)}`);
+    if (typeof now !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `RedisLockManager: now must be a function, got ${describe(now)}`);
     // Redis hashes a key by its first {…} only: without one, a script's keys would span slots (CROSSSLOT).
     if (redis.isCluster && !/^[^{]*\{[^}]+\}/.test(`${redis.options.keyPrefix ?? ''}${prefix}`)) {
-      throw new TypeError(`RedisLockManager: with a Redis Cluster the prefix needs a hash tag such as '{lws}:' so every key is in one slot, got ${describe(prefix)}`);
+      throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `RedisLockManager: with a Redis Cluster the prefix needs a hash tag such as '{lws}:' so every key is in one slot, got ${describe(prefix)}`);
     }
     for (const [name, script] of Object.entries(LOCK_SCRIPTS)) defineCoalescedCommand(redis, name, script);
     this.#redis = redis as unknown as LockCommands;
@@ -173,7 +173,7 @@ export class RedisLockManager implements LockManager {
    */
   async releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number> {
     checkOwner('releaseAll', owner);
-    if (!Array.isArray(refs)) throw new TypeError(`releaseAll: refs must be an array, got ${describe(refs)}`);
+    if (!Array.isArray(refs)) throw new SessionArgumentError(`releaseAll: refs must be an array, got ${describe(refs)}`);
     for (const ref of refs) checkRef('releaseAll', ref);
     const { processId } = owner;
     const keys = [redisProcessLocksKey(this.#prefix, processId), ...refs.map((ref) => redisLockKey(this.#prefix, ref))];
@@ -185,9 +185,9 @@ export class RedisLockManager implements LockManager {
    * new id). Resolves to how many locks were renamed.
    */
   async renameSession(processIds: readonly string[], newSessionId: string): Promise<number> {
-    if (!Array.isArray(processIds)) throw new TypeError(`renameSession: processIds must be an array, got ${describe(processIds)}`);
+    if (!Array.isArray(processIds)) throw new SessionArgumentError(`renameSession: processIds must be an array, got ${describe(processIds)}`);
     for (const processId of processIds) checkProcessId('renameSession', processId);
-    if (typeof newSessionId !== 'string') throw new TypeError(`renameSession: newSessionId must be a string, got ${describe(newSessionId)}`);
+    if (typeof newSessionId !== 'string') throw new SessionArgumentError(`renameSession: newSessionId must be a string, got ${describe(newSessionId)}`);
     if (processIds.length === 0) return 0;
     const keys = processIds.map((processId) => redisProcessLocksKey(this.#prefix, processId));
     return this.#call('renameSession', () => this.#redis.lwsLockRename(keys.length, ...keys, newSessionId, ...processIds));

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { TIMED_OUT, within } from '../close.js';
-import { SessionError } from '../errors.js';
+import { SessionError, SessionOptionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import type { OptionName } from '../options.js';
 import type { SessionVars, WebProcess } from '../process.js';
@@ -67,7 +67,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   #startFailed = false;
 
   constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: () => Promise<void>) {
-    if (ctx.locks !== undefined) throw new TypeError('locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
+    if (ctx.locks !== undefined) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
     this.#ctx = ctx;
     this.#redis = redis;
     this.#subscriber = subscriber;

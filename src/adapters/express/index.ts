@@ -1,6 +1,6 @@
 import type { Express as ExpressApp, NextFunction, Request, RequestHandler, Response } from 'express';
 import type { SessionEngine } from '../../engine.js';
-import { SessionError } from '../../errors.js';
+import { SessionArgumentError, SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
@@ -56,7 +56,7 @@ const withErrorHandler = new WeakSet<object>();
  * app.listen(8080);
  */
 export function sessions<Vars extends SessionVars = RequestVars>(engine: SessionEngine<Vars>): RequestHandler {
-  if (typeof engine?.acquireNow !== 'function') throw new TypeError('sessions(engine): engine must be a SessionEngine');
+  if (typeof engine?.acquireNow !== 'function') throw new SessionArgumentError('sessions(engine): engine must be a SessionEngine');
   return function legacyWebSessions(req: Request, res: Response, next: NextFunction): void {
     // Registered again on the request's way (a router or a sub-app of an app that has it): the request
     // has its process already, and taking a second would wait behind its own first one.

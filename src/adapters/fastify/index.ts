@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http';
 import type { FastifyError, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import type { SessionEngine } from '../../engine.js';
-import { SessionError } from '../../errors.js';
+import { SessionArgumentError, SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
@@ -41,7 +41,7 @@ export interface SessionsOptions {
 const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) => {
   const { engine, errorHandler = true } = options;
   if (typeof engine?.acquireNow !== 'function') {
-    done(new TypeError('register(sessions, { engine }): engine must be a SessionEngine'));
+    done(new SessionArgumentError('register(sessions, { engine }): engine must be a SessionEngine'));
     return;
   }
   watchHandlers();

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import type { SessionEngine } from '../../engine.js';
-import { SessionError } from '../../errors.js';
+import { SessionArgumentError, SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { closeWithItsConnection, holdWhileHandlerRuns, releaseAfterResponse } from '../../http/release.js';
@@ -47,13 +47,13 @@ export interface SessionsEnv<Vars extends SessionVars = RequestVars> {
  * serve({ fetch: app.fetch, port: 8080 });
  */
 export function sessions<Vars extends SessionVars = RequestVars>(engine: SessionEngine<Vars>): MiddlewareHandler<SessionsEnv<Vars>> {
-  if (typeof engine?.acquireNow !== 'function') throw new TypeError('sessions(engine): engine must be a SessionEngine');
+  if (typeof engine?.acquireNow !== 'function') throw new SessionArgumentError('sessions(engine): engine must be a SessionEngine');
   // Not an async function: a request whose process is free costs one promise here (the one that waits
   // for the handlers), not three (on Node 20 each also runs the async hooks behind AsyncLocalStorage).
   return function legacyWebSessions(c, next) {
     const { incoming, outgoing } = (c.env ?? {}) as { incoming?: IncomingMessage; outgoing?: ServerResponse };
     if (incoming === undefined || outgoing === undefined) {
-      throw new TypeError('legacy-web-sessions/hono needs @hono/node-server: c.env.incoming and c.env.outgoing are missing');
+      throw new SessionArgumentError('legacy-web-sessions/hono needs @hono/node-server: c.env.incoming and c.env.outgoing are missing');
     }
     // Registered again on the request's way (a sub-app mounted with app.route that has it too): the
     // request has its process already.

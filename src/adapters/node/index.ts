@@ -1,3 +1,4 @@
+import { SessionArgumentError } from '../../errors.js';
 import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, setCookieFor, socketFacts } from '../../http/binding.js';
@@ -42,9 +43,9 @@ export interface SessionServerOptions extends http.ServerOptions {
  * }).listen(8080);
  */
 export function createServer<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>, options: SessionServerOptions = {}): http.Server {
-  if (typeof handler !== 'function') throw new TypeError('createServer(engine, handler): handler must be a function');
+  if (typeof handler !== 'function') throw new SessionArgumentError('createServer(engine, handler): handler must be a function');
   const { sessionless, ...serverOptions } = options;
-  if (sessionless !== undefined && typeof sessionless !== 'function') throw new TypeError('createServer(engine, handler, { sessionless }): sessionless must be a function (req, res) => boolean');
+  if (sessionless !== undefined && typeof sessionless !== 'function') throw new SessionArgumentError('createServer(engine, handler, { sessionless }): sessionless must be a function (req, res) => boolean');
 
   // A ServerResponse subclass adds the cookie in writeHead, which every way of sending headers goes
   // through (end(), write(), flushHeaders()), without a closure per request.
