@@ -2,6 +2,7 @@
 // what is Fastify's own: onClose, decorators, errors with a 4xx status, handlers that return nothing.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as net from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ManualClock, SessionEngine, type CloseReason } from '../../src/index.js';
 import { sessions } from '../../src/adapters/fastify/index.js';
@@ -113,6 +114,34 @@ describe('fastify adapter: the framework idiom', () => {
         await until(() => engine.stats().busySessions === 0, `the process is given back after ${path}`);
         assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, id);
       }
+      assert.deepEqual(errors, []);
+    });
+  });
+
+  test('a POST route whose client left while it waited for the process: its turn frees the process at once (Fastify\'s parser would wait for ever on the destroyed request), nothing reported', GUARD, async () => {
+    const gate = deferred<void>();
+    let formRuns = 0;
+    await withFastify((app) => {
+      app.get('/hold', async () => { await gate.promise; return 'held'; });
+      app.post('/form', async (request) => { formRuns++; return String(request.body); });
+      app.get('/', async (request) => request.proc.sessionId);
+    }, async (server, engine, errors) => {
+      const id = sessionIdOf(await request(server.url));
+      assert.ok(id);
+      const held = request(server.url, { path: '/hold', cookie: `4DSID=${id}` });
+      await until(() => engine.sessions()[0]?.busy === true, '/hold runs');
+      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+      socket.on('error', () => {}); // the hang-up is ours
+      socket.write(`POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: 4DSID=${id}\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n0123456789`);
+      await until(() => engine.sessions()[0]?.queuedRequests === 1, 'the POST waits for the process');
+      await new Promise((resolve) => setTimeout(resolve, 100)); // its bytes have all been read by the server
+      socket.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      gate.resolve();
+      assert.equal((await held).body, 'held');
+      await until(() => engine.stats().busySessions === 0, 'the process is given back at once (no clock moves)');
+      assert.equal((await request(server.url, { cookie: `4DSID=${id}` })).body, id);
+      assert.equal(formRuns, 0, 'its body was gone with its client');
       assert.deepEqual(errors, []);
     });
   });

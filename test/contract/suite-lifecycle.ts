@@ -121,6 +121,28 @@ export function lifecycleContract(start: StartServer): void {
     });
   });
 
+  test('a request with a body whose client left while it waited for the process: when its turn comes the process goes back at once, the next request is served', GUARD, async () => {
+    await withApp(start, {}, async ({ server, app, engine }) => {
+      const id = sessionIdOf(await request(server.url));
+      assert.ok(id);
+      const held = request(server.url, { path: '/hold', cookie: `4DSID=${id}` });
+      await app.started.promise;
+      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+      socket.on('error', () => {}); // the hang-up is ours
+      socket.write(`POST /form HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: 4DSID=${id}\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n0123456789`);
+      await until(() => engine.sessions()[0]?.queuedRequests === 1, 'the POST waits for the process');
+      socket.destroy();
+      await until(() => new Promise<boolean>((resolve) => server.server.getConnections((_error, count) => resolve(count === 1))), 'the server saw the client leave');
+
+      app.gate.resolve();
+      assert.equal(json(await held).n, 2);
+      // No clock moves: a process held until closeTimeoutMs would keep this one waiting past the guard.
+      const next = await request(server.url, { cookie: `4DSID=${id}` });
+      assert.equal(sessionIdOf(next), id);
+      await until(() => engine.stats().busySessions === 0, 'the process is given back');
+    });
+  });
+
   test('pipelined requests whose client leaves while both handlers hang: each process is released closeTimeoutMs later and reported, the queued response\'s too', GUARD, async () => {
     await withApp(start, {}, async ({ server, app, clock, errors }) => {
       const ids = await twoSessions(server);

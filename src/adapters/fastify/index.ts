@@ -80,15 +80,27 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
   done();
 };
 
-function start(engine: SessionsOptions['engine'], request: FastifyRequest, reply: FastifyReply, next: () => void, lease: RequestLease<SessionVars>, secure: boolean): void {
+function start(engine: SessionsOptions['engine'], request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void, lease: RequestLease<SessionVars>, secure: boolean): void {
   request.proc = lease.proc as WebProcess<RequestVars>;
   bindSession(reply.raw, engine, lease, secure);
   // Fastify's own body parsers carry the context across the body's stream events; this covers a
   // handler that reads request.raw itself (a pass-through content-type parser).
   runRequestEventsIn(request.raw, lease);
+  // Its client left while it waited for the process, and it has a body: Fastify's parser would listen
+  // on a request already destroyed and wait for ever (nor would the handler run), holding the process
+  // until closeTimeoutMs. Answered at once (to nobody) as a client error, which is not reported.
+  if (request.raw.destroyed && hasBody(request.raw)) {
+    lease.run(() => next(Object.assign(new Error('the client left before its request body was read'), { statusCode: 400 })));
+    return;
+  }
   // Everything after this hook starts in the process's context (engine.currentSessionId(), a logout
   // seen as from inside).
   lease.run(next);
+}
+
+function hasBody(raw: FastifyRequest['raw']): boolean {
+  const length = raw.headers['content-length'];
+  return (length !== undefined && length !== '0') || raw.headers['transfer-encoding'] !== undefined;
 }
 
 function refuse(reply: FastifyReply, error: unknown): void {
