@@ -7,6 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
+import * as net from 'node:net';
+import { once } from 'node:events';
 import express from 'express';
 import Fastify from 'fastify';
 import type { WebProcess } from '../src/index.js';
@@ -111,6 +113,37 @@ for (const [how, cut] of Object.entries(OWN_CUTS)) {
     });
   });
 }
+
+test('node:http, a handler of a pipelined request (its response queued behind another) that cuts the connection during its synchronous run: its process is free at once', async () => {
+  await withEngine(async (engine, _clock, errors) => {
+    const gate = deferred<void>();
+    const server = await startServer(engine, (req: http.IncomingMessage, res: http.ServerResponse, proc: WebProcess<Vars>) => {
+      if (req.url === '/hold') {
+        void gate.promise.then(() => res.end('held'));
+        return;
+      }
+      if (req.url === '/cut') {
+        req.socket.destroy();
+        return;
+      }
+      res.end(String(proc.vars.n ?? 0));
+    });
+    try {
+      const held = sessionIdOf(await request(server.url));
+      const cutter = sessionIdOf(await request(server.url));
+      const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+      socket.on('error', () => {}); // cut by the server
+      socket.write(`GET /hold HTTP/1.1\r\nHost: x\r\nCookie: 4DSID=${held}\r\n\r\nGET /cut HTTP/1.1\r\nHost: x\r\nCookie: 4DSID=${cutter}\r\n\r\n`);
+      await once(socket, 'close');
+      const answered = await waitFor(track(request(server.url, { cookie: `4DSID=${cutter}` })));
+      assert.equal(sessionIdOf(answered), cutter, 'served at once, no clock moved');
+      assert.deepEqual(errors, []);
+    } finally {
+      gate.resolve();
+      await server.close();
+    }
+  });
+});
 
 test('Fastify, an async handler that goes on after sending its reply: held until it settles, however long, with no deadline (its response finished: nobody left)', async () => {
   await withEngine(async (engine, clock, errors) => {

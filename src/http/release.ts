@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { CookieEngine } from './binding.js';
 import { cookieAtWriteHead, responseState, setResponseState, type CookieState, type LeaseHandle, type WriteHead } from './response.js';
 
@@ -21,15 +22,36 @@ type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'rele
  */
 export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse): void {
   if (res.socket !== null) return;
-  const closeIfStillQueued = (): void => {
-    // Given the socket meanwhile: Node's own 'close' comes with it (or came: it has finished).
-    if (res.socket !== null || res.writableFinished || res.destroyed) return;
-    res.destroy();
-    res.emit('close');
-  };
   const connection = req.socket;
-  if (connection.destroyed) closeIfStillQueued();
-  else connection.once('close', closeIfStillQueued);
+  if (connection.destroyed) {
+    closeIfStillQueued(res);
+    return;
+  }
+  // One listener per connection, however many requests a client pipelines on it.
+  let queued = queuedOn.get(connection);
+  if (queued === undefined) {
+    const responses = new Set<ServerResponse>();
+    queuedOn.set(connection, responses);
+    connection.once('close', () => {
+      for (const waiting of responses) closeIfStillQueued(waiting);
+      responses.clear();
+    });
+    queued = responses;
+  }
+  const waiting = queued;
+  waiting.add(res);
+  // Its turn came: Node closes it from then on (and a connection kept open must not hold it).
+  res.once('socket', () => waiting.delete(res));
+}
+
+/** The responses of each connection still waiting for their turn. */
+const queuedOn = new WeakMap<Socket, Set<ServerResponse>>();
+
+function closeIfStillQueued(res: ServerResponse): void {
+  // Given the socket meanwhile: Node's own 'close' comes with it (or came: it has finished).
+  if (res.socket !== null || res.writableFinished || res.destroyed) return;
+  res.destroy();
+  res.emit('close');
 }
 
 /**
@@ -80,7 +102,8 @@ function releaseOnClose(this: ReleasingResponse): void {
  * `req.socket.destroy()`), and it is done with the response; a hang-up shows only later.
  */
 export function isCut(res: ServerResponse): boolean {
-  return res.destroyed || res.socket?.destroyed === true;
+  // A pipelined response waiting for its turn has no socket yet: its request has the connection.
+  return res.destroyed || (res.socket ?? res.req.socket).destroyed;
 }
 
 /**

@@ -143,6 +143,27 @@ export function lifecycleContract(start: StartServer): void {
     });
   });
 
+  test('requests pipelined on a connection the client keeps open: answered in order, each in its session, and the connection keeps no listener per request', GUARD, async () => {
+    await withApp(start, {}, async ({ server, errors }) => {
+      const ids = await twoSessions(server);
+      const sockets: net.Socket[] = [];
+      server.server.on('connection', (socket: net.Socket) => sockets.push(socket));
+      const client = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+      let received = '';
+      client.setEncoding('utf8');
+      client.on('data', (chunk: string) => { received += chunk; });
+      const count = 20;
+      client.write(Array.from({ length: count }, (_, i) => `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: 4DSID=${ids[i % 2]}\r\n\r\n`).join(''));
+      await until(() => (received.match(/HTTP\/1\.1 200/g) ?? []).length === count, 'every response came');
+      const counts = [...received.matchAll(/"n":(\d+)/g)].map((m) => Number(m[1]));
+      assert.deepEqual(counts, Array.from({ length: count }, (_, i) => 2 + Math.floor(i / 2)), 'in order, each session counting its own');
+      assert.equal(sockets.length, 1);
+      assert.ok(sockets[0]!.listenerCount('close') <= 3, `close listeners on the connection: ${sockets[0]!.listenerCount('close')}`);
+      client.destroy();
+      assert.equal(errors.length, 0);
+    });
+  });
+
   test('pipelined requests whose client leaves while both handlers hang: each process is released closeTimeoutMs later and reported, the queued response\'s too', GUARD, async () => {
     await withApp(start, {}, async ({ server, app, clock, errors }) => {
       const ids = await twoSessions(server);
