@@ -3,11 +3,8 @@
 
 import { PRELUDE } from './lua-prelude.js';
 
-/** How many node leases the options set at run time outlive the last heartbeat of the cluster. */
-const OPTIONS_LEASES = 3;
-
-/** Open sessions whose keys one EXTEND_KEYS call reaches. */
-export const EXTEND_BATCH = 256;
+/** Open sessions whose keys one EXTEND_KEYS call reaches (about: ZSCAN's COUNT is a hint). */
+const EXTEND_BATCH = 256;
 
 /**
  * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping, keyTtlMs.
@@ -26,27 +23,27 @@ local others = 0
 for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
   if n ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. n) == 1 and redis.call('EXISTS', P .. 'stopping:' .. n) == 0 then others = others + 1 end
 end
--- Options set at run time last as long as a node of the cluster runs (4D's WEB SET OPTION does not
--- outlive the web server): gone with the last node's stop, or ${OPTIONS_LEASES} leases after it died.
-if ARGV[4] == '1' and others == 0 then redis.call('DEL', P .. 'opts')
-else redis.call('PEXPIRE', P .. 'opts', tonumber(ARGV[3]) * ${OPTIONS_LEASES}) end
+-- Options set at run time go with the last node's stop (4D's WEB SET OPTION does not outlive the web
+-- server); else they live as the shared keys do (touchGlobals), a stalled node's heartbeats included.
+if ARGV[4] == '1' and others == 0 then redis.call('DEL', P .. 'opts') end
 return others
 `;
 
-/** An option set on one node applies to all. ARGV: P, node, name, json, leaseMs. */
+/** An option set on one node applies to all. ARGV: P, node, name, json, keyTtlMs. */
 export const SET_OPTION = `${PRELUDE}
 redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
-redis.call('PEXPIRE', P .. 'opts', tonumber(ARGV[5]) * ${OPTIONS_LEASES})
+redis.call('PEXPIRE', P .. 'opts', ARGV[5])
 redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
 return 1
 `;
 
 /**
- * A timeout was raised: the keys of the open sessions ranked offset.. offset + EXTEND_BATCH - 1 in 'open'
- * (their hash, each process's lock set and the locks in it) and the shared keys live at least ttlMs from
- * now; otherwise they would expire by the timeouts of their last write, taking live sessions with them
- * (no hook: their state goes with the key). Never shortens a life. ARGV: P, ttlMs, offset.
- * Returns how many open ids the call saw (fewer than EXTEND_BATCH: the last call).
+ * A timeout was raised: the keys of the open sessions of one ZSCAN step of 'open' (their hash, each
+ * process's lock set and the locks in it) and the shared keys live at least ttlMs from now; otherwise
+ * they would expire by the timeouts of their last write, taking live sessions with them (no hook: their
+ * state goes with the key). Never shortens a life. ZSCAN returns every session open for the whole walk,
+ * whatever closes or is made meanwhile (one made meanwhile has the new lifetime already).
+ * ARGV: P, ttlMs, cursor ('0' to start). Returns the next cursor ('0': done).
  */
 export const EXTEND_KEYS = `${PRELUDE}
 local ttl = tonumber(ARGV[2])
@@ -54,9 +51,10 @@ local function extend(key)
   local left = redis.call('PTTL', key)
   if left >= 0 and left < ttl then redis.call('PEXPIRE', key, ttl) end
 end
-local ids = redis.call('ZRANGE', P .. 'open', tonumber(ARGV[3]), tonumber(ARGV[3]) + ${EXTEND_BATCH} - 1)
-for _, id in ipairs(ids) do
-  local h = skey(id)
+local step = redis.call('ZSCAN', P .. 'open', ARGV[3], 'COUNT', ${EXTEND_BATCH})
+local found = step[2]
+for i = 1, #found, 2 do
+  local h = skey(found[i])
   extend(h)
   for _, pid in ipairs(plist(h)) do
     local set = P .. 'plocks:' .. pid
@@ -66,6 +64,6 @@ for _, id in ipairs(ids) do
     extend(set)
   end
 end
-if tonumber(ARGV[3]) == 0 then touchGlobals(ttl) end
-return #ids
+if ARGV[3] == '0' then touchGlobals(ttl) end
+return step[1]
 `;

@@ -29,11 +29,11 @@ end
 -- (eviction), so two sessions idle since the same millisecond still evict in the order they went idle.
 local function markIdle(id, atMs)
   redis.call('ZADD', P .. 'idle', atMs, id)
-  local n = redis.call('INCR', P .. 'lrun')
-  redis.call('ZADD', P .. 'lru', n, id)
-  -- Made just now: they live as long as 'open' (set by every create) until the next touchGlobals, so a
-  -- node gone before its first sweep or heartbeat leaves none of them for ever.
-  if n == 1 then
+  redis.call('ZADD', P .. 'lru', redis.call('INCR', P .. 'lrun'), id)
+  -- Made just now (first, or again after they emptied, which deletes them): they live as long as 'open'
+  -- (set by every create) until the next touchGlobals, so a node gone before its next sweep or
+  -- heartbeat leaves none of them for ever.
+  if redis.call('ZCARD', P .. 'idle') == 1 then
     local ttl = redis.call('PTTL', P .. 'open')
     if ttl > 0 then for _, k in ipairs({'idle', 'lru', 'lrun'}) do redis.call('PEXPIRE', P .. k, ttl) end end
   end
@@ -43,7 +43,7 @@ local function markBusy(id)
   redis.call('ZREM', P .. 'lru', id)
 end
 local function touchGlobals(ttl)
-  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes'}) do redis.call('PEXPIRE', P .. k, ttl) end
+  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts'}) do redis.call('PEXPIRE', P .. k, ttl) end
 end
 -- 'procs' counts the processes of open sessions; 'pn' says how many each session counts there, so an
 -- id whose key expired (a crashed cluster's leftover) can still give its processes back. A session made

@@ -106,13 +106,11 @@ export class ProcessSaves<Vars extends SessionVars> {
     let bytes: Buffer | undefined;
     if (state !== undefined) {
       try {
-        bytes = saveProcess(state);
+        bytes = saveProcess(state, loaded);
       } catch (error) {
         ctx.report(error as SessionError, 'storeErrors');
       }
     }
-    // Serialization is deterministic, so equal bytes are an unchanged state.
-    if (bytes !== undefined && loaded !== undefined && loaded.length > 0 && bytes.equals(loaded)) bytes = undefined;
     // What the process holds in Redis once this lands: the new state, or the one it started from (a
     // buffer from a reply may be a slice of a larger read: the copy owns its bytes). Kept as this node's
     // copy only once the release has landed in the open session: until then the process may have been

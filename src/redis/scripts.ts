@@ -24,8 +24,8 @@
 //                   P stopping:<node> while it stops; P left:<node> once it left; P missing:<node>
 //                   when a sweep first found its lease gone (dead a lease later, if still gone)
 //   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
-//   P opts          hash of options set at run time (JSON values; null for none), expiring a few node leases
-//                   after the cluster's last heartbeat, deleted by the last node's stop
+//   P opts          hash of options set at run time (JSON values; null for none), living as the shared keys
+//                   do, deleted by the last node's stop
 //   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
 //                   'N <old> <new>' renamed (regenerate; and 'n <old>' for earlier versions) · 'o <node> <name> <json>' option changed
 // Every write to a session refreshes its key's TTL (the longer timeout + grace), so a crashed cluster

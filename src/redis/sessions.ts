@@ -9,9 +9,8 @@ import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
-import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import { handleCookieExpiresAtMs, keyTtlMs, Retries, text, unavailable, type NodeServices, type RedisSettings, type Reply, type SessionHandle, type StoreCommands } from './node.js';
 import { applyRemoteOption, encodeOption, onStoreMessage } from './messages.js';
-import { EXTEND_BATCH } from './cluster-scripts.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
@@ -242,9 +241,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   optionChanged(name: OptionName, value: unknown): void {
     this.#localOptions.add(name);
-    const { prefix, nodeLeaseMs } = this.#settings;
+    const { prefix } = this.#settings;
     // Written once the store has started (no offline queue before the connection is up).
-    const written = this.#started().then(() => this.#redis.lwsSetOption(prefix, this.#node.nodeId, name, encodeOption(value), nodeLeaseMs));
+    const written = this.#started().then(() => this.#redis.lwsSetOption(prefix, this.#node.nodeId, name, encodeOption(value), keyTtlMs(this.#ctx, this.#settings)));
     // A raised timeout: the open sessions' keys would still expire by the one of their last write.
     const timeout = name === 'inactiveProcessTimeoutMs' || name === 'inactiveSessionTimeoutMs';
     this.#processes.track((timeout ? written.then(() => extendKeys(this.#redis, prefix, keyTtlMs(this.#ctx, this.#settings))) : written)
@@ -284,13 +283,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 }
 
-/**
- * Gives the keys of every open session at least `ttlMs` to live, a batch of sessions per call. Calls
- * overlap: a session closing between two shifts the ranks of the next ones down, and none is skipped.
- */
+/** Gives the keys of every open session at least `ttlMs` to live, a ZSCAN step of them per call. */
 async function extendKeys(redis: StoreCommands, prefix: string, ttlMs: number): Promise<void> {
-  for (let offset = 0; ; offset += EXTEND_BATCH - EXTEND_OVERLAP) {
-    if (Number(await redis.lwsExtendKeys(prefix, ttlMs, offset)) < EXTEND_BATCH) return;
-  }
+  let cursor = '0';
+  do cursor = text(await redis.lwsExtendKeys(prefix, ttlMs, cursor) as Reply[number]);
+  while (cursor !== '0');
 }
-const EXTEND_OVERLAP = 32;

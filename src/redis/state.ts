@@ -14,9 +14,10 @@ interface SavedProcess {
  * The state of a process as bytes: vars, selections and the locks it holds, by the structured clone
  * algorithm (node:v8), so Maps, Sets, Dates, BigInts, typed arrays and cycles survive; functions,
  * symbols and class prototypes do not (a class instance comes back as a plain object). A value that
- * cannot be cloned throws `ERR_SESSION_STATE_NOT_STORABLE`, never drops data silently.
+ * cannot be cloned throws `ERR_SESSION_STATE_NOT_STORABLE`, never drops data silently. Undefined when
+ * the bytes are `unchangedFrom`'s (nothing to write).
  */
-export function saveProcess(proc: WebProcess<SessionVars>): Buffer {
+export function saveProcess(proc: WebProcess<SessionVars>, unchangedFrom?: Buffer): Buffer | undefined {
   const selections = proc.selections;
   const saved: SavedProcess = {
     v: proc.vars,
@@ -32,6 +33,8 @@ export function saveProcess(proc: WebProcess<SessionVars>): Buffer {
   } catch (error) {
     throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: ${(error as Error).message}`, { cause: error, sessionId: proc.sessionId });
   }
+  // Serialization is deterministic, so equal bytes are an unchanged state (a read-only request).
+  if (unchangedFrom !== undefined && unchangedFrom.length > 0 && bytes.equals(unchangedFrom)) return undefined;
   // node:v8 writes nesting it cannot read back (its reader recurses: a linked list of ~2,000 nodes
   // overflows the stack), which would make every later request of the session fail and lose its hook.
   // Each level takes at least 3 bytes, so only a state that long can be that deep.
@@ -50,14 +53,26 @@ export const MAX_NESTING = 1_000;
  */
 function nestedDeeperThan(root: unknown, limit: number): boolean {
   const seen = new Set<object>();
-  const pending: Array<[value: unknown, depth: number]> = [[root, 1]];
-  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
-    const [value, depth] = next;
-    if (typeof value !== 'object' || value === null || seen.has(value)) continue;
+  // A stack of the objects still to walk and their depths, in two arrays (no pair per entry).
+  const pending: object[] = [];
+  const depths: number[] = [];
+  if (typeof root === 'object' && root !== null) {
+    pending.push(root);
+    depths.push(1);
+  }
+  for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
+    const depth = depths.pop()!;
+    if (seen.has(value)) continue;
     if (depth > limit) return true;
     seen.add(value);
     const children = childrenOf(value);
-    for (let i = children.length - 1; i >= 0; i--) pending.push([children[i], depth + 1]);
+    for (let i = children.length - 1; i >= 0; i--) {
+      const child = children[i];
+      if (typeof child === 'object' && child !== null) {
+        pending.push(child);
+        depths.push(depth + 1);
+      }
+    }
   }
   return false;
 }
