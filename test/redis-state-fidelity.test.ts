@@ -102,3 +102,24 @@ test(`Redis store: vars nested deeper than ${MAX_NESTING} levels are refused at 
     assert.equal(depth, MAX_NESTING - 2, 'the state before stands, and reads back');
   });
 });
+
+test('Redis store: a request whose state cannot be stored keeps the state before, with the locks it took: the next request\'s held() lists them', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  await withNodes(r, async (writer, reader, errors) => {
+    const id = await sessionWith(r, writer, { user: 'ann' });
+    const failing = await writer.acquire({ sessionId: id, ip: IP });
+    assert.equal(await failing.proc.locks.tryLock('Stock', 9), true);
+    failing.proc.vars = { user: 'bob', callback: () => {} };
+    failing.release();
+    for (let i = 0; i < 200 && errors.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.deepEqual(errors.map((e) => [e.code, e.sessionId]), [['ERR_SESSION_STATE_NOT_STORABLE', id]]);
+    for (const node of [reader, writer]) {
+      const next = await node.acquire({ sessionId: id, ip: IP });
+      const [vars, held] = [next.proc.vars, next.proc.locks.held()];
+      next.release();
+      assert.deepEqual(vars, { user: 'ann' }, 'the vars before stand');
+      assert.deepEqual(held, [{ table: 'Stock', key: 9 }], 'the lock it took is listed');
+    }
+  });
+});

@@ -6,7 +6,7 @@ import { tearDown as tearDownReported } from '../store.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
 import { flushWrites } from './coalesce.js';
-import { saveProcess } from './state.js';
+import { savedBeforeWithHeldLocks, saveProcess } from './state.js';
 
 /**
  * What a release does with its process besides freeing it: `'stays'` in its session; `'leaves'` its open
@@ -109,6 +109,7 @@ export class ProcessSaves<Vars extends SessionVars> {
         bytes = saveProcess(state, loaded);
       } catch (error) {
         ctx.report(error as SessionError, 'storeErrors');
+        bytes = savedBeforeWithHeldLocks(loaded, state);
       }
     }
     // What the process holds in Redis once this lands: the new state, or the one it started from (a

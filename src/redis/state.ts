@@ -1,6 +1,6 @@
 import { DefaultDeserializer, serialize } from 'node:v8';
 import { SessionError } from '../errors.js';
-import { isLockRef, type LockRef } from '../locks.js';
+import { isLockRef, lockKey, type LockRef } from '../locks.js';
 import { processInternals, type SessionVars, type WebProcess } from '../process.js';
 
 /** A process as Redis keeps it between requests. */
@@ -42,6 +42,26 @@ export function saveProcess(proc: WebProcess<SessionVars>, unchangedFrom?: Buffe
     throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: values nested deeper than ${MAX_NESTING} levels cannot be read back`, { sessionId: proc.sessionId });
   }
   return bytes;
+}
+
+/**
+ * What a process whose state cannot be stored keeps in Redis: the state saved before (`loaded`), with
+ * the locks it holds now. The locks are facts in Redis, not application state: the list must not lose
+ * one the failed request took (the next request's `locks.held()` would miss it). Undefined when there is
+ * nothing to change or nothing saved before.
+ */
+export function savedBeforeWithHeldLocks(loaded: Buffer | undefined, proc: WebProcess<SessionVars>): Buffer | undefined {
+  if (loaded === undefined || loaded.length === 0) return undefined;
+  try {
+    const saved = deserialize(loaded);
+    if (!isSavedProcess(saved)) return undefined;
+    const held = processInternals.heldLocks(proc);
+    const before = new Set(saved.h.map(lockKey));
+    if (held.length === before.size && held.every((ref) => before.has(lockKey(ref)))) return undefined;
+    return serialize({ v: saved.v, s: saved.s, h: held } satisfies SavedProcess);
+  } catch {
+    return undefined; // the state before cannot be read here either: it stands as it is
+  }
 }
 
 /** The deepest nesting of objects, arrays, Maps and Sets a saved state may have (vars at level 2). */
