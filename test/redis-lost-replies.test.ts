@@ -85,6 +85,7 @@ test("a claim whose reply is lost: closeSession fails (503), and the node's next
     clock.advance(1_000);
     assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${a.sessionId}`)) === 0, 5_000), 'the close was run');
     assert.deepEqual(x.hooked, [a.proc.processId]);
+    assert.ok(await eventually(() => x.engine.stats().closed.closed === 1), 'counted once, where it ran');
   } finally {
     await stopAll(clock, [], undefined, x);
   }
@@ -168,6 +169,7 @@ test("a sweep whose reply is lost (its timeouts claimed, unread): the repair run
     assert.ok(await eventually(() => { clock.advance(1_000); return x.hooked.length === 1; }, 5_000), 'the repair ran the close');
     assert.deepEqual(x.hooked, [a.proc.processId]);
     assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${a.sessionId}`)) === 0, 5_000));
+    assert.ok(await eventually(() => x.engine.stats().closed.timeout === 1), 'counted once, where it ran');
   } finally {
     await stopAll(clock, [], undefined, x);
   }

@@ -117,8 +117,14 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun: pipeline.hooked.size, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
     // No process at the end: a new session whose first init failed while it closed. It was never made
     // ('create' was never said): its close is not said, nor counted where it was claimed (here).
-    if (processes.length > 0) ctx.closed(event);
-    else if (claimedReason !== undefined) ctx.counters.closed[reason]--;
+    if (processes.length > 0) {
+      // Not claimed by this run (a dead node's close taken over, or a claim of this node whose reply was
+      // lost, run by the repair): counted by no live node yet, so here, where it ends.
+      if (claimedReason === undefined) ctx.counters.closed[reason]++;
+      ctx.closed(event);
+    } else if (claimedReason !== undefined) {
+      ctx.counters.closed[reason]--;
+    }
   }
 
   async #load(id: string): Promise<LoadedClose | undefined> {
