@@ -10,7 +10,7 @@ import { ManualClock, SessionEngine, SessionError, type CookieDirective, type Op
 import { acquireFor, setCookieFor } from '../src/http/binding.js';
 import { readSessionId } from '../src/http/cookie.js';
 import {
-  FUZZ, UUID_V4, assertWellFormedSetCookie, cookieHeaderArb, guardFor, joinParts, modelBoundSessionId, modelSessionId, params, renderParts, type ExpectedCookie,
+  FUZZ, UUID_V4, assertWellFormedSetCookie, cookieHeaderArb, guardFor, joinParts, modelSessionId, params, renderParts, type ExpectedCookie,
 } from './fuzz-support.js';
 
 const COOKIE_NAMES = ['4DSID', 'APPSID', 'sid', 'a', '__proto__', 'constructor', "!#$%&'*+-.^_`|~"] as const;
@@ -84,7 +84,7 @@ test(`a client-chosen id is never adopted: only a live id from its creator's add
         if (step.t === 'advance') { clock.advance(step.ms); continue; }
         const { texts, targets } = renderParts(step.cookie, '4DSID', recent.slice(-24));
         const header = joinParts(texts, step.cookie.seps);
-        const named = modelBoundSessionId(header, targets, (id) => engine.sessionProcessCount(id) > 0);
+        const named = modelSessionId(header, targets);
         const live = engine.sessions().find((s) => s.id === named && s.expiresAt.getTime() > clock.now());
         const ip = IPS[step.ip];
         const createdBefore = created;

@@ -166,29 +166,17 @@ export function modelSessionId(header: string, targetTexts: readonly (string | u
   if (header.length > 16_384) return undefined;
   const first = targetTexts.find((t) => t !== undefined);
   if (first === undefined) return undefined;
-  const value = pairValue(first);
-  return value.length === 36 ? value : undefined;
-}
-
-/**
- * The id the binding looks up: as `modelSessionId` says when the cookie comes once; when it comes more
- * than once, the first well-formed id that `isLive` accepts, else the first well-formed one.
- */
-export function modelBoundSessionId(header: string, targetTexts: readonly (string | undefined)[], isLive: (id: string) => boolean): string | undefined {
-  const pairs = targetTexts.filter((t): t is string => t !== undefined);
-  if (header.length > 16_384 || pairs.length < 2) return modelSessionId(header, targetTexts);
-  const ids = pairs.map(pairValue).filter((value) => value.length === 36);
-  return ids.find(isLive) ?? ids[0];
-}
-
-function pairValue(pair: string): string {
-  const raw = trimSpTab(pair.slice(pair.indexOf('=') + 1).split(';')[0] ?? '');
-  if (!raw.includes('%')) return raw;
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    return raw;
+  const afterEq = first.slice(first.indexOf('=') + 1);
+  const raw = trimSpTab(afterEq.split(';')[0] ?? '');
+  let value = raw;
+  if (raw.includes('%')) {
+    try {
+      value = decodeURIComponent(raw);
+    } catch {
+      value = raw;
+    }
   }
+  return value.length === 36 ? value : undefined;
 }
 
 // ---- X-Forwarded-For ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import { readSessionId } from './cookie.js';
 import { bindingSettings, type OptionsEngine } from './settings.js';
 
 /** What the binding uses of an engine: any `SessionEngine<Vars>` has it. */
-export type HttpEngine<Vars extends SessionVars> = Pick<SessionEngine<Vars>, 'acquireNow' | 'sessionProcessCount'> & OptionsEngine;
+export type HttpEngine<Vars extends SessionVars> = Pick<SessionEngine<Vars>, 'acquireNow'> & OptionsEngine;
 /** What writing the cookie uses of an engine and a lease (neither depends on the vars' type). */
 export type CookieEngine = OptionsEngine;
 export type CookieLease = Pick<RequestLease<SessionVars>, 'cookie'>;
@@ -73,7 +73,7 @@ export function isSecure(engine: OptionsEngine, facts: HttpRequestFacts): boolea
 export function acquireFor<Vars extends SessionVars>(engine: HttpEngine<Vars>, facts: HttpRequestFacts): MaybePromise<RequestLease<Vars>> {
   const settings = bindingSettings(engine);
   return engine.acquireNow({
-    sessionId: readSessionId(facts.cookieHeader, settings.cookieName, engine),
+    sessionId: readSessionId(facts.cookieHeader, settings.cookieName),
     ip: clientIp(facts.remoteAddress, facts.forwardedFor, settings.trustProxy),
   });
 }

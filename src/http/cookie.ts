@@ -11,33 +11,20 @@ const SAME_SITE = { Strict: 'strict', Lax: 'lax', None: 'none' } as const;
 
 export type CookieOptions = Pick<RuntimeOptions, 'cookieName' | 'cookieDomain' | 'cookiePath' | 'cookieSameSite' | 'cookieSecure'>;
 
-/**
- * The session id a Cookie header carries, or undefined when absent or malformed. A header with the
- * cookie more than once (a browser still holding one set under an earlier cookieDomain or cookiePath,
- * which it sends too, and maybe first) names the first id of a live session (as `sessions` counts its
- * processes), else the first well-formed one.
- */
-export function readSessionId(cookieHeader: string | undefined, cookieName: string, sessions?: { sessionProcessCount(id: string): number }): string | undefined {
-  if (cookieHeader === undefined || cookieHeader.length > MAX_COOKIE_HEADER_LENGTH) return undefined;
-  const at = cookieHeader.indexOf(cookieName);
-  if (at === -1) return undefined;
-  if (sessions === undefined || cookieHeader.indexOf(cookieName, at + cookieName.length) === -1) {
-    const value = cookieValue(cookieHeader, cookieName);
-    return value !== undefined && value.length === SESSION_ID_LENGTH ? value : undefined;
-  }
-  const ids: string[] = [];
-  cookieValue(cookieHeader, cookieName, ids);
-  const wellFormed = ids.filter((id) => id.length === SESSION_ID_LENGTH);
-  return wellFormed.find((id) => sessions.sessionProcessCount(id) > 0) ?? wellFormed[0];
+/** The session id a Cookie header carries, or undefined when absent or malformed. */
+export function readSessionId(cookieHeader: string | undefined, cookieName: string): string | undefined {
+  if (cookieHeader === undefined || cookieHeader.length > MAX_COOKIE_HEADER_LENGTH || !cookieHeader.includes(cookieName)) return undefined;
+  const value = cookieValue(cookieHeader, cookieName);
+  return value !== undefined && value.length === SESSION_ID_LENGTH ? value : undefined;
 }
 
 /**
  * The value of the first pair named `name`, read exactly as the cookie package's `parseCookie` reads it
  * (pairs split on `;`, a part without `=` skipped, names and values trimmed of spaces and tabs, values
  * percent-decoded when they decode, the first pair of a name wins) without building an object of every
- * pair: this runs on every request. With `all`, every value of that name is pushed there instead.
+ * pair: this runs on every request.
  */
-function cookieValue(header: string, name: string, all?: string[]): string | undefined {
+function cookieValue(header: string, name: string): string | undefined {
   const length = header.length;
   let index = 0;
   while (index < length) {
@@ -57,11 +44,8 @@ function cookieValue(header: string, name: string, all?: string[]): string | und
     if (keyEnd - keyStart === name.length && header.startsWith(name, keyStart)) {
       let valueStart = eq + 1;
       while (valueStart < end && isBlank(header.charCodeAt(valueStart))) valueStart++;
-      let valueEnd = end;
-      while (valueEnd > valueStart && isBlank(header.charCodeAt(valueEnd - 1))) valueEnd--;
-      const value = decode(header.slice(valueStart, valueEnd));
-      if (all === undefined) return value;
-      all.push(value);
+      while (end > valueStart && isBlank(header.charCodeAt(end - 1))) end--;
+      return decode(header.slice(valueStart, end));
     }
     index = end + 1;
   }

@@ -28,7 +28,7 @@ export interface SessionsOptions {
    * The engine, of any vars type (`request.proc.vars` is typed by `SessionTypes`): what the plugin
    * uses of it, since a `SessionEngine<Vars>` is not assignable to one of another vars type.
    */
-  engine: Pick<SessionEngine<SessionVars>, 'acquireNow' | 'getOption' | 'sessionProcessCount' | 'stop'>;
+  engine: Pick<SessionEngine<SessionVars>, 'acquireNow' | 'getOption' | 'stop'>;
   /**
    * Installs the error handler of the root scope: a failing handler gets a generic 500 (Fastify's
    * default answer carries the error's message). `false` if you set your own there (calling
