@@ -9,6 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { createAdaptorServer } from '@hono/node-server';
 import { Hono } from 'hono';
+import Fastify from 'fastify';
+import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
 import type { SessionEngine } from '../src/index.js';
 import { sessions, type SessionsEnv } from '../src/adapters/hono/index.js';
 import { deferred, settle } from './helpers.js';
@@ -120,5 +122,43 @@ test('Hono over HTTP/2, a stream cancelled while its handler runs, the handler n
       assert.ok(next !== 'cancelled');
       assert.deepEqual([next.status, next.body, next.sessionId], [200, '2', id]);
     });
+  });
+});
+
+test('Fastify over HTTP/2, a request whose stream the client resets while it waits for its process: released when its turn comes, at the latest closeTimeoutMs later, never held for ever', { timeout: 10_000 }, async () => {
+  await withEngine(async (engine, clock) => {
+    const gate = deferred<void>();
+    const app = Fastify({ http2: true });
+    await app.register(fastifySessions, { engine });
+    app.get('/hold', async () => { await gate.promise; return 'held'; });
+    app.post('/form', async () => 'ok');
+    app.get('/', async (request) => String(request.proc.sessionId));
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const port = (app.server.address() as AddressInfo).port;
+    try {
+      const first = await h2(port, '/');
+      assert.ok(first !== 'cancelled');
+      const id = first.body;
+      const held = h2(port, '/hold', `4DSID=${id}`);
+      await until(() => engine.sessions()[0]?.busy === true, '/hold runs');
+      const client = http2.connect(`http://127.0.0.1:${port}`);
+      client.on('error', () => {});
+      const post = client.request({ ':path': '/form', ':method': 'POST', cookie: `4DSID=${id}`, 'content-type': 'text/plain', 'content-length': '10' });
+      post.on('error', () => {});
+      post.end('0123456789');
+      await until(() => engine.sessions()[0]?.queuedRequests === 1, 'the POST waits for the process');
+      post.close(http2.constants.NGHTTP2_CANCEL);
+      client.close();
+      await settle(20);
+      gate.resolve();
+      assert.ok((await held) !== 'cancelled');
+      clock.advance(CLOSE_TIMEOUT_MS);
+      await until(() => engine.stats().busySessions === 0, 'released');
+      const next = await answeredSoon(h2(port, '/', `4DSID=${id}`));
+      assert.ok(next !== 'cancelled' && next.body === id, 'the session serves again');
+    } finally {
+      gate.resolve();
+      await app.close();
+    }
   });
 });

@@ -63,7 +63,7 @@ function closeIfStillQueued(res: ServerResponse): void {
 export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>): void {
   const releasing = res as ReleasingResponse;
   releasing[kHandlerRunning] = true;
-  if (res.destroyed) {
+  if (isGone(res)) {
     if (wasCut(res)) lease.releaseAtTheLatest();
     return;
   }
@@ -80,7 +80,7 @@ export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandl
   releasing[kHandlerRunning] = false;
   // Closed already (its 'close' came while the handler ran): an HTTP/2 stream the client reset says
   // neither ended nor destroyed, and no other 'close' will come.
-  if (res.writableEnded || res.destroyed || releasing[kClosed] === true) {
+  if (res.writableEnded || isGone(res) || releasing[kClosed] === true) {
     lease.release();
   } else if (releasing[kRelease] === undefined) {
     releasing[kRelease] = lease;
@@ -97,13 +97,21 @@ function releaseOnClose(this: ReleasingResponse): void {
 }
 
 /**
+ * The response is over for good (destroyed, or its client left). An HTTP/2 compatibility response whose
+ * stream was reset says so only on its stream (it has no `destroyed`): its 'close' has come already.
+ */
+export function isGone(res: ServerResponse): boolean {
+  return res.destroyed || (res as { stream?: { destroyed?: boolean } }).stream?.destroyed === true;
+}
+
+/**
  * The response, or the connection under it, is destroyed. Checked before and after a synchronous handler
  * run: no I/O comes in between, so what the run left destroyed, the handler cut itself (`res.destroy()`,
  * `req.socket.destroy()`), and it is done with the response; a hang-up shows only later.
  */
 export function isCut(res: ServerResponse): boolean {
   // A pipelined response waiting for its turn has no socket yet: its request has the connection.
-  return res.destroyed || (res.socket ?? res.req.socket).destroyed;
+  return isGone(res) || (res.socket ?? res.req.socket).destroyed;
 }
 
 /**
@@ -135,7 +143,7 @@ export function releaseWhenAppEnds(res: ServerResponse, lease: Pick<LeaseHandle,
     onAppEnd(res, () => lease.release());
     lease.releaseAtTheLatest();
   };
-  if (res.destroyed) leftOrEnded();
+  if (isGone(res)) leftOrEnded();
   else res.once('close', leftOrEnded);
 }
 
@@ -214,7 +222,7 @@ export class BoundSession implements CookieState {
     }
     const res = this.#res;
     const ended = this.#appEnded || res.writableEnded;
-    if (this.#handler === 'settled' ? ended || this.#closed || res.destroyed : this.#closed && ended) {
+    if (this.#handler === 'settled' ? ended || this.#closed || isGone(res) : this.#closed && ended) {
       this.lease.release();
     } else if (this.#closed && !this.#watchingEnd) {
       this.#watchEnd();
@@ -261,7 +269,7 @@ export function bindSession(res: ServerResponse, engine: CookieEngine, lease: Le
   if (writeHeadOnPrototype) setResponseState(res, session);
   else cookieAtWriteHead(res, session);
   // A client that left while the request waited for its process has had its 'close' already.
-  if (res.destroyed) session.responseClosed();
+  if (isGone(res)) session.responseClosed();
   else res.on('close', sessionOnClose);
   return session;
 }

@@ -86,10 +86,11 @@ function start(engine: SessionsOptions['engine'], request: FastifyRequest, reply
   // Fastify's own body parsers carry the context across the body's stream events; this covers a
   // handler that reads request.raw itself (a pass-through content-type parser).
   runRequestEventsIn(request.raw, lease);
-  // Its client left while it waited for the process, and it has a body: Fastify's parser would listen
-  // on a request already destroyed and wait for ever (nor would the handler run), holding the process
-  // until closeTimeoutMs. Answered at once (to nobody) as a client error, which is not reported.
-  if (request.raw.destroyed && hasBody(request.raw)) {
+  // Its client left while it waited for the process, before its body was read, and Fastify will parse
+  // one: its parser would listen on a request already destroyed and wait for ever (nor would the
+  // handler run), holding the process until closeTimeoutMs. Answered at once (to nobody) as a client
+  // error, which is not reported. (A body read to its end, by a hook, also leaves the request destroyed.)
+  if (clientLeft(request.raw) && !request.raw.readableEnded && willParseBody(request.raw)) {
     lease.run(() => next(Object.assign(new Error('the client left before its request body was read'), { statusCode: 400 })));
     return;
   }
@@ -98,9 +99,16 @@ function start(engine: SessionsOptions['engine'], request: FastifyRequest, reply
   lease.run(next);
 }
 
-function hasBody(raw: FastifyRequest['raw']): boolean {
+/** The request's client left: its stream is destroyed (HTTP/1.1), or aborted (an HTTP/2 stream reset). */
+function clientLeft(raw: FastifyRequest['raw']): boolean {
+  return raw.destroyed || (raw as { aborted?: boolean }).aborted === true;
+}
+
+/** Whether Fastify runs a content-type parser on the request (as its route handling decides). */
+function willParseBody(raw: FastifyRequest['raw']): boolean {
+  if (raw.method === 'GET' || raw.method === 'HEAD') return false;
   const length = raw.headers['content-length'];
-  return (length !== undefined && length !== '0') || raw.headers['transfer-encoding'] !== undefined;
+  return raw.headers['content-type'] !== undefined || (length !== undefined && length !== '0') || raw.headers['transfer-encoding'] !== undefined;
 }
 
 function refuse(reply: FastifyReply, error: unknown): void {
