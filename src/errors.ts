@@ -54,7 +54,7 @@ export const ERROR_CODES = {
    */
   ERR_SESSION_STATE_UNREADABLE: { httpStatus: 500, message: 'session state cannot be read' },
   /**
-   * A warning (process.emitWarning), once per cookie setting: a `SameSite=None` cookie is about to go out
+   * A warning (process.emitWarning), once per cookie name: a `SameSite=None` cookie is about to go out
    * over plain HTTP without `Secure` (cookieSecure 'auto'), and browsers drop such a cookie, so every
    * request would get a new session.
    */

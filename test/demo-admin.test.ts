@@ -127,6 +127,8 @@ test('/metrics reports sessions, processes, busy, locks, closes by reason, 503s,
       ['lws_close_hook_errors_total', '{kind="failed"}', 0], ['lws_close_hook_errors_total', '{kind="timeout"}', 0], ['lws_sessions_created_total', '', 3],
     ];
     for (const [name, labels, value] of expected) assert.equal(sample(text, name, labels), value, `${name}${labels}`);
+    // Every cause the engine counts is exported (a cause left out hid its 503s).
+    for (const cause of Object.keys(demo.engine.stats().rejected)) assert.match(text, new RegExp(`^lws_rejected_requests_total\\{cause="${cause}",`, 'm'), cause);
     assert.match(text, /# TYPE lws_close_hook_duration_seconds histogram/);
     assert.match(text, /^process_cpu_user_seconds_total /m, 'Node default metrics too');
   } finally {

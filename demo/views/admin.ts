@@ -79,7 +79,8 @@ export function adminPage(model: { live: LiveModel; flash: SafeHtml | ''; errors
 /** The part of the console that /admin/live returns and the page swaps in place. */
 export function liveRegion(m: LiveModel): SafeHtml {
   const s = m.stats;
-  const refused = s.rejected.sessionLimit + s.rejected.processLimit + s.rejected.queueFull + s.rejected.stopped;
+  // Every cause answered 503 (all but the IP mismatch's 400).
+  const refused = Object.entries(s.rejected).reduce((sum, [cause, count]) => (cause === 'ipMismatch' ? sum : sum + count), 0);
   const stat = (label: string, value: string | number | SafeHtml, note: string | SafeHtml = '', id = ''): SafeHtml =>
     html`<div class="stat"${id === '' ? '' : html` data-testid="${id}"`}><span class="stat-label">${label}</span><b>${value}</b><small>${note}</small></div>`;
   const rows = m.sessions.map((r) => html`<tr data-session="${r.id}" class="${r.id === m.me ? 'me' : ''}">

@@ -2,7 +2,7 @@ import { stringifySetCookie, type SetCookie } from 'cookie';
 import type { CookieDirective } from '../lease.js';
 import type { RuntimeOptions } from '../options.js';
 
-// Ids are crypto.randomUUID(): anything else cannot name a live session, so it is not even looked up.
+// Ids are version-4 UUIDs (newSessionId()): anything else cannot name a live session, so it is not even looked up.
 const SESSION_ID_LENGTH = 36;
 /** A Cookie header longer than this is not parsed (Node already caps all headers at 16 KiB by default). */
 const MAX_COOKIE_HEADER_LENGTH = 16_384;
