@@ -1,5 +1,5 @@
 import type { SessionEngine } from './engine.js';
-import { SessionOptionError } from './errors.js';
+import { SessionArgumentError, SessionOptionError } from './errors.js';
 import { DEFAULT_OPTIONS, describe, type SessionMode } from './options.js';
 import type { SessionVars } from './process.js';
 
@@ -127,6 +127,7 @@ export interface FourDCommands {
  * await WEB_LEGACY_CLOSE_SESSION(sessionId);
  */
 export function use4D<Vars extends SessionVars>(engine: SessionEngine<Vars>): FourDCommands {
+  if (typeof engine?.setOption !== 'function') throw new SessionArgumentError('use4D(engine): engine must be a SessionEngine');
   const table = selectorTable<Vars>();
   const rule = (selector: number): SelectorRule<Vars> => {
     const found = typeof selector === 'number' ? table.get(selector) : undefined;

@@ -44,6 +44,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   constructor(options: SessionEngineOptions<Vars> = {}) {
     super();
+    if (typeof options !== 'object' || options === null) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `options must be an object, got ${describe(options)}`);
     for (const key of Object.keys(options)) {
       if (!CONSTRUCTION_KEYS.has(key)) throw new SessionOptionError('ERR_SESSION_UNKNOWN_OPTION', `${describe(key)} (known: ${[...CONSTRUCTION_KEYS].join(', ')})`);
     }
@@ -52,6 +53,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     if (typeof clock?.now !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock must have a now() method');
     if (init !== undefined && typeof init !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'init must be a function');
     if (onClose !== undefined && typeof onClose !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'onClose must be a function');
+    if (locks !== undefined && (typeof locks?.tryLock !== 'function' || typeof locks.releaseAll !== 'function')) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks must be a LockManager (tryLock, unlock, lockedBy, releaseAll)');
     const store = options.store ?? memoryStore();
     if (typeof store?.attach !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'store must be a SessionStore (memoryStore(), createRedisStore())');
     this.#store = store.attach<Vars>({

@@ -1,6 +1,16 @@
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { LockManager, LockOwner, LockRef } from './locks.js';
-import { lockKey } from './locks.js';
+import { isLockRef, lockKey } from './locks.js';
+
+/**
+ * A record reference from a lock call, checked here so every lock manager (the memory one, Redis, an
+ * application's) sees only valid ones: a table name and a string or number key.
+ */
+function recordRef(method: string, table: unknown, key: unknown): LockRef {
+  const ref = { table, key };
+  if (!isLockRef(ref)) throw new SessionArgumentError(`locks.${method}(table: string, key: string | number), got ${typeof table}, ${key === null ? 'null' : typeof key}`);
+  return ref;
+}
 
 /** Session variables: any object shape the application chooses. */
 export type SessionVars = object;
@@ -23,6 +33,9 @@ export class Selections {
 
   /** Replaces the table's current selection with a copy of `keys`, positioned on the first record. */
   set(table: string, keys: readonly (string | number)[]): Selection {
+    // An array, or a typed array of ids (what some query layers hand back).
+    const list = Array.isArray(keys) || (ArrayBuffer.isView(keys) && !(keys instanceof DataView));
+    if (typeof table !== 'string' || !list) throw new SessionArgumentError(`selections.set(table: string, keys: array), got ${typeof table}, ${keys === null ? 'null' : typeof keys}`);
     const selection: Selection = { keys: keys.slice(), position: 0 };
     (this.#byTable ??= new Map()).set(table, selection);
     return selection;
@@ -135,9 +148,9 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   /** Record locks held by this process; `lockedBy` sees every process of the lock manager. */
   get locks(): ProcessLocks {
     return (this.#own().locks ??= {
-      tryLock: (table, key) => this.#tryLock({ table, key }),
-      unlock: (table, key) => this.#unlock({ table, key }),
-      lockedBy: (table, key) => this.#owner.lockManager.lockedBy({ table, key }),
+      tryLock: (table, key) => this.#tryLock(table, key),
+      unlock: (table, key) => this.#unlock(table, key),
+      lockedBy: async (table, key) => this.#owner.lockManager.lockedBy(recordRef('lockedBy', table, key)),
       held: () => heldList(this.#parts),
     });
   }
@@ -193,7 +206,8 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     if (this.closed || this.#owner.outlived?.(this) === true) throw new SessionError('ERR_SESSION_CLOSED', this.processId, { sessionId: this.sessionId });
   }
 
-  async #tryLock(ref: LockRef): Promise<boolean> {
+  async #tryLock(table: string, key: string | number): Promise<boolean> {
+    const ref = recordRef('tryLock', table, key);
     this.#assertOpen();
     const locked = await this.#owner.lockManager.tryLock(this, ref);
     if (!locked) return false;
@@ -206,7 +220,8 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     return true;
   }
 
-  async #unlock(ref: LockRef): Promise<boolean> {
+  async #unlock(table: string, key: string | number): Promise<boolean> {
+    const ref = recordRef('unlock', table, key);
     const released = await this.#owner.lockManager.unlock(this, ref);
     if (released) this.#parts?.held?.delete(lockKey(ref));
     return released;

@@ -9,6 +9,7 @@ import { createRedisStore } from '../src/redis/index.js';
 import { createServer } from '../src/adapters/node/index.js';
 import { sessions as expressSessions } from '../src/adapters/express/index.js';
 import { readBody } from '../src/adapters/node/index.js';
+import { use4D } from '../src/compat-4d.js';
 
 function coded(code: keyof typeof ERROR_CODES, kind: typeof SessionArgumentError | typeof SessionOptionError): (error: unknown) => boolean {
   return (error) => {
@@ -31,8 +32,16 @@ test('a call with an argument the package cannot take is a SessionArgumentError 
   const store = memoryStore();
   new SessionEngine({ store });
   assert.throws(() => new SessionEngine({ store }), invalid, 'a store serves one engine');
+  assert.throws(() => createServer(null as never, () => {}), invalid);
+  assert.throws(() => use4D(null as never), invalid);
+  await assert.rejects(readBody(null as never), invalid);
   const lease = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
   assert.throws(() => lease.proc.spawn(7 as unknown as string, async () => {}), invalid);
+  assert.throws(() => lease.proc.selections.set('Stock', null as never), invalid);
+  // Refused before any lock manager sees them, so the memory store and Redis agree.
+  await assert.rejects(lease.proc.locks.tryLock(null as never, null as never), invalid);
+  await assert.rejects(lease.proc.locks.unlock({} as never, [] as never), invalid);
+  await assert.rejects(lease.proc.locks.lockedBy('Stock', undefined as never), invalid);
   lease.release();
   await engine.stop();
 });
@@ -40,6 +49,8 @@ test('a call with an argument the package cannot take is a SessionArgumentError 
 test('a refused option is a SessionOptionError (a TypeError with its code and an httpStatus), the Redis store\'s own options too', () => {
   const engine = new SessionEngine();
   assert.throws(() => engine.setOption('maxSessions', -1), coded('ERR_SESSION_INVALID_OPTION', SessionOptionError));
+  assert.throws(() => new SessionEngine(null as never), coded('ERR_SESSION_INVALID_OPTION', SessionOptionError));
+  assert.throws(() => new SessionEngine({ locks: 5 as never }), coded('ERR_SESSION_INVALID_OPTION', SessionOptionError));
   assert.throws(() => engine.setOption('nope' as never, 1 as never), coded('ERR_SESSION_UNKNOWN_OPTION', SessionOptionError));
   assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:6379', prefix: 'has space' }), coded('ERR_SESSION_INVALID_OPTION', SessionOptionError));
   assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:6379', typo: 1 } as never), coded('ERR_SESSION_UNKNOWN_OPTION', SessionOptionError));

@@ -125,3 +125,24 @@ test('Redis store: a timeout raised at run time gives the open sessions\' keys a
   }
   assert.deepEqual(errors, []);
 });
+
+test('Redis store: the closing set a claim makes expires from the start too', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const errors: SessionError[] = [];
+  let release!: () => void;
+  const hookHeld = new Promise<void>((resolve) => { release = resolve; });
+  const engine = nodeOn(r, errors, { onClose: () => hookHeld });
+  try {
+    const id = await visit(engine);
+    const closing = engine.closeSession(id);
+    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}closing`)) === 1), 'claimed, its hook running');
+    assert.ok((await r.redis.pttl(`${r.prefix}closing`)) > 0, 'closing has a TTL');
+    release();
+    assert.equal(await closing, true);
+  } finally {
+    release();
+    await engine.stop();
+  }
+  assert.deepEqual(errors, []);
+});

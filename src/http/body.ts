@@ -27,6 +27,8 @@ export const DEFAULT_MAX_BODY_BYTES = 100 * 1024;
  * });
  */
 export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promise<Buffer> {
+  if (typeof req?.on !== 'function' || typeof req.headers !== 'object' || req.headers === null) return Promise.reject(new SessionArgumentError('readBody(req): req must be the request (a readable stream with headers)'));
+  if (typeof options !== 'object' || options === null) return Promise.reject(new SessionArgumentError('readBody(req, options): options must be an object'));
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_BODY_BYTES;
   if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) return Promise.reject(new SessionArgumentError(`readBody: maxBytes must be an integer >= 0, got ${String(maxBytes)}`));
 

@@ -27,16 +27,17 @@ local function allFree(h)
 end
 -- Idle sessions are kept twice: by time in 'idle' (timeouts) and by order of going idle in 'lru'
 -- (eviction), so two sessions idle since the same millisecond still evict in the order they went idle.
+-- Shared sets made just now (first, or again after they emptied, which deletes them) live as long as
+-- the session key that made them (every write gives it the key lifetime) until the next touchGlobals:
+-- a node gone before its next sweep or heartbeat leaves none of them for ever.
+local function expireWith(id, ...)
+  local ttl = redis.call('PTTL', skey(id))
+  if ttl > 0 then for _, k in ipairs({...}) do redis.call('PEXPIRE', P .. k, ttl) end end
+end
 local function markIdle(id, atMs)
   redis.call('ZADD', P .. 'idle', atMs, id)
   redis.call('ZADD', P .. 'lru', redis.call('INCR', P .. 'lrun'), id)
-  -- Made just now (first, or again after they emptied, which deletes them): they live as long as 'open'
-  -- (set by every create) until the next touchGlobals, so a node gone before its next sweep or
-  -- heartbeat leaves none of them for ever.
-  if redis.call('ZCARD', P .. 'idle') == 1 then
-    local ttl = redis.call('PTTL', P .. 'open')
-    if ttl > 0 then for _, k in ipairs({'idle', 'lru', 'lrun'}) do redis.call('PEXPIRE', P .. k, ttl) end end
-  end
+  if redis.call('ZCARD', P .. 'idle') == 1 then expireWith(id, 'idle', 'lru', 'lrun') end
 end
 local function markBusy(id)
   redis.call('ZREM', P .. 'idle', id)
@@ -81,6 +82,7 @@ local function claim(id, reason, node, now)
   redis.call('ZREM', P .. 'open', id)
   markBusy(id)
   redis.call('ZADD', P .. 'closing', now, id)
+  if redis.call('ZCARD', P .. 'closing') == 1 then expireWith(id, 'closing') end
   redis.call('DECRBY', P .. 'procs', #plist(h))
   redis.call('HDEL', P .. 'pn', id)
   redis.call('DEL', P .. 'wq:' .. id)

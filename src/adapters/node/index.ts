@@ -43,6 +43,7 @@ export interface SessionServerOptions extends http.ServerOptions {
  * }).listen(8080);
  */
 export function createServer<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>, options: SessionServerOptions = {}): http.Server {
+  if (typeof engine?.acquireNow !== 'function') throw new SessionArgumentError('createServer(engine, handler): engine must be a SessionEngine');
   if (typeof handler !== 'function') throw new SessionArgumentError('createServer(engine, handler): handler must be a function');
   const { sessionless, ...serverOptions } = options;
   if (sessionless !== undefined && typeof sessionless !== 'function') throw new SessionArgumentError('createServer(engine, handler, { sessionless }): sessionless must be a function (req, res) => boolean');
