@@ -37,6 +37,8 @@ export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promis
     req.resume();
     return Promise.reject(tooLarge(`content-length ${declared} > ${maxBytes}`));
   }
+  // Aborted (its client left while it was unread: an HTTP/2 stream reset also ends it, its bytes gone).
+  if ((req as { aborted?: boolean }).aborted === true && !(req.destroyed && req.complete === true && declared === undefined && req.headers['transfer-encoding'] === undefined)) return Promise.reject(aborted());
   if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
   // A request without a body has an empty one, even if its client has left since (a queued request
   // whose turn came after the hang-up still runs, as every request of a session does).

@@ -10,6 +10,11 @@ import { restoreProcess } from './state.js';
 /** One close this node has claimed, while it runs (closer.ts keeps them by session id). */
 export interface Pipeline<Vars extends SessionVars> {
   readonly promise: Promise<void>;
+  /**
+   * Counted in stats().closed when it ends, not where it was claimed: a claim of this node whose reply
+   * was lost, run by the repair (a close taken over from another node was counted by that node).
+   */
+  readonly countAtEnd: boolean;
   /** Rejects at the pipeline's first Redis error: closeSession callers learn it then (the close goes on retrying). */
   readonly failed: Promise<never>;
   failedWith?: (error: SessionError) => void;
@@ -118,9 +123,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     // No process at the end: a new session whose first init failed while it closed. It was never made
     // ('create' was never said): its close is not said, nor counted where it was claimed (here).
     if (processes.length > 0) {
-      // Not claimed by this run (a dead node's close taken over, or a claim of this node whose reply was
-      // lost, run by the repair): counted by no live node yet, so here, where it ends.
-      if (claimedReason === undefined) ctx.counters.closed[reason]++;
+      if (pipeline.countAtEnd) ctx.counters.closed[reason]++;
       ctx.closed(event);
     } else if (claimedReason !== undefined) {
       ctx.counters.closed[reason]--;

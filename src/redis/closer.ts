@@ -28,7 +28,7 @@ export class RedisCloser<Vars extends SessionVars> {
     this.#renamed = renamed;
     this.waits = new ClusterWaits(node);
     this.#localRun = localHandle;
-    this.#sweep = new RedisSweep(node, (id, reason) => void this.start(id, reason));
+    this.#sweep = new RedisSweep(node, (id, reason, countAtEnd) => void this.start(id, reason, undefined, countAtEnd));
     this.#steps = new ClosePipelineSteps(node, this.waits, localHandle);
   }
 
@@ -129,7 +129,7 @@ export class RedisCloser<Vars extends SessionVars> {
    * takeover). `insider`: the process of this node that asked for the close from inside the session,
    * if it still runs here: the drain does not wait for it and its hook sees that very object.
    */
-  start(id: string, reason: CloseReason | undefined, insider?: WebProcess<Vars>): Promise<void> {
+  start(id: string, reason: CloseReason | undefined, insider?: WebProcess<Vars>, countAtEnd = false): Promise<void> {
     const existing = this.#pipelines.get(id);
     if (existing !== undefined) {
       // Started first by a sweep or a repair: a logout's caller still must not be waited for.
@@ -145,7 +145,7 @@ export class RedisCloser<Vars extends SessionVars> {
     const handle = this.#localRun(id);
     // Checked again now (the claim took a round trip): a request that ended meanwhile is waited for like any other.
     const running = insider !== undefined && this.#runsHere(insider) ? insider : undefined;
-    const pipeline: Pipeline<Vars> = { promise: Promise.resolve(), failed, failedWith, phase: 'draining', insiders: new Map(running === undefined ? [] : [[running.processId, running]]), hooked: new Map() };
+    const pipeline: Pipeline<Vars> = { promise: Promise.resolve(), countAtEnd, failed, failedWith, phase: 'draining', insiders: new Map(running === undefined ? [] : [[running.processId, running]]), hooked: new Map() };
     handle?.markClosing();
     (pipeline as { promise: Promise<void> }).promise = this.#runUntilDone(id, reason, pipeline).finally(() => this.#pipelines.delete(id));
     this.#pipelines.set(id, pipeline);

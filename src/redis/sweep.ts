@@ -23,13 +23,14 @@ export interface SweepGauges {
 export class RedisSweep<Vars extends SessionVars> {
   readonly #node: NodeServices<Vars>;
   /** Runs the close pipeline for a session this sweep claimed (`undefined`: a close taken over, reason as claimed). */
-  readonly #start: (id: string, reason: CloseReason | undefined) => void;
+  /** `countAtEnd`: a claim of this node whose reply was lost (never counted), run by the repair. */
+  readonly #start: (id: string, reason: CloseReason | undefined, countAtEnd?: boolean) => void;
   #timer: TimerHandle | undefined;
   #sweeping = false;
   #stopped = false;
   gauges: SweepGauges = { sessions: 0, idleSessions: 0, closingSessions: 0, processes: 0 };
 
-  constructor(node: NodeServices<Vars>, start: (id: string, reason: CloseReason | undefined) => void) {
+  constructor(node: NodeServices<Vars>, start: (id: string, reason: CloseReason | undefined, countAtEnd?: boolean) => void) {
     this.#node = node;
     this.#start = start;
   }
@@ -96,7 +97,7 @@ export class RedisSweep<Vars extends SessionVars> {
     try {
       const reply = (await redis.lwsRepairFind(settings.prefix, nodeId, ...this.#node.keptPids()) as Reply).map(text);
       const bar = reply.indexOf('|');
-      for (const id of reply.slice(bar + 1)) this.#start(id, undefined);
+      for (const id of reply.slice(bar + 1)) this.#start(id, undefined, true);
       const found = reply.slice(0, bar);
       if (found.length === 0) return;
       await new Promise((resolve) => setImmediate(resolve));

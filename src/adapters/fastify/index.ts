@@ -90,7 +90,7 @@ function start(engine: SessionsOptions['engine'], request: FastifyRequest, reply
   // one: its parser would listen on a request already destroyed and wait for ever (nor would the
   // handler run), holding the process until closeTimeoutMs. Answered at once (to nobody) as a client
   // error, which is not reported. (A body read to its end, by a hook, also leaves the request destroyed.)
-  if (clientLeft(request.raw) && !request.raw.readableEnded && willParseBody(request.raw)) {
+  if (leftBeforeItsBody(request.raw) && willParseBody(request.raw)) {
     lease.run(() => next(Object.assign(new Error('the client left before its request body was read'), { statusCode: 400 })));
     return;
   }
@@ -99,9 +99,13 @@ function start(engine: SessionsOptions['engine'], request: FastifyRequest, reply
   lease.run(next);
 }
 
-/** The request's client left: its stream is destroyed (HTTP/1.1), or aborted (an HTTP/2 stream reset). */
-function clientLeft(raw: FastifyRequest['raw']): boolean {
-  return raw.destroyed || (raw as { aborted?: boolean }).aborted === true;
+/**
+ * The request's client left before its body was read: aborted (HTTP/1.1 sets it when a request is
+ * destroyed unread; an HTTP/2 stream reset ends the request, unread), or destroyed and not ended. A body
+ * an earlier hook read to its end leaves the request destroyed too, but ended and not aborted.
+ */
+function leftBeforeItsBody(raw: FastifyRequest['raw']): boolean {
+  return (raw as { aborted?: boolean }).aborted === true || (raw.destroyed && !raw.readableEnded);
 }
 
 /** Whether Fastify runs a content-type parser on the request (as its route handling decides). */
