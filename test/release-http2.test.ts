@@ -126,6 +126,31 @@ test('Hono over HTTP/2, a stream cancelled while its handler runs, the handler n
   });
 });
 
+/**
+ * A session's `/hold` runs (until `gate` opens) while a POST of it announcing 10 bytes, `sent` of them
+ * written, waits for the process; its stream is then reset, and `/hold` answers. Resolves the session id.
+ */
+async function postQueuedThenReset(port: number, engine: SessionEngine<Vars>, gate: ReturnType<typeof deferred<void>>, sent: string): Promise<string> {
+  const first = await h2(port, '/');
+  assert.ok(first !== 'cancelled');
+  const id = first.body;
+  const held = h2(port, '/hold', `4DSID=${id}`);
+  await until(() => engine.sessions()[0]?.busy === true, '/hold runs');
+  const client = http2.connect(`http://127.0.0.1:${port}`);
+  client.on('error', () => {});
+  const post = client.request({ ':path': '/form', ':method': 'POST', cookie: `4DSID=${id}`, 'content-type': 'text/plain', 'content-length': '10' });
+  post.on('error', () => {});
+  if (sent.length === 10) post.end(sent);
+  else post.write(sent);
+  await until(() => engine.sessions()[0]?.queuedRequests === 1, 'the POST waits for the process');
+  post.close(http2.constants.NGHTTP2_CANCEL);
+  client.close();
+  await settle(20);
+  gate.resolve();
+  assert.ok((await held) !== 'cancelled');
+  return id;
+}
+
 test('Fastify over HTTP/2, a request whose stream the client resets while it waits for its process: released when its turn comes, nothing reported', { timeout: 10_000 }, async () => {
   await withEngine(async (engine, _clock, errors) => {
     const gate = deferred<void>();
@@ -137,22 +162,7 @@ test('Fastify over HTTP/2, a request whose stream the client resets while it wai
     await app.listen({ port: 0, host: '127.0.0.1' });
     const port = (app.server.address() as AddressInfo).port;
     try {
-      const first = await h2(port, '/');
-      assert.ok(first !== 'cancelled');
-      const id = first.body;
-      const held = h2(port, '/hold', `4DSID=${id}`);
-      await until(() => engine.sessions()[0]?.busy === true, '/hold runs');
-      const client = http2.connect(`http://127.0.0.1:${port}`);
-      client.on('error', () => {});
-      const post = client.request({ ':path': '/form', ':method': 'POST', cookie: `4DSID=${id}`, 'content-type': 'text/plain', 'content-length': '10' });
-      post.on('error', () => {});
-      post.end('0123456789');
-      await until(() => engine.sessions()[0]?.queuedRequests === 1, 'the POST waits for the process');
-      post.close(http2.constants.NGHTTP2_CANCEL);
-      client.close();
-      await settle(20);
-      gate.resolve();
-      assert.ok((await held) !== 'cancelled');
+      const id = await postQueuedThenReset(port, engine, gate, '0123456789');
       await until(() => engine.stats().busySessions === 0, 'released at its turn, no clock moved');
       assert.deepEqual(errors, [], 'no drain timeout');
       const next = await answeredSoon(h2(port, '/', `4DSID=${id}`));
@@ -182,22 +192,7 @@ test('HTTP/2, a request whose stream is reset while it waits for its process, it
     await once(server, 'listening');
     const port = (server.address() as AddressInfo).port;
     try {
-      const first = await h2(port, '/');
-      assert.ok(first !== 'cancelled');
-      const id = first.body;
-      const held = h2(port, '/hold', `4DSID=${id}`);
-      await until(() => engine.sessions()[0]?.busy === true, '/hold runs');
-      const client = http2.connect(`http://127.0.0.1:${port}`);
-      client.on('error', () => {});
-      const post = client.request({ ':path': '/form', ':method': 'POST', cookie: `4DSID=${id}`, 'content-type': 'text/plain', 'content-length': '10' });
-      post.on('error', () => {});
-      post.write('012'); // 3 of the 10 bytes announced
-      await until(() => engine.sessions()[0]?.queuedRequests === 1, 'the POST waits for the process');
-      post.close(http2.constants.NGHTTP2_CANCEL);
-      client.close();
-      await settle(20);
-      gate.resolve();
-      assert.ok((await held) !== 'cancelled');
+      await postQueuedThenReset(port, engine, gate, '012'); // 3 of the 10 bytes announced
       await until(() => outcomes.length === 1, 'the POST handler ran');
       assert.match(outcomes[0]!, /^rejected: request body aborted/);
     } finally {
