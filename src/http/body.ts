@@ -37,12 +37,13 @@ export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promis
     req.resume();
     return Promise.reject(tooLarge(`content-length ${declared} > ${maxBytes}`));
   }
-  // Aborted (its client left while it was unread: an HTTP/2 stream reset also ends it, its bytes gone).
-  if ((req as { aborted?: boolean }).aborted === true && !(req.destroyed && req.complete === true && declared === undefined && req.headers['transfer-encoding'] === undefined)) return Promise.reject(aborted());
-  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  // Aborted: its client left while it was unread (an HTTP/2 stream reset also ends it, its bytes gone).
+  const wasAborted = (req as { aborted?: boolean }).aborted === true;
   // A request without a body has an empty one, even if its client has left since (a queued request
   // whose turn came after the hang-up still runs, as every request of a session does).
-  if (req.destroyed && req.complete === true && declared === undefined && req.headers['transfer-encoding'] === undefined) return Promise.resolve(Buffer.alloc(0));
+  if ((req.destroyed || wasAborted) && hasNoBody(req, declared)) return Promise.resolve(Buffer.alloc(0));
+  if (wasAborted) return Promise.reject(aborted());
+  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
   // Listeners added to a stream that is already gone would wait forever.
   if (req.destroyed) return Promise.reject(aborted());
 
@@ -90,6 +91,16 @@ export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promis
 export async function readForm(req: BodySource, options: ReadBodyOptions = {}): Promise<URLSearchParams> {
   const body = await readBody(req, options);
   return new URLSearchParams(body.toString('utf8'));
+}
+
+/**
+ * The request carries no body: over HTTP/2 its headers ended the stream; over HTTP/1.1 it announced none
+ * (no length, or 0, and no transfer encoding).
+ */
+function hasNoBody(req: BodySource, declared: number | undefined): boolean {
+  const stream = (req as { stream?: { endAfterHeaders?: boolean } }).stream;
+  if (stream !== undefined) return stream.endAfterHeaders === true;
+  return (declared === undefined || declared === 0) && req.headers['transfer-encoding'] === undefined;
 }
 
 function declaredLength(header: string | undefined): number | undefined {
