@@ -169,6 +169,8 @@ export class BoundSession implements CookieState {
   #watchingEnd = false;
   #gaveUpResponse: ((subject: object) => boolean) | undefined;
   #subject: object | undefined;
+  /** A failure of this request was reported (adapters that see several report the first). */
+  failureReported = false;
 
   constructor(res: ServerResponse, engine: CookieEngine, lease: LeaseHandle, secure: boolean, writeHead: WriteHead | undefined) {
     this.engine = engine;

@@ -171,6 +171,22 @@ describe('fastify adapter: the framework idiom', () => {
     });
   });
 
+  test('a handler that writes the raw head and then throws: the connection is cut, the failure reported once (not again for the error answer that cannot be written), the process freed', GUARD, async () => {
+    await withFastify((app) => {
+      app.get('/partial', (_request, reply) => {
+        reply.raw.writeHead(200, { 'content-type': 'text/plain' });
+        throw new Error('late secret');
+      });
+      app.get('/', async (request) => request.proc.sessionId);
+    }, async (server, _engine, errors) => {
+      const id = sessionIdOf(await request(server.url));
+      await assert.rejects(request(server.url, { path: '/partial', cookie: `4DSID=${id}` }));
+      const next = await request(server.url, { cookie: `4DSID=${id}` });
+      assert.deepEqual([next.status, next.body], [200, id]);
+      assert.deepEqual(errors.map((e) => ((e as Error).cause as Error).message), ['late secret']);
+    });
+  });
+
   test('register(sessions) refuses anything but an engine', async () => {
     const app = Fastify();
     await assert.rejects(async () => { await app.register(sessions, { engine: {} as SessionEngine }); }, /engine must be a SessionEngine/);

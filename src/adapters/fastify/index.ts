@@ -68,7 +68,12 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
 
   // onError runs before any error handler, ours or yours: every failure is reported once, whoever answers.
   fastify.addHook('onError', (_request, reply, error, next) => {
-    if (!isClientError(error)) sessionOf(reply.raw)?.lease.fail(error);
+    const session = sessionOf(reply.raw);
+    // Once per request: an error answering the first (the head already sent by the handler) is its echo.
+    if (session !== undefined && !isClientError(error) && !session.failureReported) {
+      session.failureReported = true;
+      session.lease.fail(error);
+    }
     next();
   });
 
