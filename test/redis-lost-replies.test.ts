@@ -4,7 +4,7 @@
 // lived); a lost claim's close is run, its hook once. Work the node runs meanwhile is never touched.
 // A lost reply is made by wrapping the store's script on a client the test owns: the script runs in
 // Redis, then the call fails as a cut connection makes it fail.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type RequestLease } from '../src/index.js';
 import { eventually } from './helpers.js';
@@ -21,6 +21,29 @@ function loseNextReply(client: Parameters<typeof wrapScript>[0], name: string): 
     lost = true;
     throw new Error('Connection is closed.');
   });
+}
+
+/** Runs `body` with one node on the test's prefix, its time on a ManualClock; stops it after. */
+async function withNode(t: TestContext, body: (r: RedisForTest, x: Node, clock: ManualClock) => Promise<void>): Promise<void> {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  try {
+    await body(r, x, clock);
+  } finally {
+    await stopAll(clock, [], undefined, x);
+  }
+}
+
+/** A request of a new session on `x` whose spawn's reply is lost (the task never runs); its request then ends. */
+async function lostSpawn(x: Node): Promise<RequestLease<Vars>> {
+  const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  loseNextReply(x.client, 'lwsSpawn');
+  lease.proc.spawn('export', async () => {});
+  assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000));
+  lease.release();
+  return lease;
 }
 
 /** A session made on node `x`, its request over and its process free in Redis (with `vars` saved). */
@@ -40,11 +63,7 @@ async function pastTheGrace(clock: ManualClock): Promise<void> {
   }
 }
 
-test("an enter whose reply is lost: the request gets 503, the process it took is freed by the node's next sweeps (the session is served again with its state); a request running meanwhile keeps its process", { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await node(r, clock);
+test("an enter whose reply is lost: the request gets 503, the process it took is freed by the node's next sweeps (the session is served again with its state); a request running meanwhile keeps its process", { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
   const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
   try {
     const a = await idleSession(r, x, { n: 1 });
@@ -68,154 +87,97 @@ test("an enter whose reply is lost: the request gets 503, the process it took is
     assert.deepEqual(x.hooked, []);
   } finally {
     running.release();
-    await stopAll(clock, [], undefined, x);
   }
-});
+}));
 
-test("a claim whose reply is lost: closeSession fails (503), and the node's next sweeps run that close: its hook once, the session gone", { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await node(r, clock);
-  try {
-    const a = await idleSession(r, x);
-    loseNextReply(x.client, 'lwsClaim');
-    await assert.rejects(x.engine.closeSession(a.sessionId), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
-    assert.equal(await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st'), 'c', 'the lost claim landed');
-    clock.advance(1_000);
-    assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${a.sessionId}`)) === 0, 5_000), 'the close was run');
-    assert.deepEqual(x.hooked, [a.proc.processId]);
-    assert.ok(await eventually(() => x.engine.stats().closed.closed === 1), 'counted once, where it ran');
-  } finally {
-    await stopAll(clock, [], undefined, x);
-  }
-});
+test("a claim whose reply is lost: closeSession fails (503), and the node's next sweeps run that close: its hook once, the session gone", { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
+  const a = await idleSession(r, x);
+  loseNextReply(x.client, 'lwsClaim');
+  await assert.rejects(x.engine.closeSession(a.sessionId), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
+  assert.equal(await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st'), 'c', 'the lost claim landed');
+  clock.advance(1_000);
+  assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${a.sessionId}`)) === 0, 5_000), 'the close was run');
+  assert.deepEqual(x.hooked, [a.proc.processId]);
+  assert.ok(await eventually(() => x.engine.stats().closed.closed === 1), 'counted once, where it ran');
+}));
 
-test('the repair never frees a process whose enter went to Redis just before it (its reply read after the repair began), even when that request began long ago on the clock', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await node(r, clock);
-  try {
-    const a = await idleSession(r, x, { n: 1 });
-    const b = await idleSession(r, x);
-    loseNextReply(x.client, 'lwsEnterManyBuffer');
-    await assert.rejects(x.engine.acquire({ sessionId: b.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' }); // a repair is due
-    let findSent!: () => void;
-    const repairing = new Promise<void>((resolve) => { findSent = resolve; });
-    wrapScript(x.client, 'lwsRepairFind', (find: Script) => async (...args) => { findSent(); return find(...args); });
-    const freed: unknown[][] = [];
-    wrapScript(x.client, 'lwsRepairFree', (free: Script) => async (...args) => { freed.push(args); return free(...args); });
-    // A's enter leaves, then session time jumps (a long stall) and the sweep's repair starts before its reply is read.
-    let held = true;
-    wrapScript(x.client, 'lwsEnterManyBuffer', (enter: Script) => async (...args) => {
-      const reply = enter(...args);
-      if (held) {
-        held = false;
-        clock.advance(15_000);
-        await repairing;
-      }
-      return reply;
-    });
-    const lease = await x.engine.acquire({ sessionId: a.sessionId, ip: IP });
-    assert.ok(await eventually(() => freed.length > 0, 5_000), 'the repair ran (it frees B\'s orphan)');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.notEqual(await r.redis.hget(`${r.prefix}s:${a.sessionId}`, `b:${lease.proc.processId}`), '0', 'A\'s process is still its request\'s');
-    assert.ok(!freed.flat().some((arg) => String(arg).includes(lease.proc.processId) && String(arg).startsWith(a.sessionId)), 'A\'s process was not among those freed');
-    lease.proc.vars.n = 2;
-    lease.release();
-    const next = await x.engine.acquire({ sessionId: a.sessionId, ip: IP });
-    assert.equal(next.proc.vars.n, 2, 'its release landed');
-    next.release();
-    assert.deepEqual(x.errors.map((e) => e.code).filter((c) => c !== 'ERR_SESSION_STORE_UNAVAILABLE'), []);
-  } finally {
-    await stopAll(clock, [], undefined, x);
-  }
-});
+test('the repair never frees a process whose enter went to Redis just before it (its reply read after the repair began), even when that request began long ago on the clock', { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
+  const a = await idleSession(r, x, { n: 1 });
+  const b = await idleSession(r, x);
+  loseNextReply(x.client, 'lwsEnterManyBuffer');
+  await assert.rejects(x.engine.acquire({ sessionId: b.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' }); // a repair is due
+  let findSent!: () => void;
+  const repairing = new Promise<void>((resolve) => { findSent = resolve; });
+  wrapScript(x.client, 'lwsRepairFind', (find: Script) => async (...args) => { findSent(); return find(...args); });
+  const freed: unknown[][] = [];
+  wrapScript(x.client, 'lwsRepairFree', (free: Script) => async (...args) => { freed.push(args); return free(...args); });
+  // A's enter leaves, then session time jumps (a long stall) and the sweep's repair starts before its reply is read.
+  let held = true;
+  wrapScript(x.client, 'lwsEnterManyBuffer', (enter: Script) => async (...args) => {
+    const reply = enter(...args);
+    if (held) {
+      held = false;
+      clock.advance(15_000);
+      await repairing;
+    }
+    return reply;
+  });
+  const lease = await x.engine.acquire({ sessionId: a.sessionId, ip: IP });
+  assert.ok(await eventually(() => freed.length > 0, 5_000), 'the repair ran (it frees B\'s orphan)');
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.notEqual(await r.redis.hget(`${r.prefix}s:${a.sessionId}`, `b:${lease.proc.processId}`), '0', 'A\'s process is still its request\'s');
+  assert.ok(!freed.flat().some((arg) => String(arg).includes(lease.proc.processId) && String(arg).startsWith(a.sessionId)), 'A\'s process was not among those freed');
+  lease.proc.vars.n = 2;
+  lease.release();
+  const next = await x.engine.acquire({ sessionId: a.sessionId, ip: IP });
+  assert.equal(next.proc.vars.n, 2, 'its release landed');
+  next.release();
+  assert.deepEqual(x.errors.map((e) => e.code).filter((c) => c !== 'ERR_SESSION_STORE_UNAVAILABLE'), []);
+}));
 
-test('a spawn whose reply is lost: the repair removes the task process it left (never run: no hook for it), and the session goes idle and times out as any other', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await node(r, clock);
-  try {
-    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    loseNextReply(x.client, 'lwsSpawn');
-    a.proc.spawn('export', async () => {});
-    assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000));
-    a.release();
-    clock.advance(1_000);
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'pl')) === a.proc.processId, 5_000), 'the task process left the session');
-    assert.ok(await idleInRedis(r, a.sessionId));
-    clock.advance(480 * 60_000);
-    assert.ok(await eventually(() => x.hooked.length === 1, 5_000), 'timed out, one hook: the request process only');
-    assert.deepEqual(x.hooked, [a.proc.processId]);
-  } finally {
-    await stopAll(clock, [], undefined, x);
-  }
-});
+test('a spawn whose reply is lost: the repair removes the task process it left (never run: no hook for it), and the session goes idle and times out as any other', { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
+  const a = await lostSpawn(x);
+  clock.advance(1_000);
+  assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'pl')) === a.proc.processId, 5_000), 'the task process left the session');
+  assert.ok(await idleInRedis(r, a.sessionId));
+  clock.advance(480 * 60_000);
+  assert.ok(await eventually(() => x.hooked.length === 1, 5_000), 'timed out, one hook: the request process only');
+  assert.deepEqual(x.hooked, [a.proc.processId]);
+}));
 
-test("a sweep whose reply is lost (its timeouts claimed, unread): the repair runs those closes, each hook once", { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await node(r, clock);
-  try {
-    const a = await idleSession(r, x);
-    loseNextReply(x.client, 'lwsSweep');
-    clock.advance(480 * 60_000); // A is due: the next sweep claims it, and its reply is lost
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'claimed by the lost sweep');
-    // A sweep a second (the failed one re-arms its timer once its error is read).
-    assert.ok(await eventually(() => { clock.advance(1_000); return x.hooked.length === 1; }, 5_000), 'the repair ran the close');
-    assert.deepEqual(x.hooked, [a.proc.processId]);
-    assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${a.sessionId}`)) === 0, 5_000));
-    assert.ok(await eventually(() => x.engine.stats().closed.timeout === 1), 'counted once, where it ran');
-  } finally {
-    await stopAll(clock, [], undefined, x);
-  }
-});
+test("a sweep whose reply is lost (its timeouts claimed, unread): the repair runs those closes, each hook once", { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
+  const a = await idleSession(r, x);
+  loseNextReply(x.client, 'lwsSweep');
+  clock.advance(480 * 60_000); // A is due: the next sweep claims it, and its reply is lost
+  assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'claimed by the lost sweep');
+  // A sweep a second (the failed one re-arms its timer once its error is read).
+  assert.ok(await eventually(() => { clock.advance(1_000); return x.hooked.length === 1; }, 5_000), 'the repair ran the close');
+  assert.deepEqual(x.hooked, [a.proc.processId]);
+  assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${a.sessionId}`)) === 0, 5_000));
+  assert.ok(await eventually(() => x.engine.stats().closed.timeout === 1), 'counted once, where it ran');
+}));
 
-test('a session regenerated between the repair\'s two steps: the process a lost enter took is freed under the new id', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await node(r, clock);
-  try {
-    const a = await idleSession(r, x);
-    const pid = a.proc.processId;
-    loseNextReply(x.client, 'lwsEnterManyBuffer');
-    await assert.rejects(x.engine.acquire({ sessionId: a.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
-    let newId: string | null = null;
-    wrapScript(x.client, 'lwsRepairFree', (free: Script) => async (...args) => {
-      newId ??= await x.engine.regenerate(a.sessionId);
-      return free(...args);
-    });
-    assert.ok(await eventually(() => { clock.advance(1_000); return newId !== null; }, 5_000));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${pid}`)) === '0', 5_000), 'freed under the new id');
-    const next = await x.engine.acquire({ sessionId: newId!, ip: IP });
-    assert.equal(next.sessionId, newId);
-    next.release();
-  } finally {
-    await stopAll(clock, [], undefined, x);
-  }
-});
+test('a session regenerated between the repair\'s two steps: the process a lost enter took is freed under the new id', { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
+  const a = await idleSession(r, x);
+  const pid = a.proc.processId;
+  loseNextReply(x.client, 'lwsEnterManyBuffer');
+  await assert.rejects(x.engine.acquire({ sessionId: a.sessionId, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
+  let newId: string | null = null;
+  wrapScript(x.client, 'lwsRepairFree', (free: Script) => async (...args) => {
+    newId ??= await x.engine.regenerate(a.sessionId);
+    return free(...args);
+  });
+  assert.ok(await eventually(() => { clock.advance(1_000); return newId !== null; }, 5_000));
+  assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${pid}`)) === '0', 5_000), 'freed under the new id');
+  const next = await x.engine.acquire({ sessionId: newId!, ip: IP });
+  assert.equal(next.sessionId, newId);
+  next.release();
+}));
 
-test('a lost spawn in a session closed before the repair: the task that never ran gets no hook', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await node(r, clock);
-  try {
-    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    loseNextReply(x.client, 'lwsSpawn');
-    a.proc.spawn('export', async () => {});
-    assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000));
-    a.release();
-    const closing = x.engine.closeSession(a.sessionId);
-    assert.ok(await eventually(() => { clock.advance(1_000); return x.hooked.length > 0; }, 5_000));
-    assert.equal(await closing, true);
-    assert.deepEqual(x.hooked, [a.proc.processId], 'the request process only');
-  } finally {
-    await stopAll(clock, [], undefined, x);
-  }
-});
+test('a lost spawn in a session closed before the repair: the task that never ran gets no hook', { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
+  const a = await lostSpawn(x);
+  const closing = x.engine.closeSession(a.sessionId);
+  assert.ok(await eventually(() => { clock.advance(1_000); return x.hooked.length > 0; }, 5_000));
+  assert.equal(await closing, true);
+  assert.deepEqual(x.hooked, [a.proc.processId], 'the request process only');
+}));

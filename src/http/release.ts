@@ -100,7 +100,7 @@ function releaseOnClose(this: ReleasingResponse): void {
  * The response is over for good (destroyed, or its client left). An HTTP/2 compatibility response whose
  * stream was reset says so only on its stream (it has no `destroyed`): its 'close' has come already.
  */
-export function isGone(res: ServerResponse): boolean {
+function isGone(res: ServerResponse): boolean {
   return res.destroyed || (res as { stream?: { destroyed?: boolean } }).stream?.destroyed === true;
 }
 

@@ -22,8 +22,10 @@ export interface SweepGauges {
  */
 export class RedisSweep<Vars extends SessionVars> {
   readonly #node: NodeServices<Vars>;
-  /** Runs the close pipeline for a session this sweep claimed (`undefined`: a close taken over, reason as claimed). */
-  /** `countAtEnd`: a claim of this node whose reply was lost (never counted), run by the repair. */
+  /**
+   * Runs the close pipeline for a session this sweep claimed (`undefined`: a close taken over, reason as
+   * claimed). `countAtEnd`: a claim of this node whose reply was lost (never counted), run by the repair.
+   */
   readonly #start: (id: string, reason: CloseReason | undefined, countAtEnd?: boolean) => void;
   #timer: TimerHandle | undefined;
   #sweeping = false;

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import { ManualClock, SessionEngine, type SessionEngineOptions, type SessionError, type SessionStore } from '../../src/index.js';
-import { request, settle, type TestResponse } from '../helpers.js';
+import { request, sessionIdOf, settle, type TestResponse } from '../helpers.js';
 import { appHooks, ContractApp, type AppVars, type ContractServer, type StartServer } from './app.js';
 
 /** Only a guard against a broken adapter hanging the run; no test logic depends on wall time. */
@@ -56,6 +56,18 @@ export async function abandonedRequest(server: ContractServer, path: string, coo
   else await ready;
   req.destroy();
   await until(async () => (await connections()) === before, 'the server saw the client leave');
+}
+
+/**
+ * `/partial` fails ('late secret') after its head went out, `/` answers the session id: the connection
+ * is cut, the failure reported once, and the session's next request is served.
+ */
+export async function expectCutAfterTheHead(server: ContractServer, errors: unknown[]): Promise<void> {
+  const id = sessionIdOf(await request(server.url));
+  await assert.rejects(request(server.url, { path: '/partial', cookie: `4DSID=${id}` }));
+  const next = await request(server.url, { cookie: `4DSID=${id}` });
+  assert.deepEqual([next.status, next.body], [200, id]);
+  assert.deepEqual(errors.map((e) => ((e as Error).cause as Error).message), ['late secret']);
 }
 
 // ---- reading responses ----------------------------------------------------------------------------
