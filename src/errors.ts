@@ -37,6 +37,12 @@ export const ERROR_CODES = {
   ERR_SESSION_TASK_FAILED: { httpStatus: 500, message: 'spawned task failed' },
   /** A request body exceeded the allowed size. */
   ERR_SESSION_BODY_TOO_LARGE: { httpStatus: 413, message: 'request body too large' },
+  /**
+   * The client left (closed its connection, reset its HTTP/2 stream) before its request body was read
+   * whole. A client's doing, not the application's: answered 400 (to nobody, as a rule) and not reported
+   * as a handler failure, as body-parser answers 'request aborted'.
+   */
+  ERR_SESSION_BODY_ABORTED: { httpStatus: 400, message: 'request body aborted by the client' },
   /** The session store (Redis) did not answer or refused a command; `cause` holds the client's error. */
   ERR_SESSION_STORE_UNAVAILABLE: { httpStatus: 503, message: 'session store unavailable' },
   /**

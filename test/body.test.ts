@@ -131,8 +131,9 @@ test('a client that disconnects in the middle of its body makes readBody reject 
     await reading.promise;
     req.destroy();
     const error = await outcome.promise;
-    assert.ok(error instanceof Error, String(error));
-    assert.equal((error as NodeJS.ErrnoException).code, 'ECONNRESET');
+    assert.ok(error instanceof SessionError, String(error));
+    assert.equal(error.code, 'ERR_SESSION_BODY_ABORTED');
+    assert.equal(error.httpStatus, 400);
   } finally {
     await stopAll(server, engine);
   }

@@ -18,7 +18,8 @@ export const DEFAULT_MAX_BODY_BYTES = 100 * 1024;
  * else as soon as the bytes counted pass the limit. A refused body is discarded, not buffered, and the
  * stream keeps flowing so the 413 answer reaches the client and a keep-alive connection stays usable
  * (destroying the request would cut the socket before the answer). The server's `requestTimeout`
- * bounds a client that never stops sending.
+ * bounds a client that never stops sending. A client that leaves before the end rejects it with
+ * `ERR_SESSION_BODY_ABORTED` (400): let it through and the adapter answers 400 without reporting it.
  *
  * @example
  * createServer(engine, async (req, res, proc) => {
@@ -72,9 +73,10 @@ export function readBody(req: BodySource, options: ReadBodyOptions = {}): Promis
       cleanup();
       resolve(chunks.length === 1 ? chunks[0] as Buffer : Buffer.concat(chunks, size));
     };
+    // The request stream fails only with its connection (a reset, a cut, the server's requestTimeout).
     const onError = (error: Error): void => {
       cleanup();
-      reject(error);
+      reject(aborted(error));
     };
     const onClose = (): void => {
       cleanup();
@@ -108,8 +110,8 @@ function declaredLength(header: string | undefined): number | undefined {
   return header !== undefined && /^\d{1,15}$/.test(header) ? Number(header) : undefined;
 }
 
-function aborted(): Error {
-  return Object.assign(new Error('request body aborted by the client'), { code: 'ECONNRESET' });
+function aborted(cause?: Error): SessionError {
+  return new SessionError('ERR_SESSION_BODY_ABORTED', undefined, { cause });
 }
 
 function tooLarge(detail: string): SessionError {
