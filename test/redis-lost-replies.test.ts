@@ -181,3 +181,40 @@ test('a lost spawn in a session closed before the repair: the task that never ra
   assert.equal(await closing, true);
   assert.deepEqual(x.hooked, [a.proc.processId], 'the request process only');
 }));
+
+test('a regenerate whose reply is lost after the rename ran: it still answers the new id, locks follow, and the old id is dead', { timeout: 20_000 }, (t) => withNode(t, async (r, x) => {
+  const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  const oldId = lease.sessionId;
+  let newId: string | null;
+  try {
+    lease.proc.vars.n = 7;
+    assert.equal(await lease.proc.locks.tryLock('Orders', 3), true);
+    loseNextReply(x.client, 'lwsRename');
+    newId = await lease.run(() => x.engine.regenerate(oldId));
+    assert.ok(newId !== null && newId !== oldId, `regenerate answered ${String(newId)}`);
+    assert.equal(lease.sessionId, newId, 'the response goes on under the new id');
+    assert.equal((await lease.proc.locks.lockedBy('Orders', 3))?.sessionId, newId, 'the locks were renamed too');
+  } finally {
+    lease.release();
+  }
+  assert.equal(await r.redis.exists(`${r.prefix}s:${oldId}`), 0);
+  const again = await x.engine.acquire({ sessionId: newId, ip: IP });
+  assert.equal(again.sessionId, newId);
+  assert.equal(again.proc.vars.n, 7, 'the context went along');
+  again.release();
+  const fixed = await x.engine.acquire({ sessionId: oldId, ip: IP });
+  assert.notEqual(fixed.sessionId, oldId, 'the old id gets a new session');
+  fixed.release();
+}));
+
+test('a regenerate whose call fails before the rename ran still says 503: nothing moved', { timeout: 20_000 }, (t) => withNode(t, async (r, x) => {
+  const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  try {
+    wrapScript(x.client, 'lwsRename', () => async () => { throw new Error('Connection is closed.'); });
+    await assert.rejects(lease.run(() => x.engine.regenerate(lease.sessionId)), { code: 'ERR_SESSION_STORE_UNAVAILABLE', sessionId: lease.sessionId });
+    assert.equal(await r.redis.exists(`${r.prefix}s:${lease.sessionId}`), 1, 'the session is where it was');
+    assert.equal(lease.sessionId, lease.proc.sessionId);
+  } finally {
+    lease.release();
+  }
+}));
