@@ -5,8 +5,9 @@ export interface TimerHandle {
 
 /**
  * Every time decision of the engine goes through a clock, so tests move time instead of sleeping.
- * `now()` is milliseconds since the epoch. `setTimer` is optional: without it the engine uses an
- * unref'ed `setTimeout`, so a clock with only `now()` still works for decisions made on requests.
+ * `now()` is milliseconds since the epoch. `setTimer` is optional: without it the engine's timers are
+ * real, unref'ed ones that look at `now()` at least once a second, so deadlines (timeouts, hook and
+ * queue limits) follow a clock that only has `now()` too, at most a second late.
  */
 export interface Clock {
   now(): number;
@@ -21,9 +22,24 @@ export function realTimer(callback: () => void, delayMs: number): TimerHandle {
   return { cancel: () => clearTimeout(timer) };
 }
 
-/** A timer on `clock`: its own when it has them (a test's ManualClock), else a real, unref'ed one. */
+/** How often a timer on a clock without `setTimer` looks at the clock: the most such a deadline is late. */
+const CLOCK_POLL_MS = 1_000;
+
+/**
+ * A timer on `clock`: its own when it has them (a test's ManualClock), else a real, unref'ed one due
+ * when `clock.now()` reaches the deadline, however that clock moves (the real time it waits is no guide).
+ */
 export function timerOn(clock: Clock, callback: () => void, delayMs: number): TimerHandle {
-  return clock.setTimer === undefined ? realTimer(callback, delayMs) : clock.setTimer(callback, delayMs);
+  if (clock.setTimer !== undefined) return clock.setTimer(callback, delayMs);
+  const dueAtMs = clock.now() + Math.max(0, delayMs);
+  let timer: TimerHandle;
+  const check = (): void => {
+    const leftMs = dueAtMs - clock.now();
+    if (leftMs <= 0) callback();
+    else timer = realTimer(check, Math.min(leftMs, CLOCK_POLL_MS));
+  };
+  timer = realTimer(check, Math.min(Math.max(0, delayMs), CLOCK_POLL_MS));
+  return { cancel: () => timer.cancel() };
 }
 
 /** The default clock: wall time and real, unref'ed timers. */

@@ -1,5 +1,5 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
-import { realTimer, type Clock } from './clock.js';
+import { timerOn, type Clock } from './clock.js';
 import { SessionError } from './errors.js';
 import { isThenable } from './maybe-async.js';
 import { processInternals, runOf, type ProcessRun, type SessionVars, type WebProcess } from './process.js';
@@ -25,10 +25,9 @@ export const TIMED_OUT = Symbol('timed out');
 /** Waits for `promise`, at most `ms` on the engine's clock; resolves to TIMED_OUT when time ran out. */
 export function within<T>(clock: Clock, ms: number, promise: Promise<T>): Promise<T | typeof TIMED_OUT> {
   return new Promise((resolve, reject) => {
-    const schedule = clock.setTimer?.bind(clock) ?? realTimer;
     // The verdict waits one turn of the event loop: work that has already settled (its continuation is
     // queued) wins over a deadline that fired in the same turn, as when a test clock jumps hours at once.
-    const timer = schedule(() => setImmediate(() => resolve(TIMED_OUT)), ms);
+    const timer = timerOn(clock, () => setImmediate(() => resolve(TIMED_OUT)), ms);
     promise.then(
       (value) => { timer.cancel(); resolve(value); },
       (error: unknown) => { timer.cancel(); reject(error); },

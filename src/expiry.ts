@@ -1,4 +1,4 @@
-import { realTimer, type Clock, type TimerHandle } from './clock.js';
+import { timerOn, type Clock, type TimerHandle } from './clock.js';
 import type { MemoryStore } from './memory-store.js';
 import type { SessionVars } from './process.js';
 import type { Session } from './session.js';
@@ -34,8 +34,7 @@ export class ExpiryTimer {
     if (this.#handle !== undefined && this.#armedForMs <= deadlineMs) return;
     this.cancel();
     this.#armedForMs = deadlineMs;
-    const schedule = this.#clock.setTimer?.bind(this.#clock) ?? realTimer;
-    this.#handle = schedule(() => {
+    this.#handle = timerOn(this.#clock, () => {
       this.#handle = undefined;
       this.#armedForMs = Number.POSITIVE_INFINITY;
       this.#onDue();

@@ -1,0 +1,72 @@
+// DESIGN.md §2 names the clock option `{ now(): number }`: a clock without `setTimer` must drive every
+// deadline too. The engine then looks at it at least once a second on real timers, so these tests wait
+// real time (bounded, about a second), which is what such a clock costs; ManualClock tests never wait.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SessionEngine, type CloseReason } from '../src/index.js';
+import { eventually } from './helpers.js';
+
+const IP = '127.0.0.1';
+type Vars = { n: number };
+
+/** A clock with only `now()`, moved by hand. */
+function nowOnlyClock(): { now(): number; advance(ms: number): void } {
+  let nowMs = Date.UTC(2026, 0, 1);
+  return { now: () => nowMs, advance: (ms) => { nowMs += ms; } };
+}
+
+test('a clock with only now(): an idle session times out when that clock passes its deadline, hook and all, and its id is dead after', { timeout: 10_000 }, async () => {
+  const clock = nowOnlyClock();
+  const closes: CloseReason[] = [];
+  const engine = new SessionEngine<Vars>({ clock, init: () => ({ n: 0 }), inactiveProcessTimeoutMs: 60_000, inactiveSessionTimeoutMs: 24 * 3_600_000, onClose: (proc, reason) => { closes.push(reason); assert.equal(proc.vars.n, 1, 'context intact'); } });
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.proc.vars.n = 1;
+    lease.release();
+    clock.advance(59_000);
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    assert.deepEqual(closes, [], 'not before its deadline');
+    clock.advance(2_000);
+    assert.ok(await eventually(() => closes.length === 1, 3_000), 'timed out within about a second of real time');
+    assert.deepEqual(closes, ['timeout']);
+    const next = await engine.acquire({ sessionId: lease.sessionId, ip: IP });
+    assert.notEqual(next.sessionId, lease.sessionId);
+    next.release();
+  } finally {
+    await engine.stop();
+  }
+});
+
+test('a clock with only now(): a hook that never settles is given up at closeTimeoutMs on that clock, and a queued request at queueTimeoutMs', { timeout: 10_000 }, async () => {
+  const clock = nowOnlyClock();
+  // The first hook never settles; the others (stop's) return at once.
+  let hooks = 0;
+  const engine = new SessionEngine<Vars>({ clock, init: () => ({ n: 0 }), closeTimeoutMs: 30_000, queueTimeoutMs: 30_000, onClose: () => (hooks++ === 0 ? new Promise(() => {}) : undefined) });
+  const errors: string[] = [];
+  engine.on('error', (error) => errors.push(error.code));
+  // The engine's timers are unref'ed (a server's socket keeps a real process alive): the test holds the loop.
+  const alive = setInterval(() => {}, 100);
+  try {
+    const hooked = await engine.acquire({ sessionId: undefined, ip: IP });
+    hooked.release();
+    const closing = engine.closeSession(hooked.sessionId);
+    const busy = await engine.acquire({ sessionId: undefined, ip: IP });
+    const queued = engine.acquire({ sessionId: busy.sessionId, ip: IP });
+    let closed = false;
+    let refused = false;
+    void closing.then(() => { closed = true; });
+    queued.then((lease) => lease.release(), () => { refused = true; });
+    // 29 s on the clock: neither deadline is due.
+    for (let i = 0; i < 29; i++) clock.advance(1_000);
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    assert.deepEqual([closed, refused, errors], [false, false, []], 'nothing before the deadlines');
+    assert.ok(await eventually(() => { clock.advance(1_000); return closed && refused; }, 4_000), 'both deadlines passed within about a second of real time');
+    assert.equal(await closing, true, 'the close finished');
+    assert.deepEqual(errors, ['ERR_SESSION_HOOK_TIMEOUT']);
+    await assert.rejects(queued, { code: 'ERR_SESSION_QUEUE_TIMEOUT' });
+    busy.release();
+  } finally {
+    await engine.stop();
+    clearInterval(alive);
+  }
+});
