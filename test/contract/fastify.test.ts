@@ -57,6 +57,29 @@ describe('fastify adapter: the framework idiom', () => {
     });
   });
 
+  test('app.close() while a handler waits for its process\'s signal (the way to end a stream at a close): the stop aborts it, app.close() resolves and every session is hooked once', GUARD, async () => {
+    const waiting = deferred();
+    let fastify: FastifyInstance | undefined;
+    await withFastify((app) => {
+      fastify = app;
+      app.get('/', async (request) => request.proc.sessionId);
+      app.get('/stream', async (request) => {
+        waiting.resolve();
+        await new Promise((resolve) => request.proc.signal.addEventListener('abort', resolve, { once: true }));
+        return 'ended by the close';
+      });
+    }, async (server, engine, errors, hooks) => {
+      assert.equal((await request(server.url)).status, 200);
+      const streaming = request(server.url, { path: '/stream' });
+      await waiting.promise;
+      await fastify!.close(); // the stop must start before Fastify waits for the request in flight
+      assert.deepEqual(hooks, ['shutdown', 'shutdown']);
+      assert.equal((await streaming).body, 'ended by the close');
+      assert.deepEqual(engine.sessions(), []);
+      assert.deepEqual(errors, []);
+    });
+  });
+
   test('an error naming a 4xx status gets Fastify\'s usual answer and is not a reported failure', GUARD, async () => {
     await withFastify((app) => {
       app.get('/forbidden', async () => { throw Object.assign(new Error('not yours'), { statusCode: 403 }); });

@@ -80,8 +80,16 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
 
   if (errorHandler) fastify.setErrorHandler(answerErrors);
 
+  // The stop starts in preClose, before Fastify's server waits for its in-flight requests: it aborts
+  // their processes' signals and bounds their drain by closeTimeoutMs. Started in onClose (after that
+  // wait), a handler waiting on its signal would hold app.close() for ever, every hook with it.
+  let stopping: Promise<void> | undefined;
+  fastify.addHook('preClose', (next) => {
+    stopping = engine.stop();
+    next();
+  });
   fastify.addHook('onClose', (_instance, next) => {
-    engine.stop().then(() => next(), next);
+    (stopping ?? engine.stop()).then(() => next(), next);
   });
   done();
 };
