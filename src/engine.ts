@@ -140,9 +140,17 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     // Once stopped, the engine's async context is released: Node keeps every enabled AsyncLocalStorage
     // in one list that each new promise walks, so engines created and stopped by the thousand (tests,
     // per-tenant engines) would otherwise slow every promise of the process.
+    // Called from a request, that request goes on after the stop and keeps knowing its session.
     if (this.#stopping === undefined) {
       this.#store.refuse();
-      this.#stopping = this.#store.stop(this.#caller()).then(() => this.#als.disable());
+      const caller = this.#caller();
+      // The engine's timers are unref'ed, and the stop's bounds (drains, hooks) are among them: held
+      // until it ends, so a process with nothing else to do cannot exit half-way through the hooks.
+      const holdLoop = setInterval(() => {}, 0x7fffffff);
+      this.#stopping = this.#store.stop(caller).finally(() => {
+        clearInterval(holdLoop);
+        if (caller === undefined) this.#als.disable();
+      });
     }
     return this.#stopping;
   }
