@@ -91,6 +91,9 @@ export class SessionProcesses<Vars extends SessionVars> {
     }
     // The failure's promise is flattened by the `then` whenReady makes.
     return whenReady<Vars, MaybePromise<RequestLease<Vars>>>(vars, (resolved) => {
+      // Its session's close stopped waiting for it (init outlasted closeTimeoutMs) and tore it down: no
+      // request runs in a process whose teardown is done, nor do init's vars come back into it.
+      if (proc.closed) throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: session.id });
       proc.vars = resolved;
       return lease;
     }, (error: unknown) => this.#initFailed(session, proc, error)) as MaybePromise<RequestLease<Vars>>;

@@ -234,3 +234,26 @@ for (const [name, storeFor] of stores) {
     }
   });
 }
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: a stop that gives up waiting for a slow async init (closeTimeoutMs): the request never runs in the torn-down process, init's vars do not come back into it, no 'create'`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const clock = new ManualClock();
+    const initDone = deferred<Vars>();
+    const { engine, creates, errors } = engineOn(choice, { clock, closeTimeoutMs: 200, init: () => initDone.promise });
+    const acquiring = engine.acquire({ sessionId: undefined, ip: IP });
+    const outcome = acquiring.then((lease) => { lease.release(); return 'ran'; }, (error: { code?: string }) => error.code);
+    await settle();
+    let stopped = false;
+    void engine.stop().then(() => { stopped = true; });
+    // Memory: the drain gives up on the request at closeTimeoutMs. Redis: the stop refuses the session
+    // whose creation has not reached Redis yet.
+    assert.ok(await eventually(() => { clock.advance(100); return stopped; }, 5_000), 'the stop ended without init');
+    initDone.resolve({ n: 1 });
+    const refused = await outcome;
+    assert.ok(refused === 'ERR_SESSION_CLOSED' || refused === 'ERR_SESSION_STOPPED', `the request was ${refused}`);
+    assert.deepEqual(creates, []);
+    assert.deepEqual(errors.filter((code) => code !== 'ERR_SESSION_DRAIN_TIMEOUT'), []);
+  });
+}
