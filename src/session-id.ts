@@ -9,7 +9,9 @@ const IDS_PER_DRAW = 256;
 const ID_BYTES = 16;
 const entropy = Buffer.alloc(ID_BYTES * IDS_PER_DRAW);
 let nextId = IDS_PER_DRAW;
-const text = Buffer.from('00000000-0000-4000-8000-000000000000', 'latin1');
+// Buffer.alloc, never pooled: Buffer.from of a short string lands in Node's shared 8 KiB pool, where any
+// small Buffer made later (and its `.buffer`) would carry the newest id along.
+const text = Buffer.alloc(36, '00000000-0000-4000-8000-000000000000', 'latin1');
 const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
 /** Where the two hex digits of each byte go in the text (the dashes stay). */
 const DIGIT_OFFSETS = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34] as const;
