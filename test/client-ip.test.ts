@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { clientIp, normalizeIp } from '../src/http/client-ip.js';
 
-test('clientIp follows trustProxy: false the socket, true the leftmost X-Forwarded-For, n hops back from the socket', () => {
+test('clientIp follows trustProxy: false the socket, true the leftmost X-Forwarded-For, n hops back from the socket; an entry with a port counts by its address', () => {
   const cases: Array<[forwardedFor: string | undefined, trust: boolean | number, expected: string]> = [
     [undefined, false, '10.0.0.1'],
     ['1.1.1.1', false, '10.0.0.1'],
@@ -17,7 +17,14 @@ test('clientIp follows trustProxy: false the socket, true the leftmost X-Forward
     ['::ffff:3.3.3.3', 1, '3.3.3.3'],
     ['1.1.1.1,2.2.2.2,  4.4.4.4 ', 1, '4.4.4.4'],
     ['unknown', true, '10.0.0.1'],
-    ['1.1.1.1:80, 2.2.2.2', true, '10.0.0.1'],
+    ['1.1.1.1:80, 2.2.2.2', true, '1.1.1.1'],
+    ['1.1.1.1, 203.0.113.5:41000', 1, '203.0.113.5'],
+    ['[2001:db8::1]:41000', 1, '2001:db8::1'],
+    ['[2001:db8::1]', 1, '2001:db8::1'],
+    ['[1.1.1.1]:80', 1, '10.0.0.1'],
+    ['1.1.1.1:99999999', 1, '10.0.0.1'],
+    ['::FFFF:3.3.3.3', 1, '3.3.3.3'],
+    ['unknown:80', 1, '10.0.0.1'],
     ['<script>', 1, '10.0.0.1'],
     ['2001:db8::1', 1, '2001:db8::1'],
   ];

@@ -1,7 +1,7 @@
 // The client address under `trustProxy`, fuzzed against the option's specification: false: the socket's
 // address; true: the leftmost X-Forwarded-For entry; n ≥ 1: in [...X-Forwarded-For entries, socket] the
-// entry at index length-1-n, clamped to 0; a malformed entry is treated as missing (the socket's address
-// is used). The address decides IP validation (400) and is what sessions() reports.
+// entry at index length-1-n, clamped to 0; an entry with a port (`1.2.3.4:80`, `[::1]:443`, `[::1]`)
+// counts by its address; a malformed entry is treated as missing (the socket's address is used). The address decides IP validation (400) and is what sessions() reports.
 // Profile: FUZZ_RUNS / FUZZ_HTTP_RUNS (see test/fuzz-support.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,14 +13,24 @@ import { createServer } from '../src/adapters/node/index.js';
 import { acquireFor } from '../src/http/binding.js';
 import { FUZZ, guardFor, params, rawRequest, trapProcessFailures } from './fuzz-support.js';
 
-const normalize = (ip: string): string => (ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip);
+const normalize = (ip: string): string => (ip.toLowerCase().startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip);
+
+/** The address an entry names: itself, or without the port a proxy may have written after it. */
+function entryAddress(entry: string): string | undefined {
+  if (isIP(entry) !== 0) return entry;
+  const v6 = entry.match(/^\[(.*)\](:[0-9]+)?$/);
+  if (v6 !== null) return isIP(v6[1]!) === 6 && (v6[2] === undefined || v6[2].length <= 6) ? v6[1] : undefined;
+  const v4 = entry.match(/^(.*):([0-9]+)$/);
+  return v4 !== null && isIP(v4[1]!) === 4 && v4[2]!.length <= 5 ? v4[1] : undefined;
+}
 
 /** The specification, written out (entries never empty here: see the note on `entryArb`). */
 function specClientIp(socket: string, forwardedFor: string | undefined, trustProxy: boolean | number): string {
   if (trustProxy === false || forwardedFor === undefined) return normalize(socket);
   const entries = forwardedFor.split(',').map((e) => e.trim());
   const chosen = trustProxy === true ? entries[0] : [...entries, socket][Math.max(0, entries.length - trustProxy)];
-  return chosen !== undefined && isIP(chosen) !== 0 ? normalize(chosen) : normalize(socket);
+  const address = chosen === undefined ? undefined : entryAddress(chosen);
+  return normalize(address ?? socket);
 }
 
 // Entries are never empty: whether "a, , b" counts the empty one as a hop is not specified, so the
@@ -29,7 +39,8 @@ const entryArb: fc.Arbitrary<string> = fc.oneof(
   { weight: 4, arbitrary: fc.ipV4() },
   { weight: 2, arbitrary: fc.ipV6() },
   { weight: 1, arbitrary: fc.ipV4().map((ip) => `::ffff:${ip}`) },
-  { weight: 2, arbitrary: fc.constantFrom('unknown', '_hidden', '1.2.3.4:80', '[::1]:443', '999.1.1.1', '1.2.3', 'localhost', '<script>', 'x'.repeat(2_000)) },
+  { weight: 2, arbitrary: fc.constantFrom('unknown', '_hidden', '1.2.3.4:80', '[::1]:443', '[::1]', '[1.2.3.4]:80', '1.2.3.4:123456', '::FFFF:1.2.3.4', '999.1.1.1', '1.2.3', 'localhost', '<script>', 'x'.repeat(2_000)) },
+  { weight: 1, arbitrary: fc.tuple(fc.oneof(fc.ipV4(), fc.ipV6().map((ip) => `[${ip}]`)), fc.integer({ min: 0, max: 65_535 })).map(([ip, port]) => `${ip}:${port}`) },
   { weight: 1, arbitrary: fc.string({ minLength: 1, maxLength: 20 }).filter((s) => !s.includes(',') && s.trim() !== '' && !/[\x00-\x08\x0a-\x1f\x7f]/.test(s)) },
 );
 const xffArb = fc.option(fc.tuple(fc.array(entryArb, { minLength: 1, maxLength: 6 }), fc.constantFrom(',', ', ', ' , ')).map(([e, sep]) => e.join(sep)), { freq: 6 });
@@ -52,7 +63,7 @@ test(`the client address follows trustProxy's specification, malformed X-Forward
   }
 });
 
-test('a malformed X-Forwarded-For entry is treated as missing: the socket address is used (examples from the specification)', async () => {
+test('a malformed X-Forwarded-For entry is treated as missing: the socket address is used; one with a port counts by its address (examples from the specification)', async () => {
   const engine = new SessionEngine({ maxSessions: 20 });
   let created = '';
   engine.on('create', (event) => { created = event.ip; });
@@ -60,7 +71,10 @@ test('a malformed X-Forwarded-For entry is treated as missing: the socket addres
     ['198.51.100.7', true, '198.51.100.7'],
     ['unknown', true, '10.0.0.1'],
     ['<script>alert(1)</script>, 198.51.100.7', true, '10.0.0.1'],
-    ['198.51.100.7:4711', 1, '10.0.0.1'],
+    ['198.51.100.7:4711', 1, '198.51.100.7'],
+    ['[2001:db8::7]:4711', 1, '2001:db8::7'],
+    ['198.51.100.7:', 1, '10.0.0.1'],
+    ['198.51.100.7:4711:1', 1, '10.0.0.1'],
     ['198.51.100.7, garbage', 1, '10.0.0.1'],
     ['garbage, 198.51.100.7', 1, '198.51.100.7'],
     ['garbage, 198.51.100.7', 2, '10.0.0.1'],

@@ -1,23 +1,37 @@
 import { isIP } from 'node:net';
 import type { RuntimeOptions } from '../options.js';
 
-/** `::ffff:127.0.0.1` and `127.0.0.1` are one client: compare IPv4 clients in one form. */
+/** `::ffff:127.0.0.1` (in any case) and `127.0.0.1` are one client: compare IPv4 clients in one form. */
 export function normalizeIp(address: string | undefined): string {
   if (address === undefined) return '';
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+  return address.length > 7 && address.includes('.') && address.slice(0, 7).toLowerCase() === '::ffff:' ? address.slice(7) : address;
+}
+
+/**
+ * The address in a proxy's entry, which some proxies write with the client's port (`203.0.113.5:41000`,
+ * `[2001:db8::1]:41000`, `[2001:db8::1]`); undefined if it holds none.
+ */
+function addressOf(entry: string): string | undefined {
+  if (isIP(entry) !== 0) return entry;
+  const bracketed = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(entry);
+  if (bracketed !== null) return isIP(bracketed[1]!) === 6 ? bracketed[1] : undefined;
+  const withPort = /^([\d.]+):\d{1,5}$/.exec(entry);
+  return withPort !== null && isIP(withPort[1]!) === 4 ? withPort[1] : undefined;
 }
 
 /**
  * The client's address under the engine's `trustProxy` option, the one rule every adapter uses (a
  * framework's own proxy settings play no part, so every adapter sees the same client):
  * `false` the socket's address; `true` the leftmost X-Forwarded-For entry; a number n the address n hops
- * back from the socket in [...X-Forwarded-For, socket] (the leftmost when the chain is shorter). Without
- * an X-Forwarded-For header, or when the entry chosen is not an IP address (a client can write anything
- * there: `unknown`, a port, a script), it is the socket's address.
+ * back from the socket in [...X-Forwarded-For, socket] (the leftmost when the chain is shorter). An
+ * entry with a port (as some proxies write it) counts by its address. Without an X-Forwarded-For header,
+ * or when the entry chosen holds no IP address (a client can write anything there: `unknown`, a
+ * script), it is the socket's address.
  */
 export function clientIp(remoteAddress: string | undefined, forwardedFor: string | undefined, trustProxy: RuntimeOptions['trustProxy']): string {
   const chosen = trustedEntry(forwardedFor, trustProxy);
-  return chosen !== undefined && isIP(chosen) !== 0 ? normalizeIp(chosen) : normalizeIp(remoteAddress);
+  const address = chosen === undefined ? undefined : addressOf(chosen);
+  return normalizeIp(address ?? remoteAddress);
 }
 
 /**
