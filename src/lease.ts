@@ -25,8 +25,11 @@ export interface LeaseHost<Vars extends SessionVars, S extends LeaseSession = Le
   cookieExpiresAtMs(session: S): number;
   /** Calls `callback` once `closeTimeoutMs` has passed on the engine's clock (see `releaseAtTheLatest`). */
   releaseDeadline(callback: () => void): TimerHandle;
-  /** `releaseAtTheLatest`'s deadline passed: said on the engine's 'error' event (ERR_SESSION_DRAIN_TIMEOUT). */
-  reportHeldTooLong(sessionId: string): void;
+  /**
+   * `releaseAtTheLatest`'s or `holdAndReportAtTheLatest`'s deadline passed: said on the engine's 'error'
+   * event (ERR_SESSION_DRAIN_TIMEOUT), with what became of the process.
+   */
+  reportHeldTooLong(sessionId: string, process: 'released' | 'held'): void;
 }
 
 const NO_COOKIE: CookieDirective = Object.freeze({ action: 'none' });
@@ -99,8 +102,21 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
     if (this.#released || this.#deadline !== undefined) return;
     this.#deadline = this.#host.releaseDeadline(() => {
       if (this.#released) return;
-      this.#host.reportHeldTooLong(this.sessionId);
+      this.#host.reportHeldTooLong(this.sessionId, 'released');
       this.release();
+    });
+  }
+
+  /**
+   * @internal The response is over (the client left, or it was cut) while its handler, which the adapter
+   * sees settle, still runs: the process stays with it until it settles, however long, since requests of
+   * one process never overlap (the session's next requests wait, then get 503 at queueTimeoutMs). A
+   * handler still running `closeTimeoutMs` later is reported once, so a stuck one does not go unseen.
+   */
+  holdAndReportAtTheLatest(): void {
+    if (this.#released || this.#deadline !== undefined) return;
+    this.#deadline = this.#host.releaseDeadline(() => {
+      if (!this.#released) this.#host.reportHeldTooLong(this.sessionId, 'held');
     });
   }
 }
@@ -109,9 +125,11 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
 export function releaseDeadlines<Vars extends SessionVars>(ctx: Pick<StoreContext<Vars>, 'clock' | 'options' | 'report'>): Pick<LeaseHost<Vars>, 'releaseDeadline' | 'reportHeldTooLong'> {
   return {
     releaseDeadline: (callback) => timerOn(ctx.clock, callback, ctx.options.closeTimeoutMs),
-    reportHeldTooLong: (sessionId) => ctx.report(new SessionError(
+    reportHeldTooLong: (sessionId, process) => ctx.report(new SessionError(
       'ERR_SESSION_DRAIN_TIMEOUT',
-      `a request's response was over (its client left, or it was cut) and its handler had not ended it after ${ctx.options.closeTimeoutMs} ms: its process is released`,
+      process === 'released'
+        ? `a request's response was over (its client left, or it was cut) and its handler had not ended it after ${ctx.options.closeTimeoutMs} ms: its process is released`
+        : `a request's response was over (its client left, or it was cut) and its handler was still running after ${ctx.options.closeTimeoutMs} ms: its process stays held until it settles`,
       { sessionId },
     ), 'drainTimeouts'),
   };

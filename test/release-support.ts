@@ -117,6 +117,37 @@ export async function expectReleasedAtTheDeadline(url: string, engine: SessionEn
   assert.equal(engine.sessions().find((s) => s.id === id)?.busy, false);
 }
 
+/**
+ * The session's `/open` request is cut (its client leaves) while its handler, which the adapter sees
+ * settle, still runs: the next request of the session waits for it past closeTimeoutMs (requests of one
+ * process never overlap), the handler still running then is reported once, and the next request runs as
+ * soon as the handler settles (`probe.finish`).
+ */
+export async function expectHeldUntilTheHandlerSettles(url: string, engine: SessionEngine<Vars>, clock: ManualClock, errors: SessionError[], probe: Probe): Promise<void> {
+  const id = sessionIdOf(await request(url));
+  const cookie = `4DSID=${id}`;
+  const open = requestThenLeave(url, '/open', cookie);
+  await probe.started.promise;
+  open.leave();
+  await probe.left.promise;
+  const next = track(request(url, { cookie }));
+  await settle(20);
+  clock.advance(CLOSE_TIMEOUT_MS - 1);
+  await settle(5);
+  assert.deepEqual(errors, [], 'nothing said before closeTimeoutMs');
+  clock.advance(1);
+  await settle(20);
+  assert.equal(next.settled, false, 'still held past closeTimeoutMs: the next request does not run beside the handler');
+  assert.deepEqual(errors.map((e) => [e.code, e.sessionId]), [['ERR_SESSION_DRAIN_TIMEOUT', id]]);
+  assert.match(errors[0]!.message, /still running/);
+  assert.equal(engine.sessions().find((s) => s.id === id)?.busy, true);
+  probe.finish.resolve();
+  const answered = await waitFor(next);
+  assert.equal(answered.status, 200);
+  assert.equal(sessionIdOf(answered), id, 'the same session');
+  assert.equal(errors.length, 1);
+}
+
 export async function waitFor(pending: ReturnType<typeof track<TestResponse>>): Promise<TestResponse> {
   for (let i = 0; i < 2_000 && !pending.settled; i++) await settle(1);
   assert.ok(pending.settled, 'answered');

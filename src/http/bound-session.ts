@@ -71,9 +71,10 @@ export class BoundSession implements CookieState {
     if (this.lease.released) return;
     if (this.#handler === 'running' && this.#closed && this.#subject !== undefined && this.#gaveUpResponse?.(this.#subject) === true) this.#handler = 'unseen';
     if (this.#handler === 'running') {
-      // Closed while its handler runs: released when it settles. If the response was cut (its client
-      // left) rather than finished, at the latest after closeTimeoutMs.
-      if (this.#closed && wasCut(this.#res)) this.lease.releaseAtTheLatest();
+      // Closed while its handler runs: released when it settles, however long (requests of one process
+      // never overlap); if the response was cut (its client left), a handler still running after
+      // closeTimeoutMs is reported.
+      if (this.#closed && wasCut(this.#res)) this.lease.holdAndReportAtTheLatest();
       return;
     }
     const res = this.#res;

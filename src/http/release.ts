@@ -8,7 +8,7 @@ import type { LeaseHandle } from './response.js';
 const kRelease = Symbol('legacy-web-sessions.release');
 const kHandlerRunning = Symbol('legacy-web-sessions.handler-running');
 const kClosed = Symbol('legacy-web-sessions.closed');
-type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>; [kHandlerRunning]?: boolean; [kClosed]?: boolean };
+type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>; [kHandlerRunning]?: boolean; [kClosed]?: boolean };
 
 /**
  * Node never emits 'close' on the response of a pipelined request queued behind another on its
@@ -54,16 +54,16 @@ function closeIfStillQueued(res: ServerResponse): void {
 }
 
 /**
- * The handler returned a promise (node:http, Hono): the process is its until it settles. If the response
- * is cut meanwhile (its client left before it finished), the process is released when the handler
- * settles, at the latest `closeTimeoutMs` later (see `releaseAtTheLatest`): a promise that never
- * settles cannot hold its session for ever. Call `releaseAfterResponse` once it settles.
+ * The handler returned a promise (node:http, Hono): the process is its until it settles, even if its
+ * client leaves meanwhile (requests of one process never overlap); one still running `closeTimeoutMs`
+ * after its response was cut is reported (see `holdAndReportAtTheLatest`). Call `releaseAfterResponse`
+ * once it settles.
  */
-export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>): void {
+export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>): void {
   const releasing = res as ReleasingResponse;
   releasing[kHandlerRunning] = true;
   if (isGone(res)) {
-    if (wasCut(res)) lease.releaseAtTheLatest();
+    if (wasCut(res)) lease.holdAndReportAtTheLatest();
     return;
   }
   releasing[kRelease] = lease;
@@ -74,7 +74,7 @@ export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandl
  * The handler is done with `proc`: release once the response is over too (ended, or the client left).
  * For adapters that see the handler settle (node:http, Hono).
  */
-export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest'>): void {
+export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>): void {
   const releasing = res as ReleasingResponse;
   releasing[kHandlerRunning] = false;
   // Closed already (its 'close' came while the handler ran): an HTTP/2 stream the client reset says
@@ -92,7 +92,7 @@ function releaseOnClose(this: ReleasingResponse): void {
   const lease = this[kRelease];
   if (lease === undefined) return;
   if (this[kHandlerRunning] !== true) lease.release();
-  else if (wasCut(this)) lease.releaseAtTheLatest();
+  else if (wasCut(this)) lease.holdAndReportAtTheLatest();
 }
 
 /**
