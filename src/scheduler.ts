@@ -8,7 +8,7 @@ import { isThenable, whenReady, type MaybePromise } from './maybe-async.js';
 import { MemoryCloses } from './memory-closes.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
-import { cookieExpiresAtMs, freeRequestProcess, NONE, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
+import { cookieExpiresAtMs, freeRequestProcess, NONE, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
 import { initFailure, tearDown, type StoreContext } from './store.js';
@@ -81,7 +81,8 @@ export class Scheduler<Vars extends SessionVars> {
   /** Takes a free process of the session, or waits for one (FIFO). Rejects ERR_SESSION_CLOSED if the session closes meanwhile. */
   enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
-    const free = freeRequestProcess(session);
+    // A lowered processesPerSession applies at once: a session with more processes runs no more at a time.
+    const free = runningRequestCount(session) < options.processesPerSession ? freeRequestProcess(session) : undefined;
     // First come, first served: a newcomer never overtakes the requests already waiting, even when
     // there is room for one more process now (processesPerSession raised, a process place freed).
     const canAddProcess = free === undefined && session.queuedCount === 0 && session.requestProcessCount < options.processesPerSession && this.#processes.hasRoom;
@@ -246,7 +247,7 @@ export class Scheduler<Vars extends SessionVars> {
       return;
     }
     if (!session.running.includes(proc)) return; // its process was dropped (failed init)
-    const next = session.queue?.shift();
+    const next = runningRequestCount(session) <= this.#ctx.options.processesPerSession ? session.queue?.shift() : undefined;
     if (next !== undefined) return next.resolve(proc); // handed over: the session stays busy
     session.running = withoutItem(session.running, proc); // free again (see freeRequestProcess)
     this.#settleIfIdle(session);

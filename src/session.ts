@@ -161,6 +161,14 @@ export function removeItem<T>(list: T[], item: T): boolean {
  * in `processes` (it leaves both when its task ends), so a listed process not running is a free request
  * process.
  */
+/**
+ * Request processes of an open session running now. Its task processes run from spawn to end, so every
+ * process beyond the request processes is a running task.
+ */
+export function runningRequestCount(session: Session<SessionVars>): number {
+  return session.running.length - (session.processes.length - session.requestProcessCount);
+}
+
 export function freeRequestProcess<Vars extends SessionVars>(session: Session<Vars>): WebProcess<Vars> | undefined {
   const { processes, running } = session;
   for (const proc of processes) if (!running.includes(proc)) return proc;

@@ -37,14 +37,17 @@ if f[5] then for p in string.gmatch(f[5], '%S+') do list[#list + 1] = p end end
 local slot
 local state = ''
 local copied = '0'
-local web = 0
+local web, busyWeb = 0, 0
+local free
 for _, p in ipairs(list) do
   local kbd = redis.call('HMGET', h, 'k:' .. p, 'b:' .. p)
   if kbd[1] == 'w' then
     web = web + 1
-    if not slot and kbd[2] == '0' then slot = p end
+    if kbd[2] ~= '0' then busyWeb = busyWeb + 1 elseif not free then free = p end
   end
 end
+-- A lowered perSession applies at once: a session with more processes runs no more at a time.
+if free and busyWeb < tonumber(ARGV[7]) then slot = free end
 if not slot then
   if web < tonumber(ARGV[7]) and tonumber(redis.call('GET', P .. 'procs') or '0') < tonumber(ARGV[8]) then
     slot = 'r' .. redis.call('INCR', P .. 'seq')
