@@ -1,27 +1,17 @@
 // The demo in real headless Chromium (Debian's /usr/bin/chromium through playwright-core, never a
 // downloaded browser): two users and an admin, each in their own browser context.
 // Screenshots go to a temporary directory, or to docs/ with UPDATE_SCREENSHOTS=1.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ADMIN_TOKEN, startTestDemo } from './demo-client.js';
+import { CHROMIUM, CHROMIUM_ARGS as ARGS, chromiumOrSkip } from './browser-support.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
 const SHOTS = process.env.UPDATE_SCREENSHOTS === '1' ? fileURLToPath(new URL('../docs/', import.meta.url)) : mkdtempSync(join(tmpdir(), 'stockroom-shots-'));
-
-/** Chromium or a reason to skip: missing is a failure under CI=true, a loud skip elsewhere. */
-function chromiumOrSkip(t: TestContext): boolean {
-  if (existsSync(CHROMIUM)) return true;
-  if (process.env.CI === 'true') assert.fail(`${CHROMIUM} is missing: under CI=true the browser suite must run (.ci/run installs it: apt-get install -y chromium)`);
-  console.warn(`\n!!! browser suite SKIPPED: ${CHROMIUM} not found. Install it with: apt-get install -y chromium !!!\n`);
-  t.skip(`browser suite: ${CHROMIUM} not installed`);
-  return false;
-}
 
 async function newPage(browser: Browser): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });

@@ -75,11 +75,12 @@ export class Model {
   }
 
   /**
-   * Whether a request for `s` starts at once: a request process is free, or one more may be made; and
-   * nobody waits already (first come, first served).
+   * Whether a request for `s` starts at once: fewer than processesPerSession of its requests run (a
+   * lowered value applies at once, whatever processes the session has), and a request process is free or
+   * one more may be made; and nobody waits already (first come, first served).
    */
   startsAtOnce(s: ModelSession, processesPerSession: number): boolean {
-    return s.queued === 0 && (s.requestProcesses.size > s.holders || s.requestProcesses.size < processesPerSession);
+    return s.queued === 0 && s.holders < processesPerSession && (s.requestProcesses.size > s.holders || s.requestProcesses.size < processesPerSession);
   }
 
   /** regenerate: the same session, context and processes, under a new id; the old id is dead. */

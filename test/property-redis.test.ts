@@ -117,10 +117,12 @@ function inFlight(world: World, snap: Snapshot, local: LocalView): string | unde
     if (p.settled) return 'an answer is not absorbed yet';
     if (p.expect !== undefined) return `a request the model refuses (${p.expect}) is not answered yet`;
     // Only a request the model has waiting may still be unanswered (with processesPerSession 2 a second
-    // request of a busy session gets a process of its own at once), and only while its session has no
-    // room for one more process (raised while it waited, the room is its at its next poll).
+    // request of a busy session gets a process of its own at once), and only while its session runs as
+    // many requests as processesPerSession allows (lowered, whatever processes it has) or has no room for
+    // one more process (raised while it waited, the room is its at its next poll).
     const target = model.sessions.get(p.target);
-    const waits = target !== undefined && holders.has(p.target) && p.queued && target.requestProcesses.size >= local.processesPerSession;
+    const running = holders.get(p.target) ?? 0;
+    const waits = target !== undefined && running > 0 && p.queued && (running >= local.processesPerSession || target.requestProcesses.size >= local.processesPerSession);
     if (!waits) return `a request for ${p.target || 'a new session'} is not answered yet`;
   }
   for (const id of snap.open) if (!model.sessions.has(id)) return `session ${id} is open in Redis${model.dead.has(id) ? ' after its id died' : ''} but unknown to the model`;
