@@ -9,7 +9,8 @@ import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
-import { handleCookieExpiresAtMs, keyTtlMs, Retries, text, unavailable, type NodeServices, type RedisSettings, type Reply, type SessionHandle, type StoreCommands } from './node.js';
+import { extendKeys, leaveCluster } from './node-keys.js';
+import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { applyRemoteOption, encodeOption, onStoreMessage } from './messages.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
@@ -58,6 +59,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   #heartbeat: NodeJS.Timeout | undefined;
   #onIdle: (() => void) | undefined;
   #refusing = false;
+  /** stop() has ended: the node has left, or leaves once the request that called it ends. */
+  #stopped = false;
   /** Other live nodes at the last heartbeat. */
   #othersAlive = 0;
   /** The start succeeded (it is never undone: #ready stays resolved). */
@@ -147,6 +150,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 
   closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
+    // Stopped, the node knows no session (as the memory store), and may have no Redis connection left.
+    if (this.#stopped) return Promise.resolve(false);
     return this.#closer.closeSession(id, caller);
   }
 
@@ -207,22 +212,27 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#closer.stop();
       this.#requests.stop();
       clearInterval(this.#heartbeat);
-      await this.#leave().catch(() => {});
-      await this.#closeClients();
+      this.#stopped = true;
+      // A request that called stop() goes on after it (the stop does not wait for its caller): its
+      // release still needs Redis, so the node leaves once it has ended (closeTimeoutMs at most).
+      const afterWork = caller !== undefined && this.#busyCount(undefined) > 0;
+      const leaving = this.#leave(afterWork);
+      if (afterWork) leaving.catch(() => {});
+      else await leaving;
     }
   }
 
-  /**
-   * A node that stops is dead at once for the others (no wait for its lease to run out). It stays in the
-   * registry: the next sweep anywhere frees what it could not give back (a save that never landed) and
-   * takes over a close it could not finish, then forgets it.
-   */
-  async #leave(): Promise<void> {
-    const { prefix } = this.#settings;
-    await this.#redis.multi()
-      .del(`${prefix}node:${this.#node.nodeId}`, `${prefix}stopping:${this.#node.nodeId}`)
-      .set(`${prefix}left:${this.#node.nodeId}`, '1', 'PX', this.#settings.nodeLeaseMs * 10)
-      .exec();
+  /** Leaves the cluster and closes the clients; first, if told to, waits for the work still running here and its saves. */
+  async #leave(afterWork: boolean): Promise<void> {
+    if (afterWork) {
+      const idle = new Promise<void>((resolve) => {
+        this.#onIdle = () => { if (this.#busyCount(undefined) === 0) resolve(); };
+        this.#onIdle();
+      });
+      await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, idle.then(() => this.#processes.settled()));
+    }
+    await leaveCluster(this.#redis, this.#settings, this.#node.nodeId).catch(() => {});
+    await this.#closeClients();
   }
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
@@ -241,6 +251,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   optionChanged(name: OptionName, value: unknown): void {
     this.#localOptions.add(name);
+    if (this.#stopped) return; // kept here only: the node has left the cluster
     const { prefix } = this.#settings;
     // Written once the store has started (no offline queue before the connection is up).
     const written = this.#started().then(() => this.#redis.lwsSetOption(prefix, this.#node.nodeId, name, encodeOption(value), keyTtlMs(this.#ctx, this.#settings)));
@@ -279,13 +290,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const queuedRequests = this.#turns.total;
     let locksHeld = 0;
     for (const h of this.#known.values()) for (const p of h.processesHere()) locksHeld += p.lockCount;
-    return { ...this.#closer.gauges, closingSessions: Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };
+    return { ...this.#closer.gauges, closingSessions: this.#stopped ? this.#closer.activeCount : Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };
   }
-}
-
-/** Gives the keys of every open session at least `ttlMs` to live, a ZSCAN step of them per call. */
-async function extendKeys(redis: StoreCommands, prefix: string, ttlMs: number): Promise<void> {
-  let cursor = '0';
-  do cursor = text(await redis.lwsExtendKeys(prefix, ttlMs, cursor) as Reply[number]);
-  while (cursor !== '0');
 }

@@ -1,0 +1,22 @@
+import type { RedisSettings, Reply, StoreCommands } from './node.js';
+import { text } from './node.js';
+
+/**
+ * A node that stops is dead at once for the others (no wait for its lease to run out). It stays in the
+ * registry: the next sweep anywhere frees what it could not give back (a save that never landed) and
+ * takes over a close it could not finish, then forgets it.
+ */
+export async function leaveCluster(redis: StoreCommands, settings: RedisSettings, nodeId: string): Promise<void> {
+  const { prefix } = settings;
+  await redis.multi()
+    .del(`${prefix}node:${nodeId}`, `${prefix}stopping:${nodeId}`)
+    .set(`${prefix}left:${nodeId}`, '1', 'PX', settings.nodeLeaseMs * 10)
+    .exec();
+}
+
+/** Gives the keys of every open session at least `ttlMs` to live, a ZSCAN step of them per call. */
+export async function extendKeys(redis: StoreCommands, prefix: string, ttlMs: number): Promise<void> {
+  let cursor = '0';
+  do cursor = text(await redis.lwsExtendKeys(prefix, ttlMs, cursor) as Reply[number]);
+  while (cursor !== '0');
+}

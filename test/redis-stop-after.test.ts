@@ -1,0 +1,50 @@
+// A Redis node's stop() and what comes after it: a request that stops the engine itself goes on after
+// the stop resolved (it does not wait for its caller), so its release must still reach Redis, and the
+// engine's calls after the stop answer as on the memory store (closeSession false, options kept
+// locally, no closing session left in the gauges), with nothing reported.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { eventually } from './helpers.js';
+import { redisForTest } from './redis-support.js';
+
+const IP = '127.0.0.1';
+
+test('Redis store: a request that calls stop() releases its process after the stop resolved: its release lands, nothing is reported, no node key is left', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const engine = new SessionEngine<{ n: number }>({ clock: new ManualClock(), init: () => ({ n: 0 }), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+  const errors: string[] = [];
+  engine.on('error', (error) => errors.push(`${error.code}: ${error.message}`));
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  await lease.run(async () => {
+    lease.proc.vars.n = 1;
+    await engine.stop();
+  });
+  lease.release();
+  assert.ok(await eventually(async () => (await r.redis.keys(`${r.prefix}nb:*`)).length === 0, 5_000), 'the node\'s list of what it runs is gone: the release landed');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(errors, []);
+});
+
+test('Redis store: after stop(), closeSession answers false, setOption is kept locally, stats show no closing session, and nothing is reported', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const engine = new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+  const errors: string[] = [];
+  engine.on('error', (error) => errors.push(`${error.code}: ${error.message}`));
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    ids.push(lease.sessionId);
+    lease.release();
+  }
+  await engine.stop();
+  assert.equal(await engine.closeSession(ids[0]!), false);
+  engine.setOption('maxSessions', 5);
+  assert.equal(engine.getOption('maxSessions'), 5);
+  assert.equal(engine.stats().closingSessions, 0);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(errors, []);
+});
