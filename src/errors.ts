@@ -65,6 +65,13 @@ export const ERROR_CODES = {
    * request would get a new session.
    */
   ERR_SESSION_COOKIE_INSECURE: { httpStatus: 500, message: 'SameSite=None session cookie sent without Secure over plain HTTP: browsers drop it' },
+  /**
+   * A warning (process.emitWarning), once per cookie name: the session cookie's name has the `__Host-`
+   * or `__Secure-` prefix and the cookie is about to go out without what the prefix demands (`Secure`;
+   * for `__Host-` also `Path=/` and no `Domain`), so browsers drop it and every request would get a new
+   * session.
+   */
+  ERR_SESSION_COOKIE_REFUSED: { httpStatus: 500, message: "session cookie breaks its name's prefix rules: browsers drop it" },
 } as const satisfies Record<string, { httpStatus: number; message: string }>;
 
 export type SessionErrorCode = keyof typeof ERROR_CODES;

@@ -52,3 +52,27 @@ test('a SameSite=None cookie about to go out over plain HTTP without Secure warn
     process.off('warning', onWarning);
   }
 });
+
+test('a cookie name with the __Host- or __Secure- prefix whose cookie lacks what the prefix demands warns once per name (ERR_SESSION_COOKIE_REFUSED); one that has it does not', async () => {
+  const warnings: string[] = [];
+  const onWarning = (warning: Error): void => { if ((warning as { code?: string }).code === 'ERR_SESSION_COOKIE_REFUSED') warnings.push(warning.message); };
+  process.on('warning', onWarning);
+  try {
+    const directive = { action: 'set' as const, sessionId: randomUUID(), expiresAtMs: Date.UTC(2026, 0, 1) };
+    const format = (cookieName: string, over: 'http' | 'https', extra: { cookieDomain?: string; cookiePath?: string; cookieSecure?: true | 'auto' } = {}): void => {
+      new SessionCookieFormat({ cookieName, cookieDomain: extra.cookieDomain, cookiePath: extra.cookiePath ?? '/', cookieSameSite: 'Strict', cookieSecure: extra.cookieSecure ?? 'auto' }).format(directive, over === 'https');
+    };
+    format('__Host-ok', 'https');
+    format('__Secure-ok', 'https', { cookiePath: '/app', cookieDomain: 'example.com' });
+    format('__host-plainhttp', 'http');
+    format('__Host-proxied', 'http', { cookieSecure: true });
+    format('__Host-domain', 'https', { cookieDomain: 'example.com' });
+    format('__Host-path', 'https', { cookiePath: '/app' });
+    format('__Secure-plainhttp', 'http');
+    format('__Secure-plainhttp', 'http');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(warnings.map((w) => /cookie (\S+):/.exec(w)?.[1]), ['__host-plainhttp', '__Host-domain', '__Host-path', '__Secure-plainhttp']);
+  } finally {
+    process.off('warning', onWarning);
+  }
+});

@@ -9,8 +9,9 @@ import { serializeSessionCookie, type CookieOptions } from './cookie.js';
 const MARK_ID = '00000000-0000-4000-8000-000000000000';
 const MARK_MS = Date.UTC(2001, 1, 3, 4, 5, 6);
 const MARK_DATE = new Date(MARK_MS).toUTCString();
-/** Cookie names already warned about (ERR_SESSION_COOKIE_INSECURE), in this process. */
+/** Cookie names already warned about (ERR_SESSION_COOKIE_INSECURE, ERR_SESSION_COOKIE_REFUSED), in this process. */
 const warnedInsecure = new Set<string>();
+const warnedRefused = new Set<string>();
 
 /** The Set-Cookie values of one set of cookie options. */
 export class SessionCookieFormat {
@@ -40,6 +41,11 @@ export class SessionCookieFormat {
         warnedInsecure.add(this.options.cookieName);
         process.emitWarning(new SessionError('ERR_SESSION_COOKIE_INSECURE', `cookie ${this.options.cookieName}: serve over HTTPS, or use cookieSameSite "Lax" or "Strict"`));
       }
+      const broken = prefixBroken(this.options, secure);
+      if (broken !== undefined && !warnedRefused.has(this.options.cookieName)) {
+        warnedRefused.add(this.options.cookieName);
+        process.emitWarning(new SessionError('ERR_SESSION_COOKIE_REFUSED', `cookie ${this.options.cookieName}: ${broken}`));
+      }
       const template = serializeSessionCookie({ action: 'set', sessionId: MARK_ID, expiresAtMs: MARK_MS }, this.options, secure) ?? '';
       const id = template.indexOf(MARK_ID);
       const date = template.indexOf(MARK_DATE);
@@ -51,6 +57,21 @@ export class SessionCookieFormat {
     }
     return parts;
   }
+}
+
+/**
+ * What the cookie's name prefix demands and this cookie would lack (RFC 6265bis: browsers match the
+ * prefixes without regard to case), or undefined.
+ */
+function prefixBroken(options: CookieOptions, secure: boolean): string | undefined {
+  const name = options.cookieName.toLowerCase();
+  const host = name.startsWith('__host-');
+  if (!host && !name.startsWith('__secure-')) return undefined;
+  const withSecure = options.cookieSecure === true || (options.cookieSecure === 'auto' && secure);
+  if (!withSecure) return 'it goes out without Secure (serve over HTTPS, or set cookieSecure true behind a TLS proxy)';
+  if (host && options.cookieDomain !== undefined) return '__Host- cookies may have no Domain (unset cookieDomain)';
+  if (host && options.cookiePath !== '/') return '__Host- cookies must have Path=/ (cookiePath "/")';
+  return undefined;
 }
 
 let lastSecond = Number.NaN;
