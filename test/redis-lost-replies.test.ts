@@ -218,3 +218,17 @@ test('a regenerate whose call fails before the rename ran still says 503: nothin
     lease.release();
   }
 }));
+
+test('a close whose finish reply is lost after the finish ran: the close still ends here, with its \'close\' event and its count, and closeSession resolves true', { timeout: 20_000 }, (t) => withNode(t, async (r, x) => {
+  const a = await idleSession(r, x, { n: 1 });
+  const events: string[] = [];
+  x.engine.on('close', (event) => events.push(`${event.sessionId} ${event.reason}`));
+  loseNextReply(x.client, 'lwsFinish');
+  assert.equal(await x.engine.closeSession(a.sessionId), true);
+  assert.deepEqual(x.hooked, [a.proc.processId], 'hooked once');
+  assert.ok(await eventually(() => events.length === 1, 5_000), 'the close event came');
+  assert.deepEqual(events, [`${a.sessionId} closed`]);
+  assert.equal(x.engine.stats().closed.closed, 1);
+  assert.equal(await r.redis.exists(`${r.prefix}s:${a.sessionId}`), 0);
+  assert.deepEqual(x.errors.map((e) => e.code), []);
+}));

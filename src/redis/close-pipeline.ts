@@ -5,6 +5,7 @@ import type { CloseReason, ClosePhase } from '../session.js';
 import type { CloseEvent } from '../types.js';
 import type { ClusterWaits } from './cluster-waits.js';
 import { SessionHandle, text, type NodeServices } from './node.js';
+import { readAfterLostReply } from './node-keys.js';
 import { restoreProcess } from './state.js';
 
 /** One close this node has claimed, while it runs (closer.ts keeps them by session id). */
@@ -114,7 +115,17 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     for (const proc of processes) await processInternals.teardown(proc, {});
     // Their list of held locks was in the state that could not be read; Redis knows them by process.
     for (const proc of unreadable) await this.#node.lockManager.releaseAll({ sessionId: id, processId: proc.processId }, []);
-    if (Number(await redis.lwsFinish(settings.prefix, id, nodeId)) !== 1) return;
+    const finishSentAtMs = performance.now();
+    let finished: boolean;
+    try {
+      finished = Number(await redis.lwsFinish(settings.prefix, id, nodeId)) === 1;
+    } catch (error) {
+      // Its reply lost with its connection: the finish may have run. The claim is this node's, and no
+      // other node takes it over within a lease: the session's key gone means this finish ran.
+      if (await readAfterLostReply(settings, finishSentAtMs, () => redis.exists(`${settings.prefix}s:${id}`)) !== 0) throw error;
+      finished = true;
+    }
+    if (!finished) return;
     pipeline.phase = 'done';
     this.#waits.finishedElsewhere(id);
     let hookFailures = 0;

@@ -1,5 +1,23 @@
+import { realTimer } from '../clock.js';
 import type { RedisSettings, Reply, StoreCommands } from './node.js';
 import { text } from './node.js';
+
+/**
+ * After a call whose reply was lost with its connection (the script may have run): reads what it left,
+ * as soon as Redis answers again, for at most a node lease from `sentAtMs` (`performance.now()`); past
+ * that, this node may have been taken for dead and its work taken over, and what it reads would prove
+ * nothing of its own call. Undefined if Redis did not answer in time.
+ */
+export async function readAfterLostReply<T>(settings: RedisSettings, sentAtMs: number, read: () => Promise<T>): Promise<T | undefined> {
+  for (;;) {
+    try {
+      return await read();
+    } catch {
+      if (performance.now() - sentAtMs >= settings.nodeLeaseMs) return undefined;
+      await new Promise<void>((resolve) => realTimer(resolve, settings.pollIntervalMs));
+    }
+  }
+}
 
 /**
  * A node that stops is dead at once for the others (no wait for its lease to run out). It stays in the

@@ -1,7 +1,7 @@
 import type { WebProcess, SessionVars } from '../process.js';
-import { realTimer } from '../clock.js';
 import { newSessionId } from '../session-id.js';
 import type { RedisLockManager } from './locks.js';
+import { readAfterLostReply } from './node-keys.js';
 import { keyTtlMs, text, unavailable, waiterStaleMs, type NodeServices, type SessionHandle } from './node.js';
 import type { TurnQueues } from './turns.js';
 
@@ -61,14 +61,16 @@ export class SessionRenames<Vars extends SessionVars> {
     if (renaming !== undefined) handle!.renaming = renaming;
     let pids: string;
     try {
+      const sentAtMs = performance.now();
       try {
         pids = text(await redis.lwsRename(settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '') as string);
       } catch (error) {
         // A reply lost with its connection: the rename may have run. Not knowing would answer 503 for a
         // session that lives on under an id nobody was given (its client, back on the dead old id, gets
         // a new session, and the renamed one idles to its timeout with the login in it).
-        const landed = await this.#landed(newId);
-        if (landed === undefined) throw unavailable(error, id);
+        // The id is fresh and random: only this node's rename can have made its key.
+        const landed = await readAfterLostReply(settings, sentAtMs, () => redis.hget(`${settings.prefix}s:${newId}`, 'pl'));
+        if (landed === undefined || landed === null) throw unavailable(error, id);
         pids = landed;
       }
       if (pids !== '') this.renamed(id, newId);
@@ -81,25 +83,6 @@ export class SessionRenames<Vars extends SessionVars> {
     if (pids === '') return null;
     await this.#lockManager.renameSession(pids.split(' '), newId);
     return newId;
-  }
-
-  /**
-   * The processes of the session now under `newId` if a rename to it ran, else undefined (it did not
-   * run, or Redis did not answer again within a node lease). The id is fresh and random: only this
-   * node's rename can have made its key.
-   */
-  async #landed(newId: string): Promise<string | undefined> {
-    const { redis, settings } = this.#node;
-    const giveUpAt = performance.now() + settings.nodeLeaseMs;
-    for (;;) {
-      try {
-        const pids = await redis.hget(`${settings.prefix}s:${newId}`, 'pl');
-        return pids === null ? undefined : pids;
-      } catch {
-        if (performance.now() >= giveUpAt) return undefined;
-        await new Promise<void>((resolve) => realTimer(resolve, settings.pollIntervalMs));
-      }
-    }
   }
 
   /**
