@@ -48,7 +48,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     const scheduler = this.#scheduler;
     if (this.#refusing) throw scheduler.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
     const { mode } = this.#ctx.options;
-    if (mode === 'none' || (session === undefined && request.withoutSession === true)) return scheduler.transient();
+    if (mode === 'none') return scheduler.transient();
     if (session === undefined) {
       return scheduler.create(request.ip, closedWhileQueued === undefined ? undefined : (created) => { closedWhileQueued.successor = created; });
     }

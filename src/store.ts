@@ -20,12 +20,6 @@ export interface RequestIdentity {
   /** The session id the client's cookie carries, if any (never adopted: an unknown id gets a new session). */
   readonly sessionId: string | undefined;
   readonly ip: string;
-  /**
-   * Without a session id, serve it in a throw-away process, as in `'none'` mode: no session is made and
-   * no cookie goes out (a cross-site arrival whose browser withheld its SameSite cookie; see
-   * `withheldCookie` in http/binding.ts). @default false
-   */
-  readonly withoutSession?: boolean;
 }
 
 export type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors' | 'storeErrors';

@@ -7,7 +7,7 @@ import type { MaybePromise } from '../maybe-async.js';
 import type { SessionVars } from '../process.js';
 import { clientIp, clientIsSecure } from './client-ip.js';
 import { readSessionId } from './cookie.js';
-import { bindingSettings, type BindingSettings, type OptionsEngine } from './settings.js';
+import { bindingSettings, type OptionsEngine } from './settings.js';
 
 /** What the binding uses of an engine: any `SessionEngine<Vars>` has it. */
 export type HttpEngine<Vars extends SessionVars> = Pick<SessionEngine<Vars>, 'acquireNow'> & OptionsEngine;
@@ -26,12 +26,6 @@ export interface HttpRequestFacts {
   readonly secure: boolean;
   /** The X-Forwarded-Proto header, read only under `trustProxy`. */
   readonly forwardedProto?: string | undefined;
-  /** The Sec-Fetch-Site header: where the browser says the request comes from (`cross-site`, `same-origin`…). */
-  readonly fetchSite?: string | undefined;
-  /** The Sec-Fetch-Mode header (`navigate` for a page load), read for a cross-site request without a cookie. */
-  readonly fetchMode?: string | undefined;
-  /** The request's method, read for a cross-site request without a cookie. */
-  readonly method?: string | undefined;
 }
 
 /** A complete error answer, framework-free. The body never contains an error's own text. */
@@ -59,9 +53,6 @@ export function socketFacts(req: IncomingMessage): HttpRequestFacts {
     forwardedFor: Array.isArray(forwarded) ? forwarded.join(',') : forwarded,
     secure: (req.socket as TLSSocket).encrypted === true,
     forwardedProto: Array.isArray(proto) ? proto.join(',') : proto,
-    fetchSite: req.headers['sec-fetch-site'] as string | undefined,
-    fetchMode: req.headers['sec-fetch-mode'] as string | undefined,
-    method: req.method,
   };
 }
 
@@ -81,27 +72,10 @@ export function isSecure(engine: OptionsEngine, facts: HttpRequestFacts): boolea
  */
 export function acquireFor<Vars extends SessionVars>(engine: HttpEngine<Vars>, facts: HttpRequestFacts): MaybePromise<RequestLease<Vars>> {
   const settings = bindingSettings(engine);
-  const sessionId = readSessionId(facts.cookieHeader, settings.cookieName);
   return engine.acquireNow({
-    sessionId,
+    sessionId: readSessionId(facts.cookieHeader, settings.cookieName),
     ip: clientIp(facts.remoteAddress, facts.forwardedFor, settings.trustProxy),
-    withoutSession: sessionId === undefined && facts.fetchSite === 'cross-site' && withheldCookie(settings.cookieSameSite, facts),
   });
-}
-
-/**
- * A cross-site request (the browser's Sec-Fetch-Site says so) without a session cookie: would the
- * browser have withheld ours? `Strict` is never sent cross-site; `Lax` only on a top-level GET or HEAD
- * navigation; `None` always. If so the browser may well hold a session cookie, and answering with a new
- * one would replace it: a link from a mail or another site would sign the user out, and any site could
- * do it at will (a cross-site subresource cannot even set a SameSite cookie: the session would be made
- * for nothing). Such a request runs in a throw-away process with no cookie; the next same-site request
- * carries the cookie, or makes the session if there is none.
- */
-function withheldCookie(sameSite: BindingSettings['cookieSameSite'], facts: HttpRequestFacts): boolean {
-  if (sameSite === 'Strict') return true;
-  if (sameSite === 'None') return false;
-  return !(facts.fetchMode === 'navigate' && (facts.method === 'GET' || facts.method === 'HEAD'));
 }
 
 /** The Set-Cookie header value for the lease's response, decided now (call it when headers are written). */

@@ -14,7 +14,6 @@ export interface BindingSettings {
   readonly version: number | undefined;
   readonly cookieName: string;
   readonly trustProxy: RuntimeOptions['trustProxy'];
-  readonly cookieSameSite: RuntimeOptions['cookieSameSite'];
   readonly cookieFormat: SessionCookieFormat;
 }
 
@@ -33,7 +32,6 @@ export function bindingSettings(engine: OptionsEngine): BindingSettings {
       version,
       cookieName: engine.getOption('cookieName'),
       trustProxy: engine.getOption('trustProxy'),
-      cookieSameSite: engine.getOption('cookieSameSite'),
       cookieFormat: new SessionCookieFormat({
         cookieName: engine.getOption('cookieName'), cookieDomain: engine.getOption('cookieDomain'), cookiePath: engine.getOption('cookiePath'),
         cookieSameSite: engine.getOption('cookieSameSite'), cookieSecure: engine.getOption('cookieSecure'),

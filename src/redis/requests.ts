@@ -115,7 +115,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     try {
       const starting = this.#deps.started();
       if (starting !== undefined) await starting; // its failure is a 503, counted below
-      if (ctx.options.mode === 'none' || (request.sessionId === undefined && request.withoutSession === true)) return await this.#transient();
+      if (ctx.options.mode === 'none') return await this.#transient();
       if (request.sessionId !== undefined) {
         const lease = await this.#entry.enter(request.sessionId, request.ip);
         if (lease !== undefined) return lease;

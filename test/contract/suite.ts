@@ -4,7 +4,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request, sessionCookie, sessionIdOf, settle, type TestResponse } from '../helpers.js';
+import { request, sessionCookie, sessionIdOf, settle } from '../helpers.js';
 import type { StartServer } from './app.js';
 import { GUARD, json, post, theCookie, until, UUID, withApp } from './harness.js';
 import { lifecycleContract } from './suite-lifecycle.js';
@@ -238,31 +238,6 @@ function sessionContract(start: StartServer): void {
       assert.equal(response.status, 200);
       assert.ok(response.setCookies.includes('app=1; Path=/') && response.setCookies.includes('theme=dark'), JSON.stringify(response.setCookies));
       assert.equal(theCookie(response).value, id);
-    });
-  });
-
-  test('a cross-site arrival without the session cookie (Sec-Fetch-Site: cross-site), where the browser would have withheld it (SameSite Strict; Lax but for a top-level GET), runs in a throw-away process with no cookie: a session the browser holds is never replaced', GUARD, async () => {
-    const navigation = { 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'navigate', 'sec-fetch-dest': 'document' };
-    const crossPost = (url: string): Promise<TestResponse> => request(url, { path: '/', method: 'POST', headers: { ...navigation, 'content-type': 'text/plain' }, body: 'x' });
-    await withApp(start, {}, async ({ server, engine }) => {
-      for (const arrival of [await request(server.url, { headers: navigation }), await crossPost(server.url)]) {
-        assert.equal(arrival.status, 200, arrival.body);
-        assert.deepEqual(arrival.setCookies, [], 'no cookie to replace the one the browser kept back');
-        assert.equal(json(arrival).sid, '', 'no session');
-      }
-      assert.equal(engine.sessions().length, 0);
-      const sameSite = await request(server.url, { headers: { ...navigation, 'sec-fetch-site': 'same-origin' } });
-      const id = sessionIdOf(sameSite);
-      assert.ok(id !== undefined && UUID.test(id), 'a same-site request without a cookie makes a session, as any');
-      const carried = await request(server.url, { headers: navigation, cookie: `4DSID=${id}` });
-      assert.equal(json(carried).sid, id, 'a cross-site request that carries the cookie is served in its session');
-    });
-    await withApp(start, { cookieSameSite: 'Lax' }, async ({ server, engine }) => {
-      const get = await request(server.url, { headers: navigation });
-      assert.ok(sessionIdOf(get), 'Lax goes with a top-level GET: the browser had no cookie, a session is made');
-      const posted = await crossPost(server.url);
-      assert.deepEqual(posted.setCookies, [], 'Lax stays back on a cross-site POST');
-      assert.equal(engine.sessions().length, 1);
     });
   });
 }
