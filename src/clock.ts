@@ -7,7 +7,8 @@ export interface TimerHandle {
  * Every time decision of the engine goes through a clock, so tests move time instead of sleeping.
  * `now()` is milliseconds since the epoch. `setTimer` is optional: without it the engine's timers are
  * real, unref'ed ones that look at `now()` at least once a second, so deadlines (timeouts, hook and
- * queue limits) follow a clock that only has `now()` too, at most a second late.
+ * queue limits) follow a clock that only has `now()` too, at most a second late, and come at the latest
+ * when as much real time has passed.
  */
 export interface Clock {
   now(): number;
@@ -27,14 +28,18 @@ const CLOCK_POLL_MS = 1_000;
 
 /**
  * A timer on `clock`: its own when it has them (a test's ManualClock), else a real, unref'ed one due
- * when `clock.now()` reaches the deadline, however that clock moves (the real time it waits is no guide).
+ * when `clock.now()` reaches the deadline (a clock moved faster than real time), or when as much real
+ * time has passed (a clock that stands still or is set back must not lift every bound: a stop would
+ * never end).
  */
 export function timerOn(clock: Clock, callback: () => void, delayMs: number): TimerHandle {
   if (clock.setTimer !== undefined) return clock.setTimer(callback, delayMs);
-  const dueAtMs = clock.now() + Math.max(0, delayMs);
+  const waitMs = Math.max(0, delayMs);
+  const dueAtMs = clock.now() + waitMs;
+  const realDueAtMs = performance.now() + waitMs;
   let timer: TimerHandle;
   const check = (): void => {
-    const leftMs = dueAtMs - clock.now();
+    const leftMs = Math.min(dueAtMs - clock.now(), realDueAtMs - performance.now());
     if (leftMs <= 0) callback();
     else timer = realTimer(check, Math.min(leftMs, CLOCK_POLL_MS));
   };

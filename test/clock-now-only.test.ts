@@ -70,3 +70,19 @@ test('a clock with only now(): a hook that never settles is given up at closeTim
     clearInterval(alive);
   }
 });
+
+test('a clock with only now() that stands still, or is set back: the bounds still come in real time (a stop with a hook that never settles ends)', { timeout: 10_000 }, async () => {
+  for (const move of ['still', 'back'] as const) {
+    const clock = nowOnlyClock();
+    const errors: string[] = [];
+    const engine = new SessionEngine<Vars>({ clock, closeTimeoutMs: 300, onClose: () => new Promise(() => {}) });
+    engine.on('error', (error) => errors.push(error.code));
+    (await engine.acquire({ sessionId: undefined, ip: IP })).release();
+    const startedAtMs = performance.now();
+    const stopping = engine.stop();
+    if (move === 'back') clock.advance(-3_600_000);
+    await stopping;
+    assert.ok(performance.now() - startedAtMs < 3_000, `${move}: the stop ended on its real-time bound`);
+    assert.deepEqual(errors, ['ERR_SESSION_HOOK_TIMEOUT'], move);
+  }
+});
