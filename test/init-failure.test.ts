@@ -257,3 +257,39 @@ for (const [name, storeFor] of stores) {
     assert.deepEqual(errors.filter((code) => code !== 'ERR_SESSION_DRAIN_TIMEOUT'), []);
   });
 }
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: a second process whose slow init outlasts its session's close (closeSession gives up waiting at closeTimeoutMs): the request does not run in the closed session, and leaves no lock`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const clock = new ManualClock();
+    let slowInit: ReturnType<typeof deferred<Vars>> | undefined;
+    const { engine } = engineOn(choice, { clock, processesPerSession: 2, closeTimeoutMs: 200, init: () => slowInit?.promise ?? { n: 0 } });
+    const first = await engine.acquire({ sessionId: undefined, ip: IP });
+    const id = first.sessionId;
+    slowInit = deferred<Vars>();
+    const outcome = engine.acquire({ sessionId: id, ip: IP }).then(async (lease) => {
+      const locked = await lease.proc.locks.tryLock(RECORD.table, RECORD.key).catch(() => false);
+      lease.release();
+      return `ran (lock ${String(locked)})`;
+    }, (error: { code?: string }) => error.code);
+    await settle();
+    first.release();
+    let closed: boolean | undefined;
+    void engine.closeSession(id).then((value) => { closed = value; });
+    assert.ok(await eventually(() => { clock.advance(100); return closed !== undefined; }, 5_000), 'the close ended without the slow init');
+    assert.equal(closed, true);
+    slowInit.resolve({ n: 42 });
+    const result = await outcome;
+    // Memory moves a request whose session closed meanwhile to a new session; Redis refuses it. Neither runs it in the closed one.
+    if (result !== 'ERR_SESSION_CLOSED') {
+      assert.match(result ?? '', /^ran/);
+      assert.equal(engine.sessionProcessCount(id), 0, 'not in the closed session');
+    }
+    const other = await engine.acquire({ sessionId: undefined, ip: IP });
+    const holder = await other.proc.locks.lockedBy(RECORD.table, RECORD.key);
+    assert.ok(holder === null || (holder.sessionId !== id && engine.sessions().some((s) => s.id === holder.sessionId)), `the record is free or held by a live session, never by the closed one: ${JSON.stringify(holder)}`);
+    other.release();
+    await engine.stop();
+  });
+}

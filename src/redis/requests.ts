@@ -237,6 +237,14 @@ export class RedisRequestPath<Vars extends SessionVars> {
       await Promise.all([answered, this.#processes.tearDown(handle, proc)]);
       throw initFailure(this.#ctx, error, handle.id);
     }
+    if (handle.state === 'closed' || (handle.state === 'closing' && !this.#closer.isClosing(handle.id))) {
+      // Its session's close stopped waiting for it (init outlasted closeTimeoutMs) and has finished (here
+      // or on another node): as on the memory store, no request runs in a session whose hooks and
+      // teardown are done (the locks init took go with the process).
+      handle.endRun(proc);
+      await this.#processes.tearDown(handle, proc);
+      throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
+    }
     return lease;
   }
 
