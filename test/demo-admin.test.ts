@@ -47,6 +47,30 @@ test('/admin, /admin/live and /metrics need the admin token: a bearer header or 
   }
 });
 
+test('wrong admin tokens are throttled per address (429 after five in a minute, the right one too); an admin sign-out voids every admin cookie', async () => {
+  const demo = await startTestDemo();
+  try {
+    const first = new Client(demo.url);
+    const second = new Client(demo.url);
+    assert.equal((await first.post('/admin/login', { token: ADMIN_TOKEN })).status, 200);
+    assert.equal((await second.post('/admin/login', { token: ADMIN_TOKEN })).status, 200);
+    assert.equal((await second.get('/admin')).status, 200);
+    await first.post('/admin/logout', {});
+    assert.equal((await second.get('/admin')).status, 401, 'the other browser\'s admin cookie is void too');
+    assert.equal((await second.post('/admin/login', { token: ADMIN_TOKEN })).status, 200);
+    await new Client(demo.url).post('/admin/logout', {});
+    assert.equal((await second.get('/admin')).status, 200, 'a sign-out without the admin token voids nothing');
+
+    const guesser = new Client(demo.url);
+    for (let i = 0; i < 5; i++) assert.equal((await guesser.post('/admin/login', { token: `guess-${i}` })).status, 401);
+    const refused = await guesser.post('/admin/login', { token: ADMIN_TOKEN });
+    assert.equal(refused.status, 429, 'throttled, even with the right token');
+    assert.equal((await request(demo.url, { path: '/metrics', headers: bearer })).status, 401, 'the bearer header from that address too');
+  } finally {
+    await demo.stop();
+  }
+});
+
 test('the admin page lists each live session with user, IP, created, idle time, state, processes and locks', async () => {
   const clock = new ManualClock();
   const demo = await startTestDemo({ clock });

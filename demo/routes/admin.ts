@@ -21,6 +21,8 @@ export function adminRoutes(router: Router): void {
       await readPostForm(ctx.req);
       ctx.proc.vars.admin = false;
       if (ctx.proc.vars.user === null) ctx.app.directory.unlabel(ctx.proc.sessionId);
+      // Only a signed-in admin voids the admin cookies (anyone may post here).
+      if (authorized(ctx)) ctx.app.auth.signOut();
       ctx.res.setHeader('set-cookie', ctx.app.auth.clearCookie());
       redirect(ctx.res, '/');
     })
@@ -46,7 +48,9 @@ function requireAdmin(ctx: Ctx): void {
 
 async function login(ctx: Ctx): Promise<void> {
   const form = await readPostForm(ctx.req);
-  if (!ctx.app.auth.tokenMatches(form.get('token') ?? '')) return sendHtml(ctx.res, 401, adminLoginPage('That is not the admin token.'));
+  const matches = ctx.app.auth.tokenMatches(form.get('token') ?? '', ctx.req.socket.remoteAddress ?? '');
+  if (matches === 'throttled') return sendHtml(ctx.res, 429, adminLoginPage('Too many wrong tokens from this address: try again in a minute.'));
+  if (!matches) return sendHtml(ctx.res, 401, adminLoginPage('That is not the admin token.'));
   ctx.res.setHeader('set-cookie', ctx.app.auth.setCookie());
   redirect(ctx.res, '/admin');
 }
