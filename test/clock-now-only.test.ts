@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SessionEngine, type CloseReason } from '../src/index.js';
 import { eventually } from './helpers.js';
+import { storeChoices } from './store-choices.js';
 
 const IP = '127.0.0.1';
 type Vars = { n: number };
@@ -86,3 +87,29 @@ test('a clock with only now() that stands still, or is set back: the bounds stil
     assert.deepEqual(errors, ['ERR_SESSION_HOOK_TIMEOUT'], move);
   }
 });
+
+for (const [name, storeFor] of storeChoices()) {
+  test(`${name}: a clock with only now() that stands still bounds a queued request in real time, across the turns of its wait`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const clock = nowOnlyClock();
+    const engine = new SessionEngine<Vars>({ ...choice.options, clock, queueTimeoutMs: 1_000, init: () => ({ n: 0 }) });
+    const alive = setInterval(() => {}, 100);
+    try {
+      const holder = await engine.acquire({ sessionId: undefined, ip: IP });
+      const first = engine.acquire({ sessionId: holder.sessionId, ip: IP });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const startedAtMs = performance.now();
+      const second = engine.acquire({ sessionId: holder.sessionId, ip: IP });
+      second.then((lease) => lease.release(), () => {});
+      holder.release();
+      const entered = await first; // the first waiter keeps the process: the second waits turn after turn
+      await assert.rejects(second, { code: 'ERR_SESSION_QUEUE_TIMEOUT' });
+      assert.ok(performance.now() - startedAtMs < 4_000, `refused after ${Math.round(performance.now() - startedAtMs)} ms`);
+      entered.release();
+    } finally {
+      await engine.stop();
+      clearInterval(alive);
+    }
+  });
+}

@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type RequestLease } from '../src/index.js';
 import { eventually } from './helpers.js';
-import { idleInRedis, IP, node, stopAll, wrapScript, type Node, type Script, type Vars } from './redis-crossing.js';
+import { HeldMessages, idleInRedis, IP, node, stopAll, wrapScript, type Node, type Script, type Vars } from './redis-crossing.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 
 
@@ -232,3 +232,55 @@ test('a close whose finish reply is lost after the finish ran: the close still e
   assert.equal(await r.redis.exists(`${r.prefix}s:${a.sessionId}`), 0);
   assert.deepEqual(x.errors.map((e) => e.code), []);
 }));
+
+test('a create whose reply is lost: the request gets 503, and the repair discards the session it made (its id reached no client): no hook, no close event, its place under the cap given back', { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
+  const closes: string[] = [];
+  x.engine.on('close', (event) => closes.push(event.sessionId));
+  loseNextReply(x.client, 'lwsCreate');
+  await assert.rejects(x.engine.acquire({ sessionId: undefined, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
+  const made = await r.redis.zrange(`${r.prefix}open`, '0', '-1');
+  assert.equal(made.length, 1, 'the create ran in Redis');
+  await pastTheGrace(clock);
+  assert.ok(await eventually(async () => (await r.redis.exists(`${r.prefix}s:${made[0]}`)) === 0, 5_000), 'discarded by the repair');
+  assert.deepEqual(await r.redis.zrange(`${r.prefix}open`, '0', '-1'), []);
+  assert.equal(Number(await r.redis.get(`${r.prefix}procs`) ?? '0'), 0, 'its place is given back');
+  clock.advance(24 * 3_600_000);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.deepEqual([x.hooked, closes], [[], []], 'never hooked nor said closed: it was never made');
+}));
+
+test('a request whose init outlasted a close run on another node, the message that the close ended lost on its way here: it is refused (ERR_SESSION_CLOSED) and leaves no lock', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  let slowInit: Promise<Vars> | undefined;
+  const held = new HeldMessages('x ');
+  held.on = true; // never delivered: as if lost in a reconnect
+  const x = await node(r, clock, { processesPerSession: 2, held, init: () => slowInit ?? {} });
+  const y = await node(r, clock);
+  try {
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const id = first.sessionId;
+    let finishInit!: (vars: Vars) => void;
+    slowInit = new Promise((resolve) => { finishInit = resolve; });
+    const second = x.engine.acquire({ sessionId: id, ip: IP }).then(async (lease) => {
+      const locked = await lease.proc.locks.tryLock('Stock', 7).catch(() => false);
+      lease.release();
+      return `ran (lock ${String(locked)})`;
+    }, (error: { code?: string }) => error.code);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    slowInit = undefined;
+    first.release();
+    let closed: boolean | undefined;
+    void y.engine.closeSession(id).then((value) => { closed = value; });
+    assert.ok(await eventually(() => { clock.advance(1_000); return closed !== undefined; }, 5_000), 'the close on the other node ended without the slow init');
+    assert.ok(held.count > 0, "this node missed the close's end");
+    finishInit({});
+    assert.equal(await second, 'ERR_SESSION_CLOSED');
+    const other = await y.engine.acquire({ sessionId: undefined, ip: IP });
+    assert.equal(await other.proc.locks.lockedBy('Stock', 7), null, 'no lock left by the closed session');
+    other.release();
+  } finally {
+    await stopAll(clock, [], undefined, x, y);
+  }
+});

@@ -11,6 +11,13 @@ import type { TurnQueues, Waiter } from './turns.js';
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
 type Rejection<Vars extends SessionVars> = keyof StoreContext<Vars>['counters']['rejected'];
 
+
+/** When a waiting request gives up: on the engine's clock, and in real time (`performance.now()`). */
+interface WaitDeadline {
+  readonly clockMs: number;
+  readonly realMs: number;
+}
+
 /** What the request path gives the way into a cookie's session. */
 export interface SessionEntryDeps<Vars extends SessionVars> {
   readonly node: NodeServices<Vars>;
@@ -75,7 +82,7 @@ export class SessionEntry<Vars extends SessionVars> {
     let registered = false;
     let releasedMeanwhile = false;
     // Set when it first has to wait: the queue timeout counts from then.
-    let deadlineMs: number | undefined;
+    let deadline: WaitDeadline | undefined;
     try {
       const ipCheck = ipCheckOf(options);
       if (this.#turns.waiting(id) > 0) {
@@ -86,8 +93,8 @@ export class SessionEntry<Vars extends SessionVars> {
         if (admitted === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me = this.#turns.enqueue(id);
-        deadlineMs ??= clock.now() + options.queueTimeoutMs;
-        await this.#turn(me, waiterId, ip, ipCheck, deadlineMs);
+        deadline ??= { clockMs: clock.now() + options.queueTimeoutMs, realMs: performance.now() + options.queueTimeoutMs };
+        await this.#turn(me, waiterId, ip, ipCheck, deadline);
         id = me.sessionId;
       }
       for (;;) {
@@ -113,8 +120,8 @@ export class SessionEntry<Vars extends SessionVars> {
           id = me.sessionId;
           // Behind requests that already waited here under the new id: its turn comes after theirs.
           if (!this.#turns.isHead(me)) {
-            deadlineMs ??= clock.now() + options.queueTimeoutMs;
-            await this.#turn(me, waiterId, ip, ipCheck, deadlineMs);
+            deadline ??= { clockMs: clock.now() + options.queueTimeoutMs, realMs: performance.now() + options.queueTimeoutMs };
+            await this.#turn(me, waiterId, ip, ipCheck, deadline);
             id = me.sessionId;
           }
           continue;
@@ -126,8 +133,8 @@ export class SessionEntry<Vars extends SessionVars> {
         me ??= this.#turns.enqueue(id);
         // Busy when Redis ran the enter, released since: the wake was missed, so the head tries again now.
         if (releasedMeanwhile && this.#turns.isHead(me)) continue;
-        deadlineMs ??= clock.now() + options.queueTimeoutMs;
-        await this.#turn(me, waiterId, ip, ipCheck, deadlineMs);
+        deadline ??= { clockMs: clock.now() + options.queueTimeoutMs, realMs: performance.now() + options.queueTimeoutMs };
+        await this.#turn(me, waiterId, ip, ipCheck, deadline);
         id = me.sessionId;
       }
     } finally {
@@ -141,12 +148,15 @@ export class SessionEntry<Vars extends SessionVars> {
   }
 
   /** Its turn, or the queue timeout: then it stops waiting (its polls end) and the request gets 503. */
-  async #turn(me: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, deadlineMs: number): Promise<void> {
+  async #turn(me: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, deadline: WaitDeadline): Promise<void> {
     const { clock } = this.#ctx;
+    // A clock without timers of its own bounds waits in real time too (clock.ts, timerOn): the real
+    // deadline is kept across the wait's turns, or each poll of the head waiter would start it again.
+    const leftMs = Math.min(deadline.clockMs - clock.now(), clock.setTimer === undefined ? deadline.realMs - performance.now() : Number.POSITIVE_INFINITY);
     // Past it already (time moved while its last try was on its way): no wait on a timer that may not fire soon.
-    if (clock.now() < deadlineMs) {
+    if (leftMs > 0) {
       const turn = this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
-      if (await within(clock, deadlineMs - clock.now(), turn) !== TIMED_OUT) return;
+      if (await within(clock, leftMs, turn) !== TIMED_OUT) return;
       me.wake?.();
     }
     throw this.#deps.reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${this.#ctx.options.queueTimeoutMs} ms`, { sessionId: me.sessionId }));

@@ -63,11 +63,25 @@ for i = 3, #ARGV do
       redis.call('HSET', h, 'pl', table.concat(others, ' '))
       redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
       if f[5] == 'o' then countProcesses(id, -1) end
+    elseif f[3] == 'w' and (f[4] or '') == '' and f[5] == 'o' then
+      -- A request process that never had a context (its create's or enter's reply lost before init ran)
+      -- leaves its session; a session it was the only process of goes with it, as when a first init
+      -- fails: its id reached no client, and kept it would idle to a hook on nothing.
+      local others = {}
+      for _, p in ipairs(plist(h)) do if p ~= pid then others[#others + 1] = p end end
+      if #others == 0 then
+        forget(id)
+        redis.call('DEL', h, P .. 'wq:' .. id)
+      else
+        redis.call('HSET', h, 'pl', table.concat(others, ' '))
+        redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
+        countProcesses(id, -1)
+      end
     else
       redis.call('HSET', h, 'b:' .. pid, '0')
       redis.call('HDEL', h, 'o:' .. pid)
     end
-    if f[5] == 'o' and allFree(h) then markIdle(id, redis.call('HGET', h, 'la')) end
+    if f[5] == 'o' and redis.call('EXISTS', h) == 1 and allFree(h) then markIdle(id, redis.call('HGET', h, 'la')) end
     redis.call('PUBLISH', P .. 'ev', 'r ' .. id)
     freed = freed + 1
     redis.call('SREM', P .. 'nb:' .. node, id .. ' ' .. pid, listed .. ' ' .. pid)

@@ -237,15 +237,24 @@ export class RedisRequestPath<Vars extends SessionVars> {
       await Promise.all([answered, this.#processes.tearDown(handle, proc)]);
       throw initFailure(this.#ctx, error, handle.id);
     }
-    if (handle.state === 'closed' || (handle.state === 'closing' && !this.#closer.isClosing(handle.id))) {
+    if (handle.state !== 'open' && await this.#closeEnded(handle)) {
       // Its session's close stopped waiting for it (init outlasted closeTimeoutMs) and has finished (here
-      // or on another node): as on the memory store, no request runs in a session whose hooks and
-      // teardown are done (the locks init took go with the process).
+      // or on another node): no request runs in a session whose hooks and teardown are done (the locks
+      // init took go with the process).
       handle.endRun(proc);
       await this.#processes.tearDown(handle, proc);
       throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
     }
     return lease;
+  }
+
+  /**
+   * The close of a session this node saw begin has ended: said here, or no close is under way any more,
+   * or (its end announced in a message this node may have missed) its key has gone from Redis.
+   */
+  async #closeEnded(handle: SessionHandle<Vars>): Promise<boolean> {
+    if (handle.state === 'closed' || !this.#closer.isClosing(handle.id)) return true;
+    return (await this.#redis.exists(`${this.#settings.prefix}s:${handle.id}`).catch(() => 1)) === 0;
   }
 
   /** A request is over (its response ended): its process is saved and freed after the response. */
