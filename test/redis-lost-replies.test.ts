@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type RequestLease } from '../src/index.js';
 import { eventually } from './helpers.js';
-import { HeldMessages, idleInRedis, IP, node, stopAll, wrapScript, type Node, type Script, type Vars } from './redis-crossing.js';
+import { idleInRedis, IP, node, stopAll, wrapScript, type Node, type Script, type Vars } from './redis-crossing.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 
 
@@ -249,38 +249,34 @@ test('a create whose reply is lost: the request gets 503, and the repair discard
   assert.deepEqual([x.hooked, closes], [[], []], 'never hooked nor said closed: it was never made');
 }));
 
-test('a request whose init outlasted a close run on another node, the message that the close ended lost on its way here: it is refused (ERR_SESSION_CLOSED) and leaves no lock', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  let slowInit: Promise<Vars> | undefined;
-  const held = new HeldMessages('x ');
-  held.on = true; // never delivered: as if lost in a reconnect
-  const x = await node(r, clock, { processesPerSession: 2, held, init: () => slowInit ?? {} });
-  const y = await node(r, clock);
-  try {
-    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    const id = first.sessionId;
-    let finishInit!: (vars: Vars) => void;
-    slowInit = new Promise((resolve) => { finishInit = resolve; });
-    const second = x.engine.acquire({ sessionId: id, ip: IP }).then(async (lease) => {
-      const locked = await lease.proc.locks.tryLock('Stock', 7).catch(() => false);
-      lease.release();
-      return `ran (lock ${String(locked)})`;
-    }, (error: { code?: string }) => error.code);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    slowInit = undefined;
-    first.release();
-    let closed: boolean | undefined;
-    void y.engine.closeSession(id).then((value) => { closed = value; });
-    assert.ok(await eventually(() => { clock.advance(1_000); return closed !== undefined; }, 5_000), 'the close on the other node ended without the slow init');
-    assert.ok(held.count > 0, "this node missed the close's end");
-    finishInit({});
-    assert.equal(await second, 'ERR_SESSION_CLOSED');
-    const other = await y.engine.acquire({ sessionId: undefined, ip: IP });
-    assert.equal(await other.proc.locks.lockedBy('Stock', 7), null, 'no lock left by the closed session');
-    other.release();
-  } finally {
-    await stopAll(clock, [], undefined, x, y);
-  }
-});
+for (const processesPerSession of [1, 2]) {
+  test(`processesPerSession ${processesPerSession}: a process that had a context but no state saved (its state was not storable), taken by an enter whose reply is lost: the repair frees it and keeps the session, so its close hooks it and releases its lock`, { timeout: 20_000 }, async (t) => {
+    const r = await redisForTest(t);
+    if (r === undefined) return;
+    const clock = new ManualClock();
+    const x = await node(r, clock, { processesPerSession });
+    try {
+      const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+      const id = first.sessionId;
+      const victim = processesPerSession === 2 ? await x.engine.acquire({ sessionId: id, ip: IP }) : first;
+      assert.equal(await victim.proc.locks.tryLock('Stock', 7), true);
+      (victim.proc.vars as Record<string, unknown>).callback = () => 1; // not storable: its state is never saved
+      victim.release();
+      assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_STATE_NOT_STORABLE'), 5_000));
+      assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, `b:${victim.proc.processId}`)) === '0', 5_000), 'its release landed');
+      loseNextReply(x.client, 'lwsEnterManyBuffer');
+      await assert.rejects(x.engine.acquire({ sessionId: id, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
+      await pastTheGrace(clock);
+      const pid = victim.proc.processId;
+      assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, `b:${pid}`)) === '0', 5_000), 'the repair freed the process in its session, which lives on (its client has the cookie)');
+      if (victim !== first) first.release();
+      assert.equal(await x.engine.closeSession(id), true);
+      assert.ok(x.hooked.includes(victim.proc.processId), 'its close hooks the process');
+      const other = await x.engine.acquire({ sessionId: undefined, ip: IP });
+      assert.equal(await other.proc.locks.lockedBy('Stock', 7), null, 'and releases its lock');
+      other.release();
+    } finally {
+      await stopAll(clock, [], undefined, x);
+    }
+  });
+}

@@ -20,6 +20,17 @@ export async function readAfterLostReply<T>(settings: RedisSettings, sentAtMs: n
 }
 
 /**
+ * Whether a session this node saw closing has left Redis: its key gone, and not to a new id (a rename
+ * this node has not heard of leaves `P mv:<old>`). Its close may have ended in a message this node
+ * missed, or its claim may still be on its way. Undefined if Redis did not answer within a node lease.
+ */
+export async function sessionLeftRedis(redis: StoreCommands, settings: RedisSettings, id: string): Promise<boolean | undefined> {
+  const { prefix } = settings;
+  const left = await readAfterLostReply(settings, performance.now(), () => redis.exists(`${prefix}s:${id}`, `${prefix}mv:${id}`));
+  return left === undefined ? undefined : left === 0;
+}
+
+/**
  * A node that stops is dead at once for the others (no wait for its lease to run out). It stays in the
  * registry: the next sweep anywhere frees what it could not give back (a save that never landed) and
  * takes over a close it could not finish, then forgets it.

@@ -63,20 +63,12 @@ for i = 3, #ARGV do
       redis.call('HSET', h, 'pl', table.concat(others, ' '))
       redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
       if f[5] == 'o' then countProcesses(id, -1) end
-    elseif f[3] == 'w' and (f[4] or '') == '' and f[5] == 'o' then
-      -- A request process that never had a context (its create's or enter's reply lost before init ran)
-      -- leaves its session; a session it was the only process of goes with it, as when a first init
-      -- fails: its id reached no client, and kept it would idle to a hook on nothing.
-      local others = {}
-      for _, p in ipairs(plist(h)) do if p ~= pid then others[#others + 1] = p end end
-      if #others == 0 then
-        forget(id)
-        redis.call('DEL', h, P .. 'wq:' .. id)
-      else
-        redis.call('HSET', h, 'pl', table.concat(others, ' '))
-        redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
-        countProcesses(id, -1)
-      end
+    elseif token == '1' and f[5] == 'o' and redis.call('HGET', h, 'tk') == '1' and #plist(h) == 1 then
+      -- Still taken by its CREATE (the session's first and only token: no request has entered it since):
+      -- that create's reply was lost before init ran, so its id reached no client. It goes, as when a
+      -- first init fails; kept, it would idle to a hook on nothing, a 'close' with no 'create'.
+      forget(id)
+      redis.call('DEL', h, P .. 'wq:' .. id)
     else
       redis.call('HSET', h, 'b:' .. pid, '0')
       redis.call('HDEL', h, 'o:' .. pid)

@@ -11,6 +11,7 @@ import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
 import { SessionEntry } from './entry.js';
+import { sessionLeftRedis } from './node-keys.js';
 import type { TurnQueues } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -237,24 +238,22 @@ export class RedisRequestPath<Vars extends SessionVars> {
       await Promise.all([answered, this.#processes.tearDown(handle, proc)]);
       throw initFailure(this.#ctx, error, handle.id);
     }
-    if (handle.state !== 'open' && await this.#closeEnded(handle)) {
-      // Its session's close stopped waiting for it (init outlasted closeTimeoutMs) and has finished (here
-      // or on another node): no request runs in a session whose hooks and teardown are done (the locks
-      // init took go with the process).
-      handle.endRun(proc);
-      await this.#processes.tearDown(handle, proc);
-      throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
+    if (handle.state !== 'open') {
+      // Its session's close may have stopped waiting for it (init outlasted closeTimeoutMs) and ended
+      // (here or on another node): no request runs in a session whose hooks and teardown are done (the
+      // locks init took go with the process).
+      const gone = handle.state === 'closed' || await sessionLeftRedis(this.#redis, this.#settings, handle.id);
+      if (gone === undefined) this.#node.lostReplies.due = true; // the repair frees its process
+      const refusal = gone === undefined
+        ? this.#reject('storeUnavailable', unavailable(new Error('Redis did not answer whether the session had closed'), handle.id))
+        : gone ? new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id }) : undefined;
+      if (refusal !== undefined) {
+        handle.endRun(proc);
+        await this.#processes.tearDown(handle, proc);
+        throw refusal;
+      }
     }
     return lease;
-  }
-
-  /**
-   * The close of a session this node saw begin has ended: said here, or no close is under way any more,
-   * or (its end announced in a message this node may have missed) its key has gone from Redis.
-   */
-  async #closeEnded(handle: SessionHandle<Vars>): Promise<boolean> {
-    if (handle.state === 'closed' || !this.#closer.isClosing(handle.id)) return true;
-    return (await this.#redis.exists(`${this.#settings.prefix}s:${handle.id}`).catch(() => 1)) === 0;
   }
 
   /** A request is over (its response ended): its process is saved and freed after the response. */
