@@ -4,64 +4,12 @@
 // lived); a lost claim's close is run, its hook once. Work the node runs meanwhile is never touched.
 // A lost reply is made by wrapping the store's script on a client the test owns: the script runs in
 // Redis, then the call fails as a cut connection makes it fail.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, type RequestLease } from '../src/index.js';
 import { eventually } from './helpers.js';
-import { idleInRedis, IP, node, stopAll, wrapScript, type Node, type Script, type Vars } from './redis-crossing.js';
-import { redisForTest, type RedisForTest } from './redis-support.js';
+import { idleSession, loseNextReply, lostSpawn, pastTheGrace, withNode } from './lost-replies-support.js';
+import { idleInRedis, IP, wrapScript, type Script } from './redis-crossing.js';
 
-
-/** The next call of `name` runs in Redis, then fails as if the connection had been cut before its reply. */
-function loseNextReply(client: Parameters<typeof wrapScript>[0], name: string): void {
-  let lost = false;
-  wrapScript(client, name, (original: Script) => async (...args) => {
-    const reply = await original(...args);
-    if (lost) return reply;
-    lost = true;
-    throw new Error('Connection is closed.');
-  });
-}
-
-/** Runs `body` with one node on the test's prefix, its time on a ManualClock; stops it after. */
-async function withNode(t: TestContext, body: (r: RedisForTest, x: Node, clock: ManualClock) => Promise<void>): Promise<void> {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await node(r, clock);
-  try {
-    await body(r, x, clock);
-  } finally {
-    await stopAll(clock, [], undefined, x);
-  }
-}
-
-/** A request of a new session on `x` whose spawn's reply is lost (the task never runs); its request then ends. */
-async function lostSpawn(x: Node): Promise<RequestLease<Vars>> {
-  const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
-  loseNextReply(x.client, 'lwsSpawn');
-  lease.proc.spawn('export', async () => {});
-  assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000));
-  lease.release();
-  return lease;
-}
-
-/** A session made on node `x`, its request over and its process free in Redis (with `vars` saved). */
-async function idleSession(r: RedisForTest, x: Node, vars: Vars = {}): Promise<RequestLease<Vars>> {
-  const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
-  Object.assign(lease.proc.vars, vars);
-  lease.release();
-  assert.ok(await idleInRedis(r, lease.sessionId));
-  return lease;
-}
-
-/** Moves session time past the repair's grace (nodeLeaseMs, 10 s by default), a second at a time (each second a sweep). */
-async function pastTheGrace(clock: ManualClock): Promise<void> {
-  for (let i = 0; i < 12; i++) {
-    clock.advance(1_000);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 test("an enter whose reply is lost: the request gets 503, the process it took is freed by the node's next sweeps (the session is served again with its state); a request running meanwhile keeps its process", { timeout: 20_000 }, (t) => withNode(t, async (r, x, clock) => {
   const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
@@ -248,35 +196,3 @@ test('a create whose reply is lost: the request gets 503, and the repair discard
   await new Promise((resolve) => setTimeout(resolve, 50));
   assert.deepEqual([x.hooked, closes], [[], []], 'never hooked nor said closed: it was never made');
 }));
-
-for (const processesPerSession of [1, 2]) {
-  test(`processesPerSession ${processesPerSession}: a process that had a context but no state saved (its state was not storable), taken by an enter whose reply is lost: the repair frees it and keeps the session, so its close hooks it and releases its lock`, { timeout: 20_000 }, async (t) => {
-    const r = await redisForTest(t);
-    if (r === undefined) return;
-    const clock = new ManualClock();
-    const x = await node(r, clock, { processesPerSession });
-    try {
-      const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
-      const id = first.sessionId;
-      const victim = processesPerSession === 2 ? await x.engine.acquire({ sessionId: id, ip: IP }) : first;
-      assert.equal(await victim.proc.locks.tryLock('Stock', 7), true);
-      (victim.proc.vars as Record<string, unknown>).callback = () => 1; // not storable: its state is never saved
-      victim.release();
-      assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_STATE_NOT_STORABLE'), 5_000));
-      assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, `b:${victim.proc.processId}`)) === '0', 5_000), 'its release landed');
-      loseNextReply(x.client, 'lwsEnterManyBuffer');
-      await assert.rejects(x.engine.acquire({ sessionId: id, ip: IP }), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
-      await pastTheGrace(clock);
-      const pid = victim.proc.processId;
-      assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, `b:${pid}`)) === '0', 5_000), 'the repair freed the process in its session, which lives on (its client has the cookie)');
-      if (victim !== first) first.release();
-      assert.equal(await x.engine.closeSession(id), true);
-      assert.ok(x.hooked.includes(victim.proc.processId), 'its close hooks the process');
-      const other = await x.engine.acquire({ sessionId: undefined, ip: IP });
-      assert.equal(await other.proc.locks.lockedBy('Stock', 7), null, 'and releases its lock');
-      other.release();
-    } finally {
-      await stopAll(clock, [], undefined, x);
-    }
-  });
-}

@@ -219,7 +219,8 @@ for _, p in ipairs(plist(nh)) do
   end
   if p ~= ARGV[5] and (redis.call('HGET', nh, 'b:' .. p) or '0') ~= '0' then underWay = true end
 end
-if underWay then redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4]) end
+-- The caller's own release names the old id if the rename's reply is lost: forwarded too.
+if underWay or ARGV[5] ~= '' then redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4]) end
 redis.call('PUBLISH', P .. 'ev', 'N ' .. old .. ' ' .. new)
 -- For nodes of an earlier version, which know only this one.
 redis.call('PUBLISH', P .. 'ev', 'n ' .. old)

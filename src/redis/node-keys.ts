@@ -20,14 +20,23 @@ export async function readAfterLostReply<T>(settings: RedisSettings, sentAtMs: n
 }
 
 /**
- * Whether a session this node saw closing has left Redis: its key gone, and not to a new id (a rename
- * this node has not heard of leaves `P mv:<old>`). Its close may have ended in a message this node
- * missed, or its claim may still be on its way. Undefined if Redis did not answer within a node lease.
+ * Whether a session this node saw closing has left Redis: its key gone, and not to a new id that lives
+ * (a rename this node has not heard of leaves `P mv:<old>`, which outlives the new id's own close). Its
+ * close may have ended in a message this node missed, or its claim may still be on its way. Undefined if
+ * Redis did not answer within a node lease.
  */
 export async function sessionLeftRedis(redis: StoreCommands, settings: RedisSettings, id: string): Promise<boolean | undefined> {
   const { prefix } = settings;
-  const left = await readAfterLostReply(settings, performance.now(), () => redis.exists(`${prefix}s:${id}`, `${prefix}mv:${id}`));
-  return left === undefined ? undefined : left === 0;
+  const left = async (): Promise<boolean> => {
+    // As renamedTo in lua-prelude.ts: at most 8 renames followed.
+    let current: string | null = id;
+    for (let hop = 0; hop <= 8 && current !== null; hop++) {
+      if (await redis.exists(`${prefix}s:${current}`) === 1) return false;
+      current = await redis.get(`${prefix}mv:${current}`);
+    }
+    return true;
+  };
+  return readAfterLostReply(settings, performance.now(), left);
 }
 
 /**

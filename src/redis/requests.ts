@@ -243,9 +243,9 @@ export class RedisRequestPath<Vars extends SessionVars> {
       // (here or on another node): no request runs in a session whose hooks and teardown are done (the
       // locks init took go with the process).
       const gone = handle.state === 'closed' || await sessionLeftRedis(this.#redis, this.#settings, handle.id);
-      if (gone === undefined) this.#node.lostReplies.due = true; // the repair frees its process
+      // Unavailable: counted by acquire, which also has the repair free the process.
       const refusal = gone === undefined
-        ? this.#reject('storeUnavailable', unavailable(new Error('Redis did not answer whether the session had closed'), handle.id))
+        ? unavailable(new Error('Redis did not answer whether the session had closed'), handle.id)
         : gone ? new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id }) : undefined;
       if (refusal !== undefined) {
         handle.endRun(proc);
