@@ -63,7 +63,7 @@ export class SessionRenames<Vars extends SessionVars> {
     try {
       const sentAtMs = performance.now();
       try {
-        pids = text(await redis.lwsRename(settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '') as string);
+        pids = text(await redis.lwsRename(settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '', MOVED_TTL_FLOOR_MS) as string);
       } catch (error) {
         // A reply lost with its connection: the rename may have run. Not knowing would answer 503 for a
         // session that lives on under an id nobody was given (its client, back on the dead old id, gets
