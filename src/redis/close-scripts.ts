@@ -225,7 +225,7 @@ if underWay then
   redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4])
 elseif ARGV[5] ~= '' and ARGV[6] then
   -- Only the caller's own release may name the old id (if the rename's reply is lost): forwarded for a
-  -- shorter while, since every sign-in makes one.
+  -- node lease and a minute (renames.ts), not a key lifetime, since every sign-in makes one.
   redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[6])
 end
 redis.call('PUBLISH', P .. 'ev', 'N ' .. old .. ' ' .. new)

@@ -11,7 +11,9 @@
 //                   (serialized state), hk:<pid> (its hook has run)
 //   P wq:<id>       zset waiter -> Redis time of its last try + its node's waiterStaleMs (requests waiting for the session, any node; dropped once older than the caller's window)
 //   P mv:<old>      the new id of a session regenerated while work was under way in it (waiting
-//                   requests follow it; releases of requests and tasks still naming the old id land)
+//                   requests follow it; releases of requests and tasks still naming the old id land);
+//                   with only the caller's request, for a node lease plus a minute (its release after
+//                   a lost rename reply)
 //   P open          zset id -> created             (the global cap counts it)
 //   P idle          zset id -> last activity end  (timeouts)
 //   P lru           zset id -> order of going idle (eviction: least recently active first; P lrun counts)
