@@ -10,7 +10,7 @@ import { ManualClock, SessionEngine, SessionError, type CookieDirective, type Op
 import { acquireFor, setCookieFor } from '../src/http/binding.js';
 import { readSessionId } from '../src/http/cookie.js';
 import {
-  FUZZ, UUID_V4, assertWellFormedSetCookie, cookieHeaderArb, guardFor, joinParts, modelSessionId, params, renderParts, type ExpectedCookie,
+  FUZZ, UUID_V4, assertStaleClearing, assertWellFormedSetCookie, cookieHeaderArb, guardFor, joinParts, modelSessionId, params, renderParts, type ExpectedCookie,
 } from './fuzz-support.js';
 
 const COOKIE_NAMES = ['4DSID', 'APPSID', 'sid', 'a', '__proto__', 'constructor', "!#$%&'*+-.^_`|~"] as const;
@@ -167,10 +167,14 @@ test(`any cookie option value setOption accepts serializes to one well-formed Se
       [{ action: 'clear' }, { value: '', clear: true, expires: new Date(0).toUTCString() }],
     ];
     for (const [directive, rest] of directives) {
-      let line: string | undefined;
-      assert.doesNotThrow(() => { line = setCookieFor(engine, { cookie: () => directive }, requestIsSecure); }, `options accepted by setOption must serialize: ${JSON.stringify(base)}`);
-      assert.ok(line !== undefined);
-      assertWellFormedSetCookie(line, { ...base, ...rest });
+      let lines: string | string[] | undefined;
+      assert.doesNotThrow(() => { lines = setCookieFor(engine, { cookie: () => directive }, requestIsSecure); }, `options accepted by setOption must serialize: ${JSON.stringify(base)}`);
+      assert.ok(lines !== undefined);
+      const [line, ...clearings] = typeof lines === 'string' ? [lines] : lines;
+      assertWellFormedSetCookie(line!, { ...base, ...rest });
+      // After a change of domain or path: the cookie under the earlier ones is cleared, on a 'set' only.
+      if (directive.action === 'clear') assert.deepEqual(clearings, []);
+      for (const clearing of clearings) assertStaleClearing(clearing, base.name, line!);
     }
   }), params(FUZZ.direct));
 });

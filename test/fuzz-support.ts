@@ -321,6 +321,20 @@ export function assertWellFormedSetCookie(line: string, expected: ExpectedCookie
   assert.deepEqual(line.split('; '), attributes, `exactly our attributes: ${JSON.stringify(line)}`);
 }
 
+/**
+ * A clearing of the session cookie under an earlier domain or path (stale-cookies.ts): one printable
+ * line, same name, empty value, Max-Age=0, and another Domain or Path than `current` (clearing the
+ * cookie just set would sign the browser out).
+ */
+export function assertStaleClearing(line: string, name: string, current: string): void {
+  assert.match(line, /^[\x20-\x7e]+$/, `Set-Cookie must be printable ASCII on one line: ${JSON.stringify(line)}`);
+  const parts = line.split('; ');
+  assert.equal(parts[0], `${name}=`, `a clearing of the same cookie name: ${line}`);
+  assert.ok(parts.includes('Max-Age=0'), `a clearing: ${line}`);
+  const scope = (l: string): string => l.split('; ').filter((p) => p.startsWith('Domain=') || p.startsWith('Path=')).join('; ');
+  assert.notEqual(scope(line), scope(current), `a clearing never names the cookie just set: ${line} vs ${current}`);
+}
+
 // ---- process-wide failure traps -------------------------------------------------------------------
 
 /** Collects unhandled rejections and uncaught exceptions while `body` runs (each one is a failure). */

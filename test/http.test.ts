@@ -152,6 +152,54 @@ test('cookie options changed at run time apply from the next request: the new na
   });
 });
 
+test('after cookieDomain or cookiePath changes at run time, responses that set the cookie also clear it under the earlier domain and path, for one cookie lifetime; never the cookie just set, never another name', async () => {
+  const clock = new ManualClock();
+  const { engine } = engineWithErrors<{ n: number }>({ clock, inactiveSessionTimeoutMs: 30 * MINUTE, init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const id = theCookie(await request(server.url)).value;
+    const clearings = (response: TestResponse): string[] => response.setCookies.filter((c) => c.startsWith('4DSID=;'));
+    const current = (response: TestResponse): ParsedCookie => theCookie({ ...response, setCookies: response.setCookies.filter((c) => !c.startsWith('4DSID=;')) });
+    assert.deepEqual(clearings(await request(server.url, { cookie: `4DSID=${id}` })), [], 'nothing changed: nothing cleared');
+
+    engine.setOption('cookieDomain', 'example.com');
+    const moved = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(moved.body, '3');
+    assert.equal(current(moved).value, id);
+    assert.equal(current(moved).attrs.get('domain'), 'example.com');
+    assert.deepEqual(clearings(moved), ['4DSID=; Max-Age=0; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Strict'], 'the host-only cookie is cleared');
+
+    engine.setOption('cookiePath', '/app');
+    clock.advance(20 * MINUTE);
+    assert.deepEqual(clearings(await request(server.url, { cookie: `4DSID=${id}` })), [
+      '4DSID=; Max-Age=0; Domain=example.com; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Strict',
+      '4DSID=; Max-Age=0; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Strict',
+    ], 'both earlier cookies, the most recent first');
+
+    // Back to the first domain and path (both before the next request: the settings in between were never
+    // used): that cookie is the one set now, so it is never cleared.
+    engine.setOption('cookieDomain', undefined);
+    engine.setOption('cookiePath', '/');
+    const back = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(current(back).attrs.has('domain'), false);
+    assert.equal(current(back).attrs.get('path'), '/');
+    assert.deepEqual(clearings(back).map((c) => c.split('; ').filter((p) => /^(Domain|Path)=/.test(p)).join('; ')), ['Domain=example.com; Path=/app', 'Domain=example.com; Path=/']);
+
+    // A cookie lifetime (30 min) after the first response that knew of each change, no browser holds them.
+    clock.advance(16 * MINUTE);
+    assert.equal(clearings(await request(server.url, { cookie: `4DSID=${id}` })).length, 2, '29 min after the change to /app, 16 after going back');
+    clock.advance(15 * MINUTE);
+    const later = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(later.body, '7');
+    assert.deepEqual(clearings(later), []);
+    assert.equal(later.setCookies.length, 1);
+
+    // A new name: the old name is never read, so a cookie under it shadows nothing and is left alone.
+    engine.setOption('cookieName', 'APPSID');
+    const renamed = await request(server.url);
+    assert.deepEqual(renamed.setCookies.map((c) => c.split('=')[0]), ['APPSID']);
+  });
+});
+
 test('a returning browser keeps its session and vars, and every response moves Expires to that request time + inactiveSessionTimeoutMs', async () => {
   const clock = new ManualClock();
   const timeout = 20 * MINUTE;

@@ -8,6 +8,7 @@ import type { SessionVars } from '../process.js';
 import { clientIp, clientIsSecure } from './client-ip.js';
 import { readSessionId } from './cookie.js';
 import { bindingSettings, type OptionsEngine } from './settings.js';
+import { withStaleClearings } from './stale-cookies.js';
 
 /** What the binding uses of an engine: any `SessionEngine<Vars>` has it. */
 export type HttpEngine<Vars extends SessionVars> = Pick<SessionEngine<Vars>, 'acquireNow'> & OptionsEngine;
@@ -78,10 +79,19 @@ export function acquireFor<Vars extends SessionVars>(engine: HttpEngine<Vars>, f
   });
 }
 
-/** The Set-Cookie header value for the lease's response, decided now (call it when headers are written). */
-export function setCookieFor(engine: CookieEngine, lease: CookieLease, secure: boolean): string | undefined {
+/**
+ * The Set-Cookie header value(s) for the lease's response, decided now (call it when headers are
+ * written): the session cookie, and after a run-time change of its domain or path the clearing of the
+ * cookie under the earlier ones (stale-cookies.ts).
+ */
+export function setCookieFor(engine: CookieEngine, lease: CookieLease, secure: boolean): string | string[] | undefined {
   const directive = lease.cookie();
-  return directive.action === 'none' ? undefined : bindingSettings(engine).cookieFormat.format(directive, secure);
+  if (directive.action === 'none') return undefined;
+  const settings = bindingSettings(engine);
+  const cookie = settings.cookieFormat.format(directive, secure);
+  if (settings.staleCookies.length === 0 || directive.action !== 'set' || cookie === undefined) return cookie;
+  // The directive's Expires is its request's time plus the cookie lifetime.
+  return withStaleClearings(cookie, settings.staleCookies, settings.cookieName, directive.expiresAtMs - settings.cookieLifetimeMs, secure);
 }
 
 /**

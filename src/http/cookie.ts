@@ -11,6 +11,11 @@ const SAME_SITE = { Strict: 'strict', Lax: 'lax', None: 'none' } as const;
 
 export type CookieOptions = Pick<RuntimeOptions, 'cookieName' | 'cookieDomain' | 'cookiePath' | 'cookieSameSite' | 'cookieSecure'>;
 
+/** Whether a browser keeps the two as one cookie (name, domain and path). */
+export function isSameCookie(a: CookieOptions, b: CookieOptions): boolean {
+  return a.cookieName === b.cookieName && a.cookieDomain === b.cookieDomain && a.cookiePath === b.cookiePath;
+}
+
 /** The session id a Cookie header carries, or undefined when absent or malformed. */
 export function readSessionId(cookieHeader: string | undefined, cookieName: string): string | undefined {
   if (cookieHeader === undefined || cookieHeader.length > MAX_COOKIE_HEADER_LENGTH || !cookieHeader.includes(cookieName)) return undefined;

@@ -42,7 +42,7 @@ export function setResponseState(res: ServerResponse, state: CookieState): void 
  * object is never mutated.
  */
 export function writeHeadWithCookie(
-  res: ServerResponse, original: ServerResponse['writeHead'], cookie: string | undefined,
+  res: ServerResponse, original: ServerResponse['writeHead'], cookie: string | string[] | undefined,
   statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument,
 ): ServerResponse {
   const writeHead = original as unknown as WriteHead;
@@ -58,7 +58,7 @@ export function writeHeadWithCookie(
       if (key === undefined && name.length === 10 && name.toLowerCase() === 'set-cookie') key = name;
     }
     const given = key === undefined ? res.getHeader('set-cookie') : headers[key];
-    withCookie[key ?? 'set-cookie'] = given === undefined ? cookie : [...(Array.isArray(given) ? given : [String(given)]), cookie];
+    withCookie[key ?? 'set-cookie'] = given === undefined ? cookie : [...(Array.isArray(given) ? given : [String(given)]), ...asList(cookie)];
     return reason === undefined ? writeHead.call(res, statusCode, withCookie) : writeHead.call(res, statusCode, reason, withCookie);
   }
   if (headers !== undefined) {
@@ -147,7 +147,11 @@ function applyHeaderList(res: ServerResponse, headers: OutgoingHttpHeader[]): vo
   }
 }
 
-function appendSetCookie(res: ServerResponse, cookie: string): void {
+function appendSetCookie(res: ServerResponse, cookie: string | string[]): void {
   const existing = res.getHeader('set-cookie');
-  res.setHeader('set-cookie', existing === undefined ? cookie : Array.isArray(existing) ? [...existing, cookie] : [String(existing), cookie]);
+  res.setHeader('set-cookie', existing === undefined ? cookie : [...(Array.isArray(existing) ? existing : [String(existing)]), ...asList(cookie)]);
+}
+
+function asList(cookie: string | string[]): string[] {
+  return typeof cookie === 'string' ? [cookie] : cookie;
 }

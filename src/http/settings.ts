@@ -1,7 +1,9 @@
 import type { SessionEngine } from '../engine.js';
 import { kOptionsVersion, type RuntimeOptions } from '../options.js';
 import type { SessionVars } from '../process.js';
+import { isSameCookie } from './cookie.js';
 import { SessionCookieFormat } from './set-cookie.js';
+import { staleCookiesAfter, type StaleCookie } from './stale-cookies.js';
 
 /**
  * What the binding reads of an engine: its options, and the version that says when they changed (every
@@ -15,6 +17,12 @@ export interface BindingSettings {
   readonly cookieName: string;
   readonly trustProxy: RuntimeOptions['trustProxy'];
   readonly cookieFormat: SessionCookieFormat;
+  /** inactiveSessionTimeoutMs: a response's Expires is its request's time plus this. */
+  readonly cookieLifetimeMs: number;
+  /** The longest cookie lifetime used since the cookie's name, domain and path last changed. */
+  readonly longestCookieLifetimeMs: number;
+  /** The cookie as set under earlier names, domains or paths, which a browser may still hold (stale-cookies.ts). */
+  readonly staleCookies: readonly StaleCookie[];
 }
 
 const settings = new WeakMap<OptionsEngine, BindingSettings>();
@@ -28,14 +36,24 @@ export function bindingSettings(engine: OptionsEngine): BindingSettings {
   const version = engine[kOptionsVersion];
   let current = settings.get(engine);
   if (current === undefined || current.version !== version || version === undefined) {
+    const previous = current;
+    const cookieFormat = new SessionCookieFormat({
+      cookieName: engine.getOption('cookieName'), cookieDomain: engine.getOption('cookieDomain'), cookiePath: engine.getOption('cookiePath'),
+      cookieSameSite: engine.getOption('cookieSameSite'), cookieSecure: engine.getOption('cookieSecure'),
+    });
+    const cookieLifetimeMs = engine.getOption('inactiveSessionTimeoutMs');
+    const staleCookies = previous === undefined
+      ? []
+      : staleCookiesAfter(previous.staleCookies, previous.cookieFormat.options, previous.longestCookieLifetimeMs, cookieFormat.options);
+    const sameCookie = previous !== undefined && isSameCookie(previous.cookieFormat.options, cookieFormat.options);
     current = {
       version,
-      cookieName: engine.getOption('cookieName'),
+      cookieName: cookieFormat.options.cookieName,
       trustProxy: engine.getOption('trustProxy'),
-      cookieFormat: new SessionCookieFormat({
-        cookieName: engine.getOption('cookieName'), cookieDomain: engine.getOption('cookieDomain'), cookiePath: engine.getOption('cookiePath'),
-        cookieSameSite: engine.getOption('cookieSameSite'), cookieSecure: engine.getOption('cookieSecure'),
-      }),
+      cookieFormat,
+      cookieLifetimeMs,
+      longestCookieLifetimeMs: sameCookie ? Math.max(previous.longestCookieLifetimeMs, cookieLifetimeMs) : cookieLifetimeMs,
+      staleCookies,
     };
     settings.set(engine, current);
   }

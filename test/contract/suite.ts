@@ -240,4 +240,21 @@ function sessionContract(start: StartServer): void {
       assert.equal(theCookie(response).value, id);
     });
   });
+
+  test('after cookieDomain changes at run time the cookie under the earlier domain is cleared next to the new one, with the application\'s own cookies kept', GUARD, async () => {
+    await withApp(start, {}, async ({ server, engine }) => {
+      const id = sessionIdOf(await request(server.url));
+      engine.setOption('cookieDomain', 'example.com');
+      for (const path of ['/', '/cookie']) {
+        const response = await request(server.url, { path, cookie: `4DSID=${id}` });
+        assert.equal(response.status, 200);
+        const ours = response.setCookies.filter((c) => c.startsWith('4DSID='));
+        assert.deepEqual(ours, [
+          `4DSID=${id}; Domain=example.com; Path=/; Expires=${theCookie({ ...response, setCookies: ours.slice(0, 1) }).attrs.get('expires')}; HttpOnly; SameSite=Strict`,
+          '4DSID=; Max-Age=0; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Strict',
+        ], path);
+        if (path === '/cookie') assert.ok(response.setCookies.includes('app=1; Path=/') && response.setCookies.includes('theme=dark'), JSON.stringify(response.setCookies));
+      }
+    });
+  });
 }

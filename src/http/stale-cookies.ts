@@ -1,0 +1,74 @@
+import type { CookieDirective } from '../lease.js';
+import { isSameCookie, type CookieOptions } from './cookie.js';
+import { SessionCookieFormat } from './set-cookie.js';
+
+// A browser keys a cookie by name, domain and path. When cookieDomain or cookiePath changes at run time,
+// a browser that holds the cookie under the earlier domain or path keeps it until it expires, and sends
+// both. Which comes first is the browser's choice (the longer path, then the older cookie), and the
+// first pair is the one read (a later one is never preferred: cookie tossing). So after the session that
+// cookie names is gone, the stale cookie shadows every new one and the browser got a new session on each
+// request. Each response that sets the cookie therefore also clears it under the earlier domains and
+// paths, for as long as a browser can still hold one there.
+
+/** At most this many earlier domain/path pairs are cleared (each adds one Set-Cookie to a response). */
+const MAX_STALE_COOKIES = 4;
+const CLEAR: CookieDirective = Object.freeze({ action: 'clear' });
+
+/** The session cookie as this process last set it under a domain and path no longer in use. */
+export class StaleCookie {
+  readonly #format: SessionCookieFormat;
+  /** The longest cookie lifetime it was set with: how long after the change a browser may still hold it. */
+  readonly #lifetimeMs: number;
+  /** When the last cookie set under it expires at the latest; known at the first response after the change. */
+  #goneAtMs: number | undefined;
+
+  constructor(options: CookieOptions, lifetimeMs: number) {
+    this.#format = new SessionCookieFormat(options);
+    this.#lifetimeMs = lifetimeMs;
+  }
+
+  get options(): CookieOptions {
+    return this.#format.options;
+  }
+
+  /** The clearing Set-Cookie for a response at `nowMs`, or undefined once no browser can hold the cookie. */
+  clearingAt(nowMs: number, secure: boolean): string | undefined {
+    // The change took effect before the first response that reads these settings: a cookie set under
+    // them expired by now + their lifetime at the latest.
+    this.#goneAtMs ??= nowMs + this.#lifetimeMs;
+    return nowMs < this.#goneAtMs ? this.#format.format(CLEAR, secure) : undefined;
+  }
+}
+
+/**
+ * The stale cookies once the options changed from `previous` (set with cookie lifetime
+ * `previousLifetimeMs`) to `next`: the earlier ones plus `previous` itself when it is another cookie,
+ * without the one `next` sets again, the most recent first.
+ */
+export function staleCookiesAfter(
+  earlier: readonly StaleCookie[], previous: CookieOptions, previousLifetimeMs: number, next: CookieOptions,
+): readonly StaleCookie[] {
+  const candidates = isSameCookie(previous, next) ? earlier : [new StaleCookie(previous, previousLifetimeMs), ...earlier];
+  const kept: StaleCookie[] = [];
+  for (const stale of candidates) {
+    if (kept.length === MAX_STALE_COOKIES) break;
+    if (isSameCookie(stale.options, next) || kept.some((k) => isSameCookie(k.options, stale.options))) continue;
+    kept.push(stale);
+  }
+  return kept;
+}
+
+/**
+ * `cookie` with the clearings of the stale cookies that share its name (a cookie under another name is
+ * never read, so it shadows nothing) and that a browser may still hold at `nowMs`.
+ */
+export function withStaleClearings(cookie: string, stale: readonly StaleCookie[], cookieName: string, nowMs: number, secure: boolean): string | string[] {
+  let cookies: string[] | undefined;
+  for (const old of stale) {
+    if (old.options.cookieName !== cookieName) continue;
+    const clearing = old.clearingAt(nowMs, secure);
+    if (clearing === undefined) continue;
+    (cookies ??= [cookie]).push(clearing);
+  }
+  return cookies ?? cookie;
+}
