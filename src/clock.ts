@@ -1,3 +1,6 @@
+import { SessionOptionError } from './errors.js';
+import { describe } from './options.js';
+
 /** A scheduled callback that can be cancelled. */
 export interface TimerHandle {
   cancel(): void;
@@ -110,4 +113,17 @@ export class ManualClock implements Clock {
   get pendingTimers(): number {
     return this.#timers.filter((t) => t.callback !== undefined).length;
   }
+}
+
+/**
+ * Refuses a clock the engine could not run on, at construction: a missing `now()`, a `setTimer` that is
+ * not a function (it would throw at the first timer, outside any request), or a `now()` that does not
+ * give a finite number of milliseconds (every deadline and cookie date would be NaN).
+ */
+export function checkClock(clock: unknown): asserts clock is Clock {
+  const { now, setTimer } = (clock ?? {}) as Partial<Clock>;
+  if (typeof now !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock must have a now() method');
+  if (setTimer !== undefined && typeof setTimer !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock.setTimer must be a function when given');
+  const nowMs: unknown = (clock as Clock).now();
+  if (typeof nowMs !== 'number' || !Number.isFinite(nowMs)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `clock.now() must return a finite number of milliseconds since the epoch, got ${describe(nowMs)}`);
 }

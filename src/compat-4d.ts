@@ -1,6 +1,6 @@
 import type { SessionEngine } from './engine.js';
 import { SessionArgumentError, SessionOptionError } from './errors.js';
-import { DEFAULT_OPTIONS, describe, type SessionMode } from './options.js';
+import { DEFAULT_OPTIONS, describe, MAX_DURATION_MS, type SessionMode } from './options.js';
 import type { SessionVars } from './process.js';
 
 /** 4D selector constants of the Web Server theme (values as in 4D). */
@@ -36,6 +36,11 @@ function longint(selector: number, value: unknown): number {
 function inRange(selector: number, n: number, min: number, max: number): number {
   if (n !== 0 && (n < min || n > max)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `selector ${selector} takes ${min} to ${max} (0 restores the default), got ${n}`);
   return n;
+}
+
+/** A timeout selector's value in milliseconds: the error speaks of minutes, which is what the caller gave. */
+function minutesMs(selector: number, value: unknown): number {
+  return inRange(selector, longint(selector, value), 1, MAX_DURATION_MS / MINUTE_MS) * MINUTE_MS;
 }
 
 function text(selector: number, value: unknown): string {
@@ -75,11 +80,11 @@ function selectorTable<Vars extends SessionVars>(): ReadonlyMap<number, Selector
     }],
     [Web_inactive_session_timeout, {
       get: (e) => Math.floor(e.getOption('inactiveSessionTimeoutMs') / MINUTE_MS), // a Longint, as in 4D
-      set: (e, v) => e.setOption('inactiveSessionTimeoutMs', longint(72, v) * MINUTE_MS || DEFAULT_OPTIONS.inactiveSessionTimeoutMs),
+      set: (e, v) => e.setOption('inactiveSessionTimeoutMs', minutesMs(72, v) || DEFAULT_OPTIONS.inactiveSessionTimeoutMs),
     }],
     [Web_inactive_process_timeout, {
       get: (e) => Math.floor(e.getOption('inactiveProcessTimeoutMs') / MINUTE_MS),
-      set: (e, v) => e.setOption('inactiveProcessTimeoutMs', longint(78, v) * MINUTE_MS || DEFAULT_OPTIONS.inactiveProcessTimeoutMs),
+      set: (e, v) => e.setOption('inactiveProcessTimeoutMs', minutesMs(78, v) || DEFAULT_OPTIONS.inactiveProcessTimeoutMs),
     }],
     [Web_session_cookie_name, {
       get: (e) => e.getOption('cookieName'),

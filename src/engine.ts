@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
-import { systemClock } from './clock.js';
+import { checkClock, systemClock } from './clock.js';
 import { SessionArgumentError, SessionError, SessionOptionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
@@ -50,7 +50,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     }
     this.#options = resolveOptions(options);
     const { clock = systemClock, locks, init, onClose } = options;
-    if (typeof clock?.now !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock must have a now() method');
+    checkClock(clock);
     if (init !== undefined && typeof init !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'init must be a function');
     if (onClose !== undefined && typeof onClose !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'onClose must be a function');
     if (locks !== undefined && (typeof locks?.tryLock !== 'function' || typeof locks.releaseAll !== 'function')) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks must be a LockManager (tryLock, unlock, lockedBy, releaseAll)');

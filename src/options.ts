@@ -78,7 +78,8 @@ export const DEFAULT_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
 export const OPTION_NAMES = Object.freeze(Object.keys(DEFAULT_OPTIONS) as OptionName[]);
 
 // Bounds keep every value usable by timers and counters; a day in ms is far below the top.
-const MAX_DURATION_MS = 366 * 24 * 60 * MINUTE_MS;
+/** The longest timeout an option takes (366 days): longer ones are refused, not clamped. */
+export const MAX_DURATION_MS = 366 * 24 * 60 * MINUTE_MS;
 // RFC 6265 token: what a cookie name may contain (no separators, so no header injection).
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 // DNS labels of at most 63 characters, as the `cookie` package requires when it serializes the domain.

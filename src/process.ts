@@ -1,6 +1,7 @@
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { LockManager, LockOwner, LockRef } from './locks.js';
 import { isLockRef, lockKey } from './locks.js';
+import { isThenable } from './maybe-async.js';
 import { Selections } from './selections.js';
 
 export { Selections, type Selection } from './selections.js';
@@ -61,6 +62,31 @@ export let processInternals: {
   /** Restores the held-lock list of a process rebuilt from saved state (the locks are still held). */
   restoreHeldLocks(proc: WebProcess<SessionVars>, held: readonly LockRef[]): void;
 };
+
+/**
+ * `init`'s result for `proc`, run in its context: the vars, or a promise of them. Vars are an object
+ * (a primitive could be neither changed in place nor stored as a process's variables): anything else
+ * throws (or rejects) a SessionArgumentError, which the store reports as `init`'s failure.
+ */
+export function runInit<Vars extends SessionVars>(
+  init: ((proc: WebProcess<Vars>) => Vars | Promise<Vars>) | undefined,
+  als: { run<T>(store: ProcessRun<Vars>, fn: () => T): T },
+  proc: WebProcess<Vars>,
+): Vars | Promise<Vars> {
+  if (init === undefined) return {} as Vars;
+  const vars = als.run(runOf(proc), () => init(proc));
+  return isThenable(vars) ? Promise.resolve(vars).then(checkedVars) : checkedVars(vars);
+}
+
+/** A spawned task's failure: its process's `init` (ERR_SESSION_INIT_FAILED) or the task itself. */
+export function taskFailure(initialized: boolean, proc: WebProcess<SessionVars>, cause: unknown, sessionId: string): SessionError {
+  return new SessionError(initialized ? 'ERR_SESSION_TASK_FAILED' : 'ERR_SESSION_INIT_FAILED', `${proc.processId} (${proc.name})`, { cause, sessionId });
+}
+
+function checkedVars<Vars>(vars: Vars): Vars {
+  if (typeof vars === 'object' && vars !== null) return vars;
+  throw new SessionArgumentError(`init must return an object (or a promise of one) for the process's vars, got ${vars === undefined || vars === null ? String(vars) : typeof vars}`);
+}
 
 /**
  * What the engine's async context holds: a process and the run in it (a request's lease, a spawned

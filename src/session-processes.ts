@@ -1,8 +1,8 @@
 import { noteProgress } from './close.js';
 import { SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
-import { settledOrPromise, whenReady, type MaybePromise } from './maybe-async.js';
-import { runOf, WebProcess, type SessionVars } from './process.js';
+import { whenReady, type MaybePromise } from './maybe-async.js';
+import { runInit, runOf, taskFailure, WebProcess, type SessionVars } from './process.js';
 import type { SchedulerContext } from './scheduler.js';
 import { withItem, withoutItem, type Session } from './session.js';
 import { initFailure, tearDown } from './store.js';
@@ -126,8 +126,7 @@ export class SessionProcesses<Vars extends SessionVars> {
 
   /** `init`'s vars for a new process, run in its context. */
   initVars(proc: WebProcess<Vars>): MaybePromise<Vars> {
-    const init = this.#ctx.init;
-    return init === undefined ? ({} as Vars) : settledOrPromise(this.#ctx.als.run(runOf(proc), () => init(proc)));
+    return runInit(this.#ctx.init, this.#ctx.als, proc);
   }
 
   /** `proc.spawn(name, task)`: a process of its own in the session, running `task` in its context. */
@@ -163,11 +162,13 @@ export class SessionProcesses<Vars extends SessionVars> {
   }
 
   async #runTask(session: Session<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
+    let initialized = false;
     try {
       proc.vars = await this.initVars(proc);
+      initialized = true;
       await this.#ctx.als.run(runOf(proc), () => task(proc));
     } catch (error) {
-      this.#ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: session.id }), 'taskErrors');
+      this.#ctx.report(taskFailure(initialized, proc, error, session.id), 'taskErrors');
     }
     if (session.state !== 'open') {
       session.running = withoutItem(session.running, proc);

@@ -72,6 +72,16 @@ test('the timeout selectors take and return minutes, stored as milliseconds; 0 r
     assert.equal(engine.getOption('inactiveSessionTimeoutMs'), DEFAULT_OPTIONS.inactiveSessionTimeoutMs);
     assert.equal(WEB_GET_OPTION(Web_inactive_process_timeout), 480);
     assert.equal(WEB_GET_OPTION(Web_inactive_session_timeout), 480);
+
+    // 366 days is the longest; beyond it the error speaks of minutes, the unit the caller gave.
+    WEB_SET_OPTION(Web_inactive_process_timeout, 527_040);
+    assert.equal(WEB_GET_OPTION(Web_inactive_process_timeout), 527_040);
+    for (const selector of [Web_inactive_process_timeout, Web_inactive_session_timeout]) {
+      assert.throws(() => WEB_SET_OPTION(selector, 527_041), (error: unknown) => error instanceof TypeError
+        && (error as { code?: string }).code === 'ERR_SESSION_INVALID_OPTION'
+        && error.message.includes(`selector ${selector} takes 1 to 527040 (0 restores the default), got 527041`), `selector ${selector}`);
+    }
+    assert.equal(WEB_GET_OPTION(Web_inactive_process_timeout), 527_040, 'unchanged by the refused value');
   } finally {
     await engine.stop();
   }

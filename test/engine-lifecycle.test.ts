@@ -535,6 +535,9 @@ describe('options', () => {
       { closeTimeoutMs: -5 },
       { clock: {} },
       { clock: null },
+      { clock: { now: () => Date.now(), setTimer: 5 } }, // would throw at the first timer, outside any request
+      { clock: { now: () => 'x' } }, // every deadline and cookie date would be NaN
+      { clock: { now: () => Number.NaN } },
       { init: 'not a function' },
       { onClose: 42 },
       { cookieSameSite: 'None', cookieSecure: false },

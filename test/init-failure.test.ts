@@ -3,7 +3,7 @@
 // (its id reached no client: it must not count against the cap, nor be evicted later as if it lived).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, SessionEngine, type CloseEvent, type CreateEvent, type SessionEngineOptions } from '../src/index.js';
+import { ManualClock, SessionEngine, type SessionError, type CloseEvent, type CreateEvent, type SessionEngineOptions } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { deferred, eventually, settle } from './helpers.js';
 import { wrapScript } from './redis-crossing.js';
@@ -290,6 +290,41 @@ for (const [name, storeFor] of stores) {
     const holder = await other.proc.locks.lockedBy(RECORD.table, RECORD.key);
     assert.ok(holder === null || (holder.sessionId !== id && engine.sessions().some((s) => s.id === holder.sessionId)), `the record is free or held by a live session, never by the closed one: ${JSON.stringify(holder)}`);
     other.release();
+    await engine.stop();
+  });
+}
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: an init whose result is not an object (a number, null, a promise of a string) fails as init does: ERR_SESSION_INIT_FAILED naming the reason, the session discarded; a spawned process's init failing is ERR_SESSION_INIT_FAILED, not its task's failure`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    let result: unknown = 5;
+    const { engine, creates } = engineOn(choice, { clock: new ManualClock(), init: () => result as Vars });
+    const failures: SessionError[] = [];
+    engine.on('error', (error) => failures.push(error));
+    for (const bad of [5, null, Promise.resolve('text')]) {
+      result = bad;
+      await assert.rejects(engine.acquire({ sessionId: undefined, ip: IP }), (error: { code?: string }) => error.code === 'ERR_SESSION_INIT_FAILED');
+    }
+    assert.deepEqual(failures.map((e) => [e.code, (e.cause as Error).message]), [
+      ['ERR_SESSION_INIT_FAILED', 'invalid argument: init must return an object (or a promise of one) for the process\'s vars, got number'],
+      ['ERR_SESSION_INIT_FAILED', 'invalid argument: init must return an object (or a promise of one) for the process\'s vars, got null'],
+      ['ERR_SESSION_INIT_FAILED', 'invalid argument: init must return an object (or a promise of one) for the process\'s vars, got string'],
+    ]);
+    assert.deepEqual(creates, []);
+    assert.equal(engine.stats().sessions, 0);
+
+    result = { n: 1 };
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    result = 'no vars';
+    let taskRan = false;
+    lease.proc.spawn('report', async () => { taskRan = true; });
+    assert.ok(await eventually(() => failures.length === 4, 5_000));
+    assert.equal(failures[3]!.code, 'ERR_SESSION_INIT_FAILED');
+    assert.match(failures[3]!.message, /\(report\)/);
+    assert.equal(taskRan, false, 'the task never runs without its vars');
+    assert.equal(engine.stats().taskErrors, 1);
+    lease.release();
     await engine.stop();
   });
 }

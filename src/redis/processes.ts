@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
 import type { LockRef } from '../locks.js';
-import { processInternals, runOf, WebProcess, type SessionVars } from '../process.js';
+import { processInternals, runInit, runOf, taskFailure, WebProcess, type SessionVars } from '../process.js';
 import { tearDown as tearDownReported } from '../store.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
@@ -90,8 +90,7 @@ export class ProcessSaves<Vars extends SessionVars> {
   }
 
   initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {
-    const { init, als } = this.#node.ctx;
-    return init === undefined ? ({} as Vars) : als.run(runOf(proc), () => init(proc));
+    return runInit(this.#node.ctx.init, this.#node.ctx.als, proc);
   }
 
   /**
@@ -218,11 +217,13 @@ export class ProcessSaves<Vars extends SessionVars> {
     handle.startRun({ proc, token, kind: 'task' });
     this.#writeEnds(proc.processId);
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
+    let initialized = false;
     try {
       proc.vars = await this.initVars(proc);
+      initialized = true;
       await ctx.als.run(runOf(proc), () => task(proc));
     } catch (error) {
-      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: error, sessionId: handle.id }), 'taskErrors');
+      ctx.report(taskFailure(initialized, proc, error, handle.id), 'taskErrors');
     }
     handle.endRun(proc);
     handle.lastActivityAtMs = ctx.clock.now();
