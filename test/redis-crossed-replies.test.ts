@@ -142,6 +142,33 @@ test('regenerate not awaited by its request: the request\'s release waits for th
   assert.deepEqual(x.errors.map((e) => e.message), []);
 });
 
+test('regenerate not awaited, then a task spawned by the same request: the task runs in the renamed session (its spawn waits for the rename\'s reply; nothing forwards the old id for the caller)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const oldId = a.sessionId;
+    let renaming: Promise<string | null> | undefined;
+    let ranIn: string | undefined;
+    a.run(() => {
+      renaming = x.engine.regenerate(oldId);
+      a.proc.spawn('mail', async () => { ranIn = x.engine.currentSessionId(); });
+    });
+    const newId = await renaming!;
+    assert.equal(typeof newId, 'string');
+    assert.equal(await r.redis.exists(`${r.prefix}mv:${oldId}`), 0, 'a sign-in leaves no forwarding key');
+    assert.ok(await eventually(() => ranIn !== undefined, 5_000), `the task ran (errors: ${x.errors.map((e) => e.code).join(', ')})`);
+    assert.equal(ranIn, newId);
+    a.release();
+    assert.ok(await idleInRedis(r, newId!));
+  } finally {
+    await x.engine.stop();
+  }
+  assert.deepEqual(x.errors.map((e) => e.code), []);
+});
+
 // closeSession(old id) from outside, on a node that hears of another node's rename late: the claim
 // answers 'unknown' (the old id names nothing), which must neither clear the live session's cookie (the
 // announcement not heard yet) nor close the renamed session (heard while the claim was on its way).

@@ -191,11 +191,12 @@ return 1
  * that come with it. What is under way in the session goes on in it: the requests waiting for it (its
  * queue is renamed) and the requests and tasks running in it other than the caller, on any node, whose
  * releases may still name the old id. For them P mv:<old> names the new id, for a key lifetime after
- * the rename; with only the caller, for callerMovedTtlMs (its release names the old id only if the
- * rename's reply was lost), so a plain login leaves little behind.
- * ARGV: P, old, new, movedTtlMs, callerPid ('' outside a request), callerMovedTtlMs (absent from nodes of
- * an earlier version: then nothing is set for the caller alone). Returns the live process ids
- * (space-separated), or '' if the session is not open.
+ * the rename. The caller needs none: its node learns the new id from the reply (or, the reply lost, by
+ * reading the new key; failing that its release tries the new id itself: renames.ts), so a plain login
+ * leaves nothing behind.
+ * ARGV: P, old, new, movedTtlMs, callerPid ('' outside a request; nodes of an earlier version pass a
+ * sixth argument, no longer read). Returns the live process ids (space-separated), or '' if the session
+ * is not open.
  */
 export const RENAME = `${PRELUDE}
 local old, new = ARGV[2], ARGV[3]
@@ -221,13 +222,7 @@ for _, p in ipairs(plist(nh)) do
   end
   if p ~= ARGV[5] and (redis.call('HGET', nh, 'b:' .. p) or '0') ~= '0' then underWay = true end
 end
-if underWay then
-  redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4])
-elseif ARGV[5] ~= '' and ARGV[6] then
-  -- Only the caller's own release may name the old id (if the rename's reply is lost): forwarded for a
-  -- node lease and a minute (renames.ts), not a key lifetime, since every sign-in makes one.
-  redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[6])
-end
+if underWay then redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4]) end
 redis.call('PUBLISH', P .. 'ev', 'N ' .. old .. ' ' .. new)
 -- For nodes of an earlier version, which know only this one.
 redis.call('PUBLISH', P .. 'ev', 'n ' .. old)

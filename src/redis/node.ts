@@ -73,6 +73,11 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
    * the new id (Redis forwards an old id's release only for work other than the caller's).
    */
   renaming: Promise<void> | undefined;
+  /**
+   * Process id → the new id of a rename its own request asked for, whose reply was lost and whose
+   * outcome Redis never told (renames.ts): its release names that id if the old one names nothing.
+   */
+  readonly unsureRenames = new Map<string, string>();
 
   constructor(node: NodeServices<Vars>, id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number) {
     this.#node = node;

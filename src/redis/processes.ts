@@ -133,10 +133,15 @@ export class ProcessSaves<Vars extends SessionVars> {
       if (handle.renaming !== undefined) await handle.renaming;
       for (let attempt = 0; ; attempt++) {
         try {
-          const outcome = text(await this.#releases.add([`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? '']));
+          const args = [`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? ''];
+          let outcome = text(await this.#releases.add(args));
+          const unsure = handle.unsureRenames.get(proc.processId);
+          // Its own rename may have run, its reply lost: then the session lives under that fresh id.
+          if (outcome === 'gone' && unsure !== undefined) outcome = text(await this.#releases.add([args[0]!, unsure, args[2]!]));
           // Its own error in Redis (the others of its call landed): retried as a failed call is.
           if (outcome.startsWith('err')) throw new Error(`the release failed in Redis: ${outcome.slice(4)}`);
-          if (outcome === 'o' && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
+          handle.unsureRenames.delete(proc.processId);
+          if (outcome === 'o' && unsure === undefined && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
           // Fenced on its first try: the process was freed under this work (this node taken for dead), so
           // what it changed is lost. A retry's 'stale' says nothing: the try before may have landed.
           if (outcome === 'stale' && attempt === 0) {
@@ -200,6 +205,8 @@ export class ProcessSaves<Vars extends SessionVars> {
     let token: string;
     this.#writeBegins(proc.processId);
     try {
+      // A regenerate of the request spawning this, not awaited: the spawn names the id it gives.
+      if (handle.renaming !== undefined) await handle.renaming;
       const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId) as Reply).map(text);
       if (reply[0] !== 'ok' || reply[1] === undefined) {
         throw new SessionError(reply[0] === 'plimit' ? 'ERR_SESSION_PROCESS_LIMIT' : 'ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });

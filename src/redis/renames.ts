@@ -50,9 +50,6 @@ export class SessionRenames<Vars extends SessionVars> {
     // P mv:<old> must outlive the waiters counted when the rename runs (on every node, whatever its own
     // poll interval) and the work running in the session: as long as its keys, a minute at least.
     const movedTtlMs = Math.max(MOVED_TTL_FLOOR_MS, waiterStaleMs(settings), keyTtlMs(ctx, settings));
-    // With only the caller: its release names the old id only after a lost reply, once this node has
-    // asked Redis again for up to a node lease (readAfterLostReply); a minute more covers its sending.
-    const callerMovedTtlMs = settings.nodeLeaseMs + MOVED_TTL_FLOOR_MS;
     // The caller's own release follows the new id only if it runs here now (a continuation of an
     // earlier request's init or task may call this while that process serves a request elsewhere).
     const handle = this.#known.get(id);
@@ -66,13 +63,16 @@ export class SessionRenames<Vars extends SessionVars> {
     try {
       const sentAtMs = performance.now();
       try {
-        pids = text(await redis.lwsRename(settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '', callerMovedTtlMs) as string);
+        pids = text(await redis.lwsRename(settings.prefix, id, newId, movedTtlMs, callerRunsHere ? caller.processId : '') as string);
       } catch (error) {
         // A reply lost with its connection: the rename may have run. Not knowing would answer 503 for a
         // session that lives on under an id nobody was given (its client, back on the dead old id, gets
         // a new session, and the renamed one idles to its timeout with the login in it).
         // The id is fresh and random: only this node's rename can have made its key.
         const landed = await readAfterLostReply(settings, sentAtMs, () => redis.hget(`${settings.prefix}s:${newId}`, 'pl'));
+        // Redis silent for as long: the caller's release, which may come after any outage, tries the new
+        // id when the old one names nothing (the key of a fresh id exists only if this rename ran).
+        if (landed === undefined && callerRunsHere) handle!.unsureRenames.set(caller.processId, newId);
         if (landed === undefined || landed === null) throw unavailable(error, id);
         pids = landed;
       }
