@@ -6,7 +6,7 @@ import { ManualClock, type RequestLease } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
-import { countMulti, HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, turnsOfTheLoop, wrapScript, type Vars } from './redis-crossing.js';
+import { countMulti, HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, turnsOfTheLoop, wrapScript, type Script, type Vars } from './redis-crossing.js';
 
 // Stops: a request whose enter left before the stop began is the stop's to drain, not to leave behind.
 
@@ -167,6 +167,30 @@ test('regenerate not awaited, then a task spawned by the same request: the task 
     await x.engine.stop();
   }
   assert.deepEqual(x.errors.map((e) => e.code), []);
+});
+
+test('a regenerate whose lock relabelling fails (Redis away for that one call) still answers the new id, which the session has: the failure is reported, and lockedBy names the new id once Redis answers', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    assert.equal(await a.proc.locks.tryLock('Stock', 3), true);
+    let failures = 1;
+    wrapScript(x.client, 'lwsLockRename', (rename: Script) => async (...args) => {
+      if (failures-- > 0) throw new Error('Connection is closed.');
+      return rename(...args);
+    });
+    const newId = await a.run(() => x.engine.regenerate(a.sessionId));
+    assert.equal(typeof newId, 'string');
+    assert.equal(a.sessionId, newId, 'the request goes on under the new id');
+    assert.deepEqual(x.errors.map((e) => e.code), ['ERR_SESSION_STORE_UNAVAILABLE']);
+    assert.ok(await eventually(async () => (await a.proc.locks.lockedBy('Stock', 3))?.sessionId === newId, 10_000), 'the label follows');
+    a.release();
+  } finally {
+    await x.engine.stop();
+  }
 });
 
 // closeSession(old id) from outside, on a node that hears of another node's rename late: the claim

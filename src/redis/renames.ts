@@ -84,8 +84,29 @@ export class SessionRenames<Vars extends SessionVars> {
       }
     }
     if (pids === '') return null;
-    await this.#lockManager.renameSession(pids.split(' '), newId);
+    // The session has moved: answering anything but its new id would leave the caller without it. The
+    // locks' session label follows in a call of its own; if that fails it is reported and retried.
+    const processIds = pids.split(' ');
+    try {
+      await this.#lockManager.renameSession(processIds, newId);
+    } catch (error) {
+      this.#node.ctx.report(unavailable(error, newId), 'storeErrors');
+      void this.#renameLocksLater(processIds, newId); // ends at the latest when this node stops
+    }
     return newId;
+  }
+
+  async #renameLocksLater(processIds: readonly string[], newId: string): Promise<void> {
+    const { retries } = this.#node;
+    for (let attempt = 0; !retries.stopped; attempt++) {
+      await retries.wait(attempt);
+      try {
+        await this.#lockManager.renameSession(processIds, newId);
+        return;
+      } catch {
+        // Reported once, above; Redis is still away.
+      }
+    }
   }
 
   /**
