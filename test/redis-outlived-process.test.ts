@@ -57,3 +57,25 @@ test('Redis store: a process object kept past its request of a session still ope
     await engine.stop();
   }
 });
+
+test('Redis store: a request whose session is gone from Redis when it ends (closed or discarded without it, as after a lost reply) frees the locks it took instead of extending them for the keys\' lifetime', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const engine = new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    assert.equal(await lease.proc.locks.tryLock('Stock', 8), true);
+    // The session leaves Redis under the running request (what a close or the repair ends with), and
+    // with it the bookkeeping that would have freed the lock.
+    await r.redis.del(`${r.prefix}s:${lease.sessionId}`);
+    lease.release();
+    const other = await engine.acquire({ sessionId: undefined, ip: IP });
+    try {
+      assert.ok(await eventually(async () => (await other.proc.locks.lockedBy('Stock', 8)) === null, 5_000), 'the record is free for others');
+    } finally {
+      other.release();
+    }
+  } finally {
+    await engine.stop();
+  }
+});

@@ -129,12 +129,13 @@ export class ProcessSaves<Vars extends SessionVars> {
     const { ctx, settings, lockManager, copies } = this.#node;
     // One async layer (each promise also pays Node 20's async hooks): the write is kept from here to its end.
     this.#writeBegins(proc.processId);
+    let outcome: string | undefined;
     try {
       if (handle.renaming !== undefined) await handle.renaming;
       for (let attempt = 0; ; attempt++) {
         try {
           const args = [`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? ''];
-          let outcome = text(await this.#releases.add(args));
+          outcome = text(await this.#releases.add(args));
           const unsure = handle.unsureRenames.get(proc.processId);
           // Its own rename may have run, its reply lost: then the session lives under that fresh id.
           if (outcome === 'gone' && unsure !== undefined) outcome = text(await this.#releases.add([args[0]!, unsure, args[2]!]));
@@ -159,8 +160,15 @@ export class ProcessSaves<Vars extends SessionVars> {
     } finally {
       this.#writeEnds(proc.processId);
     }
+    if (proc.lockCount === 0 || proc.closed) return;
+    // Its session is gone (closed, and its close released the locks it knew of, or discarded): what the
+    // process still holds was taken after that and nobody else will free it.
+    if (outcome === 'gone') {
+      await lockManager.releaseAll(proc, processInternals.heldLocks(proc)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
+      return;
+    }
     // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
-    if (proc.lockCount > 0 && !proc.closed) await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
+    await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
   }
 
 
