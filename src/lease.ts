@@ -25,6 +25,8 @@ export interface LeaseHost<Vars extends SessionVars, S extends LeaseSession = Le
   cookieExpiresAtMs(session: S): number;
   /** Calls `callback` once `closeTimeoutMs` has passed on the engine's clock (see `releaseAtTheLatest`). */
   releaseDeadline(callback: () => void): TimerHandle;
+  /** The engine's clock. */
+  nowMs(): number;
   /**
    * `releaseAtTheLatest`'s or `holdAndReportAtTheLatest`'s deadline passed: said on the engine's 'error'
    * event (ERR_SESSION_DRAIN_TIMEOUT), with what became of the process.
@@ -72,6 +74,11 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
     if (session === undefined) return NO_COOKIE;
     if (session.state !== 'open') return CLEAR_COOKIE;
     return { action: 'set', sessionId: session.id, expiresAtMs: this.#host.cookieExpiresAtMs(session) };
+  }
+
+  /** The engine's clock now (what the response's time is, for the cookie rules that need it). */
+  nowMs(): number {
+    return this.#host.nowMs();
   }
 
   /** Runs `fn` with this request's process as the current one (`engine.currentSessionId()`). */
@@ -122,9 +129,10 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
 }
 
 /** The deadline part of a store's LeaseHost: `closeTimeoutMs` on the engine's clock, reported as a drain timeout. */
-export function releaseDeadlines<Vars extends SessionVars>(ctx: Pick<StoreContext<Vars>, 'clock' | 'options' | 'report'>): Pick<LeaseHost<Vars>, 'releaseDeadline' | 'reportHeldTooLong'> {
+export function releaseDeadlines<Vars extends SessionVars>(ctx: Pick<StoreContext<Vars>, 'clock' | 'options' | 'report'>): Pick<LeaseHost<Vars>, 'releaseDeadline' | 'reportHeldTooLong' | 'nowMs'> {
   return {
     releaseDeadline: (callback) => timerOn(ctx.clock, callback, ctx.options.closeTimeoutMs),
+    nowMs: () => ctx.clock.now(),
     reportHeldTooLong: (sessionId, process) => ctx.report(new SessionError(
       'ERR_SESSION_DRAIN_TIMEOUT',
       process === 'released'

@@ -172,7 +172,13 @@ export class SessionProcesses<Vars extends SessionVars> {
     }
     if (session.state !== 'open') {
       session.running = withoutItem(session.running, proc);
-      return noteProgress(session); // the close pipeline hooks and tears it down
+      if (initialized) return noteProgress(session); // the close pipeline hooks and tears it down
+      // Its init failed: it never had a context, so its close does not hook it (as a request's process
+      // whose init failed); its place stopped counting when the close was claimed.
+      session.processes = withoutItem(session.processes, proc);
+      noteProgress(session);
+      await tearDown(this.#ctx, proc);
+      return;
     }
     // A task that ends on its own ends its process: no hook (its session is not closing), locks released.
     this.#drop(session, proc);

@@ -200,6 +200,40 @@ test('after cookieDomain or cookiePath changes at run time, responses that set t
   });
 });
 
+test('a cookie domain changed only in case or by a leading dot is the same cookie for a browser: nothing is cleared', async () => {
+  const { engine } = engineWithErrors<{ n: number }>({ clock: new ManualClock(), cookieDomain: '.example.com', init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const id = sessionIdOf(await request(server.url));
+    engine.setOption('cookieDomain', 'Example.COM');
+    const response = await request(server.url, { cookie: `4DSID=${id}` });
+    assert.equal(response.body, '2');
+    assert.deepEqual(response.setCookies.map((c) => c.split(';')[0]), [`4DSID=${id}`]);
+  });
+});
+
+test('cookieDomain changed by a request that also raises the cookie lifetime: the earlier cookie is cleared for the earlier lifetime from that response on, whatever the request\'s own start', async () => {
+  const clock = new ManualClock();
+  const { engine } = engineWithErrors<{ n: number }>({ clock, inactiveSessionTimeoutMs: 30 * MINUTE, init: () => ({ n: 0 }) });
+  await withServer(engine, (req, res, proc) => {
+    if (req.url === '/move') {
+      clock.advance(2 * MINUTE); // a slow request: the change comes late in it
+      engine.setOption('cookieDomain', 'example.com');
+      engine.setOption('inactiveSessionTimeoutMs', 24 * 60 * MINUTE);
+    }
+    res.end(String(++proc.vars.n));
+  }, async (server) => {
+    const id = sessionIdOf(await request(server.url));
+    const cleared = (response: TestResponse): number => response.setCookies.filter((c) => c.startsWith('4DSID=;')).length;
+    assert.equal(cleared(await request(server.url, { path: '/move', cookie: `4DSID=${id}` })), 1);
+    clock.advance(MINUTE);
+    assert.equal(cleared(await request(server.url, { cookie: `4DSID=${id}` })), 1, 'a minute later a browser may still hold it');
+    clock.advance(28 * MINUTE);
+    assert.equal(cleared(await request(server.url, { cookie: `4DSID=${id}` })), 1, '29 minutes after the change');
+    clock.advance(2 * MINUTE);
+    assert.equal(cleared(await request(server.url, { cookie: `4DSID=${id}` })), 0, '31 minutes after: no browser holds it');
+  });
+});
+
 test('a returning browser keeps its session and vars, and every response moves Expires to that request time + inactiveSessionTimeoutMs', async () => {
   const clock = new ManualClock();
   const timeout = 20 * MINUTE;

@@ -328,3 +328,33 @@ for (const [name, storeFor] of stores) {
     await engine.stop();
   });
 }
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: a spawned process whose init fails while its session closes is not hooked (it never had a context); the session's other process is`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const gate = deferred();
+    const hooked: string[] = [];
+    const { engine, errors } = engineOn(choice, {
+      clock: new ManualClock(),
+      init: async (proc) => {
+        if (proc.name !== 'mail') return { n: 1 };
+        await gate.promise;
+        throw new Error('db down');
+      },
+      onClose: (proc) => { hooked.push(proc.name); },
+    });
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.run(() => { lease.proc.spawn('mail', async () => {}); });
+    lease.release();
+    await settle();
+    const closing = engine.closeSession(lease.sessionId);
+    await settle();
+    gate.resolve();
+    assert.equal(await closing, true);
+    assert.ok(await eventually(() => errors.includes('ERR_SESSION_INIT_FAILED'), 5_000));
+    assert.deepEqual(hooked, ['web']);
+    await engine.stop();
+    assert.deepEqual(hooked, ['web'], 'nor at stop');
+  });
+}

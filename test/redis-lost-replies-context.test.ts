@@ -78,3 +78,32 @@ test('a regenerate from a new session\'s first request whose reply is lost and R
     await stopAll(clock, [], undefined, x);
   }
 });
+
+test('a regenerate retried after its first reply was lost and Redis silent, the retry lost too: the request\'s release still lands in the session the first one renamed', { timeout: 30_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('N ', 'n ');
+  held.on = true;
+  const x = await node(r, clock, { held });
+  try {
+    const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const oldId = lease.sessionId;
+    assert.equal(await lease.proc.locks.tryLock('Stock', 9), true);
+    const client = x.client as unknown as { hget: (...args: unknown[]) => Promise<unknown> };
+    const hget = client.hget;
+    wrapScript(x.client, 'lwsRename', (rename: Script) => async (...args) => {
+      await rename(...args); // the first renames the session; the second finds the old id dead
+      client.hget = async () => { throw new Error('Connection is closed.'); };
+      throw new Error('Connection is closed.');
+    });
+    for (let i = 0; i < 2; i++) await assert.rejects(lease.run(() => x.engine.regenerate(oldId)), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
+    client.hget = hget;
+    const keys = await r.redis.keys(`${r.prefix}s:*`);
+    assert.equal(keys.length, 1);
+    lease.release();
+    assert.ok(await eventually(async () => (await r.redis.hget(keys[0]!, `b:${lease.proc.processId}`)) === '0', 5_000), 'the release landed under the first new id');
+  } finally {
+    await stopAll(clock, [], undefined, x);
+  }
+});

@@ -14,7 +14,7 @@ import { withStaleClearings } from './stale-cookies.js';
 export type HttpEngine<Vars extends SessionVars> = Pick<SessionEngine<Vars>, 'acquireNow'> & OptionsEngine;
 /** What writing the cookie uses of an engine and a lease (neither depends on the vars' type). */
 export type CookieEngine = OptionsEngine;
-export type CookieLease = Pick<RequestLease<SessionVars>, 'cookie'>;
+export type CookieLease = Pick<RequestLease<SessionVars>, 'cookie' | 'nowMs'>;
 
 /** The parts of a request the binding reads; every framework can supply them (`socketFacts`). */
 export interface HttpRequestFacts {
@@ -90,8 +90,7 @@ export function setCookieFor(engine: CookieEngine, lease: CookieLease, secure: b
   const settings = bindingSettings(engine);
   const cookie = settings.cookieFormat.format(directive, secure);
   if (settings.staleCookies.length === 0 || directive.action !== 'set' || cookie === undefined) return cookie;
-  // The directive's Expires is its request's time plus the cookie lifetime.
-  return withStaleClearings(cookie, settings.staleCookies, settings.cookieName, directive.expiresAtMs - settings.cookieLifetimeMs, secure);
+  return withStaleClearings(cookie, settings.staleCookies, settings.cookieName, lease.nowMs(), secure);
 }
 
 /**

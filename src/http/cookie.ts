@@ -11,9 +11,16 @@ const SAME_SITE = { Strict: 'strict', Lax: 'lax', None: 'none' } as const;
 
 export type CookieOptions = Pick<RuntimeOptions, 'cookieName' | 'cookieDomain' | 'cookiePath' | 'cookieSameSite' | 'cookieSecure'>;
 
-/** Whether a browser keeps the two as one cookie (name, domain and path). */
+/**
+ * Whether a browser keeps the two as one cookie: same name, path and domain, the domain compared as
+ * browsers store it (lower case, without a leading dot).
+ */
 export function isSameCookie(a: CookieOptions, b: CookieOptions): boolean {
-  return a.cookieName === b.cookieName && a.cookieDomain === b.cookieDomain && a.cookiePath === b.cookiePath;
+  return a.cookieName === b.cookieName && a.cookiePath === b.cookiePath && storedDomain(a.cookieDomain) === storedDomain(b.cookieDomain);
+}
+
+function storedDomain(domain: string | undefined): string | undefined {
+  return domain?.replace(/^\./, '').toLowerCase();
 }
 
 /** The session id a Cookie header carries, or undefined when absent or malformed. */

@@ -12,7 +12,7 @@ type HeaderArgument = OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined;
 export type WriteHead = (this: ServerResponse, statusCode: number, reasonOrHeaders?: string | HeaderArgument, headers?: HeaderArgument) => ServerResponse;
 
 /** The part of a lease the response rules use (none of it depends on the vars' type). */
-export type LeaseHandle = Pick<RequestLease<SessionVars>, 'run' | 'fail' | 'release' | 'released' | 'cookie' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>;
+export type LeaseHandle = Pick<RequestLease<SessionVars>, 'run' | 'fail' | 'release' | 'released' | 'cookie' | 'nowMs' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>;
 
 /** What writing the session cookie needs, kept on the response. */
 export interface CookieState {

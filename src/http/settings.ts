@@ -17,8 +17,6 @@ export interface BindingSettings {
   readonly cookieName: string;
   readonly trustProxy: RuntimeOptions['trustProxy'];
   readonly cookieFormat: SessionCookieFormat;
-  /** inactiveSessionTimeoutMs: a response's Expires is its request's time plus this. */
-  readonly cookieLifetimeMs: number;
   /** The longest cookie lifetime used since the cookie's name, domain and path last changed. */
   readonly longestCookieLifetimeMs: number;
   /** The cookie as set under earlier names, domains or paths, which a browser may still hold (stale-cookies.ts). */
@@ -51,7 +49,6 @@ export function bindingSettings(engine: OptionsEngine): BindingSettings {
       cookieName: cookieFormat.options.cookieName,
       trustProxy: engine.getOption('trustProxy'),
       cookieFormat,
-      cookieLifetimeMs,
       longestCookieLifetimeMs: sameCookie ? Math.max(previous.longestCookieLifetimeMs, cookieLifetimeMs) : cookieLifetimeMs,
       staleCookies,
     };

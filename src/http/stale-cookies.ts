@@ -59,8 +59,11 @@ export function staleCookiesAfter(
 }
 
 /**
- * `cookie` with the clearings of the stale cookies that share its name (a cookie under another name is
- * never read, so it shadows nothing) and that a browser may still hold at `nowMs`.
+ * `cookie` after the clearings of the stale cookies that share its name (a cookie under another name is
+ * never read, so it shadows nothing) and that a browser may still hold at `nowMs`. The clearings go
+ * first: Set-Cookie lines are applied in order, so whatever a browser takes for the same cookie as the
+ * one set (a domain differing only in case or a leading dot; a host-only cookie and Domain=<host>, one
+ * cookie for RFC 6265 cookie jars though not for browsers) is set again after its clearing, never lost.
  */
 export function withStaleClearings(cookie: string, stale: readonly StaleCookie[], cookieName: string, nowMs: number, secure: boolean): string | string[] {
   let cookies: string[] | undefined;
@@ -68,7 +71,9 @@ export function withStaleClearings(cookie: string, stale: readonly StaleCookie[]
     if (old.options.cookieName !== cookieName) continue;
     const clearing = old.clearingAt(nowMs, secure);
     if (clearing === undefined) continue;
-    (cookies ??= [cookie]).push(clearing);
+    (cookies ??= []).push(clearing);
   }
-  return cookies ?? cookie;
+  if (cookies === undefined) return cookie;
+  cookies.push(cookie);
+  return cookies;
 }

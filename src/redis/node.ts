@@ -74,10 +74,11 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
    */
   renaming: Promise<void> | undefined;
   /**
-   * Process id → the new id of a rename its own request asked for, whose reply was lost and whose
-   * outcome Redis never told (renames.ts): its release names that id if the old one names nothing.
+   * Process id → the new ids of renames its own request asked for, whose replies were lost and whose
+   * outcome Redis never told (renames.ts), the latest last: its release names them, latest first, if
+   * the old id names nothing (a retried regenerate may have made the first one, not the second).
    */
-  readonly unsureRenames = new Map<string, string>();
+  readonly unsureRenames = new Map<string, string[]>();
 
   constructor(node: NodeServices<Vars>, id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number) {
     this.#node = node;

@@ -137,8 +137,8 @@ export class ProcessSaves<Vars extends SessionVars> {
           const args = [`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? ''];
           outcome = text(await this.#releases.add(args));
           const unsure = handle.unsureRenames.get(proc.processId);
-          // Its own rename may have run, its reply lost: then the session lives under that fresh id.
-          if (outcome === 'gone' && unsure !== undefined) outcome = text(await this.#releases.add([args[0]!, unsure, args[2]!]));
+          // A rename of its own may have run, its reply lost: then the session lives under that fresh id.
+          for (let i = (unsure?.length ?? 0) - 1; outcome === 'gone' && i >= 0; i--) outcome = text(await this.#releases.add([args[0]!, unsure![i]!, args[2]!]));
           // Its own error in Redis (the others of its call landed): retried as a failed call is.
           if (outcome.startsWith('err')) throw new Error(`the release failed in Redis: ${outcome.slice(4)}`);
           handle.unsureRenames.delete(proc.processId);
@@ -245,10 +245,11 @@ export class ProcessSaves<Vars extends SessionVars> {
     const open = handle.state === 'open';
     // A task that ends on its own ends its process (locks released, no hook); in a closing session
     // its state is saved for the hook the claimer runs, who tears it down. In a session discarded
-    // (its first init failed) nobody else will: torn down here.
-    this.save(handle, proc, token, proc, open ? 'leaves' : 'stays');
+    // (its first init failed) nobody else will: torn down here. A process whose own init failed never
+    // had a context: it leaves without state, so no close hooks it (RELEASE), and is torn down here.
+    this.save(handle, proc, token, initialized ? proc : undefined, open || !initialized ? 'leaves' : 'stays');
     if (open) handle.processCount--;
-    if (handle.state !== 'closing') await this.tearDown(handle, proc);
+    if (handle.state !== 'closing' || !initialized) await this.tearDown(handle, proc);
   }
 }
 

@@ -72,7 +72,11 @@ export class SessionRenames<Vars extends SessionVars> {
         const landed = await readAfterLostReply(settings, sentAtMs, () => redis.hget(`${settings.prefix}s:${newId}`, 'pl'));
         // Redis silent for as long: the caller's release, which may come after any outage, tries the new
         // id when the old one names nothing (the key of a fresh id exists only if this rename ran).
-        if (landed === undefined && callerRunsHere) handle!.unsureRenames.set(caller.processId, newId);
+        if (landed === undefined && callerRunsHere) {
+          const unsure = handle!.unsureRenames.get(caller.processId);
+          if (unsure === undefined) handle!.unsureRenames.set(caller.processId, [newId]);
+          else unsure.push(newId);
+        }
         if (landed === undefined || landed === null) throw unavailable(error, id);
         pids = landed;
       }

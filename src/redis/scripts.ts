@@ -12,8 +12,7 @@
 //   P wq:<id>       zset waiter -> Redis time of its last try + its node's waiterStaleMs (requests waiting for the session, any node; dropped once older than the caller's window)
 //   P mv:<old>      the new id of a session regenerated while work was under way in it (waiting
 //                   requests follow it; releases of requests and tasks still naming the old id land);
-//                   with only the caller's request, for a node lease plus a minute (its release after
-//                   a lost rename reply)
+//                   none for the caller's own request (its node knows the new id: renames.ts)
 //   P open          zset id -> created             (the global cap counts it)
 //   P idle          zset id -> last activity end  (timeouts)
 //   P lru           zset id -> order of going idle (eviction: least recently active first; P lrun counts)
