@@ -146,13 +146,8 @@ export class SessionProcesses<Vars extends SessionVars> {
     // The process never had a context: it leaves the session (the next request runs init again). In a
     // session closing meanwhile too: its close neither waits for it nor hooks it (a hook would see no
     // context), and its place was given back when the close was claimed.
-    if (session.state === 'open') {
-      this.#drop(session, proc);
-    } else {
-      session.running = withoutItem(session.running, proc);
-      session.processes = withoutItem(session.processes, proc);
-      noteProgress(session);
-    }
+    if (session.state === 'open') this.#drop(session, proc);
+    else leaveClosing(session, proc);
     session.requestProcessCount--;
     const released = tearDown(this.#ctx, proc);
     this.#host.settleIfIdle(session);
@@ -171,13 +166,13 @@ export class SessionProcesses<Vars extends SessionVars> {
       this.#ctx.report(taskFailure(initialized, proc, error, session.id), 'taskErrors');
     }
     if (session.state !== 'open') {
-      session.running = withoutItem(session.running, proc);
-      if (initialized) return noteProgress(session); // the close pipeline hooks and tears it down
-      // Its init failed: it never had a context, so its close does not hook it (as a request's process
-      // whose init failed); its place stopped counting when the close was claimed.
-      session.processes = withoutItem(session.processes, proc);
-      noteProgress(session);
-      await tearDown(this.#ctx, proc);
+      if (initialized) {
+        session.running = withoutItem(session.running, proc);
+        return noteProgress(session); // the close pipeline hooks and tears it down
+      }
+      // Its init failed: it never had a context (as a request's process whose init failed). Once the
+      // hooks have begun it is theirs to hook and tear down, as any process of the session.
+      if (leaveClosing(session, proc)) await tearDown(this.#ctx, proc);
       return;
     }
     // A task that ends on its own ends its process: no hook (its session is not closing), locks released.
@@ -201,4 +196,18 @@ export class SessionProcesses<Vars extends SessionVars> {
     this.#live--;
     this.#placesFreed();
   }
+}
+
+/**
+ * A process whose init failed leaves its closing session: the close neither waits for it nor hooks it
+ * (a hook would see no context; its place stopped counting at the claim). Once the hooks have begun
+ * (the drain gave up on it at closeTimeoutMs) it stays in their list, which is not copied: taking it
+ * out would make the pipeline skip the next process's hook. Returns whether it left.
+ */
+function leaveClosing<Vars extends SessionVars>(session: Session<Vars>, proc: WebProcess<Vars>): boolean {
+  session.running = withoutItem(session.running, proc);
+  const left = session.phase === undefined || session.phase === 'draining';
+  if (left) session.processes = withoutItem(session.processes, proc);
+  noteProgress(session);
+  return left;
 }

@@ -160,15 +160,12 @@ export class ProcessSaves<Vars extends SessionVars> {
     } finally {
       this.#writeEnds(proc.processId);
     }
-    if (proc.lockCount === 0 || proc.closed) return;
-    // Its session is gone (closed, and its close released the locks it knew of, or discarded): what the
-    // process still holds was taken after that and nobody else will free it.
-    if (outcome === 'gone') {
-      await lockManager.releaseAll(proc, processInternals.heldLocks(proc)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
-      return;
-    }
     // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
-    await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
+    // Not after 'gone': the id this node knows names nothing, which says the session closed (its close
+    // released its locks) but may also say it was renamed on a node this release never heard from, its
+    // process there now; that node's own releases keep its locks alive. Freeing them here could take
+    // a live session's locks; extending them would keep a leaked lock for another key lifetime.
+    if (proc.lockCount > 0 && !proc.closed && outcome !== 'gone') await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
   }
 
 

@@ -89,28 +89,15 @@ export class SessionRenames<Vars extends SessionVars> {
     }
     if (pids === '') return null;
     // The session has moved: answering anything but its new id would leave the caller without it. The
-    // locks' session label follows in a call of its own; if that fails it is reported and retried.
-    const processIds = pids.split(' ');
+    // locks' session label (what lockedBy answers) follows in a call of its own; if that fails it is
+    // reported and the label stays the old id until the session's next rename relabels them all (a
+    // retry later could land after such a rename and put back a dead id).
     try {
-      await this.#lockManager.renameSession(processIds, newId);
+      await this.#lockManager.renameSession(pids.split(' '), newId);
     } catch (error) {
       this.#node.ctx.report(unavailable(error, newId), 'storeErrors');
-      void this.#renameLocksLater(processIds, newId); // ends at the latest when this node stops
     }
     return newId;
-  }
-
-  async #renameLocksLater(processIds: readonly string[], newId: string): Promise<void> {
-    const { retries } = this.#node;
-    for (let attempt = 0; !retries.stopped; attempt++) {
-      await retries.wait(attempt);
-      try {
-        await this.#lockManager.renameSession(processIds, newId);
-        return;
-      } catch {
-        // Reported once, above; Redis is still away.
-      }
-    }
   }
 
   /**
