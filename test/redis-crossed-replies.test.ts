@@ -203,6 +203,50 @@ test('a regenerate whose lock relabelling fails (Redis away for that one call) s
   }
 });
 
+test('a release retried after its first try landed, its session since renamed on another node (no forwarding: only the caller was busy): the retry finds nothing and leaves the live session\'s lock alone', { timeout: 30_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  const y = await node(r, clock);
+  let bl: RequestLease<Vars> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const pid = a.proc.id;
+    assert.equal(await a.proc.locks.tryLock('Stock', 8), true);
+    let calls = 0;
+    let open!: () => void;
+    const gate = new Promise<void>((res) => { open = res; });
+    const outcomes: unknown[] = [];
+    wrapScript(x.client, 'lwsRelease', (release: Script) => async (...args) => {
+      calls++;
+      if (calls === 1) { await release(...args); throw new Error('Connection is closed.'); }
+      if (calls === 2) await gate; // the retry, built with the old id, waits in the offline queue
+      const out = await release(...args);
+      outcomes.push(out);
+      return out;
+    });
+    const oldId = a.sessionId;
+    a.release();
+    assert.ok(await idleInRedis(r, oldId), 'first try landed');
+    assert.ok(await eventually(() => calls === 2, 10_000), 'the retry is on its way (built with the id X knew then)');
+    // Y: the next request of the browser, same process, logs in (regenerate) and keeps its locks.
+    const b = await y.engine.acquire({ sessionId: oldId, ip: IP });
+    bl = b;
+    assert.equal(b.proc.id, pid);
+    const newId = await b.run(() => y.engine.regenerate(b.sessionId));
+    assert.equal(typeof newId, 'string');
+    assert.deepEqual(await b.proc.locks.lockedBy('Stock', 8).then((o) => o && { p: o.processId, s: o.sessionId }), { p: pid, s: newId });
+    open();
+    await eventually(() => outcomes.length > 0, 5_000);
+    await new Promise((res) => setTimeout(res, 300));
+    const holder = await b.proc.locks.lockedBy('Stock', 8);
+    assert.notEqual(holder, null, 'the live session\'s lock was freed by a stale release of another node');
+  } finally {
+    await stopAll(clock, [bl], undefined, x, y);
+  }
+});
+
 // closeSession(old id) from outside, on a node that hears of another node's rename late: the claim
 // answers 'unknown' (the old id names nothing), which must neither clear the live session's cookie (the
 // announcement not heard yet) nor close the renamed session (heard while the claim was on its way).
