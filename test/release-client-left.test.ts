@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import express from 'express';
 import Fastify from 'fastify';
 import type { WebProcess } from '../src/index.js';
@@ -144,6 +146,65 @@ test('node:http, a handler of a pipelined request (its response queued behind an
     }
   });
 });
+
+// A response queued behind another on its connection never gets Node's own 'close' when the connection
+// goes: the binding closes it. It must read as closed to stream.finished too, which pipeline() and
+// Fastify's reply.then wait on: otherwise a handler that streams into it never settles and its session
+// stays busy for good (never timed out, never evicted).
+for (const server of ['node:http', 'Fastify'] as const) {
+  test(`${server}, a handler that streams into a pipelined response (queued behind another of another session) whose client hung up: it settles, and its session is served again at once`, { timeout: 20_000 }, async () => {
+    await withEngine(async (engine, _clock, errors) => {
+      const gate = deferred<void>();
+      const settled: string[] = [];
+      const stream = async (into: (source: Readable) => Promise<unknown>): Promise<void> => {
+        await gate.promise; // a database call, say, while the client leaves
+        try {
+          await into(Readable.from(['x\n', 'y\n']));
+          settled.push('streamed');
+        } catch (error) {
+          settled.push((error as NodeJS.ErrnoException).code ?? 'error');
+        }
+      };
+      let running: { url: string; close(): Promise<void> };
+      if (server === 'node:http') {
+        running = await startServer(engine, async (req: http.IncomingMessage, res: http.ServerResponse) => {
+          if (req.url === '/pipe') return stream((source) => pipeline(source, res));
+          res.end('ok');
+        });
+      } else {
+        const app = Fastify();
+        await app.register(fastifySessions, { engine });
+        app.get('/', async () => 'ok');
+        app.get('/pipe', async (_req, reply) => {
+          await stream(async (source) => { await reply.send(source); });
+          return reply;
+        });
+        await app.ready();
+        running = await listen(app.server, () => app.close());
+      }
+      try {
+        const [a, b] = [sessionIdOf(await request(running.url)), sessionIdOf(await request(running.url))];
+        const socket = net.connect(Number(new URL(running.url).port), '127.0.0.1');
+        socket.on('error', () => {});
+        socket.write(`GET /pipe HTTP/1.1\r\nHost: x\r\nCookie: 4DSID=${a}\r\n\r\nGET /pipe HTTP/1.1\r\nHost: x\r\nCookie: 4DSID=${b}\r\n\r\n`);
+        await new Promise((resolve) => setTimeout(resolve, 50)); // both read by the server
+        socket.destroy();
+        await once(socket, 'close');
+        gate.resolve();
+        for (const id of [a, b]) {
+          const answered = await waitFor(track(request(running.url, { cookie: `4DSID=${id}` })));
+          assert.equal(sessionIdOf(answered), id, 'served, no clock moved');
+        }
+        assert.equal(engine.stats().busySessions, 0);
+        assert.equal(settled.length, 2, `both handlers settled: ${JSON.stringify(settled)}`);
+        assert.deepEqual(errors.filter((e) => e.code === 'ERR_SESSION_DRAIN_TIMEOUT'), []);
+      } finally {
+        gate.resolve();
+        await running.close();
+      }
+    });
+  });
+}
 
 test('Fastify, an async handler that goes on after sending its reply: held until it settles, however long, with no deadline (its response finished: nobody left)', async () => {
   await withEngine(async (engine, clock, errors) => {

@@ -50,6 +50,9 @@ function closeIfStillQueued(res: ServerResponse): void {
   // Given the socket meanwhile: Node's own 'close' comes with it (or came: it has finished).
   if (res.socket !== null || res.writableFinished || res.destroyed) return;
   res.destroy();
+  // As Node closes a response whose connection went (onServerResponseClose): marked closed too, or
+  // stream.finished (pipeline(source, res), Fastify's reply.then) attached later waits for ever.
+  (res as ServerResponse & { _closed: boolean })._closed = true;
   res.emit('close');
 }
 
