@@ -51,6 +51,8 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
   #host: LeaseHost<Vars, S>;
   #released = false;
   #deadline: TimerHandle | undefined;
+  /** What #deadline does when it comes: release the process, or report it still held. */
+  #deadlineReleases = false;
 
   constructor(host: LeaseHost<Vars, S>, session: S | undefined, proc: WebProcess<Vars>, isNewSession: boolean) {
     this.#host = host;
@@ -107,6 +109,7 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
    */
   releaseAtTheLatest(): void {
     if (this.#released || this.#deadline !== undefined) return;
+    this.#deadlineReleases = true;
     this.#deadline = this.#host.releaseDeadline(() => {
       if (this.#released) return;
       this.#host.reportHeldTooLong(this.sessionId, 'released');
@@ -121,7 +124,11 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
    * handler still running `closeTimeoutMs` later is reported once, so a stuck one does not go unseen.
    */
   holdAndReportAtTheLatest(): void {
-    if (this.#released || this.#deadline !== undefined) return;
+    if (this.#released || (this.#deadline !== undefined && !this.#deadlineReleases)) return;
+    // A release armed before its handler could be seen (its client left while the request waited for
+    // the process) gives way: the handler runs now, and nothing may run beside it.
+    this.#deadline?.cancel();
+    this.#deadlineReleases = false;
     this.#deadline = this.#host.releaseDeadline(() => {
       if (!this.#released) this.#host.reportHeldTooLong(this.sessionId, 'held');
     });

@@ -19,7 +19,8 @@ import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
 import { listen } from './contract/app.js';
 import { deferred, request, sessionIdOf, startServer } from './helpers.js';
 import { track } from './engine-harness.js';
-import { callbackHandler, expectHeldWhileTheHandlerGoesOn, expectNextWaitsForTheCallback, expectReleasedAtTheDeadline, newProbe, waitFor, withEngine, type Vars } from './release-support.js';
+import { CLOSE_TIMEOUT_MS, callbackHandler, expectHeldWhileTheHandlerGoesOn, expectNextWaitsForTheCallback, expectReleasedAtTheDeadline, newProbe, waitFor, withEngine, type Vars } from './release-support.js';
+import { until } from './http-support.js';
 
 test('node:http, a callback-style handler whose client leaves before it ends the response: the next request of the session waits until it does (no overlap), then runs with what it left', async () => {
   await withEngine(async (engine, _clock, errors) => {
@@ -231,6 +232,55 @@ test('Fastify, an async handler that goes on after sending its reply: held until
       await expectHeldWhileTheHandlerGoesOn(server.url, clock, errors, gate, () => maxInFlight);
     } finally {
       gate.resolve();
+      await server.close();
+    }
+  });
+});
+
+test('Fastify, a request whose client left while it waited for its busy process: its handler, run when the process comes free, keeps it until it settles, past closeTimeoutMs (the next request waits: no overlap)', { timeout: 20_000 }, async () => {
+  await withEngine(async (engine, clock) => {
+    const gates: Array<() => void> = [];
+    const started: string[] = [];
+    let running = 0;
+    let maxRunning = 0;
+    const app = Fastify();
+    await app.register(fastifySessions, { engine });
+    app.get('/', async () => 'ok');
+    app.get('/work', async (req) => {
+      running++;
+      maxRunning = Math.max(maxRunning, running);
+      started.push(String(req.id));
+      await new Promise<void>((resolve) => gates.push(resolve));
+      running--;
+      return 'done';
+    });
+    await app.ready();
+    const server = await listen(app.server, () => app.close());
+    try {
+      const cookie = `4DSID=${sessionIdOf(await request(server.url))}`;
+      const first = track(request(server.url, { path: '/work', cookie }));
+      await until(() => started.length === 1, 'the first handler runs');
+      const leaving = http.request(`${server.url}/work`, { headers: { cookie }, agent: false });
+      leaving.on('error', () => {});
+      leaving.end();
+      await until(() => engine.stats().queuedRequests === 1, 'the second request waits');
+      leaving.destroy(); // its client leaves while it waits
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      gates.shift()!();
+      await waitFor(first);
+      await until(() => started.length === 2, 'its handler runs'); // Fastify runs it anyway
+      clock.advance(CLOSE_TIMEOUT_MS); // the handler still runs
+      const third = track(request(server.url, { path: '/work', cookie }));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(started.length, 2, 'the next request waits for the running handler');
+      assert.equal(maxRunning, 1);
+      gates.shift()!();
+      await until(() => started.length === 3, 'the third runs after it');
+      gates.shift()!();
+      await waitFor(third);
+      assert.equal(maxRunning, 1, 'never two handlers of one process at once');
+    } finally {
+      for (const gate of gates) gate();
       await server.close();
     }
   });

@@ -45,6 +45,9 @@ export class BoundSession implements CookieState {
     this.#cutBeforeHandler = isCut(this.#res);
     this.#gaveUpResponse = gaveUpResponse as ((subject: object) => boolean) | undefined;
     this.#subject = subject;
+    // Its client left while the request waited for its process: the release that was armed for an
+    // unseen handler becomes a hold while this one runs.
+    if (this.#closed) this.#check();
   }
 
   /**
