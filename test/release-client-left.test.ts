@@ -237,6 +237,63 @@ test('Fastify, an async handler that goes on after sending its reply: held until
   });
 });
 
+// A download its client cancels is no failure of the application: `await pipeline(source, res)` rejects
+// with ERR_STREAM_PREMATURE_CLOSE once the response is gone, as readBody does when a client leaves.
+for (const framework of ['node:http', 'Express', 'Fastify'] as const) {
+  test(`${framework}, a download its client cancels (pipeline rejects, premature close): nothing reported as the handler's failure, the session served again at once`, { timeout: 20_000 }, async () => {
+    await withEngine(async (engine, _clock, errors) => {
+      const outcomes: string[] = [];
+      const download = async (res: http.ServerResponse): Promise<void> => {
+        let chunks = 0;
+        const source = new Readable({ read() { setTimeout(() => this.push(chunks++ < 1_000 ? 'x'.repeat(1_024) : null), 2); } });
+        res.setHeader('content-type', 'application/octet-stream');
+        try {
+          await pipeline(source, res);
+          outcomes.push('done');
+        } catch (error) {
+          outcomes.push(String((error as NodeJS.ErrnoException).code));
+          throw error; // as an application that lets it escape
+        }
+      };
+      let running: { url: string; close(): Promise<void> };
+      if (framework === 'node:http') {
+        running = await startServer(engine, async (req: http.IncomingMessage, res: http.ServerResponse) => {
+          if (req.url === '/download') return download(res);
+          res.end('ok');
+        });
+      } else if (framework === 'Express') {
+        const app = express();
+        app.use(sessions(engine));
+        app.get('/', (_req, res) => { res.send('ok'); });
+        app.get('/download', async (_req, res) => { await download(res); });
+        running = await listen(http.createServer(app));
+      } else {
+        const app = Fastify();
+        await app.register(fastifySessions, { engine });
+        app.get('/', async () => 'ok');
+        app.get('/download', async (_req, reply) => { await download(reply.raw); return reply; });
+        await app.ready();
+        running = await listen(app.server, () => app.close());
+      }
+      try {
+        const cookie = `4DSID=${sessionIdOf(await request(running.url))}`;
+        await new Promise<void>((resolve) => {
+          const req = http.get(`${running.url}/download`, { headers: { cookie }, agent: false }, (res) => {
+            res.once('data', () => { req.destroy(); resolve(); }); // cancelled after the first bytes
+          });
+          req.on('error', () => {});
+        });
+        const answered = await waitFor(track(request(running.url, { cookie })));
+        assert.equal(answered.status, 200);
+        assert.deepEqual(outcomes, ['ERR_STREAM_PREMATURE_CLOSE']);
+        assert.deepEqual(errors.map((e) => `${e.code} ${String((e.cause as { code?: string } | undefined)?.code)} ${String((e.cause as Error | undefined)?.message)}`), [], 'a cancelled download is not a failure');
+      } finally {
+        await running.close();
+      }
+    });
+  });
+}
+
 test('Fastify, a request whose client left while it waited for its busy process: its handler, run when the process comes free, keeps it until it settles, past closeTimeoutMs (the next request waits: no overlap)', { timeout: 20_000 }, async () => {
   await withEngine(async (engine, clock) => {
     const gates: Array<() => void> = [];

@@ -23,8 +23,11 @@ export class BoundSession implements CookieState {
   #watchingEnd = false;
   #gaveUpResponse: ((subject: object) => boolean) | undefined;
   #subject: object | undefined;
-  /** A failure of this request was reported (adapters that see several report the first). */
-  failureReported = false;
+  /**
+   * An error of this request was seen (adapters that see several judge the first: the later ones are
+   * its echoes, such as the error answer that cannot be written after the head went out).
+   */
+  errorSeen = false;
 
   constructor(res: ServerResponse, engine: CookieEngine, lease: LeaseHandle, secure: boolean, writeHead: WriteHead | undefined) {
     this.engine = engine;

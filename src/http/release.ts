@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { isClientError } from './binding.js';
 import type { LeaseHandle } from './response.js';
 
 // When a request's process goes back: exactly once, after the response is over, never while the
@@ -169,4 +170,15 @@ export function onAppEnd(res: ServerResponse, then: () => void): void {
   };
   res.end = watch(end) as unknown as ServerResponse['end'];
   res.destroy = watch(destroy) as unknown as ServerResponse['destroy'];
+}
+
+/**
+ * Whether an error a handler let escape is the application's failure, reported on `'error'`: not an
+ * error naming a 4xx status (an answer: `isClientError`), nor a stream its client cut by leaving (a
+ * download cancelled: `pipeline(source, res)` rejects with ERR_STREAM_PREMATURE_CLOSE once the response
+ * is gone), which is no more a failure than a client leaving readBody.
+ */
+export function isFailure(error: unknown, res: ServerResponse): boolean {
+  if (isClientError(error)) return false;
+  return !((error as { code?: unknown } | null)?.code === 'ERR_STREAM_PREMATURE_CLOSE' && isGone(res));
 }

@@ -5,7 +5,7 @@ import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '.
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/bound-session.js';
-import { closeWithItsConnection } from '../../http/release.js';
+import { closeWithItsConnection, isFailure } from '../../http/release.js';
 import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -105,7 +105,7 @@ function answerHandlerErrors(error: unknown, _req: Request, res: Response, next:
     next(error); // Express answers the client errors it knows (http-errors: status, headers, exposed message)
     return;
   }
-  if (!isClientError(error)) session.lease.fail(error);
+  if (isFailure(error, res)) session.lease.fail(error);
   // The handler has failed: it is done with the process, whether or not it had ended the response
   // (after the head was sent, the answer is a cut connection, which no application end() follows).
   session.handlerSettled();

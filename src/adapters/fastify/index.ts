@@ -8,7 +8,7 @@ import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '.
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/bound-session.js';
-import { closeWithItsConnection } from '../../http/release.js';
+import { closeWithItsConnection, isFailure } from '../../http/release.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
@@ -71,9 +71,9 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
   fastify.addHook('onError', (_request, reply, error, next) => {
     const session = sessionOf(reply.raw);
     // Once per request: an error answering the first (the head already sent by the handler) is its echo.
-    if (session !== undefined && !isClientError(error) && !session.failureReported) {
-      session.failureReported = true;
-      session.lease.fail(error);
+    if (session !== undefined && !session.errorSeen) {
+      session.errorSeen = true;
+      if (isFailure(error, reply.raw)) session.lease.fail(error);
     }
     next();
   });

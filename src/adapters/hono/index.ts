@@ -4,7 +4,7 @@ import type { SessionEngine } from '../../engine.js';
 import { SessionArgumentError, SessionError } from '../../errors.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import type { RequestVars } from '../../http/request-vars.js';
-import { closeWithItsConnection, holdWhileHandlerRuns, releaseAfterResponse } from '../../http/release.js';
+import { closeWithItsConnection, holdWhileHandlerRuns, isFailure, releaseAfterResponse } from '../../http/release.js';
 import { cookieAtWriteHead, type WriteHead } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, type MaybePromise } from '../../maybe-async.js';
@@ -93,9 +93,9 @@ function enter<Vars extends SessionVars>(
     // Set when a handler threw and app.onError answered: a failure is reported whoever answered it.
     const error = c.error;
     if (error === undefined) return;
-    if (!isClientError(error)) {
+    if (isFailure(error, outgoing)) {
       lease.fail(error);
-    } else if (error instanceof SessionError && c.res.status === 500) {
+    } else if (isClientError(error) && error instanceof SessionError && c.res.status === 500) {
       // Hono's onError knows nothing of a SessionError's status (readBody's 413): it answers here as in every adapter.
       const answer = errorAnswer(error);
       c.res = new Response(answer.body, { status: answer.status, headers: answer.headers });
@@ -110,7 +110,7 @@ function enter<Vars extends SessionVars>(
  * Hono passes on to the server (@hono/node-server answers a bare 500).
  */
 function thrown<Vars extends SessionVars>(outgoing: ServerResponse, lease: RequestLease<Vars>, error: unknown): unknown {
-  lease.fail(error);
+  if (isFailure(error, outgoing)) lease.fail(error);
   releaseAfterResponse(outgoing, lease);
   return error;
 }

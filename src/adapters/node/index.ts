@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, setCookieFor, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
-import { closeWithItsConnection, holdWhileHandlerRuns, isCut, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
+import { closeWithItsConnection, holdWhileHandlerRuns, isCut, isFailure, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -128,7 +128,7 @@ function failedWithoutSession(engine: SessionEngine<SessionVars>, res: http.Serv
 
 function failed<Vars extends SessionVars>(res: SessionServerResponse<Vars>, lease: RequestLease<Vars>, error: unknown): void {
   // An error naming a 4xx status (readBody's 413) is an answer; anything else is a failure, reported.
-  if (!isClientError(error)) lease.fail(error);
+  if (isFailure(error, res)) lease.fail(error);
   sendErrorAnswer(res, errorAnswer(error));
   releaseAfterResponse(res, lease);
 }
