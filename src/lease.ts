@@ -51,8 +51,6 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
   #host: LeaseHost<Vars, S>;
   #released = false;
   #deadline: TimerHandle | undefined;
-  /** What #deadline does when it comes: release the process, or report it still held. */
-  #deadlineReleases = false;
 
   constructor(host: LeaseHost<Vars, S>, session: S | undefined, proc: WebProcess<Vars>, isNewSession: boolean) {
     this.#host = host;
@@ -107,11 +105,17 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
    * The release waits for that, at most `closeTimeoutMs`; then it happens anyway and is reported, so an
    * application that never ends a response its client left cannot hold its session for ever.
    */
-  releaseAtTheLatest(): void {
+  releaseAtTheLatest(stillRunning?: () => boolean): void {
     if (this.#released || this.#deadline !== undefined) return;
-    this.#deadlineReleases = true;
     this.#deadline = this.#host.releaseDeadline(() => {
       if (this.#released) return;
+      // A handler the adapter sees settle, running by now (it started after the deadline was armed:
+      // its client left while it waited for the process): it keeps the process until it settles.
+      if (stillRunning?.() === true) {
+        this.#deadline = undefined;
+        this.#host.reportHeldTooLong(this.sessionId, 'held');
+        return;
+      }
       this.#host.reportHeldTooLong(this.sessionId, 'released');
       this.release();
     });
@@ -124,11 +128,7 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
    * handler still running `closeTimeoutMs` later is reported once, so a stuck one does not go unseen.
    */
   holdAndReportAtTheLatest(): void {
-    if (this.#released || (this.#deadline !== undefined && !this.#deadlineReleases)) return;
-    // A release armed before its handler could be seen (its client left while the request waited for
-    // the process) gives way: the handler runs now, and nothing may run beside it.
-    this.#deadline?.cancel();
-    this.#deadlineReleases = false;
+    if (this.#released || this.#deadline !== undefined) return;
     this.#deadline = this.#host.releaseDeadline(() => {
       if (!this.#released) this.#host.reportHeldTooLong(this.sessionId, 'held');
     });

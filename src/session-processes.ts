@@ -146,10 +146,12 @@ export class SessionProcesses<Vars extends SessionVars> {
     // The process never had a context: it leaves the session (the next request runs init again). In a
     // session closing meanwhile too: its close neither waits for it nor hooks it (a hook would see no
     // context), and its place was given back when the close was claimed.
+    let left = true;
     if (session.state === 'open') this.#drop(session, proc);
-    else leaveClosing(session, proc);
+    else left = leaveClosing(session, proc);
     session.requestProcessCount--;
-    const released = tearDown(this.#ctx, proc);
+    // Once its closing session's hooks have begun, the close hooks it and tears it down with the others.
+    const released = left ? tearDown(this.#ctx, proc) : undefined;
     this.#host.settleIfIdle(session);
     const failure = initFailure(this.#ctx, error, session.id);
     if (released === undefined) throw failure;

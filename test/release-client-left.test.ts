@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import express from 'express';
-import Fastify from 'fastify';
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import type { WebProcess } from '../src/index.js';
 import { sessions } from '../src/adapters/express/index.js';
 import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
@@ -343,6 +343,55 @@ test('Fastify, a request whose client left while it waited for its busy process:
   });
 });
 
+for (const kind of ['async-hijack', 'sync-hijack', 'sync-callback-never-ends', 'async-hijack-control-not-queued']) {
+  test(`Fastify, ${kind}: its client left (while queued, or as it ran) and the handler, not seen to settle, never ends the response: released at closeTimeoutMs`, { timeout: 20_000 }, async () => {
+    await withEngine(async (engine, clock) => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => { release = r; });
+      let secondRuns = 0;
+      const app = Fastify();
+      await app.register(fastifySessions, { engine });
+      app.get('/', async () => 'ok');
+      app.get('/hold', async () => { await gate; return 'held'; });
+      if (kind === 'async-hijack' || kind === 'async-hijack-control-not-queued') app.get('/work', async (_req, reply) => { secondRuns++; reply.hijack(); });
+      else if (kind === 'sync-hijack') app.get('/work', (_req, reply) => { secondRuns++; reply.hijack(); });
+      else app.get('/work', (_req, _reply) => { secondRuns++; /* answers later, never */ });
+      await app.ready();
+      const server = await listen(app.server, () => app.close());
+      try {
+        const cookie = `4DSID=${sessionIdOf(await request(server.url))}`;
+        const leaving = http.request(`${server.url}/work`, { headers: { cookie }, agent: false });
+        leaving.on('error', () => {});
+        if (kind !== 'async-hijack-control-not-queued') {
+          const first = track(request(server.url, { path: '/hold', cookie }));
+          await until(() => engine.stats().busySessions === 1, 'hold runs');
+          leaving.end();
+          await until(() => engine.stats().queuedRequests === 1, 'queued');
+          leaving.destroy();
+          await new Promise((r) => setTimeout(r, 50));
+          release();
+          await waitFor(first);
+        } else {
+          release();
+          leaving.end();
+          await until(() => secondRuns === 1, 'runs');
+          leaving.destroy();
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        await until(() => secondRuns === 1, 'work handler runs');
+        await new Promise((r) => setTimeout(r, 50));
+        clock.advance(CLOSE_TIMEOUT_MS + 1);
+        await new Promise((r) => setTimeout(r, 50));
+        const s = engine.sessions()[0];
+        assert.equal(s?.busy, false, 'released at closeTimeoutMs');
+      } finally {
+        release();
+        await server.close();
+      }
+    });
+  });
+}
+
 test('Fastify, a synchronous handler that sends its reply later from a callback, its client gone before: the next request of the session waits until it does (no overlap)', async () => {
   await withEngine(async (engine, _clock, errors) => {
     const probe = newProbe();
@@ -375,3 +424,34 @@ test('Fastify, a synchronous handler that sends its reply later from a callback,
     }
   });
 });
+
+// Fastify reports a request's failure once: the errors after a reported failure (or a stream its client
+// cut) are its echoes. A 4xx error is an answer, so a genuine failure after it is still reported.
+for (const [name, setup] of Object.entries({
+  'an onSend hook that throws after the handler threw a 404': (app: ReturnType<typeof Fastify>) => {
+    app.addHook('onSend', async (_req: FastifyRequest, reply: FastifyReply, payload: unknown) => {
+      if (reply.statusCode === 404) throw new Error('boom in onSend');
+      return payload;
+    });
+    app.get('/x', async () => { throw Object.assign(new Error('nope'), { statusCode: 404 }); });
+  },
+  'a handler that throws (the control)': (app: ReturnType<typeof Fastify>) => {
+    app.get('/x', async () => { throw new Error('boom in onSend'); });
+  },
+})) {
+  test(`Fastify, ${name}: the failure is reported once`, { timeout: 10_000 }, async () => {
+    await withEngine(async (engine, _clock, errors) => {
+      const app = Fastify();
+      await app.register(fastifySessions, { engine });
+      setup(app);
+      await app.ready();
+      const server = await listen(app.server, () => app.close());
+      try {
+        await request(server.url, { path: '/x' });
+        assert.deepEqual(errors.map((e) => [e.code, (e.cause as Error | undefined)?.message]), [['ERR_SESSION_HANDLER_FAILED', 'boom in onSend']]);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+}

@@ -48,9 +48,6 @@ export class BoundSession implements CookieState {
     this.#cutBeforeHandler = isCut(this.#res);
     this.#gaveUpResponse = gaveUpResponse as ((subject: object) => boolean) | undefined;
     this.#subject = subject;
-    // Its client left while the request waited for its process: the release that was armed for an
-    // unseen handler becomes a hold while this one runs.
-    if (this.#closed) this.#check();
   }
 
   /**
@@ -79,19 +76,25 @@ export class BoundSession implements CookieState {
     if (this.#handler === 'running') {
       // Closed while its handler runs: released when it settles, however long (requests of one process
       // never overlap); if the response was cut (its client left), a handler still running after
-      // closeTimeoutMs is reported.
-      if (this.#closed && wasCut(this.#res)) this.lease.holdAndReportAtTheLatest();
+      // closeTimeoutMs is reported (one that gave up its response by then, hijacked, is released).
+      if (this.#closed && wasCut(this.#res)) this.lease.releaseAtTheLatest(this.#stillRunning);
       return;
     }
     const res = this.#res;
     const ended = this.#appEnded || res.writableEnded;
     if (this.#handler === 'settled' ? ended || this.#closed || isGone(res) : this.#closed && ended) {
       this.lease.release();
-    } else if (this.#closed && !this.#watchingEnd) {
-      this.#watchEnd();
-      this.lease.releaseAtTheLatest();
+    } else if (this.#closed) {
+      if (!this.#watchingEnd) this.#watchEnd();
+      // Armed when the client left: by the deadline the handler may have started (its client left while
+      // the request waited for the process) and be seen running, which keeps the process.
+      this.lease.releaseAtTheLatest(this.#stillRunning);
     }
   }
+
+  /** The handler runs and will be seen to settle (not hijacked meanwhile). */
+  readonly #stillRunning = (): boolean =>
+    this.#handler === 'running' && !(this.#subject !== undefined && this.#gaveUpResponse?.(this.#subject) === true);
 
   /** The client left before the application answered: its end() call says it is done with the process. */
   #watchEnd(): void {

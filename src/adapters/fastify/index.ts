@@ -72,8 +72,12 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
     const session = sessionOf(reply.raw);
     // Once per request: an error answering the first (the head already sent by the handler) is its echo.
     if (session !== undefined && !session.errorSeen) {
-      session.errorSeen = true;
-      if (isFailure(error, reply.raw)) session.lease.fail(error);
+      if (isFailure(error, reply.raw)) {
+        session.errorSeen = true;
+        session.lease.fail(error);
+      } else if (!isClientError(error)) {
+        session.errorSeen = true; // its client cut the stream: the error answering it is its echo
+      }
     }
     next();
   });
