@@ -145,7 +145,8 @@ export class SessionProcesses<Vars extends SessionVars> {
   #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): Promise<never> {
     // The process never had a context: it leaves the session (the next request runs init again). In a
     // session closing meanwhile too: its close neither waits for it nor hooks it (a hook would see no
-    // context), and its place was given back when the close was claimed.
+    // context), and its place was given back when the close was claimed; unless the close's hooks have
+    // begun (it gave up waiting at closeTimeoutMs), which then hook it and tear it down (leaveClosing).
     let left = true;
     if (session.state === 'open') this.#drop(session, proc);
     else left = leaveClosing(session, proc);

@@ -392,6 +392,43 @@ for (const kind of ['async-hijack', 'sync-hijack', 'sync-callback-never-ends', '
   });
 }
 
+test('Fastify, an async handler whose client leaves while it runs and which then hijacks its reply and ends the raw response: released at that end, not held', { timeout: 20_000 }, async () => {
+  await withEngine(async (engine, _clock, errors) => {
+    const gate = deferred<void>();
+    let started = false;
+    let ended = false;
+    const app = Fastify();
+    await app.register(fastifySessions, { engine });
+    app.get('/', async () => 'ok');
+    app.get('/late-hijack', async (_req, reply) => {
+      started = true;
+      await gate.promise;
+      reply.hijack();
+      reply.raw.end('x');
+      ended = true;
+    });
+    await app.ready();
+    const server = await listen(app.server, () => app.close());
+    try {
+      const cookie = `4DSID=${sessionIdOf(await request(server.url))}`;
+      const leaving = http.request(`${server.url}/late-hijack`, { headers: { cookie }, agent: false });
+      leaving.on('error', () => {});
+      leaving.end();
+      await until(() => started, 'its handler runs');
+      leaving.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      gate.resolve();
+      await until(() => ended, 'it ended the raw response');
+      const answered = await waitFor(track(request(server.url, { cookie })));
+      assert.equal(answered.status, 200, 'served, no clock moved');
+      assert.deepEqual(errors.map((e) => e.code), [], 'nothing held too long');
+    } finally {
+      gate.resolve();
+      await server.close();
+    }
+  });
+});
+
 test('Fastify, a synchronous handler that sends its reply later from a callback, its client gone before: the next request of the session waits until it does (no overlap)', async () => {
   await withEngine(async (engine, _clock, errors) => {
     const probe = newProbe();

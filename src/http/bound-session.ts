@@ -77,7 +77,12 @@ export class BoundSession implements CookieState {
       // Closed while its handler runs: released when it settles, however long (requests of one process
       // never overlap); if the response was cut (its client left), a handler still running after
       // closeTimeoutMs is reported (one that gave up its response by then, hijacked, is released).
-      if (this.#closed && wasCut(this.#res)) this.lease.releaseAtTheLatest(this.#stillRunning);
+      if (this.#closed && wasCut(this.#res)) {
+        // A handler that hijacks its reply later is never seen to settle: its end() of the raw response
+        // then says it is done.
+        if (!this.#watchingEnd) this.#watchEnd();
+        this.lease.releaseAtTheLatest(this.#stillRunning);
+      }
       return;
     }
     const res = this.#res;
