@@ -18,6 +18,21 @@ export function loseNextReply(client: Parameters<typeof wrapScript>[0], name: st
   });
 }
 
+/**
+ * Every rename from `x` runs in Redis, then loses its reply, and Redis stays silent for the read that
+ * follows (the node cannot learn whether it ran); call the function returned once Redis answers again.
+ */
+export function loseRenameRepliesWithRedisSilent(x: Node): () => void {
+  const client = x.client as unknown as { hget: (...args: unknown[]) => Promise<unknown> };
+  const hget = client.hget;
+  wrapScript(x.client, 'lwsRename', (rename: Script) => async (...args) => {
+    await rename(...args);
+    client.hget = async () => { throw new Error('Connection is closed.'); };
+    throw new Error('Connection is closed.');
+  });
+  return () => { client.hget = hget; };
+}
+
 /** Runs `body` with one node on the test's prefix, its time on a ManualClock; stops it after. */
 export async function withNode(t: TestContext, body: (r: RedisForTest, x: Node, clock: ManualClock) => Promise<void>): Promise<void> {
   const r = await redisForTest(t);

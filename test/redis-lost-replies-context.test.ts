@@ -4,8 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../src/index.js';
 import { eventually } from './helpers.js';
-import { idleSession, loseNextReply, pastTheGrace } from './lost-replies-support.js';
-import { HeldMessages, IP, node, stopAll, wrapScript, type Script } from './redis-crossing.js';
+import { idleSession, loseNextReply, loseRenameRepliesWithRedisSilent, pastTheGrace } from './lost-replies-support.js';
+import { HeldMessages, IP, node, stopAll } from './redis-crossing.js';
 import { redisForTest } from './redis-support.js';
 
 for (const processesPerSession of [1, 2]) {
@@ -52,15 +52,9 @@ test('a regenerate from a new session\'s first request whose reply is lost and R
     const oldId = lease.sessionId;
     assert.equal(await lease.proc.locks.tryLock('Stock', 9), true);
     lease.proc.vars.n = 1;
-    const client = x.client as unknown as { hget: (...args: unknown[]) => Promise<unknown> };
-    const hget = client.hget;
-    wrapScript(x.client, 'lwsRename', (rename: Script) => async (...args) => {
-      await rename(...args);
-      client.hget = async () => { throw new Error('Connection is closed.'); }; // Redis silent for the check that follows
-      throw new Error('Connection is closed.');
-    });
+    const redisAnswers = loseRenameRepliesWithRedisSilent(x);
     await assert.rejects(lease.run(() => x.engine.regenerate(oldId)), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
-    client.hget = hget;
+    redisAnswers();
     // However long Redis stayed away, nothing forwards the caller's release (a sign-in leaves no key behind):
     // it names the new id itself once the old one names nothing.
     assert.equal(await r.redis.exists(`${r.prefix}mv:${oldId}`), 0);
@@ -90,15 +84,10 @@ test('a regenerate retried after its first reply was lost and Redis silent, the 
     const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const oldId = lease.sessionId;
     assert.equal(await lease.proc.locks.tryLock('Stock', 9), true);
-    const client = x.client as unknown as { hget: (...args: unknown[]) => Promise<unknown> };
-    const hget = client.hget;
-    wrapScript(x.client, 'lwsRename', (rename: Script) => async (...args) => {
-      await rename(...args); // the first renames the session; the second finds the old id dead
-      client.hget = async () => { throw new Error('Connection is closed.'); };
-      throw new Error('Connection is closed.');
-    });
+    const redisAnswers = loseRenameRepliesWithRedisSilent(x);
+    // The first renames the session; the second finds the old id dead.
     for (let i = 0; i < 2; i++) await assert.rejects(lease.run(() => x.engine.regenerate(oldId)), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
-    client.hget = hget;
+    redisAnswers();
     const keys = await r.redis.keys(`${r.prefix}s:*`);
     assert.equal(keys.length, 1);
     lease.release();

@@ -78,7 +78,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
    * outcome Redis never told (renames.ts), the latest last: its release names them, latest first, if
    * the old id names nothing (a retried regenerate may have made the first one, not the second).
    */
-  readonly unsureRenames = new Map<string, string[]>();
+  unsureRenames: Map<string, string[]> | undefined; // made on first use: a lost reply is rare, handles are not
 
   constructor(node: NodeServices<Vars>, id: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number) {
     this.#node = node;

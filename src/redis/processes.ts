@@ -136,12 +136,12 @@ export class ProcessSaves<Vars extends SessionVars> {
         try {
           const args = [`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? ''];
           outcome = text(await this.#releases.add(args));
-          const unsure = handle.unsureRenames.get(proc.processId);
+          const unsure = handle.unsureRenames?.get(proc.processId);
           // A rename of its own may have run, its reply lost: then the session lives under that fresh id.
           for (let i = (unsure?.length ?? 0) - 1; outcome === 'gone' && i >= 0; i--) outcome = text(await this.#releases.add([args[0]!, unsure![i]!, args[2]!]));
           // Its own error in Redis (the others of its call landed): retried as a failed call is.
           if (outcome.startsWith('err')) throw new Error(`the release failed in Redis: ${outcome.slice(4)}`);
-          handle.unsureRenames.delete(proc.processId);
+          handle.unsureRenames?.delete(proc.processId);
           if (outcome === 'o' && unsure === undefined && held !== undefined && held.length > 0) copies.set(handle.id, { pid: proc.processId, token, bytes: held });
           // Fenced on its first try: the process was freed under this work (this node taken for dead), so
           // what it changed is lost. A retry's 'stale' says nothing: the try before may have landed.

@@ -73,8 +73,9 @@ export class SessionRenames<Vars extends SessionVars> {
         // Redis silent for as long: the caller's release, which may come after any outage, tries the new
         // id when the old one names nothing (the key of a fresh id exists only if this rename ran).
         if (landed === undefined && callerRunsHere) {
-          const unsure = handle!.unsureRenames.get(caller.processId);
-          if (unsure === undefined) handle!.unsureRenames.set(caller.processId, [newId]);
+          const unsureRenames = (handle!.unsureRenames ??= new Map());
+          const unsure = unsureRenames.get(caller.processId);
+          if (unsure === undefined) unsureRenames.set(caller.processId, [newId]);
           else unsure.push(newId);
         }
         if (landed === undefined || landed === null) throw unavailable(error, id);
