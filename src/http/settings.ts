@@ -44,12 +44,14 @@ export function bindingSettings(engine: OptionsEngine): BindingSettings {
       ? []
       : staleCookiesAfter(previous.staleCookies, previous.cookieFormat.options, previous.longestCookieLifetimeMs, cookieFormat.options);
     const sameCookie = previous !== undefined && isSameCookie(previous.cookieFormat.options, cookieFormat.options);
+    // Back to a cookie set earlier: a browser may still hold one set then, with that lifetime.
+    const earlierLifetimeMs = previous?.staleCookies.find((stale) => isSameCookie(stale.options, cookieFormat.options))?.lifetimeMs ?? 0;
     current = {
       version,
       cookieName: cookieFormat.options.cookieName,
       trustProxy: engine.getOption('trustProxy'),
       cookieFormat,
-      longestCookieLifetimeMs: sameCookie ? Math.max(previous.longestCookieLifetimeMs, cookieLifetimeMs) : cookieLifetimeMs,
+      longestCookieLifetimeMs: Math.max(sameCookie ? previous.longestCookieLifetimeMs : earlierLifetimeMs, cookieLifetimeMs),
       staleCookies,
     };
     settings.set(engine, current);

@@ -31,12 +31,22 @@ export class StaleCookie {
     return this.#format.options;
   }
 
-  /** The clearing Set-Cookie for a response at `nowMs`, or undefined once no browser can hold the cookie. */
-  clearingAt(nowMs: number, secure: boolean): string | undefined {
+  /** How long after the change a browser may still hold it. */
+  get lifetimeMs(): number {
+    return this.#lifetimeMs;
+  }
+
+  /** Whether a browser may still hold the cookie at `nowMs`. */
+  heldAt(nowMs: number): boolean {
     // The change took effect before the first response that reads these settings: a cookie set under
     // them expired by now + their lifetime at the latest.
     this.#goneAtMs ??= nowMs + this.#lifetimeMs;
-    return nowMs < this.#goneAtMs ? this.#format.format(CLEAR, secure) : undefined;
+    return nowMs < this.#goneAtMs;
+  }
+
+  /** The Set-Cookie that clears it (a clear directive always formats to one). */
+  clearing(secure: boolean): string | undefined {
+    return this.#format.format(CLEAR, secure);
   }
 }
 
@@ -68,10 +78,11 @@ export function staleCookiesAfter(
 export function withStaleClearings(cookie: string, stale: readonly StaleCookie[], cookieName: string, nowMs: number, secure: boolean): string | string[] {
   let cookies: string[] | undefined;
   for (const old of stale) {
-    if (old.options.cookieName !== cookieName) continue;
-    const clearing = old.clearingAt(nowMs, secure);
-    if (clearing === undefined) continue;
-    (cookies ??= []).push(clearing);
+    // Every window starts at the first response after the change, under another name too: the cookie
+    // is clearable, should the name come back, only for as long as a browser can still hold it.
+    if (!old.heldAt(nowMs) || old.options.cookieName !== cookieName) continue;
+    const clearing = old.clearing(secure);
+    if (clearing !== undefined) (cookies ??= []).push(clearing);
   }
   if (cookies === undefined) return cookie;
   cookies.push(cookie);
