@@ -187,6 +187,15 @@ return 1
 `;
 
 /**
+ * Whether a session has left Redis: its key gone, and not to a new id that lives (a rename leaves
+ * P mv:<old>, followed as renamedTo does). One call, so the walk sees one moment. ARGV: P, id. Returns 1 or 0.
+ */
+export const LEFT = `${PRELUDE}
+if redis.call('EXISTS', skey(ARGV[2])) == 1 or renamedTo(ARGV[2]) then return 0 end
+return 1
+`;
+
+/**
  * regenerate: the session moves to a fresh id, context and all; the old id is dead at once for requests
  * that come with it. What is under way in the session goes on in it: the requests waiting for it (its
  * queue is renamed) and the requests and tasks running in it other than the caller, on any node, whose

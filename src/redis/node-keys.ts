@@ -26,17 +26,7 @@ export async function readAfterLostReply<T>(settings: RedisSettings, sentAtMs: n
  * Redis did not answer within a node lease.
  */
 export async function sessionLeftRedis(redis: StoreCommands, settings: RedisSettings, id: string): Promise<boolean | undefined> {
-  const { prefix } = settings;
-  const left = async (): Promise<boolean> => {
-    // As renamedTo in lua-prelude.ts: at most 8 renames followed.
-    let current: string | null = id;
-    for (let hop = 0; hop <= 8 && current !== null; hop++) {
-      if (await redis.exists(`${prefix}s:${current}`) === 1) return false;
-      current = await redis.get(`${prefix}mv:${current}`);
-    }
-    return true;
-  };
-  return readAfterLostReply(settings, performance.now(), left);
+  return readAfterLostReply(settings, performance.now(), async () => await redis.lwsLeft(settings.prefix, id) === 1);
 }
 
 /**

@@ -32,7 +32,7 @@
 // Every write to a session refreshes its key's TTL (the longer timeout + grace), so a crashed cluster
 // leaves nothing behind; a raised timeout extends the open sessions' keys at once (EXTEND_KEYS).
 
-import { CLAIM, CLAIM_ALL, FINISH, HOOKED, LOAD_CLOSING, RENAME, SWEEP } from './close-scripts.js';
+import { CLAIM, CLAIM_ALL, FINISH, HOOKED, LEFT, LOAD_CLOSING, RENAME, SWEEP } from './close-scripts.js';
 import { EXTEND_KEYS, HEARTBEAT, SET_OPTION } from './cluster-scripts.js';
 import { REPAIR_FIND, REPAIR_FREE } from './repair-scripts.js';
 import { RELEASE, SPAWN } from './process-scripts.js';
@@ -52,6 +52,7 @@ export const STORE_SCRIPTS = {
   lwsLoadClosing: LOAD_CLOSING,
   lwsHooked: HOOKED,
   lwsFinish: FINISH,
+  lwsLeft: LEFT,
   lwsRename: RENAME,
   lwsHeartbeat: HEARTBEAT,
   lwsSetOption: SET_OPTION,
