@@ -78,8 +78,11 @@ export class Scheduler<Vars extends SessionVars> {
     return session !== undefined && this.#ctx.clock.now() < this.cookieExpiresAtMs(session) ? session : undefined;
   }
 
-  /** Takes a free process of the session, or waits for one (FIFO). Rejects ERR_SESSION_CLOSED if the session closes meanwhile. */
-  enter(session: Session<Vars>): RequestLease<Vars> | Promise<RequestLease<Vars>> {
+  /**
+   * Takes a free process of the session, or waits for one (FIFO) until `queueDeadlineMs` (by default
+   * queueTimeoutMs from now). Rejects ERR_SESSION_CLOSED if the session closes meanwhile.
+   */
+  enter(session: Session<Vars>, queueDeadlineMs?: number): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     // A lowered processesPerSession applies at once: a session with more processes runs no more at a time.
     const free = runningRequestCount(session) < options.processesPerSession ? freeRequestProcess(session) : undefined;
@@ -101,7 +104,9 @@ export class Scheduler<Vars extends SessionVars> {
     // Waits; if only maxConcurrentProcesses stands in the way, the next free place is its.
     if (session.requestProcessCount < options.processesPerSession && !this.#processes.hasRoom) this.#processes.waitForRoom(session);
     const timedOut = (): SessionError => this.#reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${options.queueTimeoutMs} ms`, { sessionId: session.id }));
-    return waitInQueue(session, this.#ctx.clock, options.queueTimeoutMs, timedOut).then((proc) => {
+    const waitMs = queueDeadlineMs === undefined ? options.queueTimeoutMs : queueDeadlineMs - arrivedAtMs;
+    if (waitMs <= 0) throw timedOut();
+    return waitInQueue(session, this.#ctx.clock, waitMs, timedOut).then((proc) => {
       if (session.state === 'open') {
         if (session.lastRequestAtMs < arrivedAtMs) session.lastRequestAtMs = arrivedAtMs;
         session.cookieLifetimeMs = this.#ctx.options.inactiveSessionTimeoutMs;

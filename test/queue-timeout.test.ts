@@ -23,11 +23,13 @@ for (const [name, storeFor] of stores) {
     try {
       const busy = await engine.acquire({ sessionId: undefined, ip: IP });
       busy.proc.vars.n = 1;
+      // The deadlines are set when a request begins to wait (on Redis, after its enter's reply).
+      const queued = (): number => [...engine.sessions()].find((s) => s.id === busy.sessionId)?.queuedRequests ?? 0;
       const first = track(engine.acquire({ sessionId: busy.sessionId, ip: IP }));
-      await settle(20);
+      assert.ok(await eventually(() => queued() === 1, 5_000));
       clock.advance(QUEUE_TIMEOUT_MS / 2);
       const second = track(engine.acquire({ sessionId: busy.sessionId, ip: IP }));
-      await settle(20);
+      assert.ok(await eventually(() => queued() === 2, 5_000));
       clock.advance(QUEUE_TIMEOUT_MS / 2 - 1);
       await settle(20);
       assert.equal(first.settled, false, 'not before its timeout');
@@ -46,6 +48,43 @@ for (const [name, storeFor] of stores) {
       assert.equal(stats.rejected.queueTimeout, 1);
       assert.equal(stats.closed.closed + stats.closed.evicted + stats.closed.timeout, 0);
     } finally {
+      await engine.stop();
+    }
+  });
+}
+
+for (const [name, storeFor] of stores) {
+  test(`${name}: requests queued in a session that closes move to the session that follows it, and wait there for the rest of their queueTimeoutMs, not a new one`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const clock = new ManualClock();
+    const engine = new SessionEngine<Vars>({ clock, queueTimeoutMs: QUEUE_TIMEOUT_MS, ...choice.options });
+    const leases: { release(): void }[] = [];
+    try {
+      const busy = await engine.acquire({ sessionId: undefined, ip: IP });
+      const first = track(engine.acquire({ sessionId: busy.sessionId, ip: IP }));
+      const second = track(engine.acquire({ sessionId: busy.sessionId, ip: IP }));
+      const queued = (): number => [...engine.sessions()].find((s) => s.id === busy.sessionId)?.queuedRequests ?? 0;
+      assert.ok(await eventually(() => queued() === 2, 5_000), 'both wait (their deadlines set)');
+      clock.advance(QUEUE_TIMEOUT_MS * 0.6);
+      const closed = engine.closeSession(busy.sessionId);
+      busy.release();
+      await closed;
+      assert.ok(await eventually(() => first.settled, 5_000), 'the first waiter runs in the session that follows');
+      const successor = first.value!;
+      leases.push(successor);
+      assert.notEqual(successor.sessionId, busy.sessionId);
+      await settle(20);
+      assert.equal(second.settled, false, 'the second waits behind it');
+      clock.advance(QUEUE_TIMEOUT_MS * 0.4 - 1);
+      await settle(20);
+      assert.equal(second.settled, false, 'not before its timeout');
+      clock.advance(1);
+      assert.ok(await eventually(() => second.settled, 5_000), 'refused at queueTimeoutMs from when it began to wait');
+      assert.equal((second.error as { code?: string } | undefined)?.code, 'ERR_SESSION_QUEUE_TIMEOUT');
+      assert.equal(engine.stats().rejected.queueTimeout, 1);
+    } finally {
+      for (const lease of leases) lease.release();
       await engine.stop();
     }
   });

@@ -71,7 +71,7 @@ export class SessionEntry<Vars extends SessionVars> {
    * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
    * retries first after a release gets the process.
    */
-  async enter(cookieId: string, ip: string): Promise<Lease<Vars> | undefined> {
+  async enter(cookieId: string, ip: string, queueDeadline?: WaitDeadline): Promise<Lease<Vars> | undefined> {
     const { options, clock } = this.#ctx;
     // The session's id: the cookie's, or the new one if the session is regenerated while this waits.
     let id = cookieId;
@@ -81,8 +81,9 @@ export class SessionEntry<Vars extends SessionVars> {
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
     let releasedMeanwhile = false;
-    // Set when it first has to wait: the queue timeout counts from then.
-    let deadline: WaitDeadline | undefined;
+    // Set when it first has to wait (in the session it waited for first, if that one closed): the queue
+    // timeout counts from then.
+    let deadline: WaitDeadline | undefined = queueDeadline;
     try {
       const ipCheck = ipCheckOf(options);
       if (this.#turns.waiting(id) > 0) {
@@ -126,7 +127,7 @@ export class SessionEntry<Vars extends SessionVars> {
           }
           continue;
         }
-        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip) : undefined;
+        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip, deadline) : undefined;
         if (outcome === 'ip') throw this.#deps.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
         if (outcome === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
@@ -179,11 +180,11 @@ export class SessionEntry<Vars extends SessionVars> {
    * The session closed while this request waited for it: the first such request of this node makes a
    * new session, the others join it (one browser, one session, as with the memory store).
    */
-  async #successor(closedId: string, ip: string): Promise<Lease<Vars> | undefined> {
+  async #successor(closedId: string, ip: string, deadline: WaitDeadline | undefined): Promise<Lease<Vars> | undefined> {
     const joined = this.#successors.get(closedId);
     if (joined !== undefined) {
       const next = await joined;
-      return next === undefined ? undefined : this.enter(next, ip);
+      return next === undefined ? undefined : this.enter(next, ip, deadline);
     }
     const creating = this.#deps.create(ip);
     // A throw-away process ('none' mode set meanwhile) has no session for the others to join.
