@@ -66,16 +66,11 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       onClose,
       report: (error, counter) => this.#report(error, counter),
       reportHandlerError: (error, sessionId) => this.reportHandlerError(error, sessionId),
-      // A 'create' listener runs inside the request's acquire: its throw must not take the lease along
-      // (the new session would stay busy for ever); it is reported as the application's failure.
-      created: (event) => {
-        try {
-          this.emit('create', event);
-        } catch (error) {
-          this.reportHandlerError(error, event.sessionId);
-        }
-      },
-      closed: (event) => this.emit('close', event),
+      // Listeners run inside the engine's own work (a request's acquire, a close, an option change): a
+      // throw must not stop that work half-way (a new session busy for ever, a close that never ends);
+      // it is reported as the application's failure.
+      created: (event) => this.#emitGuarded('create', event, event.sessionId),
+      closed: (event) => this.#emitGuarded('close', event, event.sessionId),
       applyOption: (name, value) => this.#apply(name, value),
     });
   }
@@ -184,7 +179,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     validateCombination({ ...this.#options, [name]: validated });
     (this.#options as Record<OptionName, unknown>)[name] = validated;
     this.#optionsVersion++;
-    this.emit('option', { name, value: validated });
+    this.#emitGuarded('option', { name, value: validated }, undefined);
     return validated;
   }
 
@@ -251,10 +246,24 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors');
   }
 
+  /** Emits an event whose listeners' throws are reported (ERR_SESSION_HANDLER_FAILED), never passed on. */
+  #emitGuarded<E extends 'create' | 'close' | 'option'>(event: E, payload: Parameters<SessionEngineEvents[E]>[0], sessionId: string | undefined): void {
+    try {
+      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
+    } catch (error) {
+      this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', `a '${event}' listener threw`, { cause: error, sessionId }), 'handlerErrors');
+    }
+  }
+
   #report(error: SessionError, counter: ReportCounter): void {
     this.#counters[counter]++;
-    // An 'error' event without a listener would throw and crash the server: warn instead.
-    if (this.listenerCount('error') > 0) this.emit('error', error);
-    else process.emitWarning(error);
+    // An 'error' event without a listener would throw and crash the server: warn instead. A listener
+    // that throws gets the same (a close or teardown reporting a hook's failure must still go on).
+    if (this.listenerCount('error') === 0) return void process.emitWarning(error);
+    try {
+      this.emit('error', error);
+    } catch (listenerError) {
+      process.emitWarning(new SessionError('ERR_SESSION_HANDLER_FAILED', `an 'error' listener threw on ${error.code}`, { cause: listenerError, sessionId: error.sessionId }));
+    }
   }
 }
