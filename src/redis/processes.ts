@@ -6,7 +6,7 @@ import { tearDown as tearDownReported } from '../store.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
 import { flushWrites } from './coalesce.js';
-import { savedBeforeWithHeldLocks, saveProcess } from './state.js';
+import { emptyContext, savedBeforeWithHeldLocks, saveProcess } from './state.js';
 
 /**
  * What a release does with its process besides freeing it: `'stays'` in its session; `'leaves'` its open
@@ -109,6 +109,9 @@ export class ProcessSaves<Vars extends SessionVars> {
       } catch (error) {
         ctx.report(error as SessionError, 'storeErrors');
         bytes = savedBeforeWithHeldLocks(loaded, state);
+        // A task never saved before that leaves: '' would tell RELEASE its init failed (no context), and a
+        // session closing in Redis meanwhile would not hook it. It leaves with an empty context instead.
+        if (bytes === undefined && end === 'leaves' && (loaded === undefined || loaded.length === 0)) bytes = emptyContext(state);
       }
     }
     // What the process holds in Redis once this lands: the new state, or the one it started from (a
@@ -165,6 +168,13 @@ export class ProcessSaves<Vars extends SessionVars> {
     // released its locks) but may also say it was renamed on a node this release never heard from, its
     // process there now; that node's own releases keep its locks alive. Freeing them here could take
     // a live session's locks; extending them would keep a leaked lock for another key lifetime.
+    // 'gone' from a session this node saw closing: its close finished (FINISH freed the locks its
+    // processes held then). A lock this process took after that (a request the drain gave up on, an
+    // init that ended during the hooks) would outlive the session by a key lifetime: freed here.
+    if (outcome === 'gone' && handle.state !== 'open' && proc.lockCount > 0 && !proc.closed) {
+      await this.tearDown(handle, proc);
+      return;
+    }
     if (proc.lockCount > 0 && !proc.closed && outcome !== 'gone') await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
   }
 

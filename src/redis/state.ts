@@ -64,6 +64,11 @@ export function savedBeforeWithHeldLocks(loaded: Buffer | undefined, proc: WebPr
   }
 }
 
+/** A context with nothing in it but the locks the process holds (its own state could not be stored). */
+export function emptyContext(proc: WebProcess<SessionVars>): Buffer {
+  return serialize({ v: {}, s: [], h: processInternals.heldLocks(proc) } satisfies SavedProcess);
+}
+
 /** The deepest nesting of objects, arrays, Maps and Sets a saved state may have (vars at level 2). */
 export const MAX_NESTING = 1_000;
 

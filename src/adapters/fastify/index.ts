@@ -75,8 +75,10 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
       if (isFailure(error, reply.raw)) {
         session.errorSeen = true;
         session.lease.fail(error);
-      } else if (!isClientError(error)) {
-        session.errorSeen = true; // its client cut the stream: the error answering it is its echo
+      } else if (!isClientError(error) || reply.raw.headersSent) {
+        // its client cut the stream, or a 4xx answer that cannot be written (the head went out
+        // already): the error answering it (ERR_HTTP_HEADERS_SENT) is its echo
+        session.errorSeen = true;
       }
     }
     next();

@@ -1,0 +1,93 @@
+// A record lock taken by a process of a session whose close, claimed by another node, has already
+// finished (FINISH freed the locks the session held then): a request the close stopped waiting for, or
+// a process whose init ended while the hooks ran. Its release finds the session gone and frees the lock,
+// instead of leaving it held by a closed session for a key lifetime (hours).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type RequestLease, type SessionError } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { track } from './engine-harness.js';
+import { deferred, eventually } from './helpers.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
+import { IP, type Vars } from './redis-crossing.js';
+
+async function nodeOn(r: RedisForTest, clock: ManualClock, options: { init?: (proc: unknown) => Vars | Promise<Vars>; onClose?: () => void | Promise<void> } = {}) {
+  const client = await r.client();
+  const errors: SessionError[] = [];
+  const engine = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 10_000, processesPerSession: 2, ...(options.init ? { init: options.init } : {}), ...(options.onClose ? { onClose: options.onClose } : {}),
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000 }),
+  });
+  engine.on('error', (e) => errors.push(e));
+  return { engine, errors };
+}
+
+const RECORD = { table: 'Stock', key: 42 };
+
+test('redis: a request still running when another node\'s close gave up waiting for it (closeTimeoutMs) and finished takes a lock: its release frees it', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await nodeOn(r, clock);
+  const y = await nodeOn(r, clock);
+  const leases: RequestLease<Vars>[] = [];
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    const closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
+    assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record (its node has not torn it down)');
+    a.release();
+    const b = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(b);
+    assert.ok(await eventually(() => b.proc.locks.tryLock(RECORD.table, RECORD.key), 5_000), `the closed session ${id} holds the record no more once the request is over`);
+  } finally {
+    for (const l of leases) l.release();
+    clock.advance(60_000);
+    await Promise.all([x.engine.stop(), y.engine.stop()]);
+  }
+});
+
+test('redis: a second process whose init ends while another node runs the close\'s hooks (sessionLeftRedis says not yet), then FINISH runs, then it locks a record: its release frees it', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const initGate = deferred<Vars>();
+  const hookGate = deferred();
+  let hooks = 0;
+  let inits = 0;
+  const x = await nodeOn(r, clock, { init: () => (++inits === 2 ? initGate.promise : {}) });
+  const y = await nodeOn(r, clock, { onClose: async () => { hooks++; await hookGate.promise; } });
+  const leases: RequestLease<Vars>[] = [];
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    const second = x.engine.acquire({ sessionId: id, ip: IP });
+    assert.ok(await eventually(() => inits === 2, 5_000));
+    a.release();
+    const closing = track(y.engine.closeSession(id));
+    // the second process (its init pending) is busy: the drain gives up at closeTimeoutMs, the hooks begin
+    assert.ok(await eventually(() => { clock.advance(2_000); return hooks > 0; }, 5_000), 'hooks began on y');
+    assert.ok(await eventually(() => x.engine.sessionExpiration(id) === null, 5_000), 'x heard of the close');
+    initGate.resolve({});
+    const lease = await second; // sessionLeftRedis: the key is still there, so the request runs
+    leases.push(lease);
+    hookGate.resolve();
+    assert.ok(await eventually(() => closing.settled, 5_000), 'the close finished');
+    assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0);
+    assert.equal(await lease.proc.locks.tryLock(RECORD.table, RECORD.key), true);
+    lease.release();
+    const b = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(b);
+    assert.ok(await eventually(() => b.proc.locks.tryLock(RECORD.table, RECORD.key), 5_000), `the closed session ${id} holds the record no more once the request is over`);
+  } finally {
+    initGate.resolve({});
+    hookGate.resolve();
+    for (const l of leases) l.release();
+    clock.advance(60_000);
+    await Promise.all([x.engine.stop(), y.engine.stop()]);
+  }
+});
