@@ -1,4 +1,4 @@
-import { SessionOptionError } from './errors.js';
+import { SessionArgumentError, SessionOptionError } from './errors.js';
 import { describe } from './options.js';
 
 /** A scheduled callback that can be cancelled. */
@@ -75,6 +75,7 @@ export class ManualClock implements Clock {
   #order = 0;
 
   constructor(startMs = Date.UTC(2026, 0, 1)) {
+    if (!Number.isFinite(startMs)) throw new SessionArgumentError(`new ManualClock(startMs): a finite number of ms, got ${describe(startMs)}`);
     this.#nowMs = startMs;
   }
 
@@ -90,6 +91,8 @@ export class ManualClock implements Clock {
 
   /** Moves time forward by `ms`, firing every timer that falls due, each at its own time. Returns how many fired. */
   advance(ms: number): number {
+    // A negative step sets the clock back (as a system clock can be): no timer fires.
+    if (!Number.isFinite(ms)) throw new SessionArgumentError(`advance(ms): a finite number of ms, got ${describe(ms)}`);
     const targetMs = this.#nowMs + ms;
     let fired = 0;
     for (;;) {

@@ -39,6 +39,14 @@ function inRange(selector: number, n: number, min: number, max: number): number 
 }
 
 /** A timeout selector's value in milliseconds: the error speaks of minutes, which is what the caller gave. */
+/**
+ * A timeout in minutes, a Longint as in 4D, rounded up: one set by name under a minute reads as 1, never
+ * as 0, which WEB SET OPTION takes for "the default" (480 minutes) if the value read is written back.
+ */
+function wholeMinutes(ms: number): number {
+  return Math.ceil(ms / MINUTE_MS);
+}
+
 function minutesMs(selector: number, value: unknown): number {
   return inRange(selector, longint(selector, value), 1, MAX_DURATION_MS / MINUTE_MS) * MINUTE_MS;
 }
@@ -79,11 +87,11 @@ function selectorTable<Vars extends SessionVars>(): ReadonlyMap<number, Selector
       set: (e, v) => e.setOption('maxSessions', longint(71, v) || DEFAULT_OPTIONS.maxSessions),
     }],
     [Web_inactive_session_timeout, {
-      get: (e) => Math.floor(e.getOption('inactiveSessionTimeoutMs') / MINUTE_MS), // a Longint, as in 4D
+      get: (e) => wholeMinutes(e.getOption('inactiveSessionTimeoutMs')),
       set: (e, v) => e.setOption('inactiveSessionTimeoutMs', minutesMs(72, v) || DEFAULT_OPTIONS.inactiveSessionTimeoutMs),
     }],
     [Web_inactive_process_timeout, {
-      get: (e) => Math.floor(e.getOption('inactiveProcessTimeoutMs') / MINUTE_MS),
+      get: (e) => wholeMinutes(e.getOption('inactiveProcessTimeoutMs')),
       set: (e, v) => e.setOption('inactiveProcessTimeoutMs', minutesMs(78, v) || DEFAULT_OPTIONS.inactiveProcessTimeoutMs),
     }],
     [Web_session_cookie_name, {

@@ -84,6 +84,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    */
   acquire(request: RequestIdentity): Promise<RequestLease<Vars>> {
     try {
+      checkRequest(request);
       return Promise.resolve(this.#store.acquire(request));
     } catch (error) {
       return Promise.reject(error);
@@ -97,6 +98,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * store that needs a round trip). The built-in adapters use it: most requests then cost no promise.
    */
   acquireNow(request: RequestIdentity): RequestLease<Vars> | Promise<RequestLease<Vars>> {
+    checkRequest(request);
     return this.#store.acquire(request);
   }
 
@@ -265,5 +267,13 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     } catch (listenerError) {
       process.emitWarning(new SessionError('ERR_SESSION_HANDLER_FAILED', `an 'error' listener threw on ${error.code}`, { cause: listenerError, sessionId: error.sessionId }));
     }
+  }
+}
+
+/** What a request brings, checked: typed for callers, but an adapter of the application's may pass anything. */
+function checkRequest(request: RequestIdentity): void {
+  const { sessionId, ip } = (request ?? {}) as { sessionId?: unknown; ip?: unknown };
+  if (typeof ip !== 'string' || (sessionId !== undefined && typeof sessionId !== 'string')) {
+    throw new SessionArgumentError(`acquire({ sessionId?: string, ip: string }), got sessionId ${describe(sessionId)}, ip ${describe(ip)}`);
   }
 }

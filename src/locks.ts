@@ -1,3 +1,5 @@
+import { SessionArgumentError } from './errors.js';
+import { describe } from './options.js';
 /** Who holds a record lock: a process of a session. */
 export interface LockOwner {
   readonly sessionId: string;
@@ -26,11 +28,31 @@ export interface LockManager {
   releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number>;
 }
 
-/** Whether `value` names a record: `{ table: string, key: string | number }`. */
+/** Whether `value` names a record: `{ table: string, key: string | finite number }`. */
 export function isLockRef(value: unknown): value is LockRef {
   if (typeof value !== 'object' || value === null) return false;
   const { table, key } = value as { table?: unknown; key?: unknown };
-  return typeof table === 'string' && (typeof key === 'string' || typeof key === 'number');
+  return typeof table === 'string' && (typeof key === 'string' || Number.isFinite(key));
+}
+
+// A lock manager's arguments are typed for its callers; what arrives at run time may be anything, and a
+// wrong one must be a clear SessionArgumentError, not a TypeError from deep inside (or a lock on "NaN").
+
+export function checkLockRef(method: string, value: LockRef): void {
+  const ref: unknown = value;
+  if (!isLockRef(ref)) {
+    const { table, key } = (ref ?? {}) as { table?: unknown; key?: unknown };
+    throw new SessionArgumentError(`${method}: a record is { table: string, key: string | finite number }, got table ${describe(table)}, key ${describe(key)}`);
+  }
+}
+
+export function checkProcessId(method: string, processId: unknown): asserts processId is string {
+  if (typeof processId !== 'string' || processId === '') throw new SessionArgumentError(`${method}: processId must be a non-empty string, got ${describe(processId)}`);
+}
+
+export function checkLockOwner(method: string, owner: LockOwner): void {
+  checkProcessId(method, (owner as LockOwner | undefined)?.processId);
+  if (typeof owner.sessionId !== 'string') throw new SessionArgumentError(`${method}: sessionId must be a string, got ${describe(owner.sessionId)}`);
 }
 
 /** Map key of a record; the separator cannot appear in a table name check-free, so the key type is kept too. */
@@ -57,6 +79,8 @@ export class MemoryLockManager implements LockManager {
   }
 
   async tryLock(owner: LockOwner, ref: LockRef): Promise<boolean> {
+    checkLockOwner('tryLock', owner);
+    checkLockRef('tryLock', ref);
     const key = lockKey(ref);
     const holder = this.#holders.get(key);
     if (holder === undefined) {
@@ -67,6 +91,8 @@ export class MemoryLockManager implements LockManager {
   }
 
   async unlock(owner: LockOwner, ref: LockRef): Promise<boolean> {
+    checkLockOwner('unlock', owner);
+    checkLockRef('unlock', ref);
     const key = lockKey(ref);
     if (this.#holders.get(key)?.owner.processId !== owner.processId) return false;
     this.#holders.delete(key);
@@ -74,11 +100,15 @@ export class MemoryLockManager implements LockManager {
   }
 
   async lockedBy(ref: LockRef): Promise<(LockOwner & { readonly sinceMs: number }) | null> {
+    checkLockRef('lockedBy', ref);
     const holder = this.#holders.get(lockKey(ref));
     return holder === undefined ? null : { sessionId: holder.owner.sessionId, processId: holder.owner.processId, sinceMs: holder.sinceMs };
   }
 
   async releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number> {
+    checkLockOwner('releaseAll', owner);
+    if (!Array.isArray(refs)) throw new SessionArgumentError(`releaseAll: refs must be an array, got ${describe(refs)}`);
+    for (const ref of refs) checkLockRef('releaseAll', ref);
     let released = 0;
     for (const ref of refs) {
       const key = lockKey(ref);

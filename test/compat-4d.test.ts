@@ -425,3 +425,16 @@ test('WEB Get session process count is 1 for a session, 0 for an unknown id, and
     await engine.stop();
   }
 });
+
+test('a timeout set by name under a whole minute reads back in minutes rounded up, never as 0 (which written back would restore the 480-minute default)', () => {
+  const engine = new SessionEngine();
+  const { WEB_GET_OPTION, WEB_SET_OPTION } = use4D(engine);
+  engine.setOption('inactiveProcessTimeoutMs', 30_000);
+  engine.setOption('inactiveSessionTimeoutMs', 90_000);
+  assert.equal(WEB_GET_OPTION(Web_inactive_process_timeout), 1);
+  assert.equal(WEB_GET_OPTION(Web_inactive_session_timeout), 2);
+  WEB_SET_OPTION(Web_inactive_process_timeout, WEB_GET_OPTION(Web_inactive_process_timeout));
+  assert.equal(engine.getOption('inactiveProcessTimeoutMs'), 60_000, 'a read written back stays near what was set');
+  engine.setOption('inactiveSessionTimeoutMs', 120_000);
+  assert.equal(WEB_GET_OPTION(Web_inactive_session_timeout), 2, 'whole minutes read as they are');
+});

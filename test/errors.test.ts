@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { ERROR_CODES, SessionArgumentError, SessionEngine, SessionOptionError, memoryStore } from '../src/index.js';
+import { ERROR_CODES, ManualClock, MemoryLockManager, SessionArgumentError, SessionEngine, SessionOptionError, memoryStore } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { createServer } from '../src/adapters/node/index.js';
 import { sessions as expressSessions } from '../src/adapters/express/index.js';
@@ -42,7 +42,29 @@ test('a call with an argument the package cannot take is a SessionArgumentError 
   await assert.rejects(lease.proc.locks.tryLock(null as never, null as never), invalid);
   await assert.rejects(lease.proc.locks.unlock({} as never, [] as never), invalid);
   await assert.rejects(lease.proc.locks.lockedBy('Stock', undefined as never), invalid);
+  // A number that names no record (every NaN would be one lock).
+  for (const key of [Number.NaN, Number.POSITIVE_INFINITY]) await assert.rejects(lease.proc.locks.tryLock('Stock', key), invalid);
   lease.release();
+  // What a request brings (an adapter of the application's may pass anything).
+  for (const request of [undefined, null, {}, { sessionId: 42, ip: '127.0.0.1' }, { sessionId: undefined, ip: 42 }]) {
+    await assert.rejects(engine.acquire(request as never), invalid);
+    assert.throws(() => engine.acquireNow(request as never), invalid);
+  }
+  // The lock manager called directly, as the Redis one already refused.
+  const locks = new MemoryLockManager();
+  const owner = { sessionId: 's', processId: 'p' };
+  await assert.rejects(locks.tryLock(owner, null as never), invalid);
+  await assert.rejects(locks.tryLock(null as never, { table: 'Stock', key: 1 }), invalid);
+  await assert.rejects(locks.unlock(owner, { table: 'Stock', key: Number.NaN }), invalid);
+  await assert.rejects(locks.lockedBy(undefined as never), invalid);
+  await assert.rejects(locks.releaseAll(owner, null as never), invalid);
+  assert.equal(locks.size, 0);
+  // The test clock: a step that is not a finite number would make now() NaN or a string.
+  const clock = new ManualClock();
+  assert.throws(() => clock.advance('5' as never), invalid);
+  assert.throws(() => clock.advance(Number.NaN), invalid);
+  assert.throws(() => new ManualClock(Number.NaN), invalid);
+  assert.equal(clock.now(), new ManualClock().now());
   await engine.stop();
 });
 

@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import { SessionArgumentError, SessionError, SessionOptionError } from '../errors.js';
-import { isLockRef, type LockManager, type LockOwner, type LockRef } from '../locks.js';
+import { checkLockOwner as checkOwner, checkLockRef as checkRef, checkProcessId, type LockManager, type LockOwner, type LockRef } from '../locks.js';
 import { describe } from '../options.js';
 import { LOCK_SCRIPTS, type LockCommands } from './lock-scripts.js';
 import { defineCoalescedCommand } from './coalesce.js';
@@ -57,24 +57,6 @@ export function redisLockKey(prefix: string, ref: LockRef): string {
 /** The Redis key of the set of lock keys a process holds: `<prefix>plocks:<processId>`. */
 export function redisProcessLocksKey(prefix: string, processId: string): string {
   return `${prefix}plocks:${escapePart(processId)}`;
-}
-
-function checkRef(method: string, value: LockRef): void {
-  // Typed as a LockRef for callers; what arrives at run time may be anything.
-  const ref: unknown = value;
-  if (!isLockRef(ref)) {
-    const { table, key } = (ref ?? {}) as { table?: unknown; key?: unknown };
-    throw new SessionArgumentError(`${method}: a record is { table: string, key: string | number }, got table ${describe(table)}, key ${describe(key)}`);
-  }
-}
-
-function checkProcessId(method: string, processId: unknown): asserts processId is string {
-  if (typeof processId !== 'string' || processId === '') throw new SessionArgumentError(`${method}: processId must be a non-empty string, got ${describe(processId)}`);
-}
-
-function checkOwner(method: string, owner: LockOwner): void {
-  checkProcessId(method, owner?.processId);
-  if (typeof owner.sessionId !== 'string') throw new SessionArgumentError(`${method}: sessionId must be a string, got ${describe(owner.sessionId)}`);
 }
 
 function checkTtl(name: string, value: unknown): number {
