@@ -28,19 +28,28 @@ export interface LockManager {
   releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number>;
 }
 
-/** Whether `value` names a record: `{ table: string, key: string | finite number }`. */
+/**
+ * Whether `value` names a record: `{ table: string, key: string | number }`. Lenient on purpose: it also
+ * reads back and releases what an earlier version let a process take (a NaN key); new locks must also
+ * pass {@link isTakableRef}.
+ */
 export function isLockRef(value: unknown): value is LockRef {
   if (typeof value !== 'object' || value === null) return false;
   const { table, key } = value as { table?: unknown; key?: unknown };
-  return typeof table === 'string' && (typeof key === 'string' || Number.isFinite(key));
+  return typeof table === 'string' && (typeof key === 'string' || typeof key === 'number');
+}
+
+/** Whether a new lock may be taken on `ref`: a number key must be finite (every NaN would be one record). */
+export function isTakableRef(ref: LockRef): boolean {
+  return typeof ref.key === 'string' || Number.isFinite(ref.key);
 }
 
 // A lock manager's arguments are typed for its callers; what arrives at run time may be anything, and a
 // wrong one must be a clear SessionArgumentError, not a TypeError from deep inside (or a lock on "NaN").
 
-export function checkLockRef(method: string, value: LockRef): void {
+export function checkLockRef(method: string, value: LockRef, taking = false): void {
   const ref: unknown = value;
-  if (!isLockRef(ref)) {
+  if (!isLockRef(ref) || (taking && !isTakableRef(ref))) {
     const { table, key } = (ref ?? {}) as { table?: unknown; key?: unknown };
     throw new SessionArgumentError(`${method}: a record is { table: string, key: string | finite number }, got table ${describe(table)}, key ${describe(key)}`);
   }
@@ -80,7 +89,7 @@ export class MemoryLockManager implements LockManager {
 
   async tryLock(owner: LockOwner, ref: LockRef): Promise<boolean> {
     checkLockOwner('tryLock', owner);
-    checkLockRef('tryLock', ref);
+    checkLockRef('tryLock', ref, true);
     const key = lockKey(ref);
     const holder = this.#holders.get(key);
     if (holder === undefined) {

@@ -1,6 +1,6 @@
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { LockManager, LockOwner, LockRef } from './locks.js';
-import { isLockRef, lockKey } from './locks.js';
+import { isLockRef, isTakableRef, lockKey } from './locks.js';
 import { isThenable } from './maybe-async.js';
 import { Selections } from './selections.js';
 
@@ -12,7 +12,7 @@ export { Selections, type Selection } from './selections.js';
  */
 function recordRef(method: string, table: unknown, key: unknown): LockRef {
   const ref = { table, key };
-  if (!isLockRef(ref)) throw new SessionArgumentError(`locks.${method}(table: string, key: string | number), got ${typeof table}, ${key === null ? 'null' : typeof key}`);
+  if (!isLockRef(ref) || (method === 'tryLock' && !isTakableRef(ref))) throw new SessionArgumentError(`locks.${method}(table: string, key: string | number), got ${typeof table}, ${key === null ? 'null' : typeof key}`);
   return ref;
 }
 

@@ -13,6 +13,7 @@ import { ManualClock, SessionEngine, SessionError, type CloseEvent } from '../sr
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
+import { idleInRedis, node, stopAll } from './redis-crossing.js';
 
 const IP = '127.0.0.1';
 type Vars = { x?: number };
@@ -192,4 +193,26 @@ test('Redis store: requests waiting behind one that meets an unreadable state do
       await writer.engine.lockManager.releaseAll({ sessionId, processId: pid }, []);
     }
   }, () => ({ x: 100 }));
+});
+
+test('a state saved by an earlier version, holding a lock on a record key this version no longer lets a process take (NaN), still reads back: the session goes on with its vars', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  const y = await node(r, clock);
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    a.proc.vars.n = 1;
+    const id = a.sessionId;
+    const pid = a.proc.processId;
+    a.release();
+    assert.ok(await idleInRedis(r, id));
+    await r.redis.hset(`${r.prefix}s:${id}`, `d:${pid}`, serialize({ v: { n: 1 }, s: [], h: [{ table: 'T', key: Number.NaN }] }));
+    const b = await y.engine.acquire({ sessionId: id, ip: IP });
+    assert.equal(b.proc.vars.n, 1);
+    b.release();
+  } finally {
+    await stopAll(clock, [], undefined, x, y);
+  }
 });

@@ -121,7 +121,7 @@ export class RedisLockManager implements LockManager {
   /** Locks the record for `owner`; `false` when another process holds it. Locking again refreshes the TTL. */
   async tryLock(owner: LockOwner, ref: LockRef): Promise<boolean> {
     checkOwner('tryLock', owner);
-    checkRef('tryLock', ref);
+    checkRef('tryLock', ref, true);
     const { processId, sessionId } = owner;
     const since = this.#now();
     const won = await this.#call('tryLock', () =>
