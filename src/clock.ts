@@ -50,6 +50,24 @@ export function timerOn(clock: Clock, callback: () => void, delayMs: number): Ti
   return { cancel: () => timer.cancel() };
 }
 
+/**
+ * When a wait that may go on in several steps ends (a queued request moved to another session): on the
+ * clock, and in real time for a clock without timers of its own, as timerOn bounds a single wait.
+ */
+export interface WaitDeadline {
+  readonly clockMs: number;
+  readonly realMs: number;
+}
+
+export function waitDeadline(clock: Clock, timeoutMs: number): WaitDeadline {
+  return { clockMs: clock.now() + timeoutMs, realMs: performance.now() + timeoutMs };
+}
+
+/** What is left of a wait until `deadline` (0 or less: past it). */
+export function msLeft(clock: Clock, deadline: WaitDeadline): number {
+  return Math.min(deadline.clockMs - clock.now(), clock.setTimer === undefined ? deadline.realMs - performance.now() : Number.POSITIVE_INFINITY);
+}
+
 /** The default clock: wall time and real, unref'ed timers. */
 export const systemClock: Clock = { now: () => Date.now(), setTimer: realTimer };
 

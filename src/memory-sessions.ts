@@ -1,3 +1,4 @@
+import { waitDeadline, type WaitDeadline } from './clock.js';
 import { beginClose } from './close.js';
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
@@ -44,8 +45,8 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     return this.#bind(request, this.#scheduler.findLive(request.sessionId), undefined, undefined);
   }
 
-  /** `closedWhileQueued`: the session this request waited for, which closed; `queueDeadlineMs`: when its wait ends, wherever it goes on. */
-  #bind(request: RequestIdentity, session: Session<Vars> | undefined, closedWhileQueued: Session<Vars> | undefined, queueDeadlineMs: number | undefined): MaybePromise<RequestLease<Vars>> {
+  /** `closedWhileQueued`: the session this request waited for, which closed; `queueDeadline`: when its wait ends, wherever it goes on. */
+  #bind(request: RequestIdentity, session: Session<Vars> | undefined, closedWhileQueued: Session<Vars> | undefined, queueDeadline: WaitDeadline | undefined): MaybePromise<RequestLease<Vars>> {
     const scheduler = this.#scheduler;
     if (this.#refusing) throw scheduler.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
     const { mode } = this.#ctx.options;
@@ -57,17 +58,17 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
       throw scheduler.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: session.id }));
     }
     // A free process is taken at once; only a request that has to queue gets a promise.
-    const entered = scheduler.enter(session, queueDeadlineMs);
+    const entered = scheduler.enter(session, queueDeadline);
     if (!isThenable(entered)) return entered;
     // Read in the tick enter began its wait, so the same as the deadline it set.
-    const deadlineMs = queueDeadlineMs ?? this.#ctx.clock.now() + this.#ctx.options.queueTimeoutMs;
+    const deadline = queueDeadline ?? waitDeadline(this.#ctx.clock, this.#ctx.options.queueTimeoutMs);
     return entered.catch((error: unknown) => {
       if (!(error instanceof SessionError && error.code === 'ERR_SESSION_CLOSED')) throw error;
       // The session closed while this request waited in its queue. It runs in a new session instead;
       // the other requests queued with the same cookie join that one rather than each making its own,
       // and wait there only for what is left of their queue timeout.
       const successor = session.successor;
-      return this.#bind(request, successor !== undefined && successor.state === 'open' ? successor : undefined, session, deadlineMs);
+      return this.#bind(request, successor !== undefined && successor.state === 'open' ? successor : undefined, session, deadline);
     });
   }
 

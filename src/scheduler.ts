@@ -1,3 +1,4 @@
+import { msLeft, type WaitDeadline } from './clock.js';
 import { newSessionId } from './session-id.js';
 import { closeNow, noteProgress } from './close.js';
 import { SessionError } from './errors.js';
@@ -79,10 +80,10 @@ export class Scheduler<Vars extends SessionVars> {
   }
 
   /**
-   * Takes a free process of the session, or waits for one (FIFO) until `queueDeadlineMs` (by default
+   * Takes a free process of the session, or waits for one (FIFO) until `queueDeadline` (by default
    * queueTimeoutMs from now). Rejects ERR_SESSION_CLOSED if the session closes meanwhile.
    */
-  enter(session: Session<Vars>, queueDeadlineMs?: number): RequestLease<Vars> | Promise<RequestLease<Vars>> {
+  enter(session: Session<Vars>, queueDeadline?: WaitDeadline): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     // A lowered processesPerSession applies at once: a session with more processes runs no more at a time.
     const free = runningRequestCount(session) < options.processesPerSession ? freeRequestProcess(session) : undefined;
@@ -104,7 +105,7 @@ export class Scheduler<Vars extends SessionVars> {
     // Waits; if only maxConcurrentProcesses stands in the way, the next free place is its.
     if (session.requestProcessCount < options.processesPerSession && !this.#processes.hasRoom) this.#processes.waitForRoom(session);
     const timedOut = (): SessionError => this.#reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${options.queueTimeoutMs} ms`, { sessionId: session.id }));
-    const waitMs = queueDeadlineMs === undefined ? options.queueTimeoutMs : queueDeadlineMs - arrivedAtMs;
+    const waitMs = queueDeadline === undefined ? options.queueTimeoutMs : msLeft(this.#ctx.clock, queueDeadline);
     if (waitMs <= 0) throw timedOut();
     return waitInQueue(session, this.#ctx.clock, waitMs, timedOut).then((proc) => {
       if (session.state === 'open') {

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SessionEngine, type CloseReason } from '../src/index.js';
 import { eventually } from './helpers.js';
+import { track } from './engine-harness.js';
 import { storeChoices } from './store-choices.js';
 
 const IP = '127.0.0.1';
@@ -110,6 +111,39 @@ for (const [name, storeFor] of storeChoices()) {
     } finally {
       await engine.stop();
       clearInterval(alive);
+    }
+  });
+}
+
+for (const [name, storeFor] of storeChoices()) {
+  test(`${name}: a clock with only now() that stands still: a queued request moved to the session that follows its closed one is refused about queueTimeoutMs after it began to wait, not a new wait later`, { timeout: 20_000 }, async (t) => {
+    const choice = await storeFor(t);
+    if (choice === 'skip') return;
+    const queueMs = 2_000;
+    const engine = new SessionEngine<Vars>({ clock: nowOnlyClock(), queueTimeoutMs: queueMs, ...choice.options });
+    const alive = setInterval(() => {}, 100);
+    const leases: { release(): void }[] = [];
+    try {
+      const busy = await engine.acquire({ sessionId: undefined, ip: IP });
+      const startedAtMs = performance.now();
+      const first = track(engine.acquire({ sessionId: busy.sessionId, ip: IP }));
+      const second = track(engine.acquire({ sessionId: busy.sessionId, ip: IP }));
+      const queued = (): number => [...engine.sessions()].find((s) => s.id === busy.sessionId)?.queuedRequests ?? 0;
+      assert.ok(await eventually(() => queued() === 2, 5_000));
+      await new Promise((resolve) => setTimeout(resolve, queueMs * 0.6));
+      const closed = engine.closeSession(busy.sessionId);
+      busy.release();
+      await closed;
+      assert.ok(await eventually(() => first.settled, 5_000));
+      if (first.value !== undefined) leases.push(first.value);
+      assert.ok(await eventually(() => second.settled, 6_000));
+      const waitedMs = performance.now() - startedAtMs;
+      assert.equal((second.error as { code?: string } | undefined)?.code, 'ERR_SESSION_QUEUE_TIMEOUT');
+      assert.ok(waitedMs < queueMs * 1.35, `refused ${Math.round(waitedMs)} ms after it began to wait (queueTimeoutMs ${queueMs})`);
+    } finally {
+      clearInterval(alive);
+      for (const lease of leases) lease.release();
+      await engine.stop();
     }
   });
 }

@@ -1,4 +1,5 @@
 import { TIMED_OUT, within } from '../close.js';
+import { msLeft, waitDeadline, type WaitDeadline } from '../clock.js';
 import { SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import { isThenable, type MaybePromise } from '../maybe-async.js';
@@ -13,11 +14,6 @@ type Rejection<Vars extends SessionVars> = keyof StoreContext<Vars>['counters'][
 
 
 /** When a waiting request gives up: on the engine's clock, and in real time (`performance.now()`). */
-interface WaitDeadline {
-  readonly clockMs: number;
-  readonly realMs: number;
-}
-
 /** What the request path gives the way into a cookie's session. */
 export interface SessionEntryDeps<Vars extends SessionVars> {
   readonly node: NodeServices<Vars>;
@@ -94,7 +90,7 @@ export class SessionEntry<Vars extends SessionVars> {
         if (admitted === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
         registered = true;
         me = this.#turns.enqueue(id);
-        deadline ??= { clockMs: clock.now() + options.queueTimeoutMs, realMs: performance.now() + options.queueTimeoutMs };
+        deadline ??= waitDeadline(clock, options.queueTimeoutMs);
         await this.#turn(me, waiterId, ip, ipCheck, deadline);
         id = me.sessionId;
       }
@@ -121,7 +117,7 @@ export class SessionEntry<Vars extends SessionVars> {
           id = me.sessionId;
           // Behind requests that already waited here under the new id: its turn comes after theirs.
           if (!this.#turns.isHead(me)) {
-            deadline ??= { clockMs: clock.now() + options.queueTimeoutMs, realMs: performance.now() + options.queueTimeoutMs };
+            deadline ??= waitDeadline(clock, options.queueTimeoutMs);
             await this.#turn(me, waiterId, ip, ipCheck, deadline);
             id = me.sessionId;
           }
@@ -134,7 +130,7 @@ export class SessionEntry<Vars extends SessionVars> {
         me ??= this.#turns.enqueue(id);
         // Busy when Redis ran the enter, released since: the wake was missed, so the head tries again now.
         if (releasedMeanwhile && this.#turns.isHead(me)) continue;
-        deadline ??= { clockMs: clock.now() + options.queueTimeoutMs, realMs: performance.now() + options.queueTimeoutMs };
+        deadline ??= waitDeadline(clock, options.queueTimeoutMs);
         await this.#turn(me, waiterId, ip, ipCheck, deadline);
         id = me.sessionId;
       }
@@ -153,7 +149,7 @@ export class SessionEntry<Vars extends SessionVars> {
     const { clock } = this.#ctx;
     // A clock without timers of its own bounds waits in real time too (clock.ts, timerOn): the real
     // deadline is kept across the wait's turns, or each poll of the head waiter would start it again.
-    const leftMs = Math.min(deadline.clockMs - clock.now(), clock.setTimer === undefined ? deadline.realMs - performance.now() : Number.POSITIVE_INFINITY);
+    const leftMs = msLeft(clock, deadline);
     // Past it already (time moved while its last try was on its way): no wait on a timer that may not fire soon.
     if (leftMs > 0) {
       const turn = this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
