@@ -9,7 +9,7 @@ import { createRedisStore } from '../src/redis/index.js';
 import { track } from './engine-harness.js';
 import { deferred, eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
-import { IP, type Vars } from './redis-crossing.js';
+import { HeldMessages, IP, node, stopAll, type Vars } from './redis-crossing.js';
 
 async function nodeOn(r: RedisForTest, clock: ManualClock, options: { init?: (proc: unknown) => Vars | Promise<Vars>; onClose?: () => void | Promise<void> } = {}) {
   const client = await r.client();
@@ -89,5 +89,33 @@ test('redis: a second process whose init ends while another node runs the close\
     for (const l of leases) l.release();
     clock.advance(60_000);
     await Promise.all([x.engine.stop(), y.engine.stop()]);
+  }
+});
+
+test('redis: the same straggler on a node that lost the close\'s messages (pub/sub drops them across a reconnect): its release asks Redis, finds the session gone, and frees the lock', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('c ', 'x ');
+  const x = await node(r, clock, { held });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    held.on = true; // x's subscriber never hears of the close
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
+    assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record');
+    a.release();
+    const b = await y.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(b);
+    assert.ok(await eventually(() => b.proc.locks.tryLock(RECORD.table, RECORD.key), 5_000), `the closed session ${id} holds the record no more once the request is over`);
+  } finally {
+    held.deliver();
+    await stopAll(clock, leases, closing, x, y);
   }
 });

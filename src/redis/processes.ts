@@ -6,6 +6,7 @@ import { tearDown as tearDownReported } from '../store.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
 import { flushWrites } from './coalesce.js';
+import { sessionLeftRedis } from './node-keys.js';
 import { emptyContext, savedBeforeWithHeldLocks, saveProcess } from './state.js';
 
 /**
@@ -168,10 +169,13 @@ export class ProcessSaves<Vars extends SessionVars> {
     // released its locks) but may also say it was renamed on a node this release never heard from, its
     // process there now; that node's own releases keep its locks alive. Freeing them here could take
     // a live session's locks; extending them would keep a leaked lock for another key lifetime.
-    // 'gone' from a session this node saw closing: its close finished (FINISH freed the locks its
-    // processes held then). A lock this process took after that (a request the drain gave up on, an
-    // init that ended during the hooks) would outlive the session by a key lifetime: freed here.
-    if (outcome === 'gone' && handle.state !== 'open' && proc.lockCount > 0 && !proc.closed) {
+    // 'gone' from a session that has left Redis (seen closing here, or asked: the message may have been
+    // lost): its close finished (FINISH freed the locks its processes held then). A lock this process
+    // took after that (a request the drain gave up on, an init that ended during the hooks) would
+    // outlive the session by a key lifetime: freed here. lwsLeft follows renames, so a session that
+    // lives on under a new id keeps them.
+    if (outcome === 'gone' && proc.lockCount > 0 && !proc.closed
+      && (handle.state !== 'open' || await sessionLeftRedis(this.#node.redis, settings, handle.id) === true)) {
       await this.tearDown(handle, proc);
       return;
     }
