@@ -123,3 +123,44 @@ test('a cookie under a name no longer used has its clearing window start at the 
     assert.equal(theCookie(back).attrs.get('path'), '/app');
   });
 });
+
+test('back to an earlier cookie domain after its clearing window ran out, then away again: cleared for the lifetime set since, not the expired one', { timeout: 10_000 }, async () => {
+  const clock = new ManualClock();
+  const { engine } = engineWithErrors<{ n: number }>({ clock, inactiveSessionTimeoutMs: 24 * 60 * MINUTE, init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const hostOnlyCleared = (response: TestResponse): boolean => response.setCookies.some((c) => c.startsWith('4DSID=;') && !/; Domain=/.test(c));
+    await request(server.url); // host-only cookie, 24 h
+    engine.setOption('cookieDomain', 'example.com');
+    engine.setOption('inactiveSessionTimeoutMs', 30 * MINUTE);
+    assert.equal(hostOnlyCleared(await request(server.url)), true);
+    clock.advance(25 * 60 * MINUTE); // every host-only cookie has expired
+    assert.equal(hostOnlyCleared(await request(server.url)), false, 'window over');
+    engine.setOption('cookieDomain', undefined); // host-only again, 30 min cookies only from now on
+    await request(server.url);
+    engine.setOption('cookieDomain', 'other.example');
+    assert.equal(hostOnlyCleared(await request(server.url)), true);
+    clock.advance(31 * MINUTE);
+    assert.equal(hostOnlyCleared(await request(server.url)), false, 'the last host-only cookie (30 min) expired a minute ago');
+  });
+});
+
+test('back to an earlier cookie domain within its clearing window, then away again: cleared until the last cookie set there expires, whichever stint set it', { timeout: 10_000 }, async () => {
+  const clock = new ManualClock();
+  const { engine } = engineWithErrors<{ n: number }>({ clock, inactiveSessionTimeoutMs: 24 * 60 * MINUTE, init: () => ({ n: 0 }) });
+  await withServer(engine, (_req, res, proc) => res.end(String(++proc.vars.n)), async (server) => {
+    const hostOnlyCleared = (response: TestResponse): boolean => response.setCookies.some((c) => c.startsWith('4DSID=;') && !/; Domain=/.test(c));
+    await request(server.url); // host-only cookie, 24 h
+    engine.setOption('cookieDomain', 'example.com');
+    engine.setOption('inactiveSessionTimeoutMs', 30 * MINUTE);
+    assert.equal(hostOnlyCleared(await request(server.url)), true); // the 24 h window starts
+    clock.advance(60 * MINUTE);
+    engine.setOption('cookieDomain', undefined); // host-only again, 30 min
+    await request(server.url);
+    engine.setOption('cookieDomain', 'other.example');
+    assert.equal(hostOnlyCleared(await request(server.url)), true);
+    clock.advance(22 * 60 * MINUTE); // 23 h after the first change: the first 24 h cookie may still live
+    assert.equal(hostOnlyCleared(await request(server.url)), true);
+    clock.advance(61 * MINUTE);
+    assert.equal(hostOnlyCleared(await request(server.url)), false, '24 h and a minute after the first change');
+  });
+});

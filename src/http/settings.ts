@@ -19,6 +19,8 @@ export interface BindingSettings {
   readonly cookieFormat: SessionCookieFormat;
   /** The longest cookie lifetime used since the cookie's name, domain and path last changed. */
   readonly longestCookieLifetimeMs: number;
+  /** When a cookie set under them before they last changed (back to them) expires at the latest, if known. */
+  readonly cookieGoneNotBeforeMs: number | undefined;
   /** The cookie as set under earlier names, domains or paths, which a browser may still hold (stale-cookies.ts). */
   readonly staleCookies: readonly StaleCookie[];
 }
@@ -42,16 +44,19 @@ export function bindingSettings(engine: OptionsEngine): BindingSettings {
     const cookieLifetimeMs = engine.getOption('inactiveSessionTimeoutMs');
     const staleCookies = previous === undefined
       ? []
-      : staleCookiesAfter(previous.staleCookies, previous.cookieFormat.options, previous.longestCookieLifetimeMs, cookieFormat.options);
+      : staleCookiesAfter(previous.staleCookies, previous.cookieFormat.options, previous.longestCookieLifetimeMs, previous.cookieGoneNotBeforeMs, cookieFormat.options);
     const sameCookie = previous !== undefined && isSameCookie(previous.cookieFormat.options, cookieFormat.options);
-    // Back to a cookie set earlier: a browser may still hold one set then, with that lifetime.
-    const earlierLifetimeMs = previous?.staleCookies.find((stale) => isSameCookie(stale.options, cookieFormat.options))?.lifetimeMs ?? 0;
+    // Back to a cookie set earlier: a browser may still hold one set then.
+    const earlier = sameCookie
+      ? { lifetimeMs: previous.longestCookieLifetimeMs, goneNotBeforeMs: previous.cookieGoneNotBeforeMs }
+      : previous?.staleCookies.find((stale) => isSameCookie(stale.options, cookieFormat.options))?.carried;
     current = {
       version,
       cookieName: cookieFormat.options.cookieName,
       trustProxy: engine.getOption('trustProxy'),
       cookieFormat,
-      longestCookieLifetimeMs: Math.max(sameCookie ? previous.longestCookieLifetimeMs : earlierLifetimeMs, cookieLifetimeMs),
+      longestCookieLifetimeMs: Math.max(earlier?.lifetimeMs ?? 0, cookieLifetimeMs),
+      cookieGoneNotBeforeMs: earlier?.goneNotBeforeMs,
       staleCookies,
     };
     settings.set(engine, current);

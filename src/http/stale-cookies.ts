@@ -19,28 +19,36 @@ export class StaleCookie {
   readonly #format: SessionCookieFormat;
   /** The longest cookie lifetime it was set with: how long after the change a browser may still hold it. */
   readonly #lifetimeMs: number;
+  /** When a cookie set under it before an earlier change expires at the latest, if that may be later. */
+  readonly #goneNotBeforeMs: number | undefined;
   /** When the last cookie set under it expires at the latest; known at the first response after the change. */
   #goneAtMs: number | undefined;
 
-  constructor(options: CookieOptions, lifetimeMs: number) {
+  constructor(options: CookieOptions, lifetimeMs: number, goneNotBeforeMs: number | undefined) {
     this.#format = new SessionCookieFormat(options);
     this.#lifetimeMs = lifetimeMs;
+    this.#goneNotBeforeMs = goneNotBeforeMs;
+  }
+
+  /**
+   * What a return to this cookie carries on: the longest lifetime of the cookies set under it, if no
+   * response came since it was left (so none was cleared); else when the last of them expires.
+   */
+  get carried(): { readonly lifetimeMs: number; readonly goneNotBeforeMs: number | undefined } {
+    return this.#goneAtMs === undefined
+      ? { lifetimeMs: this.#lifetimeMs, goneNotBeforeMs: this.#goneNotBeforeMs }
+      : { lifetimeMs: 0, goneNotBeforeMs: this.#goneAtMs };
   }
 
   get options(): CookieOptions {
     return this.#format.options;
   }
 
-  /** How long after the change a browser may still hold it. */
-  get lifetimeMs(): number {
-    return this.#lifetimeMs;
-  }
-
   /** Whether a browser may still hold the cookie at `nowMs`. */
   heldAt(nowMs: number): boolean {
     // The change took effect before the first response that reads these settings: a cookie set under
     // them expired by now + their lifetime at the latest.
-    this.#goneAtMs ??= nowMs + this.#lifetimeMs;
+    this.#goneAtMs ??= Math.max(nowMs + this.#lifetimeMs, this.#goneNotBeforeMs ?? 0);
     return nowMs < this.#goneAtMs;
   }
 
@@ -52,13 +60,13 @@ export class StaleCookie {
 
 /**
  * The stale cookies once the options changed from `previous` (set with cookie lifetime
- * `previousLifetimeMs`) to `next`: the earlier ones plus `previous` itself when it is another cookie,
+ * `previousLifetimeMs`, some maybe living until `previousGoneNotBeforeMs`) to `next`: the earlier ones plus `previous` itself when it is another cookie,
  * without the one `next` sets again, the most recent first.
  */
 export function staleCookiesAfter(
-  earlier: readonly StaleCookie[], previous: CookieOptions, previousLifetimeMs: number, next: CookieOptions,
+  earlier: readonly StaleCookie[], previous: CookieOptions, previousLifetimeMs: number, previousGoneNotBeforeMs: number | undefined, next: CookieOptions,
 ): readonly StaleCookie[] {
-  const candidates = isSameCookie(previous, next) ? earlier : [new StaleCookie(previous, previousLifetimeMs), ...earlier];
+  const candidates = isSameCookie(previous, next) ? earlier : [new StaleCookie(previous, previousLifetimeMs, previousGoneNotBeforeMs), ...earlier];
   const kept: StaleCookie[] = [];
   for (const stale of candidates) {
     if (kept.length === MAX_STALE_COOKIES) break;
