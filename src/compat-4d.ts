@@ -38,7 +38,6 @@ function inRange(selector: number, n: number, min: number, max: number): number 
   return n;
 }
 
-/** A timeout selector's value in milliseconds: the error speaks of minutes, which is what the caller gave. */
 /**
  * A timeout in minutes, a Longint as in 4D, rounded up: one set by name under a minute reads as 1, never
  * as 0, which WEB SET OPTION takes for "the default" (480 minutes) if the value read is written back.
@@ -47,6 +46,7 @@ function wholeMinutes(ms: number): number {
   return Math.ceil(ms / MINUTE_MS);
 }
 
+/** A timeout selector's value in milliseconds: the error speaks of minutes, which is what the caller gave. */
 function minutesMs(selector: number, value: unknown): number {
   return inRange(selector, longint(selector, value), 1, MAX_DURATION_MS / MINUTE_MS) * MINUTE_MS;
 }
