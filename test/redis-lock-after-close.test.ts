@@ -24,33 +24,39 @@ async function nodeOn(r: RedisForTest, clock: ManualClock, options: { init?: (pr
 
 const RECORD = { table: 'Stock', key: 42 };
 
-test('redis: a request still running when another node\'s close gave up waiting for it (closeTimeoutMs) and finished takes a lock: its release frees it', { timeout: 20_000 }, async (t) => {
+test('redis: a request still running when another node\'s close gave up waiting for it (closeTimeoutMs) takes a lock after the close finished, before its node hears so: hearing it tears the request\'s process down as the memory store does (the lock freed, later lock calls refused)', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
   const clock = new ManualClock();
-  const x = await nodeOn(r, clock);
-  const y = await nodeOn(r, clock);
-  const leases: RequestLease<Vars>[] = [];
+  const held = new HeldMessages('x ');
+  const x = await node(r, clock, { held });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
   try {
     const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(a);
     const id = a.sessionId;
-    const closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing.settled; }, 5_000), 'the close gave up on the request and finished');
+    held.on = true; // x hears of the close's end only when told
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
-    assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record (its node has not torn it down)');
-    a.release();
-    const b = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record');
+    held.on = false;
+    held.deliver();
+    assert.ok(await eventually(() => a.proc.closed, 5_000), 'torn down once its node heard the close end');
+    await assert.rejects(a.proc.locks.tryLock('Other', 1), { code: 'ERR_SESSION_CLOSED' });
+    const b = await y.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(b);
-    assert.ok(await eventually(() => b.proc.locks.tryLock(RECORD.table, RECORD.key), 5_000), `the closed session ${id} holds the record no more once the request is over`);
+    assert.ok(await eventually(() => b.proc.locks.tryLock(RECORD.table, RECORD.key), 5_000), `the closed session ${id} holds the record no more, its request still running`);
+    assert.deepEqual(a.proc.vars, {}, 'its vars reset');
   } finally {
-    for (const l of leases) l.release();
-    clock.advance(60_000);
-    await Promise.all([x.engine.stop(), y.engine.stop()]);
+    held.deliver();
+    await stopAll(clock, leases, closing, x, y);
   }
 });
 
-test('redis: a second process whose init ends while another node runs the close\'s hooks (sessionLeftRedis says not yet), then FINISH runs, then it locks a record: its release frees it', { timeout: 20_000 }, async (t) => {
+test('redis: a second process whose init ends while another node runs the close\'s hooks (sessionLeftRedis says not yet), then FINISH runs: the process is torn down when its node hears so, and cannot lock a record', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
   const clock = new ManualClock();
@@ -78,11 +84,12 @@ test('redis: a second process whose init ends while another node runs the close\
     hookGate.resolve();
     assert.ok(await eventually(() => closing.settled, 5_000), 'the close finished');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0);
-    assert.equal(await lease.proc.locks.tryLock(RECORD.table, RECORD.key), true);
+    assert.ok(await eventually(() => lease.proc.closed, 5_000), 'x heard the close end: the late request\'s process is torn down');
+    await assert.rejects(lease.proc.locks.tryLock(RECORD.table, RECORD.key), { code: 'ERR_SESSION_CLOSED' });
     lease.release();
     const b = await x.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(b);
-    assert.ok(await eventually(() => b.proc.locks.tryLock(RECORD.table, RECORD.key), 5_000), `the closed session ${id} holds the record no more once the request is over`);
+    assert.equal(await b.proc.locks.tryLock(RECORD.table, RECORD.key), true);
   } finally {
     initGate.resolve({});
     hookGate.resolve();

@@ -38,6 +38,8 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
   } else if (kind === 'x') {
     to.node.copies.drop(rest);
     to.closer.waits.finishedElsewhere(rest);
+    const handle = to.known.get(rest);
+    if (handle?.id === rest) handle.finished();
     to.known.delete(rest);
   } else if (kind === 'N') {
     const [oldId = '', newId = ''] = rest.split(' ');

@@ -5,7 +5,7 @@ import type { LockManager } from '../locks.js';
 import type { RedisLockManager } from './locks.js';
 import { processInternals, type ProcessOwner, type SessionVars, type WebProcess } from '../process.js';
 import { cookieExpiresAtMs, type SessionState } from '../session.js';
-import type { StoreContext } from '../store.js';
+import { tearDown, type StoreContext } from '../store.js';
 import type { StoreScriptName } from './scripts.js';
 import type { StateCopies } from './state-copies.js';
 
@@ -128,6 +128,19 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     for (const companion of this.companions) companion.markClosing();
   }
 
+
+  /**
+   * The session's close has finished (its `x`, from whichever node ran it). Work of it still running here
+   * (a request or task the close stopped waiting for at closeTimeoutMs) is torn down, as the memory
+   * store's close tears down its stragglers: vars reset, record locks released (any taken after the
+   * close freed the session's), later lock calls refused with ERR_SESSION_CLOSED.
+   */
+  finished(): void {
+    this.markClosing();
+    this.state = 'closed';
+    for (const proc of this.runs.keys()) void tearDown(this.#node.ctx, proc);
+    for (const companion of this.companions) companion.finished();
+  }
 
   /** Aborts the process's signal: its session is closing (the error made only if someone reads it). */
   #askToStop(proc: WebProcess<Vars>): void {
