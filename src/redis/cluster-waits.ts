@@ -42,6 +42,11 @@ export class ClusterWaits<Vars extends SessionVars> {
     return this.#closes.get(id) === 'announced';
   }
 
+  /** Whether this node heard the close of `id` finish (among the latest it remembers). */
+  closeFinished(id: string): boolean {
+    return this.#closes.get(id) === 'finished';
+  }
+
   /** The close of `id` finished, here or elsewhere ('x'). */
   finishedElsewhere(id: string): void {
     this.#remember(id, 'finished');

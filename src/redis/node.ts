@@ -5,7 +5,7 @@ import type { LockManager } from '../locks.js';
 import type { RedisLockManager } from './locks.js';
 import { processInternals, type ProcessOwner, type SessionVars, type WebProcess } from '../process.js';
 import { cookieExpiresAtMs, type SessionState } from '../session.js';
-import { tearDown, type StoreContext } from '../store.js';
+import type { StoreContext } from '../store.js';
 import type { StoreScriptName } from './scripts.js';
 import type { StateCopies } from './state-copies.js';
 
@@ -106,6 +106,8 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     // An enter that landed in Redis before the close's claim, its reply read after the close started
     // here: the close waits for this request, so it must hear the close like the ones already running.
     if (this.#closeStarted) this.#askToStop(run.proc);
+    // Its enter or spawn reply read after the close had finished ('x' heard): a straggler already.
+    if (this.state === 'closed' || this.#node.closeFinished(this.id)) void this.#node.tearDown(this, run.proc);
   }
 
   outlived(proc: WebProcess<Vars>): boolean {
@@ -138,7 +140,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   finished(): void {
     this.markClosing();
     this.state = 'closed';
-    for (const proc of this.runs.keys()) void tearDown(this.#node.ctx, proc);
+    for (const proc of this.runs.keys()) if (!proc.closed) void this.#node.tearDown(this, proc);
     for (const companion of this.companions) companion.finished();
   }
 
@@ -194,6 +196,10 @@ export interface NodeServices<Vars extends SessionVars> {
   /** The process ids this node runs work of, or has a write of on its way to Redis (REPAIR keeps them). */
   keptPids(): string[];
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
+  /** Tears a process down, its lock release retried (and tracked) until it lands or the node stops. */
+  tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void>;
+  /** Whether this node heard the close of `id` finish ('x', among the latest it remembers). */
+  closeFinished(id: string): boolean;
 }
 
 /** How long a session's keys live after its last write: the longer timeout plus the grace period. */

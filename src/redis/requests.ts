@@ -187,6 +187,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     // The enter landed just before a close's claim, its reply read after this node claimed it or heard of
     // it: the close waits for this request, which must hear of it like the ones that were running.
     if (this.#closer.isClosing(id)) handle.markClosing();
+    else if (this.#closer.waits.closeFinished(id)) handle.finished();
     handle.lastRequestAtMs = lastRequestAtMs;
     // As the enter had it (read when its call left; an option set within that round trip is the one exception).
     handle.cookieLifetimeMs = this.#ctx.options.inactiveSessionTimeoutMs;

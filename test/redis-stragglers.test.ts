@@ -1,0 +1,206 @@
+// Work of a Redis session that goes on on a node after the session's close ended elsewhere (a request
+// or task the close stopped waiting for at closeTimeoutMs, or one whose enter or spawn reply is read
+// only after the close ended) is torn down there as the memory store's close tears down its stragglers:
+// vars reset, record locks released (retried as any teardown's), lock calls refused; a process the
+// close tore down already (an insider's logout) is left alone.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type RequestLease, type WebProcess } from '../src/index.js';
+import { track } from './engine-harness.js';
+import { deferred, eventually, settle } from './helpers.js';
+import { redisForTest } from './redis-support.js';
+import { HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, wrapScript, type Vars } from './redis-crossing.js';
+
+const RECORD = { table: 'Stock', key: 42 };
+
+test('a straggler torn down on x whose lock release fails once (Redis blip) still has its lock freed (retried, or by its release)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('x ');
+  const x = await node(r, clock, { held });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    held.on = true;
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record after FINISH');
+    let failures = 0;
+    wrapScript(x.client, 'lwsLockReleaseAll', (original) => async (...args) => {
+      if (failures++ === 0) throw new Error('injected: connection reset');
+      return original(...args);
+    });
+    held.deliver();
+    assert.ok(await eventually(() => a.proc.closed, 5_000), 'torn down on x');
+    a.release(); // the request ends too: its release finds the session gone
+    const b = await y.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(b);
+    const freed = await eventually(() => b.proc.locks.tryLock(RECORD.table, RECORD.key), 3_000);
+    const holder = await r.redis.hgetall(`${r.prefix}lock:5:Stock:number:42`);
+    assert.ok(freed, `the closed session ${id} still holds the record (failed release tries: ${failures}; x errors: ${x.errors.map((e) => e.code).join(', ')}; lock key ttl ${await r.redis.pttl(`${r.prefix}lock:5:Stock:number:42`)} ms, holder ${JSON.stringify(holder)})`);
+  } finally {
+    held.deliver();
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+/** A logout from inside, then a write the page renders afterwards, read back once `meanwhile` is over. */
+async function logoutThenWrite(engine: SessionEngine<Vars>, lease: RequestLease<Vars>, meanwhile: (id: string) => Promise<unknown>): Promise<unknown> {
+  return lease.run(async () => {
+    const id = engine.currentSessionId();
+    await engine.closeSession(id);
+    lease.proc.vars.flash = 'bye';
+    await meanwhile(id);
+    return lease.proc.vars.flash;
+  });
+}
+
+test('memory store, for comparison: after a logout from inside, the handler reads back what it wrote', { timeout: 10_000 }, async () => {
+  const engine = new SessionEngine<Vars>({});
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  assert.equal(await logoutThenWrite(engine, lease, () => settle(20)), 'bye');
+  lease.release();
+  await engine.stop();
+});
+
+test('Redis store: after a logout from inside, the handler reads back what it wrote, also once its node heard the close end (the close tore it down once, x does not again)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const x = await node(r, clock, { held: seen });
+  const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  try {
+    assert.equal(await logoutThenWrite(x.engine, lease, (id) => eventually(() => seen.seen.includes(`x ${id}`), 5_000)), 'bye');
+  } finally {
+    await stopAll(clock, [lease], undefined, x);
+  }
+});
+
+test('an enter reply read after its node heard the close end (x): the request does not run as a live process of the closed session', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const x = await node(r, clock, { held: seen });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    first.proc.vars.login = 'alice';
+    first.release();
+    const id = first.sessionId;
+    assert.ok(await idleInRedis(r, id));
+    const hold = holdEnterReplies(x.client);
+    const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
+    await hold.sent; // Redis ran the enter: the process is busy
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
+    hold.deliver();
+    assert.ok(await eventually(() => entering.settled, 5_000));
+    if (entering.error !== undefined) {
+      assert.equal((entering.error as { code?: string }).code, 'ERR_SESSION_CLOSED');
+      return;
+    }
+    const b = entering.value!;
+    leases.push(b);
+    const lockTaken = await b.proc.locks.tryLock(RECORD.table, RECORD.key).catch((e: { code?: string }) => e.code);
+    assert.notEqual(lockTaken, true,
+      `the request runs live in closed session ${id}: vars ${JSON.stringify(b.proc.vars)}, closed ${b.proc.closed}, signal aborted ${b.proc.signal.aborted}, cookie ${b.cookie().action}, lock taken ${lockTaken} (TTL ${await r.redis.pttl(`${r.prefix}lock:5:Stock:number:42`)} ms)`);
+  } finally {
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('a spawn reply read after its node heard the close end (x): the task does not run as a live process of the closed session', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const x = await node(r, clock, { held: seen });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  const replyGate = deferred();
+  const taskGate = deferred();
+  try {
+    const sent = deferred();
+    wrapScript(x.client, 'lwsSpawn', (spawn) => async (...args) => {
+      const reply = await spawn(...args);
+      sent.resolve();
+      await replyGate.promise;
+      return reply;
+    });
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    let taskProc: WebProcess<Vars> | undefined;
+    let lockTaken: unknown;
+    a.proc.spawn('bg', async (p) => {
+      taskProc = p;
+      lockTaken = await p.locks.tryLock(RECORD.table, RECORD.key).catch((e: { code?: string }) => e.code);
+      await taskGate.promise;
+    });
+    await sent.promise; // Redis registered the task's process (busy)
+    a.release();
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the task and finished');
+    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
+    replyGate.resolve();
+    assert.ok(await eventually(() => lockTaken !== undefined, 5_000), 'the task ran');
+    assert.notEqual(lockTaken, true,
+      `the task runs live in closed session ${id}: closed ${taskProc?.closed}, signal aborted ${taskProc?.signal.aborted}, lock taken ${lockTaken} (TTL ${await r.redis.pttl(`${r.prefix}lock:5:Stock:number:42`)} ms)`);
+  } finally {
+    replyGate.resolve();
+    taskGate.resolve();
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('a straggler task and request torn down on x end quietly (no state, no error, nothing left)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('x ');
+  const x = await node(r, clock, { held, processesPerSession: 2 });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  const taskGate = deferred();
+  let taskProc: WebProcess<Vars> | undefined;
+  let after: unknown = 'unset';
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    a.proc.spawn('bg', async (p) => { taskProc = p; await taskGate.promise; p.vars = { late: 1 } as Vars; after = await p.locks.tryLock('T', 1).catch((e: { code?: string }) => e.code); });
+    assert.ok(await eventually(() => taskProc !== undefined, 5_000));
+    held.on = true;
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    await a.proc.locks.tryLock('R', 1);
+    await taskProc!.locks.tryLock('T', 2);
+    held.deliver();
+    assert.ok(await eventually(() => a.proc.closed && taskProc!.closed, 5_000));
+    a.proc.vars.late = 2;
+    a.release();
+    taskGate.resolve();
+    assert.ok(await eventually(() => after !== 'unset', 5_000));
+    assert.equal(after, 'ERR_SESSION_CLOSED');
+    await settle(20);
+    assert.ok(await eventually(async () => (await r.redis.keys(`${r.prefix}lock:*`)).length === 0, 3_000), 'no lock left');
+    assert.deepEqual(await sessionKeys(r), []);
+    assert.deepEqual(x.errors.map((e) => e.code), [], 'nothing reported: no state written, nothing counted twice');
+  } finally {
+    taskGate.resolve();
+    held.deliver();
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
