@@ -3,7 +3,7 @@
 // ignore their abort signal, and close hooks that fail, hang or close other sessions while a browser
 // waits on the other end. Time moves by ManualClock only; waits are event-loop turns, never sleeps.
 // (Hooks that throw, reject, hang or close their own session at the engine level are in
-// test/engine-close.test.ts; these add what was missing there, over HTTP where a client is involved.
+// test/engine-close*.test.ts; these add what was missing there, over HTTP where a client is involved.
 // test/faults-teardown.test.ts runs every hook fault under every close reason, and the request-side
 // faults with a record lock held, checking teardown, locks and the engine's health after each.)
 import { after, before, test } from 'node:test';
