@@ -1,38 +1,20 @@
 // What the engine-close*.test.ts files share: a tracked lease opener, a request that leaves a
 // recognisable context, what a hook saw of its process, and the checks of a finished teardown.
-import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CloseEvent, CloseReason, LockRef, RequestLease, Selection, SessionEngine, SessionVars, WebProcess } from '../src/index.js';
 import { leaseTracker } from './engine-harness.js';
 
 export const IP = '198.51.100.7';
-export const { open, shutdown } = leaseTracker(IP);
+export const { open, shutdown, visit } = leaseTracker(IP);
+export { keepLoopAlive, untilAborted } from './engine-harness.js';
 export const MINUTE = 60_000;
 /** Every test is bounded: a hang (a deadlock in the engine) fails that test instead of stalling the run. */
 export const GUARD = { timeout: 5_000 };
-
-/** Engine timers are unref'ed: without this, a hung test would end the event loop and cancel every later test. Call once per file. */
-export function keepLoopAlive(): void {
-  let keepAlive: NodeJS.Timeout | undefined;
-  before(() => { keepAlive = setInterval(() => {}, 60_000); });
-  after(() => clearInterval(keepAlive));
-}
 
 export interface Vars {
   n: number;
   user?: string;
   saved?: boolean;
-}
-
-/** One complete request: acquire, optional work on the process, release. Returns the session id. */
-export async function visit<V extends SessionVars>(engine: SessionEngine<V>, sessionId?: string, work?: (lease: RequestLease<V>) => void | Promise<void>): Promise<string> {
-  const lease = await open(engine, sessionId);
-  try {
-    await lease.run(async () => work?.(lease));
-  } finally {
-    lease.release();
-  }
-  return lease.sessionId;
 }
 
 export function closesOf<V extends SessionVars>(engine: SessionEngine<V>): CloseEvent[] {
@@ -43,14 +25,6 @@ export function closesOf<V extends SessionVars>(engine: SessionEngine<V>): Close
 
 export function nextClose<V extends SessionVars>(engine: SessionEngine<V>): Promise<CloseEvent> {
   return new Promise((resolve) => engine.once('close', resolve));
-}
-
-/** Resolves when the signal aborts (at once if it already has). */
-export function untilAborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
-  });
 }
 
 /** What a hook saw of its process. */

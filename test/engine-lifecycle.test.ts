@@ -1,4 +1,4 @@
-import { after, before, test, describe } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   ManualClock,
@@ -7,47 +7,24 @@ import {
   type CloseEvent,
   type CloseReason,
   type CreateEvent,
-  type RequestLease,
   type SessionEngineOptions,
   type SessionVars,
 } from '../src/index.js';
 import { deferred, engineWithErrors, settle } from './helpers.js';
-import { leaseTracker, track } from './engine-harness.js';
+import { keepLoopAlive, leaseTracker, track, untilAborted } from './engine-harness.js';
 
 const IP = '192.0.2.10';
-const { open, shutdown } = leaseTracker(IP);
+const { open, shutdown, visit } = leaseTracker(IP);
 const OTHER_IP = '192.0.2.99';
 const MINUTE = 60_000;
 /** Every test is bounded: a hang (a deadlock in the engine) fails that test instead of stalling the run. */
 const GUARD = { timeout: 5_000 };
 
-// Engine timers are unref'ed: without this, a hung test would end the event loop and cancel every later test.
-let keepAlive: NodeJS.Timeout | undefined;
-before(() => { keepAlive = setInterval(() => {}, 60_000); });
-after(() => clearInterval(keepAlive));
-
-/** Resolves when the signal aborts (at once if it already has). */
-function untilAborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
-  });
-}
+keepLoopAlive();
 
 interface Vars {
   n: number;
   user?: string;
-}
-
-/** One complete request: acquire, optional work on the process, release. Returns the session id. */
-async function visit<V extends SessionVars>(engine: SessionEngine<V>, sessionId?: string, work?: (lease: RequestLease<V>) => void | Promise<void>): Promise<string> {
-  const lease = await open(engine, sessionId);
-  try {
-    await lease.run(async () => work?.(lease));
-  } finally {
-    lease.release();
-  }
-  return lease.sessionId;
 }
 
 function record<V extends SessionVars>(engine: SessionEngine<V>): { creates: CreateEvent[]; closes: CloseEvent[] } {

@@ -1,29 +1,19 @@
-import { after, before, test, describe } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type CloseEvent, type CreateEvent, type RequestLease, type SessionEngine, type SessionVars, type WebProcess } from '../src/index.js';
 import { deferred, engineWithErrors, settle } from './helpers.js';
-import { leaseTracker, track } from './engine-harness.js';
+import { keepLoopAlive, leaseTracker, track } from './engine-harness.js';
 
 const IP = '203.0.113.5';
-const { open, shutdown } = leaseTracker(IP);
+const { open, shutdown, visit } = leaseTracker(IP);
 const MINUTE = 60_000;
 /** Every test is bounded: a hang (a deadlock in the engine) fails that test instead of stalling the run. */
 const GUARD = { timeout: 5_000 };
 
-// Engine timers are unref'ed: without this, a hung test would end the event loop and cancel every later test.
-let keepAlive: NodeJS.Timeout | undefined;
-before(() => { keepAlive = setInterval(() => {}, 60_000); });
-after(() => clearInterval(keepAlive));
+keepLoopAlive();
 
 interface Vars {
   n: number;
-}
-
-/** One complete request: acquire then release. Returns the session id. */
-async function visit<V extends SessionVars>(engine: SessionEngine<V>, sessionId?: string): Promise<string> {
-  const lease = await open(engine, sessionId);
-  lease.release();
-  return lease.sessionId;
 }
 
 function record<V extends SessionVars>(engine: SessionEngine<V>): { creates: CreateEvent[]; closes: CloseEvent[] } {
