@@ -5,6 +5,7 @@
 // close tore down already (an insider's logout) is left alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { ManualClock, SessionEngine, type RequestLease, type WebProcess } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { deferred, eventually, settle } from './helpers.js';
@@ -202,5 +203,169 @@ test('a straggler task and request torn down on x end quietly (no state, no erro
     taskGate.resolve();
     held.deliver();
     await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('an enter reply read after x: the request\'s process is torn down after its state is restored, so the closed session\'s context never comes back over it', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const x = await node(r, clock, { held: seen });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    first.proc.vars.login = 'alice';
+    await first.proc.locks.tryLock('Stock', 42);
+    first.release();
+    const id = first.sessionId;
+    assert.ok(await idleInRedis(r, id));
+    const hold = holdEnterReplies(x.client);
+    const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
+    await hold.sent;
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000));
+    hold.deliver();
+    assert.ok(await eventually(() => entering.settled, 5_000));
+    if (entering.error !== undefined) return; // refused: fine
+    const b = entering.value!;
+    leases.push(b);
+    assert.deepEqual({ closed: b.proc.closed, vars: b.proc.vars, held: b.proc.locks.held().length },
+      { closed: true, vars: {}, held: 0 }, 'a straggler of a finished close must not see the old context');
+  } finally {
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('a late enter reply for a close this node no longer remembers (4,096 closes later): once its release finds the session gone, the node lists it open no more', { timeout: 30_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const x = await node(r, clock, { held: seen });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    first.proc.vars.login = 'alice';
+    first.release();
+    const id = first.sessionId;
+    assert.ok(await idleInRedis(r, id));
+    const hold = holdEnterReplies(x.client);
+    const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
+    await hold.sent;
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000));
+    // 4,096 other closes heard since (a busy cluster: evictions, timeouts).
+    const pipe = r.redis.pipeline();
+    for (let i = 0; i < 4_100; i++) pipe.publish(`${r.prefix}ev`, `x ${randomUUID()}`);
+    await pipe.exec();
+    assert.ok(await eventually(() => seen.seen.length >= 4_100, 10_000));
+    hold.deliver();
+    assert.ok(await eventually(() => entering.settled, 5_000));
+    if (entering.error !== undefined) return;
+    const b = entering.value!;
+    leases.push(b);
+    const report = { closed: b.proc.closed, vars: b.proc.vars, cookie: b.cookie().action };
+    b.release();
+    await settle(100);
+    const listed = x.engine.sessions().map((s) => s.id).includes(id);
+    assert.deepEqual({ listed, count: x.engine.sessionProcessCount(id), expires: x.engine.sessionExpiration(id) },
+      { listed: false, count: 0, expires: null }, `closed session ${id} still seen as open on x after its straggler ended (while it ran: ${JSON.stringify(report)})`);
+  } finally {
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('stop() waits for a request of this node torn down on x (its handler still running)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('x ');
+  const x = await node(r, clock, { held, onStop: 'keep' });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    held.on = true;
+    closing = track(y.engine.closeSession(a.sessionId));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    held.deliver();
+    assert.ok(await eventually(() => a.proc.closed, 5_000), 'torn down on x');
+    const stopping = track(x.engine.stop());
+    await settle(200);
+    const stoppedEarly = stopping.settled;
+    a.release();
+    await settle(200);
+    assert.deepEqual({ stoppedEarly, errors: x.errors.map((e) => `${e.code}: ${e.message}`) }, { stoppedEarly: false, errors: [] },
+      'stop() returned while a request of this node still ran');
+  } finally {
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('a close heard during stop()\'s heartbeat is not undone on the handle (onStop auto, others alive)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('c ', 'x ');
+  const x = await node(r, clock, { held, onStop: 'auto' });
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP }); // x started alone: it saw no other node
+    leases.push(a);
+    const y = await node(r, clock);
+    await y.engine.acquire({ sessionId: undefined, ip: IP }).then((l) => l.release()); // y has joined
+    held.on = true;
+    closing = track(y.engine.closeSession(a.sessionId));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    wrapScript(x.client, 'lwsHeartbeat', (beat) => async (...args) => { held.deliver(); return beat(...args); });
+    const stopping = track(x.engine.stop());
+    await settle(100);
+    const state = { closed: a.proc.closed, cookie: a.cookie().action };
+    a.release();
+    assert.ok(await eventually(() => stopping.settled, 5_000));
+    await y.engine.stop();
+    assert.deepEqual(state, { closed: true, cookie: 'clear' }, 'the closed session\'s straggler response sets its dead cookie again');
+  } finally {
+    await stopAll(clock, leases, closing, x);
+  }
+});
+
+test('a close claimed (c) during stop()\'s heartbeat is not undone on the handle (onStop auto, others alive)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('c ');
+  const x = await node(r, clock, { held, onStop: 'auto' });
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP }); // x started alone: it saw no other node
+    leases.push(a);
+    const y = await node(r, clock);
+    await y.engine.acquire({ sessionId: undefined, ip: IP }).then((l) => l.release()); // y has joined
+    held.on = true;
+    closing = track(y.engine.closeSession(a.sessionId));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000));
+    wrapScript(x.client, 'lwsHeartbeat', (beat) => async (...args) => { held.deliver(); return beat(...args); });
+    const stopping = track(x.engine.stop());
+    await settle(100);
+    const state = { cookie: a.cookie().action };
+    a.release();
+    assert.ok(await eventually(() => closing!.settled, 5_000));
+    assert.ok(await eventually(() => stopping.settled, 5_000));
+    await y.engine.stop();
+    assert.deepEqual(state, { cookie: 'clear' }, 'the closed session\'s straggler response sets its dead cookie again');
+  } finally {
+    await stopAll(clock, leases, closing, x);
   }
 });

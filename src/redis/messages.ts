@@ -40,7 +40,8 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
     to.closer.waits.finishedElsewhere(rest);
     const handle = to.known.get(rest);
     if (handle?.id === rest) handle.finished();
-    to.known.delete(rest);
+    // Work of it still running here stays known (a stop drains it); its last release drops the handle.
+    if (handle === undefined || handle.id !== rest || handle.idleHere) to.known.delete(rest);
   } else if (kind === 'N') {
     const [oldId = '', newId = ''] = rest.split(' ');
     to.renames.renamed(oldId, newId);

@@ -134,10 +134,12 @@ export class ProcessSaves<Vars extends SessionVars> {
     // One async layer (each promise also pays Node 20's async hooks): the write is kept from here to its end.
     this.#writeBegins(proc.processId);
     let outcome: string | undefined;
+    let handleIdAtSend = handle.id;
     try {
       if (handle.renaming !== undefined) await handle.renaming;
       for (let attempt = 0; ; attempt++) {
         try {
+          handleIdAtSend = handle.id;
           const args = [`${proc.processId} ${token} ${ctx.clock.now()} ${END_ARG[end]}`, handle.id, bytes ?? ''];
           outcome = text(await this.#releases.add(args));
           const unsure = handle.unsureRenames?.get(proc.processId);
@@ -174,8 +176,10 @@ export class ProcessSaves<Vars extends SessionVars> {
     // took after that (a request the drain gave up on, an init that ended during the hooks) would
     // outlive the session by a key lifetime: freed here. lwsLeft follows renames, so a session that
     // lives on under a new id keeps them.
-    if (outcome === 'gone' && proc.lockCount > 0 && !proc.closed
-      && (handle.state !== 'open' || await sessionLeftRedis(this.#node.redis, settings, handle.id) === true)) {
+    // An open handle whose release finds the session gone missed (or forgot) its close: asked, and finished
+    // if so (its other work torn down, the handle dropped by afterSave, not listed open for good).
+    if (outcome === 'gone' && handle.state === 'open' && handle.id === handleIdAtSend && await sessionLeftRedis(this.#node.redis, settings, handle.id) === true) handle.finished();
+    if (outcome === 'gone' && proc.lockCount > 0 && !proc.closed && handle.state !== 'open') {
       await this.tearDown(handle, proc);
       return;
     }

@@ -198,7 +198,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
   /** The request's lease on the process it entered: at once when the process has saved state, after `init` when it has none. */
   #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): MaybePromise<Lease<Vars>> {
     const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
-    handle.startRun({ proc, token, kind: 'request', loaded: state });
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
     // `state` stays what Redis holds (the release compares with it; it may be this node's copy): nothing
     // restored shares its memory (restoreProcess gives typed arrays bytes of their own).
@@ -218,6 +217,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
       this.#ctx.report(error as SessionError, 'storeErrors');
       throw error;
     }
+    // After the restore: a run of a finished session is torn down here, and nothing restored comes back over it.
+    handle.startRun({ proc, token, kind: 'request', loaded: state });
     return restored ? lease : this.#initialized(handle, proc, token, lease, isNew);
   }
 

@@ -186,7 +186,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       for (const handle of tentative) handle.state = 'closing';
       const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#beat(true).then(() => this.#othersAlive === 0, () => false));
       if (clusterStops) for (const handle of this.#known.values()) handle.markClosing();
-      else for (const handle of tentative) handle.state = 'open';
+      // Not one whose close started meanwhile ('c' or 'x' heard during the round trip).
+      else for (const handle of tentative) if (handle.state === 'closing' && !handle.closeStarted) handle.state = 'open';
       let closing: Promise<void> = Promise.resolve();
       if (clusterStops) {
         const insiders = new Map<string, WebProcess<Vars>>();
