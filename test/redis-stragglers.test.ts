@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { ManualClock, SessionEngine, type RequestLease, type WebProcess } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { deferred, eventually, settle } from './helpers.js';
+import { SessionHandle } from '../src/redis/node.js';
 import { redisForTest } from './redis-support.js';
 import { HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, wrapScript, type Vars } from './redis-crossing.js';
 
@@ -273,7 +274,8 @@ test('a late enter reply for a close this node no longer remembers (4,096 closes
     leases.push(b);
     const report = { closed: b.proc.closed, vars: b.proc.vars, cookie: b.cookie().action };
     b.release();
-    await settle(100);
+    // Its release (a round trip), then lwsLeft (another): polled, not a count of turns.
+    await eventually(() => x.engine.sessionExpiration(id) === null, 5_000);
     const listed = x.engine.sessions().map((s) => s.id).includes(id);
     assert.deepEqual({ listed, count: x.engine.sessionProcessCount(id), expires: x.engine.sessionExpiration(id) },
       { listed: false, count: 0, expires: null }, `closed session ${id} still seen as open on x after its straggler ended (while it ran: ${JSON.stringify(report)})`);
@@ -367,5 +369,138 @@ test('a close claimed (c) during stop()\'s heartbeat is not undone on the handle
     assert.deepEqual(state, { cookie: 'clear' }, 'the closed session\'s straggler response sets its dead cookie again');
   } finally {
     await stopAll(clock, leases, closing, x);
+  }
+});
+
+/** The maps a store keeps its handles in (its `known`), found by what they are given. */
+function handleMaps(): { maps: Set<Map<unknown, unknown>>; restore(): void } {
+  const maps = new Set<Map<unknown, unknown>>();
+  const set = Map.prototype.set;
+  Map.prototype.set = function (this: Map<unknown, unknown>, key: unknown, value: unknown) {
+    if (value instanceof SessionHandle) maps.add(this);
+    return set.call(this, key, value);
+  } as typeof set;
+  return { maps, restore: () => { Map.prototype.set = set; } };
+}
+
+test('a release that finds its renamed session gone (N missed, mv expired) does not tear down the live session\'s other work', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('N ');
+  const x = await node(r, clock, { held, processesPerSession: 3 });
+  const y = await node(r, clock, { processesPerSession: 3 });
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  const taskGate = deferred();
+  let task: WebProcess<Vars> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    a.proc.spawn('long', async (p) => {
+      p.vars.job = 'running';
+      await p.locks.tryLock('Stock', 42);
+      task = p;
+      await taskGate.promise;
+    });
+    assert.ok(await eventually(() => task !== undefined, 5_000), 'the task runs on x');
+    held.on = true; // x misses the rename (pub/sub message lost in a reconnect)
+    const newId = await y.engine.regenerate(id);
+    assert.ok(newId !== null, 'renamed on y');
+    assert.equal(await r.redis.get(`${r.prefix}mv:${id}`), newId, 'forwarding record written (work under way)');
+    // The request outlives the forwarding record (its TTL is max(60 s, key lifetime)): expired now.
+    await r.redis.pexpire(`${r.prefix}mv:${id}`, 1);
+    assert.ok(await eventually(async () => await r.redis.exists(`${r.prefix}mv:${id}`) === 0, 5_000));
+    let leftAnswers = 0;
+    wrapScript(x.client, 'lwsLeft', (left) => async (...args) => { const reply = await left(...args); leftAnswers++; return reply; });
+    a.release(); // its release names the old id: 'gone'; lwsLeft(old) answers 1
+    assert.ok(await eventually(() => leftAnswers > 0, 5_000), 'the release asked whether the session left');
+    await settle(20);
+    const stillOpen = await r.redis.hget(`${r.prefix}s:${newId}`, 'st');
+    assert.equal(stillOpen, 'o', 'the session lives on under its new id');
+    assert.deepEqual(
+      { taskClosed: task!.closed, aborted: task!.signal.aborted, vars: task!.vars, locks: task!.lockCount },
+      { taskClosed: false, aborted: false, vars: { job: 'running' }, locks: 1 },
+      'a task of the live (renamed) session was torn down on x');
+  } finally {
+    taskGate.resolve();
+    held.deliver();
+    // The old release never landed: the process stays busy under the new id until x is taken for dead.
+    const stopping = Promise.all([x.engine.stop(), y.engine.stop()]);
+    let done = false;
+    void stopping.finally(() => { done = true; });
+    while (!done) { clock.advance(5_000); await settle(20); }
+  }
+});
+
+test('a request refused after its init ran across the close (x heard meanwhile) leaves no closed handle in known', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const initGate = deferred();
+  let gated = false;
+  const spy = handleMaps();
+  const x = await node(r, clock, { held: seen, processesPerSession: 2, init: async () => { if (gated) await initGate.promise; return {}; } });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    gated = true;
+    const entering = track(x.engine.acquire({ sessionId: id, ip: IP })); // second process: no state, init runs
+    await settle(50);
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up and finished');
+    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
+    a.release();
+    await settle(50);
+    initGate.resolve();
+    assert.ok(await eventually(() => entering.settled, 5_000));
+    assert.equal((entering.error as { code?: string } | undefined)?.code, 'ERR_SESSION_CLOSED');
+    await settle(100);
+    const kept = [...spy.maps].filter((m) => m.has(id)).map((m) => (m.get(id) as SessionHandle<Vars>).state);
+    assert.deepEqual(kept, [], `closed session ${id} still held in the node's known map`);
+  } finally {
+    spy.restore();
+    initGate.resolve();
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('stop() still waits for a straggler torn down on x after a second straggler\'s enter reply of that session is read', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const x = await node(r, clock, { held: seen, processesPerSession: 2, onStop: 'keep' });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    const hold = holdEnterReplies(x.client);
+    const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
+    await hold.sent; // Redis ran the enter before the claim: its process is busy
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up and finished');
+    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
+    assert.ok(await eventually(() => a.proc.closed, 5_000), 'a torn down on x (its handle kept: a still runs)');
+    hold.deliver();
+    assert.ok(await eventually(() => entering.settled, 5_000));
+    entering.value?.release();
+    await settle(50);
+    const stopping = track(x.engine.stop());
+    await settle(200);
+    const stoppedEarly = stopping.settled;
+    a.release();
+    await settle(200);
+    assert.equal(stoppedEarly, false, 'stop() returned while a request of this node still ran');
+  } finally {
+    await stopAll(clock, leases, closing, x, y);
   }
 });

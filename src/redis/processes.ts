@@ -178,8 +178,14 @@ export class ProcessSaves<Vars extends SessionVars> {
     // lives on under a new id keeps them.
     // An open handle whose release finds the session gone missed (or forgot) its close: asked, and finished
     // if so (its other work torn down, the handle dropped by afterSave, not listed open for good).
-    if (outcome === 'gone' && handle.state === 'open' && handle.id === handleIdAtSend && await sessionLeftRedis(this.#node.redis, settings, handle.id) === true) handle.finished();
-    if (outcome === 'gone' && proc.lockCount > 0 && !proc.closed && handle.state !== 'open') {
+    // Only once no other work of it runs here: lwsLeft cannot follow a rename this node missed whose
+    // P mv:<old> has expired (or was never written), and live work must not be torn down on that guess.
+    let left: boolean | undefined;
+    if (outcome === 'gone' && handle.state === 'open' && handle.id === handleIdAtSend) {
+      left = await sessionLeftRedis(this.#node.redis, settings, handle.id);
+      if (left === true && handle.idleHere && handle.state === 'open') handle.finished();
+    }
+    if (outcome === 'gone' && proc.lockCount > 0 && !proc.closed && (handle.state !== 'open' || left === true)) {
       await this.tearDown(handle, proc);
       return;
     }

@@ -177,10 +177,10 @@ export class RedisRequestPath<Vars extends SessionVars> {
     // The enter may have run just before a rename this node has heard of since.
     const id = this.#deps.renames.current(enteredId);
     let handle = this.#known.get(id);
-    // A handle marked closing that still runs work stays: the enter proves the session was open when it
+    // A handle marked closing (or finished, kept by 'x') that still runs work stays: the enter proves the session was open when it
     // landed, so the mark is a close of this node about to be claimed, and it covers this request too.
     // Replacing it would orphan that work (no abort reaches it, a logout in it would not be recognised).
-    if (handle === undefined || !(handle.state === 'open' || (handle.state === 'closing' && handle.runs.size > 0))) {
+    if (handle === undefined || !(handle.state === 'open' || handle.runs.size > 0)) {
       handle = new SessionHandle<Vars>(this.#node, id, ip, createdAtMs, lastRequestAtMs, processCount);
       this.#known.set(id, handle);
     }
@@ -252,6 +252,9 @@ export class RedisRequestPath<Vars extends SessionVars> {
       if (refusal !== undefined) {
         handle.endRun(proc);
         await this.#processes.tearDown(handle, proc);
+        // No release follows (afterSave does not run): its last work gone, a handle 'x' kept goes now.
+        handle.leavePrimaryIfIdle();
+        if (handle.idleHere && this.#known.get(handle.id) === handle) this.#known.delete(handle.id);
         throw refusal;
       }
     }
