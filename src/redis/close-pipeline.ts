@@ -89,7 +89,9 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     /** Processes whose saved state cannot be read: no hook (it would not see their context), locks released by process id. */
     const unreadable: WebProcess<Vars>[] = [];
     for (const saved of loaded.processes) {
-      const live = pipeline.insiders.get(saved.pid);
+      // An insider, or a straggler the drain gave up on that runs on this node: hooked live and torn down
+      // here, as the memory store does (its saved state is the one before its request began).
+      const live = pipeline.insiders.get(saved.pid) ?? (saved.busy ? this.#runningHere(saved.pid) : undefined);
       const proc = live ?? new WebProcess<Vars>(owner, saved.kind, {} as Vars, saved.pid);
       (owner.closing ??= new Set()).add(proc);
       let readable = true;
@@ -139,6 +141,11 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     } else if (claimedReason !== undefined) {
       ctx.counters.closed[reason]--;
     }
+  }
+
+  #runningHere(pid: string): WebProcess<Vars> | undefined {
+    for (const proc of this.#node.runningHere) if (proc.processId === pid && !proc.closed) return proc;
+    return undefined;
   }
 
   async #load(id: string): Promise<LoadedClose | undefined> {

@@ -50,6 +50,7 @@ export class ClusterWaits<Vars extends SessionVars> {
   /** The close of `id` finished, here or elsewhere ('x'). */
   finishedElsewhere(id: string): void {
     this.#remember(id, 'finished');
+    this.#node.closeEnded(id);
     const waiters = this.#closedWaiters.get(id);
     this.#closedWaiters.delete(id);
     for (const resolve of waiters ?? []) resolve();

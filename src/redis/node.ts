@@ -200,6 +200,8 @@ export interface NodeServices<Vars extends SessionVars> {
   tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void>;
   /** Whether this node heard the close of `id` finish ('x', among the latest it remembers). */
   closeFinished(id: string): boolean;
+  /** The close of `id` has ended, however this node learnt it: messages.ts closeEnded. */
+  closeEnded(id: string): void;
 }
 
 /** How long a session's keys live after its last write: the longer timeout plus the grace period. */

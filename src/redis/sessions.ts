@@ -11,7 +11,7 @@ import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { extendKeys, leaveCluster } from './node-keys.js';
 import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
-import { applyRemoteOption, encodeOption, onStoreMessage } from './messages.js';
+import { applyRemoteOption, closeEnded, encodeOption, onStoreMessage } from './messages.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
@@ -80,7 +80,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
     this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
       tearDown: (handle, proc) => this.#processes.tearDown(handle, proc),
-      closeFinished: (id) => this.#closer.waits.closeFinished(id),
+      closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
     // A cut connection may have taken replies with it (of scripts Redis ran): the sweeps repair them.
     redis.on('close', () => { this.#node.lostReplies.due = true; });
