@@ -4,9 +4,9 @@
 // the close's end other than by its own 'x' message (a join that polled, a message delayed).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, SessionEngine } from '../src/index.js';
+import { ManualClock, SessionEngine, type RequestLease } from '../src/index.js';
 import { track } from './engine-harness.js';
-import { eventually } from './helpers.js';
+import { eventually, settle } from './helpers.js';
 import { storeChoices } from './store-choices.js';
 import { HeldMessages, IP, node, stopAll, type Vars } from './redis-crossing.js';
 import { redisForTest } from './redis-support.js';
@@ -110,3 +110,85 @@ for (const [name, choose] of storeChoices()) {
     }
   });
 }
+
+async function logout(engine: SessionEngine<Vars>, lease: RequestLease<Vars>): Promise<unknown> {
+  return lease.run(async () => {
+    await engine.closeSession(engine.currentSessionId());
+    const lock = await lease.proc.locks.tryLock('Other', 1).catch((e: { code?: string }) => e.code);
+    return { closed: lease.proc.closed, vars: { ...lease.proc.vars }, held: lease.proc.locks.held().length, lock };
+  });
+}
+
+const EXPECTED = { closed: true, vars: {}, held: 0, lock: 'ERR_SESSION_CLOSED' };
+
+test('memory store: a logout while an outside close waits for the request: the handler continues with a reset context', { timeout: 10_000 }, async () => {
+  const clock = new ManualClock();
+  const hooked: unknown[] = [];
+  const engine = new SessionEngine<Vars>({ clock, closeTimeoutMs: 10_000, onClose: (p) => { hooked.push({ ...p.vars }); } });
+  const a = await engine.acquire({ sessionId: undefined, ip: IP });
+  a.proc.vars.user = 'alice';
+  await a.proc.locks.tryLock('Stock', 42);
+  const outside = track(engine.closeSession(a.sessionId));
+  await settle(5);
+  assert.deepEqual(await logout(engine, a), EXPECTED);
+  assert.deepEqual(hooked, [{ user: 'alice' }]);
+  a.release();
+  await eventually(() => outside.settled);
+  await engine.stop();
+});
+
+test('Redis store: a logout on x while y\'s close waits for the request: the handler continues with a reset context', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  const y = await node(r, clock);
+  const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a.proc.vars.user = 'alice';
+    await a.proc.locks.tryLock('Stock', 42);
+    outside = track(y.engine.closeSession(a.sessionId));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    const after = await logout(x.engine, a);
+    const hookedYet = y.hooked.length;
+    assert.deepEqual({ ...(after as object), hookedYet }, { ...EXPECTED, hookedYet: 1 });
+    a.release();
+    await settle(50);
+    assert.deepEqual([...x.errors, ...y.errors].map((e) => e.code), []);
+    assert.equal((await r.redis.keys(`${r.prefix}lock:*`)).length, 0);
+  } finally {
+    await stopAll(clock, [a], outside, x, y);
+  }
+});
+
+test('Redis store: a logout on x not awaited while y\'s close waits for the request: the close hooks the state as the logout left it, and the request ending later saves nothing and reports nothing', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const hooked: unknown[] = [];
+  const x = await node(r, clock);
+  const yClient = await r.client();
+  const { createRedisStore } = await import('../src/redis/index.js');
+  const y = new SessionEngine<Vars>({ clock, closeTimeoutMs: 10_000, onClose: (p) => { hooked.push({ ...p.vars }); }, store: createRedisStore({ redis: yClient, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000 }) });
+  const yErrors: string[] = [];
+  y.on('error', (e) => yErrors.push(e.code));
+  const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a.proc.vars.user = 'alice';
+    outside = track(y.closeSession(a.sessionId));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    a.run(() => { void x.engine.closeSession(x.engine.currentSessionId()); });
+    assert.ok(await eventually(() => hooked.length === 1, 5_000), 'y hooked the process as the logout left it, the request still running');
+    assert.deepEqual(hooked, [{ user: 'alice' }]);
+    a.proc.vars.after = 'written after the logout, before the request ended';
+    a.release(); // saves nothing: its state went to the close
+    assert.ok(await eventually(() => outside!.settled, 5_000), 'y\'s close ended');
+    await settle(50);
+    assert.deepEqual([...x.errors.map((e) => e.code), ...yErrors], [], 'no write reported fenced, nothing else');
+  } finally {
+    await stopAll(clock, [a], outside, x);
+    await y.stop();
+  }
+});

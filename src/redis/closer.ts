@@ -102,9 +102,10 @@ export class RedisCloser<Vars extends SessionVars> {
       if (pipeline !== undefined) await Promise.race([pipeline.promise, pipeline.failed]);
       return true;
     }
-    // Another node is closing it. From inside the session, that node waits for this very request:
-    // the close is under way and will see this request's state once it returns.
-    if (fromOwnSession) return true;
+    // Another node is closing it, waiting for this very request if the call comes from inside (4D runs
+    // the close in the calling process): the request's state goes to that close now, and the call
+    // returns once the close has ended, the caller torn down. A task's goes when the task ends.
+    if (fromOwnSession && (insider === undefined || handle === undefined || !this.#node.handOver(handle, insider))) return true;
     await this.waits.closedElsewhere(id);
     return true;
   }

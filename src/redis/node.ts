@@ -37,6 +37,8 @@ export interface LocalRun<Vars extends SessionVars> {
   readonly kind: 'request' | 'task';
   /** A request's: the state it started from, as Redis held it (empty for a process never saved). */
   readonly loaded?: Buffer;
+  /** Its state was saved and its process freed before its end (a logout another node's close runs): its end saves nothing. */
+  handedOver?: boolean;
 }
 
 /**
@@ -198,6 +200,8 @@ export interface NodeServices<Vars extends SessionVars> {
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
   /** Tears a process down, its lock release retried (and tracked) until it lands or the node stops. */
   tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void>;
+  /** A logout whose close another node runs: ProcessSaves.handOver. */
+  handOver(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): boolean;
   /** Whether this node heard the close of `id` finish ('x', among the latest it remembers). */
   closeFinished(id: string): boolean;
   /** The close of `id` has ended, however this node learnt it: messages.ts closeEnded. */

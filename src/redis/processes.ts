@@ -198,6 +198,20 @@ export class ProcessSaves<Vars extends SessionVars> {
    * released. A release that fails (Redis away) is reported and retried until it lands or this node
    * stops, tracked so a stop waits for it (no close will come to free them). Resolves after the first try.
    */
+  /**
+   * A logout from a request whose close another node runs, waiting for this very request: the request's
+   * state is saved and its process freed now, so that close hooks it as the logout left it and ends (4D
+   * runs the close in the calling process); the run stays (a stop drains it; the close's end tears it
+   * down) and its end saves nothing. False for a task, or a run handed over already.
+   */
+  handOver(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): boolean {
+    const run = handle.runs.get(proc);
+    if (run === undefined || run.kind !== 'request' || run.handedOver === true) return false;
+    run.handedOver = true;
+    this.save(handle, proc, run.token, proc, 'stays', run.loaded);
+    return true;
+  }
+
   async tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void> {
     const held = processInternals.heldLocks(proc);
     let failed = false;

@@ -273,7 +273,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     }
     const run = handle.endRun(proc);
     handle.lastActivityAtMs = this.#ctx.clock.now();
-    if (run === undefined) return this.#deps.checkIdle();
+    if (run === undefined || run.handedOver === true) return this.#deps.checkIdle();
     this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, 'stays', run.loaded);
   }
 
