@@ -504,3 +504,125 @@ test('stop() still waits for a straggler torn down on x after a second straggler
     await stopAll(clock, leases, closing, x, y);
   }
 });
+
+test('an awaited logout handed over to y\'s close leaves no closed handle in x\'s known once the request ends', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const spy = handleMaps();
+  // x learns the close's end from y's 'x' only (its poll for the key would come much later).
+  const x = await node(r, clock, { pollIntervalMs: 60_000 });
+  const y = await node(r, clock);
+  let a: RequestLease<Vars> | undefined;
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    outside = track(y.engine.closeSession(id));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    await a.run(() => x.engine.closeSession(x.engine.currentSessionId()));
+    assert.ok(a.proc.closed, 'the logout returned with its caller torn down');
+    a.release();
+    assert.ok(await eventually(() => outside!.settled, 5_000));
+    await settle(100);
+    const kept = [...spy.maps].filter((m) => m.has(id)).map((m) => (m.get(id) as SessionHandle<Vars>).state);
+    assert.deepEqual(kept, [], `closed session ${id} still held in x's known map`);
+  } finally {
+    spy.restore();
+    await stopAll(clock, [a], outside, x, y);
+  }
+});
+
+test('a logout not awaited, handed over to y\'s close: a lock the request takes after y\'s teardown (before x hears x) is freed', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('x ');
+  // x learns the close's end from y's 'x' only (held here; its poll for the key would come much later).
+  const x = await node(r, clock, { held, pollIntervalMs: 60_000 });
+  const y = await node(r, clock);
+  let a: RequestLease<Vars> | undefined;
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    outside = track(y.engine.closeSession(id));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    held.on = true;
+    a.run(() => { void x.engine.closeSession(x.engine.currentSessionId()); });
+    assert.ok(await eventually(() => outside!.settled, 5_000), 'y\'s close ended (x has not heard its x)');
+    assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0);
+    assert.equal(await a.proc.locks.tryLock('Stock', 42), true, 'the request, still running, takes a lock');
+    a.release();
+    await settle(50);
+    held.deliver();
+    await settle(100);
+    assert.ok(await eventually(async () => (await r.redis.keys(`${r.prefix}lock:*`)).length === 0, 2_000),
+      `locks left: ${JSON.stringify(await r.redis.keys(`${r.prefix}lock:*`))}`);
+  } finally {
+    held.deliver();
+    await stopAll(clock, [a], outside, x, y);
+  }
+});
+
+test('stop() on x (its store\'s own client, from url) while a handed-over logout waits for y\'s close: the logout returns', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const { createRedisStore } = await import('../src/redis/index.js');
+  const clock = new ManualClock();
+  const yClock = new ManualClock();
+  // x as an application makes it: the store connects (and, at stop, quits) a client of its own.
+  const xEngine = new SessionEngine<Vars>({ clock, closeTimeoutMs: 10_000, processesPerSession: 2, store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'keep' }) });
+  xEngine.on('error', () => {});
+  const y = await node(r, yClock, { processesPerSession: 2, onStop: 'keep' });
+  let a: RequestLease<Vars> | undefined;
+  let b: RequestLease<Vars> | undefined;
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a = await xEngine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    b = await y.engine.acquire({ sessionId: id, ip: IP }); // a second process, busy on y: y's drain waits for it
+    outside = track(y.engine.closeSession(id));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    const logout = track(a.run(() => xEngine.closeSession(xEngine.currentSessionId())));
+    await settle(50);
+    assert.equal(logout.settled, false, 'the logout waits for y\'s close');
+    const stopping = track(xEngine.stop());
+    assert.ok(await eventually(() => { clock.advance(5_000); return stopping.settled; }, 5_000), 'x stopped');
+    b.release();
+    assert.ok(await eventually(() => outside!.settled, 5_000), 'y\'s close ended');
+    assert.ok(await eventually(() => logout.settled, 3_000), 'the logout on the stopped node never returned (its handler hangs)');
+  } finally {
+    b?.release();
+    a?.release();
+    yClock.advance(60_000);
+    clock.advance(60_000);
+    await y.engine.stop();
+    await xEngine.stop();
+  }
+});
+
+test('a second logout of the same request (first not awaited), handed over: it too returns with the caller torn down', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  const y = await node(r, clock);
+  let a: RequestLease<Vars> | undefined;
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    a.proc.vars.user = 'alice';
+    const id = a.sessionId;
+    outside = track(y.engine.closeSession(id));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    const seen = await a.run(async () => {
+      void x.engine.closeSession(x.engine.currentSessionId());
+      await x.engine.closeSession(x.engine.currentSessionId());
+      return { closed: a!.proc.closed, vars: { ...a!.proc.vars } };
+    });
+    assert.deepEqual(seen, { closed: true, vars: {} });
+  } finally {
+    await stopAll(clock, [a], outside, x, y);
+  }
+});

@@ -108,6 +108,13 @@ export class ClusterWaits<Vars extends SessionVars> {
       const { redis, settings } = this.#node;
       const tick = (): void => {
         if (!this.#closedWaiters.has(id)) return;
+        // This node stopped (its clients may be closed): no answer will come, the wait ends.
+        if (this.#node.retries.stopped) {
+          const waiters = this.#closedWaiters.get(id);
+          this.#closedWaiters.delete(id);
+          for (const wake of waiters ?? []) wake();
+          return;
+        }
         redis.exists(`${settings.prefix}s:${id}`).then((n) => (n === 0 ? this.finishedElsewhere(id) : realTimer(tick, settings.pollIntervalMs)), () => realTimer(tick, settings.pollIntervalMs));
       };
       realTimer(tick, settings.pollIntervalMs);

@@ -37,7 +37,7 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
     to.closer.waits.released(rest);
   } else if (kind === 'x') {
     to.node.copies.drop(rest);
-    to.closer.waits.finishedElsewhere(rest); // and closeEnded
+    to.closer.waits.finishedElsewhere(rest); // which calls close-ends.ts closeEnded
   } else if (kind === 'N') {
     const [oldId = '', newId = ''] = rest.split(' ');
     to.renames.renamed(oldId, newId);
@@ -50,17 +50,6 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
     const [node, name, ...json] = rest.split(' ');
     if (node !== to.node.nodeId && name !== undefined) applyRemoteOption(to.ctx, name, json.join(' '));
   }
-}
-
-/**
- * The close of `id` has ended, however this node learnt it ('x', its own FINISH, a poll that found the key
- * gone): the work of it still running here is torn down (SessionHandle.finished); the handle stays known
- * while that work runs (a stop drains it), and its last release drops it.
- */
-export function closeEnded<Vars extends SessionVars>(known: Map<string, SessionHandle<Vars>>, id: string): void {
-  const handle = known.get(id);
-  if (handle?.id === id) handle.finished();
-  if (handle === undefined || handle.id !== id || handle.idleHere) known.delete(id);
 }
 
 /**

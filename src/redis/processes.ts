@@ -206,7 +206,8 @@ export class ProcessSaves<Vars extends SessionVars> {
    */
   handOver(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): boolean {
     const run = handle.runs.get(proc);
-    if (run === undefined || run.kind !== 'request' || run.handedOver === true) return false;
+    if (run === undefined || run.kind !== 'request') return false;
+    if (run.handedOver === true) return true; // a second logout of the request: it waits for that close too
     run.handedOver = true;
     this.save(handle, proc, run.token, proc, 'stays', run.loaded);
     return true;

@@ -12,6 +12,7 @@ import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
 import { SessionEntry } from './entry.js';
 import { sessionLeftRedis } from './node-keys.js';
+import { dropIfDone, handedOverEnded } from './close-ends.js';
 import type { TurnQueues } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -253,8 +254,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
         handle.endRun(proc);
         await this.#processes.tearDown(handle, proc);
         // No release follows (afterSave does not run): its last work gone, a handle 'x' kept goes now.
-        handle.leavePrimaryIfIdle();
-        if (handle.idleHere && this.#known.get(handle.id) === handle) this.#known.delete(handle.id);
+        dropIfDone(this.#known, handle);
         throw refusal;
       }
     }
@@ -273,6 +273,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     }
     const run = handle.endRun(proc);
     handle.lastActivityAtMs = this.#ctx.clock.now();
+    if (run?.handedOver === true) handedOverEnded(this.#known, this.#closer.waits, (h, p) => this.#processes.tearDown(h, p), handle, proc);
     if (run === undefined || run.handedOver === true) return this.#deps.checkIdle();
     this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, 'stays', run.loaded);
   }

@@ -11,7 +11,8 @@ import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { extendKeys, leaveCluster } from './node-keys.js';
 import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
-import { applyRemoteOption, closeEnded, encodeOption, onStoreMessage } from './messages.js';
+import { applyRemoteOption, encodeOption, onStoreMessage } from './messages.js';
+import { closeEnded, dropIfDone } from './close-ends.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
@@ -87,8 +88,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#renames = new SessionRenames(this.#node, this.#known, this.#turns, this.lockManager);
     this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renames.renamed(oldId, newId));
     this.#processes = new ProcessSaves(this.#node, (handle) => {
-      handle.leavePrimaryIfIdle();
-      if (handle.idleHere && handle.state !== 'open' && this.#known.get(handle.id) === handle) this.#known.delete(handle.id);
+      dropIfDone(this.#known, handle);
       this.#turns.released(handle.id);
     }, () => this.#checkIdle());
     this.#requests = new RedisRequestPath<Vars>({
