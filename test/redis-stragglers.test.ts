@@ -626,3 +626,109 @@ test('a second logout of the same request (first not awaited), handed over: it t
     await stopAll(clock, [a], outside, x, y);
   }
 });
+
+test('x stops while a handed-over request\'s end waits for y\'s close (x missed its x): the lock the request took after y\'s teardown is freed before x\'s stop resolves', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const held = new HeldMessages('x ');
+  const x = await node(r, clock, { held, pollIntervalMs: 1_000, onStop: 'keep' });
+  const y = await node(r, clock, { onStop: 'keep' });
+  let a: RequestLease<Vars> | undefined;
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    outside = track(y.engine.closeSession(id));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    held.on = true;
+    a.run(() => { void x.engine.closeSession(x.engine.currentSessionId()); }); // handed over
+    assert.ok(await eventually(() => outside!.settled, 5_000), 'y\'s close ended (x has not heard its x)');
+    assert.equal(await a.proc.locks.tryLock('Stock', 42), true, 'the request, still running, takes a lock after y\'s teardown');
+    a.release();
+    await settle(5);
+    await x.engine.stop();
+    const errorsAtStop = x.errors.length;
+    await x.client.quit(); // the application quits its client once stop() has resolved
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // x's poll would have been due
+    const locks = await r.redis.keys(`${r.prefix}lock:*`);
+    assert.deepEqual(locks, [], `lock left after x stopped; x errors after its stop: ${x.errors.slice(errorsAtStop).map((e) => `${e.code} ${e.message}`).join('; ')}`);
+  } finally {
+    held.deliver();
+    a?.release();
+    await y.engine.stop();
+  }
+});
+
+test('an outside closeSession on x joining y\'s close does not resolve true before that close has ended, x stopped meanwhile', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const yClock = new ManualClock();
+  const x = await node(r, clock, { onStop: 'keep', processesPerSession: 2 });
+  const y = await node(r, yClock, { onStop: 'keep', processesPerSession: 2 });
+  let b: RequestLease<Vars> | undefined;
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const id = first.sessionId;
+    first.release();
+    b = await y.engine.acquire({ sessionId: id, ip: IP }); // busy on y: y's drain waits for it
+    outside = track(y.engine.closeSession(id));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    const joined = track(x.engine.closeSession(id)); // an admin call on x, outside any request
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(joined.settled, false, 'the join waits for y\'s close');
+    const stopping = track(x.engine.stop());
+    await eventually(() => joined.settled, 500);
+    const keyLeft = await r.redis.exists(`${r.prefix}s:${id}`);
+    assert.ok(!(joined.settled && joined.value === true && keyLeft === 1),
+      `closeSession resolved ${String(joined.value)} while y's close is still under way (key st=${await r.redis.hget(`${r.prefix}s:${id}`, 'st')}; x stopped: ${stopping.settled})`);
+    b.release();
+    assert.ok(await eventually(() => outside!.settled && joined.settled, 5_000), 'y\'s close ended, the join returned');
+    assert.equal(joined.value, true);
+    assert.ok(await eventually(() => stopping.settled, 5_000), 'x stopped once the join returned');
+  } finally {
+    b?.release();
+    yClock.advance(60_000);
+    clock.advance(60_000);
+    await y.engine.stop();
+  }
+});
+
+test('a request refused after its init (session gone) while an outside claim on x is given back: x does not list the closed session', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const yClock = new ManualClock();
+  const held = new HeldMessages('c ', 'x '); // lost in a reconnect, say
+  const gate = deferred();
+  const initStarted = deferred<void>();
+  const x = await node(r, clock, { held, init: async () => { initStarted.resolve(); await gate.promise; return { user: 'alice' }; } });
+  const y = await node(r, yClock);
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  held.on = true;
+  try {
+    const entering = track(x.engine.acquire({ sessionId: undefined, ip: IP }));
+    await initStarted.promise;
+    const id = (await r.redis.zrange(`${r.prefix}open`, "0", "-1"))[0]!;
+    assert.ok(id !== undefined, 'the new session is open in Redis');
+    outside = track(y.engine.closeSession(id));
+    assert.ok(await eventually(() => { yClock.advance(2_000); return outside!.settled; }, 5_000), 'y\'s close gave up on the init and ended');
+    assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0);
+    const xClose = track(x.engine.closeSession(id)); // outside, on x: marks the handle closing, claims
+    gate.resolve(); // init ends now: its refusal check asks Redis after the claim was sent
+    assert.ok(await eventually(() => entering.settled && xClose.settled, 5_000));
+    assert.equal((entering.error as { code?: string } | undefined)?.code, 'ERR_SESSION_CLOSED', 'the request was refused');
+    assert.equal(xClose.value, false);
+    await settle(20);
+    const listed = x.engine.sessions().map((s) => s.id);
+    assert.ok(!listed.includes(id), `x lists closed session ${id} as open: ${JSON.stringify(listed)}`);
+  } finally {
+    gate.resolve();
+    held.deliver();
+    clock.advance(60_000);
+    yClock.advance(60_000);
+    await Promise.all([x.engine.stop(), y.engine.stop()]);
+  }
+});

@@ -4,6 +4,7 @@
 import type { SessionVars, WebProcess } from '../process.js';
 import type { ClusterWaits } from './cluster-waits.js';
 import type { SessionHandle } from './node.js';
+import type { ProcessSaves } from './processes.js';
 
 type Known<Vars extends SessionVars> = Map<string, SessionHandle<Vars>>;
 
@@ -26,9 +27,10 @@ export function dropIfDone<Vars extends SessionVars>(known: Known<Vars>, handle:
  * freed once the close has ended here; its handle goes as after any release.
  */
 export function handedOverEnded<Vars extends SessionVars>(
-  known: Known<Vars>, waits: ClusterWaits<Vars>, tearDown: (handle: SessionHandle<Vars>, proc: WebProcess<Vars>) => Promise<void>,
+  known: Known<Vars>, waits: ClusterWaits<Vars>, processes: Pick<ProcessSaves<Vars>, 'tearDown' | 'trackAfterClose'>,
   handle: SessionHandle<Vars>, proc: WebProcess<Vars>,
 ): void {
-  if (!proc.closed) void waits.closedElsewhere(handle.id).then(() => (proc.closed ? undefined : tearDown(handle, proc)));
+  // Tracked: a stop waits for it before it leaves, its clients still up.
+  if (!proc.closed) processes.trackAfterClose(waits.closedElsewhere(handle.id).then(() => (proc.closed ? undefined : processes.tearDown(handle, proc))));
   dropIfDone(known, handle);
 }

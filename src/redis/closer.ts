@@ -106,8 +106,17 @@ export class RedisCloser<Vars extends SessionVars> {
     // the close in the calling process): the request's state goes to that close now, and the call
     // returns once the close has ended, the caller torn down. A task's goes when the task ends.
     if (fromOwnSession && (insider === undefined || handle === undefined || !this.#node.handOver(handle, insider))) return true;
-    await this.waits.closedElsewhere(id);
+    const joined = this.waits.closedElsewhere(id);
+    this.#joins.add(joined);
+    await joined.finally(() => this.#joins.delete(joined));
     return true;
+  }
+
+  /** Joins of other nodes' closes still waiting: a stop waits for them (bounded), its clients still up. */
+  readonly #joins = new Set<Promise<void>>();
+
+  joinsSettled(): Promise<unknown> {
+    return Promise.allSettled([...this.#joins]);
   }
 
   /** A claim that did not happen gives the handle back its state, unless a close started meanwhile ('c' heard). */

@@ -87,7 +87,15 @@ export class ProcessSaves<Vars extends SessionVars> {
   }
 
   settled(): Promise<unknown> {
-    return Promise.allSettled([...this.#pending]);
+    return Promise.allSettled([...this.#pending, ...this.#endsAfterClose]);
+  }
+
+  /** Work a stop waits for before it leaves (its clients still up), not counted as busy by the drain: see close-ends.ts handedOverEnded. */
+  readonly #endsAfterClose = new Set<Promise<unknown>>();
+
+  trackAfterClose(work: Promise<unknown>): void {
+    const tracked = work.finally(() => this.#endsAfterClose.delete(tracked));
+    this.#endsAfterClose.add(tracked);
   }
 
   initVars(proc: WebProcess<Vars>): Vars | Promise<Vars> {

@@ -253,7 +253,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
       if (refusal !== undefined) {
         handle.endRun(proc);
         await this.#processes.tearDown(handle, proc);
-        // No release follows (afterSave does not run): its last work gone, a handle 'x' kept goes now.
+        // No release follows: its handle goes now (finished first if a claim that found it gone reopened it).
+        if (gone === true && handle.idleHere) handle.finished();
         dropIfDone(this.#known, handle);
         throw refusal;
       }
@@ -273,7 +274,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     }
     const run = handle.endRun(proc);
     handle.lastActivityAtMs = this.#ctx.clock.now();
-    if (run?.handedOver === true) handedOverEnded(this.#known, this.#closer.waits, (h, p) => this.#processes.tearDown(h, p), handle, proc);
+    if (run?.handedOver === true) handedOverEnded(this.#known, this.#closer.waits, this.#processes, handle, proc);
     if (run === undefined || run.handedOver === true) return this.#deps.checkIdle();
     this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, 'stays', run.loaded);
   }
