@@ -732,3 +732,38 @@ test('a request refused after its init (session gone) while an outside claim on 
     await Promise.all([x.engine.stop(), y.engine.stop()]);
   }
 });
+
+test('a closeSession on x made together with x.stop(), joining y\'s close, does not resolve true before that close has ended', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const yClock = new ManualClock();
+  const x = await node(r, clock, { onStop: 'keep', processesPerSession: 2 });
+  const y = await node(r, yClock, { onStop: 'keep', processesPerSession: 2 });
+  let b: RequestLease<Vars> | undefined;
+  let outside: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const id = first.sessionId;
+    first.release();
+    b = await y.engine.acquire({ sessionId: id, ip: IP }); // busy on y: y's drain waits for it
+    outside = track(y.engine.closeSession(id));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    // An admin shutdown script: closes a session and stops the node, concurrently.
+    const stopping = track(x.engine.stop());
+    const joined = track(x.engine.closeSession(id));
+    await eventually(() => joined.settled, 500);
+    const keyLeft = await r.redis.exists(`${r.prefix}s:${id}`);
+    assert.ok(!(joined.settled && joined.value === true && keyLeft === 1),
+      `closeSession resolved ${String(joined.value)} while y's close is still under way (x stopped: ${stopping.settled})`);
+    b.release();
+    assert.ok(await eventually(() => outside!.settled && joined.settled, 5_000), 'y\'s close ended, then the join returned');
+    assert.equal(joined.value, true);
+  } finally {
+    b?.release();
+    yClock.advance(60_000);
+    clock.advance(60_000);
+    await y.engine.stop();
+    await x.engine.stop();
+  }
+});

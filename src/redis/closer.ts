@@ -76,14 +76,21 @@ export class RedisCloser<Vars extends SessionVars> {
     const wasOpen = handle?.state === 'open';
     if (wasOpen) handle!.state = 'closing';
     let outcome: string;
+    // A stop waits for the claim too: its reply may start a join after the stop looked (joinsSettled).
+    const claim = redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '') as Promise<unknown>;
+    const claiming = claim.then(() => undefined, () => undefined);
+    this.#joins.add(claiming);
     try {
-      outcome = text(await redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '') as string);
+      outcome = text(await claim as string);
     } catch (error) {
+      this.#joins.delete(claiming);
       this.#reopen(handle, wasOpen);
       // The claim may have landed without its reply: the sweeps run such a close (REPAIR).
       this.#node.lostReplies.due = true;
       throw unavailable(error, id);
     }
+    // The join (if any) is added in this same turn, before the stop's loop looks again.
+    this.#joins.delete(claiming);
     if (outcome === 'unknown' || outcome.startsWith('moved ')) {
       // Not open under this id: closed (its announcement marks the handle, if it has not yet), or
       // regenerated before this node heard of it (Redis says 'moved' to a logout) or while the claim was
@@ -115,8 +122,9 @@ export class RedisCloser<Vars extends SessionVars> {
   /** Joins of other nodes' closes still waiting: a stop waits for them (bounded), its clients still up. */
   readonly #joins = new Set<Promise<void>>();
 
-  joinsSettled(): Promise<unknown> {
-    return Promise.allSettled([...this.#joins]);
+  async joinsSettled(): Promise<void> {
+    // Again until none is left: a claim in flight may turn into a join.
+    while (this.#joins.size > 0) await Promise.allSettled([...this.#joins]);
   }
 
   /** A claim that did not happen gives the handle back its state, unless a close started meanwhile ('c' heard). */
