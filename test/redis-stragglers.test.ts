@@ -10,6 +10,7 @@ import { ManualClock, SessionEngine, type RequestLease, type WebProcess } from '
 import { track } from './engine-harness.js';
 import { deferred, eventually, settle } from './helpers.js';
 import { SessionHandle } from '../src/redis/node.js';
+import { createRedisStore } from '../src/redis/index.js';
 import { redisForTest } from './redis-support.js';
 import { HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, wrapScript, type Vars } from './redis-crossing.js';
 
@@ -568,7 +569,6 @@ test('a logout not awaited, handed over to y\'s close: a lock the request takes 
 test('stop() on x (its store\'s own client, from url) while a handed-over logout waits for y\'s close: the logout returns', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const { createRedisStore } = await import('../src/redis/index.js');
   const clock = new ManualClock();
   const yClock = new ManualClock();
   // x as an application makes it: the store connects (and, at stop, quits) a client of its own.
@@ -765,5 +765,99 @@ test('a closeSession on x made together with x.stop(), joining y\'s close, does 
     clock.advance(60_000);
     await y.engine.stop();
     await x.engine.stop();
+  }
+});
+
+test('stop() from the hook of a close x runs returns, while another closeSession of that session on x waits for it', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const client = await r.client();
+  let stopFromHook: ReturnType<typeof track<void>> | undefined;
+  const engine: SessionEngine<Vars> = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 10_000, processesPerSession: 1,
+    onClose: async () => { const stopping = engine.stop(); stopFromHook = track(stopping); await stopping; },
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'keep' }),
+  });
+  engine.on('error', () => {});
+  try {
+    const a = await engine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    a.release();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // An admin call and a logout of the same session, together: the first claim wins ('ok'), the second
+    // is answered 'closing' and waits for the close (this node's own) to end.
+    const first = track(engine.closeSession(id));
+    const second = track(engine.closeSession(id));
+    assert.ok(await eventually(() => stopFromHook !== undefined, 5_000), 'the hook ran and called stop()');
+    const stopped = await eventually(() => stopFromHook!.settled, 2_000);
+    assert.ok(stopped, `stop() from the hook still waiting (first settled ${first.settled}, second settled ${second.settled}; key left: ${await r.redis.exists(`${r.prefix}s:${id}`)})`);
+  } finally {
+    clock.advance(60_000);
+    await engine.stop();
+  }
+});
+
+test('stop() from the hook of x\'s close returns while a request handed over to that very close has ended', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const client = await r.client();
+  let stopFromHook: ReturnType<typeof track<void>> | undefined;
+  const engine: SessionEngine<Vars> = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 10_000, processesPerSession: 1,
+    onClose: async () => { await new Promise((resolve) => setTimeout(resolve, 100)); const stopping = engine.stop(); stopFromHook = track(stopping); await stopping; },
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'keep' }),
+  });
+  engine.on('error', () => {});
+  try {
+    const a = await engine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    const outside = track(engine.closeSession(id)); // claim sent first: 'ok'
+    let logout: ReturnType<typeof track<boolean>> | undefined;
+    a.run(() => { logout = track(engine.closeSession(engine.currentSessionId())); }); // answered 'closing'
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    a.release();
+    assert.ok(await eventually(() => stopFromHook !== undefined, 5_000), 'the hook ran and called stop()');
+    const stopped = await eventually(() => stopFromHook!.settled, 2_000);
+    assert.ok(stopped, `stop() from the hook still waiting (outside settled ${outside.settled}, logout settled ${logout?.settled}; key left: ${await r.redis.exists(`${r.prefix}s:${id}`)})`);
+  } finally {
+    clock.advance(60_000);
+    await engine.stop();
+  }
+});
+
+test('stop() waits for the close a closeSession claimed during the stop (reply read after settle() looked)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const client = await r.client();
+  const hooked: string[] = [];
+  const engine = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 10_000, processesPerSession: 1,
+    onClose: async (proc) => { await new Promise((resolve) => setTimeout(resolve, 200)); hooked.push(proc.processId); },
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'keep' }),
+  });
+  engine.on('error', () => {});
+  try {
+    const a = await engine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    a.release();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const reply = deferred();
+    const sent = deferred();
+    wrapScript(client, 'lwsClaim', (claim) => async (...args) => { const answer = await claim(...args); sent.resolve(); await reply.promise; return answer; });
+    const closing = track(engine.closeSession(id));
+    await sent.promise; // claimed in Redis ('ok'), reply held
+    const stopping = track(engine.stop());
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(stopping.settled, false, 'the stop waits for the claim in flight');
+    reply.resolve();
+    assert.ok(await eventually(() => stopping.settled, 5_000), 'stop resolved');
+    const state = `closeSession settled ${closing.settled} (${String(closing.value)}, ${String((closing.error as Error | undefined)?.message)}), hooks ${hooked.length}, key left ${await r.redis.exists(`${r.prefix}s:${id}`)}`;
+    assert.ok(closing.settled && closing.value === true && hooked.length === 1, `stop() resolved before the close it let this node claim had ended: ${state}`);
+  } finally {
+    clock.advance(60_000);
+    await engine.stop();
   }
 });

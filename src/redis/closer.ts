@@ -55,18 +55,7 @@ export class RedisCloser<Vars extends SessionVars> {
   async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
     const local = this.#pipelines.get(id);
     const fromOwnSession = caller !== undefined && caller.sessionId === id;
-    if (local !== undefined) {
-      if (fromOwnSession) {
-        // From its own hook or teardown the close is under way, and waiting on itself would deadlock.
-        if (local.phase !== 'draining') return true;
-        if (this.#runsHere(caller)) {
-          local.insiders.set(caller.processId, caller);
-          this.waits.released(id);
-        }
-      }
-      await Promise.race([local.promise, local.failed]);
-      return true;
-    }
+    if (local !== undefined) return this.#waitLocal(id, local, caller, fromOwnSession);
     const { redis, settings, nodeId, ctx } = this.#node;
     // The id is dead for this node's readers from the call on, as with the memory store; the claim
     // decides, and a failed claim gives the session back.
@@ -76,7 +65,7 @@ export class RedisCloser<Vars extends SessionVars> {
     const wasOpen = handle?.state === 'open';
     if (wasOpen) handle!.state = 'closing';
     let outcome: string;
-    // A stop waits for the claim too: its reply may start a join after the stop looked (joinsSettled).
+    // A stop waits for the claim too: its reply may start a join or a close after the stop looked (settle).
     const claim = redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '') as Promise<unknown>;
     const claiming = claim.then(() => undefined, () => undefined);
     this.#joins.add(claiming);
@@ -112,6 +101,10 @@ export class RedisCloser<Vars extends SessionVars> {
     // Another node is closing it, waiting for this very request if the call comes from inside (4D runs
     // the close in the calling process): the request's state goes to that close now, and the call
     // returns once the close has ended, the caller torn down. A task's goes when the task ends.
+    // 'closing' because this node's own claim (a sweep, another closeSession) landed just before: not
+    // another node's close, waited for as a local one (no join a stop from its hook would wait on, no hand-over).
+    const mine = this.#pipelines.get(id);
+    if (mine !== undefined) return this.#waitLocal(id, mine, caller, fromOwnSession);
     if (fromOwnSession && (insider === undefined || handle === undefined || !this.#node.handOver(handle, insider))) return true;
     const joined = this.waits.closedElsewhere(id);
     this.#joins.add(joined);
@@ -119,13 +112,21 @@ export class RedisCloser<Vars extends SessionVars> {
     return true;
   }
 
+  async #waitLocal(id: string, local: Pipeline<Vars>, caller: WebProcess<Vars> | undefined, fromOwnSession: boolean): Promise<boolean> {
+    if (fromOwnSession) {
+      // From its own hook or teardown the close is under way, and waiting on itself would deadlock.
+      if (local.phase !== 'draining') return true;
+      if (this.#runsHere(caller!)) {
+        local.insiders.set(caller!.processId, caller!);
+        this.waits.released(id);
+      }
+    }
+    await Promise.race([local.promise, local.failed]);
+    return true;
+  }
+
   /** Joins of other nodes' closes still waiting: a stop waits for them (bounded), its clients still up. */
   readonly #joins = new Set<Promise<void>>();
-
-  async joinsSettled(): Promise<void> {
-    // Again until none is left: a claim in flight may turn into a join.
-    while (this.#joins.size > 0) await Promise.allSettled([...this.#joins]);
-  }
 
   /** A claim that did not happen gives the handle back its state, unless a close started meanwhile ('c' heard). */
   #reopen(handle: SessionHandle<Vars> | undefined, wasOpen: boolean): void {
@@ -209,14 +210,18 @@ export class RedisCloser<Vars extends SessionVars> {
     await this.settle(caller);
   }
 
-  /** Waits for every close this node runs, except the one whose hook or teardown is the caller (stop() from a hook). */
+  /**
+   * Waits for every close this node runs, except the one whose hook or teardown is the caller (stop() from
+   * a hook), and for its closeSession calls joining another node's close. Again until none is left: a
+   * claim still on its way may turn into either (its reply read after this looked).
+   */
   async settle(caller?: WebProcess<Vars>): Promise<void> {
     const own = caller === undefined ? undefined : this.#pipelines.get(caller.sessionId);
     const skip = own !== undefined && own.phase !== 'draining' ? own : undefined;
     for (;;) {
-      const waiting = [...this.#pipelines.values()].filter((p) => p !== skip);
+      const waiting = [...this.#joins, ...[...this.#pipelines.values()].filter((p) => p !== skip).map((p) => p.promise)];
       if (waiting.length === 0) return;
-      await Promise.all(waiting.map((p) => p.promise));
+      await Promise.allSettled(waiting);
     }
   }
 

@@ -205,7 +205,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       }
       // Saves and closes still retrying against an absent Redis get closeTimeoutMs more, then this node
       // gives up: it leaves, and the other nodes' sweeps free and take over what it held.
-      const landed = Promise.all([this.#processes.settled(), closing, this.#closer.settle(caller), this.#closer.joinsSettled()]);
+      const landed = Promise.all([this.#processes.settled(), closing, this.#closer.settle(caller)]);
       if (await within(ctx.clock, ctx.options.closeTimeoutMs, landed) === TIMED_OUT) this.#node.retries.stop();
       await landed;
     } catch (error) {
