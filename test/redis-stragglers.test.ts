@@ -6,15 +6,26 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { ManualClock, SessionEngine, type RequestLease, type WebProcess } from '../src/index.js';
+import { ManualClock, SessionEngine, type RequestLease, type SessionEngineOptions, type WebProcess } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { deferred, eventually, settle } from './helpers.js';
 import { SessionHandle } from '../src/redis/node.js';
 import { createRedisStore } from '../src/redis/index.js';
-import { redisForTest } from './redis-support.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
 import { HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, wrapScript, type Vars } from './redis-crossing.js';
 
 const RECORD = { table: 'Stock', key: 42 };
+
+/** One node on Redis whose hook is `onClose` (its errors not collected), for the stop() tests below. */
+async function engineOnRedis(r: RedisForTest, clock: ManualClock, onClose: NonNullable<SessionEngineOptions<Vars>['onClose']>): Promise<{ engine: SessionEngine<Vars>; client: Awaited<ReturnType<RedisForTest['client']>> }> {
+  const client = await r.client();
+  const engine = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 10_000, processesPerSession: 1, onClose,
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'keep' }),
+  });
+  engine.on('error', () => {});
+  return { engine, client };
+}
 
 test('a straggler torn down on x whose lock release fails once (Redis blip) still has its lock freed (retried, or by its release)', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
@@ -772,19 +783,13 @@ test('stop() from the hook of a close x runs returns, while another closeSession
   const r = await redisForTest(t);
   if (r === undefined) return;
   const clock = new ManualClock();
-  const client = await r.client();
   let stopFromHook: ReturnType<typeof track<void>> | undefined;
-  const engine: SessionEngine<Vars> = new SessionEngine<Vars>({
-    clock, closeTimeoutMs: 10_000, processesPerSession: 1,
-    onClose: async () => { const stopping = engine.stop(); stopFromHook = track(stopping); await stopping; },
-    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'keep' }),
-  });
-  engine.on('error', () => {});
+  const { engine }: { engine: SessionEngine<Vars> } = await engineOnRedis(r, clock, async () => { const stopping = engine.stop(); stopFromHook = track(stopping); await stopping; });
   try {
     const a = await engine.acquire({ sessionId: undefined, ip: IP });
     const id = a.sessionId;
     a.release();
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(await idleInRedis(r, id), 'its release landed');
     // An admin call and a logout of the same session, together: the first claim wins ('ok'), the second
     // is answered 'closing' and waits for the close (this node's own) to end.
     const first = track(engine.closeSession(id));
@@ -802,14 +807,8 @@ test('stop() from the hook of x\'s close returns while a request handed over to 
   const r = await redisForTest(t);
   if (r === undefined) return;
   const clock = new ManualClock();
-  const client = await r.client();
   let stopFromHook: ReturnType<typeof track<void>> | undefined;
-  const engine: SessionEngine<Vars> = new SessionEngine<Vars>({
-    clock, closeTimeoutMs: 10_000, processesPerSession: 1,
-    onClose: async () => { await new Promise((resolve) => setTimeout(resolve, 100)); const stopping = engine.stop(); stopFromHook = track(stopping); await stopping; },
-    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'keep' }),
-  });
-  engine.on('error', () => {});
+  const { engine }: { engine: SessionEngine<Vars> } = await engineOnRedis(r, clock, async () => { await new Promise((resolve) => setTimeout(resolve, 100)); const stopping = engine.stop(); stopFromHook = track(stopping); await stopping; });
   try {
     const a = await engine.acquire({ sessionId: undefined, ip: IP });
     const id = a.sessionId;
@@ -831,19 +830,13 @@ test('stop() waits for the close a closeSession claimed during the stop (reply r
   const r = await redisForTest(t);
   if (r === undefined) return;
   const clock = new ManualClock();
-  const client = await r.client();
   const hooked: string[] = [];
-  const engine = new SessionEngine<Vars>({
-    clock, closeTimeoutMs: 10_000, processesPerSession: 1,
-    onClose: async (proc) => { await new Promise((resolve) => setTimeout(resolve, 200)); hooked.push(proc.processId); },
-    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'keep' }),
-  });
-  engine.on('error', () => {});
+  const { engine, client } = await engineOnRedis(r, clock, async (proc) => { await new Promise((resolve) => setTimeout(resolve, 200)); hooked.push(proc.processId); });
   try {
     const a = await engine.acquire({ sessionId: undefined, ip: IP });
     const id = a.sessionId;
     a.release();
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(await idleInRedis(r, id), 'its release landed');
     const reply = deferred();
     const sent = deferred();
     wrapScript(client, 'lwsClaim', (claim) => async (...args) => { const answer = await claim(...args); sent.resolve(); await reply.promise; return answer; });
