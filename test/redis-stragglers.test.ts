@@ -854,3 +854,32 @@ test('stop() waits for the close a closeSession claimed during the stop (reply r
     await engine.stop();
   }
 });
+
+test('stop() from the hook of a close the repair runs returns, while a closeSession answered \'closing\' (this node\'s claim, reply lost) waits for it', { timeout: 30_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  let stopFromHook: ReturnType<typeof track<void>> | undefined;
+  const { engine, client } = await engineOnRedis(r, clock, async () => { const stopping = engine.stop(); stopFromHook = track(stopping); await stopping; });
+  try {
+    const a = await engine.acquire({ sessionId: undefined, ip: IP });
+    const id = a.sessionId;
+    a.release();
+    assert.ok(await idleInRedis(r, id), 'its release landed');
+    // The first claim lands in Redis, its reply is lost: this node holds the claim, runs no close yet.
+    let lose = true;
+    wrapScript(client, 'lwsClaim', (claim) => async (...args) => { const answer = await claim(...args); if (lose) { lose = false; throw new Error('connection lost'); } return answer; });
+    const first = track(engine.closeSession(id));
+    assert.ok(await eventually(() => first.settled, 2_000) && first.error !== undefined, 'the first closeSession failed (reply lost)');
+    // Answered 'closing' (this node's own claim), no pipeline here: a join of "another node's" close.
+    const second = track(engine.closeSession(id));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    clock.advance(1_000); // the sweep repairs: runs the close this node claimed
+    assert.ok(await eventually(() => stopFromHook !== undefined, 5_000), 'the hook ran and called stop()');
+    const stopped = await eventually(() => stopFromHook!.settled, 2_000);
+    assert.ok(stopped, `stop() from the hook still waiting (second settled ${second.settled}; key left: ${await r.redis.exists(`${r.prefix}s:${id}`)})`);
+  } finally {
+    clock.advance(60_000);
+    await engine.stop();
+  }
+});

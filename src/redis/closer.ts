@@ -68,7 +68,7 @@ export class RedisCloser<Vars extends SessionVars> {
     // A stop waits for the claim too: its reply may start a join or a close after the stop looked (settle).
     const claim = redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '') as Promise<unknown>;
     const claiming = claim.then(() => undefined, () => undefined);
-    this.#joins.add(claiming);
+    this.#joins.set(claiming, id);
     try {
       outcome = text(await claim as string);
     } catch (error) {
@@ -107,7 +107,7 @@ export class RedisCloser<Vars extends SessionVars> {
     if (mine !== undefined) return this.#waitLocal(id, mine, caller, fromOwnSession);
     if (fromOwnSession && (insider === undefined || handle === undefined || !this.#node.handOver(handle, insider))) return true;
     const joined = this.waits.closedElsewhere(id);
-    this.#joins.add(joined);
+    this.#joins.set(joined, id);
     await joined.finally(() => this.#joins.delete(joined));
     return true;
   }
@@ -126,7 +126,7 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   /** Joins of other nodes' closes still waiting: a stop waits for them (bounded), its clients still up. */
-  readonly #joins = new Set<Promise<void>>();
+  readonly #joins = new Map<Promise<void>, string>();
 
   /** A claim that did not happen gives the handle back its state, unless a close started meanwhile ('c' heard). */
   #reopen(handle: SessionHandle<Vars> | undefined, wasOpen: boolean): void {
@@ -219,7 +219,9 @@ export class RedisCloser<Vars extends SessionVars> {
     const own = caller === undefined ? undefined : this.#pipelines.get(caller.sessionId);
     const skip = own !== undefined && own.phase !== 'draining' ? own : undefined;
     for (;;) {
-      const waiting = [...this.#joins, ...[...this.#pipelines.values()].filter((p) => p !== skip).map((p) => p.promise)];
+      // A join of the caller's own session waits for the close the caller is in (its 'x' comes at its end).
+      const joins = [...this.#joins].filter(([, id]) => skip === undefined || id !== caller!.sessionId).map(([p]) => p);
+      const waiting = [...joins, ...[...this.#pipelines.values()].filter((p) => p !== skip).map((p) => p.promise)];
       if (waiting.length === 0) return;
       await Promise.allSettled(waiting);
     }
