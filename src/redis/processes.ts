@@ -1,13 +1,13 @@
-import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
 import type { LockRef } from '../locks.js';
-import { processInternals, runInit, runOf, taskFailure, WebProcess, type SessionVars } from '../process.js';
+import { processInternals, runInit, WebProcess, type SessionVars } from '../process.js';
 import { tearDown as tearDownReported } from '../store.js';
-import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
+import { keyTtlMs, text, unavailable, type NodeServices, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
 import { flushWrites } from './coalesce.js';
 import { sessionLeftRedis } from './node-keys.js';
 import { emptyContext, savedBeforeWithHeldLocks, saveProcess } from './state.js';
+import { RedisTasks } from './tasks.js';
 
 /**
  * What a release does with its process besides freeing it: `'stays'` in its session; `'leaves'` its open
@@ -31,6 +31,7 @@ export class ProcessSaves<Vars extends SessionVars> {
   readonly #writing = new Map<string, number>();
   /** The releases of one turn of the event loop go to Redis in one call (as the enters do: enters.ts). */
   readonly #releases: ScriptBatches<string>;
+  readonly #tasks: RedisTasks<Vars>;
 
   /** `afterSave`: a process of the session is free again; `onSettled`: a tracked write is over. */
   constructor(node: NodeServices<Vars>, afterSave: (handle: SessionHandle<Vars>) => void, onSettled: () => void) {
@@ -45,6 +46,7 @@ export class ProcessSaves<Vars extends SessionVars> {
       flushWrites(node.redis);
       return sent;
     });
+    this.#tasks = new RedisTasks(node, this);
   }
 
   get pendingCount(): number {
@@ -76,11 +78,12 @@ export class ProcessSaves<Vars extends SessionVars> {
     return [...this.#writing.keys()];
   }
 
-  #writeBegins(pid: string): void {
+  /** A write of `pid` is on its way to Redis (a release, a spawn): the repair must not free it meanwhile. */
+  writeBegins(pid: string): void {
     this.#writing.set(pid, (this.#writing.get(pid) ?? 0) + 1);
   }
 
-  #writeEnds(pid: string): void {
+  writeEnds(pid: string): void {
     const left = (this.#writing.get(pid) ?? 1) - 1;
     if (left > 0) this.#writing.set(pid, left);
     else this.#writing.delete(pid);
@@ -140,7 +143,7 @@ export class ProcessSaves<Vars extends SessionVars> {
   async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined, answered?: () => void): Promise<void> {
     const { ctx, settings, lockManager, copies } = this.#node;
     // One async layer (each promise also pays Node 20's async hooks): the write is kept from here to its end.
-    this.#writeBegins(proc.processId);
+    this.writeBegins(proc.processId);
     let outcome: string | undefined;
     let handleIdAtSend = handle.id;
     try {
@@ -172,7 +175,7 @@ export class ProcessSaves<Vars extends SessionVars> {
       }
       answered?.();
     } finally {
-      this.#writeEnds(proc.processId);
+      this.writeEnds(proc.processId);
     }
     // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
     // Not after 'gone': the id this node knows names nothing, which says the session closed (its close
@@ -240,60 +243,8 @@ export class ProcessSaves<Vars extends SessionVars> {
     }
   }
 
-  /**
-   * `proc.spawn` on this node: the process is returned at once and registered in Redis before the
-   * task starts (a refusal there — session closed, process limit — is reported as a task failure).
-   */
+  /** `proc.spawn` on this node: tasks.ts. */
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
-    if (handle.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: handle.id });
-    const proc = new WebProcess<Vars>(handle, name, {} as Vars, `t${randomUUID()}`);
-    handle.processCount++;
-    void this.#runTask(handle, proc, task);
-    return proc;
-  }
-
-  async #runTask(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
-    const { ctx, redis, settings, nodeId } = this.#node;
-    let token: string;
-    this.#writeBegins(proc.processId);
-    try {
-      // A regenerate of the request spawning this, not awaited: the spawn names the id it gives.
-      if (handle.renaming !== undefined) await handle.renaming;
-      const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId) as Reply).map(text);
-      if (reply[0] !== 'ok' || reply[1] === undefined) {
-        throw new SessionError(reply[0] === 'plimit' ? 'ERR_SESSION_PROCESS_LIMIT' : 'ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
-      }
-      token = reply[1];
-    } catch (error) {
-      // A spawn whose reply was lost may have taken its process: the repair removes it (no longer kept).
-      this.#writeEnds(proc.processId);
-      if (!(error instanceof SessionError)) this.#node.lostReplies.due = true;
-      handle.processCount--;
-      await processInternals.teardown(proc, {});
-      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
-      return;
-    }
-    handle.startRun({ proc, token, kind: 'task' });
-    this.#writeEnds(proc.processId);
-    if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
-    let initialized = false;
-    try {
-      proc.vars = await this.initVars(proc);
-      initialized = true;
-      await ctx.als.run(runOf(proc), () => task(proc));
-    } catch (error) {
-      ctx.report(taskFailure(initialized, proc, error, handle.id), 'taskErrors');
-    }
-    handle.endRun(proc);
-    handle.lastActivityAtMs = ctx.clock.now();
-    const open = handle.state === 'open';
-    // A task that ends on its own ends its process (locks released, no hook); in a closing session
-    // its state is saved for the hook the claimer runs, who tears it down. In a session discarded
-    // (its first init failed) nobody else will: torn down here. A process whose own init failed never
-    // had a context: it leaves without state, so no close hooks it (RELEASE), and is torn down here.
-    this.save(handle, proc, token, initialized ? proc : undefined, open || !initialized ? 'leaves' : 'stays');
-    if (open) handle.processCount--;
-    if (handle.state !== 'closing' || !initialized) await this.tearDown(handle, proc);
+    return this.#tasks.spawn(handle, name, task);
   }
 }
-

@@ -1,0 +1,74 @@
+// Spawned tasks on the Redis store (4D Mobile style background processes of a session): registered in
+// Redis before they start, run in their own async context, and saved, released or torn down by the
+// process saves when they end.
+import { randomUUID } from 'node:crypto';
+import { SessionError } from '../errors.js';
+import { processInternals, runOf, taskFailure, WebProcess, type SessionVars } from '../process.js';
+import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
+import type { ProcessSaves } from './processes.js';
+
+export class RedisTasks<Vars extends SessionVars> {
+  readonly #node: NodeServices<Vars>;
+  readonly #saves: ProcessSaves<Vars>;
+
+  constructor(node: NodeServices<Vars>, saves: ProcessSaves<Vars>) {
+    this.#node = node;
+    this.#saves = saves;
+  }
+
+  /**
+   * `proc.spawn` on this node: the process is returned at once and registered in Redis before the
+   * task starts (a refusal there — session closed, process limit — is reported as a task failure).
+   */
+  spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+    if (handle.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: handle.id });
+    const proc = new WebProcess<Vars>(handle, name, {} as Vars, `t${randomUUID()}`);
+    handle.processCount++;
+    void this.#runTask(handle, proc, task);
+    return proc;
+  }
+
+  async #runTask(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
+    const { ctx, redis, settings, nodeId } = this.#node;
+    let token: string;
+    this.#saves.writeBegins(proc.processId);
+    try {
+      // A regenerate of the request spawning this, not awaited: the spawn names the id it gives.
+      if (handle.renaming !== undefined) await handle.renaming;
+      const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId) as Reply).map(text);
+      if (reply[0] !== 'ok' || reply[1] === undefined) {
+        throw new SessionError(reply[0] === 'plimit' ? 'ERR_SESSION_PROCESS_LIMIT' : 'ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
+      }
+      token = reply[1];
+    } catch (error) {
+      // A spawn whose reply was lost may have taken its process: the repair removes it (no longer kept).
+      this.#saves.writeEnds(proc.processId);
+      if (!(error instanceof SessionError)) this.#node.lostReplies.due = true;
+      handle.processCount--;
+      await processInternals.teardown(proc, {});
+      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
+      return;
+    }
+    handle.startRun({ proc, token, kind: 'task' });
+    this.#saves.writeEnds(proc.processId);
+    if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
+    let initialized = false;
+    try {
+      proc.vars = await this.#saves.initVars(proc);
+      initialized = true;
+      await ctx.als.run(runOf(proc), () => task(proc));
+    } catch (error) {
+      ctx.report(taskFailure(initialized, proc, error, handle.id), 'taskErrors');
+    }
+    handle.endRun(proc);
+    handle.lastActivityAtMs = ctx.clock.now();
+    const open = handle.state === 'open';
+    // A task that ends on its own ends its process (locks released, no hook); in a closing session
+    // its state is saved for the hook the claimer runs, who tears it down. In a session discarded
+    // (its first init failed) nobody else will: torn down here. A process whose own init failed never
+    // had a context: it leaves without state, so no close hooks it (RELEASE), and is torn down here.
+    this.#saves.save(handle, proc, token, initialized ? proc : undefined, open || !initialized ? 'leaves' : 'stays');
+    if (open) handle.processCount--;
+    if (handle.state !== 'closing' || !initialized) await this.#saves.tearDown(handle, proc);
+  }
+}
