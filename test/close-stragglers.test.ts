@@ -8,7 +8,7 @@ import { ManualClock, SessionEngine, type RequestLease } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { eventually, settle } from './helpers.js';
 import { storeChoices } from './store-choices.js';
-import { HeldMessages, IP, node, stopAll, type Vars } from './redis-crossing.js';
+import { HeldMessages, IP, node, stopAll, type Vars, closingInRedis, settledAsTimePasses } from './redis-crossing.js';
 import { redisForTest } from './redis-support.js';
 
 for (const [name, choose] of storeChoices()) {
@@ -26,7 +26,7 @@ for (const [name, choose] of storeChoices()) {
       return { ...seen, lock };
     }));
     try {
-      assert.ok(await eventually(() => { clock.advance(2_000); return closing.settled; }, 5_000), 'the close gave up on the request and finished');
+      assert.ok(await settledAsTimePasses(clock, closing), 'the close gave up on the request and finished');
       assert.deepEqual(closing.value, { closed: true, vars: {}, lock: 'ERR_SESSION_CLOSED' });
     } finally {
       a.release();
@@ -48,7 +48,7 @@ test('Redis store: the closing node\'s own x delayed (pub/sub): the straggler of
     a.proc.vars.user = 'alice';
     held.on = true;
     closing = track(x.engine.closeSession(a.sessionId));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
     const lock = await a.proc.locks.tryLock('Stock', 42).catch((e: { code?: string }) => e.code);
     assert.deepEqual({ closed: a.proc.closed, vars: a.proc.vars, lock }, { closed: true, vars: {}, lock: 'ERR_SESSION_CLOSED' },
       `closeSession resolved on the node that ran it; lock key ${JSON.stringify(await r.redis.hgetall(`${r.prefix}lock:5:Stock:number:42`))}`);
@@ -72,12 +72,12 @@ test('Redis store: closeSession on x joins y\'s close (its x lost): once it reso
     a.proc.vars.user = 'alice';
     held.on = true;
     closing = track(y.engine.closeSession(a.sessionId));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, a.sessionId), 'y claimed the close');
     joined = track(x.engine.closeSession(a.sessionId).then(async () => {
       const lock = await a.proc.locks.tryLock('Stock', 42).catch((e: { code?: string }) => e.code);
       return { closed: a.proc.closed, vars: { ...a.proc.vars }, lock };
     }));
-    assert.ok(await eventually(() => { clock.advance(2_000); return joined!.settled; }, 5_000), 'x\'s closeSession resolved');
+    assert.ok(await settledAsTimePasses(clock, joined!), 'x\'s closeSession resolved');
     assert.deepEqual(joined.value, { closed: true, vars: {}, lock: 'ERR_SESSION_CLOSED' });
   } finally {
     held.deliver();
@@ -101,7 +101,7 @@ for (const [name, choose] of storeChoices()) {
     assert.equal(await a.proc.locks.tryLock('Stock', 42), true);
     const closing = track(engine.closeSession(a.sessionId));
     try {
-      assert.ok(await eventually(() => { clock.advance(2_000); return closing.settled; }, 5_000), 'the close gave up on the request and finished');
+      assert.ok(await settledAsTimePasses(clock, closing), 'the close gave up on the request and finished');
       assert.deepEqual(seen, [{ vars: { cart: 3 }, locks: 1 }]);
     } finally {
       a.release();
@@ -149,7 +149,7 @@ test('Redis store: a logout on x while y\'s close waits for the request: the han
     a.proc.vars.user = 'alice';
     await a.proc.locks.tryLock('Stock', 42);
     outside = track(y.engine.closeSession(a.sessionId));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, a.sessionId), 'y claimed the close');
     const after = await logout(x.engine, a);
     const hookedYet = y.hooked.length;
     assert.deepEqual({ ...(after as object), hookedYet }, { ...EXPECTED, hookedYet: 1 });
@@ -178,7 +178,7 @@ test('Redis store: a logout on x not awaited while y\'s close waits for the requ
   try {
     a.proc.vars.user = 'alice';
     outside = track(y.closeSession(a.sessionId));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, a.sessionId), 'y claimed the close');
     a.run(() => { void x.engine.closeSession(x.engine.currentSessionId()); });
     assert.ok(await eventually(() => hooked.length === 1, 5_000), 'y hooked the process as the logout left it, the request still running');
     assert.deepEqual(hooked, [{ user: 'alice' }]);

@@ -134,6 +134,19 @@ export function idleInRedis(r: RedisForTest, id: string): Promise<boolean> {
   }, 5_000);
 }
 
+/** True once the session's close is claimed in Redis (its key marked closing), false if not within 5 s. */
+export function closingInRedis(r: RedisForTest, id: string): Promise<boolean> {
+  return eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000);
+}
+
+/**
+ * True once `work` settles while the clock moves on 2 s at a time (a close giving up on a request at
+ * closeTimeoutMs, a drain bounded on the clock), false if not within 5 s of real time.
+ */
+export function settledAsTimePasses(clock: ManualClock, work: { readonly settled: boolean }): Promise<boolean> {
+  return eventually(() => { clock.advance(2_000); return work.settled; }, 5_000);
+}
+
 /** Ends whatever a failed assertion left running, so the engines stop (the ManualClock never moves on its own). */
 export async function stopAll(clock: ManualClock, leases: (RequestLease<Vars> | undefined)[], closing: { settled: boolean } | undefined, ...nodes: Node[]): Promise<void> {
   for (const lease of leases) lease?.release();

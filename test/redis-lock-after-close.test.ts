@@ -9,7 +9,7 @@ import { createRedisStore } from '../src/redis/index.js';
 import { track } from './engine-harness.js';
 import { deferred, eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
-import { HeldMessages, IP, node, stopAll, type Vars } from './redis-crossing.js';
+import { HeldMessages, IP, node, stopAll, type Vars, settledAsTimePasses } from './redis-crossing.js';
 
 async function nodeOn(r: RedisForTest, clock: ManualClock, options: { init?: (proc: unknown) => Vars | Promise<Vars>; onClose?: () => void | Promise<void> } = {}) {
   const client = await r.client();
@@ -39,7 +39,7 @@ test('redis: a request still running when another node\'s close gave up waiting 
     const id = a.sessionId;
     held.on = true; // x hears of the close's end only when told
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
     assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record');
     held.on = false;
@@ -114,7 +114,7 @@ test('redis: the same straggler on a node that lost the close\'s messages (pub/s
     const id = a.sessionId;
     held.on = true; // x's subscriber never hears of the close
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
     assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record');
     a.release();

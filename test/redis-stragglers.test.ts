@@ -12,7 +12,7 @@ import { deferred, eventually, settle } from './helpers.js';
 import { SessionHandle } from '../src/redis/node.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
-import { HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, wrapScript, type Vars } from './redis-crossing.js';
+import { HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, wrapScript, type Vars, closingInRedis, settledAsTimePasses } from './redis-crossing.js';
 
 const RECORD = { table: 'Stock', key: 42 };
 
@@ -42,7 +42,7 @@ test('a straggler torn down on x whose lock release fails once (Redis blip) stil
     const id = a.sessionId;
     held.on = true;
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
     assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record after FINISH');
     let failures = 0;
     wrapScript(x.client, 'lwsLockReleaseAll', (original) => async (...args) => {
@@ -115,7 +115,7 @@ test('an enter reply read after its node heard the close end (x): the request do
     const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
     await hold.sent; // Redis ran the enter: the process is busy
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the request and finished');
+    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
     assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
     hold.deliver();
     assert.ok(await eventually(() => entering.settled, 5_000));
@@ -165,7 +165,7 @@ test('a spawn reply read after its node heard the close end (x): the task does n
     await sent.promise; // Redis registered the task's process (busy)
     a.release();
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up on the task and finished');
+    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the task and finished');
     assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
     replyGate.resolve();
     assert.ok(await eventually(() => lockTaken !== undefined, 5_000), 'the task ran');
@@ -198,7 +198,7 @@ test('a straggler task and request torn down on x end quietly (no state, no erro
     assert.ok(await eventually(() => taskProc !== undefined, 5_000));
     held.on = true;
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    assert.ok(await settledAsTimePasses(clock, closing!));
     await a.proc.locks.tryLock('R', 1);
     await taskProc!.locks.tryLock('T', 2);
     held.deliver();
@@ -239,7 +239,7 @@ test('an enter reply read after x: the request\'s process is torn down after its
     const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
     await hold.sent;
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    assert.ok(await settledAsTimePasses(clock, closing!));
     assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000));
     hold.deliver();
     assert.ok(await eventually(() => entering.settled, 5_000));
@@ -272,7 +272,7 @@ test('a late enter reply for a close this node no longer remembers (4,096 closes
     const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
     await hold.sent;
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    assert.ok(await settledAsTimePasses(clock, closing!));
     assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000));
     // 4,096 other closes heard since (a busy cluster: evictions, timeouts).
     const pipe = r.redis.pipeline();
@@ -310,7 +310,7 @@ test('stop() waits for a request of this node torn down on x (its handler still 
     leases.push(a);
     held.on = true;
     closing = track(y.engine.closeSession(a.sessionId));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    assert.ok(await settledAsTimePasses(clock, closing!));
     held.deliver();
     assert.ok(await eventually(() => a.proc.closed, 5_000), 'torn down on x');
     const stopping = track(x.engine.stop());
@@ -340,7 +340,7 @@ test('a close heard during stop()\'s heartbeat is not undone on the handle (onSt
     await y.engine.acquire({ sessionId: undefined, ip: IP }).then((l) => l.release()); // y has joined
     held.on = true;
     closing = track(y.engine.closeSession(a.sessionId));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000));
+    assert.ok(await settledAsTimePasses(clock, closing!));
     wrapScript(x.client, 'lwsHeartbeat', (beat) => async (...args) => { held.deliver(); return beat(...args); });
     const stopping = track(x.engine.stop());
     await settle(100);
@@ -369,7 +369,7 @@ test('a close claimed (c) during stop()\'s heartbeat is not undone on the handle
     await y.engine.acquire({ sessionId: undefined, ip: IP }).then((l) => l.release()); // y has joined
     held.on = true;
     closing = track(y.engine.closeSession(a.sessionId));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${a.sessionId}`, 'st')) === 'c', 5_000));
+    assert.ok(await closingInRedis(r, a.sessionId));
     wrapScript(x.client, 'lwsHeartbeat', (beat) => async (...args) => { held.deliver(); return beat(...args); });
     const stopping = track(x.engine.stop());
     await settle(100);
@@ -465,7 +465,7 @@ test('a request refused after its init ran across the close (x heard meanwhile) 
     const entering = track(x.engine.acquire({ sessionId: id, ip: IP })); // second process: no state, init runs
     await settle(50);
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up and finished');
+    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up and finished');
     assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
     a.release();
     await settle(50);
@@ -499,7 +499,7 @@ test('stop() still waits for a straggler torn down on x after a second straggler
     const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
     await hold.sent; // Redis ran the enter before the claim: its process is busy
     closing = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { clock.advance(2_000); return closing!.settled; }, 5_000), 'the close gave up and finished');
+    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up and finished');
     assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
     assert.ok(await eventually(() => a.proc.closed, 5_000), 'a torn down on x (its handle kept: a still runs)');
     hold.deliver();
@@ -531,7 +531,7 @@ test('an awaited logout handed over to y\'s close leaves no closed handle in x\'
     a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const id = a.sessionId;
     outside = track(y.engine.closeSession(id));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, id), 'y claimed the close');
     await a.run(() => x.engine.closeSession(x.engine.currentSessionId()));
     assert.ok(a.proc.closed, 'the logout returned with its caller torn down');
     a.release();
@@ -559,7 +559,7 @@ test('a logout not awaited, handed over to y\'s close: a lock the request takes 
     a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const id = a.sessionId;
     outside = track(y.engine.closeSession(id));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, id), 'y claimed the close');
     held.on = true;
     a.run(() => { void x.engine.closeSession(x.engine.currentSessionId()); });
     assert.ok(await eventually(() => outside!.settled, 5_000), 'y\'s close ended (x has not heard its x)');
@@ -594,7 +594,7 @@ test('stop() on x (its store\'s own client, from url) while a handed-over logout
     const id = a.sessionId;
     b = await y.engine.acquire({ sessionId: id, ip: IP }); // a second process, busy on y: y's drain waits for it
     outside = track(y.engine.closeSession(id));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, id), 'y claimed the close');
     const logout = track(a.run(() => xEngine.closeSession(xEngine.currentSessionId())));
     await settle(50);
     assert.equal(logout.settled, false, 'the logout waits for y\'s close');
@@ -626,7 +626,7 @@ test('a second logout of the same request (first not awaited), handed over: it t
     a.proc.vars.user = 'alice';
     const id = a.sessionId;
     outside = track(y.engine.closeSession(id));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, id), 'y claimed the close');
     const seen = await a.run(async () => {
       void x.engine.closeSession(x.engine.currentSessionId());
       await x.engine.closeSession(x.engine.currentSessionId());
@@ -651,7 +651,7 @@ test('x stops while a handed-over request\'s end waits for y\'s close (x missed 
     a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const id = a.sessionId;
     outside = track(y.engine.closeSession(id));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, id), 'y claimed the close');
     held.on = true;
     a.run(() => { void x.engine.closeSession(x.engine.currentSessionId()); }); // handed over
     assert.ok(await eventually(() => outside!.settled, 5_000), 'y\'s close ended (x has not heard its x)');
@@ -686,7 +686,7 @@ test('an outside closeSession on x joining y\'s close does not resolve true befo
     first.release();
     b = await y.engine.acquire({ sessionId: id, ip: IP }); // busy on y: y's drain waits for it
     outside = track(y.engine.closeSession(id));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, id), 'y claimed the close');
     const joined = track(x.engine.closeSession(id)); // an admin call on x, outside any request
     await new Promise((resolve) => setTimeout(resolve, 50));
     assert.equal(joined.settled, false, 'the join waits for y\'s close');
@@ -725,7 +725,7 @@ test('a request refused after its init (session gone) while an outside claim on 
     const id = (await r.redis.zrange(`${r.prefix}open`, "0", "-1"))[0]!;
     assert.ok(id !== undefined, 'the new session is open in Redis');
     outside = track(y.engine.closeSession(id));
-    assert.ok(await eventually(() => { yClock.advance(2_000); return outside!.settled; }, 5_000), 'y\'s close gave up on the init and ended');
+    assert.ok(await settledAsTimePasses(yClock, outside!), 'y\'s close gave up on the init and ended');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0);
     const xClose = track(x.engine.closeSession(id)); // outside, on x: marks the handle closing, claims
     gate.resolve(); // init ends now: its refusal check asks Redis after the claim was sent
@@ -759,7 +759,7 @@ test('a closeSession on x made together with x.stop(), joining y\'s close, does 
     first.release();
     b = await y.engine.acquire({ sessionId: id, ip: IP }); // busy on y: y's drain waits for it
     outside = track(y.engine.closeSession(id));
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.ok(await closingInRedis(r, id), 'y claimed the close');
     // An admin shutdown script: closes a session and stops the node, concurrently.
     const stopping = track(x.engine.stop());
     const joined = track(x.engine.closeSession(id));

@@ -134,10 +134,10 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
 
 
   /**
-   * The session's close has finished (its `x`, from whichever node ran it). Work of it still running here
-   * (a request or task the close stopped waiting for at closeTimeoutMs) is torn down, as the memory
-   * store's close tears down its stragglers: vars reset, record locks released (any taken after the
-   * close freed the session's), later lock calls refused with ERR_SESSION_CLOSED.
+   * The session's close has finished (close-ends.ts closeEnded: however this node learnt it). Work of
+   * it still running here (a request or task the close stopped waiting for at closeTimeoutMs) is torn
+   * down, as the memory store's close tears down its stragglers: vars reset, record locks released (any
+   * taken after the close freed the session's), later lock calls refused with ERR_SESSION_CLOSED.
    */
   finished(): void {
     this.markClosing();
@@ -204,7 +204,7 @@ export interface NodeServices<Vars extends SessionVars> {
   handOver(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): boolean;
   /** Whether this node heard the close of `id` finish ('x', among the latest it remembers). */
   closeFinished(id: string): boolean;
-  /** The close of `id` has ended, however this node learnt it: messages.ts closeEnded. */
+  /** The close of `id` has ended, however this node learnt it: close-ends.ts closeEnded. */
   closeEnded(id: string): void;
 }
 
