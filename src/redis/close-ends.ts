@@ -17,8 +17,12 @@ export function closeEnded<Vars extends SessionVars>(known: Known<Vars>, id: str
 
 /** Some work of a session not open any more has ended here: its handle goes once none is left. */
 export function dropIfDone<Vars extends SessionVars>(known: Known<Vars>, handle: SessionHandle<Vars>): void {
+  const primary = handle.primary;
   handle.leavePrimaryIfIdle();
   if (handle.idleHere && handle.state !== 'open' && known.get(handle.id) === handle) known.delete(handle.id);
+  // A companion's last work ended: its primary may have been kept for it alone (a close that ended, or
+  // was announced, while that work ran), and nothing else would look at it again.
+  if (primary !== undefined && handle.primary === undefined) dropIfDone(known, primary);
 }
 
 /**
