@@ -216,11 +216,14 @@ export class ProcessSaves<Vars extends SessionVars> {
    * down) and its end saves nothing. False for a task, or a run handed over already.
    */
   handOver(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): boolean {
-    const run = handle.runs.get(proc);
+    // The request may run under a companion of the handle (a rename this node heard of late): it is saved under that one.
+    let owner: SessionHandle<Vars> | undefined = handle;
+    if (!handle.runs.has(proc)) for (const companion of handle.companions) if (companion.runs.has(proc)) owner = companion;
+    const run = owner.runs.get(proc);
     if (run === undefined || run.kind !== 'request') return false;
     if (run.handedOver === true) return true; // a second logout of the request: it waits for that close too
     run.handedOver = true;
-    this.save(handle, proc, run.token, proc, 'stays', run.loaded);
+    this.save(owner, proc, run.token, proc, 'stays', run.loaded);
     return true;
   }
 
