@@ -53,12 +53,20 @@ export class RedisTasks<Vars extends SessionVars> {
     this.#saves.writeEnds(proc.processId);
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
     let initialized = false;
-    try {
-      proc.vars = await this.#saves.initVars(proc);
-      initialized = true;
-      await ctx.als.run(runOf(proc), () => task(proc));
-    } catch (error) {
-      ctx.report(taskFailure(initialized, proc, error, handle.id), 'taskErrors');
+    if (proc.closed) {
+      // Its reply read after the session's close had ended here (startRun tore it down): as a spawn in a
+      // closed session on the memory store, neither init nor the task runs in it (init's vars would come
+      // back into a torn-down process, the task would run after the session's hooks and teardown).
+      const closed = new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${proc.name}": the session closed`, { sessionId: handle.id });
+      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: closed, sessionId: handle.id }), 'taskErrors');
+    } else {
+      try {
+        proc.vars = await this.#saves.initVars(proc);
+        initialized = true;
+        await ctx.als.run(runOf(proc), () => task(proc));
+      } catch (error) {
+        ctx.report(taskFailure(initialized, proc, error, handle.id), 'taskErrors');
+      }
     }
     handle.endRun(proc);
     handle.lastActivityAtMs = ctx.clock.now();
