@@ -32,6 +32,11 @@ export interface ProcessOwner<Vars extends SessionVars> {
    * session's close).
    */
   outlived?(proc: WebProcess<Vars>): boolean;
+  /**
+   * Stores whose lock manager is networked: gives back locks a process took while it was being torn
+   * down, retrying a failed release until it lands (reported, never thrown). Without it, `releaseAll`.
+   */
+  giveBack?(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void>;
 }
 
 /** Record locks as seen by one process. */
@@ -203,8 +208,10 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     const locked = await this.#owner.lockManager.tryLock(this, ref);
     if (!locked) return false;
     if (this.closed) {
-      // Torn down while the lock was in flight (networked manager): give it back at once, never leak it.
-      await this.#owner.lockManager.releaseAll(this, [ref]);
+      // Torn down while the lock was in flight (networked manager): give it back at once, never leak it
+      // (a store that can retries a failed give-back: nothing else would free it before its TTL).
+      if (this.#owner.giveBack !== undefined) await this.#owner.giveBack(this, [ref]);
+      else await this.#owner.lockManager.releaseAll(this, [ref]);
       return false;
     }
     (this.#own().held ??= new Map()).set(lockKey(ref), ref);

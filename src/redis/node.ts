@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import { realTimer } from '../clock.js';
 import { SessionError } from '../errors.js';
-import type { LockManager } from '../locks.js';
+import type { LockManager, LockRef } from '../locks.js';
 import type { RedisLockManager } from './locks.js';
 import { processInternals, type ProcessOwner, type SessionVars, type WebProcess } from '../process.js';
 import { cookieExpiresAtMs, type SessionState } from '../session.js';
@@ -112,6 +112,10 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     if (this.state === 'closed' || this.#node.closeFinished(this.id)) void this.#node.tearDown(this, run.proc);
   }
 
+  giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void> {
+    return this.#node.giveBack(proc, refs);
+  }
+
   outlived(proc: WebProcess<Vars>): boolean {
     return this.state !== 'open' && !this.runs.has(proc) && this.closing?.has(proc) !== true;
   }
@@ -200,6 +204,8 @@ export interface NodeServices<Vars extends SessionVars> {
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
   /** Tears a process down, its lock release retried (and tracked) until it lands or the node stops. */
   tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void>;
+  /** Gives back locks a torn-down process took meanwhile, retried (and tracked) until it lands or the node stops. */
+  giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void>;
   /** A logout whose close another node runs: ProcessSaves.handOver. */
   handOver(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): boolean;
   /** Whether this node heard the close of `id` finish ('x', among the latest it remembers). */

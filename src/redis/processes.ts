@@ -234,6 +234,19 @@ export class ProcessSaves<Vars extends SessionVars> {
     if (failed) this.track(this.#releaseLocksLater(proc, held));
   }
 
+  /**
+   * Locks a process took while it was torn down (a tryLock in flight): given back now; a failed give-back
+   * is reported and retried as a teardown's release is (tracked: a stop waits for it). Never rejects.
+   */
+  async giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void> {
+    try {
+      await this.#node.lockManager.releaseAll(proc, refs);
+    } catch (error) {
+      this.#node.ctx.report(unavailable(error, proc.sessionId), 'storeErrors');
+      this.track(this.#releaseLocksLater(proc, refs));
+    }
+  }
+
   async #releaseLocksLater(proc: WebProcess<Vars>, held: LockRef[]): Promise<void> {
     for (let attempt = 0; !this.#node.retries.stopped; attempt++) {
       await this.#node.retries.wait(attempt);

@@ -1,0 +1,43 @@
+// A record lock whose tryLock was in flight when its process was torn down (its session closed) is given
+// back at once by tryLock. On Redis that give-back is a round trip too: one that fails (a Redis blip) is
+// retried until it lands, as a teardown's release is, instead of leaving the record held by a closed
+// session for a key lifetime (hours).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, type RequestLease } from '../src/index.js';
+import { track } from './engine-harness.js';
+import { deferred, eventually } from './helpers.js';
+import { redisForTest } from './redis-support.js';
+import { IP, node, stopAll, wrapScript, type Vars } from './redis-crossing.js';
+
+test('redis: a tryLock that lands after its process was torn down (logout meanwhile) gives the lock back, retried when the first give-back fails (Redis blip): the record is not held by the closed session', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  const gate = deferred();
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    // The lock's script leaves for Redis only once the test lets it: after the teardown.
+    wrapScript(x.client, 'lwsLockAcquire', (acquire) => async (...args) => { await gate.promise; return acquire(...args); });
+    const taking = track(a.run(() => a.proc.locks.tryLock('Stock', 42)));
+    assert.equal(await a.run(() => x.engine.closeSession(x.engine.currentSessionId())), true, 'logout');
+    assert.ok(a.proc.closed, 'the logout tore the caller down');
+    let failures = 0;
+    wrapScript(x.client, 'lwsLockReleaseAll', (releaseAll) => async (...args) => {
+      if (failures++ === 0) throw new Error('injected: connection reset');
+      return releaseAll(...args);
+    });
+    gate.resolve();
+    assert.ok(await eventually(() => taking.settled, 5_000), 'the tryLock settled');
+    assert.notEqual(taking.value, true, 'the torn-down process does not hold the record');
+    const key = `${r.prefix}lock:5:Stock:number:42`;
+    const freed = await eventually(async () => (await r.redis.exists(key)) === 0, 3_000);
+    assert.ok(freed, `the closed session still holds the record: holder ${JSON.stringify(await r.redis.hgetall(key))}, TTL ${await r.redis.pttl(key)} ms, give-back tries ${failures}, tryLock ${taking.error === undefined ? String(taking.value) : (taking.error as { code?: string }).code}`);
+  } finally {
+    gate.resolve();
+    await stopAll(clock, leases, undefined, x);
+  }
+});
