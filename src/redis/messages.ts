@@ -1,8 +1,10 @@
+import type { Redis } from 'ioredis';
 import type { OptionName } from '../options.js';
 import type { SessionVars } from '../process.js';
 import type { StoreContext } from '../store.js';
 import type { RedisCloser } from './closer.js';
 import { unavailable, type NodeServices, type SessionHandle } from './node.js';
+import { sessionLeftRedis } from './node-keys.js';
 import type { SessionRenames } from './renames.js';
 import type { TurnQueues } from './turns.js';
 
@@ -49,6 +51,39 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
   } else if (kind === 'o') {
     const [node, name, ...json] = rest.split(' ');
     if (node !== to.node.nodeId && name !== undefined) applyRemoteOption(to.ctx, name, json.join(' '));
+  }
+}
+
+/**
+ * Listens on the store's channel. Messages sent while the subscriber was cut are lost: once it has
+ * subscribed again, the sessions this node runs work of are checked in Redis, so that work hears a close
+ * it missed ('c': its signal aborts) or one that ended meanwhile ('x': it is torn down, as the memory
+ * store tears down its stragglers) instead of running live in a closed session to its end.
+ */
+export function listenTo<Vars extends SessionVars>(subscriber: Redis, to: MessageTargets<Vars>): void {
+  subscriber.on('message', (_channel: string, message: string) => onStoreMessage(to, message));
+  let cut = false;
+  subscriber.on('close', () => { cut = true; });
+  subscriber.on('ready', () => {
+    if (!cut) return;
+    cut = false;
+    // 'ready' comes before the resubscription is sent: a PING answered after it says it is in place.
+    setImmediate(() => void subscriber.ping().then(() => checkRunning(to)).catch(() => {}));
+  });
+}
+
+/** What a lost 'c' or 'x' would have told of the sessions this node runs work of, read from Redis. */
+async function checkRunning<Vars extends SessionVars>(to: MessageTargets<Vars>): Promise<void> {
+  const { redis, settings } = to.node;
+  const running = (handle: SessionHandle<Vars>): boolean => handle.state !== 'closed' && handle.processesHere().length > 0;
+  for (const handle of [...to.known.values()]) {
+    const id = handle.id;
+    if (!running(handle)) continue;
+    const st = await redis.hget(`${settings.prefix}s:${id}`, 'st');
+    if (handle.id !== id || !running(handle)) continue; // renamed, heard or ended meanwhile
+    if (st === 'c' && !handle.closeStarted) onStoreMessage(to, `c ${id}`);
+    // Gone, and not to a new id (lwsLeft follows a rename this node missed too): its close has ended.
+    else if (st === null && await sessionLeftRedis(redis, settings, id) === true && handle.id === id) onStoreMessage(to, `x ${id}`);
   }
 }
 

@@ -11,7 +11,7 @@ import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { extendKeys, leaveCluster } from './node-keys.js';
 import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
-import { applyRemoteOption, encodeOption, onStoreMessage } from './messages.js';
+import { applyRemoteOption, encodeOption, listenTo } from './messages.js';
 import { closeEnded, dropIfDone } from './close-ends.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
@@ -96,7 +96,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
     });
     const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames };
-    this.#subscriber.on('message', (_channel: string, message: string) => onStoreMessage(heard, message));
+    listenTo(this.#subscriber, heard);
     this.#ready = this.#attemptStart();
   }
 
