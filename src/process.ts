@@ -88,6 +88,16 @@ export function taskFailure(initialized: boolean, proc: WebProcess<SessionVars>,
   return new SessionError(initialized ? 'ERR_SESSION_TASK_FAILED' : 'ERR_SESSION_INIT_FAILED', `${proc.processId} (${proc.name})`, { cause, sessionId });
 }
 
+/**
+ * A spawned task that will not run: its process was torn down by its session's close before the task
+ * could start (its init outlasted the close's drain, or its spawn was granted too late). As for a
+ * request's process then, neither the task nor init's vars come into it.
+ */
+export function taskRefused(proc: WebProcess<SessionVars>, sessionId: string): SessionError {
+  const closed = new SessionError('ERR_SESSION_CLOSED', `cannot run "${proc.name}": its session closed`, { sessionId });
+  return new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: closed, sessionId });
+}
+
 function checkedVars<Vars>(vars: Vars): Vars {
   if (typeof vars === 'object' && vars !== null) return vars;
   throw new SessionArgumentError(`init must return an object (or a promise of one) for the process's vars, got ${vars === undefined || vars === null ? String(vars) : typeof vars}`);

@@ -2,7 +2,7 @@ import { noteProgress } from './close.js';
 import { SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import { whenReady, type MaybePromise } from './maybe-async.js';
-import { runInit, runOf, taskFailure, WebProcess, type SessionVars } from './process.js';
+import { runInit, runOf, taskFailure, taskRefused, WebProcess, type SessionVars } from './process.js';
 import type { SchedulerContext } from './scheduler.js';
 import { withItem, withoutItem, type Session } from './session.js';
 import { initFailure, tearDown } from './store.js';
@@ -162,9 +162,14 @@ export class SessionProcesses<Vars extends SessionVars> {
   async #runTask(session: Session<Vars>, proc: WebProcess<Vars>, task: (proc: WebProcess<Vars>) => Promise<void>): Promise<void> {
     let initialized = false;
     try {
-      proc.vars = await this.initVars(proc);
-      initialized = true;
-      await this.#ctx.als.run(runOf(proc), () => task(proc));
+      const vars = await this.initVars(proc);
+      // Its session's close stopped waiting for init (closeTimeoutMs) and tore the process down.
+      if (proc.closed) this.#ctx.report(taskRefused(proc, session.id), 'taskErrors');
+      else {
+        proc.vars = vars;
+        initialized = true;
+        await this.#ctx.als.run(runOf(proc), () => task(proc));
+      }
     } catch (error) {
       this.#ctx.report(taskFailure(initialized, proc, error, session.id), 'taskErrors');
     }

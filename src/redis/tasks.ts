@@ -3,7 +3,7 @@
 // process saves when they end.
 import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
-import { processInternals, runOf, taskFailure, WebProcess, type SessionVars } from '../process.js';
+import { processInternals, runOf, taskFailure, taskRefused, WebProcess, type SessionVars } from '../process.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import type { ProcessSaves } from './processes.js';
 
@@ -53,20 +53,19 @@ export class RedisTasks<Vars extends SessionVars> {
     this.#saves.writeEnds(proc.processId);
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
     let initialized = false;
-    if (proc.closed) {
-      // Its reply read after the session's close had ended here (startRun tore it down): as a spawn in a
-      // closed session on the memory store, neither init nor the task runs in it (init's vars would come
-      // back into a torn-down process, the task would run after the session's hooks and teardown).
-      const closed = new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${proc.name}": the session closed`, { sessionId: handle.id });
-      ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: closed, sessionId: handle.id }), 'taskErrors');
-    } else {
-      try {
-        proc.vars = await this.#saves.initVars(proc);
+    try {
+      // Torn down before it could start: its reply read after the session's close had ended here
+      // (startRun tore it down), or its init outlasting the close's drain. As on the memory store,
+      // neither init's vars nor the task come into it.
+      const vars = proc.closed ? undefined : await this.#saves.initVars(proc);
+      if (vars === undefined || proc.closed) ctx.report(taskRefused(proc, handle.id), 'taskErrors');
+      else {
+        proc.vars = vars;
         initialized = true;
         await ctx.als.run(runOf(proc), () => task(proc));
-      } catch (error) {
-        ctx.report(taskFailure(initialized, proc, error, handle.id), 'taskErrors');
       }
+    } catch (error) {
+      ctx.report(taskFailure(initialized, proc, error, handle.id), 'taskErrors');
     }
     handle.endRun(proc);
     handle.lastActivityAtMs = ctx.clock.now();
