@@ -253,7 +253,11 @@ export class RedisRequestPath<Vars extends SessionVars> {
       if (refusal !== undefined) {
         handle.endRun(proc);
         await this.#processes.tearDown(handle, proc);
-        // No release follows: its handle goes now (finished first if a claim that found it gone reopened it).
+        // Its enter filed the process among this node's running ones (P nb:<node>): a release that finds
+        // the session gone takes it out, as any late release does (kept, the entry would stay as long as
+        // the node lives). Nothing is saved. Unavailable: the repair takes it out as it frees the process.
+        if (gone === true) this.#processes.save(handle, proc, token, undefined, 'stays');
+        // No other release follows: its handle goes now (finished first if a claim that found it gone reopened it).
         if (gone === true && handle.idleHere) handle.finished();
         dropIfDone(this.#known, handle);
         throw refusal;
