@@ -124,13 +124,25 @@ export class SessionRenames<Vars extends SessionVars> {
     const handle = this.#known.get(oldId);
     if (handle === undefined || handle.id !== oldId) return;
     this.#known.delete(oldId);
+    // Its companions run in the same session: they follow every rename of it, not only the one that
+    // joined them to it (their requests' cookies, logouts and releases name the id they have).
     handle.id = newId;
+    for (const companion of handle.companions) companion.id = newId;
     const current = this.#known.get(newId);
     if (current === undefined) {
       this.#known.set(newId, handle);
-    } else if (handle.runs.size > 0) {
-      // A request with the new id got here first: the id has a handle already. This one's work goes on
-      // as its companion (a close, a stop's drain, the listing reach it), until it ends.
+      return;
+    }
+    // A request with the new id got here first: the id has a handle already. This one's work goes on
+    // as its companion (a close, a stop's drain, the listing reach it), until it ends; so does the work
+    // of its own companions, joined to that handle directly (one level: a companion leaves its primary
+    // when its own runs end, and a handle dropped here must not take them out of reach).
+    for (const companion of handle.companions) {
+      companion.primary = current;
+      current.companions.add(companion);
+    }
+    handle.companions.clear();
+    if (handle.runs.size > 0) {
       current.companions.add(handle);
       handle.primary = current;
     }
