@@ -1,31 +1,40 @@
 // Pub/sub messages sent while a node's subscriber was cut are lost. A request of that node that its
 // session's close stopped waiting for (closeTimeoutMs) would then hear neither the close ('c') nor its end
-// ('x'), and run live in the closed session to its end (its vars kept, lock calls allowed). Once the
-// subscriber is back, the node checks in Redis the sessions it runs work of: the straggler is torn down
-// as if 'x' had come (as the memory store tears down its stragglers).
+// ('x'), and run live in the closed session to its end (its vars kept, lock calls allowed); an option
+// set on another node ('o') would never apply here. Once the subscriber is back, the node checks in Redis
+// the sessions it runs work of (messages.ts checkRunning: a close it missed is heard, one that ended is
+// torn down as if 'x' had come, as the memory store tears down its stragglers) and reads the cluster's
+// options again; tried until it runs through, as a cut seldom takes the subscriber alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Redis } from 'ioredis';
+import type { Redis, RedisOptions } from 'ioredis';
 import { ManualClock, SessionEngine, type RequestLease, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { track } from './engine-harness.js';
 import { eventually } from './helpers.js';
-import { redisForTest } from './redis-support.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
 import { IP, node, settledAsTimePasses, stopAll, type Node, type Vars } from './redis-crossing.js';
 
-test('redis: a straggler whose node lost both the close\'s c and x (its subscriber cut meanwhile) is torn down once the subscriber is back: signal aborted, vars reset, lock calls refused', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  // x's client reconnects (the test clients do not by default): its subscriber, a duplicate, too.
-  const client = await r.client({ retryStrategy: () => 20 });
+/** A node whose subscriber can be made deaf (it loses every message, as across a cut) and cut. */
+interface DeafNode extends Node {
+  /** While true, the node's subscriber loses every message. */
+  deaf: boolean;
+  readonly subscriber: () => Redis;
+}
+
+/**
+ * Node x on `client` options of its own (both connections reconnect: the test clients do not by
+ * default); its subscriber (a duplicate of the client) reconnects 20 ms after a cut.
+ */
+async function deafNode(r: RedisForTest, clock: ManualClock, clientOptions: RedisOptions = { retryStrategy: () => 20 }): Promise<DeafNode> {
+  const client = await r.client(clientOptions);
   let subscriber: Redis | undefined;
-  let deaf = false; // while true, x's subscriber loses every message (as across a cut connection)
+  const hearing = { deaf: false };
   const duplicate = client.duplicate.bind(client);
-  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
-    const made = duplicate(...args);
+  client.duplicate = (override?: Parameters<Redis['duplicate']>[0]) => {
+    const made = duplicate({ ...override, retryStrategy: () => 20 });
     const emit = made.emit.bind(made);
-    made.emit = (event: string | symbol, ...rest: unknown[]): boolean => (event === 'message' && deaf ? true : emit(event, ...rest));
+    made.emit = (event: string | symbol, ...rest: unknown[]): boolean => (event === 'message' && hearing.deaf ? true : emit(event, ...rest));
     subscriber = made;
     return made;
   };
@@ -35,7 +44,19 @@ test('redis: a straggler whose node lost both the close\'s c and x (its subscrib
     store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000 }),
   });
   engine.on('error', (e) => errors.push(e));
-  const x: Node = { engine, client, errors, hooked: [] };
+  return {
+    engine, client, errors, hooked: [],
+    get deaf() { return hearing.deaf; },
+    set deaf(value: boolean) { hearing.deaf = value; },
+    subscriber: () => { assert.ok(subscriber !== undefined, 'the store made its subscriber'); return subscriber; },
+  };
+}
+
+test('redis: a straggler whose node lost both the close\'s c and x (its subscriber cut meanwhile) is torn down once the subscriber is back: signal aborted, vars reset, lock calls refused', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await deafNode(r, clock);
   const y = await node(r, clock);
   const leases: (RequestLease<Vars> | undefined)[] = [];
   let closing: ReturnType<typeof track<boolean>> | undefined;
@@ -44,20 +65,105 @@ test('redis: a straggler whose node lost both the close\'s c and x (its subscrib
     leases.push(a);
     a.proc.vars.cart = 'full';
     const id = a.sessionId;
-    deaf = true;
+    x.deaf = true;
     closing = track(y.engine.closeSession(id));
-    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
+    assert.ok(await settledAsTimePasses(clock, closing), 'the close gave up on the request and finished');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
     assert.equal(a.proc.closed, false, 'x heard nothing: the straggler still runs live');
-    assert.ok(subscriber !== undefined);
-    subscriber.disconnect(true); // cut, and back
-    deaf = false;
+    x.subscriber().disconnect(true); // cut, and back
+    x.deaf = false;
     assert.ok(await eventually(() => a.proc.closed, 5_000), 'torn down once x\'s subscriber is back');
     assert.equal(a.proc.signal.aborted, true);
     assert.deepEqual(a.proc.vars, {});
     await assert.rejects(a.proc.locks.tryLock('Stock', 42), { code: 'ERR_SESSION_CLOSED' });
   } finally {
-    deaf = false;
+    x.deaf = false;
     await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('redis: a straggler whose node lost the close\'s c and x is torn down once both its connections are back, the command connection back after the subscriber', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  // As the store's own client (createRedisStore({ url })): commands fail at once while disconnected.
+  // It reconnects 300 ms after a cut, its subscriber 20 ms after.
+  const x = await deafNode(r, clock, { enableOfflineQueue: false, retryStrategy: () => 300 });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    a.proc.vars.cart = 'full';
+    const id = a.sessionId;
+    x.deaf = true;
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await settledAsTimePasses(clock, closing), 'the close gave up on the request and finished');
+    assert.equal(a.proc.closed, false, 'x heard nothing: the straggler still runs live');
+    // Both connections cut (a Redis restart, a blip), each back on its own schedule.
+    const subscriber = x.subscriber();
+    x.client.disconnect(true);
+    subscriber.disconnect(true);
+    x.deaf = false;
+    assert.ok(await eventually(() => x.client.status === 'ready' && subscriber.status === 'ready', 5_000), 'both connections are back');
+    assert.ok(await eventually(() => a.proc.closed, 3_000), 'torn down once x\'s connections are back');
+    assert.deepEqual(a.proc.vars, {});
+  } finally {
+    x.deaf = false;
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('redis: a request whose node lost the close\'s c (its subscriber cut meanwhile) hears the close once the subscriber is back: its signal aborts while the close still waits for it', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await deafNode(r, clock);
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(a);
+    const id = a.sessionId;
+    x.deaf = true;
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
+    assert.equal(a.proc.signal.aborted, false, 'x heard nothing');
+    x.subscriber().disconnect(true);
+    x.deaf = false;
+    assert.ok(await eventually(() => a.proc.signal.aborted, 5_000), 'the request hears the close once x\'s subscriber is back');
+    assert.equal(a.proc.closed, false, 'it is not torn down: the close still waits for it');
+    assert.equal(closing.settled, false);
+    a.release();
+    assert.ok(await eventually(() => closing!.settled, 5_000), 'the close ends once the request does');
+    assert.equal(closing.value, true);
+  } finally {
+    x.deaf = false;
+    await stopAll(clock, leases, closing, x, y);
+  }
+});
+
+test('redis: an option another node set while this node\'s subscriber was cut applies here once the subscriber is back', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await deafNode(r, clock);
+  const y = await node(r, clock);
+  try {
+    (await x.engine.acquire({ sessionId: undefined, ip: IP })).release();
+    x.deaf = true;
+    y.engine.setOption('maxSessions', 7);
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}opts`, 'maxSessions')) === '7', 5_000), 'y wrote it');
+    assert.notEqual(x.engine.getOption('maxSessions'), 7, 'x heard nothing');
+    const subscriber = x.subscriber();
+    subscriber.disconnect(true);
+    x.deaf = false;
+    assert.ok(await eventually(() => subscriber.status === 'ready', 5_000));
+    assert.ok(await eventually(() => x.engine.getOption('maxSessions') === 7, 3_000), 'x applies the option once its subscriber is back');
+  } finally {
+    x.deaf = false;
+    await stopAll(clock, [], undefined, x, y);
   }
 });

@@ -16,6 +16,8 @@ export interface MessageTargets<Vars extends SessionVars> {
   readonly turns: TurnQueues;
   readonly closer: RedisCloser<Vars>;
   readonly renames: SessionRenames<Vars>;
+  /** Options set on this node: a stored value read later (applyClusterOptions) does not override them. */
+  readonly localOptions: ReadonlySet<string>;
 }
 
 /**
@@ -67,9 +69,31 @@ export function listenTo<Vars extends SessionVars>(subscriber: Redis, to: Messag
   subscriber.on('ready', () => {
     if (!cut) return;
     cut = false;
-    // 'ready' comes before the resubscription is sent: a PING answered after it says it is in place.
-    setImmediate(() => void subscriber.ping().then(() => checkRunning(to)).catch(() => {}));
+    setImmediate(() => void recheck(subscriber, to));
   });
+}
+
+/**
+ * checkRunning once the subscriber is back, tried again until it has run through: a cut seldom takes
+ * the subscriber alone (a Redis restart cuts both connections), and the command connection, which fails
+ * fast while it is down, may come back later; a check lost then would leave the stragglers live.
+ */
+async function recheck<Vars extends SessionVars>(subscriber: Redis, to: MessageTargets<Vars>): Promise<void> {
+  const { retries } = to.node;
+  for (let attempt = 0; !retries.stopped; attempt++) {
+    try {
+      // 'ready' comes before the resubscription is sent: a PING answered after it says it is in place.
+      await subscriber.ping();
+      await checkRunning(to);
+      // Options other nodes set meanwhile ('o' lost too).
+      await applyClusterOptions(to);
+      return;
+    } catch {
+      // Cut again: the next 'ready' checks anew. Else the command connection is not back yet: again later.
+      if (subscriber.status !== 'ready') return;
+      await retries.wait(attempt);
+    }
+  }
 }
 
 /** What a lost 'c' or 'x' would have told of the sessions this node runs work of, read from Redis. */
@@ -98,6 +122,12 @@ export function encodeOption(value: unknown): string {
 function decodeOption(json: string): unknown {
   const value: unknown = JSON.parse(json);
   return value === null ? undefined : value;
+}
+
+/** The options the cluster has set (kept in Redis), applied here but for those this node set itself. */
+export async function applyClusterOptions<Vars extends SessionVars>(to: Pick<MessageTargets<Vars>, 'ctx' | 'node' | 'localOptions'>): Promise<void> {
+  const options = await to.node.redis.hgetall(`${to.node.settings.prefix}opts`);
+  for (const [name, json] of Object.entries(options)) if (!to.localOptions.has(name)) applyRemoteOption(to.ctx, name, json);
 }
 
 /** An option another node set (or set before this node started): validated and applied here. */

@@ -11,7 +11,7 @@ import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { extendKeys, leaveCluster } from './node-keys.js';
 import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
-import { applyRemoteOption, encodeOption, listenTo } from './messages.js';
+import { applyClusterOptions, encodeOption, listenTo } from './messages.js';
 import { closeEnded, dropIfDone } from './close-ends.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
@@ -95,7 +95,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
       refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
     });
-    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames };
+    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, localOptions: this.#localOptions };
     listenTo(this.#subscriber, heard);
     this.#ready = this.#attemptStart();
   }
@@ -127,8 +127,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#heartbeat ??= setInterval(() => void this.#beat().catch(() => {}), Math.max(1, Math.floor(this.#settings.nodeLeaseMs / 3)));
     this.#heartbeat.unref();
     // Options set at run time on any node apply to a node that joins later too.
-    const options = await this.#redis.hgetall(`${prefix}opts`);
-    for (const [name, json] of Object.entries(options)) if (!this.#localOptions.has(name)) applyRemoteOption(this.#ctx, name, json);
+    await applyClusterOptions({ ctx: this.#ctx, node: this.#node, localOptions: this.#localOptions });
     this.#closer.armSweep();
     this.#isStarted = true;
   }
