@@ -91,9 +91,9 @@ export class SessionProcesses<Vars extends SessionVars> {
     }
     // The failure's promise is flattened by the `then` whenReady makes.
     return whenReady<Vars, MaybePromise<RequestLease<Vars>>>(vars, (resolved) => {
-      // Its session's close stopped waiting for it (init outlasted closeTimeoutMs) and tore it down: no
-      // request runs in a process whose teardown is done, nor do init's vars come back into it.
-      if (proc.closed) throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: session.id });
+      // Its session's close stopped waiting for it (init outlasted closeTimeoutMs): no request runs in a
+      // process whose hook has begun or whose teardown is done, nor do init's vars come into it.
+      if (proc.closed || pastDrain(session)) throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: session.id });
       proc.vars = resolved;
       return lease;
     }, (error: unknown) => this.#initFailed(session, proc, error)) as MaybePromise<RequestLease<Vars>>;
@@ -163,8 +163,8 @@ export class SessionProcesses<Vars extends SessionVars> {
     let initialized = false;
     try {
       const vars = await this.initVars(proc);
-      // Its session's close stopped waiting for init (closeTimeoutMs) and tore the process down.
-      if (proc.closed) this.#ctx.report(taskRefused(proc, session.id), 'taskErrors');
+      // Its session's close stopped waiting for init (closeTimeoutMs): it hooks the process or tore it down.
+      if (proc.closed || pastDrain(session)) this.#ctx.report(taskRefused(proc, session.id), 'taskErrors');
       else {
         proc.vars = vars;
         initialized = true;
@@ -204,6 +204,11 @@ export class SessionProcesses<Vars extends SessionVars> {
     this.#live--;
     this.#placesFreed();
   }
+}
+
+/** The session's close has stopped waiting for its processes: its hooks have begun (or its teardown). */
+function pastDrain<Vars extends SessionVars>(session: Session<Vars>): boolean {
+  return session.phase !== undefined && session.phase !== 'draining';
 }
 
 /**
