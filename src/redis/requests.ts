@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
 import { releaseDeadlines, RequestLease, type LeaseHost } from '../lease.js';
 import type { MaybePromise } from '../maybe-async.js';
-import { processInternals, WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
+import { WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
 import { initFailure, tearDown, type RequestIdentity, type StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
@@ -11,8 +11,8 @@ import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
 import { SessionEntry } from './entry.js';
-import { sessionLeftRedis } from './node-keys.js';
-import { dropIfDone, handedOverEnded } from './close-ends.js';
+import { handedOverEnded } from './close-ends.js';
+import { initRequestProcess } from './request-init.js';
 import type { TurnQueues } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -220,50 +220,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     }
     // After the restore: a run of a finished session is torn down here, and nothing restored comes back over it.
     handle.startRun({ proc, token, kind: 'request', loaded: state });
-    return restored ? lease : this.#initialized(handle, proc, token, lease, isNew);
-  }
-
-  /** A process without saved state (new, or never saved): its vars come from `init`. */
-  async #initialized(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, lease: Lease<Vars>, isNew: boolean): Promise<Lease<Vars>> {
-    try {
-      proc.vars = await this.#processes.initVars(proc);
-    } catch (error) {
-      // No context was ever made: the process leaves the session, so the next request runs init again.
-      // A new session goes with it, and any task init spawned is asked to stop (as the memory store
-      // discards it). The caller hears once Redis has answered the release and the record locks init
-      // took are given back: its retry must find neither (a place under the cap, a lock).
-      handle.endRun(proc);
-      if (isNew) {
-        handle.state = 'closed';
-        for (const task of handle.runs.keys()) processInternals.abort(task, () => new SessionError('ERR_SESSION_CLOSED', 'its session was discarded', { sessionId: handle.id }));
-      }
-      const answered = new Promise<void>((resolve) => this.#processes.save(handle, proc, token, undefined, isNew ? 'leavesWithSession' : 'leaves', undefined, resolve));
-      await Promise.all([answered, this.#processes.tearDown(handle, proc)]);
-      throw initFailure(this.#ctx, error, handle.id);
-    }
-    if (handle.state !== 'open') {
-      // Its session's close may have stopped waiting for it (init outlasted closeTimeoutMs) and ended
-      // (here or on another node): no request runs in a session whose hooks and teardown are done (the
-      // locks init took go with the process).
-      const gone = handle.state === 'closed' || await sessionLeftRedis(this.#redis, this.#settings, handle.id);
-      // Unavailable: counted by acquire, which also has the repair free the process.
-      const refusal = gone === undefined
-        ? unavailable(new Error('Redis did not answer whether the session had closed'), handle.id)
-        : gone ? new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id }) : undefined;
-      if (refusal !== undefined) {
-        handle.endRun(proc);
-        await this.#processes.tearDown(handle, proc);
-        // Its enter filed the process among this node's running ones (P nb:<node>): a release that finds
-        // the session gone takes it out, as any late release does (kept, the entry would stay as long as
-        // the node lives). Nothing is saved. Unavailable: the repair takes it out as it frees the process.
-        if (gone === true) this.#processes.save(handle, proc, token, undefined, 'stays');
-        // No other release follows: its handle goes now (finished first if a claim that found it gone reopened it).
-        if (gone === true && handle.idleHere) handle.finished();
-        dropIfDone(this.#known, handle);
-        throw refusal;
-      }
-    }
-    return lease;
+    return restored ? lease : initRequestProcess({ node: this.#node, known: this.#known, processes: this.#processes }, handle, proc, token, lease, isNew);
   }
 
   /** A request is over (its response ended): its process is saved and freed after the response. */

@@ -1,0 +1,64 @@
+import { SessionError } from '../errors.js';
+import { processInternals, type SessionVars, type WebProcess } from '../process.js';
+import { initFailure } from '../store.js';
+import { dropIfDone } from './close-ends.js';
+import { unavailable, type NodeServices, type SessionHandle } from './node.js';
+import { sessionLeftRedis } from './node-keys.js';
+import type { ProcessSaves } from './processes.js';
+
+/** What a request's process without saved state needs of its node. */
+export interface RequestInitDeps<Vars extends SessionVars> {
+  readonly node: NodeServices<Vars>;
+  readonly known: Map<string, SessionHandle<Vars>>;
+  readonly processes: ProcessSaves<Vars>;
+}
+
+/**
+ * A request's process without saved state (new, or never saved): its vars come from `init`. Resolves
+ * `lease` once they have; rejects when init failed (the process leaves the session, a new session goes
+ * with it) or when the session's close ended while init ran (no request runs in the closed session).
+ */
+export async function initRequestProcess<Vars extends SessionVars, Lease>(
+  deps: RequestInitDeps<Vars>, handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, lease: Lease, isNew: boolean,
+): Promise<Lease> {
+  const { node, processes } = deps;
+  try {
+    proc.vars = await processes.initVars(proc);
+  } catch (error) {
+    // No context was ever made: the process leaves the session, so the next request runs init again.
+    // A new session goes with it, and any task init spawned is asked to stop (as the memory store
+    // discards it). The caller hears once Redis has answered the release and the record locks init
+    // took are given back: its retry must find neither (a place under the cap, a lock).
+    handle.endRun(proc);
+    if (isNew) {
+      handle.state = 'closed';
+      for (const task of handle.runs.keys()) processInternals.abort(task, () => new SessionError('ERR_SESSION_CLOSED', 'its session was discarded', { sessionId: handle.id }));
+    }
+    const answered = new Promise<void>((resolve) => processes.save(handle, proc, token, undefined, isNew ? 'leavesWithSession' : 'leaves', undefined, resolve));
+    await Promise.all([answered, processes.tearDown(handle, proc)]);
+    throw initFailure(node.ctx, error, handle.id);
+  }
+  if (handle.state !== 'open') {
+    // Its session's close may have stopped waiting for it (init outlasted closeTimeoutMs) and ended
+    // (here or on another node): no request runs in a session whose hooks and teardown are done (the
+    // locks init took go with the process).
+    const gone = handle.state === 'closed' || await sessionLeftRedis(node.redis, node.settings, handle.id);
+    // Unavailable: counted by acquire, which also has the repair free the process.
+    const refusal = gone === undefined
+      ? unavailable(new Error('Redis did not answer whether the session had closed'), handle.id)
+      : gone ? new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id }) : undefined;
+    if (refusal !== undefined) {
+      handle.endRun(proc);
+      await processes.tearDown(handle, proc);
+      // Its enter filed the process among this node's running ones (P nb:<node>): a release that finds
+      // the session gone takes it out, as any late release does (kept, the entry would stay as long as
+      // the node lives). Nothing is saved. Unavailable: the repair takes it out as it frees the process.
+      if (gone === true) processes.save(handle, proc, token, undefined, 'stays');
+      // No other release follows: its handle goes now (finished first if a claim that found it gone reopened it).
+      if (gone === true && handle.idleHere) handle.finished();
+      dropIfDone(deps.known, handle);
+      throw refusal;
+    }
+  }
+  return lease;
+}
