@@ -22,8 +22,9 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
   deps: RequestInitDeps<Vars>, handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, lease: Lease, isNew: boolean,
 ): Promise<Lease> {
   const { node, processes } = deps;
+  let vars: Vars;
   try {
-    proc.vars = await processes.initVars(proc);
+    vars = await processes.initVars(proc);
   } catch (error) {
     // No context was ever made: the process leaves the session, so the next request runs init again.
     // A new session goes with it, and any task init spawned is asked to stop (as the memory store
@@ -38,6 +39,15 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
     await Promise.all([answered, processes.tearDown(handle, proc)]);
     throw initFailure(node.ctx, error, handle.id);
   }
+  if (handle.closing?.has(proc) === true) {
+    // This node's close hooks the process already (its drain gave up on init at closeTimeoutMs): no
+    // request runs under its own process's hook, nor do init's vars come into it. It ends as a request
+    // that changed nothing would (a release saving no state); the close tears the process down.
+    handle.endRun(proc);
+    processes.save(handle, proc, token, undefined, 'stays');
+    throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
+  }
+  proc.vars = vars;
   if (handle.state !== 'open') {
     // Its session's close may have stopped waiting for it (init outlasted closeTimeoutMs) and ended
     // (here or on another node): no request runs in a session whose hooks and teardown are done (the
