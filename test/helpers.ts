@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
@@ -39,6 +41,21 @@ export async function eventually(done: () => boolean | Promise<boolean>, withinM
 }
 
 /** An engine whose 'error' events are collected instead of becoming process warnings. */
+let forceGc: (() => void) | undefined;
+
+/**
+ * True once the object behind `ref` has been collected (a full GC forced between the checks), false if
+ * not within `withinMs`: an object something still holds (a map that leaks) is never collected.
+ */
+export function collected(ref: WeakRef<object>, withinMs = 5_000): Promise<boolean> {
+  if (forceGc === undefined) {
+    setFlagsFromString('--expose-gc');
+    forceGc = runInNewContext('gc') as () => void;
+  }
+  const gc = forceGc;
+  return eventually(() => { gc(); return ref.deref() === undefined; }, withinMs);
+}
+
 export function engineWithErrors<Vars extends SessionVars = Record<string, unknown>>(options: SessionEngineOptions<Vars> = {}): { engine: SessionEngine<Vars>; errors: SessionError[] } {
   const engine = new SessionEngine<Vars>(options);
   const errors: SessionError[] = [];

@@ -3,20 +3,10 @@
 // forced GC: a handle left in the node's map of known sessions is never collected.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { ManualClock } from '../src/index.js';
-import { eventually } from './helpers.js';
+import { collected, eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
 import { HeldMessages, IP, node, settledAsTimePasses, stopAll } from './redis-crossing.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-/** True once the object behind `ref` has been collected (GC forced between the checks), false if not within 5 s. */
-function collected(ref: WeakRef<object>): Promise<boolean> {
-  return eventually(() => { gc(); return ref.deref() === undefined; }, 5_000);
-}
 
 test('a handle kept only for a companion\'s work (a task of a session regenerated on another node, the new id seen here first) goes once that work ends after the close: it is not kept for ever', { timeout: 30_000 }, async (t) => {
   const r = await redisForTest(t);

@@ -11,9 +11,9 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { ManualClock, SessionEngine, type RequestLease, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { track } from './engine-harness.js';
-import { eventually } from './helpers.js';
+import { collected, eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
-import { IP, node, settledAsTimePasses, stopAll, type Node, type Vars } from './redis-crossing.js';
+import { idleInRedis, IP, node, settledAsTimePasses, stopAll, type Node, type Vars } from './redis-crossing.js';
 
 /** A node whose subscriber can be made deaf (it loses every message, as across a cut) and cut. */
 interface DeafNode extends Node {
@@ -162,6 +162,43 @@ test('redis: an option another node set while this node\'s subscriber was cut ap
     x.deaf = false;
     assert.ok(await eventually(() => subscriber.status === 'ready', 5_000));
     assert.ok(await eventually(() => x.engine.getOption('maxSessions') === 7, 3_000), 'x applies the option once its subscriber is back');
+  } finally {
+    x.deaf = false;
+    await stopAll(clock, [], undefined, x, y);
+  }
+});
+
+test('redis: sessions another node closed while this node\'s subscriber was cut are forgotten here once it is back (listed no more, handles collected), not only at a request with their id', { timeout: 30_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await deafNode(r, clock);
+  const y = await node(r, clock);
+  try {
+    // Sessions served by x (it knows them and keeps a copy of their state), and one that stays open.
+    const served: { id: string; ref: WeakRef<object> }[] = [];
+    for (let i = 0; i < 4; i++) {
+      const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
+      lease.proc.vars.n = i;
+      served.push({ id: lease.sessionId, ref: new WeakRef(lease.session as object) });
+      lease.release();
+      assert.ok(await idleInRedis(r, lease.sessionId));
+    }
+    const kept = served.pop()!;
+    assert.equal(x.engine.sessions().length, 4);
+    x.deaf = true;
+    for (const { id } of served) assert.equal(await y.engine.closeSession(id), true);
+    assert.equal(x.engine.sessions().length, 4, 'x heard nothing');
+    const subscriber = x.subscriber();
+    subscriber.disconnect(true);
+    x.deaf = false;
+    assert.ok(await eventually(() => x.engine.sessions().length === 1, 5_000), `x forgot the closed sessions (still lists ${x.engine.sessions().length})`);
+    assert.deepEqual(x.engine.sessions().map((s) => s.id), [kept.id], 'an open session stays known');
+    // Collected, but for the last closed one: the last operations that touched it can keep it
+    // referenced (bounded: one, however many closes were missed).
+    const alive: number[] = [];
+    for (const [i, { ref }] of served.slice(0, -1).entries()) if (!(await collected(ref, 2_000))) alive.push(i);
+    assert.deepEqual(alive, [], 'the closed sessions\' handles are collected');
   } finally {
     x.deaf = false;
     await stopAll(clock, [], undefined, x, y);

@@ -58,9 +58,10 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
 
 /**
  * Listens on the store's channel. Messages sent while the subscriber was cut are lost: once it has
- * subscribed again, the sessions this node runs work of are checked in Redis, so that work hears a close
- * it missed ('c': its signal aborts) or one that ended meanwhile ('x': it is torn down, as the memory
- * store tears down its stragglers) instead of running live in a closed session to its end.
+ * subscribed again, the sessions this node knows are checked in Redis (checkKnown), so that work hears a
+ * close it missed ('c': its signal aborts) or one that ended meanwhile ('x': it is torn down, as the
+ * memory store tears down its stragglers) instead of running live in a closed session to its end, and
+ * sessions closed meanwhile are not kept here for good.
  */
 export function listenTo<Vars extends SessionVars>(subscriber: Redis, to: MessageTargets<Vars>): void {
   subscriber.on('message', (_channel: string, message: string) => onStoreMessage(to, message));
@@ -74,7 +75,7 @@ export function listenTo<Vars extends SessionVars>(subscriber: Redis, to: Messag
 }
 
 /**
- * checkRunning once the subscriber is back, tried again until it has run through: a cut seldom takes
+ * checkKnown once the subscriber is back, tried again until it has run through: a cut seldom takes
  * the subscriber alone (a Redis restart cuts both connections), and the command connection, which fails
  * fast while it is down, may come back later; a check lost then would leave the stragglers live.
  */
@@ -84,7 +85,7 @@ async function recheck<Vars extends SessionVars>(subscriber: Redis, to: MessageT
     try {
       // 'ready' comes before the resubscription is sent: a PING answered after it says it is in place.
       await subscriber.ping();
-      await checkRunning(to);
+      await checkKnown(to);
       // Options other nodes set meanwhile ('o' lost too).
       await applyClusterOptions(to);
       return;
@@ -96,18 +97,39 @@ async function recheck<Vars extends SessionVars>(subscriber: Redis, to: MessageT
   }
 }
 
-/** What a lost 'c' or 'x' would have told of the sessions this node runs work of, read from Redis. */
-async function checkRunning<Vars extends SessionVars>(to: MessageTargets<Vars>): Promise<void> {
-  const { redis, settings } = to.node;
+/** Sessions whose state one round trip of checkKnown reads. */
+const CHECK_CHUNK = 256;
+
+/**
+ * What the 'c' and 'x' messages lost in a cut would have told, read from Redis for every session this
+ * node knows or keeps a state copy of: work of a session closing hears its close, work of one whose close
+ * ended is torn down (as the memory store tears down its stragglers), and a session no longer open with
+ * no work here is forgotten (its handle, listed by sessions(), and its copy), which only a request with
+ * its dead id reaching this node did before. A close this node runs is left to it.
+ */
+async function checkKnown<Vars extends SessionVars>(to: MessageTargets<Vars>): Promise<void> {
+  const { redis, settings, copies } = to.node;
   const running = (handle: SessionHandle<Vars>): boolean => handle.state !== 'closed' && handle.processesHere().length > 0;
-  for (const handle of [...to.known.values()]) {
-    const id = handle.id;
-    if (!running(handle)) continue;
-    const st = await redis.hget(`${settings.prefix}s:${id}`, 'st');
-    if (handle.id !== id || !running(handle)) continue; // renamed, heard or ended meanwhile
-    if (st === 'c' && !handle.closeStarted) onStoreMessage(to, `c ${id}`);
-    // Gone, and not to a new id (lwsLeft follows a rename this node missed too): its close has ended.
-    else if (st === null && await sessionLeftRedis(redis, settings, id) === true && handle.id === id) onStoreMessage(to, `x ${id}`);
+  const ids = [...new Set([...to.known.keys(), ...copies.sessionIds()])];
+  for (let i = 0; i < ids.length; i += CHECK_CHUNK) {
+    const chunk = ids.slice(i, i + CHECK_CHUNK);
+    const replies = await redis.pipeline(chunk.map((id) => ['hget', `${settings.prefix}s:${id}`, 'st'])).exec();
+    for (const [k, id] of chunk.entries()) {
+      const [error, st] = replies?.[k] ?? [new Error('no reply')];
+      if (error !== null) throw error;
+      if (st === 'o' || to.closer.isClosing(id)) continue;
+      copies.drop(id);
+      const handle = to.known.get(id);
+      if (handle === undefined || handle.id !== id) continue; // renamed meanwhile
+      if (running(handle)) {
+        if (st === 'c' && !handle.closeStarted) onStoreMessage(to, `c ${id}`);
+        // Gone, and not to a new id (lwsLeft follows a rename this node missed too): its close has ended.
+        else if (st === null && await sessionLeftRedis(redis, settings, id) === true && handle.id === id) onStoreMessage(to, `x ${id}`);
+      } else if (handle.idleHere) {
+        handle.markClosing();
+        to.known.delete(id);
+      }
+    }
   }
 }
 

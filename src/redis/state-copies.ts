@@ -57,6 +57,11 @@ export class StateCopies {
     this.#usedBytes -= copy.bytes.length + ENTRY_OVERHEAD_BYTES;
   }
 
+  /** The sessions that have a copy. */
+  sessionIds(): IterableIterator<string> {
+    return this.#bySession.keys();
+  }
+
   get size(): number {
     return this.#bySession.size;
   }
