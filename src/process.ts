@@ -33,10 +33,11 @@ export interface ProcessOwner<Vars extends SessionVars> {
    */
   outlived?(proc: WebProcess<Vars>): boolean;
   /**
-   * Stores whose lock manager is networked: gives back locks a process took while it was being torn
-   * down, retrying a failed release until it lands (reported, never thrown). Without it, `releaseAll`.
+   * Gives back locks a process took while it was being torn down (a tryLock in flight at a networked lock
+   * manager). Never rejects: a failed release is reported as a teardown's is (the Redis store also
+   * retries it until it lands: nothing else would free it before its TTL).
    */
-  giveBack?(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void>;
+  giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void>;
 }
 
 /** Record locks as seen by one process. */
@@ -218,10 +219,8 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     const locked = await this.#owner.lockManager.tryLock(this, ref);
     if (!locked) return false;
     if (this.closed) {
-      // Torn down while the lock was in flight (networked manager): give it back at once, never leak it
-      // (a store that can retries a failed give-back: nothing else would free it before its TTL).
-      if (this.#owner.giveBack !== undefined) await this.#owner.giveBack(this, [ref]);
-      else await this.#owner.lockManager.releaseAll(this, [ref]);
+      // Torn down while the lock was in flight (networked manager): give it back at once, never leak it.
+      await this.#owner.giveBack(this, [ref]);
       return false;
     }
     (this.#own().held ??= new Map()).set(lockKey(ref), ref);

@@ -12,7 +12,7 @@ import { processInternals, type SessionVars, type WebProcess } from './process.j
 import { cookieExpiresAtMs, freeRequestProcess, NONE, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
-import { initFailure, tearDown, type StoreContext } from './store.js';
+import { giveBackLocks, initFailure, tearDown, type StoreContext } from './store.js';
 import { TransientProcesses } from './transients.js';
 
 /** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
@@ -43,7 +43,7 @@ export class Scheduler<Vars extends SessionVars> {
       settleIfIdle: (session) => this.#settleIfIdle(session),
       reject: (cause, error) => this.#reject(cause, error),
     });
-    this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#processes.spawn(session, name, task) };
+    this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#processes.spawn(session, name, task), giveBack: (proc, refs) => giveBackLocks(ctx, ctx.lockManager, proc, refs) };
     this.#transients = new TransientProcesses(ctx, ctx.lockManager);
     this.#leaseHost = {
       als: ctx.als,

@@ -1,5 +1,5 @@
 import { timerOn, type Clock } from './clock.js';
-import type { LockManager } from './locks.js';
+import type { LockManager, LockRef } from './locks.js';
 import type { ProcessOwner, SessionVars, WebProcess } from './process.js';
 
 /** Why a session closed: 4D's three cases plus server stop. */
@@ -18,6 +18,8 @@ export interface Waiter<Vars extends SessionVars> {
 export interface SessionHost<Vars extends SessionVars> {
   readonly lockManager: LockManager;
   spawn(session: Session<Vars>, parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
+  /** See ProcessOwner.giveBack. */
+  giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void>;
 }
 
 /** The fields of a session that only its close uses (see the accessors on Session). */
@@ -106,6 +108,10 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
 
   get lockManager(): LockManager {
     return this.#host.lockManager;
+  }
+
+  giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void> {
+    return this.#host.giveBack(proc, refs);
   }
 
   spawn(parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {

@@ -2,7 +2,7 @@ import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { Clock } from './clock.js';
 import { SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
-import type { LockManager } from './locks.js';
+import type { LockManager, LockRef } from './locks.js';
 import type { MaybePromise } from './maybe-async.js';
 import type { OptionName, RuntimeOptions } from './options.js';
 import { processInternals, type ProcessRun, type SessionVars, type WebProcess } from './process.js';
@@ -110,7 +110,17 @@ export function initFailure(ctx: Pick<StoreContext<SessionVars>, 'report'>, caus
  * undefined when there was no lock to give back (done at once).
  */
 export function tearDown(ctx: Pick<StoreContext<SessionVars>, 'report'>, proc: WebProcess<SessionVars>): Promise<void> | undefined {
-  return processInternals.teardown(proc, {})?.catch((error: unknown) => {
-    ctx.report(new SessionError('ERR_SESSION_STORE_UNAVAILABLE', `the record locks of ${proc.processId} were not released`, { cause: error, sessionId: proc.sessionId }), 'storeErrors');
-  });
+  return processInternals.teardown(proc, {})?.catch((error: unknown) => reportLocksKept(ctx, proc, error));
+}
+
+/**
+ * Gives back record locks a torn-down process took meanwhile (ProcessOwner.giveBack): a lock manager
+ * that fails to release is reported as at a teardown, never thrown.
+ */
+export function giveBackLocks(ctx: Pick<StoreContext<SessionVars>, 'report'>, lockManager: LockManager, proc: WebProcess<SessionVars>, refs: LockRef[]): Promise<void> {
+  return lockManager.releaseAll(proc, refs).then(() => {}, (error: unknown) => reportLocksKept(ctx, proc, error));
+}
+
+function reportLocksKept(ctx: Pick<StoreContext<SessionVars>, 'report'>, proc: WebProcess<SessionVars>, error: unknown): void {
+  ctx.report(new SessionError('ERR_SESSION_STORE_UNAVAILABLE', `the record locks of ${proc.processId} were not released`, { cause: error, sessionId: proc.sessionId }), 'storeErrors');
 }

@@ -4,7 +4,7 @@ import { SessionError } from './errors.js';
 import type { LockManager } from './locks.js';
 import { WebProcess, type ProcessOwner, type SessionVars } from './process.js';
 import { removeItem } from './session.js';
-import { tearDown, type StoreContext } from './store.js';
+import { giveBackLocks, tearDown, type StoreContext } from './store.js';
 
 /**
  * 'none' mode's processes: one throw-away process per request, with no session (no cookie, no id, no
@@ -23,6 +23,7 @@ export class TransientProcesses<Vars extends SessionVars> {
       id: '',
       lockManager,
       spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
+      giveBack: (proc, refs) => giveBackLocks(ctx, lockManager, proc, refs),
     };
   }
 

@@ -87,6 +87,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       id: '',
       lockManager: deps.node.lockManager,
       spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
+      giveBack: (proc, refs) => deps.processes.giveBack(proc, refs),
     };
     this.#leaseHost = {
       als: ctx.als,
