@@ -174,11 +174,17 @@ export function onAppEnd(res: ServerResponse, then: () => void): void {
 
 /**
  * Whether an error a handler let escape is the application's failure, reported on `'error'`: not an
- * error naming a 4xx status (an answer: `isClientError`), nor a stream its client cut by leaving (a
- * download cancelled: `pipeline(source, res)` rejects with ERR_STREAM_PREMATURE_CLOSE once the response
- * is gone), which is no more a failure than a client leaving readBody.
+ * error naming a 4xx status (an answer: `isClientError`), nor a stream its client cut by leaving, which
+ * is no more a failure than a client leaving readBody: a download cancelled (`pipeline(source, res)`
+ * rejects with ERR_STREAM_PREMATURE_CLOSE once the response is gone), a request body cut mid-way and
+ * read by the application itself (Node's 'aborted' ECONNRESET; Hono's `c.req.text()` passes it on).
  */
 export function isFailure(error: unknown, res: ServerResponse): boolean {
   if (isClientError(error)) return false;
-  return !((error as { code?: unknown } | null)?.code === 'ERR_STREAM_PREMATURE_CLOSE' && isGone(res));
+  return !(cutByItsClient(error) && isGone(res));
+}
+
+function cutByItsClient(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  return code === 'ERR_STREAM_PREMATURE_CLOSE' || (code === 'ECONNRESET' && message === 'aborted');
 }
