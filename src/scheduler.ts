@@ -5,14 +5,14 @@ import { SessionError } from './errors.js';
 import { IdleExpiry } from './expiry.js';
 import { releaseDeadlines, RequestLease, type LeaseHost } from './lease.js';
 import type { LockManager } from './locks.js';
-import { isThenable, whenReady, type MaybePromise } from './maybe-async.js';
+import { isThenable, type MaybePromise } from './maybe-async.js';
 import { MemoryCloses } from './memory-closes.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
 import { cookieExpiresAtMs, freeRequestProcess, NONE, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
-import { giveBackLocks, initFailure, tearDown, type StoreContext } from './store.js';
+import { giveBackLocks, tearDown, type StoreContext } from './store.js';
 import { TransientProcesses } from './transients.js';
 
 /** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
@@ -181,26 +181,13 @@ export class Scheduler<Vars extends SessionVars> {
       : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
   }
 
-
-
   /** 'none' mode: a throw-away process for one request, torn down at release. */
   transient(): MaybePromise<RequestLease<Vars>> {
     if (!this.#processes.hasRoom) {
       throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
     }
-    const proc = this.#transients.open();
     this.#processes.countTransient(1);
-    const lease = new RequestLease(this.#leaseHost, undefined, proc, true);
-    let vars: MaybePromise<Vars>;
-    try {
-      vars = this.#processes.initVars(proc);
-    } catch (error) {
-      return transientInitFailed(this.#ctx, lease, error);
-    }
-    return whenReady(vars, (resolved) => {
-      proc.vars = resolved;
-      return lease;
-    }, (error: unknown) => transientInitFailed(this.#ctx, lease, error));
+    return this.#transients.start(this.#leaseHost, (proc) => this.#processes.initVars(proc));
   }
 
   /** Moves an open session to a fresh random id; the old id is dead at once. */
@@ -291,9 +278,4 @@ export class Scheduler<Vars extends SessionVars> {
     await this.#transients.drain(caller, this.#ctx.clock, this.#ctx.options.closeTimeoutMs, (error) => this.#ctx.report(error, 'drainTimeouts'));
     await closes;
   }
-}
-
-function transientInitFailed<Vars extends SessionVars>(ctx: SchedulerContext<Vars>, lease: RequestLease<Vars>, error: unknown): never {
-  lease.release();
-  throw initFailure(ctx, error);
 }

@@ -4,7 +4,9 @@ import { SessionError } from './errors.js';
 import type { LockManager } from './locks.js';
 import { WebProcess, type ProcessOwner, type SessionVars } from './process.js';
 import { removeItem } from './session.js';
-import { giveBackLocks, tearDown, type StoreContext } from './store.js';
+import { giveBackLocks, initFailure, tearDown, type StoreContext } from './store.js';
+import { RequestLease, type LeaseHost, type LeaseSession } from './lease.js';
+import { whenReady, type MaybePromise } from './maybe-async.js';
 
 /**
  * 'none' mode's processes: one throw-away process per request, with no session (no cookie, no id, no
@@ -25,6 +27,29 @@ export class TransientProcesses<Vars extends SessionVars> {
       spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
       giveBack: (proc, refs) => giveBackLocks(ctx, lockManager, proc, refs),
     };
+  }
+
+  /**
+   * A new process for one request and its lease (released at once, init's failure thrown as
+   * ERR_SESSION_INIT_FAILED, if `init` fails): the lease itself when init is synchronous.
+   */
+  start<S extends LeaseSession>(host: LeaseHost<Vars, S>, initVars: (proc: WebProcess<Vars>) => MaybePromise<Vars>): MaybePromise<RequestLease<Vars, S>> {
+    const proc = this.open();
+    const lease = new RequestLease<Vars, S>(host, undefined, proc, true);
+    const failed = (error: unknown): never => {
+      lease.release();
+      throw initFailure(this.#ctx, error);
+    };
+    let vars: MaybePromise<Vars>;
+    try {
+      vars = initVars(proc);
+    } catch (error) {
+      return failed(error);
+    }
+    return whenReady(vars, (resolved) => {
+      proc.vars = resolved;
+      return lease;
+    }, failed);
   }
 
   /** A new process for one request, listed until `end`. */
