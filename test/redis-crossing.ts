@@ -3,7 +3,8 @@
 // after it has acted on that decision, or the other way round. Each order is made, not hoped for: the
 // store's scripts are wrapped on a client the test owns, so a reply is held until the test lets it go,
 // and pub/sub messages can be held (or watched) on the subscriber the store duplicates from that client.
-import type { Redis } from 'ioredis';
+import assert from 'node:assert/strict';
+import type { Redis, RedisOptions } from 'ioredis';
 import { ManualClock, SessionEngine, type RequestLease, type SessionEngineOptions, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
@@ -180,3 +181,40 @@ export function countMulti(client: Redis): { readonly calls: number } {
 export const turnsOfTheLoop = async (count: number): Promise<void> => {
   for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 };
+
+/** A node whose subscriber can be made deaf (it loses every message, as across a cut) and cut. */
+export interface DeafNode extends Node {
+  /** While true, the node's subscriber loses every message. */
+  deaf: boolean;
+  readonly subscriber: () => Redis;
+}
+
+/**
+ * Node x on `client` options of its own (both connections reconnect: the test clients do not by
+ * default); its subscriber (a duplicate of the client) reconnects 20 ms after a cut.
+ */
+export async function deafNode(r: RedisForTest, clock: ManualClock, clientOptions: RedisOptions = { retryStrategy: () => 20 }): Promise<DeafNode> {
+  const client = await r.client(clientOptions);
+  let subscriber: Redis | undefined;
+  const hearing = { deaf: false };
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = (override?: Parameters<Redis['duplicate']>[0]) => {
+    const made = duplicate({ ...override, retryStrategy: () => 20 });
+    const emit = made.emit.bind(made);
+    made.emit = (event: string | symbol, ...rest: unknown[]): boolean => (event === 'message' && hearing.deaf ? true : emit(event, ...rest));
+    subscriber = made;
+    return made;
+  };
+  const errors: SessionError[] = [];
+  const engine = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 10_000,
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000 }),
+  });
+  engine.on('error', (e) => errors.push(e));
+  return {
+    engine, client, errors, hooked: [],
+    get deaf() { return hearing.deaf; },
+    set deaf(value: boolean) { hearing.deaf = value; },
+    subscriber: () => { assert.ok(subscriber !== undefined, 'the store made its subscriber'); return subscriber; },
+  };
+}

@@ -7,50 +7,11 @@
 // options again; tried until it runs through, as a cut seldom takes the subscriber alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Redis, RedisOptions } from 'ioredis';
-import { ManualClock, SessionEngine, type RequestLease, type SessionError } from '../src/index.js';
-import { createRedisStore } from '../src/redis/index.js';
+import { ManualClock, type RequestLease } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { collected, eventually } from './helpers.js';
-import { redisForTest, type RedisForTest } from './redis-support.js';
-import { idleInRedis, IP, node, settledAsTimePasses, stopAll, type Node, type Vars } from './redis-crossing.js';
-
-/** A node whose subscriber can be made deaf (it loses every message, as across a cut) and cut. */
-interface DeafNode extends Node {
-  /** While true, the node's subscriber loses every message. */
-  deaf: boolean;
-  readonly subscriber: () => Redis;
-}
-
-/**
- * Node x on `client` options of its own (both connections reconnect: the test clients do not by
- * default); its subscriber (a duplicate of the client) reconnects 20 ms after a cut.
- */
-async function deafNode(r: RedisForTest, clock: ManualClock, clientOptions: RedisOptions = { retryStrategy: () => 20 }): Promise<DeafNode> {
-  const client = await r.client(clientOptions);
-  let subscriber: Redis | undefined;
-  const hearing = { deaf: false };
-  const duplicate = client.duplicate.bind(client);
-  client.duplicate = (override?: Parameters<Redis['duplicate']>[0]) => {
-    const made = duplicate({ ...override, retryStrategy: () => 20 });
-    const emit = made.emit.bind(made);
-    made.emit = (event: string | symbol, ...rest: unknown[]): boolean => (event === 'message' && hearing.deaf ? true : emit(event, ...rest));
-    subscriber = made;
-    return made;
-  };
-  const errors: SessionError[] = [];
-  const engine = new SessionEngine<Vars>({
-    clock, closeTimeoutMs: 10_000,
-    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000 }),
-  });
-  engine.on('error', (e) => errors.push(e));
-  return {
-    engine, client, errors, hooked: [],
-    get deaf() { return hearing.deaf; },
-    set deaf(value: boolean) { hearing.deaf = value; },
-    subscriber: () => { assert.ok(subscriber !== undefined, 'the store made its subscriber'); return subscriber; },
-  };
-}
+import { redisForTest } from './redis-support.js';
+import { deafNode, idleInRedis, IP, node, settledAsTimePasses, stopAll, type Vars } from './redis-crossing.js';
 
 test('redis: a straggler whose node lost both the close\'s c and x (its subscriber cut meanwhile) is torn down once the subscriber is back: signal aborted, vars reset, lock calls refused', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);

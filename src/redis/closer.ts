@@ -51,6 +51,11 @@ export class RedisCloser<Vars extends SessionVars> {
     return this.#pipelines.has(id) || this.waits.closeUnderWay(id);
   }
 
+  /** Whether this node runs the close of `id` (its pipeline): not a close another node announced. */
+  runsClose(id: string): boolean {
+    return this.#pipelines.has(id);
+  }
+
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
   async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
     const local = this.#pipelines.get(id);

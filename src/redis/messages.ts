@@ -117,7 +117,9 @@ async function checkKnown<Vars extends SessionVars>(to: MessageTargets<Vars>): P
     for (const [k, id] of chunk.entries()) {
       const [error, st] = replies?.[k] ?? [new Error('no reply')];
       if (error !== null) throw error;
-      if (st === 'o' || to.closer.isClosing(id)) continue;
+      // Only a close this node runs: one another node announced ('c' heard before the cut) may have
+      // ended during it, its 'x' lost, and its stragglers here must hear that end.
+      if (st === 'o' || to.closer.runsClose(id)) continue;
       copies.drop(id);
       const handle = to.known.get(id);
       if (handle === undefined || handle.id !== id) continue; // renamed meanwhile
@@ -126,8 +128,13 @@ async function checkKnown<Vars extends SessionVars>(to: MessageTargets<Vars>): P
         // Gone, and not to a new id (lwsLeft follows a rename this node missed too): its close has ended.
         else if (st === null && await sessionLeftRedis(redis, settings, id) === true && handle.id === id) onStoreMessage(to, `x ${id}`);
       } else if (handle.idleHere) {
-        handle.markClosing();
-        to.known.delete(id);
+        // As a 'c' heard would (onStoreMessage): also remembered as under way, so an enter that landed
+        // before the claim, its reply read after this, starts its request closing (RedisRequestPath #handle).
+        if (st === 'c') onStoreMessage(to, `c ${id}`);
+        else {
+          handle.markClosing();
+          to.known.delete(id);
+        }
       }
     }
   }
