@@ -21,6 +21,12 @@ export interface Pipeline<Vars extends SessionVars> {
   failedWith?: (error: SessionError) => void;
   phase: ClosePhase;
   /**
+   * Its drain is over (it stopped waiting, at closeTimeoutMs or once drained), until a retry drains again:
+   * a request whose init ends from then on is refused (request-init.ts), as the memory store refuses one
+   * past its close's drain, even before the hook loop reaches (and names in handle.closing) its process.
+   */
+  drainOver?: boolean;
+  /**
    * Processes of this node that called closeSession on their own session while running it, by process
    * id: the drain does not wait for them, and their hooks see these very objects (as their request left
    * them, even if it ended after the pipeline started and its save is still on its way to Redis).
@@ -68,11 +74,13 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
         ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `process(es) still running after ${ctx.options.closeTimeoutMs} ms`, { sessionId: id }), 'drainTimeouts');
       }
       drained.cancel();
+      pipeline.drainOver = true;
       loaded = await this.#load(id);
       if (loaded === undefined) return;
     }
     // 3. One hook per process, with the state its last request saved (or the live one of an insider).
     pipeline.phase = 'hooks';
+    pipeline.drainOver = true;
     const reason = claimedReason ?? loaded.reason;
     // The mode in effect when the hooks are due decides (cluster-wide: options are shared).
     const hook = ctx.options.mode === 'legacy' ? ctx.onClose : undefined;

@@ -46,6 +46,11 @@ export class RedisCloser<Vars extends SessionVars> {
     return this.#pipelines.size;
   }
 
+  /** Whether this node's close of `id` has stopped waiting for the session's processes (see Pipeline.drainOver). */
+  pastDrain(id: string): boolean {
+    return this.#pipelines.get(id)?.drainOver === true;
+  }
+
   /** Whether a close of `id` has started: this node runs it, or one was announced and has not finished. */
   isClosing(id: string): boolean {
     return this.#pipelines.has(id) || this.waits.closeUnderWay(id);
@@ -192,6 +197,7 @@ export class RedisCloser<Vars extends SessionVars> {
         }
         if (this.#node.retries.stopped) return;
         pipeline.phase = 'draining';
+        pipeline.drainOver = false;
         await this.#node.retries.wait(attempt);
       }
     }

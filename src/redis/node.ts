@@ -212,6 +212,11 @@ export interface NodeServices<Vars extends SessionVars> {
   closeFinished(id: string): boolean;
   /** The close of `id` has ended, however this node learnt it: close-ends.ts closeEnded. */
   closeEnded(id: string): void;
+  /**
+   * Whether this node's close of `id` has stopped waiting for the session's processes (closer.ts): work
+   * whose init ends from then on does not start, as on the memory store once its close is past the drain.
+   */
+  pastDrain(id: string): boolean;
 }
 
 /** How long a session's keys live after its last write: the longer timeout plus the grace period. */

@@ -39,12 +39,16 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
     await Promise.all([answered, processes.tearDown(handle, proc)]);
     throw initFailure(node.ctx, error, handle.id);
   }
-  if (handle.closing?.has(proc) === true) {
-    // This node's close hooks the process already (its drain gave up on init at closeTimeoutMs): no
-    // request runs under its own process's hook, nor do init's vars come into it. It ends as a request
-    // that changed nothing would (a release saving no state); the close tears the process down.
+  const hooked = handle.closing?.has(proc) === true;
+  if (hooked || node.pastDrain(handle.id)) {
+    // This node's close has stopped waiting for the process (its drain gave up on init at closeTimeoutMs),
+    // and hooks it or is about to (another process's hook may run first): no request runs under its own
+    // process's hook, nor do init's vars come into it. It ends as a request that changed nothing would (a
+    // release saving no state). A process the hook loop has named is the close's to tear down; one it has
+    // not yet is found no more (no longer running here: the close hooks its saved state), so it goes here.
     handle.endRun(proc);
     processes.save(handle, proc, token, undefined, 'stays');
+    if (!hooked) await processes.tearDown(handle, proc);
     throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
   }
   proc.vars = vars;

@@ -81,7 +81,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
     this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
       tearDown: (handle, proc) => this.#processes.tearDown(handle, proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
-      closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id),
+      closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id), pastDrain: (id) => this.#closer.pastDrain(id),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
     // A cut connection may have taken replies with it (of scripts Redis ran): the sweeps repair them.
     redis.on('close', () => { this.#node.lostReplies.due = true; });

@@ -56,9 +56,10 @@ export class RedisTasks<Vars extends SessionVars> {
     try {
       // Torn down before it could start: its reply read after the session's close had ended here
       // (startRun tore it down), or its init outlasting the close's drain (this node's close hooks it,
-      // or tore it down). As on the memory store, neither init's vars nor the task come into it.
+      // or will once its hook loop gets to it, maybe after other processes' hooks; or tore it down). As
+      // on the memory store, neither init's vars nor the task come into it.
       const vars = proc.closed ? undefined : await this.#saves.initVars(proc);
-      if (vars === undefined || proc.closed || handle.closing?.has(proc) === true) ctx.report(taskRefused(proc, handle.id), 'taskErrors');
+      if (vars === undefined || proc.closed || handle.closing?.has(proc) === true || this.#node.pastDrain(handle.id)) ctx.report(taskRefused(proc, handle.id), 'taskErrors');
       else {
         proc.vars = vars;
         initialized = true;
