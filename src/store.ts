@@ -117,8 +117,13 @@ export function tearDown(ctx: Pick<StoreContext<SessionVars>, 'report'>, proc: W
  * Gives back record locks a torn-down process took meanwhile (ProcessOwner.giveBack): a lock manager
  * that fails to release is reported as at a teardown, never thrown.
  */
-export function giveBackLocks(ctx: Pick<StoreContext<SessionVars>, 'report'>, lockManager: LockManager, proc: WebProcess<SessionVars>, refs: LockRef[]): Promise<void> {
-  return lockManager.releaseAll(proc, refs).then(() => {}, (error: unknown) => reportLocksKept(ctx, proc, error));
+export async function giveBackLocks(ctx: Pick<StoreContext<SessionVars>, 'report'>, lockManager: LockManager, proc: WebProcess<SessionVars>, refs: LockRef[]): Promise<void> {
+  // Awaited inside: a manager that throws at the call (rather than rejecting) is reported too, as at a teardown.
+  try {
+    await lockManager.releaseAll(proc, refs);
+  } catch (error) {
+    reportLocksKept(ctx, proc, error);
+  }
 }
 
 function reportLocksKept(ctx: Pick<StoreContext<SessionVars>, 'report'>, proc: WebProcess<SessionVars>, error: unknown): void {

@@ -1,7 +1,8 @@
 // The memory store with an application's lock manager (a networked one: its calls take a round trip and
 // can fail). A tryLock in flight when its process is torn down (a logout) is given back by tryLock; a
-// give-back that fails is reported as a teardown's failed release is (ERR_SESSION_STORE_UNAVAILABLE on
-// 'error', counted in storeErrors), and tryLock answers false: never the manager's raw error.
+// give-back that fails (rejects, or throws at the call as a client failing fast does) is reported as a
+// teardown's failed release is (ERR_SESSION_STORE_UNAVAILABLE on 'error', counted in storeErrors), and
+// tryLock answers false: never the manager's raw error.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MemoryLockManager, SessionEngine, type LockManager, type LockOwner, type LockRef, type SessionError } from '../src/index.js';
@@ -14,6 +15,8 @@ class GatedLocks implements LockManager {
   readonly inner = new MemoryLockManager();
   gate = deferred();
   failReleases = 0;
+  /** Fail by throwing at the call rather than by rejecting. */
+  throwAtCall = false;
   async tryLock(owner: LockOwner, ref: LockRef): Promise<boolean> {
     const ok = await this.inner.tryLock(owner, ref);
     await this.gate.promise;
@@ -21,18 +24,21 @@ class GatedLocks implements LockManager {
   }
   unlock(owner: LockOwner, ref: LockRef): Promise<boolean> { return this.inner.unlock(owner, ref); }
   lockedBy(ref: LockRef): ReturnType<LockManager['lockedBy']> { return this.inner.lockedBy(ref); }
-  async releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number> {
+  releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number> {
     if (this.failReleases > 0) {
       this.failReleases--;
-      throw new Error('injected: lock service unreachable');
+      const error = new Error('injected: lock service unreachable');
+      if (this.throwAtCall) throw error;
+      return Promise.reject(error);
     }
     return this.inner.releaseAll(owner, refs);
   }
 }
 
-for (const [name, failures] of [['lands', 0], ['fails once', 1]] as const) {
+for (const [name, failures, throwAtCall] of [['lands', 0, false], ['fails once', 1, false], ['throws at the call', 1, true]] as const) {
   test(`memory store, networked lock manager: a tryLock that lands after a logout tore its process down answers false; its give-back ${name}`, { timeout: 10_000 }, async () => {
     const locks = new GatedLocks();
+    locks.throwAtCall = throwAtCall;
     const engine = new SessionEngine<Vars>({ locks });
     const errors: SessionError[] = [];
     engine.on('error', (e) => errors.push(e));
