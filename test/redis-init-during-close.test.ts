@@ -29,14 +29,16 @@ async function withSlowSecondInit<T>(t: TestContext, held: HeldMessages, use: (l
   if (r === undefined) return;
   const clock = new ManualClock();
   let slowInit: Promise<Vars> | undefined;
-  const x = await node(r, clock, { processesPerSession: 2, held, init: () => slowInit ?? {} });
+  let slowInitRuns = false;
+  const x = await node(r, clock, { processesPerSession: 2, held, init: () => { if (slowInit !== undefined) slowInitRuns = true; return slowInit ?? {}; } });
   const y = await node(r, clock, { processesPerSession: 2 });
   try {
     const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
     let finishInit!: (vars: Vars) => void;
     slowInit = new Promise((resolve) => { finishInit = resolve; });
     const second = x.engine.acquire({ sessionId: first.sessionId, ip: IP }).then(use, (error: { code?: string }) => error.code);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Its init runs (after its enter's reply: a Redis round trip, longer than any fixed wait under load).
+    assert.ok(await eventually(() => slowInitRuns, 5_000), 'the second request\'s init runs');
     slowInit = undefined;
     first.release();
     await body({ r, clock, x, y, id: first.sessionId, second, finishInit: () => finishInit({}) });
@@ -92,7 +94,8 @@ test('a request whose init outlasted a close run on another node, the message th
     let closed: boolean | undefined;
     void s.y.engine.closeSession(s.id).then((value) => { closed = value; });
     assert.ok(await eventually(() => { s.clock.advance(1_000); return closed !== undefined; }, 5_000), 'the close on the other node ended without the slow init');
-    assert.ok(held.count > 0, "this node missed the close's end");
+    // The 'x' reaches this node's subscriber on its own connection, maybe after y's close has returned.
+    assert.ok(await eventually(() => held.count > 0, 5_000), "this node missed the close's end");
     s.finishInit();
     assert.equal(await s.second, 'ERR_SESSION_CLOSED');
     await assertNoLockLeft(s);
