@@ -152,7 +152,15 @@ export function settledAsTimePasses(clock: ManualClock, work: { readonly settled
 export async function stopAll(clock: ManualClock, leases: (RequestLease<Vars> | undefined)[], closing: { settled: boolean } | undefined, ...nodes: Node[]): Promise<void> {
   for (const lease of leases) lease?.release();
   if (closing?.settled !== true) clock.advance(60_000);
-  await Promise.all(nodes.map((n) => n.engine.stop()));
+  const stopping = Promise.all(nodes.map((n) => n.engine.stop()));
+  // A stop whose bounds are timers set after the advance above (work a failed assertion left pending)
+  // would wait for a clock that never moves, and the test would end in a bare timeout instead of its
+  // assertion's error: after a second of real time, the clock moves on until the stops end.
+  const stopped = { settled: false };
+  const done = (): void => { stopped.settled = true; };
+  stopping.then(done, done);
+  if (!(await eventually(() => stopped.settled, 1_000))) await settledAsTimePasses(clock, stopped);
+  await stopping;
 }
 
 /** Keys of the run's sessions in Redis (`P s:<id>`). */
