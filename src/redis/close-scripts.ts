@@ -227,7 +227,7 @@ for _, p in ipairs(plist(nh)) do
   local owner = redis.call('HGET', nh, 'o:' .. p)
   if owner and owner ~= '' then
     redis.call('SREM', P .. 'nb:' .. owner, old .. ' ' .. p)
-    redis.call('SADD', P .. 'nb:' .. owner, new .. ' ' .. p)
+    addRunning(owner, new .. ' ' .. p, ARGV[4])
   end
   if p ~= ARGV[5] and (redis.call('HGET', nh, 'b:' .. p) or '0') ~= '0' then underWay = true end
 end

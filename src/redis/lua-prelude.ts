@@ -39,6 +39,14 @@ local function markIdle(id, atMs)
   redis.call('ZADD', P .. 'lru', redis.call('INCR', P .. 'lrun'), id)
   if redis.call('ZCARD', P .. 'idle') == 1 then expireWith(id, 'idle', 'lru', 'lrun') end
 end
+-- P nb:<node> lists what a node runs and lives by the node's heartbeats. A list made just now (the
+-- node's first work, or its first since the list emptied, which deletes it) lives as the session key
+-- does until then: a node killed before its next heartbeat, with no other node left to find it dead,
+-- would otherwise leave it for ever.
+local function addRunning(node, member, ttl)
+  local nb = P .. 'nb:' .. node
+  if redis.call('SADD', nb, member) == 1 and redis.call('SCARD', nb) == 1 then redis.call('PEXPIRE', nb, ttl) end
+end
 local function markBusy(id)
   redis.call('ZREM', P .. 'idle', id)
   redis.call('ZREM', P .. 'lru', id)

@@ -114,7 +114,7 @@ local token = redis.call('HINCRBY', h, 'tk', 1)
 redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. pid, 't', 'b:' .. pid, token, 'o:' .. pid, node, 'd:' .. pid, '')
 countProcesses(id, 1)
 markBusy(id)
-redis.call('SADD', P .. 'nb:' .. node, id .. ' ' .. pid)
+addRunning(node, id .. ' ' .. pid, ARGV[5])
 redis.call('PEXPIRE', h, ARGV[5])
 return {'ok', tostring(token)}
 `;

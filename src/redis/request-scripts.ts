@@ -73,7 +73,7 @@ end
 local token = tonumber(f[6] or '0') + 1
 redis.call('HSET', h, 'tk', token, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], 'lr', now, 'ct', ARGV[5] .. '@' .. ARGV[4])
 markBusy(id)
-redis.call('SADD', P .. 'nb:' .. ARGV[9], id .. ' ' .. slot)
+addRunning(ARGV[9], id .. ' ' .. slot, ARGV[10])
 redis.call('PEXPIRE', h, ARGV[10])
 if ARGV[14] == '1' then redis.call('ZREM', wq, ARGV[11]) end
 return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' ' .. copied, state}
@@ -176,7 +176,7 @@ if ARGV[9] then redis.call('HSET', h, 'ct', ARGV[9] .. '@' .. ARGV[4]) end
 redis.call('PEXPIRE', h, ARGV[8])
 redis.call('ZADD', P .. 'open', now, id)
 countProcesses(id, 1)
-redis.call('SADD', P .. 'nb:' .. node, id .. ' ' .. pid)
+addRunning(node, id .. ' ' .. pid, ARGV[8])
 touchGlobals(ARGV[8])
 return {'ok', pid, unpack(victims)}
 `;

@@ -25,6 +25,7 @@
 //                   P stopping:<node> while it stops; P left:<node> once it left; P missing:<node>
 //                   when a sweep first found its lease gone (dead a lease later, if still gone)
 //   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
+//                   (lives by the node's heartbeats; a list made afresh gets the key lifetime at once)
 //   P opts          hash of options set at run time (JSON values; null for none), living as the shared keys
 //                   do, deleted by the last node's stop
 //   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
