@@ -1,8 +1,13 @@
 // A node's list of what it runs (P nb:<node>) gets its lifetime from the node's heartbeats (every third
 // of nodeLeaseMs). A set Redis makes afresh (the node's first work, or its first after the list emptied,
 // which deletes it) must have one from the start: a node killed before its next heartbeat, with no other
-// node left to find it dead and delete the list, would otherwise leave a key without a TTL for ever.
+// node left to find it dead and delete the list, would otherwise leave a key without a TTL for ever. Nor
+// may that lifetime be shorter than the time until the next heartbeat: a key lifetime (the longer timeout
+// + graceMs) can be far shorter than nodeLeaseMs / 3, and the list would expire while the node still runs
+// the work it names (a node dying after that would have its processes freed by nobody: the sweeps free a
+// dead node's processes from this list; REPAIR_FIND reads it for lost replies).
 import { test, type TestContext } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
@@ -80,4 +85,26 @@ test('a single node killed (kill -9) before its next heartbeat, with a request r
   assert.ok(list !== undefined, 'the dead node left its list (no other node finds it dead)');
   const ttl = await waitUntil('a TTL read', () => cluster.redis.pttl(list));
   assert.ok(ttl > 0, `the list of a dead node expires (PTTL ${ttl})`);
+});
+
+test('Redis store: a fresh list of what a node runs outlives the key lifetime until the next heartbeat (short timeouts, long lease)', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  // Key lifetime: 500 + 1 ms; heartbeats every 20 s of real time: none comes during the test.
+  const engine = new SessionEngine<{ n: number }>({
+    clock: new ManualClock(), init: () => ({ n: 0 }), inactiveSessionTimeoutMs: 500, inactiveProcessTimeoutMs: 500,
+    store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20, nodeLeaseMs: 60_000, graceMs: 1 }),
+  });
+  let lease: { release(): void } | undefined;
+  try {
+    lease = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+    const [list] = await r.redis.keys(`${r.prefix}nb:*`);
+    assert.ok(list !== undefined, 'the node lists the request it runs');
+    // The request runs on (its node alive, heartbeats due only later) for longer than a key lifetime.
+    await delay(1_200);
+    assert.equal(await r.redis.scard(list), 1, `the node still lists the request it runs (PTTL ${await r.redis.pttl(list)})`);
+  } finally {
+    lease?.release();
+    await engine.stop();
+  }
 });

@@ -40,12 +40,15 @@ local function markIdle(id, atMs)
   if redis.call('ZCARD', P .. 'idle') == 1 then expireWith(id, 'idle', 'lru', 'lrun') end
 end
 -- P nb:<node> lists what a node runs and lives by the node's heartbeats. A list made just now (the
--- node's first work, or its first since the list emptied, which deletes it) lives as the session key
--- does until then: a node killed before its next heartbeat, with no other node left to find it dead,
--- would otherwise leave it for ever.
+-- node's first work, or its first since the list emptied, which deletes it) gets a lifetime at once: a
+-- node killed before its next heartbeat, with no other node left to find it dead, would otherwise leave
+-- it for ever. Never shorter than the heartbeat gives it (its lease, P node:<node>, times 100): a key
+-- lifetime may be shorter than the time to the next heartbeat, and the list would expire under running work.
 local function addRunning(node, member, ttl)
   local nb = P .. 'nb:' .. node
-  if redis.call('SADD', nb, member) == 1 and redis.call('SCARD', nb) == 1 then redis.call('PEXPIRE', nb, ttl) end
+  if redis.call('SADD', nb, member) == 1 and redis.call('SCARD', nb) == 1 then
+    redis.call('PEXPIRE', nb, math.max(tonumber(ttl), redis.call('PTTL', P .. 'node:' .. node) * 100))
+  end
 end
 local function markBusy(id)
   redis.call('ZREM', P .. 'idle', id)
