@@ -53,13 +53,16 @@ export class RedisTasks<Vars extends SessionVars> {
     this.#saves.writeEnds(proc.processId);
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
     let initialized = false;
+    /** Refused because this node's close stopped waiting for it: it stays in the session, for that close to hook (no context). */
+    let refusedByClose = false;
     try {
       // Torn down before it could start: its reply read after the session's close had ended here
       // (startRun tore it down), or its init outlasting the close's drain (this node's close hooks it,
       // or will once its hook loop gets to it, maybe after other processes' hooks; or tore it down). As
       // on the memory store, neither init's vars nor the task come into it.
       const vars = proc.closed ? undefined : await this.#saves.initVars(proc);
-      if (vars === undefined || proc.closed || handle.closing?.has(proc) === true || this.#node.pastDrain(handle.id)) ctx.report(taskRefused(proc, handle.id), 'taskErrors');
+      refusedByClose = vars !== undefined && !proc.closed && (handle.closing?.has(proc) === true || this.#node.pastDrain(handle.id));
+      if (vars === undefined || proc.closed || refusedByClose) ctx.report(taskRefused(proc, handle.id), 'taskErrors');
       else {
         proc.vars = vars;
         initialized = true;
@@ -74,8 +77,10 @@ export class RedisTasks<Vars extends SessionVars> {
     // A task that ends on its own ends its process (locks released, no hook); in a closing session
     // its state is saved for the hook the claimer runs, who tears it down. In a session discarded
     // (its first init failed) nobody else will: torn down here. A process whose own init failed never
-    // had a context: it leaves without state, so no close hooks it (RELEASE), and is torn down here.
-    this.#saves.save(handle, proc, token, initialized ? proc : undefined, open || !initialized ? 'leaves' : 'stays');
+    // had a context: it leaves without state, so no close hooks it (RELEASE), and is torn down here. One
+    // refused past its close's drain stays (no state): that close hooks it, as the memory store does, also
+    // when it starts over from what Redis holds (a Redis error) after this release.
+    this.#saves.save(handle, proc, token, initialized ? proc : undefined, (open || !initialized) && !refusedByClose ? 'leaves' : 'stays');
     if (open) handle.processCount--;
     if (handle.state !== 'closing' || !initialized) await this.#saves.tearDown(handle, proc);
   }
