@@ -21,7 +21,7 @@ export interface Pipeline<Vars extends SessionVars> {
   failedWith?: (error: SessionError) => void;
   phase: ClosePhase;
   /**
-   * Its drain is over (it stopped waiting, at closeTimeoutMs or once drained), until a retry drains again:
+   * Its drain is over (it stopped waiting, at closeTimeoutMs or once drained), for good (a retry's drain too):
    * a request whose init ends from then on is refused (request-init.ts), as the memory store refuses one
    * past its close's drain, even before the hook loop reaches (and names in handle.closing) its process.
    */

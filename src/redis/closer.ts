@@ -196,8 +196,9 @@ export class RedisCloser<Vars extends SessionVars> {
           pipeline.failedWith?.(failure);
         }
         if (this.#node.retries.stopped) return;
+        // drainOver stays: work whose init ends from now on was given up on once (as on the memory store,
+        // whose close never goes back to draining), so it is refused rather than run in the closing session.
         pipeline.phase = 'draining';
-        pipeline.drainOver = false;
         await this.#node.retries.wait(attempt);
       }
     }
