@@ -99,7 +99,9 @@ for (const [name, storeFor] of storeChoices()) {
     try {
       const holder = await engine.acquire({ sessionId: undefined, ip: IP });
       const first = engine.acquire({ sessionId: holder.sessionId, ip: IP });
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The first waits (counted in the store, queued on this node) before the second comes: it is ahead.
+      const queued = (): number => [...engine.sessions()].find((s) => s.id === holder.sessionId)?.queuedRequests ?? 0;
+      assert.ok(await eventually(() => queued() === 1, 5_000), 'the first request waits');
       const startedAtMs = performance.now();
       const second = engine.acquire({ sessionId: holder.sessionId, ip: IP });
       second.then((lease) => lease.release(), () => {});

@@ -46,7 +46,9 @@ async function nodeWithSessions(r: RedisForTest, count: number, batched: boolean
     ids.push(lease.sessionId);
     lease.release();
   }
-  await new Promise((resolve) => setTimeout(resolve, 50)); // the releases have landed
+  // The releases have landed: each session is idle in Redis again, its state saved.
+  const idle = async (): Promise<boolean> => (await Promise.all(ids.map((id) => r.redis.zscore(`${r.prefix}idle`, id)))).every((score) => score !== null);
+  assert.ok(await eventually(idle, 5_000), 'the releases of the sessions made landed');
   return { client, engine, ids };
 }
 

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type SessionEngineOptions } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
-import { settle } from './helpers.js';
+import { eventually, settle } from './helpers.js';
 import { wrapScript, type Vars } from './redis-crossing.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 
@@ -34,7 +34,8 @@ test("'none' mode: a throw-away process whose lock release fails at its end is r
     assert.equal(await lease.proc.locks.tryLock('Products', 7), true);
     wrapScript(client, 'lwsLockReleaseAll', () => async () => failing());
     lease.release();
-    await settle(20);
+    assert.ok(await eventually(() => errors.length > 0, 5_000), 'the failed lock release was reported');
+    await settle(20); // and nothing more: no second report, nothing escapes
     assert.deepEqual(errors, ['ERR_SESSION_STORE_UNAVAILABLE']);
     assert.deepEqual(escaped, []);
   } finally {
@@ -47,13 +48,14 @@ test("stop() with onStop 'close' while a request runs and Redis fails the cluste
   if (r === undefined) return;
   const { engine, client, errors } = await engineOn(r, {}, 'close');
   const lease = await engine.acquire({ sessionId: undefined, ip: IP });
-  wrapScript(client, 'lwsClaimAll', () => async () => failing());
+  let claimAllCalls = 0;
+  wrapScript(client, 'lwsClaimAll', () => async () => { claimAllCalls++; return failing(); });
   const stopping = engine.stop();
-  await settle(20);
+  assert.ok(await eventually(() => claimAllCalls > 0, 5_000), 'the stop asked Redis for the cluster close while the request runs');
   lease.release();
   await stopping;
-  await settle(20);
-  assert.ok(errors.includes('ERR_SESSION_STORE_UNAVAILABLE'), `reported: ${errors.join(', ')}`);
+  assert.ok(await eventually(() => errors.includes('ERR_SESSION_STORE_UNAVAILABLE'), 5_000), `reported: ${errors.join(', ')}`);
+  await settle(20); // nothing escapes
   assert.deepEqual(escaped, []);
 });
 
@@ -131,13 +133,13 @@ test('a release fenced on its first try (its process was freed under it: the nod
     const first = await engine.acquire({ sessionId: undefined, ip: IP });
     first.proc.vars.n = 1;
     first.release();
-    await settle(20);
+    assert.ok(await eventually(async () => (await r.redis.zscore(`${r.prefix}idle`, first.sessionId)) !== null, 5_000), 'the first release landed');
     const lease = await engine.acquire({ sessionId: first.sessionId, ip: IP });
     // What a sweep does to the processes of a node it finds dead.
     await r.redis.hset(`${r.prefix}s:${lease.sessionId}`, `b:${lease.proc.processId}`, '0');
     lease.proc.vars.n = 2;
     lease.release();
-    for (let i = 0; i < 100 && errors.length === 0; i++) await settle(5);
+    assert.ok(await eventually(() => errors.length > 0, 5_000), 'the fenced release was reported');
     assert.deepEqual(errors, ['ERR_SESSION_WRITE_FENCED']);
     const next = await engine.acquire({ sessionId: first.sessionId, ip: IP });
     assert.equal(next.proc.vars.n, 1, 'the state saved before stands');

@@ -21,6 +21,13 @@ function handleMaps(): { maps: Set<Map<unknown, unknown>>; restore(): void } {
   return { maps, restore: () => { Map.prototype.set = set; } };
 }
 
+/** Counts the answers Redis gave to the node's release calls (a release has landed once it is answered). */
+function releaseAnswers(client: Parameters<typeof wrapScript>[0]): { readonly count: number } {
+  const answers = { count: 0 };
+  wrapScript(client, 'lwsRelease', (release) => async (...args) => { const reply = await release(...args); answers.count++; return reply; });
+  return answers;
+}
+
 test('a release that finds its renamed session gone (N missed, mv expired) does not tear down the live session\'s other work', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
@@ -78,8 +85,9 @@ test('a request refused after its init ran across the close (x heard meanwhile) 
   const seen = new HeldMessages();
   const initGate = deferred();
   let gated = false;
+  let gatedInits = 0;
   const spy = handleMaps();
-  const x = await node(r, clock, { held: seen, processesPerSession: 2, init: async () => { if (gated) await initGate.promise; return {}; } });
+  const x = await node(r, clock, { held: seen, processesPerSession: 2, init: async () => { if (gated) { gatedInits++; await initGate.promise; } return {}; } });
   const y = await node(r, clock);
   const leases: (RequestLease<Vars> | undefined)[] = [];
   let closing: ReturnType<typeof track<boolean>> | undefined;
@@ -89,12 +97,13 @@ test('a request refused after its init ran across the close (x heard meanwhile) 
     const id = a.sessionId;
     gated = true;
     const entering = track(x.engine.acquire({ sessionId: id, ip: IP })); // second process: no state, init runs
-    await settle(50);
+    assert.ok(await eventually(() => gatedInits > 0, 5_000), 'the second process\'s init runs (held)');
     closing = track(y.engine.closeSession(id));
     assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up and finished');
     assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
+    const released = releaseAnswers(x.client);
     a.release();
-    await settle(50);
+    assert.ok(await eventually(() => released.count > 0, 5_000), 'the first request\'s release was answered');
     initGate.resolve();
     assert.ok(await eventually(() => entering.settled, 5_000));
     assert.equal((entering.error as { code?: string } | undefined)?.code, 'ERR_SESSION_CLOSED');

@@ -159,6 +159,19 @@ test('Redis store: an enter that ran just before the rename, its reply read afte
   // The other node's client is ours, so its enter's reply can be held back until the rename is announced.
   const client = new Redis(r.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 }) as Redis & { lwsEnterManyBuffer: (...args: unknown[]) => Promise<unknown> };
   client.on('error', () => {});
+  // The messages the other node's subscriber has handed to the store (the store subscribes on a duplicate).
+  const heard: string[] = [];
+  const duplicate = client.duplicate.bind(client);
+  client.duplicate = (...args: Parameters<Redis['duplicate']>) => {
+    const subscriber = duplicate(...args);
+    const emit = subscriber.emit.bind(subscriber);
+    subscriber.emit = (event: string | symbol, ...rest: unknown[]) => {
+      const handled = emit(event, ...rest);
+      if (event === 'message') heard.push(String(rest[1]));
+      return handled;
+    };
+    return subscriber;
+  };
   const options = (store: SessionEngineOptions<Vars>['store']): SessionEngineOptions<Vars> => ({ clock: new ManualClock(), processesPerSession: 2, store });
   const here = new SessionEngine<Vars>(options(createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 })));
   const elsewhere = new SessionEngine<Vars>(options(createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: 20 })));
@@ -176,7 +189,7 @@ test('Redis store: an enter that ran just before the rename, its reply read afte
     assert.ok(newId !== null);
     login.release();
     // The other node hears of the rename (it wakes its waiters, re-keys its sessions) before the reply.
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(await eventually(() => heard.includes(`N ${oldId} ${newId}`), 5_000), 'the other node heard of the rename');
     replyRead.resolve();
     const running = await pending;
     const cookie = running.cookie();
