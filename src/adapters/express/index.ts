@@ -5,7 +5,7 @@ import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '.
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/bound-session.js';
-import { closeWithItsConnection, isFailure } from '../../http/release.js';
+import { appEndSeenOn, closeWithItsConnection, isFailure } from '../../http/release.js';
 import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -70,6 +70,10 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
     if (!withErrorHandler.has(app)) {
       withErrorHandler.add(app);
       app.use(answerHandlerErrors);
+      // After a client left, the application's end() says it is done with the process: seen on the
+      // prototype, whatever reference to res.end the handler holds. A sub-app mounted in this app
+      // inherits it (Express chains a mounted app's response prototype to its parent's).
+      appEndSeenOn(app.response);
       // app.response is the prototype of the app's responses (Express's extension point): the cookie
       // is added at writeHead there once, rather than on every response. Only a top-level app's: a
       // mounted sub-app's responses get it on the instance (see start), and twice would be two cookies.

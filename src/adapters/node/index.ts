@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import type { SessionEngine } from '../../engine.js';
 import { acquireFor, errorAnswer, isClientError, isSecure, setCookieFor, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
-import { closeWithItsConnection, holdWhileHandlerRuns, isCut, isFailure, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
+import { appEndSeenOn, closeWithItsConnection, holdWhileHandlerRuns, isCut, isFailure, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
@@ -60,6 +60,10 @@ export function createServer<Vars extends SessionVars>(engine: SessionEngine<Var
       return this;
     }
   }
+
+  // After a client left, a callback's end() says it is done with the process, whatever reference to
+  // res.end it holds (res.end.bind(res) taken before): seen on the class, not on each response.
+  appEndSeenOn(SessionResponse.prototype);
 
   const server = http.createServer({ ...serverOptions, ServerResponse: SessionResponse as typeof http.ServerResponse }, sessionless === undefined
     ? (req, res) => serve(engine, handler, req, res as SessionResponse)
