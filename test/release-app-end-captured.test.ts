@@ -14,7 +14,7 @@ import type { WebProcess } from '../src/index.js';
 import { sessions } from '../src/adapters/express/index.js';
 import { listen } from './contract/app.js';
 import assert from 'node:assert/strict';
-import { settle, startServer } from './helpers.js';
+import { request, settle, startServer } from './helpers.js';
 import { CLOSE_TIMEOUT_MS, expectNextWaitsForTheCallback, newProbe, withEngine, type Probe, type Vars } from './release-support.js';
 
 /** `/slow` (once started) waits for `probe.finish`, then still uses the process: what it answers with. */
@@ -111,3 +111,61 @@ for (const [how, capture] of Object.entries(CAPTURED)) {
     });
   });
 }
+
+test('Express, sessions() only in a sub-app and the request falls back to the parent, whose route ends through res.end read before its await: the next request is served once it ends', { timeout: 20_000 }, async () => {
+  await withEngine(async (engine, clock, errors) => {
+    const probe = newProbe();
+    const sub = express();
+    sub.use(sessions(engine));
+    const parent = express();
+    parent.use(sub);
+    parent.get('/slow', async (req, res) => {
+      enter(probe, res);
+      const end = res.end; // what res.end(await work()) reads
+      (end as (this: typeof res, chunk: string) => void).call(res, await slowWork(probe, req.proc as WebProcess<Vars>));
+    });
+    parent.use((req, res) => { res.end(String((req.proc as WebProcess<Vars>).vars.n ?? 0)); });
+    const server = await listen(http.createServer(parent as unknown as http.RequestListener));
+    try {
+      await expectNextWaitsForTheCallback(server.url, probe, errors);
+      await expectNothingReportedLater(clock, errors);
+    } finally {
+      probe.finish.resolve();
+      await server.close();
+    }
+  });
+});
+
+/** Counts the calls of http.ServerResponse.prototype.end made while `run` runs, as an agent patching it late would. */
+async function endCallsDuring(run: () => Promise<unknown>): Promise<number> {
+  const original = http.ServerResponse.prototype.end;
+  let calls = 0;
+  http.ServerResponse.prototype.end = function (this: http.ServerResponse, ...args: unknown[]) {
+    calls++;
+    return (original as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+  } as typeof original;
+  try {
+    await run();
+  } finally {
+    http.ServerResponse.prototype.end = original;
+  }
+  return calls;
+}
+
+test('an end patched on http.ServerResponse.prototype after the adapters hooked theirs (an APM agent started late, a spy) is still the one called', { timeout: 20_000 }, async () => {
+  await withEngine(async (engine) => {
+    const node = await startServer(engine, (_req, res) => { res.end('x'); });
+    const app = express();
+    app.use(sessions(engine));
+    app.get('/', (_req, res) => { res.end('x'); });
+    const onExpress = await listen(http.createServer(app));
+    try {
+      await request(onExpress.url); // Express hooks at its first request
+      assert.equal(await endCallsDuring(() => request(node.url)), 1, 'node:http');
+      assert.equal(await endCallsDuring(() => request(onExpress.url)), 1, 'Express');
+    } finally {
+      await node.close();
+      await onExpress.close();
+    }
+  });
+});

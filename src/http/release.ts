@@ -171,14 +171,18 @@ const seeingAppEnd = new WeakSet<object>();
  * `app.response`, node:http's ServerResponse subclass), tell `onAppEnd`'s waiter, whatever reference
  * the application calls them through: `res.end(await work())` reads `res.end` before the await, a
  * callback may hold `res.end.bind(res)`, both taken before the client left. A response nobody waits for
- * (every one whose client stays) costs a property read per call.
+ * (every one whose client stays) costs a property read per call, and the lookup of the method it wraps.
  */
 export function appEndSeenOn(proto: ServerResponse): void {
   // Hooked already, or inherits a hooked prototype (an Express sub-app mounted in an app that has it).
   if (seeingAppEnd.has(proto.end)) return;
   for (const name of ['end', 'destroy'] as const) {
-    const original = proto[name] as unknown as End;
+    // A method the prototype has of its own is the one wrapped; an inherited one is looked up at each
+    // call, as it was before the hook: one patched later on a prototype above (an APM agent's on
+    // http.ServerResponse.prototype, a parent app's once a sub-app is mounted) is still the one called.
+    const own = Object.hasOwn(proto, name) ? proto[name] as unknown as End : undefined;
     const seeing = function (this: WatchedResponse): ServerResponse {
+      const original = own ?? (Object.getPrototypeOf(proto) as Record<typeof name, End>)[name];
       // `arguments`, not a rest parameter: passed on as given, without an array per call.
       if (this[kOnAppEnd] === undefined) return original.apply(this, arguments as unknown as unknown[]);
       const then = takeWaiter(this);

@@ -71,9 +71,12 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
       withErrorHandler.add(app);
       app.use(answerHandlerErrors);
       // After a client left, the application's end() says it is done with the process: seen on the
-      // prototype, whatever reference to res.end the handler holds. A sub-app mounted in this app
-      // inherits it (Express chains a mounted app's response prototype to its parent's).
-      appEndSeenOn(app.response);
+      // prototype, whatever reference to res.end the handler holds. Hooked on the top-level app's, which
+      // every mounted sub-app's chains to (Express chains a mounted app's response prototype to its
+      // parent's): a request that falls back from a sub-app to its parent is seen too.
+      let root = app as { parent?: unknown; response: ExpressApp['response'] };
+      while (root.parent !== undefined) root = root.parent as typeof root;
+      appEndSeenOn(root.response);
       // app.response is the prototype of the app's responses (Express's extension point): the cookie
       // is added at writeHead there once, rather than on every response. Only a top-level app's: a
       // mounted sub-app's responses get it on the instance (see start), and twice would be two cookies.
