@@ -77,7 +77,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     if (session === undefined) return Promise.resolve(false);
     const fromOwnSession = caller !== undefined && caller.sessionId === session.id;
     // From the session's own hook or teardown: it is closing already, and waiting on itself would deadlock.
-    if (fromOwnSession && session.phase !== undefined && session.phase !== 'draining') return Promise.resolve(true);
+    if (fromOwnSession && session.pastDrain) return Promise.resolve(true);
     return beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
   }
 

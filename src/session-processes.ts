@@ -93,7 +93,7 @@ export class SessionProcesses<Vars extends SessionVars> {
     return whenReady<Vars, MaybePromise<RequestLease<Vars>>>(vars, (resolved) => {
       // Its session's close stopped waiting for it (init outlasted closeTimeoutMs): no request runs in a
       // process whose hook has begun or whose teardown is done, nor do init's vars come into it.
-      if (proc.closed || pastDrain(session)) throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: session.id });
+      if (proc.closed || session.pastDrain) throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: session.id });
       proc.vars = resolved;
       return lease;
     }, (error: unknown) => this.#initFailed(session, proc, error)) as MaybePromise<RequestLease<Vars>>;
@@ -164,7 +164,7 @@ export class SessionProcesses<Vars extends SessionVars> {
     try {
       const vars = await this.initVars(proc);
       // Its session's close stopped waiting for init (closeTimeoutMs): it hooks the process or tore it down.
-      if (proc.closed || pastDrain(session)) this.#ctx.report(taskRefused(proc, session.id), 'taskErrors');
+      if (proc.closed || session.pastDrain) this.#ctx.report(taskRefused(proc, session.id), 'taskErrors');
       else {
         proc.vars = vars;
         initialized = true;
@@ -206,11 +206,6 @@ export class SessionProcesses<Vars extends SessionVars> {
   }
 }
 
-/** The session's close has stopped waiting for its processes: its hooks have begun (or its teardown). */
-function pastDrain<Vars extends SessionVars>(session: Session<Vars>): boolean {
-  return session.phase !== undefined && session.phase !== 'draining';
-}
-
 /**
  * A process whose init failed leaves its closing session: the close neither waits for it nor hooks it
  * (a hook would see no context; its place stopped counting at the claim). Once the hooks have begun
@@ -219,7 +214,7 @@ function pastDrain<Vars extends SessionVars>(session: Session<Vars>): boolean {
  */
 function leaveClosing<Vars extends SessionVars>(session: Session<Vars>, proc: WebProcess<Vars>): boolean {
   session.running = withoutItem(session.running, proc);
-  const left = session.phase === undefined || session.phase === 'draining';
+  const left = !session.pastDrain;
   if (left) session.processes = withoutItem(session.processes, proc);
   noteProgress(session);
   return left;

@@ -87,6 +87,11 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
 
   /** Where the close is; undefined while the session is open. */
   get phase(): ClosePhase | undefined { return this.#close?.phase; }
+  /** Its close has stopped waiting for its processes: its hooks have begun (or its teardown). */
+  get pastDrain(): boolean {
+    const phase = this.#close?.phase;
+    return phase !== undefined && phase !== 'draining';
+  }
   set phase(phase: ClosePhase | undefined) { this.#closeState().phase = phase; }
   get closeReason(): CloseReason | undefined { return this.#close?.closeReason; }
   set closeReason(reason: CloseReason | undefined) { this.#closeState().closeReason = reason; }

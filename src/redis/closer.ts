@@ -53,7 +53,7 @@ export class RedisCloser<Vars extends SessionVars> {
 
   /** Whether a close of `id` has started: this node runs it, or one was announced and has not finished. */
   isClosing(id: string): boolean {
-    return this.#pipelines.has(id) || this.waits.closeUnderWay(id);
+    return this.runsClose(id) || this.waits.closeUnderWay(id);
   }
 
   /** Whether this node runs the close of `id` (its pipeline): not a close another node announced. */

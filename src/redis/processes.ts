@@ -203,12 +203,6 @@ export class ProcessSaves<Vars extends SessionVars> {
     if (proc.lockCount > 0 && !proc.closed && outcome !== 'gone') await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
   }
 
-
-  /**
-   * A process leaves without a close (its init failed, its task ended): torn down here, its record locks
-   * released. A release that fails (Redis away) is reported and retried until it lands or this node
-   * stops, tracked so a stop waits for it (no close will come to free them). Resolves after the first try.
-   */
   /**
    * A logout from a request whose close another node runs, waiting for this very request: the request's
    * state is saved and its process freed now, so that close hooks it as the logout left it and ends (4D
@@ -217,8 +211,7 @@ export class ProcessSaves<Vars extends SessionVars> {
    */
   handOver(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): boolean {
     // The request may run under a companion of the handle (a rename this node heard of late): it is saved under that one.
-    let owner: SessionHandle<Vars> | undefined = handle;
-    if (!handle.runs.has(proc)) for (const companion of handle.companions) if (companion.runs.has(proc)) owner = companion;
+    const owner = handle.runs.has(proc) ? handle : [...handle.companions].find((companion) => companion.runs.has(proc)) ?? handle;
     const run = owner.runs.get(proc);
     if (run === undefined || run.kind !== 'request') return false;
     if (run.handedOver === true) return true; // a second logout of the request: it waits for that close too
@@ -227,6 +220,11 @@ export class ProcessSaves<Vars extends SessionVars> {
     return true;
   }
 
+  /**
+   * A process leaves without a close (its init failed, its task ended): torn down here, its record locks
+   * released. A release that fails (Redis away) is reported and retried until it lands or this node
+   * stops, tracked so a stop waits for it (no close will come to free them). Resolves after the first try.
+   */
   async tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void> {
     const held = processInternals.heldLocks(proc);
     let failed = false;

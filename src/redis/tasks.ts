@@ -61,7 +61,7 @@ export class RedisTasks<Vars extends SessionVars> {
       // or will once its hook loop gets to it, maybe after other processes' hooks; or tore it down). As
       // on the memory store, neither init's vars nor the task come into it.
       const vars = proc.closed ? undefined : await this.#saves.initVars(proc);
-      refusedByClose = vars !== undefined && !proc.closed && (handle.closing?.has(proc) === true || this.#node.pastDrain(handle.id));
+      refusedByClose = !proc.closed && (handle.closing?.has(proc) === true || this.#node.pastDrain(handle.id));
       if (vars === undefined || proc.closed || refusedByClose) ctx.report(taskRefused(proc, handle.id), 'taskErrors');
       else {
         proc.vars = vars;
