@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { ManualClock } from '../src/index.js';
 import { eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
-import { closingInRedis, HeldMessages, IP, node, stopAll } from './redis-crossing.js';
+import { closingInRedis, HeldMessages, IP, node, runAsCompanion, stopAll } from './redis-crossing.js';
 
 test('a logout from a companion\'s request while another node closes the session hands the request over: that close ends without waiting for closeTimeoutMs, and the logout returns once it has', { timeout: 30_000 }, async (t) => {
   const r = await redisForTest(t);
@@ -20,14 +20,7 @@ test('a logout from a companion\'s request while another node closes the session
   try {
     a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const running = a;
-    held.on = true;
-    const newId = (await y.engine.regenerate(a.sessionId))!;
-    assert.ok(await eventually(() => held.count > 0, 5_000));
-    const b = await x.engine.acquire({ sessionId: newId, ip: IP });
-    const pid = b.proc.processId;
-    b.release();
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${pid}`)) === '0', 5_000));
-    held.deliver();
+    const { newId } = await runAsCompanion(r, x, y, held, a.sessionId);
     assert.ok(await eventually(() => running.sessionId === newId, 5_000), 'x hears of the rename');
     // y closes the session: its drain waits for x's request.
     const closed = y.engine.closeSession(newId).finally(() => { closing.settled = true; });

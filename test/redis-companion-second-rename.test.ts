@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { ManualClock } from '../src/index.js';
 import { eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
-import { HeldMessages, IP, node, stopAll } from './redis-crossing.js';
+import { HeldMessages, IP, node, runAsCompanion, stopAll } from './redis-crossing.js';
 
 test('a companion\'s request follows a second rename: its session id (cookie) is the newest id, and its logout closes the session (true)', { timeout: 30_000 }, async (t) => {
   const r = await redisForTest(t);
@@ -20,14 +20,7 @@ test('a companion\'s request follows a second rename: its session id (cookie) is
   try {
     a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const running = a;
-    held.on = true;
-    const firstId = (await y.engine.regenerate(a.sessionId))!;
-    assert.ok(await eventually(() => held.count > 0, 5_000));
-    const b = await x.engine.acquire({ sessionId: firstId, ip: IP });
-    const pid = b.proc.processId;
-    b.release();
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${firstId}`, `b:${pid}`)) === '0', 5_000));
-    held.deliver();
+    const { newId: firstId } = await runAsCompanion(r, x, y, held, a.sessionId);
     assert.ok(await eventually(() => running.sessionId === firstId, 5_000), 'x hears of the first rename (the request runs as a companion)');
     // The session is regenerated again; x hears of it at once.
     const secondId = (await y.engine.regenerate(firstId))!;
@@ -57,14 +50,7 @@ test('a companion\'s request follows a second rename it is told of only by the l
   try {
     a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const running = a;
-    held.on = true;
-    const firstId = (await y.engine.regenerate(a.sessionId))!;
-    assert.ok(await eventually(() => held.count > 0, 5_000));
-    const b = await x.engine.acquire({ sessionId: firstId, ip: IP });
-    const pid = b.proc.processId;
-    b.release();
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${firstId}`, `b:${pid}`)) === '0', 5_000));
-    held.deliver();
+    const { newId: firstId } = await runAsCompanion(r, x, y, held, a.sessionId);
     assert.ok(await eventually(() => running.sessionId === firstId, 5_000), 'x hears of the first rename (the request runs as a companion)');
     // Regenerated again; x does not hear of it before the logout.
     held.on = true;
@@ -94,14 +80,7 @@ test('a companion\'s request that regenerates its own session gets the new id fo
   try {
     a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const running = a;
-    held.on = true;
-    const firstId = (await y.engine.regenerate(a.sessionId))!;
-    assert.ok(await eventually(() => held.count > 0, 5_000));
-    const b = await x.engine.acquire({ sessionId: firstId, ip: IP });
-    const pid = b.proc.processId;
-    b.release();
-    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${firstId}`, `b:${pid}`)) === '0', 5_000));
-    held.deliver();
+    const { newId: firstId } = await runAsCompanion(r, x, y, held, a.sessionId);
     assert.ok(await eventually(() => running.sessionId === firstId, 5_000), 'x hears of the first rename (the request runs as a companion)');
     const secondId = await running.run(() => x.engine.regenerate(x.engine.currentSessionId()));
     assert.equal(typeof secondId, 'string');

@@ -148,6 +148,28 @@ export function settledAsTimePasses(clock: ManualClock, work: { readonly settled
   return eventually(() => { clock.advance(2_000); return work.settled; }, 5_000);
 }
 
+/**
+ * Makes `running` (a request or task of a session on x) run under a companion handle: y regenerates its
+ * session while x does not hear of it, a request with the new id reaches x first (x makes the new id's
+ * own handle, the primary) and leaves, then x hears of the rename. Needs a node x made with `held`
+ * (holding 'N ') and, for a request, `processesPerSession: 2`. Returns the new id and a WeakRef to the
+ * primary handle (for leak checks: nothing else keeps it).
+ */
+export async function runAsCompanion(r: RedisForTest, x: Node, y: Node, held: HeldMessages, oldId: string): Promise<{ newId: string; primary: WeakRef<object> }> {
+  held.on = true;
+  const newId = await y.engine.regenerate(oldId);
+  assert.equal(typeof newId, 'string', 'y regenerated the session');
+  assert.ok(await eventually(() => held.count > 0, 5_000), 'x got the rename (held)');
+  const b = await x.engine.acquire({ sessionId: newId!, ip: IP });
+  assert.equal(b.sessionId, newId, 'the new id is served on x before x hears of the rename');
+  const primary = new WeakRef(b.session as object);
+  const pid = b.proc.processId;
+  b.release();
+  assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${newId!}`, `b:${pid}`)) === '0', 5_000), 'its release landed');
+  held.deliver();
+  return { newId: newId!, primary };
+}
+
 /** Ends whatever a failed assertion left running, so the engines stop (the ManualClock never moves on its own). */
 export async function stopAll(clock: ManualClock, leases: (RequestLease<Vars> | undefined)[], closing: { settled: boolean } | undefined, ...nodes: Node[]): Promise<void> {
   for (const lease of leases) lease?.release();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { ManualClock } from '../src/index.js';
 import { collected, eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
-import { HeldMessages, IP, node, settledAsTimePasses, stopAll } from './redis-crossing.js';
+import { HeldMessages, IP, node, runAsCompanion, settledAsTimePasses, stopAll } from './redis-crossing.js';
 
 test('a handle kept only for a companion\'s work (a task of a session regenerated on another node, the new id seen here first) goes once that work ends after the close: it is not kept for ever', { timeout: 30_000 }, async (t) => {
   const r = await redisForTest(t);
@@ -25,22 +25,9 @@ test('a handle kept only for a companion\'s work (a task of a session regenerate
     a.run(() => a.proc.spawn('task', async () => { await taskEnds; }));
     a.release();
     assert.ok(await eventually(async () => / t/.test(await r.redis.hget(`${r.prefix}s:${oldId}`, 'pl') ?? ''), 5_000), 'the task runs');
-    // y regenerates it; x does not hear of it before a request with the new id reaches it.
-    held.on = true;
-    const newId = (await y.engine.regenerate(oldId))!;
-    assert.equal(typeof newId, 'string');
-    assert.ok(await eventually(() => held.count > 0, 5_000));
-    const primary = await (async () => {
-      const b = await x.engine.acquire({ sessionId: newId, ip: IP });
-      assert.equal(b.sessionId, newId);
-      const ref = new WeakRef(b.session as object);
-      const pid = b.proc.processId;
-      b.release();
-      assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${pid}`)) === '0', 5_000), 'its release landed');
-      return ref;
-    })();
-    // x hears of the rename: the task's handle goes on as the companion of the new id's handle.
-    held.deliver();
+    // y regenerates it; a request with the new id reaches x before x hears of it; then x hears: the
+    // task's handle goes on as the companion of the new id's handle.
+    const { newId, primary } = await runAsCompanion(r, x, y, held, oldId);
     assert.ok(await eventually(() => x.engine.sessions().find((s) => s.id === newId)?.busy === true, 5_000), "the task counts as the new id's work on x");
     // y closes the session; its drain gives up on the task (closeTimeoutMs), hooks, finishes; x hears 'x'.
     const close = { settled: false };
@@ -70,20 +57,7 @@ test('a logout from a companion\'s request (a session regenerated on another nod
   let a: Awaited<ReturnType<typeof x.engine.acquire>> | undefined;
   try {
     a = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    const oldId = a.sessionId;
-    held.on = true;
-    const newId = (await y.engine.regenerate(oldId))!;
-    assert.equal(typeof newId, 'string');
-    assert.ok(await eventually(() => held.count > 0, 5_000));
-    const primary = await (async () => {
-      const b = await x.engine.acquire({ sessionId: newId, ip: IP });
-      const ref = new WeakRef(b.session as object);
-      const pid = b.proc.processId;
-      b.release();
-      assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${pid}`)) === '0', 5_000), 'its release landed');
-      return ref;
-    })();
-    held.deliver();
+    const { newId, primary } = await runAsCompanion(r, x, y, held, a.sessionId);
     const running = a;
     assert.ok(await eventually(() => running.sessionId === newId, 5_000), 'x hears of the rename');
     // The logout: x claims and runs the close, the caller hooked live; the request ends after it.
