@@ -1,7 +1,7 @@
 // Shared by the engine-level suites: leases that cleanup can always release, and promises followed
 // without awaiting them (a hang becomes a failed assertion, never a stalled run).
 import { after, before } from 'node:test';
-import type { ManualClock, RequestLease, SessionEngine, SessionVars } from '../src/index.js';
+import type { CloseEvent, CreateEvent, ManualClock, RequestLease, SessionEngine, SessionVars } from '../src/index.js';
 import { settle } from './helpers.js';
 
 /** Engine timers are unref'ed: without this, a hung test would end the event loop and cancel every later test. Call once per file. */
@@ -58,4 +58,13 @@ export function leaseTracker(defaultIp: string) {
     }
   }
   return { open, visit, shutdown };
+}
+
+/** The engine's 'create' and 'close' events, as they come. */
+export function record<V extends SessionVars>(engine: SessionEngine<V>): { creates: CreateEvent[]; closes: CloseEvent[] } {
+  const creates: CreateEvent[] = [];
+  const closes: CloseEvent[] = [];
+  engine.on('create', (event) => creates.push(event));
+  engine.on('close', (event) => closes.push(event));
+  return { creates, closes };
 }
