@@ -58,9 +58,8 @@ if not slot then
     local t = redis.call('TIME')
     local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[13]))
-    local waiting = redis.call('ZCARD', wq)
-    if redis.call('ZSCORE', wq, ARGV[11]) then waiting = waiting - 1 end
-    if waiting >= tonumber(ARGV[12]) then return {'full'} end
+    -- A request already counted keeps its place (maxQueuedRequests lowered since bounds newcomers only).
+    if not redis.call('ZSCORE', wq, ARGV[11]) and redis.call('ZCARD', wq) >= tonumber(ARGV[12]) then return {'full'} end
     redis.call('ZADD', wq, realMs + tonumber(ARGV[13]), ARGV[11])
     redis.call('PEXPIRE', wq, ARGV[10])
     return {'busy'}
