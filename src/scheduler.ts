@@ -126,20 +126,7 @@ export class Scheduler<Vars extends SessionVars> {
    */
   create(ip: string, onSession?: (session: Session<Vars>) => void): MaybePromise<RequestLease<Vars>> {
     const options = this.#ctx.options;
-    const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
-    if (this.#limitReached(cap) !== undefined) {
-      const victims = this.store.victimsMakingRoom(cap, this.#processes.live, this.#ctx.options.maxConcurrentProcesses);
-      if (typeof victims === 'string') throw this.#limitError(victims, cap);
-      // Not awaited: the newcomer never waits for another session's hook. A synchronous hook may close
-      // other sessions meanwhile (a "log out everywhere"): room is checked again before each eviction.
-      for (let i = 0; i < victims && this.#limitReached(cap) !== undefined; i++) {
-        const victim = this.store.oldestIdle();
-        if (victim === undefined) break;
-        closeNow(this.closes.context, victim, 'evicted');
-      }
-      const still = this.#limitReached(cap);
-      if (still !== undefined) throw this.#limitError(still, cap);
-    }
+    this.#makeRoom(Math.min(options.maxSessions, options.maxConcurrentProcesses));
     const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now(), options.inactiveSessionTimeoutMs);
     this.store.add(session);
     onSession?.(session);
@@ -169,6 +156,25 @@ export class Scheduler<Vars extends SessionVars> {
     this.#ctx.created({ sessionId, ip });
   }
 
+  /**
+   * Evicts the least recently active idle sessions while a new process, and a new session below `cap`,
+   * would pass a limit; throws the limit no eviction can lift (closing nothing then).
+   */
+  #makeRoom(cap: number): void {
+    if (this.#limitReached(cap) === undefined) return;
+    const victims = this.store.victimsMakingRoom(cap, this.#processes.live, this.#ctx.options.maxConcurrentProcesses);
+    if (typeof victims === 'string') throw this.#limitError(victims, cap);
+    // Not awaited: the newcomer never waits for another session's hook. A synchronous hook may close
+    // other sessions meanwhile (a "log out everywhere"): room is checked again before each eviction.
+    for (let i = 0; i < victims && this.#limitReached(cap) !== undefined; i++) {
+      const victim = this.store.oldestIdle();
+      if (victim === undefined) break;
+      closeNow(this.closes.context, victim, 'evicted');
+    }
+    const still = this.#limitReached(cap);
+    if (still !== undefined) throw this.#limitError(still, cap);
+  }
+
   /** Which limit a new session would pass now, if any. */
   #limitReached(cap: number): 'sessionLimit' | 'processLimit' | undefined {
     if (this.store.size >= cap) return 'sessionLimit';
@@ -183,9 +189,9 @@ export class Scheduler<Vars extends SessionVars> {
 
   /** 'none' mode: a throw-away process for one request, torn down at release. */
   transient(): MaybePromise<RequestLease<Vars>> {
-    if (!this.#processes.hasRoom) {
-      throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
-    }
+    // Sessions left from before a switch to 'none' serve no request (none reads a cookie): the least
+    // recently active idle ones give their processes' places, as they would to a new session.
+    this.#makeRoom(Number.POSITIVE_INFINITY);
     this.#processes.countTransient(1);
     return this.#transients.start(this.#leaseHost, (proc) => this.#processes.initVars(proc));
   }

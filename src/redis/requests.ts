@@ -242,6 +242,12 @@ export class RedisRequestPath<Vars extends SessionVars> {
   }
 
   async #transient(): Promise<Lease<Vars>> {
+    // Bounded on each node by maxConcurrentProcesses, counted here rather than in Redis: a mode that keeps
+    // nothing between requests makes no round trip for them (docs/redis.md, "'none' mode").
+    const limit = this.#ctx.options.maxConcurrentProcesses;
+    if (this.#transients.size >= limit) {
+      throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#transients.size} throw-away processes on this node, limit ${limit}`));
+    }
     const proc = new WebProcess<Vars>(this.#transientOwner, 'web', {} as Vars, `t${randomUUID()}`);
     this.#transients.add(proc);
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, undefined, proc, true);
