@@ -223,7 +223,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     return typeof id === 'string' ? this.#store.processCount(id) : 0;
   }
 
-  /** Live (open) sessions, least recently created first. */
+  /** Live (open) sessions, in the order they were created or last regenerated (on Redis, those this node has served). */
   sessions(): SessionInfo[] {
     return this.#store.sessions();
   }

@@ -10,7 +10,11 @@ import type { SessionStore } from './store.js';
 export interface SessionEngineOptions<Vars extends SessionVars = Record<string, unknown>> extends Partial<RuntimeOptions> {
   /** Time source for every decision; tests pass a `ManualClock`. @default systemClock */
   clock?: Clock;
-  /** Record lock manager shared by the engine's processes (memory store only: a shared store brings its own). @default new MemoryLockManager() */
+  /**
+   * Record lock manager shared by the engine's processes (memory store only: a shared store brings its
+   * own). @default a `MemoryLockManager` on the engine's clock (`lockedBy().sinceMs` in `clock` time);
+   * one shared by several engines: `new MemoryLockManager(() => clock.now())`.
+   */
   locks?: LockManager;
   /** Where sessions live: `memoryStore()` or `createRedisStore()` from `legacy-web-sessions/redis`. @default memoryStore() */
   store?: SessionStore;
@@ -36,7 +40,9 @@ export interface SessionInfo {
   readonly processCount: number;
   /** A request is running or queued, or a spawned task runs. */
   readonly busy: boolean;
+  /** Requests waiting for a process (on Redis: on this node). */
   readonly queuedRequests: number;
+  /** Record locks its processes hold (on Redis: those running on this node; an idle session's show as none). */
   readonly locks: LockRef[];
 }
 
@@ -50,8 +56,9 @@ export interface EngineStats {
   readonly closingSessions: number;
   /** Processes counted against `maxConcurrentProcesses`. */
   readonly processes: number;
+  /** Requests waiting for a process (on Redis: those waiting on this node). */
   readonly queuedRequests: number;
-  /** Record locks held by processes of open sessions. */
+  /** Record locks held by processes of open sessions (on Redis: by the processes running on this node). */
   readonly locksHeld: number;
   readonly created: number;
   readonly closed: Readonly<Record<CloseReason, number>>;
