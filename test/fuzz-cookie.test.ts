@@ -28,7 +28,7 @@ test(`readSessionId never throws on any header and only ever returns a 36-charac
     if (id === undefined) return;
     assert.equal(typeof id, 'string');
     assert.equal(id.length, 36);
-    assert.ok(header !== undefined && header.includes(name) && header.length <= 16_384);
+    assert.ok(header !== undefined && header.includes(name));
   }), params(FUZZ.direct));
 });
 

@@ -159,11 +159,10 @@ function trimSpTab(text: string): string {
 /**
  * Reference model, written from RFC 6265 §5.4 as the cookie package applies it (not from our code):
  * the first pair named `cookieName` wins; its value runs to the next `;`, without surrounding SP/HTAB,
- * percent-decoded when that succeeds; only a 36-character value can be a session id, and a header over
- * 16 KiB is not read at all.
+ * percent-decoded when that succeeds; only a 36-character value can be a session id, however long the
+ * header (the server bounds its headers).
  */
 export function modelSessionId(header: string, targetTexts: readonly (string | undefined)[]): string | undefined {
-  if (header.length > 16_384) return undefined;
   const first = targetTexts.find((t) => t !== undefined);
   if (first === undefined) return undefined;
   const afterEq = first.slice(first.indexOf('=') + 1);

@@ -4,8 +4,6 @@ import type { RuntimeOptions } from '../options.js';
 
 // Ids are version-4 UUIDs (newSessionId()): anything else cannot name a live session, so it is not even looked up.
 const SESSION_ID_LENGTH = 36;
-/** A Cookie header longer than this is not parsed (Node already caps all headers at 16 KiB by default). */
-const MAX_COOKIE_HEADER_LENGTH = 16_384;
 const EPOCH = new Date(0);
 const SAME_SITE = { Strict: 'strict', Lax: 'lax', None: 'none' } as const;
 
@@ -25,7 +23,9 @@ function storedDomain(domain: string | undefined): string | undefined {
 
 /** The session id a Cookie header carries, or undefined when absent or malformed. */
 export function readSessionId(cookieHeader: string | undefined, cookieName: string): string | undefined {
-  if (cookieHeader === undefined || cookieHeader.length > MAX_COOKIE_HEADER_LENGTH || !cookieHeader.includes(cookieName)) return undefined;
+  // No length cap: the server already bounds its headers (maxHeaderSize, HTTP/2's maxHeaderListSize), and
+  // a cap here would silently give a browser with many cookies a new session on every request.
+  if (cookieHeader === undefined || !cookieHeader.includes(cookieName)) return undefined;
   const value = cookieValue(cookieHeader, cookieName);
   return value !== undefined && value.length === SESSION_ID_LENGTH ? value : undefined;
 }
