@@ -115,6 +115,9 @@ export function cookieAtWriteHeadOf(proto: ServerResponse): void {
  * signal left.
  */
 export function sendErrorAnswer(res: ServerResponse, answer: HttpErrorAnswer): void {
+  // Ended by the application before it failed: the response is complete, and cutting the connection now
+  // would only truncate what is still on its way (and the responses pipelined behind it).
+  if (res.writableEnded) return;
   if (res.headersSent) {
     res.destroy();
     return;
