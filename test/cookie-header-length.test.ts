@@ -5,23 +5,16 @@ import assert from 'node:assert/strict';
 import * as http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
-import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
+import { ManualClock } from '../src/index.js';
 import { createServer } from '../src/adapters/node/index.js';
 import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
 import { listen } from './contract/app.js';
-import { request } from './helpers.js';
+import { engineWithErrors, request } from './helpers.js';
 
 const GUARD = { timeout: 20_000 };
 
-function withErrors(): { engine: SessionEngine; errors: SessionError[] } {
-  const engine = new SessionEngine({ clock: new ManualClock() });
-  const errors: SessionError[] = [];
-  engine.on('error', (error) => errors.push(error));
-  return { engine, errors };
-}
-
 test('node:http with maxHeaderSize raised: a Cookie header over 16 KiB (a browser with many cookies) keeps its session, it does not get a new one per request', GUARD, async () => {
-  const { engine } = withErrors();
+  const { engine } = engineWithErrors({ clock: new ManualClock() });
   const server = await listen(createServer(engine, (_req, res, proc) => res.end(proc.sessionId), { maxHeaderSize: 64 * 1024 }));
   try {
     const id = (await request(server.url)).body;
@@ -36,7 +29,7 @@ test('node:http with maxHeaderSize raised: a Cookie header over 16 KiB (a browse
 });
 
 test('Fastify over HTTP/2 with its default settings: a Cookie header over 16 KiB keeps its session', GUARD, async () => {
-  const { engine } = withErrors();
+  const { engine } = engineWithErrors({ clock: new ManualClock() });
   const app = Fastify({ http2: true });
   await app.register(fastifySessions, { engine });
   app.get('/', async (req) => req.proc.sessionId);

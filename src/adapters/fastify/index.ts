@@ -184,7 +184,9 @@ function answerErrors(error: FastifyError, request: FastifyRequest, reply: Fasti
 }
 
 interface HandlerTrace {
-  readonly reply: { readonly raw: ServerResponse } & object;
+  readonly reply: { readonly raw: ServerResponse; readonly sent?: boolean } & object;
+  /** Set by Fastify when the handler threw or rejected. */
+  readonly error?: unknown;
   /** Set by Fastify when the handler returned a promise: it is done at asyncEnd, not at end. */
   readonly async?: boolean;
 }
@@ -222,6 +224,14 @@ function watchHandlers(): void {
     },
     asyncStart: () => {},
     asyncEnd: (trace) => sessionOf(trace.reply.raw)?.handlerSettled(),
-    error: () => {},
+    error: (trace) => {
+      // A reply already sent (ended, or hijacked) when its handler fails: Fastify only logs the error
+      // ("Reply was already sent", "Promise errored, but reply.sent = true"), no onError hook runs.
+      if (trace.reply.sent !== true) return;
+      const session = sessionOf(trace.reply.raw);
+      if (session === undefined || session.errorSeen) return;
+      session.errorSeen = true;
+      if (isFailure(trace.error, trace.reply.raw)) session.lease.fail(trace.error);
+    },
   });
 }
