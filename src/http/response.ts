@@ -102,7 +102,9 @@ export function cookieAtWriteHeadOf(proto: ServerResponse): void {
   const inherited = (Object.getPrototypeOf(proto) as ServerResponse).writeHead;
   const writeHead = function (this: StatefulResponse, statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument): ServerResponse {
     const state = this[kState];
-    const cookie = state === undefined || this.headersSent ? undefined : setCookieFor(state.engine, state.lease, state.secure);
+    // A response whose own writeHead adds the cookie (state.writeHead set: a mounted Express sub-app's
+    // request) calls this one on its way: the cookie is in already.
+    const cookie = state === undefined || state.writeHead !== undefined || this.headersSent ? undefined : setCookieFor(state.engine, state.lease, state.secure);
     return writeHeadWithCookie(this, inherited, cookie, statusCode, reasonOrHeaders, maybeHeaders);
   };
   Object.defineProperty(proto, 'writeHead', { value: writeHead, writable: true, configurable: true });
