@@ -47,9 +47,16 @@ const plugin: FastifyPluginCallback<SessionsOptions> = (fastify, options, done) 
   }
   watchHandlers();
   // Declared up front so every request object has the same shape (Fastify's own advice for speed).
-  fastify.decorateRequest('proc', null, []);
+  // Registered again in a child scope (the root and an encapsulated plugin): declared once.
+  if (!fastify.hasRequestDecorator('proc')) fastify.decorateRequest('proc', null, []);
 
   fastify.addHook('onRequest', (request, reply, next) => {
+    // Registered again on the request's way: the request has its process already, and taking a second
+    // would wait behind its own first one.
+    if (sessionOf(reply.raw) !== undefined) {
+      next();
+      return;
+    }
     // The client's address follows the engine's trustProxy option, as in every adapter (not Fastify's own).
     closeWithItsConnection(request.raw, reply.raw);
     const facts = socketFacts(request.raw);
