@@ -99,13 +99,14 @@ export function setCookieFor(engine: CookieEngine, lease: CookieLease, secure: b
  * generic 500.
  */
 export function errorAnswer(error: unknown): HttpErrorAnswer {
-  const status = error instanceof SessionError ? error.httpStatus : clientErrorStatus(error) ?? 500;
+  const sessionError = isSessionError(error);
+  const status = sessionError ? (error as SessionError).httpStatus : clientErrorStatus(error) ?? 500;
   const text = STATUS_TEXT[status] ?? STATUS_CODES[status] ?? 'Error';
   const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
   if (status === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS);
   // A session error's code has a fixed, safe message; its detail may carry the application's words (a
   // task's name, a handler's own text) and anything else might carry secrets: only those go out.
-  const body = error instanceof SessionError && status !== 500 ? `${text}: ${ERROR_CODES[error.code].message}\n` : `${text}\n`;
+  const body = sessionError && status !== 500 ? `${text}: ${ERROR_CODES[(error as SessionError).code].message}\n` : `${text}\n`;
   return { status, headers, body };
 }
 
@@ -119,9 +120,23 @@ export function isClientError(error: unknown): boolean {
   return clientErrorStatus(error) !== undefined;
 }
 
+/** `instanceof SessionError`, false for a value whose prototype cannot be read (a revoked Proxy). */
+function isSessionError(error: unknown): boolean {
+  try {
+    return error instanceof SessionError;
+  } catch {
+    return false;
+  }
+}
+
 function clientErrorStatus(error: unknown): number | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
-  const { status, statusCode, httpStatus } = error as { status?: unknown; statusCode?: unknown; httpStatus?: unknown };
-  const code = error instanceof SessionError ? httpStatus : typeof statusCode === 'number' ? statusCode : status;
-  return typeof code === 'number' && Number.isInteger(code) && code >= 400 && code < 500 ? code : undefined;
+  try {
+    const { status, statusCode, httpStatus } = error as { status?: unknown; statusCode?: unknown; httpStatus?: unknown };
+    const code = isSessionError(error) ? httpStatus : typeof statusCode === 'number' ? statusCode : status;
+    return typeof code === 'number' && Number.isInteger(code) && code >= 400 && code < 500 ? code : undefined;
+  } catch {
+    // A thrown value whose getters throw (a revoked Proxy): no status can be read, so it is a failure.
+    return undefined;
+  }
 }

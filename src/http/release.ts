@@ -236,6 +236,10 @@ export function isFailure(error: unknown, res: ServerResponse): boolean {
 }
 
 function cutByItsClient(error: unknown): boolean {
-  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
-  return code === 'ERR_STREAM_PREMATURE_CLOSE' || (code === 'ECONNRESET' && message === 'aborted');
+  try {
+    const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+    return code === 'ERR_STREAM_PREMATURE_CLOSE' || (code === 'ECONNRESET' && message === 'aborted');
+  } catch {
+    return false; // its getters throw (a revoked Proxy): nothing says a client cut it
+  }
 }
