@@ -82,8 +82,9 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
   if ((url === undefined) === (redis === undefined)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'createRedisStore: give either url or redis');
   if (url !== undefined && typeof url !== 'string') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: url must be a string, got ${describe(url)}`);
   if (redis !== undefined && typeof redis?.duplicate !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'createRedisStore: redis must be an ioredis client');
-  if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 256 || /[\s%]/.test(prefix)) {
-    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: prefix must be 1 to 256 characters without spaces or '%', got ${describe(prefix)}`);
+  // Unpaired surrogates as RedisLockManager (which gets this prefix) refuses them: said here, about this option.
+  if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 256 || /[\s%]/.test(prefix) || /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(prefix)) {
+    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: prefix must be 1 to 256 characters without spaces, '%' or unpaired surrogates, got ${describe(prefix)}`);
   }
   if (onStop !== 'auto' && onStop !== 'close' && onStop !== 'keep') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: onStop must be 'auto', 'close' or 'keep', got ${describe(onStop)}`);
   const commandTimeoutMs = positiveInteger('commandTimeoutMs', options.commandTimeoutMs, 10_000);
@@ -123,7 +124,14 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
         subscriber.disconnect();
         if (redis === undefined) await commands.quit().catch(() => commands.disconnect());
       };
-      return new RedisSessions<Vars>(context, commands, subscriber, settings, closeClients);
+      try {
+        return new RedisSessions<Vars>(context, commands, subscriber, settings, closeClients);
+      } catch (error) {
+        // Refused (a RedisLockManager check): the connections just opened must not keep the process alive.
+        subscriber.disconnect();
+        if (redis === undefined) commands.disconnect();
+        throw error;
+      }
     },
   };
 }
