@@ -23,6 +23,8 @@ export class BoundSession implements CookieState {
   #watchingEnd = false;
   #gaveUpResponse: ((subject: object) => boolean) | undefined;
   #subject: object | undefined;
+  /** The framework's reply the handler returned resolved because its client left (see replyResolvedByACut). */
+  #settledByItsCutReply = false;
   /**
    * An error of this request was seen (adapters that see several judge the first: the later ones are
    * its echoes, such as the error answer that cannot be written after the head went out).
@@ -60,8 +62,18 @@ export class BoundSession implements CookieState {
   }
 
   handlerSettled(): void {
-    this.#handler = 'settled';
+    // Settled by its reply's close (Fastify's `return reply`, sending later from a callback), not by
+    // its work: that work may go on, and its end() of the response says when it is done.
+    this.#handler = this.#settledByItsCutReply && !this.#res.writableEnded ? 'unseen' : 'settled';
     this.#check();
+  }
+
+  /**
+   * The framework's reply, awaited or returned by the handler (Fastify's `return reply`), resolved
+   * because the response closed without the application having ended it (its client left).
+   */
+  replyResolvedByACut(): void {
+    this.#settledByItsCutReply = true;
   }
 
   /** @internal the response emitted 'close'. */

@@ -225,7 +225,10 @@ function watchHandlers(): void {
   if (watching) return;
   watching = true;
   tracingChannel<object, HandlerTrace>('fastify.request.handler').subscribe({
-    start: (trace) => sessionOf(trace.reply.raw)?.handlerStarted(isHijacked, trace.reply),
+    start: (trace) => {
+      watchReplyThen(trace.reply);
+      sessionOf(trace.reply.raw)?.handlerStarted(isHijacked, trace.reply);
+    },
     end: (trace) => {
       if (trace.async !== true) sessionOf(trace.reply.raw)?.handlerReturned();
     },
@@ -241,4 +244,36 @@ function watchHandlers(): void {
       if (isFailure(trace.error, trace.reply.raw)) session.lease.fail(trace.error);
     },
   });
+}
+
+/** Reply prototypes (one per Fastify context) already looked at, and the `then` owners wrapped. */
+const replyProtosSeen = new WeakSet<object>();
+const thenWrapped = new WeakSet<object>();
+
+/**
+ * `return reply` (Fastify's idiom for an async handler that sends later, from a callback) settles the
+ * handler's promise through `reply.then`, which resolves when the response closes, also when its client
+ * left before the callback sent anything: that callback still uses the process. Seen here, once per
+ * Reply prototype: such a handler is done when it ends the response (as a callback-style handler).
+ */
+function watchReplyThen(reply: object): void {
+  const direct = Object.getPrototypeOf(reply) as object | null;
+  if (direct === null || replyProtosSeen.has(direct)) return;
+  replyProtosSeen.add(direct);
+  let owner: object | null = direct;
+  while (owner !== null && !Object.hasOwn(owner, 'then')) owner = Object.getPrototypeOf(owner) as object | null;
+  if (owner === null || thenWrapped.has(owner)) return;
+  thenWrapped.add(owner);
+  type Then = (this: { raw: ServerResponse }, fulfilled?: (...args: unknown[]) => unknown, rejected?: (error: unknown) => unknown) => unknown;
+  const original = (owner as { then: Then }).then;
+  const then: Then = function (fulfilled, rejected) {
+    const session = sessionOf(this.raw);
+    if (session === undefined || typeof fulfilled !== 'function') return original.call(this, fulfilled, rejected);
+    const raw = this.raw;
+    return original.call(this, function (this: unknown, ...args: unknown[]) {
+      if (!raw.writableEnded) session.replyResolvedByACut();
+      return fulfilled.apply(this, args);
+    }, rejected);
+  };
+  Object.defineProperty(owner, 'then', { value: then, writable: true, configurable: true });
 }
