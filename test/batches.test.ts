@@ -55,3 +55,15 @@ test('a call with the wrong number of arguments is a TypeError, before anything 
   assert.throws(() => b.add(['a']), TypeError);
   assert.equal(sent.length, 0);
 });
+
+test('maxBytesPerCall: the calls of one turn go together up to that many bytes of arguments; one larger goes alone', { timeout: 5_000 }, async () => {
+  const sent: Sent[] = [];
+  const b = new ScriptBatches<string>(2, 100, (count, items) => {
+    sent.push({ count, items: [...items] });
+    return echo(sent.at(-1)!);
+  }, 100);
+  const big = 'x'.repeat(150);
+  const replies = await Promise.all([b.add(['a', 'y'.repeat(40)]), b.add(['b', 'y'.repeat(40)]), b.add(['c', 'y'.repeat(40)]), b.add([big, 0]), b.add(['d', 1])]);
+  assert.deepEqual(replies, ['a!', 'b!', 'c!', `${big}!`, 'd!']);
+  assert.deepEqual(sent.map((s) => s.count), [2, 1, 1, 1], 'a and b (82 bytes); c; the large one alone; d');
+});

@@ -14,19 +14,30 @@ export type ScriptArg = string | number | Buffer;
 export class ScriptBatches<Result> {
   readonly #argsPerItem: number;
   readonly #maxPerCall: number;
+  readonly #maxBytesPerCall: number;
   readonly #send: (count: number, args: ScriptArg[]) => Promise<unknown>;
   #args: ScriptArg[] = [];
+  #bytes = 0;
   #waiters: { resolve: (result: Result) => void; reject: (error: unknown) => void }[] = [];
 
-  /** `send(count, items)`: one script call for `count` items whose arguments follow one another in `items`. */
-  constructor(argsPerItem: number, maxPerCall: number, send: (count: number, items: ScriptArg[]) => Promise<unknown>) {
+  /**
+   * `send(count, items)`: one script call for `count` items whose arguments follow one another in `items`.
+   * `maxBytesPerCall`: a call holds items of at most that many bytes together (one larger goes alone), so
+   * large arguments (process states) never add up past what Redis takes in one request.
+   */
+  constructor(argsPerItem: number, maxPerCall: number, send: (count: number, items: ScriptArg[]) => Promise<unknown>, maxBytesPerCall = Number.POSITIVE_INFINITY) {
     this.#argsPerItem = argsPerItem;
     this.#maxPerCall = maxPerCall;
+    this.#maxBytesPerCall = maxBytesPerCall;
     this.#send = send;
   }
 
   add(item: readonly ScriptArg[]): Promise<Result> {
     if (item.length !== this.#argsPerItem) throw new TypeError(`a batched script call takes ${this.#argsPerItem} arguments, got ${item.length}`);
+    let bytes = 0;
+    for (const arg of item) bytes += typeof arg === 'number' ? 8 : arg.length;
+    if (this.#waiters.length > 0 && this.#bytes + bytes > this.#maxBytesPerCall) this.flush();
+    this.#bytes += bytes;
     return new Promise<Result>((resolve, reject) => {
       for (const arg of item) this.#args.push(arg);
       this.#waiters.push({ resolve, reject });
@@ -41,6 +52,7 @@ export class ScriptBatches<Result> {
     if (waiters.length === 0) return; // sent already: when it filled up, or ahead of another call
     const args = this.#args;
     this.#args = [];
+    this.#bytes = 0;
     this.#waiters = [];
     // A client that throws instead of rejecting (or answers a plain value) must not leave callers waiting.
     const sent = new Promise<unknown>((resolve) => resolve(this.#send(waiters.length, args)));

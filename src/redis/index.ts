@@ -39,6 +39,14 @@ export interface RedisStoreOptions {
    */
   readonly stateCopyBytes?: number;
   /**
+   * The largest process state (serialized) a release writes: a larger one is not stored
+   * (`ERR_SESSION_STATE_NOT_STORABLE`, the state saved before kept), as a value that cannot be cloned.
+   * Keep it below what your Redis takes in one argument (`proto-max-bulk-len`: 512 MB by default, lower
+   * on some hosted services), or Redis refuses the release and the node retries it until it stops.
+   * @default 16 MiB
+   */
+  readonly maxStateBytes?: number;
+  /**
    * How long a command of the store's own client (`url`) may go unanswered before it fails (503 for its
    * request): a Redis that stops answering without closing the connection cannot hold requests, closes
    * or `stop()` for ever. A client of your own (`redis`) keeps its own settings. @default 10_000
@@ -46,7 +54,7 @@ export interface RedisStoreOptions {
   readonly commandTimeoutMs?: number;
 }
 
-const KNOWN = new Set(['url', 'redis', 'prefix', 'nodeLeaseMs', 'graceMs', 'sweepIntervalMs', 'pollIntervalMs', 'onStop', 'stateCopyBytes', 'commandTimeoutMs']);
+const KNOWN = new Set(['url', 'redis', 'prefix', 'nodeLeaseMs', 'graceMs', 'sweepIntervalMs', 'pollIntervalMs', 'onStop', 'stateCopyBytes', 'maxStateBytes', 'commandTimeoutMs']);
 
 function positiveInteger(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
@@ -56,10 +64,10 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
   return value;
 }
 
-function byteBudget(name: string, value: unknown, fallback: number): number {
+function byteBudget(name: string, value: unknown, fallback: number, least = 0): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: ${name} must be an integer >= 0 (bytes), got ${describe(value)}`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < least) {
+    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: ${name} must be an integer >= ${least} (bytes), got ${describe(value)}`);
   }
   return value;
 }
@@ -96,6 +104,7 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
     sweepIntervalMs: positiveInteger('sweepIntervalMs', options.sweepIntervalMs, 1_000),
     pollIntervalMs: positiveInteger('pollIntervalMs', options.pollIntervalMs, 250),
     stateCopyBytes: byteBudget('stateCopyBytes', options.stateCopyBytes, 16 * 1024 * 1024),
+    maxStateBytes: byteBudget('maxStateBytes', options.maxStateBytes, 16 * 1024 * 1024, 1),
   };
   let attached = false;
   return {

@@ -28,6 +28,7 @@ export interface RedisSettings {
   readonly pollIntervalMs: number;
   readonly onStop: 'auto' | 'close' | 'keep';
   readonly stateCopyBytes: number;
+  readonly maxStateBytes: number;
 }
 
 /** A process of this node running a request or a task, with the fencing token that lets it save. */

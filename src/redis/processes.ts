@@ -39,13 +39,14 @@ export class ProcessSaves<Vars extends SessionVars> {
     this.#afterSave = afterSave;
     this.#onSettled = onSettled;
     // 'pid token now end', id, state ('' for none) per release; at most 128 per call (a script
-    // blocks Redis while it runs). Fewer arguments: each costs its encoding on both sides.
+    // blocks Redis while it runs) and 64 MiB of them (Redis takes 1 GB per client request at most).
+    // Fewer arguments: each costs its encoding on both sides.
     // Sent from the check phase: what the turn holds leaves now, not a turn later (coalesce.ts).
     this.#releases = new ScriptBatches<string>(3, 128, (count, items) => {
       const sent = node.redis.lwsRelease(node.settings.prefix, count, node.nodeId, keyTtlMs(node.ctx, node.settings), ...items);
       flushWrites(node.redis);
       return sent;
-    });
+    }, 64 * 1024 * 1024);
     this.#tasks = new RedisTasks(node, this);
   }
 
@@ -117,7 +118,7 @@ export class ProcessSaves<Vars extends SessionVars> {
     let bytes: Buffer | undefined;
     if (state !== undefined) {
       try {
-        bytes = saveProcess(state, loaded);
+        bytes = saveProcess(state, loaded, this.#node.settings.maxStateBytes);
       } catch (error) {
         ctx.report(error as SessionError, 'storeErrors');
         bytes = savedBeforeWithHeldLocks(loaded, state);

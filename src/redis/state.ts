@@ -17,7 +17,7 @@ interface SavedProcess {
  * cannot be cloned throws `ERR_SESSION_STATE_NOT_STORABLE`, never drops data silently. Undefined when
  * the bytes are `unchangedFrom`'s (nothing to write).
  */
-export function saveProcess(proc: WebProcess<SessionVars>, unchangedFrom?: Buffer): Buffer | undefined {
+export function saveProcess(proc: WebProcess<SessionVars>, unchangedFrom: Buffer | undefined, maxBytes: number): Buffer | undefined {
   const selections = proc.selections;
   const saved: SavedProcess = {
     v: proc.vars,
@@ -32,6 +32,10 @@ export function saveProcess(proc: WebProcess<SessionVars>, unchangedFrom?: Buffe
     bytes = serialize(saved);
   } catch (error) {
     throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: ${(error as Error).message}`, { cause: error, sessionId: proc.sessionId });
+  }
+  // Refused here rather than by Redis, which would cut the connection the release (and its batch) went on.
+  if (bytes.length > maxBytes) {
+    throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: a state of ${bytes.length} bytes, over maxStateBytes (${maxBytes})`, { sessionId: proc.sessionId });
   }
   // Serialization is deterministic, so equal bytes are an unchanged state (a read-only request).
   if (unchangedFrom !== undefined && unchangedFrom.length > 0 && bytes.equals(unchangedFrom)) return undefined;
