@@ -129,6 +129,33 @@ test('redis: an option another node set while this node\'s subscriber was cut ap
   }
 });
 
+test('redis: an option this node set itself earlier, set again by another node while this node\'s subscriber was cut, applies here once the subscriber is back', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await deafNode(r, clock);
+  const y = await node(r, clock);
+  try {
+    (await x.engine.acquire({ sessionId: undefined, ip: IP })).release();
+    x.engine.setOption('maxSessions', 5);
+    assert.ok(await eventually(() => y.engine.getOption('maxSessions') === 5, 3_000), 'y applies x\'s value');
+    x.deaf = true;
+    y.engine.setOption('maxSessions', 7);
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}opts`, 'maxSessions')) === '7', 5_000), 'y wrote it');
+    // Whatever x's subscriber had read already is handed over (and lost) before the cut.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(x.engine.getOption('maxSessions'), 5, 'x heard nothing');
+    const subscriber = x.subscriber();
+    subscriber.disconnect(true);
+    x.deaf = false;
+    assert.ok(await eventually(() => subscriber.status === 'ready', 5_000));
+    assert.ok(await eventually(() => x.engine.getOption('maxSessions') === 7, 3_000), 'x applies the cluster\'s value once its subscriber is back, as it would have on hearing y');
+  } finally {
+    x.deaf = false;
+    await stopAll(clock, [], undefined, x, y);
+  }
+});
+
 test('redis: sessions another node closed while this node\'s subscriber was cut are forgotten here once it is back (listed no more, handles collected), not only at a request with their id', { timeout: 30_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;

@@ -16,8 +16,10 @@ export interface MessageTargets<Vars extends SessionVars> {
   readonly turns: TurnQueues;
   readonly closer: RedisCloser<Vars>;
   readonly renames: SessionRenames<Vars>;
-  /** Options set on this node: a stored value read later (applyClusterOptions) does not override them. */
+  /** Options set on this node: a stored value read at the store's start does not override them. */
   readonly localOptions: ReadonlySet<string>;
+  /** Options set on this node whose write to Redis has not been answered yet (name → how many). */
+  readonly optionWrites: ReadonlyMap<string, number>;
 }
 
 /**
@@ -86,8 +88,9 @@ async function recheck<Vars extends SessionVars>(subscriber: Redis, to: MessageT
       // 'ready' comes before the resubscription is sent: a PING answered after it says it is in place.
       await subscriber.ping();
       await checkKnown(to);
-      // Options other nodes set meanwhile ('o' lost too).
-      await applyClusterOptions(to);
+      // Options other nodes set meanwhile ('o' lost too), an option this node set earlier included: only
+      // one whose own write is still on its way (it lands after what was read) keeps this node's value.
+      await applyClusterOptions(to, (name) => (to.optionWrites.get(name) ?? 0) > 0);
       return;
     } catch {
       // Cut again: the next 'ready' checks anew. Else the command connection is not back yet: again later.
@@ -153,10 +156,15 @@ function decodeOption(json: string): unknown {
   return value === null ? undefined : value;
 }
 
-/** The options the cluster has set (kept in Redis), applied here but for those this node set itself. */
-export async function applyClusterOptions<Vars extends SessionVars>(to: Pick<MessageTargets<Vars>, 'ctx' | 'node' | 'localOptions'>): Promise<void> {
+/** The options the cluster has set (kept in Redis), applied here but for those `keep` names (by default, those this node set itself). */
+export async function applyClusterOptions<Vars extends SessionVars>(to: Pick<MessageTargets<Vars>, 'ctx' | 'node' | 'localOptions'>, keep: (name: string) => boolean = (name) => to.localOptions.has(name)): Promise<void> {
   const options = await to.node.redis.hgetall(`${to.node.settings.prefix}opts`);
-  for (const [name, json] of Object.entries(options)) if (!to.localOptions.has(name)) applyRemoteOption(to.ctx, name, json);
+  for (const [name, json] of Object.entries(options)) {
+    if (keep(name)) continue;
+    const current = (to.ctx.options as unknown as Record<string, unknown>)[name];
+    if (Object.hasOwn(to.ctx.options, name) && encodeOption(current) === json) continue; // already so here
+    applyRemoteOption(to.ctx, name, json);
+  }
 }
 
 /** An option another node set (or set before this node started): validated and applied here. */

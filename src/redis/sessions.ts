@@ -52,6 +52,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #turns: TurnQueues;
   /** Options set here since construction: the store's start must not apply older stored values over them. */
   readonly #localOptions = new Set<string>();
+  /** Options set here whose write to Redis is on its way (name → how many): a resubscription's read keeps them. */
+  readonly #optionWrites = new Map<string, number>();
   readonly #processes: ProcessSaves<Vars>;
   readonly #transients = new Set<WebProcess<Vars>>();
   readonly #requests: RedisRequestPath<Vars>;
@@ -95,7 +97,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
       refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
     });
-    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, localOptions: this.#localOptions };
+    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, localOptions: this.#localOptions, optionWrites: this.#optionWrites };
     listenTo(this.#subscriber, heard);
     this.#ready = this.#attemptStart();
   }
@@ -256,7 +258,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     if (this.#stopped) return; // kept here only: the node has left the cluster
     const { prefix } = this.#settings;
     // Written once the store has started (no offline queue before the connection is up).
+    this.#optionWrites.set(name, (this.#optionWrites.get(name) ?? 0) + 1);
     const written = this.#started().then(() => this.#redis.lwsSetOption(prefix, this.#node.nodeId, name, encodeOption(value), keyTtlMs(this.#ctx, this.#settings)));
+    const landed = (): void => {
+      const left = (this.#optionWrites.get(name) ?? 1) - 1;
+      if (left > 0) this.#optionWrites.set(name, left);
+      else this.#optionWrites.delete(name);
+    };
+    written.then(landed, landed);
     // A raised timeout: the open sessions' keys would still expire by the one of their last write.
     const timeout = name === 'inactiveProcessTimeoutMs' || name === 'inactiveSessionTimeoutMs';
     this.#processes.track((timeout ? written.then(() => extendKeys(this.#redis, prefix, keyTtlMs(this.#ctx, this.#settings))) : written)
