@@ -20,6 +20,12 @@ export interface RequestIdentity {
   /** The session id the client's cookie carries, if any (never adopted: an unknown id gets a new session). */
   readonly sessionId: string | undefined;
   readonly ip: string;
+  /**
+   * The identity read again (the HTTP binding's): a store that had to wait for its start before taking
+   * the request calls it, since the options it was read with (the cookie's name, `trustProxy`) may have
+   * been the constructor's rather than the cluster's.
+   */
+  readonly reread?: () => RequestIdentity;
 }
 
 export type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors' | 'storeErrors';

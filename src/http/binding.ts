@@ -5,6 +5,7 @@ import { ERROR_CODES, RETRY_AFTER_SECONDS, SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import type { MaybePromise } from '../maybe-async.js';
 import type { SessionVars } from '../process.js';
+import type { RequestIdentity } from '../store.js';
 import { clientIp, clientIsSecure } from './client-ip.js';
 import { readSessionId } from './cookie.js';
 import { bindingSettings, type OptionsEngine } from './settings.js';
@@ -72,11 +73,31 @@ export function isSecure(engine: OptionsEngine, facts: HttpRequestFacts): boolea
  * a thrown `SessionError` when it is refused at once.
  */
 export function acquireFor<Vars extends SessionVars>(engine: HttpEngine<Vars>, facts: HttpRequestFacts): MaybePromise<RequestLease<Vars>> {
-  const settings = bindingSettings(engine);
-  return engine.acquireNow({
-    sessionId: readSessionId(facts.cookieHeader, settings.cookieName),
-    ip: clientIp(facts.remoteAddress, facts.forwardedFor, settings.trustProxy),
-  });
+  return engine.acquireNow(new HttpIdentity(engine, facts));
+}
+
+/**
+ * A request's session id and client address as the engine's options say to read them (the cookie's
+ * name, `trustProxy`), which a store that waited for its start reads again (`reread`): a Redis node's
+ * first requests were read with its constructor's options, not yet the cluster's.
+ */
+class HttpIdentity implements RequestIdentity {
+  readonly sessionId: string | undefined;
+  readonly ip: string;
+  readonly #engine: OptionsEngine;
+  readonly #facts: HttpRequestFacts;
+
+  constructor(engine: OptionsEngine, facts: HttpRequestFacts) {
+    const settings = bindingSettings(engine);
+    this.sessionId = readSessionId(facts.cookieHeader, settings.cookieName);
+    this.ip = clientIp(facts.remoteAddress, facts.forwardedFor, settings.trustProxy);
+    this.#engine = engine;
+    this.#facts = facts;
+  }
+
+  reread(): RequestIdentity {
+    return new HttpIdentity(this.#engine, this.#facts);
+  }
 }
 
 /**

@@ -117,14 +117,19 @@ export class RedisRequestPath<Vars extends SessionVars> {
     this.#acquiring++;
     try {
       const starting = this.#deps.started();
-      if (starting !== undefined) await starting; // its failure is a 503, counted below
-      if (ctx.options.mode === 'none') return await this.#transient();
-      if (request.sessionId !== undefined) {
-        const lease = await this.#entry.enter(request.sessionId, request.ip);
-        if (lease !== undefined) return lease;
-        this.#forgetStale(request.sessionId);
+      let identity: RequestIdentity = request;
+      if (starting !== undefined) {
+        await starting; // its failure is a 503, counted below
+        // Read before the cluster's options applied here (the cookie's name, trustProxy): read again.
+        if (request.reread !== undefined) identity = request.reread();
       }
-      return await this.#create(request.ip);
+      if (ctx.options.mode === 'none') return await this.#transient();
+      if (identity.sessionId !== undefined) {
+        const lease = await this.#entry.enter(identity.sessionId, identity.ip);
+        if (lease !== undefined) return lease;
+        this.#forgetStale(identity.sessionId);
+      }
+      return await this.#create(identity.ip);
     } catch (error) {
       if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
       // Its enter or create may have run in Redis without its reply coming back: the sweeps repair it.
