@@ -271,7 +271,9 @@ function watchReplyThen(reply: object): void {
     if (session === undefined || typeof fulfilled !== 'function') return original.call(this, fulfilled, rejected);
     const raw = this.raw;
     return original.call(this, function (this: unknown, ...args: unknown[]) {
-      if (!raw.writableEnded) session.replyResolvedByACut();
+      // Its head gone out, the reply was sent (a stream Fastify pipes: `return reply.send(stream)`), and
+      // Fastify, not the application, owns the rest of it: it may never end a response whose client left.
+      if (!raw.writableEnded && !raw.headersSent) session.replyResolvedByACut();
       return fulfilled.apply(this, args);
     }, rejected);
   };
