@@ -63,3 +63,37 @@ test('createRedisStore refuses a maxStateBytes that is not a whole number of byt
     assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:1', maxStateBytes: bad as number }), { code: 'ERR_SESSION_INVALID_OPTION' }, String(bad));
   }
 });
+
+test('Redis: a request that leaves a state over maxStateBytes unchanged (written by a node with a larger maxStateBytes, or before the limit was lowered) writes nothing and reports nothing', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const errors: SessionError[] = [];
+  const make = (maxStateBytes: number): SessionEngine<Vars> => {
+    const engine = new SessionEngine<Vars>({
+      store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20, onStop: 'keep', maxStateBytes, stateCopyBytes: 0 }),
+      init: () => ({ n: 0 }),
+    });
+    engine.on('error', (error) => errors.push(error));
+    return engine;
+  };
+  const large = make(4 * MAX_STATE_BYTES);
+  const small = make(MAX_STATE_BYTES);
+  try {
+    const a = await large.acquire({ sessionId: undefined, ip: IP });
+    a.proc.vars.n = 1;
+    a.proc.vars.big = 'x'.repeat(2 * MAX_STATE_BYTES);
+    a.release();
+    assert.ok(await eventually(() => large.sessions().every((s) => !s.busy), 5_000), 'saved by the node that allows it');
+    const read = await small.acquire({ sessionId: a.sessionId, ip: IP });
+    assert.equal(read.proc.vars.n, 1);
+    read.release(); // read only: nothing to store
+    const again = await small.acquire({ sessionId: a.sessionId, ip: IP }); // its release has landed
+    assert.equal(again.proc.vars.big?.length, 2 * MAX_STATE_BYTES);
+    again.release();
+    assert.ok(await eventually(() => small.sessions().every((s) => !s.busy), 5_000));
+    assert.deepEqual(errors.map((e) => e.code), [], 'nothing was refused: nothing was to be written');
+  } finally {
+    await small.stop();
+    await large.stop();
+  }
+});

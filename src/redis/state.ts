@@ -33,12 +33,13 @@ export function saveProcess(proc: WebProcess<SessionVars>, unchangedFrom: Buffer
   } catch (error) {
     throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: ${(error as Error).message}`, { cause: error, sessionId: proc.sessionId });
   }
+  // Serialization is deterministic, so equal bytes are an unchanged state (a read-only request): nothing
+  // is written, so nothing is refused (a state a node with a larger maxStateBytes wrote stands as it is).
+  if (unchangedFrom !== undefined && unchangedFrom.length > 0 && bytes.equals(unchangedFrom)) return undefined;
   // Refused here rather than by Redis, which would cut the connection the release (and its batch) went on.
   if (bytes.length > maxBytes) {
     throw new SessionError('ERR_SESSION_STATE_NOT_STORABLE', `${proc.processId}: a state of ${bytes.length} bytes, over maxStateBytes (${maxBytes})`, { sessionId: proc.sessionId });
   }
-  // Serialization is deterministic, so equal bytes are an unchanged state (a read-only request).
-  if (unchangedFrom !== undefined && unchangedFrom.length > 0 && bytes.equals(unchangedFrom)) return undefined;
   // node:v8 writes nesting it cannot read back (its reader recurses: a linked list of ~2,000 nodes
   // overflows the stack), which would make every later request of the session fail and lose its hook.
   // Each level takes at least 3 bytes, so only a state that long can be that deep.
