@@ -171,8 +171,9 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * evicted before a session is needed), a mode change to the next request and close.
    */
   setOption<K extends OptionName>(name: K, value: RuntimeOptions[K]): void {
+    const previous = this.#options[name];
     const validated = this.#apply(name, value);
-    this.#store.optionChanged(name, validated);
+    this.#store.optionChanged(name, validated, previous);
   }
 
   /** Validates and applies an option, from setOption or from another node of a shared store. */

@@ -145,6 +145,17 @@ export function validateOption<K extends OptionName>(name: K, value: unknown): R
 }
 
 /** Checks rules between options (after each change, so a bad combination is refused whole). */
+/**
+ * The value of another option that `name: value` cannot go with (validateCombination's rule), if any: a
+ * shared store checks it where the value is written, so two nodes setting such a pair at once cannot
+ * both succeed.
+ */
+export function conflictingOption(name: OptionName, value: unknown): { name: OptionName; value: unknown } | undefined {
+  if (name === 'cookieSecure' && value === false) return { name: 'cookieSameSite', value: 'None' };
+  if (name === 'cookieSameSite' && value === 'None') return { name: 'cookieSecure', value: false };
+  return undefined;
+}
+
 export function validateCombination(options: RuntimeOptions): void {
   if (options.cookieSameSite === 'None' && options.cookieSecure === false) {
     throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'cookieSameSite "None" needs a Secure cookie: browsers drop it otherwise (set cookieSecure to true or "auto")');

@@ -81,8 +81,8 @@ export interface AttachedStore<Vars extends SessionVars> {
   refuse(): void;
   /** Drains and closes what this store must close at shutdown; `caller` is not waited for. */
   stop(caller: WebProcess<Vars> | undefined): Promise<void>;
-  /** An option changed on this engine (setOption), already validated and applied to `options`. */
-  optionChanged(name: OptionName, value: unknown): void;
+  /** An option changed on this engine (setOption), already validated and applied to `options`; `previous` its value before. */
+  optionChanged(name: OptionName, value: unknown, previous: unknown): void;
   /** When the session's cookie expires, or undefined for an unknown session. */
   expiresAtMs(id: string): number | undefined;
   processCount(id: string): number;

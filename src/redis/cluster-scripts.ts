@@ -29,8 +29,13 @@ if ARGV[4] == '1' and others == 0 then redis.call('DEL', P .. 'opts') end
 return others
 `;
 
-/** An option set on one node applies to all. ARGV: P, node, name, json, keyTtlMs. */
+/**
+ * An option set on one node applies to all, unless the cluster holds the value of another option it
+ * cannot go with (ARGV[6] = ARGV[7]; '' for none): two nodes set such a pair at about the same time.
+ * ARGV: P, node, name, json, keyTtlMs, conflicting name, its conflicting json. Returns 1, or 0 refused.
+ */
 export const SET_OPTION = `${PRELUDE}
+if ARGV[6] ~= nil and ARGV[6] ~= '' and redis.call('HGET', P .. 'opts', ARGV[6]) == ARGV[7] then return 0 end
 redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
 redis.call('PEXPIRE', P .. 'opts', ARGV[5])
 redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])

@@ -1,9 +1,9 @@
 import type { Redis } from 'ioredis';
-import type { OptionName } from '../options.js';
 import type { SessionVars } from '../process.js';
 import type { StoreContext } from '../store.js';
 import type { RedisCloser } from './closer.js';
-import { unavailable, type NodeServices, type SessionHandle } from './node.js';
+import type { ClusterOptions } from './cluster-options.js';
+import type { NodeServices, SessionHandle } from './node.js';
 import { sessionLeftRedis } from './node-keys.js';
 import type { SessionRenames } from './renames.js';
 import type { TurnQueues } from './turns.js';
@@ -16,10 +16,7 @@ export interface MessageTargets<Vars extends SessionVars> {
   readonly turns: TurnQueues;
   readonly closer: RedisCloser<Vars>;
   readonly renames: SessionRenames<Vars>;
-  /** Options set on this node: a stored value read at the store's start does not override them. */
-  readonly localOptions: ReadonlySet<string>;
-  /** Options set on this node whose write to Redis has not been answered yet (name → how many). */
-  readonly optionWrites: ReadonlyMap<string, number>;
+  readonly options: ClusterOptions<Vars>;
 }
 
 /**
@@ -54,7 +51,7 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
     to.known.delete(rest);
   } else if (kind === 'o') {
     const [node, name, ...json] = rest.split(' ');
-    if (node !== to.node.nodeId && name !== undefined) applyRemoteOption(to.ctx, name, json.join(' '));
+    if (node !== to.node.nodeId && name !== undefined) to.options.heard(name, json.join(' '));
   }
 }
 
@@ -90,7 +87,7 @@ async function recheck<Vars extends SessionVars>(subscriber: Redis, to: MessageT
       await checkKnown(to);
       // Options other nodes set meanwhile ('o' lost too), an option this node set earlier included: only
       // one whose own write is still on its way (it lands after what was read) keeps this node's value.
-      await applyClusterOptions(to, (name) => (to.optionWrites.get(name) ?? 0) > 0);
+      await to.options.applyAfterCut();
       return;
     } catch {
       // Cut again: the next 'ready' checks anew. Else the command connection is not back yet: again later.
@@ -140,38 +137,5 @@ async function checkKnown<Vars extends SessionVars>(to: MessageTargets<Vars>): P
         }
       }
     }
-  }
-}
-
-/**
- * An option's value as the cluster shares it: JSON, with `undefined` (an option reset to none, such as
- * cookieDomain) as null, which JSON has and no option takes.
- */
-export function encodeOption(value: unknown): string {
-  return JSON.stringify(value === undefined ? null : value);
-}
-
-function decodeOption(json: string): unknown {
-  const value: unknown = JSON.parse(json);
-  return value === null ? undefined : value;
-}
-
-/** The options the cluster has set (kept in Redis), applied here but for those `keep` names (by default, those this node set itself). */
-export async function applyClusterOptions<Vars extends SessionVars>(to: Pick<MessageTargets<Vars>, 'ctx' | 'node' | 'localOptions'>, keep: (name: string) => boolean = (name) => to.localOptions.has(name)): Promise<void> {
-  const options = await to.node.redis.hgetall(`${to.node.settings.prefix}opts`);
-  for (const [name, json] of Object.entries(options)) {
-    if (keep(name)) continue;
-    const current = (to.ctx.options as unknown as Record<string, unknown>)[name];
-    if (Object.hasOwn(to.ctx.options, name) && encodeOption(current) === json) continue; // already so here
-    applyRemoteOption(to.ctx, name, json);
-  }
-}
-
-/** An option another node set (or set before this node started): validated and applied here. */
-export function applyRemoteOption<Vars extends SessionVars>(ctx: StoreContext<Vars>, name: string, json: string): void {
-  try {
-    ctx.applyOption(name as OptionName, decodeOption(json));
-  } catch (error) {
-    ctx.report(unavailable(error), 'storeErrors');
   }
 }

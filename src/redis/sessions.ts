@@ -9,9 +9,10 @@ import type { AttachedStore, RequestIdentity, StoreContext, StoreGauges } from '
 import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
-import { extendKeys, leaveCluster } from './node-keys.js';
+import { leaveCluster } from './node-keys.js';
 import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
-import { applyClusterOptions, encodeOption, listenTo } from './messages.js';
+import { listenTo } from './messages.js';
+import { ClusterOptions } from './cluster-options.js';
 import { closeEnded, dropIfDone } from './close-ends.js';
 import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
@@ -50,10 +51,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #known = new Map<string, SessionHandle<Vars>>();
   readonly #renames: SessionRenames<Vars>;
   readonly #turns: TurnQueues;
-  /** Options set here since construction: the store's start must not apply older stored values over them. */
-  readonly #localOptions = new Set<string>();
-  /** Options set here whose write to Redis is on its way (name → how many): a resubscription's read keeps them. */
-  readonly #optionWrites = new Map<string, number>();
+  readonly #options: ClusterOptions<Vars>;
   readonly #processes: ProcessSaves<Vars>;
   readonly #transients = new Set<WebProcess<Vars>>();
   readonly #requests: RedisRequestPath<Vars>;
@@ -97,7 +95,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
       refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
     });
-    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, localOptions: this.#localOptions, optionWrites: this.#optionWrites };
+    this.#options = new ClusterOptions(this.#node, () => this.#started(), (work) => this.#processes.track(work));
+    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, options: this.#options };
     listenTo(this.#subscriber, heard);
     this.#ready = this.#attemptStart();
   }
@@ -129,7 +128,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#heartbeat ??= setInterval(() => void this.#beat().catch(() => {}), Math.max(1, Math.floor(this.#settings.nodeLeaseMs / 3)));
     this.#heartbeat.unref();
     // Options set at run time on any node apply to a node that joins later too.
-    await applyClusterOptions({ ctx: this.#ctx, node: this.#node, localOptions: this.#localOptions });
+    await this.#options.applyAtStart();
     this.#closer.armSweep();
     this.#isStarted = true;
   }
@@ -253,23 +252,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   // ---- options and reads ------------------------------------------------------------------------------
 
-  optionChanged(name: OptionName, value: unknown): void {
-    this.#localOptions.add(name);
-    if (this.#stopped) return; // kept here only: the node has left the cluster
-    const { prefix } = this.#settings;
-    // Written once the store has started (no offline queue before the connection is up).
-    this.#optionWrites.set(name, (this.#optionWrites.get(name) ?? 0) + 1);
-    const written = this.#started().then(() => this.#redis.lwsSetOption(prefix, this.#node.nodeId, name, encodeOption(value), keyTtlMs(this.#ctx, this.#settings)));
-    const landed = (): void => {
-      const left = (this.#optionWrites.get(name) ?? 1) - 1;
-      if (left > 0) this.#optionWrites.set(name, left);
-      else this.#optionWrites.delete(name);
-    };
-    written.then(landed, landed);
-    // A raised timeout: the open sessions' keys would still expire by the one of their last write.
-    const timeout = name === 'inactiveProcessTimeoutMs' || name === 'inactiveSessionTimeoutMs';
-    this.#processes.track((timeout ? written.then(() => extendKeys(this.#redis, prefix, keyTtlMs(this.#ctx, this.#settings))) : written)
-      .catch((error: unknown) => this.#ctx.report(unavailable(error), 'storeErrors')));
+  optionChanged(name: OptionName, value: unknown, previous: unknown): void {
+    // A stopped node has left the cluster: it keeps the value to itself.
+    this.#options.set(name, value, previous, !this.#stopped);
   }
 
   expiresAtMs(id: string): number | undefined {

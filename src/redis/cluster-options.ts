@@ -1,0 +1,111 @@
+import { SessionError } from '../errors.js';
+import { conflictingOption, type OptionName } from '../options.js';
+import type { SessionVars } from '../process.js';
+import { extendKeys } from './node-keys.js';
+import { keyTtlMs, unavailable, type NodeServices } from './node.js';
+
+/**
+ * The run-time options a cluster shares: an option set on one node is written to `P opts` and announced
+ * ('o'), every other node applies it, and a node that starts, or comes back from a subscriber cut, reads
+ * them all. Which of a node's own values a read must not undo is kept here.
+ */
+export class ClusterOptions<Vars extends SessionVars> {
+  readonly #node: NodeServices<Vars>;
+  readonly #started: () => Promise<void>;
+  readonly #track: (work: Promise<unknown>) => void;
+  /** Set on this node since construction: the start does not apply older stored values over them. */
+  readonly #setHere = new Set<string>();
+  /** Set on this node with the write to Redis not answered yet (name → how many): it lands after any read. */
+  readonly #writing = new Map<string, number>();
+
+  /** `track`: keeps a write going past a stop (the store waits for it). */
+  constructor(node: NodeServices<Vars>, started: () => Promise<void>, track: (work: Promise<unknown>) => void) {
+    this.#node = node;
+    this.#started = started;
+    this.#track = track;
+  }
+
+  /**
+   * `setOption` on this node (the value validated and applied here; `previous` this node's before):
+   * written to the cluster once the store has started, unless `shared` is false (a stopped node keeps it
+   * to itself). Written only if the cluster holds no value of another option it cannot go with (two
+   * nodes setting such a pair at about the same time): else it is taken back here, reported, and this
+   * node takes the cluster's options.
+   */
+  set(name: OptionName, value: unknown, previous: unknown, shared: boolean): void {
+    this.#setHere.add(name);
+    if (!shared) return;
+    const { ctx, redis, settings, nodeId } = this.#node;
+    const conflict = conflictingOption(name, value);
+    this.#writing.set(name, (this.#writing.get(name) ?? 0) + 1);
+    const landed = (): void => {
+      const left = (this.#writing.get(name) ?? 1) - 1;
+      if (left > 0) this.#writing.set(name, left);
+      else this.#writing.delete(name);
+    };
+    const written = this.#started()
+      .then(() => redis.lwsSetOption(settings.prefix, nodeId, name, encodeOption(value), keyTtlMs(ctx, settings), conflict?.name ?? '', conflict === undefined ? '' : encodeOption(conflict.value)))
+      .finally(landed)
+      .then(async (reply) => {
+        if (Number(reply) === 1 || conflict === undefined) return;
+        ctx.report(new SessionError('ERR_SESSION_INVALID_OPTION', `setOption('${name}', ${encodeOption(value)}) taken back: another node set ${conflict.name} to ${encodeOption(conflict.value)} first`), 'storeErrors');
+        if (encodeOption(ctx.options[name]) === encodeOption(value)) applyHere(this.#node, name, encodeOption(previous));
+        await this.applyAfterCut();
+      });
+    // A raised timeout: the open sessions' keys would still expire by the one of their last write.
+    const timeout = name === 'inactiveProcessTimeoutMs' || name === 'inactiveSessionTimeoutMs';
+    this.#track((timeout ? written.then(() => extendKeys(redis, settings.prefix, keyTtlMs(ctx, settings))) : written)
+      .catch((error: unknown) => ctx.report(unavailable(error), 'storeErrors')));
+  }
+
+  /** At the store's start: the cluster's options, but for those set on this node since construction. */
+  applyAtStart(): Promise<void> {
+    return this.#applyStored((name) => this.#setHere.has(name));
+  }
+
+  /**
+   * After a subscriber cut ('o' messages lost): the cluster's options, those this node set itself and
+   * another set again meanwhile included, but for one whose own write is still on its way.
+   */
+  applyAfterCut(): Promise<void> {
+    return this.#applyStored((name) => this.#writing.has(name));
+  }
+
+  /** An option another node set ('o'). */
+  heard(name: string, json: string): void {
+    applyHere(this.#node, name, json);
+  }
+
+  async #applyStored(keep: (name: string) => boolean): Promise<void> {
+    const { ctx, redis, settings } = this.#node;
+    const stored = await redis.hgetall(`${settings.prefix}opts`);
+    for (const [name, json] of Object.entries(stored)) {
+      if (keep(name)) continue;
+      // Already so here: not applied again (no 'option' event for nothing).
+      if (Object.hasOwn(ctx.options, name) && encodeOption((ctx.options as unknown as Record<string, unknown>)[name]) === json) continue;
+      applyHere(this.#node, name, json);
+    }
+  }
+}
+
+/** An option from the cluster, validated and applied here; one refused is reported. */
+function applyHere<Vars extends SessionVars>(node: NodeServices<Vars>, name: string, json: string): void {
+  try {
+    node.ctx.applyOption(name as OptionName, decodeOption(json));
+  } catch (error) {
+    node.ctx.report(unavailable(error), 'storeErrors');
+  }
+}
+
+/**
+ * An option's value as the cluster shares it: JSON, with `undefined` (an option reset to none, such as
+ * cookieDomain) as null, which JSON has and no option takes.
+ */
+export function encodeOption(value: unknown): string {
+  return JSON.stringify(value === undefined ? null : value);
+}
+
+function decodeOption(json: string): unknown {
+  const value: unknown = JSON.parse(json);
+  return value === null ? undefined : value;
+}
