@@ -42,6 +42,42 @@ test('Fastify, an async handler that sends its reply later from a callback and r
   });
 });
 
+test('Fastify, an async handler that writes the head itself, goes on writing from a callback and returns the reply, its client gone before the callback ends: the next request of the session waits for it (no overlap)', { timeout: 10_000 }, async () => {
+  await withEngine(async (engine, _clock, errors) => {
+    const probe = newProbe();
+    const app = Fastify();
+    await app.register(fastifySessions, { engine });
+    app.get('/*', async (req, reply) => {
+      probe.inFlight++;
+      probe.maxInFlight = Math.max(probe.maxInFlight, probe.inFlight);
+      const proc = req.proc as WebProcess<Vars>;
+      if (req.url === '/slow') {
+        reply.raw.on('close', () => probe.left.resolve());
+        reply.raw.writeHead(200, { 'content-type': 'text/plain' });
+        reply.raw.write('started\n'); // the head has gone out: the rest comes from the callback
+        probe.started.resolve();
+        void probe.finish.promise.then(() => {
+          proc.vars.n = 99; // still the request's process
+          probe.inFlight--;
+          reply.raw.end('late');
+        });
+        return reply; // "Don't forget to return reply" (Fastify's Reply docs, sending from a callback)
+      }
+      probe.inFlight--;
+      return String(proc.vars.n ?? 0);
+    });
+    await app.ready();
+    const server = await listen(app.server, () => app.close());
+    try {
+      await expectNextWaitsForTheCallback(server.url, probe, errors);
+    } finally {
+      probe.finish.resolve();
+      await server.close();
+    }
+  });
+});
+
+
 // `return reply.send(stream)` returns the reply too: the application has sent, and Fastify owns the
 // response from then on. A web stream (a proxied fetch body, a Response) that its client leaves while
 // Fastify waits for 'drain' is neither ended nor destroyed by Fastify (it only cancels the reader), so

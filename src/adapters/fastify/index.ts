@@ -1,5 +1,3 @@
-import { tracingChannel } from 'node:diagnostics_channel';
-import type { ServerResponse } from 'node:http';
 import type { FastifyError, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fastifyPlugin from 'fastify-plugin';
 import type { SessionEngine } from '../../engine.js';
@@ -9,6 +7,7 @@ import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/bound-session.js';
 import { closeWithItsConnection, isFailure } from '../../http/release.js';
+import { watchHandlers } from './handler-watch.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
@@ -188,94 +187,4 @@ function answerErrors(error: FastifyError, request: FastifyRequest, reply: Fasti
   // Headers the failed handler had set belong to the answer it did not finish.
   for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name);
   reply.code(answer.status).headers(answer.headers).send(answer.body);
-}
-
-interface HandlerTrace {
-  readonly reply: { readonly raw: ServerResponse; readonly sent?: boolean } & object;
-  /** Set by Fastify when the handler threw or rejected. */
-  readonly error?: unknown;
-  /** Set by Fastify when the handler returned a promise: it is done at asyncEnd, not at end. */
-  readonly async?: boolean;
-}
-
-let watching = false;
-
-/**
- * Fastify's own mark of a hijacked reply (a symbol it does not export), once found: a reply of the root
- * context carries it only from its hijack() on, so a reply without it says nothing about the others.
- */
-let hijackedMark: symbol | undefined;
-
-/**
- * Whether the handler took the response over with `reply.hijack()`: Fastify then never reports an async
- * handler settled. Should the mark not be found (another Fastify version), the release falls back on
- * its deadline (closeTimeoutMs after the response was over).
- */
-function isHijacked(reply: object): boolean {
-  hijackedMark ??= Object.getOwnPropertySymbols(reply).find((symbol) => symbol.description === 'fastify.reply.hijacked');
-  return hijackedMark !== undefined && (reply as Record<symbol, unknown>)[hijackedMark] === true;
-}
-
-/**
- * Fastify's documented tracing channel says when a route handler starts and settles, so the process is
- * held until then even if the client leaves first. Routes without it (the 404 handler) fall back to the
- * response being ended. One subscription per process, shared by every app.
- */
-function watchHandlers(): void {
-  if (watching) return;
-  watching = true;
-  tracingChannel<object, HandlerTrace>('fastify.request.handler').subscribe({
-    start: (trace) => {
-      watchReplyThen(trace.reply);
-      sessionOf(trace.reply.raw)?.handlerStarted(isHijacked, trace.reply);
-    },
-    end: (trace) => {
-      if (trace.async !== true) sessionOf(trace.reply.raw)?.handlerReturned();
-    },
-    asyncStart: () => {},
-    asyncEnd: (trace) => sessionOf(trace.reply.raw)?.handlerSettled(),
-    error: (trace) => {
-      // A reply already sent (ended, or hijacked) when its handler fails: Fastify only logs the error
-      // ("Reply was already sent", "Promise errored, but reply.sent = true"), no onError hook runs.
-      if (trace.reply.sent !== true) return;
-      const session = sessionOf(trace.reply.raw);
-      if (session === undefined || session.errorSeen) return;
-      session.errorSeen = true;
-      if (isFailure(trace.error, trace.reply.raw)) session.lease.fail(trace.error);
-    },
-  });
-}
-
-/** Reply prototypes (one per Fastify context) already looked at, and the `then` owners wrapped. */
-const replyProtosSeen = new WeakSet<object>();
-const thenWrapped = new WeakSet<object>();
-
-/**
- * `return reply` (Fastify's idiom for an async handler that sends later, from a callback) settles the
- * handler's promise through `reply.then`, which resolves when the response closes, also when its client
- * left before the callback sent anything: that callback still uses the process. Seen here, once per
- * Reply prototype: such a handler is done when it ends the response (as a callback-style handler).
- */
-function watchReplyThen(reply: object): void {
-  const direct = Object.getPrototypeOf(reply) as object | null;
-  if (direct === null || replyProtosSeen.has(direct)) return;
-  replyProtosSeen.add(direct);
-  let owner: object | null = direct;
-  while (owner !== null && !Object.hasOwn(owner, 'then')) owner = Object.getPrototypeOf(owner) as object | null;
-  if (owner === null || thenWrapped.has(owner)) return;
-  thenWrapped.add(owner);
-  type Then = (this: { raw: ServerResponse }, fulfilled?: (...args: unknown[]) => unknown, rejected?: (error: unknown) => unknown) => unknown;
-  const original = (owner as { then: Then }).then;
-  const then: Then = function (fulfilled, rejected) {
-    const session = sessionOf(this.raw);
-    if (session === undefined || typeof fulfilled !== 'function') return original.call(this, fulfilled, rejected);
-    const raw = this.raw;
-    return original.call(this, function (this: unknown, ...args: unknown[]) {
-      // Its head gone out, the reply was sent (a stream Fastify pipes: `return reply.send(stream)`), and
-      // Fastify, not the application, owns the rest of it: it may never end a response whose client left.
-      if (!raw.writableEnded && !raw.headersSent) session.replyResolvedByACut();
-      return fulfilled.apply(this, args);
-    }, rejected);
-  };
-  Object.defineProperty(owner, 'then', { value: then, writable: true, configurable: true });
 }
