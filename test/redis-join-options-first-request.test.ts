@@ -38,8 +38,16 @@ test('redis: a request reaching a joining node while its store starts is read wi
     (client as unknown as { hgetall: (...args: unknown[]) => Promise<unknown> }).hgetall = async (...args) => { await held; return hgetall(...args); };
     b = new SessionEngine<Vars>({ clock, store: createRedisStore({ redis: client, prefix: r.prefix }) });
     servers.push(await startServer(b, count));
+    // The binding reads the cookie's name when the request arrives (its first read of b's options).
+    const joining = b;
+    let read = false;
+    const getOption = joining.getOption.bind(joining);
+    joining.getOption = ((name: Parameters<typeof getOption>[0]) => {
+      if (name === 'cookieName') read = true;
+      return getOption(name);
+    }) as typeof getOption;
     const answer = request(servers[1]!.url, { cookie });
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(await eventually(() => read, 5_000), 'the request arrived and was read during the start');
     letGo();
     const got = await answer;
     assert.equal(b.getOption('cookieName'), 'SID2', 'b took the cluster\'s option');

@@ -5,9 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../src/index.js';
-import { eventually } from './helpers.js';
+import { deferred, eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
-import { IP, node, stopAll } from './redis-crossing.js';
+import { deafNode, IP, node, stopAll, wrapScript } from './redis-crossing.js';
 
 test('redis: cookieSecure false and cookieSameSite None set at once on two nodes: both nodes end with the same, valid, cookie options', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
@@ -32,6 +32,53 @@ test('redis: cookieSecure false and cookieSameSite None set at once on two nodes
     const stored = await r.redis.hmget(`${r.prefix}opts`, 'cookieSecure', 'cookieSameSite');
     assert.ok(!(stored[0] === 'false' && stored[1] === '"None"'), `Redis holds a valid pair: ${JSON.stringify(stored)}`);
   } finally {
+    await stopAll(clock, [], undefined, a, b);
+  }
+});
+
+test('redis: a refused setOption is not taken back over a later setOption of the same value on the node that the cluster took: the node keeps what the cluster holds', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const a = await deafNode(r, clock);
+  const b = await node(r, clock);
+  try {
+    (await a.engine.acquire({ sessionId: undefined, ip: IP })).release();
+    (await b.engine.acquire({ sessionId: undefined, ip: IP })).release();
+    // b sets cookieSecure false; a has not heard it yet (its 'o' on its way).
+    a.deaf = true;
+    b.engine.setOption('cookieSecure', false);
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}opts`, 'cookieSecure')) === 'false', 3_000), 'b wrote it');
+    a.deaf = false;
+    // a's writes after its first are answered late (their replies on their way when the first's comes).
+    let calls = 0;
+    const later = deferred();
+    wrapScript(a.client, 'lwsSetOption', (original) => async (...args) => {
+      const call = ++calls;
+      const reply = await original(...args);
+      if (call > 1) await later.promise;
+      return reply;
+    });
+    // The cluster's options read again after the refusal: seen answered.
+    let reread = false;
+    const hgetall = a.client.hgetall.bind(a.client) as (key: string) => Promise<Record<string, string>>;
+    (a.client as unknown as { hgetall: typeof hgetall }).hgetall = async (key) => {
+      const stored = await hgetall(key);
+      if (key === `${r.prefix}opts`) reread = true;
+      return stored;
+    };
+    a.engine.setOption('cookieSameSite', 'None'); // refused in Redis: the cluster holds cookieSecure false
+    a.engine.setOption('cookieSecure', true); // taken by the cluster
+    a.engine.setOption('cookieSameSite', 'None'); // taken by the cluster: cookieSecure is true there now
+    assert.ok(await eventually(() => a.errors.some((e) => /taken back/.test(e.message)), 3_000), 'the first is refused and said so');
+    assert.ok(await eventually(() => reread, 3_000), 'a read the cluster\'s options again');
+    later.resolve();
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}opts`, 'cookieSameSite')) === '"None"', 3_000), 'the cluster holds None');
+    assert.ok(await eventually(() => b.engine.getOption('cookieSameSite') === 'None' && b.engine.getOption('cookieSecure') === true, 3_000), 'b has the cluster\'s pair');
+    const agreed = await eventually(() => a.engine.getOption('cookieSameSite') === 'None' && a.engine.getOption('cookieSecure') === true, 1_000);
+    assert.ok(agreed, `a has the cluster's pair too: ${String(a.engine.getOption('cookieSecure'))}/${a.engine.getOption('cookieSameSite')}`);
+  } finally {
+    a.deaf = false;
     await stopAll(clock, [], undefined, a, b);
   }
 });

@@ -17,6 +17,13 @@ export class ClusterOptions<Vars extends SessionVars> {
   readonly #setHere = new Set<string>();
   /** Set on this node with the write to Redis not answered yet (name → how many): it lands after any read. */
   readonly #writing = new Map<string, number>();
+  /** Per name with writes on their way: what a refused one takes back to (the last value the cluster took, else the one before). */
+  readonly #fallback = new Map<string, unknown>();
+  /** Per name: which `set` here was the last (a refusal takes back only the last one). */
+  readonly #lastSet = new Map<string, number>();
+  #setCount = 0;
+  /** Set here while the store's start failed (name → value, and the one before): written by the next start. */
+  readonly #unsent = new Map<string, { value: unknown; previous: unknown }>();
 
   /** `track`: keeps a write going past a stop (the store waits for it). */
   constructor(node: NodeServices<Vars>, started: () => Promise<void>, track: (work: Promise<unknown>) => void) {
@@ -37,20 +44,41 @@ export class ClusterOptions<Vars extends SessionVars> {
     if (!shared) return;
     const { ctx, redis, settings, nodeId } = this.#node;
     const conflict = conflictingOption(name, value);
+    const seq = ++this.#setCount;
+    this.#lastSet.set(name, seq);
+    if (!this.#writing.has(name)) this.#fallback.set(name, previous);
     this.#writing.set(name, (this.#writing.get(name) ?? 0) + 1);
-    const landed = (): void => {
+    /** Answered (`taken`: the cluster holds the value now); returns what a refusal of the name goes back to. */
+    const landed = (taken: boolean): unknown => {
+      if (taken) this.#fallback.set(name, value);
+      const back = this.#fallback.get(name);
       const left = (this.#writing.get(name) ?? 1) - 1;
-      if (left > 0) this.#writing.set(name, left);
-      else this.#writing.delete(name);
+      if (left > 0) {
+        this.#writing.set(name, left);
+      } else {
+        this.#writing.delete(name);
+        this.#fallback.delete(name);
+      }
+      return back;
     };
     const written = this.#started()
+      .then(undefined, (error: unknown) => {
+        // The store's start failed: the next start writes it, if the value here is still this one.
+        this.#unsent.set(name, { value, previous });
+        throw error;
+      })
       .then(() => redis.lwsSetOption(settings.prefix, nodeId, name, encodeOption(value), keyTtlMs(ctx, settings), conflict?.name ?? '', conflict === undefined ? '' : encodeOption(conflict.value)))
-      .finally(landed)
       .then(async (reply) => {
-        if (Number(reply) === 1 || conflict === undefined) return;
+        const refused = conflict !== undefined && Number(reply) !== 1;
+        const back = landed(!refused);
+        if (!refused) return;
         ctx.report(new SessionError('ERR_SESSION_INVALID_OPTION', `setOption('${name}', ${encodeOption(value)}) taken back: another node set ${conflict.name} to ${encodeOption(conflict.value)} first`), 'storeErrors');
-        if (encodeOption(ctx.options[name]) === encodeOption(value)) applyHere(this.#node, name, encodeOption(previous));
+        // Not over a later setOption of the name here (its own answer decides), nor over another node's value.
+        if (this.#lastSet.get(name) === seq && encodeOption(ctx.options[name]) === encodeOption(value)) applyHere(this.#node, name, encodeOption(back));
         await this.applyAfterCut();
+      }, (error: unknown) => {
+        landed(false);
+        throw error;
       });
     // A raised timeout: the open sessions' keys would still expire by the one of their last write.
     const timeout = name === 'inactiveProcessTimeoutMs' || name === 'inactiveSessionTimeoutMs';
@@ -58,9 +86,17 @@ export class ClusterOptions<Vars extends SessionVars> {
       .catch((error: unknown) => ctx.report(unavailable(error), 'storeErrors')));
   }
 
-  /** At the store's start: the cluster's options, but for those set on this node since construction. */
-  applyAtStart(): Promise<void> {
-    return this.#applyStored((name) => this.#setHere.has(name));
+  /**
+   * At the store's start: the cluster's options, but for those set on this node since construction;
+   * then those set here while an earlier start failed are written.
+   */
+  async applyAtStart(): Promise<void> {
+    await this.#applyStored((name) => this.#setHere.has(name));
+    const unsent = [...this.#unsent];
+    this.#unsent.clear();
+    for (const [name, { value, previous }] of unsent) {
+      if (encodeOption(this.#node.ctx.options[name as OptionName]) === encodeOption(value)) this.set(name as OptionName, value, previous, true);
+    }
   }
 
   /**
@@ -73,7 +109,7 @@ export class ClusterOptions<Vars extends SessionVars> {
 
   /** An option another node set ('o'). */
   heard(name: string, json: string): void {
-    applyHere(this.#node, name, json);
+    this.#applyOther(name, json);
   }
 
   async #applyStored(keep: (name: string) => boolean): Promise<void> {
@@ -83,8 +119,18 @@ export class ClusterOptions<Vars extends SessionVars> {
       if (keep(name)) continue;
       // Already so here: not applied again (no 'option' event for nothing).
       if (Object.hasOwn(ctx.options, name) && encodeOption((ctx.options as unknown as Record<string, unknown>)[name]) === json) continue;
-      applyHere(this.#node, name, json);
+      this.#applyOther(name, json);
     }
+  }
+
+  /**
+   * Another node's value, unless it cannot go with a value of this node's whose write is on its way: the
+   * cluster refuses that write (it holds this value), which takes it back and reads the options again.
+   */
+  #applyOther(name: string, json: string): void {
+    const conflict = conflictingOption(name as OptionName, decodeOption(json));
+    if (conflict !== undefined && this.#writing.has(conflict.name) && encodeOption(this.#node.ctx.options[conflict.name]) === encodeOption(conflict.value)) return;
+    applyHere(this.#node, name, json);
   }
 }
 
