@@ -82,7 +82,9 @@ async function applyOptions(ctx: Ctx): Promise<void> {
       return 0;
     }
   };
-  const maxSessions = field(values.maxSessions, 'Max sessions', 10_000_000);
+  // The engine reads maxSessions clamped to maxConcurrentProcesses (not on this form): a larger value would
+  // be "applied" as that, so it is refused here with the real bound.
+  const maxSessions = field(values.maxSessions, 'Max sessions', ctx.app.engine.getOption('maxConcurrentProcesses'));
   const processMinutes = field(values.inactiveProcessTimeout, 'Inactive process timeout', MAX_MINUTES);
   const sessionMinutes = field(values.inactiveSessionTimeout, 'Inactive session timeout', MAX_MINUTES);
   if (!(MODES as readonly string[]).includes(values.mode)) errors.push(`Mode must be one of: ${MODES.join(', ')}.`);
