@@ -108,21 +108,32 @@ async function saveProduct(ctx: Ctx): Promise<void> {
   if (user === undefined) return;
   const p = productParam(ctx);
   const form = await readPostForm(ctx.req);
+  const values = { name: (form.get('name') ?? '').trim(), category: form.get('category') ?? '', price: (form.get('price') ?? '').trim(), stock: (form.get('stock') ?? '').trim() };
+  const { errors, fields } = productFields(values);
   if (!ctx.proc.locks.held().some((l) => l.table === PRODUCTS && l.key === p.id)) {
+    // The same form posted again (a double click): the first post saved exactly this and released the lock.
+    if (fields !== undefined && p.updatedBy === user.login && p.name === fields.name && p.category === fields.category && p.priceCents === fields.priceCents && p.stock === fields.stock) {
+      ctx.proc.vars.notice = `Saved “${p.name}”. Its record lock is released.`;
+      return redirect(ctx.res, '/products');
+    }
     throw new HttpError(409, 'You do not hold the lock on this record any more: open it again to edit it.');
   }
-  const values = { name: (form.get('name') ?? '').trim(), category: form.get('category') ?? '', price: (form.get('price') ?? '').trim(), stock: (form.get('stock') ?? '').trim() };
+  if (fields === undefined) return renderProduct(ctx, user, p, values, errors, 400);
+  ctx.app.db.updateProduct(p.id, fields, user.login, ctx.app.clock.now());
+  await releaseEditLock(ctx);
+  ctx.proc.vars.notice = `Saved “${fields.name}”. Its record lock is released.`;
+  redirect(ctx.res, '/products');
+}
+
+/** The product form's values checked: the fields to store, or what is wrong with them. */
+function productFields(values: { name: string; category: string; price: string; stock: string }): { errors: string[]; fields?: { name: string; category: string; priceCents: number; stock: number } } {
   const errors: string[] = [];
   if (values.name === '' || values.name.length > 80) errors.push('Name is required, at most 80 characters.');
   if (!CATEGORIES.includes(values.category)) errors.push(`Category must be one of: ${CATEGORIES.join(', ')}.`);
   if (!/^\d{1,6}(\.\d{1,2})?$/.test(values.price)) errors.push('Price must be an amount such as 12 or 12.50 (at most 999999.99).');
   if (!/^\d{1,6}$/.test(values.stock)) errors.push('Stock must be a whole number from 0 to 999999.');
-  if (errors.length > 0) return renderProduct(ctx, user, p, values, errors, 400);
-  const fields = { name: values.name, category: values.category, priceCents: Math.round(Number(values.price) * 100), stock: Number(values.stock) };
-  ctx.app.db.updateProduct(p.id, fields, user.login, ctx.app.clock.now());
-  await releaseEditLock(ctx);
-  ctx.proc.vars.notice = `Saved “${fields.name}”. Its record lock is released.`;
-  redirect(ctx.res, '/products');
+  if (errors.length > 0) return { errors };
+  return { errors, fields: { name: values.name, category: values.category, priceCents: Math.round(Number(values.price) * 100), stock: Number(values.stock) } };
 }
 
 async function release(ctx: Ctx): Promise<void> {
