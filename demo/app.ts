@@ -78,22 +78,30 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
 
   const metrics = createMetrics();
   const saveOnClose = closeHook(db, clock);
-  const hooked = new Set<string>(); // sessions whose hook ran (outside legacy mode, none does)
+  // Sessions whose hook ran (outside legacy mode, none does), and whether every save of theirs succeeded.
+  const hooked = new Map<string, boolean>();
   const engine = new SessionEngine<DemoVars>({
     ...ENGINE_DEFAULTS, ...options.engine, clock,
     init: compilerWeb,
     onClose: metrics.timeHook((proc: WebProcess<DemoVars>, reason: CloseReason) => {
-      hooked.add(proc.sessionId);
-      saveOnClose(proc, reason);
+      if (!hooked.has(proc.sessionId)) hooked.set(proc.sessionId, true);
+      try {
+        saveOnClose(proc, reason);
+      } catch (error) {
+        hooked.set(proc.sessionId, false); // the user must not be told it was saved
+        throw error;
+      }
     }),
   });
   metrics.watch(engine);
   engine.on('close', (event) => {
     // Outside legacy mode the engine closes sessions without a hook: the log says so, nothing is saved.
-    if (!hooked.delete(event.sessionId)) {
+    const saved = hooked.get(event.sessionId);
+    hooked.delete(event.sessionId);
+    if (saved === undefined) {
       db.logClose({ sessionId: event.sessionId, login: null, reason: event.reason, atMs: clock.now(), saved: 'onClose not called (not legacy mode): nothing saved' });
     }
-    directory.closed(event.sessionId, event.reason, clock.now());
+    directory.closed(event.sessionId, event.reason, clock.now(), saved === true);
   });
   engine.on('error', (error) => log(`session error ${error.code}: ${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}`));
 

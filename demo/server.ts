@@ -33,10 +33,12 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     }
     stopping = true;
     const open = demo.engine.stats().sessions;
+    const failedBefore = demo.engine.stats().hookErrors + demo.engine.stats().hookTimeouts;
     process.stdout.write(`${signal}: stopping. Closing ${open} session(s); each close hook saves to SQLite before exit (${signal} again to exit at once).\n`);
     demo.close().then(
       () => {
-        process.stdout.write(`Stopped: ${open} session(s) closed and saved.\n`);
+        const failed = demo.engine.stats().hookErrors + demo.engine.stats().hookTimeouts - failedBefore;
+        process.stdout.write(failed === 0 ? `Stopped: ${open} session(s) closed and saved.\n` : `Stopped: ${open} session(s) closed; ${failed} close hook(s) failed, their sessions not saved (see the errors above).\n`);
         process.exit(0);
       },
       (error: unknown) => {

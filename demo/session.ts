@@ -39,7 +39,7 @@ export function compilerWeb(): DemoVars {
 /** Who is in which session (the admin page and lock banners show names, not ids), and why recent ones closed. */
 export class SessionDirectory {
   readonly #labels = new Map<string, string>();
-  readonly #closed = new Map<string, { reason: CloseReason; atMs: number; login: string | null }>();
+  readonly #closed = new Map<string, { reason: CloseReason; atMs: number; login: string | null; saved: boolean }>();
 
   label(sessionId: string, text: string): void {
     this.#labels.set(sessionId, text);
@@ -53,14 +53,17 @@ export class SessionDirectory {
     return this.#labels.get(sessionId);
   }
 
-  /** Called on every close: the label goes, the reason is kept (bounded) for the browser's next visit. */
-  closed(sessionId: string, reason: CloseReason, atMs: number): void {
-    this.#closed.set(sessionId, { reason, atMs, login: this.#labels.get(sessionId) ?? null });
+  /**
+   * Called on every close: the label goes, the reason is kept (bounded) for the browser's next visit, with
+   * whether the close hook saved the session (false when it failed, or never ran outside legacy mode).
+   */
+  closed(sessionId: string, reason: CloseReason, atMs: number, saved: boolean): void {
+    this.#closed.set(sessionId, { reason, atMs, login: this.#labels.get(sessionId) ?? null, saved });
     this.#labels.delete(sessionId);
     if (this.#closed.size > 1000) this.#closed.delete(this.#closed.keys().next().value as string);
   }
 
-  closedInfo(sessionId: string): { reason: CloseReason; atMs: number; login: string | null } | undefined {
+  closedInfo(sessionId: string): { reason: CloseReason; atMs: number; login: string | null; saved: boolean } | undefined {
     return this.#closed.get(sessionId);
   }
 }
@@ -79,7 +82,9 @@ export function onWebConnection(proc: WebProcess<DemoVars>, currentSessionId: st
   const previous = cookieSessionId === undefined ? undefined : directory.closedInfo(cookieSessionId);
   if (previous !== undefined) {
     vars.notice = `Your previous session was ${REASON_TEXT[previous.reason] ?? previous.reason} at ${clockTime(previous.atMs)}.`
-      + (previous.login === null ? '' : ' Its cart and search were saved: sign in to pick up where you left off.');
+      + (previous.login === null ? ''
+        : previous.saved ? ' Its cart and search were saved: sign in to pick up where you left off.'
+          : ' Its cart and search could not be saved.');
   }
 }
 

@@ -46,7 +46,11 @@ async function login(ctx: Ctx): Promise<void> {
 async function logout(ctx: Ctx): Promise<void> {
   // WEB LEGACY CLOSE SESSION from the session's own request: the hook saves, the locks go, and this request
   // goes on with reset variables (do not read proc.vars after this line); the answer clears the cookie.
-  if (await ctx.app.engine.closeSession(ctx.proc.sessionId)) return redirect(ctx.res, '/login?signedOut=closed');
+  const id = ctx.proc.sessionId;
+  if (await ctx.app.engine.closeSession(id)) {
+    // The close is over (hook run, 'close' emitted): say it saved only if it did.
+    return redirect(ctx.res, ctx.app.directory.closedInfo(id)?.saved === false ? '/login?signedOut=unsaved' : '/login?signedOut=closed');
+  }
   // Not legacy mode: nothing closes and no hook runs, so sign out by hand.
   await releaseEditLock(ctx);
   ctx.proc.selections.clear();

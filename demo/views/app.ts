@@ -31,6 +31,8 @@ export function loginPage(model: { users: { user: User; saved: SavedPrefs | unde
     </button></form>`);
   const signedOut = model.signedOut === 'closed'
     ? banner('ok', 'You signed out: WEB LEGACY CLOSE SESSION closed your session, and its close hook saved your cart and search.')
+    : model.signedOut === 'unsaved'
+      ? banner('warn', 'You signed out: WEB LEGACY CLOSE SESSION closed your session, but its close hook failed: your cart and search could not be saved.')
     : model.signedOut === 'kept'
       ? banner('warn', 'You signed out, but the engine is not in legacy mode: the session was not closed and nothing was saved (onClose runs only in legacy mode).')
       : '';
