@@ -30,7 +30,7 @@ export interface CloseRecord {
   readonly saved: string;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 const CLOSE_LOG_KEEP = 1000;
 const PRODUCT_COLUMNS = 'id, sku, name, category, price_cents AS priceCents, stock, updated_at AS updatedAtMs, updated_by AS updatedBy';
 
@@ -44,7 +44,17 @@ export class DemoDb {
     this.#db = new Database(path);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('foreign_keys = ON');
-    if (this.#db.pragma('user_version', { simple: true }) !== SCHEMA_VERSION) this.#createAndSeed(productCount);
+    const version = this.#db.pragma('user_version', { simple: true });
+    if (version === 1) this.#migrateFrom1();
+    else if (version !== SCHEMA_VERSION) this.#createAndSeed(productCount);
+  }
+
+  /** Version 2 records when the saving session was last used (prefs.active_at). */
+  #migrateFrom1(): void {
+    this.#db.transaction(() => {
+      this.#db.exec('ALTER TABLE prefs ADD COLUMN active_at INTEGER');
+      this.#db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    })();
   }
 
   #createAndSeed(productCount: number): void {
@@ -55,7 +65,7 @@ export class DemoDb {
           price_cents INTEGER NOT NULL, stock INTEGER NOT NULL, updated_at INTEGER, updated_by TEXT);
         CREATE TABLE prefs (user_id INTEGER PRIMARY KEY REFERENCES users(id), page_size INTEGER NOT NULL, sort TEXT NOT NULL,
           last_search TEXT NOT NULL, last_page INTEGER NOT NULL, cart TEXT NOT NULL, saved_at INTEGER NOT NULL,
-          saved_reason TEXT NOT NULL, session_id TEXT NOT NULL);
+          saved_reason TEXT NOT NULL, session_id TEXT NOT NULL, active_at INTEGER);
         CREATE TABLE close_log (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, login TEXT, reason TEXT NOT NULL,
           at INTEGER NOT NULL, saved TEXT NOT NULL);`);
       const user = this.#db.prepare('INSERT INTO users (login, name, email, team) VALUES (?, ?, ?, ?)');
@@ -116,17 +126,21 @@ export class DemoDb {
    * The close hook's write: the user's preferences (when someone was signed in) and the log line, in one
    * transaction, so a crash never leaves one without the other. The log keeps its last 1000 lines.
    */
-  saveSession(record: CloseRecord, prefs: { userId: number; values: Omit<SavedPrefs, 'savedAtMs' | 'savedReason'> } | undefined): void {
+  saveSession(record: CloseRecord, prefs: { userId: number; activeAtMs: number; values: Omit<SavedPrefs, 'savedAtMs' | 'savedReason'> } | undefined): void {
     this.#db.transaction(() => {
+      let line = record.saved;
       if (prefs !== undefined) {
         const v = prefs.values;
-        this.#db.prepare(`INSERT INTO prefs (user_id, page_size, sort, last_search, last_page, cart, saved_at, saved_reason, session_id)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET page_size = excluded.page_size, sort = excluded.sort,
+        // A state saved by a session of this user used more recently than this one is newer: it stays.
+        const { changes } = this.#db.prepare(`INSERT INTO prefs (user_id, page_size, sort, last_search, last_page, cart, saved_at, saved_reason, session_id, active_at)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET page_size = excluded.page_size, sort = excluded.sort,
           last_search = excluded.last_search, last_page = excluded.last_page, cart = excluded.cart, saved_at = excluded.saved_at,
-          saved_reason = excluded.saved_reason, session_id = excluded.session_id`)
-          .run(prefs.userId, v.pageSize, v.sort, v.lastSearch, v.lastPage, JSON.stringify(v.cart), record.atMs, record.reason, record.sessionId);
+          saved_reason = excluded.saved_reason, session_id = excluded.session_id, active_at = excluded.active_at
+          WHERE prefs.active_at IS NULL OR excluded.active_at >= prefs.active_at`)
+          .run(prefs.userId, v.pageSize, v.sort, v.lastSearch, v.lastPage, JSON.stringify(v.cart), record.atMs, record.reason, record.sessionId, prefs.activeAtMs);
+        if (changes === 0) line += ' · not stored: a session of this user used more recently saved newer state';
       }
-      this.logClose(record);
+      this.logClose({ ...record, saved: line });
     })();
   }
 

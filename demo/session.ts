@@ -26,6 +26,8 @@ export interface DemoVars {
   requests: number;
   /** When On Web Connection first saw this context. */
   sinceMs: number | null;
+  /** When this context last served a request (the close hook compares it with the user's saved state). */
+  lastSeenMs: number | null;
   searchedAtMs: number | null;
   /** This session passed the admin token (the admin page labels it). */
   admin: boolean;
@@ -33,7 +35,7 @@ export interface DemoVars {
 
 /** Compiler_Web: every variable exists, empty, before the first line of a new session runs. */
 export function compilerWeb(): DemoVars {
-  return { wwwSessionId: '', user: null, pageSize: 25, sort: 'name', lastSearch: '', cart: [], editing: null, notice: '', requests: 0, sinceMs: null, searchedAtMs: null, admin: false };
+  return { wwwSessionId: '', user: null, pageSize: 25, sort: 'name', lastSearch: '', cart: [], editing: null, notice: '', requests: 0, sinceMs: null, lastSeenMs: null, searchedAtMs: null, admin: false };
 }
 
 /** Who is in which session (the admin page and lock banners show names, not ids), and why recent ones closed. */
@@ -77,6 +79,7 @@ export function onWebConnection(proc: WebProcess<DemoVars>, currentSessionId: st
   const vars = proc.vars;
   vars.requests++;
   vars.sinceMs ??= nowMs;
+  vars.lastSeenMs = nowMs;
   if (vars.wwwSessionId === currentSessionId) return; // context reused: nothing to do, nothing to reload
   vars.wwwSessionId = currentSessionId;
   const previous = cookieSessionId === undefined ? undefined : directory.closedInfo(cookieSessionId);
@@ -150,7 +153,9 @@ export function closeHook(db: DemoDb, clock: Clock): (proc: WebProcess<DemoVars>
     const saved = `cart ${plural(vars.cart.length, 'line')} (${pcs} pcs) · ${describeSearch(vars.lastSearch)}, page ${lastPage} · ${vars.pageSize}/page by ${vars.sort}${lockNote}`;
     db.saveSession(
       { sessionId: proc.sessionId, login: vars.user.login, reason, atMs, saved },
-      { userId: vars.user.id, values: { pageSize: vars.pageSize, sort: vars.sort, lastSearch: vars.lastSearch, lastPage, cart: vars.cart } },
+      // When this context was last used: a context used earlier (another browser of the user, or a sign-in
+      // form posted twice) does not overwrite the state a more recently used one saved.
+      { userId: vars.user.id, activeAtMs: vars.lastSeenMs ?? atMs, values: { pageSize: vars.pageSize, sort: vars.sort, lastSearch: vars.lastSearch, lastPage, cart: vars.cart } },
     );
   };
 }
