@@ -124,12 +124,13 @@ export class ClusterOptions<Vars extends SessionVars> {
   }
 
   /**
-   * Another node's value, unless it cannot go with a value of this node's whose write is on its way: the
-   * cluster refuses that write (it holds this value), which takes it back and reads the options again.
+   * Another node's value, unless it cannot go with a value of this node's whose write is on its way (or
+   * waits for the next start): the cluster refuses that write (it holds this value), which takes it back
+   * and reads the options again.
    */
   #applyOther(name: string, json: string): void {
     const conflict = conflictingOption(name as OptionName, decodeOption(json));
-    if (conflict !== undefined && this.#writing.has(conflict.name) && encodeOption(this.#node.ctx.options[conflict.name]) === encodeOption(conflict.value)) return;
+    if (conflict !== undefined && (this.#writing.has(conflict.name) || this.#unsent.has(conflict.name)) && encodeOption(this.#node.ctx.options[conflict.name]) === encodeOption(conflict.value)) return;
     applyHere(this.#node, name, json);
   }
 }
