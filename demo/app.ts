@@ -80,13 +80,15 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
   const saveOnClose = closeHook(db, clock);
   // Sessions whose hook ran (outside legacy mode, none does), and whether every save of theirs succeeded.
   const hooked = new Map<string, boolean>();
+  // Sessions whose save was not stored: a session of the same user used more recently saved newer state.
+  const superseded = new Set<string>();
   const engine = new SessionEngine<DemoVars>({
     ...ENGINE_DEFAULTS, ...options.engine, clock,
     init: compilerWeb,
     onClose: metrics.timeHook((proc: WebProcess<DemoVars>, reason: CloseReason) => {
       if (!hooked.has(proc.sessionId)) hooked.set(proc.sessionId, true);
       try {
-        saveOnClose(proc, reason);
+        if (!saveOnClose(proc, reason)) superseded.add(proc.sessionId);
       } catch (error) {
         hooked.set(proc.sessionId, false); // the user must not be told it was saved
         throw error;
@@ -101,7 +103,8 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
     if (saved === undefined) {
       db.logClose({ sessionId: event.sessionId, login: null, reason: event.reason, atMs: clock.now(), saved: 'onClose not called (not legacy mode): nothing saved' });
     }
-    directory.closed(event.sessionId, event.reason, clock.now(), saved === true);
+    const notStored = superseded.delete(event.sessionId);
+    directory.closed(event.sessionId, event.reason, clock.now(), saved === true, notStored);
   });
   engine.on('error', (error) => log(`session error ${error.code}: ${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}`));
 

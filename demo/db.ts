@@ -126,9 +126,10 @@ export class DemoDb {
    * The close hook's write: the user's preferences (when someone was signed in) and the log line, in one
    * transaction, so a crash never leaves one without the other. The log keeps its last 1000 lines.
    */
-  saveSession(record: CloseRecord, prefs: { userId: number; activeAtMs: number; values: Omit<SavedPrefs, 'savedAtMs' | 'savedReason'> } | undefined): void {
-    this.#db.transaction(() => {
+  saveSession(record: CloseRecord, prefs: { userId: number; activeAtMs: number; values: Omit<SavedPrefs, 'savedAtMs' | 'savedReason'> } | undefined): boolean {
+    return this.#db.transaction(() => {
       let line = record.saved;
+      let stored = true;
       if (prefs !== undefined) {
         const v = prefs.values;
         // A state saved by a session of this user used more recently than this one is newer: it stays.
@@ -138,9 +139,13 @@ export class DemoDb {
           saved_reason = excluded.saved_reason, session_id = excluded.session_id, active_at = excluded.active_at
           WHERE prefs.active_at IS NULL OR excluded.active_at >= prefs.active_at`)
           .run(prefs.userId, v.pageSize, v.sort, v.lastSearch, v.lastPage, JSON.stringify(v.cart), record.atMs, record.reason, record.sessionId, prefs.activeAtMs);
-        if (changes === 0) line += ' · not stored: a session of this user used more recently saved newer state';
+        if (changes === 0) {
+          stored = false;
+          line += ' · not stored: a session of this user used more recently saved newer state';
+        }
       }
       this.logClose({ ...record, saved: line });
+      return stored;
     })();
   }
 

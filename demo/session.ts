@@ -41,7 +41,7 @@ export function compilerWeb(): DemoVars {
 /** Who is in which session (the admin page and lock banners show names, not ids), and why recent ones closed. */
 export class SessionDirectory {
   readonly #labels = new Map<string, string>();
-  readonly #closed = new Map<string, { reason: CloseReason; atMs: number; login: string | null; saved: boolean }>();
+  readonly #closed = new Map<string, { reason: CloseReason; atMs: number; login: string | null; saved: boolean; superseded: boolean }>();
 
   label(sessionId: string, text: string): void {
     this.#labels.set(sessionId, text);
@@ -59,13 +59,13 @@ export class SessionDirectory {
    * Called on every close: the label goes, the reason is kept (bounded) for the browser's next visit, with
    * whether the close hook saved the session (false when it failed, or never ran outside legacy mode).
    */
-  closed(sessionId: string, reason: CloseReason, atMs: number, saved: boolean): void {
-    this.#closed.set(sessionId, { reason, atMs, login: this.#labels.get(sessionId) ?? null, saved });
+  closed(sessionId: string, reason: CloseReason, atMs: number, saved: boolean, superseded = false): void {
+    this.#closed.set(sessionId, { reason, atMs, login: this.#labels.get(sessionId) ?? null, saved, superseded });
     this.#labels.delete(sessionId);
     if (this.#closed.size > 1000) this.#closed.delete(this.#closed.keys().next().value as string);
   }
 
-  closedInfo(sessionId: string): { reason: CloseReason; atMs: number; login: string | null; saved: boolean } | undefined {
+  closedInfo(sessionId: string): { reason: CloseReason; atMs: number; login: string | null; saved: boolean; superseded: boolean } | undefined {
     return this.#closed.get(sessionId);
   }
 }
@@ -86,6 +86,7 @@ export function onWebConnection(proc: WebProcess<DemoVars>, currentSessionId: st
   if (previous !== undefined) {
     vars.notice = `Your previous session was ${REASON_TEXT[previous.reason] ?? previous.reason} at ${clockTime(previous.atMs)}.`
       + (previous.login === null ? ''
+        : previous.superseded ? ' Its cart and search were not kept: a session of yours used more recently saved its own; sign in to pick those up.'
         : previous.saved ? ' Its cart and search were saved: sign in to pick up where you left off.'
           : ' Its cart and search could not be saved.');
   }
@@ -136,8 +137,9 @@ export function currentPage(proc: WebProcess<DemoVars>): number {
  * reason (logout, admin, eviction, timeout, SIGTERM), before anything is torn down: vars, the current
  * selection and the record locks are exactly as the last request left them. It writes the preferences and
  * the log line in one transaction. The engine then clears the selection, releases the locks, resets vars.
+ * Returns false when the user's state was not stored (a session of theirs used more recently saved newer state).
  */
-export function closeHook(db: DemoDb, clock: Clock): (proc: WebProcess<DemoVars>, reason: CloseReason) => void {
+export function closeHook(db: DemoDb, clock: Clock): (proc: WebProcess<DemoVars>, reason: CloseReason) => boolean {
   return (proc, reason) => {
     const vars = proc.vars;
     const atMs = clock.now();
@@ -146,12 +148,12 @@ export function closeHook(db: DemoDb, clock: Clock): (proc: WebProcess<DemoVars>
     vars.wwwSessionId = ''; // as 4D's example does: this context will not be reused
     if (vars.user === null) {
       db.logClose({ sessionId: proc.sessionId, login: null, reason, atMs, saved: `${vars.admin ? 'admin console' : 'guest'}: nothing to save${lockNote}` });
-      return;
+      return true;
     }
     const lastPage = currentPage(proc);
     const pcs = vars.cart.reduce((n, line) => n + line.qty, 0);
     const saved = `cart ${plural(vars.cart.length, 'line')} (${pcs} pcs) · ${describeSearch(vars.lastSearch)}, page ${lastPage} · ${vars.pageSize}/page by ${vars.sort}${lockNote}`;
-    db.saveSession(
+    return db.saveSession(
       { sessionId: proc.sessionId, login: vars.user.login, reason, atMs, saved },
       // When this context was last used: a context used earlier (another browser of the user, or a sign-in
       // form posted twice) does not overwrite the state a more recently used one saved.

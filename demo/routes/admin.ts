@@ -63,7 +63,8 @@ async function closeSession(ctx: Ctx): Promise<void> {
   // Closing the console's own session works too: the answer clears its cookie; the admin cookie stays.
   const closed = await ctx.app.engine.closeSession(id);
   // Its hook may have failed (the close goes on without it): the flash says whether it saved.
-  const unsaved = closed && ctx.app.directory.closedInfo(id)?.saved === false ? '&unsaved=1' : '';
+  const info = closed ? ctx.app.directory.closedInfo(id) : undefined;
+  const unsaved = info?.saved === false ? '&unsaved=1' : info?.superseded === true ? '&superseded=1' : '';
   redirect(ctx.res, closed ? `/admin?closed=${encodeURIComponent(shortId(id))}${unsaved}` : '/admin?closed=none');
 }
 
@@ -131,6 +132,7 @@ function flashOf(ctx: Ctx): SafeHtml | '' {
   const closed = params.get('closed');
   if (closed === 'none') return banner('warn', 'Nothing closed: the session had already gone, or the engine is not in legacy mode (closeSession returns false).', 'flash');
   if (closed !== null && params.get('unsaved') === '1') return banner('warn', html`Session <code>${closed.slice(0, 8)}</code> closed, but its hook failed: its cart and search were not saved (the error is in the server's log). Its locks are released; its browser gets a new session on its next request.`, 'flash');
+  if (closed !== null && params.get('superseded') === '1') return banner('ok', html`Session <code>${closed.slice(0, 8)}</code> closed: its hook ran, but a session of the same user used more recently had saved newer state, which was kept. Its locks are released; its browser gets a new session on its next request.`, 'flash');
   if (closed !== null) return banner('ok', html`Session <code>${closed.slice(0, 8)}</code> closed: its hook saved it and its locks are released. Its browser gets a new session on its next request.`, 'flash');
   if (params.get('applied') === '1') return banner('ok', 'Options applied.', 'flash');
   return '';
