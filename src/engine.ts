@@ -43,7 +43,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   #optionsVersion = 0;
 
   constructor(options: SessionEngineOptions<Vars> = {}) {
-    super();
+    // An async listener's rejection comes to captureRejectionSymbol below instead of being unhandled.
+    super({ captureRejections: true });
     if (typeof options !== 'object' || options === null) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `options must be an object, got ${describe(options)}`);
     for (const key of Object.keys(options)) {
       if (!CONSTRUCTION_KEYS.has(key)) throw new SessionOptionError('ERR_SESSION_UNKNOWN_OPTION', `${describe(key)} (known: ${[...CONSTRUCTION_KEYS].join(', ')})`);
@@ -247,6 +248,21 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   /** @internal A request handler failed (in a lease, or createServer's `sessionless`): 'error' event, `handlerErrors`. */
   reportHandlerError(error: unknown, sessionId: string): void {
     this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors');
+  }
+
+  /**
+   * An async listener rejected (EventEmitter's captureRejections): reported as a listener's throw is,
+   * never an unhandled rejection. One of an 'error' listener becomes a process warning.
+   */
+  override [EventEmitter.captureRejectionSymbol](error: unknown, event: string | symbol, ...args: unknown[]): void {
+    if (event === 'error') {
+      const reported = args[0] as SessionError | undefined;
+      process.emitWarning(new SessionError('ERR_SESSION_HANDLER_FAILED', `an 'error' listener rejected on ${reported?.code}`, { cause: error, sessionId: reported?.sessionId }));
+      return;
+    }
+    const payload = args[0] as { sessionId?: unknown } | undefined;
+    const sessionId = typeof payload?.sessionId === 'string' ? payload.sessionId : undefined;
+    this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', `a '${String(event)}' listener rejected`, { cause: error, sessionId }), 'handlerErrors');
   }
 
   /** Emits an event whose listeners' throws are reported (ERR_SESSION_HANDLER_FAILED), never passed on. */

@@ -1,0 +1,63 @@
+// An application's async event listener ('create', 'close', 'option', 'error') that rejects: as for one
+// that throws, its failure is reported (ERR_SESSION_HANDLER_FAILED, or a process warning for 'error'),
+// never an unhandled rejection that takes the process down.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
+import { eventually } from './helpers.js';
+
+const IP = '127.0.0.1';
+
+function collectUnhandled(): { reasons: unknown[]; stop(): void } {
+  const reasons: unknown[] = [];
+  const listener = (reason: unknown): void => { reasons.push(reason); };
+  process.on('unhandledRejection', listener);
+  return { reasons, stop: () => process.off('unhandledRejection', listener) };
+}
+
+test("async 'create', 'close' and 'option' listeners that reject are reported as ERR_SESSION_HANDLER_FAILED, never an unhandled rejection", { timeout: 10_000 }, async () => {
+  const unhandled = collectUnhandled();
+  try {
+    const engine = new SessionEngine({ clock: new ManualClock() });
+    const errors: SessionError[] = [];
+    engine.on('error', (error) => errors.push(error));
+    engine.on('create', async () => { throw new Error('async create listener'); });
+    engine.on('close', async () => { throw new Error('async close listener'); });
+    engine.on('option', async () => { throw new Error('async option listener'); });
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+    engine.setOption('maxSessions', 50);
+    assert.equal(await engine.closeSession(lease.sessionId), true);
+    assert.ok(await eventually(() => errors.length + unhandled.reasons.length >= 3), 'every rejection surfaced somewhere');
+    assert.deepEqual(unhandled.reasons.map((r) => (r as Error).message), [], 'no unhandled rejection');
+    assert.deepEqual(errors.map((e) => [e.code, (e.cause as Error).message]).sort(), [
+      ['ERR_SESSION_HANDLER_FAILED', 'async close listener'],
+      ['ERR_SESSION_HANDLER_FAILED', 'async create listener'],
+      ['ERR_SESSION_HANDLER_FAILED', 'async option listener'],
+    ]);
+    assert.equal(engine.stats().handlerErrors, 3);
+    await engine.stop();
+  } finally {
+    unhandled.stop();
+  }
+});
+
+test("an async 'error' listener that rejects becomes a process warning, never an unhandled rejection", { timeout: 10_000 }, async () => {
+  const unhandled = collectUnhandled();
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error): void => { warnings.push(warning); };
+  process.on('warning', onWarning);
+  try {
+    const engine = new SessionEngine({ clock: new ManualClock(), onClose: () => { throw new Error('hook fails'); } });
+    engine.on('error', async () => { throw new Error('async error logger'); });
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+    assert.equal(await engine.closeSession(lease.sessionId), true);
+    assert.ok(await eventually(() => warnings.some((w) => (w as SessionError).code === 'ERR_SESSION_HANDLER_FAILED') || unhandled.reasons.length > 0));
+    assert.deepEqual(unhandled.reasons.map((r) => (r as Error).message), [], 'no unhandled rejection');
+    await engine.stop();
+  } finally {
+    unhandled.stop();
+    process.off('warning', onWarning);
+  }
+});
