@@ -64,9 +64,12 @@ export function checkLockOwner(method: string, owner: LockOwner): void {
   if (typeof owner.sessionId !== 'string') throw new SessionArgumentError(`${method}: sessionId must be a string, got ${describe(owner.sessionId)}`);
 }
 
-/** Map key of a record; the separator cannot appear in a table name check-free, so the key type is kept too. */
+/**
+ * Map key of a record. The table's length goes first: a table name may hold any character (the
+ * separator too), and two different records must never share a key (as redisLockKey guarantees).
+ */
 export function lockKey(ref: LockRef): string {
-  return `${ref.table}\u0000${typeof ref.key}\u0000${ref.key}`;
+  return `${ref.table.length}:${ref.table}\u0000${typeof ref.key}\u0000${ref.key}`;
 }
 
 interface Holder {
