@@ -158,6 +158,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 
   regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null> {
+    // Stopped, the node knows no session (as the memory store, which answers null) and may have no
+    // Redis connection left: a rename sent now would wait out a node lease on a closed connection.
+    if (this.#stopped) return Promise.resolve(null);
     return this.#renames.regenerate(id, caller);
   }
 
