@@ -275,7 +275,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   }
 
   #report(error: SessionError, counter: ReportCounter): void {
-    this.#counters[counter]++;
+    if (counter === 'processLimit') this.#counters.rejected.processLimit++;
+    else this.#counters[counter]++;
     // An 'error' event without a listener would throw and crash the server: warn instead. A listener
     // that throws gets the same (a close or teardown reporting a hook's failure must still go on).
     if (this.listenerCount('error') === 0) return void process.emitWarning(error);

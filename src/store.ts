@@ -28,7 +28,8 @@ export interface RequestIdentity {
   readonly reread?: () => RequestIdentity;
 }
 
-export type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors' | 'storeErrors';
+/** The counter a reported error adds to; `'processLimit'` is `rejected.processLimit` (a refusal said on 'error'). */
+export type ReportCounter = 'hookErrors' | 'hookTimeouts' | 'drainTimeouts' | 'handlerErrors' | 'taskErrors' | 'storeErrors' | 'processLimit';
 
 /** What an engine lends the store it runs on. */
 export interface StoreContext<Vars extends SessionVars> {

@@ -46,6 +46,9 @@ export class RedisTasks<Vars extends SessionVars> {
       if (!(error instanceof SessionError)) this.#node.lostReplies.due = true;
       handle.processCount--;
       await processInternals.teardown(proc, {});
+      // Refused for the process limit: said under its own code and counted as the memory store's
+      // spawn() throw is (rejected.processLimit), not as an application task that failed.
+      if (error instanceof SessionError && error.code === 'ERR_SESSION_PROCESS_LIMIT') return void ctx.report(error, 'processLimit');
       ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
       return;
     }
