@@ -2,7 +2,7 @@ import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { ProcessRun, SessionVars, WebProcess } from './process.js';
 import type { SessionState } from './session.js';
 import { timerOn, type TimerHandle } from './clock.js';
-import { SessionError } from './errors.js';
+import { SessionArgumentError, SessionError } from './errors.js';
 import type { StoreContext } from './store.js';
 
 /** What a response's session cookie must say, decided when its headers are written. */
@@ -83,6 +83,7 @@ export class RequestLease<Vars extends SessionVars = Record<string, unknown>, S 
 
   /** Runs `fn` with this request's process as the current one (`engine.currentSessionId()`). */
   run<T>(fn: () => T): T {
+    if (typeof fn !== 'function') throw new SessionArgumentError(`lease.run(fn: function), got ${fn === null ? 'null' : typeof fn}`);
     return this.#host.als.run(this, fn);
   }
 

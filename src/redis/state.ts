@@ -2,6 +2,7 @@ import { DefaultDeserializer, serialize } from 'node:v8';
 import { SessionError } from '../errors.js';
 import { isLockRef, lockKey, type LockRef } from '../locks.js';
 import { processInternals, type SessionVars, type WebProcess } from '../process.js';
+import { restoreSelection } from '../selections.js';
 
 /** A process as Redis keeps it between requests. */
 interface SavedProcess {
@@ -129,7 +130,8 @@ export function restoreProcess(proc: WebProcess<SessionVars>, bytes: Buffer): bo
     const saved: unknown = deserialize(bytes);
     if (!isSavedProcess(saved)) throw new TypeError('not a saved process');
     proc.vars = saved.v;
-    for (const [table, keys, position] of saved.s) proc.selections.set(table, keys).position = position;
+    // As saved, unchecked: whatever this version (or an earlier one) saved must read back.
+    for (const [table, keys, position] of saved.s) restoreSelection(proc.selections, table, keys, position);
     processInternals.restoreHeldLocks(proc, saved.h);
   } catch (error) {
     const why = isNewerFormat(bytes) ? `written in serialization format ${bytes[1]}, newer than this Node's ${LOCAL_FORMAT}` : (error as Error).message;
