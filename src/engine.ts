@@ -7,6 +7,7 @@ import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
 import type { ProcessRun, SessionVars, WebProcess } from './process.js';
+import { emitGuarded, report, reportRejectedListener } from './engine-reports.js';
 import { createCounters, type Counters } from './stats.js';
 import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
 import type { EngineStats, SessionEngineEvents, SessionEngineOptions, SessionInfo } from './types.js';
@@ -250,41 +251,18 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors');
   }
 
-  /**
-   * An async listener rejected (EventEmitter's captureRejections): reported as a listener's throw is,
-   * never an unhandled rejection. One of an 'error' listener becomes a process warning.
-   */
+  /** An async listener rejected (EventEmitter's captureRejections): reported, never an unhandled rejection. */
   override [EventEmitter.captureRejectionSymbol](error: unknown, event: string | symbol, ...args: unknown[]): void {
-    if (event === 'error') {
-      const reported = args[0] as SessionError | undefined;
-      process.emitWarning(new SessionError('ERR_SESSION_HANDLER_FAILED', `an 'error' listener rejected on ${reported?.code}`, { cause: error, sessionId: reported?.sessionId }));
-      return;
-    }
-    const payload = args[0] as { sessionId?: unknown } | undefined;
-    const sessionId = typeof payload?.sessionId === 'string' ? payload.sessionId : undefined;
-    this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', `a '${String(event)}' listener rejected`, { cause: error, sessionId }), 'handlerErrors');
+    reportRejectedListener(this, this.#counters, error, event, args[0]);
   }
 
   /** Emits an event whose listeners' throws are reported (ERR_SESSION_HANDLER_FAILED), never passed on. */
   #emitGuarded<E extends 'create' | 'close' | 'option'>(event: E, payload: Parameters<SessionEngineEvents[E]>[0], sessionId: string | undefined): void {
-    try {
-      (this.emit as (event: E, payload: unknown) => boolean)(event, payload);
-    } catch (error) {
-      this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', `a '${event}' listener threw`, { cause: error, sessionId }), 'handlerErrors');
-    }
+    emitGuarded(this, this.#counters, event, payload, sessionId);
   }
 
   #report(error: SessionError, counter: ReportCounter): void {
-    if (counter === 'processLimit') this.#counters.rejected.processLimit++;
-    else this.#counters[counter]++;
-    // An 'error' event without a listener would throw and crash the server: warn instead. A listener
-    // that throws gets the same (a close or teardown reporting a hook's failure must still go on).
-    if (this.listenerCount('error') === 0) return void process.emitWarning(error);
-    try {
-      this.emit('error', error);
-    } catch (listenerError) {
-      process.emitWarning(new SessionError('ERR_SESSION_HANDLER_FAILED', `an 'error' listener threw on ${error.code}`, { cause: listenerError, sessionId: error.sessionId }));
-    }
+    report(this, this.#counters, error, counter);
   }
 }
 
