@@ -7,7 +7,7 @@ import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
 import type { ProcessRun, SessionVars, WebProcess } from './process.js';
-import { emitGuarded, report, reportRejectedListener } from './engine-reports.js';
+import { emitGuarded, report } from './engine-reports.js';
 import { createCounters, type Counters } from './stats.js';
 import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
 import type { EngineStats, SessionEngineEvents, SessionEngineOptions, SessionInfo } from './types.js';
@@ -44,8 +44,9 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   #optionsVersion = 0;
 
   constructor(options: SessionEngineOptions<Vars> = {}) {
-    // An async listener's rejection comes to captureRejectionSymbol below instead of being unhandled.
-    super({ captureRejections: true });
+    // The engine emits through engine-reports.ts, which calls each listener on its own (a throw or an
+    // async rejection is reported, never passed on nor unhandled).
+    super();
     if (typeof options !== 'object' || options === null) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `options must be an object, got ${describe(options)}`);
     for (const key of Object.keys(options)) {
       if (!CONSTRUCTION_KEYS.has(key)) throw new SessionOptionError('ERR_SESSION_UNKNOWN_OPTION', `${describe(key)} (known: ${[...CONSTRUCTION_KEYS].join(', ')})`);
@@ -249,11 +250,6 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   /** @internal A request handler failed (in a lease, or createServer's `sessionless`): 'error' event, `handlerErrors`. */
   reportHandlerError(error: unknown, sessionId: string): void {
     this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors');
-  }
-
-  /** An async listener rejected (EventEmitter's captureRejections): reported, never an unhandled rejection. */
-  override [EventEmitter.captureRejectionSymbol](error: unknown, event: string | symbol, ...args: unknown[]): void {
-    reportRejectedListener(this, this.#counters, error, event, args[0]);
   }
 
   /** Emits an event whose listeners' throws are reported (ERR_SESSION_HANDLER_FAILED), never passed on. */

@@ -61,3 +61,42 @@ test("an async 'error' listener that rejects becomes a process warning, never an
     process.off('warning', onWarning);
   }
 });
+
+test("a listener returning a thenable whose then() throws is reported as ERR_SESSION_HANDLER_FAILED: the 'error' listener only ever gets SessionErrors", { timeout: 10_000 }, async () => {
+  const unhandled = collectUnhandled();
+  try {
+    const engine = new SessionEngine({ clock: new ManualClock() });
+    const errors: unknown[] = [];
+    engine.on('error', (error) => { errors.push(error); });
+    // A query-builder-like thenable: its then() runs the query, and a query that cannot be built throws there.
+    engine.on('create', () => ({ then(): never { throw new Error('a thenable that throws'); } }) as unknown as void);
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+    assert.ok(await eventually(() => errors.length + unhandled.reasons.length >= 1), 'the failure surfaced somewhere');
+    assert.deepEqual(unhandled.reasons, [], 'no unhandled rejection');
+    assert.deepEqual(errors.map((e) => [(e as SessionError).code, ((e as SessionError).cause as Error | undefined)?.message]), [['ERR_SESSION_HANDLER_FAILED', 'a thenable that throws']]);
+    assert.equal(engine.stats().handlerErrors, 1);
+    await engine.stop();
+  } finally {
+    unhandled.stop();
+  }
+});
+
+test("an 'error' listener returning a thenable whose then() throws becomes one process warning, never a loop of 'error' events", { timeout: 10_000 }, async () => {
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error): void => { warnings.push(warning); };
+  process.on('warning', onWarning);
+  try {
+    const engine = new SessionEngine({ clock: new ManualClock(), onClose: () => { throw new Error('hook fails'); } });
+    const got: unknown[] = [];
+    engine.on('error', (error) => { got.push(error); return { then(): never { throw new Error('a logger thenable that throws'); } } as unknown as void; });
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+    assert.equal(await engine.closeSession(lease.sessionId), true);
+    assert.ok(await eventually(() => warnings.some((w) => ((w as SessionError).cause as Error | undefined)?.message === 'a logger thenable that throws')), 'a process warning');
+    assert.deepEqual(got.map((e) => (e as SessionError).code), ['ERR_SESSION_HOOK_FAILED'], "the 'error' listener heard the hook's failure once, and nothing else");
+    await engine.stop();
+  } finally {
+    process.off('warning', onWarning);
+  }
+});

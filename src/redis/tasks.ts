@@ -18,7 +18,8 @@ export class RedisTasks<Vars extends SessionVars> {
 
   /**
    * `proc.spawn` on this node: the process is returned at once and registered in Redis before the
-   * task starts (a refusal there — session closed, process limit — is reported as a task failure).
+   * task starts (a refusal there is reported: the session closed as a task failure, the process limit
+   * as ERR_SESSION_PROCESS_LIMIT, counted in rejected.processLimit).
    */
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
     if (handle.state !== 'open') throw new SessionError('ERR_SESSION_CLOSED', `cannot spawn "${name}"`, { sessionId: handle.id });
