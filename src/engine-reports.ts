@@ -1,4 +1,4 @@
-import type { EventEmitter } from 'node:events';
+import { errorMonitor, type EventEmitter } from 'node:events';
 import { SessionError } from './errors.js';
 import { isThenable } from './maybe-async.js';
 import type { Counters } from './stats.js';
@@ -13,10 +13,13 @@ export function report(engine: EventEmitter, counters: Counters, error: SessionE
   else counters[counter]++;
   // An 'error' event without a listener would throw and crash the server: warn instead. A listener
   // that fails gets the same (a close or teardown reporting a hook's failure must still go on).
-  if (engine.listenerCount('error') === 0) return void process.emitWarning(error);
-  callEach(engine, 'error', error, (listenerError, how) => {
+  const warn = (listenerError: unknown, how: 'threw' | 'rejected'): void => {
     process.emitWarning(new SessionError('ERR_SESSION_HANDLER_FAILED', `an 'error' listener ${how} on ${error.code}`, { cause: listenerError, sessionId: error.sessionId }));
-  });
+  };
+  // events.errorMonitor listeners hear it first, as emit('error') would have them.
+  if (engine.listenerCount(errorMonitor) > 0) callEach(engine, errorMonitor, error, warn);
+  if (engine.listenerCount('error') === 0) return void process.emitWarning(error);
+  callEach(engine, 'error', error, warn);
 }
 
 /** Emits an event whose listeners' throws and rejections are reported (ERR_SESSION_HANDLER_FAILED), never passed on. */
@@ -34,7 +37,7 @@ type Listener = (this: EventEmitter, payload: unknown) => unknown;
  * that throws, or returns a promise (or any thenable) that rejects or whose `then` throws, is `failed`,
  * and the others still run. Never an unhandled rejection.
  */
-function callEach(engine: EventEmitter, event: string, payload: unknown, failed: (error: unknown, how: 'threw' | 'rejected') => void): void {
+function callEach(engine: EventEmitter, event: string | symbol, payload: unknown, failed: (error: unknown, how: 'threw' | 'rejected') => void): void {
   for (const listener of engine.rawListeners(event) as Listener[]) {
     let result: unknown;
     try {
@@ -44,7 +47,8 @@ function callEach(engine: EventEmitter, event: string, payload: unknown, failed:
       failed(error, 'threw');
       continue;
     }
-    // Adopted by a promise of our own: a `then` that throws rejects it too.
-    Promise.resolve(result).then(undefined, (error: unknown) => failed(error, 'rejected'));
+    // Adopted by a promise of our own: a `then` that throws rejects it too. Not Promise.resolve(),
+    // which hands a native promise back as it is, so its own `then` would be called (and throw) here.
+    new Promise<unknown>((resolve) => resolve(result)).then(undefined, (error: unknown) => failed(error, 'rejected'));
   }
 }

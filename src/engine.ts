@@ -45,8 +45,9 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   constructor(options: SessionEngineOptions<Vars> = {}) {
     // The engine emits through engine-reports.ts, which calls each listener on its own (a throw or an
-    // async rejection is reported, never passed on nor unhandled).
-    super();
+    // async rejection is reported, never passed on nor unhandled). What Node emits itself ('newListener',
+    // 'removeListener', the latter also as a `once` listener runs) comes to captureRejectionSymbol below.
+    super({ captureRejections: true });
     if (typeof options !== 'object' || options === null) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `options must be an object, got ${describe(options)}`);
     for (const key of Object.keys(options)) {
       if (!CONSTRUCTION_KEYS.has(key)) throw new SessionOptionError('ERR_SESSION_UNKNOWN_OPTION', `${describe(key)} (known: ${[...CONSTRUCTION_KEYS].join(', ')})`);
@@ -250,6 +251,11 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   /** @internal A request handler failed (in a lease, or createServer's `sessionless`): 'error' event, `handlerErrors`. */
   reportHandlerError(error: unknown, sessionId: string): void {
     this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', undefined, { cause: error, sessionId }), 'handlerErrors');
+  }
+
+  /** An async listener of an event Node emits itself rejected: reported, never an unhandled rejection. */
+  override [EventEmitter.captureRejectionSymbol](error: unknown, event: string | symbol): void {
+    this.#report(new SessionError('ERR_SESSION_HANDLER_FAILED', `a '${String(event)}' listener rejected`, { cause: error }), 'handlerErrors');
   }
 
   /** Emits an event whose listeners' throws are reported (ERR_SESSION_HANDLER_FAILED), never passed on. */

@@ -1,7 +1,9 @@
 // An application's async event listener ('create', 'close', 'option', 'error') that rejects: as for one
 // that throws, its failure is reported (ERR_SESSION_HANDLER_FAILED, or a process warning for 'error'),
-// never an unhandled rejection that takes the process down.
+// never an unhandled rejection that takes the process down; so is one returning a promise whose then()
+// throws, and one of an event Node emits itself ('removeListener').
 import { test } from 'node:test';
+import type { EventEmitter } from 'node:events';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
 import { eventually } from './helpers.js';
@@ -98,5 +100,42 @@ test("an 'error' listener returning a thenable whose then() throws becomes one p
     await engine.stop();
   } finally {
     process.off('warning', onWarning);
+  }
+});
+
+test("a 'close' listener returning a promise whose then() throws is reported, and closeSession still resolves true", { timeout: 10_000 }, async () => {
+  const engine = new SessionEngine({ clock: new ManualClock() });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  // A promise decorated by an instrumentation layer whose then() fails.
+  engine.on('close', () => Object.assign(Promise.resolve(), { then(): never { throw new Error('a decorated promise whose then throws'); } }));
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  lease.release();
+  const closed = await engine.closeSession(lease.sessionId).catch((error: Error) => `rejected: ${error.message}`);
+  assert.equal(closed, true);
+  assert.ok(await eventually(() => errors.length >= 1), 'reported');
+  assert.deepEqual(errors.map((e) => [e.code, (e.cause as Error | undefined)?.message]), [['ERR_SESSION_HANDLER_FAILED', 'a decorated promise whose then throws']]);
+  assert.equal(engine.stats().handlerErrors, 1);
+  await engine.stop();
+});
+
+test("an async 'removeListener' listener that rejects when a once('create') listener fires is reported, never an unhandled rejection", { timeout: 10_000 }, async () => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason); };
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const engine = new SessionEngine({ clock: new ManualClock() });
+    const errors: SessionError[] = [];
+    engine.on('error', (error) => errors.push(error));
+    (engine as EventEmitter).on('removeListener', async () => { throw new Error('async removeListener listener'); });
+    engine.once('create', () => {});
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+    assert.ok(await eventually(() => errors.length + unhandled.length >= 1), 'surfaced somewhere');
+    assert.deepEqual(unhandled.map((r) => (r as Error).message), [], 'no unhandled rejection');
+    assert.deepEqual(errors.map((e) => [e.code, (e.cause as Error | undefined)?.message]), [['ERR_SESSION_HANDLER_FAILED', 'async removeListener listener']]);
+    await engine.stop();
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
   }
 });

@@ -1,8 +1,10 @@
 // An application's event listener that throws ('create', 'close', 'option', 'error') runs inside the
 // engine's own work: its throw is reported, never passed on, and that work goes to its end (a close
-// releases its locks, a timeout is no crash, an option change reaches the store).
+// releases its locks, a timeout is no crash, an option change reaches the store). The engine calls its
+// listeners itself (engine-reports.ts), so what emit() gave an application is checked too (errorMonitor).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { errorMonitor, type EventEmitter } from 'node:events';
 import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
 import { eventually, settle } from './helpers.js';
 
@@ -81,4 +83,17 @@ test("an 'option' listener that throws: setOption applies in full (a lowered tim
   assert.ok(await eventually(() => engine.stats().closed.timeout === 1), 'the store heard of the change: the session past the new timeout closed');
   assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_HANDLER_FAILED']);
   await engine.stop();
+});
+
+test("an events.errorMonitor listener hears every report, before the 'error' listeners, as emit('error') does", { timeout: 10_000 }, async () => {
+  const engine = new SessionEngine({ clock: new ManualClock() });
+  const heard: string[] = [];
+  engine.on('error', (error) => heard.push(`error ${error.code}`));
+  // The typed on() names the engine's own events: a monitor is added as on any EventEmitter.
+  (engine as EventEmitter).on(errorMonitor, (error: SessionError) => heard.push(`monitor ${error.code}`));
+  engine.on('create', () => { throw new Error('create listener'); });
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  lease.release();
+  await engine.stop();
+  assert.deepEqual(heard, ['monitor ERR_SESSION_HANDLER_FAILED', 'error ERR_SESSION_HANDLER_FAILED']);
 });
