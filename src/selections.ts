@@ -22,8 +22,8 @@ export class Selections {
 
   /** Replaces the table's current selection with a copy of `keys`, positioned on the first record. */
   set(table: string, keys: readonly (string | number)[]): Selection {
-    // An array, or a typed array of ids (what some query layers hand back).
-    const list = Array.isArray(keys) || (ArrayBuffer.isView(keys) && !(keys instanceof DataView));
+    // An array, or a typed array of number ids (what some query layers hand back); not of bigints.
+    const list = Array.isArray(keys) || (ArrayBuffer.isView(keys) && !(keys instanceof DataView) && !(keys instanceof BigInt64Array) && !(keys instanceof BigUint64Array));
     if (typeof table !== 'string' || !list) throw new SessionArgumentError(`selections.set(table: string, keys: array), got ${typeof table}, ${keys === null ? 'null' : typeof keys}`);
     // Keys are record ids: strings or numbers. Anything else would be kept here and then, on the Redis
     // store, make the whole state unstorable at the release (the request's vars lost with it).

@@ -27,6 +27,7 @@ test('selections: keys that are neither strings nor numbers, and a table that is
   assert.throws(() => selections.set('orders', [1, { id: 2 }] as never), invalidArgument);
   assert.throws(() => selections.set('orders', [Symbol('x')] as never), invalidArgument);
   assert.throws(() => selections.set('orders', [null] as never), invalidArgument);
+  assert.throws(() => selections.set('orders', new BigInt64Array([1n]) as never), invalidArgument, 'a typed array of bigints');
   assert.throws(() => selections.get(42 as never), invalidArgument);
   assert.throws(() => selections.clear(null as never), invalidArgument);
   assert.deepEqual(selections.get('orders')?.keys, [1, 'two', 3], 'the refused calls changed nothing');
