@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { EventEmitter } from 'node:events';
+import { EventEmitter, type errorMonitor } from 'node:events';
 import { checkClock, systemClock } from './clock.js';
 import { SessionArgumentError, SessionError, SessionOptionError } from './errors.js';
 import type { RequestLease } from './lease.js';
@@ -20,6 +20,10 @@ export interface SessionEngine<Vars extends SessionVars> {
   on<E extends keyof SessionEngineEvents>(event: E, listener: SessionEngineEvents[E]): this;
   once<E extends keyof SessionEngineEvents>(event: E, listener: SessionEngineEvents[E]): this;
   off<E extends keyof SessionEngineEvents>(event: E, listener: SessionEngineEvents[E]): this;
+  /** `events.errorMonitor`: hears every error report first, before the 'error' listeners. */
+  on(event: typeof errorMonitor, listener: SessionEngineEvents['error']): this;
+  once(event: typeof errorMonitor, listener: SessionEngineEvents['error']): this;
+  off(event: typeof errorMonitor, listener: SessionEngineEvents['error']): this;
   emit<E extends keyof SessionEngineEvents>(event: E, ...args: Parameters<SessionEngineEvents[E]>): boolean;
 }
 
@@ -125,7 +129,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * Moves a live session to a fresh random id, context and all (vars, selections, locks, queued
    * requests): the defence against session fixation, to call right after a login. The old id is dead at
    * once (a request still carrying it gets a new session); the current response sends the new cookie.
-   * Resolves the new id, or `null` for an unknown or closing session.
+   * Resolves the new id, or `null` for an unknown or closing session, or once `stop()` was called.
    */
   regenerate(id: string): Promise<string | null> {
     if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`regenerate(id): id must be a string, got ${describe(id)}`));

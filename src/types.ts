@@ -62,12 +62,15 @@ export interface EngineStats {
   readonly locksHeld: number;
   readonly created: number;
   readonly closed: Readonly<Record<CloseReason, number>>;
-  /** Requests refused, by cause (each answered 503, or 400 for `ipMismatch`). */
+  /** Requests refused, by cause (each answered 503, or 400 for `ipMismatch`); `processLimit` also counts a `spawn` refused at `maxConcurrentProcesses`. */
   readonly rejected: Readonly<{ sessionLimit: number; processLimit: number; queueFull: number; queueTimeout: number; stopped: number; ipMismatch: number; storeUnavailable: number }>;
   readonly hookErrors: number;
   readonly hookTimeouts: number;
   readonly drainTimeouts: number;
-  /** Request handlers that failed, and `init` calls that failed for a request's new process. */
+  /**
+   * Request handlers that failed, `init` calls that failed for a request's new process, and event
+   * listeners ('create', 'close', 'option', or Node's own events) that threw or rejected.
+   */
   readonly handlerErrors: number;
   readonly taskErrors: number;
   /** A shared store failed a command, or a process's state could not be stored (reported on `'error'`). */

@@ -114,7 +114,8 @@ function answerHandlerErrors(error: unknown, _req: Request, res: Response, next:
   }
   if (isFailure(error, res)) session.lease.fail(error);
   // The handler has failed: it is done with the process, whether or not it had ended the response
-  // (after the head was sent, the answer is a cut connection, which no application end() follows).
+  // (after the head was sent, an unfinished response is cut and one the application ended is left whole;
+  // no application end() follows either way).
   session.handlerSettled();
   sendErrorAnswer(res, errorAnswer(error));
 }
