@@ -206,7 +206,9 @@ export async function makeNode(r: RedisForTest, prefix: string, ix: NodeIx, cloc
     maxSessions: 50, maxConcurrentProcesses: 200, processesPerSession: 2, maxQueuedRequests: 4, queueTimeoutMs: 1e9,
     init: inits.run,
     onClose: (proc) => { hooks.push({ pid: proc.processId, sessionId: proc.sessionId, w: proc.vars.w, node: ix }); },
-    store: createRedisStore({ redis: client, prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'auto' }),
+    // Node death is not what this property is about: a lease far longer than a stall of a loaded CI machine
+    // (a node whose heartbeat came late was taken for dead, its process freed under a live request).
+    store: createRedisStore({ redis: client, prefix, pollIntervalMs: 5, sweepIntervalMs: 1_000, onStop: 'auto', nodeLeaseMs: 120_000 }),
   });
   const errors: SessionError[] = [];
   engine.on('error', (error) => errors.push(error));
