@@ -1,6 +1,6 @@
 // processesPerSession lowered at run time applies at once, on both stores: a session that has more
 // request processes keeps them (each holds a context) but runs no more requests at a time than the new
-// value. Raising it is in engine-serialization.test.ts.
+// value. Raising it is in engine-processes.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SessionEngine } from '../src/index.js';
