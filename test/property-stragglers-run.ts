@@ -117,7 +117,7 @@ export async function runStragglers(r: RedisForTest, prefix: string, ops: readon
     node.engine.acquire({ sessionId, ip: IP }).then((lease) => {
       pending.acquires--;
       remember(lease.sessionId);
-      const req: Req = { node: node.ix, lease, pid: lease.proc.processId, sessionId: lease.sessionId, grantSeq: ++seq, endSeq: undefined, writes: [] };
+      const req: Req = { node: node.ix, lease, pid: lease.proc.processId, sessionId: lease.sessionId, grantSeq: ++seq, grantAtMs: clock.now(), endSeq: undefined, writes: [] };
       const info = pidInfo(req.pid, 'request', req.sessionId);
       const w = lease.proc.vars.w as number | undefined;
       if (!lease.proc.closed && w !== info.completed && !info.extras.has(w)) {
@@ -160,7 +160,11 @@ export async function runStragglers(r: RedisForTest, prefix: string, ops: readon
     void node.engine.stop().then(() => {
       node.stopped = true;
       const at = ++seq;
-      for (const req of allReqs) if (req.node === node.ix && req.endSeq === undefined) req.endSeq = at;
+      for (const req of allReqs) {
+        if (req.node !== node.ix || req.endSeq !== undefined) continue;
+        req.endSeq = at;
+        req.endedByStop = true;
+      }
     });
   };
 

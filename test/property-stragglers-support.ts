@@ -224,7 +224,11 @@ export interface Req {
   readonly pid: string;
   readonly sessionId: string;
   readonly grantSeq: number;
+  /** Engine time of the grant. */
+  readonly grantAtMs: number;
   endSeq: number | undefined;
+  /** Ended by its node's stop() resolving, not by its own release. */
+  endedByStop?: boolean;
   /** What this request wrote (vars.w), in order. */
   readonly writes: number[];
 }
