@@ -2,25 +2,17 @@
 // every teardown that gives locks back (a close for any reason, a discarded session, a process whose init
 // failed, a task that ended) reports the failure on 'error' (ERR_SESSION_STORE_UNAVAILABLE, storeErrors)
 // and goes on; nothing rejects unhandled (which ends a Node process), no close is left hanging.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, MemoryLockManager, SessionEngine, type CloseEvent, type LockManager, type LockOwner, type LockRef, type SessionError } from '../src/index.js';
 import { deferred, settle } from './helpers.js';
+import { watchEscapes } from './faults-support.js';
 
 const IP = '127.0.0.1';
 const RECORD: LockRef = { table: 'Products', key: 7 };
 const GUARD = { timeout: 10_000 };
 
-const escaped: unknown[] = [];
-const onEscape = (error: unknown): void => { escaped.push(error); };
-before(() => {
-  process.on('unhandledRejection', onEscape);
-  process.on('uncaughtException', onEscape);
-});
-after(() => {
-  process.off('unhandledRejection', onEscape);
-  process.off('uncaughtException', onEscape);
-});
+const escaped = watchEscapes();
 
 /** A memory lock manager whose releaseAll fails while `failing`, or waits for `gate` when one is set. */
 class FlakyLocks implements LockManager {

@@ -4,51 +4,17 @@
 // waits on the other end. Time moves by ManualClock only; waits are event-loop turns, never sleeps.
 // (Hooks that throw, reject, hang or close their own session at the engine level are in
 // test/engine-close*.test.ts; these add what was missing there, over HTTP where a client is involved.
-// test/faults-teardown.test.ts runs every hook fault under every close reason, and the request-side
+// test/faults-teardown.test.ts runs every hook fault under every close reason, faults-handlers.test.ts the request-side
 // faults with a record lock held, checking teardown, locks and the engine's health after each.)
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import { ManualClock, SessionEngine, type CloseEvent, type CloseReason, type SessionError, type SessionVars, type WebProcess } from '../src/index.js';
-import { deferred, engineWithErrors, request, sessionCookie, sessionIdOf, settle, startServer, type TestResponse, type TestServer } from './helpers.js';
+import { deferred, engineWithErrors, request, sessionCookie, sessionIdOf, settle, startServer } from './helpers.js';
+import { keepLoopAlive, track } from './engine-harness.js';
+import { CLOSE_TIMEOUT_MS as CLOSE_TIMEOUT, GUARD, isClearing, stopAll as cleanup, until } from './faults-support.js';
 
-const GUARD = { timeout: 10_000 };
-const CLOSE_TIMEOUT = 5_000;
-
-// Engine timers are unref'ed: keep the loop alive so a hung test fails by its guard, not by an empty loop.
-let keepAlive: NodeJS.Timeout | undefined;
-before(() => { keepAlive = setInterval(() => {}, 60_000); });
-after(() => clearInterval(keepAlive));
-
-/** Event-loop turns until `condition` holds (I/O and continuations run; no wall time is waited on). */
-async function until(what: string, condition: () => boolean): Promise<void> {
-  for (let i = 0; i < 20_000; i++) {
-    if (condition()) return;
-    await settle(1);
-  }
-  assert.fail(`never happened: ${what}`);
-}
-
-function track<T>(promise: Promise<T>): { settled: boolean; value: T | undefined; error: unknown } {
-  const state: { settled: boolean; value: T | undefined; error: unknown } = { settled: false, value: undefined, error: undefined };
-  promise.then((value) => { state.settled = true; state.value = value; }, (error: unknown) => { state.settled = true; state.error = error; });
-  return state;
-}
-
-/** Stops the engine whatever state a failed assertion left it in, then closes the server. */
-async function cleanup<V extends SessionVars>(engine: SessionEngine<V>, server: TestServer | undefined, clock: ManualClock | undefined, gates: Array<{ resolve(): void }>): Promise<void> {
-  for (const gate of gates) gate.resolve();
-  const stopped = track(engine.stop());
-  for (let round = 0; round < 50 && !stopped.settled; round++) {
-    await settle();
-    if (!stopped.settled) clock?.advance(engine.getOption('closeTimeoutMs'));
-  }
-  await server?.close();
-}
-
-function isClearing(response: TestResponse): boolean {
-  return response.setCookies.some((c) => c.startsWith('4DSID=; Max-Age=0;'));
-}
+keepLoopAlive();
 
 function idle<V extends SessionVars>(engine: SessionEngine<V>): { busy: number; queued: number; closing: number; processes: number } {
   const s = engine.stats();
