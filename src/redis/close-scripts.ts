@@ -28,7 +28,7 @@ return 'ok'
  * The periodic sweep of one node: claims the sessions whose inactivity deadline passed, frees the
  * processes that dead nodes were running, takes over the closes that dead nodes had claimed, and reads
  * the gauges, and keeps the shared keys alive while the cluster is. ARGV: P, now, timeoutMs, node, limit,
- * nodeLeaseMs, keyTtlMs.
+ * nodeLeaseMs, keyTtlMs, nearExpiryMs.
  * Returns {claimed…, '|', takenOver…, '|', open, idle, closing, procs}.
  */
 export const SWEEP = `${PRELUDE}
@@ -40,6 +40,28 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'idle', '-inf', now - tonum
     out[#out + 1] = id
   else
     forget(id)
+  end
+end
+-- Timeouts above are decided by the sweeping node's clock against the last activity the releasing node
+-- wrote with its own; session keys expire by Redis's clock. When the clock that wrote is ahead of every
+-- clock that sweeps by more than the grace period (skewed nodes, a clock set back or standing still),
+-- the key would expire first and the session vanish without its hook. So an idle session whose key has
+-- nearExpiryMs or less to live is timed out now, its key given a full lifetime for the close. 'lru'
+-- lists idle sessions in the order their keys were last written (the release that made them idle):
+-- its head expires first, and each claim or forget takes the head away.
+local nearMs = tonumber(ARGV[8])
+for _ = #out + 1, limit do
+  local head = redis.call('ZRANGE', P .. 'lru', 0, 0)[1]
+  if not head then break end
+  local h = skey(head)
+  local left = redis.call('PTTL', h)
+  if left == -1 or left > nearMs then break end
+  if left >= 0 and redis.call('HGET', h, 'st') == 'o' then
+    claim(head, 'timeout', node, now)
+    redis.call('PEXPIRE', h, ARGV[7])
+    out[#out + 1] = head
+  else
+    forget(head)
   end
 end
 out[#out + 1] = '|'

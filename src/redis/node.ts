@@ -226,6 +226,15 @@ export function keyTtlMs(ctx: Pick<StoreContext<SessionVars>, 'options'>, settin
 }
 
 /**
+ * How little life a session key may have left before the sweep times its session out whatever the
+ * nodes' clocks say (close-scripts.ts SWEEP): half the grace period, or two sweeps if that is longer,
+ * but never more than the grace period (never before the timeout by Redis's clock).
+ */
+export function nearExpiryMs(settings: RedisSettings): number {
+  return Math.min(settings.graceMs, Math.max(settings.graceMs / 2, 2 * settings.sweepIntervalMs));
+}
+
+/**
  * How long a waiting request stays counted among its session's waiters without trying again: a waiter
  * whose node died or gave up stops counting after it.
  */

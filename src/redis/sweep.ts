@@ -1,7 +1,7 @@
 import { realTimer, type TimerHandle } from '../clock.js';
 import type { SessionVars } from '../process.js';
 import type { CloseReason } from '../session.js';
-import { keyTtlMs, text, type NodeServices, type Reply } from './node.js';
+import { keyTtlMs, nearExpiryMs, text, type NodeServices, type Reply } from './node.js';
 
 /** Sessions claimed per sweep (and per batch of a cluster shutdown); more wait for the next turn of the event loop. */
 export const SWEEP_BATCH = 512;
@@ -61,7 +61,7 @@ export class RedisSweep<Vars extends SessionVars> {
     const { ctx, redis, settings, nodeId } = this.#node;
     let full = false;
     try {
-      const reply = await redis.lwsSweep(settings.prefix, ctx.clock.now(), ctx.options.inactiveProcessTimeoutMs, nodeId, SWEEP_BATCH, settings.nodeLeaseMs, keyTtlMs(ctx, settings)) as Reply;
+      const reply = await redis.lwsSweep(settings.prefix, ctx.clock.now(), ctx.options.inactiveProcessTimeoutMs, nodeId, SWEEP_BATCH, settings.nodeLeaseMs, keyTtlMs(ctx, settings), nearExpiryMs(settings)) as Reply;
       const bar = reply.indexOf('|');
       const bar2 = reply.indexOf('|', bar + 1);
       const due = reply.slice(0, bar).map(text);

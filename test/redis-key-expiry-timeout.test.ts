@@ -1,0 +1,59 @@
+// A session key expires by Redis's clock (graceMs after the timeout), while timeouts are decided by the
+// sweeping node's clock against the last activity the releasing node wrote with its own. When the clock
+// that wrote is ahead of every clock that sweeps by more than graceMs (skewed nodes, a node's clock set
+// back, a now()-only clock standing still), the key would expire before any sweep claims the session,
+// which would then vanish without its hook. The sweep times out an idle session whose key is about to
+// expire, whatever the clocks say. Here the key's remaining life is cut in Redis (what such a skew leads
+// to), and session time moves only by the ManualClock: the la-based timeout is hours away.
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, type CloseEvent, type SessionError } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { eventually } from './helpers.js';
+import { redisForTest } from './redis-support.js';
+
+const IP = '127.0.0.1';
+const SWEEP_INTERVAL_MS = 1_000;
+
+test('Redis store: an idle session whose key is about to expire (its last activity written by a clock far ahead) is timed out by the next sweep, hooked with its vars; a session whose key has its life is left open', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const hooked: Array<{ id: string; n: number | undefined }> = [];
+  const engine = new SessionEngine<{ n?: number }>({
+    clock, init: () => ({}),
+    onClose: (proc) => { hooked.push({ id: proc.sessionId, n: proc.vars.n }); },
+    store: createRedisStore({ url: r.url, prefix: r.prefix, sweepIntervalMs: SWEEP_INTERVAL_MS, pollIntervalMs: 20 }),
+  });
+  const errors: SessionError[] = [];
+  const closes: CloseEvent[] = [];
+  engine.on('error', (error) => errors.push(error));
+  engine.on('close', (event) => closes.push(event));
+  try {
+    const ids: string[] = [];
+    for (const n of [1, 2]) {
+      const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+      lease.proc.vars.n = n;
+      lease.release();
+      ids.push(lease.sessionId);
+      assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}lru`)) === n), `session ${n} went idle`);
+    }
+    const [first, second] = ids as [string, string];
+    // The first session went idle first: its key expires first. 2 s left, under half of graceMs (60 s).
+    await r.redis.pexpire(`${r.prefix}s:${first}`, 2_000);
+
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(() => closes.length === 1), 'the session about to lose its key is closed');
+    assert.deepEqual(hooked, [{ id: first, n: 1 }], 'with the vars its last request left');
+    assert.deepEqual(closes.map((c) => [c.sessionId, c.reason]), [[first, 'timeout']]);
+    assert.equal(engine.stats().closed.timeout, 1);
+
+    clock.advance(SWEEP_INTERVAL_MS);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(await r.redis.zscore(`${r.prefix}open`, second) !== null, true, 'the other session, its key far from expiry, stays open');
+    assert.equal(hooked.length, 1);
+  } finally {
+    await engine.stop();
+  }
+  assert.deepEqual(errors, []);
+});
