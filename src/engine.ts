@@ -117,7 +117,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * closed (hooks run, teardown done), `false` for an unknown id or outside `'legacy'` mode (the mode in
    * effect now: a switch at run time applies to every session, as DESIGN.md's modes say). Called from a
    * request of the session itself (logout), the hook and teardown run at once and the request goes on
-   * with a reset context; its response clears the cookie.
+   * with a reset context; its response clears the cookie. Called from a hook about a session whose
+   * close is under way, resolves `true` at once (hooks awaiting each other's close never wait on each other).
    */
   closeSession(id: string): Promise<boolean> {
     if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`closeSession(id): id must be a string, got ${describe(id)}`));

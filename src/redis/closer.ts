@@ -65,7 +65,10 @@ export class RedisCloser<Vars extends SessionVars> {
   async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
     const local = this.#pipelines.get(id);
     const fromOwnSession = caller !== undefined && caller.sessionId === id;
-    if (local !== undefined) return this.#waitLocal(id, local, caller, fromOwnSession);
+    // From a hook of another session (its close here past the drain) about a session closing already:
+    // true without waiting, as on the memory store (no cycle of hooks awaiting each other's close).
+    const fromClosingHook = !fromOwnSession && caller !== undefined && this.pastDrain(caller.sessionId);
+    if (local !== undefined) return fromClosingHook ? true : this.#waitLocal(id, local, caller, fromOwnSession);
     const { redis, settings, nodeId, ctx } = this.#node;
     // The id is dead for this node's readers from the call on, as with the memory store; the claim
     // decides, and a failed claim gives the session back.
@@ -114,6 +117,7 @@ export class RedisCloser<Vars extends SessionVars> {
     // 'closing' because this node's own claim (a sweep, another closeSession) landed just before: not
     // another node's close, waited for as a local one (no join a stop from its hook would wait on, no hand-over).
     const mine = this.#pipelines.get(id);
+    if (fromClosingHook) return true;
     if (mine !== undefined) return this.#waitLocal(id, mine, caller, fromOwnSession);
     if (fromOwnSession && (insider === undefined || handle === undefined || !this.#node.handOver(handle, insider))) return true;
     const joined = this.waits.closedElsewhere(id);
