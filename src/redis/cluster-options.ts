@@ -24,6 +24,8 @@ export class ClusterOptions<Vars extends SessionVars> {
   #setCount = 0;
   /** Set here while the store's start failed (name → value, and the one before): written by the next start. */
   readonly #unsent = new Map<string, { value: unknown; previous: unknown }>();
+  /** Per name: the newest version of it this node holds (written here or applied), P optv's count. */
+  readonly #versions = new Map<string, number>();
 
   /** `track`: keeps a write going past a stop (the store waits for it). */
   constructor(node: NodeServices<Vars>, started: () => Promise<void>, track: (work: Promise<unknown>) => void) {
@@ -69,9 +71,17 @@ export class ClusterOptions<Vars extends SessionVars> {
       })
       .then(() => redis.lwsSetOption(settings.prefix, nodeId, name, encodeOption(value), keyTtlMs(ctx, settings), conflict?.name ?? '', conflict === undefined ? '' : encodeOption(conflict.value)))
       .then(async (reply) => {
-        const refused = conflict !== undefined && Number(reply) !== 1;
+        const version = Number(reply);
+        const refused = conflict !== undefined && version === 0;
         const back = landed(!refused);
-        if (!refused) return;
+        if (!refused) {
+          // Newer than what this node heard meanwhile (another node's write Redis took first, announced
+          // after this set here): this value is the cluster's, and the last set here goes back in force.
+          if (!this.#isNewer(name, version)) return;
+          this.#versions.set(name, version);
+          if (this.#lastSet.get(name) === seq && encodeOption(ctx.options[name]) !== encodeOption(value)) applyHere(this.#node, name, encodeOption(value));
+          return;
+        }
         ctx.report(new SessionError('ERR_SESSION_INVALID_OPTION', `setOption('${name}', ${encodeOption(value)}) taken back: another node set ${conflict.name} to ${encodeOption(conflict.value)} first`), 'storeErrors');
         // Not over a later setOption of the name here (its own answer decides), nor over another node's value.
         if (this.#lastSet.get(name) === seq && encodeOption(ctx.options[name]) === encodeOption(value)) applyHere(this.#node, name, encodeOption(back));
@@ -107,19 +117,38 @@ export class ClusterOptions<Vars extends SessionVars> {
     return this.#applyStored((name) => this.#writing.has(name));
   }
 
-  /** An option another node set ('o'). */
-  heard(name: string, json: string): void {
-    this.#applyOther(name, json);
+  /**
+   * An option another node set ('o'), at `version` of the name (none from a node of an earlier
+   * version): not applied over a newer one this node holds (its own write Redis took later).
+   */
+  heard(name: string, json: string, version: number | undefined): void {
+    this.#applyVersion(name, json, version);
+  }
+
+  /** Whether `version` of `name` is newer than the one this node holds. */
+  #isNewer(name: string, version: number): boolean {
+    return Number.isFinite(version) && version > (this.#versions.get(name) ?? 0);
+  }
+
+  /** Another node's value at `version` (undefined: unknown), unless this node holds a newer one. */
+  #applyVersion(name: string, json: string, version: number | undefined): void {
+    if (version !== undefined && !this.#isNewer(name, version)) return;
+    if (this.#applyOther(name, json) && version !== undefined) this.#versions.set(name, version);
   }
 
   async #applyStored(keep: (name: string) => boolean): Promise<void> {
     const { ctx, redis, settings } = this.#node;
-    const stored = await redis.hgetall(`${settings.prefix}opts`);
+    const [stored, versions] = await Promise.all([redis.hgetall(`${settings.prefix}opts`), redis.hgetall(`${settings.prefix}optv`)]);
     for (const [name, json] of Object.entries(stored)) {
       if (keep(name)) continue;
+      const version = versions[name] === undefined ? undefined : Number(versions[name]);
+      if (version !== undefined && !this.#isNewer(name, version)) continue;
       // Already so here: not applied again (no 'option' event for nothing).
-      if (Object.hasOwn(ctx.options, name) && encodeOption((ctx.options as unknown as Record<string, unknown>)[name]) === json) continue;
-      this.#applyOther(name, json);
+      if (Object.hasOwn(ctx.options, name) && encodeOption((ctx.options as unknown as Record<string, unknown>)[name]) === json) {
+        if (version !== undefined) this.#versions.set(name, version);
+        continue;
+      }
+      this.#applyVersion(name, json, version);
     }
   }
 
@@ -128,10 +157,11 @@ export class ClusterOptions<Vars extends SessionVars> {
    * waits for the next start): the cluster refuses that write (it holds this value), which takes it back
    * and reads the options again.
    */
-  #applyOther(name: string, json: string): void {
+  #applyOther(name: string, json: string): boolean {
     const conflict = conflictingOption(name as OptionName, decodeOption(json));
-    if (conflict !== undefined && (this.#writing.has(conflict.name) || this.#unsent.has(conflict.name)) && encodeOption(this.#node.ctx.options[conflict.name]) === encodeOption(conflict.value)) return;
+    if (conflict !== undefined && (this.#writing.has(conflict.name) || this.#unsent.has(conflict.name)) && encodeOption(this.#node.ctx.options[conflict.name]) === encodeOption(conflict.value)) return false;
     applyHere(this.#node, name, json);
+    return true;
   }
 }
 

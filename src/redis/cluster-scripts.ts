@@ -32,14 +32,20 @@ return others
 /**
  * An option set on one node applies to all, unless the cluster holds the value of another option it
  * cannot go with (ARGV[6] = ARGV[7]; '' for none): two nodes set such a pair at about the same time.
- * ARGV: P, node, name, json, keyTtlMs, conflicting name, its conflicting json. Returns 1, or 0 refused.
+ * Each write of a name gets the next version of it (P optv), announced with it ('o <node>@<version> …';
+ * a node of an earlier version reads '<node>@<version>' as a node that is not itself): a node applies
+ * only a version newer than the one it holds, so two nodes setting one option at about the same time end
+ * with the value Redis took last, whatever order the replies and announcements reach them in.
+ * ARGV: P, node, name, json, keyTtlMs, conflicting name, its conflicting json. Returns the version, or 0 refused.
  */
 export const SET_OPTION = `${PRELUDE}
 if ARGV[6] ~= nil and ARGV[6] ~= '' and redis.call('HGET', P .. 'opts', ARGV[6]) == ARGV[7] then return 0 end
 redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
+local version = redis.call('HINCRBY', P .. 'optv', ARGV[3], 1)
 redis.call('PEXPIRE', P .. 'opts', ARGV[5])
-redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
-return 1
+redis.call('PEXPIRE', P .. 'optv', ARGV[5])
+redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. '@' .. version .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+return version
 `;
 
 /**

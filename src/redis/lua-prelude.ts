@@ -55,7 +55,7 @@ local function markBusy(id)
   redis.call('ZREM', P .. 'lru', id)
 end
 local function touchGlobals(ttl)
-  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts'}) do redis.call('PEXPIRE', P .. k, ttl) end
+  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts', 'optv'}) do redis.call('PEXPIRE', P .. k, ttl) end
 end
 -- 'procs' counts the processes of open sessions; 'pn' says how many each session counts there, so an
 -- id whose key expired (a crashed cluster's leftover) can still give its processes back. A session made

@@ -50,8 +50,11 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
     if (to.known.get(rest)?.id !== rest) return; // renamed here: the handle already moved
     to.known.delete(rest);
   } else if (kind === 'o') {
-    const [node, name, ...json] = rest.split(' ');
-    if (node !== to.node.nodeId && name !== undefined) to.options.heard(name, json.join(' '));
+    // '<node>@<version>' (a node of an earlier version sends its id alone: no version).
+    const [sender = '', name, ...json] = rest.split(' ');
+    const at = sender.indexOf('@');
+    const node = at < 0 ? sender : sender.slice(0, at);
+    if (node !== to.node.nodeId && name !== undefined) to.options.heard(name, json.join(' '), at < 0 ? undefined : Number(sender.slice(at + 1)));
   }
 }
 
