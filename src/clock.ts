@@ -141,6 +141,38 @@ export class ManualClock implements Clock {
  * not a function (it would throw at the first timer, outside any request), or a `now()` that does not
  * give a finite number of milliseconds (every deadline and cookie date would be NaN).
  */
+/**
+ * An application's clock as the engine reads it. checkClock looks at one reading only: a now() that
+ * later gives no finite number (or throws) would put NaN into deadlines, cookie dates and stored
+ * times, for good. Such a reading is reported (once per run of bad readings) and read as the last good
+ * one; timers on a clock without setTimer still come when as much real time has passed.
+ */
+export function checkedClock(clock: Clock, report: (detail: string, cause: unknown) => void): Clock {
+  const firstMs = clock.now();
+  let lastGoodMs = Number.isFinite(firstMs) ? firstMs : Date.now();
+  let failing = false;
+  const now = (): number => {
+    let ms: unknown;
+    let cause: unknown;
+    try {
+      ms = clock.now();
+    } catch (error) {
+      cause = error;
+    }
+    if (typeof ms === 'number' && Number.isFinite(ms)) {
+      lastGoodMs = ms;
+      failing = false;
+      return ms;
+    }
+    if (!failing) {
+      failing = true;
+      report(`clock.now() ${cause === undefined ? `returned ${describe(ms)}` : 'threw'}: the engine reads its last good time (${lastGoodMs}) until it gives a finite number again`, cause);
+    }
+    return lastGoodMs;
+  };
+  return clock.setTimer === undefined ? { now } : { now, setTimer: clock.setTimer.bind(clock) };
+}
+
 export function checkClock(clock: unknown): asserts clock is Clock {
   const { now, setTimer } = (clock ?? {}) as Partial<Clock>;
   if (typeof now !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock must have a now() method');
