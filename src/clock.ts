@@ -10,8 +10,9 @@ export interface TimerHandle {
  * Every time decision of the engine goes through a clock, so tests move time instead of sleeping.
  * `now()` is milliseconds since the epoch. `setTimer` is optional: without it the engine's timers are
  * real, unref'ed ones that look at `now()` at least once a second, so deadlines (timeouts, hook and
- * queue limits) follow a clock that only has `now()` too, at most a second late, and come at the latest
- * when as much real time has passed.
+ * queue limits) follow a clock that only has `now()` too, at most a second late; the hook, drain and
+ * queue limits also come at the latest when as much real time has passed (inactivity timeouts are
+ * session time: they follow the clock alone).
  */
 export interface Clock {
   now(): number;
