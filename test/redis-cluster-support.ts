@@ -1,5 +1,5 @@
-// What the multi-node Redis tests (redis-cluster*.test.ts) share beside the cluster fixture: hook
-// records by session, moving session time until due sessions are claimed, a seeded PRNG.
+// What the multi-node Redis tests (redis-cluster*, redis-faults, redis-outage) share beside the cluster fixture: hook
+// records by session, moving session time until due sessions are claimed (or all the time), a seeded PRNG.
 import type { Cluster, HookRecord } from './fixtures/redis-cluster.js';
 
 /** The hook records of one session, by phase. */
@@ -33,4 +33,17 @@ export function prng(seed: number): () => number {
     r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r;
     return ((r ^ (r >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** Moves session time on every live node, every `everyMs` of real time, so their sweeps run (and find dead nodes). */
+export function tickClocks(cluster: Cluster, sweepIntervalMs: number, everyMs = 50): { stop(): void } {
+  let running = true;
+  const loop = async (): Promise<void> => {
+    while (running) {
+      await cluster.advance(sweepIntervalMs).catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, everyMs));
+    }
+  };
+  void loop();
+  return { stop: () => { running = false; } };
 }

@@ -1,29 +1,16 @@
 // Faults of a Redis-backed cluster, with nodes as child processes (test/fixtures/redis-node.ts): a node
-// killed with SIGKILL under load or in the middle of a hook, and Redis itself stopped and restarted (a
-// redis-server of the test's own, test/fixtures/redis-server.ts; the shared one at REDIS_URL is only
-// used under the test's key prefix). Node liveness is real time by design (nodeLeaseMs), so waits for a
-// dead node's lease are bounded polls; session time is the test's clock, moved on every live node.
-import { test, type TestContext } from 'node:test';
+// killed with SIGKILL under load, in the middle of a hook, or with a request waiting for another node's
+// process, and a node stopping with such a request. Redis itself stopped and restarted: redis-outage.test.ts.
+// Node liveness is real time by design (nodeLeaseMs), so waits for a dead node's lease are bounded polls;
+// session time is the test's clock, moved on every live node.
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Redis } from 'ioredis';
-import { Cluster, clusterForTest, waitUntil, type Answer, type ClusterOptions, type HookRecord, type TestNode } from './fixtures/redis-cluster.js';
-import { ownRedisForTest, type OwnRedis } from './fixtures/redis-server.js';
+import { Cluster, clusterForTest, waitUntil, type Answer, type HookRecord, type TestNode } from './fixtures/redis-cluster.js';
+import { tickClocks } from './redis-cluster-support.js';
 
 const LEASE_MS = 1_000;
 const SWEEP_MS = 1_000;
 
-/** Moves session time on every live node, every `everyMs` of real time, so their sweeps run (and find dead nodes). */
-function tickClocks(cluster: Cluster, everyMs = 50): { stop(): void } {
-  let running = true;
-  const loop = async (): Promise<void> => {
-    while (running) {
-      await cluster.advance(SWEEP_MS).catch(() => {});
-      await new Promise((resolve) => setTimeout(resolve, everyMs));
-    }
-  };
-  void loop();
-  return { stop: () => { running = false; } };
-}
 
 function recordsOf(hooks: HookRecord[], processId: string): { start: HookRecord[]; done: HookRecord[] } {
   const mine = hooks.filter((h) => h.processId === processId);
@@ -84,7 +71,7 @@ test('kill -9 of a node under load: the other nodes serve its sessions with the 
   for (const s of held) assert.notEqual(await cluster.redis.hget(`${cluster.storePrefix}s:${s.sid}`, `b:${s.pid}`), '0', 'a dead node\'s process stays taken until its lease ends');
   for (const answer of await Promise.all(holds)) assert.equal(answer.status, 'error', 'the held requests died with their node');
 
-  const ticking = tickClocks(cluster);
+  const ticking = tickClocks(cluster, SWEEP_MS);
   try {
     await load;
     // Every session, the held ones included, is served by B or C with the state last saved.
@@ -137,7 +124,7 @@ test('kill -9 of a node in the middle of a hook: another node takes the close ov
   assert.equal(recordsOf(before, second.pid).done.length, 0, 'killed mid-hook');
   assert.equal((await b.call<{ processId: string } | null>('lockedBy', { table: 'Stock', key: '9' }))?.processId, second.pid, 'the record stays locked until the close ends');
 
-  const ticking = tickClocks(cluster);
+  const ticking = tickClocks(cluster, SWEEP_MS);
   try {
     await waitUntil('B finishes the close A had claimed', async () => recordsOf(await cluster.hooks(), second.pid).done.length > 0, 15_000);
   } finally {
@@ -164,132 +151,6 @@ test('kill -9 of a node in the middle of a hook: another node takes the close ov
 });
 
 /** A cluster on a redis-server of the test's own (the shared Redis is not stopped by anyone). */
-async function clusterOnOwnRedis(t: TestContext, options: ClusterOptions = {}): Promise<{ server: OwnRedis; cluster: Cluster } | undefined> {
-  let cluster: Cluster | undefined;
-  t.after(() => cluster?.dispose());
-  const server = await ownRedisForTest(t);
-  if (server === undefined) return undefined;
-  // The test's reads wait through an outage rather than failing.
-  const redis = new Redis(server.url, { maxRetriesPerRequest: 2 });
-  redis.on('error', () => {});
-  t.after(() => redis.disconnect());
-  cluster = new Cluster(redis, server.url, 'lws-test:own:', options);
-  return { server, cluster };
-}
-
-/** Waits until every node answers again (Redis back, clients reconnected): a new session gets 200 on each. */
-async function untilServing(nodes: TestNode[]): Promise<void> {
-  for (const node of nodes) await waitUntil(`${node.name} serving again`, async () => (await node.get('/', undefined, 5_000)).status === 200, 15_000, 50);
-}
-
-test('Redis stopped and restarted: requests get 503 with Retry-After meanwhile (no hang, no 500); afterwards every session is back with its vars on every node, and no hook ran twice', { timeout: 60_000 }, async (t) => {
-  const setup = await clusterOnOwnRedis(t, { pollIntervalMs: 20, nodeLeaseMs: 10_000 });
-  if (setup === undefined) return;
-  const { server, cluster } = setup;
-  const [a, b] = (await cluster.start(2)) as [TestNode, TestNode];
-
-  const sessions: { sid: string; n: number }[] = [];
-  for (let i = 0; i < 8; i++) {
-    let v = await [a, b][i % 2]!.visit('/');
-    for (let k = 0; k < i % 3; k++) v = await [b, a][k % 2]!.visit('/', v.sid);
-    await cluster.settled(v.sid);
-    sessions.push({ sid: v.sid, n: v.n });
-  }
-  const closed = sessions.pop()!;
-  assert.equal(await b.call('close', { sid: closed.sid }), true);
-
-  await server.stop();
-  for (const node of [a, b]) {
-    for (const sid of [sessions[0]!.sid, undefined]) {
-      const started = Date.now();
-      const answer = await node.get('/', sid, 5_000);
-      assert.equal(answer.status, 503, `${node.name} (cookie: ${sid === undefined ? 'none' : 'yes'}) while Redis is away: ${answer.status} ${answer.body}`);
-      assert.equal(answer.headers['retry-after'], '1');
-      assert.equal(answer.setCookie, undefined);
-      assert.ok(Date.now() - started < 5_000, 'answered at once');
-    }
-  }
-
-  await server.start();
-  await untilServing([a, b]);
-  for (const [i, s] of sessions.entries()) {
-    const node = [b, a][i % 2]!;
-    const v = await node.visit('/', s.sid);
-    assert.deepEqual([v.sid, v.n], [s.sid, s.n + 1], `${node.name}: the session is back with its vars`);
-    const w = await [a, b][i % 2]!.visit('/', s.sid);
-    assert.deepEqual([w.sid, w.n], [s.sid, s.n + 2]);
-  }
-  const hooks = await cluster.hooks();
-  assert.deepEqual(hooks.map((h) => [h.sessionId, h.phase]), [[closed.sid, 'start'], [closed.sid, 'done']], 'only the close made before the outage, once');
-  const gone = await a.get('/', closed.sid);
-  assert.notEqual(gone.cookieId, closed.sid, 'a session closed before the outage stays closed');
-});
-
-test('a request that ends while Redis is away: once Redis is back, its session serves again with the state that request left (no request waits forever)', {
-  timeout: 60_000,
-}, async (t) => {
-  const setup = await clusterOnOwnRedis(t, { pollIntervalMs: 20, nodeLeaseMs: 10_000 });
-  if (setup === undefined) return;
-  const { server, cluster } = setup;
-  const [a, b] = (await cluster.start(2)) as [TestNode, TestNode];
-
-  const s = await a.visit('/');
-  await cluster.settled(s.sid);
-  const holding = a.get('/hold?key=h', s.sid);
-  await a.event((e) => e.event === 'held' && e.key === 'h', 'held h');
-  await server.stop();
-  await a.call('release', { key: 'h' });
-  const held = await holding;
-  assert.equal(held.status, 200);
-  assert.equal(held.json<{ n: number }>().n, 3);
-
-  await server.start();
-  await untilServing([a, b]);
-  for (const node of [b, a]) {
-    const answer = await node.get('/', s.sid, 5_000);
-    const taken = await cluster.redis.hget(`${cluster.storePrefix}s:${s.sid}`, `b:${s.pid}`);
-    assert.equal(answer.status, 200, `${node.name}: ${answer.status}; its process in Redis: b:${s.pid}=${String(taken)} ('0' is free)`);
-    assert.deepEqual([answer.json<{ sid: string }>().sid, answer.json<{ n: number }>().n], [s.sid, node === b ? 4 : 5], 'the state the answered request left');
-  }
-});
-
-test('a close interrupted by a Redis outage is finished once Redis is back: the session\'s key goes, closeSession from another node returns, the hook ran once', {
-  timeout: 60_000,
-}, async (t) => {
-  const setup = await clusterOnOwnRedis(t, { pollIntervalMs: 20, nodeLeaseMs: 10_000, sweepIntervalMs: SWEEP_MS });
-  if (setup === undefined) return;
-  const { server, cluster } = setup;
-  const [a, b] = (await cluster.start(2)) as [TestNode, TestNode];
-
-  const s = await a.visit('/');
-  await cluster.settled(s.sid);
-  await a.call('blockHooks', { all: true });
-  const closing = a.call('close', { sid: s.sid }, 30_000);
-  await a.event((e) => e.event === 'hook-blocked' && e.sessionId === s.sid, 'hook blocked');
-  await server.stop();
-  // The hook ends while Redis is away: marking it done fails, and so does the rest of the pipeline.
-  await a.call('unblockHooks', { awaitLog: false });
-  // The call itself may answer either way (closed, or the store's error); what matters is what follows.
-  await closing.catch(() => {});
-
-  await server.start();
-  await untilServing([a, b]);
-  const ticking = tickClocks(cluster);
-  try {
-    await waitUntil('the interrupted close finished', async () => (await cluster.keys(`s:${s.sid}`)).length === 0, 10_000, 50).catch(async (error: unknown) => {
-      const [st, cl] = await cluster.redis.hmget(`${cluster.storePrefix}s:${s.sid}`, 'st', 'cl');
-      throw new Error(`${(error as Error).message}; the session in Redis: st=${String(st)} (c: closing), claimed by a node alive: ${String(await cluster.redis.exists(`${cluster.storePrefix}node:${String(cl)}`) === 1)}`);
-    });
-  } finally {
-    ticking.stop();
-  }
-  assert.equal(typeof await b.call('close', { sid: s.sid }, 5_000), 'boolean', 'closeSession returns');
-  // 'start' is logged while Redis is up, so a second run would show; 'done' was logged during the outage
-  // by a client of the test's, and may be lost with it.
-  const hooks = (await cluster.hooks()).filter((h) => h.sessionId === s.sid);
-  assert.equal(hooks.filter((h) => h.phase === 'start').length, 1, 'the hook ran once: the retry after the outage marks it done in Redis, it does not run it again');
-  assert.ok(hooks.filter((h) => h.phase === 'done').length <= 1);
-});
 
 /**
  * A request of a session waits on `waiter` for the process `holder` runs (maxQueuedRequests 1); `end`
@@ -314,7 +175,7 @@ async function waiterGone(cluster: Cluster, [holder, waiter, third]: [TestNode, 
 
   let attempt = 0;
   let last = '';
-  const ticking = tickClocks(cluster);
+  const ticking = tickClocks(cluster, SWEEP_MS);
   try {
     await waitUntil('the session queuing a request again', async () => {
       const key = `again${++attempt}`;
@@ -360,57 +221,4 @@ test('a node stopping with a request waiting for a session\'s process (run by an
   const [a, b, c] = (await cluster.start(3)) as [TestNode, TestNode, TestNode];
   // The fixture closes every connection once engine.stop() resolves: an unanswered request is reset.
   await waiterGone(cluster, [b, a, c], () => a.stop().then(() => {}), (answer) => assert.equal(answer.status, 503, `answered before stop() resolved: ${answer.status} ${answer.error ?? ''}`));
-});
-
-test('a Redis outage longer than nodeLeaseMs does not make a live node dead: a request running on it through the outage keeps its process, and the next request of its session sees its state', {
-  timeout: 60_000,
-}, async (t) => {
-  const setup = await clusterOnOwnRedis(t, { nodeLeaseMs: LEASE_MS, sweepIntervalMs: SWEEP_MS, pollIntervalMs: 20 });
-  if (setup === undefined) return;
-  const { server, cluster } = setup;
-  const [a, b] = (await cluster.start(2)) as [TestNode, TestNode];
-  const s = await a.visit('/');
-  await cluster.settled(s.sid);
-  const holding = a.get('/hold?key=h', s.sid);
-  await a.event((e) => e.event === 'held' && e.key === 'h', 'held h');
-
-  await server.stop();
-  // The outage outlasts every node's lease (a duration of the scenario, not a wait for an outcome).
-  await new Promise((resolve) => setTimeout(resolve, LEASE_MS * 1.5));
-  // A reconnects a moment after B (stalled until B has swept a few times): A is alive all along.
-  a.child.kill('SIGSTOP');
-  t.after(() => { a.child.kill('SIGCONT'); });
-  await server.start();
-  await untilServing([b]);
-  let sessionMs = cluster.nowMs;
-  let ticking = true;
-  const ticker = (async () => {
-    while (ticking) {
-      sessionMs += SWEEP_MS;
-      await b.call('clock', { to: sessionMs }).catch(() => {});
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  })();
-  let answeredEarly = false;
-  let resumed = false;
-  const next = b.get('/', s.sid, 20_000);
-  void next.then(() => { answeredEarly = !resumed; });
-  try {
-    // A quarter of a lease after Redis is back, with B sweeping all along: A must still own its process
-    // (and once resumed, it renews its lease well within the lease).
-    const deadline = Date.now() + LEASE_MS / 4;
-    await waitUntil('a quarter of a lease', () => answeredEarly || Date.now() >= deadline, LEASE_MS * 5, 20);
-  } finally {
-    resumed = true;
-    a.child.kill('SIGCONT');
-  }
-  await a.call('release', { key: 'h' });
-  const held = await holding;
-  ticking = false;
-  await ticker;
-  const answer = await next;
-  assert.equal(held.status, 200);
-  assert.equal(answer.status, 200);
-  assert.equal(answeredEarly, false, `B ran a request in the process A was still running (B saw n=${answer.json<{ n: number }>().n})`);
-  assert.deepEqual([answer.json<{ sid: string }>().sid, answer.json<{ n: number }>().n], [s.sid, 4], 'the next request sees the state the held request left');
 });
