@@ -9,7 +9,8 @@ import fc from 'fast-check';
 import { ManualClock, SessionEngine, type SessionEngineOptions } from '../src/index.js';
 import { settle } from './helpers.js';
 import type { Vars } from './model.js';
-import { propertyProfile, runScenario, scenarioArb, type Harness, type Op } from './property-support.js';
+import { propertyProfile, runScenario } from './property-support.js';
+import { scenarioArb, type Harness, type Op } from './property-scenario.js';
 
 /** The memory store decides on one event loop: a few turns of it show every consequence of a step. */
 async function memoryEngine(options: SessionEngineOptions<Vars>): Promise<Harness> {

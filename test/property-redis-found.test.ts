@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type CloseEvent, type RequestLease, type SessionEngineOptions, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import type { Vars } from './model.js';
-import { IPS } from './property-support.js';
+import { IPS } from './property-scenario.js';
 import { track } from './engine-harness.js';
 import { eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';

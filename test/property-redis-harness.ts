@@ -8,7 +8,7 @@ import { ManualClock, SessionEngine, type SessionEngineOptions, type TimerHandle
 import { createRedisStore } from '../src/redis/index.js';
 import { redisLockKey, redisProcessLocksKey } from '../src/redis/locks.js';
 import type { Vars } from './model.js';
-import { LOCK_TABLE, RECORDS, type Harness, type World } from './property-support.js';
+import { LOCK_TABLE, RECORDS, type Harness, type World } from './property-scenario.js';
 import { poll as pollWithin } from './helpers.js';
 import { deleteKeys, REDIS_URL } from './redis-support.js';
 

@@ -10,7 +10,8 @@
 // loudly without it, failed under CI=true.
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { runScenario, scenarioArb, propertyProfile, type Op, type ScenarioSettings } from './property-support.js';
+import { runScenario, propertyProfile } from './property-support.js';
+import { scenarioArb, type Op, type ScenarioSettings } from './property-scenario.js';
 import { redisEngine } from './property-redis-harness.js';
 import { redisForTest } from './redis-support.js';
 
