@@ -9,7 +9,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type CloseEvent, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
-import { eventually } from './helpers.js';
+import { deferred, eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
 
 const IP = '127.0.0.1';
@@ -56,4 +56,69 @@ test('Redis store: an idle session whose key is about to expire (its last activi
     await engine.stop();
   }
   assert.deepEqual(errors, []);
+});
+
+test('Redis store: a session timed out because its key is about to expire keeps its record locks for its hook: the claim gives its lock keys a full lifetime too', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const hookStarted = deferred();
+  const hookMayEnd = deferred();
+  const engine = new SessionEngine({
+    clock, init: () => ({}),
+    onClose: async () => { hookStarted.resolve(); await hookMayEnd.promise; },
+    store: createRedisStore({ url: r.url, prefix: r.prefix, sweepIntervalMs: SWEEP_INTERVAL_MS, pollIntervalMs: 20 }),
+  });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    assert.equal(await lease.proc.locks.tryLock('Stock', 1), true);
+    lease.release();
+    assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}lru`)) === 1), 'idle');
+    // The release touched the locks with the key's lifetime: a clock far ahead leaves them all 2 s.
+    const lockKeys = [...await r.redis.keys(`${r.prefix}lock:*`), ...await r.redis.keys(`${r.prefix}plocks:*`)];
+    assert.equal(lockKeys.length, 2, 'the lock and its process\'s set');
+    for (const key of [`${r.prefix}s:${lease.sessionId}`, ...lockKeys]) await r.redis.pexpire(key, 2_000);
+
+    clock.advance(SWEEP_INTERVAL_MS);
+    await hookStarted.promise;
+    for (const key of lockKeys) assert.ok(await r.redis.pttl(key) > 60_000, `${key} lives through the hook: ${await r.redis.pttl(key)} ms left`);
+    const other = await engine.acquire({ sessionId: undefined, ip: IP });
+    assert.equal(await other.proc.locks.tryLock('Stock', 1), false, 'the record is still the closing session\'s');
+    other.release();
+  } finally {
+    hookMayEnd.resolve();
+    await engine.stop();
+  }
+  assert.deepEqual(errors, []);
+});
+
+test('Redis store: a session whose key is about to expire behind one whose key has a long life at the head of lru (a lowered timeout, a process freed from a dead node) is timed out too', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const closes: CloseEvent[] = [];
+  const engine = new SessionEngine({
+    clock, init: () => ({}),
+    store: createRedisStore({ url: r.url, prefix: r.prefix, sweepIntervalMs: SWEEP_INTERVAL_MS, pollIntervalMs: 20 }),
+  });
+  engine.on('close', (event) => closes.push(event));
+  try {
+    const ids: string[] = [];
+    for (const n of [1, 2]) {
+      const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+      lease.release();
+      ids.push(lease.sessionId);
+      assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}lru`)) === n));
+    }
+    const [first, second] = ids as [string, string];
+    await r.redis.pexpire(`${r.prefix}s:${second}`, 2_000); // the first, at the head, keeps its 8 h
+    clock.advance(SWEEP_INTERVAL_MS);
+    assert.ok(await eventually(() => closes.length === 1, 3_000), 'the second session is closed');
+    assert.deepEqual(closes.map((c) => [c.sessionId, c.reason]), [[second, 'timeout']]);
+    assert.notEqual(await r.redis.zscore(`${r.prefix}open`, first), null, 'the first stays open');
+  } finally {
+    await engine.stop();
+  }
 });

@@ -5,6 +5,8 @@ import { PRELUDE } from './lua-prelude.js';
 
 /** Open ids the sweep checks per run for a key that expired while its session ran. */
 export const OPEN_SCAN_BATCH = 64;
+/** How many idle sessions from the head of 'lru' each sweep checks for a key about to expire. */
+const NEAR_EXPIRY_WINDOW = 64;
 
 /**
  * closeSession from any node. ARGV: P, id, reason, node, now, insiderPid (the caller's process when it
@@ -46,22 +48,25 @@ end
 -- wrote with its own; session keys expire by Redis's clock. When the clock that wrote is ahead of every
 -- clock that sweeps by more than the grace period (skewed nodes, a clock set back or standing still),
 -- the key would expire first and the session vanish without its hook. So an idle session whose key has
--- nearExpiryMs or less to live is timed out now, its key given a full lifetime for the close. 'lru'
--- lists idle sessions in the order their keys were last written (the release that made them idle):
--- its head expires first, and each claim or forget takes the head away.
+-- nearExpiryMs or less to live is timed out now, its keys (its locks') given a full lifetime for the
+-- close. 'lru' lists idle sessions mostly in the order their keys were last written (the release that
+-- made them idle), so those about to expire are near its head; a lowered timeout, or a process freed
+-- from a dead node, puts shorter lives behind longer ones: the first ${NEAR_EXPIRY_WINDOW} are looked at.
 local nearMs = tonumber(ARGV[8])
-for _ = #out + 1, limit do
-  local head = redis.call('ZRANGE', P .. 'lru', 0, 0)[1]
-  if not head then break end
-  local h = skey(head)
+for _, id in ipairs(redis.call('ZRANGE', P .. 'lru', 0, ${NEAR_EXPIRY_WINDOW - 1})) do
+  if #out >= limit then break end
+  local h = skey(id)
   local left = redis.call('PTTL', h)
-  if left == -1 or left > nearMs then break end
-  if left >= 0 and redis.call('HGET', h, 'st') == 'o' then
-    claim(head, 'timeout', node, now)
-    redis.call('PEXPIRE', h, ARGV[7])
-    out[#out + 1] = head
-  else
-    forget(head)
+  if left == -2 then
+    forget(id)
+  elseif left >= 0 and left <= nearMs then
+    if redis.call('HGET', h, 'st') == 'o' then
+      claim(id, 'timeout', node, now)
+      extendSession(id, tonumber(ARGV[7]))
+      out[#out + 1] = id
+    else
+      forget(id)
+    end
   end
 end
 out[#out + 1] = '|'

@@ -32,20 +32,24 @@ return others
 /**
  * An option set on one node applies to all, unless the cluster holds the value of another option it
  * cannot go with (ARGV[6] = ARGV[7]; '' for none): two nodes set such a pair at about the same time.
- * Each write of a name gets the next version of it (P optv), announced with it ('o <node>@<version> …';
+ * Each write of a name gets a newer version of it (P optv), announced with it ('o <node>@<version> …';
  * a node of an earlier version reads '<node>@<version>' as a node that is not itself): a node applies
  * only a version newer than the one it holds, so two nodes setting one option at about the same time end
- * with the value Redis took last, whatever order the replies and announcements reach them in.
+ * with the value Redis took last, whatever order the replies and announcements reach them in. A version
+ * is Redis's time in microseconds (one more than the last if that is not newer): versions lost with
+ * P optv (a Redis restart without persistence, a flush) while nodes stay up still come out newer.
  * ARGV: P, node, name, json, keyTtlMs, conflicting name, its conflicting json. Returns the version, or 0 refused.
  */
 export const SET_OPTION = `${PRELUDE}
 if ARGV[6] ~= nil and ARGV[6] ~= '' and redis.call('HGET', P .. 'opts', ARGV[6]) == ARGV[7] then return 0 end
 redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
-local version = redis.call('HINCRBY', P .. 'optv', ARGV[3], 1)
+local t = redis.call('TIME')
+local version = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(redis.call('HGET', P .. 'optv', ARGV[3]) or '0') + 1)
+redis.call('HSET', P .. 'optv', ARGV[3], string.format('%d', version))
 redis.call('PEXPIRE', P .. 'opts', ARGV[5])
 redis.call('PEXPIRE', P .. 'optv', ARGV[5])
-redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. '@' .. version .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
-return version
+redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. '@' .. string.format('%d', version) .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+return string.format('%d', version)
 `;
 
 /**
@@ -58,23 +62,9 @@ return version
  */
 export const EXTEND_KEYS = `${PRELUDE}
 local ttl = tonumber(ARGV[2])
-local function extend(key)
-  local left = redis.call('PTTL', key)
-  if left >= 0 and left < ttl then redis.call('PEXPIRE', key, ttl) end
-end
 local step = redis.call('ZSCAN', P .. 'open', ARGV[3], 'COUNT', ${EXTEND_BATCH})
 local found = step[2]
-for i = 1, #found, 2 do
-  local h = skey(found[i])
-  extend(h)
-  for _, pid in ipairs(plist(h)) do
-    local set = P .. 'plocks:' .. pid
-    for _, key in ipairs(redis.call('SMEMBERS', set)) do
-      if redis.call('HGET', key, 'processId') == pid then extend(key) end
-    end
-    extend(set)
-  end
-end
+for i = 1, #found, 2 do extendSession(found[i], ttl) end
 if ARGV[3] == '0' then touchGlobals(ttl) end
 return step[1]
 `;

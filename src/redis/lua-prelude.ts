@@ -57,6 +57,23 @@ end
 local function touchGlobals(ttl)
   for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts', 'optv'}) do redis.call('PEXPIRE', P .. k, ttl) end
 end
+-- A session's keys (its hash, each process's lock set and the locks in it) live at least ttl from now;
+-- never a shorter life.
+local function extendSession(id, ttl)
+  local function extend(key)
+    local left = redis.call('PTTL', key)
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', key, ttl) end
+  end
+  local h = skey(id)
+  extend(h)
+  for _, pid in ipairs(plist(h)) do
+    local set = P .. 'plocks:' .. pid
+    for _, key in ipairs(redis.call('SMEMBERS', set)) do
+      if redis.call('HGET', key, 'processId') == pid then extend(key) end
+    end
+    extend(set)
+  end
+end
 -- 'procs' counts the processes of open sessions; 'pn' says how many each session counts there, so an
 -- id whose key expired (a crashed cluster's leftover) can still give its processes back. A session made
 -- before 'pn' existed has no field: it counts what was added since, never less than none.
