@@ -146,7 +146,8 @@ export class ManualClock implements Clock {
  * An application's clock as the engine reads it. checkClock looks at one reading only: a now() that
  * later gives no finite number (or throws) would put NaN into deadlines, cookie dates and stored
  * times, for good. Such a reading is reported (once per run of bad readings) and read as the last good
- * one; timers on a clock without setTimer still come when as much real time has passed.
+ * one; timers on a clock without setTimer still come when as much real time has passed. A setTimer
+ * that throws is reported the same way, its timer put on real time.
  */
 export function checkedClock(clock: Clock, report: (detail: string, cause: unknown) => void): Clock {
   const firstMs = clock.now();
@@ -171,7 +172,27 @@ export function checkedClock(clock: Clock, report: (detail: string, cause: unkno
     }
     return lastGoodMs;
   };
-  return clock.setTimer === undefined ? { now } : { now, setTimer: clock.setTimer.bind(clock) };
+  if (clock.setTimer === undefined) return { now };
+  const setTimer = clock.setTimer.bind(clock);
+  let timerFailing = false;
+  return {
+    now,
+    // A setTimer that throws: the deadline goes on a real timer looking at now() (as for a clock without
+    // setTimer), so no timeout, hook or drain bound is lost, and the caller (a release, a sweep) goes on.
+    setTimer: (callback, delayMs) => {
+      try {
+        const timer = setTimer(callback, delayMs);
+        timerFailing = false;
+        return timer;
+      } catch (error) {
+        if (!timerFailing) {
+          timerFailing = true;
+          report('clock.setTimer() threw: the engine times its deadlines on real timers meanwhile', error);
+        }
+        return timerOn({ now }, callback, delayMs);
+      }
+    },
+  };
 }
 
 export function checkClock(clock: unknown): asserts clock is Clock {

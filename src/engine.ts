@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter, type errorMonitor } from 'node:events';
-import { checkClock, checkedClock, ManualClock, systemClock } from './clock.js';
+import { checkClock, checkedClock, systemClock } from './clock.js';
 import { SessionArgumentError, SessionError, SessionOptionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
@@ -66,7 +66,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     if (typeof store?.attach !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'store must be a SessionStore (memoryStore(), createRedisStore())');
     this.#store = store.attach<Vars>({
       options: this.#options,
-      clock: clock === systemClock || clock instanceof ManualClock ? clock : checkedClock(clock, (detail, cause) => {
+      clock: clock === systemClock ? clock : checkedClock(clock, (detail, cause) => {
         this.#report(new SessionError('ERR_SESSION_INVALID_OPTION', detail, { cause }), 'handlerErrors');
       }),
       als: this.#als,

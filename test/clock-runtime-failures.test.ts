@@ -1,7 +1,8 @@
 // An application's clock is checked when the engine is made; a now() that later gives no finite number
 // (or throws) must not put NaN into last activities, deadlines, cookie dates or Redis: it is reported
 // (ERR_SESSION_INVALID_OPTION on 'error', once per run of bad readings, counted in handlerErrors) and read
-// as its last good time. Time moves by a ManualClock the application's clock reads.
+// as its last good time. A setTimer that throws is reported too, its deadline put on a real timer. Time
+// moves by a ManualClock the application's clock reads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type Clock, type CloseEvent, type SessionError } from '../src/index.js';
@@ -82,6 +83,69 @@ test('memory store: requests while now() gives NaN keep their session, and its c
     assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_INVALID_OPTION']);
   } finally {
     clock.fault = undefined;
+    await engine.stop();
+  }
+});
+
+for (const [name, choose] of storeChoices()) {
+  test(`${name}: a clock whose setTimer throws at run time is reported, nothing is thrown out of the engine, and the idle session still times out`, { timeout: 20_000 }, async (t) => {
+    const choice = await choose(t);
+    if (choice === 'skip') return;
+    const manual = new ManualClock();
+    let failing = false;
+    const clock: Clock = {
+      now: () => manual.now(),
+      setTimer: (callback, delayMs) => {
+        if (failing) throw new Error('timer source down');
+        return manual.setTimer(callback, delayMs);
+      },
+    };
+    const engine = new SessionEngine<Vars>({ clock, inactiveProcessTimeoutMs: TIMEOUT_MS, ...choice.options });
+    const errors: SessionError[] = [];
+    const closes: CloseEvent[] = [];
+    engine.on('error', (error) => errors.push(error));
+    engine.on('close', (event) => closes.push(event));
+    try {
+      const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+      failing = true;
+      assert.doesNotThrow(() => lease.release());
+      // The Redis store's sweep arms its next timer after it ran: one sweep with the timer source down.
+      manual.advance(1_000);
+      assert.ok(await eventually(() => errors.length > 0, 3_000), 'reported');
+      assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_INVALID_OPTION']);
+      assert.match(errors[0]!.message, /clock\.setTimer\(\) threw/);
+      failing = false;
+      manual.advance(TIMEOUT_MS + 1_000);
+      // The deadlines armed while setTimer threw are real timers looking at now() about once a second.
+      assert.ok(await eventually(() => closes.length === 1, 5_000), 'the idle session timed out');
+    } finally {
+      failing = false;
+      await engine.stop();
+    }
+  });
+}
+
+test('memory store: a ManualClock subclass whose now() gives NaN at run time is checked as any application clock', { timeout: 10_000 }, async () => {
+  class SourceClock extends ManualClock {
+    fault = false;
+    override now(): number { return this.fault ? Number.NaN : super.now(); }
+  }
+  const clock = new SourceClock();
+  const engine = new SessionEngine<Vars>({ clock, inactiveProcessTimeoutMs: TIMEOUT_MS });
+  const errors: SessionError[] = [];
+  const closes: CloseEvent[] = [];
+  engine.on('error', (error) => errors.push(error));
+  engine.on('close', (event) => closes.push(event));
+  try {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    clock.fault = true;
+    lease.release();
+    clock.fault = false;
+    clock.advance(TIMEOUT_MS + 1_000);
+    assert.ok(await eventually(() => closes.length === 1, 2_000), 'the session timed out');
+    assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_INVALID_OPTION']);
+  } finally {
+    clock.fault = false;
     await engine.stop();
   }
 });
