@@ -2,7 +2,7 @@ import type { AsyncLocalStorage } from 'node:async_hooks';
 import { timerOn, type Clock } from './clock.js';
 import { SessionError } from './errors.js';
 import { isThenable } from './maybe-async.js';
-import { processInternals, runOf, type ProcessRun, type SessionVars, type WebProcess } from './process.js';
+import { processInternals, runAs, type ProcessRun, type SessionVars, type WebProcess } from './process.js';
 import { NONE, withItem, type CloseReason, type Session } from './session.js';
 import { tearDown, type ReportCounter } from './store.js';
 import type { CloseEvent } from './types.js';
@@ -233,7 +233,7 @@ export function runHook<Vars extends SessionVars>(
 ): boolean | Promise<boolean> {
   let returned: unknown;
   try {
-    returned = ctx.als.run(runOf(proc), () => hook(proc, reason));
+    returned = runAs(ctx.als, proc, () => hook(proc, reason), true);
   } catch (error) {
     ctx.report(new SessionError('ERR_SESSION_HOOK_FAILED', `${proc.processId} (${reason})`, { cause: error, sessionId: proc.sessionId }), 'hookErrors');
     return false;

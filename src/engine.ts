@@ -125,7 +125,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   closeSession(id: string): Promise<boolean> {
     if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`closeSession(id): id must be a string, got ${describe(id)}`));
     if (this.#options.mode !== 'legacy') return Promise.resolve(false);
-    return this.#store.closeSession(id, this.#caller());
+    const run = this.#liveRun();
+    return this.#store.closeSession(id, run?.proc, run?.hook === true);
   }
 
   /**
@@ -142,7 +143,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   /**
    * Graceful stop: refuses new work (503), lets running requests finish, then closes every session with
    * `'shutdown'` (hooks run in `'legacy'` mode). Idempotent. Called from a request, it does not wait for
-   * that request.
+   * that request, which goes on knowing its session; the engine's async context is released once that
+   * request (task, hook) is over.
    */
   stop(): Promise<void> {
     // Once stopped, the engine's async context is released: Node keeps every enabled AsyncLocalStorage
@@ -151,13 +153,15 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     // Called from a request, that request goes on after the stop and keeps knowing its session.
     if (this.#stopping === undefined) {
       this.#store.refuse();
-      const caller = this.#caller();
+      const run = this.#liveRun();
+      const caller = run?.proc;
       // The engine's timers are unref'ed, and the stop's bounds (drains, hooks) are among them: held
       // until it ends, so a process with nothing else to do cannot exit half-way through the hooks.
       const holdLoop = setInterval(() => {}, 0x7fffffff);
       this.#stopping = this.#store.stop(caller).finally(() => {
         clearInterval(holdLoop);
-        if (caller === undefined) this.#als.disable();
+        if (run === undefined) this.#als.disable();
+        else this.#disableOnceOver(run);
       });
     }
     return this.#stopping;
@@ -210,8 +214,26 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * request asks from outside, as anyone would.
    */
   #caller(): WebProcess<Vars> | undefined {
+    return this.#liveRun()?.proc;
+  }
+
+  /** The run (request, task, hook) asking, if it still runs. */
+  #liveRun(): ProcessRun<Vars> | undefined {
     const run = this.#als.getStore();
-    return run === undefined || run.released ? undefined : run.proc;
+    return run === undefined || run.released ? undefined : run;
+  }
+
+  /**
+   * A stop called from a request, task or hook: that run goes on after the stop knowing its session, so
+   * the async context is released once it is over (looked at every second, on an unref'ed timer).
+   */
+  #disableOnceOver(run: ProcessRun<Vars>): void {
+    const check = setInterval(() => {
+      if (!run.released) return;
+      clearInterval(check);
+      this.#als.disable();
+    }, 1_000);
+    check.unref();
   }
 
   /**

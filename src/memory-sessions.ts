@@ -72,18 +72,16 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     });
   }
 
-  closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
+  closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook: boolean): Promise<boolean> {
     const session = this.#scheduler.closes.find(id);
     if (session === undefined) return Promise.resolve(false);
     const fromOwnSession = caller !== undefined && caller.sessionId === session.id;
     // From the session's own hook or teardown: it is closing already, and waiting on itself would deadlock.
     if (fromOwnSession && session.pastDrain) return Promise.resolve(true);
-    // From a hook of another session (its close past the drain) about a session closing already: true at
-    // once, as 4D's command is a no-op on a close under way. Waiting could close a cycle ("log out on every
-    // device" from two sessions whose hooks each await the other's close), held until closeTimeoutMs.
-    if (!fromOwnSession && session.state === 'closing' && caller !== undefined && this.#scheduler.closes.find(caller.sessionId)?.pastDrain === true) {
-      return Promise.resolve(true);
-    }
+    // From a hook of another session about a session closing already: true at once, as 4D's command is a
+    // no-op on a close under way. Waiting could close a cycle ("log out on every device" from two
+    // sessions whose hooks each await the other's close), held until closeTimeoutMs.
+    if (fromHook && !fromOwnSession && session.state === 'closing') return Promise.resolve(true);
     return beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
   }
 

@@ -112,11 +112,35 @@ function checkedVars<Vars>(vars: Vars): Vars {
 export interface ProcessRun<Vars extends SessionVars = SessionVars> {
   readonly proc: WebProcess<Vars>;
   readonly released: boolean;
+  /** An onClose hook's run: a closeSession from it does not wait on a close under way. */
+  readonly hook?: boolean;
 }
 
-/** The run of a task, hook or init: it is current for as long as it runs. */
+/** The run of an init: it is current for as long as it runs. */
 export function runOf<Vars extends SessionVars>(proc: WebProcess<Vars>): ProcessRun<Vars> {
   return { proc, released: false };
+}
+
+/**
+ * Runs `fn` as a run of `proc` (a spawned task, a hook) in the engine's async context: current while it
+ * runs, released once it has returned or settled, so that a callback outliving it asks from outside, as
+ * one outliving its request does (and an engine stopped from it can release its async context then).
+ */
+export function runAs<Vars extends SessionVars, T>(
+  als: { run<R>(store: ProcessRun<Vars>, fn: () => R): R }, proc: WebProcess<Vars>, fn: () => T, hook = false,
+): T {
+  const run = { proc, released: false, hook };
+  const done = (): void => { run.released = true; };
+  let result: T;
+  try {
+    result = als.run(run, fn);
+  } catch (error) {
+    done();
+    throw error;
+  }
+  if (isThenable(result)) result.then(done, done);
+  else done();
+  return result;
 }
 
 /**

@@ -2,7 +2,7 @@ import { noteProgress } from './close.js';
 import { SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import { whenReady, type MaybePromise } from './maybe-async.js';
-import { runInit, runOf, taskFailure, taskRefused, WebProcess, type SessionVars } from './process.js';
+import { runInit, runAs, taskFailure, taskRefused, WebProcess, type SessionVars } from './process.js';
 import type { SchedulerContext } from './scheduler.js';
 import { withItem, withoutItem, type Session } from './session.js';
 import { initFailure, tearDown } from './store.js';
@@ -168,7 +168,7 @@ export class SessionProcesses<Vars extends SessionVars> {
       else {
         proc.vars = vars;
         initialized = true;
-        await this.#ctx.als.run(runOf(proc), () => task(proc));
+        await runAs(this.#ctx.als, proc, () => task(proc));
       }
     } catch (error) {
       this.#ctx.report(taskFailure(initialized, proc, error, session.id), 'taskErrors');

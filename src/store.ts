@@ -75,7 +75,7 @@ export interface AttachedStore<Vars extends SessionVars> {
    */
   acquire(request: RequestIdentity): MaybePromise<RequestLease<Vars>>;
   /** WEB LEGACY CLOSE SESSION; `caller` is the process running the call, if any. */
-  closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean>;
+  closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook: boolean): Promise<boolean>;
   /** `engine.regenerate`; `caller` is the process running the call, if any (its own release follows the new id). */
   regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null>;
   /** Refuses new work from now on (every later acquire rejects ERR_SESSION_STOPPED). */

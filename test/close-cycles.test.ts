@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type CloseEvent, type SessionError } from '../src/index.js';
 import { track } from './engine-harness.js';
-import { eventually } from './helpers.js';
+import { deferred, eventually, settle } from './helpers.js';
 import { storeChoices } from './store-choices.js';
 import { IP, settledAsTimePasses, type Vars } from './redis-crossing.js';
 
@@ -88,3 +88,42 @@ for (const [name, choose] of storeChoices()) {
     }
   });
 }
+
+test('memory store: only a hook gets true at once: a straggler request (its session past its drain, its hook begun) awaits closeSession(other) until that close has ended', { timeout: 10_000 }, async () => {
+  const clock = new ManualClock();
+  const hookMayEnd = new Map<string, ReturnType<typeof deferred>>();
+  const hooked = new Set<string>();
+  const engine = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 1_000_000,
+    onClose: async (proc) => { hooked.add(proc.sessionId); await hookMayEnd.get(proc.sessionId)?.promise; },
+  });
+  engine.on('error', () => {});
+  try {
+    const other = await engine.acquire({ sessionId: undefined, ip: IP });
+    other.release();
+    hookMayEnd.set(other.sessionId, deferred());
+    const otherClose = track(engine.closeSession(other.sessionId));
+    assert.ok(await eventually(() => hooked.has(other.sessionId)), 'the other session\'s hook runs, and holds on');
+
+    engine.setOption('closeTimeoutMs', 1_000); // the other hook keeps its long deadline
+    const straggler = await engine.acquire({ sessionId: undefined, ip: IP });
+    hookMayEnd.set(straggler.sessionId, deferred());
+    const ownClose = track(engine.closeSession(straggler.sessionId));
+    await settle();
+    clock.advance(1_000); // the drain gives up on the straggler (its hook begins)
+    assert.ok(await eventually(() => hooked.has(straggler.sessionId)), 'the straggler\'s session is past its drain');
+    const fromStraggler = track(straggler.run(() => engine.closeSession(other.sessionId)));
+    await settle(20);
+    assert.equal(fromStraggler.settled, false, `it waits for the close under way (its hook still runs): ${String(fromStraggler.error)} ${String(fromStraggler.value)}`);
+    hookMayEnd.get(other.sessionId)!.resolve(undefined);
+    assert.ok(await eventually(() => fromStraggler.settled && otherClose.settled), 'then resolves');
+    assert.equal(fromStraggler.value, true);
+    hookMayEnd.get(straggler.sessionId)!.resolve(undefined);
+    straggler.release();
+    assert.ok(await eventually(() => ownClose.settled));
+  } finally {
+    for (const d of hookMayEnd.values()) d.resolve(undefined);
+    const stopping = track(engine.stop());
+    await settledAsTimePasses(clock, stopping);
+  }
+});

@@ -62,12 +62,12 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
-  async closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
+  async closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook = false): Promise<boolean> {
     const local = this.#pipelines.get(id);
     const fromOwnSession = caller !== undefined && caller.sessionId === id;
-    // From a hook of another session (its close here past the drain) about a session closing already:
-    // true without waiting, as on the memory store (no cycle of hooks awaiting each other's close).
-    const fromClosingHook = !fromOwnSession && caller !== undefined && this.pastDrain(caller.sessionId);
+    // From a hook of another session about a session closing already: true without waiting, as on the
+    // memory store (no cycle of hooks awaiting each other's close).
+    const fromClosingHook = fromHook && !fromOwnSession;
     if (local !== undefined) return fromClosingHook ? true : this.#waitLocal(id, local, caller, fromOwnSession);
     const { redis, settings, nodeId, ctx } = this.#node;
     // The id is dead for this node's readers from the call on, as with the memory store; the claim

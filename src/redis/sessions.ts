@@ -151,10 +151,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     return this.#requests.acquire(request);
   }
 
-  closeSession(id: string, caller: WebProcess<Vars> | undefined): Promise<boolean> {
+  closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook: boolean): Promise<boolean> {
     // Stopped, the node knows no session (as the memory store), and may have no Redis connection left.
     if (this.#stopped) return Promise.resolve(false);
-    return this.#closer.closeSession(id, caller);
+    return this.#closer.closeSession(id, caller, fromHook);
   }
 
   regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null> {

@@ -3,7 +3,7 @@
 // process saves when they end.
 import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
-import { processInternals, runOf, taskFailure, taskRefused, WebProcess, type SessionVars } from '../process.js';
+import { processInternals, runAs, taskFailure, taskRefused, WebProcess, type SessionVars } from '../process.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import type { ProcessSaves } from './processes.js';
 
@@ -70,7 +70,7 @@ export class RedisTasks<Vars extends SessionVars> {
       else {
         proc.vars = vars;
         initialized = true;
-        await ctx.als.run(runOf(proc), () => task(proc));
+        await runAs(ctx.als, proc, () => task(proc));
       }
     } catch (error) {
       ctx.report(taskFailure(initialized, proc, error, handle.id), 'taskErrors');

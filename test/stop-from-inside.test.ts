@@ -1,0 +1,58 @@
+// An engine releases its async context once stopped: Node keeps every enabled AsyncLocalStorage in one
+// list that each new promise walks, so engines made and stopped by the thousand (tests, per-tenant
+// engines) would slow every promise of the process. Stopped from inside one of its own runs (a request,
+// a hook, a task: Fastify's app.close() from a route), the run goes on knowing its session; the context
+// is released once that run is over.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { queryObjects } from 'node:v8';
+import { SessionEngine } from '../src/index.js';
+import { collected, eventually } from './helpers.js';
+
+const ENGINES = 10;
+const IP = '127.0.0.1';
+
+/** AsyncLocalStorage instances alive after full GCs: an enabled one is held by Node's list, a disabled one is collected with its engine. */
+async function storagesAfterGc(): Promise<number> {
+  await collected(new WeakRef({}), 200);
+  return queryObjects(AsyncLocalStorage, { format: 'count' }) as number;
+}
+
+async function stopEngines(how: 'outside' | 'request' | 'hook' | 'task'): Promise<string[]> {
+  const seenAfterStop: string[] = [];
+  for (let i = 0; i < ENGINES; i++) {
+    let stopped: Promise<void> | undefined;
+    const engine: SessionEngine = new SessionEngine({ onClose: how === 'hook' ? () => (stopped ??= engine.stop()) : undefined });
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    if (how === 'request') {
+      await lease.run(async () => {
+        await engine.stop();
+        seenAfterStop.push(engine.currentSessionId() === lease.sessionId ? 'knows its session' : 'lost its session');
+      });
+    }
+    if (how === 'task') {
+      let done!: () => void;
+      const ended = new Promise<void>((resolve) => { done = resolve; });
+      lease.run(() => lease.proc.spawn('stopper', async () => { stopped = engine.stop(); done(); }));
+      await ended;
+    }
+    lease.release();
+    if (how === 'hook') await engine.closeSession(lease.sessionId);
+    await stopped;
+    await engine.stop();
+  }
+  return seenAfterStop;
+}
+
+for (const how of ['request', 'hook', 'task'] as const) {
+  test(`engines stopped from inside a ${how} release their async context once that ${how} is over, as engines stopped from outside do`, { timeout: 30_000 }, async () => {
+    const before = await storagesAfterGc();
+    await stopEngines('outside');
+    assert.ok((await storagesAfterGc()) - before <= 1, 'stopped from outside: released at once');
+    const seen = await stopEngines(how);
+    if (how === 'request') assert.deepEqual(new Set(seen), new Set(['knows its session']), 'the request goes on knowing its session');
+    assert.ok(await eventually(async () => (await storagesAfterGc()) - before <= 1, 5_000),
+      `${ENGINES} engines stopped from inside a ${how}: ${(await storagesAfterGc()) - before} AsyncLocalStorage instances still enabled`);
+  });
+}
