@@ -1,7 +1,7 @@
 // A Redis node's stop() and what comes after it: a request that stops the engine itself goes on after
 // the stop resolved (it does not wait for its caller), so its release must still reach Redis, and the
 // engine's calls after the stop answer as on the memory store (closeSession false, options kept
-// locally, no closing session left in the gauges), with nothing reported.
+// locally, no session, process or closing session left in the gauges), with nothing reported.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine } from '../src/index.js';
@@ -46,5 +46,30 @@ test('Redis store: after stop(), closeSession answers false, setOption is kept l
   assert.equal(engine.getOption('maxSessions'), 5);
   assert.equal(engine.stats().closingSessions, 0);
   await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(errors, []);
+});
+
+test('Redis store: after the only node stopped and closed every session, stats() gauges are at rest (no session, no process left counted)', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const engine = new SessionEngine({ clock, store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20, sweepIntervalMs: 1_000 }) });
+  const errors: string[] = [];
+  engine.on('error', (error) => errors.push(`${error.code}: ${error.message}`));
+  for (let i = 0; i < 3; i++) {
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+  }
+  // A sweep reads the cluster's gauges.
+  assert.ok(await eventually(() => { clock.advance(1_000); return engine.stats().sessions === 3; }, 5_000), 'a sweep counted the 3 sessions');
+  await engine.stop();
+  const stats = engine.stats();
+  assert.equal(stats.closed.shutdown, 3, 'the stop closed the 3 sessions');
+  assert.deepEqual(engine.sessions(), []);
+  assert.deepEqual(
+    { sessions: stats.sessions, idleSessions: stats.idleSessions, busySessions: stats.busySessions, processes: stats.processes },
+    { sessions: 0, idleSessions: 0, busySessions: 0, processes: 0 },
+    'a stopped node (alone, every session closed by it) reports no session or process, as a stopped memory engine does',
+  );
   assert.deepEqual(errors, []);
 });

@@ -289,6 +289,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const queuedRequests = this.#turns.total;
     let locksHeld = 0;
     for (const h of this.#known.values()) for (const p of h.processesHere()) locksHeld += p.lockCount;
-    return { ...this.#closer.gauges, closingSessions: this.#stopped ? this.#closer.activeCount : Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };
+    // Stopped, the node answers as a stopped memory engine does: no session or process of the cluster's
+    // (the last sweep's figures would stay for good), only its own closes still running.
+    if (this.#stopped) return { sessions: 0, idleSessions: 0, processes: 0, closingSessions: this.#closer.activeCount, queuedRequests, locksHeld };
+    return { ...this.#closer.gauges, closingSessions: Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };
   }
 }
