@@ -12,9 +12,10 @@ import fc from 'fast-check';
 import { ManualClock, SessionEngine, SessionError } from '../src/index.js';
 import { createServer, readBody } from '../src/adapters/node/index.js';
 import {
-  FUZZ, NODE_MAX_HEADER_BYTES, UUID_V4, assertWellFormedSetCookie, cookieHeaderArb, guardFor, hasControlByte, headerValues, joinParts,
-  modelSessionId, oneLine, params, rawRequest, renderParts, trapProcessFailures, xffHeaderArb, stopWithin, type CookieHeaderShape, type RawResponse,
+  FUZZ, UUID_V4, assertWellFormedSetCookie, cookieHeaderArb, guardFor, joinParts,
+  modelSessionId, params, renderParts, trapProcessFailures, xffHeaderArb, stopWithin, type CookieHeaderShape,
 } from './fuzz-support.js';
+import { NODE_MAX_HEADER_BYTES, hasControlByte, headerValues, oneLine, rawRequest, type RawResponse } from './raw-http.js';
 
 const MINUTE = 60_000;
 const BODY_LIMIT = 64;

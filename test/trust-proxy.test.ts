@@ -11,7 +11,8 @@ import fc from 'fast-check';
 import { SessionEngine } from '../src/index.js';
 import { createServer } from '../src/adapters/node/index.js';
 import { acquireFor } from '../src/http/binding.js';
-import { FUZZ, guardFor, params, rawRequest, trapProcessFailures } from './fuzz-support.js';
+import { FUZZ, guardFor, params, trapProcessFailures } from './fuzz-support.js';
+import { rawRequest } from './raw-http.js';
 
 const normalize = (ip: string): string => (ip.toLowerCase().startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip);
 
