@@ -122,3 +122,45 @@ test('Redis store: a session whose key is about to expire behind one whose key h
     await engine.stop();
   }
 });
+
+// Whatever claims a session whose keys ran short (its last write by a clock far ahead, or long ago),
+// its hook needs them: every claim gives the session's keys and its locks a full lifetime.
+for (const path of ['timeout by the clock', 'closeSession', 'eviction', 'stop'] as const) {
+  test(`Redis store: a session whose keys have seconds left, claimed by ${path}, keeps its keys and record locks for its hook`, { timeout: 20_000 }, async (t: TestContext) => {
+    const r = await redisForTest(t);
+    if (r === undefined) return;
+    const clock = new ManualClock();
+    const hookStarted = deferred();
+    const hookMayEnd = deferred();
+    const timeoutMs = 10 * 60_000;
+    const engine = new SessionEngine({
+      clock, init: () => ({}), inactiveProcessTimeoutMs: timeoutMs, inactiveSessionTimeoutMs: timeoutMs, maxSessions: path === 'eviction' ? 1 : 100,
+      onClose: async () => { hookStarted.resolve(); await hookMayEnd.promise; },
+      store: createRedisStore({ url: r.url, prefix: r.prefix, sweepIntervalMs: SWEEP_INTERVAL_MS, pollIntervalMs: 20, onStop: 'close' }),
+    });
+    const errors: SessionError[] = [];
+    engine.on('error', (error) => errors.push(error));
+    let stopping: Promise<void> | undefined;
+    try {
+      const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+      assert.equal(await lease.proc.locks.tryLock('Stock', 1), true);
+      lease.release();
+      assert.ok(await eventually(async () => (await r.redis.zcard(`${r.prefix}lru`)) === 1), 'idle');
+      const keys = [`${r.prefix}s:${lease.sessionId}`, ...await r.redis.keys(`${r.prefix}lock:*`), ...await r.redis.keys(`${r.prefix}plocks:*`)];
+      assert.equal(keys.length, 3, 'the session, its lock and its process\'s set');
+      for (const key of keys) await r.redis.pexpire(key, 2_000);
+
+      if (path === 'timeout by the clock') clock.advance(timeoutMs + SWEEP_INTERVAL_MS);
+      if (path === 'closeSession') void engine.closeSession(lease.sessionId);
+      if (path === 'eviction') (await engine.acquire({ sessionId: undefined, ip: IP })).release();
+      if (path === 'stop') stopping = engine.stop();
+      await hookStarted.promise;
+      for (const key of keys) assert.ok(await r.redis.pttl(key) > 60_000, `${key} lives through the hook: ${await r.redis.pttl(key)} ms left`);
+    } finally {
+      hookMayEnd.resolve();
+      await stopping;
+      await engine.stop();
+    }
+    assert.deepEqual(errors, []);
+  });
+}

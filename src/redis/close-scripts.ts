@@ -10,7 +10,7 @@ const NEAR_EXPIRY_WINDOW = 64;
 
 /**
  * closeSession from any node. ARGV: P, id, reason, node, now, insiderPid (the caller's process when it
- * runs in the session, else ''). Returns 'ok' | 'closing' | 'unknown' | 'moved <newId>' (a logout from a
+ * runs in the session, else ''), keyTtlMs. Returns 'ok' | 'closing' | 'unknown' | 'moved <newId>' (a logout from a
  * request of the session, which was regenerated before its node heard of it: the close goes on under
  * the new id; from outside, an old id names nothing).
  */
@@ -22,7 +22,7 @@ if not st and ARGV[6] and ARGV[6] ~= '' then
 end
 if st == 'c' then return 'closing' end
 if st ~= 'o' then return 'unknown' end
-claim(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+claim(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[7])
 return 'ok'
 `;
 
@@ -38,7 +38,7 @@ local now, node, limit = tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'idle', '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, limit)) do
   if redis.call('HGET', skey(id), 'st') == 'o' then
-    claim(id, 'timeout', node, now)
+    claim(id, 'timeout', node, now, ARGV[7])
     out[#out + 1] = id
   else
     forget(id)
@@ -61,8 +61,7 @@ for _, id in ipairs(redis.call('ZRANGE', P .. 'lru', 0, ${NEAR_EXPIRY_WINDOW - 1
     forget(id)
   elseif left >= 0 and left <= nearMs then
     if redis.call('HGET', h, 'st') == 'o' then
-      claim(id, 'timeout', node, now)
-      extendSession(id, tonumber(ARGV[7]))
+      claim(id, 'timeout', node, now, ARGV[7])
       out[#out + 1] = id
     else
       forget(id)
@@ -149,7 +148,7 @@ return out
 `;
 
 /**
- * Claims every open session for a cluster shutdown, a batch at a time. ARGV: P, node, now, limit.
+ * Claims every open session for a cluster shutdown, a batch at a time. ARGV: P, node, now, limit, keyTtlMs.
  * Returns the ids claimed, then how many ids the batch looked at (leftovers are dropped, not claimed).
  */
 export const CLAIM_ALL = `${PRELUDE}
@@ -157,7 +156,7 @@ local out = {}
 local batch = redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1)
 for _, id in ipairs(batch) do
   if redis.call('HGET', skey(id), 'st') == 'o' then
-    claim(id, 'shutdown', ARGV[2], tonumber(ARGV[3]))
+    claim(id, 'shutdown', ARGV[2], tonumber(ARGV[3]), ARGV[5])
     out[#out + 1] = id
   else
     -- Its key expired (a crashed cluster's leftover): forgotten everywhere, as the sweep and create do.

@@ -1,7 +1,7 @@
 import { SessionError } from '../errors.js';
 import type { WebProcess, SessionVars } from '../process.js';
 import type { CloseReason } from '../session.js';
-import { text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
+import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ClosePipelineSteps, type Pipeline } from './close-pipeline.js';
 import { ClusterWaits } from './cluster-waits.js';
 import { RedisSweep, SWEEP_BATCH, type SweepGauges } from './sweep.js';
@@ -79,7 +79,7 @@ export class RedisCloser<Vars extends SessionVars> {
     if (wasOpen) handle!.state = 'closing';
     let outcome: string;
     // A stop waits for the claim too: its reply may start a join or a close after the stop looked (settle).
-    const claim = redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '') as Promise<unknown>;
+    const claim = redis.lwsClaim(settings.prefix, id, 'closed', nodeId, ctx.clock.now(), insider?.processId ?? '', keyTtlMs(ctx, settings)) as Promise<unknown>;
     const claiming = claim.then(() => undefined, () => undefined);
     this.#joins.set(claiming, id);
     try {
@@ -214,7 +214,7 @@ export class RedisCloser<Vars extends SessionVars> {
   async closeAll(insiders: ReadonlyMap<string, WebProcess<Vars>>, caller?: WebProcess<Vars>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
     for (;;) {
-      const ids = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH) as Reply).map(text);
+      const ids = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH, keyTtlMs(ctx, settings)) as Reply).map(text);
       const scanned = Number(ids.pop());
       for (const id of ids) {
         ctx.counters.closed.shutdown++;

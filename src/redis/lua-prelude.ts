@@ -104,7 +104,10 @@ local function renamedTo(id)
   return nil
 end
 -- Step 1 of the close pipeline, cluster-wide: the id is dead from now on, its processes stop counting.
-local function claim(id, reason, node, now)
+-- A claimed close needs its session's keys (its state, its locks) until its hooks have run: a key whose
+-- life ran short (written by a node whose clock is far ahead, or long ago) gets ttl more.
+local function claim(id, reason, node, now, ttl)
+  if ttl then extendSession(id, tonumber(ttl)) end
   local h = skey(id)
   redis.call('HSET', h, 'st', 'c', 'rs', reason, 'cl', node)
   redis.call('ZREM', P .. 'open', id)

@@ -165,7 +165,7 @@ if sessionsToFree > 0 or processesToFree > 0 then
   for _, v in ipairs(leftovers) do forget(v) end
   if sessionsToFree > #victims then return {'limit'} end
   if processesToFree > 0 then return {'plimit'} end
-  for _, v in ipairs(victims) do claim(v, 'evicted', node, now) end
+  for _, v in ipairs(victims) do claim(v, 'evicted', node, now, ARGV[8]) end
 end
 local h = skey(id)
 local pid = 'r' .. redis.call('INCR', P .. 'seq')
