@@ -225,13 +225,15 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   /**
    * A stop called from a request, task or hook: that run goes on after the stop knowing its session, so
-   * the async context is released once it is over (looked at every second, on an unref'ed timer).
+   * the async context is released once it is over: released, or its process torn down (a run the close
+   * gave up waiting for). Looked at every second, on an unref'ed timer that holds the storage, not the engine.
    */
   #disableOnceOver(run: ProcessRun<Vars>): void {
+    const als = this.#als;
     const check = setInterval(() => {
-      if (!run.released) return;
+      if (!run.released && !run.proc.closed) return;
       clearInterval(check);
-      this.#als.disable();
+      als.disable();
     }, 1_000);
     check.unref();
   }

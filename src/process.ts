@@ -80,7 +80,7 @@ export function runInit<Vars extends SessionVars>(
   proc: WebProcess<Vars>,
 ): Vars | Promise<Vars> {
   if (init === undefined) return {} as Vars;
-  const vars = als.run(runOf(proc), () => init(proc));
+  const vars = runAs(als, proc, () => init(proc));
   return isThenable(vars) ? Promise.resolve(vars).then(checkedVars) : checkedVars(vars);
 }
 
@@ -116,14 +116,9 @@ export interface ProcessRun<Vars extends SessionVars = SessionVars> {
   readonly hook?: boolean;
 }
 
-/** The run of an init: it is current for as long as it runs. */
-export function runOf<Vars extends SessionVars>(proc: WebProcess<Vars>): ProcessRun<Vars> {
-  return { proc, released: false };
-}
-
 /**
- * Runs `fn` as a run of `proc` (a spawned task, a hook) in the engine's async context: current while it
- * runs, released once it has returned or settled, so that a callback outliving it asks from outside, as
+ * Runs `fn` as a run of `proc` (an init, a spawned task, a hook) in the engine's async context: current
+ * while it runs, released once it has returned or settled, so that a callback outliving it asks from outside, as
  * one outliving its request does (and an engine stopped from it can release its async context then).
  */
 export function runAs<Vars extends SessionVars, T>(
@@ -138,9 +133,14 @@ export function runAs<Vars extends SessionVars, T>(
     done();
     throw error;
   }
-  if (isThenable(result)) result.then(done, done);
-  else done();
-  return result;
+  if (!isThenable(result)) {
+    done();
+    return result;
+  }
+  // A foreign thenable (a query builder) is asked once: a second then() would run its work again.
+  const settled = Promise.resolve(result);
+  settled.then(done, done);
+  return settled as T;
 }
 
 /**

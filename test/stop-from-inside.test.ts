@@ -2,7 +2,8 @@
 // list that each new promise walks, so engines made and stopped by the thousand (tests, per-tenant
 // engines) would slow every promise of the process. Stopped from inside one of its own runs (a request,
 // a hook, a task: Fastify's app.close() from a route), the run goes on knowing its session; the context
-// is released once that run is over.
+// is released once that run is over: settled, or given up on by the engine (a task or hook that never
+// settles, its process torn down), and the engine can be collected.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -54,5 +55,43 @@ for (const how of ['request', 'hook', 'task'] as const) {
     if (how === 'request') assert.deepEqual(new Set(seen), new Set(['knows its session']), 'the request goes on knowing its session');
     assert.ok(await eventually(async () => (await storagesAfterGc()) - before <= 1, 5_000),
       `${ENGINES} engines stopped from inside a ${how}: ${(await storagesAfterGc()) - before} AsyncLocalStorage instances still enabled`);
+  });
+}
+
+for (const how of ['task', 'hook', 'init'] as const) {
+  test(`engines stopped from inside ${how === 'init' ? 'an init that returned' : `a ${how} the engine gave up on (it never settles)`} release their async context and can be collected`, { timeout: 30_000 }, async (t) => {
+    const keepAlive = setInterval(() => {}, 1_000); // the engine's own timers are unref'ed
+    t.after(() => clearInterval(keepAlive));
+    const before = await storagesAfterGc();
+    const refs: WeakRef<SessionEngine>[] = [];
+    for (let i = 0; i < ENGINES; i++) {
+      let stopped: Promise<void> | undefined;
+      const engine: SessionEngine = new SessionEngine({
+        closeTimeoutMs: 50,
+        init: how === 'init' ? () => { stopped ??= engine.stop(); return {}; } : undefined,
+        onClose: how === 'hook' ? () => { stopped ??= engine.stop(); return new Promise<void>(() => {}); } : undefined,
+      });
+      engine.on('error', () => {});
+      if (how === 'init') {
+        await engine.acquire({ sessionId: undefined, ip: IP }).then((l) => l.release(), () => {});
+        await stopped;
+        refs.push(new WeakRef(engine));
+        continue;
+      }
+      const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+      if (how === 'task') {
+        let began!: () => void;
+        const started = new Promise<void>((resolve) => { began = resolve; });
+        lease.run(() => lease.proc.spawn('stuck', () => { stopped = engine.stop(); began(); return new Promise<void>(() => {}); }));
+        await started;
+      }
+      lease.release();
+      if (how === 'hook') await engine.closeSession(lease.sessionId);
+      await stopped;
+      refs.push(new WeakRef(engine));
+    }
+    assert.ok(await eventually(async () => (await storagesAfterGc()) - before <= 1, 5_000),
+      `${ENGINES} engines stopped from inside a stuck ${how}: ${(await storagesAfterGc()) - before} AsyncLocalStorage instances still enabled`);
+    assert.ok(await collected(refs[0]!, 3_000), 'a stopped engine is collected');
   });
 }
