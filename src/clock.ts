@@ -175,6 +175,18 @@ export function checkedClock(clock: Clock, report: (detail: string, cause: unkno
   if (clock.setTimer === undefined) return { now };
   const setTimer = clock.setTimer.bind(clock);
   let timerFailing = false;
+  let cancelFailing = false;
+  // A cancel() that throws is reported; the timer may still fire, which every deadline of the engine
+  // tolerates (a fired deadline looks at what it guards).
+  const cancelOf = (timer: TimerHandle) => (): void => {
+    try {
+      timer.cancel();
+      cancelFailing = false;
+    } catch (error) {
+      if (!cancelFailing) report("clock: a timer's cancel() threw", error);
+      cancelFailing = true;
+    }
+  };
   return {
     now,
     // A setTimer that throws: the deadline goes on a real timer looking at now() (as for a clock without
@@ -183,7 +195,7 @@ export function checkedClock(clock: Clock, report: (detail: string, cause: unkno
       try {
         const timer = setTimer(callback, delayMs);
         timerFailing = false;
-        return timer;
+        return { cancel: cancelOf(timer) };
       } catch (error) {
         if (!timerFailing) {
           timerFailing = true;

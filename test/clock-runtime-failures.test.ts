@@ -149,3 +149,43 @@ test('memory store: a ManualClock subclass whose now() gives NaN at run time is 
     await engine.stop();
   }
 });
+
+for (const [name, choose] of storeChoices()) {
+  test(`${name}: a clock whose timer handles' cancel() throws at run time is reported once, nothing escapes the engine, closes go on`, { timeout: 20_000 }, async (t) => {
+    const choice = await choose(t);
+    if (choice === 'skip') return;
+    const manual = new ManualClock();
+    let failing = false;
+    let failedCancels = 0;
+    const clock: Clock = {
+      now: () => manual.now(),
+      setTimer: (callback, delayMs) => {
+        const handle = manual.setTimer(callback, delayMs);
+        return { cancel: () => { if (failing) { failedCancels++; throw new Error('timer source down'); } handle.cancel(); } };
+      },
+    };
+    const escaped: unknown[] = [];
+    const onEscape = (error: unknown): void => { escaped.push(error); };
+    process.on('unhandledRejection', onEscape);
+    const engine = new SessionEngine<Vars>({ clock, ...choice.options });
+    const errors: SessionError[] = [];
+    engine.on('error', (error) => errors.push(error));
+    try {
+      const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+      failing = true;
+      assert.doesNotThrow(() => lease.release());
+      const again = await engine.acquire({ sessionId: lease.sessionId, ip: IP });
+      again.release();
+      assert.equal(await engine.closeSession(lease.sessionId), true);
+      // The memory store's one expiry timer may never be cancelled on this path; Redis's drain and hook bounds are.
+      if (choice.redis !== undefined) assert.ok(failedCancels > 0, 'a cancel failed');
+      assert.ok(await eventually(() => errors.length === (failedCancels > 0 ? 1 : 0), 2_000), `reported once: ${errors.length} for ${failedCancels}`);
+      for (const error of errors) assert.match(error.message, /cancel\(\) threw/);
+    } finally {
+      failing = false;
+      await engine.stop();
+      process.off('unhandledRejection', onEscape);
+    }
+    assert.deepEqual(escaped, [], 'nothing escaped (an unhandled rejection ends a Node process)');
+  });
+}

@@ -73,3 +73,23 @@ test('Redis store: after the only node stopped and closed every session, stats()
   );
   assert.deepEqual(errors, []);
 });
+
+test('Redis store, onStop keep: after stop(), the node\'s views agree with its stats(): no session, no process, no expiry', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const engine = new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20, onStop: 'keep' }) });
+  const errors: string[] = [];
+  engine.on('error', (error) => errors.push(`${error.code}: ${error.message}`));
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  lease.release();
+  await engine.stop();
+  const stats = engine.stats();
+  assert.equal(stats.sessions, 0);
+  assert.equal(stats.processes, 0);
+  assert.deepEqual({
+    sessions: engine.sessions().map((s) => s.id),
+    processCount: engine.sessionProcessCount(lease.sessionId),
+    expiration: engine.sessionExpiration(lease.sessionId),
+  }, { sessions: [], processCount: 0, expiration: null }, 'as a stopped memory engine answers, and as its own stats() say');
+  assert.deepEqual(errors, []);
+});

@@ -10,7 +10,7 @@ import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { leaveCluster } from './node-keys.js';
-import { handleCookieExpiresAtMs, keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import { keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { listenTo } from './messages.js';
 import { ClusterOptions } from './cluster-options.js';
 import { closeEnded, dropIfDone } from './close-ends.js';
@@ -19,6 +19,7 @@ import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
 import { StateCopies } from './state-copies.js';
 import { TurnQueues } from './turns.js';
+import { knownExpiresAtMs, knownProcessCount, knownSessions, nodeGauges } from './reads.js';
 
 /** Resolves when the client is connected, rejects after `withinMs`. */
 function connected(redis: Redis, withinMs: number): Promise<void> {
@@ -260,38 +261,22 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#options.set(name, value, previous, !this.#stopped);
   }
 
+  // Stopped, the node answers as a stopped memory engine does (whatever onStop left in the cluster).
   expiresAtMs(id: string): number | undefined {
-    const handle = this.#known.get(id);
-    return handle === undefined || handle.state !== 'open' ? undefined : handleCookieExpiresAtMs(handle, this.#ctx);
+    return this.#stopped ? undefined : knownExpiresAtMs(this.#known.get(id), this.#ctx);
   }
 
   processCount(id: string): number {
-    const handle = this.#known.get(id);
-    return handle === undefined || handle.state !== 'open' ? 0 : handle.processCount;
+    return this.#stopped ? 0 : knownProcessCount(this.#known.get(id));
   }
 
   /** This node's view: the open sessions it has served (the cluster's are in Redis). */
   sessions(): SessionInfo[] {
-    const out: SessionInfo[] = [];
-    for (const h of this.#known.values()) {
-      if (h.state !== 'open') continue;
-      out.push({
-        id: h.id, ip: h.ip, createdAt: new Date(h.createdAtMs), lastActivityAt: new Date(h.lastActivityAtMs),
-        expiresAt: new Date(handleCookieExpiresAtMs(h, this.#ctx)), processCount: h.processCount,
-        busy: h.runs.size > 0 || h.companions.size > 0, queuedRequests: this.#turns.waiting(h.id), locks: h.processesHere().flatMap((p) => p.locks.held()),
-      });
-    }
-    return out;
+    return this.#stopped ? [] : knownSessions(this.#known.values(), this.#turns, this.#ctx);
   }
 
   /** Cluster-wide counts as of the last sweep; queued requests and locks as this node sees them. */
   gauges(): StoreGauges {
-    const queuedRequests = this.#turns.total;
-    let locksHeld = 0;
-    for (const h of this.#known.values()) for (const p of h.processesHere()) locksHeld += p.lockCount;
-    // Stopped, the node answers as a stopped memory engine does: no session or process of the cluster's
-    // (the last sweep's figures would stay for good), only its own closes still running.
-    if (this.#stopped) return { sessions: 0, idleSessions: 0, processes: 0, closingSessions: this.#closer.activeCount, queuedRequests, locksHeld };
-    return { ...this.#closer.gauges, closingSessions: Math.max(this.#closer.gauges.closingSessions, this.#closer.activeCount), queuedRequests, locksHeld };
+    return nodeGauges(this.#known.values(), this.#turns, this.#closer, this.#stopped);
   }
 }
