@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter, type errorMonitor } from 'node:events';
 import { checkClock, checkedClock, systemClock } from './clock.js';
 import { SessionArgumentError, SessionError, SessionOptionError } from './errors.js';
-import type { RequestLease } from './lease.js';
+import { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
@@ -225,13 +225,16 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   /**
    * A stop called from a request, task or hook: that run goes on after the stop knowing its session, so
-   * the async context is released once it is over: released, or its process torn down (a run the close
-   * gave up waiting for). Looked at every second, on an unref'ed timer that holds the storage, not the engine.
+   * the async context is released once it is over: a request once released (its response ended, or its
+   * release deadline passed), a task or hook once settled or its process torn down (one the close gave up
+   * waiting for may never settle). Looked at every second, on an unref'ed timer that holds the storage,
+   * not the engine.
    */
   #disableOnceOver(run: ProcessRun<Vars>): void {
     const als = this.#als;
+    const notARequest = !(run instanceof RequestLease);
     const check = setInterval(() => {
-      if (!run.released && !run.proc.closed) return;
+      if (!run.released && !(notARequest && run.proc.closed)) return;
       clearInterval(check);
       als.disable();
     }, 1_000);

@@ -95,3 +95,16 @@ for (const how of ['task', 'hook', 'init'] as const) {
     assert.ok(await collected(refs[0]!, 3_000), 'a stopped engine is collected');
   });
 }
+
+test('a request that stopped its engine (its own session closed by the stop) still knows its session seconds later, until it ends', { timeout: 10_000 }, async () => {
+  const engine = new SessionEngine();
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  const seen = await lease.run(async () => {
+    await engine.stop();
+    const closed = lease.proc.closed;
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // past the engine's check of the run (every second)
+    return { closed, id: engine.currentSessionId() };
+  });
+  lease.release();
+  assert.deepEqual(seen, { closed: true, id: lease.sessionId });
+});
