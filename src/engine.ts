@@ -226,15 +226,21 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   /**
    * A stop called from a request, task or hook: that run goes on after the stop knowing its session, so
    * the async context is released once it is over: a request once released (its response ended, or its
-   * release deadline passed), a task or hook once settled or its process torn down (one the close gave up
-   * waiting for may never settle). Looked at every second, on an unref'ed timer that holds the storage,
-   * not the engine.
+   * release deadline passed), a task or hook once settled, or closeTimeoutMs after its process was torn
+   * down (one the close gave up waiting for may never settle; one the stop closed goes on a while).
+   * Looked at every second, on an unref'ed timer that holds the storage, not the engine.
    */
   #disableOnceOver(run: ProcessRun<Vars>): void {
     const als = this.#als;
     const notARequest = !(run instanceof RequestLease);
+    const graceMs = this.#options.closeTimeoutMs;
+    let tornDownAtMs: number | undefined;
     const check = setInterval(() => {
-      if (!run.released && !(notARequest && run.proc.closed)) return;
+      if (!run.released) {
+        if (!notARequest || !run.proc.closed) return;
+        tornDownAtMs ??= performance.now();
+        if (performance.now() - tornDownAtMs < graceMs) return;
+      }
       clearInterval(check);
       als.disable();
     }, 1_000);

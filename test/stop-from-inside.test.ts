@@ -108,3 +108,18 @@ test('a request that stopped its engine (its own session closed by the stop) sti
   lease.release();
   assert.deepEqual(seen, { closed: true, id: lease.sessionId });
 });
+
+test('a task that stopped its engine (its process torn down by the stop) still knows its session seconds later', { timeout: 10_000 }, async () => {
+  const engine = new SessionEngine();
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  const seen = new Promise<{ closed: boolean; id: string }>((resolve) => {
+    lease.run(() => lease.proc.spawn('stopper', async (proc) => {
+      await engine.stop();
+      const closed = proc.closed;
+      await new Promise((done) => setTimeout(done, 1_500)); // past the engine's check of the run (every second)
+      resolve({ closed, id: engine.currentSessionId() });
+    }));
+  });
+  lease.release();
+  assert.deepEqual(await seen, { closed: true, id: lease.sessionId });
+});
