@@ -33,9 +33,9 @@ export class MemoryCloses<Vars extends SessionVars> {
       report: ctx.report,
       finished: (session, event) => {
         this.closing.delete(session.id);
-        // No process at the end: a new session whose first init failed while it closed. It was never
+        // A new session closed while its first init ran (failed, or outlasted the drain): it was never
         // made ('create' was never said), so its close is not said nor counted either.
-        if (event.processCount === 0) ctx.counters.closed[event.reason]--;
+        if (!session.made) ctx.counters.closed[event.reason]--;
         else ctx.closed(event);
       },
     };

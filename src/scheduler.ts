@@ -139,11 +139,11 @@ export class Scheduler<Vars extends SessionVars> {
     }
     // Counted and announced once its process has a context: a session whose init failed was never made.
     if (!isThenable(lease)) {
-      this.#born(session.id, ip);
+      this.#born(session, ip);
       return lease;
     }
     return lease.then((started) => {
-      this.#born(session.id, ip);
+      this.#born(session, ip);
       return started;
     }, (error: unknown) => {
       this.#discard(session);
@@ -151,9 +151,10 @@ export class Scheduler<Vars extends SessionVars> {
     });
   }
 
-  #born(sessionId: string, ip: string): void {
+  #born(session: Session<Vars>, ip: string): void {
+    session.made = true;
     this.#ctx.counters.created++;
-    this.#ctx.created({ sessionId, ip });
+    this.#ctx.created({ sessionId: session.id, ip });
   }
 
   /**

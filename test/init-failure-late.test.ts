@@ -195,3 +195,39 @@ for (const [name, storeFor] of stores.filter(([storeName]) => storeName === 'mem
     await engine.stop();
   });
 }
+
+// A first init that outlasts its session's close (closeSession or stop gives up on it at closeTimeoutMs):
+// the session was never made, so its close is neither said on 'close' nor counted, whether init then
+// resolves (the request is refused: ERR_SESSION_CLOSED) or rejects.
+const sumClosed = (c: Record<string, number>): number => Object.values(c).reduce((a, b) => a + b, 0);
+
+for (const [name, storeFor] of stores) {
+  for (const how of ['stop', 'closeSession'] as const) for (const ends of ['resolves', 'rejects'] as const) {
+    test(`${name}: ${how} gives up on a slow first init that then ${ends}: the session that was never created is neither said on 'close' nor counted in closed`, { timeout: 20_000 }, async (t) => {
+      const choice = await storeFor(t);
+      if (choice === 'skip') return;
+      const clock = new ManualClock();
+      const initDone = deferred<Vars>();
+            const { engine, creates, closes } = engineOn(choice, { clock, closeTimeoutMs: 200, init: () => initDone.promise });
+      const outcome = engine.acquire({ sessionId: undefined, ip: IP }).then((lease) => { lease.release(); return 'ran'; }, (error: { code?: string }) => error.code);
+      assert.ok(await eventually(() => engine.sessions().length === 1, 5_000), 'the session being made is listed');
+      const id = engine.sessions()[0]!.id;
+      let done = false;
+      void (how === 'stop' ? engine.stop() : engine.closeSession(id)).then(() => { done = true; });
+      assert.ok(await eventually(() => { clock.advance(100); return done; }, 5_000), `${how} ended without init`);
+      if (ends === 'resolves') initDone.resolve({ n: 1 });
+      else initDone.reject(new Error('database down'));
+      assert.equal(await outcome, ends === 'resolves' ? 'ERR_SESSION_CLOSED' : 'ERR_SESSION_INIT_FAILED', 'the request does not run in the closed session');
+      if (how === 'closeSession') {
+        let stopped = false;
+        void engine.stop().then(() => { stopped = true; });
+        assert.ok(await eventually(() => { clock.advance(100); return stopped; }, 5_000));
+      }
+      const s = engine.stats();
+      assert.equal(creates.length, 0, 'never created');
+      assert.equal(s.created, 0);
+      assert.deepEqual(closes.map((c) => [c.reason, c.processCount, c.hooksRun]), [], 'no close event for a session never made');
+      assert.equal(sumClosed(s.closed), 0, `no close counted: ${JSON.stringify(s.closed)}`);
+    });
+  }
+}

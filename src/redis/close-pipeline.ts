@@ -141,9 +141,10 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     let hookFailures = 0;
     for (const ok of pipeline.hooked.values()) if (!ok) hookFailures++;
     const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun: pipeline.hooked.size, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
-    // No process at the end: a new session whose first init failed while it closed. It was never made
-    // ('create' was never said): its close is not said, nor counted where it was claimed (here).
-    if (processes.length > 0) {
+    // No process at the end (its first init failed while it closed), or made here with its first init
+    // still running (it outlasted the drain): never made ('create' was never said), its close is not
+    // said, nor counted where it was claimed (here). Made on another node, that node knows.
+    if (processes.length > 0 && this.#localHandle(id)?.unborn !== true) {
       if (pipeline.countAtEnd) ctx.counters.closed[reason]++;
       ctx.closed(event);
     } else if (claimedReason !== undefined) {

@@ -56,6 +56,8 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   cookieLifetimeMs: number;
   lastActivityAtMs: number;
   processCount: number;
+  /** Made here and its first init not ended: a close before that is neither said nor counted here. */
+  unborn = false;
   readonly runs = new Map<WebProcess<Vars>, LocalRun<Vars>>();
   /** The processes this node's close of the session rebuilt (its hooks and teardown run on them). */
   closing: Set<WebProcess<Vars>> | undefined;

@@ -173,7 +173,13 @@ export class RedisRequestPath<Vars extends SessionVars> {
     if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
     if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
     const handle = this.#handle(id, ip, nowMs, nowMs, 1);
-    const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
+    handle.unborn = true;
+    let lease: Lease<Vars>;
+    try {
+      lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
+    } finally {
+      handle.unborn = false;
+    }
     // Counted once its process has a context: a session whose init failed was never made (see #initialized).
     counters.created++;
     this.#ctx.created({ sessionId: id, ip });
