@@ -168,7 +168,8 @@ export class ProcessSaves<Vars extends SessionVars> {
           }
           break;
         } catch (error) {
-          if (attempt === 0) ctx.report(unavailable(error, handle.id), 'storeErrors');
+          // A node that has stopped and closed its own connections has no Redis to report as away.
+          if (attempt === 0 && !this.#node.retries.stopped) ctx.report(unavailable(error, handle.id), 'storeErrors');
           answered?.();
           if (this.#node.retries.stopped) return;
           await this.#node.retries.wait(attempt);
