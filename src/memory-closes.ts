@@ -12,6 +12,8 @@ import type { StoreContext } from './store.js';
  */
 export class MemoryCloses<Vars extends SessionVars> {
   readonly closing = new Map<string, Session<Vars>>();
+  /** New sessions whose first (asynchronous) init has not ended: 'create' not said yet. */
+  readonly unborn = new Set<Session<Vars>>();
   readonly context: CloseContext<Vars>;
   readonly #store: MemoryStore<Vars>;
 
@@ -35,7 +37,7 @@ export class MemoryCloses<Vars extends SessionVars> {
         this.closing.delete(session.id);
         // A new session closed while its first init ran (failed, or outlasted the drain): it was never
         // made ('create' was never said), so its close is not said nor counted either.
-        if (!session.made) ctx.counters.closed[event.reason]--;
+        if (this.unborn.delete(session) || event.processCount === 0) ctx.counters.closed[event.reason]--;
         else ctx.closed(event);
       },
     };

@@ -139,22 +139,26 @@ export class Scheduler<Vars extends SessionVars> {
     }
     // Counted and announced once its process has a context: a session whose init failed was never made.
     if (!isThenable(lease)) {
-      this.#born(session, ip);
+      this.#born(session.id, ip);
       return lease;
     }
+    // Until its first init ends, a close of it is not said (MemoryCloses.unborn); a synchronous init
+    // leaves no moment for a close.
+    this.closes.unborn.add(session);
     return lease.then((started) => {
-      this.#born(session, ip);
+      this.closes.unborn.delete(session);
+      this.#born(session.id, ip);
       return started;
     }, (error: unknown) => {
+      if (session.state !== 'closing') this.closes.unborn.delete(session);
       this.#discard(session);
       throw error;
     });
   }
 
-  #born(session: Session<Vars>, ip: string): void {
-    session.made = true;
+  #born(sessionId: string, ip: string): void {
     this.#ctx.counters.created++;
-    this.#ctx.created({ sessionId: session.id, ip });
+    this.#ctx.created({ sessionId, ip });
   }
 
   /**

@@ -52,8 +52,6 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   /** End of the last request: idle time counts from here. */
   lastActivityAtMs: number;
   state: SessionState = 'open';
-  /** Made: its first process got its context ('create' said). A close before that is neither said nor counted. */
-  made = false;
   // The process lists start as the shared empty list and get an array of their own on their first item
   // (`withItem`), and go back to it when emptied (`withoutItem`): an idle session holds no empty array.
   /** Every live process: request processes and running spawned ones. */
