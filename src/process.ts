@@ -124,22 +124,23 @@ export interface ProcessRun<Vars extends SessionVars = SessionVars> {
 export function runAs<Vars extends SessionVars, T>(
   als: { run<R>(store: ProcessRun<Vars>, fn: () => R): R }, proc: WebProcess<Vars>, fn: () => T, hook = false,
 ): T {
+  // No named closure here: under esbuild's keepNames (tsx) each would cost a defineProperty per run,
+  // and this runs for every init and hook (a churn of new sessions pays it twice per request).
   const run = { proc, released: false, hook };
-  const done = (): void => { run.released = true; };
   let result: T;
   try {
     result = als.run(run, fn);
   } catch (error) {
-    done();
+    run.released = true;
     throw error;
   }
   if (!isThenable(result)) {
-    done();
+    run.released = true;
     return result;
   }
   // A foreign thenable (a query builder) is asked once: a second then() would run its work again.
   const settled = Promise.resolve(result);
-  settled.then(done, done);
+  settled.then(() => { run.released = true; }, () => { run.released = true; });
   return settled as T;
 }
 
