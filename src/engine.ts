@@ -1,12 +1,12 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter, type errorMonitor } from 'node:events';
 import { checkClock, checkedClock, systemClock } from './clock.js';
 import { SessionArgumentError, SessionError, SessionOptionError } from './errors.js';
-import { RequestLease } from './lease.js';
+import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
-import type { ProcessRun, SessionVars, WebProcess } from './process.js';
+import type { SessionVars, WebProcess } from './process.js';
+import { AsyncContext, type ProcessRun } from './runs.js';
 import { emitGuarded, report } from './engine-reports.js';
 import { createCounters, type Counters } from './stats.js';
 import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
@@ -41,7 +41,7 @@ export interface SessionEngine<Vars extends SessionVars> {
  */
 export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> extends EventEmitter {
   readonly #options: RuntimeOptions;
-  readonly #als = new AsyncLocalStorage<ProcessRun<Vars>>();
+  readonly #context = new AsyncContext<Vars>();
   readonly #counters: Counters = createCounters();
   readonly #store: AttachedStore<Vars>;
   #stopping: Promise<void> | undefined;
@@ -69,7 +69,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       clock: clock === systemClock ? clock : checkedClock(clock, (detail, cause) => {
         this.#report(new SessionError('ERR_SESSION_INVALID_OPTION', detail, { cause }), 'handlerErrors');
       }),
-      als: this.#als,
+      als: this.#context.als,
       counters: this.#counters,
       locks,
       init,
@@ -147,10 +147,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * request (task, hook) is over.
    */
   stop(): Promise<void> {
-    // Once stopped, the engine's async context is released: Node keeps every enabled AsyncLocalStorage
-    // in one list that each new promise walks, so engines created and stopped by the thousand (tests,
-    // per-tenant engines) would otherwise slow every promise of the process.
-    // Called from a request, that request goes on after the stop and keeps knowing its session.
+    // Once stopped, the engine's async context is released (AsyncContext.releaseAfter); called from a
+    // request, that request goes on after the stop and keeps knowing its session until it is over.
     if (this.#stopping === undefined) {
       this.#store.refuse();
       const run = this.#liveRun();
@@ -160,8 +158,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       const holdLoop = setInterval(() => {}, 0x7fffffff);
       this.#stopping = this.#store.stop(caller).finally(() => {
         clearInterval(holdLoop);
-        if (run === undefined) this.#als.disable();
-        else this.#disableOnceOver(run);
+        this.#context.releaseAfter(run, this.#options.closeTimeoutMs);
       });
     }
     return this.#stopping;
@@ -219,32 +216,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
 
   /** The run (request, task, hook) asking, if it still runs. */
   #liveRun(): ProcessRun<Vars> | undefined {
-    const run = this.#als.getStore();
-    return run === undefined || run.released ? undefined : run;
-  }
-
-  /**
-   * A stop called from a request, task or hook: that run goes on after the stop knowing its session, so
-   * the async context is released once it is over: a request once released (its response ended, or its
-   * release deadline passed), a task or hook once settled, or closeTimeoutMs after its process was torn
-   * down (one the close gave up waiting for may never settle; one the stop closed goes on a while).
-   * Looked at every second, on an unref'ed timer that holds the storage, not the engine.
-   */
-  #disableOnceOver(run: ProcessRun<Vars>): void {
-    const als = this.#als;
-    const notARequest = !(run instanceof RequestLease);
-    const graceMs = this.#options.closeTimeoutMs;
-    let tornDownAtMs: number | undefined;
-    const check = setInterval(() => {
-      if (!run.released) {
-        if (!notARequest || !run.proc.closed) return;
-        tornDownAtMs ??= performance.now();
-        if (performance.now() - tornDownAtMs < graceMs) return;
-      }
-      clearInterval(check);
-      als.disable();
-    }, 1_000);
-    check.unref();
+    return this.#context.liveRun();
   }
 
   /**
@@ -254,7 +226,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * outside, so it waits for whatever runs the session then.
    */
   currentSessionId(): string {
-    return this.#als.getStore()?.proc.sessionId ?? '';
+    return this.#context.currentSessionId();
   }
 
   /** WEB LEGACY GET SESSION EXPIRATION: when the session's cookie expires; `null` if unknown or not legacy mode. */

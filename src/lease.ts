@@ -1,5 +1,6 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
-import type { ProcessRun, SessionVars, WebProcess } from './process.js';
+import type { SessionVars, WebProcess } from './process.js';
+import type { ProcessRun } from './runs.js';
 import type { SessionState } from './session.js';
 import { timerOn, type TimerHandle } from './clock.js';
 import { SessionArgumentError, SessionError } from './errors.js';

@@ -1,7 +1,6 @@
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { LockManager, LockOwner, LockRef } from './locks.js';
 import { isLockRef, isTakableRef, lockKey } from './locks.js';
-import { isThenable } from './maybe-async.js';
 import { Selections } from './selections.js';
 
 export { Selections, type Selection } from './selections.js';
@@ -69,21 +68,6 @@ export let processInternals: {
   restoreHeldLocks(proc: WebProcess<SessionVars>, held: readonly LockRef[]): void;
 };
 
-/**
- * `init`'s result for `proc`, run in its context: the vars, or a promise of them. Vars are an object
- * (a primitive could be neither changed in place nor stored as a process's variables): anything else
- * throws (or rejects) a SessionArgumentError, which the store reports as `init`'s failure.
- */
-export function runInit<Vars extends SessionVars>(
-  init: ((proc: WebProcess<Vars>) => Vars | Promise<Vars>) | undefined,
-  als: { run<T>(store: ProcessRun<Vars>, fn: () => T): T },
-  proc: WebProcess<Vars>,
-): Vars | Promise<Vars> {
-  if (init === undefined) return {} as Vars;
-  const vars = runAs(als, proc, () => init(proc));
-  return isThenable(vars) ? Promise.resolve(vars).then(checkedVars) : checkedVars(vars);
-}
-
 /** A spawned task's failure: its process's `init` (ERR_SESSION_INIT_FAILED) or the task itself. */
 export function taskFailure(initialized: boolean, proc: WebProcess<SessionVars>, cause: unknown, sessionId: string): SessionError {
   return new SessionError(initialized ? 'ERR_SESSION_TASK_FAILED' : 'ERR_SESSION_INIT_FAILED', `${proc.processId} (${proc.name})`, { cause, sessionId });
@@ -97,51 +81,6 @@ export function taskFailure(initialized: boolean, proc: WebProcess<SessionVars>,
 export function taskRefused(proc: WebProcess<SessionVars>, sessionId: string): SessionError {
   const closed = new SessionError('ERR_SESSION_CLOSED', `cannot run "${proc.name}": its session closed`, { sessionId });
   return new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: closed, sessionId });
-}
-
-function checkedVars<Vars>(vars: Vars): Vars {
-  if (typeof vars === 'object' && vars !== null) return vars;
-  throw new SessionArgumentError(`init must return an object (or a promise of one) for the process's vars, got ${vars === undefined || vars === null ? String(vars) : typeof vars}`);
-}
-
-/**
- * What the engine's async context holds: a process and the run in it (a request's lease, a spawned
- * task, a hook, an init). A callback that outlives its request keeps that request's run, `released`
- * by then: what it asks (closeSession, stop) is asked from outside the session.
- */
-export interface ProcessRun<Vars extends SessionVars = SessionVars> {
-  readonly proc: WebProcess<Vars>;
-  readonly released: boolean;
-  /** An onClose hook's run: a closeSession from it does not wait on a close under way. */
-  readonly hook?: boolean;
-}
-
-/**
- * Runs `fn` as a run of `proc` (an init, a spawned task, a hook) in the engine's async context: current
- * while it runs, released once it has returned or settled, so that a callback outliving it asks from outside, as
- * one outliving its request does (and an engine stopped from it can release its async context then).
- */
-export function runAs<Vars extends SessionVars, T>(
-  als: { run<R>(store: ProcessRun<Vars>, fn: () => R): R }, proc: WebProcess<Vars>, fn: () => T, hook = false,
-): T {
-  // No named closure here: under esbuild's keepNames (tsx) each would cost a defineProperty per run,
-  // and this runs for every init and hook (a churn of new sessions pays it twice per request).
-  const run = { proc, released: false, hook };
-  let result: T;
-  try {
-    result = als.run(run, fn);
-  } catch (error) {
-    run.released = true;
-    throw error;
-  }
-  if (!isThenable(result)) {
-    run.released = true;
-    return result;
-  }
-  // A foreign thenable (a query builder) is asked once: a second then() would run its work again.
-  const settled = Promise.resolve(result);
-  settled.then(() => { run.released = true; }, () => { run.released = true; });
-  return settled as T;
 }
 
 /**

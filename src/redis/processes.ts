@@ -1,6 +1,7 @@
 import { SessionError } from '../errors.js';
 import type { LockRef } from '../locks.js';
-import { processInternals, runInit, WebProcess, type SessionVars } from '../process.js';
+import { processInternals, WebProcess, type SessionVars } from '../process.js';
+import { runInit } from '../runs.js';
 import { tearDown as tearDownReported } from '../store.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';

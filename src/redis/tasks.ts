@@ -3,7 +3,8 @@
 // process saves when they end.
 import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
-import { processInternals, runAs, taskFailure, taskRefused, WebProcess, type SessionVars } from '../process.js';
+import { processInternals, taskFailure, taskRefused, WebProcess, type SessionVars } from '../process.js';
+import { runAs } from '../runs.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import type { ProcessSaves } from './processes.js';
 

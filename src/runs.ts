@@ -1,0 +1,117 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { SessionArgumentError } from './errors.js';
+import { RequestLease } from './lease.js';
+import { isThenable } from './maybe-async.js';
+import type { SessionVars, WebProcess } from './process.js';
+
+// The runs of a session's processes in the engine's async context (a request's lease, an init, a
+// spawned task, a hook): which one the code running now belongs to, so that currentSessionId() and a
+// logout know their caller after an await, and when each is over.
+
+/**
+ * `init`'s result for `proc`, run in its context: the vars, or a promise of them. Vars are an object
+ * (a primitive could be neither changed in place nor stored as a process's variables): anything else
+ * throws (or rejects) a SessionArgumentError, which the store reports as `init`'s failure.
+ */
+export function runInit<Vars extends SessionVars>(
+  init: ((proc: WebProcess<Vars>) => Vars | Promise<Vars>) | undefined,
+  als: { run<T>(store: ProcessRun<Vars>, fn: () => T): T },
+  proc: WebProcess<Vars>,
+): Vars | Promise<Vars> {
+  if (init === undefined) return {} as Vars;
+  const vars = runAs(als, proc, () => init(proc));
+  return isThenable(vars) ? Promise.resolve(vars).then(checkedVars) : checkedVars(vars);
+}
+
+function checkedVars<Vars>(vars: Vars): Vars {
+  if (typeof vars === 'object' && vars !== null) return vars;
+  throw new SessionArgumentError(`init must return an object (or a promise of one) for the process's vars, got ${vars === undefined || vars === null ? String(vars) : typeof vars}`);
+}
+
+/**
+ * What the engine's async context holds: a process and the run in it (a request's lease, a spawned
+ * task, a hook, an init). A callback that outlives its request keeps that request's run, `released`
+ * by then: what it asks (closeSession, stop) is asked from outside the session.
+ */
+export interface ProcessRun<Vars extends SessionVars = SessionVars> {
+  readonly proc: WebProcess<Vars>;
+  readonly released: boolean;
+  /** An onClose hook's run: a closeSession from it does not wait on a close under way. */
+  readonly hook?: boolean;
+}
+
+/**
+ * Runs `fn` as a run of `proc` (an init, a spawned task, a hook) in the engine's async context: current
+ * while it runs, released once it has returned or settled, so that a callback outliving it asks from outside, as
+ * one outliving its request does (and an engine stopped from it can release its async context then).
+ */
+export function runAs<Vars extends SessionVars, T>(
+  als: { run<R>(store: ProcessRun<Vars>, fn: () => R): R }, proc: WebProcess<Vars>, fn: () => T, hook = false,
+): T {
+  // No named closure here: under esbuild's keepNames (tsx) each would cost a defineProperty per run,
+  // and this runs for every init and hook (a churn of new sessions pays it twice per request).
+  const run = { proc, released: false, hook };
+  let result: T;
+  try {
+    result = als.run(run, fn);
+  } catch (error) {
+    run.released = true;
+    throw error;
+  }
+  if (!isThenable(result)) {
+    run.released = true;
+    return result;
+  }
+  // A foreign thenable (a query builder) is asked once: a second then() would run its work again.
+  const settled = Promise.resolve(result);
+  settled.then(() => { run.released = true; }, () => { run.released = true; });
+  return settled as T;
+}
+
+
+/**
+ * The engine's async context: the run the code running now belongs to, if it still runs, and its release
+ * once the engine has stopped (Node keeps every enabled AsyncLocalStorage in one list that each new
+ * promise walks: engines made and stopped by the thousand would otherwise slow every promise).
+ */
+export class AsyncContext<Vars extends SessionVars> {
+  readonly als = new AsyncLocalStorage<ProcessRun<Vars>>();
+
+  /** The run asking, if it still runs: a callback that outlived its run asks from outside. */
+  liveRun(): ProcessRun<Vars> | undefined {
+    const run = this.als.getStore();
+    return run === undefined || run.released ? undefined : run;
+  }
+
+  /** WEB Get Current Session ID: the session of the run current now (one that outlived its run too), else ''. */
+  currentSessionId(): string {
+    return this.als.getStore()?.proc.sessionId ?? '';
+  }
+
+  /**
+   * The engine has stopped: the context is released now, or, for a stop called from `run` (which goes
+   * on after the stop knowing its session), once that run is over: a request once released (its response
+   * ended, or its release deadline passed), a task or hook once settled, or `graceMs` after its process
+   * was torn down (one the close gave up waiting for may never settle; one the stop closed goes on a
+   * while). Looked at every second, on an unref'ed timer that holds the storage, not the engine.
+   */
+  releaseAfter(run: ProcessRun<Vars> | undefined, graceMs: number): void {
+    const als = this.als;
+    if (run === undefined) {
+      als.disable();
+      return;
+    }
+    const notARequest = !(run instanceof RequestLease);
+    let tornDownAtMs: number | undefined;
+    const check = setInterval(() => {
+      if (!run.released) {
+        if (!notARequest || !run.proc.closed) return;
+        tornDownAtMs ??= performance.now();
+        if (performance.now() - tornDownAtMs < graceMs) return;
+      }
+      clearInterval(check);
+      als.disable();
+    }, 1_000);
+    check.unref();
+  }
+}
