@@ -8,6 +8,7 @@ import { ManualClock, SessionEngine } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
 import { redisForTest } from './redis-support.js';
+import { ownRedisForTest } from './fixtures/redis-server.js';
 
 const IP = '127.0.0.1';
 
@@ -92,4 +93,19 @@ test('Redis store, onStop keep: after stop(), the node\'s views agree with its s
     expiration: engine.sessionExpiration(lease.sessionId),
   }, { sessions: [], processCount: 0, expiration: null }, 'as a stopped memory engine answers, and as its own stats() say');
   assert.deepEqual(errors, []);
+});
+
+test('Redis store: the release of the request that called stop() fails (Redis went away, the node\'s own connection still open): reported, not silent', { timeout: 30_000 }, async (t: TestContext) => {
+  const server = await ownRedisForTest(t); // stopped below: never the shared Redis
+  if (server === undefined) return;
+  const engine = new SessionEngine<{ n?: number }>({ closeTimeoutMs: 2_000, store: createRedisStore({ url: server.url, prefix: 'lws-test:release-after-stop:', onStop: 'keep', commandTimeoutMs: 1_000 }) });
+  const messages: string[] = [];
+  engine.on('error', (error) => messages.push(`${error.code}: ${error.message}`));
+  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+  await lease.run(() => engine.stop());
+  await server.stop();
+  lease.proc.vars.n = 42;
+  lease.release();
+  assert.ok(await eventually(() => messages.some((m) => m.startsWith('ERR_SESSION_STORE_UNAVAILABLE')), 10_000), `the failed save is reported: ${JSON.stringify(messages)}`);
+  assert.ok(engine.stats().storeErrors >= 1);
 });

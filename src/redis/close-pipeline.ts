@@ -144,7 +144,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     // No process at the end (its first init failed while it closed), or made here with its first init
     // still running (it outlasted the drain): never made ('create' was never said), its close is not
     // said, nor counted where it was claimed (here). Made on another node, that node knows.
-    if (processes.length > 0 && this.#localHandle(id)?.unborn !== true) {
+    if (processes.length > 0 && handle?.unborn !== true && this.#localHandle(id)?.unborn !== true) {
       if (pipeline.countAtEnd) ctx.counters.closed[reason]++;
       ctx.closed(event);
     } else if (claimedReason !== undefined) {

@@ -170,7 +170,7 @@ export class ProcessSaves<Vars extends SessionVars> {
           break;
         } catch (error) {
           // A node that has stopped and closed its own connections has no Redis to report as away.
-          if (attempt === 0 && !this.#node.retries.stopped) ctx.report(unavailable(error, handle.id), 'storeErrors');
+          if (attempt === 0 && !this.#node.retries.ownConnectionsClosed) ctx.report(unavailable(error, handle.id), 'storeErrors');
           answered?.();
           if (this.#node.retries.stopped) return;
           await this.#node.retries.wait(attempt);

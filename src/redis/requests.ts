@@ -173,16 +173,15 @@ export class RedisRequestPath<Vars extends SessionVars> {
     if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
     if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
     const handle = this.#handle(id, ip, nowMs, nowMs, 1);
+    // Never made until its first init has ended well (a close before that is not said): a failed or
+    // refused init leaves it unborn for good, whatever the close still has to do.
     handle.unborn = true;
-    let lease: Lease<Vars>;
-    try {
-      lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
-    } finally {
-      handle.unborn = false;
-    }
+    const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
+    handle.unborn = false;
     // Counted once its process has a context: a session whose init failed was never made (see #initialized).
+    // Under the id it has now (regenerated while init ran: the id its 'close' will name).
     counters.created++;
-    this.#ctx.created({ sessionId: id, ip });
+    this.#ctx.created({ sessionId: handle.id, ip });
     return lease;
   }
 

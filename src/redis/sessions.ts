@@ -239,6 +239,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, idle.then(() => this.#processes.settled()));
     }
     await leaveCluster(this.#redis, this.#settings, this.#node.nodeId).catch(() => {});
+    this.#node.retries.ownConnectionsClosed = true;
     await this.#closeClients();
   }
 
