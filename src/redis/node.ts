@@ -1,5 +1,4 @@
 import type { Redis } from 'ioredis';
-import { realTimer } from '../clock.js';
 import { SessionError } from '../errors.js';
 import type { LockManager, LockRef } from '../locks.js';
 import type { RedisLockManager } from './locks.js';
@@ -8,6 +7,7 @@ import { cookieExpiresAtMs, type SessionState } from '../session.js';
 import type { StoreContext } from '../store.js';
 import type { StoreScriptName } from './scripts.js';
 import type { StateCopies } from './state-copies.js';
+import type { Retries } from './retries.js';
 
 /** What a store script answers: arrays of strings (or Buffers, for the Buffer variants) and numbers. */
 export type Reply = (string | number | Buffer | null)[];
@@ -252,46 +252,6 @@ export function unavailable(error: unknown, sessionId?: string): SessionError {
 
 export function text(value: string | number | Buffer | null | undefined): string {
   return value === null || value === undefined ? '' : typeof value === 'string' ? value : value.toString();
-}
-
-/**
- * Waits between retries of writes that must land (a save, a close) while Redis is away: growing delays
- * up to 5 s, in real time (an outage is not session time); `stop()` ends every wait at once and makes
- * `stopped` true, so a stopping node gives up instead of waiting for Redis forever.
- */
-export class Retries {
-  readonly #baseMs: number;
-  readonly #waking = new Set<() => void>();
-  #stopped = false;
-  /** The node has closed its own connections (its stop ended): a command failing now says nothing of Redis. */
-  ownConnectionsClosed = false;
-
-  constructor(baseMs: number) {
-    this.#baseMs = baseMs;
-  }
-
-  get stopped(): boolean {
-    return this.#stopped;
-  }
-
-  /** Resolves after the delay of attempt `attempt` (0-based), or at once when stopped. */
-  wait(attempt: number): Promise<void> {
-    if (this.#stopped) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const wake = (): void => {
-        this.#waking.delete(wake);
-        timer.cancel();
-        resolve();
-      };
-      const timer = realTimer(wake, Math.min(5_000, this.#baseMs * 2 ** Math.min(attempt, 10)));
-      this.#waking.add(wake);
-    });
-  }
-
-  stop(): void {
-    this.#stopped = true;
-    for (const wake of [...this.#waking]) wake();
-  }
 }
 
 /** When the handle's cookie expires (see `cookieExpiresAtMs` in session.ts). */

@@ -10,7 +10,7 @@ import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { leaveCluster } from './node-keys.js';
-import { keyTtlMs, Retries, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import { keyTtlMs, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { listenTo } from './messages.js';
 import { ClusterOptions } from './cluster-options.js';
 import { closeEnded, dropIfDone } from './close-ends.js';
@@ -19,6 +19,7 @@ import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
 import { StateCopies } from './state-copies.js';
 import { TurnQueues } from './turns.js';
+import { Retries } from './retries.js';
 import { knownExpiresAtMs, knownProcessCount, knownSessions, nodeGauges } from './reads.js';
 
 /** Resolves when the client is connected, rejects after `withinMs`. */
