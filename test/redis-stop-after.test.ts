@@ -4,6 +4,7 @@
 // locally, no session, process or closing session left in the gauges), with nothing reported.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { ManualClock, SessionEngine } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
@@ -95,17 +96,23 @@ test('Redis store, onStop keep: after stop(), the node\'s views agree with its s
   assert.deepEqual(errors, []);
 });
 
-test('Redis store: the release of the request that called stop() fails (Redis went away, the node\'s own connection still open): reported, not silent', { timeout: 30_000 }, async (t: TestContext) => {
-  const server = await ownRedisForTest(t); // stopped below: never the shared Redis
-  if (server === undefined) return;
-  const engine = new SessionEngine<{ n?: number }>({ closeTimeoutMs: 2_000, store: createRedisStore({ url: server.url, prefix: 'lws-test:release-after-stop:', onStop: 'keep', commandTimeoutMs: 1_000 }) });
-  const messages: string[] = [];
-  engine.on('error', (error) => messages.push(`${error.code}: ${error.message}`));
-  const lease = await engine.acquire({ sessionId: undefined, ip: IP });
-  await lease.run(() => engine.stop());
-  await server.stop();
-  lease.proc.vars.n = 42;
-  lease.release();
-  assert.ok(await eventually(() => messages.some((m) => m.startsWith('ERR_SESSION_STORE_UNAVAILABLE')), 10_000), `the failed save is reported: ${JSON.stringify(messages)}`);
-  assert.ok(engine.stats().storeErrors >= 1);
-});
+for (const client of ['its own', 'the application\'s'] as const) {
+  test(`Redis store on ${client} client: the release of the request that called stop() fails (Redis went away, the command connection still open): reported, not silent`, { timeout: 30_000 }, async (t: TestContext) => {
+    const server = await ownRedisForTest(t); // stopped below: never the shared Redis
+    if (server === undefined) return;
+    const appClient = client === 'its own' ? undefined : new Redis(server.url, { maxRetriesPerRequest: 0, commandTimeout: 1_000 });
+    appClient?.on('error', () => {});
+    t.after(() => appClient?.disconnect());
+    const connection = appClient === undefined ? { url: server.url } : { redis: appClient };
+    const engine = new SessionEngine<{ n?: number }>({ closeTimeoutMs: 2_000, store: createRedisStore({ ...connection, prefix: 'lws-test:release-after-stop:', onStop: 'keep', commandTimeoutMs: 1_000 }) });
+    const messages: string[] = [];
+    engine.on('error', (error) => messages.push(`${error.code}: ${error.message}`));
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    await lease.run(() => engine.stop());
+    await server.stop();
+    lease.proc.vars.n = 42;
+    lease.release();
+    assert.ok(await eventually(() => messages.some((m) => m.startsWith('ERR_SESSION_STORE_UNAVAILABLE')), 10_000), `the failed save is reported: ${JSON.stringify(messages)}`);
+    assert.ok(engine.stats().storeErrors >= 1);
+  });
+}

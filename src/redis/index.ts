@@ -129,9 +129,12 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
       // Without a listener ioredis prints every connection error; the failed commands report them.
       for (const client of [commands, subscriber]) client.on('error', () => {});
       for (const [name, script] of Object.entries(STORE_SCRIPTS)) defineCoalescedCommand(commands, name, { lua: script, numberOfKeys: 0 });
-      const closeClients = async (): Promise<void> => {
+      // The command connection is closed only when it is the store's own (`ownCloses` runs first).
+      const closeClients = async (ownCloses: () => void): Promise<void> => {
         subscriber.disconnect();
-        if (redis === undefined) await commands.quit().catch(() => commands.disconnect());
+        if (redis !== undefined) return;
+        ownCloses();
+        await commands.quit().catch(() => commands.disconnect());
       };
       try {
         return new RedisSessions<Vars>(context, commands, subscriber, settings, closeClients);

@@ -9,7 +9,7 @@ export class Retries {
   readonly #baseMs: number;
   readonly #waking = new Set<() => void>();
   #stopped = false;
-  /** The node has closed its own connections (its stop ended): a command failing now says nothing of Redis. */
+  /** The node has closed its own command connection (its stop ended): a command failing now says nothing of Redis. */
   ownConnectionsClosed = false;
 
   constructor(baseMs: number) {

@@ -58,7 +58,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #transients = new Set<WebProcess<Vars>>();
   readonly #requests: RedisRequestPath<Vars>;
   #ready: Promise<void>;
-  readonly #closeClients: () => Promise<void>;
+  readonly #closeClients: (ownCloses: () => void) => Promise<void>;
   #heartbeat: NodeJS.Timeout | undefined;
   #onIdle: (() => void) | undefined;
   #refusing = false;
@@ -71,7 +71,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   /** The last start failed: the next request that needs the node started tries again. */
   #startFailed = false;
 
-  constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: () => Promise<void>) {
+  constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: (ownCloses: () => void) => Promise<void>) {
     if (ctx.locks !== undefined) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
     this.#ctx = ctx;
     this.#redis = redis;
@@ -240,8 +240,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, idle.then(() => this.#processes.settled()));
     }
     await leaveCluster(this.#redis, this.#settings, this.#node.nodeId).catch(() => {});
-    this.#node.retries.ownConnectionsClosed = true;
-    await this.#closeClients();
+    await this.#closeClients(() => { this.#node.retries.ownConnectionsClosed = true; });
   }
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
