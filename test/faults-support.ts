@@ -1,4 +1,4 @@
-// What the fault suites (faults.test.ts, faults-teardown.test.ts, faults-handlers.test.ts) share: waits
+// What the fault suites (faults.test.ts, faults-teardown.test.ts, faults-handlers, faults-clients) share: waits
 // by event-loop turns, the checks of an engine at rest after a fault, the sign-in/logout/lock application
 // the teardown suites run, and a cleanup that stops the engine whatever state a failed assertion left.
 import { after, before } from 'node:test';

@@ -2,7 +2,7 @@
 // the same three things: the close completes (within closeTimeoutMs on the clock), the teardown released
 // every lock and reset the context, and the engine is healthy afterwards (stats back to rest, the old id
 // dead, a new browser served and able to take the record the faulty session held). The request-side
-// faults, with the same checks, are in faults-handlers.test.ts. Time moves by ManualClock only.
+// faults, with the same checks, are in faults-handlers.test.ts and faults-clients.test.ts. Time moves by ManualClock only.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type CloseEvent, type CloseReason, type SessionError } from '../src/index.js';

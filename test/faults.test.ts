@@ -4,7 +4,7 @@
 // waits on the other end. Time moves by ManualClock only; waits are event-loop turns, never sleeps.
 // (Hooks that throw, reject, hang or close their own session at the engine level are in
 // test/engine-close*.test.ts; these add what was missing there, over HTTP where a client is involved.
-// test/faults-teardown.test.ts runs every hook fault under every close reason, faults-handlers.test.ts the request-side
+// test/faults-teardown.test.ts runs every hook fault under every close reason, faults-handlers and faults-clients the request-side
 // faults with a record lock held, checking teardown, locks and the engine's health after each.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
