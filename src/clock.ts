@@ -142,6 +142,14 @@ export class ManualClock implements Clock {
  * not a function (it would throw at the first timer, outside any request), or a `now()` that does not
  * give a finite number of milliseconds (every deadline and cookie date would be NaN).
  */
+export function checkClock(clock: unknown): asserts clock is Clock {
+  const { now, setTimer } = (clock ?? {}) as Partial<Clock>;
+  if (typeof now !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock must have a now() method');
+  if (setTimer !== undefined && typeof setTimer !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock.setTimer must be a function when given');
+  const nowMs: unknown = (clock as Clock).now();
+  if (typeof nowMs !== 'number' || !Number.isFinite(nowMs)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `clock.now() must return a finite number of milliseconds since the epoch, got ${describe(nowMs)}`);
+}
+
 /**
  * An application's clock as the engine reads it. checkClock looks at one reading only: a now() that
  * later gives no finite number (or throws) would put NaN into deadlines, cookie dates and stored
@@ -205,12 +213,4 @@ export function checkedClock(clock: Clock, report: (detail: string, cause: unkno
       }
     },
   };
-}
-
-export function checkClock(clock: unknown): asserts clock is Clock {
-  const { now, setTimer } = (clock ?? {}) as Partial<Clock>;
-  if (typeof now !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock must have a now() method');
-  if (setTimer !== undefined && typeof setTimer !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'clock.setTimer must be a function when given');
-  const nowMs: unknown = (clock as Clock).now();
-  if (typeof nowMs !== 'number' || !Number.isFinite(nowMs)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `clock.now() must return a finite number of milliseconds since the epoch, got ${describe(nowMs)}`);
 }

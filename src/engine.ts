@@ -5,8 +5,8 @@ import type { RequestLease } from './lease.js';
 import type { LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
-import type { SessionVars, WebProcess } from './process.js';
-import { AsyncContext, type ProcessRun } from './runs.js';
+import type { SessionVars } from './process.js';
+import { AsyncContext } from './runs.js';
 import { emitGuarded, report } from './engine-reports.js';
 import { createCounters, type Counters } from './stats.js';
 import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
@@ -125,7 +125,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   closeSession(id: string): Promise<boolean> {
     if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`closeSession(id): id must be a string, got ${describe(id)}`));
     if (this.#options.mode !== 'legacy') return Promise.resolve(false);
-    const run = this.#liveRun();
+    const run = this.#context.liveRun();
     return this.#store.closeSession(id, run?.proc, run?.hook === true);
   }
 
@@ -137,7 +137,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    */
   regenerate(id: string): Promise<string | null> {
     if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`regenerate(id): id must be a string, got ${describe(id)}`));
-    return this.#store.regenerate(id, this.#caller());
+    return this.#store.regenerate(id, this.#context.liveRun()?.proc);
   }
 
   /**
@@ -151,7 +151,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     // request, that request goes on after the stop and keeps knowing its session until it is over.
     if (this.#stopping === undefined) {
       this.#store.refuse();
-      const run = this.#liveRun();
+      const run = this.#context.liveRun();
       const caller = run?.proc;
       // The engine's timers are unref'ed, and the stop's bounds (drains, hooks) are among them: held
       // until it ends, so a process with nothing else to do cannot exit half-way through the hooks.
@@ -203,20 +203,6 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   /** @internal Changes with every option change: the HTTP binding keeps what it reads of the options until then. */
   get [kOptionsVersion](): number {
     return this.#optionsVersion;
-  }
-
-  /**
-   * The process asking, if the call comes from a request, task or hook that still runs: the stores
-   * treat it as a call from inside its session (no waiting on itself). A callback that outlived its
-   * request asks from outside, as anyone would.
-   */
-  #caller(): WebProcess<Vars> | undefined {
-    return this.#liveRun()?.proc;
-  }
-
-  /** The run (request, task, hook) asking, if it still runs. */
-  #liveRun(): ProcessRun<Vars> | undefined {
-    return this.#context.liveRun();
   }
 
   /**

@@ -42,8 +42,8 @@ export interface ProcessRun<Vars extends SessionVars = SessionVars> {
 
 /**
  * Runs `fn` as a run of `proc` (an init, a spawned task, a hook) in the engine's async context: current
- * while it runs, released once it has returned or settled, so that a callback outliving it asks from outside, as
- * one outliving its request does (and an engine stopped from it can release its async context then).
+ * while it runs, released once it has returned or settled, so that a callback outliving it asks from
+ * outside, as one outliving its request does (and an engine stopped from it can release its context then).
  */
 export function runAs<Vars extends SessionVars, T>(
   als: { run<R>(store: ProcessRun<Vars>, fn: () => R): R }, proc: WebProcess<Vars>, fn: () => T, hook = false,
@@ -68,7 +68,6 @@ export function runAs<Vars extends SessionVars, T>(
   return settled as T;
 }
 
-
 /**
  * The engine's async context: the run the code running now belongs to, if it still runs, and its release
  * once the engine has stopped (Node keeps every enabled AsyncLocalStorage in one list that each new
@@ -77,7 +76,10 @@ export function runAs<Vars extends SessionVars, T>(
 export class AsyncContext<Vars extends SessionVars> {
   readonly als = new AsyncLocalStorage<ProcessRun<Vars>>();
 
-  /** The run asking, if it still runs: a callback that outlived its run asks from outside. */
+  /**
+   * The run asking (a request, task or hook), if it still runs: the stores treat its calls as from inside
+   * its session (no waiting on itself). A callback that outlived its run asks from outside, as anyone would.
+   */
   liveRun(): ProcessRun<Vars> | undefined {
     const run = this.als.getStore();
     return run === undefined || run.released ? undefined : run;
@@ -101,11 +103,11 @@ export class AsyncContext<Vars extends SessionVars> {
       als.disable();
       return;
     }
-    const notARequest = !(run instanceof RequestLease);
+    const isRequest = run instanceof RequestLease;
     let tornDownAtMs: number | undefined;
     const check = setInterval(() => {
       if (!run.released) {
-        if (!notARequest || !run.proc.closed) return;
+        if (isRequest || !run.proc.closed) return;
         tornDownAtMs ??= performance.now();
         if (performance.now() - tornDownAtMs < graceMs) return;
       }

@@ -111,13 +111,13 @@ export class RedisCloser<Vars extends SessionVars> {
       if (pipeline !== undefined) await Promise.race([pipeline.promise, pipeline.failed]);
       return true;
     }
+    if (fromClosingHook) return true;
     // Another node is closing it, waiting for this very request if the call comes from inside (4D runs
     // the close in the calling process): the request's state goes to that close now, and the call
     // returns once the close has ended, the caller torn down. A task's goes when the task ends.
     // 'closing' because this node's own claim (a sweep, another closeSession) landed just before: not
     // another node's close, waited for as a local one (no join a stop from its hook would wait on, no hand-over).
     const mine = this.#pipelines.get(id);
-    if (fromClosingHook) return true;
     if (mine !== undefined) return this.#waitLocal(id, mine, caller, fromOwnSession);
     if (fromOwnSession && (insider === undefined || handle === undefined || !this.#node.handOver(handle, insider))) return true;
     const joined = this.waits.closedElsewhere(id);

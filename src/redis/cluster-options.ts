@@ -24,7 +24,7 @@ export class ClusterOptions<Vars extends SessionVars> {
   #setCount = 0;
   /** Set here while the store's start failed (name → value, and the one before): written by the next start. */
   readonly #unsent = new Map<string, { value: unknown; previous: unknown }>();
-  /** Per name: the newest version of it this node holds (written here or applied), P optv's count. */
+  /** Per name: the newest version of it this node holds (written here or applied; P optv: Redis's time of the write). */
   readonly #versions = new Map<string, number>();
 
   /** `track`: keeps a write going past a stop (the store waits for it). */
