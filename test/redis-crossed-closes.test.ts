@@ -69,14 +69,25 @@ for (const closer of ['this node', 'another node'] as const) {
       assert.ok(await eventually(() => x.engine.sessionExpiration(first.sessionId) === null, 5_000), 'x knows of the close');
       hold.deliver();
       b = await entering;
-      assert.equal(b.sessionId, first.sessionId);
-      assert.equal(b.proc.signal.aborted, true, `the request hears of the close ${closer} runs`);
-      assert.equal(b.cookie().action, 'clear');
-      assert.equal(closing.settled, false, 'the close waits for the request');
-      b.release();
-      assert.ok(await eventually(() => closing!.settled, 5_000));
-      assert.equal(closing.value, true);
-      assert.deepEqual([...x.hooked, ...(y === x ? [] : y.hooked)], [b.proc.processId]);
+      if (b.sessionId === first.sessionId) {
+        assert.equal(b.proc.signal.aborted, true, `the request hears of the close ${closer} runs`);
+        assert.equal(b.cookie().action, 'clear');
+        assert.equal(closing.settled, false, 'the close waits for the request');
+        b.release();
+        assert.ok(await eventually(() => closing!.settled, 5_000));
+        assert.equal(closing.value, true);
+        assert.deepEqual([...x.hooked, ...(y === x ? [] : y.hooked)], [b.proc.processId]);
+      } else {
+        // Under load the enter, sent before the claim, can run in Redis after it: it finds the session
+        // closing and the request goes on in a new session, which is right too (the old id is dead). It
+        // is not asked to stop, and the close does not wait for it.
+        assert.equal(b.proc.signal.aborted, false, 'a new session is not closing');
+        assert.equal(b.cookie().action, 'set');
+        assert.ok(await eventually(() => closing!.settled, 5_000));
+        assert.equal(closing.value, true);
+        assert.deepEqual([...x.hooked, ...(y === x ? [] : y.hooked)], [first.proc.processId]);
+        b.release();
+      }
     } finally {
       await stopAll(clock, [b], closing, ...(y === x ? [x] : [x, y]));
     }
