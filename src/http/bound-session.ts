@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { CookieEngine } from './binding.js';
-import { isCut, isGone, onAppEnd, wasCut } from './release.js';
+import { isCut, isGone, isQueued, kEndedWhileQueued, onAppEnd, wasCut } from './release.js';
 import { cookieAtWriteHead, responseState, setResponseState, type CookieState, type LeaseHandle, type WriteHead } from './response.js';
 
 /**
@@ -19,6 +19,8 @@ export class BoundSession implements CookieState {
   #handler: 'unseen' | 'running' | 'settled' = 'unseen';
   #cutBeforeHandler = false;
   #closed: boolean;
+  /** The application ended (or destroyed) the response while it was queued on its connection. */
+  #endedWhileQueued = false;
   #appEnded = false;
   #watchingEnd = false;
   #gaveUpResponse: ((subject: object) => boolean) | undefined;
@@ -82,9 +84,17 @@ export class BoundSession implements CookieState {
     this.#check();
   }
 
+  /** @internal the application ended the response while it was queued behind others on its connection. */
+  responseEndedWhileQueued(): void {
+    this.#endedWhileQueued = true;
+    this.#check();
+  }
+
   #check(): void {
     if (this.lease.released) return;
-    if (this.#handler === 'running' && this.#closed && this.#subject !== undefined && this.#gaveUpResponse?.(this.#subject) === true) this.#handler = 'unseen';
+    // Over: closed, or ended while queued (its 'close' waits for the responses ahead of it).
+    const over = this.#closed || this.#endedWhileQueued;
+    if (this.#handler === 'running' && over && this.#subject !== undefined && this.#gaveUpResponse?.(this.#subject) === true) this.#handler = 'unseen';
     if (this.#handler === 'running') {
       // Closed while its handler runs: released when it settles, however long (requests of one process
       // never overlap); if the response was cut (its client left), a handler still running after
@@ -99,7 +109,7 @@ export class BoundSession implements CookieState {
     }
     const res = this.#res;
     const ended = this.#appEnded || res.writableEnded;
-    if (this.#handler === 'settled' ? ended || this.#closed || isGone(res) : this.#closed && ended) {
+    if (this.#handler === 'settled' ? ended || this.#closed || isGone(res) : over && ended) {
       this.lease.release();
     } else if (this.#closed) {
       if (!this.#watchingEnd) this.#watchEnd();
@@ -133,12 +143,19 @@ export function bindSession(res: ServerResponse, engine: CookieEngine, lease: Le
   else cookieAtWriteHead(res, session);
   // A client that left while the request waited for its process has had its 'close' already.
   if (isGone(res)) session.responseClosed();
-  else res.on('close', sessionOnClose);
+  else {
+    res.on('close', sessionOnClose);
+    if (isQueued(res)) res.once(kEndedWhileQueued, sessionOnEndedWhileQueued);
+  }
   return session;
 }
 
 function sessionOnClose(this: ServerResponse): void {
   sessionOf(this)?.responseClosed();
+}
+
+function sessionOnEndedWhileQueued(this: ServerResponse): void {
+  sessionOf(this)?.responseEndedWhileQueued();
 }
 
 /** The session `bindSession` attached to this response, if the request got one. */

@@ -42,6 +42,37 @@ export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse
   waiting.add(res);
   // Its turn came: Node closes it from then on (and a connection kept open must not hold it).
   res.once('socket', () => waiting.delete(res));
+  watchEndWhileQueued(res);
+}
+
+/**
+ * Emitted (once) on a response the application ended or destroyed while it waited for its turn on its
+ * connection: its 'close' comes only once the responses ahead of it are written, however long their
+ * handlers take, so a release waiting for 'close' would keep its session busy that long (not evictable,
+ * its other requests waiting, a closeSession waiting on it until closeTimeoutMs).
+ */
+export const kEndedWhileQueued = Symbol('legacy-web-sessions.ended-while-queued');
+
+/** Only on a pipelined response waiting for its turn: a wrapper on its own end and destroy. */
+function watchEndWhileQueued(res: ServerResponse): void {
+  const end = res.end as unknown as End;
+  const destroy = res.destroy as unknown as End;
+  let told = false;
+  const watch = (original: End): End => function (this: ServerResponse, ...args) {
+    const result = original.apply(this, args);
+    if (!told && res.socket === null && (res.writableEnded || res.destroyed)) {
+      told = true;
+      res.emit(kEndedWhileQueued);
+    }
+    return result;
+  };
+  res.end = watch(end) as unknown as ServerResponse['end'];
+  res.destroy = watch(destroy) as unknown as ServerResponse['destroy'];
+}
+
+/** The response is queued on its connection: the application's end() of it says when it is over (`kEndedWhileQueued`). */
+export function isQueued(res: ServerResponse): boolean {
+  return res.socket === null && !isGone(res);
 }
 
 /** The responses of each connection still waiting for their turn. */
@@ -146,8 +177,12 @@ export function releaseWhenAppEnds(res: ServerResponse, lease: Pick<LeaseHandle,
     onAppEnd(res, () => lease.release());
     lease.releaseAtTheLatest();
   };
-  if (isGone(res)) leftOrEnded();
-  else res.once('close', leftOrEnded);
+  if (isGone(res)) {
+    leftOrEnded();
+    return;
+  }
+  res.once('close', leftOrEnded);
+  if (isQueued(res)) res.once(kEndedWhileQueued, () => lease.release());
 }
 
 type End = (this: ServerResponse, ...args: unknown[]) => ServerResponse;

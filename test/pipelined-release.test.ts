@@ -1,0 +1,104 @@
+// A pipelined response queued behind a slower one on its connection (HTTP/1.1 pipelining, as a proxy
+// may do with several browsers' requests), ended by its application: its session is free again at once,
+// as when the response is not queued, on every adapter, also where the handler's end cannot be seen
+// (Express, a hijacked Fastify reply, a callback-style node:http handler). Node emits the queued
+// response's 'close' only once the responses ahead of it are written: a release waiting for it kept the
+// session busy that long (not evictable, its other requests waiting, a closeSession of it waiting
+// closeTimeoutMs and reporting a drain timeout).
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import express from 'express';
+import Fastify from 'fastify';
+import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
+import { createServer } from '../src/adapters/node/index.js';
+import { sessions as expressSessions } from '../src/adapters/express/index.js';
+import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
+import { listen, type ContractServer } from './contract/app.js';
+import { deferred, eventually } from './helpers.js';
+
+type Answer = (path: string, sessionId: string, end: (body: string) => void) => Promise<void> | void;
+
+const servers: Record<string, (engine: SessionEngine, answer: Answer) => Promise<ContractServer>> = {
+  'node:http, async handler (control)': (engine, answer) => listen(createServer(engine, async (req, res, proc) => {
+    await answer(req.url ?? '/', proc.sessionId, (body) => res.end(body));
+  })),
+  'node:http, callback-style handler': (engine, answer) => listen(createServer(engine, (req, res, proc) => {
+    void answer(req.url ?? '/', proc.sessionId, (body) => res.end(body));
+  })),
+  express: async (engine, answer) => {
+    const app = express();
+    app.use(expressSessions(engine));
+    app.use(async (req, res) => { await answer(req.url, req.proc.sessionId, (body) => res.send(body)); });
+    return listen(http.createServer(app));
+  },
+  'fastify, hijacked reply': async (engine, answer) => {
+    const app = Fastify();
+    await app.register(fastifySessions, { engine });
+    app.get('/*', async (request, reply) => {
+      reply.hijack();
+      await answer(request.url, request.proc.sessionId, (body) => reply.raw.end(body));
+    });
+    await app.ready();
+    return listen(app.server, () => app.close());
+  },
+};
+
+function get(url: string, cookie?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http.get(`${url}/`, { agent: false, headers: cookie === undefined ? {} : { cookie } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve((res.headers['set-cookie'] ?? [])[0]?.split(';')[0] ?? ''));
+    }).on('error', reject);
+  });
+}
+
+for (const [name, start] of Object.entries(servers)) {
+  describe(`pipelined response queued behind another: ${name}`, () => {
+    test('its session is free once its handler has ended it; closing it does not wait for the head of the line', { timeout: 10_000 }, async () => {
+      // A manual clock: closeTimeoutMs never passes, so a close waiting on the head of the line never ends.
+      const engine = new SessionEngine({ clock: new ManualClock(), closeTimeoutMs: 2_000 });
+      const errors: SessionError[] = [];
+      engine.on('error', (error) => errors.push(error));
+      const gate = deferred();
+      const started = deferred();
+      let queuedEnded = false;
+      const server = await start(engine, async (path, sessionId, end) => {
+        if (path === '/hold') {
+          started.resolve();
+          await gate.promise;
+        }
+        // The answer comes from a callback (a database reply, say), not during the handler's own run.
+        await new Promise((resolve) => setImmediate(resolve));
+        end(sessionId);
+        if (path === '/queued') queuedEnded = true;
+      });
+      const socket = new net.Socket();
+      try {
+        const a = await get(server.url);
+        const b = await get(server.url);
+        const bId = b.slice('4DSID='.length);
+        const { port } = server.server.address() as net.AddressInfo;
+        await new Promise<void>((resolve, reject) => socket.connect(port, '127.0.0.1', resolve).once('error', reject));
+        socket.on('error', () => {});
+        socket.write(`GET /hold HTTP/1.1\r\nHost: x\r\nCookie: ${a}\r\n\r\nGET /queued HTTP/1.1\r\nHost: x\r\nCookie: ${b}\r\n\r\n`);
+        await started.promise;
+        assert.ok(await eventually(() => queuedEnded), 'the queued request ran and ended its response');
+        const free = await eventually(() => engine.sessions().some((s) => s.id === bId && !s.busy), 500);
+        assert.ok(free, 'the session of the ended, queued response is free while the head of the line runs');
+        let closed: boolean | undefined;
+        void engine.closeSession(bId).then((c) => { closed = c; });
+        assert.ok(await eventually(() => closed !== undefined, 2_000), 'closeSession ends while the head of the line still runs');
+        gate.resolve();
+        assert.equal(closed, true);
+        assert.deepEqual(errors.map((e) => e.code), []);
+      } finally {
+        gate.resolve();
+        socket.destroy();
+        await engine.stop();
+        await server.close();
+      }
+    });
+  });
+}
