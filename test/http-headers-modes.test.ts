@@ -98,6 +98,26 @@ test('writeHead with a flat header array keeps a repeated header (two Link value
   });
 });
 
+test('headers node:http refuses in writeHead (a list of odd length, a Set-Cookie or other value left undefined) make it throw as without sessions: a 500, not a 200 missing them', async () => {
+  const refusals: Array<[string, (res: import('node:http').ServerResponse) => void]> = [
+    ['odd list', (res) => res.writeHead(200, ['X-A', '1', 'X-B'])],
+    ['undefined in a list', (res) => res.writeHead(200, ['X-A', undefined as unknown as string])],
+    ['Set-Cookie undefined in an object', (res) => { res.setHeader('Set-Cookie', 'z=9'); res.writeHead(200, { 'Set-Cookie': undefined }); }],
+  ];
+  for (const [name, write] of refusals) {
+    const { engine, errors } = engineWithErrors({ clock: new ManualClock() });
+    await withServer(engine, (_req, res) => {
+      write(res);
+      res.end('ok');
+    }, async (server) => {
+      const response = await request(server.url);
+      assert.equal(response.status, 500, `${name}: ${response.status} ${JSON.stringify(response.headers)}`);
+      assert.deepEqual(errors.map((e) => e.code), ['ERR_SESSION_HANDLER_FAILED'], name);
+      assert.match(sessionIdOf(response) ?? '', UUID, `${name}: the error answer still carries the session cookie`);
+    });
+  }
+});
+
 // ---- modes ----------------------------------------------------------------------------------------
 
 test("mode 'none' sets no cookie, keeps no session, and runs init on every request", async () => {

@@ -49,6 +49,9 @@ export function writeHeadWithCookie(
   const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined;
   if (cookie === undefined) return reason === undefined ? writeHead.call(res, statusCode, reasonOrHeaders) : writeHead.call(res, statusCode, reason, maybeHeaders);
   const headers = reason === undefined ? reasonOrHeaders as HeaderArgument : maybeHeaders;
+  // Headers node:http refuses (a list of odd length, a value left undefined) go to it as given: it
+  // throws as it would without sessions, rather than the cookie's handling dropping them quietly.
+  if (Array.isArray(headers) && refusedByNode(headers)) return reason === undefined ? writeHead.call(res, statusCode, headers) : writeHead.call(res, statusCode, reason, headers);
   if (headers !== undefined && !Array.isArray(headers)) {
     // An object of headers (what frameworks pass): a copy with the cookie in it keeps Node's fast path.
     const withCookie: OutgoingHttpHeaders = {};
@@ -57,6 +60,7 @@ export function writeHeadWithCookie(
       withCookie[name] = headers[name];
       if (key === undefined && name.length === 10 && name.toLowerCase() === 'set-cookie') key = name;
     }
+    if (key !== undefined && headers[key] === undefined) return reason === undefined ? writeHead.call(res, statusCode, headers) : writeHead.call(res, statusCode, reason, headers);
     const given = key === undefined ? res.getHeader('set-cookie') : headers[key];
     withCookie[key ?? 'set-cookie'] = given === undefined ? cookie : [...(Array.isArray(given) ? given : [String(given)]), ...asList(cookie)];
     return reason === undefined ? writeHead.call(res, statusCode, withCookie) : writeHead.call(res, statusCode, reason, withCookie);
@@ -134,6 +138,13 @@ export function sendErrorAnswer(res: ServerResponse, answer: HttpErrorAnswer): v
   }
 }
 
+/** A flat header list node:http's writeHead throws for (checked before the cookie's handling would skip a value). */
+function refusedByNode(headers: OutgoingHttpHeader[]): boolean {
+  if (headers.length % 2 !== 0) return true;
+  for (let i = 1; i < headers.length; i += 2) if (headers[i] === undefined) return true;
+  return false;
+}
+
 /**
  * Applies headers given to writeHead as a flat [name, value, …] list with Node's own meaning: each name
  * given replaces what setHeader put there before, a name repeated in the list adds up. Only the session
@@ -143,8 +154,7 @@ function applyHeaderList(res: ServerResponse, headers: OutgoingHttpHeader[]): vo
   const seen = new Set<string>();
   for (let i = 0; i + 1 < headers.length; i += 2) {
     const name = String(headers[i]);
-    const value = headers[i + 1];
-    if (value === undefined) continue;
+    const value = headers[i + 1]!;
     const key = name.toLowerCase();
     if (seen.has(key)) res.appendHeader(name, typeof value === 'number' ? String(value) : value);
     else res.setHeader(name, value);
