@@ -109,3 +109,9 @@ export function app(engine: SessionEngine<Vars>) {
     res.end(String(proc.vars.n));
   };
 }
+
+/** What of an engine is still busy: all zero once every request, queue and close is over. */
+export function idle<V extends SessionVars>(engine: SessionEngine<V>): { busy: number; queued: number; closing: number; processes: number } {
+  const s = engine.stats();
+  return { busy: s.busySessions, queued: s.queuedRequests, closing: s.closingSessions, processes: s.processes };
+}
