@@ -54,6 +54,20 @@ local function markBusy(id)
   redis.call('ZREM', P .. 'idle', id)
   redis.call('ZREM', P .. 'lru', id)
 end
+-- A new process id (r<n>), never reused: applications key their hooks' effects on it. P seq lives as the
+-- shared keys do, so it is gone after the cluster was stopped longer than a key lifetime, or with Redis's
+-- data (a restart without persistence, a flush); made afresh, it starts at Redis's time in tenths of a
+-- millisecond, above every id handed out before unless the cluster made more than ten processes a
+-- millisecond on average since the counter was made. (14 digits: Lua turns a number into text with
+-- %.14g, so more would come out as 1.7e+15.)
+local function nextPid()
+  local seq = P .. 'seq'
+  if redis.call('EXISTS', seq) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', seq, tonumber(t[1]) * 10000 + math.floor(tonumber(t[2]) / 100))
+  end
+  return 'r' .. redis.call('INCR', seq)
+end
 local function touchGlobals(ttl)
   for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts', 'optv'}) do redis.call('PEXPIRE', P .. k, ttl) end
 end

@@ -50,7 +50,7 @@ end
 if free and busyWeb < tonumber(ARGV[7]) then slot = free end
 if not slot then
   if web < tonumber(ARGV[7]) and tonumber(redis.call('GET', P .. 'procs') or '0') < tonumber(ARGV[8]) then
-    slot = 'r' .. redis.call('INCR', P .. 'seq')
+    slot = nextPid()
     list[#list + 1] = slot
     redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. slot, 'w', 'd:' .. slot, '')
     countProcesses(id, 1)
@@ -168,7 +168,7 @@ if sessionsToFree > 0 or processesToFree > 0 then
   for _, v in ipairs(victims) do claim(v, 'evicted', node, now, ARGV[8]) end
 end
 local h = skey(id)
-local pid = 'r' .. redis.call('INCR', P .. 'seq')
+local pid = nextPid()
 redis.call('HSET', h, 'ip', ARGV[3], 'cr', now, 'lr', now, 'la', now, 'st', 'o', 'pl', pid, 'tk', 1,
   'k:' .. pid, 'w', 'b:' .. pid, 1, 'o:' .. pid, node, 'd:' .. pid, '')
 if ARGV[9] then redis.call('HSET', h, 'ct', ARGV[9] .. '@' .. ARGV[4]) end

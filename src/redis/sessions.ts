@@ -177,6 +177,19 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
    * claimed finish. The sessions close with 'shutdown' only when the cluster stops: `onStop: 'auto'`
    * closes them when no other node is alive, `'close'` always, `'keep'` never (a rolling restart).
    */
+  /**
+   * Whether no other node is alive (a fresh heartbeat answers). One that fails cannot tell: the sessions
+   * are kept (as by onStop 'keep': a node that comes back times them out, hooks and all) and the failure
+   * is reported, as a failed cluster close of onStop 'close' is: never a stop that closed nothing quietly.
+   */
+  #isLastNode(): Promise<boolean> {
+    return this.#beat(true).then(() => this.#othersAlive === 0, (error: unknown) => {
+      const cause = unavailable(error).message;
+      this.#ctx.report(new SessionError('ERR_SESSION_STORE_UNAVAILABLE', `stop(): could not learn whether other nodes are alive (onStop 'auto'), so the sessions were kept, not closed: ${cause}`, { cause: error }), 'storeErrors');
+      return false;
+    });
+  }
+
   async stop(caller: WebProcess<Vars> | undefined): Promise<void> {
     const ctx = this.#ctx;
     try {
@@ -189,7 +202,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       const likely = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && this.#othersAlive === 0);
       const tentative = likely ? [...this.#known.values()].filter((h) => h.state === 'open') : [];
       for (const handle of tentative) handle.state = 'closing';
-      const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#beat(true).then(() => this.#othersAlive === 0, () => false));
+      const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#isLastNode());
       if (clusterStops) for (const handle of this.#known.values()) handle.markClosing();
       // Not one whose close started meanwhile ('c' or 'x' heard during the round trip).
       else for (const handle of tentative) if (handle.state === 'closing' && !handle.closeStarted) handle.state = 'open';
