@@ -51,6 +51,12 @@ export const ERROR_CODES = {
    * changed is lost and the state saved before it stands. Reported on `'error'` (`storeErrors`).
    */
   ERR_SESSION_WRITE_FENCED: { httpStatus: 500, message: 'the process was freed under this request: its changes are lost' },
+  /**
+   * On `'error'` when a Redis store's node starts (`storeErrors`): Redis's `maxmemory-policy` is not
+   * `noeviction`, so once Redis reaches `maxmemory` it deletes keys of its choosing, sessions among them,
+   * with no hook and nothing reported (every key of the store has a lifetime, so `volatile-*` too).
+   */
+  ERR_SESSION_STORE_EVICTS: { httpStatus: 500, message: 'the session store may delete sessions on its own' },
   /** A process's state could not be saved to the store (a value the structured clone algorithm refuses); the last saved state is kept. */
   ERR_SESSION_STATE_NOT_STORABLE: { httpStatus: 500, message: 'session state cannot be stored' },
   /**

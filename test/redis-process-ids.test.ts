@@ -7,13 +7,16 @@
 //    out r1 again, or an application following that advice drops the hooks of the new processes.
 //  - `stop()` of the last node with `onStop: 'auto'` while Redis does not answer cannot tell whether other
 //    nodes are alive: it keeps the sessions and says so, never returning quietly with nothing closed.
+//  - A node that starts on a Redis that may evict sessions (maxmemory-policy) says so.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { ManualClock, SessionEngine } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { wrapScript, type Vars } from './redis-crossing.js';
 import { deleteKeys, redisForTest } from './redis-support.js';
 import { eventually } from './helpers.js';
+import { ownRedisForTest } from './fixtures/redis-server.js';
 
 const IP = '127.0.0.1';
 
@@ -71,4 +74,24 @@ test("stop() of the only node with onStop 'auto' while Redis does not answer: th
   assert.deepEqual(errors, ['ERR_SESSION_STORE_UNAVAILABLE'], 'the stop says it could not tell');
   assert.deepEqual(hooks, [], 'nothing closed: another node may be alive');
   assert.equal(await r.redis.exists(`${r.prefix}s:${lease.sessionId}`), 1, 'the session is kept, for a node that comes back to time it out');
+});
+
+test('a node that starts on a Redis that may evict (maxmemory-policy other than noeviction) says so once; on noeviction it says nothing', { timeout: 30_000 }, async (t) => {
+  const server = await ownRedisForTest(t); // reconfigured below: never the shared Redis
+  if (server === undefined) return;
+  const admin = new Redis(server.url, { maxRetriesPerRequest: 0 });
+  t.after(() => admin.disconnect());
+  for (const [policy, expected] of [['noeviction', []], ['allkeys-lru', ['ERR_SESSION_STORE_EVICTS']], ['volatile-ttl', ['ERR_SESSION_STORE_EVICTS']]] as const) {
+    await admin.config('SET', 'maxmemory-policy', policy);
+    const engine: SessionEngine<Vars> = new SessionEngine<Vars>({ clock: new ManualClock(), store: createRedisStore({ url: server.url, prefix: `lws-test:evicts-${policy}:` }) });
+    const errors: string[] = [];
+    engine.on('error', (error) => errors.push(error.code));
+    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
+    lease.release();
+    const second = await engine.acquire({ sessionId: lease.sessionId, ip: IP });
+    second.release();
+    await engine.stop();
+    assert.deepEqual(errors, expected, policy);
+    assert.equal(engine.stats().storeErrors, expected.length, policy);
+  }
 });

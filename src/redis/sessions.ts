@@ -126,6 +126,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     // Commands fail fast while disconnected (no offline queue): the first ones wait for the connection.
     if (this.#redis.status !== 'ready') await connected(this.#redis, this.#ctx.options.closeTimeoutMs);
     await this.#subscriber.subscribe(`${prefix}ev`);
+    void this.#checkEvictionPolicy();
     await this.#beat();
     this.#heartbeat ??= setInterval(() => void this.#beat().catch(() => {}), Math.max(1, Math.floor(this.#settings.nodeLeaseMs / 3)));
     this.#heartbeat.unref();
@@ -133,6 +134,21 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     await this.#options.applyAtStart();
     this.#closer.armSweep();
     this.#isStarted = true;
+  }
+
+  /**
+   * Reports a Redis that may evict (ERR_SESSION_STORE_EVICTS), once per start. Not awaited: the start
+   * does not wait on it, and a Redis that refuses CONFIG (a managed one, an ACL) is taken on trust.
+   */
+  async #checkEvictionPolicy(): Promise<void> {
+    let policy: string | undefined;
+    try {
+      policy = ((await this.#redis.config('GET', 'maxmemory-policy')) as unknown[])[1] as string | undefined;
+    } catch {
+      return;
+    }
+    if (policy === undefined || policy === 'noeviction') return;
+    this.#ctx.report(new SessionError('ERR_SESSION_STORE_EVICTS', `Redis's maxmemory-policy is ${policy}: set it to noeviction (a full Redis then refuses writes, answered 503, instead of deleting sessions)`), 'storeErrors');
   }
 
   #keptPids(): string[] {
@@ -173,11 +189,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 
   /**
-   * Stops this node: in-flight work ends (bounded by closeTimeoutMs), saves land, closes this node
-   * claimed finish. The sessions close with 'shutdown' only when the cluster stops: `onStop: 'auto'`
-   * closes them when no other node is alive, `'close'` always, `'keep'` never (a rolling restart).
-   */
-  /**
    * Whether no other node is alive (a fresh heartbeat answers). One that fails cannot tell: the sessions
    * are kept (as by onStop 'keep': a node that comes back times them out, hooks and all) and the failure
    * is reported, as a failed cluster close of onStop 'close' is: never a stop that closed nothing quietly.
@@ -190,6 +201,11 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     });
   }
 
+  /**
+   * Stops this node: in-flight work ends (bounded by closeTimeoutMs), saves land, closes this node
+   * claimed finish. The sessions close with 'shutdown' only when the cluster stops: `onStop: 'auto'`
+   * closes them when no other node is alive, `'close'` always, `'keep'` never (a rolling restart).
+   */
   async stop(caller: WebProcess<Vars> | undefined): Promise<void> {
     const ctx = this.#ctx;
     try {
