@@ -118,6 +118,31 @@ test('headers node:http refuses in writeHead (a list of odd length, a Set-Cookie
   }
 });
 
+const acceptedShapes: Array<[string, (res: import('node:http').ServerResponse) => void]> = [
+  // node:http takes a list of [name, value] entries when no header was set before (its _storeHeader):
+  // one entry is a list of odd length, not one node:http refuses.
+  ['a list of one [name, value] entry', (res) => res.writeHead(200, [['X-App', 'yes']] as unknown as import('node:http').OutgoingHttpHeader[])],
+  ['a list of two [name, value] entries', (res) => res.writeHead(200, [['X-App', 'yes'], ['X-Other', '1']] as unknown as import('node:http').OutgoingHttpHeader[])],
+  // writeHead(status, reason, headers) with a reason that is not a string: node:http takes the headers.
+  ['an undefined reason, then headers', (res) => (res.writeHead as (s: number, r: unknown, h: unknown) => void)(200, undefined, { 'X-App': 'yes' })],
+];
+
+for (const [name, write] of acceptedShapes) {
+  test(`writeHead with ${name} (node:http sends the headers): the answer has them and the session cookie`, async () => {
+    const { engine, errors } = engineWithErrors({ clock: new ManualClock() });
+    await withServer(engine, (_req, res) => {
+      write(res);
+      res.end('ok');
+    }, async (server) => {
+      const response = await request(server.url);
+      assert.equal(response.status, 200, `${response.status} ${JSON.stringify(response.headers)}`);
+      assert.equal(response.headers['x-app'], 'yes', 'the application\'s header');
+      assert.match(sessionIdOf(response) ?? '', UUID, 'the session cookie');
+      assert.deepEqual(errors.map((e) => e.code), []);
+    });
+  });
+}
+
 // ---- modes ----------------------------------------------------------------------------------------
 
 test("mode 'none' sets no cookie, keeps no session, and runs init on every request", async () => {

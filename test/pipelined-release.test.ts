@@ -8,7 +8,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import express from 'express';
 import Fastify from 'fastify';
 import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
@@ -17,8 +17,7 @@ import { sessions as expressSessions } from '../src/adapters/express/index.js';
 import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
 import { listen, type ContractServer } from './contract/app.js';
 import { deferred, eventually } from './helpers.js';
-
-type Answer = (path: string, sessionId: string, end: (body: string) => void) => Promise<void> | void;
+import { pipelined, type Answer } from './pipelined-support.js';
 
 const servers: Record<string, (engine: SessionEngine, answer: Answer) => Promise<ContractServer>> = {
   'node:http, async handler (control)': (engine, answer) => listen(createServer(engine, async (req, res, proc) => {
@@ -45,15 +44,6 @@ const servers: Record<string, (engine: SessionEngine, answer: Answer) => Promise
   },
 };
 
-function get(url: string, cookie?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http.get(`${url}/`, { agent: false, headers: cookie === undefined ? {} : { cookie } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve((res.headers['set-cookie'] ?? [])[0]?.split(';')[0] ?? ''));
-    }).on('error', reject);
-  });
-}
-
 for (const [name, start] of Object.entries(servers)) {
   describe(`pipelined response queued behind another: ${name}`, () => {
     test('its session is free once its handler has ended it; closing it does not wait for the head of the line', { timeout: 10_000 }, async () => {
@@ -74,15 +64,11 @@ for (const [name, start] of Object.entries(servers)) {
         end(sessionId);
         if (path === '/queued') queuedEnded = true;
       });
-      const socket = new net.Socket();
+      let socket: net.Socket | undefined;
       try {
-        const a = await get(server.url);
-        const b = await get(server.url);
-        const bId = b.slice('4DSID='.length);
-        const { port } = server.server.address() as net.AddressInfo;
-        await new Promise<void>((resolve, reject) => socket.connect(port, '127.0.0.1', resolve).once('error', reject));
-        socket.on('error', () => {});
-        socket.write(`GET /hold HTTP/1.1\r\nHost: x\r\nCookie: ${a}\r\n\r\nGET /queued HTTP/1.1\r\nHost: x\r\nCookie: ${b}\r\n\r\n`);
+        const pipe = await pipelined(server);
+        socket = pipe.socket;
+        const bId = pipe.bId;
         await started.promise;
         assert.ok(await eventually(() => queuedEnded), 'the queued request ran and ended its response');
         const free = await eventually(() => engine.sessions().some((s) => s.id === bId && !s.busy), 500);
@@ -95,7 +81,7 @@ for (const [name, start] of Object.entries(servers)) {
         assert.deepEqual(errors.map((e) => e.code), []);
       } finally {
         gate.resolve();
-        socket.destroy();
+        socket?.destroy();
         await engine.stop();
         await server.close();
       }

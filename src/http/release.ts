@@ -60,7 +60,9 @@ function watchEndWhileQueued(res: ServerResponse): void {
   let told = false;
   const watch = (original: End): End => function (this: ServerResponse, ...args) {
     const result = original.apply(this, args);
-    if (!told && res.socket === null && (res.writableEnded || res.destroyed)) {
+    // Not the engine's own destroy of a response whose connection went (closeIfStillQueued): that is
+    // its client leaving, which says nothing of the handler being done.
+    if (!told && res.socket === null && !closingWithItsConnection.has(res) && (res.writableEnded || res.destroyed)) {
       told = true;
       res.emit(kEndedWhileQueued);
     }
@@ -75,12 +77,16 @@ export function isQueued(res: ServerResponse): boolean {
   return res.socket === null && !isGone(res);
 }
 
+/** Queued responses the engine destroys because their connection went (not the application's end). */
+const closingWithItsConnection = new WeakSet<ServerResponse>();
+
 /** The responses of each connection still waiting for their turn. */
 const queuedOn = new WeakMap<Socket, Set<ServerResponse>>();
 
 function closeIfStillQueued(res: ServerResponse): void {
   // Given the socket meanwhile: Node's own 'close' comes with it (or came: it has finished).
   if (res.socket !== null || res.writableFinished || res.destroyed) return;
+  closingWithItsConnection.add(res);
   res.destroy();
   // As Node closes a response whose connection went (onServerResponseClose): marked closed too, or
   // stream.finished (pipeline(source, res), Fastify's reply.then) attached later waits for ever.

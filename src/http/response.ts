@@ -48,7 +48,13 @@ export function writeHeadWithCookie(
   const writeHead = original as unknown as WriteHead;
   const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined;
   if (cookie === undefined) return reason === undefined ? writeHead.call(res, statusCode, reasonOrHeaders) : writeHead.call(res, statusCode, reason, maybeHeaders);
-  const headers = reason === undefined ? reasonOrHeaders as HeaderArgument : maybeHeaders;
+  // As node:http: a reason that is not a string leaves the headers to the third argument if given.
+  let headers = reason === undefined ? (maybeHeaders ?? reasonOrHeaders as HeaderArgument) : maybeHeaders;
+  // A list of [name, value] entries, which node:http takes while no header was set (its fast path):
+  // the same pairs, flat, so the cookie is added to them; with headers set, node:http refuses it.
+  if (Array.isArray(headers) && Array.isArray(headers[0]) && res.getHeaderNames().length === 0) {
+    headers = (headers as unknown as OutgoingHttpHeader[][]).flatMap((entry) => [entry[0], entry[1]] as OutgoingHttpHeader[]);
+  }
   // Headers node:http refuses (a list of odd length, a value left undefined) go to it as given: it
   // throws as it would without sessions, rather than the cookie's handling dropping them quietly.
   if (Array.isArray(headers) && refusedByNode(headers)) return reason === undefined ? writeHead.call(res, statusCode, headers) : writeHead.call(res, statusCode, reason, headers);

@@ -3,7 +3,7 @@
 import { tracingChannel } from 'node:diagnostics_channel';
 import type { ServerResponse } from 'node:http';
 import { sessionOf } from '../../http/bound-session.js';
-import { isFailure } from '../../http/release.js';
+import { isFailure, isQueued, kEndedWhileQueued } from '../../http/release.js';
 
 interface HandlerTrace {
   readonly reply: { readonly raw: ServerResponse; readonly sent?: boolean } & object;
@@ -92,11 +92,19 @@ function watchReplies(reply: object): void {
     const session = sessionOf(this.raw);
     if (session === undefined || typeof fulfilled !== 'function') return then.call(this, fulfilled, rejected);
     const reply = this;
-    return then.call(this, function (this: unknown, ...args: unknown[]) {
+    let resolved = false;
+    const onFulfilled = function (this: unknown, ...args: unknown[]): unknown {
+      if (resolved) return undefined;
+      resolved = true;
       const raw = reply.raw;
       if (!raw.writableEnded && !(raw.headersSent && reply[kSentByFastify] === true)) session.replyResolvedByACut();
       return (fulfilled as Method).apply(this as ReplyLike, args);
-    }, rejected);
+    };
+    // A pipelined response queued behind others finishes (Fastify's eos) only once they are written:
+    // ended meanwhile, it is sent (what Fastify's own then says of a reply already sent), not later.
+    const raw = this.raw;
+    if (isQueued(raw) && !raw.writableEnded) raw.once(kEndedWhileQueued, () => { if (raw.writableEnded) onFulfilled(); });
+    return then.call(this, onFulfilled, rejected);
   });
 }
 
