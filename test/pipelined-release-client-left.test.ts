@@ -3,46 +3,20 @@
 // sent from a callback frees its session once sent, as the cases of pipelined-release.test.ts do.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as http from 'node:http';
 import type * as net from 'node:net';
-import express from 'express';
 import Fastify from 'fastify';
 import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
-import { createServer } from '../src/adapters/node/index.js';
-import { sessions as expressSessions } from '../src/adapters/express/index.js';
 import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
-import { listen, type ContractServer } from './contract/app.js';
+import { listen } from './contract/app.js';
 import { deferred, eventually } from './helpers.js';
-import { pipelined, type Answer } from './pipelined-support.js';
+import { pipelined, unseenHandlerServers } from './pipelined-support.js';
 
 // The queued response's client hangs up while its handler's work goes on (callback style): the engine
 // itself destroys the queued response (closeIfStillQueued), and that destroy went through the wrapper
 // meant for the application's own end/destroy: the process was released while the callback still
 // used it. docs/adapters.md: "if the client hangs up (or the connection is cut) first, the process is
 // held until the application ends the response".
-const holdingServers: Record<string, (engine: SessionEngine, answer: Answer) => Promise<ContractServer>> = {
-  'node:http, callback-style handler': (engine, answer) => listen(createServer(engine, (req, res, proc) => {
-    void answer(req.url ?? '/', proc.sessionId, (body) => res.end(body));
-  })),
-  'express (control)': async (engine, answer) => {
-    const app = express();
-    app.use(expressSessions(engine));
-    app.use((req, res) => { void answer(req.url, req.proc.sessionId, (body) => res.send(body)); });
-    return listen(http.createServer(app));
-  },
-  'fastify, hijacked reply (control)': async (engine, answer) => {
-    const app = Fastify();
-    await app.register(fastifySessions, { engine });
-    app.get('/*', async (request, reply) => {
-      reply.hijack();
-      await answer(request.url, request.proc.sessionId, (body) => reply.raw.end(body));
-    });
-    await app.ready();
-    return listen(app.server, () => app.close());
-  },
-};
-
-for (const [name, start] of Object.entries(holdingServers)) {
+for (const [name, start] of Object.entries(unseenHandlerServers)) {
   describe(`pipelined response queued behind another, its client leaves before its handler ends it: ${name}`, () => {
     test('its process is held until the application ends the response, not released when the connection goes', { timeout: 10_000 }, async () => {
       const engine = new SessionEngine({ clock: new ManualClock(), closeTimeoutMs: 2_000 });

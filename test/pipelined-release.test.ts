@@ -7,44 +7,12 @@
 // closeTimeoutMs and reporting a drain timeout).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as http from 'node:http';
 import type * as net from 'node:net';
-import express from 'express';
-import Fastify from 'fastify';
 import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
-import { createServer } from '../src/adapters/node/index.js';
-import { sessions as expressSessions } from '../src/adapters/express/index.js';
-import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
-import { listen, type ContractServer } from './contract/app.js';
 import { deferred, eventually } from './helpers.js';
-import { pipelined, type Answer } from './pipelined-support.js';
+import { pipelined, pipelinedServers } from './pipelined-support.js';
 
-const servers: Record<string, (engine: SessionEngine, answer: Answer) => Promise<ContractServer>> = {
-  'node:http, async handler (control)': (engine, answer) => listen(createServer(engine, async (req, res, proc) => {
-    await answer(req.url ?? '/', proc.sessionId, (body) => res.end(body));
-  })),
-  'node:http, callback-style handler': (engine, answer) => listen(createServer(engine, (req, res, proc) => {
-    void answer(req.url ?? '/', proc.sessionId, (body) => res.end(body));
-  })),
-  express: async (engine, answer) => {
-    const app = express();
-    app.use(expressSessions(engine));
-    app.use(async (req, res) => { await answer(req.url, req.proc.sessionId, (body) => res.send(body)); });
-    return listen(http.createServer(app));
-  },
-  'fastify, hijacked reply': async (engine, answer) => {
-    const app = Fastify();
-    await app.register(fastifySessions, { engine });
-    app.get('/*', async (request, reply) => {
-      reply.hijack();
-      await answer(request.url, request.proc.sessionId, (body) => reply.raw.end(body));
-    });
-    await app.ready();
-    return listen(app.server, () => app.close());
-  },
-};
-
-for (const [name, start] of Object.entries(servers)) {
+for (const [name, start] of Object.entries(pipelinedServers)) {
   describe(`pipelined response queued behind another: ${name}`, () => {
     test('its session is free once its handler has ended it; closing it does not wait for the head of the line', { timeout: 10_000 }, async () => {
       // A manual clock: closeTimeoutMs never passes, so a close waiting on the head of the line never ends.

@@ -1,7 +1,13 @@
 // Pipelining two sessions' requests on one connection kept open, for the pipelined-release tests.
 import * as http from 'node:http';
 import * as net from 'node:net';
-import type { ContractServer } from './contract/app.js';
+import express from 'express';
+import Fastify from 'fastify';
+import type { SessionEngine } from '../src/index.js';
+import { createServer } from '../src/adapters/node/index.js';
+import { sessions as expressSessions } from '../src/adapters/express/index.js';
+import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
+import { listen, type ContractServer } from './contract/app.js';
 
 /** The application of a pipelined-release test: answers `path` for `sessionId` through `end`. */
 export type Answer = (path: string, sessionId: string, end: (body: string) => void) => Promise<void> | void;
@@ -27,3 +33,36 @@ export async function pipelined(server: ContractServer): Promise<{ socket: net.S
   socket.write(`GET /hold HTTP/1.1\r\nHost: x\r\nCookie: ${a}\r\n\r\nGET /queued HTTP/1.1\r\nHost: x\r\nCookie: ${b}\r\n\r\n`);
   return { socket, bId: b.slice('4DSID='.length) };
 }
+
+type ServerStart = (engine: SessionEngine, answer: Answer) => Promise<ContractServer>;
+
+/** Servers whose handler's end the adapter cannot see: the application ending the response says it is done. */
+export const unseenHandlerServers: Record<string, ServerStart> = {
+  'node:http, callback-style handler': (engine, answer) => listen(createServer(engine, (req, res, proc) => {
+    void answer(req.url ?? '/', proc.sessionId, (body) => res.end(body));
+  })),
+  express: async (engine, answer) => {
+    const app = express();
+    app.use(expressSessions(engine));
+    app.use((req, res) => { void answer(req.url, req.proc.sessionId, (body) => res.send(body)); });
+    return listen(http.createServer(app));
+  },
+  'fastify, hijacked reply': async (engine, answer) => {
+    const app = Fastify();
+    await app.register(fastifySessions, { engine });
+    app.get('/*', async (request, reply) => {
+      reply.hijack();
+      await answer(request.url, request.proc.sessionId, (body) => reply.raw.end(body));
+    });
+    await app.ready();
+    return listen(app.server, () => app.close());
+  },
+};
+
+/** The same with a node:http handler returning a promise (its settling is seen): the control. */
+export const pipelinedServers: Record<string, ServerStart> = {
+  'node:http, async handler (control)': (engine, answer) => listen(createServer(engine, async (req, res, proc) => {
+    await answer(req.url ?? '/', proc.sessionId, (body) => res.end(body));
+  })),
+  ...unseenHandlerServers,
+};
