@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { LockManager, LockOwner, LockRef } from './locks.js';
 import { isLockRef, isTakableRef, lockKey } from './locks.js';
@@ -52,6 +53,14 @@ export interface ProcessLocks {
 }
 
 let processCounter = 0;
+/**
+ * Ends every process id made in this Node process: ids are lock owners, and a lock manager shared
+ * between Node processes (RedisLockManager) must not take two nodes' processes, or a node's process and
+ * a process of its earlier run (locks outlive a crash), for one owner. 36 random bits, 7 characters:
+ * with the counter in base 36 an id stays under 13 characters (stored flat, no larger than 'p1000000')
+ * up to 1.6M processes.
+ */
+const PROCESS_ID_SUFFIX = randomInt(36 ** 7).toString(36).padStart(7, '0');
 /** The name of every request process; spawned processes have the name given to `spawn`. */
 const REQUEST_PROCESS_NAME = 'web';
 
@@ -106,7 +115,7 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   /** `processId` is given by stores that share processes between nodes (unique cluster-wide). */
   constructor(owner: ProcessOwner<Vars>, name: string, vars: Vars, processId?: string) {
     this.#owner = owner;
-    this.processId = processId ?? `p${++processCounter}`;
+    this.processId = processId ?? `p${(++processCounter).toString(36)}${PROCESS_ID_SUFFIX}`;
     if (name !== REQUEST_PROCESS_NAME) this.#own().name = name;
     this.vars = vars;
   }

@@ -72,8 +72,9 @@ function checkTtl(name: string, value: unknown): number {
  * (re-entrant for that id) and shows the session id of its process; every process also has a set of the
  * locks it holds, so `releaseAll` on any node frees all of them without being told which.
  *
- * Process ids must be unique across the nodes sharing the Redis (the lock manager cannot tell two nodes'
- * processes of the same id apart). Every Redis failure rejects with a `SessionError`
+ * Owners are told apart by process id, which the engine makes unique across the nodes sharing the Redis
+ * (the Redis store's `r<n>`; a memory store's ids end with a random suffix of their Node process), so
+ * memory-store engines on several nodes may share one for their `locks`. Ids of your own must be too. Every Redis failure rejects with a `SessionError`
  * `ERR_SESSION_STORE_UNAVAILABLE` whose `cause` is the client's error; a miss is `false`/`null`.
  *
  * @example
