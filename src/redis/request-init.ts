@@ -51,6 +51,15 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
     if (!hooked) await processes.tearDown(handle, proc);
     throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
   }
+  if (node.retries.stopped) {
+    // This node's stop gave up on the request at its bound and the node leaves the cluster (or has left):
+    // Redis frees the process with the node's others, so another node may take it. Started now, the
+    // request would run beside that one: refused as one arriving after the stop (init's locks go with it).
+    handle.endRun(proc);
+    await processes.tearDown(handle, proc);
+    node.ctx.counters.rejected.stopped++;
+    throw new SessionError('ERR_SESSION_STOPPED', 'the node stopped while init ran', { sessionId: handle.id });
+  }
   proc.vars = vars;
   if (handle.state !== 'open') {
     // Its session's close may have stopped waiting for it (init outlasted closeTimeoutMs) and ended
