@@ -26,6 +26,16 @@ export interface LockManager {
   lockedBy(ref: LockRef): Promise<(LockOwner & { readonly sinceMs: number }) | null>;
   /** Releases every lock `owner` holds; resolves to how many were released. */
   releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number>;
+  /**
+   * Optional, for a manager whose locks expire (RedisLockManager): the process is alive, its locks get a
+   * full lifetime again. The engine calls it at the end of each request of a process holding locks.
+   */
+  touch?(processId: string): Promise<unknown>;
+  /**
+   * Optional, for a manager that keeps each lock's session id itself (RedisLockManager): the session of
+   * these processes has a new id (`regenerate`), which `lockedBy` must report from now on.
+   */
+  renameSession?(processIds: readonly string[], newSessionId: string): Promise<unknown>;
 }
 
 /**

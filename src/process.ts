@@ -179,7 +179,7 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   }
 
   #own(): ProcessParts {
-    return (this.#parts ??= { name: undefined, closed: false, selections: undefined, locks: undefined, controller: undefined, abortReason: undefined, held: undefined });
+    return (this.#parts ??= { name: undefined, closed: false, selections: undefined, locks: undefined, controller: undefined, abortReason: undefined, held: undefined, unsure: undefined });
   }
 
   #assertOpen(): void {
@@ -189,7 +189,14 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   async #tryLock(table: string, key: string | number): Promise<boolean> {
     const ref = recordRef('tryLock', table, key);
     this.#assertOpen();
-    const locked = await this.#owner.lockManager.tryLock(this, ref);
+    let locked: boolean;
+    try {
+      locked = await this.#owner.lockManager.tryLock(this, ref);
+    } catch (error) {
+      // A networked manager may have taken the lock and lost the answer: the teardown must release it.
+      (this.#own().unsure ??= new Map()).set(lockKey(ref), ref);
+      throw error;
+    }
     if (!locked) return false;
     if (this.closed) {
       // Torn down while the lock was in flight (networked manager): give it back at once, never leak it.
@@ -220,11 +227,12 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
         parts.closed = true;
         parts.selections?.clear();
         const held = parts.held;
-        parts.held = undefined;
+        const unsure = parts.unsure;
+        parts.held = parts.unsure = undefined;
         proc.vars = emptyVars as never;
         // No lock to give back: done at once, so closing an idle session can finish without a promise.
-        if (held === undefined || held.size === 0) return undefined;
-        return releaseHeld(proc.#owner.lockManager, proc, [...held.values()]);
+        if ((held === undefined || held.size === 0) && unsure === undefined) return undefined;
+        return releaseHeld(proc.#owner.lockManager, proc, [...(held?.values() ?? []), ...(unsure?.values() ?? [])]);
       },
       heldLocks(proc) {
         return heldList(proc.#parts);
@@ -249,6 +257,8 @@ interface ProcessParts {
   /** Set when the session starts closing; a signal first read after that is born aborted. */
   abortReason: (() => unknown) | undefined;
   held: Map<string, LockRef> | undefined;
+  /** Records whose tryLock failed (a networked manager may have taken them and lost the answer): released at the teardown. */
+  unsure: Map<string, LockRef> | undefined;
 }
 
 function heldList(parts: ProcessParts | undefined): LockRef[] {

@@ -12,7 +12,7 @@ import { processInternals, type SessionVars, type WebProcess } from './process.j
 import { cookieExpiresAtMs, freeRequestProcess, NONE, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
-import { giveBackLocks, tearDown, type StoreContext } from './store.js';
+import { giveBackLocks, renameLocks, renewLocks, tearDown, type StoreContext } from './store.js';
 import { TransientProcesses } from './transients.js';
 
 /** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
@@ -201,10 +201,15 @@ export class Scheduler<Vars extends SessionVars> {
     return this.#transients.start(this.#leaseHost, (proc) => this.#processes.initVars(proc));
   }
 
-  /** Moves an open session to a fresh random id; the old id is dead at once. */
-  regenerate(session: Session<Vars>): string {
+  /**
+   * Moves an open session to a fresh random id; the old id is dead at once. A lock manager that keeps
+   * the session id of each lock (renameSession) is told before the promise resolves.
+   */
+  regenerate(session: Session<Vars>): string | Promise<string> {
     this.store.rename(session, newSessionId());
-    return session.id;
+    const id = session.id;
+    if (this.#ctx.lockManager.renameSession === undefined || session.processes.length === 0) return id;
+    return renameLocks(this.#ctx, this.#ctx.lockManager, session.processes.map((proc) => proc.processId), id).then(() => id);
   }
 
   reject(cause: keyof Counters['rejected'], error: SessionError): SessionError {
@@ -245,6 +250,7 @@ export class Scheduler<Vars extends SessionVars> {
       return;
     }
     session.lastActivityAtMs = this.#ctx.clock.now();
+    if (proc.lockCount > 0 && this.#ctx.lockManager.touch !== undefined) void renewLocks(this.#ctx, this.#ctx.lockManager, proc);
     if (session.state !== 'open') {
       session.running = withoutItem(session.running, proc);
       noteProgress(session);

@@ -137,3 +137,29 @@ export async function giveBackLocks(ctx: Pick<StoreContext<SessionVars>, 'report
 function reportLocksKept(ctx: Pick<StoreContext<SessionVars>, 'report'>, proc: WebProcess<SessionVars>, error: unknown): void {
   ctx.report(new SessionError('ERR_SESSION_STORE_UNAVAILABLE', `the record locks of ${proc.processId} were not released`, { cause: error, sessionId: proc.sessionId }), 'storeErrors');
 }
+
+/**
+ * A request of a process holding record locks has ended: a lock manager whose locks expire
+ * (`LockManager.touch`, RedisLockManager) gives them a full lifetime again, so a working session never
+ * loses them to another node. A failure is reported (`storeErrors`), never thrown.
+ */
+export async function renewLocks(ctx: Pick<StoreContext<SessionVars>, 'report'>, lockManager: LockManager, proc: WebProcess<SessionVars>): Promise<void> {
+  try {
+    await lockManager.touch?.(proc.processId);
+  } catch (error) {
+    ctx.report(new SessionError('ERR_SESSION_STORE_UNAVAILABLE', `the record locks of ${proc.processId} were not renewed`, { cause: error, sessionId: proc.sessionId }), 'storeErrors');
+  }
+}
+
+/**
+ * A session got a new id (`regenerate`): a lock manager that keeps each lock's session id itself
+ * (`LockManager.renameSession`, RedisLockManager) reports the new one in `lockedBy` from then on. A
+ * failure is reported (`storeErrors`), never thrown: the rename stands.
+ */
+export async function renameLocks(ctx: Pick<StoreContext<SessionVars>, 'report'>, lockManager: LockManager, processIds: readonly string[], newSessionId: string): Promise<void> {
+  try {
+    await lockManager.renameSession?.(processIds, newSessionId);
+  } catch (error) {
+    ctx.report(new SessionError('ERR_SESSION_STORE_UNAVAILABLE', 'regenerate: the record locks still show the old session id', { cause: error, sessionId: newSessionId }), 'storeErrors');
+  }
+}
