@@ -64,7 +64,9 @@ local function nextPid()
   local seq = P .. 'seq'
   if redis.call('EXISTS', seq) == 0 then
     local t = redis.call('TIME')
-    redis.call('SET', seq, tonumber(t[1]) * 10000 + math.floor(tonumber(t[2]) / 100))
+    -- As text written here: some Redis versions (7.2.0 to 7.2.4) turn a Lua number argument into
+    -- text such as 1.7966e+13, which INCR would then refuse for good.
+    redis.call('SET', seq, string.format('%.0f', tonumber(t[1]) * 10000 + math.floor(tonumber(t[2]) / 100)))
   end
   return 'r' .. redis.call('INCR', seq)
 end

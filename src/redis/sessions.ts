@@ -10,6 +10,7 @@ import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { leaveCluster } from './node-keys.js';
+import { connected, evictionPolicy } from './connection.js';
 import { keyTtlMs, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { listenTo } from './messages.js';
 import { ClusterOptions } from './cluster-options.js';
@@ -21,20 +22,6 @@ import { StateCopies } from './state-copies.js';
 import { TurnQueues } from './turns.js';
 import { Retries } from './retries.js';
 import { knownExpiresAtMs, knownProcessCount, knownSessions, nodeGauges } from './reads.js';
-
-/** Resolves when the client is connected, rejects after `withinMs`. */
-function connected(redis: Redis, withinMs: number): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { redis.off('ready', ready); reject(new Error(`Redis not ready after ${withinMs} ms`)); }, Math.min(withinMs, 0x7fffffff));
-    timer.unref();
-    function ready(): void {
-      clearTimeout(timer);
-      resolve();
-    }
-    redis.once('ready', ready);
-  });
-}
-
 
 /**
  * The Redis store attached to one engine: one node of a cluster. Requests enter and leave their
@@ -70,6 +57,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   #isStarted = false;
   /** The last start failed: the next request that needs the node started tries again. */
   #startFailed = false;
+  /** Redis's eviction policy was read (at the first start attempt that could): said once per node. */
+  #evictionChecked = false;
 
   constructor(ctx: StoreContext<Vars>, redis: StoreCommands, subscriber: Redis, settings: RedisSettings, closeClients: (ownCloses: () => void) => Promise<void>) {
     if (ctx.locks !== undefined) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks: the Redis store brings its own lock manager (record locks must be shared by every node)');
@@ -136,18 +125,13 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#isStarted = true;
   }
 
-  /**
-   * Reports a Redis that may evict (ERR_SESSION_STORE_EVICTS), once per start. Not awaited: the start
-   * does not wait on it, and a Redis that refuses CONFIG (a managed one, an ACL) is taken on trust.
-   */
+  /** Reports a Redis that may evict (ERR_SESSION_STORE_EVICTS), once per node. Not awaited by the start. */
   async #checkEvictionPolicy(): Promise<void> {
-    let policy: string | undefined;
-    try {
-      policy = ((await this.#redis.config('GET', 'maxmemory-policy')) as unknown[])[1] as string | undefined;
-    } catch {
-      return;
-    }
-    if (policy === undefined || policy === 'noeviction') return;
+    if (this.#evictionChecked) return;
+    const policy = await evictionPolicy(this.#redis);
+    if (policy === undefined) return;
+    this.#evictionChecked = true;
+    if (policy === 'noeviction') return;
     this.#ctx.report(new SessionError('ERR_SESSION_STORE_EVICTS', `Redis's maxmemory-policy is ${policy}: set it to noeviction (a full Redis then refuses writes, answered 503, instead of deleting sessions)`), 'storeErrors');
   }
 
