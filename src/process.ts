@@ -193,10 +193,14 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
     try {
       locked = await this.#owner.lockManager.tryLock(this, ref);
     } catch (error) {
-      // A networked manager may have taken the lock and lost the answer: the teardown must release it.
-      (this.#own().unsure ??= new Map()).set(lockKey(ref), ref);
+      // A networked manager may have taken the lock and lost the answer: the teardown must release it,
+      // or, torn down meanwhile (its teardown's release has gone already), it is given back now.
+      if (this.closed) await this.#owner.giveBack(this, [ref]);
+      else (this.#own().unsure ??= new Map()).set(lockKey(ref), ref);
       throw error;
     }
+    // A definite answer: the record is held (listed below) or another process's; no longer unsure.
+    this.#parts?.unsure?.delete(lockKey(ref));
     if (!locked) return false;
     if (this.closed) {
       // Torn down while the lock was in flight (networked manager): give it back at once, never leak it.

@@ -250,7 +250,9 @@ export class Scheduler<Vars extends SessionVars> {
       return;
     }
     session.lastActivityAtMs = this.#ctx.clock.now();
-    if (proc.lockCount > 0 && this.#ctx.lockManager.touch !== undefined) void renewLocks(this.#ctx, this.#ctx.lockManager, proc);
+    // Every process of the session holding locks (processesPerSession > 1: requests one at a time all
+    // run on its first free process; a task's locks too): the session works, none of its locks may expire.
+    if (this.#ctx.lockManager.touch !== undefined) for (const held of session.processes) if (held.lockCount > 0) void renewLocks(this.#ctx, this.#ctx.lockManager, held);
     if (session.state !== 'open') {
       session.running = withoutItem(session.running, proc);
       noteProgress(session);

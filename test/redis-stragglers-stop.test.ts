@@ -201,33 +201,3 @@ test('x stops while a handed-over request\'s end waits for y\'s close (x missed 
     await y.engine.stop();
   }
 });
-
-// A new session's first init outlasts its node's stop (onStop 'auto', another node alive: the sessions
-// stay): the stop gives up on it at its bound and the node leaves, Redis freeing the process. Once init
-// ends, the request must not start on the node that left: another node may have taken the process.
-test('a request whose init ends after its node stopped and left is refused (ERR_SESSION_STOPPED), not started beside another node\'s request of the same process', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  let slowInit: ((vars: Vars) => void) | undefined;
-  const x = await node(r, clock, { init: () => new Promise<Vars>((resolve) => { slowInit = resolve; }) });
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  try {
-    await y.engine.acquire({ sessionId: undefined, ip: IP }).then((l) => l.release()); // y has joined
-    const outcome = x.engine.acquire({ sessionId: undefined, ip: IP }).then((lease) => { leases.push(lease); return 'started'; }, (error: { code?: string }) => error.code);
-    assert.ok(await eventually(() => slowInit !== undefined, 5_000), 'init runs');
-    const id = x.engine.sessions()[0]!.id;
-    const stopping = track(x.engine.stop());
-    assert.ok(await settledAsTimePasses(clock, stopping), 'the stop gave up on the init at its bound and x left');
-    slowInit!({});
-    assert.equal(await outcome, 'ERR_SESSION_STOPPED', 'the request does not start on a node that left');
-    assert.equal(x.engine.stats().rejected.stopped, 1);
-    // The process is y's to give now: a request of the session runs there, alone.
-    const onY = await y.engine.acquire({ sessionId: id, ip: IP });
-    leases.push(onY);
-    assert.equal(onY.sessionId, id, 'the session stayed (another node is alive)');
-  } finally {
-    await stopAll(clock, leases, undefined, x, y);
-  }
-});

@@ -193,6 +193,11 @@ export interface NodeServices<Vars extends SessionVars> {
   readonly lockManager: RedisLockManager;
   /** Delays between retries of saves and closes that failed on a Redis error. */
   readonly retries: Retries;
+  /**
+   * The stop's drain has ended (all work done, or given up at closeTimeoutMs): the node leaves without
+   * waiting for a request that would start now (its enter's reply or its init's end read late).
+   */
+  drainEnded: boolean;
   /** The process objects running a request or task on this node now (whatever handle they are under). */
   readonly runningHere: Set<WebProcess<Vars>>;
   /** The states this node wrote last, by session: an enter that finds them exact brings no state. */

@@ -51,7 +51,7 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
     if (!hooked) await processes.tearDown(handle, proc);
     throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
   }
-  if (node.retries.stopped) {
+  if (node.drainEnded || node.retries.stopped) {
     // This node's stop gave up on the request at its bound and the node leaves the cluster (or has left):
     // Redis frees the process with the node's others, so another node may take it. Started now, the
     // request would run beside that one: refused as one arriving after the stop (init's locks go with it).

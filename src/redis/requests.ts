@@ -209,6 +209,9 @@ export class RedisRequestPath<Vars extends SessionVars> {
 
   /** The request's lease on the process it entered: at once when the process has saved state, after `init` when it has none. */
   #lease(handle: SessionHandle<Vars>, pid: string, token: string, state: Buffer, isNew: boolean): MaybePromise<Lease<Vars>> {
+    // Its enter's reply read after this node's stop ended its drain: the node leaves without waiting for
+    // it, and Redis frees the process with the node's others (another node may take it): not started.
+    if (this.#node.drainEnded) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED', 'the node stopped while the request entered', { sessionId: handle.id }));
     const proc = new WebProcess<Vars>(handle, 'web', {} as Vars, pid);
     const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, handle, proc, isNew);
     // `state` stays what Redis holds (the release compares with it; it may be this node's copy): nothing

@@ -70,7 +70,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), runningHere: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), drainEnded: false, runningHere: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
       tearDown: (handle, proc) => this.#processes.tearDown(handle, proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
       closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id), pastDrain: (id) => this.#closer.pastDrain(id),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
@@ -218,7 +218,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
         this.#onIdle = () => { if (this.#busyCount(caller) === 0) resolve(); };
         this.#onIdle();
       });
-      if (await within(ctx.clock, ctx.options.closeTimeoutMs, localIdle) === TIMED_OUT) {
+      const drained = await within(ctx.clock, ctx.options.closeTimeoutMs, localIdle);
+      this.#node.drainEnded = true;
+      if (drained === TIMED_OUT) {
         ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${this.#busyCount(caller)} request(s) or task(s) still running after ${ctx.options.closeTimeoutMs} ms`), 'drainTimeouts');
       }
       // Saves and closes still retrying against an absent Redis get closeTimeoutMs more, then this node
@@ -229,6 +231,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     } catch (error) {
       ctx.report(unavailable(error), 'storeErrors');
     } finally {
+      this.#node.drainEnded = true;
       this.#node.retries.stop();
       this.#closer.stop();
       this.#requests.stop();
