@@ -10,11 +10,6 @@ export function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T
   return typeof (value as PromiseLike<T> | null | undefined)?.then === 'function';
 }
 
-/** What an application callback returned, as a MaybePromise: a foreign thenable becomes a real promise. */
-export function settledOrPromise<T>(value: T | PromiseLike<T>): MaybePromise<T> {
-  return isThenable(value) ? Promise.resolve(value) : value;
-}
-
 /**
  * Continues with `value` at once when it is not a promise, else when it settles: the synchronous path
  * makes no promise. `onError` answers a rejection (a synchronous throw is the caller's to catch).

@@ -57,8 +57,9 @@ export class MemoryCloses<Vars extends SessionVars> {
     for (const session of [...this.#store.values()]) void beginClose(this.context, session, 'shutdown', caller?.sessionId === session.id ? caller : undefined);
     if (caller !== undefined) this.waitInside(caller);
     const own = caller === undefined ? undefined : this.closing.get(caller.sessionId);
-    const waitsForOwn = own !== undefined && (own.phase === 'hooks' || own.phase === 'teardown');
-    return Promise.all([...this.closing.values()].filter((s) => !(waitsForOwn && s === own)).map((s) => closedPromise(s)));
+    // From the caller's own hook or teardown its close is under way: waiting on it would deadlock.
+    const skipOwn = own !== undefined && (own.phase === 'hooks' || own.phase === 'teardown');
+    return Promise.all([...this.closing.values()].filter((s) => !(skipOwn && s === own)).map((s) => closedPromise(s)));
   }
 
   /** The caller is a process of a closing session waiting for that close: the drain must not wait for it. */

@@ -17,10 +17,6 @@ export class MemoryStore<Vars extends SessionVars> {
     return this.#byId.get(id);
   }
 
-  has(id: string): boolean {
-    return this.#byId.has(id);
-  }
-
   /** Adds a new session; it starts busy (its first request is running). */
   add(session: Session<Vars>): void {
     this.#byId.set(session.id, session);
@@ -94,13 +90,7 @@ export class MemoryStore<Vars extends SessionVars> {
     return processesToFree > 0 ? 'processLimit' : victims;
   }
 
-
   values(): IterableIterator<Session<Vars>> {
     return this.#byId.values();
-  }
-
-  /** Idle sessions from least to most recently active (for tests and the admin view). */
-  *idleInOrder(): IterableIterator<Session<Vars>> {
-    for (let s = this.#idleHead; s !== undefined; s = s.idleNext) yield s;
   }
 }

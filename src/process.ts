@@ -24,7 +24,7 @@ export interface ProcessOwner<Vars extends SessionVars> {
   /** The session's id ('' for a 'none'-mode request); it changes when the session is regenerated. */
   readonly id: string;
   readonly lockManager: LockManager;
-  spawn(parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
+  spawn(name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
   /**
    * Stores that rebuild a process object for each request: whether `proc` is such an object kept past
    * its request (a timer, a promise chain) once its session is closing or closed: lock calls and spawn
@@ -70,7 +70,7 @@ export let processInternals: {
   /** The session is closing: abort the signal, making the reason only if someone holds the signal. */
   abort(proc: WebProcess<SessionVars>, reason: () => unknown): void;
   /** Marks closed, clears selections, resets vars, releases every lock (a promise only when it held some). */
-  teardown(proc: WebProcess<SessionVars>, emptyVars: object): Promise<void> | undefined;
+  teardown(proc: WebProcess<SessionVars>): Promise<void> | undefined;
   /** The locks a process holds, as a store that serializes processes saves them. */
   heldLocks(proc: WebProcess<SessionVars>): LockRef[];
   /** Restores the held-lock list of a process rebuilt from saved state (the locks are still held). */
@@ -175,7 +175,7 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
   spawn(name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
     this.#assertOpen();
     if (typeof name !== 'string' || typeof task !== 'function') throw new SessionArgumentError('spawn(name: string, task: (proc) => Promise<void>)');
-    return this.#owner.spawn(this, name, task);
+    return this.#owner.spawn(name, task);
   }
 
   #own(): ProcessParts {
@@ -226,14 +226,14 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
         parts.abortReason = reason;
         parts.controller?.abort(reason());
       },
-      teardown(proc, emptyVars) {
+      teardown(proc) {
         const parts = proc.#own();
         parts.closed = true;
         parts.selections?.clear();
         const held = parts.held;
         const unsure = parts.unsure;
         parts.held = parts.unsure = undefined;
-        proc.vars = emptyVars as never;
+        proc.vars = {} as never;
         // No lock to give back: done at once, so closing an idle session can finish without a promise.
         if ((held === undefined || held.size === 0) && unsure === undefined) return undefined;
         return releaseHeld(proc.#owner.lockManager, proc, [...(held?.values() ?? []), ...(unsure?.values() ?? [])]);

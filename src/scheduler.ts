@@ -43,7 +43,7 @@ export class Scheduler<Vars extends SessionVars> {
       settleIfIdle: (session) => this.#settleIfIdle(session),
       reject: (cause, error) => this.#reject(cause, error),
     });
-    this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, _parent, name, task) => this.#processes.spawn(session, name, task), giveBack: (proc, refs) => giveBackLocks(ctx, ctx.lockManager, proc, refs) };
+    this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, name, task) => this.#processes.spawn(session, name, task), giveBack: (proc, refs) => giveBackLocks(ctx, ctx.lockManager, proc, refs) };
     this.#transients = new TransientProcesses(ctx, ctx.lockManager);
     this.#leaseHost = {
       als: ctx.als,

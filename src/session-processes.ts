@@ -109,7 +109,8 @@ export class SessionProcesses<Vars extends SessionVars> {
     for (const session of sessions) {
       while (session.state === 'open' && session.queuedCount > 0 && session.requestProcessCount < options.processesPerSession && this.hasRoom) {
         const next = session.queue!.shift()!;
-        // startRequestProcess fails only with ERR_SESSION_INIT_FAILED (a SessionError).
+        // startRequestProcess fails only with a SessionError: ERR_SESSION_INIT_FAILED, or ERR_SESSION_CLOSED
+        // when the session's close stopped waiting for init.
         const failed = (error: unknown): void => next.reject(error as SessionError);
         let started: MaybePromise<RequestLease<Vars>>;
         try {
@@ -198,9 +199,9 @@ export class SessionProcesses<Vars extends SessionVars> {
     return proc;
   }
 
+  /** A process leaves its open session (a closing session's processes are the pipeline's: leaveClosing). */
   #drop(session: Session<Vars>, proc: WebProcess<Vars>): void {
     session.running = withoutItem(session.running, proc);
-    if (session.state !== 'open') return; // a closing session's processes are the pipeline's
     session.processes = withoutItem(session.processes, proc);
     this.#live--;
     this.#placesFreed();

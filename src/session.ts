@@ -17,7 +17,7 @@ export interface Waiter<Vars extends SessionVars> {
 /** The engine operations a session delegates to (spawning needs the engine's limits and hooks). */
 export interface SessionHost<Vars extends SessionVars> {
   readonly lockManager: LockManager;
-  spawn(session: Session<Vars>, parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
+  spawn(session: Session<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
   /** See ProcessOwner.giveBack. */
   giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void>;
 }
@@ -119,8 +119,8 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
     return this.#host.giveBack(proc, refs);
   }
 
-  spawn(parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
-    return this.#host.spawn(this, parent, name, task);
+  spawn(name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+    return this.#host.spawn(this, name, task);
   }
 
   get queuedCount(): number {
@@ -167,12 +167,6 @@ export function removeItem<T>(list: T[], item: T): boolean {
 }
 
 /**
- * A request process of the session not running a request, if any. No list of free processes is kept
- * (an idle session would pay an array for it): a spawned process is in `running` for as long as it is
- * in `processes` (it leaves both when its task ends), so a listed process not running is a free request
- * process.
- */
-/**
  * Request processes of an open session running now. Its task processes run from spawn to end, so every
  * process beyond the request processes is a running task.
  */
@@ -180,6 +174,12 @@ export function runningRequestCount(session: Session<SessionVars>): number {
   return session.running.length - (session.processes.length - session.requestProcessCount);
 }
 
+/**
+ * A request process of the session not running a request, if any. No list of free processes is kept
+ * (an idle session would pay an array for it): a spawned process is in `running` for as long as it is
+ * in `processes` (it leaves both when its task ends), so a listed process not running is a free request
+ * process.
+ */
 export function freeRequestProcess<Vars extends SessionVars>(session: Session<Vars>): WebProcess<Vars> | undefined {
   const { processes, running } = session;
   for (const proc of processes) if (!running.includes(proc)) return proc;

@@ -118,7 +118,7 @@ export function initFailure(ctx: Pick<StoreContext<SessionVars>, 'report'>, caus
  * undefined when there was no lock to give back (done at once).
  */
 export function tearDown(ctx: Pick<StoreContext<SessionVars>, 'report'>, proc: WebProcess<SessionVars>): Promise<void> | undefined {
-  return processInternals.teardown(proc, {})?.catch((error: unknown) => reportLocksKept(ctx, proc, error));
+  return processInternals.teardown(proc)?.catch((error: unknown) => reportLocksKept(ctx, proc, error));
 }
 
 /**

@@ -9,6 +9,19 @@ import { RequestLease, type LeaseHost, type LeaseSession } from './lease.js';
 import { whenReady, type MaybePromise } from './maybe-async.js';
 
 /**
+ * What a 'none'-mode process belongs to: no session (id '', no spawn), the store's lock manager, and
+ * the store's way of giving back locks taken during a teardown.
+ */
+export function transientOwner<Vars extends SessionVars>(lockManager: LockManager, giveBack: ProcessOwner<Vars>['giveBack']): ProcessOwner<Vars> {
+  return {
+    id: '',
+    lockManager,
+    spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
+    giveBack,
+  };
+}
+
+/**
  * 'none' mode's processes: one throw-away process per request, with no session (no cookie, no id, no
  * hook), torn down when its request ends. The scheduler counts them against maxConcurrentProcesses;
  * a stop waits for them, bounded by closeTimeoutMs.
@@ -21,12 +34,7 @@ export class TransientProcesses<Vars extends SessionVars> {
 
   constructor(ctx: Pick<StoreContext<Vars>, 'report'>, lockManager: LockManager) {
     this.#ctx = ctx;
-    this.#owner = {
-      id: '',
-      lockManager,
-      spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
-      giveBack: (proc, refs) => giveBackLocks(ctx, lockManager, proc, refs),
-    };
+    this.#owner = transientOwner(lockManager, (proc, refs) => giveBackLocks(ctx, lockManager, proc, refs));
   }
 
   /**

@@ -35,6 +35,6 @@ export function handedOverEnded<Vars extends SessionVars>(
   handle: SessionHandle<Vars>, proc: WebProcess<Vars>,
 ): void {
   // Tracked: a stop waits for it before it leaves, its clients still up.
-  if (!proc.closed) processes.trackAfterClose(waits.closedElsewhere(handle.id).then(() => (proc.closed ? undefined : processes.tearDown(handle, proc))));
+  if (!proc.closed) processes.trackAfterClose(waits.closedElsewhere(handle.id).then(() => (proc.closed ? undefined : processes.tearDown(proc))));
   dropIfDone(known, handle);
 }

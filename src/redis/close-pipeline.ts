@@ -122,7 +122,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     }
     // 4. Teardown: selections cleared, vars reset, every lock released cluster-wide.
     pipeline.phase = 'teardown';
-    for (const proc of processes) await processInternals.teardown(proc, {});
+    for (const proc of processes) await processInternals.teardown(proc);
     // Their list of held locks was in the state that could not be read; Redis knows them by process.
     for (const proc of unreadable) await this.#node.lockManager.releaseAll({ sessionId: id, processId: proc.processId }, []);
     const finishSentAtMs = performance.now();

@@ -67,8 +67,8 @@ export class RedisCloser<Vars extends SessionVars> {
     const fromOwnSession = caller !== undefined && caller.sessionId === id;
     // From a hook of another session about a session closing already: true without waiting, as on the
     // memory store (no cycle of hooks awaiting each other's close).
-    const fromClosingHook = fromHook && !fromOwnSession;
-    if (local !== undefined) return fromClosingHook ? true : this.#waitLocal(id, local, caller, fromOwnSession);
+    const fromOtherSessionsHook = fromHook && !fromOwnSession;
+    if (local !== undefined) return fromOtherSessionsHook ? true : this.#waitLocal(id, local, caller, fromOwnSession);
     const { redis, settings, nodeId, ctx } = this.#node;
     // The id is dead for this node's readers from the call on, as with the memory store; the claim
     // decides, and a failed claim gives the session back.
@@ -111,7 +111,7 @@ export class RedisCloser<Vars extends SessionVars> {
       if (pipeline !== undefined) await Promise.race([pipeline.promise, pipeline.failed]);
       return true;
     }
-    if (fromClosingHook) return true;
+    if (fromOtherSessionsHook) return true;
     // Another node is closing it, waiting for this very request if the call comes from inside (4D runs
     // the close in the calling process): the request's state goes to that close now, and the call
     // returns once the close has ended, the caller torn down. A task's goes when the task ends.

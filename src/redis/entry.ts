@@ -12,8 +12,6 @@ import type { TurnQueues, Waiter } from './turns.js';
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
 type Rejection<Vars extends SessionVars> = keyof StoreContext<Vars>['counters']['rejected'];
 
-
-/** When a waiting request gives up: on the engine's clock, and in real time (`performance.now()`). */
 /** What the request path gives the way into a cookie's session. */
 export interface SessionEntryDeps<Vars extends SessionVars> {
   readonly node: NodeServices<Vars>;
@@ -86,8 +84,7 @@ export class SessionEntry<Vars extends SessionVars> {
         // Behind this node's waiters: counted in Redis now (the bound is cluster-wide), FIFO here.
         const admitted = text(await this.#register(id, waiterId, ip, ipCheck) as string);
         if (admitted === 'unknown') return undefined;
-        if (admitted === 'ip') throw this.#deps.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
-        if (admitted === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        this.#throwIfRefused(admitted, id);
         registered = true;
         me = this.#turns.enqueue(id);
         deadline ??= waitDeadline(clock, options.queueTimeoutMs);
@@ -124,8 +121,7 @@ export class SessionEntry<Vars extends SessionVars> {
           continue;
         }
         if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip, deadline) : undefined;
-        if (outcome === 'ip') throw this.#deps.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: id }));
-        if (outcome === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId: id }));
+        this.#throwIfRefused(outcome, id);
         registered = true;
         me ??= this.#turns.enqueue(id);
         // Busy when Redis ran the enter, released since: the wake was missed, so the head tries again now.
@@ -142,6 +138,12 @@ export class SessionEntry<Vars extends SessionVars> {
       // Given up while counted as waiting: stop counting now rather than when it goes stale.
       if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
     }
+  }
+
+  /** Redis refused the request at the door (lwsWait and lwsEnter answer alike): the other address, or a full queue. */
+  #throwIfRefused(answer: string, sessionId: string): void {
+    if (answer === 'ip') throw this.#deps.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId }));
+    if (answer === 'full') throw this.#deps.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', undefined, { sessionId }));
   }
 
   /** Its turn, or the queue timeout: then it stops waiting (its polls end) and the request gets 503. */

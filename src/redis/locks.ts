@@ -124,9 +124,9 @@ export class RedisLockManager implements LockManager {
     checkOwner('tryLock', owner);
     checkRef('tryLock', ref, true);
     const { processId, sessionId } = owner;
-    const since = this.#now();
+    const sinceMs = this.#now();
     const won = await this.#call('tryLock', () =>
-      this.#redis.lwsLockAcquire(redisLockKey(this.#prefix, ref), redisProcessLocksKey(this.#prefix, processId), processId, sessionId, since, this.#lockTtlMs));
+      this.#redis.lwsLockAcquire(redisLockKey(this.#prefix, ref), redisProcessLocksKey(this.#prefix, processId), processId, sessionId, sinceMs, this.#lockTtlMs));
     return won === 1;
   }
 

@@ -4,8 +4,10 @@ export const PRELUDE = `
 local P = ARGV[1]
 local function skey(id) return P .. 's:' .. id end
 -- When a session's cookie expires: its last request plus the lifetime in effect then, or the caller's
--- if lowered since; a raised one counts from the next request on, so an expired cookie never comes back
--- to life. 'ct' is '<lifetime>@<lr it was given at>': a node of an earlier version moves lr without it,
+-- if lowered since; a raised one counts from the next request on. Unlike the memory store
+-- (Scheduler.lowerCookieLifetimes) a lowered lifetime is not written into each session, so one lowered
+-- and raised again before the session's next request counts the raised one (README, inactiveSessionTimeoutMs).
+-- 'ct' is '<lifetime>@<lr it was given at>': a node of an earlier version moves lr without it,
 -- and a 'ct' of another lr (or none) is not that request's, so the caller's lifetime stands alone.
 local function cookieExpiry(lr, ct, lifetime)
   local current = tonumber(lifetime)

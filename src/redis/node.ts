@@ -100,7 +100,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     return this.#node.lockManager;
   }
 
-  spawn(_parent: WebProcess<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
+  spawn(name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
     return this.#node.spawn(this, name, task);
   }
 
@@ -112,7 +112,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
     // here: the close waits for this request, so it must hear the close like the ones already running.
     if (this.#closeStarted) this.#askToStop(run.proc);
     // Its enter or spawn reply read after the close had finished ('x' heard): a straggler already.
-    if (this.state === 'closed' || this.#node.closeFinished(this.id)) void this.#node.tearDown(this, run.proc);
+    if (this.state === 'closed' || this.#node.closeFinished(this.id)) void this.#node.tearDown(run.proc);
   }
 
   giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void> {
@@ -149,7 +149,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   finished(): void {
     this.markClosing();
     this.state = 'closed';
-    for (const proc of this.runs.keys()) if (!proc.closed) void this.#node.tearDown(this, proc);
+    for (const proc of this.runs.keys()) if (!proc.closed) void this.#node.tearDown(proc);
     for (const companion of this.companions) companion.finished();
   }
 
@@ -211,7 +211,7 @@ export interface NodeServices<Vars extends SessionVars> {
   keptPids(): string[];
   spawn(handle: SessionHandle<Vars>, name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars>;
   /** Tears a process down, its lock release retried (and tracked) until it lands or the node stops. */
-  tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void>;
+  tearDown(proc: WebProcess<Vars>): Promise<void>;
   /** Gives back locks a torn-down process took meanwhile, retried (and tracked) until it lands or the node stops. */
   giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void>;
   /** A logout whose close another node runs: ProcessSaves.handOver. */

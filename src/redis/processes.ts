@@ -200,7 +200,7 @@ export class ProcessSaves<Vars extends SessionVars> {
       if (left === true && handle.idleHere && handle.state === 'open') handle.finished();
     }
     if (outcome === 'gone' && proc.lockCount > 0 && !proc.closed && (handle.state !== 'open' || left === true)) {
-      await this.tearDown(handle, proc);
+      await this.tearDown(proc);
       return;
     }
     if (proc.lockCount > 0 && !proc.closed && outcome !== 'gone') await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
@@ -228,7 +228,7 @@ export class ProcessSaves<Vars extends SessionVars> {
    * released. A release that fails (Redis away) is reported and retried until it lands or this node
    * stops, tracked so a stop waits for it (no close will come to free them). Resolves after the first try.
    */
-  async tearDown(handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<void> {
+  async tearDown(proc: WebProcess<Vars>): Promise<void> {
     const held = processInternals.heldLocks(proc);
     let failed = false;
     await tearDownReported({ report: (error, counter) => { failed = true; this.#node.ctx.report(error, counter); } }, proc);

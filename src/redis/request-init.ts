@@ -36,7 +36,7 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
       for (const task of handle.runs.keys()) processInternals.abort(task, () => new SessionError('ERR_SESSION_CLOSED', 'its session was discarded', { sessionId: handle.id }));
     }
     const answered = new Promise<void>((resolve) => processes.save(handle, proc, token, undefined, isNew ? 'leavesWithSession' : 'leaves', undefined, resolve));
-    await Promise.all([answered, processes.tearDown(handle, proc)]);
+    await Promise.all([answered, processes.tearDown(proc)]);
     throw initFailure(node.ctx, error, handle.id);
   }
   const hooked = handle.closing?.has(proc) === true;
@@ -48,7 +48,7 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
     // not yet is found no more (no longer running here: the close hooks its saved state), so it goes here.
     handle.endRun(proc);
     processes.save(handle, proc, token, undefined, 'stays');
-    if (!hooked) await processes.tearDown(handle, proc);
+    if (!hooked) await processes.tearDown(proc);
     throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
   }
   if (node.drainEnded || node.retries.stopped) {
@@ -56,7 +56,7 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
     // Redis frees the process with the node's others, so another node may take it. Started now, the
     // request would run beside that one: refused as one arriving after the stop (init's locks go with it).
     handle.endRun(proc);
-    await processes.tearDown(handle, proc);
+    await processes.tearDown(proc);
     node.ctx.counters.rejected.stopped++;
     throw new SessionError('ERR_SESSION_STOPPED', 'the node stopped while init ran', { sessionId: handle.id });
   }
@@ -72,7 +72,7 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
       : gone ? new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id }) : undefined;
     if (refusal !== undefined) {
       handle.endRun(proc);
-      await processes.tearDown(handle, proc);
+      await processes.tearDown(proc);
       // Its enter filed the process among this node's running ones (P nb:<node>): a release that finds
       // the session gone takes it out, as any late release does (kept, the entry would stay as long as
       // the node lives). Nothing is saved. Unavailable: the repair takes it out as it frees the process.

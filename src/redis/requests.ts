@@ -13,6 +13,7 @@ import { restoreProcess } from './state.js';
 import { SessionEntry } from './entry.js';
 import { handedOverEnded } from './close-ends.js';
 import { initRequestProcess } from './request-init.js';
+import { transientOwner } from '../transients.js';
 import type { TurnQueues } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -83,12 +84,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       },
       create: (ip) => this.#create(ip),
     });
-    this.#transientOwner = {
-      id: '',
-      lockManager: deps.node.lockManager,
-      spawn: () => { throw new SessionError('ERR_SESSION_CLOSED', "spawn needs a session ('none' mode has none)"); },
-      giveBack: (proc, refs) => deps.processes.giveBack(proc, refs),
-    };
+    this.#transientOwner = transientOwner(deps.node.lockManager, (proc, refs) => deps.processes.giveBack(proc, refs));
     this.#leaseHost = {
       als: ctx.als,
       release: (lease) => this.#release(lease),

@@ -71,7 +71,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
     this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), drainEnded: false, runningHere: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
-      tearDown: (handle, proc) => this.#processes.tearDown(handle, proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
+      tearDown: (proc) => this.#processes.tearDown(proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
       closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id), pastDrain: (id) => this.#closer.pastDrain(id),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
     // A cut connection may have taken replies with it (of scripts Redis ran): the sweeps repair them.
@@ -214,11 +214,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
         // Awaited below, after the local drain: a failure meanwhile (Redis away) must not go unhandled.
         closing.catch(() => {});
       }
-      const localIdle = new Promise<void>((resolve) => {
-        this.#onIdle = () => { if (this.#busyCount(caller) === 0) resolve(); };
-        this.#onIdle();
-      });
-      const drained = await within(ctx.clock, ctx.options.closeTimeoutMs, localIdle);
+      const drained = await within(ctx.clock, ctx.options.closeTimeoutMs, this.#whenIdle(caller));
       this.#node.drainEnded = true;
       if (drained === TIMED_OUT) {
         ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${this.#busyCount(caller)} request(s) or task(s) still running after ${ctx.options.closeTimeoutMs} ms`), 'drainTimeouts');
@@ -248,13 +244,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   /** Leaves the cluster and closes the clients; first, if told to, waits for the work still running here and its saves. */
   async #leave(afterWork: boolean): Promise<void> {
-    if (afterWork) {
-      const idle = new Promise<void>((resolve) => {
-        this.#onIdle = () => { if (this.#busyCount(undefined) === 0) resolve(); };
-        this.#onIdle();
-      });
-      await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, idle.then(() => this.#processes.settled()));
-    }
+    if (afterWork) await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, this.#whenIdle(undefined).then(() => this.#processes.settled()));
     await leaveCluster(this.#redis, this.#settings, this.#node.nodeId).catch(() => {});
     await this.#closeClients(() => { this.#node.retries.ownConnectionsClosed = true; });
   }
@@ -268,6 +258,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   #checkIdle(): void {
     this.#onIdle?.();
+  }
+
+  /** Resolves once no work runs on this node (`caller`'s excepted): looked at again by every #checkIdle. */
+  #whenIdle(caller: WebProcess<Vars> | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#onIdle = () => { if (this.#busyCount(caller) === 0) resolve(); };
+      this.#onIdle();
+    });
   }
 
 

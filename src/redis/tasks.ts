@@ -47,7 +47,7 @@ export class RedisTasks<Vars extends SessionVars> {
       this.#saves.writeEnds(proc.processId);
       if (!(error instanceof SessionError)) this.#node.lostReplies.due = true;
       handle.processCount--;
-      await processInternals.teardown(proc, {});
+      await processInternals.teardown(proc);
       // Refused for the process limit: said under its own code and counted as the memory store's
       // spawn() throw is (rejected.processLimit), not as an application task that failed.
       if (error instanceof SessionError && error.code === 'ERR_SESSION_PROCESS_LIMIT') return void ctx.report(error, 'processLimit');
@@ -87,6 +87,6 @@ export class RedisTasks<Vars extends SessionVars> {
     // when it starts over from what Redis holds (a Redis error) after this release.
     this.#saves.save(handle, proc, token, initialized ? proc : undefined, (open || !initialized) && !refusedByClose ? 'leaves' : 'stays');
     if (open) handle.processCount--;
-    if (handle.state !== 'closing' || !initialized) await this.#saves.tearDown(handle, proc);
+    if (handle.state !== 'closing' || !initialized) await this.#saves.tearDown(proc);
   }
 }
