@@ -2,7 +2,7 @@ import { EventEmitter, type errorMonitor } from 'node:events';
 import { checkClock, checkedClock, systemClock } from './clock.js';
 import { SessionArgumentError, SessionError, SessionOptionError } from './errors.js';
 import type { RequestLease } from './lease.js';
-import type { LockManager } from './locks.js';
+import { isLockManager, type LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
 import type { SessionVars } from './process.js';
@@ -61,7 +61,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     checkClock(clock);
     if (init !== undefined && typeof init !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'init must be a function');
     if (onClose !== undefined && typeof onClose !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'onClose must be a function');
-    if (locks !== undefined && (typeof locks?.tryLock !== 'function' || typeof locks.releaseAll !== 'function')) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks must be a LockManager (tryLock, unlock, lockedBy, releaseAll)');
+    if (locks !== undefined && !isLockManager(locks)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks must be a LockManager (tryLock, unlock, lockedBy, releaseAll; touch and renameSession, if given, functions)');
     const store = options.store ?? memoryStore();
     if (typeof store?.attach !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'store must be a SessionStore (memoryStore(), createRedisStore())');
     this.#store = store.attach<Vars>({

@@ -38,6 +38,14 @@ export interface LockManager {
   renameSession?(processIds: readonly string[], newSessionId: string): Promise<unknown>;
 }
 
+/** Whether `value` can be an engine's `locks`: the four methods, and the optional two as functions if present. */
+export function isLockManager(value: unknown): value is LockManager {
+  if (typeof value !== 'object' || value === null) return false;
+  const manager = value as Record<string, unknown>;
+  return ['tryLock', 'unlock', 'lockedBy', 'releaseAll'].every((name) => typeof manager[name] === 'function')
+    && ['touch', 'renameSession'].every((name) => manager[name] === undefined || typeof manager[name] === 'function');
+}
+
 /**
  * Whether `value` names a record: `{ table: string, key: string | number }`. Lenient on purpose: it also
  * reads back and releases what an earlier version let a process take (a NaN key); new locks must also

@@ -58,6 +58,11 @@ describe('options', () => {
       { init: 'not a function' },
       { onClose: 42 },
       { cookieSameSite: 'None', cookieSecure: false },
+      // A lock manager missing a method fails only at its first use (unlock, lockedBy), and a touch that is
+      // no function at the end of every request: refused here instead.
+      { locks: { tryLock: async () => true, releaseAll: async () => 0 } },
+      { locks: { tryLock: async () => true, unlock: async () => true, lockedBy: async () => null, releaseAll: async () => 0, touch: 42 } },
+      { locks: null },
     ];
     for (const options of bad) {
       assert.throws(
