@@ -51,15 +51,7 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
     if (!hooked) await processes.tearDown(proc);
     throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: handle.id });
   }
-  if (node.drainEnded || node.retries.stopped) {
-    // This node's stop gave up on the request at its bound and the node leaves the cluster (or has left):
-    // Redis frees the process with the node's others, so another node may take it. Started now, the
-    // request would run beside that one: refused as one arriving after the stop (init's locks go with it).
-    handle.endRun(proc);
-    await processes.tearDown(proc);
-    node.ctx.counters.rejected.stopped++;
-    throw new SessionError('ERR_SESSION_STOPPED', 'the node stopped while init ran', { sessionId: handle.id });
-  }
+  if (node.drainEnded || node.retries.stopped) await refuseStopped(node, processes, handle, proc);
   proc.vars = vars;
   if (handle.state !== 'open') {
     // Its session's close may have stopped waiting for it (init outlasted closeTimeoutMs) and ended
@@ -82,6 +74,20 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
       dropIfDone(deps.known, handle);
       throw refusal;
     }
+    // Its drain may have ended while the question above was on its way.
+    if (node.drainEnded || node.retries.stopped) await refuseStopped(node, processes, handle, proc);
   }
   return lease;
+}
+
+/**
+ * This node's stop gave up on the request at its bound and the node leaves the cluster (or has left):
+ * Redis frees the process with the node's others, so another node may take it. Started now, the
+ * request would run beside that one: refused as one arriving after the stop (init's locks go with it).
+ */
+async function refuseStopped<Vars extends SessionVars>(node: NodeServices<Vars>, processes: ProcessSaves<Vars>, handle: SessionHandle<Vars>, proc: WebProcess<Vars>): Promise<never> {
+  handle.endRun(proc);
+  await processes.tearDown(proc);
+  node.ctx.counters.rejected.stopped++;
+  throw new SessionError('ERR_SESSION_STOPPED', 'the node stopped while init ran', { sessionId: handle.id });
 }

@@ -68,7 +68,12 @@ export class RedisTasks<Vars extends SessionVars> {
       const vars = proc.closed ? undefined : await this.#saves.initVars(proc);
       refusedByClose = !proc.closed && (handle.closing?.has(proc) === true || this.#node.pastDrain(handle.id));
       if (vars === undefined || proc.closed || refusedByClose) ctx.report(taskRefused(proc, handle.id), 'taskErrors');
-      else {
+      else if (this.#node.drainEnded || this.#node.retries.stopped) {
+        // This node's stop gave up on it and the node leaves the cluster: Redis frees its process with the
+        // node's others. It leaves the session without a context, as a request refused then does.
+        const stopped = new SessionError('ERR_SESSION_STOPPED', `cannot run "${proc.name}": the node stopped while its init ran`, { sessionId: handle.id });
+        ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: stopped, sessionId: handle.id }), 'taskErrors');
+      } else {
         proc.vars = vars;
         initialized = true;
         await runAs(ctx.als, proc, () => task(proc));
