@@ -41,7 +41,7 @@ export class Scheduler<Vars extends SessionVars> {
     this.#processes = new SessionProcesses(ctx, {
       start: (session, proc, isNewSession) => this.#start(session, proc, isNewSession),
       settleIfIdle: (session) => this.#settleIfIdle(session),
-      reject: (cause, error) => this.#reject(cause, error),
+      reject: (cause, error) => this.reject(cause, error),
     });
     this.#sessionHost = { lockManager: ctx.lockManager, spawn: (session, name, task) => this.#processes.spawn(session, name, task), giveBack: (proc, refs) => giveBackLocks(ctx, ctx.lockManager, proc, refs) };
     this.#transients = new TransientProcesses(ctx, ctx.lockManager);
@@ -91,7 +91,7 @@ export class Scheduler<Vars extends SessionVars> {
     // there is room for one more process now (processesPerSession raised, a process place freed).
     const canAddProcess = free === undefined && session.queuedCount === 0 && session.requestProcessCount < options.processesPerSession && this.#processes.hasRoom;
     if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
-      throw this.#reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
+      throw this.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
     }
     // Only a request that gets a process restarts the cookie's lifetime, from when it came (a refused
     // one, at the door or after waiting in the queue, must not extend it).
@@ -104,7 +104,7 @@ export class Scheduler<Vars extends SessionVars> {
     if (canAddProcess) return this.#processes.startRequestProcess(session, false);
     // Waits; if only maxConcurrentProcesses stands in the way, the next free place is its.
     if (session.requestProcessCount < options.processesPerSession && !this.#processes.hasRoom) this.#processes.waitForRoom(session);
-    const timedOut = (): SessionError => this.#reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${options.queueTimeoutMs} ms`, { sessionId: session.id }));
+    const timedOut = (): SessionError => this.reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${options.queueTimeoutMs} ms`, { sessionId: session.id }));
     const waitMs = queueDeadline === undefined ? options.queueTimeoutMs : msLeft(this.#ctx.clock, queueDeadline);
     if (waitMs <= 0) throw timedOut();
     return waitInQueue(session, this.#ctx.clock, waitMs, timedOut).then((proc) => {
@@ -188,8 +188,8 @@ export class Scheduler<Vars extends SessionVars> {
 
   #limitError(limit: 'sessionLimit' | 'processLimit', cap: number): SessionError {
     return limit === 'sessionLimit'
-      ? this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, ${this.store.idleCount} idle, cap ${cap}`))
-      : this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
+      ? this.reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, ${this.store.idleCount} idle, cap ${cap}`))
+      : this.reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
   }
 
   /** 'none' mode: a throw-away process for one request, torn down at release. */
@@ -212,11 +212,8 @@ export class Scheduler<Vars extends SessionVars> {
     return renameLocks(this.#ctx, this.#ctx.lockManager, session.processes.map((proc) => proc.processId), id).then(() => id);
   }
 
+  /** Counts a refused request under `cause` and gives its error back, to throw. */
   reject(cause: keyof Counters['rejected'], error: SessionError): SessionError {
-    return this.#reject(cause, error);
-  }
-
-  #reject(cause: keyof Counters['rejected'], error: SessionError): SessionError {
     this.#ctx.counters.rejected[cause]++;
     return error;
   }
