@@ -78,6 +78,12 @@ export const ERROR_CODES = {
    * session.
    */
   ERR_SESSION_COOKIE_REFUSED: { httpStatus: 500, message: "session cookie breaks its name's prefix rules: browsers drop it" },
+  /**
+   * A warning (process.emitWarning), once per process: an engine on the memory store was made in a
+   * node:cluster worker (PM2's cluster mode included). Each worker then has sessions of its own, and a
+   * request the cluster hands to another worker gets a new session.
+   */
+  ERR_SESSION_STORE_PER_PROCESS: { httpStatus: 500, message: 'memory store in a node:cluster worker: each worker has its own sessions' },
 } as const satisfies Record<string, { httpStatus: number; message: string }>;
 
 export type SessionErrorCode = keyof typeof ERROR_CODES;

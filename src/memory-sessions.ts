@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { waitDeadline, type WaitDeadline } from './clock.js';
 import { beginClose } from './close.js';
 import { SessionArgumentError, SessionError } from './errors.js';
@@ -23,9 +24,22 @@ export function memoryStore(): SessionStore {
     attach<Vars extends SessionVars>(context: StoreContext<Vars>): AttachedStore<Vars> {
       if (attached) throw new SessionArgumentError('a memory store serves one engine: make one memoryStore() per engine');
       attached = true;
+      warnIfClusterWorker();
       return new MemorySessions(context);
     },
   };
+}
+
+let warnedPerProcess = false;
+
+/**
+ * node:cluster hands each connection to any worker: with sessions in each worker's memory, a user's next
+ * request lands where its cookie names nothing and gets a new session. Said once per process.
+ */
+function warnIfClusterWorker(): void {
+  if (warnedPerProcess || !cluster.isWorker) return;
+  warnedPerProcess = true;
+  process.emitWarning(new SessionError('ERR_SESSION_STORE_PER_PROCESS', 'a request the cluster hands to another worker gets a new session: keep the sessions in Redis (createRedisStore from legacy-web-sessions/redis), or run one process'));
 }
 
 /** The memory store attached to its engine: request binding, closing and reads over the scheduler. */

@@ -59,7 +59,7 @@ export function rawRequest(port: number, localAddress: string, bytes: Buffer): P
     });
     socket.on('close', () => {
       try {
-        resolve(parseResponse(Buffer.concat(chunks)));
+        resolve(parseRawResponse(Buffer.concat(chunks)));
       } catch (error) {
         reject(error);
       }
@@ -68,7 +68,7 @@ export function rawRequest(port: number, localAddress: string, bytes: Buffer): P
   });
 }
 
-function parseResponse(data: Buffer): RawResponse {
+export function parseRawResponse(data: Buffer): RawResponse {
   const text = data.toString('latin1');
   const headEnd = text.indexOf('\r\n\r\n');
   assert.ok(headEnd > 0, `no complete HTTP answer: ${JSON.stringify(text.slice(0, 200))}`);

@@ -125,6 +125,9 @@ export function errorAnswer(error: unknown): HttpErrorAnswer {
   const text = STATUS_TEXT[status] ?? STATUS_CODES[status] ?? 'Error';
   const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' };
   if (status === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS);
+  // Stopping: the client's next request on this connection would get the same answer, while a new
+  // connection may reach another node (a balancer's, a node:cluster primary's choice).
+  if (sessionError && (error as SessionError).code === 'ERR_SESSION_STOPPED') headers.connection = 'close';
   // A session error's code has a fixed, safe message; its detail may carry the application's words (a
   // task's name, a handler's own text) and anything else might carry secrets: only those go out.
   const body = sessionError && status !== 500 ? `${text}: ${ERROR_CODES[(error as SessionError).code].message}\n` : `${text}\n`;

@@ -9,23 +9,37 @@ const EXTEND_BATCH = 256;
 /**
  * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping, keyTtlMs.
  * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
- * the sessions close when the whole cluster goes down, and each is claimed once.
+ * the sessions close when the whole cluster goes down, and each is claimed once. A node's lease key holds
+ * Redis's time (ms) of its last beat. Asked by a stopping node (ARGV[6]: a Redis time, or ''), the reply
+ * is { confirmed, unconfirmed, now }: nodes that beat since ARGV[6] (or whose key holds no time: nodes of
+ * earlier versions), and nodes whose key lives on without a beat since (a node killed within its lease
+ * looks alive until its key expires).
  */
 export const HEARTBEAT = `${PRELUDE}
-redis.call('SET', P .. 'node:' .. ARGV[2], '1', 'PX', ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', P .. 'node:' .. ARGV[2], string.format('%d', now), 'PX', ARGV[3])
 redis.call('DEL', P .. 'missing:' .. ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
 redis.call('SADD', P .. 'nodes', ARGV[2])
 -- The shared keys live as long as their sessions may (a cluster that is gone leaves nothing behind).
 touchGlobals(ARGV[5])
 redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
-local others = 0
+local since = tonumber(ARGV[6] or '') or 0
+local others, unconfirmed = 0, 0
 for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if n ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. n) == 1 and redis.call('EXISTS', P .. 'stopping:' .. n) == 0 then others = others + 1 end
+  if n ~= ARGV[2] and redis.call('EXISTS', P .. 'stopping:' .. n) == 0 then
+    local beat = redis.call('GET', P .. 'node:' .. n)
+    if beat then
+      local at = tonumber(beat) or 0
+      if ARGV[4] == '1' and since > 0 and at > 1 and at < since then unconfirmed = unconfirmed + 1 else others = others + 1 end
+    end
+  end
 end
 -- Options set at run time go with the last node's stop (4D's WEB SET OPTION does not outlive the web
 -- server); else they live as the shared keys do (touchGlobals), a stalled node's heartbeats included.
-if ARGV[4] == '1' and others == 0 then redis.call('DEL', P .. 'opts') end
+if ARGV[4] == '1' and others + unconfirmed == 0 then redis.call('DEL', P .. 'opts') end
+if ARGV[4] == '1' then return { others, unconfirmed, now } end
 return others
 `;
 

@@ -17,13 +17,16 @@ export interface MessageTargets<Vars extends SessionVars> {
   readonly closer: RedisCloser<Vars>;
   readonly renames: SessionRenames<Vars>;
   readonly options: ClusterOptions<Vars>;
+  /** Renews this node's lease at once: a stopping node asks who is alive ('h'). */
+  readonly beat?: () => void;
 }
 
 /**
  * One message of the store's channel (layout in scripts.ts): 'c <id>' a close was claimed, 'r <id>' a
  * process was released, 'x <id>' a close finished, 'N <old> <new>' a rename ('n <old>' from nodes of
- * earlier versions), 'o <node> <name> <json>' an option was set. A message can be lost in a reconnect:
- * every wait it ends also polls, and a node's view of a session heals at its next request.
+ * earlier versions), 'o <node> <name> <json>' an option was set, 'h' a stopping node asks every node
+ * to beat now. A message can be lost in a reconnect: every wait it ends also polls, and a node's view of
+ * a session heals at its next request.
  */
 export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars>, message: string): void {
   const kind = message[0];
@@ -49,6 +52,8 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
     to.turns.wakeHead(rest);
     if (to.known.get(rest)?.id !== rest) return; // renamed here: the handle already moved
     to.known.delete(rest);
+  } else if (kind === 'h') {
+    to.beat?.();
   } else if (kind === 'o') {
     // '<node>@<version>' (a node of an earlier version sends its id alone: no version).
     const [sender = '', name, ...json] = rest.split(' ');

@@ -21,7 +21,7 @@
 //   P pn            hash id -> how many of them the session counts (given back if its key expires first)
 //   P oscan         where the sweep's check of open ids for expired keys goes on
 //   P seq           process id counter: ids r1, r2… are never reused
-//   P nodes         set of node ids; P node:<node> expires unless its node renews it (liveness);
+//   P nodes         set of node ids; P node:<node> (Redis's time of its last beat) expires unless its node renews it (liveness);
 //                   P stopping:<node> while it stops; P left:<node> once it left; P missing:<node>
 //                   when a sweep first found its lease gone (dead a lease later, if still gone)
 //   P nb:<node>     set of "<id> <pid>" a node is running: freed when the node is found dead
@@ -29,7 +29,7 @@
 //   P opts          hash of options set at run time (JSON values; null for none), living as the shared keys
 //                   do, deleted by the last node's stop
 //   channel P ev    'c <id>' close claimed · 'r <id>' a process was released · 'x <id>' closed ·
-//                   'N <old> <new>' renamed (regenerate; and 'n <old>' for earlier versions) · 'o <node> <name> <json>' option changed
+//                   'N <old> <new>' renamed (regenerate; and 'n <old>' for earlier versions) · 'o <node> <name> <json>' option changed · 'h' a stopping node asks every node to beat now
 // Every write to a session refreshes its key's TTL (the longer timeout + grace), so a crashed cluster
 // leaves nothing behind; a raised timeout extends the open sessions' keys at once (EXTEND_KEYS).
 

@@ -11,6 +11,7 @@ import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { leaveCluster } from './node-keys.js';
 import { connected, evictionPolicy } from './connection.js';
+import { Heartbeat } from './heartbeat.js';
 import { keyTtlMs, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { listenTo } from './messages.js';
 import { ClusterOptions } from './cluster-options.js';
@@ -46,13 +47,11 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #requests: RedisRequestPath<Vars>;
   #ready: Promise<void>;
   readonly #closeClients: (ownCloses: () => void) => Promise<void>;
-  #heartbeat: NodeJS.Timeout | undefined;
+  readonly #heartbeat: Heartbeat<Vars>;
   #onIdle: (() => void) | undefined;
   #refusing = false;
   /** stop() has ended: the node has left, or leaves once the request that called it ends. */
   #stopped = false;
-  /** Other live nodes at the last heartbeat. */
-  #othersAlive = 0;
   /** The start succeeded (it is never undone: #ready stays resolved). */
   #isStarted = false;
   /** The last start failed: the next request that needs the node started tries again. */
@@ -74,6 +73,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       tearDown: (proc) => this.#processes.tearDown(proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
       closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id), pastDrain: (id) => this.#closer.pastDrain(id),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
+    this.#heartbeat = new Heartbeat(this.#node);
     // A cut connection may have taken replies with it (of scripts Redis ran): the sweeps repair them.
     redis.on('close', () => { this.#node.lostReplies.due = true; });
     this.#renames = new SessionRenames(this.#node, this.#known, this.#turns, this.lockManager);
@@ -87,7 +87,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
     });
     this.#options = new ClusterOptions(this.#node, () => this.#started(), (work) => this.#processes.track(work));
-    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, options: this.#options };
+    const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, options: this.#options, beat: () => { if (!this.#stopped) this.#heartbeat.beatNow(); } };
     listenTo(this.#subscriber, heard);
     this.#ready = this.#attemptStart();
   }
@@ -116,9 +116,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     if (this.#redis.status !== 'ready') await connected(this.#redis, this.#ctx.options.closeTimeoutMs);
     await this.#subscriber.subscribe(`${prefix}ev`);
     void this.#checkEvictionPolicy();
-    await this.#beat();
-    this.#heartbeat ??= setInterval(() => void this.#beat().catch(() => {}), Math.max(1, Math.floor(this.#settings.nodeLeaseMs / 3)));
-    this.#heartbeat.unref();
+    await this.#heartbeat.start();
     // Options set at run time on any node apply to a node that joins later too.
     await this.#options.applyAtStart();
     this.#closer.armSweep();
@@ -140,11 +138,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     // Every run of this node, whatever handle it is under (one dropped from #known included).
     for (const proc of this.#node.runningHere) pids.push(proc.processId);
     return pids;
-  }
-
-  /** Renews this node's lease and learns how many other nodes are alive (for `onStop: 'auto'`). */
-  async #beat(stopping = false): Promise<void> {
-    this.#othersAlive = Number(await this.#redis.lwsHeartbeat(this.#settings.prefix, this.#node.nodeId, this.#settings.nodeLeaseMs, stopping ? 1 : 0, keyTtlMs(this.#ctx, this.#settings)));
   }
 
   // ---- requests (src/redis/requests.ts), closing, stopping ---------------------------------------------
@@ -173,19 +166,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   }
 
   /**
-   * Whether no other node is alive (a fresh heartbeat answers). One that fails cannot tell: the sessions
-   * are kept (as by onStop 'keep': a node that comes back times them out, hooks and all) and the failure
-   * is reported, as a failed cluster close of onStop 'close' is: never a stop that closed nothing quietly.
-   */
-  #isLastNode(): Promise<boolean> {
-    return this.#beat(true).then(() => this.#othersAlive === 0, (error: unknown) => {
-      const cause = unavailable(error).message;
-      this.#ctx.report(new SessionError('ERR_SESSION_STORE_UNAVAILABLE', `stop(): could not learn whether other nodes are alive (onStop 'auto'), so the sessions were kept, not closed: ${cause}`, { cause: error }), 'storeErrors');
-      return false;
-    });
-  }
-
-  /**
    * Stops this node: in-flight work ends (bounded by closeTimeoutMs), saves land, closes this node
    * claimed finish. The sessions close with 'shutdown' only when the cluster stops: `onStop: 'auto'`
    * closes them when no other node is alive, `'close'` always, `'keep'` never (a rolling restart).
@@ -199,10 +179,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       // store, and the closes' pipelines wait for that request like any drain.
       // Until Redis answers, the last heartbeat's view decides for the cookies of requests running here
       // (their responses may be written meanwhile); the answer then confirms or gives them back.
-      const likely = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && this.#othersAlive === 0);
+      const likely = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && this.#heartbeat.othersAlive === 0);
       const tentative = likely ? [...this.#known.values()].filter((h) => h.state === 'open') : [];
       for (const handle of tentative) handle.state = 'closing';
-      const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#isLastNode());
+      const clusterStops = this.#settings.onStop === 'close' || (this.#settings.onStop === 'auto' && await this.#heartbeat.isLastNode());
       if (clusterStops) for (const handle of this.#known.values()) handle.markClosing();
       // Not one whose close started meanwhile ('c' or 'x' heard during the round trip).
       else for (const handle of tentative) if (handle.state === 'closing' && !handle.closeStarted) handle.state = 'open';
@@ -231,7 +211,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#node.retries.stop();
       this.#closer.stop();
       this.#requests.stop();
-      clearInterval(this.#heartbeat);
+      this.#heartbeat.stop();
       this.#stopped = true;
       // A request that called stop() goes on after it (the stop does not wait for its caller): its
       // release still needs Redis, so the node leaves once it has ended (closeTimeoutMs at most).

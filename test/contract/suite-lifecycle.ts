@@ -7,6 +7,7 @@ import * as net from 'node:net';
 import { request, settle, sessionIdOf } from '../helpers.js';
 import type { ContractApp, ContractServer, StartServer } from './app.js';
 import { abandonedRequest, assertClearingCookie, GUARD, json, post, slowPost, until, UUID, withApp } from './harness.js';
+import { headerValues, parseRawResponse, type RawResponse } from '../raw-http.js';
 
 export function lifecycleContract(start: StartServer): void {
   test('two requests with one cookie never overlap: the second waits for the first, in order', GUARD, async () => {
@@ -213,6 +214,11 @@ export function lifecycleContract(start: StartServer): void {
         assert.equal(refused.headers['retry-after'], '1');
         assert.deepEqual(refused.setCookies, []);
       }
+      // A client keeping its connection alive is told to come back on a new one (which may reach another node).
+      const kept = await keepAliveRequest(server);
+      assert.equal(kept.status, 503);
+      assert.deepEqual(headerValues(kept, 'connection'), ['close']);
+      assert.equal(kept.closedByServer, true, 'the server closed the connection after the 503');
 
       app.gate.resolve();
       const done = await held;
@@ -250,4 +256,25 @@ async function servedAtOnce(server: ContractServer, ids: readonly string[]): Pro
     const next = await request(server.url, { cookie: `4DSID=${id}` });
     assert.deepEqual([sessionIdOf(next), json(next).n], [id, 3], 'served, after the abandoned request\'s n++');
   }
+}
+
+/** One request on a connection the client keeps open: the answer, and whether the server then closed it. */
+function keepAliveRequest(server: ContractServer): Promise<RawResponse & { closedByServer: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(new URL(server.url).port), '127.0.0.1');
+    const chunks: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      const text = Buffer.concat(chunks).toString('latin1');
+      if (text.includes('\r\n\r\n')) resolve({ ...parseRawResponse(Buffer.concat(chunks)), closedByServer: false });
+      else reject(new Error(`no answer: ${JSON.stringify(text.slice(0, 200))}`));
+    }, 2_000);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ ...parseRawResponse(Buffer.concat(chunks)), closedByServer: true });
+    });
+    socket.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n');
+  });
 }
