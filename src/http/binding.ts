@@ -135,6 +135,17 @@ export function errorAnswer(error: unknown): HttpErrorAnswer {
 }
 
 /**
+ * The answer's headers for a response of that HTTP version: connection-specific headers (the
+ * `Connection: close` of a refusal while stopping) are not HTTP/2's (RFC 9113 §8.2.2), and Node drops
+ * them with a process warning.
+ */
+export function headersFor(answer: HttpErrorAnswer, httpVersionMajor: number): Readonly<Record<string, string>> {
+  if (httpVersionMajor < 2 || answer.headers.connection === undefined) return answer.headers;
+  const { connection: _connection, ...headers } = answer.headers;
+  return headers;
+}
+
+/**
  * A handler error that names a 4xx status is an answer, not a failure: a SessionError such as
  * ERR_SESSION_BODY_TOO_LARGE (413), or an error with `status`/`statusCode` as http-errors, Fastify's
  * errors and Hono's HTTPException have. It is answered with that status and not reported; anything

@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { RequestLease } from '../lease.js';
 import type { SessionVars } from '../process.js';
-import { setCookieFor, type CookieEngine, type HttpErrorAnswer } from './binding.js';
+import { headersFor, setCookieFor, type CookieEngine, type HttpErrorAnswer } from './binding.js';
 
 // Every Node framework (Express, Fastify, @hono/node-server) writes through a node:http ServerResponse,
 // so the rules about the response live here once, on that object: the cookie is decided when the head
@@ -136,7 +136,7 @@ export function sendErrorAnswer(res: ServerResponse, answer: HttpErrorAnswer): v
   }
   for (const name of res.getHeaderNames()) res.removeHeader(name);
   try {
-    res.writeHead(answer.status, answer.headers).end(answer.body);
+    res.writeHead(answer.status, headersFor(answer, res.req?.httpVersionMajor ?? 1)).end(answer.body);
   } catch {
     // Writing the head failed (it carries the session cookie): the connection is the only signal left,
     // and a closed response still lets the process go.

@@ -11,9 +11,9 @@ const EXTEND_BATCH = 256;
  * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
  * the sessions close when the whole cluster goes down, and each is claimed once. A node's lease key holds
  * Redis's time (ms) of its last beat. Asked by a stopping node (ARGV[6]: a Redis time, or ''), the reply
- * is { confirmed, unconfirmed, now }: nodes that beat since ARGV[6] (or whose key holds no time: nodes of
+ * is { confirmed, unconfirmed, now, waitMs }: nodes that beat since ARGV[6] (or whose key holds no time: nodes of
  * earlier versions), and nodes whose key lives on without a beat since (a node killed within its lease
- * looks alive until its key expires).
+ * looks alive until its key expires, within waitMs: the longest PTTL of theirs).
  */
 export const HEARTBEAT = `${PRELUDE}
 local t = redis.call('TIME')
@@ -26,20 +26,26 @@ redis.call('SADD', P .. 'nodes', ARGV[2])
 touchGlobals(ARGV[5])
 redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
 local since = tonumber(ARGV[6] or '') or 0
-local others, unconfirmed = 0, 0
+local others, unconfirmed, waitMs = 0, 0, 0
 for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
   if n ~= ARGV[2] and redis.call('EXISTS', P .. 'stopping:' .. n) == 0 then
     local beat = redis.call('GET', P .. 'node:' .. n)
     if beat then
       local at = tonumber(beat) or 0
-      if ARGV[4] == '1' and since > 0 and at > 1 and at < since then unconfirmed = unconfirmed + 1 else others = others + 1 end
+      if ARGV[4] == '1' and since > 0 and at > 1 and at < since then
+        -- Its key lives as long as its own node's lease said (nodes may run with different leases).
+        unconfirmed = unconfirmed + 1
+        waitMs = math.max(waitMs, redis.call('PTTL', P .. 'node:' .. n))
+      else
+        others = others + 1
+      end
     end
   end
 end
 -- Options set at run time go with the last node's stop (4D's WEB SET OPTION does not outlive the web
 -- server); else they live as the shared keys do (touchGlobals), a stalled node's heartbeats included.
 if ARGV[4] == '1' and others + unconfirmed == 0 then redis.call('DEL', P .. 'opts') end
-if ARGV[4] == '1' then return { others, unconfirmed, now } end
+if ARGV[4] == '1' then return { others, unconfirmed, now, waitMs } end
 return others
 `;
 

@@ -12,6 +12,8 @@ export class Heartbeat<Vars extends SessionVars> {
   #timer: NodeJS.Timeout | undefined;
   /** Other live nodes at the last beat. */
   #othersAlive = 0;
+  /** onStop 'auto' and stopping: every beat says so (a drain may outlast the stopping key's lease). */
+  #stopping = false;
 
   constructor(node: NodeServices<Vars>) {
     this.#node = node;
@@ -34,7 +36,7 @@ export class Heartbeat<Vars extends SessionVars> {
 
   /** A beat now, not awaited (a failure waits for the next one): a stopping node asked ('h'). */
   beatNow(): void {
-    void this.beat().catch(() => {});
+    void this.beat(this.#stopping).catch(() => {});
   }
 
   /**
@@ -42,13 +44,13 @@ export class Heartbeat<Vars extends SessionVars> {
    * time: how many of them have not beaten since (a node killed within its lease looks alive until its
    * key expires), and Redis's time now.
    */
-  async beat(stopping = false, since = 0): Promise<{ unconfirmed: number; now: number }> {
+  async beat(stopping = false, since = 0): Promise<{ confirmed: number; unconfirmed: number; now: number; waitMs: number }> {
     const { ctx, redis, settings, nodeId } = this.#node;
     const reply = await redis.lwsHeartbeat(settings.prefix, nodeId, settings.nodeLeaseMs, stopping ? 1 : 0, keyTtlMs(ctx, settings), since);
     // Stopping, the reply is [confirmed, unconfirmed, Redis's time]; else the count of other nodes alive.
-    const [confirmed = 0, unconfirmed = 0, now = 0] = Array.isArray(reply) ? reply.map(Number) : [Number(reply), 0, 0];
+    const [confirmed = 0, unconfirmed = 0, now = 0, waitMs = 0] = Array.isArray(reply) ? reply.map(Number) : [Number(reply), 0, 0, 0];
     this.#othersAlive = confirmed + unconfirmed;
-    return { unconfirmed, now };
+    return { confirmed, unconfirmed, now, waitMs };
   }
 
   /**
@@ -56,21 +58,30 @@ export class Heartbeat<Vars extends SessionVars> {
    * lease looks alive until its key expires: taken for alive, it would keep every session with no hook
    * run and nobody left to run it. So another node counts as alive once it has beaten since the question
    * was first asked (asked on the channel, live nodes answer at once; nodes of earlier versions at their
-   * next beat); one whose key expires first was dead: a lease at most. A heartbeat that fails cannot
+   * next beat); one whose key expires first was dead: its own node's lease at most. Meanwhile, and while
+   * this node drains, its beats say it is stopping. A heartbeat that fails cannot
    * tell: the sessions are kept (as by onStop 'keep': a node that comes back times them out, hooks and
    * all) and the failure is reported, as a failed cluster close of onStop 'close' is.
    */
   isLastNode(): Promise<boolean> {
     const { ctx, redis, settings } = this.#node;
     const ask = async (): Promise<boolean> => {
+      this.#stopping = true;
       const first = await this.beat(true);
-      if (this.#othersAlive > 0) await redis.publish(`${settings.prefix}ev`, 'h').catch(() => {});
-      const deadlineMs = performance.now() + settings.nodeLeaseMs;
+      if (first.confirmed === 0) return true;
+      await redis.publish(`${settings.prefix}ev`, 'h').catch(() => {});
+      // An unconfirmed key is never renewed without confirming its node: it expires within the waitMs
+      // Redis gives (its own node's lease, which may be longer than this node's). The decision is taken
+      // on a beat that ran in Redis, never on a deadline passed while a reply was on its way; the bound
+      // only guards against a key that outlives what Redis said.
+      let giveUpMs: number | undefined;
       for (;;) {
-        if (this.#othersAlive === 0) return true;
-        const { unconfirmed } = await this.beat(true, first.now);
-        if (unconfirmed === 0 || this.#othersAlive > unconfirmed || performance.now() >= deadlineMs) return this.#othersAlive === 0;
-        await new Promise<void>((resolve) => realTimer(resolve, settings.pollIntervalMs));
+        const { confirmed, unconfirmed, waitMs } = await this.beat(true, first.now);
+        if (confirmed > 0) return false;
+        if (unconfirmed === 0) return true;
+        giveUpMs ??= performance.now() + waitMs + settings.nodeLeaseMs;
+        if (performance.now() >= giveUpMs) throw new Error(`${unconfirmed} node(s) neither beat nor let their lease key expire`);
+        await new Promise<void>((resolve) => realTimer(resolve, Math.max(1, Math.min(settings.pollIntervalMs, waitMs + 1))));
       }
     };
     return ask().catch((error: unknown) => {

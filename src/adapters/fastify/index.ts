@@ -2,7 +2,7 @@ import type { FastifyError, FastifyPluginCallback, FastifyReply, FastifyRequest 
 import fastifyPlugin from 'fastify-plugin';
 import type { SessionEngine } from '../../engine.js';
 import { SessionArgumentError, SessionError } from '../../errors.js';
-import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
+import { acquireFor, errorAnswer, headersFor, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/bound-session.js';
@@ -143,7 +143,7 @@ function willParseBody(raw: FastifyRequest['raw']): boolean {
 
 function refuse(reply: FastifyReply, error: unknown): void {
   const answer = errorAnswer(error);
-  reply.code(answer.status).headers(answer.headers).send(answer.body);
+  reply.code(answer.status).headers(headersFor(answer, reply.request.raw.httpVersionMajor)).send(answer.body);
 }
 
 /**

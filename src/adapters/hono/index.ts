@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import type { SessionEngine } from '../../engine.js';
 import { SessionArgumentError, SessionError } from '../../errors.js';
-import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '../../http/binding.js';
+import { acquireFor, errorAnswer, headersFor, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { closeWithItsConnection, holdWhileHandlerRuns, isFailure, releaseAfterResponse } from '../../http/release.js';
 import { cookieAtWriteHead, type WriteHead } from '../../http/response.js';
@@ -64,16 +64,16 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
     try {
       acquired = acquireFor(engine, facts);
     } catch (error) {
-      return Promise.resolve(refusal(error));
+      return Promise.resolve(refusal(error, incoming));
     }
     if (!isThenable(acquired)) return enter(engine, c, next, outgoing, acquired, isSecure(engine, facts));
-    return acquired.then((lease) => enter(engine, c, next, outgoing, lease, isSecure(engine, facts)), refusal);
+    return acquired.then((lease) => enter(engine, c, next, outgoing, lease, isSecure(engine, facts)), (error: unknown) => refusal(error, incoming));
   };
 }
 
-function refusal(error: unknown): Response {
+function refusal(error: unknown, incoming: IncomingMessage): Response {
   const answer = errorAnswer(error);
-  return new Response(answer.body, { status: answer.status, headers: answer.headers });
+  return new Response(answer.body, { status: answer.status, headers: headersFor(answer, incoming.httpVersionMajor) });
 }
 
 function enter<Vars extends SessionVars>(
