@@ -12,7 +12,7 @@ export class Heartbeat<Vars extends SessionVars> {
   #timer: NodeJS.Timeout | undefined;
   /** Other live nodes at the last beat. */
   #othersAlive = 0;
-  /** onStop 'auto' and stopping: every beat says so (a drain may outlast the stopping key's lease). */
+  /** Stopping (any onStop): every beat says so (a drain may outlast the stopping key's lease). */
   #stopping = false;
 
   constructor(node: NodeServices<Vars>) {
@@ -32,6 +32,14 @@ export class Heartbeat<Vars extends SessionVars> {
 
   stop(): void {
     clearInterval(this.#timer);
+  }
+
+  /**
+   * This node's stop began: its beats say it is stopping from now on, whatever its onStop, so that a
+   * node still draining (onStop 'keep' too) is not taken for one that goes on serving ('h' answers at once).
+   */
+  leaving(): void {
+    this.#stopping = true;
   }
 
   /** A beat now, not awaited (a failure waits for the next one): a stopping node asked ('h'). */

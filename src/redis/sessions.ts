@@ -173,7 +173,11 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   async stop(caller: WebProcess<Vars> | undefined): Promise<void> {
     const ctx = this.#ctx;
     try {
+      this.#heartbeat.leaving();
       await this.#ready.catch(() => {});
+      // Said at once (onStop 'auto' says it asking who is alive): the last node's stop takes the options
+      // set at run time with it, whatever its onStop (HEARTBEAT).
+      if (this.#settings.onStop !== 'auto') this.#heartbeat.beatNow();
       // Whether the cluster stops is asked now (a fresh heartbeat answers how many other nodes are
       // alive); from then on the cookie of a request still running here is cleared, as with the memory
       // store, and the closes' pipelines wait for that request like any drain.
