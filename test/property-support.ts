@@ -268,7 +268,9 @@ export async function runScenario(ops: readonly Op[], factory: EngineFactory, se
             // The old id leaves the open sessions without a close; the requests waiting for it follow.
             explicit.add(oldId);
             model.renamed(oldId, newId);
-            for (const p of pendings) if (!p.settled && p.target === oldId) p.target = newId;
+            // Answered or not: an answer not absorbed yet (a waiter given its process while this step ran)
+            // is counted against the session under its new id.
+            for (const p of pendings) if (p.target === oldId) p.target = newId;
             for (const task of tasks) if (task.sessionId === oldId) task.sessionId = newId;
           }
         } break;
