@@ -142,8 +142,8 @@ test(`a seeded random run of ${RUN_OPS} operations on 3 nodes (new sessions at t
     const last = nodes[2]!;
     await nodes[0]!.stop();
     await nodes[1]!.stop();
-    // stop() decides from the last heartbeat whether other nodes are alive: wait until the last node's
-    // lease was renewed once after the others left (a bounded poll on its lease key).
+    // The last node's stop asks Redis whether other nodes are alive (src/redis/heartbeat.ts); its lease
+    // renewed once after the others left shows it is still beating (a bounded poll on its lease key).
     const leaseKeys = await cluster.keys('node:*');
     assert.equal(leaseKeys.length, 1, 'one node left alive');
     await cluster.renewed(leaseKeys);
