@@ -28,7 +28,8 @@ export interface LockManager {
   releaseAll(owner: LockOwner, refs: readonly LockRef[]): Promise<number>;
   /**
    * Optional, for a manager whose locks expire (RedisLockManager): the process is alive, its locks get a
-   * full lifetime again. The engine calls it at the end of each request of a process holding locks.
+   * full lifetime again. At the end of each request the engine calls it for every process of the session
+   * holding locks (a memory-store engine; the Redis store renews its own).
    */
   touch?(processId: string): Promise<unknown>;
   /**

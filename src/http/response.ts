@@ -57,7 +57,7 @@ export function writeHeadWithCookie(
   }
   // Headers node:http refuses (a list of odd length, a value left undefined) go to it as given: it
   // throws as it would without sessions, rather than the cookie's handling dropping them quietly.
-  if (Array.isArray(headers) && refusedByNode(headers)) return reason === undefined ? writeHead.call(res, statusCode, headers) : writeHead.call(res, statusCode, reason, headers);
+  if (Array.isArray(headers) && refusedByNode(headers)) return writeHeadAs(writeHead, res, statusCode, reason, headers);
   if (headers !== undefined && !Array.isArray(headers)) {
     // An object of headers (what frameworks pass): a copy with the cookie in it keeps Node's fast path.
     const withCookie: OutgoingHttpHeaders = {};
@@ -66,10 +66,10 @@ export function writeHeadWithCookie(
       withCookie[name] = headers[name];
       if (key === undefined && name.length === 10 && name.toLowerCase() === 'set-cookie') key = name;
     }
-    if (key !== undefined && headers[key] === undefined) return reason === undefined ? writeHead.call(res, statusCode, headers) : writeHead.call(res, statusCode, reason, headers);
+    if (key !== undefined && headers[key] === undefined) return writeHeadAs(writeHead, res, statusCode, reason, headers);
     const given = key === undefined ? res.getHeader('set-cookie') : headers[key];
     withCookie[key ?? 'set-cookie'] = given === undefined ? cookie : [...(Array.isArray(given) ? given : [String(given)]), ...asList(cookie)];
-    return reason === undefined ? writeHead.call(res, statusCode, withCookie) : writeHead.call(res, statusCode, reason, withCookie);
+    return writeHeadAs(writeHead, res, statusCode, reason, withCookie);
   }
   if (headers !== undefined) {
     applyHeaderList(res, headers);
@@ -77,7 +77,7 @@ export function writeHeadWithCookie(
     // The common case (res.end() with no header list): nothing to add to, so writeHead itself takes the
     // cookie, which spares setHeader's work and, when the application set no header, Node's header map.
     const withCookie: OutgoingHttpHeaders = { 'set-cookie': cookie };
-    return reason === undefined ? writeHead.call(res, statusCode, withCookie) : writeHead.call(res, statusCode, reason, withCookie);
+    return writeHeadAs(writeHead, res, statusCode, reason, withCookie);
   }
   appendSetCookie(res, cookie);
   return reason === undefined ? writeHead.call(res, statusCode) : writeHead.call(res, statusCode, reason);
@@ -142,6 +142,11 @@ export function sendErrorAnswer(res: ServerResponse, answer: HttpErrorAnswer): v
     // and a closed response still lets the process go.
     res.destroy();
   }
+}
+
+/** Calls node:http's writeHead with a reason phrase only when one was given. */
+function writeHeadAs(writeHead: WriteHead, res: ServerResponse, statusCode: number, reason: string | undefined, headers: OutgoingHttpHeaders | OutgoingHttpHeader[]): ServerResponse {
+  return reason === undefined ? writeHead.call(res, statusCode, headers) : writeHead.call(res, statusCode, reason, headers);
 }
 
 /** A flat header list node:http's writeHead throws for (checked before the cookie's handling would skip a value). */

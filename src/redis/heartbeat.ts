@@ -55,7 +55,8 @@ export class Heartbeat<Vars extends SessionVars> {
   async beat(stopping = false, since = 0): Promise<{ confirmed: number; unconfirmed: number; now: number; waitMs: number }> {
     const { ctx, redis, settings, nodeId } = this.#node;
     const reply = await redis.lwsHeartbeat(settings.prefix, nodeId, settings.nodeLeaseMs, stopping ? 1 : 0, keyTtlMs(ctx, settings), since);
-    // Stopping, the reply is [confirmed, unconfirmed, Redis's time]; else the count of other nodes alive.
+    // Stopping, the reply is [confirmed, unconfirmed, Redis's time, longest PTTL of the unconfirmed];
+    // else the count of other nodes alive.
     const [confirmed = 0, unconfirmed = 0, now = 0, waitMs = 0] = Array.isArray(reply) ? reply.map(Number) : [Number(reply), 0, 0, 0];
     this.#othersAlive = confirmed + unconfirmed;
     return { confirmed, unconfirmed, now, waitMs };
@@ -74,7 +75,6 @@ export class Heartbeat<Vars extends SessionVars> {
   isLastNode(): Promise<boolean> {
     const { ctx, redis, settings } = this.#node;
     const ask = async (): Promise<boolean> => {
-      this.#stopping = true;
       const first = await this.beat(true);
       if (first.confirmed === 0) return true;
       await redis.publish(`${settings.prefix}ev`, 'h').catch(() => {});
