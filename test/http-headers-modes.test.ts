@@ -143,6 +143,22 @@ for (const [name, write] of acceptedShapes) {
   });
 }
 
+for (const [name, write] of acceptedShapes) {
+  test(`writeHead with ${name} in mode 'none' (no cookie to add): the answer has the headers as node:http sends them`, async () => {
+    const { engine, errors } = engineWithErrors({ clock: new ManualClock(), mode: 'none' });
+    await withServer(engine, (_req, res) => {
+      write(res);
+      res.end('ok');
+    }, async (server) => {
+      const response = await request(server.url);
+      assert.equal(response.status, 200, `${response.status} ${JSON.stringify(response.headers)}`);
+      assert.equal(response.headers['x-app'], 'yes', 'the application\'s header');
+      assert.deepEqual(response.setCookies, []);
+      assert.deepEqual(errors.map((e) => e.code), []);
+    });
+  });
+}
+
 // ---- modes ----------------------------------------------------------------------------------------
 
 test("mode 'none' sets no cookie, keeps no session, and runs init on every request", async () => {

@@ -47,7 +47,9 @@ export function writeHeadWithCookie(
 ): ServerResponse {
   const writeHead = original as unknown as WriteHead;
   const reason = typeof reasonOrHeaders === 'string' ? reasonOrHeaders : undefined;
-  if (cookie === undefined) return reason === undefined ? writeHead.call(res, statusCode, reasonOrHeaders) : writeHead.call(res, statusCode, reason, maybeHeaders);
+  // No cookie to add: node:http reads the arguments as given (a reason that is not a string leaves the
+  // headers to the third argument).
+  if (cookie === undefined) return writeHead.call(res, statusCode, reasonOrHeaders, maybeHeaders);
   // As node:http: a reason that is not a string leaves the headers to the third argument if given.
   let headers = reason === undefined ? (maybeHeaders ?? reasonOrHeaders as HeaderArgument) : maybeHeaders;
   // A list of [name, value] entries, which node:http takes while no header was set (its fast path):
