@@ -79,7 +79,7 @@ local function isDead(n)
   if redis.call('EXISTS', P .. 'left:' .. n) == 1 then return true end
   local since = redis.call('GET', P .. 'missing:' .. n)
   if not since then
-    redis.call('SET', P .. 'missing:' .. n, realMs, 'PX', tonumber(ARGV[6]) * 10)
+    redis.call('SET', P .. 'missing:' .. n, digits(realMs), 'PX', digits(tonumber(ARGV[6]) * 10))
     return false
   end
   return realMs - tonumber(since) >= tonumber(ARGV[6])
@@ -135,7 +135,7 @@ for _, id in ipairs(scanned) do
   if redis.call('EXISTS', skey(id)) == 0 then forget(id) else cursor = cursor + 1; kept = id end
 end
 if #scanned < ${OPEN_SCAN_BATCH} then cursor = 0; kept = '' end
-redis.call('SET', P .. 'oscan', cursor .. ' ' .. kept, 'PX', tonumber(ARGV[7]))
+redis.call('SET', P .. 'oscan', cursor .. ' ' .. kept, 'PX', ARGV[7])
 -- A live node sweeps every second or so: the shared keys outlive every session key while a node lives,
 -- however long no session is created (creating one is the only other write that refreshes them).
 touchGlobals(ARGV[7])

@@ -18,13 +18,13 @@ const EXTEND_BATCH = 256;
 export const HEARTBEAT = `${PRELUDE}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', P .. 'node:' .. ARGV[2], string.format('%d', now), 'PX', ARGV[3])
+redis.call('SET', P .. 'node:' .. ARGV[2], digits(now), 'PX', ARGV[3])
 redis.call('DEL', P .. 'missing:' .. ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
 redis.call('SADD', P .. 'nodes', ARGV[2])
 -- The shared keys live as long as their sessions may (a cluster that is gone leaves nothing behind).
 touchGlobals(ARGV[5])
-redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], tonumber(ARGV[3]) * 100)
+redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], digits(tonumber(ARGV[3]) * 100))
 local since = tonumber(ARGV[6] or '') or 0
 local others, unconfirmed, waitMs = 0, 0, 0
 for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
@@ -65,11 +65,11 @@ if ARGV[6] ~= nil and ARGV[6] ~= '' and redis.call('HGET', P .. 'opts', ARGV[6])
 redis.call('HSET', P .. 'opts', ARGV[3], ARGV[4])
 local t = redis.call('TIME')
 local version = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(redis.call('HGET', P .. 'optv', ARGV[3]) or '0') + 1)
-redis.call('HSET', P .. 'optv', ARGV[3], string.format('%d', version))
+redis.call('HSET', P .. 'optv', ARGV[3], digits(version))
 redis.call('PEXPIRE', P .. 'opts', ARGV[5])
 redis.call('PEXPIRE', P .. 'optv', ARGV[5])
-redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. '@' .. string.format('%d', version) .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
-return string.format('%d', version)
+redis.call('PUBLISH', P .. 'ev', 'o ' .. ARGV[2] .. '@' .. digits(version) .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
+return digits(version)
 `;
 
 /**

@@ -19,10 +19,10 @@ if holder == false then
   redis.call('HSET', KEYS[1], 'processId', ARGV[1], 'sessionId', ARGV[2], 'sinceMs', ARGV[3])
 end
 -- Locking again never shortens a life that touch() made longer.
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 redis.call('SADD', KEYS[2], KEYS[1])
 -- The set must outlive every member it lists, whatever lockTtlMs each node was configured with.
-if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
 return 1
 `;
 
@@ -72,17 +72,16 @@ return renamed
  * that are no longer the process's are dropped (the set then disappears when empty). Returns locks touched.
  */
 const TOUCH = `
-local ttl = tonumber(ARGV[2])
 local touched = 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('HGET', key, 'processId') == ARGV[1] then
-    redis.call('PEXPIRE', key, ttl)
+    redis.call('PEXPIRE', key, ARGV[2])
     touched = touched + 1
   else
     redis.call('SREM', KEYS[1], key)
   end
 end
-if touched > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if touched > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return touched
 `;
 

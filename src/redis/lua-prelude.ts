@@ -2,6 +2,10 @@
 
 export const PRELUDE = `
 local P = ARGV[1]
+-- A whole number computed here, as the plain digits a command's integer argument needs: Redis 7.2.0 to
+-- 7.2.4 turn a Lua number argument into its shortest text (1e+08 for 100000000), which PEXPIRE, SET PX
+-- and INCR refuse. Numbers a script only passes on stay the caller's text (ARGV).
+local function digits(n) return string.format('%d', n) end
 local function skey(id) return P .. 's:' .. id end
 -- When a session's cookie expires: its last request plus the lifetime in effect then, or the caller's
 -- if lowered since; a raised one counts from the next request on. Unlike the memory store
@@ -34,7 +38,7 @@ end
 -- a node gone before its next sweep or heartbeat leaves none of them for ever.
 local function expireWith(id, ...)
   local ttl = redis.call('PTTL', skey(id))
-  if ttl > 0 then for _, k in ipairs({...}) do redis.call('PEXPIRE', P .. k, ttl) end end
+  if ttl > 0 then for _, k in ipairs({...}) do redis.call('PEXPIRE', P .. k, digits(ttl)) end end
 end
 local function markIdle(id, atMs)
   redis.call('ZADD', P .. 'idle', atMs, id)
@@ -49,7 +53,7 @@ end
 local function addRunning(node, member, ttl)
   local nb = P .. 'nb:' .. node
   if redis.call('SADD', nb, member) == 1 and redis.call('SCARD', nb) == 1 then
-    redis.call('PEXPIRE', nb, math.max(tonumber(ttl), redis.call('PTTL', P .. 'node:' .. node) * 100))
+    redis.call('PEXPIRE', nb, digits(math.max(tonumber(ttl), redis.call('PTTL', P .. 'node:' .. node) * 100)))
   end
 end
 local function markBusy(id)
@@ -66,21 +70,20 @@ local function nextPid()
   local seq = P .. 'seq'
   if redis.call('EXISTS', seq) == 0 then
     local t = redis.call('TIME')
-    -- As text written here: some Redis versions (7.2.0 to 7.2.4) turn a Lua number argument into
-    -- text such as 1.7966e+13, which INCR would then refuse for good.
-    redis.call('SET', seq, string.format('%.0f', tonumber(t[1]) * 10000 + math.floor(tonumber(t[2]) / 100)))
+    -- As digits (see digits()): INCR would refuse a counter written as 1.7966e+13 for good.
+    redis.call('SET', seq, digits(tonumber(t[1]) * 10000 + math.floor(tonumber(t[2]) / 100)))
   end
   return 'r' .. redis.call('INCR', seq)
 end
 local function touchGlobals(ttl)
-  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts', 'optv'}) do redis.call('PEXPIRE', P .. k, ttl) end
+  for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts', 'optv'}) do redis.call('PEXPIRE', P .. k, digits(ttl)) end
 end
 -- A session's keys (its hash, each process's lock set and the locks in it) live at least ttl from now;
 -- never a shorter life.
 local function extendSession(id, ttl)
   local function extend(key)
     local left = redis.call('PTTL', key)
-    if left >= 0 and left < ttl then redis.call('PEXPIRE', key, ttl) end
+    if left >= 0 and left < ttl then redis.call('PEXPIRE', key, digits(ttl)) end
   end
   local h = skey(id)
   extend(h)
