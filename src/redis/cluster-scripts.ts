@@ -7,7 +7,8 @@ import { PRELUDE } from './lua-prelude.js';
 const EXTEND_BATCH = 256;
 
 /**
- * A node says it is alive (and, once it stops, that it is stopping). ARGV: P, node, leaseMs, stopping, keyTtlMs.
+ * A node says it is alive (and, once it stops, that it is stopping), and keeps the keys of the sessions
+ * with work under way on it alive. ARGV: P, node, leaseMs, stopping, keyTtlMs.
  * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
  * the sessions close when the whole cluster goes down, and each is claimed once. A node's lease key holds
  * Redis's time (ms) of its last beat. Asked by a stopping node (ARGV[6]: a Redis time, or ''), the reply
@@ -25,6 +26,13 @@ redis.call('SADD', P .. 'nodes', ARGV[2])
 -- The shared keys live as long as their sessions may (a cluster that is gone leaves nothing behind).
 touchGlobals(ARGV[5])
 redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], digits(tonumber(ARGV[3]) * 100))
+-- A session with work under way here (a request, a spawned task) is busy, never timed out, but its keys
+-- live a key lifetime from their last write: work running longer writes nothing, and would lose its
+-- session (and its locks) under it. Each beat gives them a full lifetime again.
+for _, running in ipairs(redis.call('SMEMBERS', P .. 'nb:' .. ARGV[2])) do
+  local id = string.match(running, '^(%S+) ')
+  if id then extendSession(id, tonumber(ARGV[5])) end
+end
 local since = tonumber(ARGV[6] or '') or 0
 local others, unconfirmed, waitMs = 0, 0, 0
 for _, n in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
