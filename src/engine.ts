@@ -61,7 +61,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     checkClock(clock);
     if (init !== undefined && typeof init !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'init must be a function');
     if (onClose !== undefined && typeof onClose !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'onClose must be a function');
-    if (locks !== undefined && !isLockManager(locks)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks must be a LockManager (tryLock, unlock, lockedBy, releaseAll; touch and renameSession, if given, functions)');
+    if (locks !== undefined && !isLockManager(locks)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks must be a LockManager (tryLock, unlock, lockedBy, releaseAll; touch and renameSession, if given, functions; lockTtlMs, if given, an integer from 1)');
     const store = options.store ?? memoryStore();
     if (typeof store?.attach !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'store must be a SessionStore (memoryStore(), createRedisStore())');
     this.#store = store.attach<Vars>({

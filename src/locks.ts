@@ -29,9 +29,15 @@ export interface LockManager {
   /**
    * Optional, for a manager whose locks expire (RedisLockManager): the process is alive, its locks get a
    * full lifetime again. At the end of each request the engine calls it for every process of the session
-   * holding locks (a memory-store engine; the Redis store renews its own).
+   * holding locks (a memory-store engine; the Redis store renews its own), and, when the manager has
+   * `lockTtlMs`, every third of it for every process holding locks.
    */
   touch?(processId: string): Promise<unknown>;
+  /**
+   * Optional, with `touch`: how long a lock lives without being renewed (ms). A memory-store engine then
+   * renews every process that holds locks every third of it, so only a crashed node's locks expire.
+   */
+  readonly lockTtlMs?: number;
   /**
    * Optional, for a manager that keeps each lock's session id itself (RedisLockManager): the session of
    * these processes has a new id (`regenerate`), which `lockedBy` must report from now on.
@@ -39,12 +45,17 @@ export interface LockManager {
   renameSession?(processIds: readonly string[], newSessionId: string): Promise<unknown>;
 }
 
-/** Whether `value` can be an engine's `locks`: the four methods, and the optional two as functions if present. */
+/**
+ * Whether `value` can be an engine's `locks`: the four methods, the optional two as functions if
+ * present, and `lockTtlMs`, if present, a whole number of ms from 1.
+ */
 export function isLockManager(value: unknown): value is LockManager {
   if (typeof value !== 'object' || value === null) return false;
   const manager = value as Record<string, unknown>;
+  const { lockTtlMs } = manager;
   return ['tryLock', 'unlock', 'lockedBy', 'releaseAll'].every((name) => typeof manager[name] === 'function')
-    && ['touch', 'renameSession'].every((name) => manager[name] === undefined || typeof manager[name] === 'function');
+    && ['touch', 'renameSession'].every((name) => manager[name] === undefined || typeof manager[name] === 'function')
+    && (lockTtlMs === undefined || (typeof lockTtlMs === 'number' && Number.isSafeInteger(lockTtlMs) && lockTtlMs >= 1));
 }
 
 /**

@@ -3,6 +3,7 @@ import { waitDeadline, type WaitDeadline } from './clock.js';
 import { beginClose } from './close.js';
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
+import { lockManagerFor } from './lock-renewals.js';
 import { MemoryLockManager, type LockManager } from './locks.js';
 import { isThenable, type MaybePromise } from './maybe-async.js';
 import type { SessionVars, WebProcess } from './process.js';
@@ -52,7 +53,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   constructor(ctx: StoreContext<Vars>) {
     this.#ctx = ctx;
     this.lockManager = ctx.locks ?? new MemoryLockManager(() => ctx.clock.now());
-    this.#scheduler = new Scheduler<Vars>({ ...ctx, lockManager: this.lockManager });
+    this.#scheduler = new Scheduler<Vars>({ ...ctx, lockManager: lockManagerFor(ctx, this.lockManager) });
   }
 
   acquire(request: RequestIdentity): MaybePromise<RequestLease<Vars>> {

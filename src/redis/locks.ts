@@ -20,8 +20,8 @@ export interface RedisLockManagerOptions {
   readonly prefix?: string;
   /**
    * Life of a lock key and of a process's set, refreshed by every lock and by {@link RedisLockManager.touch}.
-   * It must be longer than a session may stay idle: a live session's locks must not expire between two of
-   * its requests; the locks of a cluster that crashed vanish after it.
+   * A memory-store engine using this manager as its `locks` renews every process holding locks every third
+   * of it, so a live process keeps them; the locks of a node that crashed vanish after it.
    */
   readonly lockTtlMs: number;
   /**
