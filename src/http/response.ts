@@ -111,8 +111,12 @@ const withCookieWriteHead = new WeakSet<object>();
 export function cookieAtWriteHeadOf(proto: ServerResponse): void {
   if (withCookieWriteHead.has(proto)) return;
   withCookieWriteHead.add(proto);
-  const inherited = (Object.getPrototypeOf(proto) as ServerResponse).writeHead;
+  // As appEndSeenOn (release.ts): a writeHead the prototype has of its own is the one wrapped; an
+  // inherited one is looked up at each call, so one patched later on a prototype above (an APM agent's
+  // on http.ServerResponse.prototype) is still the one called, as it would be without sessions.
+  const own = Object.hasOwn(proto, 'writeHead') ? proto.writeHead : undefined;
   const writeHead = function (this: StatefulResponse, statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument): ServerResponse {
+    const inherited = own ?? (Object.getPrototypeOf(proto) as ServerResponse).writeHead;
     const state = this[kState];
     // A response whose own writeHead adds the cookie (state.writeHead set: a mounted Express sub-app's
     // request) calls this one on its way: the cookie is in already.
@@ -123,10 +127,28 @@ export function cookieAtWriteHeadOf(proto: ServerResponse): void {
 }
 
 /**
- * Writes an error answer. Headers the failed handler had set (a Content-Length, a Content-Disposition,
- * a cookie) belong to the answer it did not finish, so they go; the session cookie is added at
- * writeHead as on every response. After the head was sent, cutting the connection is the only honest
- * signal left.
+ * Headers that describe the answer a failed handler did not finish (its body, its representation, its
+ * cookies, where it sent the client): an error answer drops them. The others are the response's, set by
+ * middlewares around the handler as much as by it (CORS's Access-Control-*, Vary, helmet's security
+ * headers): they stay, as in each framework's own error answer, or a browser could not read the 500
+ * (no Access-Control-Allow-Origin) and the error page would go out without its security headers.
+ */
+export function describesTheAnswer(name: string): boolean {
+  return ANSWER_HEADERS.has(name.toLowerCase());
+}
+
+// Named one by one: Content-Security-Policy is a security header of the response, not of the answer.
+const ANSWER_HEADERS = new Set([
+  'content-type', 'content-length', 'content-encoding', 'content-language', 'content-range', 'content-disposition',
+  'content-location', 'content-md5', 'content-digest', 'repr-digest', 'digest', 'set-cookie', 'etag', 'last-modified',
+  'location', 'refresh', 'transfer-encoding', 'trailer', 'accept-ranges', 'expires', 'age', 'link', 'retry-after', 'www-authenticate',
+]);
+
+/**
+ * Writes an error answer. Headers the failed handler had set for its answer (a Content-Length, a
+ * Content-Disposition, a cookie: `describesTheAnswer`) belong to the answer it did not finish, so they
+ * go; the session cookie is added at writeHead as on every response. After the head was sent, cutting
+ * the connection is the only honest signal left.
  */
 export function sendErrorAnswer(res: ServerResponse, answer: HttpErrorAnswer): void {
   // Ended by the application before it failed: the response is complete, and cutting the connection now
@@ -136,7 +158,7 @@ export function sendErrorAnswer(res: ServerResponse, answer: HttpErrorAnswer): v
     res.destroy();
     return;
   }
-  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  for (const name of res.getHeaderNames()) if (describesTheAnswer(name)) res.removeHeader(name);
   try {
     res.writeHead(answer.status, headersFor(answer, res.req?.httpVersionMajor ?? 1)).end(answer.body);
   } catch {

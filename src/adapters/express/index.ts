@@ -99,8 +99,11 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
 function start<Vars extends SessionVars>(engine: SessionEngine<Vars>, app: ExpressApp, req: Request, res: Response, next: NextFunction, lease: RequestLease<Vars>, secure: boolean): void {
   req.proc = lease.proc as WebProcess<RequestVars>;
   // A mounted sub-app's prototype is left when the request goes back to its parent: only a
-  // top-level app's can carry the cookie for the whole response.
-  bindSession(res, engine, lease, secure, (app as { parent?: unknown }).parent === undefined && Object.getPrototypeOf(res) === app.response);
+  // top-level app's can carry the cookie for the whole response. Nor can it when a middleware ahead
+  // put a writeHead of its own on the response (on-headers: compression, morgan): that one may call the
+  // writeHead it read before the prototype had the cookie (the app's first request), so the cookie is
+  // added on the instance too (the prototype's then leaves it out: one cookie).
+  bindSession(res, engine, lease, secure, (app as { parent?: unknown }).parent === undefined && Object.getPrototypeOf(res) === app.response && !Object.hasOwn(res, 'writeHead'));
   runRequestEventsIn(req, lease);
   lease.run(next);
 }

@@ -7,6 +7,7 @@ import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/bound-session.js';
 import { closeWithItsConnection, isFailure } from '../../http/release.js';
+import { describesTheAnswer } from '../../http/response.js';
 import { watchHandlers } from './handler-watch.js';
 import type { RequestLease } from '../../lease.js';
 import { isThenable, type MaybePromise } from '../../maybe-async.js';
@@ -184,7 +185,8 @@ function answerErrors(error: FastifyError, request: FastifyRequest, reply: Fasti
   if (!isClientError(error)) request.log.error({ err: error }, 'request handler failed');
   // A SessionError's status is its own (readBody's 413); anything else is the generic 500.
   const answer = errorAnswer(error);
-  // Headers the failed handler had set belong to the answer it did not finish.
-  for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name);
+  // Headers the failed handler had set for its answer belong to the answer it did not finish; those of
+  // the response (CORS, Vary, security headers set by hooks) stay.
+  for (const name of Object.keys(reply.getHeaders())) if (describesTheAnswer(name)) reply.removeHeader(name);
   reply.code(answer.status).headers(answer.headers).send(answer.body);
 }
