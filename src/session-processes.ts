@@ -150,8 +150,13 @@ export class SessionProcesses<Vars extends SessionVars> {
     // context), and its place was given back when the close was claimed; unless the close's hooks have
     // begun (it gave up waiting at closeTimeoutMs), which then hook it and tear it down (leaveClosing).
     let left = true;
-    if (session.state === 'open') this.#drop(session, proc);
-    else left = leaveClosing(session, proc);
+    if (session.state === 'open') {
+      this.#drop(session, proc);
+      // The request ended here: the session's idle time counts from now, as after any request. Left at
+      // an earlier request's end, it would go to the tail of the idle list (ordered by last activity)
+      // with an earlier time than sessions ahead of it: timed out late, and not the one evicted first.
+      session.lastActivityAtMs = this.#ctx.clock.now();
+    } else left = leaveClosing(session, proc);
     session.requestProcessCount--;
     // Once its closing session's hooks have begun, the close hooks it and tears it down with the others.
     const released = left ? tearDown(this.#ctx, proc) : undefined;
