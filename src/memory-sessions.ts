@@ -1,6 +1,6 @@
 import cluster from 'node:cluster';
 import { waitDeadline, type WaitDeadline } from './clock.js';
-import { beginClose, waitingInside } from './close.js';
+import { beginClose } from './close.js';
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import { lockManagerFor } from './lock-renewals.js';
@@ -48,8 +48,6 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   readonly lockManager: LockManager;
   readonly #ctx: StoreContext<Vars>;
   readonly #scheduler: Scheduler<Vars>;
-  /** Processes awaiting the close of other sessions (to break wait-for cycles between closes). */
-  readonly #awaiting = new Map<WebProcess<Vars>, Set<Session<Vars>>>();
   #refusing = false;
 
   constructor(ctx: StoreContext<Vars>) {
@@ -99,73 +97,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     // no-op on a close under way. Waiting could close a cycle ("log out on every device" from two
     // sessions whose hooks each await the other's close), held until closeTimeoutMs.
     if (fromHook && !fromOwnSession && session.state === 'closing') return Promise.resolve(true);
-    if (caller === undefined || fromOwnSession) return beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
-    // Said before the close starts: an idle target's synchronous hook runs within beginClose, and may
-    // await, in turn, a close that waits for the caller.
-    const stopAwaiting = this.#startAwaiting(caller, session);
-    let closed: Promise<boolean>;
-    try {
-      closed = beginClose(this.#scheduler.closes.context, session, 'closed', undefined).then(() => true);
-    } catch (error) {
-      stopAwaiting();
-      throw error;
-    }
-    this.#breakCycle(caller, session);
-    return closed.finally(stopAwaiting);
-  }
-
-  /** Notes that `caller` awaits the close of `target`; returns what forgets it. */
-  #startAwaiting(caller: WebProcess<Vars>, target: Session<Vars>): () => void {
-    let awaited = this.#awaiting.get(caller);
-    if (awaited === undefined) this.#awaiting.set(caller, (awaited = new Set()));
-    awaited.add(target);
-    const list = awaited;
-    return () => {
-      list.delete(target);
-      if (list.size === 0 && this.#awaiting.get(caller) === list) this.#awaiting.delete(caller);
-    };
-  }
-
-  /**
-   * A process (a request, a task, a hook) awaits the close of another session. That close waits for the
-   * target's running processes (and its hooks): were one of them awaiting, in turn, a close that waits
-   * for the caller ("log out my other devices" clicked on two devices at once, or a request logging out
-   * a device whose hook logs out every device), every close of the cycle would wait for closeTimeoutMs.
-   * The process of a draining session that closes the cycle is then treated as a logout from inside:
-   * its session's close does not wait for it, and it goes on with a reset context once the close it
-   * awaits has ended.
-   */
-  #breakCycle(caller: WebProcess<Vars>, target: Session<Vars>): void {
-    const own = this.#scheduler.closes.find(caller.sessionId);
-    if (own === undefined) return;
-    if (own.phase === 'draining' && own.running.includes(caller) && this.#waitsFor(target, own)) {
-      waitingInside(own, caller);
-      return;
-    }
-    if (target.phase !== 'draining') return;
-    for (const proc of [...target.running]) {
-      if (target.waitingInside.includes(proc)) continue;
-      const sessions = this.#awaiting.get(proc);
-      if (sessions !== undefined && [...sessions].some((session) => this.#waitsFor(session, own))) waitingInside(target, proc);
-    }
-  }
-
-  /** Whether the close of `from` waits, through processes awaiting other closes, for the session `to`. */
-  #waitsFor(from: Session<Vars>, to: Session<Vars>): boolean {
-    const seen = new Set<Session<Vars>>();
-    const pending = [from];
-    while (pending.length > 0) {
-      const session = pending.pop()!;
-      if (session === to) return true;
-      if (seen.has(session)) continue;
-      seen.add(session);
-      // Its drain waits for its running processes; its hooks run on its processes.
-      for (const proc of new Set([...session.running, ...session.processes])) {
-        if (session.waitingInside.includes(proc)) continue;
-        for (const next of this.#awaiting.get(proc) ?? []) pending.push(next);
-      }
-    }
-    return false;
+    return beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
   }
 
   regenerate(id: string): Promise<string | null> {

@@ -9,15 +9,15 @@ import { engineWithErrors, eventually } from './helpers.js';
 import { storeChoices } from './store-choices.js';
 
 /**
- * The Redis store does not see such cycles yet: each of its closes waits for closeTimeoutMs, then goes
- * on (README, closeSession). Its runs stay, marked to do: they show the gap until it is closed.
+ * Neither store breaks such cycles yet: each of their closes waits for closeTimeoutMs, then goes on
+ * (README, closeSession). A first attempt marked a process as waiting as soon as it called closeSession,
+ * awaited or not, and ran a hook while its request still worked (test/close-cycle-false-positive.test.ts):
+ * a fix must know which closes a process really awaits. The runs stay, marked to do: they show the gap.
  */
-function redisGap(store: string): { todo?: string } {
-  return store === 'Redis store' ? { todo: 'Redis store: a cycle of closes through requests waits for closeTimeoutMs' } : {};
-}
+const CYCLE_GAP = { todo: 'a cycle of closes through requests waits for closeTimeoutMs' };
 
 for (const [name, choose] of storeChoices()) {
-  test(`${name}: two requests, each awaiting closeSession of the other's session, both return without waiting closeTimeoutMs; each hook runs once with the vars its request left`, { timeout: 20_000, ...redisGap(name) }, async (t) => {
+  test(`${name}: two requests, each awaiting closeSession of the other's session, both return without waiting closeTimeoutMs; each hook runs once with the vars its request left`, { timeout: 20_000, ...CYCLE_GAP }, async (t) => {
     const choice = await choose(t);
     if (choice === 'skip') return;
     const clock = new ManualClock();
@@ -48,7 +48,7 @@ for (const [name, choose] of storeChoices()) {
 }
 
 for (const [name, choose] of storeChoices()) {
-  test(`${name}: a request awaiting the close of another device whose hook logs out every device (this one too) returns without waiting closeTimeoutMs; each hook runs once`, { timeout: 20_000, ...redisGap(name) }, async (t) => {
+  test(`${name}: a request awaiting the close of another device whose hook logs out every device (this one too) returns without waiting closeTimeoutMs; each hook runs once`, { timeout: 20_000, ...CYCLE_GAP }, async (t) => {
     const choice = await choose(t);
     if (choice === 'skip') return;
     const clock = new ManualClock();
@@ -84,7 +84,7 @@ for (const [name, choose] of storeChoices()) {
     }
   });
 
-  test(`${name}: a hook awaiting the close of a busy session whose request then awaits the hook's session's close: neither waits closeTimeoutMs`, { timeout: 20_000, ...redisGap(name) }, async (t) => {
+  test(`${name}: a hook awaiting the close of a busy session whose request then awaits the hook's session's close: neither waits closeTimeoutMs`, { timeout: 20_000, ...CYCLE_GAP }, async (t) => {
     const choice = await choose(t);
     if (choice === 'skip') return;
     const clock = new ManualClock();

@@ -142,6 +142,10 @@ const ANSWER_HEADERS = new Set([
   'content-type', 'content-length', 'content-encoding', 'content-language', 'content-range', 'content-disposition',
   'content-location', 'content-md5', 'content-digest', 'repr-digest', 'digest', 'set-cookie', 'etag', 'last-modified',
   'location', 'refresh', 'transfer-encoding', 'trailer', 'accept-ranges', 'expires', 'age', 'link', 'retry-after', 'www-authenticate',
+  // Directives to a reverse proxy or a CDN about the answer: serve this file instead (nginx, Apache,
+  // lighttpd), cache it this long over Cache-Control (RFC 9213, Surrogate-Control, nginx).
+  'proxy-authenticate', 'x-accel-redirect', 'x-sendfile', 'x-lighttpd-send-file', 'x-accel-expires', 'x-accel-buffering',
+  'cdn-cache-control', 'surrogate-control', 'surrogate-key', 'cache-tag',
 ]);
 
 /**

@@ -29,9 +29,14 @@ redis.call('PEXPIRE', P .. 'nb:' .. ARGV[2], digits(tonumber(ARGV[3]) * 100))
 -- A session with work under way here (a request, a spawned task) is busy, never timed out, but its keys
 -- live a key lifetime from their last write: work running longer writes nothing, and would lose its
 -- session (and its locks) under it. Each beat gives them a full lifetime again.
+-- (Once per session: a session runs several processes here, and each extension walks all their locks.)
+local extended = {}
 for _, running in ipairs(redis.call('SMEMBERS', P .. 'nb:' .. ARGV[2])) do
   local id = string.match(running, '^(%S+) ')
-  if id then extendSession(id, tonumber(ARGV[5])) end
+  if id and not extended[id] then
+    extended[id] = true
+    extendSession(id, tonumber(ARGV[5]))
+  end
 end
 local since = tonumber(ARGV[6] or '') or 0
 local others, unconfirmed, waitMs = 0, 0, 0
