@@ -121,6 +121,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
    * request of the session itself (logout), the hook and teardown run at once and the request goes on
    * with a reset context; its response clears the cookie. Called from a hook about a session whose
    * close is under way, resolves `true` at once (hooks awaiting each other's close never wait on each other).
+   * An await that would close a cycle of closes (requests of two sessions each awaiting the other's)
+   * resolves `true` at once too, so its request ends and the closes follow (close-waits.ts).
    */
   closeSession(id: string): Promise<boolean> {
     if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`closeSession(id): id must be a string, got ${describe(id)}`));

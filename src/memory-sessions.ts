@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { waitDeadline, type WaitDeadline } from './clock.js';
 import { beginClose } from './close.js';
+import { CloseWaits, type CloseBlockers } from './close-waits.js';
 import { SessionArgumentError, SessionError } from './errors.js';
 import type { RequestLease } from './lease.js';
 import { lockManagerFor } from './lock-renewals.js';
@@ -48,6 +49,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   readonly lockManager: LockManager;
   readonly #ctx: StoreContext<Vars>;
   readonly #scheduler: Scheduler<Vars>;
+  readonly #closeWaits = new CloseWaits<Vars>((id) => this.#blockersOf(id));
   #refusing = false;
 
   constructor(ctx: StoreContext<Vars>) {
@@ -97,7 +99,16 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     // no-op on a close under way. Waiting could close a cycle ("log out on every device" from two
     // sessions whose hooks each await the other's close), held until closeTimeoutMs.
     if (fromHook && !fromOwnSession && session.state === 'closing') return Promise.resolve(true);
-    return beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
+    const closing = beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
+    return this.#closeWaits.watch(closing, caller, fromHook, id);
+  }
+
+  /** What the close of `id` waits for: its running requests and tasks (but a logout's caller), then its hooks. */
+  #blockersOf(id: string): CloseBlockers<Vars> | undefined {
+    const session = this.#scheduler.closes.closing.get(id);
+    if (session?.phase === 'draining') return { processes: session.running.filter((p) => !session.waitingInside.includes(p)), hooks: false };
+    if (session?.phase === 'hooks') return { processes: session.processes, hooks: true };
+    return undefined;
   }
 
   regenerate(id: string): Promise<string | null> {

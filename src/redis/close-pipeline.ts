@@ -37,6 +37,8 @@ export interface Pipeline<Vars extends SessionVars> {
    * pipeline's retries: a hook whose mark in Redis failed (Redis away) is marked again, never run again.
    */
   readonly hooked: Map<string, boolean>;
+  /** The process whose hook runs now (a run awaiting a close from it is what this close waits for). */
+  hooking?: WebProcess<Vars> | undefined;
 }
 
 /**
@@ -117,7 +119,14 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
       }
       processes.push(proc);
       if (saved.hooked || hook === undefined) continue;
-      if (!pipeline.hooked.has(saved.pid)) pipeline.hooked.set(saved.pid, readable && await runHook(closeCtx, hook, proc, reason));
+      if (!pipeline.hooked.has(saved.pid)) {
+        pipeline.hooking = proc;
+        try {
+          pipeline.hooked.set(saved.pid, readable && await runHook(closeCtx, hook, proc, reason));
+        } finally {
+          pipeline.hooking = undefined;
+        }
+      }
       if (Number(await redis.lwsHooked(settings.prefix, id, saved.pid, nodeId)) !== 1) return; // taken over meanwhile
     }
     // 4. Teardown: selections cleared, vars reset, every lock released cluster-wide.

@@ -4,6 +4,7 @@ import type { CloseReason } from '../session.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import { ClosePipelineSteps, type Pipeline } from './close-pipeline.js';
 import { ClusterWaits } from './cluster-waits.js';
+import { CloseWaits, type CloseBlockers } from '../close-waits.js';
 import { RedisSweep, SWEEP_BATCH, type SweepGauges } from './sweep.js';
 
 /**
@@ -22,6 +23,8 @@ export class RedisCloser<Vars extends SessionVars> {
   readonly #renamed: (oldId: string, newId: string) => void;
   readonly #sweep: RedisSweep<Vars>;
   readonly #steps: ClosePipelineSteps<Vars>;
+  /** Runs of this node awaiting closes: a cycle among them and this node's closes is broken (close-waits.ts). */
+  readonly #closeWaits = new CloseWaits<Vars>((id) => this.#blockersOf(id));
 
   constructor(node: NodeServices<Vars>, localHandle: (id: string) => SessionHandle<Vars> | undefined, renamed: (oldId: string, newId: string) => void) {
     this.#node = node;
@@ -62,7 +65,26 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
-  async closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook = false): Promise<boolean> {
+  closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook = false): Promise<boolean> {
+    return this.#closeWaits.watch(this.#close(id, caller, fromHook), caller, fromHook, id);
+  }
+
+  /**
+   * What this node's close of `id` waits for on this node: the session's requests and tasks running
+   * here (but a logout's caller), then the hook it runs. Another node's close, or its runs, are not seen.
+   */
+  #blockersOf(id: string): CloseBlockers<Vars> | undefined {
+    const pipeline = this.#pipelines.get(id);
+    if (pipeline?.phase === 'draining') {
+      const processes: WebProcess<Vars>[] = [];
+      for (const proc of this.#node.runningHere) if (proc.sessionId === id && !pipeline.insiders.has(proc.processId)) processes.push(proc);
+      return { processes, hooks: false };
+    }
+    if (pipeline?.phase === 'hooks' && pipeline.hooking !== undefined) return { processes: [pipeline.hooking], hooks: true };
+    return undefined;
+  }
+
+  async #close(id: string, caller: WebProcess<Vars> | undefined, fromHook: boolean): Promise<boolean> {
     const local = this.#pipelines.get(id);
     const fromOwnSession = caller !== undefined && caller.sessionId === id;
     // From a hook of another session about a session closing already: true without waiting, as on the
@@ -101,7 +123,7 @@ export class RedisCloser<Vars extends SessionVars> {
       this.#reopen(handle, wasOpen);
       // From inside, the caller's session lives on under its new id and the logout closes it there;
       // from outside, the old id names nothing (as on the memory store).
-      if (fromOwnSession && handle !== undefined && handle.id !== id) return this.closeSession(handle.id, caller);
+      if (fromOwnSession && handle !== undefined && handle.id !== id) return this.#close(handle.id, caller, false);
       return false;
     }
     if (outcome === 'ok') {
@@ -182,6 +204,7 @@ export class RedisCloser<Vars extends SessionVars> {
     handle?.markClosing();
     (pipeline as { promise: Promise<void> }).promise = this.#runUntilDone(id, reason, pipeline).finally(() => this.#pipelines.delete(id));
     this.#pipelines.set(id, pipeline);
+    this.#closeWaits.closeStarted(id);
     return pipeline.promise;
   }
 

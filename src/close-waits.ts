@@ -1,0 +1,142 @@
+import type { SessionVars, WebProcess } from './process.js';
+
+/** What the close of one session waits for now, on this node (the store answers, see CloseWaits). */
+export interface CloseBlockers<Vars extends SessionVars> {
+  /** The processes whose runs the close waits for. */
+  readonly processes: Iterable<WebProcess<Vars>>;
+  /** Whether those runs are their hooks (the close runs its hooks) or their requests and tasks (it drains them). */
+  readonly hooks: boolean;
+}
+
+/** One run awaiting the close of a session: a request, a task or a hook of `proc`. */
+interface Wait<Vars extends SessionVars> {
+  readonly proc: WebProcess<Vars>;
+  readonly hook: boolean;
+  readonly targetId: string;
+  /** Ends the wait now: the caller's promise resolves `true` (the session is closing, its id dead). */
+  readonly release: () => void;
+}
+
+/**
+ * closeSession's promise for a call made from a request, task or hook. Its `then` is how the engine
+ * learns that the caller awaits it (`await`, `.then`, `.catch`, `Promise.all` all call it; a close
+ * started and left alone never does): only an awaited close can hold its caller, so only it is a wait.
+ * Derived promises are plain ones (species).
+ */
+class AwaitedClose extends Promise<boolean> {
+  static override get [Symbol.species](): PromiseConstructor {
+    return Promise;
+  }
+
+  #onAwait: (() => void) | undefined;
+
+  constructor(executor: (resolve: (closed: boolean) => void, reject: (error: unknown) => void) => void, onAwait: () => void) {
+    super(executor);
+    this.#onAwait = onAwait;
+  }
+
+  override then<Fulfilled = boolean, Rejected = never>(
+    onFulfilled?: ((closed: boolean) => Fulfilled | PromiseLike<Fulfilled>) | null,
+    onRejected?: ((reason: unknown) => Rejected | PromiseLike<Rejected>) | null,
+  ): Promise<Fulfilled | Rejected> {
+    const onAwait = this.#onAwait;
+    if (onAwait !== undefined) {
+      this.#onAwait = undefined;
+      onAwait();
+    }
+    return super.then(onFulfilled, onRejected);
+  }
+}
+
+/**
+ * The waits of runs on the closes of sessions, to break their cycles ("log out my other devices"
+ * clicked on two devices at once: each request awaits the close of the other's session, whose drain
+ * waits for that other request). A close waits for its session's running requests and tasks, then for
+ * its hooks (`CloseBlockers`); a run awaiting a close waits for that close. A wait that closes a cycle
+ * ends at once: the caller's `closeSession` resolves `true` (the id is dead already; 4D's command does
+ * not wait for a close under way either), its run goes on and ends, and the cycle's closes follow in turn,
+ * each hook seeing its context as its last request left it. Without this, each close of the cycle waited
+ * `closeTimeoutMs`, then hooked a request still in its handler.
+ *
+ * Cycles are found where a wait appears: when a run awaits (`then`), and when a close starts after the
+ * runs awaiting it did (the Redis store's claim takes a round trip). Only what this node runs is seen: a
+ * cycle through another node's requests waits `closeTimeoutMs`, as before.
+ */
+export class CloseWaits<Vars extends SessionVars> {
+  readonly #blockersOf: (sessionId: string) => CloseBlockers<Vars> | undefined;
+  readonly #byProcess = new Map<WebProcess<Vars>, Wait<Vars>[]>();
+
+  constructor(blockersOf: (sessionId: string) => CloseBlockers<Vars> | undefined) {
+    this.#blockersOf = blockersOf;
+  }
+
+  /** How many runs await a close now (a gauge for tests and stats). */
+  get size(): number {
+    let count = 0;
+    for (const waits of this.#byProcess.values()) count += waits.length;
+    return count;
+  }
+
+  /**
+   * `closing` as the caller's promise: when the caller (a run of `proc`, a hook if `hook`) awaits it, its
+   * wait on `targetId` is recorded until the close ends, and ended at once if it closes a cycle.
+   */
+  watch(closing: Promise<boolean>, proc: WebProcess<Vars> | undefined, hook: boolean, targetId: string): Promise<boolean> {
+    if (proc === undefined) return closing;
+    let settled = false;
+    let wait: Wait<Vars> | undefined;
+    let resolveWith!: (closed: boolean) => void;
+    let rejectWith!: (error: unknown) => void;
+    const end = (): void => {
+      settled = true;
+      if (wait !== undefined) this.#remove(wait);
+    };
+    const awaited = new AwaitedClose((resolve, reject) => { resolveWith = resolve; rejectWith = reject; }, () => {
+      if (settled) return;
+      wait = { proc, hook, targetId, release: () => { end(); resolveWith(true); } };
+      this.#add(wait);
+      if (this.#closesCycle(wait)) wait.release();
+    });
+    closing.then((closed) => { end(); resolveWith(closed); }, (error: unknown) => { end(); rejectWith(error); });
+    return awaited;
+  }
+
+  /** The close of `sessionId` has started here: a run that awaited it before may now close a cycle. */
+  closeStarted(sessionId: string): void {
+    if (this.#byProcess.size === 0) return;
+    for (const waits of [...this.#byProcess.values()]) {
+      for (const wait of waits) if (wait.targetId === sessionId && this.#closesCycle(wait)) wait.release();
+    }
+  }
+
+  /** Whether, following what each close waits for and what each run awaits, `wait` leads back to its own run. */
+  #closesCycle(wait: Wait<Vars>): boolean {
+    const seen = new Set<string>();
+    const toVisit = [wait.targetId];
+    for (let id = toVisit.pop(); id !== undefined; id = toVisit.pop()) {
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const blockers = this.#blockersOf(id);
+      if (blockers === undefined) continue;
+      for (const proc of blockers.processes) {
+        if (proc === wait.proc && blockers.hooks === wait.hook) return true;
+        for (const next of this.#byProcess.get(proc) ?? []) if (next.hook === blockers.hooks) toVisit.push(next.targetId);
+      }
+    }
+    return false;
+  }
+
+  #add(wait: Wait<Vars>): void {
+    const waits = this.#byProcess.get(wait.proc);
+    if (waits === undefined) this.#byProcess.set(wait.proc, [wait]);
+    else waits.push(wait);
+  }
+
+  #remove(wait: Wait<Vars>): void {
+    const waits = this.#byProcess.get(wait.proc);
+    if (waits === undefined) return;
+    const index = waits.indexOf(wait);
+    if (index >= 0) waits.splice(index, 1);
+    if (waits.length === 0) this.#byProcess.delete(wait.proc);
+  }
+}
