@@ -257,7 +257,18 @@ for _, p in ipairs(plist(nh)) do
   end
   if p ~= ARGV[5] and (redis.call('HGET', nh, 'b:' .. p) or '0') ~= '0' then underWay = true end
 end
-if underWay then redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4]) end
+if underWay then
+  redis.call('SET', P .. 'mv:' .. old, new, 'PX', ARGV[4])
+  -- The forwards to this session, listed in it (the latest ones a walk follows): the node running its
+  -- work renews them with its keys (extendSession), so a node that missed the rename still finds the
+  -- new id however long that work runs.
+  local from = redis.call('HGET', nh, 'mf')
+  local list = {}
+  if from then for id in string.gmatch(from, '%S+') do list[#list + 1] = id end end
+  list[#list + 1] = old
+  while #list > 8 do table.remove(list, 1) end
+  redis.call('HSET', nh, 'mf', table.concat(list, ' '))
+end
 redis.call('PUBLISH', P .. 'ev', 'N ' .. old .. ' ' .. new)
 -- For nodes of an earlier version, which know only this one.
 redis.call('PUBLISH', P .. 'ev', 'n ' .. old)

@@ -78,8 +78,8 @@ end
 local function touchGlobals(ttl)
   for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts', 'optv'}) do redis.call('PEXPIRE', P .. k, digits(ttl)) end
 end
--- A session's keys (its hash, each process's lock set and the locks in it) live at least ttl from now;
--- never a shorter life.
+-- A session's keys (its hash, each process's lock set and the locks in it, the forwards to it from
+-- the ids it had before) live at least ttl from now; never a shorter life.
 local function extendSession(id, ttl)
   local function extend(key)
     local left = redis.call('PTTL', key)
@@ -87,6 +87,9 @@ local function extendSession(id, ttl)
   end
   local h = skey(id)
   extend(h)
+  -- Forwards from the ids regenerate moved it from, while work that may still name them runs (RENAME).
+  local from = redis.call('HGET', h, 'mf')
+  if from then for old in string.gmatch(from, '%S+') do extend(P .. 'mv:' .. old) end end
   for _, pid in ipairs(plist(h)) do
     local set = P .. 'plocks:' .. pid
     for _, key in ipairs(redis.call('SMEMBERS', set)) do
