@@ -1,6 +1,6 @@
 import type { SessionEngine } from './engine.js';
 import { SessionArgumentError, SessionOptionError } from './errors.js';
-import { DEFAULT_OPTIONS, describe, MAX_DURATION_MS, type SessionMode } from './options.js';
+import { DEFAULT_OPTIONS, describe, MAX_CONCURRENT_PROCESSES, MAX_DURATION_MS, type SessionMode } from './options.js';
 import type { SessionVars } from './process.js';
 
 /** 4D selector constants of the Web Server theme (values as in 4D). */
@@ -77,7 +77,10 @@ function selectorTable<Vars extends SessionVars>(): ReadonlyMap<number, Selector
   return new Map<number, SelectorRule<Vars>>([
     [Web_max_concurrent_processes, {
       get: (e) => e.getOption('maxConcurrentProcesses'),
-      set: (e, v) => e.setOption('maxConcurrentProcesses', inRange(18, longint(18, v), 10, 32_000) || DEFAULT_OPTIONS.maxConcurrentProcesses),
+      // What the option takes by name (1 to 10 000 000), not only 4D's 10 to 32 000: the engine may hold
+      // a value outside 4D's range (set by name), and a value WEB GET OPTION read must be one WEB SET
+      // OPTION takes back (4D code saving a setting and restoring it).
+      set: (e, v) => e.setOption('maxConcurrentProcesses', inRange(18, longint(18, v), 1, MAX_CONCURRENT_PROCESSES) || DEFAULT_OPTIONS.maxConcurrentProcesses),
     }],
     [Web_legacy_session, modeSelector(Web_legacy_session, 'legacy')],
     [Web_scalable_session, modeSelector(Web_scalable_session, 'scalable')],

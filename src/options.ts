@@ -78,6 +78,8 @@ export const DEFAULT_OPTIONS: Readonly<RuntimeOptions> = Object.freeze({
 export const OPTION_NAMES = Object.freeze(Object.keys(DEFAULT_OPTIONS) as OptionName[]);
 
 // Bounds keep every value usable by timers and counters; a day in ms is far below the top.
+/** The most processes `maxConcurrentProcesses` takes (also by WEB SET OPTION on selector 18). */
+export const MAX_CONCURRENT_PROCESSES = 10_000_000;
 /** The longest timeout an option takes (366 days): longer ones are refused, not clamped. */
 export const MAX_DURATION_MS = 366 * 24 * 60 * MINUTE_MS;
 // RFC 6265 token: what a cookie name may contain (no separators, so no header injection).
@@ -118,7 +120,7 @@ export function describe(value: unknown): string {
 const VALIDATORS: { [K in OptionName]: (value: unknown) => RuntimeOptions[K] } = {
   mode: (v) => oneOf('mode', v, ['legacy', 'scalable', 'none'] as const),
   maxSessions: (v) => integer('maxSessions', v, 1, 10_000_000),
-  maxConcurrentProcesses: (v) => integer('maxConcurrentProcesses', v, 1, 10_000_000),
+  maxConcurrentProcesses: (v) => integer('maxConcurrentProcesses', v, 1, MAX_CONCURRENT_PROCESSES),
   inactiveProcessTimeoutMs: (v) => integer('inactiveProcessTimeoutMs', v, 1, MAX_DURATION_MS),
   inactiveSessionTimeoutMs: (v) => integer('inactiveSessionTimeoutMs', v, 1, MAX_DURATION_MS),
   cookieName: (v) => pattern('cookieName', v, COOKIE_NAME, 'a cookie-name token (letters, digits, !#$%&\'*+-.^_`|~)'),

@@ -91,14 +91,15 @@ test('Web max concurrent processes and Web max sessions set the limits, 0 restor
     assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 100);
     assert.equal(WEB_GET_OPTION(Web_max_sessions), 100, '500 clamped to the restored 100');
 
-    // 4D's range for selector 18 is 10 to 32 000 processes (0 restores the default): outside it, a TypeError.
-    for (const outside of [1, 9, 32_001]) {
-      assert.throws(() => WEB_SET_OPTION(Web_max_concurrent_processes, outside), (error: unknown) => error instanceof TypeError && (error as { code?: string }).code === 'ERR_SESSION_INVALID_OPTION');
+    // Selector 18 takes what maxConcurrentProcesses takes by name, 1 to 10 000 000 (4D documents 10 to
+    // 32 000), so that any value read back can be written back (0 restores the default); beyond, a TypeError.
+    for (const n of [1, 9, 10, 32_000, 32_001, 10_000_000]) {
+      WEB_SET_OPTION(Web_max_concurrent_processes, n);
+      assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), n);
     }
-    WEB_SET_OPTION(Web_max_concurrent_processes, 10);
-    assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 10);
-    WEB_SET_OPTION(Web_max_concurrent_processes, 32_000);
-    assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 32_000);
+    assert.throws(() => WEB_SET_OPTION(Web_max_concurrent_processes, 10_000_001), (error: unknown) => error instanceof TypeError
+      && (error as { code?: string }).code === 'ERR_SESSION_INVALID_OPTION' && error.message.includes('selector 18 takes 1 to 10000000'));
+    assert.equal(WEB_GET_OPTION(Web_max_concurrent_processes), 10_000_000, 'unchanged by the refused value');
     WEB_SET_OPTION(Web_max_concurrent_processes, 0);
 
     WEB_SET_OPTION(Web_max_sessions, 30);

@@ -31,6 +31,9 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
     // discards it). The caller hears once Redis has answered the release and the record locks init
     // took are given back: its retry must find neither (a place under the cap, a lock).
     handle.endRun(proc);
+    // The request ended here: its session's idle time counts from now, as the release below writes to
+    // Redis ('la') and as the memory store keeps it (sessions() reads this node's handle).
+    if (!isNew && handle.state === 'open') handle.lastActivityAtMs = node.ctx.clock.now();
     if (isNew) {
       handle.state = 'closed';
       for (const task of handle.runs.keys()) processInternals.abort(task, () => new SessionError('ERR_SESSION_CLOSED', 'its session was discarded', { sessionId: handle.id }));
