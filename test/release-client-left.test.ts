@@ -265,3 +265,55 @@ for (const framework of ['node:http', 'Express', 'Fastify'] as const) {
     });
   });
 }
+
+// An upload its client cuts mid-body is no failure of the application either: a body reader then fails
+// with an error of its own making (multer's plain "Request aborted", busboy's "Unexpected end of form"),
+// no code to know it by; the request's body never arrived whole and its client is gone. The same error
+// while the client still waits for its answer is the application's failure, reported.
+for (const framework of ['node:http', 'Express'] as const) {
+  test(`${framework}, an upload its client cuts mid-body whose reader fails with a plain Error: not reported as the handler's failure; the same error with the client there is`, { timeout: 20_000 }, async () => {
+    await withEngine(async (engine, _clock, errors) => {
+      const outcomes: string[] = [];
+      const receiving = deferred();
+      const readUpload = (req: http.IncomingMessage): Promise<void> => new Promise<void>((resolve, reject) => {
+        req.on('data', () => { receiving.resolve(); });
+        req.once('end', () => (req.url === '/fails-anyway' ? reject(new Error('Unexpected end of form')) : resolve()));
+        req.once('close', () => { if (!req.complete) reject(new Error('Request aborted')); });
+      }).then(() => { outcomes.push('read'); }, (error: Error) => { outcomes.push(error.message); throw error; });
+      let running: { url: string; close(): Promise<void> };
+      if (framework === 'node:http') {
+        running = await startServer(engine, async (req: http.IncomingMessage, res: http.ServerResponse) => {
+          if (req.method === 'POST') await readUpload(req);
+          res.end('ok');
+        });
+      } else {
+        const app = express();
+        app.use(sessions(engine));
+        app.get('/', (_req, res) => { res.send('ok'); });
+        app.post(['/upload', '/fails-anyway'], async (req, res, next) => { try { await readUpload(req); res.send('ok'); } catch (error) { next(error); } });
+        running = await listen(http.createServer(app));
+      }
+      try {
+        const cookie = `4DSID=${sessionIdOf(await request(running.url))}`;
+        const { port } = new URL(running.url);
+        const socket = net.connect(Number(port), '127.0.0.1');
+        socket.on('error', () => {});
+        await once(socket, 'connect');
+        socket.write(`POST /upload HTTP/1.1\r\nHost: x\r\nCookie: ${cookie}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n`);
+        await receiving.promise;
+        socket.destroy(); // the client leaves mid-body
+        const answered = await waitFor(track(request(running.url, { cookie })));
+        assert.equal(answered.status, 200, 'the session is served again at once');
+        assert.deepEqual(outcomes, ['Request aborted']);
+        assert.deepEqual(errors.map((e) => e.code), [], 'an upload its client cut is not a failure');
+
+        const failed = await request(running.url, { path: '/fails-anyway', method: 'POST', cookie, body: 'whole body' });
+        assert.equal(failed.status, 500);
+        assert.deepEqual(outcomes, ['Request aborted', 'Unexpected end of form']);
+        assert.deepEqual(errors.map((e) => `${e.code} ${String((e.cause as Error | undefined)?.message)}`), ['ERR_SESSION_HANDLER_FAILED Unexpected end of form'], 'with its client there, the same kind of error is a failure');
+      } finally {
+        await running.close();
+      }
+    });
+  });
+}

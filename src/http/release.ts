@@ -269,11 +269,20 @@ export function onAppEnd(res: ServerResponse, then: () => void): void {
  * error naming a 4xx status (an answer: `isClientError`), nor a stream its client cut by leaving, which
  * is no more a failure than a client leaving readBody: a download cancelled (`pipeline(source, res)`
  * rejects with ERR_STREAM_PREMATURE_CLOSE once the response is gone), a request body cut mid-way and
- * read by the application itself (Node's 'aborted' ECONNRESET; Hono's `c.req.text()` passes it on).
+ * read by the application itself (Node's 'aborted' ECONNRESET; Hono's `c.req.text()` passes it on), or
+ * any error at all once a request body its client cut mid-way is gone with it.
  */
 export function isFailure(error: unknown, res: ServerResponse): boolean {
   if (isClientError(error)) return false;
-  return !(cutByItsClient(error) && isGone(res));
+  return !((cutByItsClient(error) || bodyCutByItsClient(res)) && isGone(res));
+}
+
+/**
+ * The request's body never arrived whole and its client has gone: whatever a body reader says then
+ * (multer's "Request aborted", busboy's "Unexpected end of form", an application's own) is the client's doing.
+ */
+function bodyCutByItsClient(res: ServerResponse): boolean {
+  return (res as { req?: { complete?: boolean } }).req?.complete === false;
 }
 
 function cutByItsClient(error: unknown): boolean {
