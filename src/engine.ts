@@ -158,10 +158,18 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       // The engine's timers are unref'ed, and the stop's bounds (drains, hooks) are among them: held
       // until it ends, so a process with nothing else to do cannot exit half-way through the hooks.
       const holdLoop = setInterval(() => {}, 0x7fffffff);
-      this.#stopping = this.#store.stop(caller).finally(() => {
+      // Set before the store's stop begins: a hook it runs at once (an idle session's) may call stop() again.
+      let began!: (stopped: Promise<void>) => void;
+      this.#stopping = new Promise<void>((resolve) => { began = resolve; });
+      began(this.#store.stop(caller).finally(() => {
         clearInterval(holdLoop);
         this.#context.releaseAfter(run, this.#options.closeTimeoutMs);
-      });
+      }));
+    } else {
+      // Called again from a request, task or hook (two requests asking for a stop, a hook calling it
+      // during one): the whole stop waits for that very caller, its own session's close included.
+      const run = this.#context.liveRun();
+      if (run !== undefined) return this.#store.joinStop(run.proc, run.hook === true);
     }
     return this.#stopping;
   }

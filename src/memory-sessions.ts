@@ -124,6 +124,13 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     return this.#scheduler.closeAll(caller);
   }
 
+  joinStop(caller: WebProcess<Vars>, fromHook: boolean): Promise<void> {
+    // A hook's session is past its drain; the first call began every open session's close (a hook may
+    // run within that very call). A request or task: marked, then the others' closes waited for.
+    if (fromHook) return Promise.resolve();
+    return this.#scheduler.closes.closeEvery(caller).then(() => undefined);
+  }
+
   optionChanged(name: string): void {
     if (name === 'inactiveProcessTimeoutMs') this.#scheduler.rescheduleExpiry();
     if (name === 'inactiveSessionTimeoutMs') this.#scheduler.lowerCookieLifetimes();

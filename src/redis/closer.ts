@@ -152,13 +152,23 @@ export class RedisCloser<Vars extends SessionVars> {
     if (fromOwnSession) {
       // From its own hook or teardown the close is under way, and waiting on itself would deadlock.
       if (local.phase !== 'draining') return true;
-      if (this.#runsHere(caller!)) {
-        local.insiders.set(caller!.processId, caller!);
-        this.waits.released(id);
-      }
+      this.#waitsInside(id, local, caller!);
     }
     await Promise.race([local.promise, local.failed]);
     return true;
+  }
+
+  /** `caller`, running here, waits for its own session's close from inside (a logout, a stop()): the drain does not wait for it. */
+  #waitsInside(id: string, pipeline: Pipeline<Vars>, caller: WebProcess<Vars>): void {
+    if (pipeline.phase !== 'draining' || !this.#runsHere(caller)) return;
+    pipeline.insiders.set(caller.processId, caller);
+    this.waits.released(id);
+  }
+
+  /** A further stop() caller: if this node runs its session's close, the close does not wait for it. */
+  stopCalledInside(caller: WebProcess<Vars>): void {
+    const pipeline = this.#pipelines.get(caller.sessionId);
+    if (pipeline !== undefined) this.#waitsInside(caller.sessionId, pipeline, caller);
   }
 
   /** Joins of other nodes' closes still waiting: a stop waits for them (bounded), its clients still up. */
@@ -188,10 +198,7 @@ export class RedisCloser<Vars extends SessionVars> {
     const existing = this.#pipelines.get(id);
     if (existing !== undefined) {
       // Started first by a sweep or a repair: a logout's caller still must not be waited for.
-      if (insider !== undefined && this.#runsHere(insider) && existing.phase === 'draining') {
-        existing.insiders.set(insider.processId, insider);
-        this.waits.released(id);
-      }
+      if (insider !== undefined) this.#waitsInside(id, existing, insider);
       return existing.promise;
     }
     let failedWith!: (error: SessionError) => void;
@@ -232,9 +239,11 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
 
-  /** Cluster shutdown: claims every open session with 'shutdown' and waits for every close of this node. */
-  /** `insiders`: session id → the process of this node whose stop() call closes it (its own session). */
-  async closeAll(insiders: ReadonlyMap<string, WebProcess<Vars>>, caller?: WebProcess<Vars>): Promise<void> {
+  /**
+   * Cluster shutdown: claims every open session with 'shutdown' and starts each close. `insiders`: session
+   * id → the process of this node whose stop() call closes it (its own session), read as each close starts.
+   */
+  async claimAll(insiders: ReadonlyMap<string, WebProcess<Vars>>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
     for (;;) {
       const ids = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH, keyTtlMs(ctx, settings)) as Reply).map(text);
@@ -246,7 +255,6 @@ export class RedisCloser<Vars extends SessionVars> {
       // A short batch may be short of claims only (leftovers dropped): the last batch is the one that found fewer ids.
       if (!(scanned >= SWEEP_BATCH)) break;
     }
-    await this.settle(caller);
   }
 
   /**

@@ -50,6 +50,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #heartbeat: Heartbeat<Vars>;
   #onIdle: (() => void) | undefined;
   #refusing = false;
+  /** stop(): its claims of the cluster's sessions have been made (or none will be). */
+  #stopClaims: Promise<void> | undefined;
+  /** Processes of this node that called stop() from their own session, by session id: its close does not wait for them. */
+  readonly #stopInsiders = new Map<string, WebProcess<Vars>>();
   /** stop() has ended: the node has left, or leaves once the request that called it ends. */
   #stopped = false;
   /** The start succeeded (it is never undone: #ready stays resolved). */
@@ -172,6 +176,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
    */
   async stop(caller: WebProcess<Vars> | undefined): Promise<void> {
     const ctx = this.#ctx;
+    let claimsMade!: () => void;
+    this.#stopClaims = new Promise<void>((resolve) => { claimsMade = resolve; });
+    if (caller !== undefined && caller.sessionId !== '') this.#stopInsiders.set(caller.sessionId, caller);
     try {
       this.#heartbeat.leaving();
       await this.#ready.catch(() => {});
@@ -192,11 +199,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       else for (const handle of tentative) if (handle.state === 'closing' && !handle.closeStarted) handle.state = 'open';
       let closing: Promise<void> = Promise.resolve();
       if (clusterStops) {
-        const insiders = new Map<string, WebProcess<Vars>>();
-        if (caller !== undefined && caller.sessionId !== '') insiders.set(caller.sessionId, caller);
-        closing = this.#closer.closeAll(insiders, caller);
+        // Read as each close starts: a further stop() caller met before its session's claim is an insider too.
+        const claimed = this.#closer.claimAll(this.#stopInsiders);
+        claimed.then(claimsMade, claimsMade);
+        closing = claimed.then(() => this.#closer.settle(caller));
         // Awaited below, after the local drain: a failure meanwhile (Redis away) must not go unhandled.
         closing.catch(() => {});
+      } else {
+        claimsMade();
       }
       const drained = await within(ctx.clock, ctx.options.closeTimeoutMs, this.#whenIdle(caller));
       this.#node.drainEnded = true;
@@ -211,6 +221,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     } catch (error) {
       ctx.report(unavailable(error), 'storeErrors');
     } finally {
+      claimsMade();
       this.#node.drainEnded = true;
       this.#node.retries.stop();
       this.#closer.stop();
@@ -224,6 +235,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       if (afterWork) leaving.catch(() => {});
       else await leaving;
     }
+  }
+
+  joinStop(caller: WebProcess<Vars>, fromHook: boolean): Promise<void> {
+    if (caller.sessionId !== '' && !this.#stopInsiders.has(caller.sessionId)) this.#stopInsiders.set(caller.sessionId, caller);
+    return (this.#stopClaims ?? Promise.resolve()).then(() => {
+      this.#closer.stopCalledInside(caller);
+      return fromHook ? undefined : this.#closer.settle(caller);
+    });
   }
 
   /** Leaves the cluster and closes the clients; first, if told to, waits for the work still running here and its saves. */
