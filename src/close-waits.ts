@@ -13,26 +13,34 @@ interface Wait<Vars extends SessionVars> {
   readonly proc: WebProcess<Vars>;
   readonly hook: boolean;
   readonly targetId: string;
+  /** The run that awaits: once it is over (a request released, a task or hook settled) it waits for nothing. */
+  readonly run: { readonly released: boolean } | undefined;
   /** Ends the wait now: the caller's promise resolves `true` (the session is closing, its id dead). */
   readonly release: () => void;
 }
 
+/** The wait a `.catch` hands on to the promise it derives (set only while that one is made). */
+let carried: (() => void) | undefined;
+
 /**
  * closeSession's promise for a call made from a request, task or hook. Its `then` is how the engine
- * learns that the caller awaits it (`await`, `.then`, `.catch`, `Promise.all` all call it; a close
- * started and left alone never does): only an awaited close can hold its caller, so only it is a wait.
- * Derived promises are plain ones (species).
+ * learns that the caller awaits it (`await`, `.then`, `Promise.all` all call it; a close started and left
+ * alone never does): only an awaited close can hold its caller, so only it is a wait. A `then` with no
+ * fulfilment handler (`.catch(log)`, how a close is started and left to run with its rejection handled)
+ * takes no result: its derived promise carries the wait, which starts if that one is awaited (or this
+ * one, later). Other derived promises are plain ones (species).
  */
 class AwaitedClose extends Promise<boolean> {
   static override get [Symbol.species](): PromiseConstructor {
-    return Promise;
+    return carried === undefined ? Promise : AwaitedClose as unknown as PromiseConstructor;
   }
 
   #onAwait: (() => void) | undefined;
 
-  constructor(executor: (resolve: (closed: boolean) => void, reject: (error: unknown) => void) => void, onAwait: () => void) {
+  constructor(executor: (resolve: (closed: boolean) => void, reject: (error: unknown) => void) => void, onAwait?: () => void) {
     super(executor);
-    this.#onAwait = onAwait;
+    this.#onAwait = onAwait ?? carried;
+    carried = undefined;
   }
 
   override then<Fulfilled = boolean, Rejected = never>(
@@ -40,11 +48,19 @@ class AwaitedClose extends Promise<boolean> {
     onRejected?: ((reason: unknown) => Rejected | PromiseLike<Rejected>) | null,
   ): Promise<Fulfilled | Rejected> {
     const onAwait = this.#onAwait;
-    if (onAwait !== undefined) {
+    if (onAwait === undefined) return super.then(onFulfilled, onRejected);
+    if (typeof onFulfilled === 'function') {
       this.#onAwait = undefined;
       onAwait();
+      return super.then(onFulfilled, onRejected);
     }
-    return super.then(onFulfilled, onRejected);
+    // Kept here too: `p.catch(log); await p` awaits it.
+    carried = onAwait;
+    try {
+      return super.then(onFulfilled, onRejected);
+    } finally {
+      carried = undefined;
+    }
   }
 }
 
@@ -79,9 +95,11 @@ export class CloseWaits<Vars extends SessionVars> {
 
   /**
    * `closing` as the caller's promise: when the caller (a run of `proc`, a hook if `hook`) awaits it, its
-   * wait on `targetId` is recorded until the close ends, and ended at once if it closes a cycle.
+   * wait on `targetId` is recorded until the close ends, and ended at once if it closes a cycle. `run` is the
+   * caller's run: an await it gave up on (Promise.race) holds nothing once it is over, though its process
+   * runs a later request of the session.
    */
-  watch(closing: Promise<boolean>, proc: WebProcess<Vars> | undefined, hook: boolean, targetId: string): Promise<boolean> {
+  watch(closing: Promise<boolean>, proc: WebProcess<Vars> | undefined, hook: boolean, targetId: string, run?: { readonly released: boolean }): Promise<boolean> {
     if (proc === undefined) return closing;
     let settled = false;
     let wait: Wait<Vars> | undefined;
@@ -92,8 +110,8 @@ export class CloseWaits<Vars extends SessionVars> {
       if (wait !== undefined) this.#remove(wait);
     };
     const awaited = new AwaitedClose((resolve, reject) => { resolveWith = resolve; rejectWith = reject; }, () => {
-      if (settled) return;
-      wait = { proc, hook, targetId, release: () => { end(); resolveWith(true); } };
+      if (settled || wait !== undefined || run?.released === true) return;
+      wait = { proc, hook, targetId, run, release: () => { end(); resolveWith(true); } };
       this.#add(wait);
       if (this.#closesCycle(wait)) wait.release();
     });
@@ -120,7 +138,7 @@ export class CloseWaits<Vars extends SessionVars> {
       if (blockers === undefined) continue;
       for (const proc of blockers.processes) {
         if (proc === wait.proc && blockers.hooks === wait.hook) return true;
-        for (const next of this.#byProcess.get(proc) ?? []) if (next.hook === blockers.hooks) toVisit.push(next.targetId);
+        for (const next of this.#byProcess.get(proc) ?? []) if (next.hook === blockers.hooks && next.run?.released !== true) toVisit.push(next.targetId);
       }
     }
     return false;

@@ -100,7 +100,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     // sessions whose hooks each await the other's close), held until closeTimeoutMs.
     if (fromHook && !fromOwnSession && session.state === 'closing') return Promise.resolve(true);
     const closing = beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
-    return this.#closeWaits.watch(closing, caller, fromHook, id);
+    return this.#closeWaits.watch(closing, caller, fromHook, id, this.#ctx.als.getStore());
   }
 
   /** What the close of `id` waits for: its running requests and tasks (but a logout's caller), then its hooks. */

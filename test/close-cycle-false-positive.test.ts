@@ -2,8 +2,8 @@
 // handler) and goes on working in its own context waits for nothing. When the other session's hook
 // then closes this request's session, the rule stays: a session's hook sees its context only after its
 // running request left (here: once the request released), never while the request still works in it.
-// A handler's then() looks like an await (src/close-waits.ts): inside a cycle its promise may resolve
-// early, which holds nobody, but its request is still waited for.
+// A handler's then() looks like an await (src/close-waits.ts): inside a cycle some wait is ended early
+// (see close-cycle-false-waits.test.ts for whose), but this request is still waited for.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { deferred, eventually, settle } from './helpers.js';

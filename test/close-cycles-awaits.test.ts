@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type SessionError } from '../src/index.js';
 import { deferred, engineWithErrors, eventually, settle } from './helpers.js';
+import { twoDevices } from './devices-support.js';
 import { storeChoices } from './store-choices.js';
 
 for (const [name, choose] of storeChoices()) {
@@ -18,10 +19,7 @@ for (const [name, choose] of storeChoices()) {
       onClose: (proc) => { hooks.push(String(proc.vars.device)); },
     });
     try {
-      const laptop = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
-      laptop.proc.vars.device = 'laptop';
-      const phone = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
-      phone.proc.vars.device = 'phone';
+      const { laptop, phone } = await twoDevices(engine);
       const done: string[] = [];
       const fromLaptop = laptop.run(() => Promise.all([engine.closeSession(phone.sessionId)])).then((closed) => { done.push('laptop'); laptop.release(); return closed; });
       const fromPhone = phone.run(() => Promise.all([engine.closeSession(laptop.sessionId)])).then((closed) => { done.push('phone'); phone.release(); return closed; });
@@ -47,10 +45,7 @@ for (const [name, choose] of storeChoices()) {
     });
     const gate = deferred();
     try {
-      const laptop = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
-      laptop.proc.vars.device = 'laptop';
-      const phone = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
-      phone.proc.vars.device = 'phone';
+      const { laptop, phone } = await twoDevices(engine);
       const phoneWork = phone.run(async () => { await gate.promise; phone.proc.vars.device = 'phone (saved)'; }).then(() => phone.release());
       let answer: boolean | undefined;
       const fromLaptop = laptop.run(async () => { answer = await engine.closeSession(phone.sessionId); }).then(() => laptop.release());

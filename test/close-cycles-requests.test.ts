@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type CloseReason, type SessionError } from '../src/index.js';
 import { engineWithErrors, eventually } from './helpers.js';
-import { phoneAndLaptop } from './devices-support.js';
+import { phoneAndLaptop, twoDevices } from './devices-support.js';
 import { storeChoices } from './store-choices.js';
 
 for (const [name, choose] of storeChoices()) {
@@ -20,10 +20,7 @@ for (const [name, choose] of storeChoices()) {
       onClose: (proc, reason) => { hooks.push({ device: proc.vars.device, reason }); },
     });
     try {
-      const laptop = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
-      laptop.proc.vars.device = 'laptop';
-      const phone = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
-      phone.proc.vars.device = 'phone';
+      const { laptop, phone } = await twoDevices(engine);
       let laptopDone = false;
       let phoneDone = false;
       const fromLaptop = laptop.run(() => engine.closeSession(phone.sessionId)).then((closed) => { laptopDone = true; laptop.release(); return closed; });

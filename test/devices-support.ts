@@ -42,3 +42,12 @@ export async function phoneAndLaptop(storeOptions: SessionEngineOptions<DeviceVa
   devices.add(laptop.sessionId);
   return { engine, errors, clock, hooks, phone: phone.sessionId, laptop };
 }
+
+/** A laptop's and a phone's request, each running in a new session whose `device` var names it. */
+export async function twoDevices<V extends DeviceVars>(engine: SessionEngine<V>): Promise<{ laptop: RequestLease<V>; phone: RequestLease<V> }> {
+  const laptop = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+  laptop.proc.vars.device = 'laptop';
+  const phone = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+  phone.proc.vars.device = 'phone';
+  return { laptop, phone };
+}

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type SessionError } from '../src/index.js';
 import { engineWithErrors, eventually } from './helpers.js';
+import { twoDevices } from './devices-support.js';
 import { storeChoices } from './store-choices.js';
 
 type Vars = { device?: string };
@@ -20,10 +21,7 @@ for (const [name, choose] of storeChoices()) {
     const { engine, errors } = engineWithErrors<Vars>({ ...choice.options, clock, closeTimeoutMs: 10_000, init: () => ({}), onClose: (proc, reason) => { hooks.push(`${String(proc.vars.device)} ${reason}`); } });
     let stopped = false;
     try {
-      const laptop = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
-      laptop.proc.vars.device = 'laptop';
-      const phone = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
-      phone.proc.vars.device = 'phone';
+      const { laptop, phone } = await twoDevices(engine);
       const done: string[] = [];
       const fromLaptop = laptop.run(() => engine.stop()).then(() => { done.push('laptop'); laptop.release(); });
       const fromPhone = phone.run(() => engine.stop()).then(() => { done.push('phone'); phone.release(); });

@@ -66,7 +66,7 @@ export class RedisCloser<Vars extends SessionVars> {
 
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
   closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook = false): Promise<boolean> {
-    return this.#closeWaits.watch(this.#close(id, caller, fromHook), caller, fromHook, id);
+    return this.#closeWaits.watch(this.#close(id, caller, fromHook), caller, fromHook, id, this.#node.ctx.als.getStore());
   }
 
   /**
