@@ -16,7 +16,7 @@ const MINUTE = 60_000;
 const stores = storeChoices();
 
 for (const [name, storeFor] of stores) {
-  test(`${name}: a cookie that expired stays dead when the lifetime is raised afterwards; a live session gets the raised lifetime from its next request on`, async (t) => {
+  test(`${name}: a cookie that expired stays dead when the lifetime is raised afterwards; a live session gets the raised lifetime from its next request on`, { timeout: 20_000 }, async (t) => {
     const choice = await storeFor(t);
     if (choice === 'skip') return;
     const clock = new ManualClock();
@@ -57,7 +57,7 @@ for (const [name, storeFor] of stores) {
   });
 }
 
-test('memory store: a cookie that expired under a lowered lifetime stays dead when the lifetime is restored (WEB SET OPTION 72 to 0 included)', async () => {
+test('memory store: a cookie that expired under a lowered lifetime stays dead when the lifetime is restored (WEB SET OPTION 72 to 0 included)', { timeout: 20_000 }, async () => {
   const clock = new ManualClock();
   const engine = new SessionEngine<Vars>({ clock, inactiveSessionTimeoutMs: 480 * MINUTE });
   try {

@@ -151,9 +151,10 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     for (const ok of pipeline.hooked.values()) if (!ok) hookFailures++;
     const event: CloseEvent = { sessionId: id, reason, processCount: processes.length, hooksRun: pipeline.hooked.size, hookFailures, durationMs: ctx.clock.now() - startedAtMs };
     // No process at the end (its first init failed while it closed), or made here with its first init
-    // still running (it outlasted the drain): never made ('create' was never said), its close is not
-    // said, nor counted where it was claimed (here). Made on another node, that node knows.
-    if (processes.length > 0 && handle?.unborn !== true && this.#localHandle(id)?.unborn !== true) {
+    // still running (it outlasted the drain), or whose first request here failed or was refused (its
+    // handle may be gone: neverMade): never made ('create' was never said), its close is not said, nor
+    // counted where it was claimed (here). Made on another node, that node knows.
+    if (processes.length > 0 && handle?.unborn !== true && this.#localHandle(id)?.unborn !== true && !this.#node.neverMade.has(id)) {
       if (pipeline.countAtEnd) ctx.counters.closed[reason]++;
       ctx.closed(event);
     } else if (claimedReason !== undefined) {

@@ -200,6 +200,12 @@ export interface NodeServices<Vars extends SessionVars> {
   drainEnded: boolean;
   /** The process objects running a request or task on this node now (whatever handle they are under). */
   readonly runningHere: Set<WebProcess<Vars>>;
+  /**
+   * Sessions made here whose first init never ended well (their request failed or was refused), the
+   * latest NEVER_MADE_KEPT: a close of one this node runs later is neither said nor counted, even once
+   * its handle has gone (a request refused while this node's claim of its close was on its way).
+   */
+  readonly neverMade: Set<string>;
   /** The states this node wrote last, by session: an enter that finds them exact brings no state. */
   readonly copies: StateCopies;
   /**
@@ -225,6 +231,18 @@ export interface NodeServices<Vars extends SessionVars> {
    * whose init ends from then on does not start, as on the memory store once its close is past the drain.
    */
   pastDrain(id: string): boolean;
+}
+
+/** How many ids of sessions never made a node remembers (a refused first request is rare: a few kB at most). */
+const NEVER_MADE_KEPT = 1_024;
+
+/** The session `id`, made on this node, was never made: its first request failed or was refused (see NodeServices.neverMade). */
+export function rememberNeverMade(node: Pick<NodeServices<SessionVars>, 'neverMade'>, id: string): void {
+  node.neverMade.add(id);
+  if (node.neverMade.size > NEVER_MADE_KEPT) {
+    const oldest = node.neverMade.values().next();
+    if (oldest.done !== true) node.neverMade.delete(oldest.value);
+  }
 }
 
 /** How long a session's keys live after its last write: the longer timeout plus the grace period. */

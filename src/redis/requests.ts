@@ -6,7 +6,7 @@ import { WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
 import { initFailure, tearDown, type RequestIdentity, type StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import type { RedisCloser } from './closer.js';
-import { handleCookieExpiresAtMs, keyTtlMs, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { handleCookieExpiresAtMs, keyTtlMs, rememberNeverMade, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
@@ -61,6 +61,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
   readonly #transientOwner: ProcessOwner<Vars>;
   readonly #entry: SessionEntry<Vars>;
   #acquiring = 0;
+  /** Processes whose init runs inside an acquire: counted there (acquiringCount), not as running work too. */
+  readonly #initializing = new Set<WebProcess<Vars>>();
 
   constructor(deps: RequestPathDeps<Vars>) {
     this.#deps = deps;
@@ -102,6 +104,11 @@ export class RedisRequestPath<Vars extends SessionVars> {
   /** Requests between their arrival and their lease (an enter or a create on its way, a wait): a stop waits for them too. */
   get acquiringCount(): number {
     return this.#acquiring;
+  }
+
+  /** Whether `proc` is a request's process whose init runs: its acquire counts it (acquiringCount). */
+  initializing(proc: WebProcess<Vars>): boolean {
+    return this.#initializing.has(proc);
   }
 
   /** See AttachedStore.acquire. */
@@ -172,7 +179,15 @@ export class RedisRequestPath<Vars extends SessionVars> {
     // Never made until its first init has ended well (a close before that is not said): a failed or
     // refused init leaves it unborn for good, whatever the close still has to do.
     handle.unborn = true;
-    const lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
+    let lease: Lease<Vars>;
+    try {
+      lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
+    } catch (error) {
+      // Remembered by id too: its handle may go before a close of it ends here (claimed meanwhile, its
+      // reply lost and the close run by the repair).
+      rememberNeverMade(this.#node, handle.id);
+      throw error;
+    }
     handle.unborn = false;
     // Counted once its process has a context: a session whose init failed was never made (see #initialized).
     // Under the id it has now (regenerated while init ran: the id its 'close' will name).
@@ -230,7 +245,10 @@ export class RedisRequestPath<Vars extends SessionVars> {
     }
     // After the restore: a run of a finished session is torn down here, and nothing restored comes back over it.
     handle.startRun({ proc, token, kind: 'request', loaded: state });
-    return restored ? lease : initRequestProcess({ node: this.#node, known: this.#known, processes: this.#processes }, handle, proc, token, lease, isNew);
+    if (restored) return lease;
+    this.#initializing.add(proc);
+    return initRequestProcess({ node: this.#node, known: this.#known, processes: this.#processes }, handle, proc, token, lease, isNew)
+      .finally(() => this.#initializing.delete(proc));
   }
 
   /** A request is over (its response ended): its process is saved and freed after the response. */

@@ -73,7 +73,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), drainEnded: false, runningHere: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), drainEnded: false, runningHere: new Set(), neverMade: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
       tearDown: (proc) => this.#processes.tearDown(proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
       closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id), pastDrain: (id) => this.#closer.pastDrain(id),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
@@ -254,7 +254,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
     let busy = this.#processes.pendingCount + this.#requests.acquiringCount;
-    for (const handle of this.#known.values()) for (const proc of handle.processesHere()) if (proc !== caller) busy++;
+    // A request whose init runs is counted once, as being acquired (its process already runs in its session).
+    for (const handle of this.#known.values()) for (const proc of handle.processesHere()) if (proc !== caller && !this.#requests.initializing(proc)) busy++;
     for (const proc of this.#transients) if (proc !== caller) busy++;
     return busy;
   }
