@@ -102,7 +102,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
       // An insider, or a straggler the drain gave up on that runs on this node: hooked live and torn down
       // here, as the memory store does (its saved state is the one before its request began).
       const live = pipeline.insiders.get(saved.pid) ?? (saved.busy ? this.#runningHere(saved.pid) : undefined);
-      const proc = live ?? new WebProcess<Vars>(owner, saved.kind, {} as Vars, saved.pid);
+      const proc = live ?? new WebProcess<Vars>(owner, saved.name, {} as Vars, saved.pid);
       (owner.closing ??= new Set()).add(proc);
       let readable = true;
       if (live === undefined) {
@@ -172,9 +172,11 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     const reply = await redis.lwsLoadClosingBuffer(settings.prefix, id, nodeId);
     if (text(reply[0]) !== 'ok') return undefined;
     const processes: LoadedClose['processes'] = [];
-    for (let i = 2; i + 3 < reply.length; i += 4) {
+    for (let i = 2; i + 4 < reply.length; i += 5) {
       const pid = text(reply[i]);
-      processes.push({ pid, busy: text(reply[i + 1]) !== '0', hooked: text(reply[i + 2]) === '1', state: toBuffer(reply[i + 3]), kind: pid.startsWith('t') ? 'task' : 'web' });
+      // A task spawned by a node of an earlier version has no name stored: 'task', as those nodes named it.
+      const name = pid.startsWith('t') ? text(reply[i + 4]) || 'task' : 'web';
+      processes.push({ pid, busy: text(reply[i + 1]) !== '0', hooked: text(reply[i + 2]) === '1', state: toBuffer(reply[i + 3]), name });
     }
     return { reason: text(reply[1]) as CloseReason, processes };
   }
@@ -182,7 +184,8 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
 
 interface LoadedClose {
   readonly reason: CloseReason;
-  readonly processes: { pid: string; busy: boolean; hooked: boolean; state: Buffer; kind: string }[];
+  /** `name`: the process's, as given to spawn ('web' for a request process). */
+  readonly processes: { pid: string; busy: boolean; hooked: boolean; state: Buffer; name: string }[];
 }
 
 function toBuffer(value: string | number | Buffer | null | undefined): Buffer {

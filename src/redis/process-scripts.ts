@@ -56,13 +56,13 @@ local function release(a)
     -- A task that ended on its own ends its process (no hook: its session is not closing), as does an
     -- init that failed.
     redis.call('HSET', h, 'pl', table.concat(others, ' '), 'la', now)
-    redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
+    redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid, 'n:' .. pid)
     countProcesses(id, -1)
   elseif ends ~= '0' and state == '' and (redis.call('HGET', h, 'd:' .. pid) or '') == '' then
     -- A process whose init failed in a session closing meanwhile: it never had a context, so the close
     -- does not hook it (its place stopped counting at the claim).
     redis.call('HSET', h, 'pl', table.concat(others, ' '))
-    redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
+    redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid, 'n:' .. pid)
   else
     -- One write: the process free and nobody's ('' in o:), its state if given, the session's last
     -- activity if it is open.
@@ -94,7 +94,8 @@ return out
 `;
 
 /**
- * A spawned task's process (its id made by the spawning node). ARGV: P, id, node, maxProcs, keyTtlMs, pid.
+ * A spawned task's process (its id made by the spawning node). ARGV: P, id, node, maxProcs, keyTtlMs, pid,
+ * name (the name given to spawn: a close's hook on any node sees it; nodes of earlier versions pass none).
  * Returns {'ok', token} | {'closed'} | {'plimit'}.
  */
 export const SPAWN = `${PRELUDE}
@@ -112,6 +113,7 @@ local list = plist(h)
 list[#list + 1] = pid
 local token = redis.call('HINCRBY', h, 'tk', 1)
 redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. pid, 't', 'b:' .. pid, token, 'o:' .. pid, node, 'd:' .. pid, '')
+if ARGV[7] then redis.call('HSET', h, 'n:' .. pid, ARGV[7]) end
 countProcesses(id, 1)
 markBusy(id)
 addRunning(node, id .. ' ' .. pid, ARGV[5])

@@ -61,7 +61,7 @@ for i = 3, #ARGV do
       local others = {}
       for _, p in ipairs(plist(h)) do if p ~= pid then others[#others + 1] = p end end
       redis.call('HSET', h, 'pl', table.concat(others, ' '))
-      redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid)
+      redis.call('HDEL', h, 'b:' .. pid, 'o:' .. pid, 'd:' .. pid, 'k:' .. pid, 'n:' .. pid)
       if f[5] == 'o' then countProcesses(id, -1) end
     elseif token == '1' and f[5] == 'o' and redis.call('HGET', h, 'tk') == '1' and #plist(h) == 1 then
       -- Still taken by its CREATE (the session's first and only token: no request has entered it since):

@@ -8,7 +8,8 @@
 //                   pl (live process ids, space-separated), tk (fencing counter),
 //                   per process <pid>: k:<pid> ('w' request process | 't' task), b:<pid> (fencing token of
 //                   the request running in it, '0' when free), o:<pid> (node running it; '' or absent when none), d:<pid>
-//                   (serialized state), hk:<pid> (its hook has run), mf (the latest 8 old ids forwarding to it: P mv:<old>)
+//                   (serialized state), hk:<pid> (its hook has run), n:<pid> (a task's name, given to spawn), mf (the latest 8
+//                   old ids forwarding to it: P mv:<old>)
 //   P wq:<id>       zset waiter -> Redis time of its last try + its node's waiterStaleMs (requests waiting for the session, any node; dropped once older than the caller's window)
 //   P mv:<old>      the new id of a session regenerated while work was under way in it (waiting
 //                   requests follow it; releases of requests and tasks still naming the old id land);

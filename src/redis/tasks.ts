@@ -37,7 +37,7 @@ export class RedisTasks<Vars extends SessionVars> {
     try {
       // A regenerate of the request spawning this, not awaited: the spawn names the id it gives.
       if (handle.renaming !== undefined) await handle.renaming;
-      const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId) as Reply).map(text);
+      const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId, proc.name) as Reply).map(text);
       if (reply[0] !== 'ok' || reply[1] === undefined) {
         throw new SessionError(reply[0] === 'plimit' ? 'ERR_SESSION_PROCESS_LIMIT' : 'ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
       }
