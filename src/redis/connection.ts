@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { SessionError } from '../errors.js';
 import type { StoreCommands } from './node.js';
 
 // What a node learns of its Redis before it serves: the connection ready, and whether Redis may delete
@@ -29,4 +30,17 @@ export async function evictionPolicy(redis: StoreCommands): Promise<string | und
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Reports a Redis whose `maxmemory-policy` may delete keys (ERR_SESSION_STORE_EVICTS). Resolves whether
+ * Redis answered (else it is asked again at the next start).
+ */
+export async function reportEvictingRedis(redis: StoreCommands, report: (error: SessionError) => void): Promise<boolean> {
+  const policy = await evictionPolicy(redis);
+  if (policy === undefined) return false;
+  if (policy !== 'noeviction') {
+    report(new SessionError('ERR_SESSION_STORE_EVICTS', `Redis's maxmemory-policy is ${policy}: set it to noeviction (a full Redis then refuses writes, answered 503, instead of deleting sessions)`));
+  }
+  return true;
 }

@@ -10,7 +10,7 @@ import type { SessionInfo } from '../types.js';
 import { RedisCloser } from './closer.js';
 import { RedisLockManager } from './locks.js';
 import { leaveCluster } from './node-keys.js';
-import { connected, evictionPolicy } from './connection.js';
+import { connected, reportEvictingRedis } from './connection.js';
 import { Heartbeat } from './heartbeat.js';
 import { keyTtlMs, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { listenTo } from './messages.js';
@@ -129,12 +129,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   /** Reports a Redis that may evict (ERR_SESSION_STORE_EVICTS), once per node. Not awaited by the start. */
   async #checkEvictionPolicy(): Promise<void> {
-    if (this.#evictionChecked) return;
-    const policy = await evictionPolicy(this.#redis);
-    if (policy === undefined) return;
-    this.#evictionChecked = true;
-    if (policy === 'noeviction') return;
-    this.#ctx.report(new SessionError('ERR_SESSION_STORE_EVICTS', `Redis's maxmemory-policy is ${policy}: set it to noeviction (a full Redis then refuses writes, answered 503, instead of deleting sessions)`), 'storeErrors');
+    if (!this.#evictionChecked) this.#evictionChecked = await reportEvictingRedis(this.#redis, (error) => this.#ctx.report(error, 'storeErrors'));
   }
 
   #keptPids(): string[] {
