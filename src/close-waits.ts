@@ -19,16 +19,18 @@ interface Wait<Vars extends SessionVars> {
   readonly release: () => void;
 }
 
-/** The wait a `.catch` hands on to the promise it derives (set only while that one is made). */
+/** The wait a chained `then` hands on to the promise it derives (set only while that one is made). */
 let carried: (() => void) | undefined;
 
 /**
  * closeSession's promise for a call made from a request, task or hook. Its `then` is how the engine
- * learns that the caller awaits it (`await`, `.then`, `Promise.all` all call it; a close started and left
- * alone never does): only an awaited close can hold its caller, so only it is a wait. A `then` with no
- * fulfilment handler (`.catch(log)`, how a close is started and left to run with its rejection handled)
- * takes no result: its derived promise carries the wait, which starts if that one is awaited (or this
- * one, later). Other derived promises are plain ones (species).
+ * learns that the caller awaits it: only an awaited close can hold its caller, so only it is a wait.
+ * `await p`, `Promise.all([p])` and `Promise.resolve(p)` call `then` from a later microtask (a job V8
+ * queues for a thenable); a handler chained at the call, `closeSession(x).then(log, ignore)` or
+ * `.catch(log)` (how a close is started and left to run, its outcome logged), calls it in the same turn,
+ * and so does a `.catch` with no result to wait for. Those take no wait: the promise they derive carries
+ * it, which starts if that one is awaited (`await closeSession(x).then(f)`), or this one later. A
+ * close started and left alone never calls `then`. Other derived promises are plain ones (species).
  */
 class AwaitedClose extends Promise<boolean> {
   static override get [Symbol.species](): PromiseConstructor {
@@ -36,11 +38,14 @@ class AwaitedClose extends Promise<boolean> {
   }
 
   #onAwait: (() => void) | undefined;
+  /** Made in this turn: a `then` now is chained at the call, not an await (cleared by a microtask). */
+  #atCall = true;
 
   constructor(executor: (resolve: (closed: boolean) => void, reject: (error: unknown) => void) => void, onAwait?: () => void) {
     super(executor);
     this.#onAwait = onAwait ?? carried;
     carried = undefined;
+    if (this.#onAwait !== undefined) queueMicrotask(() => { this.#atCall = false; });
   }
 
   override then<Fulfilled = boolean, Rejected = never>(
@@ -49,7 +54,7 @@ class AwaitedClose extends Promise<boolean> {
   ): Promise<Fulfilled | Rejected> {
     const onAwait = this.#onAwait;
     if (onAwait === undefined) return super.then(onFulfilled, onRejected);
-    if (typeof onFulfilled === 'function') {
+    if (typeof onFulfilled === 'function' && !this.#atCall) {
       this.#onAwait = undefined;
       onAwait();
       return super.then(onFulfilled, onRejected);

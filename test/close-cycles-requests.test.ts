@@ -23,8 +23,8 @@ for (const [name, choose] of storeChoices()) {
       const { laptop, phone } = await twoDevices(engine);
       let laptopDone = false;
       let phoneDone = false;
-      const fromLaptop = laptop.run(() => engine.closeSession(phone.sessionId)).then((closed) => { laptopDone = true; laptop.release(); return closed; });
-      const fromPhone = phone.run(() => engine.closeSession(laptop.sessionId)).then((closed) => { phoneDone = true; phone.release(); return closed; });
+      const fromLaptop = laptop.run(async () => engine.closeSession(phone.sessionId)).then((closed) => { laptopDone = true; laptop.release(); return closed; });
+      const fromPhone = phone.run(async () => engine.closeSession(laptop.sessionId)).then((closed) => { phoneDone = true; phone.release(); return closed; });
       assert.ok(await eventually(() => laptopDone && phoneDone, 3_000), `both requests went on without session time passing (laptop ${laptopDone}, phone ${phoneDone})`);
       assert.deepEqual([await fromLaptop, await fromPhone], [true, true]);
       assert.ok(await eventually(() => hooks.length === 2, 3_000), 'both hooks ran');
@@ -44,7 +44,7 @@ for (const [name, choose] of storeChoices()) {
     const { engine, errors, clock, hooks, phone, laptop } = await phoneAndLaptop(choice.options);
     try {
       let done = false;
-      const fromLaptop = laptop.run(() => engine.closeSession(phone)).then((closed) => { done = true; laptop.release(); return closed; });
+      const fromLaptop = laptop.run(async () => engine.closeSession(phone)).then((closed) => { done = true; laptop.release(); return closed; });
       assert.ok(await eventually(() => done, 3_000), 'the laptop\'s request went on without session time passing');
       assert.equal(await fromLaptop, true);
       assert.ok(await eventually(() => hooks.length === 2, 3_000), 'both hooks ran');
@@ -79,7 +79,7 @@ for (const [name, choose] of storeChoices()) {
       const phoneClosed = engine.closeSession(phone.sessionId); // its hook now awaits the laptop's close, which waits for the laptop's request
       assert.ok(await eventually(() => hooks.length === 1, 3_000), 'the phone\'s hook began');
       let done = false;
-      const fromLaptop = laptop.run(() => engine.closeSession(phone.sessionId)).then((closed) => { done = true; laptop.release(); return closed; });
+      const fromLaptop = laptop.run(async () => engine.closeSession(phone.sessionId)).then((closed) => { done = true; laptop.release(); return closed; });
       assert.ok(await eventually(() => done, 3_000), 'the laptop\'s request went on without session time passing');
       assert.deepEqual([await fromLaptop, await phoneClosed], [true, true]);
       assert.ok(await eventually(() => hooks.length === 2, 3_000), 'both hooks ran');
