@@ -6,7 +6,7 @@ import { isLockManager, type LockManager } from './locks.js';
 import { memoryStore } from './memory-sessions.js';
 import { describe, isOptionName, kOptionsVersion, OPTION_NAMES, resolveOptions, validateCombination, validateOption, type OptionName, type RuntimeOptions } from './options.js';
 import type { SessionVars } from './process.js';
-import { AsyncContext } from './runs.js';
+import { AsyncContext, type ProcessRun } from './runs.js';
 import { emitGuarded, report } from './engine-reports.js';
 import { createCounters, type Counters } from './stats.js';
 import type { AttachedStore, ReportCounter, RequestIdentity } from './store.js';
@@ -45,6 +45,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
   readonly #counters: Counters = createCounters();
   readonly #store: AttachedStore<Vars>;
   #stopping: Promise<void> | undefined;
+  /** The runs that called stop() (the first call, and calls again while it ran): the async context is kept until they are over. */
+  readonly #stopCallers = new Set<ProcessRun<Vars>>();
   #optionsVersion = 0;
 
   constructor(options: SessionEngineOptions<Vars> = {}) {
@@ -155,6 +157,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       this.#store.refuse();
       const run = this.#context.liveRun();
       const caller = run?.proc;
+      if (run !== undefined) this.#stopCallers.add(run);
       // The engine's timers are unref'ed, and the stop's bounds (drains, hooks) are among them: held
       // until it ends, so a process with nothing else to do cannot exit half-way through the hooks.
       const holdLoop = setInterval(() => {}, 0x7fffffff);
@@ -163,13 +166,17 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       this.#stopping = new Promise<void>((resolve) => { began = resolve; });
       began(this.#store.stop(caller).finally(() => {
         clearInterval(holdLoop);
-        this.#context.releaseAfter(run, this.#options.closeTimeoutMs);
+        this.#context.releaseAfter(this.#stopCallers, this.#options.closeTimeoutMs);
       }));
     } else {
       // Called again from a request, task or hook (two requests asking for a stop, a hook calling it
       // during one): the whole stop waits for that very caller, its own session's close included.
       const run = this.#context.liveRun();
-      if (run !== undefined) return this.#store.joinStop(run.proc, run.hook === true);
+      if (run !== undefined) {
+        // It goes on after its call knowing its session, as the first caller does.
+        this.#stopCallers.add(run);
+        return this.#store.joinStop(run.proc, run.hook === true);
+      }
     }
     return this.#stopping;
   }

@@ -91,26 +91,30 @@ export class AsyncContext<Vars extends SessionVars> {
   }
 
   /**
-   * The engine has stopped: the context is released now, or, for a stop called from `run` (which goes
-   * on after the stop knowing its session), once that run is over: a request once released (its response
-   * ended, or its release deadline passed), a task or hook once settled, or `graceMs` after its process
-   * was torn down (one the close gave up waiting for may never settle; one the stop closed goes on a
-   * while). Looked at every second, on an unref'ed timer that holds the storage, not the engine.
+   * The engine has stopped: the context is released now, or, for a stop called from runs (which go on
+   * after the stop knowing their session: the first caller, and any that called stop() again while it
+   * ran), once each of those runs is over: a request once released (its response ended, or its release
+   * deadline passed), a task or hook once settled, or `graceMs` after its process was torn down (one the
+   * close gave up waiting for may never settle; one the stop closed goes on a while). `runs` is read at
+   * each look (a caller joining until the release is watched too). Looked at every second, on an
+   * unref'ed timer that holds the storage, not the engine.
    */
-  releaseAfter(run: ProcessRun<Vars> | undefined, graceMs: number): void {
+  releaseAfter(runs: ReadonlySet<ProcessRun<Vars>>, graceMs: number): void {
     const als = this.als;
-    if (run === undefined) {
+    if (runs.size === 0) {
       als.disable();
       return;
     }
-    const isRequest = run instanceof RequestLease;
-    let tornDownAtMs: number | undefined;
+    const tornDownAtMs = new Map<ProcessRun<Vars>, number>();
+    const isOver = (run: ProcessRun<Vars>): boolean => {
+      if (run.released) return true;
+      if (run instanceof RequestLease || !run.proc.closed) return false;
+      const since = tornDownAtMs.get(run) ?? performance.now();
+      tornDownAtMs.set(run, since);
+      return performance.now() - since >= graceMs;
+    };
     const check = setInterval(() => {
-      if (!run.released) {
-        if (isRequest || !run.proc.closed) return;
-        tornDownAtMs ??= performance.now();
-        if (performance.now() - tornDownAtMs < graceMs) return;
-      }
+      for (const run of runs) if (!isOver(run)) return;
       clearInterval(check);
       als.disable();
     }, 1_000);

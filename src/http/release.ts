@@ -282,7 +282,12 @@ export function isFailure(error: unknown, res: ServerResponse): boolean {
  * (multer's "Request aborted", busboy's "Unexpected end of form", an application's own) is the client's doing.
  */
 function bodyCutByItsClient(res: ServerResponse): boolean {
-  return (res as { req?: { complete?: boolean } }).req?.complete === false;
+  const { req, stream } = res as { req?: { complete?: boolean; aborted?: boolean }; stream?: { endAfterHeaders?: boolean } };
+  // HTTP/2: an Http2ServerRequest says complete once its stream is reset, whatever arrived. Reset while
+  // the handler ran (aborted), a request with a body (its headers did not end the stream) is taken as
+  // cut mid-body: what came of its body before the reset cannot be told afterwards.
+  if (stream !== undefined) return req?.aborted === true && stream.endAfterHeaders !== true;
+  return req?.complete === false;
 }
 
 function cutByItsClient(error: unknown): boolean {

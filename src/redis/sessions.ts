@@ -225,7 +225,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#stopped = true;
       // A request that called stop() goes on after it (the stop does not wait for its caller): its
       // release still needs Redis, so the node leaves once it has ended (closeTimeoutMs at most).
-      const afterWork = caller !== undefined && this.#busyCount(undefined) > 0;
+      // So does a close this node runs whose hook called it (the stop does not wait for its own caller's
+      // close): its teardown, after that hook, still needs Redis.
+      const afterWork = caller !== undefined && (this.#busyCount(undefined) > 0 || this.#closer.activeCount > 0);
       const leaving = this.#leave(afterWork);
       if (afterWork) leaving.catch(() => {});
       else await leaving;
@@ -242,13 +244,15 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   /** Leaves the cluster and closes the clients; first, if told to, waits for the work still running here and its saves. */
   async #leave(afterWork: boolean): Promise<void> {
-    if (afterWork) await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, this.#whenIdle(undefined).then(() => this.#processes.settled()));
+    if (afterWork) await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, this.#whenIdle(undefined).then(() => Promise.all([this.#processes.settled(), this.#closer.settle()])));
     await leaveCluster(this.#redis, this.#settings, this.#node.nodeId).catch(() => {});
     await this.#closeClients(() => { this.#node.retries.ownConnectionsClosed = true; });
   }
 
   #busyCount(caller: WebProcess<Vars> | undefined): number {
     let busy = this.#processes.pendingCount + this.#requests.acquiringCount;
+    // An init that called stop(): its acquire is the caller's own work (never waited for, as on the memory store).
+    if (caller !== undefined && this.#requests.initializing(caller)) busy--;
     // A request whose init runs is counted once, as being acquired (its process already runs in its session).
     for (const handle of this.#known.values()) for (const proc of handle.processesHere()) if (proc !== caller && !this.#requests.initializing(proc)) busy++;
     for (const proc of this.#transients) if (proc !== caller) busy++;
