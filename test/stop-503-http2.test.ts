@@ -1,6 +1,6 @@
 // A 503 ERR_SESSION_STOPPED says Connection: close over HTTP/1.1; over HTTP/2 that header is forbidden
 // (RFC 9113 §8.2.2), and Node's compat layer drops it with an UnsupportedWarning: an HTTP/2 answer
-// should not carry it (Fastify already drops it for HTTP/2).
+// should not carry it (in every adapter: the refusal paths go through headersFor).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http2 from 'node:http2';

@@ -146,6 +146,25 @@ export function headersFor(answer: HttpErrorAnswer, httpVersionMajor: number): R
 }
 
 /**
+ * What `Connection: close` asks of an HTTP/1.1 client (the refusal of a stopping engine: its next request
+ * opens a new connection, which may reach another node), done for an HTTP/2 request, which cannot carry
+ * that header: its connection is closed gracefully (GOAWAY). Its streams under way, this one's answer
+ * among them, finish; a stream the client opens after it is refused (REFUSED_STREAM), which clients
+ * retry on a new connection. Without it an HTTP/2 client, which sends every request on one connection,
+ * would get 503 on each until the server closes.
+ */
+export function closeConnectionFor(answer: HttpErrorAnswer, req: IncomingMessage): void {
+  if (req.httpVersionMajor < 2 || answer.headers.connection !== 'close') return;
+  const session = (req as { stream?: { session?: { closed?: boolean; destroyed?: boolean; close(): void } } }).stream?.session;
+  if (session === undefined || session.closed === true || session.destroyed === true) return;
+  try {
+    session.close();
+  } catch {
+    // A session closing meanwhile: nothing more to say.
+  }
+}
+
+/**
  * A handler error that names a 4xx status is an answer, not a failure: a SessionError such as
  * ERR_SESSION_BODY_TOO_LARGE (413), or an error with `status`/`statusCode` as http-errors, Fastify's
  * errors and Hono's HTTPException have. It is answered with that status and not reported; anything

@@ -2,7 +2,7 @@ import type { FastifyError, FastifyPluginCallback, FastifyReply, FastifyRequest 
 import fastifyPlugin from 'fastify-plugin';
 import type { SessionEngine } from '../../engine.js';
 import { SessionArgumentError, SessionError } from '../../errors.js';
-import { acquireFor, errorAnswer, headersFor, isClientError, isSecure, socketFacts } from '../../http/binding.js';
+import { acquireFor, closeConnectionFor, errorAnswer, headersFor, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/bound-session.js';
@@ -144,6 +144,7 @@ function willParseBody(raw: FastifyRequest['raw']): boolean {
 
 function refuse(reply: FastifyReply, error: unknown): void {
   const answer = errorAnswer(error);
+  closeConnectionFor(answer, reply.request.raw);
   reply.code(answer.status).headers(headersFor(answer, reply.request.raw.httpVersionMajor)).send(answer.body);
 }
 
@@ -188,5 +189,8 @@ function answerErrors(error: FastifyError, request: FastifyRequest, reply: Fasti
   // Headers the failed handler had set for its answer belong to the answer it did not finish; those of
   // the response (CORS, Vary, security headers set by hooks) stay.
   for (const name of Object.keys(reply.getHeaders())) if (describesTheAnswer(name)) reply.removeHeader(name);
-  reply.code(answer.status).headers(answer.headers).send(answer.body);
+  // Connection: close (ERR_SESSION_STOPPED) is HTTP/1.1's only: HTTP/2 forbids it (Node drops it with a
+  // warning), and closes the connection its own way.
+  closeConnectionFor(answer, request.raw);
+  reply.code(answer.status).headers(headersFor(answer, request.raw.httpVersionMajor)).send(answer.body);
 }

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler, Next } from 'hono';
 import type { SessionEngine } from '../../engine.js';
 import { SessionArgumentError, SessionError } from '../../errors.js';
-import { acquireFor, errorAnswer, headersFor, isClientError, isSecure, socketFacts } from '../../http/binding.js';
+import { acquireFor, closeConnectionFor, errorAnswer, headersFor, isClientError, isSecure, socketFacts } from '../../http/binding.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { closeWithItsConnection, holdWhileHandlerRuns, isFailure, releaseAfterResponse } from '../../http/release.js';
 import { cookieAtWriteHead, type WriteHead } from '../../http/response.js';
@@ -73,6 +73,7 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
 
 function refusal(error: unknown, incoming: IncomingMessage): Response {
   const answer = errorAnswer(error);
+  closeConnectionFor(answer, incoming);
   return new Response(answer.body, { status: answer.status, headers: headersFor(answer, incoming.httpVersionMajor) });
 }
 
