@@ -88,37 +88,3 @@ for (const work of ['a spawned task', 'a long request'] as const) {
     assert.deepEqual(errors.map((e) => e.code), []);
   });
 }
-
-test('Redis store: the forward a regenerate leaves for work under way (P mv:<old>) lives as long as that work runs (heartbeat), so a node that missed the rename still finds the new id', { timeout: 20_000 }, async (t: TestContext) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const engine = new SessionEngine<Vars>({
-    clock: new ManualClock(), init: () => ({}),
-    store: createRedisStore({ url: r.url, prefix: r.prefix, nodeLeaseMs: NODE_LEASE_MS, pollIntervalMs: 20 }),
-  });
-  const errors: SessionError[] = [];
-  engine.on('error', (error) => errors.push(error));
-  const gate = deferred();
-  const started = deferred();
-  try {
-    const lease = await engine.acquire({ sessionId: undefined, ip: IP });
-    const oldId = lease.sessionId;
-    lease.proc.spawn('report', async () => { started.resolve(); await gate.promise; });
-    await started.promise;
-    const newId = await lease.run(() => engine.regenerate(oldId));
-    lease.release();
-    assert.ok(typeof newId === 'string' && newId !== oldId);
-    const forward = `${r.prefix}mv:${oldId}`;
-    assert.equal(await r.redis.get(forward), newId, 'the task still runs under the old id: the rename left a forward');
-    assert.equal(await r.redis.pexpire(forward, CUT_TO_MS), 1);
-    assert.ok(await eventually(async () => await r.redis.pttl(forward) > CUT_TO_MS, 3 * CUT_TO_MS), `renewed: PTTL ${await r.redis.pttl(forward)}`);
-    await new Promise((resolve) => setTimeout(resolve, CUT_TO_MS + 200));
-    assert.equal(await r.redis.get(forward), newId, 'the forward outlived its cut life');
-    gate.resolve();
-    assert.ok(await eventually(() => engine.sessionProcessCount(newId) === 1), 'the task\'s process ended under the new id');
-  } finally {
-    gate.resolve();
-    await engine.stop();
-  }
-  assert.deepEqual(errors.map((e) => e.code), []);
-});
