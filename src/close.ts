@@ -257,5 +257,6 @@ async function awaitHook<Vars extends SessionVars>(ctx: Pick<CloseContext<Vars>,
 
 /** Called whenever a process of a closing session stops running: wakes the pipeline once all are done. */
 export function noteProgress<Vars extends SessionVars>(session: Session<Vars>): void {
+  session.onRunEnded?.();
   if (session.onDrained !== undefined && session.isDrained) session.onDrained();
 }

@@ -175,7 +175,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
       if (run !== undefined) {
         // It goes on after its call knowing its session, as the first caller does.
         this.#stopCallers.add(run);
-        return this.#store.joinStop(run.proc, run.hook === true);
+        return this.#store.joinStop(run);
       }
     }
     return this.#stopping;

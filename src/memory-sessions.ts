@@ -1,9 +1,9 @@
 import cluster from 'node:cluster';
 import { waitDeadline, type WaitDeadline } from './clock.js';
-import { beginClose } from './close.js';
+import { beginClose, TIMED_OUT, within } from './close.js';
 import { CloseWaits, type CloseBlockers } from './close-waits.js';
 import { SessionArgumentError, SessionError } from './errors.js';
-import type { RequestLease } from './lease.js';
+import { RequestLease } from './lease.js';
 import { lockManagerFor } from './lock-renewals.js';
 import { MemoryLockManager, type LockManager } from './locks.js';
 import { isThenable, type MaybePromise } from './maybe-async.js';
@@ -11,6 +11,7 @@ import type { SessionVars, WebProcess } from './process.js';
 import { Scheduler } from './scheduler.js';
 import type { Session } from './session.js';
 import type { AttachedStore, RequestIdentity, SessionStore, StoreContext, StoreGauges } from './store.js';
+import type { ProcessRun } from './runs.js';
 import type { SessionInfo } from './types.js';
 
 /**
@@ -51,6 +52,8 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   readonly #scheduler: Scheduler<Vars>;
   readonly #closeWaits = new CloseWaits<Vars>((id) => this.#blockersOf(id));
   #refusing = false;
+  /** Requests that called stop() again while it ran, with their sessions (see #joinersEnded). */
+  readonly #stopJoiners = new Map<RequestLease<Vars>, Session<Vars>>();
 
   constructor(ctx: StoreContext<Vars>) {
     this.#ctx = ctx;
@@ -121,14 +124,35 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   }
 
   stop(caller: WebProcess<Vars> | undefined): Promise<void> {
-    return this.#scheduler.closeAll(caller);
+    return this.#scheduler.closeAll(caller).then(() => this.#joinersEnded());
   }
 
-  joinStop(caller: WebProcess<Vars>, fromHook: boolean): Promise<void> {
+  joinStop(run: ProcessRun<Vars>): Promise<void> {
     // A hook's session is past its drain; the first call began every open session's close (a hook may
-    // run within that very call). A request or task: marked, then the others' closes waited for.
-    if (fromHook) return Promise.resolve();
-    return this.#scheduler.closes.closeEvery(caller).then(() => undefined);
+    // run within that very call). A request, task or init: marked, then the others' closes waited for.
+    if (run.hook === true) return Promise.resolve();
+    const closes = this.#scheduler.closes.closeEvery(run.proc);
+    const session = this.#scheduler.closes.closing.get(run.proc.sessionId);
+    if (run instanceof RequestLease && session !== undefined) this.#stopJoiners.set(run, session);
+    return closes.then(() => undefined);
+  }
+
+  /**
+   * The stop ends once the requests that called it again have been released too (their sessions' closes
+   * did not wait for them), closeTimeoutMs at most, as a Redis node's drain waits for them: an
+   * application that exits after `await engine.stop()` does not cut their answers.
+   */
+  async #joinersEnded(): Promise<void> {
+    const running = (): boolean => [...this.#stopJoiners.keys()].some((lease) => !lease.released);
+    if (!running()) return;
+    const ended = new Promise<void>((resolve) => {
+      const check = (): void => { if (!running()) resolve(); };
+      for (const session of this.#stopJoiners.values()) session.onRunEnded = check;
+    });
+    const { clock, options, report } = this.#ctx;
+    if (await within(clock, options.closeTimeoutMs, ended) === TIMED_OUT) {
+      report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `a request that called stop() still running after ${options.closeTimeoutMs} ms`), 'drainTimeouts');
+    }
   }
 
   optionChanged(name: string): void {

@@ -32,6 +32,7 @@ interface CloseState<Vars extends SessionVars> {
   settleClosed: ((error: unknown) => void) | undefined;
   successor: Session<Vars> | undefined;
   onDrained: (() => void) | undefined;
+  onRunEnded: (() => void) | undefined;
   waitingInside: WebProcess<Vars>[];
 }
 
@@ -84,7 +85,7 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   }
 
   #closeState(): CloseState<Vars> {
-    return (this.#close ??= { phase: undefined, closeReason: undefined, closed: undefined, settleClosed: undefined, successor: undefined, onDrained: undefined, waitingInside: NONE });
+    return (this.#close ??= { phase: undefined, closeReason: undefined, closed: undefined, settleClosed: undefined, successor: undefined, onDrained: undefined, onRunEnded: undefined, waitingInside: NONE });
   }
 
   /** Where the close is; undefined while the session is open. */
@@ -109,6 +110,9 @@ export class Session<Vars extends SessionVars> implements ProcessOwner<Vars> {
   /** Resolves the close pipeline's wait for in-flight work. */
   get onDrained(): (() => void) | undefined { return this.#close?.onDrained; }
   set onDrained(onDrained: (() => void) | undefined) { this.#closeState().onDrained = onDrained; }
+  /** Called whenever a process of the closing (or closed) session stops running (noteProgress). */
+  get onRunEnded(): (() => void) | undefined { return this.#close?.onRunEnded; }
+  set onRunEnded(listener: (() => void) | undefined) { this.#closeState().onRunEnded = listener; }
   /** Processes that called `closeSession` on this session from inside and wait for it. */
   get waitingInside(): WebProcess<Vars>[] { return this.#close?.waitingInside ?? NONE; }
   set waitingInside(list: WebProcess<Vars>[]) { this.#closeState().waitingInside = list; }

@@ -90,12 +90,13 @@ export interface AttachedStore<Vars extends SessionVars> {
   /** Drains and closes what this store must close at shutdown; `caller` is not waited for. */
   stop(caller: WebProcess<Vars> | undefined): Promise<void>;
   /**
-   * A stop under way, called again from a request or task of `caller`: resolves once the closes the stop
-   * runs have ended, the caller's own session's close not waiting for it (as for the first caller).
-   * From a hook (`fromHook`), once the closes have begun: a hook never waits for closes under way (two
-   * hooks would wait on each other). Awaiting the whole stop would wait for the caller.
+   * A stop under way, called again from `run` (a request, task or init): resolves once the closes the
+   * stop runs have ended, the run's own session's close not waiting for it (as for the first caller).
+   * From a hook, once the closes have begun: a hook never waits for closes under way (two hooks would
+   * wait on each other). Awaiting the whole stop would wait for the caller. The stop itself ends once
+   * such a request has ended too (its answer is not cut by an application exiting after the stop).
    */
-  joinStop(caller: WebProcess<Vars>, fromHook: boolean): Promise<void>;
+  joinStop(run: ProcessRun<Vars>): Promise<void>;
   /** An option changed on this engine (setOption), already validated and applied to `options`; `previous` its value before. */
   optionChanged(name: OptionName, value: unknown, previous: unknown): void;
   /** When the session's cookie expires, or undefined for an unknown session. */

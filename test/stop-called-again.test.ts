@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, type SessionError } from '../src/index.js';
-import { engineWithErrors, eventually } from './helpers.js';
+import { deferred, engineWithErrors, eventually, settle } from './helpers.js';
 import { twoDevices } from './devices-support.js';
 import { storeChoices } from './store-choices.js';
 
@@ -62,6 +62,42 @@ for (const [name, choose] of storeChoices()) {
       assert.deepEqual([...hooks].sort(), ['laptop began', 'laptop ended', 'phone began', 'phone ended']);
       assert.deepEqual(errors.map((e: SessionError) => e.code), [], 'no hook timed out');
     } finally {
+      clock.advance(60_000);
+      await engine.stop();
+    }
+  });
+}
+
+for (const [name, choose] of storeChoices()) {
+  test(`${name}: a stop from outside ends only once a request that called stop() again has ended (its session's close did not wait for it), so an application exiting after it cuts no answer`, { timeout: 20_000 }, async (t) => {
+    const choice = await choose(t);
+    if (choice === 'skip') return;
+    const clock = new ManualClock();
+    const hooks: string[] = [];
+    const { engine, errors } = engineWithErrors<Vars>({ ...choice.options, clock, closeTimeoutMs: 10_000, init: () => ({}), onClose: (proc) => { hooks.push(String(proc.vars.device)); } });
+    const gate = deferred();
+    try {
+      const lease = await engine.acquire({ sessionId: undefined, ip: '127.0.0.1' });
+      lease.proc.vars.device = 'laptop';
+      let outerEnded = false;
+      const outer = engine.stop().then(() => { outerEnded = true; });
+      let innerReturned = false;
+      const work = lease.run(async () => {
+        await engine.stop();
+        innerReturned = true;
+        await gate.promise; // still answering
+      }).then(() => lease.release());
+      assert.ok(await eventually(() => innerReturned, 5_000), 'the request\'s own stop() returned once the closes ended');
+      assert.deepEqual(hooks, ['laptop'], 'its session closed (hooked while it waited)');
+      await settle(20);
+      assert.equal(outerEnded, false, 'the stop from outside still waits for that request');
+      gate.resolve();
+      await work;
+      assert.ok(await eventually(() => outerEnded, 5_000), 'then it ends, without session time passing');
+      await outer;
+      assert.deepEqual(errors.map((e: SessionError) => e.code), []);
+    } finally {
+      gate.resolve();
       clock.advance(60_000);
       await engine.stop();
     }

@@ -23,6 +23,7 @@ import { StateCopies } from './state-copies.js';
 import { TurnQueues } from './turns.js';
 import { Retries } from './retries.js';
 import { knownExpiresAtMs, knownProcessCount, knownSessions, nodeGauges } from './reads.js';
+import type { ProcessRun } from '../runs.js';
 
 /**
  * The Redis store attached to one engine: one node of a cluster. Requests enter and leave their
@@ -234,11 +235,12 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     }
   }
 
-  joinStop(caller: WebProcess<Vars>, fromHook: boolean): Promise<void> {
+  joinStop(run: ProcessRun<Vars>): Promise<void> {
+    const caller = run.proc;
     if (caller.sessionId !== '' && !this.#stopInsiders.has(caller.sessionId)) this.#stopInsiders.set(caller.sessionId, caller);
     return (this.#stopClaims ?? Promise.resolve()).then(() => {
       this.#closer.stopCalledInside(caller);
-      return fromHook ? undefined : this.#closer.settle(caller);
+      return run.hook === true ? undefined : this.#closer.settle(caller);
     });
   }
 
