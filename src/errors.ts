@@ -43,11 +43,6 @@ export const ERROR_CODES = {
    * as a handler failure, as body-parser answers 'request aborted'.
    */
   ERR_SESSION_BODY_ABORTED: { httpStatus: 400, message: 'request body aborted by the client' },
-  /**
-   * The client left (closed its connection, reset its HTTP/2 stream) while its request waited in its
-   * session's queue: its place is given back at once. Answered 400 to nobody; neither reported nor counted.
-   */
-  ERR_SESSION_CLIENT_LEFT: { httpStatus: 400, message: 'the client left while its request waited' },
   /** The session store (Redis) did not answer or refused a command; `cause` holds the client's error. */
   ERR_SESSION_STORE_UNAVAILABLE: { httpStatus: 503, message: 'session store unavailable' },
   /**

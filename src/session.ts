@@ -1,8 +1,6 @@
 import { timerOn, type Clock } from './clock.js';
-import { SessionError } from './errors.js';
 import type { LockManager, LockRef } from './locks.js';
 import type { ProcessOwner, SessionVars, WebProcess } from './process.js';
-import type { RequestIdentity } from './store.js';
 
 /** Why a session closed: 4D's three cases plus server stop. */
 export type CloseReason = 'evicted' | 'timeout' | 'closed' | 'shutdown';
@@ -205,22 +203,18 @@ export function cookieExpiresAtMs(lastRequestAtMs: number, lifetimeThenMs: numbe
  * Waits in the session's FIFO queue until a release hands this request a process (or the close refuses
  * it). After `timeoutMs` on the clock it leaves the queue and the wait fails with `timedOut()`.
  */
-export function waitInQueue<Vars extends SessionVars>(session: Session<Vars>, clock: Clock, timeoutMs: number, timedOut: () => Error, request?: RequestIdentity): Promise<WebProcess<Vars>> {
+export function waitInQueue<Vars extends SessionVars>(session: Session<Vars>, clock: Clock, timeoutMs: number, timedOut: () => Error): Promise<WebProcess<Vars>> {
   return new Promise<WebProcess<Vars>>((resolve, reject) => {
-    let stopWatching: (() => void) | undefined;
     const waiter: Waiter<Vars> = {
-      resolve: (proc) => { timer.cancel(); stopWatching?.(); resolve(proc); },
-      reject: (error) => { timer.cancel(); stopWatching?.(); reject(error); },
+      resolve: (proc) => { timer.cancel(); resolve(proc); },
+      reject: (error) => { timer.cancel(); reject(error); },
     };
-    // Off the queue already when it fires (see below): the wait is decided then.
-    const leave = (error: Error): void => {
+    const timer = timerOn(clock, () => {
+      // Taken off the queue already (a place for a process of its own is being made for it, its init
+      // running): it gets that process; refusing it now would leave the process running for nobody.
       if (session.queue === undefined || !removeItem(session.queue, waiter)) return;
-      waiter.reject(error);
-    };
-    // Taken off the queue already (a place for a process of its own is being made for it, its init
-    // running): it gets that process; refusing it now would leave the process running for nobody.
-    const timer = timerOn(clock, () => leave(timedOut()), timeoutMs);
+      reject(timedOut());
+    }, timeoutMs);
     (session.queue ??= []).push(waiter);
-    stopWatching = request?.watchClientLeaving?.(() => leave(new SessionError('ERR_SESSION_CLIENT_LEFT', undefined, { sessionId: session.id })));
   });
 }

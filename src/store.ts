@@ -27,12 +27,6 @@ export interface RequestIdentity {
    * been the constructor's rather than the cluster's.
    */
   readonly reread?: () => RequestIdentity;
-  /**
-   * Called by a store when the request has to wait in its session's queue: `withdraw` is to be called
-   * if the client leaves first (its place then goes at once, not when its turn comes). Returns what
-   * stops the watching (the wait ended).
-   */
-  watchClientLeaving?(withdraw: () => void): () => void;
 }
 
 /** The counter a reported error adds to; `'processLimit'` is `rejected.processLimit` (a refusal said on 'error'). */

@@ -28,8 +28,6 @@ export interface HttpRequestFacts {
   readonly secure: boolean;
   /** The X-Forwarded-Proto header, read only under `trustProxy`. */
   readonly forwardedProto?: string | undefined;
-  /** The request itself: a request that has to wait for its session's process is withdrawn if its client leaves. */
-  readonly incoming?: IncomingMessage;
 }
 
 /** A complete error answer, framework-free. The body never contains an error's own text. */
@@ -57,7 +55,6 @@ export function socketFacts(req: IncomingMessage): HttpRequestFacts {
     forwardedFor: Array.isArray(forwarded) ? forwarded.join(',') : forwarded,
     secure: (req.socket as TLSSocket).encrypted === true,
     forwardedProto: Array.isArray(proto) ? proto.join(',') : proto,
-    incoming: req,
   };
 }
 
@@ -101,28 +98,6 @@ class HttpIdentity implements RequestIdentity {
   reread(): RequestIdentity {
     return new HttpIdentity(this.#engine, this.#facts);
   }
-
-  watchClientLeaving(withdraw: () => void): () => void {
-    const incoming = this.#facts.incoming;
-    return incoming === undefined ? NOT_WATCHING : watchClientLeaving(incoming, withdraw);
-  }
-}
-
-const NOT_WATCHING = (): void => {};
-
-/**
- * Calls `withdraw` when the client of a request that has no response begun yet leaves: its HTTP/2
- * stream, or its HTTP/1 connection, closes (a request waiting for its session's process: its place in
- * the queue goes at once). Returns what stops the watching.
- */
-function watchClientLeaving(req: IncomingMessage, withdraw: () => void): () => void {
-  const carrier = (req as { stream?: { destroyed: boolean; once(event: 'close', listener: () => void): unknown; off(event: 'close', listener: () => void): unknown } }).stream ?? req.socket;
-  if (carrier.destroyed) {
-    withdraw();
-    return NOT_WATCHING;
-  }
-  carrier.once('close', withdraw);
-  return () => { carrier.off('close', withdraw); };
 }
 
 /**

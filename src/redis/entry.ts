@@ -4,16 +4,13 @@ import { SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import { isThenable, type MaybePromise } from '../maybe-async.js';
 import type { SessionVars } from '../process.js';
-import type { RequestIdentity, StoreContext } from '../store.js';
+import type { StoreContext } from '../store.js';
 import { ipCheckOf, SessionEnters, type EnterOutcome } from './enters.js';
 import { keyTtlMs, text, waiterStaleMs, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import type { TurnQueues, Waiter } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
 type Rejection<Vars extends SessionVars> = keyof StoreContext<Vars>['counters']['rejected'];
-
-/** A wait its request's client ended by leaving. */
-const CLIENT_LEFT = Symbol('client left');
 
 /** What the request path gives the way into a cookie's session. */
 export interface SessionEntryDeps<Vars extends SessionVars> {
@@ -68,7 +65,7 @@ export class SessionEntry<Vars extends SessionVars> {
    * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
    * retries first after a release gets the process.
    */
-  async enter(cookieId: string, ip: string, queueDeadline?: WaitDeadline, request?: RequestIdentity): Promise<Lease<Vars> | undefined> {
+  async enter(cookieId: string, ip: string, queueDeadline?: WaitDeadline): Promise<Lease<Vars> | undefined> {
     const { options, clock } = this.#ctx;
     // The session's id: the cookie's, or the new one if the session is regenerated while this waits.
     let id = cookieId;
@@ -91,7 +88,7 @@ export class SessionEntry<Vars extends SessionVars> {
         registered = true;
         me = this.#turns.enqueue(id);
         deadline ??= waitDeadline(clock, options.queueTimeoutMs);
-        await this.#turn(me, waiterId, ip, ipCheck, deadline, request);
+        await this.#turn(me, waiterId, ip, ipCheck, deadline);
         id = me.sessionId;
       }
       for (;;) {
@@ -118,19 +115,19 @@ export class SessionEntry<Vars extends SessionVars> {
           // Behind requests that already waited here under the new id: its turn comes after theirs.
           if (!this.#turns.isHead(me)) {
             deadline ??= waitDeadline(clock, options.queueTimeoutMs);
-            await this.#turn(me, waiterId, ip, ipCheck, deadline, request);
+            await this.#turn(me, waiterId, ip, ipCheck, deadline);
             id = me.sessionId;
           }
           continue;
         }
-        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip, deadline, request) : undefined;
+        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip, deadline) : undefined;
         this.#throwIfRefused(outcome, id);
         registered = true;
         me ??= this.#turns.enqueue(id);
         // Busy when Redis ran the enter, released since: the wake was missed, so the head tries again now.
         if (releasedMeanwhile && this.#turns.isHead(me)) continue;
         deadline ??= waitDeadline(clock, options.queueTimeoutMs);
-        await this.#turn(me, waiterId, ip, ipCheck, deadline, request);
+        await this.#turn(me, waiterId, ip, ipCheck, deadline);
         id = me.sessionId;
       }
     } finally {
@@ -150,7 +147,7 @@ export class SessionEntry<Vars extends SessionVars> {
   }
 
   /** Its turn, or the queue timeout: then it stops waiting (its polls end) and the request gets 503. */
-  async #turn(me: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, deadline: WaitDeadline, request: RequestIdentity | undefined): Promise<void> {
+  async #turn(me: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, deadline: WaitDeadline): Promise<void> {
     const { clock } = this.#ctx;
     // A clock without timers of its own bounds waits in real time too (clock.ts, timerOn): the real
     // deadline is kept across the wait's turns, or each poll of the head waiter would start it again.
@@ -158,14 +155,8 @@ export class SessionEntry<Vars extends SessionVars> {
     // Past it already (time moved while its last try was on its way): no wait on a timer that may not fire soon.
     if (leftMs > 0) {
       const turn = this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
-      // Its client leaving ends the wait too: the caller's finally gives its place back in Redis at once.
-      let stopWatching: (() => void) | undefined;
-      const left = new Promise<typeof CLIENT_LEFT>((resolve) => { stopWatching = request?.watchClientLeaving?.(() => resolve(CLIENT_LEFT)); });
-      const outcome = await within(clock, leftMs, stopWatching === undefined ? turn : Promise.race([turn, left]));
-      stopWatching?.();
-      if (outcome !== TIMED_OUT && outcome !== CLIENT_LEFT) return;
+      if (await within(clock, leftMs, turn) !== TIMED_OUT) return;
       me.wake?.();
-      if (outcome === CLIENT_LEFT) throw new SessionError('ERR_SESSION_CLIENT_LEFT', undefined, { sessionId: me.sessionId });
     }
     throw this.#deps.reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${this.#ctx.options.queueTimeoutMs} ms`, { sessionId: me.sessionId }));
   }
@@ -187,11 +178,11 @@ export class SessionEntry<Vars extends SessionVars> {
    * The session closed while this request waited for it: the first such request of this node makes a
    * new session, the others join it (one browser, one session, as with the memory store).
    */
-  async #successor(closedId: string, ip: string, deadline: WaitDeadline | undefined, request: RequestIdentity | undefined): Promise<Lease<Vars> | undefined> {
+  async #successor(closedId: string, ip: string, deadline: WaitDeadline | undefined): Promise<Lease<Vars> | undefined> {
     const joined = this.#successors.get(closedId);
     if (joined !== undefined) {
       const next = await joined;
-      return next === undefined ? undefined : this.enter(next, ip, deadline, request);
+      return next === undefined ? undefined : this.enter(next, ip, deadline);
     }
     const creating = this.#deps.create(ip);
     // A throw-away process ('none' mode set meanwhile) has no session for the others to join.
