@@ -54,6 +54,8 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   #refusing = false;
   /** Requests that called stop() again while it ran, with their sessions (see #joinersEnded). */
   readonly #stopJoiners = new Map<RequestLease<Vars>, Session<Vars>>();
+  /** The process whose run began the stop: its stop waits for nobody's call again from that run (it would wait for itself). */
+  #stopCaller: WebProcess<Vars> | undefined;
 
   constructor(ctx: StoreContext<Vars>) {
     this.#ctx = ctx;
@@ -124,6 +126,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   }
 
   stop(caller: WebProcess<Vars> | undefined): Promise<void> {
+    this.#stopCaller = caller;
     return this.#scheduler.closeAll(caller).then(() => this.#joinersEnded());
   }
 
@@ -133,7 +136,9 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     if (run.hook === true) return Promise.resolve();
     const closes = this.#scheduler.closes.closeEvery(run.proc);
     const session = this.#scheduler.closes.closing.get(run.proc.sessionId);
-    if (run instanceof RequestLease && session !== undefined) this.#stopJoiners.set(run, session);
+    // The first caller calling stop() again (`Promise.all([engine.stop(), engine.stop()])`) may await the
+    // stop it began: that stop does not wait for it, as before.
+    if (run instanceof RequestLease && session !== undefined && run.proc !== this.#stopCaller) this.#stopJoiners.set(run, session);
     return closes.then(() => undefined);
   }
 

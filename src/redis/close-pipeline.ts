@@ -175,7 +175,9 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
     for (let i = 2; i + 4 < reply.length; i += 5) {
       const pid = text(reply[i]);
       // A task spawned by a node of an earlier version has no name stored: 'task', as those nodes named it.
-      const name = pid.startsWith('t') ? text(reply[i + 4]) || 'task' : 'web';
+      // A name given to spawn may be '' (kept as given, as the memory store does): stored ones come after '='.
+      const stored = text(reply[i + 4]);
+      const name = pid.startsWith('t') ? (stored.startsWith('=') ? stored.slice(1) : 'task') : 'web';
       processes.push({ pid, busy: text(reply[i + 1]) !== '0', hooked: text(reply[i + 2]) === '1', state: toBuffer(reply[i + 3]), name });
     }
     return { reason: text(reply[1]) as CloseReason, processes };

@@ -171,7 +171,7 @@ return out
 /**
  * The claimer loads a closing session: is it still ours, which processes, which are still running.
  * ARGV: P, id, node. Returns {'lost'} | {'ok', reason, then per process: pid, busy, hooked, state, name}
- * (a spawned process's name, '' for a request process or a task spawned by a node of an earlier version).
+ * (a spawned process's name after '=', possibly empty; '' for a request process or a task spawned by a node of an earlier version).
  */
 export const LOAD_CLOSING = `${PRELUDE}
 local h = skey(ARGV[2])
@@ -182,7 +182,8 @@ for _, p in ipairs(plist(h)) do
   out[#out + 1] = redis.call('HGET', h, 'b:' .. p) or '0'
   out[#out + 1] = redis.call('HGET', h, 'hk:' .. p) or '0'
   out[#out + 1] = redis.call('HGET', h, 'd:' .. p) or ''
-  out[#out + 1] = redis.call('HGET', h, 'n:' .. p) or ''
+  local n = redis.call('HGET', h, 'n:' .. p)
+  out[#out + 1] = n and ('=' .. n) or ''
 end
 return out
 `;
