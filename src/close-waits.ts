@@ -30,7 +30,9 @@ let carried: (() => void) | undefined;
  * `.catch(log)` (how a close is started and left to run, its outcome logged), calls it in the same turn,
  * and so does a `.catch` with no result to wait for. Those take no wait: the promise they derive carries
  * it, which starts if that one is awaited (`await closeSession(x).then(f)`), or this one later. A
- * close started and left alone never calls `then`. Other derived promises are plain ones (species).
+ * close started and left alone never calls `then`. A promise's resolving function given at the call (a
+ * wrapper: `new Promise((res, rej) => p.then(res, rej))`) is a wait. Other derived promises are plain
+ * ones (species).
  */
 class AwaitedClose extends Promise<boolean> {
   static override get [Symbol.species](): PromiseConstructor {
@@ -54,7 +56,7 @@ class AwaitedClose extends Promise<boolean> {
   ): Promise<Fulfilled | Rejected> {
     const onAwait = this.#onAwait;
     if (onAwait === undefined) return super.then(onFulfilled, onRejected);
-    if (typeof onFulfilled === 'function' && !this.#atCall) {
+    if (typeof onFulfilled === 'function' && (!this.#atCall || isBuiltIn(onFulfilled))) {
       this.#onAwait = undefined;
       onAwait();
       return super.then(onFulfilled, onRejected);
@@ -67,6 +69,15 @@ class AwaitedClose extends Promise<boolean> {
       carried = undefined;
     }
   }
+}
+
+/**
+ * A promise's own resolving function (`new Promise((resolve, reject) => p.then(resolve, reject))`, as
+ * timeout and retry helpers wrap a promise): a then() given it at the call passes the outcome on to a
+ * promise someone awaits, so it is a wait, where a handler of the application's (`.then(log)`) is not.
+ */
+function isBuiltIn(fn: (...args: never[]) => unknown): boolean {
+  return fn.name === '' && Function.prototype.toString.call(fn).endsWith('{ [native code] }');
 }
 
 /**
