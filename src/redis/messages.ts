@@ -34,6 +34,11 @@ export function onStoreMessage<Vars extends SessionVars>(to: MessageTargets<Vars
   if (kind === 'c') {
     // A closing session's state stays in this node's memory no longer than it must (its id is dead).
     to.node.copies.drop(rest);
+    // Read after this node learnt the close had ended (its own FINISH answered on the command
+    // connection, or its join found the key gone, before the subscriber delivered 'c'; the 'x' behind it
+    // may be lost in a cut): nothing new. Remembered as under way again, it would let an enter's reply
+    // read later start its request in the closed session's context (not torn down: no resurrection).
+    if (to.closer.waits.closeFinished(rest)) return;
     to.closer.waits.closeAnnounced(rest);
     const handle = to.known.get(rest);
     handle?.markClosing();
