@@ -80,7 +80,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
       throw scheduler.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: session.id }));
     }
     // A free process is taken at once; only a request that has to queue gets a promise.
-    const entered = scheduler.enter(session, queueDeadline);
+    const entered = scheduler.enter(session, queueDeadline, request);
     if (!isThenable(entered)) return entered;
     // Read in the tick enter began its wait, so the same as the deadline it set.
     const deadline = queueDeadline ?? waitDeadline(this.#ctx.clock, this.#ctx.options.queueTimeoutMs);

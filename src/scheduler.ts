@@ -9,10 +9,10 @@ import { isThenable, type MaybePromise } from './maybe-async.js';
 import { MemoryCloses } from './memory-closes.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
-import { cookieExpiresAtMs, freeRequestProcess, NONE, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
+import { cookieExpiresAtMs, countedWaiters, freeRequestProcess, NONE, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
-import { giveBackLocks, renameLocks, renewLocks, tearDown, type StoreContext } from './store.js';
+import { giveBackLocks, renameLocks, renewLocks, tearDown, type RequestIdentity, type StoreContext } from './store.js';
 import { TransientProcesses } from './transients.js';
 
 /** What the scheduler needs from its engine: the store context plus the lock manager its processes use. */
@@ -83,14 +83,15 @@ export class Scheduler<Vars extends SessionVars> {
    * Takes a free process of the session, or waits for one (FIFO) until `queueDeadline` (by default
    * queueTimeoutMs from now). Rejects ERR_SESSION_CLOSED if the session closes meanwhile.
    */
-  enter(session: Session<Vars>, queueDeadline?: WaitDeadline): RequestLease<Vars> | Promise<RequestLease<Vars>> {
+  enter(session: Session<Vars>, queueDeadline?: WaitDeadline, request?: RequestIdentity): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     // A lowered processesPerSession applies at once: a session with more processes runs no more at a time.
     const free = runningRequestCount(session) < options.processesPerSession ? freeRequestProcess(session) : undefined;
     // First come, first served: a newcomer never overtakes the requests already waiting, even when
     // there is room for one more process now (processesPerSession raised, a process place freed).
     const canAddProcess = free === undefined && session.queuedCount === 0 && session.requestProcessCount < options.processesPerSession && this.#processes.hasRoom;
-    if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests) {
+    // Waiters whose client left keep their place in line but do not count (counted only at the bound).
+    if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests && countedWaiters(session) >= options.maxQueuedRequests) {
       throw this.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
     }
     // Only a request that gets a process restarts the cookie's lifetime, from when it came (a refused
@@ -107,7 +108,7 @@ export class Scheduler<Vars extends SessionVars> {
     const timedOut = (): SessionError => this.reject('queueTimeout', new SessionError('ERR_SESSION_QUEUE_TIMEOUT', `after ${options.queueTimeoutMs} ms`, { sessionId: session.id }));
     const waitMs = queueDeadline === undefined ? options.queueTimeoutMs : msLeft(this.#ctx.clock, queueDeadline);
     if (waitMs <= 0) throw timedOut();
-    return waitInQueue(session, this.#ctx.clock, waitMs, timedOut).then((proc) => {
+    return waitInQueue(session, this.#ctx.clock, waitMs, timedOut, request).then((proc) => {
       if (session.state === 'open') {
         if (session.lastRequestAtMs < arrivedAtMs) session.lastRequestAtMs = arrivedAtMs;
         session.cookieLifetimeMs = this.#ctx.options.inactiveSessionTimeoutMs;

@@ -1,6 +1,7 @@
 import { timerOn, type Clock } from './clock.js';
 import type { LockManager, LockRef } from './locks.js';
 import type { ProcessOwner, SessionVars, WebProcess } from './process.js';
+import type { RequestIdentity } from './store.js';
 
 /** Why a session closed: 4D's three cases plus server stop. */
 export type CloseReason = 'evicted' | 'timeout' | 'closed' | 'shutdown';
@@ -12,6 +13,8 @@ export type ClosePhase = 'draining' | 'hooks' | 'teardown' | 'done';
 export interface Waiter<Vars extends SessionVars> {
   resolve(proc: WebProcess<Vars>): void;
   reject(error: Error): void;
+  /** Its client left: it keeps its place in line but no longer counts against maxQueuedRequests. */
+  clientLeft?: boolean;
 }
 
 /** The engine operations a session delegates to (spawning needs the engine's limits and hooks). */
@@ -203,18 +206,29 @@ export function cookieExpiresAtMs(lastRequestAtMs: number, lifetimeThenMs: numbe
  * Waits in the session's FIFO queue until a release hands this request a process (or the close refuses
  * it). After `timeoutMs` on the clock it leaves the queue and the wait fails with `timedOut()`.
  */
-export function waitInQueue<Vars extends SessionVars>(session: Session<Vars>, clock: Clock, timeoutMs: number, timedOut: () => Error): Promise<WebProcess<Vars>> {
+export function waitInQueue<Vars extends SessionVars>(session: Session<Vars>, clock: Clock, timeoutMs: number, timedOut: () => Error, request?: RequestIdentity): Promise<WebProcess<Vars>> {
   return new Promise<WebProcess<Vars>>((resolve, reject) => {
+    let stopWatching: (() => void) | undefined;
     const waiter: Waiter<Vars> = {
-      resolve: (proc) => { timer.cancel(); resolve(proc); },
-      reject: (error) => { timer.cancel(); reject(error); },
+      resolve: (proc) => { timer.cancel(); stopWatching?.(); resolve(proc); },
+      reject: (error) => { timer.cancel(); stopWatching?.(); reject(error); },
     };
     const timer = timerOn(clock, () => {
       // Taken off the queue already (a place for a process of its own is being made for it, its init
       // running): it gets that process; refusing it now would leave the process running for nobody.
       if (session.queue === undefined || !removeItem(session.queue, waiter)) return;
-      reject(timedOut());
+      waiter.reject(timedOut());
     }, timeoutMs);
     (session.queue ??= []).push(waiter);
+    stopWatching = request?.watchClientLeaving?.(() => { waiter.clientLeft = true; });
   });
 }
+
+/** Requests waiting in the session's queue that count against maxQueuedRequests: those whose client is still there. */
+export function countedWaiters<Vars extends SessionVars>(session: Session<Vars>): number {
+  let counted = 0;
+  for (const waiter of session.queue ?? NONE_WAITING) if (waiter.clientLeft !== true) counted++;
+  return counted;
+}
+
+const NONE_WAITING: readonly never[] = [];

@@ -27,6 +27,12 @@ export interface RequestIdentity {
    * been the constructor's rather than the cluster's.
    */
   readonly reread?: () => RequestIdentity;
+  /**
+   * Called by a store when the request has to wait in its session's queue: `left` is to be called if
+   * the client leaves first. The request keeps its place in line (it still runs in turn, its answer
+   * going nowhere) but stops counting against `maxQueuedRequests`. Returns what stops the watching.
+   */
+  watchClientLeaving?(left: () => void): () => void;
 }
 
 /** The counter a reported error adds to; `'processLimit'` is `rejected.processLimit` (a refusal said on 'error'). */

@@ -1,11 +1,9 @@
 // HTTP/2 (h2c, Hono on @hono/node-server): a request waiting for its session's process whose stream the
-// client resets (RST_STREAM: a fetch aborted, a tab navigating away) keeps its place in the session's
-// queue until its turn comes (then it runs, as the contract suite's "a request whose client left while
-// it waited for the process still runs in turn" requires), so with maxQueuedRequests reached the
-// session's next request is refused 503 "too many requests queued" while the client has only one
-// request there. The same over HTTP/1.1. Withdrawing such a waiter breaks that contract; keeping it in
-// line but not counting it against maxQueuedRequests (both stores: Redis counts waiters in wq:<id>) is
-// the open design. Marked to do until then.
+// client resets (RST_STREAM: a fetch aborted, a tab navigating away) keeps its place in line (it still
+// runs in turn, as the contract suite's "a request whose client left while it waited for the process
+// still runs in turn" requires) but no longer counts against maxQueuedRequests: the session's next
+// request is not refused 503 "too many requests queued" for a place held by nobody. HTTP/1.1 and the
+// engine's seam: queue-client-left.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http2 from 'node:http2';
@@ -35,7 +33,7 @@ function h2get(client: http2.ClientHttp2Session, path: string, cookie?: string, 
 }
 
 for (const [storeName, choose] of storeChoices()) {
-  test(`HTTP/2, ${storeName}: a queued request whose stream the client reset gives its queue place back`, { timeout: 10_000, todo: 'a waiting acquire cannot be withdrawn (HTTP/1.1 too)' }, async (t) => {
+  test(`HTTP/2, ${storeName}: a queued request whose stream the client reset gives its queue place back`, { timeout: 10_000 }, async (t) => {
     const choice = await choose(t);
     if (choice === 'skip') return;
     const engine = new SessionEngine({ clock: new ManualClock(), maxQueuedRequests: 1, ...choice.options });

@@ -28,6 +28,8 @@ export interface HttpRequestFacts {
   readonly secure: boolean;
   /** The X-Forwarded-Proto header, read only under `trustProxy`. */
   readonly forwardedProto?: string | undefined;
+  /** The request itself: one that waits for its session's process stops counting in the queue if its client leaves. */
+  readonly incoming?: IncomingMessage;
 }
 
 /** A complete error answer, framework-free. The body never contains an error's own text. */
@@ -55,6 +57,7 @@ export function socketFacts(req: IncomingMessage): HttpRequestFacts {
     forwardedFor: Array.isArray(forwarded) ? forwarded.join(',') : forwarded,
     secure: (req.socket as TLSSocket).encrypted === true,
     forwardedProto: Array.isArray(proto) ? proto.join(',') : proto,
+    incoming: req,
   };
 }
 
@@ -98,6 +101,43 @@ class HttpIdentity implements RequestIdentity {
   reread(): RequestIdentity {
     return new HttpIdentity(this.#engine, this.#facts);
   }
+
+  watchClientLeaving(left: () => void): () => void {
+    const incoming = this.#facts.incoming;
+    return incoming === undefined ? NOT_WATCHING : watchClientLeaving(incoming, left);
+  }
+}
+
+const NOT_WATCHING = (): void => {};
+
+type Carrier = { readonly destroyed: boolean; once(event: 'close', listener: () => void): unknown };
+
+/** Per connection (HTTP/1) or stream (HTTP/2): the requests waiting on it to be told it closed. One listener each, however many requests a client pipelines. */
+const leavingOn = new WeakMap<Carrier, Set<() => void>>();
+
+/**
+ * Calls `left` when the client of a request that has no response begun yet leaves: its HTTP/2 stream,
+ * or its HTTP/1 connection, closes. Returns what stops the watching.
+ */
+function watchClientLeaving(req: IncomingMessage, left: () => void): () => void {
+  const carrier: Carrier = (req as { stream?: Carrier }).stream ?? req.socket;
+  if (carrier.destroyed) {
+    left();
+    return NOT_WATCHING;
+  }
+  let waiting = leavingOn.get(carrier);
+  if (waiting === undefined) {
+    const callbacks = new Set<() => void>();
+    leavingOn.set(carrier, callbacks);
+    carrier.once('close', () => {
+      leavingOn.delete(carrier);
+      for (const callback of callbacks) callback();
+    });
+    waiting = callbacks;
+  }
+  const set = waiting;
+  set.add(left);
+  return () => { set.delete(left); };
 }
 
 /**

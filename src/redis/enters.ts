@@ -28,6 +28,8 @@ export interface EnterRequest {
   readonly waiterId: string;
   /** Counted among the session's waiters already. */
   readonly registered: boolean;
+  /** Its client left while it waited: it takes the process in turn but is not counted as waiting. */
+  readonly uncounted?: boolean;
 }
 
 /** 1 when a request must come from its session's address (legacy mode with IP validation). */
@@ -79,7 +81,7 @@ export class SessionEnters<Vars extends SessionVars> {
     const copy: StateCopy | undefined = this.#node.copies.get(request.sessionId);
     // The node's own values in one argument (each argument costs its encoding on both sides); the
     // address and the id, which come from outside and may hold anything, in their own.
-    const own = `${nowMs} ${request.waiterId} ${request.registered ? 1 : 0} ${copy?.pid ?? '-'} ${copy?.token ?? '-'}`;
+    const own = `${nowMs} ${request.waiterId} ${request.uncounted === true ? 2 : request.registered ? 1 : 0} ${copy?.pid ?? '-'} ${copy?.token ?? '-'}`;
     const reply = await this.#batches.add([own, request.ip, request.sessionId]);
     const kind = text(reply[0]);
     if (kind === 'ok') {

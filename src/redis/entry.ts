@@ -4,7 +4,7 @@ import { SessionError } from '../errors.js';
 import type { RequestLease } from '../lease.js';
 import { isThenable, type MaybePromise } from '../maybe-async.js';
 import type { SessionVars } from '../process.js';
-import type { StoreContext } from '../store.js';
+import type { RequestIdentity, StoreContext } from '../store.js';
 import { ipCheckOf, SessionEnters, type EnterOutcome } from './enters.js';
 import { keyTtlMs, text, waiterStaleMs, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import type { TurnQueues, Waiter } from './turns.js';
@@ -65,7 +65,7 @@ export class SessionEntry<Vars extends SessionVars> {
    * this node the wait is FIFO (a newcomer queues behind waiting requests); between nodes, whoever
    * retries first after a release gets the process.
    */
-  async enter(cookieId: string, ip: string, queueDeadline?: WaitDeadline): Promise<Lease<Vars> | undefined> {
+  async enter(cookieId: string, ip: string, queueDeadline?: WaitDeadline, request?: RequestIdentity): Promise<Lease<Vars> | undefined> {
     const { options, clock } = this.#ctx;
     // The session's id: the cookie's, or the new one if the session is regenerated while this waits.
     let id = cookieId;
@@ -75,6 +75,16 @@ export class SessionEntry<Vars extends SessionVars> {
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
     let releasedMeanwhile = false;
+    // Its client left while it waited: it keeps its turn on this node (it still runs in turn) but no
+    // longer counts among the session's waiters in Redis (maxQueuedRequests).
+    let clientLeft = false;
+    let stopWatching: (() => void) | undefined;
+    const watch = (): void => {
+      stopWatching ??= request?.watchClientLeaving?.(() => {
+        clientLeft = true;
+        if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${me?.sessionId ?? id}`, waiterId).catch(() => {});
+      });
+    };
     // Set when it first has to wait (in the session it waited for first, if that one closed): the queue
     // timeout counts from then.
     let deadline: WaitDeadline | undefined = queueDeadline;
@@ -87,8 +97,9 @@ export class SessionEntry<Vars extends SessionVars> {
         this.#throwIfRefused(admitted, id);
         registered = true;
         me = this.#turns.enqueue(id);
+        watch();
         deadline ??= waitDeadline(clock, options.queueTimeoutMs);
-        await this.#turn(me, waiterId, ip, ipCheck, deadline);
+        await this.#turn(me, waiterId, ip, ipCheck, deadline, () => clientLeft);
         id = me.sessionId;
       }
       for (;;) {
@@ -97,7 +108,7 @@ export class SessionEntry<Vars extends SessionVars> {
         const onItsWay = this.#turns.entering(id);
         let entered: EnterOutcome;
         try {
-          entered = await this.#enters.enter({ sessionId: id, ip, waiterId, registered }, nowMs);
+          entered = await this.#enters.enter({ sessionId: id, ip, waiterId, registered, uncounted: clientLeft }, nowMs);
         } finally {
           releasedMeanwhile = this.#turns.entered(id, onItsWay);
         }
@@ -115,22 +126,24 @@ export class SessionEntry<Vars extends SessionVars> {
           // Behind requests that already waited here under the new id: its turn comes after theirs.
           if (!this.#turns.isHead(me)) {
             deadline ??= waitDeadline(clock, options.queueTimeoutMs);
-            await this.#turn(me, waiterId, ip, ipCheck, deadline);
+            await this.#turn(me, waiterId, ip, ipCheck, deadline, () => clientLeft);
             id = me.sessionId;
           }
           continue;
         }
-        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip, deadline) : undefined;
+        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip, deadline, request) : undefined;
         this.#throwIfRefused(outcome, id);
         registered = true;
         me ??= this.#turns.enqueue(id);
+        watch();
         // Busy when Redis ran the enter, released since: the wake was missed, so the head tries again now.
         if (releasedMeanwhile && this.#turns.isHead(me)) continue;
         deadline ??= waitDeadline(clock, options.queueTimeoutMs);
-        await this.#turn(me, waiterId, ip, ipCheck, deadline);
+        await this.#turn(me, waiterId, ip, ipCheck, deadline, () => clientLeft);
         id = me.sessionId;
       }
     } finally {
+      stopWatching?.();
       // Another waiter of this node may have moved this one meanwhile (a 'moved' it learnt first).
       if (me !== undefined) id = me.sessionId;
       if (me !== undefined) this.#turns.dequeue(id, me);
@@ -147,14 +160,14 @@ export class SessionEntry<Vars extends SessionVars> {
   }
 
   /** Its turn, or the queue timeout: then it stops waiting (its polls end) and the request gets 503. */
-  async #turn(me: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, deadline: WaitDeadline): Promise<void> {
+  async #turn(me: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, deadline: WaitDeadline, uncounted: () => boolean): Promise<void> {
     const { clock } = this.#ctx;
     // A clock without timers of its own bounds waits in real time too (clock.ts, timerOn): the real
     // deadline is kept across the wait's turns, or each poll of the head waiter would start it again.
     const leftMs = msLeft(clock, deadline);
     // Past it already (time moved while its last try was on its way): no wait on a timer that may not fire soon.
     if (leftMs > 0) {
-      const turn = this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck));
+      const turn = this.#turns.turn(me, this.#stillWaiting(me, waiterId, ip, ipCheck, uncounted));
       if (await within(clock, leftMs, turn) !== TIMED_OUT) return;
       me.wake?.();
     }
@@ -170,19 +183,19 @@ export class SessionEntry<Vars extends SessionVars> {
   }
 
   /** Each poll spent behind others of this node: still counted in Redis (it would go stale). Made only for a request that waits. */
-  #stillWaiting(waiter: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1): () => void {
-    return () => void this.#register(waiter.sessionId, waiterId, ip, ipCheck).catch(() => {});
+  #stillWaiting(waiter: Waiter, waiterId: string, ip: string, ipCheck: 0 | 1, uncounted: () => boolean): () => void {
+    return () => { if (!uncounted()) void this.#register(waiter.sessionId, waiterId, ip, ipCheck).catch(() => {}); };
   }
 
   /**
    * The session closed while this request waited for it: the first such request of this node makes a
    * new session, the others join it (one browser, one session, as with the memory store).
    */
-  async #successor(closedId: string, ip: string, deadline: WaitDeadline | undefined): Promise<Lease<Vars> | undefined> {
+  async #successor(closedId: string, ip: string, deadline: WaitDeadline | undefined, request: RequestIdentity | undefined): Promise<Lease<Vars> | undefined> {
     const joined = this.#successors.get(closedId);
     if (joined !== undefined) {
       const next = await joined;
-      return next === undefined ? undefined : this.enter(next, ip, deadline);
+      return next === undefined ? undefined : this.enter(next, ip, deadline, request);
     }
     const creating = this.#deps.create(ip);
     // A throw-away process ('none' mode set meanwhile) has no session for the others to join.

@@ -55,6 +55,8 @@ if not slot then
     redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. slot, 'w', 'd:' .. slot, '')
     countProcesses(id, 1)
   else
+    -- A waiter whose client left ('2') keeps its turn on its node but is not counted (maxQueuedRequests).
+    if ARGV[14] == '2' then return {'busy'} end
     local t = redis.call('TIME')
     local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     redis.call('ZREMRANGEBYSCORE', wq, '-inf', realMs - tonumber(ARGV[13]))
@@ -74,7 +76,7 @@ redis.call('HSET', h, 'tk', token, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], '
 markBusy(id)
 addRunning(ARGV[9], id .. ' ' .. slot, ARGV[10])
 redis.call('PEXPIRE', h, ARGV[10])
-if ARGV[14] == '1' then redis.call('ZREM', wq, ARGV[11]) end
+if ARGV[14] ~= '0' then redis.call('ZREM', wq, ARGV[11]) end
 return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' ' .. copied, state}
 `;
 

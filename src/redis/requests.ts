@@ -128,7 +128,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       }
       if (ctx.options.mode === 'none') return await this.#transient();
       if (identity.sessionId !== undefined) {
-        const lease = await this.#entry.enter(identity.sessionId, identity.ip);
+        const lease = await this.#entry.enter(identity.sessionId, identity.ip, undefined, identity);
         if (lease !== undefined) return lease;
         this.#forgetStale(identity.sessionId);
       }
