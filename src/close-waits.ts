@@ -42,6 +42,8 @@ class AwaitedClose extends Promise<boolean> {
   #onAwait: (() => void) | undefined;
   /** Made in this turn: a `then` now is chained at the call, not an await (cleared by a microtask). */
   #atCall = true;
+  /** In a `finally` call: its then() is given functions of its own, built in and unnamed, and is a chain. */
+  #finally = false;
 
   constructor(executor: (resolve: (closed: boolean) => void, reject: (error: unknown) => void) => void, onAwait?: () => void) {
     super(executor);
@@ -56,7 +58,7 @@ class AwaitedClose extends Promise<boolean> {
   ): Promise<Fulfilled | Rejected> {
     const onAwait = this.#onAwait;
     if (onAwait === undefined) return super.then(onFulfilled, onRejected);
-    if (typeof onFulfilled === 'function' && (!this.#atCall || isBuiltIn(onFulfilled))) {
+    if (typeof onFulfilled === 'function' && (!this.#atCall || (!this.#finally && isBuiltIn(onFulfilled)))) {
       this.#onAwait = undefined;
       onAwait();
       return super.then(onFulfilled, onRejected);
@@ -67,6 +69,15 @@ class AwaitedClose extends Promise<boolean> {
       return super.then(onFulfilled, onRejected);
     } finally {
       carried = undefined;
+    }
+  }
+
+  override finally(onFinally?: (() => void) | null): Promise<boolean> {
+    this.#finally = true;
+    try {
+      return super.finally(onFinally);
+    } finally {
+      this.#finally = false;
     }
   }
 }

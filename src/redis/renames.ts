@@ -113,7 +113,10 @@ export class SessionRenames<Vars extends SessionVars> {
       const oldest = this.#newIdByOld.keys().next();
       if (oldest.done !== true) this.#newIdByOld.delete(oldest.value);
     }
-    this.#turns.wakeHead(oldId);
+    // This node's waiters follow it now, in their order (a waiter whose client left is no longer counted
+    // in the renamed queue, so its enter under the old id could not learn the new one), and the first tries.
+    this.#turns.move(oldId, newId);
+    this.#turns.wakeHead(newId);
     // The rename moves the session's hash with its fencing counter: a copy of its state is as exact under the new id.
     const { copies } = this.#node;
     const copy = copies.get(oldId);
