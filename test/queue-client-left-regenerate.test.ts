@@ -3,20 +3,12 @@
 // that waited for it does (regenerate-queued.test.ts), rather than in a brand-new session.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, SessionEngine, type RequestIdentity, type SessionError } from '../src/index.js';
+import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
 import { eventually } from './helpers.js';
+import { leavingClient } from './leaving-client-support.js';
 import { storeChoices } from './store-choices.js';
 
 const IP = '127.0.0.1';
-
-function leavingClient(sessionId: string): { identity: RequestIdentity; leave(): void; watched(): boolean } {
-  let onLeft: (() => void) | undefined;
-  return {
-    identity: { sessionId, ip: IP, watchClientLeaving: (left) => { onLeft = left; return () => { onLeft = undefined; }; } },
-    leave: () => onLeft?.(),
-    watched: () => onLeft !== undefined,
-  };
-}
 
 for (const [name, choose] of storeChoices({ pollIntervalMs: 20 })) {
   test(`${name}: a queued request whose client left goes on in its session under the new id when the session is regenerated meanwhile`, { timeout: 20_000 }, async (t) => {

@@ -6,23 +6,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { once } from 'node:events';
-import { ManualClock, SessionEngine, type RequestIdentity, type SessionError } from '../src/index.js';
+import { ManualClock, SessionEngine, type SessionError } from '../src/index.js';
 import type { AddressInfo } from 'node:net';
 import { createServer } from '../src/adapters/node/index.js';
 import { deferred, eventually, request, sessionIdOf } from './helpers.js';
+import { leavingClient } from './leaving-client-support.js';
 import { storeChoices } from './store-choices.js';
 
 const IP = '127.0.0.1';
-
-/** A request identity whose client the test makes leave. */
-function leavingClient(sessionId: string): { identity: RequestIdentity; leave(): void; watched(): boolean } {
-  let onLeft: (() => void) | undefined;
-  return {
-    identity: { sessionId, ip: IP, watchClientLeaving: (left) => { onLeft = left; return () => { onLeft = undefined; }; } },
-    leave: () => onLeft?.(),
-    watched: () => onLeft !== undefined,
-  };
-}
 
 for (const [name, choose] of storeChoices({ pollIntervalMs: 20 })) {
   test(`${name}: a queued request whose client leaves still runs in turn, but the session's next request queues instead of a 503`, { timeout: 20_000 }, async (t) => {
