@@ -149,6 +149,14 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook: boolean): Promise<boolean> {
     // Stopped, the node knows no session (as the memory store), and may have no Redis connection left.
     if (this.#stopped) return Promise.resolve(false);
+    // A node that has not started yet (still connecting: its commands would fail at once) closes once
+    // started, as its first requests wait for the start.
+    if (!this.#isStarted) {
+      return this.#started().then(
+        () => (this.#stopped ? false : this.#closer.closeSession(id, caller, fromHook)),
+        (error: unknown) => { throw unavailable(error); },
+      );
+    }
     return this.#closer.closeSession(id, caller, fromHook);
   }
 
@@ -247,6 +255,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   /** Leaves the cluster and closes the clients; first, if told to, waits for the work still running here and its saves. */
   async #leave(afterWork: boolean): Promise<void> {
     if (afterWork) await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, this.#whenIdle(undefined).then(() => Promise.all([this.#processes.settled(), this.#closer.settle()])));
+    // A last stopping beat: an option set during the stop (written after the stop's first beat took the
+    // options away) goes with the last node's stop too.
+    await this.#heartbeat.beat(true).catch(() => {});
     await leaveCluster(this.#redis, this.#settings, this.#node.nodeId).catch(() => {});
     await this.#closeClients(() => { this.#node.retries.ownConnectionsClosed = true; });
   }
