@@ -20,6 +20,7 @@ import { ProcessSaves } from './processes.js';
 import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
 import { StateCopies } from './state-copies.js';
+import { NodeWork } from './node-work.js';
 import { TurnQueues } from './turns.js';
 import { Retries } from './retries.js';
 import { knownExpiresAtMs, knownProcessCount, knownSessions, nodeGauges } from './reads.js';
@@ -49,7 +50,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   #ready: Promise<void>;
   readonly #closeClients: (ownCloses: () => void) => Promise<void>;
   readonly #heartbeat: Heartbeat<Vars>;
-  #onIdle: (() => void) | undefined;
+  readonly #work = new NodeWork<Vars>({ processes: () => this.#processes, requests: () => this.#requests, known: this.#known, transients: this.#transients });
   #refusing = false;
   /** stop(): its claims of the cluster's sessions have been made (or none will be). */
   #stopClaims: Promise<void> | undefined;
@@ -86,10 +87,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#processes = new ProcessSaves(this.#node, (handle) => {
       dropIfDone(this.#known, handle);
       this.#turns.released(handle.id);
-    }, () => this.#checkIdle());
+    }, () => this.#work.checkIdle());
     this.#requests = new RedisRequestPath<Vars>({
       node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
-      refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#checkIdle(),
+      refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#work.checkIdle(),
     });
     this.#options = new ClusterOptions(this.#node, () => this.#started(), (work) => this.#processes.track(work));
     const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, options: this.#options, beat: () => { if (!this.#stopped) this.#heartbeat.beatNow(); } };
@@ -212,10 +213,10 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       } else {
         claimsMade();
       }
-      const drained = await within(ctx.clock, ctx.options.closeTimeoutMs, this.#whenIdle(caller));
+      const drained = await within(ctx.clock, ctx.options.closeTimeoutMs, this.#work.whenIdle(caller));
       this.#node.drainEnded = true;
       if (drained === TIMED_OUT) {
-        ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${this.#busyCount(caller)} request(s) or task(s) still running after ${ctx.options.closeTimeoutMs} ms`), 'drainTimeouts');
+        ctx.report(new SessionError('ERR_SESSION_DRAIN_TIMEOUT', `${this.#work.busyCount(caller)} request(s) or task(s) still running after ${ctx.options.closeTimeoutMs} ms`), 'drainTimeouts');
       }
       // Saves and closes still retrying against an absent Redis get closeTimeoutMs more, then this node
       // gives up: it leaves, and the other nodes' sweeps free and take over what it held.
@@ -236,7 +237,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       // release still needs Redis, so the node leaves once it has ended (closeTimeoutMs at most).
       // So does a close this node runs whose hook called it (the stop does not wait for its own caller's
       // close): its teardown, after that hook, still needs Redis.
-      const afterWork = caller !== undefined && (this.#busyCount(undefined) > 0 || this.#closer.activeCount > 0);
+      const afterWork = caller !== undefined && (this.#work.busyCount(undefined) > 0 || this.#closer.activeCount > 0);
       const leaving = this.#leave(afterWork);
       if (afterWork) leaving.catch(() => {});
       else await leaving;
@@ -254,36 +255,13 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
 
   /** Leaves the cluster and closes the clients; first, if told to, waits for the work still running here and its saves. */
   async #leave(afterWork: boolean): Promise<void> {
-    if (afterWork) await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, this.#whenIdle(undefined).then(() => Promise.all([this.#processes.settled(), this.#closer.settle()])));
+    if (afterWork) await within(this.#ctx.clock, this.#ctx.options.closeTimeoutMs, this.#work.whenIdle(undefined).then(() => Promise.all([this.#processes.settled(), this.#closer.settle()])));
     // A last stopping beat: an option set during the stop (written after the stop's first beat took the
     // options away) goes with the last node's stop too.
     await this.#heartbeat.beat(true).catch(() => {});
     await leaveCluster(this.#redis, this.#settings, this.#node.nodeId).catch(() => {});
     await this.#closeClients(() => { this.#node.retries.ownConnectionsClosed = true; });
   }
-
-  #busyCount(caller: WebProcess<Vars> | undefined): number {
-    let busy = this.#processes.pendingCount + this.#requests.acquiringCount;
-    // An init that called stop(): its acquire is the caller's own work (never waited for, as on the memory store).
-    if (caller !== undefined && this.#requests.initializing(caller)) busy--;
-    // A request whose init runs is counted once, as being acquired (its process already runs in its session).
-    for (const handle of this.#known.values()) for (const proc of handle.processesHere()) if (proc !== caller && !this.#requests.initializing(proc)) busy++;
-    for (const proc of this.#transients) if (proc !== caller) busy++;
-    return busy;
-  }
-
-  #checkIdle(): void {
-    this.#onIdle?.();
-  }
-
-  /** Resolves once no work runs on this node (`caller`'s excepted): looked at again by every #checkIdle. */
-  #whenIdle(caller: WebProcess<Vars> | undefined): Promise<void> {
-    return new Promise<void>((resolve) => {
-      this.#onIdle = () => { if (this.#busyCount(caller) === 0) resolve(); };
-      this.#onIdle();
-    });
-  }
-
 
   // ---- options and reads ------------------------------------------------------------------------------
 
