@@ -1,4 +1,5 @@
 import type { SessionVars, WebProcess } from './process.js';
+import type { ProcessRun } from './runs.js';
 
 /** What the close of one session waits for now, on this node (the store answers, see CloseWaits). */
 export interface CloseBlockers<Vars extends SessionVars> {
@@ -14,7 +15,7 @@ interface Wait<Vars extends SessionVars> {
   readonly hook: boolean;
   readonly targetId: string;
   /** The run that awaits: once it is over (a request released, a task or hook settled) it waits for nothing. */
-  readonly run: { readonly released: boolean } | undefined;
+  readonly run: ProcessRun<Vars>;
   /** Ends the wait now: the caller's promise resolves `true` (the session is closing, its id dead). */
   readonly release: () => void;
 }
@@ -123,11 +124,13 @@ export class CloseWaits<Vars extends SessionVars> {
   /**
    * `closing` as the caller's promise: when the caller (a run of `proc`, a hook if `hook`) awaits it, its
    * wait on `targetId` is recorded until the close ends, and ended at once if it closes a cycle. `run` is the
-   * caller's run: an await it gave up on (Promise.race) holds nothing once it is over, though its process
-   * runs a later request of the session.
+   * caller's run (a request, task or hook of its process; none from outside): an await it gave up on
+   * (Promise.race) holds nothing once it is over, though its process runs a later request of the session.
    */
-  watch(closing: Promise<boolean>, proc: WebProcess<Vars> | undefined, hook: boolean, targetId: string, run?: { readonly released: boolean }): Promise<boolean> {
-    if (proc === undefined) return closing;
+  watch(closing: Promise<boolean>, run: ProcessRun<Vars> | undefined, targetId: string): Promise<boolean> {
+    if (run === undefined) return closing;
+    const { proc } = run;
+    const hook = run.hook === true;
     let settled = false;
     let wait: Wait<Vars> | undefined;
     let resolveWith!: (closed: boolean) => void;
@@ -137,7 +140,7 @@ export class CloseWaits<Vars extends SessionVars> {
       if (wait !== undefined) this.#remove(wait);
     };
     const awaited = new AwaitedClose((resolve, reject) => { resolveWith = resolve; rejectWith = reject; }, () => {
-      if (settled || wait !== undefined || run?.released === true) return;
+      if (settled || wait !== undefined || run.released) return;
       wait = { proc, hook, targetId, run, release: () => { end(); resolveWith(true); } };
       this.#add(wait);
       if (this.#closesCycle(wait)) wait.release();
@@ -165,7 +168,7 @@ export class CloseWaits<Vars extends SessionVars> {
       if (blockers === undefined) continue;
       for (const proc of blockers.processes) {
         if (proc === wait.proc && blockers.hooks === wait.hook) return true;
-        for (const next of this.#byProcess.get(proc) ?? []) if (next.hook === blockers.hooks && next.run?.released !== true) toVisit.push(next.targetId);
+        for (const next of this.#byProcess.get(proc) ?? []) if (next.hook === blockers.hooks && !next.run.released) toVisit.push(next.targetId);
       }
     }
     return false;

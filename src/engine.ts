@@ -130,7 +130,7 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     if (typeof id !== 'string') return Promise.reject(new SessionArgumentError(`closeSession(id): id must be a string, got ${describe(id)}`));
     if (this.#options.mode !== 'legacy') return Promise.resolve(false);
     const run = this.#context.liveRun();
-    return this.#store.closeSession(id, run?.proc, run?.hook === true);
+    return this.#store.closeSession(id, run);
   }
 
   /**

@@ -94,7 +94,9 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     });
   }
 
-  closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook: boolean): Promise<boolean> {
+  closeSession(id: string, run: ProcessRun<Vars> | undefined): Promise<boolean> {
+    const caller = run?.proc;
+    const fromHook = run?.hook === true;
     const session = this.#scheduler.closes.find(id);
     if (session === undefined) return Promise.resolve(false);
     const fromOwnSession = caller !== undefined && caller.sessionId === session.id;
@@ -105,7 +107,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
     // sessions whose hooks each await the other's close), held until closeTimeoutMs.
     if (fromHook && !fromOwnSession && session.state === 'closing') return Promise.resolve(true);
     const closing = beginClose(this.#scheduler.closes.context, session, 'closed', fromOwnSession ? caller : undefined).then(() => true);
-    return this.#closeWaits.watch(closing, caller, fromHook, id, this.#ctx.als.getStore());
+    return this.#closeWaits.watch(closing, run, id);
   }
 
   /** What the close of `id` waits for: its running requests and tasks (but a logout's caller), then its hooks. */

@@ -81,8 +81,8 @@ export interface AttachedStore<Vars extends SessionVars> {
    * `SessionError` when it is refused at once.
    */
   acquire(request: RequestIdentity): MaybePromise<RequestLease<Vars>>;
-  /** WEB LEGACY CLOSE SESSION; `caller` is the process running the call, if any. */
-  closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook: boolean): Promise<boolean>;
+  /** WEB LEGACY CLOSE SESSION; `run` is the run making the call (a request, task or hook of its process), if any. */
+  closeSession(id: string, run: ProcessRun<Vars> | undefined): Promise<boolean>;
   /** `engine.regenerate`; `caller` is the process running the call, if any (its own release follows the new id). */
   regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null>;
   /** Refuses new work from now on (every later acquire rejects ERR_SESSION_STOPPED). */

@@ -25,7 +25,7 @@ function closing(): { promise: Promise<boolean>; end: (closed: boolean) => void 
 test('an awaited close is a wait until it ends, then nothing is left of it', async () => {
   const { waits, proc } = setup();
   const close = closing();
-  const awaited = waits.watch(close.promise, proc, false, 'target', { released: false });
+  const awaited = waits.watch(close.promise, { proc, released: false }, 'target');
   const result = (async () => await awaited)();
   await aTurnLater();
   assert.equal(waits.size, 1, 'the await is recorded');
@@ -37,7 +37,7 @@ test('an awaited close is a wait until it ends, then nothing is left of it', asy
 test('awaiting a close that has ended already records no wait', async () => {
   const { waits, proc } = setup();
   const close = closing();
-  const awaited = waits.watch(close.promise, proc, false, 'target', { released: false });
+  const awaited = waits.watch(close.promise, { proc, released: false }, 'target');
   close.end(false);
   await close.promise;
   await aTurnLater();
@@ -48,7 +48,7 @@ test('awaiting a close that has ended already records no wait', async () => {
 test('a close awaited from a run that is over (a callback outliving its request) records no wait', async () => {
   const { waits, proc } = setup();
   const close = closing();
-  const awaited = waits.watch(close.promise, proc, false, 'target', { released: true });
+  const awaited = waits.watch(close.promise, { proc, released: true }, 'target');
   const result = (async () => await awaited)();
   await aTurnLater();
   assert.equal(waits.size, 0, 'a run that is over awaits nothing');
@@ -60,8 +60,8 @@ test('a close awaited from a run that is over (a callback outliving its request)
 test('a close left alone, or started with .catch(log) and left, is no wait', async () => {
   const { waits, proc } = setup();
   const close = closing();
-  const left = waits.watch(close.promise, proc, false, 'target', { released: false });
-  const caught = waits.watch(close.promise, proc, false, 'target', { released: false });
+  const left = waits.watch(close.promise, { proc, released: false }, 'target');
+  const caught = waits.watch(close.promise, { proc, released: false }, 'target');
   void left;
   caught.catch(() => {});
   await aTurnLater();

@@ -5,6 +5,7 @@ import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type Sessio
 import { ClosePipelineSteps, type Pipeline } from './close-pipeline.js';
 import { ClusterWaits } from './cluster-waits.js';
 import { CloseWaits, type CloseBlockers } from '../close-waits.js';
+import type { ProcessRun } from '../runs.js';
 import { RedisSweep, SWEEP_BATCH, type SweepGauges } from './sweep.js';
 
 /**
@@ -65,8 +66,8 @@ export class RedisCloser<Vars extends SessionVars> {
   }
 
   /** closeSession(id): claims the close (or joins the one under way); resolves true once closed, false for an unknown id. */
-  closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook = false): Promise<boolean> {
-    return this.#closeWaits.watch(this.#close(id, caller, fromHook), caller, fromHook, id, this.#node.ctx.als.getStore());
+  closeSession(id: string, run: ProcessRun<Vars> | undefined): Promise<boolean> {
+    return this.#closeWaits.watch(this.#close(id, run?.proc, run?.hook === true), run, id);
   }
 
   /**

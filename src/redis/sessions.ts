@@ -147,18 +147,18 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     return this.#requests.acquire(request);
   }
 
-  closeSession(id: string, caller: WebProcess<Vars> | undefined, fromHook: boolean): Promise<boolean> {
+  closeSession(id: string, run: ProcessRun<Vars> | undefined): Promise<boolean> {
     // Stopped, the node knows no session (as the memory store), and may have no Redis connection left.
     if (this.#stopped) return Promise.resolve(false);
     // A node that has not started yet (still connecting: its commands would fail at once) closes once
     // started, as its first requests wait for the start.
     if (!this.#isStarted) {
       return this.#started().then(
-        () => (this.#stopped ? false : this.#closer.closeSession(id, caller, fromHook)),
+        () => (this.#stopped ? false : this.#closer.closeSession(id, run)),
         (error: unknown) => { throw unavailable(error); },
       );
     }
-    return this.#closer.closeSession(id, caller, fromHook);
+    return this.#closer.closeSession(id, run);
   }
 
   regenerate(id: string, caller: WebProcess<Vars> | undefined): Promise<string | null> {
