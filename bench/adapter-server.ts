@@ -13,13 +13,9 @@ import fastifyCookie from '@fastify/cookie';
 import fastifySession from '@fastify/session';
 import expressSession from 'express-session';
 import { Hono } from 'hono';
-import { createServer } from '../src/adapters/node/index.js';
-import { sessions as expressSessions } from '../src/adapters/express/index.js';
-import { sessions as fastifySessions } from '../src/adapters/fastify/index.js';
-import { sessions as honoSessions } from '../src/adapters/hono/index.js';
-import { DEFAULT_OPTIONS, SessionEngine, type WebProcess } from '../src/index.js';
-import { createRedisStore } from '../src/redis/index.js';
+import type { WebProcess } from '../src/index.js';
 import { serveOverIpc } from './child.js';
+import { loadCore, loadExpressAdapter, loadFastifyAdapter, loadHonoAdapter, loadNodeAdapter, loadRedisStore } from './library.js';
 import { BENCH_REDIS_PREFIX, BENCH_REDIS_URL, isFrameworkName, isServerKind, RETURNING_SESSIONS, type FrameworkName } from './protocol.js';
 
 const [framework, kind, stateBytesArg = '0'] = process.argv.slice(2);
@@ -40,12 +36,15 @@ let peerSessionsCreated = 0;
 const newVars = (): Vars => (stateBytes > 0 ? { hits: 0, profile: 'x'.repeat(stateBytes) } : { hits: 0 });
 const bareHits: Vars = newVars();
 
+const { DEFAULT_OPTIONS, SessionEngine } = await loadCore();
+const { createServer } = await loadNodeAdapter();
+
 // Returning visitors only: the caps equal the pre-created sessions, so nothing is ever evicted (checked by the parent).
 // 'redis': the same node:http server with its sessions in Redis (one node of a cluster).
 const engine = kind === 'ours'
   ? new SessionEngine<Vars>({
     maxSessions: RETURNING_SESSIONS, maxConcurrentProcesses: RETURNING_SESSIONS, init: newVars,
-    ...(framework === 'redis' ? { store: createRedisStore({ url: BENCH_REDIS_URL, prefix: BENCH_REDIS_PREFIX, onStop: 'keep' }) } : {}),
+    ...(framework === 'redis' ? { store: (await loadRedisStore()).createRedisStore({ url: BENCH_REDIS_URL, prefix: BENCH_REDIS_PREFIX, onStop: 'keep' }) } : {}),
   })
   : undefined;
 // A listener, so an error is counted instead of becoming a process warning per request.
@@ -112,13 +111,13 @@ async function build(name: FrameworkName): Promise<http.Server> {
     }
     case 'express': {
       const app = express();
-      if (engine !== undefined) app.use(expressSessions(engine));
+      if (engine !== undefined) app.use((await loadExpressAdapter()).sessions(engine));
       app.get('/', (req, res) => { res.send(hit(engine === undefined ? undefined : req.proc)); });
       return http.createServer(app);
     }
     case 'fastify': {
       const app = Fastify();
-      if (engine !== undefined) await app.register(fastifySessions, { engine });
+      if (engine !== undefined) await app.register((await loadFastifyAdapter()).sessions, { engine });
       app.get('/', async (request) => hit(engine === undefined ? undefined : request.proc));
       await app.ready();
       return app.server;
@@ -126,7 +125,7 @@ async function build(name: FrameworkName): Promise<http.Server> {
     case 'hono':
     case 'hono-middleware': {
       const app = new Hono();
-      if (engine !== undefined) app.use(honoSessions(engine));
+      if (engine !== undefined) app.use((await loadHonoAdapter()).sessions(engine));
       else if (name === 'hono-middleware') app.use((_c, next) => next());
       app.get('/', (c) => c.text(hit(engine === undefined ? undefined : c.get('proc'))));
       return createAdaptorServer({ fetch: app.fetch }) as http.Server;

@@ -28,10 +28,9 @@
 import * as http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createServer } from '../src/adapters/node/index.js';
-import { SessionEngine } from '../src/index.js';
 import { serveOverIpc } from './child.js';
 import { startChild, type ServerChild } from './children.js';
+import { buildLibraryForServers, loadCore, loadNodeAdapter } from './library.js';
 import { measure } from './measure.js';
 import { CLIENT_CORE, pinningUnavailable, pinSelf, SERVER_CORE } from './pinning.js';
 import { CHURN_MAX_SESSIONS, type ServerSnapshot } from './protocol.js';
@@ -50,7 +49,9 @@ const isHookKind = (value: unknown): value is HookKind => HOOK_KINDS.includes(va
 
 // ---- the server, in a child process ----------------------------------------------------------------
 
-function serve(kind: HookKind): void {
+async function serve(kind: HookKind): Promise<void> {
+  const { SessionEngine } = await loadCore();
+  const { createServer } = await loadNodeAdapter();
   let handled = 0;
   let hooks = 0;
   let errors = 0;
@@ -176,7 +177,7 @@ async function main(): Promise<void> {
   });
   if (values.serve !== undefined) {
     if (!isHookKind(values.serve) || process.send === undefined) throw new Error('--serve is for the child server started by this script');
-    serve(values.serve);
+    await serve(values.serve);
     return;
   }
   if (values.help) {
@@ -197,6 +198,7 @@ async function main(): Promise<void> {
     cpuProf: values['cpu-prof'],
   };
 
+  buildLibraryForServers();
   const machine = machineInfo();
   const unavailable = pinningUnavailable();
   const pinError = unavailable ?? pinSelf(CLIENT_CORE);

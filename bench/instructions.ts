@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_OPTIONS } from '../src/index.js';
 import { startChild, type ServerChild } from './children.js';
 import { createSessions, runLoad } from './load.js';
+import { buildLibraryForServers, libraryBuild } from './library.js';
 import { deleteBenchKeys } from './redis-keys.js';
 import { FRAMEWORK_NAMES, isFrameworkName, RETURNING_SESSIONS, type FrameworkName, type ServerKind } from './protocol.js';
 import { writeJson } from './report.js';
@@ -122,10 +123,11 @@ if (missing !== undefined) {
   console.error(missing);
   process.exit(1);
 }
+buildLibraryForServers();
 const dumps = mkdtempSync(join(tmpdir(), 'lws-callgrind-'));
 const results: Record<string, unknown>[] = [];
 try {
-  console.log(`instructions per request (callgrind), ${RETURNING_SESSIONS} returning visitors, ${CONNECTIONS} connections; ${settings.warmup} requests of warm-up, then ${settings.windows} windows of ${settings.requests}; node ${process.version}`);
+  console.log(`instructions per request (callgrind), ${RETURNING_SESSIONS} returning visitors, ${CONNECTIONS} connections; ${settings.warmup} requests of warm-up, then ${settings.windows} windows of ${settings.requests}; node ${process.version}; library ${libraryBuild()}`);
   console.log('framework   bare Ir/req  with sessions Ir/req  sessions add  bare/with (each window, fewest taken: bare | with)');
   for (const name of settings.frameworks) {
     const { bare, ours } = await countFramework(name, settings, dumps);
@@ -133,7 +135,7 @@ try {
     console.log(`${name.padEnd(10)}  ${k(bare.least).padStart(11)}  ${k(ours.least).padStart(20)}  ${k(ours.least - bare.least).padStart(12)}  ${(bare.least / ours.least).toFixed(3)}x (${bare.windows.map(k).join(' ')} | ${ours.windows.map(k).join(' ')})`);
     results.push({ framework: name, bareInstructionsPerRequest: bare.least, oursInstructionsPerRequest: ours.least, bareWindows: bare.windows, oursWindows: ours.windows });
   }
-  writeJson(RESULTS_FILE, { settings, node: process.version, date: new Date().toISOString(), results });
+  writeJson(RESULTS_FILE, { settings, library: libraryBuild(), node: process.version, date: new Date().toISOString(), results });
 } finally {
   rmSync(dumps, { recursive: true, force: true });
 }

@@ -32,7 +32,8 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { SessionEngine, type RequestLease } from '../src/index.js';
+import type { RequestLease } from '../src/index.js';
+import { buildLibraryForServers, loadCore } from './library.js';
 import { foreignCores, readCoreBusy } from './noise.js';
 import { DISTURBED_CORES, machineInfo, median, table, writeJson } from './report.js';
 
@@ -85,6 +86,7 @@ interface RunResult {
 async function runOnce(hook: HookKind, sessions: number, timeoutMs: number): Promise<RunResult> {
   const collect = (globalThis as { gc?: () => void }).gc;
   if (collect === undefined) throw new Error('the expiry run needs --expose-gc');
+  const { SessionEngine } = await loadCore();
   const problems: string[] = [];
   let hooksRun = 0;
   let checksum = 0;
@@ -269,6 +271,7 @@ async function main(): Promise<void> {
   }
 
   const settings = readSettings(values);
+  buildLibraryForServers();
   const machine = machineInfo();
   console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, node ${machine.node}, ${machine.date}`);
   console.log(`mass expiry: ${fmt(settings.sessions)} sessions, inactiveProcessTimeoutMs ${fmt(settings.timeoutMs)}, all released in one loop; system clock; ${settings.rounds} round(s) of hooks ${settings.hooks.join(', ')}, each run in a fresh process${settings.cpuProf ? ' (PROFILED: figures include the profiler)' : ''}`);

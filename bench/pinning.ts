@@ -3,6 +3,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
+import { buildLibraryForServers } from './library.js';
 import { machineInfo } from './report.js';
 
 export const SERVER_CORE = 0;
@@ -44,15 +45,17 @@ export interface BenchStart {
 
 /**
  * Pins this process (the load generator) to the client core and prints the machine, the load (`loadLine`)
- * and the pinning: the opening lines of every load benchmark.
+ * and the pinning: the opening lines of every load benchmark. Builds the library the servers load first.
  */
 export function startBench(loadLine: string): BenchStart {
+  buildLibraryForServers();
   const machine = machineInfo();
   const pinError = pinningUnavailable() ?? pinSelf(CLIENT_CORE);
   const pinned = pinError === undefined;
   const warnings = pinned ? [] : [`running UNPINNED (${pinError}): servers and load generator share cores, figures are noisier`];
   console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.platform}, node ${machine.node}, ${machine.date}`);
   console.log(`load: ${loadLine}`);
+  console.log(`library: ${machine.library === 'dist' ? 'dist/ (the published build, tsc, rebuilt now)' : 'src/ through tsx (BENCH_LIBRARY=src)'}`);
   console.log(pinned ? `pinning: servers on core ${SERVER_CORE} (taskset -c), load generator on core ${CLIENT_CORE} (taskset -a -cp)` : `WARNING: ${warnings[0]}`);
   return { machine, pinned, serverCore: pinned ? SERVER_CORE : undefined, warnings };
 }

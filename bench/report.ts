@@ -2,6 +2,7 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
+import { libraryBuild } from './library.js';
 import type { ClientMeasure } from './load.js';
 import type { ServerKind, WorkloadName } from './protocol.js';
 
@@ -94,6 +95,8 @@ export function machineInfo(): Record<string, string | number> {
     platform: `${os.platform()} ${os.release()} ${os.arch()}`,
     node: process.version,
     date: new Date().toISOString(),
+    /** Which build of the library the benchmark ran (bench/library.ts). */
+    library: libraryBuild(),
   };
 }
 

@@ -30,7 +30,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as v8 from 'node:v8';
-import { SessionEngine } from '../src/index.js';
+import type { SessionEngine as Engine } from '../src/index.js';
+import { buildLibraryForServers, loadCore } from './library.js';
 import { foreignCores, readCoreBusy } from './noise.js';
 import { DISTURBED_CORES, machineInfo, table, writeJson } from './report.js';
 
@@ -39,6 +40,10 @@ const IP = '127.0.0.1';
 const TARGET_BYTES_PER_SESSION = 500;
 /** A lookup at the largest size may be this much slower than at the smallest and still count as unchanged. */
 const UNCHANGED_RATIO = 1.5;
+
+// The build first, before anything is measured (bench/library.ts).
+buildLibraryForServers();
+const { SessionEngine } = await loadCore();
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) {
@@ -137,7 +142,7 @@ class IdStore {
   }
 }
 
-async function createSessions(engine: SessionEngine, ids: IdStore | undefined, count: number): Promise<void> {
+async function createSessions(engine: Engine, ids: IdStore | undefined, count: number): Promise<void> {
   for (let i = 0; i < count; i++) {
     const lease = await engine.acquire({ sessionId: undefined, ip: IP });
     ids?.push(lease.sessionId);
@@ -182,7 +187,7 @@ function summarize(times: Float64Array, sessions: number, misses: number): Laten
 /** Random ids of `ids`, each a fresh string, made before any timing starts. */
 const randomIds = (ids: IdStore, n: number): string[] => Array.from({ length: n }, () => ids.id(Math.floor(Math.random() * ids.count)));
 
-async function measureLookups(engine: SessionEngine, ids: IdStore, lookups: number): Promise<Latency> {
+async function measureLookups(engine: Engine, ids: IdStore, lookups: number): Promise<Latency> {
   let misses = 0;
   const run = async (sample: readonly string[], into: Float64Array | undefined): Promise<void> => {
     for (let i = 0; i < sample.length; i++) {

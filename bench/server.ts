@@ -5,9 +5,9 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as http from 'node:http';
-import { createServer } from '../src/adapters/node/index.js';
-import { SessionEngine } from '../src/index.js';
+import type { SessionEngine as Engine } from '../src/index.js';
 import { serveOverIpc } from './child.js';
+import { loadCore, loadNodeAdapter } from './library.js';
 import { CHURN_MAX_SESSIONS, isServerKind, isWorkloadName, RETURNING_SESSIONS, type ServerKind, type WorkloadName } from './protocol.js';
 
 const [kind, workload] = process.argv.slice(2);
@@ -15,6 +15,9 @@ if (!isServerKind(kind) || kind === 'peer' || !isWorkloadName(workload) || proce
   console.error('usage: node --import tsx bench/server.ts <bare|control|ours> <returning|churn> (started by bench/http.ts, with an IPC channel)');
   process.exit(2);
 }
+
+const { SessionEngine } = await loadCore();
+const { createServer } = await loadNodeAdapter();
 
 let handled = 0;
 let hooks = 0;
@@ -24,7 +27,7 @@ let errors = 0;
 // counter lives differs. So the ratio measures what the session layer costs, not different work.
 const bareHits = { hits: 0 };
 
-function buildServer(kind: ServerKind, workload: WorkloadName): { server: http.Server; engine: SessionEngine<{ hits: number }> | undefined } {
+function buildServer(kind: ServerKind, workload: WorkloadName): { server: http.Server; engine: Engine<{ hits: number }> | undefined } {
   if (kind === 'bare') {
     const server = http.createServer((req, res) => {
       handled++;

@@ -17,6 +17,7 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { buildLibraryForServers, loadCore, loadNodeAdapter } from './library.js';
 
 interface Sample {
   readonly t: number;
@@ -34,8 +35,8 @@ type ToParent = { type: 'ready'; port: number } | { type: 'sample'; sample: Samp
 // ---- the server child --------------------------------------------------------------------------------
 
 async function serverMain(sampleSeconds: number, maxSessions: number, timeoutSeconds: number): Promise<void> {
-  const { SessionEngine } = await import('../src/index.js');
-  const { createServer } = await import('../src/adapters/node/index.js');
+  const { SessionEngine } = await loadCore();
+  const { createServer } = await loadNodeAdapter();
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) throw new Error('the soak server needs --expose-gc');
   const collect = gc;
@@ -125,6 +126,7 @@ async function serverMain(sampleSeconds: number, maxSessions: number, timeoutSec
 interface Options { minutes: number; warmup: number; sample: number; concurrency: number; rate: number; maxSessions: number; timeout: number }
 
 async function parentMain(options: Options): Promise<number> {
+  buildLibraryForServers();
   const self = fileURLToPath(import.meta.url);
   const child: ChildProcess = fork(self, ['--server', '--sample', String(options.sample), '--max-sessions', String(options.maxSessions), '--timeout', String(options.timeout)], {
     execArgv: ['--expose-gc', '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
