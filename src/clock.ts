@@ -69,8 +69,10 @@ export function msLeft(clock: Clock, deadline: WaitDeadline): number {
   return Math.min(deadline.clockMs - clock.now(), clock.setTimer === undefined ? deadline.realMs - performance.now() : Number.POSITIVE_INFINITY);
 }
 
+// Frozen, as DEFAULT_OPTIONS and ERROR_CODES are: it is the clock of every engine made without one, so a
+// write into it (a test stubbing now) would move them all.
 /** The default clock: wall time and real, unref'ed timers. */
-export const systemClock: Clock = { now: () => Date.now(), setTimer: realTimer };
+export const systemClock: Clock = Object.freeze({ now: () => Date.now(), setTimer: realTimer });
 
 interface ManualTimer {
   readonly dueAtMs: number;

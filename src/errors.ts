@@ -2,7 +2,7 @@
  * Every error this package raises, with a stable `code`. The table is the contract: codes never change
  * meaning, new ones are only added. The README lists them with the same text.
  */
-export const ERROR_CODES = {
+export const ERROR_CODES = Object.freeze({
   /** Option value of the wrong type or out of range (a `TypeError`). */
   ERR_SESSION_INVALID_OPTION: { httpStatus: 500, message: 'invalid option value' },
   /** Option name that does not exist (a `TypeError`). */
@@ -84,7 +84,10 @@ export const ERROR_CODES = {
    * request the cluster hands to another worker gets a new session.
    */
   ERR_SESSION_STORE_PER_PROCESS: { httpStatus: 500, message: 'memory store in a node:cluster worker: each worker has its own sessions' },
-} as const satisfies Record<string, { httpStatus: number; message: string }>;
+} as const satisfies Record<string, { httpStatus: number; message: string }>);
+// Frozen through, as DEFAULT_OPTIONS is: every SessionError reads its status and message here, so an
+// application writing into the exported table would change what every client is answered.
+for (const entry of Object.values(ERROR_CODES)) Object.freeze(entry);
 
 export type SessionErrorCode = keyof typeof ERROR_CODES;
 

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { ERROR_CODES, ManualClock, MemoryLockManager, SessionArgumentError, SessionEngine, SessionOptionError, memoryStore } from '../src/index.js';
+import { ERROR_CODES, ManualClock, MemoryLockManager, SessionArgumentError, SessionEngine, SessionError, SessionOptionError, memoryStore, systemClock } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { createServer } from '../src/adapters/node/index.js';
 import { sessions as expressSessions } from '../src/adapters/express/index.js';
@@ -86,6 +86,16 @@ test('the README\'s error table lists every code of ERROR_CODES, once, with the 
   assert.deepEqual([...rows.keys()].sort(), Object.keys(ERROR_CODES).sort());
   for (const [code, status] of rows) {
     const { httpStatus } = ERROR_CODES[code as keyof typeof ERROR_CODES];
-    if (status !== '–') assert.equal(Number(status), httpStatus, code);
+    assert.equal(status === '–' ? 500 : Number(status), httpStatus, code);
   }
+});
+
+test('ERROR_CODES (and systemClock, the other shared object the package exports) are frozen through: writing into them changes no error\'s status, no engine\'s clock', () => {
+  assert.ok(Object.isFrozen(systemClock));
+  assert.throws(() => { (systemClock as { now: () => number }).now = () => 0; }, TypeError);
+  assert.ok(Math.abs(systemClock.now() - Date.now()) < 60_000);
+  assert.ok(Object.isFrozen(ERROR_CODES));
+  for (const entry of Object.values(ERROR_CODES)) assert.ok(Object.isFrozen(entry));
+  assert.throws(() => { (ERROR_CODES.ERR_SESSION_LIMIT as { httpStatus: number }).httpStatus = 200; }, TypeError);
+  assert.equal(new SessionError('ERR_SESSION_LIMIT').httpStatus, 503);
 });
