@@ -1,9 +1,12 @@
 import { stringifySetCookie, type SetCookie } from 'cookie';
 import type { CookieDirective } from '../lease.js';
 import type { RuntimeOptions } from '../options.js';
+import { hasSessionIdShape } from '../session-id.js';
 
-// Ids are version-4 UUIDs (newSessionId()): anything else cannot name a live session, so it is not even looked up.
-const SESSION_ID_LENGTH = 36;
+// Ids are version-4 UUIDs (newSessionId()): anything else cannot name a live session, so it is not even
+// looked up. The shape is checked, not only the length: a percent-decoded value of 36 characters can hold
+// anything (CR LF, markup, NUL, non-ASCII), and handed to a store it would become part of a Redis key name
+// and the `sessionId` of a refusal (ERR_SESSION_STORE_UNAVAILABLE).
 const EPOCH = new Date(0);
 const SAME_SITE = { Strict: 'strict', Lax: 'lax', None: 'none' } as const;
 
@@ -27,7 +30,7 @@ export function readSessionId(cookieHeader: string | undefined, cookieName: stri
   // a cap here would silently give a browser with many cookies a new session on every request.
   if (cookieHeader === undefined || !cookieHeader.includes(cookieName)) return undefined;
   const value = cookieValue(cookieHeader, cookieName);
-  return value !== undefined && value.length === SESSION_ID_LENGTH ? value : undefined;
+  return value !== undefined && hasSessionIdShape(value) ? value : undefined;
 }
 
 /**
