@@ -32,6 +32,12 @@ export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse
   if (queued === undefined) {
     const responses = new Set<ServerResponse>();
     queuedOn.set(connection, responses);
+    // Node 24 (not 20) destroys the queued responses itself when the connection closes (abortOutgoing, in a
+    // 'close' listener added before this one): marked first, so that destroy is not taken for the
+    // application ending its response (watchEndWhileQueued).
+    connection.prependOnceListener('close', () => {
+      for (const waiting of responses) closingWithItsConnection.add(waiting);
+    });
     connection.once('close', () => {
       for (const waiting of responses) closeIfStillQueued(waiting);
       responses.clear();
