@@ -1,6 +1,6 @@
 // An instrumentation that wraps http.ServerResponse.prototype.writeHead after the app's first request
 // (an APM agent loaded late, a test spy): Express responses with sessions() still go through it, as
-// end() and destroy() do (release.ts, appEndSeenOn) and as they do without sessions().
+// end() and destroy() do (app-end.ts, appEndSeenOn) and as they do without sessions().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';

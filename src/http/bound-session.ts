@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { CookieEngine } from './binding.js';
-import { isCut, isGone, isQueued, kEndedWhileQueued, onAppEnd, wasCut } from './release.js';
+import { onAppEnd } from './app-end.js';
+import { isCut, isGone, isQueued, kEndedWhileQueued, wasCut } from './release.js';
 import { cookieAtWriteHead, responseState, setResponseState, type CookieState, type LeaseHandle, type WriteHead } from './response.js';
 
 /**

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { isClientError } from './binding.js';
+import { onAppEnd, type End } from './app-end.js';
 import type { LeaseHandle } from './response.js';
 
 // When a request's process goes back: exactly once, after the response is over, never while the
@@ -32,12 +33,6 @@ export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse
   if (queued === undefined) {
     const responses = new Set<ServerResponse>();
     queuedOn.set(connection, responses);
-    // Node 24 (not 20) destroys the queued responses itself when the connection closes (abortOutgoing, in a
-    // 'close' listener added before this one): marked first, so that destroy is not taken for the
-    // application ending its response (watchEndWhileQueued).
-    connection.prependOnceListener('close', () => {
-      for (const waiting of responses) closingWithItsConnection.add(waiting);
-    });
     connection.once('close', () => {
       for (const waiting of responses) closeIfStillQueued(waiting);
       responses.clear();
@@ -48,7 +43,7 @@ export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse
   waiting.add(res);
   // Its turn came: Node closes it from then on (and a connection kept open must not hold it).
   res.once('socket', () => waiting.delete(res));
-  watchEndWhileQueued(res);
+  watchEndWhileQueued(res, connection);
 }
 
 /**
@@ -60,15 +55,18 @@ export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse
 export const kEndedWhileQueued = Symbol('legacy-web-sessions.ended-while-queued');
 
 /** Only on a pipelined response waiting for its turn: a wrapper on its own end and destroy. */
-function watchEndWhileQueued(res: ServerResponse): void {
+function watchEndWhileQueued(res: ServerResponse, connection: Socket): void {
   const end = res.end as unknown as End;
   const destroy = res.destroy as unknown as End;
   let told = false;
   const watch = (original: End): End => function (this: ServerResponse, ...args) {
     const result = original.apply(this, args);
-    // Not the engine's own destroy of a response whose connection went (closeIfStillQueued): that is
-    // its client leaving, which says nothing of the handler being done.
-    if (!told && res.socket === null && !closingWithItsConnection.has(res) && (res.writableEnded || res.destroyed)) {
+    // Not the engine's own destroy of a response whose connection went (closeIfStillQueued), nor Node's
+    // (Node 24, not 20, destroys the queued responses of a closed connection itself, with an 'aborted'
+    // ECONNRESET, before the engine's 'close' listener runs): that is its client leaving, which says
+    // nothing of the handler being done.
+    if (!told && res.socket === null && !closingWithItsConnection.has(res) && !(connection.destroyed && cutByItsClient(args[0]))
+      && (res.writableEnded || res.destroyed)) {
       told = true;
       res.emit(kEndedWhileQueued);
     }
@@ -195,79 +193,6 @@ export function releaseWhenAppEnds(res: ServerResponse, lease: Pick<LeaseHandle,
   }
   res.once('close', leftOrEnded);
   if (isQueued(res)) res.once(kEndedWhileQueued, () => lease.release());
-}
-
-type End = (this: ServerResponse, ...args: unknown[]) => ServerResponse;
-
-/** Who waits for the application's next end() or destroy() of a response (set by `onAppEnd`). */
-const kOnAppEnd = Symbol('legacy-web-sessions.on-app-end');
-type WatchedResponse = ServerResponse & { [kOnAppEnd]?: (() => void) | undefined };
-
-/** Takes the response's waiter, once: whichever of its hooks sees the call first tells it. */
-function takeWaiter(res: WatchedResponse): (() => void) | undefined {
-  const then = res[kOnAppEnd];
-  if (then !== undefined) res[kOnAppEnd] = undefined;
-  return then;
-}
-
-/** The end() and destroy() `appEndSeenOn` put on prototypes. */
-const seeingAppEnd = new WeakSet<object>();
-
-/**
- * Makes `end()` and `destroy()` of every response of `proto`, a prototype the adapter owns (Express's
- * `app.response`, node:http's ServerResponse subclass), tell `onAppEnd`'s waiter, whatever reference
- * the application calls them through: `res.end(await work())` reads `res.end` before the await, a
- * callback may hold `res.end.bind(res)`, both taken before the client left. A response nobody waits for
- * (every one whose client stays) costs a property read per call, and the lookup of the method it wraps.
- */
-export function appEndSeenOn(proto: ServerResponse): void {
-  // Hooked already, or inherits a hooked prototype (an Express sub-app mounted in an app that has it).
-  if (seeingAppEnd.has(proto.end)) return;
-  for (const name of ['end', 'destroy'] as const) {
-    // A method the prototype has of its own is the one wrapped; an inherited one is looked up at each
-    // call, as it was before the hook: one patched later on a prototype above (an APM agent's on
-    // http.ServerResponse.prototype, a parent app's once a sub-app is mounted) is still the one called.
-    const own = Object.hasOwn(proto, name) ? proto[name] as unknown as End : undefined;
-    const seeing = function (this: WatchedResponse): ServerResponse {
-      const original = own ?? (Object.getPrototypeOf(proto) as Record<typeof name, End>)[name];
-      // `arguments`, not a rest parameter: passed on as given, without an array per call.
-      if (this[kOnAppEnd] === undefined) return original.apply(this, arguments as unknown as unknown[]);
-      const then = takeWaiter(this);
-      try {
-        return original.apply(this, arguments as unknown as unknown[]);
-      } finally {
-        then?.();
-      }
-    };
-    seeingAppEnd.add(seeing);
-    Object.defineProperty(proto, name, { value: seeing, writable: true, configurable: true });
-  }
-}
-
-/**
- * Calls `then` right after the application's next `res.end()` or `res.destroy()` call (once): after
- * its client left, either says the application is done with the response. Seen through the response's
- * prototype where the adapter hooked it (`appEndSeenOn`), and through the response's own `end`/`destroy`
- * as read now (where no prototype is the adapter's, and for overrides a middleware put on the instance,
- * which may call the prototype's end much later, or never once the client is gone).
- */
-export function onAppEnd(res: ServerResponse, then: () => void): void {
-  const watched = res as WatchedResponse;
-  watched[kOnAppEnd] = then;
-  const end = res.end as unknown as End;
-  const destroy = res.destroy as unknown as End;
-  const watch = (original: End): End => function (this: ServerResponse, ...args) {
-    res.end = end as unknown as ServerResponse['end'];
-    res.destroy = destroy as unknown as ServerResponse['destroy'];
-    const waiter = takeWaiter(watched);
-    try {
-      return original.apply(this, args);
-    } finally {
-      waiter?.();
-    }
-  };
-  res.end = watch(end) as unknown as ServerResponse['end'];
-  res.destroy = watch(destroy) as unknown as ServerResponse['destroy'];
 }
 
 /**

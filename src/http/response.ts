@@ -111,7 +111,7 @@ const withCookieWriteHead = new WeakSet<object>();
 export function cookieAtWriteHeadOf(proto: ServerResponse): void {
   if (withCookieWriteHead.has(proto)) return;
   withCookieWriteHead.add(proto);
-  // As appEndSeenOn (release.ts): a writeHead the prototype has of its own is the one wrapped; an
+  // As appEndSeenOn (app-end.ts): a writeHead the prototype has of its own is the one wrapped; an
   // inherited one is looked up at each call, so one patched later on a prototype above (an APM agent's
   // on http.ServerResponse.prototype) is still the one called, as it would be without sessions.
   const own = Object.hasOwn(proto, 'writeHead') ? proto.writeHead : undefined;

@@ -5,7 +5,8 @@ import { acquireFor, errorAnswer, isClientError, isSecure, socketFacts } from '.
 import { runRequestEventsIn } from '../../http/context.js';
 import type { RequestVars } from '../../http/request-vars.js';
 import { bindSession, sessionOf } from '../../http/bound-session.js';
-import { appEndSeenOn, closeWithItsConnection, isFailure } from '../../http/release.js';
+import { appEndSeenOn } from '../../http/app-end.js';
+import { closeWithItsConnection, isFailure } from '../../http/release.js';
 import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
 import { whenReady, type MaybePromise } from '../../maybe-async.js';
