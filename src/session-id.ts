@@ -19,9 +19,9 @@ const DIGIT_OFFSETS = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34
 /** What newSessionId writes: 36 characters, lower-case hex digits with dashes in a UUID's places. */
 const SESSION_ID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** Whether `value` could be an id newSessionId wrote (a client's cookie value is checked before any lookup). */
-export function hasSessionIdShape(value: string): boolean {
-  return value.length === 36 && SESSION_ID_SHAPE.test(value);
+/** `value` if it could be an id newSessionId wrote, else undefined (a client's cookie value before a store puts it into a key name). */
+export function shapedSessionId(value: string | undefined): string | undefined {
+  return value !== undefined && value.length === 36 && SESSION_ID_SHAPE.test(value) ? value : undefined;
 }
 
 /** A new random session id, `xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx` (RFC 9562 version 4), as a flat string. */

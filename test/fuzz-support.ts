@@ -174,7 +174,7 @@ export function modelSessionId(header: string, targetTexts: readonly (string | u
       value = raw;
     }
   }
-  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(value) ? value : undefined;
+  return value.length === 36 ? value : undefined;
 }
 
 // ---- X-Forwarded-For ------------------------------------------------------------------------------

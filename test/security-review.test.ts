@@ -1,28 +1,22 @@
 // docs/security.md checked as an attacker would, over real servers on loopback (node:http's createServer
 // and Express) and through the engine: what a client can send in its Cookie and X-Forwarded-For headers,
-// what a refused request gets back, and which session id a store is ever asked about.
+// what a refused request gets back, and which session id a store that makes key names of ids is ever
+// asked about (Redis; the memory store only looks a value up in its Map).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import express from 'express';
-import { SessionEngine, type SessionVars } from '../src/index.js';
-import type { RequestIdentity } from '../src/store.js';
+import { SessionEngine, type SessionError, type SessionVars } from '../src/index.js';
 import { sessions } from '../src/adapters/express/index.js';
 import { readBody } from '../src/adapters/node/index.js';
 import { readSessionId } from '../src/http/cookie.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { shapedSessionId } from '../src/session-id.js';
 import { listen } from './contract/app.js';
-import { request, sessionIdOf, startServer, type TestServer } from './helpers.js';
+import { eventually, request, sessionIdOf, startServer, type TestServer } from './helpers.js';
+import { redisForTest } from './redis-support.js';
 
 const GUARD = { timeout: 10_000 };
-
-/** An engine that records the session id every request asks it (and so its store) about. */
-class RecordingEngine<Vars extends SessionVars> extends SessionEngine<Vars> {
-  readonly askedAbout: (string | undefined)[] = [];
-  override acquireNow(identity: RequestIdentity): ReturnType<SessionEngine<Vars>['acquireNow']> {
-    this.askedAbout.push(identity.sessionId);
-    return super.acquireNow(identity);
-  }
-}
 
 type Start = (engine: SessionEngine<SessionVars>) => Promise<TestServer>;
 
@@ -58,38 +52,59 @@ const HOSTILE_36 = [
   `a b c d e f g h i j k l m n o p q r `,
 ];
 
-test('readSessionId: a 36-character value that is not an id is no cookie (never looked up)', () => {
+test('shapedSessionId: a 36-character value that is not an id is no id (the Redis store never makes a key of it)', () => {
   for (const value of HOSTILE_36) {
-    assert.equal(decodeURIComponent(value).length, 36, value);
-    assert.equal(readSessionId(`4DSID=${value}`, '4DSID'), undefined, JSON.stringify(decodeURIComponent(value)));
+    // The cookie reading keeps what has 36 characters once trimmed and decoded; none of them is an id.
+    assert.equal(shapedSessionId(decodeURIComponent(value)), undefined, value);
+    assert.equal(shapedSessionId(readSessionId(`4DSID=${value}`, '4DSID')), undefined, value);
   }
   // An id in upper case, or with its dashes moved, can never name a session (ids are lower-case UUIDs).
   const id = '0f8fad5b-d9cb-469f-a165-70867728950e';
-  assert.equal(readSessionId(`4DSID=${id.toUpperCase()}`, '4DSID'), undefined);
-  assert.equal(readSessionId(`4DSID=${id.replaceAll('-', '')}----`, '4DSID'), undefined);
-  // What stays an id: trimmed, percent-decoded, first pair of the name.
+  assert.equal(shapedSessionId(id), id);
+  assert.equal(shapedSessionId(id.toUpperCase()), undefined);
+  assert.equal(shapedSessionId(`${id.replaceAll('-', '')}----`), undefined);
+  // What the cookie reading keeps: trimmed, percent-decoded, first pair of the name.
   assert.equal(readSessionId(`4DSID= ${id}\t`, '4DSID'), id);
   assert.equal(readSessionId(`4DSID=${id.replace('-', '%2D')}`, '4DSID'), id);
   assert.equal(readSessionId(`x=1; 4DSID=${id}; 4DSID=1f8fad5b-d9cb-469f-a165-70867728950e`, '4DSID'), id);
 });
 
-for (const [name, start] of SERVERS) {
-  test(`${name}: a client's 36 bytes of its own choosing never reach the store as a session id`, GUARD, async () => {
-    const engine = new RecordingEngine({});
-    const server = await start(engine);
-    try {
-      for (const value of HOSTILE_36) {
-        const answer = await request(server.url, { cookie: `4DSID=${value}` });
-        assert.equal(answer.status, 200);
-        assert.match(sessionIdOf(answer) ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-      }
-      assert.deepEqual(engine.askedAbout.filter((id) => id !== undefined), [], 'no client-made value was looked up');
-    } finally {
-      await engine.stop();
-      await server.close();
+test('Redis store: a client\'s 36 bytes of its own choosing never reach Redis, nor a refusal\'s sessionId when Redis is down', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const watcher = await r.client();
+  const monitor = await watcher.monitor();
+  const seen: string[] = [];
+  monitor.on('monitor', (_time: string, args: string[]) => { seen.push(args.join(' ')); });
+  const client = await r.client();
+  const engine = new SessionEngine({ store: createRedisStore({ redis: client, prefix: r.prefix, onStop: 'close' }) });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  const server = await startServer(engine, (_req, res) => { res.end('ok'); });
+  try {
+    const id = sessionIdOf(await request(server.url))!;
+    assert.equal(sessionIdOf(await request(server.url, { cookie: `4DSID=${id}` })), id, 'a real id still names its session');
+    for (const value of HOSTILE_36) {
+      const answer = await request(server.url, { cookie: `4DSID=${value}` });
+      assert.equal(answer.status, 200);
+      assert.notEqual(sessionIdOf(answer), id);
     }
-  });
+    assert.ok(await eventually(() => seen.some((line) => line.includes(id))), 'the monitor sees the store\'s commands');
+    const hostile = HOSTILE_36.map((value) => decodeURIComponent(value));
+    assert.deepEqual(seen.filter((line) => hostile.some((value) => line.includes(value))), [], 'no command carried a client-made value');
+    // Redis gone: the refusal names no client-made value either.
+    client.disconnect();
+    const refused = await request(server.url, { cookie: `4DSID=${HOSTILE_36[0]!}` });
+    assert.equal(refused.status, 503);
+    for (const error of errors) assert.ok(error.sessionId === undefined || !hostile.includes(error.sessionId), error.message);
+  } finally {
+    monitor.disconnect();
+    await engine.stop().catch(() => {});
+    await server.close();
+  }
+});
 
+for (const [name, start] of SERVERS) {
   test(`${name}: ids differing in case, quoted, or shadowed by a first pair never reach the live session; spaces around it do`, GUARD, async () => {
     const engine = new SessionEngine({});
     const server = await start(engine);

@@ -14,6 +14,7 @@ import { SessionEntry } from './entry.js';
 import { handedOverEnded } from './close-ends.js';
 import { initRequestProcess } from './request-init.js';
 import { transientOwner } from '../transients.js';
+import { shapedSessionId } from '../session-id.js';
 import type { TurnQueues } from './turns.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -127,17 +128,20 @@ export class RedisRequestPath<Vars extends SessionVars> {
         if (request.reread !== undefined) identity = request.reread();
       }
       if (ctx.options.mode === 'none') return await this.#transient();
-      if (identity.sessionId !== undefined) {
-        const lease = await this.#entry.enter(identity.sessionId, identity.ip, undefined, identity);
+      // Only an id's shape goes into a key name or a refusal's sessionId: the HTTP binding checks only the
+      // length, and a client's 36 characters can hold CR LF, markup or NUL (then: no cookie, a new session).
+      const sessionId = shapedSessionId(identity.sessionId);
+      if (sessionId !== undefined) {
+        const lease = await this.#entry.enter(sessionId, identity.ip, undefined, identity);
         if (lease !== undefined) return lease;
-        this.#forgetStale(identity.sessionId);
+        this.#forgetStale(sessionId);
       }
       return await this.#create(identity.ip);
     } catch (error) {
       if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
       // Its enter or create may have run in Redis without its reply coming back: the sweeps repair it.
       this.#node.lostReplies.due = true;
-      throw this.#reject('storeUnavailable', unavailable(error, request.sessionId));
+      throw this.#reject('storeUnavailable', unavailable(error, shapedSessionId(request.sessionId)));
     } finally {
       this.#acquiring--;
       this.#deps.checkIdle();
