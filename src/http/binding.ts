@@ -49,10 +49,12 @@ export { normalizeIp } from './client-ip.js';
  * every adapter applies the same rules, the engine's `trustProxy` among them.
  */
 export function socketFacts(req: IncomingMessage): HttpRequestFacts {
-  const forwarded = req.headers['x-forwarded-for'];
-  const proto = req.headers['x-forwarded-proto'];
+  // One read of the headers getter (each read of `req.headers` is a call and a megamorphic symbol load in node:http).
+  const headers = req.headers;
+  const forwarded = headers['x-forwarded-for'];
+  const proto = headers['x-forwarded-proto'];
   return {
-    cookieHeader: req.headers.cookie,
+    cookieHeader: headers.cookie,
     remoteAddress: req.socket.remoteAddress,
     forwardedFor: Array.isArray(forwarded) ? forwarded.join(',') : forwarded,
     secure: (req.socket as TLSSocket).encrypted === true,
@@ -67,6 +69,8 @@ export function socketFacts(req: IncomingMessage): HttpRequestFacts {
  * X-Forwarded-Proto (read as X-Forwarded-For is for the client's address).
  */
 export function isSecure(engine: OptionsEngine, facts: HttpRequestFacts): boolean {
+  // Without the header, trustProxy has nothing to say: the options are not looked up.
+  if (facts.secure || facts.forwardedProto === undefined) return facts.secure;
   return clientIsSecure(facts.secure, facts.forwardedProto, bindingSettings(engine).trustProxy);
 }
 

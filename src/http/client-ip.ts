@@ -4,7 +4,8 @@ import type { RuntimeOptions } from '../options.js';
 /** `::ffff:127.0.0.1` (in any case) and `127.0.0.1` are one client: compare IPv4 clients in one form. */
 export function normalizeIp(address: string | undefined): string {
   if (address === undefined) return '';
-  return address.length > 7 && address.includes('.') && address.slice(0, 7).toLowerCase() === '::ffff:' ? address.slice(7) : address;
+  // An IPv4 socket's address ('127.0.0.1') is its own form: only one starting with ':' can be mapped.
+  return address.length > 7 && address.charCodeAt(0) === 58 && address.includes('.') && address.slice(0, 7).toLowerCase() === '::ffff:' ? address.slice(7) : address;
 }
 
 /**

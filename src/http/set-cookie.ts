@@ -28,7 +28,9 @@ export class SessionCookieFormat {
     const parts = this.#partsFor(secure);
     // Ids are v4 UUIDs (newSessionId): nothing in them needs encoding, as the template checked for its marker.
     if (parts === null) return serializeSessionCookie(directive, this.options, secure);
-    return parts[0] + directive.sessionId + parts[1] + expiresText(directive.expiresAtMs) + parts[2];
+    // Joined, not added up: node:http checks the value with a regular expression, which on a string made
+    // with `+` (a rope) first has to flatten it through the runtime; join makes it flat at once.
+    return [parts[0], directive.sessionId, parts[1], expiresText(directive.expiresAtMs), parts[2]].join('');
   }
 
   #partsFor(secure: boolean): readonly [string, string, string] | null {

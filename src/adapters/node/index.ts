@@ -7,7 +7,7 @@ import { appEndSeenOn } from '../../http/app-end.js';
 import { closeWithItsConnection, holdWhileHandlerRuns, isCut, isFailure, releaseAfterResponse, releaseWhenAppEnds } from '../../http/release.js';
 import { sendErrorAnswer, writeHeadWithCookie } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
-import { isThenable, whenReady, type MaybePromise } from '../../maybe-async.js';
+import { isThenable, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
 export { readBody, readForm, DEFAULT_MAX_BODY_BYTES, type BodySource, type ReadBodyOptions } from '../../http/body.js';
@@ -88,7 +88,12 @@ function serve<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: S
     sendErrorAnswer(res, errorAnswer(error));
     return;
   }
-  void whenReady(acquired, (lease) => run(handler, req, res, lease, isSecure(engine, facts)), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
+  // A free process (the common case): run at once, without the two closures a wait needs.
+  if (!isThenable(acquired)) {
+    run(handler, req, res, acquired, isSecure(engine, facts));
+    return;
+  }
+  Promise.resolve(acquired).then((lease) => run(handler, req, res, lease, isSecure(engine, facts)), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
 }
 
 function run<Vars extends SessionVars>(handler: SessionHandler<Vars>, req: http.IncomingMessage, res: SessionServerResponse<Vars>, lease: RequestLease<Vars>, secure: boolean): void {
