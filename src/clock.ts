@@ -72,7 +72,7 @@ export function msLeft(clock: Clock, deadline: WaitDeadline): number {
 // Frozen, as DEFAULT_OPTIONS and ERROR_CODES are: it is the clock of every engine made without one, so a
 // write into it (a test stubbing now) would move them all.
 /** The default clock: wall time and real, unref'ed timers. */
-export const systemClock: Clock = Object.freeze({ now: () => Date.now(), setTimer: realTimer });
+export const systemClock: Readonly<Clock> = Object.freeze({ now: () => Date.now(), setTimer: realTimer });
 
 interface ManualTimer {
   readonly dueAtMs: number;

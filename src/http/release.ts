@@ -34,6 +34,7 @@ export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse
     const responses = new Set<ServerResponse>();
     queuedOn.set(connection, responses);
     connection.once('close', () => {
+      closedConnections.add(connection);
       for (const waiting of responses) closeIfStillQueued(waiting);
       responses.clear();
     });
@@ -63,12 +64,23 @@ function watchEndWhileQueued(res: ServerResponse, connection: Socket): void {
     const result = original.apply(this, args);
     // Not the engine's own destroy of a response whose connection went (closeIfStillQueued), nor Node's
     // (Node 24, not 20, destroys the queued responses of a closed connection itself, with an 'aborted'
-    // ECONNRESET, before the engine's 'close' listener runs): that is its client leaving, which says
-    // nothing of the handler being done.
-    if (!told && res.socket === null && !closingWithItsConnection.has(res) && !(connection.destroyed && cutByItsClient(args[0]))
-      && (res.writableEnded || res.destroyed)) {
-      told = true;
-      res.emit(kEndedWhileQueued);
+    // ECONNRESET, in its 'close' listener, which runs before the engine's): that is its client leaving,
+    // which says nothing of the handler being done.
+    if (!told && res.socket === null && !closingWithItsConnection.has(res) && (res.writableEnded || res.destroyed)) {
+      if (!(connection.destroyed && cutByItsClient(args[0]))) {
+        told = true;
+        res.emit(kEndedWhileQueued);
+      } else {
+        // Such a destroy from the application itself (pipeline(upstream, res) passing on an aborted
+        // upstream's error) can come while its connection is destroyed, before that connection's 'close':
+        // Node's comes during that 'close', and the engine's listener, later in the same emit, marks the
+        // connection closed before any microtask runs.
+        queueMicrotask(() => {
+          if (told || closedConnections.has(connection)) return;
+          told = true;
+          res.emit(kEndedWhileQueued);
+        });
+      }
     }
     return result;
   };
@@ -83,6 +95,9 @@ export function isQueued(res: ServerResponse): boolean {
 
 /** Queued responses the engine destroys because their connection went (not the application's end). */
 const closingWithItsConnection = new WeakSet<ServerResponse>();
+
+/** Connections whose 'close' the engine's listener has seen (watchEndWhileQueued). */
+const closedConnections = new WeakSet<Socket>();
 
 /** The responses of each connection still waiting for their turn. */
 const queuedOn = new WeakMap<Socket, Set<ServerResponse>>();
