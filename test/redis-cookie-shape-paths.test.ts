@@ -6,17 +6,14 @@ import assert from 'node:assert/strict';
 import { SessionEngine, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { request, sessionIdOf, startServer } from './helpers.js';
-import { redisForTest } from './redis-support.js';
+import { redisForTest, watchCommands } from './redis-support.js';
 
 const HOSTILE = [`%0D%0AINJECTED <img src=x onerror=1>${'x'.repeat(4)}`, `%00${'a'.repeat(35)}`, `${'A'.repeat(8)}-AAAA-4AAA-8AAA-${'A'.repeat(12)}`];
 
 test('Redis store: hostile 36-character cookies sent while the node starts, and a programmatic acquire, reach no command', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const watcher = await r.client();
-  const monitor = await watcher.monitor();
-  const seen: string[] = [];
-  monitor.on('monitor', (_time: string, args: string[]) => { seen.push(args.join(' ')); });
+  const { seen, stop: stopWatching } = await watchCommands(r);
   const client = await r.client();
   const engine = new SessionEngine({ store: createRedisStore({ redis: client, prefix: r.prefix, onStop: 'close' }) });
   const errors: SessionError[] = [];
@@ -40,7 +37,7 @@ test('Redis store: hostile 36-character cookies sent while the node starts, and 
     assert.deepEqual(seen.filter((line) => hostile.some((value) => line.includes(value))), [], 'no command carried a client-made value');
     for (const error of errors) assert.ok(error.sessionId === undefined || !hostile.includes(error.sessionId), error.message);
   } finally {
-    monitor.disconnect();
+    stopWatching();
     await engine.stop().catch(() => {});
     await server.close();
   }

@@ -118,3 +118,14 @@ export async function redisForTest(t: TestContext): Promise<RedisForTest | undef
     },
   };
 }
+
+/**
+ * Every command Redis runs from now on, as text (MONITOR on a client of its own): to check what a store
+ * sends, e.g. that no client-made value reaches a key name. `stop()` ends the watching.
+ */
+export async function watchCommands(r: RedisForTest): Promise<{ readonly seen: string[]; stop(): void }> {
+  const monitor = await (await r.client()).monitor();
+  const seen: string[] = [];
+  monitor.on('monitor', (_time: string, args: string[]) => { seen.push(args.join(' ')); });
+  return { seen, stop: () => monitor.disconnect() };
+}

@@ -14,7 +14,7 @@ import { createRedisStore } from '../src/redis/index.js';
 import { shapedSessionId } from '../src/session-id.js';
 import { listen } from './contract/app.js';
 import { eventually, request, sessionIdOf, startServer, type TestServer } from './helpers.js';
-import { redisForTest } from './redis-support.js';
+import { redisForTest, watchCommands } from './redis-support.js';
 
 const GUARD = { timeout: 10_000 };
 
@@ -72,10 +72,7 @@ test('shapedSessionId: a 36-character value that is not an id is no id (the Redi
 test('Redis store: a client\'s 36 bytes of its own choosing never reach Redis, nor a refusal\'s sessionId when Redis is down', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const watcher = await r.client();
-  const monitor = await watcher.monitor();
-  const seen: string[] = [];
-  monitor.on('monitor', (_time: string, args: string[]) => { seen.push(args.join(' ')); });
+  const { seen, stop: stopWatching } = await watchCommands(r);
   const client = await r.client();
   const engine = new SessionEngine({ store: createRedisStore({ redis: client, prefix: r.prefix, onStop: 'close' }) });
   const errors: SessionError[] = [];
@@ -98,7 +95,7 @@ test('Redis store: a client\'s 36 bytes of its own choosing never reach Redis, n
     assert.equal(refused.status, 503);
     for (const error of errors) assert.ok(error.sessionId === undefined || !hostile.includes(error.sessionId), error.message);
   } finally {
-    monitor.disconnect();
+    stopWatching();
     await engine.stop().catch(() => {});
     await server.close();
   }
