@@ -36,10 +36,13 @@ for (const [name, finish] of Object.entries(cases)) {
       const gate = deferred();
       const headGate = deferred();
       const queuedRunning = deferred();
+      const connectionClosed = deferred();
       let appDestroyed = false;
       const server = await listen(createServer(engine, (req, res, proc) => {
         if (req.url === '/') { res.end(); return; }
         if (req.url === '/hold') { void headGate.promise.then(() => res.end(proc.sessionId)); return; }
+        // Listened to after the server's and the engine's own 'close' listeners: when it fires, they ran.
+        req.socket.once('close', () => connectionClosed.resolve());
         queuedRunning.resolve();
         const destroy = res.destroy;
         res.destroy = function (this: ServerResponse, ...args: Parameters<ServerResponse['destroy']>) {
@@ -55,7 +58,7 @@ for (const [name, finish] of Object.entries(cases)) {
         await queuedRunning.promise;
         appDestroyed = false;
         socket.destroy();
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await connectionClosed.promise;
         gate.resolve();
         assert.ok(await eventually(() => appDestroyed, 1_000), 'the application destroyed the response');
         assert.ok(await eventually(() => engine.sessions().some((s) => s.id === pipe.bId && !s.busy), 1_000),
