@@ -64,13 +64,11 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
   }
 
   acquire(request: RequestIdentity): MaybePromise<RequestLease<Vars>> {
-    // One clock read for the cookie's validity and the request's arrival: both are this moment.
-    const nowMs = request.sessionId === undefined ? undefined : this.#ctx.clock.now();
-    return this.#bind(request, this.#scheduler.findLive(request.sessionId, nowMs), undefined, undefined, nowMs);
+    return this.#bind(request, this.#scheduler.findLive(request.sessionId), undefined, undefined);
   }
 
   /** `closedWhileQueued`: the session this request waited for, which closed; `queueDeadline`: when its wait ends, wherever it goes on. */
-  #bind(request: RequestIdentity, session: Session<Vars> | undefined, closedWhileQueued: Session<Vars> | undefined, queueDeadline: WaitDeadline | undefined, nowMs?: number): MaybePromise<RequestLease<Vars>> {
+  #bind(request: RequestIdentity, session: Session<Vars> | undefined, closedWhileQueued: Session<Vars> | undefined, queueDeadline: WaitDeadline | undefined): MaybePromise<RequestLease<Vars>> {
     const scheduler = this.#scheduler;
     if (this.#refusing) throw scheduler.reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
     const { mode } = this.#ctx.options;
@@ -82,7 +80,7 @@ class MemorySessions<Vars extends SessionVars> implements AttachedStore<Vars> {
       throw scheduler.reject('ipMismatch', new SessionError('ERR_SESSION_IP_MISMATCH', undefined, { sessionId: session.id }));
     }
     // A free process is taken at once; only a request that has to queue gets a promise.
-    const entered = scheduler.enter(session, queueDeadline, request, nowMs);
+    const entered = scheduler.enter(session, queueDeadline, request);
     if (!isThenable(entered)) return entered;
     // Read in the tick enter began its wait, so the same as the deadline it set.
     const deadline = queueDeadline ?? waitDeadline(this.#ctx.clock, this.#ctx.options.queueTimeoutMs);

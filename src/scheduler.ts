@@ -74,17 +74,16 @@ export class Scheduler<Vars extends SessionVars> {
   }
 
   /** An open session whose cookie is still valid, or undefined. */
-  findLive(id: string | undefined, nowMs?: number): Session<Vars> | undefined {
+  findLive(id: string | undefined): Session<Vars> | undefined {
     const session = id === undefined ? undefined : this.store.get(id);
-    return session !== undefined && (nowMs ?? this.#ctx.clock.now()) < this.cookieExpiresAtMs(session) ? session : undefined;
+    return session !== undefined && this.#ctx.clock.now() < this.cookieExpiresAtMs(session) ? session : undefined;
   }
 
   /**
    * Takes a free process of the session, or waits for one (FIFO) until `queueDeadline` (by default
-   * queueTimeoutMs from now). Rejects ERR_SESSION_CLOSED if the session closes meanwhile. `nowMs`: the
-   * clock read now already (by findLive, in the same step).
+   * queueTimeoutMs from now). Rejects ERR_SESSION_CLOSED if the session closes meanwhile.
    */
-  enter(session: Session<Vars>, queueDeadline?: WaitDeadline, request?: RequestIdentity, nowMs?: number): RequestLease<Vars> | Promise<RequestLease<Vars>> {
+  enter(session: Session<Vars>, queueDeadline?: WaitDeadline, request?: RequestIdentity): RequestLease<Vars> | Promise<RequestLease<Vars>> {
     const options = this.#ctx.options;
     // A lowered processesPerSession applies at once: a session with more processes runs no more at a time.
     const free = runningRequestCount(session) < options.processesPerSession ? freeRequestProcess(session) : undefined;
@@ -97,7 +96,7 @@ export class Scheduler<Vars extends SessionVars> {
     }
     // Only a request that gets a process restarts the cookie's lifetime, from when it came (a refused
     // one, at the door or after waiting in the queue, must not extend it).
-    const arrivedAtMs = nowMs ?? this.#ctx.clock.now();
+    const arrivedAtMs = this.#ctx.clock.now();
     if (free !== undefined || canAddProcess) {
       session.lastRequestAtMs = arrivedAtMs;
       session.cookieLifetimeMs = options.inactiveSessionTimeoutMs;

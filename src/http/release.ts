@@ -34,7 +34,7 @@ export function closeWithItsConnection(req: IncomingMessage, res: ServerResponse
     const responses = new Set<ServerResponse>();
     queuedOn.set(connection, responses);
     connection.once('close', () => {
-      closedConnections.add(connection);
+      queuedOn.delete(connection); // also says, to watchEndWhileQueued, that this listener has run
       for (const waiting of responses) closeIfStillQueued(waiting);
       responses.clear();
     });
@@ -60,6 +60,11 @@ function watchEndWhileQueued(res: ServerResponse, connection: Socket): void {
   const end = res.end as unknown as End;
   const destroy = res.destroy as unknown as End;
   let told = false;
+  const tell = (): void => {
+    if (told) return;
+    told = true;
+    res.emit(kEndedWhileQueued);
+  };
   const watch = (original: End): End => function (this: ServerResponse, ...args) {
     const result = original.apply(this, args);
     // Not the engine's own destroy of a response whose connection went (closeIfStillQueued), nor Node's
@@ -67,20 +72,12 @@ function watchEndWhileQueued(res: ServerResponse, connection: Socket): void {
     // ECONNRESET, in its 'close' listener, which runs before the engine's): that is its client leaving,
     // which says nothing of the handler being done.
     if (!told && res.socket === null && !closingWithItsConnection.has(res) && (res.writableEnded || res.destroyed)) {
-      if (!(connection.destroyed && cutByItsClient(args[0]))) {
-        told = true;
-        res.emit(kEndedWhileQueued);
-      } else {
-        // Such a destroy from the application itself (pipeline(upstream, res) passing on an aborted
-        // upstream's error) can come while its connection is destroyed, before that connection's 'close':
-        // Node's comes during that 'close', and the engine's listener, later in the same emit, marks the
-        // connection closed before any microtask runs.
-        queueMicrotask(() => {
-          if (told || closedConnections.has(connection)) return;
-          told = true;
-          res.emit(kEndedWhileQueued);
-        });
-      }
+      if (!(connection.destroyed && cutByItsClient(args[0]))) tell();
+      // Such a destroy from the application itself (pipeline(upstream, res) passing on an aborted
+      // upstream's error) can come while its connection is destroyed, before that connection's 'close':
+      // Node's comes during that 'close', and the engine's listener, later in the same emit, forgets the
+      // connection before any microtask runs.
+      else queueMicrotask(() => { if (queuedOn.has(connection)) tell(); });
     }
     return result;
   };
@@ -96,10 +93,7 @@ export function isQueued(res: ServerResponse): boolean {
 /** Queued responses the engine destroys because their connection went (not the application's end). */
 const closingWithItsConnection = new WeakSet<ServerResponse>();
 
-/** Connections whose 'close' the engine's listener has seen (watchEndWhileQueued). */
-const closedConnections = new WeakSet<Socket>();
-
-/** The responses of each connection still waiting for their turn. */
+/** The responses of each open connection still waiting for their turn. */
 const queuedOn = new WeakMap<Socket, Set<ServerResponse>>();
 
 function closeIfStillQueued(res: ServerResponse): void {
