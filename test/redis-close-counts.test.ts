@@ -12,11 +12,6 @@ test('a node that stalls while closing, its close taken over by a node that then
   if (setup === undefined) return;
   const { cluster, r } = setup;
   const [a, b] = (await cluster.start(2)) as [TestNode, TestNode];
-  let now = cluster.nowMs;
-  const tick = async (nodes: TestNode[]): Promise<void> => {
-    now += 1_000;
-    await Promise.all(nodes.map((node) => node.call('clock', { to: now }).catch(() => {})));
-  };
   const key = (sid: string): string => `${cluster.storePrefix}s:${sid}`;
 
   const visit = await a.visit('/');
@@ -31,7 +26,7 @@ test('a node that stalls while closing, its close taken over by a node that then
   try {
     const tookOver = async (): Promise<boolean> => b.event((e) => e.event === 'hook-blocked', 'B runs the hook', 50).then(() => true, () => false);
     let taken = false;
-    for (let i = 0; i < 150 && !(taken = await tookOver()); i++) await tick([b]);
+    for (let i = 0; i < 150 && !(taken = await tookOver()); i++) await cluster.advanceOn([b], 1_000);
     assert.ok(taken, 'B took the close over');
     b.kill('SIGKILL');
     await b.exited;
@@ -41,7 +36,7 @@ test('a node that stalls while closing, its close taken over by a node that then
   await a.call('unblockHooks', {});
   // A's sweep finds B dead (its lease, in Redis's real time, runs out) and takes the close over from it.
   for (let i = 0; i < 200 && (await r.redis.exists(key(visit.sid))) === 1; i++) {
-    await tick([a]);
+    await cluster.advanceOn([a], 1_000);
     await a.call('unblockHooks', {});
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

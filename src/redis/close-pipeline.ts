@@ -119,6 +119,14 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
       }
       processes.push(proc);
       if (saved.hooked || hook === undefined) continue;
+      // No beat of this node answered for a lease (it was stalled, or cut from Redis): another node may
+      // have taken it for dead since the load above, taken this close over and run this hook. Redis is
+      // asked before the hook starts, so a hook runs twice only if it was running when that happened.
+      if (!pipeline.hooked.has(saved.pid) && this.#node.lease.inDoubt) {
+        const [claimer, hookedSince] = await redis.hmget(`${settings.prefix}s:${id}`, 'cl', `hk:${saved.pid}`);
+        if (claimer !== nodeId) return; // taken over meanwhile (and maybe finished)
+        if (hookedSince === '1') continue; // by a node that took it over, then died: the claim came back here
+      }
       if (!pipeline.hooked.has(saved.pid)) {
         pipeline.hooking = proc;
         try {

@@ -9,18 +9,21 @@ const EXTEND_BATCH = 256;
 /**
  * A node says it is alive (and, once it stops, that it is stopping), and keeps the keys of the sessions
  * with work under way on it alive. ARGV: P, node, leaseMs, stopping, keyTtlMs.
- * Returns how many other nodes are alive and not stopping: nodes stopping together all see none, so
- * the sessions close when the whole cluster goes down, and each is claimed once. A node's lease key holds
- * Redis's time (ms) of its last beat. Asked by a stopping node (ARGV[6]: a Redis time, or ''), the reply
- * is { confirmed, unconfirmed, now, waitMs }: nodes that beat since ARGV[6] (or whose key holds no time: nodes of
- * earlier versions), and nodes whose key lives on without a beat since (a node killed within its lease
- * looks alive until its key expires, within waitMs: the longest PTTL of theirs).
+ * Returns { others, 0, 0, 0, swept }: how many other nodes are alive and not stopping (nodes stopping
+ * together all see none, so the sessions close when the whole cluster goes down, and each is claimed
+ * once), and 1 if a sweep took this node for dead since its last beat (P swept:<n>, set by SWEEP), else 0.
+ * A node's lease key holds Redis's time (ms) of its last beat. Asked by a stopping node (ARGV[6]: a Redis
+ * time, or ''), the reply is { confirmed, unconfirmed, now, waitMs, swept }: nodes that beat since ARGV[6]
+ * (or whose key holds no time: nodes of earlier versions), and nodes whose key lives on without a beat
+ * since (a node killed within its lease looks alive until its key expires, within waitMs: the longest
+ * PTTL of theirs).
  */
 export const HEARTBEAT = `${PRELUDE}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', P .. 'node:' .. ARGV[2], digits(now), 'PX', ARGV[3])
 redis.call('DEL', P .. 'missing:' .. ARGV[2])
+local swept = redis.call('DEL', P .. 'swept:' .. ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
 redis.call('SADD', P .. 'nodes', ARGV[2])
 -- The shared keys live as long as their sessions may (a cluster that is gone leaves nothing behind).
@@ -58,8 +61,8 @@ end
 -- Options set at run time go with the last node's stop (4D's WEB SET OPTION does not outlive the web
 -- server); else they live as the shared keys do (touchGlobals), a stalled node's heartbeats included.
 if ARGV[4] == '1' and others + unconfirmed == 0 then redis.call('DEL', P .. 'opts') end
-if ARGV[4] == '1' then return { others, unconfirmed, now, waitMs } end
-return others
+if ARGV[4] == '1' then return { others, unconfirmed, now, waitMs, swept } end
+return { others, 0, 0, 0, swept }
 `;
 
 /**

@@ -85,6 +85,12 @@ export class SessionEnters<Vars extends SessionVars> {
     const reply = await this.#batches.add([own, request.ip, request.sessionId]);
     const kind = text(reply[0]);
     if (kind === 'ok') {
+      // Read while this node may have been taken for dead (it stalled, or was cut from Redis, with the
+      // reply on its way), the process it granted may have been freed by the sweep since, and given to a
+      // request on another node: running here would overlap it (and, the session closed meanwhile, run
+      // in a closed session). Refused as a lost reply is (503); the sweep's repair frees the process if
+      // it is still this node's, with the state last saved.
+      this.#node.lease.refuseIfInDoubt('enter');
       // 'ok', "pid token createdAtMs processCount copied", state.
       const [pid = '', token = '', createdAtMs, processCount, copied] = text(reply[1]).split(' ');
       const state = copied === '1' && copy !== undefined ? copy.bytes : reply[2] as Buffer;

@@ -1,6 +1,6 @@
 import { realTimer } from '../clock.js';
 import { SessionError } from '../errors.js';
-import type { SessionVars } from '../process.js';
+import { processInternals, type SessionVars } from '../process.js';
 import { keyTtlMs, unavailable, type NodeServices } from './node.js';
 
 /**
@@ -54,12 +54,31 @@ export class Heartbeat<Vars extends SessionVars> {
    */
   async beat(stopping = false, since = 0): Promise<{ confirmed: number; unconfirmed: number; now: number; waitMs: number }> {
     const { ctx, redis, settings, nodeId } = this.#node;
+    const sentAtMs = performance.now();
     const reply = await redis.lwsHeartbeat(settings.prefix, nodeId, settings.nodeLeaseMs, stopping ? 1 : 0, keyTtlMs(ctx, settings), since);
-    // Stopping, the reply is [confirmed, unconfirmed, Redis's time, longest PTTL of the unconfirmed];
-    // else the count of other nodes alive.
-    const [confirmed = 0, unconfirmed = 0, now = 0, waitMs = 0] = Array.isArray(reply) ? reply.map(Number) : [Number(reply), 0, 0, 0];
+    // [other nodes alive (stopping: confirmed), unconfirmed, Redis's time, longest PTTL of the
+    // unconfirmed, swept]; the last three only when stopping.
+    const [confirmed = 0, unconfirmed = 0, now = 0, waitMs = 0, swept = 0] = Array.isArray(reply) ? reply.map(Number) : [Number(reply)];
     this.#othersAlive = confirmed + unconfirmed;
+    this.#node.lease.answered(sentAtMs);
+    if (swept === 1) this.#takenForDead();
     return { confirmed, unconfirmed, now, waitMs };
+  }
+
+  /**
+   * A sweep took this node for dead (no beat of it reached Redis for two leases: it was stalled, or cut
+   * from Redis) and freed the processes it was running: each may run a request on another node now. The
+   * requests and tasks still running here go on, but whatever they change is not saved (their releases
+   * are fenced); their signals abort, so that work which heeds them stops, and the operator hears it once.
+   * Only work that entered before the sweep is running when this is learnt: the beat that learns it ran
+   * in Redis before any enter sent after it, and its reply comes first.
+   */
+  #takenForDead(): void {
+    const { ctx, runningHere } = this.#node;
+    for (const proc of runningHere) {
+      processInternals.abort(proc, () => new SessionError('ERR_SESSION_WRITE_FENCED', `${proc.processId}: this node was taken for dead and its process freed; what this run changes is not saved`, { sessionId: proc.sessionId }));
+    }
+    ctx.report(new SessionError('ERR_SESSION_WRITE_FENCED', `this node was taken for dead (none of its heartbeats reached Redis for two node leases): the processes of the ${runningHere.size} request(s) and task(s) it was running were freed; those runs go on here, with their signals aborted, and save nothing`), 'storeErrors');
   }
 
   /**

@@ -8,6 +8,7 @@ import type { StoreContext } from '../store.js';
 import type { StoreScriptName } from './scripts.js';
 import type { StateCopies } from './state-copies.js';
 import type { Retries } from './retries.js';
+import type { NodeLease } from './node-lease.js';
 
 /** What a store script answers: arrays of strings (or Buffers, for the Buffer variants) and numbers. */
 export type Reply = (string | number | Buffer | null)[];
@@ -193,6 +194,8 @@ export interface NodeServices<Vars extends SessionVars> {
   readonly lockManager: RedisLockManager;
   /** Delays between retries of saves and closes that failed on a Redis error. */
   readonly retries: Retries;
+  /** Whether this node may have been taken for dead (no beat answered for a lease): node-lease.ts. */
+  readonly lease: NodeLease;
   /**
    * The stop's drain has ended (all work done, or given up at closeTimeoutMs): the node leaves without
    * waiting for a request that would start now (its enter's reply or its init's end read late).

@@ -179,6 +179,9 @@ export class RedisRequestPath<Vars extends SessionVars> {
     }
     if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
     if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
+    // Read while this node may have been taken for dead, the session may have been freed and timed out
+    // since: refused as a lost create (the repair discards it if it is still untouched).
+    this.#node.lease.refuseIfInDoubt('create');
     const handle = this.#handle(id, ip, nowMs, nowMs, 1);
     // Never made until its first init has ended well (a close before that is not said): a failed or
     // refused init leaves it unborn for good, whatever the close still has to do.

@@ -21,6 +21,7 @@ import { RedisRequestPath } from './requests.js';
 import { SessionRenames } from './renames.js';
 import { StateCopies } from './state-copies.js';
 import { NodeWork } from './node-work.js';
+import { NodeLease } from './node-lease.js';
 import { TurnQueues } from './turns.js';
 import { Retries } from './retries.js';
 import { knownExpiresAtMs, knownProcessCount, knownSessions, nodeGauges } from './reads.js';
@@ -75,7 +76,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), drainEnded: false, runningHere: new Set(), neverMade: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), lease: new NodeLease(settings.nodeLeaseMs), drainEnded: false, runningHere: new Set(), neverMade: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
       tearDown: (proc) => this.#processes.tearDown(proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
       closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id), pastDrain: (id) => this.#closer.pastDrain(id),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };

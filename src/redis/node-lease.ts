@@ -1,0 +1,42 @@
+/**
+ * What a node knows of its own lease (P node:<n>, renewed by its heartbeats). Another node's sweep takes
+ * it for dead only once no beat of it has run in Redis for two leases (the key expired, then stayed
+ * missing a lease more: close-scripts.ts isDead), and then frees the processes it runs and takes over
+ * the closes it claimed. A node stalled that long (a stopped process, a long GC or VM pause, a network
+ * cut) goes on, when it wakes, with replies Redis gave before the sweep: what it does with them may have
+ * been done elsewhere since. Beats go every third of a lease, so while the node is well a beat sent less
+ * than a lease ago has been answered; when none has, the node is in doubt: it asks Redis again before a
+ * hook (close-pipeline.ts) and runs no request on a process a reply read then granted it. Replies come in
+ * the order their calls went, so a reply sent before a stall is read before the answer to the first beat
+ * after it. Timed on the monotonic clock, from when each beat was sent. (What a node's next beat learns
+ * when a sweep did take it for dead: heartbeat.ts.)
+ */
+export class NodeLease {
+  readonly #leaseMs: number;
+  /** performance.now() when the latest beat that Redis answered was sent. */
+  #answeredBeatSentAtMs: number;
+
+  constructor(leaseMs: number) {
+    this.#leaseMs = leaseMs;
+    this.#answeredBeatSentAtMs = performance.now();
+  }
+
+  /** A beat sent at `sentAtMs` (performance.now()) was answered. */
+  answered(sentAtMs: number): void {
+    if (sentAtMs > this.#answeredBeatSentAtMs) this.#answeredBeatSentAtMs = sentAtMs;
+  }
+
+  /** No beat sent within the last lease has been answered: another node may have taken this one for dead. */
+  get inDoubt(): boolean {
+    return performance.now() - this.#answeredBeatSentAtMs >= this.#leaseMs;
+  }
+
+  /**
+   * Throws, as a lost reply does (the request answers 503; the sweep's repair frees what the script took
+   * if it is still this node's), when a reply that gives this node a process is read in doubt: the
+   * process may have been freed by a sweep since, and be running a request on another node.
+   */
+  refuseIfInDoubt(what: 'enter' | 'create'): void {
+    if (this.inDoubt) throw new Error(`the ${what}'s reply was read when none of this node's heartbeats had been answered for ${this.#leaseMs} ms: this node may have been taken for dead meanwhile`);
+  }
+}

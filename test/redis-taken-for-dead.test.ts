@@ -1,0 +1,167 @@
+// A node that another node's sweep takes for dead while it is in fact alive (stalled past two leases: a
+// stopped process, a long GC or VM pause, a cut from Redis) wakes with replies Redis gave before the
+// sweep (src/redis/node-lease.ts). Two things must not follow: a hook of a close the sweep took over and
+// finished elsewhere starting here (a hook runs twice only if it was running when the node was taken
+// for dead: docs/redis.md, "Liveness and takeover"), and the node's running requests going on as if
+// their processes were still theirs without a word (their signals abort, the operator hears it once).
+// The stall is made, not waited for: the node's heartbeats are held, its lease key is removed and its
+// absence dated a lease back, as a sweep would have seen it; one reply is held across the takeover.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock, SessionEngine, SessionError } from '../src/index.js';
+import { createRedisStore } from '../src/redis/index.js';
+import { eventually } from './helpers.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
+import { IP, idleInRedis, wrapScript, type Vars } from './redis-crossing.js';
+
+const LEASE_MS = 200;
+const SWEEP_MS = 1_000;
+
+interface StallableNode {
+  readonly engine: SessionEngine<Vars>;
+  readonly client: Awaited<ReturnType<RedisForTest['client']>>;
+  readonly clock: ManualClock;
+  readonly hooked: string[];
+  readonly errors: SessionError[];
+  /** Its heartbeats wait (sent to Redis only once `wake()` is called): the node beats no more. */
+  stall(): void;
+  wake(): void;
+}
+
+async function stallableNode(r: RedisForTest): Promise<StallableNode> {
+  const client = await r.client();
+  const clock = new ManualClock();
+  const hooked: string[] = [];
+  const engine = new SessionEngine<Vars>({
+    clock, closeTimeoutMs: 5_000, processesPerSession: 2, onClose: (proc) => { hooked.push(proc.processId); },
+    store: createRedisStore({ redis: client, prefix: r.prefix, nodeLeaseMs: LEASE_MS, sweepIntervalMs: SWEEP_MS, pollIntervalMs: 5, onStop: 'auto' }),
+  });
+  const errors: SessionError[] = [];
+  engine.on('error', (error) => errors.push(error));
+  let stalled: Promise<void> | undefined;
+  let wake = (): void => {};
+  wrapScript(client, 'lwsHeartbeat', (beat) => async (...args) => {
+    if (stalled !== undefined) await stalled;
+    return beat(...args);
+  });
+  return {
+    engine, client, clock, hooked, errors,
+    stall: () => { stalled ??= new Promise<void>((resolve) => { wake = () => { stalled = undefined; resolve(); }; }); },
+    wake: () => wake(),
+  };
+}
+
+/** What a sweep sees of a node whose beats stopped two leases ago: no lease key, missing since a lease. */
+async function lookDead(r: RedisForTest, nodeId: string): Promise<void> {
+  const [seconds, micros] = await r.redis.time();
+  const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  await r.redis.multi().del(`${r.prefix}node:${nodeId}`).set(`${r.prefix}missing:${nodeId}`, String(nowMs - LEASE_MS - 1), 'PX', 60_000).exec();
+}
+
+const realDelay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** y's sweeps run (on its clock, armed once its node has started) until `done` holds, or 5 s of real time. */
+function sweepUntil(y: StallableNode, done: () => Promise<boolean> | boolean): Promise<boolean> {
+  return eventually(async () => { y.clock.advance(SWEEP_MS); return done(); }, 5_000);
+}
+
+/** Stops both nodes, their clocks moving on meanwhile (a drain bounded on a clock that never moves would wait forever). */
+async function stopBoth(x: StallableNode, y: StallableNode): Promise<void> {
+  x.wake();
+  y.wake();
+  const stopped = { settled: false };
+  const stopping = Promise.all([x.engine.stop(), y.engine.stop()]).finally(() => { stopped.settled = true; });
+  await eventually(() => { x.clock.advance(5_000); y.clock.advance(5_000); return stopped.settled; }, 10_000);
+  await stopping;
+}
+
+test('redis: a node taken for dead while its close waited for a reply, the close taken over and finished elsewhere, starts none of the remaining hooks when it wakes', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const x = await stallableNode(r);
+  const y = await stallableNode(r);
+  try {
+    // A session of two processes on x, both idle.
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const second = await x.engine.acquire({ sessionId: first.sessionId, ip: IP });
+    const id = first.sessionId;
+    assert.notEqual(first.proc.processId, second.proc.processId, 'two processes');
+    const xNode = (await r.redis.hget(`${r.prefix}s:${id}`, `o:${first.proc.processId}`))!;
+    first.release();
+    second.release();
+    assert.ok(await idleInRedis(r, id), 'both processes free in Redis');
+
+    // x's close hooks its first process; Redis marks it hooked, and x stalls before it reads that reply.
+    let markedFirst!: () => void;
+    const firstMarked = new Promise<void>((resolve) => { markedFirst = resolve; });
+    let letReplyThrough!: () => void;
+    const replyHeld = new Promise<void>((resolve) => { letReplyThrough = resolve; });
+    let held = false;
+    wrapScript(x.client, 'lwsHooked', (hookedScript) => async (...args) => {
+      const reply = await hookedScript(...args);
+      if (!held) {
+        held = true;
+        x.stall();
+        markedFirst();
+        await replyHeld;
+      }
+      return reply;
+    });
+    const closing = x.engine.closeSession(id);
+    await firstMarked;
+    assert.equal(x.hooked.length, 1, 'x hooked one process before it stalled');
+
+    // y's sweep takes x for dead, takes the close over, hooks the other process and finishes.
+    await lookDead(r, xNode);
+    assert.ok(await sweepUntil(y, async () => (await r.redis.exists(`${r.prefix}s:${id}`)) === 0), 'y finished the close');
+    assert.equal(y.hooked.length, 1, 'y hooked the process x had not');
+
+    // x wakes more than a lease after its last answered beat: the reply it held says its mark landed.
+    await realDelay(LEASE_MS + 50);
+    letReplyThrough();
+    assert.equal(await Promise.race([closing, realDelay(5_000).then(() => 'still waiting')]), true, 'the close call on x ends: the session closed');
+    const hooks = [...x.hooked, ...y.hooked];
+    assert.equal(new Set(hooks).size, 2, 'both processes hooked');
+    assert.equal(hooks.length, 2, `each hooked once (x: ${x.hooked.join(', ')}; y: ${y.hooked.join(', ')})`);
+  } finally {
+    await stopBoth(x, y);
+  }
+});
+
+test('redis: a node taken for dead while a request runs learns it at its next beat: the request\'s signal aborts (ERR_SESSION_WRITE_FENCED) and it is reported once', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const x = await stallableNode(r);
+  const y = await stallableNode(r);
+  const leases: { release(): void }[] = [];
+  try {
+    const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(running);
+    const { signal } = running.proc;
+    const xNode = (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `o:${running.proc.processId}`))!;
+    x.stall();
+    await lookDead(r, xNode);
+    assert.ok(await sweepUntil(y, async () => (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `b:${running.proc.processId}`)) === '0'), "y's sweep freed x's process");
+    assert.equal(signal.aborted, false, 'x cannot know yet');
+
+    x.wake();
+    assert.ok(await eventually(() => signal.aborted, 5_000), 'the signal aborts once a beat tells x');
+    assert.ok(signal.reason instanceof SessionError && signal.reason.code === 'ERR_SESSION_WRITE_FENCED', String(signal.reason));
+    const told = x.errors.filter((e) => e.code === 'ERR_SESSION_WRITE_FENCED' && e.message.includes('taken for dead'));
+    assert.equal(told.length, 1, 'said once');
+    assert.match(told[0]!.message, /1 request\(s\)/);
+    assert.deepEqual(y.errors.map((e) => e.code), [], 'y, never taken for dead, hears nothing of it');
+
+    // The request ends: its release is fenced (the process was freed), its changes not saved.
+    running.proc.vars.lost = true;
+    running.release();
+    assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_WRITE_FENCED' && !e.message.includes('taken for dead')), 5_000), 'its release was refused');
+    const after = await y.engine.acquire({ sessionId: running.sessionId, ip: IP });
+    assert.equal(after.sessionId, running.sessionId, 'the session lives on');
+    assert.equal(after.proc.vars.lost, undefined, 'the fenced request saved nothing');
+    after.release();
+  } finally {
+    for (const lease of leases) lease.release();
+    await stopBoth(x, y);
+  }
+});
