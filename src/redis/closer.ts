@@ -132,6 +132,7 @@ export class RedisCloser<Vars extends SessionVars> {
       void this.start(id, 'closed', insider);
       const pipeline = this.#pipelines.get(id);
       if (pipeline !== undefined) await Promise.race([pipeline.promise, pipeline.failed]);
+      await this.#tearDownIfEnded(insider);
       return true;
     }
     if (fromOtherSessionsHook) return true;
@@ -140,13 +141,31 @@ export class RedisCloser<Vars extends SessionVars> {
     // returns once the close has ended, the caller torn down. A task's goes when the task ends.
     // 'closing' because this node's own claim (a sweep, another closeSession) landed just before: not
     // another node's close, waited for as a local one (no join a stop from its hook would wait on, no hand-over).
+    // A logout whose request ended while the claim was on its way is no call from inside any more (nothing to
+    // hand over nor to leave out of the drain): it waits as a call from outside does, its caller torn down after.
+    const endedMeanwhile = insider !== undefined && !this.#runsHere(insider);
     const mine = this.#pipelines.get(id);
-    if (mine !== undefined) return this.#waitLocal(id, mine, caller, fromOwnSession);
-    if (fromOwnSession && (insider === undefined || handle === undefined || !this.#node.handOver(handle, insider))) return true;
+    if (mine !== undefined) {
+      const closed = await this.#waitLocal(id, mine, caller, fromOwnSession && !endedMeanwhile);
+      await this.#tearDownIfEnded(insider);
+      return closed;
+    }
+    if (fromOwnSession && !endedMeanwhile && (insider === undefined || handle === undefined || !this.#node.handOver(handle, insider))) return true;
     const joined = this.waits.closedElsewhere(id);
     this.#joins.set(joined, id);
     await joined.finally(() => this.#joins.delete(joined));
+    await this.#tearDownIfEnded(insider);
     return true;
+  }
+
+  /**
+   * A logout whose request ended while its claim was on its way: the close waited for that request like
+   * any other and hooked the state it saved, but tore down a copy of its process rebuilt from Redis (or,
+   * run by another node, nothing here). The caller's own object goes on torn down too (vars reset, later
+   * locks refused), as on the memory store, where the caller is the process itself.
+   */
+  async #tearDownIfEnded(insider: WebProcess<Vars> | undefined): Promise<void> {
+    if (insider !== undefined && !insider.closed && !this.#runsHere(insider)) await this.#node.tearDown(insider);
   }
 
   async #waitLocal(id: string, local: Pipeline<Vars>, caller: WebProcess<Vars> | undefined, fromOwnSession: boolean): Promise<boolean> {
