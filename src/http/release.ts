@@ -8,9 +8,19 @@ import type { LeaseHandle } from './response.js';
 // handler may still use it.
 
 const kRelease = Symbol('legacy-web-sessions.release');
-const kHandlerRunning = Symbol('legacy-web-sessions.handler-running');
-const kClosed = Symbol('legacy-web-sessions.closed');
-type ReleasingResponse = ServerResponse & { [kRelease]?: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>; [kHandlerRunning]?: boolean; [kClosed]?: boolean };
+type ReleaseLease = Pick<LeaseHandle, 'release' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>;
+/**
+ * A response's release, once its 'close' is listened to: one object under one symbol, not three
+ * properties added to every ServerResponse (each a hidden-class transition, and their backing store
+ * grown) on the way of every request whose handler returns a promise.
+ */
+interface ReleaseState {
+  readonly lease: ReleaseLease;
+  handlerRunning: boolean;
+  /** The response emitted 'close'. */
+  closed: boolean;
+}
+type ReleasingResponse = ServerResponse & { [kRelease]?: ReleaseState };
 
 /**
  * Node never emits 'close' on the response of a pipelined request queued behind another on its
@@ -114,13 +124,11 @@ function closeIfStillQueued(res: ServerResponse): void {
  * once it settles.
  */
 export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>): void {
-  const releasing = res as ReleasingResponse;
-  releasing[kHandlerRunning] = true;
   if (isGone(res)) {
     if (wasCut(res)) lease.holdAndReportAtTheLatest();
     return;
   }
-  releasing[kRelease] = lease;
+  (res as ReleasingResponse)[kRelease] = { lease, handlerRunning: true, closed: false };
   res.on('close', releaseOnClose);
 }
 
@@ -130,23 +138,24 @@ export function holdWhileHandlerRuns(res: ServerResponse, lease: Pick<LeaseHandl
  */
 export function releaseAfterResponse(res: ServerResponse, lease: Pick<LeaseHandle, 'release' | 'releaseAtTheLatest' | 'holdAndReportAtTheLatest'>): void {
   const releasing = res as ReleasingResponse;
-  releasing[kHandlerRunning] = false;
+  const state = releasing[kRelease];
+  if (state !== undefined) state.handlerRunning = false;
   // Closed already (its 'close' came while the handler ran): an HTTP/2 stream the client reset says
   // neither ended nor destroyed, and no other 'close' will come.
-  if (res.writableEnded || isGone(res) || releasing[kClosed] === true) {
+  if (res.writableEnded || isGone(res) || state?.closed === true) {
     lease.release();
-  } else if (releasing[kRelease] === undefined) {
-    releasing[kRelease] = lease;
+  } else if (state === undefined) {
+    releasing[kRelease] = { lease, handlerRunning: false, closed: false };
     res.on('close', releaseOnClose);
   }
 }
 
 function releaseOnClose(this: ReleasingResponse): void {
-  this[kClosed] = true;
-  const lease = this[kRelease];
-  if (lease === undefined) return;
-  if (this[kHandlerRunning] !== true) lease.release();
-  else if (wasCut(this)) lease.holdAndReportAtTheLatest();
+  const state = this[kRelease];
+  if (state === undefined) return;
+  state.closed = true;
+  if (!state.handlerRunning) state.lease.release();
+  else if (wasCut(this)) state.lease.holdAndReportAtTheLatest();
 }
 
 /**

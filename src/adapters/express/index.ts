@@ -9,7 +9,7 @@ import { appEndSeenOn } from '../../http/app-end.js';
 import { closeWithItsConnection, isFailure } from '../../http/release.js';
 import { cookieAtWriteHeadOf, sendErrorAnswer } from '../../http/response.js';
 import type { RequestLease } from '../../lease.js';
-import { whenReady, type MaybePromise } from '../../maybe-async.js';
+import { isThenable, type MaybePromise } from '../../maybe-async.js';
 import type { SessionVars, WebProcess } from '../../process.js';
 
 declare global {
@@ -93,7 +93,12 @@ export function sessions<Vars extends SessionVars = RequestVars>(engine: Session
       sendErrorAnswer(res, errorAnswer(error));
       return;
     }
-    void whenReady(acquired, (lease) => start(engine, app, req, res, next, lease, isSecure(engine, facts)), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
+    // A free process (the common case): run at once, without the two closures a wait needs.
+    if (!isThenable(acquired)) {
+      start(engine, app, req, res, next, acquired, isSecure(engine, facts));
+      return;
+    }
+    void Promise.resolve(acquired).then((lease) => start(engine, app, req, res, next, lease, isSecure(engine, facts)), (error: unknown) => sendErrorAnswer(res, errorAnswer(error)));
   };
 }
 

@@ -1,6 +1,6 @@
 // How the Fastify plugin sees a route handler start and settle, which Fastify's hooks do not say: its
 // documented tracing channel, and its Reply's then/send for handlers that return the reply.
-import { tracingChannel } from 'node:diagnostics_channel';
+import { tracingChannel, type TracingChannelSubscribers } from 'node:diagnostics_channel';
 import type { ServerResponse } from 'node:http';
 import { sessionOf } from '../../http/bound-session.js';
 import { isFailure, isQueued, kEndedWhileQueued } from '../../http/release.js';
@@ -47,7 +47,6 @@ export function watchHandlers(): void {
     end: (trace) => {
       if (trace.async !== true) sessionOf(trace.reply.raw)?.handlerReturned();
     },
-    asyncStart: () => {},
     asyncEnd: (trace) => sessionOf(trace.reply.raw)?.handlerSettled(),
     error: (trace) => {
       // A reply already sent (ended, or hijacked) when its handler fails: Fastify only logs the error
@@ -58,7 +57,9 @@ export function watchHandlers(): void {
       session.errorSeen = true;
       if (isFailure(trace.error, trace.reply.raw)) session.lease.fail(trace.error);
     },
-  });
+    // No asyncStart: nothing to do there, and its channel left without a subscriber publishes nothing
+    // (Node's subscribe() skips an event without a handler; @types/node asks for all five).
+  } as TracingChannelSubscribers<HandlerTrace>);
 }
 
 /** Reply prototypes (one per Fastify context) already looked at, and the owners of the methods wrapped. */
