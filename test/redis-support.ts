@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis, type RedisOptions } from 'ioredis';
+import { monitorCommands } from './redis-monitor.js';
 
 /** Where the Redis tests connect: `REDIS_URL`, or a local Redis on the default port. */
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -120,12 +121,9 @@ export async function redisForTest(t: TestContext): Promise<RedisForTest | undef
 }
 
 /**
- * Every command Redis runs from now on, as text (MONITOR on a client of its own): to check what a store
- * sends, e.g. that no client-made value reaches a key name. `stop()` ends the watching.
+ * Every command Redis runs from now on, as text (MONITOR on a socket of its own: redis-monitor.ts): to
+ * check what a store sends, e.g. that no client-made value reaches a key name. `stop()` ends the watching.
  */
-export async function watchCommands(r: RedisForTest): Promise<{ readonly seen: string[]; stop(): void }> {
-  const monitor = await (await r.client()).monitor();
-  const seen: string[] = [];
-  monitor.on('monitor', (_time: string, args: string[]) => { seen.push(args.join(' ')); });
-  return { seen, stop: () => monitor.disconnect() };
+export function watchCommands(r: RedisForTest): Promise<{ readonly seen: string[]; stop(): void }> {
+  return monitorCommands(r.url);
 }
