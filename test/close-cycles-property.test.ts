@@ -9,6 +9,7 @@ import { ManualClock, type CloseReason, type RequestLease, type SessionEngineOpt
 import { createRedisStore } from '../src/redis/index.js';
 import { deferred, engineWithErrors, eventually, settle } from './helpers.js';
 import { redisForTest } from './redis-support.js';
+import { propertyProfile } from './property-support.js';
 
 type Vars = { steps?: number; finished?: boolean };
 
@@ -117,13 +118,19 @@ async function runWeb(web: Web, storeOptions: () => Pick<SessionEngineOptions<Va
   }
 }
 
-test('memory store: random webs of closes awaited by requests and hooks all end without waiting closeTimeoutMs, each hook once, after its request', { timeout: 120_000 }, async () => {
-  await fc.assert(fc.asyncProperty(webArb, (web) => runWeb(web, () => ({}))), { numRuns: 150 });
+// CLOSE_CYCLES_RUNS / CLOSE_CYCLES_REDIS_RUNS and _SEED override the runs and replay a seed a failure printed.
+const memory = propertyProfile('CLOSE_CYCLES', 150, 150);
+const redis = propertyProfile('CLOSE_CYCLES_REDIS', 40, 40);
+/** Long runs get the time they need: about 0.6 s per memory run and 2.5 s per Redis run on a loaded 2-vCPU VM. */
+const timeoutFor = (runs: number, perRunMs: number): number => Math.max(120_000, runs * perRunMs);
+
+test(`memory store: random webs of closes awaited by requests and hooks all end without waiting closeTimeoutMs, each hook once, after its request (${memory.runs} runs${memory.seed === undefined ? '' : `, seed ${memory.seed}`})`, { timeout: timeoutFor(memory.runs, 600) }, async () => {
+  await fc.assert(fc.asyncProperty(webArb, (web) => runWeb(web, () => ({}))), { numRuns: memory.runs, seed: memory.seed, endOnFailure: false, verbose: 1 });
 });
 
-test('Redis store: random webs of closes awaited by requests and hooks all end without waiting closeTimeoutMs, each hook once, after its request', { timeout: 120_000 }, async (t) => {
+test(`Redis store: random webs of closes awaited by requests and hooks all end without waiting closeTimeoutMs, each hook once, after its request (${redis.runs} runs${redis.seed === undefined ? '' : `, seed ${redis.seed}`})`, { timeout: timeoutFor(redis.runs, 2_500) }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
   let run = 0;
-  await fc.assert(fc.asyncProperty(webArb, (web) => runWeb(web, () => ({ store: createRedisStore({ url: r.url, prefix: `${r.prefix}${run++}:`, pollIntervalMs: 20 }) }))), { numRuns: 40 });
+  await fc.assert(fc.asyncProperty(webArb, (web) => runWeb(web, () => ({ store: createRedisStore({ url: r.url, prefix: `${r.prefix}${run++}:`, pollIntervalMs: 20 }) }))), { numRuns: redis.runs, seed: redis.seed, endOnFailure: false, verbose: 1 });
 });
