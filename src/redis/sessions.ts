@@ -22,6 +22,7 @@ import { SessionRenames } from './renames.js';
 import { StateCopies } from './state-copies.js';
 import { NodeWork } from './node-work.js';
 import { NodeLease } from './node-lease.js';
+import { NodeStart } from './node-start.js';
 import { TurnQueues } from './turns.js';
 import { Retries } from './retries.js';
 import { knownExpiresAtMs, knownProcessCount, knownSessions, nodeGauges } from './reads.js';
@@ -48,7 +49,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #processes: ProcessSaves<Vars>;
   readonly #transients = new Set<WebProcess<Vars>>();
   readonly #requests: RedisRequestPath<Vars>;
-  #ready: Promise<void>;
+  readonly #start: NodeStart;
   readonly #closeClients: (ownCloses: () => void) => Promise<void>;
   readonly #heartbeat: Heartbeat<Vars>;
   readonly #work = new NodeWork<Vars>({ processes: () => this.#processes, requests: () => this.#requests, known: this.#known, transients: this.#transients });
@@ -59,10 +60,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
   readonly #stopInsiders = new Map<string, WebProcess<Vars>>();
   /** stop() has ended: the node has left, or leaves once the request that called it ends. */
   #stopped = false;
-  /** The start succeeded (it is never undone: #ready stays resolved). */
-  #isStarted = false;
-  /** The last start failed: the next request that needs the node started tries again. */
-  #startFailed = false;
   /** Redis's eviction policy was read (at the first start attempt that could): said once per node. */
   #evictionChecked = false;
 
@@ -91,33 +88,16 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     }, () => this.#work.checkIdle());
     this.#requests = new RedisRequestPath<Vars>({
       node: this.#node, known: this.#known, renames: this.#renames, turns: this.#turns, processes: this.#processes, closer: this.#closer, transients: this.#transients,
-      refusing: () => this.#refusing, started: () => (this.#isStarted ? undefined : this.#started()), checkIdle: () => this.#work.checkIdle(),
+      refusing: () => this.#refusing, started: () => (this.#start.isStarted ? undefined : this.#start.started()), checkIdle: () => this.#work.checkIdle(),
     });
-    this.#options = new ClusterOptions(this.#node, () => this.#started(), (work) => this.#processes.track(work));
+    this.#options = new ClusterOptions(this.#node, () => this.#start.started(), (work) => this.#processes.track(work));
     const heard = { ctx, node: this.#node, known: this.#known, turns: this.#turns, closer: this.#closer, renames: this.#renames, options: this.#options, beat: () => { if (!this.#stopped) this.#heartbeat.beatNow(); } };
     listenTo(this.#subscriber, heard);
-    this.#ready = this.#attemptStart();
+    this.#start = new NodeStart(ctx, () => this.#join());
   }
 
-  /**
-   * Started, or starting again if the last start failed (Redis was away when the node came up). Requests
-   * that arrive during an attempt share it: each gets its 503 when it fails, not after the attempts of
-   * the requests before it.
-   */
-  #started(): Promise<void> {
-    if (this.#startFailed) this.#ready = this.#attemptStart();
-    return this.#ready;
-  }
-
-  #attemptStart(): Promise<void> {
-    this.#startFailed = false;
-    const attempt = this.#start();
-    // Also keeps a failed start from being an unhandled rejection until a request awaits it.
-    attempt.catch(() => { if (this.#ready === attempt) this.#startFailed = true; });
-    return attempt;
-  }
-
-  async #start(): Promise<void> {
+  /** The steps of the node's start (node-start.ts: retried by the next request after a failure). */
+  async #join(): Promise<void> {
     const { prefix } = this.#settings;
     // Commands fail fast while disconnected (no offline queue): the first ones wait for the connection.
     if (this.#redis.status !== 'ready') await connected(this.#redis, this.#ctx.options.closeTimeoutMs);
@@ -127,7 +107,6 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     // Options set at run time on any node apply to a node that joins later too.
     await this.#options.applyAtStart();
     this.#closer.armSweep();
-    this.#isStarted = true;
   }
 
   /** Reports a Redis that may evict (ERR_SESSION_STORE_EVICTS), once per node. Not awaited by the start. */
@@ -153,8 +132,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     if (this.#stopped) return Promise.resolve(false);
     // A node that has not started yet (still connecting: its commands would fail at once) closes once
     // started, as its first requests wait for the start.
-    if (!this.#isStarted) {
-      return this.#started().then(
+    if (!this.#start.isStarted) {
+      return this.#start.started().then(
         () => (this.#stopped ? false : this.#closer.closeSession(id, run)),
         (error: unknown) => { throw unavailable(error); },
       );
@@ -187,7 +166,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     if (caller !== undefined && caller.sessionId !== '') this.#stopInsiders.set(caller.sessionId, caller);
     try {
       this.#heartbeat.leaving();
-      await this.#ready.catch(() => {});
+      await this.#start.ready.catch(() => {});
       // Said at once (onStop 'auto' says it asking who is alive): the last node's stop takes the options
       // set at run time with it, whatever its onStop (HEARTBEAT).
       if (this.#settings.onStop !== 'auto') this.#heartbeat.beatNow();
