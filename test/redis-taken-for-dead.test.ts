@@ -165,3 +165,39 @@ test('redis: a node taken for dead while a request runs learns it at its next be
     await stopBoth(x, y);
   }
 });
+
+test('redis: a spawn whose reply is read while the node is in doubt about its lease runs no task: it fails as with a lost reply', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const x = await stallableNode(r);
+  const y = await stallableNode(r);
+  const leases: { release(): void }[] = [];
+  try {
+    const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    leases.push(running);
+    // The spawn runs in Redis; x stalls before it reads the reply, and reads it more than a lease later.
+    let letReplyThrough!: () => void;
+    const replyHeld = new Promise<void>((resolve) => { letReplyThrough = resolve; });
+    let spawnRan!: () => void;
+    const spawned = new Promise<void>((resolve) => { spawnRan = resolve; });
+    wrapScript(x.client, 'lwsSpawn', (spawn) => async (...args) => {
+      const reply = await spawn(...args);
+      x.stall();
+      spawnRan();
+      await replyHeld;
+      return reply;
+    });
+    let taskRan = false;
+    running.proc.spawn('report', async () => { taskRan = true; });
+    await spawned;
+    await realDelay(LEASE_MS + 50);
+    letReplyThrough();
+    assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000), `the task failed: ${x.errors.map((e) => e.code).join(', ')}`);
+    const failed = x.errors.find((e) => e.code === 'ERR_SESSION_TASK_FAILED')!;
+    assert.equal((failed.cause as SessionError | undefined)?.code, 'ERR_SESSION_STORE_UNAVAILABLE');
+    assert.equal(taskRan, false, 'the task never ran');
+  } finally {
+    for (const lease of leases) lease.release();
+    await stopBoth(x, y);
+  }
+});

@@ -32,11 +32,11 @@ export class NodeLease {
   }
 
   /**
-   * Throws, as a lost reply does (the request answers 503; the sweep's repair frees what the script took
-   * if it is still this node's), when a reply that gives this node a process is read in doubt: the
-   * process may have been freed by a sweep since, and be running a request on another node.
+   * Throws, as a lost reply does (the request answers 503, a task fails without running; the sweep's
+   * repair frees what the script took if it is still this node's), when a reply that gives this node a
+   * process is read in doubt: the process may have been freed by a sweep since, and be running elsewhere.
    */
-  refuseIfInDoubt(what: 'enter' | 'create'): void {
+  refuseIfInDoubt(what: 'enter' | 'create' | 'spawn'): void {
     if (this.inDoubt) throw new Error(`the ${what}'s reply was read when none of this node's heartbeats had been answered for ${this.#leaseMs} ms: this node may have been taken for dead meanwhile`);
   }
 }

@@ -41,6 +41,8 @@ export class RedisTasks<Vars extends SessionVars> {
       if (reply[0] !== 'ok' || reply[1] === undefined) {
         throw new SessionError(reply[0] === 'plimit' ? 'ERR_SESSION_PROCESS_LIMIT' : 'ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
       }
+      // Read in doubt, the task's process may have been freed by a sweep since: refused as a lost reply.
+      this.#node.lease.refuseIfInDoubt('spawn');
       token = reply[1];
     } catch (error) {
       // A spawn whose reply was lost may have taken its process: the repair removes it (no longer kept).
