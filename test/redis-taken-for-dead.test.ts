@@ -201,3 +201,22 @@ test('redis: a spawn whose reply is read while the node is in doubt about its le
     await stopBoth(x, y);
   }
 });
+
+test('redis: a node that left cleanly, swept as dead by another, leaves no mark for a beat that will never come', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const x = await stallableNode(r);
+  const y = await stallableNode(r);
+  try {
+    const onX = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    const xNode = (await r.redis.hget(`${r.prefix}s:${onX.sessionId}`, `o:${onX.proc.processId}`))!;
+    onX.release();
+    (await y.engine.acquire({ sessionId: undefined, ip: IP })).release();
+    assert.equal(await r.redis.sismember(`${r.prefix}nodes`, xNode), 1, 'x registered');
+    await x.engine.stop(); // onStop 'auto', y alive: x leaves, its sessions kept
+    assert.ok(await sweepUntil(y, async () => (await r.redis.sismember(`${r.prefix}nodes`, xNode)) === 0), "y's sweep took x, gone, off the node list");
+    assert.equal(await r.redis.exists(`${r.prefix}swept:${xNode}`), 0, 'no swept mark for a node that left');
+  } finally {
+    await stopBoth(x, y);
+  }
+});

@@ -89,11 +89,11 @@ end
 redis.call('DEL', P .. 'nb:')
 for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
   if dead ~= node and isDead(dead) then
-    redis.call('DEL', P .. 'missing:' .. dead, P .. 'left:' .. dead)
     -- Told by its next beat, should it be alive after all (stalled, or cut from Redis): the processes it
     -- ran are freed below and may run elsewhere, while its requests and tasks go on there. Kept as long
-    -- as the sessions whose processes it frees.
-    redis.call('SET', P .. 'swept:' .. dead, '1', 'PX', ARGV[7])
+    -- as the sessions whose processes it frees. (A node that left beats no more.)
+    if redis.call('EXISTS', P .. 'left:' .. dead) == 0 then redis.call('SET', P .. 'swept:' .. dead, '1', 'PX', ARGV[7]) end
+    redis.call('DEL', P .. 'missing:' .. dead, P .. 'left:' .. dead)
     for _, m in ipairs(redis.call('SMEMBERS', P .. 'nb:' .. dead)) do
       local id, pid = string.match(m, '^(%S+) (%S+)$')
       local h = skey(id)
