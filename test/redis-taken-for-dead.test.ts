@@ -28,13 +28,13 @@ interface StallableNode {
   wake(): void;
 }
 
-async function stallableNode(r: RedisForTest): Promise<StallableNode> {
+async function stallableNode(r: RedisForTest, nodeLeaseMs = LEASE_MS): Promise<StallableNode> {
   const client = await r.client();
   const clock = new ManualClock();
   const hooked: string[] = [];
   const engine = new SessionEngine<Vars>({
     clock, closeTimeoutMs: 5_000, processesPerSession: 2, onClose: (proc) => { hooked.push(proc.processId); },
-    store: createRedisStore({ redis: client, prefix: r.prefix, nodeLeaseMs: LEASE_MS, sweepIntervalMs: SWEEP_MS, pollIntervalMs: 5, onStop: 'auto' }),
+    store: createRedisStore({ redis: client, prefix: r.prefix, nodeLeaseMs, sweepIntervalMs: SWEEP_MS, pollIntervalMs: 5, onStop: 'auto' }),
   });
   const errors: SessionError[] = [];
   engine.on('error', (error) => errors.push(error));
@@ -218,5 +218,25 @@ test('redis: a node that left cleanly, swept as dead by another, leaves no mark 
     assert.equal(await r.redis.exists(`${r.prefix}swept:${xNode}`), 0, 'no swept mark for a node that left');
   } finally {
     await stopBoth(x, y);
+  }
+});
+
+test('redis: a node whose beats failed for more than a lease (an outage) beats as soon as its connection is ready again: its first request is served, not refused in doubt', { timeout: 20_000 }, async (t) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const x = await stallableNode(r, 3_000); // a beat every second: the next periodic one is far off
+  try {
+    (await x.engine.acquire({ sessionId: undefined, ip: IP })).release();
+    let failing = true;
+    // Not an async wrapper: the beat's reply reaches the store as directly as an unwrapped one's does.
+    wrapScript(x.client, 'lwsHeartbeat', (beat) => (...args) => (failing ? Promise.reject(new Error('connection lost')) : beat(...args)));
+    await realDelay(3_100); // no beat answered for a lease: in doubt
+    failing = false;
+    x.client.emit('ready'); // the connection is back (as ioredis says after a reconnect)
+    const lease = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    assert.equal(lease.sessionId.length, 36, 'served');
+    lease.release();
+  } finally {
+    await stopBoth(x, x);
   }
 });

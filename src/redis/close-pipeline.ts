@@ -63,6 +63,9 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
   async run(id: string, claimedReason: CloseReason | undefined, pipeline: Pipeline<Vars>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
     const startedAtMs = ctx.clock.now();
+    // When the claim was last confirmed: the send time (performance.now()) of the last call whose reply
+    // said it was still this node's (node-lease.ts judges a reply by its round trip too).
+    let confirmedAtMs = performance.now();
     // 2. Wait until no process of the session runs anywhere (the insiders excepted), bounded.
     let loaded = await this.#load(id);
     if (loaded === undefined) return;
@@ -77,6 +80,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
       }
       drained.cancel();
       pipeline.drainOver = true;
+      confirmedAtMs = performance.now();
       loaded = await this.#load(id);
       if (loaded === undefined) return;
     }
@@ -119,10 +123,12 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
       }
       processes.push(proc);
       if (saved.hooked || hook === undefined) continue;
-      // No beat of this node answered for a lease (it was stalled, or cut from Redis): another node may
-      // have taken it for dead since the load above, taken this close over and run this hook. Redis is
-      // asked before the hook starts, so a hook runs twice only if it was running when that happened.
-      if (!pipeline.hooked.has(saved.pid) && this.#node.lease.inDoubt) {
+      // In doubt (no beat answered for a lease, or the claim last confirmed a lease ago: the node was
+      // stalled, or cut from Redis): another node may have taken it for dead since, taken this close over
+      // and run this hook. Redis is asked before the hook starts, so a hook runs twice only if it was
+      // running when that happened.
+      if (!pipeline.hooked.has(saved.pid) && this.#node.lease.inDoubt(confirmedAtMs)) {
+        confirmedAtMs = performance.now();
         const [claimer, hookedSince] = await redis.hmget(`${settings.prefix}s:${id}`, 'cl', `hk:${saved.pid}`);
         if (claimer !== nodeId) return; // taken over meanwhile (and maybe finished)
         if (hookedSince === '1') continue; // by a node that took it over, then died: the claim came back here
@@ -135,7 +141,9 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
           pipeline.hooking = undefined;
         }
       }
+      const markSentAtMs = performance.now();
       if (Number(await redis.lwsHooked(settings.prefix, id, saved.pid, nodeId)) !== 1) return; // taken over meanwhile
+      confirmedAtMs = markSentAtMs;
     }
     // 4. Teardown: selections cleared, vars reset, every lock released cluster-wide.
     pipeline.phase = 'teardown';

@@ -82,6 +82,7 @@ export class SessionEnters<Vars extends SessionVars> {
     // The node's own values in one argument (each argument costs its encoding on both sides); the
     // address and the id, which come from outside and may hold anything, in their own.
     const own = `${nowMs} ${request.waiterId} ${request.uncounted === true ? 2 : request.registered ? 1 : 0} ${copy?.pid ?? '-'} ${copy?.token ?? '-'}`;
+    const sentAtMs = performance.now();
     const reply = await this.#batches.add([own, request.ip, request.sessionId]);
     const kind = text(reply[0]);
     if (kind === 'ok') {
@@ -90,7 +91,7 @@ export class SessionEnters<Vars extends SessionVars> {
       // request on another node: running here would overlap it (and, the session closed meanwhile, run
       // in a closed session). Refused as a lost reply is (503); the sweep's repair frees the process if
       // it is still this node's, with the state last saved.
-      this.#node.lease.refuseIfInDoubt('enter');
+      this.#node.lease.refuseIfInDoubt('enter', sentAtMs);
       // 'ok', "pid token createdAtMs processCount copied", state.
       const [pid = '', token = '', createdAtMs, processCount, copied] = text(reply[1]).split(' ');
       const state = copied === '1' && copy !== undefined ? copy.bytes : reply[2] as Buffer;

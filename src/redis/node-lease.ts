@@ -5,11 +5,12 @@
  * the closes it claimed. A node stalled that long (a stopped process, a long GC or VM pause, a network
  * cut) goes on, when it wakes, with replies Redis gave before the sweep: what it does with them may have
  * been done elsewhere since. Beats go every third of a lease, so while the node is well a beat sent less
- * than a lease ago has been answered; when none has, the node is in doubt: it asks Redis again before a
- * hook (close-pipeline.ts) and runs no request on a process a reply read then granted it. Replies come in
- * the order their calls went, so a reply sent before a stall is read before the answer to the first beat
- * after it. Timed on the monotonic clock, from when each beat was sent. (What a node's next beat learns
- * when a sweep did take it for dead: heartbeat.ts.)
+ * than a lease ago has been answered; when none has, the node is in doubt. A reply is judged by its own
+ * round trip too: one that took a lease or more may have been read after a stall, whatever the beats say
+ * (replies come in the order their calls went, but their continuations need not run in that order).
+ * In doubt, or on such a reply, the node asks Redis again before a hook (close-pipeline.ts) and runs no
+ * request or task on a process the reply granted. Timed on the monotonic clock. (What a node's next beat
+ * learns when a sweep did take it for dead: heartbeat.ts.)
  */
 export class NodeLease {
   readonly #leaseMs: number;
@@ -26,17 +27,22 @@ export class NodeLease {
     if (sentAtMs > this.#answeredBeatSentAtMs) this.#answeredBeatSentAtMs = sentAtMs;
   }
 
-  /** No beat sent within the last lease has been answered: another node may have taken this one for dead. */
-  get inDoubt(): boolean {
-    return performance.now() - this.#answeredBeatSentAtMs >= this.#leaseMs;
+  /**
+   * Whether another node may have taken this one for dead before now: no beat sent within the last lease
+   * has been answered, or the call whose reply is being read (sent at `sentAtMs`) took a lease or more.
+   */
+  inDoubt(sentAtMs = Number.POSITIVE_INFINITY): boolean {
+    const nowMs = performance.now();
+    return nowMs - this.#answeredBeatSentAtMs >= this.#leaseMs || nowMs - sentAtMs >= this.#leaseMs;
   }
 
   /**
    * Throws, as a lost reply does (the request answers 503, a task fails without running; the sweep's
    * repair frees what the script took if it is still this node's), when a reply that gives this node a
-   * process is read in doubt: the process may have been freed by a sweep since, and be running elsewhere.
+   * process, to a call sent at `sentAtMs`, is read in doubt: the process may have been freed by a sweep
+   * since, and be running elsewhere.
    */
-  refuseIfInDoubt(what: 'enter' | 'create' | 'spawn'): void {
-    if (this.inDoubt) throw new Error(`the ${what}'s reply was read when none of this node's heartbeats had been answered for ${this.#leaseMs} ms: this node may have been taken for dead meanwhile`);
+  refuseIfInDoubt(what: 'enter' | 'create' | 'spawn', sentAtMs: number): void {
+    if (this.inDoubt(sentAtMs)) throw new Error(`the ${what}'s reply came ${Math.round(performance.now() - sentAtMs)} ms after its call, with this node's last answered heartbeat sent ${Math.round(performance.now() - this.#answeredBeatSentAtMs)} ms ago (node lease ${this.#leaseMs} ms): this node may have been taken for dead meanwhile`);
   }
 }

@@ -169,6 +169,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     const id = newSessionId();
     const nowMs = clock.now();
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
+    const sentAtMs = performance.now();
     const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs) as Reply).map(text);
     const [outcome, second, ...rest] = reply;
     const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
@@ -181,7 +182,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
     // Read while this node may have been taken for dead, the session may have been freed and timed out
     // since: refused as a lost create (the repair discards it if it is still untouched).
-    this.#node.lease.refuseIfInDoubt('create');
+    this.#node.lease.refuseIfInDoubt('create', sentAtMs);
     const handle = this.#handle(id, ip, nowMs, nowMs, 1);
     // Never made until its first init has ended well (a close before that is not said): a failed or
     // refused init leaves it unborn for good, whatever the close still has to do.

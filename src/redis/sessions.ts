@@ -80,6 +80,9 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#heartbeat = new Heartbeat(this.#node);
     // A cut connection may have taken replies with it (of scripts Redis ran): the sweeps repair them.
     redis.on('close', () => { this.#node.lostReplies.due = true; });
+    // Back after an outage longer than a lease, the node is in doubt (node-lease.ts) until a beat is
+    // answered: one now, not up to a third of a lease later (enters meanwhile would get 503s).
+    redis.on('ready', () => { if (this.#start?.isStarted === true && !this.#stopped) this.#heartbeat.beatNow(); });
     this.#renames = new SessionRenames(this.#node, this.#known, this.#turns, this.lockManager);
     this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renames.renamed(oldId, newId));
     this.#processes = new ProcessSaves(this.#node, (handle) => {

@@ -37,12 +37,13 @@ export class RedisTasks<Vars extends SessionVars> {
     try {
       // A regenerate of the request spawning this, not awaited: the spawn names the id it gives.
       if (handle.renaming !== undefined) await handle.renaming;
+      const sentAtMs = performance.now();
       const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId, proc.name) as Reply).map(text);
       if (reply[0] !== 'ok' || reply[1] === undefined) {
         throw new SessionError(reply[0] === 'plimit' ? 'ERR_SESSION_PROCESS_LIMIT' : 'ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
       }
       // Read in doubt, the task's process may have been freed by a sweep since: refused as a lost reply.
-      this.#node.lease.refuseIfInDoubt('spawn');
+      this.#node.lease.refuseIfInDoubt('spawn', sentAtMs);
       token = reply[1];
     } catch (error) {
       // A spawn whose reply was lost may have taken its process: the repair removes it (no longer kept).
