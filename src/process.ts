@@ -29,7 +29,8 @@ export interface ProcessOwner<Vars extends SessionVars> {
    * Stores that rebuild a process object for each request: whether `proc` is such an object kept past
    * its request (a timer, a promise chain) once its session is closing or closed: lock calls and spawn
    * on it then fail with ERR_SESSION_CLOSED, as on a torn-down process (a lock it took could outlive the
-   * session's close).
+   * session's close), and unlock leaves the locks alone (false). On Redis also a process whose node was
+   * taken for dead while it ran: its process id's locks may be another node's request's by then.
    */
   outlived?(proc: WebProcess<Vars>): boolean;
   /**
@@ -213,6 +214,9 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
 
   async #unlock(table: string, key: string | number): Promise<boolean> {
     const ref = recordRef('unlock', table, key);
+    // Its locks are gone with its session's close (nothing of its to release), or, on Redis, its process
+    // id's locks may belong to a request on another node now (its node was taken for dead).
+    if (this.#owner.outlived?.(this) === true) return false;
     const released = await this.#owner.lockManager.unlock(this, ref);
     if (released) this.#parts?.held?.delete(lockKey(ref));
     return released;

@@ -128,7 +128,7 @@ test('redis: a node taken for dead while its close waited for a reply, the close
   }
 });
 
-test('redis: a node taken for dead while a request runs learns it at its next beat: the request\'s signal aborts (ERR_SESSION_WRITE_FENCED) and it is reported once', { timeout: 20_000 }, async (t) => {
+test('redis: a node taken for dead while a request runs learns it at its next beat: the request\'s signal aborts (ERR_SESSION_WRITE_FENCED), its lock calls are refused, and it is reported once', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
   const x = await stallableNode(r);
@@ -137,6 +137,7 @@ test('redis: a node taken for dead while a request runs learns it at its next be
   try {
     const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(running);
+    assert.equal(await running.proc.locks.tryLock('T', 1), true);
     const { signal } = running.proc;
     const xNode = (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `o:${running.proc.processId}`))!;
     x.stall();
@@ -151,6 +152,16 @@ test('redis: a node taken for dead while a request runs learns it at its next be
     assert.equal(told.length, 1, 'said once');
     assert.match(told[0]!.message, /1 request\(s\)/);
     assert.deepEqual(y.errors.map((e) => e.code), [], 'y, never taken for dead, hears nothing of it');
+
+    // A request on y has the process the sweep freed: the same process id, its record lock with it. x's
+    // run, going on, must not take or give back locks in that process's name.
+    const onY = await y.engine.acquire({ sessionId: running.sessionId, ip: IP });
+    leases.push(onY);
+    assert.equal(onY.proc.processId, running.proc.processId, 'the same process, now on y');
+    await assert.rejects(running.proc.locks.tryLock('T', 2), (error: SessionError) => error.code === 'ERR_SESSION_CLOSED');
+    assert.equal(await running.proc.locks.unlock('T', 1), false, "x's run leaves the process's lock alone");
+    assert.equal((await onY.proc.locks.lockedBy('T', 1))?.processId, running.proc.processId, 'the lock is still the process\'s');
+    onY.release();
 
     // The request ends: its release is fenced (the process was freed), its changes not saved.
     running.proc.vars.lost = true;

@@ -69,13 +69,16 @@ export class Heartbeat<Vars extends SessionVars> {
    * A sweep took this node for dead (no beat of it reached Redis for two leases: it was stalled, or cut
    * from Redis) and freed the processes it was running: each may run a request on another node now. The
    * requests and tasks still running here go on, but whatever they change is not saved (their releases
-   * are fenced); their signals abort, so that work which heeds them stops, and the operator hears it once.
+   * are fenced), their lock calls refused (tryLock with ERR_SESSION_CLOSED, unlock false); their signals
+   * abort, so that work which heeds them stops, and the operator hears it once.
    * Only work that entered before the sweep is running when this is learnt: the beat that learns it ran
    * in Redis before any enter sent after it, and its reply comes first.
    */
   #takenForDead(): void {
-    const { ctx, runningHere } = this.#node;
+    const { ctx, runningHere, fencedRuns } = this.#node;
     for (const proc of runningHere) {
+      // Its process id's record locks may be another node's request's now: its lock calls are refused.
+      fencedRuns.add(proc);
       processInternals.abort(proc, () => new SessionError('ERR_SESSION_WRITE_FENCED', `${proc.processId}: this node was taken for dead and its process freed; what this run changes is not saved`, { sessionId: proc.sessionId }));
     }
     ctx.report(new SessionError('ERR_SESSION_WRITE_FENCED', `this node was taken for dead (none of its heartbeats reached Redis for two node leases): the processes of the ${runningHere.size} request(s) and task(s) it was running were freed; those runs go on here, with their signals aborted, and save nothing`), 'storeErrors');

@@ -121,7 +121,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   }
 
   outlived(proc: WebProcess<Vars>): boolean {
-    return this.state !== 'open' && !this.runs.has(proc) && this.closing?.has(proc) !== true;
+    return (this.state !== 'open' && !this.runs.has(proc) && this.closing?.has(proc) !== true) || this.#node.fencedRuns.has(proc);
   }
 
   /** It ended (or never got its context): its run, if it was running. */
@@ -203,6 +203,8 @@ export interface NodeServices<Vars extends SessionVars> {
   drainEnded: boolean;
   /** The process objects running a request or task on this node now (whatever handle they are under). */
   readonly runningHere: Set<WebProcess<Vars>>;
+  /** Runs that were going on when this node learnt it had been taken for dead: their lock calls are refused (heartbeat.ts). */
+  readonly fencedRuns: WeakSet<WebProcess<Vars>>;
   /**
    * Sessions made here whose first init never ended well (their request failed or was refused), the
    * latest NEVER_MADE_KEPT: a close of one this node runs later is neither said nor counted, even once

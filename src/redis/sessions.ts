@@ -73,7 +73,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), lease: new NodeLease(settings.nodeLeaseMs), drainEnded: false, runningHere: new Set(), neverMade: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
+    this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), lease: new NodeLease(settings.nodeLeaseMs), drainEnded: false, runningHere: new Set(), fencedRuns: new WeakSet(), neverMade: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
       tearDown: (proc) => this.#processes.tearDown(proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
       closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id), pastDrain: (id) => this.#closer.pastDrain(id),
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
