@@ -168,8 +168,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     if (options.mode === 'none') return this.#transient();
     const id = newSessionId();
     const nowMs = clock.now();
-    const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses);
-    const sentAtMs = performance.now();
+    const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses), sentAtMs = performance.now();
     const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs) as Reply).map(text);
     const [outcome, second, ...rest] = reply;
     const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
@@ -180,8 +179,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
     }
     if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
     if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
-    // Read while this node may have been taken for dead, the session may have been freed and timed out
-    // since: refused as a lost create (the repair discards it if it is still untouched).
+    // In doubt, the session may have been freed and timed out since: refused as a lost create (node-lease.ts).
     this.#node.lease.refuseIfInDoubt('create', sentAtMs);
     const handle = this.#handle(id, ip, nowMs, nowMs, 1);
     // Never made until its first init has ended well (a close before that is not said): a failed or
