@@ -238,7 +238,9 @@ test('redis: a node whose beats failed for more than a lease (an outage) beats a
   // A node of its own, its beats wrapped only here and not in an async function: the beat's reply reaches
   // the store as directly as an unwrapped one's (the order of the two continuations below depends on it).
   const client = await r.client();
+  const listenersBefore = { ready: client.listenerCount('ready'), close: client.listenerCount('close') };
   const engine = new SessionEngine<Vars>({ clock: new ManualClock(), closeTimeoutMs: 5_000, store: createRedisStore({ redis: client, prefix: r.prefix, nodeLeaseMs: 3_000, pollIntervalMs: 5 }) });
+  let stopped = false;
   try {
     (await engine.acquire({ sessionId: undefined, ip: IP })).release(); // started; a beat every second from now
     let failing = true;
@@ -249,7 +251,11 @@ test('redis: a node whose beats failed for more than a lease (an outage) beats a
     const lease = await engine.acquire({ sessionId: undefined, ip: IP });
     assert.equal(lease.sessionId.length, 36, 'served');
     lease.release();
-  } finally {
     await engine.stop();
+    stopped = true;
+    // The application's client may serve stores made later: the stopped one keeps no listener on it.
+    assert.deepEqual({ ready: client.listenerCount('ready'), close: client.listenerCount('close') }, listenersBefore);
+  } finally {
+    if (!stopped) await engine.stop();
   }
 });

@@ -92,7 +92,9 @@ for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
     -- Told by its next beat, should it be alive after all (stalled, or cut from Redis): the processes it
     -- ran are freed below and may run elsewhere, while its requests and tasks go on there. Kept as long
     -- as the sessions whose processes it frees. (A node that left beats no more.)
-    if redis.call('EXISTS', P .. 'left:' .. dead) == 0 then redis.call('SET', P .. 'swept:' .. dead, '1', 'PX', ARGV[7]) end
+    -- It holds Redis's time of the sweep and no beat deletes it: a beat whose reply is lost (the connection
+    -- cut just then) must not take it away unread; the node compares it with the last it saw (heartbeat.ts).
+    if redis.call('EXISTS', P .. 'left:' .. dead) == 0 then redis.call('SET', P .. 'swept:' .. dead, digits(realMs), 'PX', ARGV[7]) end
     redis.call('DEL', P .. 'missing:' .. dead, P .. 'left:' .. dead)
     for _, m in ipairs(redis.call('SMEMBERS', P .. 'nb:' .. dead)) do
       local id, pid = string.match(m, '^(%S+) (%S+)$')

@@ -11,7 +11,8 @@ const EXTEND_BATCH = 256;
  * with work under way on it alive. ARGV: P, node, leaseMs, stopping, keyTtlMs.
  * Returns { others, 0, 0, 0, swept }: how many other nodes are alive and not stopping (nodes stopping
  * together all see none, so the sessions close when the whole cluster goes down, and each is claimed
- * once), and 1 if a sweep took this node for dead since its last beat (P swept:<n>, set by SWEEP), else 0.
+ * once), and Redis's time (ms) of the last sweep that took this node for dead (P swept:<n>, set by SWEEP, never
+ * deleted by a beat: one whose reply is lost would take it away unread), else 0.
  * A node's lease key holds Redis's time (ms) of its last beat. Asked by a stopping node (ARGV[6]: a Redis
  * time, or ''), the reply is { confirmed, unconfirmed, now, waitMs, swept }: nodes that beat since ARGV[6]
  * (or whose key holds no time: nodes of earlier versions), and nodes whose key lives on without a beat
@@ -23,7 +24,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', P .. 'node:' .. ARGV[2], digits(now), 'PX', ARGV[3])
 redis.call('DEL', P .. 'missing:' .. ARGV[2])
-local swept = redis.call('DEL', P .. 'swept:' .. ARGV[2])
+local swept = tonumber(redis.call('GET', P .. 'swept:' .. ARGV[2]) or '0')
 if ARGV[4] == '1' then redis.call('SET', P .. 'stopping:' .. ARGV[2], '1', 'PX', ARGV[3]) end
 redis.call('SADD', P .. 'nodes', ARGV[2])
 -- The shared keys live as long as their sessions may (a cluster that is gone leaves nothing behind).

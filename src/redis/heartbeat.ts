@@ -12,6 +12,8 @@ export class Heartbeat<Vars extends SessionVars> {
   #timer: NodeJS.Timeout | undefined;
   /** Other live nodes at the last beat. */
   #othersAlive = 0;
+  /** Redis's time of the last sweep that took this node for dead, as its beats told it (0: none). */
+  #sweptSeenAtMs = 0;
   /** Stopping (any onStop): every beat says so (a drain may outlast the stopping key's lease). */
   #stopping = false;
 
@@ -61,7 +63,11 @@ export class Heartbeat<Vars extends SessionVars> {
     const [confirmed = 0, unconfirmed = 0, now = 0, waitMs = 0, swept = 0] = Array.isArray(reply) ? reply.map(Number) : [Number(reply)];
     this.#othersAlive = confirmed + unconfirmed;
     this.#node.lease.answered(sentAtMs);
-    if (swept === 1) this.#takenForDead();
+    // Redis's time of the last sweep that took this node for dead: one newer than the last seen is news.
+    if (swept > this.#sweptSeenAtMs) {
+      this.#sweptSeenAtMs = swept;
+      this.#takenForDead();
+    }
     return { confirmed, unconfirmed, now, waitMs };
   }
 

@@ -79,10 +79,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       lostReplies: { due: false }, keptPids: () => this.#keptPids() };
     this.#heartbeat = new Heartbeat(this.#node);
     // A cut connection may have taken replies with it (of scripts Redis ran): the sweeps repair them.
-    redis.on('close', () => { this.#node.lostReplies.due = true; });
-    // Back after an outage longer than a lease, the node is in doubt (node-lease.ts) until a beat is
-    // answered: one now, not up to a third of a lease later (enters meanwhile would get 503s).
-    redis.on('ready', () => { if (this.#start?.isStarted === true && !this.#stopped) this.#heartbeat.beatNow(); });
+    redis.on('close', this.#onClientClose);
+    redis.on('ready', this.#onClientReady);
     this.#renames = new SessionRenames(this.#node, this.#known, this.#turns, this.lockManager);
     this.#closer = new RedisCloser(this.#node, (id) => this.#known.get(id), (oldId, newId) => this.#renames.renamed(oldId, newId));
     this.#processes = new ProcessSaves(this.#node, (handle) => {
@@ -98,6 +96,11 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     listenTo(this.#subscriber, heard);
     this.#start = new NodeStart(ctx, () => this.#join());
   }
+
+  readonly #onClientClose = (): void => { this.#node.lostReplies.due = true; };
+  // Back after an outage longer than a lease, the node is in doubt (node-lease.ts) until a beat is
+  // answered: one now, not up to a third of a lease later (enters meanwhile would get 503s).
+  readonly #onClientReady = (): void => { if (this.#start?.isStarted === true && !this.#stopped) this.#heartbeat.beatNow(); };
 
   /** The steps of the node's start (node-start.ts: retried by the next request after a failure). */
   async #join(): Promise<void> {
@@ -216,6 +219,8 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
       this.#requests.stop();
       this.#heartbeat.stop();
       this.#stopped = true;
+      // A client the application passed in may serve stores made later: it keeps no hold on this one.
+      this.#redis.off('close', this.#onClientClose).off('ready', this.#onClientReady);
       // A request that called stop() goes on after it (the stop does not wait for its caller): its
       // release still needs Redis, so the node leaves once it has ended (closeTimeoutMs at most).
       // So does a close this node runs whose hook called it (the stop does not wait for its own caller's
