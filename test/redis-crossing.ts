@@ -248,3 +248,18 @@ export async function deafNode(r: RedisForTest, clock: ManualClock, clientOption
     subscriber: () => { assert.ok(subscriber !== undefined, 'the store made its subscriber'); return subscriber; },
   };
 }
+
+/** What a sweep sees of a node whose beats stopped two leases ago: no lease key, missing since a lease. */
+export async function lookDead(r: RedisForTest, nodeId: string, leaseMs: number): Promise<void> {
+  const [seconds, micros] = await r.redis.time();
+  const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  await r.redis.multi().del(`${r.prefix}node:${nodeId}`).set(`${r.prefix}missing:${nodeId}`, String(nowMs - leaseMs - 1), 'PX', 60_000).exec();
+}
+
+/** Stops the engines, their clocks moving on meanwhile (a drain bounded on a clock that never moves would wait forever). */
+export async function stopWithClocks(nodes: readonly { readonly engine: SessionEngine<Vars>; readonly clock: ManualClock }[]): Promise<void> {
+  const stopped = { settled: false };
+  const stopping = Promise.all(nodes.map((n) => n.engine.stop())).finally(() => { stopped.settled = true; });
+  await eventually(() => { for (const n of nodes) n.clock.advance(5_000); return stopped.settled; }, 10_000);
+  await stopping;
+}

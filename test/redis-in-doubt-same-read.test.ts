@@ -10,7 +10,7 @@ import { ManualClock, SessionEngine } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
-import { IP, type Vars } from './redis-crossing.js';
+import { IP, lookDead, stopWithClocks, type Vars } from './redis-crossing.js';
 
 const LEASE_MS = 200;
 const SWEEP_MS = 1_000;
@@ -39,12 +39,6 @@ async function makeNode(r: RedisForTest) {
   };
 }
 
-async function lookDead(r: RedisForTest, nodeId: string): Promise<void> {
-  const [seconds, micros] = await r.redis.time();
-  const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-  await r.redis.multi().del(`${r.prefix}node:${nodeId}`).set(`${r.prefix}missing:${nodeId}`, String(nowMs - LEASE_MS - 1), 'PX', 60_000).exec();
-}
-
 for (const sameRead of [false, true]) {
   test(`redis: a stale enter reply read ${sameRead ? 'in the same read as a post-wake beat reply' : 'alone'} grants no process`, { timeout: 20_000 }, async (t) => {
     const r = await redisForTest(t);
@@ -68,7 +62,7 @@ for (const sameRead of [false, true]) {
       await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, `b:${pid}`)) !== '0', 5_000);
 
       // y's sweep takes x for dead and frees the process; y runs it.
-      await lookDead(r, xNode);
+      await lookDead(r, xNode, LEASE_MS);
       assert.ok(await eventually(async () => { y.clock.advance(SWEEP_MS); return (await r.redis.hget(`${r.prefix}s:${id}`, `b:${pid}`)) === '0'; }, 5_000), "y's sweep freed x's process");
       const onY = await y.engine.acquire({ sessionId: id, ip: IP });
       assert.equal(onY.proc.processId, pid, 'y runs the process x entered');
@@ -89,10 +83,7 @@ for (const sameRead of [false, true]) {
     } finally {
       x.wake();
       if (x.client.stream.isPaused()) x.client.stream.resume();
-      const done = { v: false };
-      const stopping = Promise.all([x.engine.stop(), y.engine.stop()]).finally(() => { done.v = true; });
-      await eventually(() => { x.clock.advance(5_000); y.clock.advance(5_000); return done.v; }, 10_000);
-      await stopping;
+      await stopWithClocks([x, y]);
     }
   });
 }
@@ -109,7 +100,7 @@ test('redis: a node taken for dead whose first beat after waking loses its reply
     const xNode = (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `o:${running.proc.processId}`))!;
     (await y.engine.acquire({ sessionId: undefined, ip: IP })).release();
     x.stall();
-    await lookDead(r, xNode);
+    await lookDead(r, xNode, LEASE_MS);
     assert.ok(await eventually(async () => { y.clock.advance(SWEEP_MS); return (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `b:${running.proc.processId}`)) === '0'; }, 5_000), "y's sweep freed x's process");
     // x wakes; its first beat runs in Redis but its reply is lost (the connection cut just then).
     x.wake();
@@ -127,9 +118,6 @@ test('redis: a node taken for dead whose first beat after waking loses its reply
     assert.equal(told, true, 'the running request\'s signal aborted: x learnt it had been taken for dead');
   } finally {
     x.wake();
-    const done = { v: false };
-    const stopping = Promise.all([x.engine.stop(), y.engine.stop()]).finally(() => { done.v = true; });
-    await eventually(() => { x.clock.advance(5_000); y.clock.advance(5_000); return done.v; }, 10_000);
-    await stopping;
+    await stopWithClocks([x, y]);
   }
 });

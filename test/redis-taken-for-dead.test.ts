@@ -12,7 +12,7 @@ import { ManualClock, SessionEngine, SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
-import { IP, idleInRedis, wrapScript, type Vars } from './redis-crossing.js';
+import { IP, idleInRedis, lookDead, stopWithClocks, wrapScript, type Vars } from './redis-crossing.js';
 
 const LEASE_MS = 200;
 const SWEEP_MS = 1_000;
@@ -51,13 +51,6 @@ async function stallableNode(r: RedisForTest): Promise<StallableNode> {
   };
 }
 
-/** What a sweep sees of a node whose beats stopped two leases ago: no lease key, missing since a lease. */
-async function lookDead(r: RedisForTest, nodeId: string): Promise<void> {
-  const [seconds, micros] = await r.redis.time();
-  const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-  await r.redis.multi().del(`${r.prefix}node:${nodeId}`).set(`${r.prefix}missing:${nodeId}`, String(nowMs - LEASE_MS - 1), 'PX', 60_000).exec();
-}
-
 const realDelay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** y's sweeps run (on its clock, armed once its node has started) until `done` holds, or 5 s of real time. */
@@ -65,14 +58,11 @@ function sweepUntil(y: StallableNode, done: () => Promise<boolean> | boolean): P
   return eventually(async () => { y.clock.advance(SWEEP_MS); return done(); }, 5_000);
 }
 
-/** Stops both nodes, their clocks moving on meanwhile (a drain bounded on a clock that never moves would wait forever). */
+/** Stops both nodes (awake), their clocks moving on meanwhile. */
 async function stopBoth(x: StallableNode, y: StallableNode): Promise<void> {
   x.wake();
   y.wake();
-  const stopped = { settled: false };
-  const stopping = Promise.all([x.engine.stop(), y.engine.stop()]).finally(() => { stopped.settled = true; });
-  await eventually(() => { x.clock.advance(5_000); y.clock.advance(5_000); return stopped.settled; }, 10_000);
-  await stopping;
+  await stopWithClocks([x, y]);
 }
 
 test('redis: a node taken for dead while its close waited for a reply, the close taken over and finished elsewhere, starts none of the remaining hooks when it wakes', { timeout: 20_000 }, async (t) => {
@@ -112,7 +102,7 @@ test('redis: a node taken for dead while its close waited for a reply, the close
     assert.equal(x.hooked.length, 1, 'x hooked one process before it stalled');
 
     // y's sweep takes x for dead, takes the close over, hooks the other process and finishes.
-    await lookDead(r, xNode);
+    await lookDead(r, xNode, LEASE_MS);
     assert.ok(await sweepUntil(y, async () => (await r.redis.exists(`${r.prefix}s:${id}`)) === 0), 'y finished the close');
     assert.equal(y.hooked.length, 1, 'y hooked the process x had not');
 
@@ -141,7 +131,7 @@ test('redis: a node taken for dead while a request runs learns it at its next be
     const { signal } = running.proc;
     const xNode = (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `o:${running.proc.processId}`))!;
     x.stall();
-    await lookDead(r, xNode);
+    await lookDead(r, xNode, LEASE_MS);
     assert.ok(await sweepUntil(y, async () => (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `b:${running.proc.processId}`)) === '0'), "y's sweep freed x's process");
     assert.equal(signal.aborted, false, 'x cannot know yet');
 
