@@ -21,8 +21,6 @@ import { writeJson } from './report.js';
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./adapter-server.ts', import.meta.url));
 const RESULTS_FILE = new URL('./results/instructions.json', import.meta.url);
-/** Under valgrind a server runs some 50 times slower: few connections are plenty to keep it busy. */
-const CONNECTIONS = 20;
 
 interface Settings {
   readonly frameworks: readonly FrameworkName[];
@@ -31,6 +29,12 @@ interface Settings {
   /** Requests per counted window. */
   readonly requests: number;
   readonly windows: number;
+  /**
+   * Keep-alive connections of the load. Under valgrind a server runs some 50 times slower: 20 are plenty
+   * to keep it busy. 1 makes each request one turn of the event loop in both servers, so a count depends
+   * less on how many requests one wake-up handles (which differs between two servers on a loaded machine).
+   */
+  readonly connections: number;
 }
 
 interface ServerCount {
@@ -51,6 +55,7 @@ function readSettings(): Settings {
       warmup: { type: 'string', default: '25000' },
       requests: { type: 'string', default: '3000' },
       windows: { type: 'string', default: '5' },
+      connections: { type: 'string', default: '20' },
     },
   });
   const whole = (name: string, text: string): number => {
@@ -60,7 +65,7 @@ function readSettings(): Settings {
   };
   const frameworks = values.framework ?? ['node'];
   for (const f of frameworks) if (!isFrameworkName(f)) throw new Error(`--framework must be one of ${[...FRAMEWORK_NAMES, 'redis', 'node-als', 'hono-middleware'].join(', ')}, got ${f}`);
-  return { frameworks: frameworks as FrameworkName[], warmup: whole('warmup', values.warmup), requests: whole('requests', values.requests), windows: whole('windows', values.windows) };
+  return { frameworks: frameworks as FrameworkName[], warmup: whole('warmup', values.warmup), requests: whole('requests', values.requests), windows: whole('windows', values.windows), connections: whole('connections', values.connections) };
 }
 
 function valgrindMissing(): string | undefined {
@@ -75,7 +80,7 @@ function valgrindMissing(): string | undefined {
 
 /** Counts one server: warm-up, then `windows` windows of `requests` requests, each between a zero and a dump of the counters. */
 async function countServer(server: ServerChild, dumps: string, cookies: readonly string[], settings: Settings): Promise<ServerCount> {
-  const load = { port: server.port, connections: CONNECTIONS, pipelining: 1, duration: 0, cookies };
+  const load = { port: server.port, connections: settings.connections, pipelining: 1, duration: 0, cookies };
   await runLoad({ ...load, amount: settings.warmup });
   const windows: number[] = [];
   for (let w = 0; w < settings.windows; w++) {
@@ -127,7 +132,7 @@ buildLibraryForServers();
 const dumps = mkdtempSync(join(tmpdir(), 'lws-callgrind-'));
 const results: Record<string, unknown>[] = [];
 try {
-  console.log(`instructions per request (callgrind), ${RETURNING_SESSIONS} returning visitors, ${CONNECTIONS} connections; ${settings.warmup} requests of warm-up, then ${settings.windows} windows of ${settings.requests}; node ${process.version}; library ${libraryBuild()}`);
+  console.log(`instructions per request (callgrind), ${RETURNING_SESSIONS} returning visitors, ${settings.connections} connection(s); ${settings.warmup} requests of warm-up, then ${settings.windows} windows of ${settings.requests}; node ${process.version}; library ${libraryBuild()}`);
   console.log('framework   bare Ir/req  with sessions Ir/req  sessions add  bare/with (each window, fewest taken: bare | with)');
   for (const name of settings.frameworks) {
     const { bare, ours } = await countFramework(name, settings, dumps);
