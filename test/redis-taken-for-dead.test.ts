@@ -6,7 +6,7 @@
 // their processes were still theirs without a word (their signals abort, the operator hears it once).
 // The stall is made, not waited for: the node's heartbeats are held, its lease key is removed and its
 // absence dated a lease back, as a sweep would have seen it; one reply is held across the takeover.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
@@ -65,162 +65,141 @@ async function stopBoth(x: StallableNode, y: StallableNode): Promise<void> {
   await stopWithClocks([x, y]);
 }
 
-test('redis: a node taken for dead while its close waited for a reply, the close taken over and finished elsewhere, starts none of the remaining hooks when it wakes', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const x = await stallableNode(r);
-  const y = await stallableNode(r);
-  try {
-    // A session of two processes on x, both idle.
-    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    const second = await x.engine.acquire({ sessionId: first.sessionId, ip: IP });
-    const id = first.sessionId;
-    assert.notEqual(first.proc.processId, second.proc.processId, 'two processes');
-    const xNode = (await r.redis.hget(`${r.prefix}s:${id}`, `o:${first.proc.processId}`))!;
-    first.release();
-    second.release();
-    assert.ok(await idleInRedis(r, id), 'both processes free in Redis');
-
-    // x's close hooks its first process; Redis marks it hooked, and x stalls before it reads that reply.
-    let markedFirst!: () => void;
-    const firstMarked = new Promise<void>((resolve) => { markedFirst = resolve; });
-    let letReplyThrough!: () => void;
-    const replyHeld = new Promise<void>((resolve) => { letReplyThrough = resolve; });
-    let held = false;
-    wrapScript(x.client, 'lwsHooked', (hookedScript) => async (...args) => {
-      const reply = await hookedScript(...args);
-      if (!held) {
-        held = true;
-        x.stall();
-        markedFirst();
-        await replyHeld;
-      }
-      return reply;
-    });
-    const closing = x.engine.closeSession(id);
-    await firstMarked;
-    assert.equal(x.hooked.length, 1, 'x hooked one process before it stalled');
-
-    // y's sweep takes x for dead, takes the close over, hooks the other process and finishes.
-    await lookDead(r, xNode, LEASE_MS);
-    assert.ok(await sweepUntil(y, async () => (await r.redis.exists(`${r.prefix}s:${id}`)) === 0), 'y finished the close');
-    assert.equal(y.hooked.length, 1, 'y hooked the process x had not');
-
-    // x wakes more than a lease after its last answered beat: the reply it held says its mark landed.
-    await realDelay(LEASE_MS + 50);
-    letReplyThrough();
-    assert.equal(await Promise.race([closing, realDelay(5_000).then(() => 'still waiting')]), true, 'the close call on x ends: the session closed');
-    const hooks = [...x.hooked, ...y.hooked];
-    assert.equal(new Set(hooks).size, 2, 'both processes hooked');
-    assert.equal(hooks.length, 2, `each hooked once (x: ${x.hooked.join(', ')}; y: ${y.hooked.join(', ')})`);
-  } finally {
-    await stopBoth(x, y);
-  }
-});
-
-test('redis: a node taken for dead while a request runs learns it at its next beat: the request\'s signal aborts (ERR_SESSION_WRITE_FENCED), its lock calls are refused, and it is reported once', { timeout: 20_000 }, async (t) => {
+/** Two stallable nodes on one Redis for `body`: the leases it lists are released and both nodes stopped after it, whatever it did. */
+async function withTwoNodes(t: TestContext, body: (nodes: { r: RedisForTest; x: StallableNode; y: StallableNode; leases: { release(): void }[] }) => Promise<void>): Promise<void> {
   const r = await redisForTest(t);
   if (r === undefined) return;
   const x = await stallableNode(r);
   const y = await stallableNode(r);
   const leases: { release(): void }[] = [];
   try {
-    const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    leases.push(running);
-    assert.equal(await running.proc.locks.tryLock('T', 1), true);
-    const { signal } = running.proc;
-    const xNode = (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `o:${running.proc.processId}`))!;
-    x.stall();
-    await lookDead(r, xNode, LEASE_MS);
-    assert.ok(await sweepUntil(y, async () => (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `b:${running.proc.processId}`)) === '0'), "y's sweep freed x's process");
-    assert.equal(signal.aborted, false, 'x cannot know yet');
-
-    x.wake();
-    assert.ok(await eventually(() => signal.aborted, 5_000), 'the signal aborts once a beat tells x');
-    assert.ok(signal.reason instanceof SessionError && signal.reason.code === 'ERR_SESSION_WRITE_FENCED', String(signal.reason));
-    const told = x.errors.filter((e) => e.code === 'ERR_SESSION_WRITE_FENCED' && e.message.includes('taken for dead'));
-    assert.equal(told.length, 1, 'said once');
-    assert.match(told[0]!.message, /1 request\(s\)/);
-    assert.deepEqual(y.errors.map((e) => e.code), [], 'y, never taken for dead, hears nothing of it');
-
-    // A request on y has the process the sweep freed: the same process id, its record lock with it. x's
-    // run, going on, must not take or give back locks in that process's name.
-    const onY = await y.engine.acquire({ sessionId: running.sessionId, ip: IP });
-    leases.push(onY);
-    assert.equal(onY.proc.processId, running.proc.processId, 'the same process, now on y');
-    await assert.rejects(running.proc.locks.tryLock('T', 2), (error: SessionError) => error.code === 'ERR_SESSION_CLOSED');
-    assert.equal(await running.proc.locks.unlock('T', 1), false, "x's run leaves the process's lock alone");
-    assert.equal((await onY.proc.locks.lockedBy('T', 1))?.processId, running.proc.processId, 'the lock is still the process\'s');
-    onY.release();
-
-    // The request ends: its release is fenced (the process was freed), its changes not saved.
-    running.proc.vars.lost = true;
-    running.release();
-    assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_WRITE_FENCED' && !e.message.includes('taken for dead')), 5_000), 'its release was refused');
-    const after = await y.engine.acquire({ sessionId: running.sessionId, ip: IP });
-    assert.equal(after.sessionId, running.sessionId, 'the session lives on');
-    assert.equal(after.proc.vars.lost, undefined, 'the fenced request saved nothing');
-    after.release();
+    await body({ r, x, y, leases });
   } finally {
     for (const lease of leases) lease.release();
     await stopBoth(x, y);
   }
-});
+}
 
-test('redis: a spawn whose reply is read while the node is in doubt about its lease runs no task: it fails as with a lost reply', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const x = await stallableNode(r);
-  const y = await stallableNode(r);
-  const leases: { release(): void }[] = [];
-  try {
-    const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    leases.push(running);
-    // The spawn runs in Redis; x stalls before it reads the reply, and reads it more than a lease later.
-    let letReplyThrough!: () => void;
-    const replyHeld = new Promise<void>((resolve) => { letReplyThrough = resolve; });
-    let spawnRan!: () => void;
-    const spawned = new Promise<void>((resolve) => { spawnRan = resolve; });
-    wrapScript(x.client, 'lwsSpawn', (spawn) => async (...args) => {
-      const reply = await spawn(...args);
+test('redis: a node taken for dead while its close waited for a reply, the close taken over and finished elsewhere, starts none of the remaining hooks when it wakes', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ r, x, y }) => {
+  // A session of two processes on x, both idle.
+  const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  const second = await x.engine.acquire({ sessionId: first.sessionId, ip: IP });
+  const id = first.sessionId;
+  assert.notEqual(first.proc.processId, second.proc.processId, 'two processes');
+  const xNode = (await r.redis.hget(`${r.prefix}s:${id}`, `o:${first.proc.processId}`))!;
+  first.release();
+  second.release();
+  assert.ok(await idleInRedis(r, id), 'both processes free in Redis');
+
+  // x's close hooks its first process; Redis marks it hooked, and x stalls before it reads that reply.
+  let markedFirst!: () => void;
+  const firstMarked = new Promise<void>((resolve) => { markedFirst = resolve; });
+  let letReplyThrough!: () => void;
+  const replyHeld = new Promise<void>((resolve) => { letReplyThrough = resolve; });
+  let held = false;
+  wrapScript(x.client, 'lwsHooked', (hookedScript) => async (...args) => {
+    const reply = await hookedScript(...args);
+    if (!held) {
+      held = true;
       x.stall();
-      spawnRan();
+      markedFirst();
       await replyHeld;
-      return reply;
-    });
-    let taskRan = false;
-    running.proc.spawn('report', async () => { taskRan = true; });
-    await spawned;
-    await realDelay(LEASE_MS + 50);
-    letReplyThrough();
-    assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000), `the task failed: ${x.errors.map((e) => e.code).join(', ')}`);
-    const failed = x.errors.find((e) => e.code === 'ERR_SESSION_TASK_FAILED')!;
-    assert.equal((failed.cause as SessionError | undefined)?.code, 'ERR_SESSION_STORE_UNAVAILABLE');
-    assert.equal(taskRan, false, 'the task never ran');
-  } finally {
-    for (const lease of leases) lease.release();
-    await stopBoth(x, y);
-  }
-});
+    }
+    return reply;
+  });
+  const closing = x.engine.closeSession(id);
+  await firstMarked;
+  assert.equal(x.hooked.length, 1, 'x hooked one process before it stalled');
 
-test('redis: a node that left cleanly, swept as dead by another, leaves no mark for a beat that will never come', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const x = await stallableNode(r);
-  const y = await stallableNode(r);
-  try {
-    const onX = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    const xNode = (await r.redis.hget(`${r.prefix}s:${onX.sessionId}`, `o:${onX.proc.processId}`))!;
-    onX.release();
-    (await y.engine.acquire({ sessionId: undefined, ip: IP })).release();
-    assert.equal(await r.redis.sismember(`${r.prefix}nodes`, xNode), 1, 'x registered');
-    await x.engine.stop(); // onStop 'auto', y alive: x leaves, its sessions kept
-    assert.ok(await sweepUntil(y, async () => (await r.redis.sismember(`${r.prefix}nodes`, xNode)) === 0), "y's sweep took x, gone, off the node list");
-    assert.equal(await r.redis.exists(`${r.prefix}swept:${xNode}`), 0, 'no swept mark for a node that left');
-  } finally {
-    await stopBoth(x, y);
-  }
-});
+  // y's sweep takes x for dead, takes the close over, hooks the other process and finishes.
+  await lookDead(r, xNode, LEASE_MS);
+  assert.ok(await sweepUntil(y, async () => (await r.redis.exists(`${r.prefix}s:${id}`)) === 0), 'y finished the close');
+  assert.equal(y.hooked.length, 1, 'y hooked the process x had not');
+
+  // x wakes more than a lease after its last answered beat: the reply it held says its mark landed.
+  await realDelay(LEASE_MS + 50);
+  letReplyThrough();
+  assert.equal(await Promise.race([closing, realDelay(5_000).then(() => 'still waiting')]), true, 'the close call on x ends: the session closed');
+  const hooks = [...x.hooked, ...y.hooked];
+  assert.equal(new Set(hooks).size, 2, 'both processes hooked');
+  assert.equal(hooks.length, 2, `each hooked once (x: ${x.hooked.join(', ')}; y: ${y.hooked.join(', ')})`);
+}));
+
+test('redis: a node taken for dead while a request runs learns it at its next beat: the request\'s signal aborts (ERR_SESSION_WRITE_FENCED), its lock calls are refused, and it is reported once', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ r, x, y, leases }) => {
+  const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  leases.push(running);
+  assert.equal(await running.proc.locks.tryLock('T', 1), true);
+  const { signal } = running.proc;
+  const xNode = (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `o:${running.proc.processId}`))!;
+  x.stall();
+  await lookDead(r, xNode, LEASE_MS);
+  assert.ok(await sweepUntil(y, async () => (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `b:${running.proc.processId}`)) === '0'), "y's sweep freed x's process");
+  assert.equal(signal.aborted, false, 'x cannot know yet');
+
+  x.wake();
+  assert.ok(await eventually(() => signal.aborted, 5_000), 'the signal aborts once a beat tells x');
+  assert.ok(signal.reason instanceof SessionError && signal.reason.code === 'ERR_SESSION_WRITE_FENCED', String(signal.reason));
+  const told = x.errors.filter((e) => e.code === 'ERR_SESSION_WRITE_FENCED' && e.message.includes('taken for dead'));
+  assert.equal(told.length, 1, 'said once');
+  assert.match(told[0]!.message, /1 request\(s\)/);
+  assert.deepEqual(y.errors.map((e) => e.code), [], 'y, never taken for dead, hears nothing of it');
+
+  // A request on y has the process the sweep freed: the same process id, its record lock with it. x's
+  // run, going on, must not take or give back locks in that process's name.
+  const onY = await y.engine.acquire({ sessionId: running.sessionId, ip: IP });
+  leases.push(onY);
+  assert.equal(onY.proc.processId, running.proc.processId, 'the same process, now on y');
+  await assert.rejects(running.proc.locks.tryLock('T', 2), (error: SessionError) => error.code === 'ERR_SESSION_CLOSED');
+  assert.equal(await running.proc.locks.unlock('T', 1), false, "x's run leaves the process's lock alone");
+  assert.equal((await onY.proc.locks.lockedBy('T', 1))?.processId, running.proc.processId, 'the lock is still the process\'s');
+  onY.release();
+
+  // The request ends: its release is fenced (the process was freed), its changes not saved.
+  running.proc.vars.lost = true;
+  running.release();
+  assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_WRITE_FENCED' && !e.message.includes('taken for dead')), 5_000), 'its release was refused');
+  const after = await y.engine.acquire({ sessionId: running.sessionId, ip: IP });
+  assert.equal(after.sessionId, running.sessionId, 'the session lives on');
+  assert.equal(after.proc.vars.lost, undefined, 'the fenced request saved nothing');
+  after.release();
+}));
+
+test('redis: a spawn whose reply is read while the node is in doubt about its lease runs no task: it fails as with a lost reply', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ x, leases }) => {
+  const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  leases.push(running);
+  // The spawn runs in Redis; x stalls before it reads the reply, and reads it more than a lease later.
+  let letReplyThrough!: () => void;
+  const replyHeld = new Promise<void>((resolve) => { letReplyThrough = resolve; });
+  let spawnRan!: () => void;
+  const spawned = new Promise<void>((resolve) => { spawnRan = resolve; });
+  wrapScript(x.client, 'lwsSpawn', (spawn) => async (...args) => {
+    const reply = await spawn(...args);
+    x.stall();
+    spawnRan();
+    await replyHeld;
+    return reply;
+  });
+  let taskRan = false;
+  running.proc.spawn('report', async () => { taskRan = true; });
+  await spawned;
+  await realDelay(LEASE_MS + 50);
+  letReplyThrough();
+  assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_TASK_FAILED'), 5_000), `the task failed: ${x.errors.map((e) => e.code).join(', ')}`);
+  const failed = x.errors.find((e) => e.code === 'ERR_SESSION_TASK_FAILED')!;
+  assert.equal((failed.cause as SessionError | undefined)?.code, 'ERR_SESSION_STORE_UNAVAILABLE');
+  assert.equal(taskRan, false, 'the task never ran');
+}));
+
+test('redis: a node that left cleanly, swept as dead by another, leaves no mark for a beat that will never come', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ r, x, y }) => {
+  const onX = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  const xNode = (await r.redis.hget(`${r.prefix}s:${onX.sessionId}`, `o:${onX.proc.processId}`))!;
+  onX.release();
+  (await y.engine.acquire({ sessionId: undefined, ip: IP })).release();
+  assert.equal(await r.redis.sismember(`${r.prefix}nodes`, xNode), 1, 'x registered');
+  await x.engine.stop(); // onStop 'auto', y alive: x leaves, its sessions kept
+  assert.ok(await sweepUntil(y, async () => (await r.redis.sismember(`${r.prefix}nodes`, xNode)) === 0), "y's sweep took x, gone, off the node list");
+  assert.equal(await r.redis.exists(`${r.prefix}swept:${xNode}`), 0, 'no swept mark for a node that left');
+}));
 
 test('redis: a node whose beats failed for more than a lease (an outage) beats as soon as its connection is ready again: its first request is served, not refused in doubt', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
