@@ -34,3 +34,19 @@ test('clientIp follows trustProxy: false the socket, true the leftmost X-Forward
   assert.equal(normalizeIp(undefined), '');
   assert.equal(normalizeIp('::1'), '::1');
 });
+
+test('behind a proxy, every spelling of one IPv6 client is one address, the form a socket gives (RFC 5952), and an IPv4-mapped one in hex is its IPv4', () => {
+  const spellings: Array<[forwardedFor: string, expected: string]> = [
+    ['2001:db8::1', '2001:db8::1'],
+    ['2001:DB8::1', '2001:db8::1'],
+    ['2001:0db8:0:0:0:0:0:1', '2001:db8::1'],
+    ['[2001:0DB8::0:1]:41000', '2001:db8::1'],
+    ['fe80::1%eth0', 'fe80::1'],
+    ['0:0:0:0:0:0:0:1', '::1'],
+    ['::ffff:102:304', '1.2.3.4'],
+    ['[::FFFF:0102:0304]', '1.2.3.4'],
+  ];
+  for (const [forwardedFor, expected] of spellings) {
+    assert.equal(clientIp('127.0.0.1', forwardedFor, true), expected, forwardedFor);
+  }
+});

@@ -1,7 +1,7 @@
 // The client address under `trustProxy`, fuzzed against the option's specification: false: the socket's
 // address; true: the leftmost X-Forwarded-For entry; n ≥ 1: in [...X-Forwarded-For entries, socket] the
 // entry at index length-1-n, clamped to 0; an entry with a port (`1.2.3.4:80`, `[::1]:443`, `[::1]`)
-// counts by its address; a malformed entry is treated as missing (the socket's address is used). The address decides IP validation (400) and is what sessions() reports.
+// counts by its address; an IPv6 address counts in the form a socket gives; a malformed entry is treated as missing (the socket's address is used). The address decides IP validation (400) and is what sessions() reports.
 // Profile: FUZZ_RUNS / FUZZ_HTTP_RUNS (see test/fuzz-support.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +14,42 @@ import { acquireFor } from '../src/http/binding.js';
 import { FUZZ, guardFor, params, trapProcessFailures } from './fuzz-support.js';
 import { rawRequest } from './raw-http.js';
 
-const normalize = (ip: string): string => (ip.toLowerCase().startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip);
+/**
+ * How a socket writes an IPv6 address (RFC 5952, as libuv's inet_ntop: lowercase, no leading zeros, the
+ * longest run of two or more zero groups as '::', the first if tied; the last 32 bits dotted when the
+ * first 80 bits are zero and the next 16 are zero or ffff), with an IPv4-mapped one as its IPv4.
+ * The 16-bit groups come from the URL parser, a different reading of the address than the product's.
+ */
+function socketForm(ip: string): string {
+  if (isIP(ip) !== 6) return ip;
+  const hex = new URL(`http://[${ip.replace(/%.*$/, '')}]/`).hostname.slice(1, -1);
+  const [head = '', tail] = hex.split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right].map((g) => parseInt(g, 16));
+  let best = { base: -1, len: 0 };
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > best.len) best = { base: i, len: j - i };
+    i = j === i ? i + 1 : j;
+  }
+  if (best.len < 2) best = { base: -1, len: 0 };
+  const dotted = (): string => [groups[6]! >> 8, groups[6]! & 255, groups[7]! >> 8, groups[7]! & 255].join('.');
+  if (best.base === 0 && best.len === 5 && groups[5] === 0xffff) return dotted();
+  if (best.base === 0 && best.len === 6) return `::${dotted()}`;
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === best.base) { out += '::'; i += best.len - 1; continue; }
+    out += `${out === '' || out.endsWith(':') ? '' : ':'}${groups[i]!.toString(16)}`;
+  }
+  return out;
+}
+
+const normalize = (ip: string): string => {
+  const written = socketForm(ip);
+  return written.toLowerCase().startsWith('::ffff:') && written.includes('.') ? written.slice(7) : written;
+};
 
 /** The address an entry names: itself, or without the port a proxy may have written after it. */
 function entryAddress(entry: string): string | undefined {

@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { isIP, SocketAddress } from 'node:net';
 import type { RuntimeOptions } from '../options.js';
 
 /** `::ffff:127.0.0.1` (in any case) and `127.0.0.1` are one client: compare IPv4 clients in one form. */
@@ -13,11 +13,23 @@ export function normalizeIp(address: string | undefined): string {
  * `[2001:db8::1]:41000`, `[2001:db8::1]`); undefined if it holds none.
  */
 function addressOf(entry: string): string | undefined {
-  if (isIP(entry) !== 0) return entry;
+  const family = isIP(entry);
+  if (family === 4) return entry;
+  if (family === 6) return canonicalIpv6(entry);
   const bracketed = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(entry);
-  if (bracketed !== null) return isIP(bracketed[1]!) === 6 ? bracketed[1] : undefined;
+  if (bracketed !== null) return isIP(bracketed[1]!) === 6 ? canonicalIpv6(bracketed[1]!) : undefined;
   const withPort = /^([\d.]+):\d{1,5}$/.exec(entry);
   return withPort !== null && isIP(withPort[1]!) === 4 ? withPort[1] : undefined;
+}
+
+/**
+ * One IPv6 address has many spellings (`2001:DB8::1`, `2001:0db8:0:0:0:0:0:1`, `::ffff:102:304` for
+ * `::ffff:1.2.3.4`): a proxy writes what it likes, a socket gives the RFC 5952 form. Written in the
+ * socket's form, one client is one address whichever proxy wrote it (a zone index, `%eth0`, is dropped:
+ * it names an interface of the proxy's host, not the client).
+ */
+function canonicalIpv6(address: string): string {
+  return new SocketAddress({ address, family: 'ipv6' }).address;
 }
 
 /**
