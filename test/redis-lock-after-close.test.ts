@@ -1,7 +1,8 @@
 // A record lock taken by a process of a session whose close, claimed by another node, has already
 // finished (FINISH freed the locks the session held then): a request the close stopped waiting for, or
 // a process whose init ended while the hooks ran. Its release finds the session gone and frees the lock,
-// instead of leaving it held by a closed session for a key lifetime (hours).
+// instead of leaving it held by a closed session for a key lifetime (hours). A request's lock calls are
+// fenced by its process token in Redis since (run-locks.ts): a straggler's tryLock after FINISH is refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type RequestLease, type SessionError } from '../src/index.js';
@@ -24,7 +25,7 @@ async function nodeOn(r: RedisForTest, clock: ManualClock, options: { init?: (pr
 
 const RECORD = { table: 'Stock', key: 42 };
 
-test('redis: a request still running when another node\'s close gave up waiting for it (closeTimeoutMs) takes a lock after the close finished, before its node hears so: hearing it tears the request\'s process down as the memory store does (the lock freed, later lock calls refused)', { timeout: 20_000 }, async (t) => {
+test('redis: a request still running when another node\'s close gave up waiting for it (closeTimeoutMs) tries to take a lock after the close finished, before its node hears so: Redis refuses it, and hearing it tears the request\'s process down as the memory store does (the lock freed, later lock calls refused)', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
   const clock = new ManualClock();
@@ -41,7 +42,8 @@ test('redis: a request still running when another node\'s close gave up waiting 
     closing = track(y.engine.closeSession(id));
     assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
-    assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record');
+    // Its lock call is fenced by its process token (src/redis/run-locks.ts): Redis, where the session is gone, refuses it.
+    await assert.rejects(a.proc.locks.tryLock(RECORD.table, RECORD.key), { code: 'ERR_SESSION_CLOSED' }, 'the straggler cannot take the record');
     held.on = false;
     held.deliver();
     assert.ok(await eventually(() => a.proc.closed, 5_000), 'torn down once its node heard the close end');
@@ -99,7 +101,7 @@ test('redis: a second process whose init ends while another node runs the close\
   }
 });
 
-test('redis: the same straggler on a node that lost the close\'s messages (pub/sub drops them across a reconnect): its release asks Redis, finds the session gone, and frees the lock', { timeout: 20_000 }, async (t) => {
+test('redis: the same straggler on a node that lost the close\'s messages (pub/sub drops them across a reconnect): its lock call is refused, its release asks Redis and finds the session gone', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
   const clock = new ManualClock();
@@ -116,7 +118,8 @@ test('redis: the same straggler on a node that lost the close\'s messages (pub/s
     closing = track(y.engine.closeSession(id));
     assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
-    assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record');
+    // Its lock call is fenced by its process token (src/redis/run-locks.ts): Redis, where the session is gone, refuses it.
+    await assert.rejects(a.proc.locks.tryLock(RECORD.table, RECORD.key), { code: 'ERR_SESSION_CLOSED' }, 'the straggler cannot take the record');
     a.release();
     const b = await y.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(b);

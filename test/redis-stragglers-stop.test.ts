@@ -169,7 +169,7 @@ test('stop() on x (its store\'s own client, from url) while a handed-over logout
   }
 });
 
-test('x stops while a handed-over request\'s end waits for y\'s close (x missed its x): the lock the request took after y\'s teardown is freed before x\'s stop resolves', { timeout: 20_000 }, async (t) => {
+test('x stops while a handed-over request\'s end waits for y\'s close (x missed its x): a lock the request tries to take after y\'s teardown is refused, and none is left after x\'s stop resolves', { timeout: 20_000 }, async (t) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
   const clock = new ManualClock();
@@ -186,7 +186,7 @@ test('x stops while a handed-over request\'s end waits for y\'s close (x missed 
     held.on = true;
     a.run(() => { void x.engine.closeSession(x.engine.currentSessionId()); }); // handed over
     assert.ok(await eventually(() => outside!.settled, 5_000), 'y\'s close ended (x has not heard its x)');
-    assert.equal(await a.proc.locks.tryLock('Stock', 42), true, 'the request, still running, takes a lock after y\'s teardown');
+    await assert.rejects(a.proc.locks.tryLock('Stock', 42), { code: 'ERR_SESSION_CLOSED' }, 'the request, still running, cannot take a lock after y\'s teardown (fenced in Redis)');
     a.release();
     await settle(5);
     await x.engine.stop();

@@ -30,7 +30,8 @@ test('a straggler torn down on x whose lock release fails once (Redis blip) stil
     held.on = true;
     closing = track(y.engine.closeSession(id));
     assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
-    assert.equal(await a.proc.locks.tryLock(RECORD.table, RECORD.key), true, 'the straggler takes the record after FINISH');
+    // Refused in Redis since lock calls are fenced by the process token (run-locks.ts): nothing to free then.
+    await assert.rejects(a.proc.locks.tryLock(RECORD.table, RECORD.key), { code: 'ERR_SESSION_CLOSED' }, 'the straggler cannot take the record after FINISH');
     let failures = 0;
     wrapScript(x.client, 'lwsLockReleaseAll', (original) => async (...args) => {
       if (failures++ === 0) throw new Error('injected: connection reset');
@@ -188,8 +189,9 @@ test('a straggler task and request torn down on x end quietly (no state, no erro
     held.on = true;
     closing = track(y.engine.closeSession(id));
     assert.ok(await settledAsTimePasses(clock, closing!));
-    await a.proc.locks.tryLock('R', 1);
-    await taskProc!.locks.tryLock('T', 2);
+    // After FINISH: refused in Redis (fenced by the process token).
+    assert.equal(await a.proc.locks.tryLock('R', 1).catch((e: { code?: string }) => e.code), 'ERR_SESSION_CLOSED');
+    assert.equal(await taskProc!.locks.tryLock('T', 2).catch((e: { code?: string }) => e.code), 'ERR_SESSION_CLOSED');
     held.deliver();
     assert.ok(await eventually(() => a.proc.closed && taskProc!.closed, 5_000));
     a.proc.vars.late = 2;

@@ -10,6 +10,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
+import { redisLockKey, type RedisLockManager } from '../src/redis/locks.js';
 import { eventually } from './helpers.js';
 import { redisForTest, type RedisForTest } from './redis-support.js';
 import { IP, idleInRedis, lookDead, stopWithClocks, wrapScript, type Vars } from './redis-crossing.js';
@@ -162,6 +163,59 @@ test('redis: a node taken for dead while a request runs learns it at its next be
   assert.equal(after.sessionId, running.sessionId, 'the session lives on');
   assert.equal(after.proc.vars.lost, undefined, 'the fenced request saved nothing');
   after.release();
+}));
+
+test('redis: before any beat tells a node taken for dead, its running request cannot take or give back locks in the name of its process, now another node\'s request\'s: Redis fences the lock calls by the process token', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ r, x, y, leases }) => {
+  const running = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  leases.push(running);
+  assert.equal(await running.proc.locks.tryLock('T', 1), true, 'unfenced while the process is the run\'s');
+  assert.equal(await running.proc.locks.unlock('T', 1), true);
+  assert.equal(await running.proc.locks.tryLock('T', 1), true);
+  const xNode = (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `o:${running.proc.processId}`))!;
+  x.stall(); // x beats no more: nothing tells it of the sweep below
+  await lookDead(r, xNode, LEASE_MS);
+  assert.ok(await sweepUntil(y, async () => (await r.redis.hget(`${r.prefix}s:${running.sessionId}`, `b:${running.proc.processId}`)) === '0'), "y's sweep freed x's process");
+  const onY = await y.engine.acquire({ sessionId: running.sessionId, ip: IP });
+  leases.push(onY);
+  assert.equal(onY.proc.processId, running.proc.processId, 'the same process, now on y');
+  assert.equal(await onY.proc.locks.tryLock('T', 2), true, "y's request locks a record");
+
+  assert.equal(running.proc.signal.aborted, false, 'x has not heard yet');
+  await assert.rejects(running.proc.locks.tryLock('T', 3), (error: SessionError) => error.code === 'ERR_SESSION_CLOSED', "x's run takes no record");
+  assert.equal(await r.redis.exists(redisLockKey(r.prefix, { table: 'T', key: 3 })), 0, 'nothing written');
+  assert.equal(await running.proc.locks.unlock('T', 2), false, "x's run frees no record of y's request");
+  assert.equal((await onY.proc.locks.lockedBy('T', 2))?.processId, onY.proc.processId, "y's lock stands");
+  assert.equal(await running.proc.locks.unlock('T', 1), false, 'nor one the process took before the stall');
+  assert.equal(await onY.proc.locks.unlock('T', 2), true, "y's request, the process's run now, locks as before");
+  assert.equal(await onY.proc.locks.tryLock('T', 3), true);
+}));
+
+test('redis: lock calls of a request follow its session to the id regenerate gave it, on the node that renamed it and on another', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ r, x, y, leases }) => {
+  const onX = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  leases.push(onX);
+  const oldId = onX.sessionId;
+  const pid = onX.proc.processId;
+  assert.equal(await onX.proc.locks.tryLock('R', 1), true);
+  const newId = await x.engine.regenerate(oldId);
+  assert.ok(newId !== null && newId !== oldId);
+  assert.equal(onX.proc.sessionId, newId, 'the run is under the new id');
+  assert.equal(await onX.proc.locks.tryLock('R', 2), true, 'after the rename');
+  // A fenced call still naming the old id (sent before its node heard of a rename made elsewhere) follows
+  // P mv:<old> to the process's token; a stale token is refused there too.
+  const token = (await r.redis.hget(`${r.prefix}s:${newId}`, `b:${pid}`))!;
+  const locks = x.engine.lockManager as RedisLockManager;
+  const owner = { sessionId: oldId, processId: pid };
+  assert.equal(await locks.tryLock(owner, { table: 'R', key: 3 }, { sessionId: oldId, token }), true, 'the old id followed');
+  await assert.rejects(locks.tryLock(owner, { table: 'R', key: 4 }, { sessionId: oldId, token: `${token}0` }), (error: SessionError) => error.code === 'ERR_SESSION_CLOSED');
+  assert.equal(await locks.unlock(owner, { table: 'R', key: 3 }, { sessionId: oldId, token: `${token}0` }), false, 'a stale token frees nothing');
+  assert.equal(await locks.unlock(owner, { table: 'R', key: 3 }, { sessionId: oldId, token }), true);
+  assert.equal(await onX.proc.locks.unlock('R', 1), true);
+  onX.release();
+  assert.ok(await idleInRedis(r, newId as string), 'its release landed');
+  const onY = await y.engine.acquire({ sessionId: newId as string, ip: IP });
+  leases.push(onY);
+  assert.equal(onY.proc.processId, onX.proc.processId, 'the same process, now on y');
+  assert.equal(await onY.proc.locks.unlock('R', 2), true, 'on another node under the new id');
 }));
 
 test('redis: a spawn whose reply is read while the node is in doubt about its lease runs no task: it fails as with a lost reply', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ x, leases }) => {

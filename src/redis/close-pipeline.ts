@@ -179,7 +179,7 @@ export class ClosePipelineSteps<Vars extends SessionVars> {
   }
 
   #runningHere(pid: string): WebProcess<Vars> | undefined {
-    for (const proc of this.#node.runningHere) if (proc.processId === pid && !proc.closed) return proc;
+    for (const proc of this.#node.runningHere.keys()) if (proc.processId === pid && !proc.closed) return proc;
     return undefined;
   }
 

@@ -78,7 +78,7 @@ export class RedisCloser<Vars extends SessionVars> {
     const pipeline = this.#pipelines.get(id);
     if (pipeline?.phase === 'draining') {
       const processes: WebProcess<Vars>[] = [];
-      for (const proc of this.#node.runningHere) if (proc.sessionId === id && !pipeline.insiders.has(proc.processId)) processes.push(proc);
+      for (const proc of this.#node.runningHere.keys()) if (proc.sessionId === id && !pipeline.insiders.has(proc.processId)) processes.push(proc);
       return { processes, hooks: false };
     }
     if (pipeline?.phase === 'hooks' && pipeline.hooking !== undefined) return { processes: [pipeline.hooking], hooks: true };

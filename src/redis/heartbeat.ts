@@ -82,7 +82,7 @@ export class Heartbeat<Vars extends SessionVars> {
    */
   #takenForDead(): void {
     const { ctx, runningHere, fencedRuns } = this.#node;
-    for (const proc of runningHere) {
+    for (const proc of runningHere.keys()) {
       // Its process id's record locks may be another node's request's now: its lock calls are refused.
       fencedRuns.add(proc);
       processInternals.abort(proc, () => new SessionError('ERR_SESSION_WRITE_FENCED', `${proc.processId}: this node was taken for dead and its process freed; what this run changes is not saved`, { sessionId: proc.sessionId }));

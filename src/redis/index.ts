@@ -8,7 +8,7 @@ import type { RedisSettings, StoreCommands } from './node.js';
 import { STORE_SCRIPTS } from './scripts.js';
 import { RedisSessions } from './sessions.js';
 
-export { RedisLockManager, type RedisLockManagerOptions } from './locks.js';
+export { RedisLockManager, type ProcessFence, type RedisLockManagerOptions } from './locks.js';
 
 /** Options of `createRedisStore`. */
 export interface RedisStoreOptions {

@@ -86,6 +86,31 @@ return touched
 `;
 
 /**
+ * The check that makes a lock call fenced: the caller runs a request or task of a Redis store's session
+ * and passes its process's token; the call goes on only while the session's hash still gives the process
+ * (`b:<pid>`, ARGV[1]) to that token, following `P mv:<old>` when the session was regenerated since, as
+ * the store's RELEASE does. Otherwise the script returns -1 and changes nothing: the process was freed
+ * (its node taken for dead, its close past waiting for it) and may be another run's by now, whose locks
+ * carry the same process id. KEYS[3]: the session's hash; ARGV[token], ARGV[token + 1]: the store's
+ * prefix, ARGV[token + 2]: the session id.
+ */
+function fenced(token: number): string {
+  return `
+local function holdsProcess(h, id)
+  for _ = 1, 9 do
+    local b = redis.call('HGET', h, 'b:' .. ARGV[1])
+    if b then return b == ARGV[${token}] end
+    id = redis.call('GET', ARGV[${token + 1}] .. 'mv:' .. id)
+    if not id then return false end
+    h = ARGV[${token + 1}] .. 's:' .. id
+  end
+  return false
+end
+if not holdsProcess(KEYS[3], ARGV[${token + 2}]) then return -1 end
+`;
+}
+
+/**
  * The scripts, by the command name ioredis gives them on the client (`defineCommand`). The names carry
  * the package's initials so they cannot clash with an application's own commands on a shared client.
  * `numberOfKeys` is left out where the count varies: the caller passes it first.
@@ -93,6 +118,8 @@ return touched
 export const LOCK_SCRIPTS = {
   lwsLockAcquire: { lua: ACQUIRE, numberOfKeys: 2 },
   lwsLockRelease: { lua: RELEASE, numberOfKeys: 2 },
+  lwsLockAcquireFenced: { lua: fenced(5) + ACQUIRE, numberOfKeys: 3 },
+  lwsLockReleaseFenced: { lua: fenced(2) + RELEASE, numberOfKeys: 3 },
   lwsLockReleaseAll: { lua: RELEASE_ALL },
   lwsLockRename: { lua: RENAME },
   lwsLockTouch: { lua: TOUCH, numberOfKeys: 1 },
@@ -102,6 +129,8 @@ export const LOCK_SCRIPTS = {
 export interface LockCommands {
   lwsLockAcquire(lockKey: string, setKey: string, processId: string, sessionId: string, sinceMs: number, ttlMs: number): Promise<number>;
   lwsLockRelease(lockKey: string, setKey: string, processId: string): Promise<number>;
+  lwsLockAcquireFenced(lockKey: string, setKey: string, sessionKey: string, processId: string, sessionId: string, sinceMs: number, ttlMs: number, token: string, prefix: string, fenceSessionId: string): Promise<number>;
+  lwsLockReleaseFenced(lockKey: string, setKey: string, sessionKey: string, processId: string, token: string, prefix: string, fenceSessionId: string): Promise<number>;
   lwsLockReleaseAll(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
   lwsLockRename(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
   lwsLockTouch(setKey: string, processId: string, ttlMs: number): Promise<number>;

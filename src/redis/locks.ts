@@ -31,6 +31,18 @@ export interface RedisLockManagerOptions {
   readonly now?: () => number;
 }
 
+/**
+ * Ties a lock call to a run (a request or task) of a Redis store's session: the session's id and the
+ * token the run's process was entered with. A fenced call lands only while Redis still gives the process
+ * to that token (a regenerated id is followed), so a run whose process was taken from it (its node
+ * taken for dead during a stall, its close past waiting for it) cannot take or release a record in the
+ * name of the process's next run, which holds its locks under the same process id.
+ */
+export interface ProcessFence {
+  readonly sessionId: string;
+  readonly token: string;
+}
+
 // Bounds keep a TTL within what PEXPIRE and timers handle; a year is far beyond any session timeout.
 const MAX_TTL_MS = 366 * 24 * 60 * 60 * 1000;
 
@@ -119,25 +131,44 @@ export class RedisLockManager implements LockManager {
     return this.#lockTtlMs;
   }
 
-  /** Locks the record for `owner`; `false` when another process holds it. Locking again refreshes the TTL. */
-  async tryLock(owner: LockOwner, ref: LockRef): Promise<boolean> {
+  /**
+   * Locks the record for `owner`; `false` when another process holds it. Locking again refreshes the TTL.
+   * With a `fence` (the Redis store passes one for a running request or task), rejects with
+   * `ERR_SESSION_CLOSED` and changes nothing when the store no longer gives the process to that run.
+   */
+  async tryLock(owner: LockOwner, ref: LockRef, fence?: ProcessFence): Promise<boolean> {
     checkOwner('tryLock', owner);
     checkRef('tryLock', ref, true);
     const { processId, sessionId } = owner;
     const sinceMs = this.#now();
-    const won = await this.#call('tryLock', () =>
-      this.#redis.lwsLockAcquire(redisLockKey(this.#prefix, ref), redisProcessLocksKey(this.#prefix, processId), processId, sessionId, sinceMs, this.#lockTtlMs));
+    const lockKey = redisLockKey(this.#prefix, ref);
+    const setKey = redisProcessLocksKey(this.#prefix, processId);
+    const won = await this.#call('tryLock', () => fence === undefined
+      ? this.#redis.lwsLockAcquire(lockKey, setKey, processId, sessionId, sinceMs, this.#lockTtlMs)
+      : this.#redis.lwsLockAcquireFenced(lockKey, setKey, this.#sessionKey(fence), processId, sessionId, sinceMs, this.#lockTtlMs, fence.token, this.#prefix, fence.sessionId));
+    if (won === -1) throw new SessionError('ERR_SESSION_CLOSED', `${processId}: its run no longer holds the process`, { sessionId });
     return won === 1;
   }
 
-  /** Releases the record if `owner`'s process holds it; `false` otherwise (nothing changes). */
-  async unlock(owner: LockOwner, ref: LockRef): Promise<boolean> {
+  /**
+   * Releases the record if `owner`'s process holds it; `false` otherwise (nothing changes). With a
+   * `fence`, also `false` (nothing changes) when the store no longer gives the process to that run.
+   */
+  async unlock(owner: LockOwner, ref: LockRef, fence?: ProcessFence): Promise<boolean> {
     checkOwner('unlock', owner);
     checkRef('unlock', ref);
     const { processId } = owner;
-    const released = await this.#call('unlock', () =>
-      this.#redis.lwsLockRelease(redisLockKey(this.#prefix, ref), redisProcessLocksKey(this.#prefix, processId), processId));
+    const lockKey = redisLockKey(this.#prefix, ref);
+    const setKey = redisProcessLocksKey(this.#prefix, processId);
+    const released = await this.#call('unlock', () => fence === undefined
+      ? this.#redis.lwsLockRelease(lockKey, setKey, processId)
+      : this.#redis.lwsLockReleaseFenced(lockKey, setKey, this.#sessionKey(fence), processId, fence.token, this.#prefix, fence.sessionId));
     return released === 1;
+  }
+
+  // The Redis store's hash of the fence's session (its keys share this manager's prefix).
+  #sessionKey(fence: ProcessFence): string {
+    return `${this.#prefix}s:${fence.sessionId}`;
   }
 
   /** The holder of the record (seen from any node), or `null`. */

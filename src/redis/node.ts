@@ -98,7 +98,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   }
 
   get lockManager(): LockManager {
-    return this.#node.lockManager;
+    return this.#node.runLocks;
   }
 
   spawn(name: string, task: (proc: WebProcess<Vars>) => Promise<void>): WebProcess<Vars> {
@@ -108,7 +108,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   /** A request or task of this node starts in `run.proc`. */
   startRun(run: LocalRun<Vars>): void {
     this.runs.set(run.proc, run);
-    this.#node.runningHere.add(run.proc);
+    this.#node.runningHere.set(run.proc, run);
     // An enter that landed in Redis before the close's claim, its reply read after the close started
     // here: the close waits for this request, so it must hear the close like the ones already running.
     if (this.#closeStarted) this.#askToStop(run.proc);
@@ -192,6 +192,8 @@ export interface NodeServices<Vars extends SessionVars> {
   /** This node's id: written on the processes it runs and the closes it claims. */
   readonly nodeId: string;
   readonly lockManager: RedisLockManager;
+  /** What this node's processes lock through: lockManager, with their runs' calls fenced (run-locks.ts). */
+  readonly runLocks: LockManager;
   /** Delays between retries of saves and closes that failed on a Redis error. */
   readonly retries: Retries;
   /** Whether this node may have been taken for dead (no beat answered for a lease): node-lease.ts. */
@@ -202,7 +204,7 @@ export interface NodeServices<Vars extends SessionVars> {
    */
   drainEnded: boolean;
   /** The process objects running a request or task on this node now (whatever handle they are under). */
-  readonly runningHere: Set<WebProcess<Vars>>;
+  readonly runningHere: Map<WebProcess<Vars>, LocalRun<Vars>>;
   /** Runs that were going on when this node learnt it had been taken for dead: their lock calls are refused (heartbeat.ts). */
   readonly fencedRuns: WeakSet<WebProcess<Vars>>;
   /**
