@@ -42,11 +42,11 @@ export interface Pipeline<Vars extends SessionVars> {
 }
 
 /**
- * Steps 2 to 4 of a close this node has claimed (the claim is step 1, closer.ts): wait until the
- * session's processes are released wherever they run (bounded by `closeTimeoutMs`), run `onClose` once
- * per process with its saved state (marking each in Redis, so a node that takes a dead claimer's close
- * over skips it), tear down and release its locks, delete the session. Each step that writes checks that
- * the claim is still this node's; a step that finds it lost stops there.
+ * Steps 2 to 4 of a close this node has claimed (the claim is step 1, closer.ts and close-calls.ts): wait
+ * until the session's processes are released wherever they run (bounded by `closeTimeoutMs`), run
+ * `onClose` once per process with its saved state (marking each in Redis, so a node that takes a dead
+ * claimer's close over skips it), tear down and release its locks, delete the session. Each step that
+ * writes checks that the claim is still this node's; a step that finds it lost stops there.
  */
 export class ClosePipelineSteps<Vars extends SessionVars> {
   readonly #node: NodeServices<Vars>;

@@ -1,19 +1,17 @@
-import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
 import { releaseDeadlines, RequestLease, type LeaseHost } from '../lease.js';
 import type { MaybePromise } from '../maybe-async.js';
-import { WebProcess, type ProcessOwner, type SessionVars } from '../process.js';
-import { initFailure, tearDown, type RequestIdentity, type StoreContext } from '../store.js';
-import { newSessionId } from '../session-id.js';
+import { WebProcess, type SessionVars } from '../process.js';
+import { tearDown, type RequestIdentity, type StoreContext } from '../store.js';
 import type { RedisCloser } from './closer.js';
-import { handleCookieExpiresAtMs, keyTtlMs, rememberNeverMade, SessionHandle, text, unavailable, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { handleCookieExpiresAtMs, keyTtlMs, SessionHandle, unavailable, type NodeServices, type RedisSettings } from './node.js';
 import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
 import { SessionEntry } from './entry.js';
+import { CreatePath } from './create-path.js';
 import { handedOverEnded } from './close-ends.js';
 import { initRequestProcess } from './request-init.js';
-import { transientOwner } from '../transients.js';
 import { shapedSessionId } from '../session-id.js';
 import type { TurnQueues } from './turns.js';
 
@@ -45,13 +43,12 @@ export interface RequestPathDeps<Vars extends SessionVars> {
 /**
  * A request's way into a process of its session and out again, on the Redis store: one script to enter
  * (SessionEntry, with FIFO waiting on this node when the process is busy) or to create a session,
- * evicting at the global cap; the state restored into a process rebuilt here; and one script after the
- * response to save and free it (ProcessSaves).
+ * evicting at the global cap (CreatePath); the state restored into a process rebuilt here; and one script
+ * after the response to save and free it (ProcessSaves).
  */
 export class RedisRequestPath<Vars extends SessionVars> {
   readonly #deps: RequestPathDeps<Vars>;
   readonly #ctx: StoreContext<Vars>;
-  readonly #redis: StoreCommands;
   readonly #settings: RedisSettings;
   readonly #node: NodeServices<Vars>;
   readonly #known: Map<string, SessionHandle<Vars>>;
@@ -59,7 +56,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
   readonly #closer: RedisCloser<Vars>;
   readonly #transients: Set<WebProcess<Vars>>;
   readonly #leaseHost: LeaseHost<Vars, SessionHandle<Vars>>;
-  readonly #transientOwner: ProcessOwner<Vars>;
+  /** New sessions, and 'none' mode's throw-away processes (create-path.ts). */
+  readonly #creates: CreatePath<Vars>;
   readonly #entry: SessionEntry<Vars>;
   #acquiring = 0;
   /** Processes whose init runs inside an acquire: counted there (acquiringCount), not as running work too. */
@@ -69,7 +67,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
     this.#deps = deps;
     this.#node = deps.node;
     this.#ctx = deps.node.ctx;
-    this.#redis = deps.node.redis;
     this.#settings = deps.node.settings;
     this.#known = deps.known;
     this.#processes = deps.processes;
@@ -85,9 +82,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
         const handle = this.#handle(id, ip, entered.createdAtMs, nowMs, entered.processCount);
         return this.#lease(handle, entered.pid, entered.token, entered.state, false);
       },
-      create: (ip) => this.#create(ip),
+      create: (ip) => this.#creates.create(ip),
     });
-    this.#transientOwner = transientOwner(deps.node.lockManager, (proc, refs) => deps.processes.giveBack(proc, refs));
     this.#leaseHost = {
       als: ctx.als,
       release: (lease) => this.#release(lease),
@@ -95,6 +91,13 @@ export class RedisRequestPath<Vars extends SessionVars> {
       cookieExpiresAtMs: (handle) => handleCookieExpiresAtMs(handle, ctx),
       ...releaseDeadlines(ctx),
     };
+    this.#creates = new CreatePath<Vars>({
+      node: deps.node, closer: deps.closer, processes: deps.processes, transients: deps.transients, leaseHost: this.#leaseHost,
+      refusing: () => deps.refusing(),
+      reject: (cause, error) => this.#reject(cause, error),
+      handle: (id, ip, createdAtMs, lastRequestAtMs, processCount) => this.#handle(id, ip, createdAtMs, lastRequestAtMs, processCount),
+      lease: (handle, pid, token, state, isNew) => this.#lease(handle, pid, token, state, isNew),
+    });
   }
 
   /** The node has stopped taking requests for good (see SessionEnters.stop). */
@@ -127,7 +130,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
         // Read before the cluster's options applied here (the cookie's name, trustProxy): read again.
         if (request.reread !== undefined) identity = request.reread();
       }
-      if (ctx.options.mode === 'none') return await this.#transient();
+      if (ctx.options.mode === 'none') return await this.#creates.transient();
       // Only an id's shape goes into a key name or a refusal's sessionId: the HTTP binding checks only the
       // length, and a client's 36 characters can hold CR LF, markup or NUL (then: no cookie, a new session).
       const sessionId = shapedSessionId(identity.sessionId);
@@ -136,7 +139,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
         if (lease !== undefined) return lease;
         this.#forgetStale(sessionId);
       }
-      return await this.#create(identity.ip);
+      return await this.#creates.create(identity.ip);
     } catch (error) {
       if (error instanceof SessionError && error.code !== 'ERR_SESSION_STORE_UNAVAILABLE') throw error;
       // Its enter or create may have run in Redis without its reply coming back: the sweeps repair it.
@@ -156,50 +159,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
   #forgetStale(id: string): void {
     const handle = this.#known.get(id);
     if (handle !== undefined && handle.id === id && handle.idleHere) this.#known.delete(id);
-  }
-
-  /** A new session (evicting the least recently active idle ones cluster-wide when the cap is reached). */
-  async #create(ip: string): Promise<Lease<Vars>> {
-    // A request whose cookie named a closed session learns it after a stop began: no session is made
-    // (a cluster stop has claimed every open one already, and this one would get no 'shutdown' close).
-    if (this.#deps.refusing()) throw this.#reject('stopped', new SessionError('ERR_SESSION_STOPPED'));
-    const { options, clock, counters } = this.#ctx;
-    // 'none' set while this request waited for a session that closed: no session is made for it.
-    if (options.mode === 'none') return this.#transient();
-    const id = newSessionId();
-    const nowMs = clock.now();
-    const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses), sentAtMs = performance.now();
-    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs) as Reply).map(text);
-    const [outcome, second, ...rest] = reply;
-    const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
-    for (const victim of victims) {
-      counters.closed.evicted++;
-      // Not awaited: the newcomer never waits for another session's hook.
-      void this.#closer.start(victim, 'evicted');
-    }
-    if (outcome === 'limit') throw this.#reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT'));
-    if (outcome !== 'ok' || second === undefined) throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT'));
-    // In doubt, the session may have been freed and timed out since: refused as a lost create (node-lease.ts).
-    this.#node.lease.refuseIfInDoubt('create', sentAtMs);
-    const handle = this.#handle(id, ip, nowMs, nowMs, 1);
-    // Never made until its first init has ended well (a close before that is not said): a failed or
-    // refused init leaves it unborn for good, whatever the close still has to do.
-    handle.unborn = true;
-    let lease: Lease<Vars>;
-    try {
-      lease = await this.#lease(handle, second, '1', Buffer.alloc(0), true);
-    } catch (error) {
-      // Remembered by id too: its handle may go before a close of it ends here (claimed meanwhile, its
-      // reply lost and the close run by the repair).
-      rememberNeverMade(this.#node, handle.id);
-      throw error;
-    }
-    handle.unborn = false;
-    // Counted once its process has a context: a session whose init failed was never made (see #initialized).
-    // Under the id it has now (regenerated while init ran: the id its 'close' will name).
-    counters.created++;
-    this.#ctx.created({ sessionId: handle.id, ip });
-    return lease;
   }
 
   #handle(enteredId: string, ip: string, createdAtMs: number, lastRequestAtMs: number, processCount: number): SessionHandle<Vars> {
@@ -272,25 +231,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
     if (run?.handedOver === true) handedOverEnded(this.#known, this.#closer.waits, this.#processes, handle, proc);
     if (run === undefined || run.handedOver === true) return this.#deps.checkIdle();
     this.#processes.save(handle, proc, run.token, proc.closed ? undefined : proc, 'stays', run.loaded);
-  }
-
-  async #transient(): Promise<Lease<Vars>> {
-    // Bounded on each node by maxConcurrentProcesses, counted here rather than in Redis: a mode that keeps
-    // nothing between requests makes no round trip for them (docs/redis.md, "'none' mode").
-    const limit = this.#ctx.options.maxConcurrentProcesses;
-    if (this.#transients.size >= limit) {
-      throw this.#reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#transients.size} throw-away processes on this node, limit ${limit}`));
-    }
-    const proc = new WebProcess<Vars>(this.#transientOwner, 'web', {} as Vars, `t${randomUUID()}`);
-    this.#transients.add(proc);
-    const lease = new RequestLease<Vars, SessionHandle<Vars>>(this.#leaseHost, undefined, proc, true);
-    try {
-      proc.vars = await this.#processes.initVars(proc);
-    } catch (error) {
-      lease.release();
-      throw initFailure(this.#ctx, error);
-    }
-    return lease;
   }
 
   #reject(cause: keyof StoreContext<Vars>['counters']['rejected'], error: SessionError): SessionError {
