@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { ERROR_CODES, ManualClock, MemoryLockManager, SessionArgumentError, SessionEngine, SessionError, SessionOptionError, memoryStore, systemClock } from '../src/index.js';
+import { Redis } from 'ioredis';
 import { createRedisStore } from '../src/redis/index.js';
 import { createServer } from '../src/adapters/node/index.js';
 import { sessions as expressSessions } from '../src/adapters/express/index.js';
@@ -78,6 +79,13 @@ test('a refused option is a SessionOptionError (a TypeError with its code and an
   assert.throws(() => engine.setOption('nope' as never, 1 as never), coded('ERR_SESSION_UNKNOWN_OPTION', SessionOptionError));
   assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:6379', prefix: 'has space' }), coded('ERR_SESSION_INVALID_OPTION', SessionOptionError));
   assert.throws(() => createRedisStore({ url: 'redis://127.0.0.1:6379', typo: 1 } as never), coded('ERR_SESSION_UNKNOWN_OPTION', SessionOptionError));
+  // The store's scripts build their keys from `prefix`: a client's keyPrefix would split its keys in two.
+  const prefixed = new Redis({ lazyConnect: true, keyPrefix: 'app:' });
+  try {
+    assert.throws(() => createRedisStore({ redis: prefixed }), (error: unknown) => error instanceof SessionOptionError && error.code === 'ERR_SESSION_INVALID_OPTION' && /keyPrefix/.test(error.message));
+  } finally {
+    prefixed.disconnect();
+  }
 });
 
 test('the README\'s error table lists every code of ERROR_CODES, once, with the status a client is answered (– for none)', async () => {

@@ -14,7 +14,7 @@ export { RedisLockManager, type ProcessFence, type RedisLockManagerOptions } fro
 export interface RedisStoreOptions {
   /** Where Redis is, e.g. `redis://127.0.0.1:6379`. Either `url` or `redis`. */
   readonly url?: string;
-  /** A client of your own (ioredis); the store duplicates it for pub/sub and never closes it. */
+  /** A client of your own (ioredis, without a `keyPrefix`: use `prefix`); the store duplicates it for pub/sub and never closes it. */
   readonly redis?: Redis;
   /** Put before every key and the channel, so several applications share one Redis. @default 'lws:' */
   readonly prefix?: string;
@@ -90,6 +90,11 @@ export function createRedisStore(options: RedisStoreOptions): SessionStore {
   if ((url === undefined) === (redis === undefined)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'createRedisStore: give either url or redis');
   if (url !== undefined && typeof url !== 'string') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: url must be a string, got ${describe(url)}`);
   if (redis !== undefined && typeof redis?.duplicate !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'createRedisStore: redis must be an ioredis client');
+  // The store's scripts name their keys themselves from `prefix`, where ioredis would put its keyPrefix
+  // before the keys of plain commands only: the two would name different keys.
+  if (redis !== undefined && (redis.options?.keyPrefix ?? '') !== '') {
+    throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: a client with a keyPrefix (${describe(redis.options.keyPrefix)}) is not supported: give the prefix as the store's prefix option, on a client without one`);
+  }
   // Unpaired surrogates as RedisLockManager (which gets this prefix) refuses them: said here, about this option.
   if (typeof prefix !== 'string' || prefix.length === 0 || prefix.length > 256 || /[\s%]/.test(prefix) || /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(prefix)) {
     throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', `createRedisStore: prefix must be 1 to 256 characters without spaces, '%' or unpaired surrogates, got ${describe(prefix)}`);
