@@ -76,6 +76,8 @@ export let processInternals: {
   heldLocks(proc: WebProcess<SessionVars>): LockRef[];
   /** Restores the held-lock list of a process rebuilt from saved state (the locks are still held). */
   restoreHeldLocks(proc: WebProcess<SessionVars>, held: readonly LockRef[]): void;
+  /** Forgets its locks without releasing them: its process id's locks are another run's now (Redis store). */
+  disownLocks(proc: WebProcess<SessionVars>): void;
 };
 
 /** A spawned task's failure: its process's `init` (ERR_SESSION_INIT_FAILED) or the task itself. */
@@ -195,9 +197,13 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
       locked = await this.#owner.lockManager.tryLock(this, ref);
     } catch (error) {
       // A networked manager may have taken the lock and lost the answer: the teardown must release it,
-      // or, torn down meanwhile (its teardown's release has gone already), it is given back now.
-      if (this.closed) await this.#owner.giveBack(this, [ref]);
-      else (this.#own().unsure ??= new Map()).set(lockKey(ref), ref);
+      // or, torn down meanwhile (its teardown's release has gone already), it is given back now. Not
+      // after a refusal (ERR_SESSION_CLOSED: the Redis store no longer gives the process to this run),
+      // which took nothing: its process id's locks may be another run's, and a release would free them.
+      if (!(error instanceof SessionError && error.code === 'ERR_SESSION_CLOSED')) {
+        if (this.closed) await this.#owner.giveBack(this, [ref]);
+        else (this.#own().unsure ??= new Map()).set(lockKey(ref), ref);
+      }
       throw error;
     }
     // A definite answer: the record is held (listed below) or another process's; no longer unsure.
@@ -248,6 +254,9 @@ export class WebProcess<Vars extends SessionVars = Record<string, unknown>> impl
       restoreHeldLocks(proc, held) {
         if (held.length === 0 && proc.#parts === undefined) return;
         proc.#own().held = held.length === 0 ? undefined : new Map(held.map((ref) => [lockKey(ref), ref]));
+      },
+      disownLocks(proc) {
+        if (proc.#parts !== undefined) proc.#parts.held = proc.#parts.unsure = undefined;
       },
     };
   }

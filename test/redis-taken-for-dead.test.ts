@@ -6,80 +6,15 @@
 // their processes were still theirs without a word (their signals abort, the operator hears it once).
 // The stall is made, not waited for: the node's heartbeats are held, its lease key is removed and its
 // absence dated a lease back, as a sweep would have seen it; one reply is held across the takeover.
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { redisLockKey, type RedisLockManager } from '../src/redis/locks.js';
 import { eventually } from './helpers.js';
-import { redisForTest, type RedisForTest } from './redis-support.js';
-import { IP, idleInRedis, lookDead, stopWithClocks, wrapScript, type Vars } from './redis-crossing.js';
-
-const LEASE_MS = 200;
-const SWEEP_MS = 1_000;
-
-interface StallableNode {
-  readonly engine: SessionEngine<Vars>;
-  readonly client: Awaited<ReturnType<RedisForTest['client']>>;
-  readonly clock: ManualClock;
-  readonly hooked: string[];
-  readonly errors: SessionError[];
-  /** Its heartbeats wait (sent to Redis only once `wake()` is called): the node beats no more. */
-  stall(): void;
-  wake(): void;
-}
-
-async function stallableNode(r: RedisForTest): Promise<StallableNode> {
-  const client = await r.client();
-  const clock = new ManualClock();
-  const hooked: string[] = [];
-  const engine = new SessionEngine<Vars>({
-    clock, closeTimeoutMs: 5_000, processesPerSession: 2, onClose: (proc) => { hooked.push(proc.processId); },
-    store: createRedisStore({ redis: client, prefix: r.prefix, nodeLeaseMs: LEASE_MS, sweepIntervalMs: SWEEP_MS, pollIntervalMs: 5, onStop: 'auto' }),
-  });
-  const errors: SessionError[] = [];
-  engine.on('error', (error) => errors.push(error));
-  let stalled: Promise<void> | undefined;
-  let wake = (): void => {};
-  wrapScript(client, 'lwsHeartbeat', (beat) => async (...args) => {
-    if (stalled !== undefined) await stalled;
-    return beat(...args);
-  });
-  return {
-    engine, client, clock, hooked, errors,
-    stall: () => { stalled ??= new Promise<void>((resolve) => { wake = () => { stalled = undefined; resolve(); }; }); },
-    wake: () => wake(),
-  };
-}
-
-const realDelay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** y's sweeps run (on its clock, armed once its node has started) until `done` holds, or 5 s of real time. */
-function sweepUntil(y: StallableNode, done: () => Promise<boolean> | boolean): Promise<boolean> {
-  return eventually(async () => { y.clock.advance(SWEEP_MS); return done(); }, 5_000);
-}
-
-/** Stops both nodes (awake), their clocks moving on meanwhile. */
-async function stopBoth(x: StallableNode, y: StallableNode): Promise<void> {
-  x.wake();
-  y.wake();
-  await stopWithClocks([x, y]);
-}
-
-/** Two stallable nodes on one Redis for `body`: the leases it lists are released and both nodes stopped after it, whatever it did. */
-async function withTwoNodes(t: TestContext, body: (nodes: { r: RedisForTest; x: StallableNode; y: StallableNode; leases: { release(): void }[] }) => Promise<void>): Promise<void> {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const x = await stallableNode(r);
-  const y = await stallableNode(r);
-  const leases: { release(): void }[] = [];
-  try {
-    await body({ r, x, y, leases });
-  } finally {
-    for (const lease of leases) lease.release();
-    await stopBoth(x, y);
-  }
-}
+import { redisForTest } from './redis-support.js';
+import { IP, idleInRedis, lookDead, wrapScript, type Vars } from './redis-crossing.js';
+import { LEASE_MS, realDelay, sweepUntil, withTwoNodes } from './redis-stall.js';
 
 test('redis: a node taken for dead while its close waited for a reply, the close taken over and finished elsewhere, starts none of the remaining hooks when it wakes', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ r, x, y }) => {
   // A session of two processes on x, both idle.

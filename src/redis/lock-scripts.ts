@@ -91,8 +91,10 @@ return touched
  * (`b:<pid>`, ARGV[1]) to that token, following `P mv:<old>` when the session was regenerated since, as
  * the store's RELEASE does. Otherwise the script returns -1 and changes nothing: the process was freed
  * (its node taken for dead, its close past waiting for it) and may be another run's by now, whose locks
- * carry the same process id. KEYS[3]: the session's hash; ARGV[token], ARGV[token + 1]: the store's
- * prefix, ARGV[token + 2]: the session id.
+ * carry the same process id. ARGV[token]: the run's token, ARGV[token + 1]: the store's prefix,
+ * ARGV[token + 2]: the session id. The session's hash is named here from the prefix, as the store's own
+ * scripts name it (not passed in KEYS: on a client with a keyPrefix, ioredis would prefix it and
+ * nothing else the store writes, and the check would never find the hash).
  */
 function fenced(token: number): string {
   return `
@@ -106,7 +108,7 @@ local function holdsProcess(h, id)
   end
   return false
 end
-if not holdsProcess(KEYS[3], ARGV[${token + 2}]) then return -1 end
+if not holdsProcess(ARGV[${token + 1}] .. 's:' .. ARGV[${token + 2}], ARGV[${token + 2}]) then return -1 end
 `;
 }
 
@@ -118,8 +120,8 @@ if not holdsProcess(KEYS[3], ARGV[${token + 2}]) then return -1 end
 export const LOCK_SCRIPTS = {
   lwsLockAcquire: { lua: ACQUIRE, numberOfKeys: 2 },
   lwsLockRelease: { lua: RELEASE, numberOfKeys: 2 },
-  lwsLockAcquireFenced: { lua: fenced(5) + ACQUIRE, numberOfKeys: 3 },
-  lwsLockReleaseFenced: { lua: fenced(2) + RELEASE, numberOfKeys: 3 },
+  lwsLockAcquireFenced: { lua: fenced(5) + ACQUIRE, numberOfKeys: 2 },
+  lwsLockReleaseFenced: { lua: fenced(2) + RELEASE, numberOfKeys: 2 },
   lwsLockReleaseAll: { lua: RELEASE_ALL },
   lwsLockRename: { lua: RENAME },
   lwsLockTouch: { lua: TOUCH, numberOfKeys: 1 },
@@ -129,8 +131,8 @@ export const LOCK_SCRIPTS = {
 export interface LockCommands {
   lwsLockAcquire(lockKey: string, setKey: string, processId: string, sessionId: string, sinceMs: number, ttlMs: number): Promise<number>;
   lwsLockRelease(lockKey: string, setKey: string, processId: string): Promise<number>;
-  lwsLockAcquireFenced(lockKey: string, setKey: string, sessionKey: string, processId: string, sessionId: string, sinceMs: number, ttlMs: number, token: string, prefix: string, fenceSessionId: string): Promise<number>;
-  lwsLockReleaseFenced(lockKey: string, setKey: string, sessionKey: string, processId: string, token: string, prefix: string, fenceSessionId: string): Promise<number>;
+  lwsLockAcquireFenced(lockKey: string, setKey: string, processId: string, sessionId: string, sinceMs: number, ttlMs: number, token: string, prefix: string, fenceSessionId: string): Promise<number>;
+  lwsLockReleaseFenced(lockKey: string, setKey: string, processId: string, token: string, prefix: string, fenceSessionId: string): Promise<number>;
   lwsLockReleaseAll(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
   lwsLockRename(numberOfKeys: number, ...keysThenArgs: string[]): Promise<number>;
   lwsLockTouch(setKey: string, processId: string, ttlMs: number): Promise<number>;

@@ -145,7 +145,7 @@ export class RedisLockManager implements LockManager {
     const setKey = redisProcessLocksKey(this.#prefix, processId);
     const won = await this.#call('tryLock', () => fence === undefined
       ? this.#redis.lwsLockAcquire(lockKey, setKey, processId, sessionId, sinceMs, this.#lockTtlMs)
-      : this.#redis.lwsLockAcquireFenced(lockKey, setKey, this.#sessionKey(fence), processId, sessionId, sinceMs, this.#lockTtlMs, fence.token, this.#prefix, fence.sessionId));
+      : this.#redis.lwsLockAcquireFenced(lockKey, setKey, processId, sessionId, sinceMs, this.#lockTtlMs, fence.token, this.#prefix, fence.sessionId));
     if (won === -1) throw new SessionError('ERR_SESSION_CLOSED', `${processId}: its run no longer holds the process`, { sessionId });
     return won === 1;
   }
@@ -162,13 +162,8 @@ export class RedisLockManager implements LockManager {
     const setKey = redisProcessLocksKey(this.#prefix, processId);
     const released = await this.#call('unlock', () => fence === undefined
       ? this.#redis.lwsLockRelease(lockKey, setKey, processId)
-      : this.#redis.lwsLockReleaseFenced(lockKey, setKey, this.#sessionKey(fence), processId, fence.token, this.#prefix, fence.sessionId));
+      : this.#redis.lwsLockReleaseFenced(lockKey, setKey, processId, fence.token, this.#prefix, fence.sessionId));
     return released === 1;
-  }
-
-  // The Redis store's hash of the fence's session (its keys share this manager's prefix).
-  #sessionKey(fence: ProcessFence): string {
-    return `${this.#prefix}s:${fence.sessionId}`;
   }
 
   /** The holder of the record (seen from any node), or `null`. */

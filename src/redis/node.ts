@@ -37,6 +37,8 @@ export interface LocalRun<Vars extends SessionVars> {
   readonly proc: WebProcess<Vars>;
   readonly token: string;
   readonly kind: 'request' | 'task';
+  /** The handle it runs under: its lock calls wait for a regenerate of its own whose reply is on its way (run-locks.ts). */
+  readonly handle: SessionHandle<Vars>;
   /** A request's: the state it started from, as Redis held it (empty for a process never saved). */
   readonly loaded?: Buffer;
   /** Its state was saved and its process freed before its end (a logout another node's close runs): its end saves nothing. */

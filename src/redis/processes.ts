@@ -28,6 +28,8 @@ export class ProcessSaves<Vars extends SessionVars> {
   readonly #afterSave: (handle: SessionHandle<Vars>) => void;
   readonly #onSettled: () => void;
   readonly #pending = new Set<Promise<unknown>>();
+  /** Teardowns under way or done, by process (tearDown). */
+  readonly #tearingDown = new WeakMap<WebProcess<Vars>, Promise<void>>();
   /** Processes with releases or a spawn on their way to Redis, and how many (the repair must not free them meanwhile). */
   readonly #writing = new Map<string, number>();
   /** The releases of one turn of the event loop go to Redis in one call (as the enters do: enters.ts). */
@@ -165,6 +167,9 @@ export class ProcessSaves<Vars extends SessionVars> {
           // Fenced on its first try: the process was freed under this work (this node taken for dead), so
           // what it changed is lost. A retry's 'stale' says nothing: the try before may have landed.
           if (outcome === 'stale' && attempt === 0) {
+            // Its lock calls are refused from now on, and its teardown frees nothing: the process id's
+            // locks may be the run's that has the process now (the fence in Redis told it already).
+            this.#node.fencedRuns.add(proc);
             ctx.report(new SessionError('ERR_SESSION_WRITE_FENCED', `${proc.processId}`, { sessionId: handle.id }), 'storeErrors');
           }
           break;
@@ -228,7 +233,18 @@ export class ProcessSaves<Vars extends SessionVars> {
    * released. A release that fails (Redis away) is reported and retried until it lands or this node
    * stops, tracked so a stop waits for it (no close will come to free them). Resolves after the first try.
    */
-  async tearDown(proc: WebProcess<Vars>): Promise<void> {
+  tearDown(proc: WebProcess<Vars>): Promise<void> {
+    // A second call while the first's release is on its way (a failed init's, and its release's when it
+    // finds the session gone) resolves with the first: its caller hears once the locks are given back.
+    let going = this.#tearingDown.get(proc);
+    if (going === undefined) this.#tearingDown.set(proc, going = this.#tearDown(proc));
+    return going;
+  }
+
+  async #tearDown(proc: WebProcess<Vars>): Promise<void> {
+    // A run whose process was taken from it (its node taken for dead) releases nothing: RELEASE_ALL frees
+    // every lock of the process id, which another node's run of the process may hold by now.
+    if (this.#node.fencedRuns.has(proc)) processInternals.disownLocks(proc);
     const held = processInternals.heldLocks(proc);
     let failed = false;
     await tearDownReported({ report: (error, counter) => { failed = true; this.#node.ctx.report(error, counter); } }, proc);

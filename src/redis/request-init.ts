@@ -38,8 +38,10 @@ export async function initRequestProcess<Vars extends SessionVars, Lease>(
       handle.state = 'closed';
       for (const task of handle.runs.keys()) processInternals.abort(task, () => new SessionError('ERR_SESSION_CLOSED', 'its session was discarded', { sessionId: handle.id }));
     }
-    const answered = new Promise<void>((resolve) => processes.save(handle, proc, token, undefined, isNew ? 'leavesWithSession' : 'leaves', undefined, resolve));
-    await Promise.all([answered, processes.tearDown(proc)]);
+    // The teardown waits for the release's answer: a release fenced off (the process freed under this
+    // run, its node taken for dead) tells it to free nothing in the process's name (ProcessSaves.tearDown).
+    await new Promise<void>((resolve) => processes.save(handle, proc, token, undefined, isNew ? 'leavesWithSession' : 'leaves', undefined, resolve));
+    await processes.tearDown(proc);
     throw initFailure(node.ctx, error, handle.id);
   }
   const hooked = handle.closing?.has(proc) === true;

@@ -23,11 +23,11 @@ export class RunLocks<Vars extends SessionVars> implements LockManager {
   }
 
   tryLock(owner: LockOwner, ref: LockRef): Promise<boolean> {
-    return this.#inner.tryLock(owner, ref, this.#fenceOf(owner));
+    return this.#fenced(owner, (fence) => this.#inner.tryLock(owner, ref, fence));
   }
 
   unlock(owner: LockOwner, ref: LockRef): Promise<boolean> {
-    return this.#inner.unlock(owner, ref, this.#fenceOf(owner));
+    return this.#fenced(owner, (fence) => this.#inner.unlock(owner, ref, fence));
   }
 
   lockedBy(ref: LockRef): ReturnType<LockManager['lockedBy']> {
@@ -38,8 +38,17 @@ export class RunLocks<Vars extends SessionVars> implements LockManager {
     return this.#inner.releaseAll(owner, refs);
   }
 
-  #fenceOf(owner: LockOwner): ProcessFence | undefined {
+  /**
+   * `call` with the fence of `owner`'s run, if it runs here, under the id its session has when the call
+   * leaves. A regenerate of the run's own whose reply is on its way is waited for first (as its release
+   * waits): a rename with no other work under way leaves no P mv:<old>, so a call naming the old id would
+   * find nothing to follow and be refused; once the reply is read, the process's id is the new one.
+   */
+  #fenced(owner: LockOwner, call: (fence: ProcessFence | undefined) => Promise<boolean>): Promise<boolean> {
     const run = this.#running.get(owner as WebProcess<Vars>);
-    return run === undefined ? undefined : { sessionId: owner.sessionId, token: run.token };
+    if (run === undefined) return call(undefined);
+    const renaming = run.handle.renaming;
+    if (renaming === undefined) return call({ sessionId: owner.sessionId, token: run.token });
+    return renaming.then(() => call({ sessionId: owner.sessionId, token: run.token }));
   }
 }
