@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SessionError } from '../src/index.js';
+import { eventually } from './helpers.js';
 import { lookDead, IP } from './redis-crossing.js';
 import { LEASE_MS, sweepUntil, withTwoNodes } from './redis-stall.js';
 
@@ -49,3 +50,30 @@ test('redis: a woken node\'s init that fails once its process went to another no
     } },
   });
 });
+
+test('redis: a task that ends on a woken node before any beat tells it it was taken for dead frees none of its process\'s locks at its teardown (its release, fenced, says so first)', { timeout: 20_000 }, (t) => withTwoNodes(t, async ({ r, x, y, leases }) => {
+  const spawner = await x.engine.acquire({ sessionId: undefined, ip: IP });
+  leases.push(spawner);
+  let locked!: (processId: string) => void;
+  const taskLocked = new Promise<string>((resolve) => { locked = resolve; });
+  let letTaskEnd!: () => void;
+  const taskMayEnd = new Promise<void>((resolve) => { letTaskEnd = resolve; });
+  let taskProc: { readonly closed: boolean } | undefined;
+  spawner.proc.spawn('bg', async (p) => {
+    taskProc = p;
+    assert.equal(await p.locks.tryLock('K', 1), true);
+    locked(p.processId);
+    await taskMayEnd;
+  });
+  const taskPid = await taskLocked;
+  spawner.release();
+  const xNode = (await r.redis.hget(`${r.prefix}s:${spawner.sessionId}`, `o:${taskPid}`))!;
+  x.stall(); // x beats no more: nothing tells it of the sweep
+  await lookDead(r, xNode, LEASE_MS);
+  assert.ok(await sweepUntil(y, async () => (await r.redis.hget(`${r.prefix}s:${spawner.sessionId}`, `b:${taskPid}`)) === '0'), "y's sweep freed the task's process");
+
+  letTaskEnd();
+  assert.ok(await eventually(() => taskProc?.closed === true, 5_000), 'the task ended and was torn down on x');
+  assert.ok(await eventually(() => x.errors.some((e) => e.code === 'ERR_SESSION_WRITE_FENCED'), 5_000), 'its release was fenced');
+  assert.equal((await y.engine.lockManager.lockedBy({ table: 'K', key: 1 }))?.processId, taskPid, 'the process keeps its lock: x freed nothing in its name');
+}));

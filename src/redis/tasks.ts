@@ -93,8 +93,14 @@ export class RedisTasks<Vars extends SessionVars> {
     // had a context: it leaves without state, so no close hooks it (RELEASE), and is torn down here. One
     // refused past its close's drain stays (no state): that close hooks it, as the memory store does, also
     // when it starts over from what Redis holds (a Redis error) after this release.
-    this.#saves.save(handle, proc, token, initialized ? proc : undefined, (open || !initialized) && !refusedByClose ? 'leaves' : 'stays');
+    const answered = new Promise<void>((resolve) => this.#saves.save(handle, proc, token, initialized ? proc : undefined, (open || !initialized) && !refusedByClose ? 'leaves' : 'stays', undefined, resolve));
     if (open) handle.processCount--;
-    if (handle.state !== 'closing' || !initialized) await this.#saves.tearDown(proc);
+    if (handle.state !== 'closing' || !initialized) {
+      // After the release's answer, as a failed init's teardown (request-init.ts): a release fenced off
+      // (this node taken for dead, the process freed under the task) tells the teardown to free nothing
+      // in the process's name, whose locks a hook on another node may hold by now.
+      await answered;
+      await this.#saves.tearDown(proc);
+    }
   }
 }
