@@ -55,6 +55,10 @@ test('a regenerate from a new session\'s first request whose reply is lost and R
     const redisAnswers = loseRenameRepliesWithRedisSilent(x);
     await assert.rejects(lease.run(() => x.engine.regenerate(oldId)), { code: 'ERR_SESSION_STORE_UNAVAILABLE' });
     redisAnswers();
+    // The request goes on: its lock calls find its process under the id the rename may have made (fenced
+    // by its token there), as its release will.
+    assert.equal(await lease.proc.locks.tryLock('Stock', 10), true, 'the request locks after its regenerate failed');
+    assert.equal(await lease.proc.locks.unlock('Stock', 10), true, 'and unlocks');
     // However long Redis stayed away, nothing forwards the caller's release (a sign-in leaves no key behind):
     // it names the new id itself once the old one names nothing.
     assert.equal(await r.redis.exists(`${r.prefix}mv:${oldId}`), 0);

@@ -1,3 +1,4 @@
+import { SessionError } from '../errors.js';
 import type { LockManager, LockOwner, LockRef } from '../locks.js';
 import type { SessionVars, WebProcess } from '../process.js';
 import type { ProcessFence, RedisLockManager } from './locks.js';
@@ -48,7 +49,30 @@ export class RunLocks<Vars extends SessionVars> implements LockManager {
     const run = this.#running.get(owner as WebProcess<Vars>);
     if (run === undefined) return call(undefined);
     const renaming = run.handle.renaming;
-    if (renaming === undefined) return call({ sessionId: owner.sessionId, token: run.token });
-    return renaming.then(() => call({ sessionId: owner.sessionId, token: run.token }));
+    if (renaming === undefined) return this.#underKnownIds(owner, run, call);
+    return renaming.then(() => this.#underKnownIds(owner, run, call));
+  }
+
+  /**
+   * `call` fenced under the session's id, and, if the run's own regenerate lost its reply with Redis
+   * silent (renames.ts: unsureRenames), under each id that rename may have given it, latest first, as the
+   * run's release tries them (processes.ts): only the id a rename did make holds the run's token.
+   */
+  #underKnownIds(owner: LockOwner, run: LocalRun<Vars>, call: (fence: ProcessFence) => Promise<boolean>): Promise<boolean> {
+    const unsure = run.handle.unsureRenames?.get(owner.processId);
+    if (unsure === undefined) return call({ sessionId: owner.sessionId, token: run.token });
+    return (async () => {
+      let refusal: unknown;
+      for (const sessionId of [owner.sessionId, ...[...unsure].reverse()]) {
+        try {
+          if (await call({ sessionId, token: run.token })) return true;
+        } catch (error) {
+          if (!(error instanceof SessionError && error.code === 'ERR_SESSION_CLOSED')) throw error;
+          refusal = error;
+        }
+      }
+      if (refusal === undefined) return false;
+      throw refusal;
+    })();
   }
 }
