@@ -74,6 +74,9 @@ export class SessionEntry<Vars extends SessionVars> {
     // gives up, or stops trying (its node died) for a few poll periods.
     const waiterId = `${this.#node.nodeId}:${++this.#waiterSeq}`;
     let registered = false;
+    // The closed id whose successor this request made or joined: cleared in the finally below like the id
+    // it ends under, which differs when a rename of the session is heard after the reply that said it was gone.
+    let succeeding: string | undefined;
     let releasedMeanwhile = false;
     // Its client left while it waited: it keeps its turn on this node (it still runs in turn) but no
     // longer counts among the session's waiters in Redis (maxQueuedRequests).
@@ -119,9 +122,14 @@ export class SessionEntry<Vars extends SessionVars> {
           // Awaited only when it is a promise (a process without state runs init): awaiting a lease would cost a turn.
           return isThenable(leased) ? await leased : leased;
         }
-        if (entered.kind === 'moved' && me !== undefined) {
+        // 'unknown' about an id this waiter has been moved from meanwhile (this node heard of a rename while
+        // the enter was on its way): the reply is about the old id, and it tries again under the new one,
+        // so that a successor, if one is needed, is filed under the id this node's other waiters of the
+        // session (moved with it) look up, and which the finally below clears.
+        const movedMeanwhile = outcome === 'unknown' && me !== undefined && me.sessionId !== id;
+        if ((entered.kind === 'moved' || movedMeanwhile) && me !== undefined) {
           // Regenerated while this waited (on any node): this node's waiters follow it, in their order.
-          this.#turns.move(id, entered.to);
+          if (entered.kind === 'moved') this.#turns.move(id, entered.to);
           id = me.sessionId;
           // Behind requests that already waited here under the new id: its turn comes after theirs.
           if (!this.#turns.isHead(me)) {
@@ -131,7 +139,11 @@ export class SessionEntry<Vars extends SessionVars> {
           }
           continue;
         }
-        if (outcome === 'unknown' || outcome === 'moved') return registered ? await this.#successor(id, ip, deadline, request) : undefined;
+        if (outcome === 'unknown' || outcome === 'moved') {
+          if (!registered) return undefined;
+          succeeding = id;
+          return await this.#successor(id, ip, deadline, request);
+        }
         this.#throwIfRefused(outcome, id);
         registered = true;
         me ??= this.#turns.enqueue(id);
@@ -148,6 +160,7 @@ export class SessionEntry<Vars extends SessionVars> {
       if (me !== undefined) id = me.sessionId;
       if (me !== undefined) this.#turns.dequeue(id, me);
       if (this.#turns.waiting(id) === 0) this.#successors.delete(id);
+      if (succeeding !== undefined && succeeding !== id && this.#turns.waiting(succeeding) === 0) this.#successors.delete(succeeding);
       // Given up while counted as waiting: stop counting now rather than when it goes stale.
       if (registered) this.#redis.zrem(`${this.#settings.prefix}wq:${id}`, waiterId).catch(() => {});
     }
