@@ -37,8 +37,6 @@ export interface LocalRun<Vars extends SessionVars> {
   readonly proc: WebProcess<Vars>;
   readonly token: string;
   readonly kind: 'request' | 'task';
-  /** The handle it runs under: its lock calls wait for a regenerate of its own whose reply is on its way (run-locks.ts). */
-  readonly handle: SessionHandle<Vars>;
   /** A request's: the state it started from, as Redis held it (empty for a process never saved). */
   readonly loaded?: Buffer;
   /** Its state was saved and its process freed before its end (a logout another node's close runs): its end saves nothing. */
@@ -110,7 +108,7 @@ export class SessionHandle<Vars extends SessionVars> implements ProcessOwner<Var
   /** A request or task of this node starts in `run.proc`. */
   startRun(run: LocalRun<Vars>): void {
     this.runs.set(run.proc, run);
-    this.#node.runningHere.set(run.proc, run);
+    this.#node.runningHere.set(run.proc, this);
     // An enter that landed in Redis before the close's claim, its reply read after the close started
     // here: the close waits for this request, so it must hear the close like the ones already running.
     if (this.#closeStarted) this.#askToStop(run.proc);
@@ -205,8 +203,8 @@ export interface NodeServices<Vars extends SessionVars> {
    * waiting for a request that would start now (its enter's reply or its init's end read late).
    */
   drainEnded: boolean;
-  /** The process objects running a request or task on this node now (whatever handle they are under). */
-  readonly runningHere: Map<WebProcess<Vars>, LocalRun<Vars>>;
+  /** The process objects running a request or task on this node now, each with the handle it runs under (its run is in that handle's runs). */
+  readonly runningHere: Map<WebProcess<Vars>, SessionHandle<Vars>>;
   /** Runs that were going on when this node learnt it had been taken for dead: their lock calls are refused (heartbeat.ts). */
   readonly fencedRuns: WeakSet<WebProcess<Vars>>;
   /**

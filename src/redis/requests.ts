@@ -209,7 +209,7 @@ export class RedisRequestPath<Vars extends SessionVars> {
       throw error;
     }
     // After the restore: a run of a finished session is torn down here, and nothing restored comes back over it.
-    handle.startRun({ proc, token, kind: 'request', loaded: state, handle });
+    handle.startRun({ proc, token, kind: 'request', loaded: state });
     if (restored) return lease;
     this.#initializing.add(proc);
     return initRequestProcess({ node: this.#node, known: this.#known, processes: this.#processes }, handle, proc, token, lease, isNew)

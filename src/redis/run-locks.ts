@@ -2,7 +2,7 @@ import { SessionError } from '../errors.js';
 import type { LockManager, LockOwner, LockRef } from '../locks.js';
 import type { SessionVars, WebProcess } from '../process.js';
 import type { ProcessFence, RedisLockManager } from './locks.js';
-import type { LocalRun } from './node.js';
+import type { LocalRun, SessionHandle } from './node.js';
 
 /**
  * The lock manager the processes of a Redis store lock through: its RedisLockManager, with every tryLock
@@ -16,9 +16,10 @@ import type { LocalRun } from './node.js';
  */
 export class RunLocks<Vars extends SessionVars> implements LockManager {
   readonly #inner: RedisLockManager;
-  readonly #running: ReadonlyMap<WebProcess<Vars>, LocalRun<Vars>>;
+  /** The handle each process running here runs under (NodeServices.runningHere). */
+  readonly #running: ReadonlyMap<WebProcess<Vars>, SessionHandle<Vars>>;
 
-  constructor(inner: RedisLockManager, running: ReadonlyMap<WebProcess<Vars>, LocalRun<Vars>>) {
+  constructor(inner: RedisLockManager, running: ReadonlyMap<WebProcess<Vars>, SessionHandle<Vars>>) {
     this.#inner = inner;
     this.#running = running;
   }
@@ -46,11 +47,12 @@ export class RunLocks<Vars extends SessionVars> implements LockManager {
    * find nothing to follow and be refused; once the reply is read, the process's id is the new one.
    */
   #fenced(owner: LockOwner, call: (fence: ProcessFence | undefined) => Promise<boolean>): Promise<boolean> {
-    const run = this.#running.get(owner as WebProcess<Vars>);
-    if (run === undefined) return call(undefined);
-    const renaming = run.handle.renaming;
-    if (renaming === undefined) return this.#underKnownIds(owner, run, call);
-    return renaming.then(() => this.#underKnownIds(owner, run, call));
+    const handle = this.#running.get(owner as WebProcess<Vars>);
+    const run = handle?.runs.get(owner as WebProcess<Vars>);
+    if (handle === undefined || run === undefined) return call(undefined);
+    const renaming = handle.renaming;
+    if (renaming === undefined) return this.#underKnownIds(owner, handle, run, call);
+    return renaming.then(() => this.#underKnownIds(owner, handle, run, call));
   }
 
   /**
@@ -58,8 +60,8 @@ export class RunLocks<Vars extends SessionVars> implements LockManager {
    * silent (renames.ts: unsureRenames), under each id that rename may have given it, latest first, as the
    * run's release tries them (processes.ts): only the id a rename did make holds the run's token.
    */
-  #underKnownIds(owner: LockOwner, run: LocalRun<Vars>, call: (fence: ProcessFence) => Promise<boolean>): Promise<boolean> {
-    const unsure = run.handle.unsureRenames?.get(owner.processId);
+  #underKnownIds(owner: LockOwner, handle: SessionHandle<Vars>, run: LocalRun<Vars>, call: (fence: ProcessFence) => Promise<boolean>): Promise<boolean> {
+    const unsure = handle.unsureRenames?.get(owner.processId);
     if (unsure === undefined) return call({ sessionId: owner.sessionId, token: run.token });
     return (async () => {
       let refusal: unknown;

@@ -12,7 +12,7 @@ import { RedisLockManager } from './locks.js';
 import { leaveCluster } from './node-keys.js';
 import { connected, reportEvictingRedis } from './connection.js';
 import { Heartbeat } from './heartbeat.js';
-import { keyTtlMs, unavailable, type LocalRun, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
+import { keyTtlMs, unavailable, type NodeServices, type RedisSettings, type SessionHandle, type StoreCommands } from './node.js';
 import { RunLocks } from './run-locks.js';
 import { listenTo } from './messages.js';
 import { ClusterOptions } from './cluster-options.js';
@@ -74,7 +74,7 @@ export class RedisSessions<Vars extends SessionVars> implements AttachedStore<Va
     this.#turns = new TurnQueues(settings.pollIntervalMs);
     const nodeId = randomUUID();
     this.lockManager = new RedisLockManager({ redis, prefix: settings.prefix, lockTtlMs: keyTtlMs(ctx, settings), now: () => ctx.clock.now() });
-    const runningHere = new Map<WebProcess<Vars>, LocalRun<Vars>>();
+    const runningHere = new Map<WebProcess<Vars>, SessionHandle<Vars>>();
     this.#node = { ctx, redis, settings, nodeId, lockManager: this.lockManager, retries: new Retries(settings.pollIntervalMs), lease: new NodeLease(settings.nodeLeaseMs), drainEnded: false, runningHere, runLocks: new RunLocks(this.lockManager, runningHere), fencedRuns: new WeakSet(), neverMade: new Set(), copies: new StateCopies(settings.stateCopyBytes), spawn: (handle, name, task) => this.#processes.spawn(handle, name, task),
       tearDown: (proc) => this.#processes.tearDown(proc), giveBack: (proc, refs) => this.#processes.giveBack(proc, refs), handOver: (handle, proc) => this.#processes.handOver(handle, proc),
       closeFinished: (id) => this.#closer.waits.closeFinished(id), closeEnded: (id) => closeEnded(this.#known, id), pastDrain: (id) => this.#closer.pastDrain(id),

@@ -57,7 +57,7 @@ export class RedisTasks<Vars extends SessionVars> {
       ctx.report(new SessionError('ERR_SESSION_TASK_FAILED', `${proc.processId} (${proc.name})`, { cause: unavailable(error, handle.id), sessionId: handle.id }), 'taskErrors');
       return;
     }
-    handle.startRun({ proc, token, kind: 'task', handle });
+    handle.startRun({ proc, token, kind: 'task' });
     this.#saves.writeEnds(proc.processId);
     if (handle.state !== 'open') processInternals.abort(proc, () => new SessionError('ERR_SESSION_CLOSED', 'closing', { sessionId: handle.id }));
     let initialized = false;
