@@ -1,14 +1,14 @@
 import { SessionError } from '../errors.js';
 import type { LockRef } from '../locks.js';
-import { processInternals, WebProcess, type SessionVars } from '../process.js';
+import type { WebProcess, SessionVars } from '../process.js';
 import { runInit } from '../runs.js';
-import { tearDown as tearDownReported } from '../store.js';
 import { keyTtlMs, text, unavailable, type NodeServices, type SessionHandle } from './node.js';
 import { ScriptBatches } from './batches.js';
 import { flushWrites } from './coalesce.js';
 import { sessionLeftRedis } from './node-keys.js';
 import { emptyContext, savedBeforeWithHeldLocks, saveProcess } from './state.js';
 import { RedisTasks } from './tasks.js';
+import { ProcessTeardowns } from './teardowns.js';
 
 /**
  * What a release does with its process besides freeing it: `'stays'` in its session; `'leaves'` its open
@@ -28,13 +28,12 @@ export class ProcessSaves<Vars extends SessionVars> {
   readonly #afterSave: (handle: SessionHandle<Vars>) => void;
   readonly #onSettled: () => void;
   readonly #pending = new Set<Promise<unknown>>();
-  /** Teardowns under way or done, by process (tearDown). */
-  readonly #tearingDown = new WeakMap<WebProcess<Vars>, Promise<void>>();
   /** Processes with releases or a spawn on their way to Redis, and how many (the repair must not free them meanwhile). */
   readonly #writing = new Map<string, number>();
   /** The releases of one turn of the event loop go to Redis in one call (as the enters do: enters.ts). */
   readonly #releases: ScriptBatches<string>;
   readonly #tasks: RedisTasks<Vars>;
+  readonly #teardowns: ProcessTeardowns<Vars>;
 
   /** `afterSave`: a process of the session is free again; `onSettled`: a tracked write is over. */
   constructor(node: NodeServices<Vars>, afterSave: (handle: SessionHandle<Vars>) => void, onSettled: () => void) {
@@ -51,6 +50,7 @@ export class ProcessSaves<Vars extends SessionVars> {
       return sent;
     }, 64 * 1024 * 1024);
     this.#tasks = new RedisTasks(node, this);
+    this.#teardowns = new ProcessTeardowns(node, (write) => this.track(write));
   }
 
   get pendingCount(): number {
@@ -228,52 +228,14 @@ export class ProcessSaves<Vars extends SessionVars> {
     return true;
   }
 
-  /**
-   * A process leaves without a close (its init failed, its task ended): torn down here, its record locks
-   * released. A release that fails (Redis away) is reported and retried until it lands or this node
-   * stops, tracked so a stop waits for it (no close will come to free them). Resolves after the first try.
-   */
+  /** A process leaves without a close: teardowns.ts. */
   tearDown(proc: WebProcess<Vars>): Promise<void> {
-    // A second call while the first's release is on its way (a failed init's, and its release's when it
-    // finds the session gone) resolves with the first: its caller hears once the locks are given back.
-    let going = this.#tearingDown.get(proc);
-    if (going === undefined) this.#tearingDown.set(proc, going = this.#tearDown(proc));
-    return going;
+    return this.#teardowns.tearDown(proc);
   }
 
-  async #tearDown(proc: WebProcess<Vars>): Promise<void> {
-    // A run whose process was taken from it (its node taken for dead) releases nothing: RELEASE_ALL frees
-    // every lock of the process id, which another node's run of the process may hold by now.
-    if (this.#node.fencedRuns.has(proc)) processInternals.disownLocks(proc);
-    const held = processInternals.heldLocks(proc);
-    let failed = false;
-    await tearDownReported({ report: (error, counter) => { failed = true; this.#node.ctx.report(error, counter); } }, proc);
-    if (failed) this.track(this.#releaseLocksLater(proc, held));
-  }
-
-  /**
-   * Locks a process took while it was torn down (a tryLock in flight): given back now; a failed give-back
-   * is reported and retried as a teardown's release is (tracked: a stop waits for it). Never rejects.
-   */
-  async giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void> {
-    try {
-      await this.#node.lockManager.releaseAll(proc, refs);
-    } catch (error) {
-      this.#node.ctx.report(unavailable(error, proc.sessionId), 'storeErrors');
-      this.track(this.#releaseLocksLater(proc, refs));
-    }
-  }
-
-  async #releaseLocksLater(proc: WebProcess<Vars>, held: LockRef[]): Promise<void> {
-    for (let attempt = 0; !this.#node.retries.stopped; attempt++) {
-      await this.#node.retries.wait(attempt);
-      try {
-        await this.#node.lockManager.releaseAll(proc, held);
-        return;
-      } catch {
-        // Reported once, when the first try failed.
-      }
-    }
+  /** Locks a process took while it was torn down: teardowns.ts. */
+  giveBack(proc: WebProcess<Vars>, refs: LockRef[]): Promise<void> {
+    return this.#teardowns.giveBack(proc, refs);
   }
 
   /** `proc.spawn` on this node: tasks.ts. */
