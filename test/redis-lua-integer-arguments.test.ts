@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LOCK_SCRIPTS } from '../src/redis/lock-scripts.js';
+import { LOCK_SCRIPTS, TOUCH_LOCKS } from '../src/redis/lock-scripts.js';
 import { PRELUDE } from '../src/redis/lua-prelude.js';
 import { STORE_SCRIPTS } from '../src/redis/scripts.js';
 
@@ -63,11 +63,29 @@ function lifetimesIn(args: readonly string[]): string[] {
 const SAFE_LIFETIME = /^(ARGV\[\d+\]|A\[\d+\]|digits\(.*\))$/s;
 const CALLERS_TEXT: Readonly<Record<string, RegExp>> = { lwsRelease: /^local node, ttl = ARGV\[3\], ARGV\[4\]$/m };
 
+// touchLocks (TOUCH_LOCKS, shared by the lock manager's TOUCH and the store's RELEASE) gives the lifetime
+// its caller passes as `ttl`: checked once, and every call of it checked for what it passes.
 const scripts: Array<[string, string]> = [
   ['prelude', PRELUDE],
-  ...Object.entries(STORE_SCRIPTS).map(([name, lua]): [string, string] => [name, lua.replace(PRELUDE, '')]),
-  ...Object.entries(LOCK_SCRIPTS).map(([name, { lua }]): [string, string] => [name, lua]),
+  ...Object.entries(STORE_SCRIPTS).map(([name, lua]): [string, string] => [name, lua.replace(PRELUDE, '').replace(TOUCH_LOCKS, '')]),
+  ...Object.entries(LOCK_SCRIPTS).map(([name, { lua }]): [string, string] => [name, lua.replace(TOUCH_LOCKS, '')]),
 ];
+
+test('touchLocks gives the lifetime its caller passes, and every caller passes its own text', () => {
+  const given = redisCalls(TOUCH_LOCKS).flatMap(lifetimesIn);
+  assert.deepEqual(given, ['ttl', 'ttl']);
+  assert.match(TOUCH_LOCKS, /local function touchLocks\(set, pid, ttl\)/);
+  let calls = 0;
+  for (const [name, lua] of scripts) {
+    for (const match of lua.matchAll(/touchLocks\(([^()]*)\)/g)) {
+      calls++;
+      const ttl = match[1]!.split(',').at(-1)!.trim();
+      const callersTtl = ttl === 'ttl' && CALLERS_TEXT[name]?.test(lua) === true;
+      assert.ok(SAFE_LIFETIME.test(ttl) || callersTtl, `${name}: touchLocks(${match[1]})`);
+    }
+  }
+  assert.equal(calls, 2, 'TOUCH and RELEASE call it');
+});
 
 test('the splitter reads nested calls and quoted commas as one argument (so the check below can fail)', () => {
   assert.deepEqual(redisCalls("redis.call('PEXPIRE', P .. 'a,b', math.max(1, f(2)) * 100)"), [["'PEXPIRE'", "P .. 'a,b'", 'math.max(1, f(2)) * 100']]);

@@ -8,17 +8,21 @@ import assert from 'node:assert/strict';
 import { ManualClock, SessionEngine, type WebProcess } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
-import { redisForTest } from './redis-support.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
 
 const IP = '127.0.0.1';
+
+/** An engine (a node) on the test's Redis. */
+function nodeOn(r: RedisForTest): SessionEngine {
+  return new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+}
 
 for (const closer of ['another node', 'the same node'] as const) {
   test(`Redis store: a process object kept past its request, its session then closed by ${closer}: a late tryLock or spawn fails with ERR_SESSION_CLOSED, leaving no lock`, { timeout: 20_000 }, async (t: TestContext) => {
     const r = await redisForTest(t);
     if (r === undefined) return;
-    const node = (): SessionEngine => new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
-    const a = node();
-    const b = node();
+    const a = nodeOn(r);
+    const b = nodeOn(r);
     try {
       const lease = await a.acquire({ sessionId: undefined, ip: IP });
       const kept: WebProcess = lease.proc;
@@ -43,7 +47,7 @@ for (const closer of ['another node', 'the same node'] as const) {
 test('Redis store: a process object kept past its request of a session still open is still that process: its lock is the process\'s, released when the session closes', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const engine = new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+  const engine = nodeOn(r);
   try {
     const lease = await engine.acquire({ sessionId: undefined, ip: IP });
     const kept: WebProcess = lease.proc;
@@ -58,10 +62,41 @@ test('Redis store: a process object kept past its request of a session still ope
   }
 });
 
+test('Redis store: a lock taken by a process object kept past its request (so on no saved list) is renewed with its session by the process\'s next request, on another node too: it does not lapse while the session lives', { timeout: 20_000 }, async (t: TestContext) => {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const a = nodeOn(r);
+  const b = nodeOn(r);
+  try {
+    (await b.acquire({ sessionId: undefined, ip: IP })).release(); // b has joined the cluster and beaten
+    const first = await a.acquire({ sessionId: undefined, ip: IP });
+    const kept: WebProcess = first.proc;
+    first.release();
+    assert.equal(await kept.locks.tryLock('Stock', 9), true);
+    const lockKeys = (await r.redis.keys(`${r.prefix}*lock*`));
+    assert.equal(lockKeys.length, 2, `the lock and its process's set: ${lockKeys.join(', ')}`);
+    // As if the session had been busy for most of a key lifetime since the lock was taken.
+    for (const key of lockKeys) await r.redis.pexpire(key, 5_000);
+    const next = await b.acquire({ sessionId: first.sessionId, ip: IP });
+    assert.equal(next.sessionId, first.sessionId);
+    assert.equal(next.proc.processId, kept.processId);
+    next.release();
+    // Read once the release has landed, before a heartbeat of b (which extends its busy sessions' keys) could.
+    assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${first.sessionId}`, `b:${kept.processId}`)) === '0'), 'the release landed');
+    for (const key of lockKeys) {
+      const ttlMs = await r.redis.pttl(key);
+      assert.ok(ttlMs > 60_000, `${key}: ${ttlMs} ms left, not renewed with the session`);
+    }
+    assert.equal((await kept.locks.lockedBy('Stock', 9))?.sessionId, first.sessionId);
+  } finally {
+    await Promise.all([a.stop(), b.stop()]);
+  }
+});
+
 test('Redis store: a request whose session is gone from Redis when it ends (closed or discarded without it) does not extend the locks it took for another key lifetime: they keep the expiry they had', { timeout: 20_000 }, async (t: TestContext) => {
   const r = await redisForTest(t);
   if (r === undefined) return;
-  const engine = new SessionEngine({ clock: new ManualClock(), store: createRedisStore({ url: r.url, prefix: r.prefix, pollIntervalMs: 20 }) });
+  const engine = nodeOn(r);
   try {
     const lease = await engine.acquire({ sessionId: undefined, ip: IP });
     assert.equal(await lease.proc.locks.tryLock('Stock', 8), true);

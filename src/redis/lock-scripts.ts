@@ -68,21 +68,29 @@ return renamed
 `;
 
 /**
- * KEYS: set. ARGV: processId, ttlMs. Sets the TTL of the set and of every lock it still holds; members
- * that are no longer the process's are dropped (the set then disappears when empty). Returns locks touched.
+ * Lua: `touchLocks(set, processId, ttlMs)` sets the TTL of a process's set and of every lock it still
+ * holds; members that are no longer the process's are dropped (the set then disappears when empty).
+ * Returns locks touched. Shared by TOUCH and the Redis store's RELEASE (process-scripts.ts), which renews
+ * a process's locks with its session's keys at the end of each of its requests.
  */
-const TOUCH = `
-local touched = 0
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('HGET', key, 'processId') == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
-    touched = touched + 1
-  else
-    redis.call('SREM', KEYS[1], key)
+export const TOUCH_LOCKS = `
+local function touchLocks(set, pid, ttl)
+  local touched = 0
+  for _, key in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('HGET', key, 'processId') == pid then
+      redis.call('PEXPIRE', key, ttl)
+      touched = touched + 1
+    else
+      redis.call('SREM', set, key)
+    end
   end
+  if touched > 0 then redis.call('PEXPIRE', set, ttl) end
+  return touched
 end
-if touched > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return touched
+`;
+
+/** KEYS: set. ARGV: processId, ttlMs. Returns locks touched (touchLocks). */
+const TOUCH = `${TOUCH_LOCKS}return touchLocks(KEYS[1], ARGV[1], ARGV[2])
 `;
 
 /**

@@ -1,6 +1,7 @@
 // The scripts of a process's writes (processes.ts): a request's or task's end saves and releases its
 // process; a spawned task adds one. Layout of the keys: scripts.ts.
 
+import { TOUCH_LOCKS } from './lock-scripts.js';
 import { PRELUDE } from './lua-prelude.js';
 
 /**
@@ -12,10 +13,11 @@ import { PRELUDE } from './lua-prelude.js';
  * values, none with a space; end: 0 the process stays, 1 it leaves its open session, 2 it leaves and
  * takes its session along when it was the only one: see ProcessEnd), id, state ('' for none: a state
  * saved is never empty).
+ * A process that stays in its open session has its record locks renewed with the session's key.
  * Returns one of 'o' | 'c' (released; the session's state) | 'stale' | 'gone' per release, in order, or
  * 'err <message>' for a release that raised an error.
  */
-export const RELEASE = `${PRELUDE}
+export const RELEASE = `${PRELUDE}${TOUCH_LOCKS}
 local node, ttl = ARGV[3], ARGV[4]
 local function release(a)
   local pid, token, now, ends = string.match(ARGV[a], '^(%S+) (%S+) (%S+) (%S+)$')
@@ -80,6 +82,11 @@ local function release(a)
     end
     if free then markIdle(id, now) end
     redis.call('PEXPIRE', h, ttl)
+    -- A live session's locks outlive its idle time: they take its key's new life. Every lock the
+    -- process id holds, also one its saved state does not list (taken by a process object kept past
+    -- its request, maybe on another node), so none lapses while its session lives. Process ids are
+    -- the engine's own ([0-9a-z]): the set's name needs no escaping (locks.ts redisProcessLocksKey).
+    if ends == '0' then touchLocks(P .. 'plocks:' .. pid, pid, ttl) end
   end
   if st ~= 'o' or redis.call('EXISTS', P .. 'wq:' .. id) == 1 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end
   return st

@@ -145,7 +145,7 @@ export class ProcessSaves<Vars extends SessionVars> {
    * makes a repeat harmless), reported once; given up only when this node stops (others then free it).
    */
   async #release(handle: SessionHandle<Vars>, proc: WebProcess<Vars>, token: string, bytes: Buffer | undefined, end: ProcessEnd, held: Buffer | undefined, answered?: () => void): Promise<void> {
-    const { ctx, settings, lockManager, copies } = this.#node;
+    const { ctx, settings, copies } = this.#node;
     // One async layer (each promise also pays Node 20's async hooks): the write is kept from here to its end.
     this.writeBegins(proc.processId);
     let outcome: string | undefined;
@@ -185,11 +185,11 @@ export class ProcessSaves<Vars extends SessionVars> {
     } finally {
       this.writeEnds(proc.processId);
     }
-    // A live session's locks must outlive its idle time; touch() moves their expiry with the session's.
-    // Not after 'gone': the id this node knows names nothing, which says the session closed (its close
-    // released its locks) but may also say it was renamed on a node this release never heard from, its
-    // process there now; that node's own releases keep its locks alive. Freeing them here could take
-    // a live session's locks; extending them would keep a leaked lock for another key lifetime.
+    // A live session's locks outlive its idle time: a release that lands in the open session renews them
+    // with its key, in the script (process-scripts.ts RELEASE). Not after 'gone': the id this node knows
+    // names nothing, which says the session closed (its close released its locks) but may also say it was
+    // renamed on a node this release never heard from, its process there now; that node's own releases
+    // keep its locks alive. Freeing them here could take a live session's locks.
     // 'gone' from a session that has left Redis (seen closing here, or asked: the message may have been
     // lost): its close finished (FINISH freed the locks its processes held then). A lock this process
     // took after that (a request the drain gave up on, an init that ended during the hooks) would
@@ -206,9 +206,7 @@ export class ProcessSaves<Vars extends SessionVars> {
     }
     if (outcome === 'gone' && proc.lockCount > 0 && !proc.closed && (handle.state !== 'open' || left === true)) {
       await this.tearDown(proc);
-      return;
     }
-    if (proc.lockCount > 0 && !proc.closed && outcome !== 'gone') await lockManager.touch(proc.processId, keyTtlMs(ctx, settings)).catch((error: unknown) => ctx.report(unavailable(error, handle.id), 'storeErrors'));
   }
 
   /**

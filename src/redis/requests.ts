@@ -4,7 +4,7 @@ import type { MaybePromise } from '../maybe-async.js';
 import { WebProcess, type SessionVars } from '../process.js';
 import { tearDown, type RequestIdentity, type StoreContext } from '../store.js';
 import type { RedisCloser } from './closer.js';
-import { handleCookieExpiresAtMs, keyTtlMs, SessionHandle, unavailable, type NodeServices, type RedisSettings } from './node.js';
+import { handleCookieExpiresAtMs, SessionHandle, unavailable, type NodeServices } from './node.js';
 import type { ProcessSaves } from './processes.js';
 import type { SessionRenames } from './renames.js';
 import { restoreProcess } from './state.js';
@@ -49,7 +49,6 @@ export interface RequestPathDeps<Vars extends SessionVars> {
 export class RedisRequestPath<Vars extends SessionVars> {
   readonly #deps: RequestPathDeps<Vars>;
   readonly #ctx: StoreContext<Vars>;
-  readonly #settings: RedisSettings;
   readonly #node: NodeServices<Vars>;
   readonly #known: Map<string, SessionHandle<Vars>>;
   readonly #processes: ProcessSaves<Vars>;
@@ -67,7 +66,6 @@ export class RedisRequestPath<Vars extends SessionVars> {
     this.#deps = deps;
     this.#node = deps.node;
     this.#ctx = deps.node.ctx;
-    this.#settings = deps.node.settings;
     this.#known = deps.known;
     this.#processes = deps.processes;
     this.#closer = deps.closer;
@@ -201,10 +199,8 @@ export class RedisRequestPath<Vars extends SessionVars> {
       // newer Node wrote during a rolling upgrade look damaged to this one (V8 adds tags without a version
       // change), and a node of that version still reads them. Its locks live on with it.
       handle.endRun(proc);
+      // Its release renews its locks with the session's key (process-scripts.ts RELEASE).
       this.#processes.save(handle, proc, token, undefined, 'stays');
-      const { lockManager } = this.#node;
-      this.#processes.track(lockManager.touch(proc.processId, keyTtlMs(this.#ctx, this.#settings))
-        .catch((failure: unknown) => this.#ctx.report(unavailable(failure, handle.id), 'storeErrors')));
       this.#ctx.report(error as SessionError, 'storeErrors');
       throw error;
     }
