@@ -3,13 +3,13 @@
 // only after the close ended) is torn down there as the memory store's close tears down its stragglers:
 // vars reset, record locks released (retried as any teardown's), lock calls refused; a process the
 // close tore down already (an insider's logout) is left alone.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { ManualClock, SessionEngine, type RequestLease, type WebProcess } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { deferred, eventually, settle } from './helpers.js';
-import { redisForTest } from './redis-support.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
 import { HeldMessages, holdEnterReplies, idleInRedis, IP, node, sessionKeys, stopAll, wrapScript, type Vars, settledAsTimePasses } from './redis-crossing.js';
 
 const RECORD = { table: 'Stock', key: 42 };
@@ -85,26 +85,7 @@ test('Redis store: after a logout from inside, the handler reads back what it wr
 });
 
 test('an enter reply read after its node heard the close end (x): the request does not run as a live process of the closed session', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const seen = new HeldMessages();
-  const x = await node(r, clock, { held: seen });
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  let closing: ReturnType<typeof track<boolean>> | undefined;
-  try {
-    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    first.proc.vars.login = 'alice';
-    first.release();
-    const id = first.sessionId;
-    assert.ok(await idleInRedis(r, id));
-    const hold = holdEnterReplies(x.client);
-    const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
-    await hold.sent; // Redis ran the enter: the process is busy
-    closing = track(y.engine.closeSession(id));
-    assert.ok(await settledAsTimePasses(clock, closing!), 'the close gave up on the request and finished');
-    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
+  await withEnterHeldPastClose(t, false, async ({ r, id, hold, entering, leases }) => {
     hold.deliver();
     assert.ok(await eventually(() => entering.settled, 5_000));
     if (entering.error !== undefined) {
@@ -116,9 +97,7 @@ test('an enter reply read after its node heard the close end (x): the request do
     const lockTaken = await b.proc.locks.tryLock(RECORD.table, RECORD.key).catch((e: { code?: string }) => e.code);
     assert.notEqual(lockTaken, true,
       `the request runs live in closed session ${id}: vars ${JSON.stringify(b.proc.vars)}, closed ${b.proc.closed}, signal aborted ${b.proc.signal.aborted}, cookie ${b.cookie().action}, lock taken ${lockTaken} (TTL ${await r.redis.pttl(`${r.prefix}lock:5:Stock:number:42`)} ms)`);
-  } finally {
-    await stopAll(clock, leases, closing, x, y);
-  }
+  });
 });
 
 test('a spawn reply read after its node heard the close end (x): the task does not run as a live process of the closed session', { timeout: 20_000 }, async (t) => {
@@ -211,27 +190,7 @@ test('a straggler task and request torn down on x end quietly (no state, no erro
 });
 
 test('an enter reply read after x: the request\'s process is torn down after its state is restored, so the closed session\'s context never comes back over it', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const seen = new HeldMessages();
-  const x = await node(r, clock, { held: seen });
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  let closing: ReturnType<typeof track<boolean>> | undefined;
-  try {
-    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    first.proc.vars.login = 'alice';
-    await first.proc.locks.tryLock('Stock', 42);
-    first.release();
-    const id = first.sessionId;
-    assert.ok(await idleInRedis(r, id));
-    const hold = holdEnterReplies(x.client);
-    const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
-    await hold.sent;
-    closing = track(y.engine.closeSession(id));
-    assert.ok(await settledAsTimePasses(clock, closing!));
-    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000));
+  await withEnterHeldPastClose(t, true, async ({ id, hold, entering, leases }) => {
     hold.deliver();
     assert.ok(await eventually(() => entering.settled, 5_000));
     if (entering.error !== undefined) return; // refused: fine
@@ -242,32 +201,11 @@ test('an enter reply read after x: the request\'s process is torn down after its
     const straggler = b.sessionId === id;
     assert.deepEqual({ closed: b.proc.closed, vars: b.proc.vars, held: b.proc.locks.held().length },
       { closed: straggler, vars: {}, held: 0 }, straggler ? 'a straggler of a finished close must not see the old context' : 'a new session starts from a fresh context');
-  } finally {
-    await stopAll(clock, leases, closing, x, y);
-  }
+  });
 });
 
 test('a late enter reply for a close this node no longer remembers (4,096 closes later): once its release finds the session gone, the node lists it open no more', { timeout: 30_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const seen = new HeldMessages();
-  const x = await node(r, clock, { held: seen });
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  let closing: ReturnType<typeof track<boolean>> | undefined;
-  try {
-    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
-    first.proc.vars.login = 'alice';
-    first.release();
-    const id = first.sessionId;
-    assert.ok(await idleInRedis(r, id));
-    const hold = holdEnterReplies(x.client);
-    const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
-    await hold.sent;
-    closing = track(y.engine.closeSession(id));
-    assert.ok(await settledAsTimePasses(clock, closing!));
-    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000));
+  await withEnterHeldPastClose(t, false, async ({ r, x, seen, id, hold, entering, leases }) => {
     // 4,096 other closes heard since (a busy cluster: evictions, timeouts).
     const pipe = r.redis.pipeline();
     for (let i = 0; i < 4_100; i++) pipe.publish(`${r.prefix}ev`, `x ${randomUUID()}`);
@@ -285,7 +223,51 @@ test('a late enter reply for a close this node no longer remembers (4,096 closes
     const listed = x.engine.sessions().map((s) => s.id).includes(id);
     assert.deepEqual({ listed, count: x.engine.sessionProcessCount(id), expires: x.engine.sessionExpiration(id) },
       { listed: false, count: 0, expires: null }, `closed session ${id} still seen as open on x after its straggler ended (while it ran: ${JSON.stringify(report)})`);
+  });
+});
+
+interface EnterHeldPastClose {
+  readonly r: RedisForTest;
+  readonly x: Awaited<ReturnType<typeof node>>;
+  readonly seen: HeldMessages;
+  /** The session closed. */
+  readonly id: string;
+  /** x's enter reply into it, held since Redis ran the enter. */
+  readonly hold: ReturnType<typeof holdEnterReplies>;
+  readonly entering: ReturnType<typeof track<RequestLease<Vars>>>;
+  /** Leases the body takes, released at the end. */
+  readonly leases: (RequestLease<Vars> | undefined)[];
+}
+
+/**
+ * Two nodes: a session made on x (vars.login 'alice', and the record locked if `lockFirst`) is entered
+ * again on x, the enter's reply held once Redis has run it (the process busy); y closes the session,
+ * gives up on that request and finishes, and x hears the close end (x). Then `body` runs; the nodes stop.
+ */
+async function withEnterHeldPastClose(t: TestContext, lockFirst: boolean, body: (held: EnterHeldPastClose) => Promise<void>): Promise<void> {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const seen = new HeldMessages();
+  const x = await node(r, clock, { held: seen });
+  const y = await node(r, clock);
+  const leases: (RequestLease<Vars> | undefined)[] = [];
+  let closing: ReturnType<typeof track<boolean>> | undefined;
+  try {
+    const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
+    first.proc.vars.login = 'alice';
+    if (lockFirst) assert.equal(await first.proc.locks.tryLock(RECORD.table, RECORD.key), true);
+    first.release();
+    const id = first.sessionId;
+    assert.ok(await idleInRedis(r, id));
+    const hold = holdEnterReplies(x.client);
+    const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
+    await hold.sent; // Redis ran the enter: the process is busy
+    closing = track(y.engine.closeSession(id));
+    assert.ok(await settledAsTimePasses(clock, closing), 'the close gave up on the request and finished');
+    assert.ok(await eventually(() => seen.seen.includes(`x ${id}`), 5_000), 'x heard the close end');
+    await body({ r, x, seen, id, hold, entering, leases });
   } finally {
     await stopAll(clock, leases, closing, x, y);
   }
-});
+}
