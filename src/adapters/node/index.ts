@@ -46,18 +46,25 @@ export interface SessionServerOptions extends http.ServerOptions {
 export function createServer<Vars extends SessionVars>(engine: SessionEngine<Vars>, handler: SessionHandler<Vars>, options: SessionServerOptions = {}): http.Server {
   if (typeof engine?.acquireNow !== 'function') throw new SessionArgumentError('createServer(engine, handler): engine must be a SessionEngine');
   if (typeof handler !== 'function') throw new SessionArgumentError('createServer(engine, handler): handler must be a function');
-  const { sessionless, ...serverOptions } = options;
+  const { sessionless, ServerResponse: AppResponse = http.ServerResponse, ...serverOptions } = options;
   if (sessionless !== undefined && typeof sessionless !== 'function') throw new SessionArgumentError('createServer(engine, handler, { sessionless }): sessionless must be a function (req, res) => boolean');
+  if (typeof AppResponse !== 'function' || !(AppResponse === http.ServerResponse || AppResponse.prototype instanceof http.ServerResponse)) {
+    throw new SessionArgumentError('createServer(engine, handler, { ServerResponse }): ServerResponse must be http.ServerResponse or a subclass of it');
+  }
+  // The application's writeHead (its own class's, or node:http's), called with the cookie added.
+  const baseWriteHead = AppResponse.prototype.writeHead;
 
   // A ServerResponse subclass adds the cookie in writeHead, which every way of sending headers goes
-  // through (end(), write(), flushHeaders()), without a closure per request.
-  class SessionResponse extends http.ServerResponse {
+  // through (end(), write(), flushHeaders()), without a closure per request. It extends the class the
+  // options give (http.createServer's `ServerResponse`), so an application's own class stays the class
+  // of every response.
+  class SessionResponse extends AppResponse {
     lease: RequestLease<Vars> | undefined;
     secure = false;
 
     override writeHead(statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument): this {
       const cookie = this.lease === undefined || this.headersSent ? undefined : setCookieFor(engine, this.lease, this.secure);
-      writeHeadWithCookie(this, http.ServerResponse.prototype.writeHead, cookie, statusCode, reasonOrHeaders, maybeHeaders);
+      writeHeadWithCookie(this, baseWriteHead, cookie, statusCode, reasonOrHeaders, maybeHeaders);
       return this;
     }
   }
