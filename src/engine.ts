@@ -64,7 +64,8 @@ export class SessionEngine<Vars extends SessionVars = Record<string, unknown>> e
     if (init !== undefined && typeof init !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'init must be a function');
     if (onClose !== undefined && typeof onClose !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'onClose must be a function');
     if (locks !== undefined && !isLockManager(locks)) throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'locks must be a LockManager (tryLock, unlock, lockedBy, releaseAll; touch and renameSession, if given, functions; lockTtlMs, if given, an integer from 1)');
-    const store = options.store ?? memoryStore();
+    // Only an absent store means the default: null is a bad value, as for `clock` and `locks`.
+    const store = options.store === undefined ? memoryStore() : options.store;
     if (typeof store?.attach !== 'function') throw new SessionOptionError('ERR_SESSION_INVALID_OPTION', 'store must be a SessionStore (memoryStore(), createRedisStore())');
     this.#store = store.attach<Vars>({
       options: this.#options,

@@ -63,6 +63,10 @@ describe('options', () => {
       { locks: { tryLock: async () => true, releaseAll: async () => 0 } },
       { locks: { tryLock: async () => true, unlock: async () => true, lockedBy: async () => null, releaseAll: async () => 0, touch: 42 } },
       { locks: null },
+      // Only an absent store means the memory store: a null one (a config that meant a shared store, read
+      // as null) would run every node on sessions of its own.
+      { store: null },
+      { store: {} },
     ];
     for (const options of bad) {
       assert.throws(
