@@ -121,7 +121,10 @@ function selectorTable<Vars extends SessionVars>(): ReadonlyMap<number, Selector
 export interface FourDCommands {
   /** WEB LEGACY CLOSE SESSION(sessionID): resolves `true` when a session was closed. */
   WEB_LEGACY_CLOSE_SESSION(sessionId: string): Promise<boolean>;
-  /** WEB SET OPTION(selector; value): minutes for timeouts; 0 (or "" for texts) restores the default. */
+  /**
+   * WEB SET OPTION(selector; value): minutes for timeouts; 0 restores the default of 18, 71, 72 and 78, "" that
+   * of 73, 81 (no Domain) and 82; 70, 83 and 90 are flags: 0 turns the mode or the check off.
+   */
   WEB_SET_OPTION(selector: number, value: number | string): void;
   /** WEB GET OPTION(selector) → value, in 4D units (minutes, 0/1). */
   WEB_GET_OPTION(selector: number): number | string;
