@@ -4,11 +4,12 @@
 // store's scripts are wrapped on a client the test owns, so a reply is held until the test lets it go,
 // and pub/sub messages can be held (or watched) on the subscriber the store duplicates from that client.
 import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
 import type { Redis, RedisOptions } from 'ioredis';
 import { ManualClock, SessionEngine, type RequestLease, type SessionEngineOptions, type SessionError } from '../src/index.js';
 import { createRedisStore } from '../src/redis/index.js';
 import { eventually } from './helpers.js';
-import type { RedisForTest } from './redis-support.js';
+import { redisForTest, type RedisForTest } from './redis-support.js';
 
 export type Vars = Record<string, unknown>;
 export type Script = (...args: unknown[]) => Promise<unknown>;
@@ -250,6 +251,35 @@ export async function deafNode(r: RedisForTest, clock: ManualClock, clientOption
 }
 
 /** What a sweep sees of a node whose beats stopped two leases ago: no lease key, missing since a lease. */
+/** What a test with a deaf node x and a hearing node y works with; `closing` and `leases` are stopped with the nodes. */
+export interface DeafAndHearing {
+  readonly r: RedisForTest;
+  readonly clock: ManualClock;
+  readonly x: DeafNode;
+  readonly y: Node;
+  readonly leases: (RequestLease<Vars> | undefined)[];
+  closing: { readonly settled: boolean } | undefined;
+}
+
+/**
+ * Runs `body` with a deaf node x (deafNode, on `clientOptions`) and a node y on the test's Redis; then x
+ * hears again and both stop, with the leases the body took and the close it started.
+ */
+export async function withDeafNode(t: TestContext, body: (nodes: DeafAndHearing) => Promise<void>, clientOptions?: RedisOptions): Promise<void> {
+  const r = await redisForTest(t);
+  if (r === undefined) return;
+  const clock = new ManualClock();
+  const x = await deafNode(r, clock, clientOptions);
+  const y = await node(r, clock);
+  const nodes: DeafAndHearing = { r, clock, x, y, leases: [], closing: undefined };
+  try {
+    await body(nodes);
+  } finally {
+    x.deaf = false;
+    await stopAll(clock, nodes.leases, nodes.closing, x, y);
+  }
+}
+
 export async function lookDead(r: RedisForTest, nodeId: string, leaseMs: number): Promise<void> {
   const [seconds, micros] = await r.redis.time();
   const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);

@@ -7,26 +7,20 @@
 import { once } from 'node:events';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, type RequestLease } from '../src/index.js';
+import type { RequestLease } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { eventually } from './helpers.js';
-import { redisForTest } from './redis-support.js';
-import { deafNode, holdEnterReplies, idleInRedis, IP, node, settledAsTimePasses, stopAll, type Vars } from './redis-crossing.js';
+import { holdEnterReplies, idleInRedis, IP, settledAsTimePasses, withDeafNode, type Vars } from './redis-crossing.js';
 
 test('redis: a straggler whose node heard the close\'s c but lost its x (subscriber cut meanwhile) is torn down once the subscriber is back', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await deafNode(r, clock);
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  let closing: ReturnType<typeof track<boolean>> | undefined;
-  try {
+  await withDeafNode(t, async (nodes) => {
+    const { r, clock, x, y, leases } = nodes;
     const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(a);
     a.proc.vars.cart = 'full';
     const id = a.sessionId;
-    closing = track(y.engine.closeSession(id));
+    const closing = track(y.engine.closeSession(id));
+    nodes.closing = closing;
     assert.ok(await eventually(() => a.proc.signal.aborted, 5_000), 'x heard the c');
     x.deaf = true; // its x is lost
     assert.ok(await settledAsTimePasses(clock, closing), 'the close gave up on the request and finished');
@@ -39,21 +33,12 @@ test('redis: a straggler whose node heard the close\'s c but lost its x (subscri
     x.deaf = false;
     assert.ok(await eventually(() => a.proc.closed, 3_000), 'torn down once x\'s subscriber is back');
     assert.deepEqual(a.proc.vars, {});
-  } finally {
-    x.deaf = false;
-    await stopAll(clock, leases, closing, x, y);
-  }
+  });
 });
 
 test('redis: a request whose enter landed just before a close claimed during the cut, its reply read after the check forgot the idle handle, hears that close', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await deafNode(r, clock);
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  let closing: ReturnType<typeof track<boolean>> | undefined;
-  try {
+  await withDeafNode(t, async (nodes) => {
+    const { r, x, y, leases } = nodes;
     const first = await x.engine.acquire({ sessionId: undefined, ip: IP });
     const id = first.sessionId;
     first.release();
@@ -63,7 +48,8 @@ test('redis: a request whose enter landed just before a close claimed during the
     const entering = track(x.engine.acquire({ sessionId: id, ip: IP }));
     await held.sent;
     assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'b:r1')) !== '0', 5_000), 'the enter landed');
-    closing = track(y.engine.closeSession(id));
+    const closing = track(y.engine.closeSession(id));
+    nodes.closing = closing;
     assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close (x deaf to its c)');
     const subscriber = x.subscriber();
     const back = once(subscriber, 'ready');
@@ -79,8 +65,5 @@ test('redis: a request whose enter landed just before a close claimed during the
     assert.equal(lease.sessionId, id, 'the request entered the closing session (its enter landed first)');
     assert.equal(lease.proc.signal.aborted, true, 'it hears the close, as with a c heard');
     assert.equal(closing.settled, false, 'the close waits for it');
-  } finally {
-    x.deaf = false;
-    await stopAll(clock, leases, closing, x, y);
-  }
+  });
 });

@@ -7,27 +7,20 @@
 // options again; tried until it runs through, as a cut seldom takes the subscriber alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, type RequestLease } from '../src/index.js';
 import { track } from './engine-harness.js';
 import { collected, eventually } from './helpers.js';
-import { redisForTest } from './redis-support.js';
-import { deafNode, idleInRedis, IP, node, settledAsTimePasses, stopAll, type Vars } from './redis-crossing.js';
+import { idleInRedis, IP, settledAsTimePasses, withDeafNode } from './redis-crossing.js';
 
 test('redis: a straggler whose node lost both the close\'s c and x (its subscriber cut meanwhile) is torn down once the subscriber is back: signal aborted, vars reset, lock calls refused', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await deafNode(r, clock);
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  let closing: ReturnType<typeof track<boolean>> | undefined;
-  try {
+  await withDeafNode(t, async (nodes) => {
+    const { r, clock, x, y, leases } = nodes;
     const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(a);
     a.proc.vars.cart = 'full';
     const id = a.sessionId;
     x.deaf = true;
-    closing = track(y.engine.closeSession(id));
+    const closing = track(y.engine.closeSession(id));
+    nodes.closing = closing;
     assert.ok(await settledAsTimePasses(clock, closing), 'the close gave up on the request and finished');
     assert.equal(await r.redis.exists(`${r.prefix}s:${id}`), 0, 'the session left Redis');
     assert.equal(a.proc.closed, false, 'x heard nothing: the straggler still runs live');
@@ -37,29 +30,21 @@ test('redis: a straggler whose node lost both the close\'s c and x (its subscrib
     assert.equal(a.proc.signal.aborted, true);
     assert.deepEqual(a.proc.vars, {});
     await assert.rejects(a.proc.locks.tryLock('Stock', 42), { code: 'ERR_SESSION_CLOSED' });
-  } finally {
-    x.deaf = false;
-    await stopAll(clock, leases, closing, x, y);
-  }
+  });
 });
 
 test('redis: a straggler whose node lost the close\'s c and x is torn down once both its connections are back, the command connection back after the subscriber', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
   // As the store's own client (createRedisStore({ url })): commands fail at once while disconnected.
   // It reconnects 300 ms after a cut, its subscriber 20 ms after.
-  const x = await deafNode(r, clock, { enableOfflineQueue: false, retryStrategy: () => 300 });
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  let closing: ReturnType<typeof track<boolean>> | undefined;
-  try {
+  await withDeafNode(t, async (nodes) => {
+    const { clock, x, y, leases } = nodes;
     const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(a);
     a.proc.vars.cart = 'full';
     const id = a.sessionId;
     x.deaf = true;
-    closing = track(y.engine.closeSession(id));
+    const closing = track(y.engine.closeSession(id));
+    nodes.closing = closing;
     assert.ok(await settledAsTimePasses(clock, closing), 'the close gave up on the request and finished');
     assert.equal(a.proc.closed, false, 'x heard nothing: the straggler still runs live');
     // Both connections cut (a Redis restart, a blip), each back on its own schedule.
@@ -70,26 +55,18 @@ test('redis: a straggler whose node lost the close\'s c and x is torn down once 
     assert.ok(await eventually(() => x.client.status === 'ready' && subscriber.status === 'ready', 5_000), 'both connections are back');
     assert.ok(await eventually(() => a.proc.closed, 3_000), 'torn down once x\'s connections are back');
     assert.deepEqual(a.proc.vars, {});
-  } finally {
-    x.deaf = false;
-    await stopAll(clock, leases, closing, x, y);
-  }
+  }, { enableOfflineQueue: false, retryStrategy: () => 300 });
 });
 
 test('redis: a request whose node lost the close\'s c (its subscriber cut meanwhile) hears the close once the subscriber is back: its signal aborts while the close still waits for it', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await deafNode(r, clock);
-  const y = await node(r, clock);
-  const leases: (RequestLease<Vars> | undefined)[] = [];
-  let closing: ReturnType<typeof track<boolean>> | undefined;
-  try {
+  await withDeafNode(t, async (nodes) => {
+    const { r, x, y, leases } = nodes;
     const a = await x.engine.acquire({ sessionId: undefined, ip: IP });
     leases.push(a);
     const id = a.sessionId;
     x.deaf = true;
-    closing = track(y.engine.closeSession(id));
+    const closing = track(y.engine.closeSession(id));
+    nodes.closing = closing;
     assert.ok(await eventually(async () => (await r.redis.hget(`${r.prefix}s:${id}`, 'st')) === 'c', 5_000), 'y claimed the close');
     assert.equal(a.proc.signal.aborted, false, 'x heard nothing');
     x.subscriber().disconnect(true);
@@ -100,19 +77,12 @@ test('redis: a request whose node lost the close\'s c (its subscriber cut meanwh
     a.release();
     assert.ok(await eventually(() => closing!.settled, 5_000), 'the close ends once the request does');
     assert.equal(closing.value, true);
-  } finally {
-    x.deaf = false;
-    await stopAll(clock, leases, closing, x, y);
-  }
+  });
 });
 
 test('redis: an option another node set while this node\'s subscriber was cut applies here once the subscriber is back', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await deafNode(r, clock);
-  const y = await node(r, clock);
-  try {
+  await withDeafNode(t, async (nodes) => {
+    const { r, x, y } = nodes;
     (await x.engine.acquire({ sessionId: undefined, ip: IP })).release();
     x.deaf = true;
     y.engine.setOption('maxSessions', 7);
@@ -123,19 +93,12 @@ test('redis: an option another node set while this node\'s subscriber was cut ap
     x.deaf = false;
     assert.ok(await eventually(() => subscriber.status === 'ready', 5_000));
     assert.ok(await eventually(() => x.engine.getOption('maxSessions') === 7, 3_000), 'x applies the option once its subscriber is back');
-  } finally {
-    x.deaf = false;
-    await stopAll(clock, [], undefined, x, y);
-  }
+  });
 });
 
 test('redis: an option this node set itself earlier, set again by another node while this node\'s subscriber was cut, applies here once the subscriber is back', { timeout: 20_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await deafNode(r, clock);
-  const y = await node(r, clock);
-  try {
+  await withDeafNode(t, async (nodes) => {
+    const { r, x, y } = nodes;
     (await x.engine.acquire({ sessionId: undefined, ip: IP })).release();
     x.engine.setOption('maxSessions', 5);
     assert.ok(await eventually(() => y.engine.getOption('maxSessions') === 5, 3_000), 'y applies x\'s value');
@@ -150,19 +113,12 @@ test('redis: an option this node set itself earlier, set again by another node w
     x.deaf = false;
     assert.ok(await eventually(() => subscriber.status === 'ready', 5_000));
     assert.ok(await eventually(() => x.engine.getOption('maxSessions') === 7, 3_000), 'x applies the cluster\'s value once its subscriber is back, as it would have on hearing y');
-  } finally {
-    x.deaf = false;
-    await stopAll(clock, [], undefined, x, y);
-  }
+  });
 });
 
 test('redis: sessions another node closed while this node\'s subscriber was cut are forgotten here once it is back (listed no more, handles collected), not only at a request with their id', { timeout: 30_000 }, async (t) => {
-  const r = await redisForTest(t);
-  if (r === undefined) return;
-  const clock = new ManualClock();
-  const x = await deafNode(r, clock);
-  const y = await node(r, clock);
-  try {
+  await withDeafNode(t, async (nodes) => {
+    const { r, x, y } = nodes;
     // Sessions served by x (it knows them and keeps a copy of their state), and one that stays open.
     const served: { id: string; ref: WeakRef<object> }[] = [];
     for (let i = 0; i < 4; i++) {
@@ -187,8 +143,5 @@ test('redis: sessions another node closed while this node\'s subscriber was cut 
     const alive: number[] = [];
     for (const [i, { ref }] of served.slice(0, -1).entries()) if (!(await collected(ref, 2_000))) alive.push(i);
     assert.deepEqual(alive, [], 'the closed sessions\' handles are collected');
-  } finally {
-    x.deaf = false;
-    await stopAll(clock, [], undefined, x, y);
-  }
+  });
 });
