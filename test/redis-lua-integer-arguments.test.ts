@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LOCK_SCRIPTS, TOUCH_LOCKS } from '../src/redis/lock-scripts.js';
+import { TAKE_OVER_DEAD } from '../src/redis/sweep-scripts.js';
 import { PRELUDE } from '../src/redis/lua-prelude.js';
 import { STORE_SCRIPTS } from '../src/redis/scripts.js';
 
@@ -63,29 +64,37 @@ function lifetimesIn(args: readonly string[]): string[] {
 const SAFE_LIFETIME = /^(ARGV\[\d+\]|A\[\d+\]|digits\(.*\))$/s;
 const CALLERS_TEXT: Readonly<Record<string, RegExp>> = { lwsRelease: /^local node, ttl = ARGV\[3\], ARGV\[4\]$/m };
 
-// touchLocks (TOUCH_LOCKS, shared by the lock manager's TOUCH and the store's RELEASE) gives the lifetime
-// its caller passes as `ttl`: checked once, and every call of it checked for what it passes.
+// Lua functions shared by several scripts give the lifetime their caller passes as \`ttl\`: each is checked
+// once, and every call of it for what it passes there.
+const SHARED: ReadonlyArray<{ name: string; lua: string; lifetimes: number; callers: number }> = [
+  { name: 'touchLocks', lua: TOUCH_LOCKS, lifetimes: 2, callers: 2 }, // the lock manager's TOUCH, the store's RELEASE
+  { name: 'takeOverDead', lua: TAKE_OVER_DEAD, lifetimes: 1, callers: 2 }, // SWEEP, CLAIM_ALL
+];
+const withoutShared = (lua: string): string => SHARED.reduce((left, shared) => left.replace(shared.lua, ''), lua);
 const scripts: Array<[string, string]> = [
   ['prelude', PRELUDE],
-  ...Object.entries(STORE_SCRIPTS).map(([name, lua]): [string, string] => [name, lua.replace(PRELUDE, '').replace(TOUCH_LOCKS, '')]),
-  ...Object.entries(LOCK_SCRIPTS).map(([name, { lua }]): [string, string] => [name, lua.replace(TOUCH_LOCKS, '')]),
+  ...Object.entries(STORE_SCRIPTS).map(([name, lua]): [string, string] => [name, withoutShared(lua.replace(PRELUDE, ''))]),
+  ...Object.entries(LOCK_SCRIPTS).map(([name, { lua }]): [string, string] => [name, withoutShared(lua)]),
 ];
 
-test('touchLocks gives the lifetime its caller passes, and every caller passes its own text', () => {
-  const given = redisCalls(TOUCH_LOCKS).flatMap(lifetimesIn);
-  assert.deepEqual(given, ['ttl', 'ttl']);
-  assert.match(TOUCH_LOCKS, /local function touchLocks\(set, pid, ttl\)/);
-  let calls = 0;
-  for (const [name, lua] of scripts) {
-    for (const match of lua.matchAll(/touchLocks\(([^()]*)\)/g)) {
-      calls++;
-      const ttl = match[1]!.split(',').at(-1)!.trim();
-      const callersTtl = ttl === 'ttl' && CALLERS_TEXT[name]?.test(lua) === true;
-      assert.ok(SAFE_LIFETIME.test(ttl) || callersTtl, `${name}: touchLocks(${match[1]})`);
+for (const shared of SHARED) {
+  test(`${shared.name} gives the lifetime its caller passes, and every caller passes its own text`, () => {
+    assert.deepEqual(redisCalls(shared.lua).flatMap(lifetimesIn), Array(shared.lifetimes).fill('ttl'));
+    const parameters = new RegExp(`local function ${shared.name}\\(([^()]*)\\)`).exec(shared.lua)?.[1]?.split(',').map((p) => p.trim());
+    const at = parameters?.indexOf('ttl') ?? -1;
+    assert.ok(at >= 0, `${shared.name} takes a ttl: ${parameters?.join(', ')}`);
+    let calls = 0;
+    for (const [name, lua] of scripts) {
+      for (const match of lua.matchAll(new RegExp(`${shared.name}\\(([^()]*)\\)`, 'g'))) {
+        calls++;
+        const ttl = match[1]!.split(',')[at]?.trim() ?? '';
+        const callersTtl = ttl === 'ttl' && CALLERS_TEXT[name]?.test(lua) === true;
+        assert.ok(SAFE_LIFETIME.test(ttl) || callersTtl, `${name}: ${shared.name}(${match[1]})`);
+      }
     }
-  }
-  assert.equal(calls, 2, 'TOUCH and RELEASE call it');
-});
+    assert.equal(calls, shared.callers, `the scripts that call ${shared.name}`);
+  });
+}
 
 test('the splitter reads nested calls and quoted commas as one argument (so the check below can fail)', () => {
   assert.deepEqual(redisCalls("redis.call('PEXPIRE', P .. 'a,b', math.max(1, f(2)) * 100)"), [["'PEXPIRE'", "P .. 'a,b'", 'math.max(1, f(2)) * 100']]);

@@ -151,10 +151,14 @@ export class RedisCloser<Vars extends SessionVars> {
    */
   async claimAll(insiders: ReadonlyMap<string, WebProcess<Vars>>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
-    for (;;) {
-      const ids = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH, keyTtlMs(ctx, settings)) as Reply).map(text);
-      const scanned = Number(ids.pop());
-      for (const id of ids) {
+    for (let first = true; ; first = false) {
+      const reply = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH, keyTtlMs(ctx, settings), first ? 1 : 0) as Reply).map(text);
+      const scanned = Number(reply.pop());
+      const bar = reply.indexOf('|');
+      // Closes a dead node had claimed (killed within the stop's wait for its lease): run here, reason as
+      // claimed, not counted again (as the sweep's takeovers).
+      for (const id of reply.slice(bar + 1)) void this.start(id, undefined);
+      for (const id of reply.slice(0, bar)) {
         ctx.counters.closed.shutdown++;
         void this.start(id, 'shutdown', insiders.get(id));
       }

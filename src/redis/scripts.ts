@@ -34,7 +34,8 @@
 // Every write to a session refreshes its key's TTL (the longer timeout + grace), so a crashed cluster
 // leaves nothing behind; a raised timeout extends the open sessions' keys at once (EXTEND_KEYS).
 
-import { CLAIM, CLAIM_ALL, FINISH, HOOKED, LEFT, LOAD_CLOSING, RENAME, SWEEP } from './close-scripts.js';
+import { CLAIM, FINISH, HOOKED, LEFT, LOAD_CLOSING, RENAME } from './close-scripts.js';
+import { CLAIM_ALL, SWEEP } from './sweep-scripts.js';
 import { EXTEND_KEYS, HEARTBEAT, SET_OPTION } from './cluster-scripts.js';
 import { REPAIR_FIND, REPAIR_FREE } from './repair-scripts.js';
 import { RELEASE, SPAWN } from './process-scripts.js';

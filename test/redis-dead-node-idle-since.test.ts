@@ -1,0 +1,44 @@
+// A session whose request dies with its node (kill -9) is idle, once the sweep frees that process, from
+// when? The sweep put it in the idle sets scored by 'la', the end of the request BEFORE the one that
+// died: the dying request's own activity (its start, 'lr') did not count. A session idle for most of its
+// timeout, then active on a node that dies, was timed out by the very next sweep after the takeover,
+// though it had been in use far less than inactiveProcessTimeoutMs before (README: 'timeout' is "idle
+// longer than inactiveProcessTimeoutMs"; a session with work under way is never timed out).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { clusterForTest, waitUntil, type TestNode } from './fixtures/redis-cluster.js';
+import { tickClocks } from './redis-cluster-support.js';
+
+const TIMEOUT_MS = 10_000;
+const SWEEP_MS = 100;
+
+test('kill -9 of the node running a session\'s request: once its process is freed, the session is idle from that request on, not from the one before', { timeout: 60_000 }, async (t) => {
+  const setup = await clusterForTest(t, { nodeLeaseMs: 1_000, sweepIntervalMs: SWEEP_MS, pollIntervalMs: 20, inactiveProcessTimeoutMs: TIMEOUT_MS });
+  if (setup === undefined) return;
+  const { cluster } = setup;
+  const [a] = (await cluster.start(2)) as [TestNode, TestNode];
+
+  const s = await a.visit('/');
+  await cluster.settled(s.sid);
+  await cluster.advance(TIMEOUT_MS - 1_000); // idle for most of its timeout, not due yet
+  const onA = a.get('/hold?key=a', s.sid);
+  await a.event((e) => e.event === 'held' && e.key === 'a', 'held on A');
+  const startedAt = cluster.nowMs; // the request's start, in session time
+  a.kill('SIGKILL');
+  await a.exited;
+  assert.equal((await onA).status, 'error', 'the request on A died with it');
+
+  const key = `${cluster.storePrefix}s:${s.sid}`;
+  const ticking = tickClocks(cluster, SWEEP_MS, SWEEP_MS); // session time runs about as fast as real time
+  try {
+    await waitUntil('A\'s process freed', async () => (await cluster.redis.hget(key, `b:${s.pid}`)) === '0', 15_000);
+    // A few more sweeps of the live node.
+    for (let i = 0; i < 5; i++) await cluster.advance(SWEEP_MS);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  } finally {
+    ticking.stop();
+  }
+  const idleFor = cluster.nowMs - startedAt;
+  assert.ok(idleFor < TIMEOUT_MS, `the test's premise: ${idleFor} ms of session time since the request started`);
+  assert.equal(await cluster.isOpen(s.sid), true, `still open ${idleFor} ms after its last request started (hooks: ${JSON.stringify(await cluster.hooks())})`);
+});
