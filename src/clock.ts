@@ -19,11 +19,22 @@ export interface Clock {
   setTimer?(callback: () => void, delayMs: number): TimerHandle;
 }
 
+/** The longest delay setTimeout holds. */
+const MAX_TIMER_MS = 0x7fffffff;
+
 /** Schedules on the real event loop; timers never keep the process alive. */
 export function realTimer(callback: () => void, delayMs: number): TimerHandle {
-  // setTimeout clamps above 2^31-1 ms to 1 ms; a long timeout is re-armed by its owner when it fires early.
-  const timer = setTimeout(callback, Math.min(Math.max(0, delayMs), 0x7fffffff));
-  timer.unref();
+  // setTimeout clamps above 2^31-1 ms (24.8 days) to 1 ms, and options take up to 366 days: a longer
+  // delay goes in steps, so a queue, drain or hook bound fires when it was set to, not at 24.8 days.
+  let leftMs = Math.max(0, delayMs);
+  let timer: ReturnType<typeof setTimeout>;
+  const arm = (): void => {
+    const stepMs = Math.min(leftMs, MAX_TIMER_MS);
+    leftMs -= stepMs;
+    timer = setTimeout(leftMs > 0 ? arm : callback, stepMs);
+    timer.unref();
+  };
+  arm();
   return { cancel: () => clearTimeout(timer) };
 }
 

@@ -4,7 +4,7 @@ import { SessionError } from './errors.js';
 import { isThenable } from './maybe-async.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
 import { runAs, type ProcessRun } from './runs.js';
-import { NONE, withItem, type CloseReason, type Session } from './session.js';
+import { NONE, refuseQueued, withItem, type CloseReason, type Session } from './session.js';
 import { tearDown, type ReportCounter } from './store.js';
 import type { CloseEvent } from './types.js';
 
@@ -86,10 +86,8 @@ function startClose<Vars extends SessionVars>(ctx: CloseContext<Vars>, session: 
   session.closeReason = reason;
   ctx.detach(session, reason);
 
-  const queue = session.queue;
-  session.queue = undefined;
   // Queued requests never run in this context: they are refused and rebound to a new session.
-  if (queue !== undefined) for (const waiter of queue) waiter.reject(new SessionError('ERR_SESSION_CLOSED', `closing (${reason})`, { sessionId: session.id }));
+  refuseQueued(session, `closing (${reason})`);
 
   // One reason shared by the processes, made only if a signal is read. The function is written in place
   // (not a named const): a named closure costs a defineProperty per close under esbuild's keepNames.

@@ -9,7 +9,7 @@ import { isThenable, type MaybePromise } from './maybe-async.js';
 import { MemoryCloses } from './memory-closes.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
-import { cookieExpiresAtMs, countedWaiters, freeRequestProcess, NONE, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
+import { cookieExpiresAtMs, countedWaiters, freeRequestProcess, NONE, refuseQueued, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
 import { giveBackLocks, renameLocks, renewLocks, tearDown, type RequestIdentity, type StoreContext } from './store.js';
@@ -91,7 +91,9 @@ export class Scheduler<Vars extends SessionVars> {
     // there is room for one more process now (processesPerSession raised, a process place freed).
     const canAddProcess = free === undefined && session.queuedCount === 0 && session.requestProcessCount < options.processesPerSession && this.#processes.hasRoom;
     // Waiters whose client left keep their place in line but do not count (counted only at the bound).
-    if (free === undefined && !canAddProcess && session.queuedCount >= options.maxQueuedRequests && countedWaiters(session) >= options.maxQueuedRequests) {
+    // A request moved here from its closed session (queueDeadline given) was waiting already: a lowered
+    // maxQueuedRequests refuses newcomers, never a request already waiting, wherever it goes on waiting.
+    if (free === undefined && !canAddProcess && queueDeadline === undefined && session.queuedCount >= options.maxQueuedRequests && countedWaiters(session) >= options.maxQueuedRequests) {
       throw this.reject('queueFull', new SessionError('ERR_SESSION_QUEUE_FULL', `${session.queuedCount} waiting`, { sessionId: session.id }));
     }
     // Only a request that gets a process restarts the cookie's lifetime, from when it came (a refused
@@ -231,6 +233,9 @@ export class Scheduler<Vars extends SessionVars> {
     this.store.delete(session);
     this.#processes.uncount(session);
     session.state = 'closed';
+    // Requests queued in it (moved here from a closed session, whose successor this was) go on to another
+    // session, as after a close, instead of waiting out queueTimeoutMs here.
+    refuseQueued(session, 'its session was discarded (init failed)');
     const processes = session.processes;
     session.processes = NONE;
     for (const proc of processes) {
@@ -265,7 +270,7 @@ export class Scheduler<Vars extends SessionVars> {
 
   /** Room for more request processes was made: the waiting requests take it (SessionProcesses.admitWaiters). */
   admitWaiters(): void {
-    this.#processes.admitWaiters(this.store.values());
+    this.#processes.admitAll(this.store.values());
   }
 
   #settleIfIdle(session: Session<Vars>): void {

@@ -5,7 +5,7 @@ import { whenReady, type MaybePromise } from './maybe-async.js';
 import { taskFailure, taskRefused, WebProcess, type SessionVars } from './process.js';
 import { runAs, runInit } from './runs.js';
 import type { SchedulerContext } from './scheduler.js';
-import { withItem, withoutItem, type Session } from './session.js';
+import { freeRequestProcess, runningRequestCount, withItem, withoutItem, type Session } from './session.js';
 import { initFailure, tearDown } from './store.js';
 
 /** What the processes need of the scheduler that owns their sessions. */
@@ -88,7 +88,8 @@ export class SessionProcesses<Vars extends SessionVars> {
     try {
       vars = this.initVars(proc);
     } catch (error) {
-      return this.#initFailed(session, proc, error);
+      // Synchronous: no request waits in the session, or admitWaiters, which called this, goes on itself.
+      return this.#initFailed(session, proc, error, false);
     }
     // The failure's promise is flattened by the `then` whenReady makes.
     return whenReady<Vars, MaybePromise<RequestLease<Vars>>>(vars, (resolved) => {
@@ -97,7 +98,21 @@ export class SessionProcesses<Vars extends SessionVars> {
       if (proc.closed || session.pastDrain) throw new SessionError('ERR_SESSION_CLOSED', 'its session closed while init ran', { sessionId: session.id });
       proc.vars = resolved;
       return lease;
-    }, (error: unknown) => this.#initFailed(session, proc, error)) as MaybePromise<RequestLease<Vars>>;
+    }, (error: unknown) => this.#initFailed(session, proc, error, !isNewSession)) as MaybePromise<RequestLease<Vars>>;
+  }
+
+  /**
+   * An option raised the room (processesPerSession or maxConcurrentProcesses): every session's waiting
+   * requests may take it, those waiting only for a place under maxConcurrentProcesses first, in the order
+   * they began to wait (first come first served, as for a place given back), then the others.
+   */
+  admitAll(sessions: Iterable<Session<Vars>>): void {
+    const waiting = [...this.#waitingForRoom];
+    this.#waitingForRoom.clear();
+    const first = new Set(waiting);
+    const rest: Session<Vars>[] = [];
+    for (const session of sessions) if (!first.has(session)) rest.push(session);
+    this.admitWaiters([...waiting, ...rest]);
   }
 
   /**
@@ -107,6 +122,14 @@ export class SessionProcesses<Vars extends SessionVars> {
   admitWaiters(sessions: Iterable<Session<Vars>>): void {
     const options = this.#ctx.options;
     for (const session of sessions) {
+      // A request process kept over a lowered processesPerSession is free again once it is raised back:
+      // the waiting requests take it first (FIFO), as they would at a release.
+      while (session.state === 'open' && session.queuedCount > 0 && runningRequestCount(session) < options.processesPerSession) {
+        const free = freeRequestProcess(session);
+        if (free === undefined) break;
+        session.running = withItem(session.running, free);
+        session.queue!.shift()!.resolve(free);
+      }
       while (session.state === 'open' && session.queuedCount > 0 && session.requestProcessCount < options.processesPerSession && this.hasRoom) {
         const next = session.queue!.shift()!;
         // startRequestProcess fails only with a SessionError: ERR_SESSION_INIT_FAILED, or ERR_SESSION_CLOSED
@@ -144,7 +167,7 @@ export class SessionProcesses<Vars extends SessionVars> {
   }
 
   /** Throws, or rejects once the record locks init took are given back (the caller's retry may need them). */
-  #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown): Promise<never> {
+  #initFailed(session: Session<Vars>, proc: WebProcess<Vars>, error: unknown, admitWaiting: boolean): Promise<never> {
     // The process never had a context: it leaves the session (the next request runs init again). In a
     // session closing meanwhile too: its close neither waits for it nor hooks it (a hook would see no
     // context), and its place was given back when the close was claimed; unless the close's hooks have
@@ -161,6 +184,10 @@ export class SessionProcesses<Vars extends SessionVars> {
     // Once its closing session's hooks have begun, the close hooks it and tears it down with the others.
     const released = left ? tearDown(this.#ctx, proc) : undefined;
     this.#host.settleIfIdle(session);
+    // Its place in the session is free again: a request waiting behind it takes it now (as after a
+    // processesPerSession raise), not only when another request of the session ends. A new session's
+    // first process is the scheduler's to discard (its queued requests move on from there).
+    if (admitWaiting && session.state === 'open' && session.queuedCount > 0) this.admitWaiters([session]);
     const failure = initFailure(this.#ctx, error, session.id);
     if (released === undefined) throw failure;
     return released.then(() => { throw failure; });

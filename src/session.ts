@@ -1,3 +1,4 @@
+import { SessionError } from './errors.js';
 import { timerOn, type Clock } from './clock.js';
 import type { LockManager, LockRef } from './locks.js';
 import type { ProcessOwner, SessionVars, WebProcess } from './process.js';
@@ -222,6 +223,16 @@ export function waitInQueue<Vars extends SessionVars>(session: Session<Vars>, cl
     (session.queue ??= []).push(waiter);
     stopWatching = request?.watchClientLeaving?.(() => { waiter.clientLeft = true; });
   });
+}
+
+/**
+ * Refuses every request waiting in the session's queue with ERR_SESSION_CLOSED (`why`): they never run in
+ * it, and each is rebound to a new session (its session closed, or was discarded as its init failed).
+ */
+export function refuseQueued<Vars extends SessionVars>(session: Session<Vars>, why: string): void {
+  const queue = session.queue;
+  session.queue = undefined;
+  if (queue !== undefined) for (const waiter of queue) waiter.reject(new SessionError('ERR_SESSION_CLOSED', why, { sessionId: session.id }));
 }
 
 /** Requests waiting in the session's queue that count against maxQueuedRequests: those whose client is still there. */
