@@ -5,7 +5,7 @@ import { whenReady, type MaybePromise } from './maybe-async.js';
 import { taskFailure, taskRefused, WebProcess, type SessionVars } from './process.js';
 import { runAs, runInit } from './runs.js';
 import type { SchedulerContext } from './scheduler.js';
-import { freeRequestProcess, runningRequestCount, withItem, withoutItem, type Session } from './session.js';
+import { byFirstWaiter, freeRequestProcess, runningRequestCount, withItem, withoutItem, type Session } from './session.js';
 import { initFailure, tearDown } from './store.js';
 
 /** What the processes need of the scheduler that owns their sessions. */
@@ -73,7 +73,8 @@ export class SessionProcesses<Vars extends SessionVars> {
     this.#admitScheduled = true;
     queueMicrotask(() => {
       this.#admitScheduled = false;
-      const waiting = [...this.#waitingForRoom];
+      // In the order their requests began to wait (first come first served).
+      const waiting = byFirstWaiter(this.#waitingForRoom);
       this.#waitingForRoom.clear();
       this.admitWaiters(waiting);
     });
@@ -103,16 +104,14 @@ export class SessionProcesses<Vars extends SessionVars> {
 
   /**
    * An option raised the room (processesPerSession or maxConcurrentProcesses): every session's waiting
-   * requests may take it, those waiting only for a place under maxConcurrentProcesses first, in the order
-   * they began to wait (first come first served, as for a place given back), then the others.
+   * requests may take it, in the order they began to wait (first come first served, as for a place
+   * given back), whatever they waited for until then (a place, or their session's processes).
    */
   admitAll(sessions: Iterable<Session<Vars>>): void {
-    const waiting = [...this.#waitingForRoom];
     this.#waitingForRoom.clear();
-    const first = new Set(waiting);
-    const rest: Session<Vars>[] = [];
-    for (const session of sessions) if (!first.has(session)) rest.push(session);
-    this.admitWaiters([...waiting, ...rest]);
+    const waiting: Session<Vars>[] = [];
+    for (const session of sessions) if (session.queuedCount > 0) waiting.push(session);
+    this.admitWaiters(byFirstWaiter(waiting));
   }
 
   /**
@@ -184,10 +183,16 @@ export class SessionProcesses<Vars extends SessionVars> {
     // Once its closing session's hooks have begun, the close hooks it and tears it down with the others.
     const released = left ? tearDown(this.#ctx, proc) : undefined;
     this.#host.settleIfIdle(session);
-    // Its place in the session is free again: a request waiting behind it takes it now (as after a
-    // processesPerSession raise), not only when another request of the session ends. A new session's
-    // first process is the scheduler's to discard (its queued requests move on from there).
-    if (admitWaiting && session.state === 'open' && session.queuedCount > 0) this.admitWaiters([session]);
+    // Its place in the session is free again: a request waiting behind it takes it (as after a
+    // processesPerSession raise), not only when another request of the session ends; but its place under
+    // maxConcurrentProcesses goes first to the requests of other sessions that began to wait for one
+    // before (first come first served): the session gets in line, and the places freed go in that order
+    // (on the microtask #drop scheduled, or this one). A new session's first process is the scheduler's to
+    // discard (its queued requests move on from there).
+    if (admitWaiting && session.state === 'open' && session.queuedCount > 0) {
+      this.#waitingForRoom.add(session);
+      this.#placesFreed();
+    }
     const failure = initFailure(this.#ctx, error, session.id);
     if (released === undefined) throw failure;
     return released.then(() => { throw failure; });

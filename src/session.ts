@@ -16,6 +16,17 @@ export interface Waiter<Vars extends SessionVars> {
   reject(error: Error): void;
   /** Its client left: it keeps its place in line but no longer counts against maxQueuedRequests. */
   clientLeft?: boolean;
+  /** When it began to wait, as a rank among every waiter of the engine's process (the sessions' heads are served in this order). */
+  readonly since?: number;
+}
+
+/** Ranks waiters across sessions in the order they began to wait. */
+let waitersSoFar = 0;
+
+/** The sessions, those whose first waiter began to wait first ahead (a session with none last; stable otherwise). */
+export function byFirstWaiter<Vars extends SessionVars>(sessions: Iterable<Session<Vars>>): Session<Vars>[] {
+  const rank = (session: Session<Vars>): number => session.queue?.[0]?.since ?? Number.POSITIVE_INFINITY;
+  return [...sessions].sort((a, b) => rank(a) - rank(b) || 0);
 }
 
 /** The engine operations a session delegates to (spawning needs the engine's limits and hooks). */
@@ -211,6 +222,7 @@ export function waitInQueue<Vars extends SessionVars>(session: Session<Vars>, cl
   return new Promise<WebProcess<Vars>>((resolve, reject) => {
     let stopWatching: (() => void) | undefined;
     const waiter: Waiter<Vars> = {
+      since: ++waitersSoFar,
       resolve: (proc) => { timer.cancel(); stopWatching?.(); resolve(proc); },
       reject: (error) => { timer.cancel(); stopWatching?.(); reject(error); },
     };

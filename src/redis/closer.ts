@@ -1,3 +1,4 @@
+import { realTimer } from '../clock.js';
 import { SessionError } from '../errors.js';
 import type { WebProcess, SessionVars } from '../process.js';
 import type { CloseReason } from '../session.js';
@@ -151,19 +152,40 @@ export class RedisCloser<Vars extends SessionVars> {
    */
   async claimAll(insiders: ReadonlyMap<string, WebProcess<Vars>>): Promise<void> {
     const { ctx, redis, settings, nodeId } = this.#node;
-    for (let first = true; ; first = false) {
-      const reply = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH, keyTtlMs(ctx, settings), first ? 1 : 0) as Reply).map(text);
+    const claim = async (mode: 0 | 1 | 2): Promise<{ claimed: string[]; scanned: number; pending: number }> => {
+      const reply = (await redis.lwsClaimAll(settings.prefix, nodeId, ctx.clock.now(), SWEEP_BATCH, keyTtlMs(ctx, settings), mode, settings.nodeLeaseMs) as Reply).map(text);
       const scanned = Number(reply.pop());
+      const pending = Number(reply.pop());
       const bar = reply.indexOf('|');
       // Closes a dead node had claimed (killed within the stop's wait for its lease): run here, reason as
       // claimed, not counted again (as the sweep's takeovers).
       for (const id of reply.slice(bar + 1)) void this.start(id, undefined);
-      for (const id of reply.slice(0, bar)) {
+      return { claimed: reply.slice(0, bar), scanned, pending };
+    };
+    let pending = 0;
+    for (let first = true; ; first = false) {
+      const batch = await claim(first ? 1 : 0);
+      if (first) pending = batch.pending;
+      for (const id of batch.claimed) {
         ctx.counters.closed.shutdown++;
         void this.start(id, 'shutdown', insiders.get(id));
       }
       // A short batch may be short of claims only (leftovers dropped): the last batch is the one that found fewer ids.
-      if (!(scanned >= SWEEP_BATCH)) break;
+      if (!(batch.scanned >= SWEEP_BATCH)) break;
+    }
+    // Nodes whose lease key has just gone (killed right before this stop, or stalled): dead once it has
+    // been missing a lease, as a sweep decides (a node stalled that briefly is alive, its requests still
+    // running and saving); asked again until then, or until they beat again. Bounded in real time.
+    const giveUpAtMs = performance.now() + 2 * settings.nodeLeaseMs + settings.pollIntervalMs;
+    // A failure (Redis away) ends the wait, not the stop: the closes claimed above are still awaited.
+    while (pending > 0 && performance.now() < giveUpAtMs) {
+      await new Promise<void>((resolve) => realTimer(resolve, Math.max(1, Math.min(settings.pollIntervalMs, settings.nodeLeaseMs))));
+      try {
+        pending = (await claim(2)).pending;
+      } catch (error) {
+        ctx.report(unavailable(error), 'storeErrors');
+        return;
+      }
     }
   }
 

@@ -84,9 +84,15 @@ local function release(a)
     redis.call('PEXPIRE', h, ttl)
     -- A live session's locks outlive its idle time: they take its key's new life. Every lock the
     -- process id holds, also one its saved state does not list (taken by a process object kept past
-    -- its request, maybe on another node), so none lapses while its session lives. Process ids are
-    -- the engine's own ([0-9a-z]): the set's name needs no escaping (locks.ts redisProcessLocksKey).
-    if ends == '0' then touchLocks(P .. 'plocks:' .. pid, pid, ttl) end
+    -- its request, maybe on another node), so none lapses while its session lives; and those of the
+    -- session's other processes (as the memory store renews every process of the session holding
+    -- locks): requests one at a time all run on its first free process, and a lock a second process
+    -- took would otherwise keep the expiry it was taken with. Process ids are the engine's own
+    -- ([0-9a-z], t<uuid>): the sets' names need no escaping (locks.ts redisProcessLocksKey).
+    if ends == '0' then
+      others[#others + 1] = pid
+      for _, p in ipairs(others) do touchLocks(P .. 'plocks:' .. p, p, ttl) end
+    end
   end
   if st ~= 'o' or redis.call('EXISTS', P .. 'wq:' .. id) == 1 then redis.call('PUBLISH', P .. 'ev', 'r ' .. id) end
   return st

@@ -22,6 +22,22 @@ local function claimIfOpen(id, reason, node, now, ttl, out)
 end
 `;
 
+const IS_DEAD = `
+-- Whether node \`n\` is dead: it left, or its lease key has been missing for a whole lease (leaseMs) by
+-- Redis's own clock (realMs): the first look at a missing key dates its absence (P missing:<n>). A node
+-- stalled just past its lease (a GC or VM pause) is not dead yet: its next beat brings the key back.
+local function isDead(n, realMs, leaseMs)
+  if redis.call('EXISTS', P .. 'node:' .. n) == 1 then return false end
+  if redis.call('EXISTS', P .. 'left:' .. n) == 1 then return true end
+  local since = redis.call('GET', P .. 'missing:' .. n)
+  if not since then
+    redis.call('SET', P .. 'missing:' .. n, digits(realMs), 'PX', digits(tonumber(leaseMs) * 10))
+    return false
+  end
+  return realMs - tonumber(since) >= tonumber(leaseMs)
+end
+`;
+
 export const TAKE_OVER_DEAD = `
 -- What a dead node held, taken over by \`node\`: the processes it ran are freed (with the state last saved),
 -- the closes it had claimed become \`node\`'s (their ids appended to \`out\`), and it leaves the registry.
@@ -72,7 +88,7 @@ end
  * nodeLeaseMs, keyTtlMs, nearExpiryMs.
  * Returns {claimed…, '|', takenOver…, '|', open, idle, closing, procs}.
  */
-export const SWEEP = `${PRELUDE}${CLAIM_IF_OPEN}${TAKE_OVER_DEAD}
+export const SWEEP = `${PRELUDE}${CLAIM_IF_OPEN}${IS_DEAD}${TAKE_OVER_DEAD}
 local now, node, limit = tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'idle', '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, limit)) do
@@ -103,21 +119,11 @@ out[#out + 1] = '|'
 -- within a third of a lease, so none of them is taken for dead.
 local t = redis.call('TIME')
 local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function isDead(n)
-  if redis.call('EXISTS', P .. 'node:' .. n) == 1 then return false end
-  if redis.call('EXISTS', P .. 'left:' .. n) == 1 then return true end
-  local since = redis.call('GET', P .. 'missing:' .. n)
-  if not since then
-    redis.call('SET', P .. 'missing:' .. n, digits(realMs), 'PX', digits(tonumber(ARGV[6]) * 10))
-    return false
-  end
-  return realMs - tonumber(since) >= tonumber(ARGV[6])
-end
 -- A node of an earlier version, renaming a session whose process was freed since (o:<pid> '' rather
 -- than absent), files it under a node named '': nobody's, dropped here.
 redis.call('DEL', P .. 'nb:')
 for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if dead ~= node and isDead(dead) then takeOverDead(dead, node, ARGV[7], realMs, out) end
+  if dead ~= node and isDead(dead, realMs, ARGV[6]) then takeOverDead(dead, node, ARGV[7], realMs, out) end
 end
 -- Ids counted open whose key expired while they ran (a cluster down for longer than the session
 -- timeout, its nodes' lists of what they ran gone too) are in no idle set: no timeout, eviction or dead
@@ -150,30 +156,38 @@ return out
 
 /**
  * Claims every open session for a cluster shutdown, a batch at a time. ARGV: P, node, now, limit, keyTtlMs,
- * first ('1': the first batch of the stop, which also takes over what nodes whose lease key is gone held).
- * Returns the ids claimed, '|', the ids of closes taken over from dead nodes, then how many ids the batch
- * looked at (leftovers are dropped, not claimed).
+ * mode ('1': the first batch of the stop, which also takes over what dead nodes held; '2': that takeover
+ * alone, no claims; '0': claims alone), nodeLeaseMs.
+ * Returns the ids claimed, '|', the ids of closes taken over from dead nodes, then how many nodes have
+ * their lease key gone but are not dead yet (missing for less than a lease: killed just before the stop,
+ * or stalled), then how many ids the batch looked at (leftovers are dropped, not claimed).
  */
-export const CLAIM_ALL = `${PRELUDE}${CLAIM_IF_OPEN}${TAKE_OVER_DEAD}
+export const CLAIM_ALL = `${PRELUDE}${CLAIM_IF_OPEN}${IS_DEAD}${TAKE_OVER_DEAD}
 local out = {}
--- The cluster stops (no other node confirmed alive, every unconfirmed lease key let expire): a node
--- whose lease key is gone is dead, though no sweep may have found it missing for a lease yet. Its
--- processes are freed and its claimed closes run here, or nobody would run them (their hooks, their
--- teardown): they are no longer open, so the claims below do not reach them. Once per stop (ARGV[6]).
+-- The cluster stops: a dead node's processes are freed and its claimed closes run here, or nobody would
+-- run them (their hooks, their teardown): they are no longer open, so the claims below do not reach them.
+-- Dead as the sweep says (its key missing for a lease): a node whose key has just expired may be alive,
+-- stalled (GC, VM pause, a cut from Redis), its requests still running; it is counted as pending, and
+-- the stop asks again (mode '2') until it is dead or beats again.
 local taken = {}
-if ARGV[6] == '1' then
+local pending = 0
+if ARGV[6] ~= '0' then
   local t = redis.call('TIME')
   local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-    if dead ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. dead) == 0 then takeOverDead(dead, ARGV[2], ARGV[5], realMs, taken) end
+    if dead ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. dead) == 0 then
+      if isDead(dead, realMs, ARGV[7]) then takeOverDead(dead, ARGV[2], ARGV[5], realMs, taken) else pending = pending + 1 end
+    end
   end
 end
-local batch = redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1)
+local batch = {}
+if ARGV[6] ~= '2' then batch = redis.call('ZRANGE', P .. 'open', 0, tonumber(ARGV[4]) - 1) end
 for _, id in ipairs(batch) do
   claimIfOpen(id, 'shutdown', ARGV[2], tonumber(ARGV[3]), ARGV[5], out)
 end
 out[#out + 1] = '|'
 for _, id in ipairs(taken) do out[#out + 1] = id end
+out[#out + 1] = tostring(pending)
 -- Last: how many ids this batch looked at (a batch of leftovers claims nothing, yet more may follow).
 out[#out + 1] = tostring(#batch)
 return out

@@ -51,8 +51,6 @@ export function createServer<Vars extends SessionVars>(engine: SessionEngine<Var
   if (typeof AppResponse !== 'function' || !(AppResponse === http.ServerResponse || AppResponse.prototype instanceof http.ServerResponse)) {
     throw new SessionArgumentError('createServer(engine, handler, { ServerResponse }): ServerResponse must be http.ServerResponse or a subclass of it');
   }
-  // The application's writeHead (its own class's, or node:http's), called with the cookie added.
-  const baseWriteHead = AppResponse.prototype.writeHead;
 
   // A ServerResponse subclass adds the cookie in writeHead, which every way of sending headers goes
   // through (end(), write(), flushHeaders()), without a closure per request. It extends the class the
@@ -64,7 +62,9 @@ export function createServer<Vars extends SessionVars>(engine: SessionEngine<Var
 
     override writeHead(statusCode: number, reasonOrHeaders?: string | HeaderArgument, maybeHeaders?: HeaderArgument): this {
       const cookie = this.lease === undefined || this.headersSent ? undefined : setCookieFor(engine, this.lease, this.secure);
-      writeHeadWithCookie(this, baseWriteHead, cookie, statusCode, reasonOrHeaders, maybeHeaders);
+      // The application's writeHead (its own class's, or node:http's), looked up at each call as before:
+      // one patched later (an APM agent's on http.ServerResponse.prototype) is still the one called.
+      writeHeadWithCookie(this, super.writeHead, cookie, statusCode, reasonOrHeaders, maybeHeaders);
       return this;
     }
   }
