@@ -41,8 +41,9 @@ end
 export const TAKE_OVER_DEAD = `
 -- What a dead node held, taken over by \`node\`: the processes it ran are freed (with the state last saved),
 -- the closes it had claimed become \`node\`'s (their ids appended to \`out\`), and it leaves the registry.
--- realMs: Redis's time (ms), kept in \`P swept:<dead>\` for its beats, should it be alive after all.
-local function takeOverDead(dead, node, ttl, realMs, out)
+-- realMs: Redis's time (ms), kept in \`P swept:<dead>\` for its beats, should it be alive after all; now:
+-- the session time of the node taking over (a freed session's last activity).
+local function takeOverDead(dead, node, ttl, realMs, now, out)
   -- Told by its next beat, should it be alive after all (stalled, or cut from Redis): the processes it
   -- ran are freed below and may run elsewhere, while its requests and tasks go on there. Kept as long
   -- as the sessions whose processes it frees. (A node that left beats no more.)
@@ -57,13 +58,16 @@ local function takeOverDead(dead, node, ttl, realMs, out)
       -- Its key expired while it ran (a cluster down for longer than the session timeout).
       forget(id)
     elseif redis.call('HGET', h, 'o:' .. pid) == dead then
-      -- Its request died with its node: the process is free again, with the state last saved.
+      -- Its request or task died with its node: the process is free again, with the state last saved.
       redis.call('HSET', h, 'b:' .. pid, '0')
       redis.call('HDEL', h, 'o:' .. pid)
-      local f = redis.call('HMGET', h, 'st', 'la', 'lr')
-      -- Idle from the dying request's start ('lr') at the earliest: 'la' is the end of the request before
-      -- it, and a session idle for most of its timeout before that request would be timed out at once.
-      if f[1] == 'o' and allFree(h) then markIdle(id, digits(math.max(tonumber(f[2] or '0') or 0, tonumber(f[3] or '0') or 0))) end
+      -- The session was busy until its node died, two leases ago at most: idle from now, as after a
+      -- request's end. Not from 'la', the end of the request before: a session idle for most of its
+      -- timeout before that request, or whose task ran for longer than it, would be timed out at once.
+      if redis.call('HGET', h, 'st') == 'o' then
+        redis.call('HSET', h, 'la', digits(now))
+        if allFree(h) then markIdle(id, digits(now)) end
+      end
       redis.call('PUBLISH', P .. 'ev', 'r ' .. id)
     end
   end
@@ -123,7 +127,7 @@ local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- than absent), files it under a node named '': nobody's, dropped here.
 redis.call('DEL', P .. 'nb:')
 for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if dead ~= node and isDead(dead, realMs, ARGV[6]) then takeOverDead(dead, node, ARGV[7], realMs, out) end
+  if dead ~= node and isDead(dead, realMs, ARGV[6]) then takeOverDead(dead, node, ARGV[7], realMs, now, out) end
 end
 -- Ids counted open whose key expired while they ran (a cluster down for longer than the session
 -- timeout, its nodes' lists of what they ran gone too) are in no idle set: no timeout, eviction or dead
@@ -174,9 +178,10 @@ local pending = 0
 if ARGV[6] ~= '0' then
   local t = redis.call('TIME')
   local realMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = tonumber(ARGV[3])
   for _, dead in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
     if dead ~= ARGV[2] and redis.call('EXISTS', P .. 'node:' .. dead) == 0 then
-      if isDead(dead, realMs, ARGV[7]) then takeOverDead(dead, ARGV[2], ARGV[5], realMs, taken) else pending = pending + 1 end
+      if isDead(dead, realMs, ARGV[7]) then takeOverDead(dead, ARGV[2], ARGV[5], realMs, now, taken) else pending = pending + 1 end
     end
   end
 end
