@@ -30,6 +30,10 @@ export interface NodeSettings {
   readonly pollIntervalMs?: number;
   /** Holds pub/sub messages that start with one of these (e.g. 'N ') while `held.on` is true. */
   readonly held?: HeldMessages;
+  /** @default the store's (60 000) */
+  readonly graceMs?: number;
+  /** @default 1 000 */
+  readonly sweepIntervalMs?: number;
 }
 
 export async function node(r: RedisForTest, clock: ManualClock, settings: NodeSettings = {}): Promise<Node> {
@@ -39,7 +43,7 @@ export async function node(r: RedisForTest, clock: ManualClock, settings: NodeSe
   const engine = new SessionEngine<Vars>({
     clock, closeTimeoutMs: 10_000, processesPerSession: settings.processesPerSession ?? 1, onClose: (proc) => { hooked.push(proc.processId); },
     ...(settings.init === undefined ? {} : { init: settings.init }),
-    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: settings.pollIntervalMs ?? 5, sweepIntervalMs: 1_000, onStop: settings.onStop ?? 'auto' }),
+    store: createRedisStore({ redis: client, prefix: r.prefix, pollIntervalMs: settings.pollIntervalMs ?? 5, sweepIntervalMs: settings.sweepIntervalMs ?? 1_000, onStop: settings.onStop ?? 'auto', ...(settings.graceMs === undefined ? {} : { graceMs: settings.graceMs }) }),
   });
   const errors: SessionError[] = [];
   engine.on('error', (error) => errors.push(error));

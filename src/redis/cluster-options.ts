@@ -101,7 +101,8 @@ export class ClusterOptions<Vars extends SessionVars> {
    * then those set here while an earlier start failed are written.
    */
   async applyAtStart(): Promise<void> {
-    await this.#applyStored((name) => this.#setHere.has(name));
+    // Nothing of this node's has reached Redis yet (its requests wait for the start): no keys to walk.
+    await this.#applyStored((name) => this.#setHere.has(name), false);
     const unsent = [...this.#unsent];
     this.#unsent.clear();
     for (const [name, { value, previous }] of unsent) {
@@ -131,12 +132,12 @@ export class ClusterOptions<Vars extends SessionVars> {
   }
 
   /** Another node's value at `version` (undefined: unknown), unless this node holds a newer one. */
-  #applyVersion(name: string, json: string, version: number | undefined): void {
+  #applyVersion(name: string, json: string, version: number | undefined, walk = true): void {
     if (version !== undefined && !this.#isNewer(name, version)) return;
-    if (this.#applyOther(name, json) && version !== undefined) this.#versions.set(name, version);
+    if (this.#applyOther(name, json, walk) && version !== undefined) this.#versions.set(name, version);
   }
 
-  async #applyStored(keep: (name: string) => boolean): Promise<void> {
+  async #applyStored(keep: (name: string) => boolean, walk = true): Promise<void> {
     const { ctx, redis, settings } = this.#node;
     const [stored, versions] = await Promise.all([redis.hgetall(`${settings.prefix}opts`), redis.hgetall(`${settings.prefix}optv`)]);
     for (const [name, json] of Object.entries(stored)) {
@@ -148,7 +149,7 @@ export class ClusterOptions<Vars extends SessionVars> {
         if (version !== undefined) this.#versions.set(name, version);
         continue;
       }
-      this.#applyVersion(name, json, version);
+      this.#applyVersion(name, json, version, walk);
     }
   }
 
@@ -157,10 +158,20 @@ export class ClusterOptions<Vars extends SessionVars> {
    * waits for the next start): the cluster refuses that write (it holds this value), which takes it back
    * and reads the options again.
    */
-  #applyOther(name: string, json: string): boolean {
+  #applyOther(name: string, json: string, walk: boolean): boolean {
     const conflict = conflictingOption(name as OptionName, decodeOption(json));
     if (conflict !== undefined && (this.#writing.has(conflict.name) || this.#unsent.has(conflict.name)) && encodeOption(this.#node.ctx.options[conflict.name]) === encodeOption(conflict.value)) return false;
+    const { ctx, redis, settings } = this.#node;
+    const ttlBefore = keyTtlMs(ctx, settings);
     applyHere(this.#node, name, json);
+    // A timeout another node raised: that node walked the open sessions' keys, but this one's releases
+    // and enters sent before it heard of it (or while its subscriber was cut) gave some of them their
+    // old, shorter lifetime after that walk. This node walks them too: its connection runs the walk
+    // after every call it sent before, and its later calls carry the raised lifetime.
+    const ttlAfter = keyTtlMs(ctx, settings);
+    if (walk && ttlAfter > ttlBefore) {
+      this.#track(extendKeys(redis, settings.prefix, ttlAfter).catch((error: unknown) => ctx.report(unavailable(error), 'storeErrors')));
+    }
     return true;
   }
 }

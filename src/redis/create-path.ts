@@ -7,7 +7,7 @@ import { initFailure, type StoreContext } from '../store.js';
 import { newSessionId } from '../session-id.js';
 import { transientOwner } from '../transients.js';
 import type { RedisCloser } from './closer.js';
-import { keyTtlMs, rememberNeverMade, SessionHandle, text, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
+import { keyTtlMs, waiterStaleMs, rememberNeverMade, SessionHandle, text, type NodeServices, type RedisSettings, type Reply, type StoreCommands } from './node.js';
 import type { ProcessSaves } from './processes.js';
 
 type Lease<Vars extends SessionVars> = RequestLease<Vars, SessionHandle<Vars>>;
@@ -62,7 +62,7 @@ export class CreatePath<Vars extends SessionVars> {
     const id = newSessionId();
     const nowMs = clock.now();
     const cap = Math.min(options.maxSessions, options.maxConcurrentProcesses), sentAtMs = performance.now();
-    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs) as Reply).map(text);
+    const reply = (await this.#redis.lwsCreate(this.#settings.prefix, id, ip, nowMs, cap, options.maxConcurrentProcesses, this.#node.nodeId, keyTtlMs(this.#ctx, this.#settings), options.inactiveSessionTimeoutMs, waiterStaleMs(this.#settings)) as Reply).map(text);
     const [outcome, second, ...rest] = reply;
     const victims = outcome === 'ok' ? rest : [second, ...rest].filter((v): v is string => v !== undefined);
     for (const victim of victims) {

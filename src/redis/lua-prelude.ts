@@ -75,6 +75,40 @@ local function nextPid()
   end
   return 'r' .. redis.call('INCR', seq)
 end
+-- Requests waiting only for a place under maxConcurrentProcesses (P pq: members 'id waiterId', scored by
+-- Redis's time when each began to wait for one): a place made by a raise or given back is theirs, first
+-- come first served, before a newcomer's, a new session's or a task's. One holds its claim while it is
+-- counted among its session's waiters (P wq:<id>, within staleMs); the others are dropped as met.
+-- Answers how many hold a claim ahead of member me (all of them for nil), counting up to limit; those of
+-- session own do not count (its requests keep their own order: each node's turns).
+local function placeClaimsAhead(me, own, limit, staleMs)
+  local pq = P .. 'pq'
+  if limit <= 0 or not staleMs or redis.call('EXISTS', pq) == 0 then return 0 end
+  local t = redis.call('TIME')
+  local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(staleMs)
+  local n, offset = 0, 0
+  while n < limit do
+    local batch = redis.call('ZRANGE', pq, offset, offset + 31)
+    if #batch == 0 then break end
+    local dropped = 0
+    for _, m in ipairs(batch) do
+      if m == me then return n end
+      local sid, wid = string.match(m, '^(%S+) (%S+)$')
+      local score = sid and sid ~= own and tonumber(redis.call('ZSCORE', P .. 'wq:' .. sid, wid))
+      if sid == own then
+        -- the caller's own session: neither counted nor dropped
+      elseif score and score > cutoff then
+        n = n + 1
+        if n >= limit then return n end
+      else
+        redis.call('ZREM', pq, m)
+        dropped = dropped + 1
+      end
+    end
+    offset = offset + #batch - dropped
+  end
+  return n
+end
 local function touchGlobals(ttl)
   for _, k in ipairs({'open', 'idle', 'lru', 'lrun', 'closing', 'procs', 'pn', 'seq', 'nodes', 'opts', 'optv'}) do redis.call('PEXPIRE', P .. k, digits(ttl)) end
 end

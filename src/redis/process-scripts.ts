@@ -108,7 +108,8 @@ return out
 
 /**
  * A spawned task's process (its id made by the spawning node). ARGV: P, id, node, maxProcs, keyTtlMs, pid,
- * name (the name given to spawn: a close's hook on any node sees it; nodes of earlier versions pass none).
+ * name (the name given to spawn: a close's hook on any node sees it; nodes of earlier versions pass none),
+ * waiterStaleMs (nodes of earlier versions pass none: the places requests wait for are not kept for them).
  * Returns {'ok', token} | {'closed'} | {'plimit'}.
  */
 export const SPAWN = `${PRELUDE}
@@ -120,7 +121,9 @@ if redis.call('EXISTS', h) == 0 then
   if to then id, h = to, skey(to) end
 end
 if redis.call('HGET', h, 'st') ~= 'o' then return {'closed'} end
-if tonumber(redis.call('GET', P .. 'procs') or '0') >= tonumber(ARGV[4]) then return {'plimit'} end
+local procs, maxProcs = tonumber(redis.call('GET', P .. 'procs') or '0'), tonumber(ARGV[4])
+-- The places requests wait for (first come first served) are theirs first (ARGV[8]: nodes of earlier versions pass none).
+if procs + placeClaimsAhead(nil, nil, maxProcs - procs, ARGV[8]) >= maxProcs then return {'plimit'} end
 local pid = ARGV[6]
 local list = plist(h)
 list[#list + 1] = pid

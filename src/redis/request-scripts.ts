@@ -46,10 +46,26 @@ for _, p in ipairs(list) do
     if kbd[2] ~= '0' then busyWeb = busyWeb + 1 elseif not free then free = p end
   end
 end
+-- A newcomer (not yet counted among the session's waiters) does not take a process ahead of requests
+-- that wait for the session on other nodes (counted in wq, not stale): room made meanwhile (a raised
+-- processesPerSession or maxConcurrentProcesses, which they learn of at their next poll; a release
+-- whose wake is on its way) is theirs first. It waits behind them instead, if the queue has a place
+-- for it: a queue that is full (of waiters of a node that died, not yet stale) refuses no request
+-- that finds a process free.
+local behind = false
+if ARGV[14] == '0' and redis.call('EXISTS', wq) == 1 then
+  local t = redis.call('TIME')
+  redis.call('ZREMRANGEBYSCORE', wq, '-inf', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[13]))
+  local waiters = redis.call('ZCARD', wq)
+  behind = waiters > 0 and waiters < tonumber(ARGV[12])
+end
 -- A lowered perSession applies at once: a session with more processes runs no more at a time.
-if free and busyWeb < tonumber(ARGV[7]) then slot = free end
+if free and busyWeb < tonumber(ARGV[7]) and not behind then slot = free end
+local place = id .. ' ' .. ARGV[11]
 if not slot then
-  if web < tonumber(ARGV[7]) and tonumber(redis.call('GET', P .. 'procs') or '0') < tonumber(ARGV[8]) then
+  local procs, maxProcs = tonumber(redis.call('GET', P .. 'procs') or '0'), tonumber(ARGV[8])
+  local forPlace = not behind and web < tonumber(ARGV[7])
+  if forPlace and procs < maxProcs and procs + placeClaimsAhead(place, id, maxProcs - procs, ARGV[13]) < maxProcs then
     slot = nextPid()
     list[#list + 1] = slot
     redis.call('HSET', h, 'pl', table.concat(list, ' '), 'k:' .. slot, 'w', 'd:' .. slot, '')
@@ -64,6 +80,11 @@ if not slot then
     if not redis.call('ZSCORE', wq, ARGV[11]) and redis.call('ZCARD', wq) >= tonumber(ARGV[12]) then return {'full'} end
     redis.call('ZADD', wq, realMs + tonumber(ARGV[13]), ARGV[11])
     redis.call('PEXPIRE', wq, ARGV[10])
+    -- Waiting only for a place: in line for one from now (kept from its first such wait).
+    if forPlace then
+      redis.call('ZADD', P .. 'pq', 'NX', realMs, place)
+      redis.call('PEXPIRE', P .. 'pq', ARGV[10])
+    end
     return {'busy'}
   end
 elseif slot == ARGV[15] and f[6] == ARGV[16] then
@@ -76,7 +97,10 @@ redis.call('HSET', h, 'tk', token, 'b:' .. slot, token, 'o:' .. slot, ARGV[9], '
 markBusy(id)
 addRunning(ARGV[9], id .. ' ' .. slot, ARGV[10])
 redis.call('PEXPIRE', h, ARGV[10])
-if ARGV[14] ~= '0' then redis.call('ZREM', wq, ARGV[11]) end
+if ARGV[14] ~= '0' then
+  redis.call('ZREM', wq, ARGV[11])
+  redis.call('ZREM', P .. 'pq', place)
+end
 return {'ok', slot .. ' ' .. token .. ' ' .. (f[4] or '0') .. ' ' .. #list .. ' ' .. copied, state}
 `;
 
@@ -130,14 +154,17 @@ return 'ok'
 
 /**
  * A new session, evicting the least recently active idle ones cluster-wide while there is no room.
- * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs, cookieTtlMs (absent from nodes of earlier versions).
+ * ARGV: P, id, ip, now, cap, maxProcs, node, keyTtlMs, cookieTtlMs, waiterStaleMs (the last two absent from
+ * nodes of earlier versions; without waiterStaleMs, the places requests wait for are not kept for them).
  * Returns {'ok', pid, victims…} | {'limit'} | {'plimit'} (a refusal evicts nothing).
  */
 export const CREATE = `${PRELUDE}
 local id, now, node = ARGV[2], tonumber(ARGV[4]), ARGV[7]
 local cap, maxProcs = tonumber(ARGV[5]), tonumber(ARGV[6])
 local sessionsToFree = redis.call('ZCARD', P .. 'open') - cap + 1
-local processesToFree = tonumber(redis.call('GET', P .. 'procs') or '0') - maxProcs + 1
+local procs = tonumber(redis.call('GET', P .. 'procs') or '0')
+-- The places requests of other sessions wait for (first come first served) are not the newcomer's.
+local processesToFree = procs + placeClaimsAhead(nil, nil, maxProcs - procs, ARGV[10]) - maxProcs + 1
 local victims = {}
 if sessionsToFree > 0 or processesToFree > 0 then
   -- Evicts only what makes room: with the cap lowered below the busy sessions, closing the idle ones

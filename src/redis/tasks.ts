@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { SessionError } from '../errors.js';
 import { processInternals, taskFailure, taskRefused, WebProcess, type SessionVars } from '../process.js';
 import { runAs } from '../runs.js';
-import { keyTtlMs, text, unavailable, type NodeServices, type Reply, type SessionHandle } from './node.js';
+import { keyTtlMs, text, unavailable, waiterStaleMs, type NodeServices, type Reply, type SessionHandle } from './node.js';
 import type { ProcessSaves } from './processes.js';
 
 export class RedisTasks<Vars extends SessionVars> {
@@ -38,7 +38,7 @@ export class RedisTasks<Vars extends SessionVars> {
       // A regenerate of the request spawning this, not awaited: the spawn names the id it gives.
       if (handle.renaming !== undefined) await handle.renaming;
       const sentAtMs = performance.now();
-      const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId, proc.name) as Reply).map(text);
+      const reply = (await redis.lwsSpawn(settings.prefix, handle.id, nodeId, ctx.options.maxConcurrentProcesses, keyTtlMs(ctx, settings), proc.processId, proc.name, waiterStaleMs(settings)) as Reply).map(text);
       if (reply[0] !== 'ok' || reply[1] === undefined) {
         throw new SessionError(reply[0] === 'plimit' ? 'ERR_SESSION_PROCESS_LIMIT' : 'ERR_SESSION_CLOSED', `cannot spawn "${proc.name}"`, { sessionId: handle.id });
       }
