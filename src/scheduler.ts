@@ -9,6 +9,7 @@ import { isThenable, type MaybePromise } from './maybe-async.js';
 import { MemoryCloses } from './memory-closes.js';
 import { MemoryStore } from './memory-store.js';
 import { processInternals, type SessionVars, type WebProcess } from './process.js';
+import { makeRoom, type RoomHost } from './room.js';
 import { cookieExpiresAtMs, countedWaiters, freeRequestProcess, NONE, refuseQueued, runningRequestCount, Session, waitInQueue, withItem, withoutItem, type SessionHost } from './session.js';
 import { SessionProcesses } from './session-processes.js';
 import type { Counters } from './stats.js';
@@ -34,6 +35,7 @@ export class Scheduler<Vars extends SessionVars> {
   readonly #sessionHost: SessionHost<Vars>;
   readonly #processes: SessionProcesses<Vars>;
   readonly #transients: TransientProcesses<Vars>;
+  readonly #room: RoomHost<Vars>;
 
   constructor(ctx: SchedulerContext<Vars>) {
     this.#ctx = ctx;
@@ -53,6 +55,13 @@ export class Scheduler<Vars extends SessionVars> {
       ...releaseDeadlines(ctx),
     };
     this.closes = new MemoryCloses(ctx, this.store, (session) => this.#processes.uncount(session));
+    this.#room = {
+      store: this.store,
+      processes: this.#processes,
+      options: ctx.options,
+      evict: (session) => closeNow(this.closes.context, session, 'evicted'),
+      reject: (cause, error) => this.reject(cause, error),
+    };
   }
 
   get liveProcesses(): number {
@@ -129,7 +138,7 @@ export class Scheduler<Vars extends SessionVars> {
    */
   create(ip: string, onSession?: (session: Session<Vars>) => void): MaybePromise<RequestLease<Vars>> {
     const options = this.#ctx.options;
-    this.#makeRoom(Math.min(options.maxSessions, options.maxConcurrentProcesses));
+    makeRoom(this.#room, Math.min(options.maxSessions, options.maxConcurrentProcesses));
     const session = new Session<Vars>(this.#sessionHost, newSessionId(), ip, this.#ctx.clock.now(), options.inactiveSessionTimeoutMs);
     this.store.add(session);
     onSession?.(session);
@@ -164,42 +173,11 @@ export class Scheduler<Vars extends SessionVars> {
     this.#ctx.created({ sessionId, ip });
   }
 
-  /**
-   * Evicts the least recently active idle sessions while a new process, and a new session below `cap`,
-   * would pass a limit; throws the limit no eviction can lift (closing nothing then).
-   */
-  #makeRoom(cap: number): void {
-    if (this.#limitReached(cap) === undefined) return;
-    const victims = this.store.victimsMakingRoom(cap, this.#processes.live, this.#ctx.options.maxConcurrentProcesses);
-    if (typeof victims === 'string') throw this.#limitError(victims, cap);
-    // Not awaited: the newcomer never waits for another session's hook. A synchronous hook may close
-    // other sessions meanwhile (a "log out everywhere"): room is checked again before each eviction.
-    for (let i = 0; i < victims && this.#limitReached(cap) !== undefined; i++) {
-      const victim = this.store.oldestIdle();
-      if (victim === undefined) break;
-      closeNow(this.closes.context, victim, 'evicted');
-    }
-    const still = this.#limitReached(cap);
-    if (still !== undefined) throw this.#limitError(still, cap);
-  }
-
-  /** Which limit a new session would pass now, if any. */
-  #limitReached(cap: number): 'sessionLimit' | 'processLimit' | undefined {
-    if (this.store.size >= cap) return 'sessionLimit';
-    return this.#processes.hasRoom ? undefined : 'processLimit';
-  }
-
-  #limitError(limit: 'sessionLimit' | 'processLimit', cap: number): SessionError {
-    return limit === 'sessionLimit'
-      ? this.reject('sessionLimit', new SessionError('ERR_SESSION_LIMIT', `${this.store.size} sessions, ${this.store.idleCount} idle, cap ${cap}`))
-      : this.reject('processLimit', new SessionError('ERR_SESSION_PROCESS_LIMIT', `${this.#processes.live} processes`));
-  }
-
   /** 'none' mode: a throw-away process for one request, torn down at release. */
   transient(): MaybePromise<RequestLease<Vars>> {
     // Sessions left from before a switch to 'none' serve no request (none reads a cookie): the least
     // recently active idle ones give their processes' places, as they would to a new session.
-    this.#makeRoom(Number.POSITIVE_INFINITY);
+    makeRoom(this.#room, Number.POSITIVE_INFINITY);
     this.#processes.countTransient(1);
     return this.#transients.start(this.#leaseHost, (proc) => this.#processes.initVars(proc));
   }
