@@ -17,7 +17,7 @@ export interface Waiter<Vars extends SessionVars> {
   /** Its client left: it keeps its place in line but no longer counts against maxQueuedRequests. */
   clientLeft?: boolean;
   /** When it began to wait, as a rank among every waiter of the engine's process (the sessions' heads are served in this order). */
-  readonly since?: number;
+  readonly since: number;
 }
 
 /** Ranks waiters across sessions in the order they began to wait. */
@@ -26,6 +26,7 @@ let waitersSoFar = 0;
 /** The sessions, those whose first waiter began to wait first ahead (a session with none last; stable otherwise). */
 export function byFirstWaiter<Vars extends SessionVars>(sessions: Iterable<Session<Vars>>): Session<Vars>[] {
   const rank = (session: Session<Vars>): number => session.queue?.[0]?.since ?? Number.POSITIVE_INFINITY;
+  // Two sessions with none: Infinity - Infinity is NaN, read as equal.
   return [...sessions].sort((a, b) => rank(a) - rank(b) || 0);
 }
 
